@@ -1,0 +1,475 @@
+//! `compile(config, context) -> Plan`: applies a parsed pipeline configuration to one build.
+//! Substitutes `${VAR}`, expands matrices, evaluates `trigger` and `when`, orders steps,
+//! resolves environments and scripts, and refuses what the repository is not trusted to do.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::conditions::{StageFacts, evaluate};
+use crate::context::Context;
+use crate::decode::Decoder;
+use crate::diag::{Diagnostic, Diagnostics, Pos, Severity};
+use crate::env::{build_variables, encode_setting, plugin_variable, script, stage_variables, step_variables};
+use crate::envsubst::Lookup;
+use crate::graph::topological_order;
+use crate::model::{
+    Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType, SettingValue, StatusFilter, Step, Volume, VolumeSource,
+};
+use crate::plan::{CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
+use crate::validate::CLONE_STEP;
+use crate::{Config, PipelineFile};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// The file is invalid for this build (e.g. a bad `${...}` substitution).
+    #[error("the pipeline configuration is invalid:\n{0}")]
+    Invalid(Diagnostics),
+    /// The build would do what the repository is not trusted to do.
+    #[error("the plan is refused because the repository is not trusted:\n{0}")]
+    Untrusted(Diagnostics),
+}
+
+impl CompileError {
+    pub fn diagnostics(&self) -> &Diagnostics {
+        match self {
+            CompileError::Invalid(d) | CompileError::Untrusted(d) => d,
+        }
+    }
+}
+
+/// Matrix axes over the build's variables.
+struct Layered<'a> {
+    top: &'a BTreeMap<String, String>,
+    base: &'a BTreeMap<String, String>,
+}
+
+impl Lookup for Layered<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.top.get(name).or_else(|| self.base.get(name)).map(String::as_str)
+    }
+}
+
+/// A pipeline made concrete for this build, before it becomes a [`Stage`].
+struct Candidate<'c> {
+    pipeline: Cow<'c, Pipeline>,
+    dialect: Dialect,
+    matrix: BTreeMap<String, String>,
+    name: String,
+}
+
+pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
+    let vars = build_variables(ctx);
+    let mut invalid = Diagnostics::default();
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    for file in &config.files {
+        for (index, pipeline) in file.pipelines.iter().enumerate() {
+            let combinations = match &pipeline.matrix {
+                Some(matrix) => matrix.combinations.clone(),
+                None => vec![BTreeMap::new()],
+            };
+            for matrix in combinations {
+                let concrete = concretize(file, index, pipeline, &matrix, &vars, &mut invalid);
+                let name = if matrix.is_empty() {
+                    pipeline.name.value.clone()
+                } else {
+                    let axes: Vec<String> = matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{} ({})", pipeline.name.value, axes.join(", "))
+                };
+                candidates.push(Candidate {
+                    pipeline: concrete,
+                    dialect: file.dialect,
+                    matrix,
+                    name,
+                });
+            }
+        }
+    }
+    if invalid.has_errors() {
+        return Err(CompileError::Invalid(Diagnostics(invalid.errors().cloned().collect())));
+    }
+
+    // Which stages run, and on what they depend (through skipped ones).
+    let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        by_base.entry(c.pipeline.name.value.as_str()).or_default().push(i);
+    }
+    let parents: Vec<Vec<usize>> = candidates
+        .iter()
+        .map(|c| {
+            c.pipeline
+                .depends_on
+                .iter()
+                .flat_map(|d| by_base.get(d.value.as_str()).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let verdicts: Vec<Result<StatusFilter, String>> = candidates
+        .iter()
+        .map(|c| {
+            let facts = StageFacts {
+                platform: &c.pipeline.platform,
+                matrix: &c.matrix,
+            };
+            evaluate(&c.pipeline.trigger, ctx, facts)
+        })
+        .collect();
+    let order = topological_order(&parents).unwrap_or_else(|_| (0..candidates.len()).collect());
+    let mut effective: Vec<Vec<usize>> = vec![Vec::new(); candidates.len()];
+    for &i in &order {
+        let mut deps = Vec::new();
+        for &p in &parents[i] {
+            if verdicts[p].is_ok() {
+                deps.push(p);
+            } else {
+                deps.extend(effective[p].iter().copied());
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        effective[i] = deps;
+    }
+
+    let mut refused = Diagnostics::default();
+    let mut stages = Vec::with_capacity(candidates.len());
+    for (i, candidate) in candidates.iter().enumerate() {
+        let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let mut stage = build_stage(candidate, number, ctx, &vars);
+        match &verdicts[i] {
+            Ok(filter) => {
+                stage.runs_on = if candidate.dialect == Dialect::Woodpecker { candidate.pipeline.runs_on } else { *filter };
+                stage.depends_on = effective[i].iter().map(|&d| candidates[d].name.clone()).collect();
+                if !ctx.trusted {
+                    check_trust(&candidate.pipeline, &stage, &mut refused);
+                }
+            }
+            Err(reason) => {
+                stage.run = false;
+                stage.reason = Some(reason.clone());
+                stage.depends_on = parents[i].iter().map(|&d| candidates[d].name.clone()).collect();
+                for step in stage.steps.iter_mut().chain(stage.services.iter_mut()) {
+                    step.run = false;
+                    step.reason.get_or_insert_with(|| "the stage does not run".to_owned());
+                }
+            }
+        }
+        stages.push(stage);
+    }
+    if refused.has_errors() {
+        return Err(CompileError::Untrusted(refused));
+    }
+    Ok(Plan { stages })
+}
+
+/// The pipeline with this build's `${VAR}`s substituted, decoded again from its YAML only when
+/// it contains a `$` at all.
+fn concretize<'c>(
+    file: &'c PipelineFile,
+    index: usize,
+    pipeline: &'c Pipeline,
+    matrix: &BTreeMap<String, String>,
+    vars: &BTreeMap<String, String>,
+    invalid: &mut Diagnostics,
+) -> Cow<'c, Pipeline> {
+    let Some(node) = file.substitutable_node(index) else { return Cow::Borrowed(pipeline) };
+    let lookup = Layered { top: matrix, base: vars };
+    let mut decoder = Decoder::new(&file.name, file.dialect, Some(&lookup));
+    let decoded = decoder.pipeline(node, index, &pipeline.name.value);
+    invalid.extend(Diagnostics(decoder.diags.errors().cloned().collect()));
+    match decoded {
+        Some(mut p) => {
+            // The matrix and dependencies were validated on the file as written.
+            p.name = pipeline.name.clone();
+            p.depends_on = pipeline.depends_on.clone();
+            Cow::Owned(p)
+        }
+        None => Cow::Borrowed(pipeline),
+    }
+}
+
+fn workspace_path(pipeline: &Pipeline) -> String {
+    let base = pipeline.workspace.base.as_deref().unwrap_or("/drone");
+    match pipeline.workspace.path.as_deref() {
+        Some(path) if path.starts_with('/') => path.to_owned(),
+        Some(path) => format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches("./")),
+        None if pipeline.workspace.base.is_some() => base.to_owned(),
+        None => "/drone/src".to_owned(),
+    }
+}
+
+fn build_stage(candidate: &Candidate<'_>, number: u32, ctx: &Context, vars: &BTreeMap<String, String>) -> Stage {
+    let pipeline = &*candidate.pipeline;
+    let workspace = workspace_path(pipeline);
+    let mut environment = vars.clone();
+    environment.extend(stage_variables(&candidate.name, number, &workspace, &candidate.matrix));
+    let mut secrets = Vec::new();
+    apply_env(&pipeline.environment, &mut environment, &mut secrets);
+
+    let facts = StageFacts {
+        platform: &pipeline.platform,
+        matrix: &candidate.matrix,
+    };
+    let mut volumes = pipeline.volumes.clone();
+    // Woodpecker and Drone 0.8 name volumes in the step only: they live as long as the stage.
+    for step in pipeline.steps.iter().chain(&pipeline.services) {
+        for mount in &step.mounts {
+            if let Mount::Named { name, .. } = &mount.mount
+                && !volumes.iter().any(|v| &v.name == name)
+            {
+                volumes.push(Volume {
+                    name: name.clone(),
+                    source: VolumeSource::Temp { memory: false },
+                    pos: mount.pos,
+                });
+            }
+        }
+    }
+
+    let clone = (!pipeline.clone.disable).then(|| CloneSpec {
+        url: ctx.repo.clone_url.clone(),
+        reference: ctx.reference.clone(),
+        commit: ctx.commit.clone(),
+        depth: pipeline.clone.depth,
+        tags: pipeline.clone.tags || ctx.tag.is_some(),
+        skip_verify: pipeline.clone.skip_verify,
+    });
+
+    let mut steps: Vec<PlanStep> = Vec::with_capacity(pipeline.steps.len() + 1);
+    let mut number_next = 1u32;
+    if clone.is_some() {
+        steps.push(clone_step(&workspace));
+        number_next += 1;
+    }
+    let names: HashMap<&str, usize> = pipeline.steps.iter().enumerate().map(|(i, s)| (s.name.value.as_str(), i)).collect();
+    let parents: Vec<Vec<usize>> = pipeline
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            if pipeline.graph {
+                step.depends_on.iter().flatten().filter_map(|d| names.get(d.value.as_str()).copied()).collect()
+            } else if i > 0 {
+                vec![i - 1]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let order = topological_order(&parents).unwrap_or_else(|_| (0..pipeline.steps.len()).collect());
+    for i in order {
+        let step = &pipeline.steps[i];
+        let mut depends_on: Vec<String> = parents[i].iter().map(|&p| pipeline.steps[p].name.value.clone()).collect();
+        let explicit_clone = step.depends_on.iter().flatten().any(|d| d.value == CLONE_STEP);
+        if clone.is_some() && (explicit_clone || depends_on.is_empty()) {
+            depends_on.insert(0, CLONE_STEP.to_owned());
+        }
+        let verdict = evaluate(&step.when, ctx, facts);
+        steps.push(plan_step(step, number_next, depends_on, verdict, &workspace, pipeline.kind, false));
+        number_next += 1;
+    }
+    let services = pipeline
+        .services
+        .iter()
+        .map(|service| {
+            let verdict = evaluate(&service.when, ctx, facts).map(|_| StatusFilter::ALWAYS);
+            let s = plan_step(service, number_next, Vec::new(), verdict, &workspace, pipeline.kind, true);
+            number_next += 1;
+            s
+        })
+        .collect();
+
+    Stage {
+        name: candidate.name.clone(),
+        number,
+        run: true,
+        reason: None,
+        depends_on: Vec::new(),
+        runs_on: pipeline.runs_on,
+        file: pipeline.file.clone(),
+        backend: pipeline.kind.clone(),
+        platform: pipeline.platform.clone(),
+        labels: pipeline.labels.clone(),
+        matrix: candidate.matrix.clone(),
+        workspace,
+        clone,
+        environment,
+        secrets,
+        volumes,
+        services,
+        steps,
+        timeout_secs: pipeline.timeout.as_ref().map(|t| t.value),
+    }
+}
+
+fn apply_env(vars: &[EnvVar], environment: &mut BTreeMap<String, String>, secrets: &mut Vec<SecretEnv>) {
+    for var in vars {
+        match &var.value {
+            EnvValue::Text(text) => {
+                environment.insert(var.name.clone(), text.clone());
+            }
+            EnvValue::Secret(secret) => {
+                environment.remove(&var.name);
+                secrets.retain(|s| s.env != var.name);
+                secrets.push(SecretEnv {
+                    env: var.name.clone(),
+                    secret: secret.clone(),
+                });
+            }
+        }
+    }
+}
+
+fn clone_step(workspace: &str) -> PlanStep {
+    PlanStep {
+        name: CLONE_STEP.to_owned(),
+        number: 1,
+        kind: StepKind::Clone,
+        run: true,
+        reason: None,
+        depends_on: Vec::new(),
+        run_on: StatusFilter::SUCCESS,
+        image: None,
+        pull: crate::model::Pull::IfNotExists,
+        environment: step_variables(CLONE_STEP, 1).into_iter().collect(),
+        secrets: Vec::new(),
+        commands: Vec::new(),
+        script: None,
+        shell: "sh".to_owned(),
+        entrypoint: Vec::new(),
+        command: Vec::new(),
+        failure: crate::model::Failure::Fail,
+        detach: false,
+        privileged: false,
+        mounts: Vec::new(),
+        network_mode: None,
+        user: None,
+        working_dir: workspace.to_owned(),
+        resources: Default::default(),
+        timeout_secs: None,
+    }
+}
+
+fn plan_step(
+    step: &Step,
+    number: u32,
+    depends_on: Vec<String>,
+    verdict: Result<StatusFilter, String>,
+    workspace: &str,
+    backend: PipelineType,
+    service: bool,
+) -> PlanStep {
+    let name = step.name.value.clone();
+    let mut environment: BTreeMap<String, String> = step_variables(&name, number).into_iter().collect();
+    let mut secrets = Vec::new();
+    for setting in &step.settings {
+        let variable = plugin_variable(&setting.name);
+        match &setting.value {
+            SettingValue::Value(value) => {
+                environment.insert(variable, encode_setting(value));
+            }
+            SettingValue::Secret(secret) => secrets.push(SecretEnv {
+                env: variable,
+                secret: secret.clone(),
+            }),
+        }
+    }
+    apply_env(&step.environment, &mut environment, &mut secrets);
+    let kind = if service {
+        StepKind::Service
+    } else if step.commands.is_empty() {
+        StepKind::Plugin
+    } else {
+        StepKind::Commands
+    };
+    let working_dir = match step.working_dir.as_deref() {
+        Some(dir) if dir.starts_with('/') => dir.to_owned(),
+        Some(dir) => format!("{}/{}", workspace.trim_end_matches('/'), dir.trim_start_matches("./")),
+        None => workspace.to_owned(),
+    };
+    let (run, reason, run_on) = match verdict {
+        Ok(filter) => (true, None, filter),
+        Err(reason) => (false, Some(reason), StatusFilter::NEVER),
+    };
+    PlanStep {
+        name,
+        number,
+        kind,
+        run,
+        reason,
+        depends_on,
+        run_on,
+        image: if backend == PipelineType::Local { None } else { step.image.as_ref().map(|i| i.value.clone()) },
+        pull: step.pull,
+        environment,
+        secrets,
+        commands: step.commands.clone(),
+        script: (!step.commands.is_empty()).then(|| script(&step.commands)),
+        shell: step.shell.clone().unwrap_or_else(|| "sh".to_owned()),
+        entrypoint: step.entrypoint.clone(),
+        command: step.command.clone(),
+        failure: step.failure,
+        detach: step.detach,
+        privileged: step.privileged.value,
+        mounts: step.mounts.iter().map(|m| m.mount.clone()).collect(),
+        network_mode: step.network_mode.clone(),
+        user: step.user.clone(),
+        working_dir,
+        resources: step.resources.clone(),
+        timeout_secs: step.timeout.as_ref().map(|t| t.value),
+    }
+}
+
+/// Privileged containers, host directories, the host network and host processes are for
+/// trusted repositories only; a running stage or step that asks for them refuses the plan.
+fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
+    let mut refuse = |pos: Pos, path: String, message: String| {
+        refused.push(Diagnostic {
+            severity: Severity::Error,
+            file: pipeline.file.clone(),
+            pos,
+            path,
+            message,
+            hint: Some("an administrator can mark the repository as trusted".to_owned()),
+        });
+    };
+    let root = format!("pipeline[{}]", pipeline.name.value);
+    if pipeline.kind == PipelineType::Local {
+        refuse(pipeline.pos, format!("{root}.type"), format!("pipeline `{}` runs commands on the runner's host (`type: exec`), which only trusted repositories may do", pipeline.name.value));
+    }
+    let host_volumes: Vec<&str> = pipeline
+        .volumes
+        .iter()
+        .filter(|v| matches!(v.source, VolumeSource::Host { .. }))
+        .map(|v| v.name.as_str())
+        .collect();
+    let running = |name: &str| {
+        stage
+            .steps
+            .iter()
+            .chain(&stage.services)
+            .any(|s| s.name == name && s.run)
+    };
+    for step in pipeline.steps.iter().chain(&pipeline.services) {
+        let name = &step.name.value;
+        if !running(name) {
+            continue;
+        }
+        let path = format!("{root}.steps[{name}]");
+        if step.privileged.value {
+            refuse(step.privileged.pos, format!("{path}.privileged"), format!("step `{name}` is privileged, which only trusted repositories may be"));
+        }
+        if let Some(mode) = &step.network_mode {
+            refuse(step.pos, format!("{path}.network_mode"), format!("step `{name}` sets network_mode `{mode}`, which only trusted repositories may do"));
+        }
+        for mount in &step.mounts {
+            match &mount.mount {
+                Mount::Host { host, .. } => refuse(mount.pos, format!("{path}.volumes"), format!("step `{name}` mounts the host directory `{host}`, which only trusted repositories may do")),
+                Mount::Named { name: volume, .. } if host_volumes.contains(&volume.as_str()) => refuse(
+                    mount.pos,
+                    format!("{path}.volumes"),
+                    format!("step `{name}` mounts the host volume `{volume}`, which only trusted repositories may do"),
+                ),
+                Mount::Named { .. } => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Whether a `when` or `trigger` holds for a build, with Drone's semantics: the keys of a block
+//! are ANDed; `exclude` beats `include`; an empty `include` matches anything; `branch` compares
+//! the target branch of a pull request and never matches a tag; alternatives of a Woodpecker
+//! list are ORed. `status` is not decided here: it depends on what happens at run time, so it
+//! becomes a [`StatusFilter`] in the plan.
+//!
+//! Two events must be asked for by name, because a pipeline written for pushes must not run
+//! when they happen: `delete` (a branch or tag was deleted) and a closed pull request
+//! (`pull_request_closed`, or `pull_request` together with an `action` condition naming
+//! `closed`).
+
+use crate::context::{Context, Event};
+use crate::glob::{Mode, glob_match};
+use crate::model::{Conditions, Constraint, PathConstraint, Platform, StatusFilter};
+use std::collections::BTreeMap;
+
+/// What a condition is evaluated against besides the build: the stage's own facts.
+#[derive(Debug, Clone, Copy)]
+pub struct StageFacts<'a> {
+    pub platform: &'a Platform,
+    pub matrix: &'a BTreeMap<String, String>,
+}
+
+impl Constraint {
+    /// Drone's `Condition.Match`: excluded → no; included → yes; no include list → yes.
+    pub fn matches(&self, value: &str) -> bool {
+        self.matches_with(|pattern| glob_match(pattern, value, Mode::Path))
+    }
+
+    fn matches_with(&self, mut matches: impl FnMut(&str) -> bool) -> bool {
+        if self.exclude.iter().any(|p| matches(p)) {
+            return false;
+        }
+        self.include.is_empty() || self.include.iter().any(|p| matches(p))
+    }
+}
+
+impl PathConstraint {
+    /// Woodpecker's semantics: no files → `on_empty`; excluded when every file is excluded;
+    /// included when any file is included.
+    pub fn matches(&self, files: &[String]) -> bool {
+        if files.is_empty() {
+            return self.on_empty;
+        }
+        let any = |patterns: &[String], file: &str| patterns.iter().any(|p| glob_match(p, file, Mode::Path));
+        if !self.exclude.is_empty() && files.iter().all(|f| any(&self.exclude, f)) {
+            return false;
+        }
+        self.include.is_empty() || files.iter().any(|f| any(&self.include, f))
+    }
+}
+
+fn normalize_event(name: &str) -> &str {
+    match name {
+        "manual" => "custom",
+        "deployment" | "deploy" => "promote",
+        other => other,
+    }
+}
+
+fn normalize_action(name: &str) -> &str {
+    match name {
+        "synchronized" => "synchronize",
+        "open" => "opened",
+        other => other,
+    }
+}
+
+impl Conditions {
+    /// Every key but `status`; `Err` carries why it does not hold, for the plan's `reason`.
+    pub fn check(&self, ctx: &Context, stage: StageFacts<'_>) -> Result<(), String> {
+        self.check_event(ctx)?;
+        if !self.branch.is_empty() {
+            if matches!(ctx.event, Event::Tag) {
+                return Err(format!("when.branch {} never matches a tag", describe(&self.branch)));
+            }
+            let branch = ctx.condition_branch();
+            if !self.branch.matches(branch) {
+                return Err(format!("branch `{branch}` does not match {}", describe(&self.branch)));
+            }
+        }
+        check(&self.reference, &ctx.reference, "ref")?;
+        check(&self.repo, &ctx.repo.full_name(), "repo")?;
+        check(&self.target, ctx.deploy_target.as_deref().unwrap_or(""), "target")?;
+        check(&self.cron, ctx.cron.as_deref().unwrap_or(""), "cron")?;
+        check(&self.instance, &ctx.instance, "instance")?;
+        if !self.action.is_empty() {
+            let action = normalize_action(ctx.action.as_deref().unwrap_or(""));
+            let matched = self.action.matches_with(|p| glob_match(normalize_action(p), action, Mode::Path));
+            if !matched {
+                return Err(format!("action `{action}` does not match {}", describe(&self.action)));
+            }
+        }
+        if !self.platform.is_empty() {
+            let platform = format!(
+                "{}/{}",
+                stage.platform.os.as_deref().unwrap_or("linux"),
+                stage.platform.arch.as_deref().unwrap_or("amd64")
+            );
+            check(&self.platform, &platform, "platform")?;
+        }
+        for (axis, want) in &self.matrix {
+            let have = stage.matrix.get(axis).map(String::as_str).unwrap_or("");
+            if have != want {
+                return Err(format!("matrix {axis}=`{have}` is not `{want}`"));
+            }
+        }
+        if let Some(paths) = &self.paths
+            && !paths.matches(&ctx.changed_files)
+        {
+            return Err(if ctx.changed_files.is_empty() {
+                "no changed files, and `on_empty` is false".to_owned()
+            } else {
+                format!("no changed file matches paths {}", describe_paths(paths))
+            });
+        }
+        Ok(())
+    }
+
+    fn check_event(&self, ctx: &Context) -> Result<(), String> {
+        let explicit_only = ctx.event == Event::Delete || ctx.is_closed_pull_request();
+        let name = if ctx.is_closed_pull_request() { "pull_request_closed" } else { ctx.event.as_str() };
+        if self.event.is_empty() {
+            if explicit_only {
+                return Err(format!("`{name}` events run only pipelines and steps that name them in `event`"));
+            }
+            return Ok(());
+        }
+        let names_closed_action = self.action.include.iter().any(|a| a == "closed");
+        let matched = self.event.matches_with(|pattern| {
+            let pattern = normalize_event(pattern);
+            if ctx.is_closed_pull_request() {
+                return pattern == "pull_request_closed" || (pattern == "pull_request" && names_closed_action);
+            }
+            glob_match(pattern, name, Mode::Path)
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err(format!("event `{name}` does not match {}", describe(&self.event)))
+        }
+    }
+}
+
+fn check(constraint: &Constraint, value: &str, key: &str) -> Result<(), String> {
+    if constraint.matches(value) {
+        Ok(())
+    } else {
+        Err(format!("{key} `{value}` does not match {}", describe(constraint)))
+    }
+}
+
+fn describe(c: &Constraint) -> String {
+    let list = |v: &[String]| v.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+    match (c.include.is_empty(), c.exclude.is_empty()) {
+        (false, true) => format!("[{}]", list(&c.include)),
+        (true, false) => format!("exclude [{}]", list(&c.exclude)),
+        _ => format!("include [{}] exclude [{}]", list(&c.include), list(&c.exclude)),
+    }
+}
+
+fn describe_paths(p: &PathConstraint) -> String {
+    describe(&Constraint {
+        include: p.include.clone(),
+        exclude: p.exclude.clone(),
+        pos: p.pos,
+    })
+}
+
+/// Evaluates ORed alternatives: which statuses let it run, or why none of them holds.
+/// No alternatives at all means "run while passing".
+pub fn evaluate(alternatives: &[Conditions], ctx: &Context, stage: StageFacts<'_>) -> Result<StatusFilter, String> {
+    if alternatives.is_empty() {
+        return if ctx.event == Event::Delete || ctx.is_closed_pull_request() {
+            Err(Conditions::default().check_event(ctx).err().unwrap_or_default())
+        } else {
+            Ok(StatusFilter::SUCCESS)
+        };
+    }
+    let mut filter = StatusFilter::NEVER;
+    let mut reasons = Vec::new();
+    for alternative in alternatives {
+        match alternative.check(ctx, stage) {
+            Ok(()) => filter = filter.union(alternative.status_filter()),
+            Err(reason) => reasons.push(reason),
+        }
+    }
+    if filter == StatusFilter::NEVER {
+        if reasons.is_empty() {
+            return Err("its `status` condition allows neither success nor failure".to_owned());
+        }
+        return Err(reasons.join("; or "));
+    }
+    Ok(filter)
+}

@@ -1,0 +1,1415 @@
+//! From YAML nodes to the typed [model](crate::model), for every dialect, collecting every
+//! problem with its position instead of stopping at the first.
+//!
+//! Substitution of `${VAR}` happens here, on scalar values as they are read: `compile` decodes
+//! with the build's variables, `lint` decodes with none and only checks the syntax. Substituting
+//! values after parsing (not the raw text, as Drone does) means a branch name can never inject
+//! YAML structure into the file.
+
+use std::collections::BTreeMap;
+
+use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
+use crate::envsubst::{self, Lookup};
+use crate::glob::{Glob, Mode};
+use crate::model::*;
+use crate::yaml::{Node, Value};
+
+/// Pipelines and secrets of one file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Decoded {
+    pub pipelines: Vec<Pipeline>,
+    pub secrets: Vec<SecretDocument>,
+}
+
+pub(crate) struct Decoder<'a> {
+    pub file: &'a str,
+    pub dialect: Dialect,
+    /// `Some` when compiling for a build; `None` when linting.
+    pub vars: Option<&'a dyn Lookup>,
+    pub diags: Diagnostics,
+}
+
+/// Every event name gantry or the dialects it reads know; others get a warning.
+pub(crate) const KNOWN_EVENTS: &[&str] = &[
+    "push",
+    "pull_request",
+    "pull_request_closed",
+    "pull_request_metadata",
+    "tag",
+    "promote",
+    "rollback",
+    "deployment",
+    "cron",
+    "custom",
+    "manual",
+    "delete",
+    "release",
+];
+
+const CONDITION_KEYS: &[&str] = &[
+    "branch", "event", "ref", "status", "repo", "target", "cron", "action", "instance", "paths", "path",
+    "platform", "matrix", "evaluate", "environment",
+];
+
+/// Keys gantry reads but does not act on; each gets a warning that says so.
+const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[
+    ("concurrency", "gantry does not limit concurrent builds per pipeline yet"),
+    ("image_pull_secrets", "gantry does not read registry credentials from secrets yet"),
+    ("node_selector", "Kubernetes scheduling options are not used yet"),
+    ("tolerations", "Kubernetes scheduling options are not used yet"),
+    ("service_account_name", "Kubernetes options are not used yet"),
+    ("metadata", "Kubernetes options are not used yet"),
+    ("host_aliases", "host aliases are not supported yet"),
+    ("dns_config", "DNS options are not supported yet"),
+    ("pool", "VM pools are Drone Cloud's; gantry runs the pipeline on its own runners"),
+];
+
+const UNSUPPORTED_STEP_KEYS: &[(&str, &str)] = &[
+    ("backend_options", "backend options are not supported yet"),
+    ("dns", "DNS options are not supported yet"),
+    ("dns_search", "DNS options are not supported yet"),
+    ("extra_hosts", "extra hosts are not supported yet"),
+    ("devices", "devices are not supported"),
+    ("shm_size", "shm_size is not supported yet"),
+    ("tmpfs", "tmpfs mounts are not supported yet"),
+    ("cpu_quota", "use `resources: {limits: {cpu: ...}}`"),
+    ("mem_limit", "use `resources: {limits: {memory: ...}}`"),
+    ("ports", "ports need not be published: services are reached by name on the stage's network"),
+    ("when_files", "not supported"),
+];
+
+/// A mapping being read: remembers which keys were taken, to report the rest.
+pub(crate) struct Fields<'n> {
+    entries: &'n [(Node, Node)],
+    used: Vec<bool>,
+}
+
+impl<'n> Fields<'n> {
+    fn new(entries: &'n [(Node, Node)]) -> Self {
+        Self {
+            entries,
+            used: vec![false; entries.len()],
+        }
+    }
+
+    /// The value of `key`, unless absent or null.
+    pub fn get(&mut self, key: &str) -> Option<&'n Node> {
+        let i = self.entries.iter().position(|(k, _)| k.as_str() == Some(key))?;
+        self.used[i] = true;
+        let value = &self.entries[i].1;
+        (!value.is_null()).then_some(value)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k.as_str() == Some(key))
+    }
+
+    /// Keys not taken yet, in file order.
+    fn unused(&self) -> impl Iterator<Item = &'n (Node, Node)> + '_ {
+        self.entries.iter().zip(&self.used).filter(|(_, used)| !**used).map(|(e, _)| e)
+    }
+}
+
+fn join_path(parent: &str, child: &str) -> String {
+    if parent.is_empty() { child.to_owned() } else { format!("{parent}.{child}") }
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(file: &'a str, dialect: Dialect, vars: Option<&'a dyn Lookup>) -> Self {
+        Self {
+            file,
+            dialect,
+            vars,
+            diags: Diagnostics::default(),
+        }
+    }
+
+    pub fn report(&mut self, severity: Severity, pos: Pos, path: &str, message: String, hint: Option<String>) {
+        self.diags.push(Diagnostic {
+            severity,
+            file: self.file.to_owned(),
+            pos,
+            path: path.to_owned(),
+            message,
+            hint,
+        });
+    }
+
+    pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>, hint: Option<&str>) {
+        self.report(Severity::Error, pos, path, message.into(), hint.map(str::to_owned));
+    }
+
+    pub fn warn(&mut self, pos: Pos, path: &str, message: impl Into<String>, hint: Option<&str>) {
+        self.report(Severity::Warning, pos, path, message.into(), hint.map(str::to_owned));
+    }
+
+    fn expected(&mut self, node: &Node, path: &str, what: &str) {
+        let found = node.kind_name();
+        self.error(node.pos, path, format!("expected {what}, found {found}"), None);
+    }
+
+    /// Substitutes `${VAR}` in a scalar (or checks its syntax when linting).
+    pub fn subst(&mut self, text: &str, pos: Pos, path: &str) -> String {
+        if !text.contains('$') {
+            return text.to_owned();
+        }
+        match self.vars {
+            Some(vars) => match envsubst::substitute(text, vars) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.error(pos, path, e.to_string(), Some("write `$${` for a literal `${`"));
+                    text.to_owned()
+                }
+            },
+            None => {
+                if let Err(e) = envsubst::check(text) {
+                    self.error(pos, path, e.to_string(), Some("write `$${` for a literal `${`"));
+                }
+                text.to_owned()
+            }
+        }
+    }
+
+    pub fn fields<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
+        match &node.value {
+            Value::Map(entries) => Some(Fields::new(entries)),
+            _ => {
+                self.expected(node, path, "a mapping of keys to values");
+                None
+            }
+        }
+    }
+
+    /// Reports keys nobody took: known-but-unsupported ones with why, others as unknown with a
+    /// "did you mean" among `known`.
+    pub fn finish(&mut self, fields: &Fields<'_>, path: &str, known: &[&str], unsupported: &[(&str, &str)]) {
+        for (key, _) in fields.unused() {
+            let name = key.as_str().unwrap_or_default();
+            if let Some((_, why)) = unsupported.iter().find(|(k, _)| *k == name) {
+                self.warn(key.pos, path, format!("`{name}` is ignored: {why}"), None);
+                continue;
+            }
+            let hint = did_you_mean(name, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let message = format!("unknown key `{name}`");
+            self.report(Severity::Warning, key.pos, path, message, hint.or_else(|| Some(format!("known keys here: {}", known.join(", ")))));
+        }
+    }
+
+    pub fn text(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.value {
+            _ if node.is_null() => None,
+            Value::Scalar(s) => Some(self.subst(&s.text, node.pos, path)),
+            _ => {
+                self.expected(node, path, "text");
+                None
+            }
+        }
+    }
+
+    pub fn spanned_text(&mut self, node: &Node, path: &str) -> Option<Spanned<String>> {
+        self.text(node, path).map(|t| Spanned::new(t, node.pos))
+    }
+
+    /// A list of texts; a single text counts as a list of one, as in Drone.
+    pub fn texts(&mut self, node: &Node, path: &str) -> Vec<String> {
+        self.spanned_texts(node, path).into_iter().map(|s| s.value).collect()
+    }
+
+    pub fn spanned_texts(&mut self, node: &Node, path: &str) -> Vec<Spanned<String>> {
+        match &node.value {
+            _ if node.is_null() => Vec::new(),
+            Value::Scalar(_) => self.spanned_text(node, path).into_iter().collect(),
+            Value::Seq(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}[{i}]");
+                    match &item.value {
+                        Value::Scalar(_) if item.is_null() => {}
+                        Value::Scalar(_) => out.extend(self.spanned_text(item, &item_path)),
+                        _ => self.expected(item, &item_path, "text"),
+                    }
+                }
+                out
+            }
+            Value::Map(_) => {
+                self.expected(node, path, "a list of texts");
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        let text = self.text(node, path)?;
+        match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" => Some(true),
+            "false" | "no" | "off" => Some(false),
+            _ => {
+                self.error(node.pos, path, format!("expected true or false, found `{text}`"), None);
+                None
+            }
+        }
+    }
+
+    pub fn uint(&mut self, node: &Node, path: &str) -> Option<u64> {
+        let text = self.text(node, path)?;
+        match text.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(node.pos, path, format!("expected a whole number, found `{text}`"), None);
+                None
+            }
+        }
+    }
+
+    fn timeout(&mut self, node: &Node, path: &str) -> Option<Spanned<u64>> {
+        let text = self.text(node, path)?;
+        match parse_duration(&text) {
+            Some(secs) if secs > 0 => Some(Spanned::new(secs, node.pos)),
+            _ => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("`{text}` is not a duration"),
+                    Some("write e.g. `90s`, `10m`, `1h30m`; a bare number counts minutes"),
+                );
+                None
+            }
+        }
+    }
+
+    // ---- conditions -------------------------------------------------------------------------
+
+    fn pattern_list(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let patterns = self.spanned_texts(node, path);
+        for p in &patterns {
+            if let Err(e) = Glob::new(&p.value, Mode::Path) {
+                self.error(p.pos, path, e.to_string(), Some("close every `[` and `{`, or escape it with `\\`"));
+            }
+        }
+        patterns.into_iter().map(|p| p.value).collect()
+    }
+
+    /// `key: value`, `key: [values]` or `key: {include: ..., exclude: ...}`.
+    pub fn constraint(&mut self, node: &Node, path: &str) -> Constraint {
+        let mut constraint = Constraint {
+            pos: node.pos,
+            ..Constraint::default()
+        };
+        match &node.value {
+            Value::Map(_) => {
+                let Some(mut f) = self.fields(node, path) else { return constraint };
+                if let Some(n) = f.get("include") {
+                    constraint.include = self.pattern_list(n, &join_path(path, "include"));
+                }
+                if let Some(n) = f.get("exclude") {
+                    constraint.exclude = self.pattern_list(n, &join_path(path, "exclude"));
+                }
+                self.finish(&f, path, &["include", "exclude"], &[]);
+            }
+            _ => constraint.include = self.pattern_list(node, path),
+        }
+        constraint
+    }
+
+    fn path_constraint(&mut self, node: &Node, path: &str) -> PathConstraint {
+        let mut out = PathConstraint {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            on_empty: true,
+            pos: node.pos,
+        };
+        match &node.value {
+            Value::Map(_) => {
+                let Some(mut f) = self.fields(node, path) else { return out };
+                if let Some(n) = f.get("include") {
+                    out.include = self.pattern_list(n, &join_path(path, "include"));
+                }
+                if let Some(n) = f.get("exclude") {
+                    out.exclude = self.pattern_list(n, &join_path(path, "exclude"));
+                }
+                if let Some(n) = f.get("on_empty") {
+                    out.on_empty = self.boolean(n, &join_path(path, "on_empty")).unwrap_or(true);
+                }
+                self.finish(&f, path, &["include", "exclude", "on_empty"], &[]);
+            }
+            _ => out.include = self.pattern_list(node, path),
+        }
+        out
+    }
+
+    /// A `when` or `trigger`: one mapping, or (Woodpecker) a list of alternatives.
+    pub fn conditions(&mut self, node: &Node, path: &str) -> Vec<Conditions> {
+        match &node.value {
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| !item.is_null())
+                .map(|(i, item)| self.condition_block(item, &format!("{path}[{i}]")))
+                .collect(),
+            _ if node.is_null() => Vec::new(),
+            _ => vec![self.condition_block(node, path)],
+        }
+    }
+
+    fn condition_block(&mut self, node: &Node, path: &str) -> Conditions {
+        let mut c = Conditions {
+            pos: node.pos,
+            ..Conditions::default()
+        };
+        let Some(mut f) = self.fields(node, path) else { return c };
+        let p = |k: &str| join_path(path, k);
+        if let Some(n) = f.get("branch") {
+            c.branch = self.constraint(n, &p("branch"));
+        }
+        if let Some(n) = f.get("event") {
+            c.event = self.constraint(n, &p("event"));
+            for event in c.event.include.iter().chain(&c.event.exclude) {
+                if !event.contains(['*', '?', '[', '{']) && !KNOWN_EVENTS.contains(&event.as_str()) {
+                    let hint = did_you_mean(event, KNOWN_EVENTS.iter().copied())
+                        .map(|s| format!("did you mean `{s}`?"))
+                        .unwrap_or_else(|| format!("known events: {}", KNOWN_EVENTS.join(", ")));
+                    self.report(Severity::Warning, n.pos, &p("event"), format!("unknown event `{event}`: it never matches"), Some(hint));
+                }
+            }
+        }
+        if let Some(n) = f.get("ref") {
+            c.reference = self.constraint(n, &p("ref"));
+        }
+        if let Some(n) = f.get("status") {
+            c.status = self.constraint(n, &p("status"));
+            for status in c.status.include.iter().chain(&c.status.exclude) {
+                if !matches!(status.as_str(), "success" | "failure") {
+                    self.error(n.pos, &p("status"), format!("unknown status `{status}`"), Some("use `success` and/or `failure`"));
+                }
+            }
+        }
+        if let Some(n) = f.get("repo") {
+            c.repo = self.constraint(n, &p("repo"));
+        }
+        if let Some(n) = f.get("target") {
+            c.target = self.constraint(n, &p("target"));
+        }
+        if let Some(n) = f.get("environment") {
+            // Woodpecker's name for the deployment target.
+            c.target = self.constraint(n, &p("environment"));
+        }
+        if let Some(n) = f.get("cron") {
+            c.cron = self.constraint(n, &p("cron"));
+        }
+        if let Some(n) = f.get("action") {
+            c.action = self.constraint(n, &p("action"));
+        }
+        if let Some(n) = f.get("instance") {
+            c.instance = self.constraint(n, &p("instance"));
+        }
+        if let Some(n) = f.get("platform") {
+            c.platform = self.constraint(n, &p("platform"));
+        }
+        for key in ["paths", "path"] {
+            if let Some(n) = f.get(key) {
+                c.paths = Some(self.path_constraint(n, &p(key)));
+            }
+        }
+        if let Some(n) = f.get("matrix") {
+            if let Some(mut m) = self.fields(n, &p("matrix")) {
+                for (k, v) in m.entries {
+                    let name = k.as_str().unwrap_or_default().to_owned();
+                    if let Some(value) = self.text(v, &p("matrix")) {
+                        c.matrix.insert(name, value);
+                    }
+                }
+                m.used.iter_mut().for_each(|u| *u = true);
+            }
+        }
+        if let Some(n) = f.get("evaluate") {
+            c.evaluate = self.spanned_text(n, &p("evaluate"));
+            self.warn(
+                n.pos,
+                &p("evaluate"),
+                "`evaluate` expressions are not supported yet: this condition is treated as true",
+                Some("express it with branch/event/ref/path conditions where you can"),
+            );
+        }
+        self.finish(&f, path, CONDITION_KEYS, &[("local", "gantry runs pipelines the same way locally and on a server")]);
+        c
+    }
+
+    // ---- environment, settings, volumes -----------------------------------------------------
+
+    /// `environment` as a mapping (values or `from_secret`) or a `KEY=VALUE` list.
+    pub fn environment(&mut self, node: &Node, path: &str) -> Vec<EnvVar> {
+        let mut out = Vec::new();
+        match &node.value {
+            _ if node.is_null() => {}
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    let name = k.as_str().unwrap_or_default().to_owned();
+                    let var_path = join_path(path, &name);
+                    let value = match &v.value {
+                        _ if v.is_null() => EnvValue::Text(String::new()),
+                        Value::Scalar(_) => EnvValue::Text(self.text(v, &var_path).unwrap_or_default()),
+                        Value::Map(_) => match v.get("from_secret").and_then(|s| s.as_str()) {
+                            Some(secret) => EnvValue::Secret(self.subst(secret, v.pos, &var_path)),
+                            None => {
+                                self.error(v.pos, &var_path, "an environment value must be text or `from_secret: NAME`", None);
+                                continue;
+                            }
+                        },
+                        Value::Seq(_) => {
+                            self.error(v.pos, &var_path, "an environment value must be text or `from_secret: NAME`, not a list", Some("join the values into one string"));
+                            continue;
+                        }
+                    };
+                    self.check_env_name(&name, k.pos, &var_path);
+                    out.push(EnvVar { name, value, pos: k.pos });
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}[{i}]");
+                    let Some(text) = self.text(item, &item_path) else { continue };
+                    match text.split_once('=') {
+                        Some((name, value)) => {
+                            self.check_env_name(name, item.pos, &item_path);
+                            out.push(EnvVar {
+                                name: name.to_owned(),
+                                value: EnvValue::Text(value.to_owned()),
+                                pos: item.pos,
+                            });
+                        }
+                        None => self.error(item.pos, &item_path, format!("`{text}` is not KEY=VALUE"), Some("write `NAME=value`, or use a mapping")),
+                    }
+                }
+            }
+            Value::Scalar(_) => self.expected(node, path, "a mapping of variables"),
+        }
+        out
+    }
+
+    fn check_env_name(&mut self, name: &str, pos: Pos, path: &str) {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+        if !valid {
+            self.error(pos, path, format!("`{name}` is not a valid environment variable name"), Some("use letters, digits and `_`"));
+        }
+    }
+
+    /// Drone 0.8 / old Woodpecker `secrets: [name, {source, target}]`, as environment.
+    fn legacy_secrets(&mut self, node: &Node, path: &str) -> Vec<EnvVar> {
+        let Value::Seq(items) = &node.value else {
+            self.expected(node, path, "a list of secret names");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            let (source, target) = match &item.value {
+                Value::Scalar(_) => {
+                    let Some(name) = self.text(item, &item_path) else { continue };
+                    (name.clone(), name)
+                }
+                Value::Map(_) => {
+                    let Some(mut f) = self.fields(item, &item_path) else { continue };
+                    let source = f.get("source").and_then(|n| self.text(n, &item_path));
+                    let target = f.get("target").and_then(|n| self.text(n, &item_path));
+                    self.finish(&f, &item_path, &["source", "target"], &[]);
+                    let Some(source) = source else {
+                        self.error(item.pos, &item_path, "a secret needs a `source`", None);
+                        continue;
+                    };
+                    let target = target.unwrap_or_else(|| source.clone());
+                    (source, target)
+                }
+                Value::Seq(_) => {
+                    self.expected(item, &item_path, "a secret name");
+                    continue;
+                }
+            };
+            out.push(EnvVar {
+                name: target.to_uppercase(),
+                value: EnvValue::Secret(source),
+                pos: item.pos,
+            });
+        }
+        out
+    }
+
+    pub fn json(&mut self, node: &Node, path: &str) -> serde_json::Value {
+        match &node.value {
+            _ if node.is_null() => serde_json::Value::Null,
+            Value::Scalar(s) => {
+                let text = self.subst(&s.text, node.pos, path);
+                if s.plain { plain_scalar_json(&text) } else { serde_json::Value::String(text) }
+            }
+            Value::Seq(items) => serde_json::Value::Array(
+                items.iter().enumerate().map(|(i, n)| self.json(n, &format!("{path}[{i}]"))).collect(),
+            ),
+            Value::Map(entries) => serde_json::Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = k.as_str().unwrap_or_default().to_owned();
+                        let value = self.json(v, &join_path(path, &key));
+                        (key, value)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn setting(&mut self, name: &str, node: &Node, path: &str) -> Setting {
+        let secret = node
+            .as_map()
+            .filter(|e| e.len() == 1)
+            .and_then(|_| node.get("from_secret"))
+            .and_then(Node::as_str);
+        let value = match secret {
+            Some(secret) => SettingValue::Secret(self.subst(secret, node.pos, path)),
+            None => SettingValue::Value(self.json(node, path)),
+        };
+        Setting { name: name.to_owned(), value }
+    }
+
+    fn settings(&mut self, node: &Node, path: &str) -> Vec<Setting> {
+        let Some(entries) = node.as_map() else {
+            self.expected(node, path, "a mapping of settings");
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .map(|(k, v)| {
+                let name = k.as_str().unwrap_or_default();
+                self.setting(name, v, &join_path(path, name))
+            })
+            .collect()
+    }
+
+    /// Pipeline-level volumes (Drone): `{name, host: {path}}` or `{name, temp: {medium}}`.
+    fn volumes(&mut self, node: &Node, path: &str) -> Vec<Volume> {
+        let Value::Seq(items) = &node.value else {
+            self.expected(node, path, "a list of volumes");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            let Some(mut f) = self.fields(item, &item_path) else { continue };
+            let name = f.get("name").and_then(|n| self.text(n, &join_path(&item_path, "name")));
+            let host = f.get("host");
+            let temp = f.get("temp");
+            let has_temp = f.has("temp");
+            self.finish(&f, &item_path, &["name", "host", "temp"], &[("claim", "persistent volume claims are not supported yet")]);
+            let Some(name) = name else {
+                self.error(item.pos, &item_path, "a volume needs a `name`", None);
+                continue;
+            };
+            let source = if let Some(host) = host {
+                let host_path = host.get("path").and_then(|n| self.text(n, &join_path(&item_path, "host.path")));
+                match host_path {
+                    Some(path) => VolumeSource::Host { path },
+                    None => {
+                        self.error(host.pos, &item_path, "a host volume needs `host: {path: /dir}`", None);
+                        continue;
+                    }
+                }
+            } else if temp.is_some() || has_temp {
+                let memory = temp.and_then(|t| t.get("medium")).and_then(Node::as_str) == Some("memory");
+                VolumeSource::Temp { memory }
+            } else {
+                self.error(item.pos, &item_path, format!("volume `{name}` needs `host: {{path: ...}}` or `temp: {{}}`"), None);
+                continue;
+            };
+            out.push(Volume { name, source, pos: item.pos });
+        }
+        out
+    }
+
+    /// Step mounts: `{name, path}` (Drone) or `"src:dst[:ro]"` (Woodpecker, Drone 0.8).
+    fn mounts(&mut self, node: &Node, path: &str) -> Vec<StepMount> {
+        let Value::Seq(items) = &node.value else {
+            self.expected(node, path, "a list of volume mounts");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            match &item.value {
+                Value::Scalar(_) => {
+                    let Some(text) = self.text(item, &item_path) else { continue };
+                    let parts: Vec<&str> = text.split(':').collect();
+                    let (src, dst, read_only) = match parts.as_slice() {
+                        [src, dst] => (*src, *dst, false),
+                        [src, dst, mode] => (*src, *dst, mode.split(',').any(|m| m == "ro")),
+                        _ => {
+                            self.error(item.pos, &item_path, format!("`{text}` is not SOURCE:PATH[:ro]"), Some("e.g. `/var/run/docker.sock:/var/run/docker.sock`"));
+                            continue;
+                        }
+                    };
+                    let mount = if src.starts_with('/') {
+                        Mount::Host { host: src.to_owned(), path: dst.to_owned(), read_only }
+                    } else {
+                        Mount::Named { name: src.to_owned(), path: dst.to_owned() }
+                    };
+                    out.push(StepMount { mount, pos: item.pos });
+                }
+                Value::Map(_) => {
+                    let Some(mut f) = self.fields(item, &item_path) else { continue };
+                    let name = f.get("name").and_then(|n| self.text(n, &join_path(&item_path, "name")));
+                    let mount_path = f.get("path").and_then(|n| self.text(n, &join_path(&item_path, "path")));
+                    self.finish(&f, &item_path, &["name", "path"], &[]);
+                    match (name, mount_path) {
+                        (Some(name), Some(path)) => out.push(StepMount { mount: Mount::Named { name, path }, pos: item.pos }),
+                        _ => self.error(item.pos, &item_path, "a volume mount needs `name` and `path`", None),
+                    }
+                }
+                Value::Seq(_) => self.expected(item, &item_path, "a volume mount"),
+            }
+        }
+        out
+    }
+
+    fn resources(&mut self, node: &Node, path: &str) -> Resources {
+        let mut out = Resources::default();
+        let Some(mut f) = self.fields(node, path) else { return out };
+        for (key, set) in [("limits", &mut out.limits), ("requests", &mut out.requests)] {
+            let Some(n) = f.get(key) else { continue };
+            let set_path = join_path(path, key);
+            let Some(mut g) = self.fields(n, &set_path) else { continue };
+            if let Some(cpu) = g.get("cpu") {
+                let text = self.text(cpu, &set_path).unwrap_or_default();
+                set.cpu_millis = parse_cpu(&text);
+                if set.cpu_millis.is_none() {
+                    self.error(cpu.pos, &set_path, format!("`{text}` is not a CPU amount"), Some("write millicores (`500`, `500m`) or cores (`1.5`)"));
+                }
+            }
+            if let Some(memory) = g.get("memory") {
+                let text = self.text(memory, &set_path).unwrap_or_default();
+                set.memory_bytes = parse_bytes(&text);
+                if set.memory_bytes.is_none() {
+                    self.error(memory.pos, &set_path, format!("`{text}` is not an amount of memory"), Some("write e.g. `512MiB`, `1Gi` or a number of bytes"));
+                }
+            }
+            self.finish(&g, &set_path, &["cpu", "memory"], &[]);
+        }
+        self.finish(&f, path, &["limits", "requests"], &[]);
+        out
+    }
+
+    fn pull(&mut self, node: &Node, path: &str) -> Pull {
+        let Some(text) = self.text(node, path) else { return Pull::IfNotExists };
+        match text.as_str() {
+            "always" | "true" => Pull::Always,
+            "never" => Pull::Never,
+            "if-not-exists" | "default" | "false" | "" => Pull::IfNotExists,
+            other => {
+                self.error(node.pos, path, format!("unknown pull policy `{other}`"), Some("use `always`, `if-not-exists` or `never`"));
+                Pull::IfNotExists
+            }
+        }
+    }
+
+    fn failure(&mut self, node: &Node, path: &str) -> Failure {
+        let Some(text) = self.text(node, path) else { return Failure::Fail };
+        match text.as_str() {
+            "ignore" => Failure::Ignore,
+            "fast" | "fail-fast" | "fail_fast" => Failure::Fast,
+            "" | "fail" | "always" => Failure::Fail,
+            other => {
+                self.error(node.pos, path, format!("unknown failure mode `{other}`"), Some("use `ignore`, `fast` or `fail`"));
+                Failure::Fail
+            }
+        }
+    }
+
+    // ---- steps ------------------------------------------------------------------------------
+
+    /// A step or service. `fallback_name` names steps of a map (Woodpecker, Drone 0.8).
+    pub fn step(&mut self, node: &Node, path: &str, fallback_name: Option<Spanned<String>>, service: bool) -> Option<Step> {
+        let mut f = self.fields(node, path)?;
+        let p = |k: &str| join_path(path, k);
+        let name_node = f.get("name");
+        let name = match (name_node.and_then(|n| self.spanned_text(n, &p("name"))), fallback_name) {
+            (Some(name), _) => name,
+            (None, Some(fallback)) => fallback,
+            (None, None) => {
+                let what = if service { "a service" } else { "a step" };
+                self.error(node.pos, path, format!("{what} needs a `name`"), Some("add `name: build` (names must be unique in the pipeline)"));
+                Spanned::new(format!("{}{}", if service { "service-" } else { "step-" }, node.pos.line), node.pos)
+            }
+        };
+        let mut step = Step {
+            name,
+            pos: node.pos,
+            image: None,
+            pull: Pull::IfNotExists,
+            commands: Vec::new(),
+            entrypoint: Vec::new(),
+            command: Vec::new(),
+            environment: Vec::new(),
+            settings: Vec::new(),
+            when: Vec::new(),
+            depends_on: None,
+            failure: Failure::Fail,
+            detach: service,
+            privileged: Spanned::new(false, node.pos),
+            mounts: Vec::new(),
+            network_mode: None,
+            user: None,
+            shell: None,
+            working_dir: None,
+            resources: Resources::default(),
+            timeout: None,
+            group: None,
+        };
+        if let Some(n) = f.get("image") {
+            step.image = self.spanned_text(n, &p("image"));
+        }
+        if let Some(n) = f.get("pull") {
+            step.pull = self.pull(n, &p("pull"));
+        }
+        if let Some(n) = f.get("commands") {
+            step.commands = self.texts(n, &p("commands"));
+        }
+        if let Some(n) = f.get("entrypoint") {
+            step.entrypoint = self.texts(n, &p("entrypoint"));
+        }
+        if let Some(n) = f.get("command") {
+            step.command = self.texts(n, &p("command"));
+        }
+        if let Some(n) = f.get("environment") {
+            step.environment = self.environment(n, &p("environment"));
+        }
+        if let Some(n) = f.get("secrets") {
+            let secrets = self.legacy_secrets(n, &p("secrets"));
+            step.environment.extend(secrets);
+        }
+        if let Some(n) = f.get("settings") {
+            step.settings = self.settings(n, &p("settings"));
+        }
+        if let Some(n) = f.get("when") {
+            step.when = self.conditions(n, &p("when"));
+        }
+        if f.has("depends_on") {
+            step.depends_on = Some(f.get("depends_on").map(|n| self.spanned_texts(n, &p("depends_on"))).unwrap_or_default());
+        }
+        if let Some(n) = f.get("failure") {
+            step.failure = self.failure(n, &p("failure"));
+        }
+        if let Some(n) = f.get("detach") {
+            step.detach = self.boolean(n, &p("detach")).unwrap_or(false) || service;
+        }
+        if let Some(n) = f.get("privileged") {
+            step.privileged = Spanned::new(self.boolean(n, &p("privileged")).unwrap_or(false), n.pos);
+        }
+        if let Some(n) = f.get("volumes") {
+            step.mounts = self.mounts(n, &p("volumes"));
+        }
+        if let Some(n) = f.get("network_mode") {
+            step.network_mode = self.text(n, &p("network_mode"));
+        }
+        if let Some(n) = f.get("user") {
+            step.user = self.text(n, &p("user"));
+        }
+        if let Some(n) = f.get("shell") {
+            step.shell = self.text(n, &p("shell"));
+        }
+        for key in ["working_dir", "directory"] {
+            if let Some(n) = f.get(key) {
+                step.working_dir = self.text(n, &p(key));
+            }
+        }
+        if let Some(n) = f.get("resources") {
+            step.resources = self.resources(n, &p("resources"));
+        }
+        if let Some(n) = f.get("timeout") {
+            step.timeout = self.timeout(n, &p("timeout"));
+        }
+        if let Some(n) = f.get("group") {
+            step.group = self.text(n, &p("group"));
+        }
+        const STEP_KEYS: &[&str] = &[
+            "name", "image", "pull", "commands", "entrypoint", "command", "environment", "secrets", "settings", "when",
+            "depends_on", "failure", "detach", "privileged", "volumes", "network_mode", "user", "shell", "working_dir",
+            "directory", "resources", "timeout", "group",
+        ];
+        if self.dialect == Dialect::DroneLegacy {
+            // Drone 0.8 plugins took their parameters as keys of the step itself.
+            let rest: Vec<&(Node, Node)> = f.unused().collect();
+            for (k, v) in rest {
+                let key = k.as_str().unwrap_or_default();
+                if UNSUPPORTED_STEP_KEYS.iter().any(|(u, _)| *u == key) {
+                    continue;
+                }
+                if let Some(near) = did_you_mean(key, STEP_KEYS.iter().copied()) {
+                    self.warn(k.pos, path, format!("`{key}` is passed to the plugin as PLUGIN_{}", key.to_uppercase()), Some(&format!("did you mean `{near}`?")));
+                }
+                let setting = self.setting(key, v, &p(key));
+                step.settings.push(setting);
+            }
+            f.used.iter_mut().zip(f.entries).for_each(|(u, (k, _))| {
+                *u = *u || !UNSUPPORTED_STEP_KEYS.iter().any(|(x, _)| Some(*x) == k.as_str());
+            });
+        }
+        self.finish(&f, path, STEP_KEYS, UNSUPPORTED_STEP_KEYS);
+        Some(step)
+    }
+
+    /// Steps given as a list (each with `name`) or as a map from name to step.
+    pub fn steps(&mut self, node: &Node, path: &str, service: bool) -> Vec<Step> {
+        match &node.value {
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.step(item, &format!("{path}[{i}]"), None, service))
+                .collect(),
+            Value::Map(entries) => entries
+                .iter()
+                .filter_map(|(k, v)| {
+                    let name = k.as_str().unwrap_or_default();
+                    let fallback = Spanned::new(name.to_owned(), k.pos);
+                    self.step(v, &format!("{path}[{name}]"), Some(fallback), service)
+                })
+                .collect(),
+            _ => {
+                self.expected(node, path, "a list or mapping of steps");
+                Vec::new()
+            }
+        }
+    }
+
+    // ---- pipelines --------------------------------------------------------------------------
+
+    fn empty_pipeline(&self, name: Spanned<String>, pos: Pos) -> Pipeline {
+        Pipeline {
+            name,
+            file: self.file.to_owned(),
+            pos,
+            kind: PipelineType::Docker,
+            platform: Platform::default(),
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            services: Vec::new(),
+            volumes: Vec::new(),
+            trigger: Vec::new(),
+            depends_on: Vec::new(),
+            runs_on: StatusFilter::SUCCESS,
+            clone: CloneConfig::default(),
+            workspace: WorkspaceConfig::default(),
+            environment: Vec::new(),
+            matrix: None,
+            timeout: None,
+            graph: false,
+        }
+    }
+
+    fn labels(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = node.as_map() else {
+            self.expected(node, path, "a mapping of labels");
+            return out;
+        };
+        for (k, v) in entries {
+            let key = k.as_str().unwrap_or_default().to_owned();
+            if let Some(value) = self.text(v, &join_path(path, &key)) {
+                out.insert(key, value);
+            }
+        }
+        out
+    }
+
+    fn platform(&mut self, node: &Node, path: &str) -> Platform {
+        let mut out = Platform::default();
+        if let Value::Scalar(_) = node.value {
+            // `platform: linux/amd64` (Drone 0.8, old Woodpecker).
+            let text = self.text(node, path).unwrap_or_default();
+            let mut parts = text.splitn(3, '/');
+            out.os = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
+            out.arch = parts.next().map(str::to_owned);
+            out.variant = parts.next().map(str::to_owned);
+            return out;
+        }
+        let Some(mut f) = self.fields(node, path) else { return out };
+        out.os = f.get("os").and_then(|n| self.text(n, path));
+        out.arch = f.get("arch").and_then(|n| self.text(n, path));
+        out.variant = f.get("variant").and_then(|n| self.text(n, path));
+        out.version = f.get("version").and_then(|n| self.text(n, path));
+        self.finish(&f, path, &["os", "arch", "variant", "version"], &[]);
+        out
+    }
+
+    fn workspace(&mut self, node: &Node, path: &str) -> WorkspaceConfig {
+        let mut out = WorkspaceConfig::default();
+        let Some(mut f) = self.fields(node, path) else { return out };
+        out.base = f.get("base").and_then(|n| self.text(n, path));
+        out.path = f.get("path").and_then(|n| self.text(n, path));
+        self.finish(&f, path, &["base", "path"], &[]);
+        out
+    }
+
+    /// Drone 1.x `clone: {disable, depth, skip_verify, tags, retries}`.
+    fn clone_config(&mut self, node: &Node, path: &str) -> CloneConfig {
+        let mut out = CloneConfig::default();
+        let Some(mut f) = self.fields(node, path) else { return out };
+        if let Some(n) = f.get("disable") {
+            out.disable = self.boolean(n, &join_path(path, "disable")).unwrap_or(false);
+        }
+        if let Some(n) = f.get("depth") {
+            out.depth = self.uint(n, &join_path(path, "depth")).and_then(|d| u32::try_from(d).ok()).filter(|d| *d > 0);
+        }
+        if let Some(n) = f.get("skip_verify") {
+            out.skip_verify = self.boolean(n, &join_path(path, "skip_verify")).unwrap_or(false);
+        }
+        if let Some(n) = f.get("tags") {
+            out.tags = self.boolean(n, &join_path(path, "tags")).unwrap_or(false);
+        }
+        self.finish(&f, path, &["disable", "depth", "skip_verify", "tags"], &[("retries", "clone retries are not configurable yet"), ("trace", "clone tracing is not supported")]);
+        out
+    }
+
+    /// Drone 0.8 / Woodpecker `clone:` is a map of custom clone steps; gantry always clones
+    /// with its own git client, so only their `depth`, `tags` and `skip_verify` are kept.
+    fn custom_clone(&mut self, node: &Node, path: &str) -> CloneConfig {
+        let mut out = CloneConfig::default();
+        let Some(entries) = node.as_map() else {
+            self.expected(node, path, "a mapping of clone steps");
+            return out;
+        };
+        for (k, v) in entries {
+            let step_path = join_path(path, k.as_str().unwrap_or_default());
+            let settings = v.get("settings").unwrap_or(v);
+            if let Some(depth) = settings.get("depth") {
+                out.depth = self.uint(depth, &step_path).and_then(|d| u32::try_from(d).ok()).filter(|d| *d > 0);
+            }
+            if let Some(tags) = settings.get("tags") {
+                out.tags = self.boolean(tags, &step_path).unwrap_or(false);
+            }
+            if let Some(skip) = settings.get("skip_verify") {
+                out.skip_verify = self.boolean(skip, &step_path).unwrap_or(false);
+            }
+            self.warn(k.pos, &step_path, "custom clone steps are replaced by gantry's built-in clone", Some("`depth`, `tags` and `skip_verify` are kept; remove the step to silence this"));
+        }
+        out
+    }
+
+    fn matrix(&mut self, node: &Node, path: &str) -> Option<Matrix> {
+        const MAX_COMBINATIONS: usize = 64;
+        let entries = node.as_map().or_else(|| {
+            self.expected(node, path, "a mapping of axes, or `include:` a list");
+            None
+        })?;
+        let mut combinations: Vec<BTreeMap<String, String>> = Vec::new();
+        if let Some(include) = node.get("include") {
+            let Value::Seq(items) = &include.value else {
+                self.expected(include, &join_path(path, "include"), "a list of combinations");
+                return None;
+            };
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{path}.include[{i}]");
+                let Some(pairs) = item.as_map() else {
+                    self.expected(item, &item_path, "a mapping of axis values");
+                    continue;
+                };
+                let mut combination = BTreeMap::new();
+                for (k, v) in pairs {
+                    let key = k.as_str().unwrap_or_default().to_owned();
+                    combination.insert(key, self.text(v, &item_path).unwrap_or_default());
+                }
+                combinations.push(combination);
+            }
+        } else {
+            combinations.push(BTreeMap::new());
+            for (k, v) in entries {
+                let axis = k.as_str().unwrap_or_default().to_owned();
+                let values = self.texts(v, &join_path(path, &axis));
+                if values.is_empty() {
+                    self.error(v.pos, &join_path(path, &axis), format!("matrix axis `{axis}` has no values"), None);
+                    return None;
+                }
+                if combinations.len().saturating_mul(values.len()) > MAX_COMBINATIONS {
+                    break;
+                }
+                combinations = combinations
+                    .into_iter()
+                    .flat_map(|c| {
+                        let axis = &axis;
+                        values.iter().map(move |value| {
+                            let mut c = c.clone();
+                            c.insert(axis.clone(), value.clone());
+                            c
+                        })
+                    })
+                    .collect();
+            }
+        }
+        let total: usize = if node.get("include").is_some() {
+            combinations.len()
+        } else {
+            entries.iter().map(|(_, v)| match &v.value {
+                Value::Seq(items) => items.len().max(1),
+                _ => 1,
+            }).fold(1usize, usize::saturating_mul)
+        };
+        if total > MAX_COMBINATIONS {
+            self.error(node.pos, path, format!("the matrix has {total} combinations, more than {MAX_COMBINATIONS}"), Some("use `include:` to list only the combinations you need"));
+            return None;
+        }
+        if combinations.is_empty() {
+            self.error(node.pos, path, "the matrix has no combinations", None);
+            return None;
+        }
+        Some(Matrix { combinations, pos: node.pos })
+    }
+
+    fn pipeline_type(&mut self, node: &Node, path: &str) -> PipelineType {
+        let text = self.text(node, path).unwrap_or_default();
+        match text.as_str() {
+            "" | "docker" => PipelineType::Docker,
+            "exec" | "local" => PipelineType::Local,
+            "kubernetes" => PipelineType::Kubernetes,
+            other => {
+                self.warn(node.pos, path, format!("pipeline type `{other}` is not one of gantry's backends: it runs on the docker backend"), Some("use `type: docker`, `exec` or `kubernetes`"));
+                PipelineType::Docker
+            }
+        }
+    }
+
+    /// One `kind: pipeline` document of a gantry / Drone 1.x file.
+    pub fn drone_pipeline(&mut self, node: &Node, index: usize) -> Option<Pipeline> {
+        let fallback_name = if index == 0 { "default".to_owned() } else { format!("default-{}", index + 1) };
+        let mut f = self.fields(node, "")?;
+        f.get("kind");
+        let name = f
+            .get("name")
+            .and_then(|n| self.spanned_text(n, "name"))
+            .unwrap_or_else(|| Spanned::new(fallback_name, node.pos));
+        let root = format!("pipeline[{}]", name.value);
+        let p = |k: &str| join_path(&root, k);
+        let mut pipeline = self.empty_pipeline(name, node.pos);
+        if let Some(n) = f.get("type") {
+            pipeline.kind = self.pipeline_type(n, &p("type"));
+        }
+        if let Some(n) = f.get("platform") {
+            pipeline.platform = self.platform(n, &p("platform"));
+        }
+        if let Some(n) = f.get("node") {
+            pipeline.labels = self.labels(n, &p("node"));
+        }
+        match f.get("steps") {
+            Some(n) => pipeline.steps = self.steps(n, &p("steps"), false),
+            None => self.error(node.pos, &root, "a pipeline needs `steps`", Some("add `steps:` with at least one step")),
+        }
+        if let Some(n) = f.get("services") {
+            pipeline.services = self.steps(n, &p("services"), true);
+        }
+        if let Some(n) = f.get("volumes") {
+            pipeline.volumes = self.volumes(n, &p("volumes"));
+        }
+        if let Some(n) = f.get("trigger") {
+            pipeline.trigger = self.conditions(n, &p("trigger"));
+            pipeline.runs_on = status_filter(&pipeline.trigger);
+        }
+        if let Some(n) = f.get("depends_on") {
+            pipeline.depends_on = self.spanned_texts(n, &p("depends_on"));
+        }
+        if let Some(n) = f.get("clone") {
+            pipeline.clone = self.clone_config(n, &p("clone"));
+        }
+        if let Some(n) = f.get("workspace") {
+            pipeline.workspace = self.workspace(n, &p("workspace"));
+        }
+        if let Some(n) = f.get("environment") {
+            pipeline.environment = self.environment(n, &p("environment"));
+        }
+        if let Some(n) = f.get("timeout") {
+            pipeline.timeout = self.timeout(n, &p("timeout"));
+        }
+        const KEYS: &[&str] = &[
+            "kind", "type", "name", "platform", "node", "steps", "services", "volumes", "trigger", "depends_on", "clone",
+            "workspace", "environment", "timeout",
+        ];
+        self.finish(&f, &root, KEYS, UNSUPPORTED_PIPELINE_KEYS);
+        pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
+        Some(pipeline)
+    }
+
+    /// A Drone 0.8 file: one pipeline of named steps in file order.
+    pub fn legacy_pipeline(&mut self, node: &Node) -> Option<Pipeline> {
+        let mut f = self.fields(node, "")?;
+        let mut pipeline = self.empty_pipeline(Spanned::new("default".to_owned(), node.pos), node.pos);
+        if let Some(n) = f.get("pipeline") {
+            pipeline.steps = self.steps(n, "pipeline", false);
+        }
+        if let Some(n) = f.get("services") {
+            pipeline.services = self.steps(n, "services", true);
+        }
+        if let Some(n) = f.get("branches") {
+            let branch = self.constraint(n, "branches");
+            pipeline.trigger = vec![Conditions { pos: n.pos, branch, ..Conditions::default() }];
+        }
+        if let Some(n) = f.get("when") {
+            pipeline.trigger = self.conditions(n, "when");
+        }
+        if let Some(n) = f.get("matrix") {
+            pipeline.matrix = self.matrix(n, "matrix");
+        }
+        if let Some(n) = f.get("clone") {
+            pipeline.clone = self.custom_clone(n, "clone");
+        }
+        if let Some(n) = f.get("workspace") {
+            pipeline.workspace = self.workspace(n, "workspace");
+        }
+        if let Some(n) = f.get("platform") {
+            pipeline.platform = self.platform(n, "platform");
+        }
+        if let Some(n) = f.get("labels") {
+            pipeline.labels = self.labels(n, "labels");
+        }
+        f.get("variables");
+        self.finish(&f, "", &["pipeline", "services", "branches", "when", "matrix", "clone", "workspace", "platform", "labels", "variables"], &[]);
+        self.group_steps(&mut pipeline);
+        Some(pipeline)
+    }
+
+    /// Turns Drone 0.8 `group:`s into graph edges: a run of steps with one group runs in
+    /// parallel, after everything before it.
+    fn group_steps(&mut self, pipeline: &mut Pipeline) {
+        if pipeline.graph || !pipeline.steps.iter().any(|s| s.group.is_some()) {
+            return;
+        }
+        let mut previous: Vec<Spanned<String>> = Vec::new();
+        let mut current: Vec<Spanned<String>> = Vec::new();
+        let mut current_group: Option<String> = None;
+        for step in &mut pipeline.steps {
+            let same = step.group.is_some() && step.group == current_group;
+            if !same {
+                previous = std::mem::take(&mut current);
+                current_group = step.group.clone();
+            }
+            step.depends_on = Some(previous.clone());
+            current.push(step.name.clone());
+        }
+        pipeline.graph = true;
+    }
+
+    /// One Woodpecker workflow file.
+    pub fn woodpecker_pipeline(&mut self, node: &Node, name: &str) -> Option<Pipeline> {
+        let mut f = self.fields(node, "")?;
+        let mut pipeline = self.empty_pipeline(Spanned::new(name.to_owned(), node.pos), node.pos);
+        match f.get("steps") {
+            Some(n) => pipeline.steps = self.steps(n, "steps", false),
+            None => self.error(node.pos, "", "a workflow needs `steps`", Some("add `steps:` with at least one step")),
+        }
+        if let Some(n) = f.get("services") {
+            pipeline.services = self.steps(n, "services", true);
+        }
+        if let Some(n) = f.get("when") {
+            pipeline.trigger = self.conditions(n, "when");
+        }
+        if let Some(n) = f.get("depends_on") {
+            pipeline.depends_on = self.spanned_texts(n, "depends_on");
+        }
+        if let Some(n) = f.get("runs_on") {
+            let runs_on = self.constraint(n, "runs_on");
+            pipeline.runs_on = status_filter(&[Conditions { status: runs_on, ..Conditions::default() }]);
+        }
+        if let Some(n) = f.get("matrix") {
+            pipeline.matrix = self.matrix(n, "matrix");
+        }
+        if let Some(n) = f.get("labels") {
+            pipeline.labels = self.labels(n, "labels");
+            if let Some(platform) = pipeline.labels.get("platform") {
+                let mut parts = platform.splitn(2, '/');
+                pipeline.platform.os = parts.next().map(str::to_owned);
+                pipeline.platform.arch = parts.next().map(str::to_owned);
+            }
+        }
+        if let Some(n) = f.get("platform") {
+            pipeline.platform = self.platform(n, "platform");
+        }
+        if let Some(n) = f.get("clone") {
+            pipeline.clone = self.custom_clone(n, "clone");
+        }
+        if let Some(n) = f.get("skip_clone") {
+            pipeline.clone.disable = self.boolean(n, "skip_clone").unwrap_or(false);
+        }
+        if let Some(n) = f.get("workspace") {
+            pipeline.workspace = self.workspace(n, "workspace");
+        }
+        f.get("variables");
+        f.get("version");
+        const KEYS: &[&str] = &[
+            "steps", "services", "when", "depends_on", "runs_on", "matrix", "labels", "platform", "clone", "skip_clone",
+            "workspace", "variables", "version",
+        ];
+        self.finish(&f, "", KEYS, &[]);
+        pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
+        self.group_steps(&mut pipeline);
+        Some(pipeline)
+    }
+
+    /// `kind: secret`.
+    pub fn secret_document(&mut self, node: &Node) -> Option<SecretDocument> {
+        let mut f = self.fields(node, "")?;
+        f.get("kind");
+        let name = f.get("name").and_then(|n| self.text(n, "name"));
+        let mut doc = SecretDocument { name: name.clone().unwrap_or_default(), path: None, key: None, pos: node.pos };
+        if let Some(get) = f.get("get") {
+            doc.path = get.get("path").and_then(|n| self.text(n, "get.path"));
+            doc.key = get.get("name").and_then(|n| self.text(n, "get.name"));
+        }
+        if let Some(data) = f.get("data") {
+            self.warn(data.pos, "data", "encrypted `data` secrets are Drone's and cannot be read by gantry", Some("add the secret in the repository's settings in gantry and refer to it with `from_secret`"));
+        }
+        self.finish(&f, "", &["kind", "name", "get", "data"], &[("type", "secret types are not used")]);
+        if name.is_none() {
+            self.error(node.pos, "", "a `kind: secret` document needs a `name`", None);
+            return None;
+        }
+        Some(doc)
+    }
+}
+
+/// Statuses under which something gated by these alternatives may run: the default is
+/// "only while passing"; `status: [failure]` is "only after a failure".
+pub(crate) fn status_filter(alternatives: &[Conditions]) -> StatusFilter {
+    if alternatives.is_empty() {
+        return StatusFilter::SUCCESS;
+    }
+    alternatives.iter().map(|c| c.status_filter()).fold(StatusFilter::NEVER, StatusFilter::union)
+}
+
+impl Conditions {
+    /// The statuses this block's `status` key allows, success only when it is absent.
+    pub fn status_filter(&self) -> StatusFilter {
+        if self.status.is_empty() {
+            return StatusFilter::SUCCESS;
+        }
+        let allows = |s: &str| {
+            let included = self.status.include.is_empty() || self.status.include.iter().any(|p| p == s);
+            let excluded = self.status.exclude.iter().any(|p| p == s);
+            included && !excluded
+        };
+        StatusFilter {
+            success: allows("success"),
+            failure: allows("failure"),
+        }
+    }
+}
+
+/// A plain YAML scalar as JSON: null, booleans and numbers that read back the same; anything
+/// else stays text (so `1.10` stays `"1.10"`, not `1.1`).
+fn plain_scalar_json(text: &str) -> serde_json::Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return serde_json::Value::Null,
+        "true" | "True" | "TRUE" => return serde_json::Value::Bool(true),
+        "false" | "False" | "FALSE" => return serde_json::Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = text.parse::<i64>()
+        && n.to_string() == text
+    {
+        return serde_json::Value::from(n);
+    }
+    if let Ok(x) = text.parse::<f64>()
+        && x.is_finite()
+        && x.to_string() == text
+        && let Some(n) = serde_json::Number::from_f64(x)
+    {
+        return serde_json::Value::Number(n);
+    }
+    serde_json::Value::String(text.to_owned())
+}
+
+/// `90s`, `10m`, `1h30m`, `2h`; a bare number counts minutes.
+pub(crate) fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Ok(minutes) = text.parse::<u64>() {
+        return minutes.checked_mul(60);
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    let mut any = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        let n: u64 = number.parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        number.clear();
+        any = true;
+    }
+    (any && number.is_empty()).then_some(total)
+}
+
+fn parse_cpu(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(millis) = text.strip_suffix('m') {
+        return millis.parse().ok();
+    }
+    if text.contains('.') {
+        let cores: f64 = text.parse().ok()?;
+        return (cores.is_finite() && cores >= 0.0).then(|| (cores * 1000.0).round() as u64);
+    }
+    text.parse().ok()
+}
+
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "ki" | "kib" => 1 << 10,
+        "m" | "mb" | "mi" | "mib" => 1 << 20,
+        "g" | "gb" | "gi" | "gib" => 1 << 30,
+        "t" | "tb" | "ti" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("10m"), Some(600));
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration("15"), Some(900));
+        assert_eq!(parse_duration("1x"), None);
+        assert_eq!(parse_duration("10"), Some(600));
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn resource_amounts() {
+        assert_eq!(parse_cpu("500m"), Some(500));
+        assert_eq!(parse_cpu("1.5"), Some(1500));
+        assert_eq!(parse_cpu("1000"), Some(1000));
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("lots"), None);
+    }
+
+    #[test]
+    fn plain_scalars_keep_their_text() {
+        assert_eq!(plain_scalar_json("1.10"), serde_json::json!("1.10"));
+        assert_eq!(plain_scalar_json("1.5"), serde_json::json!(1.5));
+        assert_eq!(plain_scalar_json("42"), serde_json::json!(42));
+        assert_eq!(plain_scalar_json("007"), serde_json::json!("007"));
+        assert_eq!(plain_scalar_json("true"), serde_json::json!(true));
+        assert_eq!(plain_scalar_json("yes"), serde_json::json!("yes"));
+    }
+}

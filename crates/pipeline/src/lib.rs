@@ -1,0 +1,283 @@
+//! gantry's pipeline files: read gantry (Drone 1.x), Drone 0.8 and Woodpecker YAML into one
+//! typed model, validate it with `file:line:column` diagnostics, and compile it for a build
+//! into a [`Plan`]. Pure: no I/O, no async; every input is a string and every output a value.
+//!
+//! ```
+//! use gantry_pipeline::{Context, compile, parse};
+//!
+//! let parsed = parse(".gantry.yml", "kind: pipeline\nname: ci\nsteps:\n  - name: test\n    image: alpine\n    commands: [make test]\n");
+//! let config = parsed.config.expect("valid");
+//! let plan = compile(&config, &Context::push("acme/app", "main")).expect("plans");
+//! assert_eq!(plan.running_steps(), vec![("ci", vec!["clone", "test"])]);
+//! ```
+
+pub mod compile;
+pub mod conditions;
+pub mod context;
+mod decode;
+pub mod diag;
+pub mod env;
+pub mod envsubst;
+pub mod glob;
+mod graph;
+pub mod model;
+pub mod plan;
+mod validate;
+pub mod yaml;
+
+pub use compile::{CompileError, compile};
+pub use context::{Context, Event, RepoInfo};
+pub use diag::{Diagnostic, Diagnostics, Pos, Severity};
+pub use model::{Dialect, Pipeline, SecretDocument};
+pub use plan::{Plan, PlanStep, Stage, StepKind};
+pub use validate::CLONE_STEP;
+pub use yaml::Limits;
+
+use decode::{Decoded, Decoder};
+use yaml::{Node, Value};
+
+/// A pipeline file's name (as shown in diagnostics) and text.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub text: &'a str,
+}
+
+/// One parsed file.
+#[derive(Debug, Clone)]
+pub struct PipelineFile {
+    pub name: String,
+    pub dialect: Dialect,
+    pub pipelines: Vec<Pipeline>,
+    pub secrets: Vec<SecretDocument>,
+    /// The YAML each pipeline came from, kept to decode it again with a build's variables;
+    /// `None` where it holds no `$`, so substitution cannot change it.
+    nodes: Vec<Option<Node>>,
+}
+
+impl PipelineFile {
+    fn substitutable_node(&self, index: usize) -> Option<&Node> {
+        self.nodes.get(index).and_then(Option::as_ref)
+    }
+}
+
+/// The pipeline configuration of a build: one file, or several (a `.woodpecker/` folder).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub files: Vec<PipelineFile>,
+}
+
+impl Config {
+    pub fn pipelines(&self) -> impl Iterator<Item = &Pipeline> {
+        self.files.iter().flat_map(|f| f.pipelines.iter())
+    }
+}
+
+/// The result of parsing: the configuration when there is no error, and every diagnostic.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub config: Option<Config>,
+    pub diagnostics: Diagnostics,
+    /// The dialect of each file, in order, where it could be told.
+    pub dialects: Vec<(String, Option<Dialect>)>,
+}
+
+/// Parses one pipeline file.
+pub fn parse(name: &str, text: &str) -> Parsed {
+    parse_files(&[Source { name, text }], &Limits::default())
+}
+
+/// Checks one file: every error and warning, sorted by position.
+pub fn lint(name: &str, text: &str) -> Diagnostics {
+    parse(name, text).diagnostics
+}
+
+/// Parses the files of one build together (names of pipelines are shared across them).
+pub fn parse_files(sources: &[Source<'_>], limits: &Limits) -> Parsed {
+    let mut diagnostics = Diagnostics::default();
+    let mut files = Vec::with_capacity(sources.len());
+    let mut dialects = Vec::with_capacity(sources.len());
+    for source in sources {
+        let file = parse_file(source, limits, &mut diagnostics);
+        dialects.push((source.name.to_owned(), file.as_ref().map(|f| f.dialect)));
+        files.extend(file);
+    }
+    if sources.len() > 1 && files.iter().any(|f| f.dialect != Dialect::Woodpecker) {
+        let names: Vec<&str> = files.iter().filter(|f| f.dialect != Dialect::Woodpecker).map(|f| f.name.as_str()).collect();
+        diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: names.first().copied().unwrap_or_default().to_owned(),
+            pos: Pos::new(1, 1),
+            path: String::new(),
+            message: "only Woodpecker workflows can be split over several files".to_owned(),
+            hint: Some("put every pipeline in one file as `---`-separated documents".to_owned()),
+        });
+    }
+    let all: Vec<(Dialect, &Pipeline)> = files.iter().flat_map(|f| f.pipelines.iter().map(move |p| (f.dialect, p))).collect();
+    validate::validate(&all, &mut diagnostics);
+    diagnostics.sort();
+    let config = (!diagnostics.has_errors()).then_some(Config { files });
+    Parsed {
+        config,
+        diagnostics,
+        dialects,
+    }
+}
+
+fn error_at(file: &str, pos: Pos, message: impl Into<String>, hint: Option<String>) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: file.to_owned(),
+        pos,
+        path: String::new(),
+        message: message.into(),
+        hint,
+    }
+}
+
+fn parse_file(source: &Source<'_>, limits: &Limits, diagnostics: &mut Diagnostics) -> Option<PipelineFile> {
+    let documents = match yaml::read(source.text, limits) {
+        Ok(documents) => documents,
+        Err(e) => {
+            diagnostics.push(error_at(source.name, e.pos, e.message, e.hint));
+            return None;
+        }
+    };
+    for warning in &documents.warnings {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            file: source.name.to_owned(),
+            pos: warning.pos,
+            path: String::new(),
+            message: warning.message.clone(),
+            hint: None,
+        });
+    }
+    let docs = documents.documents;
+    let dialect = match detect(&docs) {
+        Ok(dialect) => dialect,
+        Err(message) => {
+            let pos = docs.first().map(|d| d.pos).unwrap_or(Pos::new(1, 1));
+            diagnostics.push(error_at(
+                source.name,
+                pos,
+                message,
+                Some("start with `kind: pipeline` (gantry), `pipeline:` (Drone 0.8) or `steps:` (Woodpecker)".to_owned()),
+            ));
+            return None;
+        }
+    };
+    let mut decoder = Decoder::new(source.name, dialect, None);
+    let mut decoded = Decoded::default();
+    let mut nodes = Vec::new();
+    match dialect {
+        Dialect::Gantry => {
+            for (i, doc) in docs.iter().enumerate() {
+                match doc_kind(doc) {
+                    Some("pipeline") | None if doc.get("steps").is_some() || doc_kind(doc).is_some() => {
+                        if doc_kind(doc).is_none() {
+                            decoder.warn(doc.pos, "", "document has no `kind`: read as `kind: pipeline`", Some("add `kind: pipeline`"));
+                        }
+                        if let Some(p) = decoder.drone_pipeline(doc, decoded.pipelines.len()) {
+                            nodes.push(has_dollar(doc).then(|| doc.clone()));
+                            decoded.pipelines.push(p);
+                        }
+                    }
+                    Some("secret") => decoded.secrets.extend(decoder.secret_document(doc)),
+                    Some("signature") => {}
+                    Some("template") => decoder.error(
+                        doc.pos,
+                        "kind",
+                        "`kind: template` documents are not supported",
+                        Some("write the pipeline out in full; gantry does not expand Drone templates"),
+                    ),
+                    Some(other) => {
+                        let other = other.to_owned();
+                        decoder.error(doc.pos, "kind", format!("unknown kind `{other}`"), Some("use `kind: pipeline`, `secret` or `signature`"))
+                    }
+                    None => decoder.error(doc.pos, "", format!("document {} has no `kind`", i + 1), Some("add `kind: pipeline`")),
+                }
+            }
+        }
+        Dialect::DroneLegacy | Dialect::Woodpecker => {
+            if docs.len() > 1 {
+                decoder.error(docs[1].pos, "", "a Drone 0.8 or Woodpecker file holds one document", Some("split the workflows into files of a `.woodpecker/` folder"));
+            }
+            if let Some(doc) = docs.first() {
+                let name = workflow_name(source.name, dialect);
+                if let Some(p) = decoder.pipeline(doc, 0, &name) {
+                    nodes.push(has_dollar(doc).then(|| doc.clone()));
+                    decoded.pipelines.push(p);
+                }
+            }
+        }
+    }
+    if decoded.pipelines.is_empty() && !decoder.diags.has_errors() {
+        decoder.error(Pos::new(1, 1), "", "the file defines no pipeline", Some("add a `kind: pipeline` document with `steps:`"));
+    }
+    diagnostics.extend(decoder.diags);
+    Some(PipelineFile {
+        name: source.name.to_owned(),
+        dialect,
+        pipelines: decoded.pipelines,
+        secrets: decoded.secrets,
+        nodes,
+    })
+}
+
+impl Decoder<'_> {
+    /// Decodes the pipeline in `node` according to the file's dialect.
+    pub(crate) fn pipeline(&mut self, node: &Node, index: usize, name: &str) -> Option<Pipeline> {
+        match self.dialect {
+            Dialect::Gantry => self.drone_pipeline(node, index),
+            Dialect::DroneLegacy => self.legacy_pipeline(node),
+            Dialect::Woodpecker => self.woodpecker_pipeline(node, name),
+        }
+    }
+}
+
+fn doc_kind(doc: &Node) -> Option<&str> {
+    doc.get("kind").and_then(Node::as_str)
+}
+
+/// Tells the dialect from the content.
+fn detect(docs: &[Node]) -> Result<Dialect, String> {
+    let Some(first) = docs.first() else {
+        return Err("the file is empty".to_owned());
+    };
+    if docs.iter().any(|d| d.get("kind").is_some()) {
+        return Ok(Dialect::Gantry);
+    }
+    if first.as_map().is_none() {
+        return Err(format!("expected a mapping at the top of the file, found {}", first.kind_name()));
+    }
+    if first.get("pipeline").is_some_and(|p| matches!(p.value, Value::Map(_))) {
+        return Ok(Dialect::DroneLegacy);
+    }
+    if first.get("steps").is_some() {
+        let drone_keys = ["type", "trigger", "name", "node", "platform"];
+        let looks_drone = drone_keys.iter().any(|k| first.get(k).is_some_and(|v| !matches!(v.value, Value::Scalar(_)) || *k != "platform"));
+        let steps_list = first.get("steps").is_some_and(|s| matches!(s.value, Value::Seq(_)));
+        return Ok(if looks_drone && steps_list && first.get("when").is_none() { Dialect::Gantry } else { Dialect::Woodpecker });
+    }
+    Err("cannot tell the format of this file".to_owned())
+}
+
+/// Woodpecker names a workflow after its file: `.woodpecker/test.yml` is `test`.
+fn workflow_name(file: &str, dialect: Dialect) -> String {
+    if dialect == Dialect::DroneLegacy {
+        return "default".to_owned();
+    }
+    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    let base = base.strip_suffix(".yml").or_else(|| base.strip_suffix(".yaml")).unwrap_or(base);
+    let base = base.trim_start_matches('.');
+    if base.is_empty() { "default".to_owned() } else { base.to_owned() }
+}
+
+fn has_dollar(node: &Node) -> bool {
+    match &node.value {
+        Value::Scalar(s) => s.text.contains('$'),
+        Value::Seq(items) => items.iter().any(has_dollar),
+        Value::Map(entries) => entries.iter().any(|(_, v)| has_dollar(v)),
+    }
+}

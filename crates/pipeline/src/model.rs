@@ -1,0 +1,321 @@
+//! The typed model of a pipeline file, the same for every dialect: what the file says, with
+//! positions, before it is applied to a build. `decode` makes it, `validate` checks it,
+//! `compile` turns it into a [`Plan`](crate::plan::Plan).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diag::Pos;
+
+/// Which syntax a file is written in; detected from its content, not its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// gantry's own format: Drone 1.x documents (`kind: pipeline`, `steps:` lists).
+    Gantry,
+    /// Drone 0.8: a top-level `pipeline:` map of named steps.
+    DroneLegacy,
+    /// Woodpecker: `steps:` as a map or list, top-level `when`, `labels`, `matrix`.
+    Woodpecker,
+}
+
+impl Dialect {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Dialect::Gantry => "gantry (Drone 1.x)",
+            Dialect::DroneLegacy => "Drone 0.8 (legacy `pipeline:` map)",
+            Dialect::Woodpecker => "Woodpecker",
+        }
+    }
+}
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub pos: Pos,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(value: T, pos: Pos) -> Self {
+        Self { value, pos }
+    }
+}
+
+/// The execution backend a pipeline asks for (`type:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineType {
+    Docker,
+    /// Host processes: Drone's `exec`, Woodpecker's `local`.
+    Local,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub variant: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneConfig {
+    pub disable: bool,
+    pub depth: Option<u32>,
+    pub skip_verify: bool,
+    pub tags: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceConfig {
+    pub base: Option<String>,
+    pub path: Option<String>,
+}
+
+/// One pipeline (Drone) or workflow (Woodpecker): a stage of a build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub name: Spanned<String>,
+    /// The file it was read from.
+    pub file: String,
+    pub pos: Pos,
+    pub kind: PipelineType,
+    pub platform: Platform,
+    /// Runner labels the stage needs (`node:` in Drone, `labels:` in Woodpecker).
+    pub labels: BTreeMap<String, String>,
+    pub steps: Vec<Step>,
+    pub services: Vec<Step>,
+    pub volumes: Vec<Volume>,
+    /// Alternatives, any of which lets the pipeline run; empty means always.
+    pub trigger: Vec<Conditions>,
+    pub depends_on: Vec<Spanned<String>>,
+    /// Statuses of the pipelines it depends on under which it runs.
+    pub runs_on: StatusFilter,
+    pub clone: CloneConfig,
+    pub workspace: WorkspaceConfig,
+    pub environment: Vec<EnvVar>,
+    pub matrix: Option<Matrix>,
+    pub timeout: Option<Spanned<u64>>,
+    /// Steps form a graph (some step has `depends_on`) rather than a sequence.
+    pub graph: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pull {
+    /// Pull only when the image is missing (Drone's `default` / `if-not-exists`).
+    IfNotExists,
+    Always,
+    Never,
+}
+
+/// What a step's failure does to its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failure {
+    /// The stage fails; later steps run only if their `status` condition allows.
+    Fail,
+    /// The step is recorded as failed; the stage goes on as passing.
+    Ignore,
+    /// The stage fails and running steps are cancelled.
+    Fast,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum EnvValue {
+    Text(String),
+    /// `from_secret: name`, filled in by the runner.
+    Secret(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: EnvValue,
+    pub pos: Pos,
+}
+
+/// A plugin setting: a JSON value, or a secret to fetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum SettingValue {
+    Value(serde_json::Value),
+    Secret(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setting {
+    pub name: String,
+    pub value: SettingValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum VolumeSource {
+    /// A directory of the host: only for trusted repositories.
+    Host { path: String },
+    /// A volume that lives as long as the stage; `memory` asks for tmpfs.
+    Temp { memory: bool },
+}
+
+/// A volume declared at the pipeline level (`volumes:` with `host` or `temp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    pub source: VolumeSource,
+    pub pos: Pos,
+}
+
+/// Where a step mounts a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Mount {
+    /// A pipeline volume by name.
+    Named { name: String, path: String },
+    /// `/host/path:/container/path[:ro]`, written in the step (Woodpecker, Drone 0.8).
+    Host { host: String, path: String, read_only: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMount {
+    pub mount: Mount,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceSet {
+    /// Thousandths of a CPU.
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub limits: ResourceSet,
+    pub requests: ResourceSet,
+}
+
+/// A step or a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: Spanned<String>,
+    pub pos: Pos,
+    pub image: Option<Spanned<String>>,
+    pub pull: Pull,
+    pub commands: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub command: Vec<String>,
+    pub environment: Vec<EnvVar>,
+    pub settings: Vec<Setting>,
+    /// Alternatives (Woodpecker lists them), any of which lets the step run; empty means always.
+    pub when: Vec<Conditions>,
+    /// `None` when the key is absent: in a graph such a step starts at once.
+    pub depends_on: Option<Vec<Spanned<String>>>,
+    pub failure: Failure,
+    pub detach: bool,
+    pub privileged: Spanned<bool>,
+    pub mounts: Vec<StepMount>,
+    pub network_mode: Option<String>,
+    pub user: Option<String>,
+    pub shell: Option<String>,
+    pub working_dir: Option<String>,
+    pub resources: Resources,
+    pub timeout: Option<Spanned<u64>>,
+    /// Drone 0.8 `group:`: consecutive steps of one group run in parallel.
+    pub group: Option<String>,
+}
+
+/// A list of patterns to include and to exclude. Both empty matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub pos: Pos,
+}
+
+impl Constraint {
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+}
+
+/// `path:` / `paths:` on changed files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathConstraint {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Whether the condition holds when the list of changed files is empty or unknown.
+    pub on_empty: bool,
+    pub pos: Pos,
+}
+
+/// Which outcomes of what ran before let something run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusFilter {
+    pub success: bool,
+    pub failure: bool,
+}
+
+impl StatusFilter {
+    pub const SUCCESS: Self = Self {
+        success: true,
+        failure: false,
+    };
+    pub const ALWAYS: Self = Self {
+        success: true,
+        failure: true,
+    };
+    pub const NEVER: Self = Self {
+        success: false,
+        failure: false,
+    };
+
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            success: self.success || other.success,
+            failure: self.failure || other.failure,
+        }
+    }
+}
+
+/// One `when` / `trigger` block: every key given must match (they are ANDed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conditions {
+    pub pos: Pos,
+    pub branch: Constraint,
+    pub event: Constraint,
+    pub reference: Constraint,
+    pub status: Constraint,
+    pub repo: Constraint,
+    pub target: Constraint,
+    pub cron: Constraint,
+    pub action: Constraint,
+    pub instance: Constraint,
+    pub platform: Constraint,
+    pub paths: Option<PathConstraint>,
+    /// Woodpecker's `matrix:` condition: every axis given must equal.
+    pub matrix: BTreeMap<String, String>,
+    /// Woodpecker's `evaluate:` expression.
+    pub evaluate: Option<Spanned<String>>,
+}
+
+/// A build matrix: one stage per combination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    pub combinations: Vec<BTreeMap<String, String>>,
+    pub pos: Pos,
+}
+
+/// A `kind: secret` document (Drone): a secret fetched from an external store or given
+/// encrypted in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretDocument {
+    pub name: String,
+    pub path: Option<String>,
+    pub key: Option<String>,
+    pub pos: Pos,
+}

@@ -1,0 +1,193 @@
+//! The plan: what a build will execute, stage by stage and step by step, with everything
+//! resolved (conditions, environment, scripts, order). The runner executes it without reading
+//! the pipeline file again; `gantry plan` prints it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Failure, Mount, PipelineType, Platform, Pull, Resources, StatusFilter, Volume};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub stages: Vec<Stage>,
+}
+
+/// One pipeline (or one matrix combination of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    /// 1-based, in file order; used in links.
+    pub number: u32,
+    pub run: bool,
+    /// Why the stage is skipped.
+    pub reason: Option<String>,
+    /// Stages that must finish first. Skipped stages are looked through: a stage depends on
+    /// what its skipped dependencies depended on.
+    pub depends_on: Vec<String>,
+    /// Which outcomes of `depends_on` let the stage run.
+    pub runs_on: StatusFilter,
+    pub file: String,
+    pub backend: PipelineType,
+    pub platform: Platform,
+    /// Runner labels the stage needs.
+    pub labels: BTreeMap<String, String>,
+    pub matrix: BTreeMap<String, String>,
+    /// Absolute path of the shared workspace inside containers.
+    pub workspace: String,
+    pub clone: Option<CloneSpec>,
+    /// Variables every step and service of the stage gets (`CI_*`, `DRONE_*`, the pipeline's
+    /// `environment`, matrix axes). A step's own `environment` overrides them.
+    pub environment: BTreeMap<String, String>,
+    pub secrets: Vec<SecretEnv>,
+    pub volumes: Vec<Volume>,
+    pub services: Vec<PlanStep>,
+    /// In execution order: every step comes after the steps it depends on.
+    pub steps: Vec<PlanStep>,
+    pub timeout_secs: Option<u64>,
+}
+
+/// How the workspace is filled before the first step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneSpec {
+    pub url: String,
+    pub reference: String,
+    pub commit: String,
+    pub depth: Option<u32>,
+    pub tags: bool,
+    pub skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// The built-in clone of the repository into the workspace.
+    Clone,
+    /// Runs `script` in `image`.
+    Commands,
+    /// Runs the image's own entrypoint, configured by `PLUGIN_*` variables.
+    Plugin,
+    /// A service container, detached for the stage's lifetime.
+    Service,
+}
+
+/// An environment variable whose value is a secret, filled in by the runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretEnv {
+    pub env: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    pub name: String,
+    /// 1-based within the stage, in execution order; services are numbered after steps.
+    pub number: u32,
+    pub kind: StepKind,
+    pub run: bool,
+    /// Why the step is skipped.
+    pub reason: Option<String>,
+    pub depends_on: Vec<String>,
+    /// At which stage status (at the moment the step is due) it runs. Steps without a
+    /// `status` condition run only while the stage is passing.
+    pub run_on: StatusFilter,
+    pub image: Option<String>,
+    pub pull: Pull,
+    /// The step's own variables, on top of the stage's.
+    pub environment: BTreeMap<String, String>,
+    pub secrets: Vec<SecretEnv>,
+    pub commands: Vec<String>,
+    /// `commands` as one POSIX shell script (`set -e`, each command echoed as `+ command`).
+    pub script: Option<String>,
+    pub shell: String,
+    pub entrypoint: Vec<String>,
+    pub command: Vec<String>,
+    pub failure: Failure,
+    pub detach: bool,
+    pub privileged: bool,
+    pub mounts: Vec<Mount>,
+    pub network_mode: Option<String>,
+    pub user: Option<String>,
+    pub working_dir: String,
+    pub resources: Resources,
+    pub timeout_secs: Option<u64>,
+}
+
+impl Plan {
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// Names of the steps that will run (or may run, by status), stage by stage.
+    pub fn running_steps(&self) -> Vec<(&str, Vec<&str>)> {
+        self.stages
+            .iter()
+            .filter(|s| s.run)
+            .map(|s| (s.name.as_str(), s.steps.iter().filter(|st| st.run).map(|st| st.name.as_str()).collect()))
+            .collect()
+    }
+}
+
+impl Stage {
+    pub fn step(&self, name: &str) -> Option<&PlanStep> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+fn status_note(filter: StatusFilter) -> &'static str {
+    match (filter.success, filter.failure) {
+        (true, false) => "",
+        (true, true) => " [always]",
+        (false, true) => " [on failure]",
+        (false, false) => " [never]",
+    }
+}
+
+/// The readable tree `gantry plan` prints.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for stage in &self.stages {
+            let mark = if stage.run { "▶" } else { "○" };
+            write!(f, "{mark} stage {}", stage.name)?;
+            if !stage.depends_on.is_empty() {
+                write!(f, " (after {})", stage.depends_on.join(", "))?;
+            }
+            match &stage.reason {
+                Some(reason) => writeln!(f, " — skipped: {reason}")?,
+                None => writeln!(f, "{}", if stage.depends_on.is_empty() { "" } else { status_note(stage.runs_on) })?,
+            }
+            if !stage.run {
+                continue;
+            }
+            for service in &stage.services {
+                let mark = if service.run { "●" } else { "○" };
+                write!(f, "    {mark} service {} ({})", service.name, service.image.as_deref().unwrap_or("-"))?;
+                match &service.reason {
+                    Some(reason) => writeln!(f, " — skipped: {reason}")?,
+                    None => writeln!(f)?,
+                }
+            }
+            for step in &stage.steps {
+                let mark = if step.run { "●" } else { "○" };
+                let what = match step.kind {
+                    StepKind::Clone => "clone".to_owned(),
+                    _ => step.image.clone().unwrap_or_else(|| "host".to_owned()),
+                };
+                write!(f, "    {mark} {} ({what})", step.name)?;
+                if !step.depends_on.is_empty() {
+                    write!(f, " after {}", step.depends_on.join(", "))?;
+                }
+                match &step.reason {
+                    Some(reason) => write!(f, " — skipped: {reason}")?,
+                    None => write!(f, "{}", status_note(step.run_on))?,
+                }
+                if step.failure == Failure::Ignore {
+                    write!(f, " [failure ignored]")?;
+                }
+                writeln!(f)?;
+            }
+        }
+        Ok(())
+    }
+}

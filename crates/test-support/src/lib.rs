@@ -1,0 +1,58 @@
+//! Helpers shared by gantry's tests: where the shared fixtures are and how to load them.
+//! A dev-dependency only; never a normal dependency of a product crate.
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/test-support sits two levels below the root")
+        .to_path_buf()
+}
+
+/// `../shared/fixtures` beside the repository (where the team's shared test data lives), or
+/// `GANTRY_FIXTURES` when set.
+pub fn fixtures_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GANTRY_FIXTURES") {
+        return PathBuf::from(dir);
+    }
+    let dir = repo_root().join("../shared/fixtures");
+    assert!(
+        dir.is_dir(),
+        "shared fixtures not found at {}: check out the team's `shared/` folder beside the repository, or set GANTRY_FIXTURES",
+        dir.display()
+    );
+    dir
+}
+
+/// Every real-world pipeline file in the shared fixtures, as (file name, text), sorted.
+pub fn pipeline_fixtures() -> Vec<(String, String)> {
+    let dir = fixtures_dir().join("pipelines");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .map(|path| {
+            let name = path.file_name().expect("a file has a name").to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no pipeline fixtures in {}", dir.display());
+    files
+}
+
+/// The original path of a fixture inside its repository, from its file name
+/// (`owner__repo__.woodpecker_test.yml` → `.woodpecker/test.yml`), so that dialect rules that
+/// depend on the path apply.
+pub fn fixture_upstream_path(file_name: &str) -> String {
+    let path = file_name.rsplit("__").next().unwrap_or(file_name);
+    match path.strip_prefix(".woodpecker_") {
+        Some(rest) => format!(".woodpecker/{rest}"),
+        None => path.to_owned(),
+    }
+}
