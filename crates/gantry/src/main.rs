@@ -1,1 +1,43 @@
-fn main() {}
+//! The `gantry` binary: one command line for everything gantry does. For now the commands
+//! that need no server: `lint` and `plan`.
+
+mod pipeline_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gantry",
+    version,
+    about = "A self-hosted CI/CD server",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validates pipeline files; exits 0 when every file is valid (warnings are printed).
+    Lint(pipeline_cmd::LintArgs),
+    /// Prints which stages and steps a build would run, and in what order.
+    Plan(pipeline_cmd::PlanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lint(args) => pipeline_cmd::lint(&args),
+        Command::Plan(args) => pipeline_cmd::plan(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("gantry: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -5,15 +5,18 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::conditions::{StageFacts, evaluate};
+use crate::conditions::{Scope, StageFacts, evaluate};
 use crate::context::Context;
 use crate::decode::Decoder;
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity};
-use crate::env::{build_variables, encode_setting, plugin_variable, script, stage_variables, step_variables};
+use crate::env::{
+    build_variables, encode_setting, plugin_variable, script, stage_variables, step_variables,
+};
 use crate::envsubst::Lookup;
 use crate::graph::topological_order;
 use crate::model::{
-    Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType, SettingValue, StatusFilter, Step, Volume, VolumeSource,
+    Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType, SettingValue, StatusFilter, Step,
+    Volume, VolumeSource,
 };
 use crate::plan::{CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
 use crate::validate::CLONE_STEP;
@@ -45,7 +48,10 @@ struct Layered<'a> {
 
 impl Lookup for Layered<'_> {
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.top.get(name).or_else(|| self.base.get(name)).map(String::as_str)
+        self.top
+            .get(name)
+            .or_else(|| self.base.get(name))
+            .map(String::as_str)
     }
 }
 
@@ -72,7 +78,8 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
                 let name = if matrix.is_empty() {
                     pipeline.name.value.clone()
                 } else {
-                    let axes: Vec<String> = matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let axes: Vec<String> =
+                        matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("{} ({})", pipeline.name.value, axes.join(", "))
                 };
                 candidates.push(Candidate {
@@ -85,13 +92,18 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         }
     }
     if invalid.has_errors() {
-        return Err(CompileError::Invalid(Diagnostics(invalid.errors().cloned().collect())));
+        return Err(CompileError::Invalid(Diagnostics(
+            invalid.errors().cloned().collect(),
+        )));
     }
 
     // Which stages run, and on what they depend (through skipped ones).
     let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, c) in candidates.iter().enumerate() {
-        by_base.entry(c.pipeline.name.value.as_str()).or_default().push(i);
+        by_base
+            .entry(c.pipeline.name.value.as_str())
+            .or_default()
+            .push(i);
     }
     let parents: Vec<Vec<usize>> = candidates
         .iter()
@@ -110,7 +122,7 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
                 platform: &c.pipeline.platform,
                 matrix: &c.matrix,
             };
-            evaluate(&c.pipeline.trigger, ctx, facts)
+            evaluate(&c.pipeline.trigger, ctx, facts, Scope::Pipeline)
         })
         .collect();
     let order = topological_order(&parents).unwrap_or_else(|_| (0..candidates.len()).collect());
@@ -136,8 +148,15 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         let mut stage = build_stage(candidate, number, ctx, &vars);
         match &verdicts[i] {
             Ok(filter) => {
-                stage.runs_on = if candidate.dialect == Dialect::Woodpecker { candidate.pipeline.runs_on } else { *filter };
-                stage.depends_on = effective[i].iter().map(|&d| candidates[d].name.clone()).collect();
+                stage.runs_on = if candidate.dialect == Dialect::Woodpecker {
+                    candidate.pipeline.runs_on
+                } else {
+                    *filter
+                };
+                stage.depends_on = effective[i]
+                    .iter()
+                    .map(|&d| candidates[d].name.clone())
+                    .collect();
                 if !ctx.trusted {
                     check_trust(&candidate.pipeline, &stage, &mut refused);
                 }
@@ -145,10 +164,14 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
             Err(reason) => {
                 stage.run = false;
                 stage.reason = Some(reason.clone());
-                stage.depends_on = parents[i].iter().map(|&d| candidates[d].name.clone()).collect();
+                stage.depends_on = parents[i]
+                    .iter()
+                    .map(|&d| candidates[d].name.clone())
+                    .collect();
                 for step in stage.steps.iter_mut().chain(stage.services.iter_mut()) {
                     step.run = false;
-                    step.reason.get_or_insert_with(|| "the stage does not run".to_owned());
+                    step.reason
+                        .get_or_insert_with(|| "the stage does not run".to_owned());
                 }
             }
         }
@@ -170,8 +193,13 @@ fn concretize<'c>(
     vars: &BTreeMap<String, String>,
     invalid: &mut Diagnostics,
 ) -> Cow<'c, Pipeline> {
-    let Some(node) = file.substitutable_node(index) else { return Cow::Borrowed(pipeline) };
-    let lookup = Layered { top: matrix, base: vars };
+    let Some(node) = file.substitutable_node(index) else {
+        return Cow::Borrowed(pipeline);
+    };
+    let lookup = Layered {
+        top: matrix,
+        base: vars,
+    };
     let mut decoder = Decoder::new(&file.name, file.dialect, Some(&lookup));
     let decoded = decoder.pipeline(node, index, &pipeline.name.value);
     invalid.extend(Diagnostics(decoder.diags.errors().cloned().collect()));
@@ -190,17 +218,31 @@ fn workspace_path(pipeline: &Pipeline) -> String {
     let base = pipeline.workspace.base.as_deref().unwrap_or("/drone");
     match pipeline.workspace.path.as_deref() {
         Some(path) if path.starts_with('/') => path.to_owned(),
-        Some(path) => format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches("./")),
+        Some(path) => format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            path.trim_start_matches("./")
+        ),
         None if pipeline.workspace.base.is_some() => base.to_owned(),
         None => "/drone/src".to_owned(),
     }
 }
 
-fn build_stage(candidate: &Candidate<'_>, number: u32, ctx: &Context, vars: &BTreeMap<String, String>) -> Stage {
+fn build_stage(
+    candidate: &Candidate<'_>,
+    number: u32,
+    ctx: &Context,
+    vars: &BTreeMap<String, String>,
+) -> Stage {
     let pipeline = &*candidate.pipeline;
     let workspace = workspace_path(pipeline);
     let mut environment = vars.clone();
-    environment.extend(stage_variables(&candidate.name, number, &workspace, &candidate.matrix));
+    environment.extend(stage_variables(
+        &candidate.name,
+        number,
+        &workspace,
+        &candidate.matrix,
+    ));
     let mut secrets = Vec::new();
     apply_env(&pipeline.environment, &mut environment, &mut secrets);
 
@@ -239,14 +281,23 @@ fn build_stage(candidate: &Candidate<'_>, number: u32, ctx: &Context, vars: &BTr
         steps.push(clone_step(&workspace));
         number_next += 1;
     }
-    let names: HashMap<&str, usize> = pipeline.steps.iter().enumerate().map(|(i, s)| (s.name.value.as_str(), i)).collect();
+    let names: HashMap<&str, usize> = pipeline
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.value.as_str(), i))
+        .collect();
     let parents: Vec<Vec<usize>> = pipeline
         .steps
         .iter()
         .enumerate()
         .map(|(i, step)| {
             if pipeline.graph {
-                step.depends_on.iter().flatten().filter_map(|d| names.get(d.value.as_str()).copied()).collect()
+                step.depends_on
+                    .iter()
+                    .flatten()
+                    .filter_map(|d| names.get(d.value.as_str()).copied())
+                    .collect()
             } else if i > 0 {
                 vec![i - 1]
             } else {
@@ -257,21 +308,45 @@ fn build_stage(candidate: &Candidate<'_>, number: u32, ctx: &Context, vars: &BTr
     let order = topological_order(&parents).unwrap_or_else(|_| (0..pipeline.steps.len()).collect());
     for i in order {
         let step = &pipeline.steps[i];
-        let mut depends_on: Vec<String> = parents[i].iter().map(|&p| pipeline.steps[p].name.value.clone()).collect();
-        let explicit_clone = step.depends_on.iter().flatten().any(|d| d.value == CLONE_STEP);
+        let mut depends_on: Vec<String> = parents[i]
+            .iter()
+            .map(|&p| pipeline.steps[p].name.value.clone())
+            .collect();
+        let explicit_clone = step
+            .depends_on
+            .iter()
+            .flatten()
+            .any(|d| d.value == CLONE_STEP);
         if clone.is_some() && (explicit_clone || depends_on.is_empty()) {
             depends_on.insert(0, CLONE_STEP.to_owned());
         }
-        let verdict = evaluate(&step.when, ctx, facts);
-        steps.push(plan_step(step, number_next, depends_on, verdict, &workspace, pipeline.kind, false));
+        let verdict = evaluate(&step.when, ctx, facts, Scope::Step);
+        steps.push(plan_step(
+            step,
+            number_next,
+            depends_on,
+            verdict,
+            &workspace,
+            pipeline.kind,
+            false,
+        ));
         number_next += 1;
     }
     let services = pipeline
         .services
         .iter()
         .map(|service| {
-            let verdict = evaluate(&service.when, ctx, facts).map(|_| StatusFilter::ALWAYS);
-            let s = plan_step(service, number_next, Vec::new(), verdict, &workspace, pipeline.kind, true);
+            let verdict =
+                evaluate(&service.when, ctx, facts, Scope::Step).map(|_| StatusFilter::ALWAYS);
+            let s = plan_step(
+                service,
+                number_next,
+                Vec::new(),
+                verdict,
+                &workspace,
+                pipeline.kind,
+                true,
+            );
             number_next += 1;
             s
         })
@@ -300,7 +375,11 @@ fn build_stage(candidate: &Candidate<'_>, number: u32, ctx: &Context, vars: &BTr
     }
 }
 
-fn apply_env(vars: &[EnvVar], environment: &mut BTreeMap<String, String>, secrets: &mut Vec<SecretEnv>) {
+fn apply_env(
+    vars: &[EnvVar],
+    environment: &mut BTreeMap<String, String>,
+    secrets: &mut Vec<SecretEnv>,
+) {
     for var in vars {
         match &var.value {
             EnvValue::Text(text) => {
@@ -358,7 +437,8 @@ fn plan_step(
     service: bool,
 ) -> PlanStep {
     let name = step.name.value.clone();
-    let mut environment: BTreeMap<String, String> = step_variables(&name, number).into_iter().collect();
+    let mut environment: BTreeMap<String, String> =
+        step_variables(&name, number).into_iter().collect();
     let mut secrets = Vec::new();
     for setting in &step.settings {
         let variable = plugin_variable(&setting.name);
@@ -382,7 +462,11 @@ fn plan_step(
     };
     let working_dir = match step.working_dir.as_deref() {
         Some(dir) if dir.starts_with('/') => dir.to_owned(),
-        Some(dir) => format!("{}/{}", workspace.trim_end_matches('/'), dir.trim_start_matches("./")),
+        Some(dir) => format!(
+            "{}/{}",
+            workspace.trim_end_matches('/'),
+            dir.trim_start_matches("./")
+        ),
         None => workspace.to_owned(),
     };
     let (run, reason, run_on) = match verdict {
@@ -397,7 +481,11 @@ fn plan_step(
         reason,
         depends_on,
         run_on,
-        image: if backend == PipelineType::Local { None } else { step.image.as_ref().map(|i| i.value.clone()) },
+        image: if backend == PipelineType::Local {
+            None
+        } else {
+            step.image.as_ref().map(|i| i.value.clone())
+        },
         pull: step.pull,
         environment,
         secrets,
@@ -433,7 +521,14 @@ fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
     };
     let root = format!("pipeline[{}]", pipeline.name.value);
     if pipeline.kind == PipelineType::Local {
-        refuse(pipeline.pos, format!("{root}.type"), format!("pipeline `{}` runs commands on the runner's host (`type: exec`), which only trusted repositories may do", pipeline.name.value));
+        refuse(
+            pipeline.pos,
+            format!("{root}.type"),
+            format!(
+                "pipeline `{}` runs commands on the runner's host (`type: exec`), which only trusted repositories may do",
+                pipeline.name.value
+            ),
+        );
     }
     let host_volumes: Vec<&str> = pipeline
         .volumes
@@ -455,19 +550,39 @@ fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
         }
         let path = format!("{root}.steps[{name}]");
         if step.privileged.value {
-            refuse(step.privileged.pos, format!("{path}.privileged"), format!("step `{name}` is privileged, which only trusted repositories may be"));
+            refuse(
+                step.privileged.pos,
+                format!("{path}.privileged"),
+                format!("step `{name}` is privileged, which only trusted repositories may be"),
+            );
         }
         if let Some(mode) = &step.network_mode {
-            refuse(step.pos, format!("{path}.network_mode"), format!("step `{name}` sets network_mode `{mode}`, which only trusted repositories may do"));
+            refuse(
+                step.pos,
+                format!("{path}.network_mode"),
+                format!(
+                    "step `{name}` sets network_mode `{mode}`, which only trusted repositories may do"
+                ),
+            );
         }
         for mount in &step.mounts {
             match &mount.mount {
-                Mount::Host { host, .. } => refuse(mount.pos, format!("{path}.volumes"), format!("step `{name}` mounts the host directory `{host}`, which only trusted repositories may do")),
-                Mount::Named { name: volume, .. } if host_volumes.contains(&volume.as_str()) => refuse(
+                Mount::Host { host, .. } => refuse(
                     mount.pos,
                     format!("{path}.volumes"),
-                    format!("step `{name}` mounts the host volume `{volume}`, which only trusted repositories may do"),
+                    format!(
+                        "step `{name}` mounts the host directory `{host}`, which only trusted repositories may do"
+                    ),
                 ),
+                Mount::Named { name: volume, .. } if host_volumes.contains(&volume.as_str()) => {
+                    refuse(
+                        mount.pos,
+                        format!("{path}.volumes"),
+                        format!(
+                            "step `{name}` mounts the host volume `{volume}`, which only trusted repositories may do"
+                        ),
+                    )
+                }
                 Mount::Named { .. } => {}
             }
         }

@@ -4,10 +4,11 @@
 //! list are ORed. `status` is not decided here: it depends on what happens at run time, so it
 //! becomes a [`StatusFilter`] in the plan.
 //!
-//! Two events must be asked for by name, because a pipeline written for pushes must not run
-//! when they happen: `delete` (a branch or tag was deleted) and a closed pull request
-//! (`pull_request_closed`, or `pull_request` together with an `action` condition naming
-//! `closed`).
+//! Two events must be asked for by name in a pipeline's `trigger` (a Woodpecker workflow's
+//! `when`), because a pipeline written for pushes must not run when they happen: `delete` (a
+//! branch or tag was deleted) and a closed pull request (`pull_request_closed`, or
+//! `pull_request` together with an `action` condition naming `closed`). Inside a pipeline that
+//! asked for them, steps follow the usual rules.
 
 use crate::context::{Context, Event};
 use crate::glob::{Mode, glob_match};
@@ -42,7 +43,9 @@ impl PathConstraint {
         if files.is_empty() {
             return self.on_empty;
         }
-        let any = |patterns: &[String], file: &str| patterns.iter().any(|p| glob_match(p, file, Mode::Path));
+        let any = |patterns: &[String], file: &str| {
+            patterns.iter().any(|p| glob_match(p, file, Mode::Path))
+        };
         if !self.exclude.is_empty() && files.iter().all(|f| any(&self.exclude, f)) {
             return false;
         }
@@ -68,27 +71,42 @@ fn normalize_action(name: &str) -> &str {
 
 impl Conditions {
     /// Every key but `status`; `Err` carries why it does not hold, for the plan's `reason`.
-    pub fn check(&self, ctx: &Context, stage: StageFacts<'_>) -> Result<(), String> {
-        self.check_event(ctx)?;
+    pub fn check(&self, ctx: &Context, stage: StageFacts<'_>, scope: Scope) -> Result<(), String> {
+        self.check_event(ctx, scope)?;
         if !self.branch.is_empty() {
             if matches!(ctx.event, Event::Tag) {
-                return Err(format!("when.branch {} never matches a tag", describe(&self.branch)));
+                return Err(format!(
+                    "when.branch {} never matches a tag",
+                    describe(&self.branch)
+                ));
             }
             let branch = ctx.condition_branch();
             if !self.branch.matches(branch) {
-                return Err(format!("branch `{branch}` does not match {}", describe(&self.branch)));
+                return Err(format!(
+                    "branch `{branch}` does not match {}",
+                    describe(&self.branch)
+                ));
             }
         }
         check(&self.reference, &ctx.reference, "ref")?;
         check(&self.repo, &ctx.repo.full_name(), "repo")?;
-        check(&self.target, ctx.deploy_target.as_deref().unwrap_or(""), "target")?;
+        check(
+            &self.target,
+            ctx.deploy_target.as_deref().unwrap_or(""),
+            "target",
+        )?;
         check(&self.cron, ctx.cron.as_deref().unwrap_or(""), "cron")?;
         check(&self.instance, &ctx.instance, "instance")?;
         if !self.action.is_empty() {
             let action = normalize_action(ctx.action.as_deref().unwrap_or(""));
-            let matched = self.action.matches_with(|p| glob_match(normalize_action(p), action, Mode::Path));
+            let matched = self
+                .action
+                .matches_with(|p| glob_match(normalize_action(p), action, Mode::Path));
             if !matched {
-                return Err(format!("action `{action}` does not match {}", describe(&self.action)));
+                return Err(format!(
+                    "action `{action}` does not match {}",
+                    describe(&self.action)
+                ));
             }
         }
         if !self.platform.is_empty() {
@@ -117,12 +135,17 @@ impl Conditions {
         Ok(())
     }
 
-    fn check_event(&self, ctx: &Context) -> Result<(), String> {
-        let explicit_only = ctx.event == Event::Delete || ctx.is_closed_pull_request();
-        let name = if ctx.is_closed_pull_request() { "pull_request_closed" } else { ctx.event.as_str() };
+    fn check_event(&self, ctx: &Context, scope: Scope) -> Result<(), String> {
+        let name = if ctx.is_closed_pull_request() {
+            "pull_request_closed"
+        } else {
+            ctx.event.as_str()
+        };
         if self.event.is_empty() {
-            if explicit_only {
-                return Err(format!("`{name}` events run only pipelines and steps that name them in `event`"));
+            if scope == Scope::Pipeline && opt_in_event(ctx) {
+                return Err(format!(
+                    "`{name}` events run only pipelines whose trigger names them in `event`"
+                ));
             }
             return Ok(());
         }
@@ -130,14 +153,18 @@ impl Conditions {
         let matched = self.event.matches_with(|pattern| {
             let pattern = normalize_event(pattern);
             if ctx.is_closed_pull_request() {
-                return pattern == "pull_request_closed" || (pattern == "pull_request" && names_closed_action);
+                return pattern == "pull_request_closed"
+                    || (pattern == "pull_request" && names_closed_action);
             }
             glob_match(pattern, name, Mode::Path)
         });
         if matched {
             Ok(())
         } else {
-            Err(format!("event `{name}` does not match {}", describe(&self.event)))
+            Err(format!(
+                "event `{name}` does not match {}",
+                describe(&self.event)
+            ))
         }
     }
 }
@@ -146,16 +173,28 @@ fn check(constraint: &Constraint, value: &str, key: &str) -> Result<(), String> 
     if constraint.matches(value) {
         Ok(())
     } else {
-        Err(format!("{key} `{value}` does not match {}", describe(constraint)))
+        Err(format!(
+            "{key} `{value}` does not match {}",
+            describe(constraint)
+        ))
     }
 }
 
 fn describe(c: &Constraint) -> String {
-    let list = |v: &[String]| v.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match (c.include.is_empty(), c.exclude.is_empty()) {
         (false, true) => format!("[{}]", list(&c.include)),
         (true, false) => format!("exclude [{}]", list(&c.exclude)),
-        _ => format!("include [{}] exclude [{}]", list(&c.include), list(&c.exclude)),
+        _ => format!(
+            "include [{}] exclude [{}]",
+            list(&c.include),
+            list(&c.exclude)
+        ),
     }
 }
 
@@ -167,20 +206,36 @@ fn describe_paths(p: &PathConstraint) -> String {
     })
 }
 
+/// What the conditions gate: a whole pipeline (`trigger`) or a step (`when`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Pipeline,
+    Step,
+}
+
+/// Events only pipelines that name them run (see the module comment).
+fn opt_in_event(ctx: &Context) -> bool {
+    ctx.event == Event::Delete || ctx.is_closed_pull_request()
+}
+
 /// Evaluates ORed alternatives: which statuses let it run, or why none of them holds.
 /// No alternatives at all means "run while passing".
-pub fn evaluate(alternatives: &[Conditions], ctx: &Context, stage: StageFacts<'_>) -> Result<StatusFilter, String> {
+pub fn evaluate(
+    alternatives: &[Conditions],
+    ctx: &Context,
+    stage: StageFacts<'_>,
+    scope: Scope,
+) -> Result<StatusFilter, String> {
     if alternatives.is_empty() {
-        return if ctx.event == Event::Delete || ctx.is_closed_pull_request() {
-            Err(Conditions::default().check_event(ctx).err().unwrap_or_default())
-        } else {
-            Ok(StatusFilter::SUCCESS)
+        return match Conditions::default().check_event(ctx, scope) {
+            Ok(()) => Ok(StatusFilter::SUCCESS),
+            Err(reason) => Err(reason),
         };
     }
     let mut filter = StatusFilter::NEVER;
     let mut reasons = Vec::new();
     for alternative in alternatives {
-        match alternative.check(ctx, stage) {
+        match alternative.check(ctx, stage, scope) {
             Ok(()) => filter = filter.union(alternative.status_filter()),
             Err(reason) => reasons.push(reason),
         }

@@ -66,7 +66,9 @@ impl fmt::Display for Event {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event `{0}`: expected one of push, pull_request, tag, promote, rollback, cron, custom, delete")]
+#[error(
+    "unknown event `{0}`: expected one of push, pull_request, tag, promote, rollback, cron, custom, delete"
+)]
 pub struct UnknownEvent(pub String);
 
 impl FromStr for Event {

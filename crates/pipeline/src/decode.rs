@@ -47,21 +47,52 @@ pub(crate) const KNOWN_EVENTS: &[&str] = &[
 ];
 
 const CONDITION_KEYS: &[&str] = &[
-    "branch", "event", "ref", "status", "repo", "target", "cron", "action", "instance", "paths", "path",
-    "platform", "matrix", "evaluate", "environment",
+    "branch",
+    "event",
+    "ref",
+    "status",
+    "repo",
+    "target",
+    "cron",
+    "action",
+    "instance",
+    "paths",
+    "path",
+    "platform",
+    "matrix",
+    "evaluate",
+    "environment",
 ];
 
 /// Keys gantry reads but does not act on; each gets a warning that says so.
 const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[
-    ("concurrency", "gantry does not limit concurrent builds per pipeline yet"),
-    ("image_pull_secrets", "gantry does not read registry credentials from secrets yet"),
-    ("node_selector", "Kubernetes scheduling options are not used yet"),
-    ("tolerations", "Kubernetes scheduling options are not used yet"),
-    ("service_account_name", "Kubernetes options are not used yet"),
+    (
+        "concurrency",
+        "gantry does not limit concurrent builds per pipeline yet",
+    ),
+    (
+        "image_pull_secrets",
+        "gantry does not read registry credentials from secrets yet",
+    ),
+    (
+        "node_selector",
+        "Kubernetes scheduling options are not used yet",
+    ),
+    (
+        "tolerations",
+        "Kubernetes scheduling options are not used yet",
+    ),
+    (
+        "service_account_name",
+        "Kubernetes options are not used yet",
+    ),
     ("metadata", "Kubernetes options are not used yet"),
     ("host_aliases", "host aliases are not supported yet"),
     ("dns_config", "DNS options are not supported yet"),
-    ("pool", "VM pools are Drone Cloud's; gantry runs the pipeline on its own runners"),
+    (
+        "pool",
+        "VM pools are Drone Cloud's; gantry runs the pipeline on its own runners",
+    ),
 ];
 
 const UNSUPPORTED_STEP_KEYS: &[(&str, &str)] = &[
@@ -74,7 +105,10 @@ const UNSUPPORTED_STEP_KEYS: &[(&str, &str)] = &[
     ("tmpfs", "tmpfs mounts are not supported yet"),
     ("cpu_quota", "use `resources: {limits: {cpu: ...}}`"),
     ("mem_limit", "use `resources: {limits: {memory: ...}}`"),
-    ("ports", "ports need not be published: services are reached by name on the stage's network"),
+    (
+        "ports",
+        "ports need not be published: services are reached by name on the stage's network",
+    ),
     ("when_files", "not supported"),
 ];
 
@@ -94,7 +128,10 @@ impl<'n> Fields<'n> {
 
     /// The value of `key`, unless absent or null.
     pub fn get(&mut self, key: &str) -> Option<&'n Node> {
-        let i = self.entries.iter().position(|(k, _)| k.as_str() == Some(key))?;
+        let i = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.as_str() == Some(key))?;
         self.used[i] = true;
         let value = &self.entries[i].1;
         (!value.is_null()).then_some(value)
@@ -106,12 +143,20 @@ impl<'n> Fields<'n> {
 
     /// Keys not taken yet, in file order.
     fn unused(&self) -> impl Iterator<Item = &'n (Node, Node)> + '_ {
-        self.entries.iter().zip(&self.used).filter(|(_, used)| !**used).map(|(e, _)| e)
+        self.entries
+            .iter()
+            .zip(&self.used)
+            .filter(|(_, used)| !**used)
+            .map(|(e, _)| e)
     }
 }
 
 fn join_path(parent: &str, child: &str) -> String {
-    if parent.is_empty() { child.to_owned() } else { format!("{parent}.{child}") }
+    if parent.is_empty() {
+        child.to_owned()
+    } else {
+        format!("{parent}.{child}")
+    }
 }
 
 impl<'a> Decoder<'a> {
@@ -124,7 +169,14 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub fn report(&mut self, severity: Severity, pos: Pos, path: &str, message: String, hint: Option<String>) {
+    pub fn report(
+        &mut self,
+        severity: Severity,
+        pos: Pos,
+        path: &str,
+        message: String,
+        hint: Option<String>,
+    ) {
         self.diags.push(Diagnostic {
             severity,
             file: self.file.to_owned(),
@@ -136,16 +188,33 @@ impl<'a> Decoder<'a> {
     }
 
     pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>, hint: Option<&str>) {
-        self.report(Severity::Error, pos, path, message.into(), hint.map(str::to_owned));
+        self.report(
+            Severity::Error,
+            pos,
+            path,
+            message.into(),
+            hint.map(str::to_owned),
+        );
     }
 
     pub fn warn(&mut self, pos: Pos, path: &str, message: impl Into<String>, hint: Option<&str>) {
-        self.report(Severity::Warning, pos, path, message.into(), hint.map(str::to_owned));
+        self.report(
+            Severity::Warning,
+            pos,
+            path,
+            message.into(),
+            hint.map(str::to_owned),
+        );
     }
 
     fn expected(&mut self, node: &Node, path: &str, what: &str) {
         let found = node.kind_name();
-        self.error(node.pos, path, format!("expected {what}, found {found}"), None);
+        self.error(
+            node.pos,
+            path,
+            format!("expected {what}, found {found}"),
+            None,
+        );
     }
 
     /// Substitutes `${VAR}` in a scalar (or checks its syntax when linting).
@@ -157,13 +226,23 @@ impl<'a> Decoder<'a> {
             Some(vars) => match envsubst::substitute(text, vars) {
                 Ok(s) => s,
                 Err(e) => {
-                    self.error(pos, path, e.to_string(), Some("write `$${` for a literal `${`"));
+                    self.error(
+                        pos,
+                        path,
+                        e.to_string(),
+                        Some("write `$${` for a literal `${`"),
+                    );
                     text.to_owned()
                 }
             },
             None => {
                 if let Err(e) = envsubst::check(text) {
-                    self.error(pos, path, e.to_string(), Some("write `$${` for a literal `${`"));
+                    self.error(
+                        pos,
+                        path,
+                        e.to_string(),
+                        Some("write `$${` for a literal `${`"),
+                    );
                 }
                 text.to_owned()
             }
@@ -182,16 +261,33 @@ impl<'a> Decoder<'a> {
 
     /// Reports keys nobody took: known-but-unsupported ones with why, others as unknown with a
     /// "did you mean" among `known`.
-    pub fn finish(&mut self, fields: &Fields<'_>, path: &str, known: &[&str], unsupported: &[(&str, &str)]) {
+    pub fn finish(
+        &mut self,
+        fields: &Fields<'_>,
+        path: &str,
+        known: &[&str],
+        unsupported: &[(&str, &str)],
+    ) {
         for (key, _) in fields.unused() {
             let name = key.as_str().unwrap_or_default();
             if let Some((_, why)) = unsupported.iter().find(|(k, _)| *k == name) {
                 self.warn(key.pos, path, format!("`{name}` is ignored: {why}"), None);
                 continue;
             }
-            let hint = did_you_mean(name, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let hint = misplaced_key_hint(name, known)
+                .map(str::to_owned)
+                .or_else(|| {
+                    did_you_mean(name, known.iter().copied())
+                        .map(|s| format!("did you mean `{s}`?"))
+                });
             let message = format!("unknown key `{name}`");
-            self.report(Severity::Warning, key.pos, path, message, hint.or_else(|| Some(format!("known keys here: {}", known.join(", ")))));
+            self.report(
+                Severity::Warning,
+                key.pos,
+                path,
+                message,
+                hint.or_else(|| Some(format!("known keys here: {}", known.join(", ")))),
+            );
         }
     }
 
@@ -212,7 +308,10 @@ impl<'a> Decoder<'a> {
 
     /// A list of texts; a single text counts as a list of one, as in Drone.
     pub fn texts(&mut self, node: &Node, path: &str) -> Vec<String> {
-        self.spanned_texts(node, path).into_iter().map(|s| s.value).collect()
+        self.spanned_texts(node, path)
+            .into_iter()
+            .map(|s| s.value)
+            .collect()
     }
 
     pub fn spanned_texts(&mut self, node: &Node, path: &str) -> Vec<Spanned<String>> {
@@ -244,7 +343,12 @@ impl<'a> Decoder<'a> {
             "true" | "yes" | "on" => Some(true),
             "false" | "no" | "off" => Some(false),
             _ => {
-                self.error(node.pos, path, format!("expected true or false, found `{text}`"), None);
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected true or false, found `{text}`"),
+                    None,
+                );
                 None
             }
         }
@@ -255,7 +359,12 @@ impl<'a> Decoder<'a> {
         match text.trim().parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                self.error(node.pos, path, format!("expected a whole number, found `{text}`"), None);
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a whole number, found `{text}`"),
+                    None,
+                );
                 None
             }
         }
@@ -283,7 +392,12 @@ impl<'a> Decoder<'a> {
         let patterns = self.spanned_texts(node, path);
         for p in &patterns {
             if let Err(e) = Glob::new(&p.value, Mode::Path) {
-                self.error(p.pos, path, e.to_string(), Some("close every `[` and `{`, or escape it with `\\`"));
+                self.error(
+                    p.pos,
+                    path,
+                    e.to_string(),
+                    Some("close every `[` and `{`, or escape it with `\\`"),
+                );
             }
         }
         patterns.into_iter().map(|p| p.value).collect()
@@ -297,7 +411,9 @@ impl<'a> Decoder<'a> {
         };
         match &node.value {
             Value::Map(_) => {
-                let Some(mut f) = self.fields(node, path) else { return constraint };
+                let Some(mut f) = self.fields(node, path) else {
+                    return constraint;
+                };
                 if let Some(n) = f.get("include") {
                     constraint.include = self.pattern_list(n, &join_path(path, "include"));
                 }
@@ -320,7 +436,9 @@ impl<'a> Decoder<'a> {
         };
         match &node.value {
             Value::Map(_) => {
-                let Some(mut f) = self.fields(node, path) else { return out };
+                let Some(mut f) = self.fields(node, path) else {
+                    return out;
+                };
                 if let Some(n) = f.get("include") {
                     out.include = self.pattern_list(n, &join_path(path, "include"));
                 }
@@ -328,7 +446,9 @@ impl<'a> Decoder<'a> {
                     out.exclude = self.pattern_list(n, &join_path(path, "exclude"));
                 }
                 if let Some(n) = f.get("on_empty") {
-                    out.on_empty = self.boolean(n, &join_path(path, "on_empty")).unwrap_or(true);
+                    out.on_empty = self
+                        .boolean(n, &join_path(path, "on_empty"))
+                        .unwrap_or(true);
                 }
                 self.finish(&f, path, &["include", "exclude", "on_empty"], &[]);
             }
@@ -356,7 +476,9 @@ impl<'a> Decoder<'a> {
             pos: node.pos,
             ..Conditions::default()
         };
-        let Some(mut f) = self.fields(node, path) else { return c };
+        let Some(mut f) = self.fields(node, path) else {
+            return c;
+        };
         let p = |k: &str| join_path(path, k);
         if let Some(n) = f.get("branch") {
             c.branch = self.constraint(n, &p("branch"));
@@ -364,11 +486,18 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("event") {
             c.event = self.constraint(n, &p("event"));
             for event in c.event.include.iter().chain(&c.event.exclude) {
-                if !event.contains(['*', '?', '[', '{']) && !KNOWN_EVENTS.contains(&event.as_str()) {
+                if !event.contains(['*', '?', '[', '{']) && !KNOWN_EVENTS.contains(&event.as_str())
+                {
                     let hint = did_you_mean(event, KNOWN_EVENTS.iter().copied())
                         .map(|s| format!("did you mean `{s}`?"))
                         .unwrap_or_else(|| format!("known events: {}", KNOWN_EVENTS.join(", ")));
-                    self.report(Severity::Warning, n.pos, &p("event"), format!("unknown event `{event}`: it never matches"), Some(hint));
+                    self.report(
+                        Severity::Warning,
+                        n.pos,
+                        &p("event"),
+                        format!("unknown event `{event}`: it never matches"),
+                        Some(hint),
+                    );
                 }
             }
         }
@@ -379,7 +508,12 @@ impl<'a> Decoder<'a> {
             c.status = self.constraint(n, &p("status"));
             for status in c.status.include.iter().chain(&c.status.exclude) {
                 if !matches!(status.as_str(), "success" | "failure") {
-                    self.error(n.pos, &p("status"), format!("unknown status `{status}`"), Some("use `success` and/or `failure`"));
+                    self.error(
+                        n.pos,
+                        &p("status"),
+                        format!("unknown status `{status}`"),
+                        Some("use `success` and/or `failure`"),
+                    );
                 }
             }
         }
@@ -430,7 +564,15 @@ impl<'a> Decoder<'a> {
                 Some("express it with branch/event/ref/path conditions where you can"),
             );
         }
-        self.finish(&f, path, CONDITION_KEYS, &[("local", "gantry runs pipelines the same way locally and on a server")]);
+        self.finish(
+            &f,
+            path,
+            CONDITION_KEYS,
+            &[(
+                "local",
+                "gantry runs pipelines the same way locally and on a server",
+            )],
+        );
         c
     }
 
@@ -447,11 +589,18 @@ impl<'a> Decoder<'a> {
                     let var_path = join_path(path, &name);
                     let value = match &v.value {
                         _ if v.is_null() => EnvValue::Text(String::new()),
-                        Value::Scalar(_) => EnvValue::Text(self.text(v, &var_path).unwrap_or_default()),
+                        Value::Scalar(_) => {
+                            EnvValue::Text(self.text(v, &var_path).unwrap_or_default())
+                        }
                         Value::Map(_) => match v.get("from_secret").and_then(|s| s.as_str()) {
                             Some(secret) => EnvValue::Secret(self.subst(secret, v.pos, &var_path)),
                             None => {
-                                self.error(v.pos, &var_path, "an environment value must be text or `from_secret: NAME`", None);
+                                self.error(
+                                    v.pos,
+                                    &var_path,
+                                    "an environment value must be text or `from_secret: NAME`",
+                                    None,
+                                );
                                 continue;
                             }
                         },
@@ -461,13 +610,19 @@ impl<'a> Decoder<'a> {
                         }
                     };
                     self.check_env_name(&name, k.pos, &var_path);
-                    out.push(EnvVar { name, value, pos: k.pos });
+                    out.push(EnvVar {
+                        name,
+                        value,
+                        pos: k.pos,
+                    });
                 }
             }
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{path}[{i}]");
-                    let Some(text) = self.text(item, &item_path) else { continue };
+                    let Some(text) = self.text(item, &item_path) else {
+                        continue;
+                    };
                     match text.split_once('=') {
                         Some((name, value)) => {
                             self.check_env_name(name, item.pos, &item_path);
@@ -477,7 +632,12 @@ impl<'a> Decoder<'a> {
                                 pos: item.pos,
                             });
                         }
-                        None => self.error(item.pos, &item_path, format!("`{text}` is not KEY=VALUE"), Some("write `NAME=value`, or use a mapping")),
+                        None => self.error(
+                            item.pos,
+                            &item_path,
+                            format!("`{text}` is not KEY=VALUE"),
+                            Some("write `NAME=value`, or use a mapping"),
+                        ),
                     }
                 }
             }
@@ -489,9 +649,16 @@ impl<'a> Decoder<'a> {
     fn check_env_name(&mut self, name: &str, pos: Pos, path: &str) {
         let valid = !name.is_empty()
             && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
         if !valid {
-            self.error(pos, path, format!("`{name}` is not a valid environment variable name"), Some("use letters, digits and `_`"));
+            self.error(
+                pos,
+                path,
+                format!("`{name}` is not a valid environment variable name"),
+                Some("use letters, digits and `_`"),
+            );
         }
     }
 
@@ -506,11 +673,15 @@ impl<'a> Decoder<'a> {
             let item_path = format!("{path}[{i}]");
             let (source, target) = match &item.value {
                 Value::Scalar(_) => {
-                    let Some(name) = self.text(item, &item_path) else { continue };
+                    let Some(name) = self.text(item, &item_path) else {
+                        continue;
+                    };
                     (name.clone(), name)
                 }
                 Value::Map(_) => {
-                    let Some(mut f) = self.fields(item, &item_path) else { continue };
+                    let Some(mut f) = self.fields(item, &item_path) else {
+                        continue;
+                    };
                     let source = f.get("source").and_then(|n| self.text(n, &item_path));
                     let target = f.get("target").and_then(|n| self.text(n, &item_path));
                     self.finish(&f, &item_path, &["source", "target"], &[]);
@@ -540,10 +711,18 @@ impl<'a> Decoder<'a> {
             _ if node.is_null() => serde_json::Value::Null,
             Value::Scalar(s) => {
                 let text = self.subst(&s.text, node.pos, path);
-                if s.plain { plain_scalar_json(&text) } else { serde_json::Value::String(text) }
+                if s.plain {
+                    plain_scalar_json(&text)
+                } else {
+                    serde_json::Value::String(text)
+                }
             }
             Value::Seq(items) => serde_json::Value::Array(
-                items.iter().enumerate().map(|(i, n)| self.json(n, &format!("{path}[{i}]"))).collect(),
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| self.json(n, &format!("{path}[{i}]")))
+                    .collect(),
             ),
             Value::Map(entries) => serde_json::Value::Object(
                 entries
@@ -568,7 +747,10 @@ impl<'a> Decoder<'a> {
             Some(secret) => SettingValue::Secret(self.subst(secret, node.pos, path)),
             None => SettingValue::Value(self.json(node, path)),
         };
-        Setting { name: name.to_owned(), value }
+        Setting {
+            name: name.to_owned(),
+            value,
+        }
     }
 
     fn settings(&mut self, node: &Node, path: &str) -> Vec<Setting> {
@@ -594,33 +776,59 @@ impl<'a> Decoder<'a> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let item_path = format!("{path}[{i}]");
-            let Some(mut f) = self.fields(item, &item_path) else { continue };
-            let name = f.get("name").and_then(|n| self.text(n, &join_path(&item_path, "name")));
+            let Some(mut f) = self.fields(item, &item_path) else {
+                continue;
+            };
+            let name = f
+                .get("name")
+                .and_then(|n| self.text(n, &join_path(&item_path, "name")));
             let host = f.get("host");
             let temp = f.get("temp");
             let has_temp = f.has("temp");
-            self.finish(&f, &item_path, &["name", "host", "temp"], &[("claim", "persistent volume claims are not supported yet")]);
+            self.finish(
+                &f,
+                &item_path,
+                &["name", "host", "temp"],
+                &[("claim", "persistent volume claims are not supported yet")],
+            );
             let Some(name) = name else {
                 self.error(item.pos, &item_path, "a volume needs a `name`", None);
                 continue;
             };
             let source = if let Some(host) = host {
-                let host_path = host.get("path").and_then(|n| self.text(n, &join_path(&item_path, "host.path")));
+                let host_path = host
+                    .get("path")
+                    .and_then(|n| self.text(n, &join_path(&item_path, "host.path")));
                 match host_path {
                     Some(path) => VolumeSource::Host { path },
                     None => {
-                        self.error(host.pos, &item_path, "a host volume needs `host: {path: /dir}`", None);
+                        self.error(
+                            host.pos,
+                            &item_path,
+                            "a host volume needs `host: {path: /dir}`",
+                            None,
+                        );
                         continue;
                     }
                 }
             } else if temp.is_some() || has_temp {
-                let memory = temp.and_then(|t| t.get("medium")).and_then(Node::as_str) == Some("memory");
+                let memory =
+                    temp.and_then(|t| t.get("medium")).and_then(Node::as_str) == Some("memory");
                 VolumeSource::Temp { memory }
             } else {
-                self.error(item.pos, &item_path, format!("volume `{name}` needs `host: {{path: ...}}` or `temp: {{}}`"), None);
+                self.error(
+                    item.pos,
+                    &item_path,
+                    format!("volume `{name}` needs `host: {{path: ...}}` or `temp: {{}}`"),
+                    None,
+                );
                 continue;
             };
-            out.push(Volume { name, source, pos: item.pos });
+            out.push(Volume {
+                name,
+                source,
+                pos: item.pos,
+            });
         }
         out
     }
@@ -636,31 +844,62 @@ impl<'a> Decoder<'a> {
             let item_path = format!("{path}[{i}]");
             match &item.value {
                 Value::Scalar(_) => {
-                    let Some(text) = self.text(item, &item_path) else { continue };
+                    let Some(text) = self.text(item, &item_path) else {
+                        continue;
+                    };
                     let parts: Vec<&str> = text.split(':').collect();
                     let (src, dst, read_only) = match parts.as_slice() {
                         [src, dst] => (*src, *dst, false),
                         [src, dst, mode] => (*src, *dst, mode.split(',').any(|m| m == "ro")),
                         _ => {
-                            self.error(item.pos, &item_path, format!("`{text}` is not SOURCE:PATH[:ro]"), Some("e.g. `/var/run/docker.sock:/var/run/docker.sock`"));
+                            self.error(
+                                item.pos,
+                                &item_path,
+                                format!("`{text}` is not SOURCE:PATH[:ro]"),
+                                Some("e.g. `/var/run/docker.sock:/var/run/docker.sock`"),
+                            );
                             continue;
                         }
                     };
                     let mount = if src.starts_with('/') {
-                        Mount::Host { host: src.to_owned(), path: dst.to_owned(), read_only }
+                        Mount::Host {
+                            host: src.to_owned(),
+                            path: dst.to_owned(),
+                            read_only,
+                        }
                     } else {
-                        Mount::Named { name: src.to_owned(), path: dst.to_owned() }
+                        Mount::Named {
+                            name: src.to_owned(),
+                            path: dst.to_owned(),
+                        }
                     };
-                    out.push(StepMount { mount, pos: item.pos });
+                    out.push(StepMount {
+                        mount,
+                        pos: item.pos,
+                    });
                 }
                 Value::Map(_) => {
-                    let Some(mut f) = self.fields(item, &item_path) else { continue };
-                    let name = f.get("name").and_then(|n| self.text(n, &join_path(&item_path, "name")));
-                    let mount_path = f.get("path").and_then(|n| self.text(n, &join_path(&item_path, "path")));
+                    let Some(mut f) = self.fields(item, &item_path) else {
+                        continue;
+                    };
+                    let name = f
+                        .get("name")
+                        .and_then(|n| self.text(n, &join_path(&item_path, "name")));
+                    let mount_path = f
+                        .get("path")
+                        .and_then(|n| self.text(n, &join_path(&item_path, "path")));
                     self.finish(&f, &item_path, &["name", "path"], &[]);
                     match (name, mount_path) {
-                        (Some(name), Some(path)) => out.push(StepMount { mount: Mount::Named { name, path }, pos: item.pos }),
-                        _ => self.error(item.pos, &item_path, "a volume mount needs `name` and `path`", None),
+                        (Some(name), Some(path)) => out.push(StepMount {
+                            mount: Mount::Named { name, path },
+                            pos: item.pos,
+                        }),
+                        _ => self.error(
+                            item.pos,
+                            &item_path,
+                            "a volume mount needs `name` and `path`",
+                            None,
+                        ),
                     }
                 }
                 Value::Seq(_) => self.expected(item, &item_path, "a volume mount"),
@@ -671,23 +910,37 @@ impl<'a> Decoder<'a> {
 
     fn resources(&mut self, node: &Node, path: &str) -> Resources {
         let mut out = Resources::default();
-        let Some(mut f) = self.fields(node, path) else { return out };
+        let Some(mut f) = self.fields(node, path) else {
+            return out;
+        };
         for (key, set) in [("limits", &mut out.limits), ("requests", &mut out.requests)] {
             let Some(n) = f.get(key) else { continue };
             let set_path = join_path(path, key);
-            let Some(mut g) = self.fields(n, &set_path) else { continue };
+            let Some(mut g) = self.fields(n, &set_path) else {
+                continue;
+            };
             if let Some(cpu) = g.get("cpu") {
                 let text = self.text(cpu, &set_path).unwrap_or_default();
                 set.cpu_millis = parse_cpu(&text);
                 if set.cpu_millis.is_none() {
-                    self.error(cpu.pos, &set_path, format!("`{text}` is not a CPU amount"), Some("write millicores (`500`, `500m`) or cores (`1.5`)"));
+                    self.error(
+                        cpu.pos,
+                        &set_path,
+                        format!("`{text}` is not a CPU amount"),
+                        Some("write millicores (`500`, `500m`) or cores (`1.5`)"),
+                    );
                 }
             }
             if let Some(memory) = g.get("memory") {
                 let text = self.text(memory, &set_path).unwrap_or_default();
                 set.memory_bytes = parse_bytes(&text);
                 if set.memory_bytes.is_none() {
-                    self.error(memory.pos, &set_path, format!("`{text}` is not an amount of memory"), Some("write e.g. `512MiB`, `1Gi` or a number of bytes"));
+                    self.error(
+                        memory.pos,
+                        &set_path,
+                        format!("`{text}` is not an amount of memory"),
+                        Some("write e.g. `512MiB`, `1Gi` or a number of bytes"),
+                    );
                 }
             }
             self.finish(&g, &set_path, &["cpu", "memory"], &[]);
@@ -697,26 +950,40 @@ impl<'a> Decoder<'a> {
     }
 
     fn pull(&mut self, node: &Node, path: &str) -> Pull {
-        let Some(text) = self.text(node, path) else { return Pull::IfNotExists };
+        let Some(text) = self.text(node, path) else {
+            return Pull::IfNotExists;
+        };
         match text.as_str() {
             "always" | "true" => Pull::Always,
             "never" => Pull::Never,
             "if-not-exists" | "default" | "false" | "" => Pull::IfNotExists,
             other => {
-                self.error(node.pos, path, format!("unknown pull policy `{other}`"), Some("use `always`, `if-not-exists` or `never`"));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("unknown pull policy `{other}`"),
+                    Some("use `always`, `if-not-exists` or `never`"),
+                );
                 Pull::IfNotExists
             }
         }
     }
 
     fn failure(&mut self, node: &Node, path: &str) -> Failure {
-        let Some(text) = self.text(node, path) else { return Failure::Fail };
+        let Some(text) = self.text(node, path) else {
+            return Failure::Fail;
+        };
         match text.as_str() {
             "ignore" => Failure::Ignore,
             "fast" | "fail-fast" | "fail_fast" => Failure::Fast,
             "" | "fail" | "always" => Failure::Fail,
             other => {
-                self.error(node.pos, path, format!("unknown failure mode `{other}`"), Some("use `ignore`, `fast` or `fail`"));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("unknown failure mode `{other}`"),
+                    Some("use `ignore`, `fast` or `fail`"),
+                );
                 Failure::Fail
             }
         }
@@ -725,17 +992,38 @@ impl<'a> Decoder<'a> {
     // ---- steps ------------------------------------------------------------------------------
 
     /// A step or service. `fallback_name` names steps of a map (Woodpecker, Drone 0.8).
-    pub fn step(&mut self, node: &Node, path: &str, fallback_name: Option<Spanned<String>>, service: bool) -> Option<Step> {
+    pub fn step(
+        &mut self,
+        node: &Node,
+        path: &str,
+        fallback_name: Option<Spanned<String>>,
+        service: bool,
+    ) -> Option<Step> {
         let mut f = self.fields(node, path)?;
         let p = |k: &str| join_path(path, k);
         let name_node = f.get("name");
-        let name = match (name_node.and_then(|n| self.spanned_text(n, &p("name"))), fallback_name) {
+        let name = match (
+            name_node.and_then(|n| self.spanned_text(n, &p("name"))),
+            fallback_name,
+        ) {
             (Some(name), _) => name,
             (None, Some(fallback)) => fallback,
             (None, None) => {
                 let what = if service { "a service" } else { "a step" };
-                self.error(node.pos, path, format!("{what} needs a `name`"), Some("add `name: build` (names must be unique in the pipeline)"));
-                Spanned::new(format!("{}{}", if service { "service-" } else { "step-" }, node.pos.line), node.pos)
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{what} needs a `name`"),
+                    Some("add `name: build` (names must be unique in the pipeline)"),
+                );
+                Spanned::new(
+                    format!(
+                        "{}{}",
+                        if service { "service-" } else { "step-" },
+                        node.pos.line
+                    ),
+                    node.pos,
+                )
             }
         };
         let mut step = Step {
@@ -791,7 +1079,11 @@ impl<'a> Decoder<'a> {
             step.when = self.conditions(n, &p("when"));
         }
         if f.has("depends_on") {
-            step.depends_on = Some(f.get("depends_on").map(|n| self.spanned_texts(n, &p("depends_on"))).unwrap_or_default());
+            step.depends_on = Some(
+                f.get("depends_on")
+                    .map(|n| self.spanned_texts(n, &p("depends_on")))
+                    .unwrap_or_default(),
+            );
         }
         if let Some(n) = f.get("failure") {
             step.failure = self.failure(n, &p("failure"));
@@ -800,7 +1092,8 @@ impl<'a> Decoder<'a> {
             step.detach = self.boolean(n, &p("detach")).unwrap_or(false) || service;
         }
         if let Some(n) = f.get("privileged") {
-            step.privileged = Spanned::new(self.boolean(n, &p("privileged")).unwrap_or(false), n.pos);
+            step.privileged =
+                Spanned::new(self.boolean(n, &p("privileged")).unwrap_or(false), n.pos);
         }
         if let Some(n) = f.get("volumes") {
             step.mounts = self.mounts(n, &p("volumes"));
@@ -829,9 +1122,29 @@ impl<'a> Decoder<'a> {
             step.group = self.text(n, &p("group"));
         }
         const STEP_KEYS: &[&str] = &[
-            "name", "image", "pull", "commands", "entrypoint", "command", "environment", "secrets", "settings", "when",
-            "depends_on", "failure", "detach", "privileged", "volumes", "network_mode", "user", "shell", "working_dir",
-            "directory", "resources", "timeout", "group",
+            "name",
+            "image",
+            "pull",
+            "commands",
+            "entrypoint",
+            "command",
+            "environment",
+            "secrets",
+            "settings",
+            "when",
+            "depends_on",
+            "failure",
+            "detach",
+            "privileged",
+            "volumes",
+            "network_mode",
+            "user",
+            "shell",
+            "working_dir",
+            "directory",
+            "resources",
+            "timeout",
+            "group",
         ];
         if self.dialect == Dialect::DroneLegacy {
             // Drone 0.8 plugins took their parameters as keys of the step itself.
@@ -842,13 +1155,24 @@ impl<'a> Decoder<'a> {
                     continue;
                 }
                 if let Some(near) = did_you_mean(key, STEP_KEYS.iter().copied()) {
-                    self.warn(k.pos, path, format!("`{key}` is passed to the plugin as PLUGIN_{}", key.to_uppercase()), Some(&format!("did you mean `{near}`?")));
+                    self.warn(
+                        k.pos,
+                        path,
+                        format!(
+                            "`{key}` is passed to the plugin as PLUGIN_{}",
+                            key.to_uppercase()
+                        ),
+                        Some(&format!("did you mean `{near}`?")),
+                    );
                 }
                 let setting = self.setting(key, v, &p(key));
                 step.settings.push(setting);
             }
             f.used.iter_mut().zip(f.entries).for_each(|(u, (k, _))| {
-                *u = *u || !UNSUPPORTED_STEP_KEYS.iter().any(|(x, _)| Some(*x) == k.as_str());
+                *u = *u
+                    || !UNSUPPORTED_STEP_KEYS
+                        .iter()
+                        .any(|(x, _)| Some(*x) == k.as_str());
             });
         }
         self.finish(&f, path, STEP_KEYS, UNSUPPORTED_STEP_KEYS);
@@ -929,7 +1253,9 @@ impl<'a> Decoder<'a> {
             out.variant = parts.next().map(str::to_owned);
             return out;
         }
-        let Some(mut f) = self.fields(node, path) else { return out };
+        let Some(mut f) = self.fields(node, path) else {
+            return out;
+        };
         out.os = f.get("os").and_then(|n| self.text(n, path));
         out.arch = f.get("arch").and_then(|n| self.text(n, path));
         out.variant = f.get("variant").and_then(|n| self.text(n, path));
@@ -940,7 +1266,9 @@ impl<'a> Decoder<'a> {
 
     fn workspace(&mut self, node: &Node, path: &str) -> WorkspaceConfig {
         let mut out = WorkspaceConfig::default();
-        let Some(mut f) = self.fields(node, path) else { return out };
+        let Some(mut f) = self.fields(node, path) else {
+            return out;
+        };
         out.base = f.get("base").and_then(|n| self.text(n, path));
         out.path = f.get("path").and_then(|n| self.text(n, path));
         self.finish(&f, path, &["base", "path"], &[]);
@@ -950,20 +1278,37 @@ impl<'a> Decoder<'a> {
     /// Drone 1.x `clone: {disable, depth, skip_verify, tags, retries}`.
     fn clone_config(&mut self, node: &Node, path: &str) -> CloneConfig {
         let mut out = CloneConfig::default();
-        let Some(mut f) = self.fields(node, path) else { return out };
+        let Some(mut f) = self.fields(node, path) else {
+            return out;
+        };
         if let Some(n) = f.get("disable") {
-            out.disable = self.boolean(n, &join_path(path, "disable")).unwrap_or(false);
+            out.disable = self
+                .boolean(n, &join_path(path, "disable"))
+                .unwrap_or(false);
         }
         if let Some(n) = f.get("depth") {
-            out.depth = self.uint(n, &join_path(path, "depth")).and_then(|d| u32::try_from(d).ok()).filter(|d| *d > 0);
+            out.depth = self
+                .uint(n, &join_path(path, "depth"))
+                .and_then(|d| u32::try_from(d).ok())
+                .filter(|d| *d > 0);
         }
         if let Some(n) = f.get("skip_verify") {
-            out.skip_verify = self.boolean(n, &join_path(path, "skip_verify")).unwrap_or(false);
+            out.skip_verify = self
+                .boolean(n, &join_path(path, "skip_verify"))
+                .unwrap_or(false);
         }
         if let Some(n) = f.get("tags") {
             out.tags = self.boolean(n, &join_path(path, "tags")).unwrap_or(false);
         }
-        self.finish(&f, path, &["disable", "depth", "skip_verify", "tags"], &[("retries", "clone retries are not configurable yet"), ("trace", "clone tracing is not supported")]);
+        self.finish(
+            &f,
+            path,
+            &["disable", "depth", "skip_verify", "tags"],
+            &[
+                ("retries", "clone retries are not configurable yet"),
+                ("trace", "clone tracing is not supported"),
+            ],
+        );
         out
     }
 
@@ -979,7 +1324,10 @@ impl<'a> Decoder<'a> {
             let step_path = join_path(path, k.as_str().unwrap_or_default());
             let settings = v.get("settings").unwrap_or(v);
             if let Some(depth) = settings.get("depth") {
-                out.depth = self.uint(depth, &step_path).and_then(|d| u32::try_from(d).ok()).filter(|d| *d > 0);
+                out.depth = self
+                    .uint(depth, &step_path)
+                    .and_then(|d| u32::try_from(d).ok())
+                    .filter(|d| *d > 0);
             }
             if let Some(tags) = settings.get("tags") {
                 out.tags = self.boolean(tags, &step_path).unwrap_or(false);
@@ -987,7 +1335,12 @@ impl<'a> Decoder<'a> {
             if let Some(skip) = settings.get("skip_verify") {
                 out.skip_verify = self.boolean(skip, &step_path).unwrap_or(false);
             }
-            self.warn(k.pos, &step_path, "custom clone steps are replaced by gantry's built-in clone", Some("`depth`, `tags` and `skip_verify` are kept; remove the step to silence this"));
+            self.warn(
+                k.pos,
+                &step_path,
+                "custom clone steps are replaced by gantry's built-in clone",
+                Some("`depth`, `tags` and `skip_verify` are kept; remove the step to silence this"),
+            );
         }
         out
     }
@@ -1001,7 +1354,11 @@ impl<'a> Decoder<'a> {
         let mut combinations: Vec<BTreeMap<String, String>> = Vec::new();
         if let Some(include) = node.get("include") {
             let Value::Seq(items) = &include.value else {
-                self.expected(include, &join_path(path, "include"), "a list of combinations");
+                self.expected(
+                    include,
+                    &join_path(path, "include"),
+                    "a list of combinations",
+                );
                 return None;
             };
             for (i, item) in items.iter().enumerate() {
@@ -1023,7 +1380,12 @@ impl<'a> Decoder<'a> {
                 let axis = k.as_str().unwrap_or_default().to_owned();
                 let values = self.texts(v, &join_path(path, &axis));
                 if values.is_empty() {
-                    self.error(v.pos, &join_path(path, &axis), format!("matrix axis `{axis}` has no values"), None);
+                    self.error(
+                        v.pos,
+                        &join_path(path, &axis),
+                        format!("matrix axis `{axis}` has no values"),
+                        None,
+                    );
                     return None;
                 }
                 if combinations.len().saturating_mul(values.len()) > MAX_COMBINATIONS {
@@ -1045,20 +1407,31 @@ impl<'a> Decoder<'a> {
         let total: usize = if node.get("include").is_some() {
             combinations.len()
         } else {
-            entries.iter().map(|(_, v)| match &v.value {
-                Value::Seq(items) => items.len().max(1),
-                _ => 1,
-            }).fold(1usize, usize::saturating_mul)
+            entries
+                .iter()
+                .map(|(_, v)| match &v.value {
+                    Value::Seq(items) => items.len().max(1),
+                    _ => 1,
+                })
+                .fold(1usize, usize::saturating_mul)
         };
         if total > MAX_COMBINATIONS {
-            self.error(node.pos, path, format!("the matrix has {total} combinations, more than {MAX_COMBINATIONS}"), Some("use `include:` to list only the combinations you need"));
+            self.error(
+                node.pos,
+                path,
+                format!("the matrix has {total} combinations, more than {MAX_COMBINATIONS}"),
+                Some("use `include:` to list only the combinations you need"),
+            );
             return None;
         }
         if combinations.is_empty() {
             self.error(node.pos, path, "the matrix has no combinations", None);
             return None;
         }
-        Some(Matrix { combinations, pos: node.pos })
+        Some(Matrix {
+            combinations,
+            pos: node.pos,
+        })
     }
 
     fn pipeline_type(&mut self, node: &Node, path: &str) -> PipelineType {
@@ -1076,7 +1449,11 @@ impl<'a> Decoder<'a> {
 
     /// One `kind: pipeline` document of a gantry / Drone 1.x file.
     pub fn drone_pipeline(&mut self, node: &Node, index: usize) -> Option<Pipeline> {
-        let fallback_name = if index == 0 { "default".to_owned() } else { format!("default-{}", index + 1) };
+        let fallback_name = if index == 0 {
+            "default".to_owned()
+        } else {
+            format!("default-{}", index + 1)
+        };
         let mut f = self.fields(node, "")?;
         f.get("kind");
         let name = f
@@ -1097,7 +1474,12 @@ impl<'a> Decoder<'a> {
         }
         match f.get("steps") {
             Some(n) => pipeline.steps = self.steps(n, &p("steps"), false),
-            None => self.error(node.pos, &root, "a pipeline needs `steps`", Some("add `steps:` with at least one step")),
+            None => self.error(
+                node.pos,
+                &root,
+                "a pipeline needs `steps`",
+                Some("add `steps:` with at least one step"),
+            ),
         }
         if let Some(n) = f.get("services") {
             pipeline.services = self.steps(n, &p("services"), true);
@@ -1125,8 +1507,20 @@ impl<'a> Decoder<'a> {
             pipeline.timeout = self.timeout(n, &p("timeout"));
         }
         const KEYS: &[&str] = &[
-            "kind", "type", "name", "platform", "node", "steps", "services", "volumes", "trigger", "depends_on", "clone",
-            "workspace", "environment", "timeout",
+            "kind",
+            "type",
+            "name",
+            "platform",
+            "node",
+            "steps",
+            "services",
+            "volumes",
+            "trigger",
+            "depends_on",
+            "clone",
+            "workspace",
+            "environment",
+            "timeout",
         ];
         self.finish(&f, &root, KEYS, UNSUPPORTED_PIPELINE_KEYS);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
@@ -1136,7 +1530,8 @@ impl<'a> Decoder<'a> {
     /// A Drone 0.8 file: one pipeline of named steps in file order.
     pub fn legacy_pipeline(&mut self, node: &Node) -> Option<Pipeline> {
         let mut f = self.fields(node, "")?;
-        let mut pipeline = self.empty_pipeline(Spanned::new("default".to_owned(), node.pos), node.pos);
+        let mut pipeline =
+            self.empty_pipeline(Spanned::new("default".to_owned(), node.pos), node.pos);
         if let Some(n) = f.get("pipeline") {
             pipeline.steps = self.steps(n, "pipeline", false);
         }
@@ -1145,7 +1540,11 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("branches") {
             let branch = self.constraint(n, "branches");
-            pipeline.trigger = vec![Conditions { pos: n.pos, branch, ..Conditions::default() }];
+            pipeline.trigger = vec![Conditions {
+                pos: n.pos,
+                branch,
+                ..Conditions::default()
+            }];
         }
         if let Some(n) = f.get("when") {
             pipeline.trigger = self.conditions(n, "when");
@@ -1166,7 +1565,23 @@ impl<'a> Decoder<'a> {
             pipeline.labels = self.labels(n, "labels");
         }
         f.get("variables");
-        self.finish(&f, "", &["pipeline", "services", "branches", "when", "matrix", "clone", "workspace", "platform", "labels", "variables"], &[]);
+        self.finish(
+            &f,
+            "",
+            &[
+                "pipeline",
+                "services",
+                "branches",
+                "when",
+                "matrix",
+                "clone",
+                "workspace",
+                "platform",
+                "labels",
+                "variables",
+            ],
+            &[],
+        );
         self.group_steps(&mut pipeline);
         Some(pipeline)
     }
@@ -1198,7 +1613,12 @@ impl<'a> Decoder<'a> {
         let mut pipeline = self.empty_pipeline(Spanned::new(name.to_owned(), node.pos), node.pos);
         match f.get("steps") {
             Some(n) => pipeline.steps = self.steps(n, "steps", false),
-            None => self.error(node.pos, "", "a workflow needs `steps`", Some("add `steps:` with at least one step")),
+            None => self.error(
+                node.pos,
+                "",
+                "a workflow needs `steps`",
+                Some("add `steps:` with at least one step"),
+            ),
         }
         if let Some(n) = f.get("services") {
             pipeline.services = self.steps(n, "services", true);
@@ -1211,7 +1631,10 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("runs_on") {
             let runs_on = self.constraint(n, "runs_on");
-            pipeline.runs_on = status_filter(&[Conditions { status: runs_on, ..Conditions::default() }]);
+            pipeline.runs_on = status_filter(&[Conditions {
+                status: runs_on,
+                ..Conditions::default()
+            }]);
         }
         if let Some(n) = f.get("matrix") {
             pipeline.matrix = self.matrix(n, "matrix");
@@ -1239,8 +1662,19 @@ impl<'a> Decoder<'a> {
         f.get("variables");
         f.get("version");
         const KEYS: &[&str] = &[
-            "steps", "services", "when", "depends_on", "runs_on", "matrix", "labels", "platform", "clone", "skip_clone",
-            "workspace", "variables", "version",
+            "steps",
+            "services",
+            "when",
+            "depends_on",
+            "runs_on",
+            "matrix",
+            "labels",
+            "platform",
+            "clone",
+            "skip_clone",
+            "workspace",
+            "variables",
+            "version",
         ];
         self.finish(&f, "", KEYS, &[]);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
@@ -1253,7 +1687,12 @@ impl<'a> Decoder<'a> {
         let mut f = self.fields(node, "")?;
         f.get("kind");
         let name = f.get("name").and_then(|n| self.text(n, "name"));
-        let mut doc = SecretDocument { name: name.clone().unwrap_or_default(), path: None, key: None, pos: node.pos };
+        let mut doc = SecretDocument {
+            name: name.clone().unwrap_or_default(),
+            path: None,
+            key: None,
+            pos: node.pos,
+        };
         if let Some(get) = f.get("get") {
             doc.path = get.get("path").and_then(|n| self.text(n, "get.path"));
             doc.key = get.get("name").and_then(|n| self.text(n, "get.name"));
@@ -1261,12 +1700,38 @@ impl<'a> Decoder<'a> {
         if let Some(data) = f.get("data") {
             self.warn(data.pos, "data", "encrypted `data` secrets are Drone's and cannot be read by gantry", Some("add the secret in the repository's settings in gantry and refer to it with `from_secret`"));
         }
-        self.finish(&f, "", &["kind", "name", "get", "data"], &[("type", "secret types are not used")]);
+        self.finish(
+            &f,
+            "",
+            &["kind", "name", "get", "data"],
+            &[("type", "secret types are not used")],
+        );
         if name.is_none() {
-            self.error(node.pos, "", "a `kind: secret` document needs a `name`", None);
+            self.error(
+                node.pos,
+                "",
+                "a `kind: secret` document needs a `name`",
+                None,
+            );
             return None;
         }
         Some(doc)
+    }
+}
+
+/// Keys that belong to another dialect or another level, with where they go instead.
+fn misplaced_key_hint(name: &str, known: &[&str]) -> Option<&'static str> {
+    match name {
+        "when" if known.contains(&"trigger") => Some(
+            "conditions of a whole pipeline go in `trigger:`; Drone ignores `when` here, and so does gantry",
+        ),
+        "trigger" if known.contains(&"when") && known.contains(&"runs_on") => {
+            Some("Woodpecker workflows take their conditions in a top-level `when:`")
+        }
+        "branches" if known.contains(&"trigger") => {
+            Some("Drone 1.x files filter branches with `trigger: {branch: [...]}`")
+        }
+        _ => None,
     }
 }
 
@@ -1276,7 +1741,10 @@ pub(crate) fn status_filter(alternatives: &[Conditions]) -> StatusFilter {
     if alternatives.is_empty() {
         return StatusFilter::SUCCESS;
     }
-    alternatives.iter().map(|c| c.status_filter()).fold(StatusFilter::NEVER, StatusFilter::union)
+    alternatives
+        .iter()
+        .map(|c| c.status_filter())
+        .fold(StatusFilter::NEVER, StatusFilter::union)
 }
 
 impl Conditions {
@@ -1286,7 +1754,8 @@ impl Conditions {
             return StatusFilter::SUCCESS;
         }
         let allows = |s: &str| {
-            let included = self.status.include.is_empty() || self.status.include.iter().any(|p| p == s);
+            let included =
+                self.status.include.is_empty() || self.status.include.iter().any(|p| p == s);
             let excluded = self.status.exclude.iter().any(|p| p == s);
             included && !excluded
         };
@@ -1363,7 +1832,9 @@ fn parse_cpu(text: &str) -> Option<u64> {
 
 fn parse_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {

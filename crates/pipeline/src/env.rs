@@ -31,7 +31,11 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     let created = ctx.created.to_string();
     let action = ctx.action.as_deref().unwrap_or("");
     let before = ctx.before.as_deref().unwrap_or("");
-    let visibility = if ctx.repo.private { "private" } else { "public" };
+    let visibility = if ctx.repo.private {
+        "private"
+    } else {
+        "public"
+    };
 
     set("CI", "true");
     set("GANTRY", "true");
@@ -43,8 +47,14 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("CI_REPO_URL", &ctx.repo.link);
     set("CI_REPO_CLONE_URL", &ctx.repo.clone_url);
     set("CI_REPO_DEFAULT_BRANCH", &ctx.repo.default_branch);
-    set("CI_REPO_PRIVATE", if ctx.repo.private { "true" } else { "false" });
-    set("CI_REPO_TRUSTED", if ctx.trusted { "true" } else { "false" });
+    set(
+        "CI_REPO_PRIVATE",
+        if ctx.repo.private { "true" } else { "false" },
+    );
+    set(
+        "CI_REPO_TRUSTED",
+        if ctx.trusted { "true" } else { "false" },
+    );
     set("CI_COMMIT_SHA", &ctx.commit);
     set("CI_COMMIT_REF", &ctx.reference);
     set("CI_COMMIT_REFSPEC", &ctx.reference);
@@ -80,7 +90,10 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("DRONE_REPO_NAME", &ctx.repo.name);
     set("DRONE_REPO_LINK", &ctx.repo.link);
     set("DRONE_REPO_BRANCH", &ctx.repo.default_branch);
-    set("DRONE_REPO_PRIVATE", if ctx.repo.private { "true" } else { "false" });
+    set(
+        "DRONE_REPO_PRIVATE",
+        if ctx.repo.private { "true" } else { "false" },
+    );
     set("DRONE_REPO_VISIBILITY", visibility);
     set("DRONE_REMOTE_URL", &ctx.repo.clone_url);
     set("DRONE_GIT_HTTP_URL", &ctx.repo.clone_url);
@@ -100,7 +113,10 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("DRONE_COMMIT_LINK", &commit_link);
     set("DRONE_TAG", tag);
     set("DRONE_PULL_REQUEST", &pr);
-    set("DRONE_PULL_REQUEST_TITLE", ctx.pull_request_title.as_deref().unwrap_or(""));
+    set(
+        "DRONE_PULL_REQUEST_TITLE",
+        ctx.pull_request_title.as_deref().unwrap_or(""),
+    );
     set("DRONE_DEPLOY_TO", deploy);
     set("DRONE_CRON", cron);
     set("DRONE_BUILD_NUMBER", &number);
@@ -110,7 +126,11 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("DRONE_BUILD_LINK", &ctx.link);
     set("DRONE_BUILD_CREATED", &created);
     set("DRONE_SYSTEM_HOST", &ctx.instance);
-    if let Some(semver) = tag.strip_prefix('v').or(Some(tag)).filter(|t| !t.is_empty()) {
+    if let Some(semver) = tag
+        .strip_prefix('v')
+        .or(Some(tag))
+        .filter(|t| !t.is_empty())
+    {
         set("DRONE_SEMVER", semver);
     }
     for (k, val) in &ctx.params {
@@ -120,7 +140,12 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
 }
 
 /// Variables that name the stage, for every step of it.
-pub fn stage_variables(name: &str, number: u32, workspace: &str, matrix: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn stage_variables(
+    name: &str,
+    number: u32,
+    workspace: &str,
+    matrix: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let number = number.to_string();
     let mut v: BTreeMap<String, String> = [
         ("CI_WORKFLOW_NAME", name),
@@ -158,8 +183,16 @@ pub fn encode_setting(value: &serde_json::Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
-        Value::Array(items) if items.iter().all(|i| !matches!(i, Value::Array(_) | Value::Object(_))) => {
-            items.iter().map(encode_setting).collect::<Vec<_>>().join(",")
+        Value::Array(items)
+            if items
+                .iter()
+                .all(|i| !matches!(i, Value::Array(_) | Value::Object(_))) =>
+        {
+            items
+                .iter()
+                .map(encode_setting)
+                .collect::<Vec<_>>()
+                .join(",")
         }
         Value::Array(_) | Value::Object(_) => serde_json::to_string(value).unwrap_or_default(),
     }
@@ -169,7 +202,13 @@ pub fn encode_setting(value: &serde_json::Value) -> String {
 pub fn plugin_variable(name: &str) -> String {
     let mut out = String::with_capacity(7 + name.len());
     out.push_str("PLUGIN_");
-    out.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
     out
 }
 
@@ -225,7 +264,10 @@ mod tests {
     #[test]
     fn script_echoes_each_command_safely() {
         let s = script(&["echo 'hi'".into(), "make test".into()]);
-        assert_eq!(s, "set -e\n\nprintf '+ %s\\n' 'echo '\\''hi'\\'''\necho 'hi'\n\nprintf '+ %s\\n' 'make test'\nmake test\n");
+        assert_eq!(
+            s,
+            "set -e\n\nprintf '+ %s\\n' 'echo '\\''hi'\\'''\necho 'hi'\n\nprintf '+ %s\\n' 'make test'\nmake test\n"
+        );
     }
 
     #[test]

@@ -108,10 +108,16 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// Reads an expression after `${` up to and including its `}` and returns its value.
-fn expression(chars: &[char], i: &mut usize, vars: &dyn Lookup, depth: usize) -> Result<String, SubstError> {
+fn expression(
+    chars: &[char],
+    i: &mut usize,
+    vars: &dyn Lookup,
+    depth: usize,
+) -> Result<String, SubstError> {
     let start = *i;
     let unclosed = || SubstError::Unclosed(chars.iter().collect());
-    let length_of = chars.get(*i) == Some(&'#') && chars.get(*i + 1).is_some_and(|&c| is_name_char(c));
+    let length_of =
+        chars.get(*i) == Some(&'#') && chars.get(*i + 1).is_some_and(|&c| is_name_char(c));
     if length_of {
         *i += 1;
     }
@@ -125,13 +131,21 @@ fn expression(chars: &[char], i: &mut usize, vars: &dyn Lookup, depth: usize) ->
         return Err(SubstError::Bad(rest));
     }
     let value = vars.lookup(&name).unwrap_or("").to_owned();
-    let Some(&op) = chars.get(*i) else { return Err(unclosed()) };
+    let Some(&op) = chars.get(*i) else {
+        return Err(unclosed());
+    };
     if op == '}' {
         *i += 1;
-        return Ok(if length_of { value.chars().count().to_string() } else { value });
+        return Ok(if length_of {
+            value.chars().count().to_string()
+        } else {
+            value
+        });
     }
     if length_of {
-        return Err(SubstError::Bad(chars[start..].iter().take_while(|&&c| c != '}').collect()));
+        return Err(SubstError::Bad(
+            chars[start..].iter().take_while(|&&c| c != '}').collect(),
+        ));
     }
     // Operators whose argument may hold `${...}`: defaults and alternatives.
     let two: String = chars[*i..(*i + 2).min(chars.len())].iter().collect();
@@ -150,7 +164,11 @@ fn expression(chars: &[char], i: &mut usize, vars: &dyn Lookup, depth: usize) ->
             "+" if !value.is_empty() => argument,
             "+" => String::new(),
             "?" if value.is_empty() => {
-                let message = if argument.is_empty() { format!("{name} is required") } else { argument };
+                let message = if argument.is_empty() {
+                    format!("{name} is required")
+                } else {
+                    argument
+                };
                 return Err(SubstError::Required(message));
             }
             _ => value,
@@ -180,12 +198,20 @@ fn apply(value: &str, op: &str) -> Option<String> {
     match first {
         '^' if rest.is_empty() => {
             let mut c = value.chars();
-            Some(c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default())
+            Some(
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default(),
+            )
         }
         '^' if rest == "^" => Some(value.to_uppercase()),
         ',' if rest.is_empty() => {
             let mut c = value.chars();
-            Some(c.next().map(|f| f.to_lowercase().chain(c).collect()).unwrap_or_default())
+            Some(
+                c.next()
+                    .map(|f| f.to_lowercase().chain(c).collect())
+                    .unwrap_or_default(),
+            )
         }
         ',' if rest == "," => Some(value.to_lowercase()),
         ':' => substring(value, rest),
@@ -210,12 +236,20 @@ fn substring(value: &str, spec: &str) -> Option<String> {
         None => (spec.trim(), None),
     };
     let pos: i64 = pos.parse().ok()?;
-    let start = if pos < 0 { (len + pos).max(0) } else { pos.min(len) };
+    let start = if pos < 0 {
+        (len + pos).max(0)
+    } else {
+        pos.min(len)
+    };
     let end = match count {
         None => len,
         Some(c) => {
             let c: i64 = c.parse().ok()?;
-            if c < 0 { (len + c).max(start) } else { (start + c).min(len) }
+            if c < 0 {
+                (len + c).max(start)
+            } else {
+                (start + c).min(len)
+            }
         }
     };
     let (start, end) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
@@ -227,9 +261,16 @@ fn unescape(pattern: &str) -> String {
 }
 
 fn trim_prefix(value: &str, pattern: &str, longest: bool) -> String {
-    let bounds: Vec<usize> = value.char_indices().map(|(i, _)| i).chain([value.len()]).collect();
-    let candidates: Box<dyn Iterator<Item = &usize>> =
-        if longest { Box::new(bounds.iter().rev()) } else { Box::new(bounds.iter()) };
+    let bounds: Vec<usize> = value
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([value.len()])
+        .collect();
+    let candidates: Box<dyn Iterator<Item = &usize>> = if longest {
+        Box::new(bounds.iter().rev())
+    } else {
+        Box::new(bounds.iter())
+    };
     for &end in candidates {
         if glob_match(pattern, &value[..end], Mode::Shell) {
             return value[end..].to_owned();
@@ -239,9 +280,16 @@ fn trim_prefix(value: &str, pattern: &str, longest: bool) -> String {
 }
 
 fn trim_suffix(value: &str, pattern: &str, longest: bool) -> String {
-    let bounds: Vec<usize> = value.char_indices().map(|(i, _)| i).chain([value.len()]).collect();
-    let candidates: Box<dyn Iterator<Item = &usize>> =
-        if longest { Box::new(bounds.iter()) } else { Box::new(bounds.iter().rev()) };
+    let bounds: Vec<usize> = value
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([value.len()])
+        .collect();
+    let candidates: Box<dyn Iterator<Item = &usize>> = if longest {
+        Box::new(bounds.iter())
+    } else {
+        Box::new(bounds.iter().rev())
+    };
     for &start in candidates {
         if glob_match(pattern, &value[start..], Mode::Shell) {
             return value[..start].to_owned();
@@ -298,7 +346,10 @@ mod tests {
     use super::*;
 
     fn sub(vars: &[(&str, &str)], input: &str) -> String {
-        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         substitute(input, &vars).unwrap_or_else(|e| panic!("{input}: {e}"))
     }
 
@@ -315,8 +366,14 @@ mod tests {
         assert_eq!(sub(&p, "${path_name:11:5}"), "ideas");
         assert_eq!(sub(&[("var", "abc")], "${var=xyz}"), "abc");
         assert_eq!(sub(&[], "${var=xyz}"), "xyz");
-        assert_eq!(sub(&[("d", "foo")], "something ${var=${d}}"), "something foo");
-        assert_eq!(sub(&[("d", "foo1")], "foo: ${var=prefix${d}-suffix}"), "foo: prefixfoo1-suffix");
+        assert_eq!(
+            sub(&[("d", "foo")], "something ${var=${d}}"),
+            "something foo"
+        );
+        assert_eq!(
+            sub(&[("d", "foo1")], "foo: ${var=prefix${d}-suffix}"),
+            "foo: prefixfoo1-suffix"
+        );
         assert_eq!(sub(&[], "${var:=xyz}"), "xyz");
         let z = [("stringZ", "abcABC123ABCabc")];
         assert_eq!(sub(&z, "${stringZ/%abc/XYZ}"), "abcABC123ABCXYZ");
@@ -342,14 +399,20 @@ mod tests {
             sub(&v, "some text ${var01}$${var$${var01}$var01${var01}"),
             "some text abc${var${var01}$var01abc"
         );
-        assert_eq!(sub(&[("d", "foo")], "something $${var=${d}}"), "something ${var=foo}");
+        assert_eq!(
+            sub(&[("d", "foo")], "something $${var=${d}}"),
+            "something ${var=foo}"
+        );
         assert_eq!(sub(&[], "echo $HOME"), "echo $HOME");
         assert_eq!(sub(&[], "cost: 5$"), "cost: 5$");
     }
 
     #[test]
     fn drone_commit_and_tag_idioms() {
-        let v = [("DRONE_COMMIT_SHA", "0123456789abcdef"), ("DRONE_TAG", "v1.2.3")];
+        let v = [
+            ("DRONE_COMMIT_SHA", "0123456789abcdef"),
+            ("DRONE_TAG", "v1.2.3"),
+        ];
         assert_eq!(sub(&v, "${DRONE_COMMIT_SHA:0:8}"), "01234567");
         assert_eq!(sub(&v, "${DRONE_TAG##v}"), "1.2.3");
         assert_eq!(sub(&[], "${CI_COMMIT_TAG=nightly}"), "nightly");
@@ -360,10 +423,18 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         let vars = BTreeMap::new();
-        assert!(matches!(substitute("${unclosed", &vars), Err(SubstError::Unclosed(_))));
+        assert!(matches!(
+            substitute("${unclosed", &vars),
+            Err(SubstError::Unclosed(_))
+        ));
         assert!(matches!(substitute("${}", &vars), Err(SubstError::Bad(_))));
-        assert!(matches!(substitute("${A@Q}", &vars), Err(SubstError::Bad(_))));
-        assert!(matches!(substitute("${A?needs A}", &vars), Err(SubstError::Required(m)) if m == "needs A"));
+        assert!(matches!(
+            substitute("${A@Q}", &vars),
+            Err(SubstError::Bad(_))
+        ));
+        assert!(
+            matches!(substitute("${A?needs A}", &vars), Err(SubstError::Required(m)) if m == "needs A")
+        );
         assert!(check("${A?needs A}").is_ok());
         let deep = "${a=".repeat(40) + &"}".repeat(40);
         assert!(substitute(&deep, &vars).is_err());

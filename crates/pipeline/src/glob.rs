@@ -19,7 +19,10 @@ pub enum Mode {
 enum Token {
     Char(char),
     AnyChar,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
     /// `*`: any run of characters, not crossing `/` in path mode.
     Star,
     /// `**`: any run of characters, `/` included.
@@ -70,7 +73,9 @@ impl Glob {
 
     pub fn is_match(&self, text: &str) -> bool {
         let chars: Vec<char> = text.chars().collect();
-        self.alternatives.iter().any(|tokens| matches(tokens, &chars, self.mode))
+        self.alternatives
+            .iter()
+            .any(|tokens| matches(tokens, &chars, self.mode))
     }
 }
 
@@ -211,11 +216,14 @@ fn tokenize(pattern: &str, source: &str, mode: Mode) -> Result<Vec<Token>, GlobE
                     first = false;
                     let lo = if c == '\\' {
                         j += 1;
-                        *chars.get(j).ok_or_else(|| GlobError::UnclosedClass(source.to_owned()))?
+                        *chars
+                            .get(j)
+                            .ok_or_else(|| GlobError::UnclosedClass(source.to_owned()))?
                     } else {
                         c
                     };
-                    if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&h| h != ']') {
+                    if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&h| h != ']')
+                    {
                         let hi = chars[j + 2];
                         ranges.push((lo, hi));
                         j += 3;
@@ -341,10 +349,19 @@ mod tests {
 
     #[test]
     fn invalid_patterns_are_errors() {
-        assert!(matches!(Glob::new("a[bc", Mode::Path), Err(GlobError::UnclosedClass(_))));
-        assert!(matches!(Glob::new("a{b,c", Mode::Path), Err(GlobError::UnclosedBrace(_))));
+        assert!(matches!(
+            Glob::new("a[bc", Mode::Path),
+            Err(GlobError::UnclosedClass(_))
+        ));
+        assert!(matches!(
+            Glob::new("a{b,c", Mode::Path),
+            Err(GlobError::UnclosedBrace(_))
+        ));
         let many = "{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}";
-        assert!(matches!(Glob::new(many, Mode::Path), Err(GlobError::TooManyAlternatives(_))));
+        assert!(matches!(
+            Glob::new(many, Mode::Path),
+            Err(GlobError::TooManyAlternatives(_))
+        ));
     }
 
     #[test]

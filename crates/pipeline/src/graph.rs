@@ -17,7 +17,8 @@ pub fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize
             waiting[child] += 1;
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| waiting[i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse(node)) = ready.pop() {
         order.push(node);
@@ -33,12 +34,16 @@ pub fn topological_order(parents: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize
     }
     // Every node left waits on another node left: follow parents until one repeats.
     let mut seen = vec![usize::MAX; n];
-    let Some(mut node) = (0..n).find(|&i| waiting[i] > 0) else { return Ok(order) };
+    let Some(mut node) = (0..n).find(|&i| waiting[i] > 0) else {
+        return Ok(order);
+    };
     let mut path = Vec::new();
     while seen[node] == usize::MAX {
         seen[node] = path.len();
         path.push(node);
-        let Some(&parent) = parents[node].iter().find(|&&p| waiting[p] > 0) else { break };
+        let Some(&parent) = parents[node].iter().find(|&&p| waiting[p] > 0) else {
+            break;
+        };
         node = parent;
     }
     let start = seen[node].min(path.len());
@@ -51,8 +56,14 @@ mod tests {
 
     #[test]
     fn keeps_file_order_when_free() {
-        assert_eq!(topological_order(&[vec![], vec![], vec![0]]), Ok(vec![0, 1, 2]));
-        assert_eq!(topological_order(&[vec![2], vec![], vec![]]), Ok(vec![1, 2, 0]));
+        assert_eq!(
+            topological_order(&[vec![], vec![], vec![0]]),
+            Ok(vec![0, 1, 2])
+        );
+        assert_eq!(
+            topological_order(&[vec![2], vec![], vec![]]),
+            Ok(vec![1, 2, 0])
+        );
     }
 
     #[test]
@@ -66,7 +77,9 @@ mod tests {
 
     #[test]
     fn long_chains_do_not_recurse() {
-        let parents: Vec<Vec<usize>> = (0..100_000).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect();
+        let parents: Vec<Vec<usize>> = (0..100_000)
+            .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
+            .collect();
         assert_eq!(topological_order(&parents).map(|o| o.len()), Ok(100_000));
     }
 }

@@ -29,7 +29,7 @@ pub use compile::{CompileError, compile};
 pub use context::{Context, Event, RepoInfo};
 pub use diag::{Diagnostic, Diagnostics, Pos, Severity};
 pub use model::{Dialect, Pipeline, SecretDocument};
-pub use plan::{Plan, PlanStep, Stage, StepKind};
+pub use plan::{Plan, PlanStep, Stage, StageStatus, StepKind};
 pub use validate::CLONE_STEP;
 pub use yaml::Limits;
 
@@ -103,7 +103,11 @@ pub fn parse_files(sources: &[Source<'_>], limits: &Limits) -> Parsed {
         files.extend(file);
     }
     if sources.len() > 1 && files.iter().any(|f| f.dialect != Dialect::Woodpecker) {
-        let names: Vec<&str> = files.iter().filter(|f| f.dialect != Dialect::Woodpecker).map(|f| f.name.as_str()).collect();
+        let names: Vec<&str> = files
+            .iter()
+            .filter(|f| f.dialect != Dialect::Woodpecker)
+            .map(|f| f.name.as_str())
+            .collect();
         diagnostics.push(Diagnostic {
             severity: Severity::Error,
             file: names.first().copied().unwrap_or_default().to_owned(),
@@ -113,7 +117,7 @@ pub fn parse_files(sources: &[Source<'_>], limits: &Limits) -> Parsed {
             hint: Some("put every pipeline in one file as `---`-separated documents".to_owned()),
         });
     }
-    let all: Vec<(Dialect, &Pipeline)> = files.iter().flat_map(|f| f.pipelines.iter().map(move |p| (f.dialect, p))).collect();
+    let all: Vec<&Pipeline> = files.iter().flat_map(|f| f.pipelines.iter()).collect();
     validate::validate(&all, &mut diagnostics);
     diagnostics.sort();
     let config = (!diagnostics.has_errors()).then_some(Config { files });
@@ -135,7 +139,11 @@ fn error_at(file: &str, pos: Pos, message: impl Into<String>, hint: Option<Strin
     }
 }
 
-fn parse_file(source: &Source<'_>, limits: &Limits, diagnostics: &mut Diagnostics) -> Option<PipelineFile> {
+fn parse_file(
+    source: &Source<'_>,
+    limits: &Limits,
+    diagnostics: &mut Diagnostics,
+) -> Option<PipelineFile> {
     let documents = match yaml::read(source.text, limits) {
         Ok(documents) => documents,
         Err(e) => {
@@ -201,7 +209,12 @@ fn parse_file(source: &Source<'_>, limits: &Limits, diagnostics: &mut Diagnostic
         }
         Dialect::DroneLegacy | Dialect::Woodpecker => {
             if docs.len() > 1 {
-                decoder.error(docs[1].pos, "", "a Drone 0.8 or Woodpecker file holds one document", Some("split the workflows into files of a `.woodpecker/` folder"));
+                decoder.error(
+                    docs[1].pos,
+                    "",
+                    "a Drone 0.8 or Woodpecker file holds one document",
+                    Some("split the workflows into files of a `.woodpecker/` folder"),
+                );
             }
             if let Some(doc) = docs.first() {
                 let name = workflow_name(source.name, dialect);
@@ -213,7 +226,12 @@ fn parse_file(source: &Source<'_>, limits: &Limits, diagnostics: &mut Diagnostic
         }
     }
     if decoded.pipelines.is_empty() && !decoder.diags.has_errors() {
-        decoder.error(Pos::new(1, 1), "", "the file defines no pipeline", Some("add a `kind: pipeline` document with `steps:`"));
+        decoder.error(
+            Pos::new(1, 1),
+            "",
+            "the file defines no pipeline",
+            Some("add a `kind: pipeline` document with `steps:`"),
+        );
     }
     diagnostics.extend(decoder.diags);
     Some(PipelineFile {
@@ -249,16 +267,34 @@ fn detect(docs: &[Node]) -> Result<Dialect, String> {
         return Ok(Dialect::Gantry);
     }
     if first.as_map().is_none() {
-        return Err(format!("expected a mapping at the top of the file, found {}", first.kind_name()));
+        return Err(format!(
+            "expected a mapping at the top of the file, found {}",
+            first.kind_name()
+        ));
     }
-    if first.get("pipeline").is_some_and(|p| matches!(p.value, Value::Map(_))) {
+    if first
+        .get("pipeline")
+        .is_some_and(|p| matches!(p.value, Value::Map(_)))
+    {
         return Ok(Dialect::DroneLegacy);
     }
     if first.get("steps").is_some() {
         let drone_keys = ["type", "trigger", "name", "node", "platform"];
-        let looks_drone = drone_keys.iter().any(|k| first.get(k).is_some_and(|v| !matches!(v.value, Value::Scalar(_)) || *k != "platform"));
-        let steps_list = first.get("steps").is_some_and(|s| matches!(s.value, Value::Seq(_)));
-        return Ok(if looks_drone && steps_list && first.get("when").is_none() { Dialect::Gantry } else { Dialect::Woodpecker });
+        let looks_drone = drone_keys.iter().any(|k| {
+            first
+                .get(k)
+                .is_some_and(|v| !matches!(v.value, Value::Scalar(_)) || *k != "platform")
+        });
+        let steps_list = first
+            .get("steps")
+            .is_some_and(|s| matches!(s.value, Value::Seq(_)));
+        return Ok(
+            if looks_drone && steps_list && first.get("when").is_none() {
+                Dialect::Gantry
+            } else {
+                Dialect::Woodpecker
+            },
+        );
     }
     Err("cannot tell the format of this file".to_owned())
 }
@@ -269,9 +305,16 @@ fn workflow_name(file: &str, dialect: Dialect) -> String {
         return "default".to_owned();
     }
     let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
-    let base = base.strip_suffix(".yml").or_else(|| base.strip_suffix(".yaml")).unwrap_or(base);
+    let base = base
+        .strip_suffix(".yml")
+        .or_else(|| base.strip_suffix(".yaml"))
+        .unwrap_or(base);
     let base = base.trim_start_matches('.');
-    if base.is_empty() { "default".to_owned() } else { base.to_owned() }
+    if base.is_empty() {
+        "default".to_owned()
+    } else {
+        base.to_owned()
+    }
 }
 
 fn has_dollar(node: &Node) -> bool {

@@ -177,7 +177,11 @@ pub enum Mount {
     /// A pipeline volume by name.
     Named { name: String, path: String },
     /// `/host/path:/container/path[:ro]`, written in the step (Woodpecker, Drone 0.8).
-    Host { host: String, path: String, read_only: bool },
+    Host {
+        host: String,
+        path: String,
+        read_only: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,7 +124,16 @@ impl Plan {
         self.stages
             .iter()
             .filter(|s| s.run)
-            .map(|s| (s.name.as_str(), s.steps.iter().filter(|st| st.run).map(|st| st.name.as_str()).collect()))
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.steps
+                        .iter()
+                        .filter(|st| st.run)
+                        .map(|st| st.name.as_str())
+                        .collect(),
+                )
+            })
             .collect()
     }
 }
@@ -132,6 +141,31 @@ impl Plan {
 impl Stage {
     pub fn step(&self, name: &str) -> Option<&PlanStep> {
         self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// A stage's status at the moment a step is due: what `status` conditions look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    Passing,
+    Failing,
+}
+
+impl PlanStep {
+    /// Whether the step starts when it is due and the stage is `status`: statically selected,
+    /// and its `status` condition allows it (no condition: only while passing).
+    pub fn runs_when(&self, status: StageStatus) -> bool {
+        self.run
+            && match status {
+                StageStatus::Passing => self.run_on.success,
+                StageStatus::Failing => self.run_on.failure,
+            }
+    }
+
+    /// Whether a failure of this step fails the stage (`failure: ignore` does not).
+    pub fn fails_stage(&self) -> bool {
+        self.failure != Failure::Ignore
     }
 }
 
@@ -155,14 +189,27 @@ impl fmt::Display for Plan {
             }
             match &stage.reason {
                 Some(reason) => writeln!(f, " — skipped: {reason}")?,
-                None => writeln!(f, "{}", if stage.depends_on.is_empty() { "" } else { status_note(stage.runs_on) })?,
+                None => writeln!(
+                    f,
+                    "{}",
+                    if stage.depends_on.is_empty() {
+                        ""
+                    } else {
+                        status_note(stage.runs_on)
+                    }
+                )?,
             }
             if !stage.run {
                 continue;
             }
             for service in &stage.services {
                 let mark = if service.run { "●" } else { "○" };
-                write!(f, "    {mark} service {} ({})", service.name, service.image.as_deref().unwrap_or("-"))?;
+                write!(
+                    f,
+                    "    {mark} service {} ({})",
+                    service.name,
+                    service.image.as_deref().unwrap_or("-")
+                )?;
                 match &service.reason {
                     Some(reason) => writeln!(f, " — skipped: {reason}")?,
                     None => writeln!(f)?,

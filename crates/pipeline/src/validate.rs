@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
 use crate::graph::topological_order;
-use crate::model::{Dialect, Mount, Pipeline, PipelineType, Spanned, Step};
+use crate::model::{Mount, Pipeline, PipelineType, Spanned, Step};
 
 struct Report<'a> {
     diags: &'a mut Diagnostics,
@@ -13,8 +13,24 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn error(&mut self, file: &str, pos: Pos, path: String, message: String, hint: Option<String>) {
+        self.push(Severity::Error, file, pos, path, message, hint);
+    }
+
+    fn warn(&mut self, file: &str, pos: Pos, path: String, message: String, hint: Option<String>) {
+        self.push(Severity::Warning, file, pos, path, message, hint);
+    }
+
+    fn push(
+        &mut self,
+        severity: Severity,
+        file: &str,
+        pos: Pos,
+        path: String,
+        message: String,
+        hint: Option<String>,
+    ) {
         self.diags.push(Diagnostic {
-            severity: Severity::Error,
+            severity,
             file: file.to_owned(),
             pos,
             path,
@@ -28,46 +44,59 @@ impl Report<'_> {
 pub const CLONE_STEP: &str = "clone";
 
 /// Validates the pipelines of one build (all its files together).
-pub fn validate(pipelines: &[(Dialect, &Pipeline)], diags: &mut Diagnostics) {
+pub fn validate(pipelines: &[&Pipeline], diags: &mut Diagnostics) {
     let mut report = Report { diags };
     let mut by_name: HashMap<&str, usize> = HashMap::new();
-    for (i, (_, pipeline)) in pipelines.iter().enumerate() {
+    for (i, pipeline) in pipelines.iter().enumerate() {
         let name = pipeline.name.value.as_str();
         if let Some(&first) = by_name.get(name) {
-            let first = &pipelines[first].1;
+            let first = pipelines[first];
             report.error(
                 &pipeline.file,
                 pipeline.name.pos,
                 format!("pipeline[{name}]"),
-                format!("two pipelines are named `{name}` (the first in {} at line {})", first.file, first.name.pos.line),
+                format!(
+                    "two pipelines are named `{name}` (the first in {} at line {})",
+                    first.file, first.name.pos.line
+                ),
                 Some("give every pipeline a unique `name`".into()),
             );
         } else {
             by_name.insert(name, i);
         }
     }
-    let names: Vec<&str> = pipelines.iter().map(|(_, p)| p.name.value.as_str()).collect();
+    let names: Vec<&str> = pipelines.iter().map(|p| p.name.value.as_str()).collect();
     let mut parents: Vec<Vec<usize>> = vec![Vec::new(); pipelines.len()];
-    for (i, (_, pipeline)) in pipelines.iter().enumerate() {
+    for (i, pipeline) in pipelines.iter().enumerate() {
         for dep in &pipeline.depends_on {
             match by_name.get(dep.value.as_str()) {
                 Some(&j) => parents[i].push(j),
-                None => unknown_reference(&mut report, pipeline, dep, "pipeline", &names, format!("pipeline[{}].depends_on", pipeline.name.value)),
+                None => unknown_reference(
+                    &mut report,
+                    pipeline,
+                    dep,
+                    "pipeline",
+                    &names,
+                    format!("pipeline[{}].depends_on", pipeline.name.value),
+                ),
             }
         }
     }
     if let Err(cycle) = topological_order(&parents) {
-        let first = pipelines[cycle[0]].1;
+        let first = pipelines[cycle[0]];
         report.error(
             &first.file,
             first.pos,
             format!("pipeline[{}].depends_on", first.name.value),
-            format!("pipelines depend on each other in a cycle: {}", describe_cycle(&cycle, &names)),
+            format!(
+                "pipelines depend on each other in a cycle: {}",
+                describe_cycle(&cycle, &names)
+            ),
             Some("remove one of these `depends_on` entries".into()),
         );
     }
-    for (dialect, pipeline) in pipelines {
-        validate_pipeline(&mut report, *dialect, pipeline);
+    for pipeline in pipelines {
+        validate_pipeline(&mut report, pipeline);
     }
 }
 
@@ -78,34 +107,77 @@ fn describe_cycle(cycle: &[usize], names: &[&str]) -> String {
     order.join(" → ")
 }
 
-fn unknown_reference(report: &mut Report<'_>, pipeline: &Pipeline, dep: &Spanned<String>, what: &str, names: &[&str], path: String) {
+fn unknown_reference(
+    report: &mut Report<'_>,
+    pipeline: &Pipeline,
+    dep: &Spanned<String>,
+    what: &str,
+    names: &[&str],
+    path: String,
+) {
     let hint = match did_you_mean(&dep.value, names.iter().copied()) {
         Some(near) => format!("did you mean `{near}`?"),
         None if names.is_empty() => format!("there is no {what} to depend on"),
         None => format!("known {what}s: {}", names.join(", ")),
     };
-    report.error(&pipeline.file, dep.pos, path, format!("depends_on names an unknown {what} `{}`", dep.value), Some(hint));
+    report.error(
+        &pipeline.file,
+        dep.pos,
+        path,
+        format!("depends_on names an unknown {what} `{}`", dep.value),
+        Some(hint),
+    );
 }
 
-fn validate_pipeline(report: &mut Report<'_>, dialect: Dialect, pipeline: &Pipeline) {
+fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
     let root = format!("pipeline[{}]", pipeline.name.value);
     let file = pipeline.file.as_str();
     if pipeline.steps.is_empty() {
-        report.error(file, pipeline.pos, root.clone(), "the pipeline has no steps".into(), Some("add at least one step under `steps:`".into()));
+        report.error(
+            file,
+            pipeline.pos,
+            root.clone(),
+            "the pipeline has no steps".into(),
+            Some("add at least one step under `steps:`".into()),
+        );
     }
-    let mut seen: HashMap<&str, &Step> = HashMap::new();
-    for step in pipeline.steps.iter().chain(&pipeline.services) {
+    let mut seen_steps: HashMap<&str, &Step> = HashMap::new();
+    let mut seen_services: HashMap<&str, &Step> = HashMap::new();
+    for (is_service, step) in pipeline
+        .steps
+        .iter()
+        .map(|s| (false, s))
+        .chain(pipeline.services.iter().map(|s| (true, s)))
+    {
         let name = step.name.value.as_str();
-        if let Some(first) = seen.get(name) {
+        let (same_kind, other_kind) = if is_service {
+            (&mut seen_services, &seen_steps)
+        } else {
+            (&mut seen_steps, &seen_services)
+        };
+        if let Some(first) = same_kind.get(name) {
+            let what = if is_service { "services" } else { "steps" };
             report.error(
                 file,
                 step.name.pos,
-                format!("{root}.steps[{name}]"),
-                format!("two steps or services are named `{name}` (the first at line {})", first.name.pos.line),
-                Some("names must be unique in a pipeline: services and steps share one network".into()),
+                format!("{root}.{what}[{name}]"),
+                format!(
+                    "two {what} are named `{name}` (the first at line {})",
+                    first.name.pos.line
+                ),
+                Some("names must be unique in a pipeline".into()),
             );
         } else {
-            seen.insert(name, step);
+            if let Some(other) = other_kind.get(name) {
+                report.warn(
+                    file,
+                    step.name.pos,
+                    format!("{root}.services[{name}]"),
+                    format!("a step and a service are both named `{name}` (the other at line {}); on the stage's network the name reaches the service", other.name.pos.line),
+                    Some("rename one of them if a step must be reachable by name".into()),
+                );
+            }
+            same_kind.insert(name, step);
         }
         if name == CLONE_STEP && !pipeline.clone.disable {
             report.error(
@@ -117,36 +189,65 @@ fn validate_pipeline(report: &mut Report<'_>, dialect: Dialect, pipeline: &Pipel
             );
         }
         if name.is_empty() || name.contains(['/', '\n']) {
-            report.error(file, step.name.pos, format!("{root}.steps[{name}]"), format!("`{name}` is not a valid step name"), Some("use letters, digits, `-`, `_`, `.` and spaces".into()));
+            report.error(
+                file,
+                step.name.pos,
+                format!("{root}.steps[{name}]"),
+                format!("`{name}` is not a valid step name"),
+                Some("use letters, digits, `-`, `_`, `.` and spaces".into()),
+            );
         }
         let needs_image = pipeline.kind != PipelineType::Local;
-        if needs_image && step.image.as_ref().is_none_or(|i| i.value.trim().is_empty()) {
+        if needs_image
+            && step
+                .image
+                .as_ref()
+                .is_none_or(|i| i.value.trim().is_empty())
+        {
             report.error(
                 file,
                 step.pos,
                 format!("{root}.steps[{name}].image"),
                 format!("step `{name}` has no image"),
-                Some("add `image:`, e.g. `image: alpine:3`, or use `type: exec` for host commands".into()),
+                Some(
+                    "add `image:`, e.g. `image: alpine:3`, or use `type: exec` for host commands"
+                        .into(),
+                ),
             );
         }
         if !needs_image && step.commands.is_empty() {
-            report.error(file, step.pos, format!("{root}.steps[{name}].commands"), format!("step `{name}` has no commands to run on the host"), Some("add `commands:`; plugins need a docker pipeline".into()));
+            report.error(
+                file,
+                step.pos,
+                format!("{root}.steps[{name}].commands"),
+                format!("step `{name}` has no commands to run on the host"),
+                Some("add `commands:`; plugins need a docker pipeline".into()),
+            );
         }
         for mount in &step.mounts {
             if let Mount::Named { name: volume, .. } = &mount.mount
-                && dialect == Dialect::Gantry
                 && !pipeline.volumes.iter().any(|v| &v.name == volume)
             {
                 let known: Vec<&str> = pipeline.volumes.iter().map(|v| v.name.as_str()).collect();
                 let hint = did_you_mean(volume, known.iter().copied())
                     .map(|n| format!("did you mean `{n}`?"))
                     .unwrap_or_else(|| format!("declare it in the pipeline's `volumes:` with `name: {volume}` and `temp: {{}}` or `host: {{path: ...}}`"));
-                report.error(file, mount.pos, format!("{root}.steps[{name}].volumes"), format!("step `{name}` mounts an undeclared volume `{volume}`"), Some(hint));
+                report.warn(
+                    file,
+                    mount.pos,
+                    format!("{root}.steps[{name}].volumes"),
+                    format!("step `{name}` mounts an undeclared volume `{volume}`: it gets an empty volume that lives as long as the stage"),
+                    Some(hint),
+                );
             }
         }
     }
     // Step graph.
-    let names: Vec<&str> = pipeline.steps.iter().map(|s| s.name.value.as_str()).collect();
+    let names: Vec<&str> = pipeline
+        .steps
+        .iter()
+        .map(|s| s.name.value.as_str())
+        .collect();
     let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let mut parents: Vec<Vec<usize>> = vec![Vec::new(); pipeline.steps.len()];
     for (i, step) in pipeline.steps.iter().enumerate() {
@@ -154,7 +255,14 @@ fn validate_pipeline(report: &mut Report<'_>, dialect: Dialect, pipeline: &Pipel
             match index.get(dep.value.as_str()) {
                 Some(&j) => parents[i].push(j),
                 None if dep.value == CLONE_STEP && !pipeline.clone.disable => {}
-                None => unknown_reference(report, pipeline, dep, "step", &names, format!("{root}.steps[{}].depends_on", step.name.value)),
+                None => unknown_reference(
+                    report,
+                    pipeline,
+                    dep,
+                    "step",
+                    &names,
+                    format!("{root}.steps[{}].depends_on", step.name.value),
+                ),
             }
         }
     }
@@ -164,7 +272,10 @@ fn validate_pipeline(report: &mut Report<'_>, dialect: Dialect, pipeline: &Pipel
             file,
             first.pos,
             format!("{root}.steps[{}].depends_on", first.name.value),
-            format!("steps depend on each other in a cycle: {}", describe_cycle(&cycle, &names)),
+            format!(
+                "steps depend on each other in a cycle: {}",
+                describe_cycle(&cycle, &names)
+            ),
             Some("remove one of these `depends_on` entries".into()),
         );
     }

@@ -251,8 +251,13 @@ impl<'l> Builder<'l> {
                     self.complete(node, 1, 0, &mut root)?;
                 }
                 Event::Alias(id) => {
-                    let Some((nodes, height)) = self.anchors.get(&id).map(|a| (a.nodes, a.height)) else {
-                        return Err(YamlError::new(pos, "alias to an unknown anchor", Some("define the anchor with `&name` before using `*name`")));
+                    let Some((nodes, height)) = self.anchors.get(&id).map(|a| (a.nodes, a.height))
+                    else {
+                        return Err(YamlError::new(
+                            pos,
+                            "alias to an unknown anchor",
+                            Some("define the anchor with `&name` before using `*name`"),
+                        ));
                     };
                     if self.stack.len() + height > self.limits.max_depth {
                         return Err(self.too_deep(pos));
@@ -312,7 +317,12 @@ impl<'l> Builder<'l> {
                             ..
                         } => {
                             let in_seq = matches!(self.stack.last(), Some(Frame::Seq { .. }));
-                            (self.finish_map(pos, entries, in_seq)?, anchor, nodes, height + 1)
+                            (
+                                self.finish_map(pos, entries, in_seq)?,
+                                anchor,
+                                nodes,
+                                height + 1,
+                            )
                         }
                     };
                     if anchor != 0 {
@@ -336,7 +346,10 @@ impl<'l> Builder<'l> {
     fn too_deep(&self, pos: Pos) -> YamlError {
         YamlError::new(
             pos,
-            format!("the file nests deeper than {} levels", self.limits.max_depth),
+            format!(
+                "the file nests deeper than {} levels",
+                self.limits.max_depth
+            ),
             Some("flatten the structure; no pipeline needs this much nesting"),
         )
     }
@@ -350,7 +363,9 @@ impl<'l> Builder<'l> {
                     "the file expands to more than {} values (aliases included)",
                     self.limits.max_nodes
                 ),
-                Some("aliases that refer to aliases multiply the document; use fewer levels of them"),
+                Some(
+                    "aliases that refer to aliases multiply the document; use fewer levels of them",
+                ),
             ));
         }
         Ok(())
@@ -417,7 +432,12 @@ impl<'l> Builder<'l> {
 
     /// Applies merge keys and reports keys given twice. A mapping that is only `<<: [list]`
     /// inside a sequence becomes a splice of that list (see the module comment).
-    fn finish_map(&mut self, pos: Pos, entries: Vec<(Node, Node)>, in_seq: bool) -> Result<Node, YamlError> {
+    fn finish_map(
+        &mut self,
+        pos: Pos,
+        entries: Vec<(Node, Node)>,
+        in_seq: bool,
+    ) -> Result<Node, YamlError> {
         let is_merge = |k: &Node| matches!(&k.value, Value::Scalar(s) if s.plain && s.text == "<<");
         if !entries.iter().any(|(k, _)| is_merge(k)) {
             return Ok(Node {
@@ -452,17 +472,24 @@ impl<'l> Builder<'l> {
             }
             let sources: Vec<Node> = match value.value {
                 Value::Map(_) => vec![value],
-                Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => items,
+                Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => {
+                    items
+                }
                 _ => {
                     return Err(YamlError::new(
                         value.pos,
-                        format!("a merge key `<<` needs a mapping or a list of mappings, found {}", value.kind_name()),
+                        format!(
+                            "a merge key `<<` needs a mapping or a list of mappings, found {}",
+                            value.kind_name()
+                        ),
                         Some("point `<<:` at an anchor of a mapping, e.g. `<<: *defaults`"),
                     ));
                 }
             };
             for source in sources {
-                let Value::Map(source_entries) = source.value else { continue };
+                let Value::Map(source_entries) = source.value else {
+                    continue;
+                };
                 for (k, v) in source_entries {
                     let name = k.as_str().unwrap_or_default();
                     let already = explicit.iter().any(|e| e == name)
@@ -526,7 +553,9 @@ fn splice(node: &mut Node) {
                 let old = std::mem::take(items);
                 for item in old {
                     if is_splice(&item) {
-                        let Value::Seq(mut inner) = item.value else { continue };
+                        let Value::Seq(mut inner) = item.value else {
+                            continue;
+                        };
                         let Some(Node {
                             value: Value::Seq(spliced),
                             ..
@@ -590,7 +619,12 @@ mod tests {
     fn merge_key_keeps_explicit_values_and_order() {
         let doc = one("d: &d {image: a, pull: always}\ns:\n  name: x\n  <<: *d\n  image: b\n");
         let s = doc.get("s").expect("s");
-        let keys: Vec<_> = s.as_map().expect("map").iter().filter_map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = s
+            .as_map()
+            .expect("map")
+            .iter()
+            .filter_map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(keys, ["name", "pull", "image"]);
         assert_eq!(s.get("image").and_then(Node::as_str), Some("b"));
     }
@@ -622,7 +656,11 @@ mod tests {
 
     #[test]
     fn tab_after_a_plain_value_and_document_end_marker() {
-        let docs = read("a: b\t\nc: [1]\t\n...\n---\nkind: signature\n...\n", &Limits::default()).expect("valid");
+        let docs = read(
+            "a: b\t\nc: [1]\t\n...\n---\nkind: signature\n...\n",
+            &Limits::default(),
+        )
+        .expect("valid");
         assert_eq!(docs.documents.len(), 2);
         assert_eq!(docs.documents[0].get("a").and_then(Node::as_str), Some("b"));
     }
@@ -637,14 +675,18 @@ mod tests {
 
     #[test]
     fn syntax_errors_have_a_position() {
-        let err = read("steps:\n  - name: a\n    image: [x\n", &Limits::default()).expect_err("invalid");
+        let err =
+            read("steps:\n  - name: a\n    image: [x\n", &Limits::default()).expect_err("invalid");
         assert!(err.pos.line >= 3, "{err:?}");
         assert!(err.message.starts_with("invalid YAML"), "{err:?}");
     }
 
     #[test]
     fn file_size_limit() {
-        let limits = Limits { max_bytes: 10, ..Limits::default() };
+        let limits = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
         let err = read("a: 0123456789\n", &limits).expect_err("too big");
         assert!(err.message.contains("bytes"), "{err}");
     }
@@ -653,15 +695,26 @@ mod tests {
     fn depth_limit() {
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         let err = read(&deep, &Limits::default()).expect_err("too deep");
-        assert!(err.message.contains("nests deeper") || err.message.contains("invalid YAML"), "{err}");
-        let nested_map = (0..80).map(|i| format!("{}k:\n", "  ".repeat(i))).collect::<String>();
+        assert!(
+            err.message.contains("nests deeper") || err.message.contains("invalid YAML"),
+            "{err}"
+        );
+        let nested_map = (0..80)
+            .map(|i| format!("{}k:\n", "  ".repeat(i)))
+            .collect::<String>();
         let err = read(&nested_map, &Limits::default()).expect_err("too deep");
-        assert!(err.message.contains("nests deeper") || err.message.contains("invalid YAML"), "{err}");
+        assert!(
+            err.message.contains("nests deeper") || err.message.contains("invalid YAML"),
+            "{err}"
+        );
     }
 
     #[test]
     fn alias_depth_counts_towards_the_limit() {
-        let limits = Limits { max_depth: 6, ..Limits::default() };
+        let limits = Limits {
+            max_depth: 6,
+            ..Limits::default()
+        };
         let text = "a: &a [[[[1]]]]\nb: [[[*a]]]\n";
         let err = read(text, &limits).expect_err("too deep through alias");
         assert!(err.message.contains("nests deeper"), "{err}");

@@ -36,13 +36,22 @@ pub fn pipeline_fixtures() -> Vec<(String, String)> {
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|e| e == "yml" || e == "yaml"))
         .map(|path| {
-            let name = path.file_name().expect("a file has a name").to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let name = path
+                .file_name()
+                .expect("a file has a name")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
             (name, text)
         })
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no pipeline fixtures in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no pipeline fixtures in {}",
+        dir.display()
+    );
     files
 }
 

@@ -1,0 +1,10 @@
+//! Integration tests of gantry-pipeline: one binary, one module per concern.
+
+mod conditions;
+mod diagnostics;
+mod dialects;
+mod fixtures;
+mod fuzz;
+mod limits;
+mod snapshots;
+mod support;

@@ -1,0 +1,49 @@
+//! Helpers shared by the modules of this test binary.
+
+use gantry_pipeline::{Context, Plan, Stage, StageStatus, StepKind, compile, parse};
+
+/// Parses and compiles `yaml` for `ctx`, failing the test with every diagnostic if invalid.
+pub fn plan(yaml: &str, ctx: &Context) -> Plan {
+    let parsed = parse(".gantry.yml", yaml);
+    let Some(config) = parsed.config else {
+        panic!("invalid pipeline:\n{}\n---\n{yaml}", parsed.diagnostics);
+    };
+    compile(&config, ctx).unwrap_or_else(|e| panic!("{e}\n---\n{yaml}"))
+}
+
+/// A push to `main` of `acme/app`.
+pub fn push() -> Context {
+    let mut ctx = Context::push("acme/app", "main");
+    ctx.commit = "0123456789abcdef0123456789abcdef01234567".into();
+    ctx
+}
+
+/// Runs the steps of a stage in plan order the way the executor gates them: a step starts
+/// if its conditions allow it at the stage's status at that moment; a step in `failing`
+/// fails and, unless its failure is ignored, fails the stage. Returns the steps that started
+/// (the clone left out).
+pub fn simulate(stage: &Stage, failing: &[&str]) -> Vec<String> {
+    let mut status = StageStatus::Passing;
+    let mut started = Vec::new();
+    for step in &stage.steps {
+        if step.kind == StepKind::Clone || !step.runs_when(status) {
+            continue;
+        }
+        started.push(step.name.clone());
+        if failing.contains(&step.name.as_str()) && step.fails_stage() {
+            status = StageStatus::Failing;
+        }
+    }
+    started
+}
+
+/// The steps that start in the first stage of `yaml` for `ctx`, when `failing` steps fail.
+pub fn started(yaml: &str, ctx: &Context, failing: &[&str]) -> Vec<String> {
+    let plan = plan(yaml, ctx);
+    simulate(&plan.stages[0], failing)
+}
+
+/// Builds a single-pipeline file from step bodies written as YAML list items.
+pub fn pipeline(steps: &str) -> String {
+    format!("kind: pipeline\nname: ci\nsteps:\n{steps}")
+}
