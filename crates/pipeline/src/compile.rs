@@ -3,7 +3,7 @@
 //! resolves environments and scripts, and refuses what the repository is not trusted to do.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::conditions::{Scope, StageFacts, evaluate};
 use crate::context::Context;
@@ -498,7 +498,7 @@ fn plan_step(
         detach: step.detach,
         privileged: step.privileged.value,
         mounts: step.mounts.iter().map(|m| m.mount.clone()).collect(),
-        network_mode: step.network_mode.clone(),
+        network_mode: step.network_mode.as_ref().map(|m| m.value.clone()),
         user: step.user.clone(),
         working_dir,
         resources: step.resources.clone(),
@@ -536,16 +536,16 @@ fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
         .filter(|v| matches!(v.source, VolumeSource::Host { .. }))
         .map(|v| v.name.as_str())
         .collect();
-    let running = |name: &str| {
-        stage
-            .steps
-            .iter()
-            .chain(&stage.services)
-            .any(|s| s.name == name && s.run)
-    };
+    let running: HashSet<&str> = stage
+        .steps
+        .iter()
+        .chain(&stage.services)
+        .filter(|s| s.run)
+        .map(|s| s.name.as_str())
+        .collect();
     for step in pipeline.steps.iter().chain(&pipeline.services) {
         let name = &step.name.value;
-        if !running(name) {
+        if !running.contains(name.as_str()) {
             continue;
         }
         let path = format!("{root}.steps[{name}]");
@@ -558,10 +558,11 @@ fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
         }
         if let Some(mode) = &step.network_mode {
             refuse(
-                step.pos,
+                mode.pos,
                 format!("{path}.network_mode"),
                 format!(
-                    "step `{name}` sets network_mode `{mode}`, which only trusted repositories may do"
+                    "step `{name}` sets network_mode `{}`, which only trusted repositories may do",
+                    mode.value
                 ),
             );
         }

@@ -151,11 +151,75 @@ impl<'n> Fields<'n> {
     }
 }
 
-fn join_path(parent: &str, child: &str) -> String {
-    if parent.is_empty() {
-        child.to_owned()
-    } else {
-        format!("{parent}.{child}")
+/// Where a value sits in a document, e.g. `pipeline[ci].steps[0].image`: a chain of
+/// segments on the stack, rendered into text only when a problem is reported.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct At<'a> {
+    parent: Option<&'a At<'a>>,
+    segment: Segment<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Segment<'a> {
+    Root,
+    Key(&'a str),
+    Index(usize),
+    Named(&'a str),
+}
+
+impl<'a> At<'a> {
+    pub const ROOT: At<'static> = At {
+        parent: None,
+        segment: Segment::Root,
+    };
+
+    pub fn key(&'a self, key: &'a str) -> At<'a> {
+        At {
+            parent: Some(self),
+            segment: Segment::Key(key),
+        }
+    }
+
+    pub fn index(&'a self, index: usize) -> At<'a> {
+        At {
+            parent: Some(self),
+            segment: Segment::Index(index),
+        }
+    }
+
+    pub fn named(&'a self, name: &'a str) -> At<'a> {
+        At {
+            parent: Some(self),
+            segment: Segment::Named(name),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut segments = Vec::new();
+        let mut at = Some(self);
+        while let Some(a) = at {
+            segments.push(a.segment);
+            at = a.parent;
+        }
+        let mut out = String::new();
+        for segment in segments.iter().rev() {
+            match segment {
+                Segment::Root => {}
+                Segment::Key(key) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                }
+                Segment::Index(i) => out.push_str(&format!("[{i}]")),
+                Segment::Named(name) => {
+                    out.push('[');
+                    out.push_str(name);
+                    out.push(']');
+                }
+            }
+        }
+        out
     }
 }
 
@@ -173,7 +237,7 @@ impl<'a> Decoder<'a> {
         &mut self,
         severity: Severity,
         pos: Pos,
-        path: &str,
+        path: &At<'_>,
         message: String,
         hint: Option<String>,
     ) {
@@ -181,13 +245,19 @@ impl<'a> Decoder<'a> {
             severity,
             file: self.file.to_owned(),
             pos,
-            path: path.to_owned(),
+            path: path.render(),
             message,
             hint,
         });
     }
 
-    pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>, hint: Option<&str>) {
+    pub fn error(
+        &mut self,
+        pos: Pos,
+        path: &At<'_>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) {
         self.report(
             Severity::Error,
             pos,
@@ -197,7 +267,13 @@ impl<'a> Decoder<'a> {
         );
     }
 
-    pub fn warn(&mut self, pos: Pos, path: &str, message: impl Into<String>, hint: Option<&str>) {
+    pub fn warn(
+        &mut self,
+        pos: Pos,
+        path: &At<'_>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) {
         self.report(
             Severity::Warning,
             pos,
@@ -207,7 +283,7 @@ impl<'a> Decoder<'a> {
         );
     }
 
-    fn expected(&mut self, node: &Node, path: &str, what: &str) {
+    fn expected(&mut self, node: &Node, path: &At<'_>, what: &str) {
         let found = node.kind_name();
         self.error(
             node.pos,
@@ -218,7 +294,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Substitutes `${VAR}` in a scalar (or checks its syntax when linting).
-    pub fn subst(&mut self, text: &str, pos: Pos, path: &str) -> String {
+    pub fn subst(&mut self, text: &str, pos: Pos, path: &At<'_>) -> String {
         if !text.contains('$') {
             return text.to_owned();
         }
@@ -249,7 +325,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub fn fields<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
+    pub fn fields<'n>(&mut self, node: &'n Node, path: &At<'_>) -> Option<Fields<'n>> {
         match &node.value {
             Value::Map(entries) => Some(Fields::new(entries)),
             _ => {
@@ -264,7 +340,7 @@ impl<'a> Decoder<'a> {
     pub fn finish(
         &mut self,
         fields: &Fields<'_>,
-        path: &str,
+        path: &At<'_>,
         known: &[&str],
         unsupported: &[(&str, &str)],
     ) {
@@ -291,7 +367,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub fn text(&mut self, node: &Node, path: &str) -> Option<String> {
+    pub fn text(&mut self, node: &Node, path: &At<'_>) -> Option<String> {
         match &node.value {
             _ if node.is_null() => None,
             Value::Scalar(s) => Some(self.subst(&s.text, node.pos, path)),
@@ -302,26 +378,26 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub fn spanned_text(&mut self, node: &Node, path: &str) -> Option<Spanned<String>> {
+    pub fn spanned_text(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<String>> {
         self.text(node, path).map(|t| Spanned::new(t, node.pos))
     }
 
     /// A list of texts; a single text counts as a list of one, as in Drone.
-    pub fn texts(&mut self, node: &Node, path: &str) -> Vec<String> {
+    pub fn texts(&mut self, node: &Node, path: &At<'_>) -> Vec<String> {
         self.spanned_texts(node, path)
             .into_iter()
             .map(|s| s.value)
             .collect()
     }
 
-    pub fn spanned_texts(&mut self, node: &Node, path: &str) -> Vec<Spanned<String>> {
+    pub fn spanned_texts(&mut self, node: &Node, path: &At<'_>) -> Vec<Spanned<String>> {
         match &node.value {
             _ if node.is_null() => Vec::new(),
             Value::Scalar(_) => self.spanned_text(node, path).into_iter().collect(),
             Value::Seq(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
-                    let item_path = format!("{path}[{i}]");
+                    let item_path = path.index(i);
                     match &item.value {
                         Value::Scalar(_) if item.is_null() => {}
                         Value::Scalar(_) => out.extend(self.spanned_text(item, &item_path)),
@@ -337,7 +413,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+    pub fn boolean(&mut self, node: &Node, path: &At<'_>) -> Option<bool> {
         let text = self.text(node, path)?;
         match text.to_ascii_lowercase().as_str() {
             "true" | "yes" | "on" => Some(true),
@@ -354,7 +430,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub fn uint(&mut self, node: &Node, path: &str) -> Option<u64> {
+    pub fn uint(&mut self, node: &Node, path: &At<'_>) -> Option<u64> {
         let text = self.text(node, path)?;
         match text.trim().parse::<u64>() {
             Ok(n) => Some(n),
@@ -370,7 +446,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn timeout(&mut self, node: &Node, path: &str) -> Option<Spanned<u64>> {
+    fn timeout(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<u64>> {
         let text = self.text(node, path)?;
         match parse_duration(&text) {
             Some(secs) if secs > 0 => Some(Spanned::new(secs, node.pos)),
@@ -388,7 +464,7 @@ impl<'a> Decoder<'a> {
 
     // ---- conditions -------------------------------------------------------------------------
 
-    fn pattern_list(&mut self, node: &Node, path: &str) -> Vec<String> {
+    fn pattern_list(&mut self, node: &Node, path: &At<'_>) -> Vec<String> {
         let patterns = self.spanned_texts(node, path);
         for p in &patterns {
             if let Err(e) = Glob::new(&p.value, Mode::Path) {
@@ -404,7 +480,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// `key: value`, `key: [values]` or `key: {include: ..., exclude: ...}`.
-    pub fn constraint(&mut self, node: &Node, path: &str) -> Constraint {
+    pub fn constraint(&mut self, node: &Node, path: &At<'_>) -> Constraint {
         let mut constraint = Constraint {
             pos: node.pos,
             ..Constraint::default()
@@ -415,10 +491,10 @@ impl<'a> Decoder<'a> {
                     return constraint;
                 };
                 if let Some(n) = f.get("include") {
-                    constraint.include = self.pattern_list(n, &join_path(path, "include"));
+                    constraint.include = self.pattern_list(n, &path.key("include"));
                 }
                 if let Some(n) = f.get("exclude") {
-                    constraint.exclude = self.pattern_list(n, &join_path(path, "exclude"));
+                    constraint.exclude = self.pattern_list(n, &path.key("exclude"));
                 }
                 self.finish(&f, path, &["include", "exclude"], &[]);
             }
@@ -427,7 +503,7 @@ impl<'a> Decoder<'a> {
         constraint
     }
 
-    fn path_constraint(&mut self, node: &Node, path: &str) -> PathConstraint {
+    fn path_constraint(&mut self, node: &Node, path: &At<'_>) -> PathConstraint {
         let mut out = PathConstraint {
             include: Vec::new(),
             exclude: Vec::new(),
@@ -440,15 +516,13 @@ impl<'a> Decoder<'a> {
                     return out;
                 };
                 if let Some(n) = f.get("include") {
-                    out.include = self.pattern_list(n, &join_path(path, "include"));
+                    out.include = self.pattern_list(n, &path.key("include"));
                 }
                 if let Some(n) = f.get("exclude") {
-                    out.exclude = self.pattern_list(n, &join_path(path, "exclude"));
+                    out.exclude = self.pattern_list(n, &path.key("exclude"));
                 }
                 if let Some(n) = f.get("on_empty") {
-                    out.on_empty = self
-                        .boolean(n, &join_path(path, "on_empty"))
-                        .unwrap_or(true);
+                    out.on_empty = self.boolean(n, &path.key("on_empty")).unwrap_or(true);
                 }
                 self.finish(&f, path, &["include", "exclude", "on_empty"], &[]);
             }
@@ -458,20 +532,20 @@ impl<'a> Decoder<'a> {
     }
 
     /// A `when` or `trigger`: one mapping, or (Woodpecker) a list of alternatives.
-    pub fn conditions(&mut self, node: &Node, path: &str) -> Vec<Conditions> {
+    pub fn conditions(&mut self, node: &Node, path: &At<'_>) -> Vec<Conditions> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
                 .enumerate()
                 .filter(|(_, item)| !item.is_null())
-                .map(|(i, item)| self.condition_block(item, &format!("{path}[{i}]")))
+                .map(|(i, item)| self.condition_block(item, &path.index(i)))
                 .collect(),
             _ if node.is_null() => Vec::new(),
             _ => vec![self.condition_block(node, path)],
         }
     }
 
-    fn condition_block(&mut self, node: &Node, path: &str) -> Conditions {
+    fn condition_block(&mut self, node: &Node, path: &At<'_>) -> Conditions {
         let mut c = Conditions {
             pos: node.pos,
             ..Conditions::default()
@@ -479,12 +553,11 @@ impl<'a> Decoder<'a> {
         let Some(mut f) = self.fields(node, path) else {
             return c;
         };
-        let p = |k: &str| join_path(path, k);
         if let Some(n) = f.get("branch") {
-            c.branch = self.constraint(n, &p("branch"));
+            c.branch = self.constraint(n, &path.key("branch"));
         }
         if let Some(n) = f.get("event") {
-            c.event = self.constraint(n, &p("event"));
+            c.event = self.constraint(n, &path.key("event"));
             for event in c.event.include.iter().chain(&c.event.exclude) {
                 if !event.contains(['*', '?', '[', '{']) && !KNOWN_EVENTS.contains(&event.as_str())
                 {
@@ -494,7 +567,7 @@ impl<'a> Decoder<'a> {
                     self.report(
                         Severity::Warning,
                         n.pos,
-                        &p("event"),
+                        &path.key("event"),
                         format!("unknown event `{event}`: it never matches"),
                         Some(hint),
                     );
@@ -502,15 +575,15 @@ impl<'a> Decoder<'a> {
             }
         }
         if let Some(n) = f.get("ref") {
-            c.reference = self.constraint(n, &p("ref"));
+            c.reference = self.constraint(n, &path.key("ref"));
         }
         if let Some(n) = f.get("status") {
-            c.status = self.constraint(n, &p("status"));
+            c.status = self.constraint(n, &path.key("status"));
             for status in c.status.include.iter().chain(&c.status.exclude) {
                 if !matches!(status.as_str(), "success" | "failure") {
                     self.error(
                         n.pos,
-                        &p("status"),
+                        &path.key("status"),
                         format!("unknown status `{status}`"),
                         Some("use `success` and/or `failure`"),
                     );
@@ -518,37 +591,37 @@ impl<'a> Decoder<'a> {
             }
         }
         if let Some(n) = f.get("repo") {
-            c.repo = self.constraint(n, &p("repo"));
+            c.repo = self.constraint(n, &path.key("repo"));
         }
         if let Some(n) = f.get("target") {
-            c.target = self.constraint(n, &p("target"));
+            c.target = self.constraint(n, &path.key("target"));
         }
         if let Some(n) = f.get("environment") {
             // Woodpecker's name for the deployment target.
-            c.target = self.constraint(n, &p("environment"));
+            c.target = self.constraint(n, &path.key("environment"));
         }
         if let Some(n) = f.get("cron") {
-            c.cron = self.constraint(n, &p("cron"));
+            c.cron = self.constraint(n, &path.key("cron"));
         }
         if let Some(n) = f.get("action") {
-            c.action = self.constraint(n, &p("action"));
+            c.action = self.constraint(n, &path.key("action"));
         }
         if let Some(n) = f.get("instance") {
-            c.instance = self.constraint(n, &p("instance"));
+            c.instance = self.constraint(n, &path.key("instance"));
         }
         if let Some(n) = f.get("platform") {
-            c.platform = self.constraint(n, &p("platform"));
+            c.platform = self.constraint(n, &path.key("platform"));
         }
         for key in ["paths", "path"] {
             if let Some(n) = f.get(key) {
-                c.paths = Some(self.path_constraint(n, &p(key)));
+                c.paths = Some(self.path_constraint(n, &path.key(key)));
             }
         }
         if let Some(n) = f.get("matrix") {
-            if let Some(mut m) = self.fields(n, &p("matrix")) {
+            if let Some(mut m) = self.fields(n, &path.key("matrix")) {
                 for (k, v) in m.entries {
                     let name = k.as_str().unwrap_or_default().to_owned();
-                    if let Some(value) = self.text(v, &p("matrix")) {
+                    if let Some(value) = self.text(v, &path.key("matrix")) {
                         c.matrix.insert(name, value);
                     }
                 }
@@ -556,10 +629,10 @@ impl<'a> Decoder<'a> {
             }
         }
         if let Some(n) = f.get("evaluate") {
-            c.evaluate = self.spanned_text(n, &p("evaluate"));
+            c.evaluate = self.spanned_text(n, &path.key("evaluate"));
             self.warn(
                 n.pos,
-                &p("evaluate"),
+                &path.key("evaluate"),
                 "`evaluate` expressions are not supported yet: this condition is treated as true",
                 Some("express it with branch/event/ref/path conditions where you can"),
             );
@@ -579,14 +652,14 @@ impl<'a> Decoder<'a> {
     // ---- environment, settings, volumes -----------------------------------------------------
 
     /// `environment` as a mapping (values or `from_secret`) or a `KEY=VALUE` list.
-    pub fn environment(&mut self, node: &Node, path: &str) -> Vec<EnvVar> {
+    pub fn environment(&mut self, node: &Node, path: &At<'_>) -> Vec<EnvVar> {
         let mut out = Vec::new();
         match &node.value {
             _ if node.is_null() => {}
             Value::Map(entries) => {
                 for (k, v) in entries {
                     let name = k.as_str().unwrap_or_default().to_owned();
-                    let var_path = join_path(path, &name);
+                    let var_path = path.key(&name);
                     let value = match &v.value {
                         _ if v.is_null() => EnvValue::Text(String::new()),
                         Value::Scalar(_) => {
@@ -619,7 +692,7 @@ impl<'a> Decoder<'a> {
             }
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let item_path = format!("{path}[{i}]");
+                    let item_path = path.index(i);
                     let Some(text) = self.text(item, &item_path) else {
                         continue;
                     };
@@ -646,7 +719,7 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    fn check_env_name(&mut self, name: &str, pos: Pos, path: &str) {
+    fn check_env_name(&mut self, name: &str, pos: Pos, path: &At<'_>) {
         let valid = !name.is_empty()
             && !name.starts_with(|c: char| c.is_ascii_digit())
             && name
@@ -663,14 +736,14 @@ impl<'a> Decoder<'a> {
     }
 
     /// Drone 0.8 / old Woodpecker `secrets: [name, {source, target}]`, as environment.
-    fn legacy_secrets(&mut self, node: &Node, path: &str) -> Vec<EnvVar> {
+    fn legacy_secrets(&mut self, node: &Node, path: &At<'_>) -> Vec<EnvVar> {
         let Value::Seq(items) = &node.value else {
             self.expected(node, path, "a list of secret names");
             return Vec::new();
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let item_path = format!("{path}[{i}]");
+            let item_path = path.index(i);
             let (source, target) = match &item.value {
                 Value::Scalar(_) => {
                     let Some(name) = self.text(item, &item_path) else {
@@ -706,7 +779,7 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    pub fn json(&mut self, node: &Node, path: &str) -> serde_json::Value {
+    pub fn json(&mut self, node: &Node, path: &At<'_>) -> serde_json::Value {
         match &node.value {
             _ if node.is_null() => serde_json::Value::Null,
             Value::Scalar(s) => {
@@ -721,7 +794,7 @@ impl<'a> Decoder<'a> {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, n)| self.json(n, &format!("{path}[{i}]")))
+                    .map(|(i, n)| self.json(n, &path.index(i)))
                     .collect(),
             ),
             Value::Map(entries) => serde_json::Value::Object(
@@ -729,7 +802,7 @@ impl<'a> Decoder<'a> {
                     .iter()
                     .map(|(k, v)| {
                         let key = k.as_str().unwrap_or_default().to_owned();
-                        let value = self.json(v, &join_path(path, &key));
+                        let value = self.json(v, &path.key(&key));
                         (key, value)
                     })
                     .collect(),
@@ -737,7 +810,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn setting(&mut self, name: &str, node: &Node, path: &str) -> Setting {
+    fn setting(&mut self, name: &str, node: &Node, path: &At<'_>) -> Setting {
         let secret = node
             .as_map()
             .filter(|e| e.len() == 1)
@@ -753,7 +826,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn settings(&mut self, node: &Node, path: &str) -> Vec<Setting> {
+    fn settings(&mut self, node: &Node, path: &At<'_>) -> Vec<Setting> {
         let Some(entries) = node.as_map() else {
             self.expected(node, path, "a mapping of settings");
             return Vec::new();
@@ -762,26 +835,26 @@ impl<'a> Decoder<'a> {
             .iter()
             .map(|(k, v)| {
                 let name = k.as_str().unwrap_or_default();
-                self.setting(name, v, &join_path(path, name))
+                self.setting(name, v, &path.key(name))
             })
             .collect()
     }
 
     /// Pipeline-level volumes (Drone): `{name, host: {path}}` or `{name, temp: {medium}}`.
-    fn volumes(&mut self, node: &Node, path: &str) -> Vec<Volume> {
+    fn volumes(&mut self, node: &Node, path: &At<'_>) -> Vec<Volume> {
         let Value::Seq(items) = &node.value else {
             self.expected(node, path, "a list of volumes");
             return Vec::new();
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let item_path = format!("{path}[{i}]");
+            let item_path = path.index(i);
             let Some(mut f) = self.fields(item, &item_path) else {
                 continue;
             };
             let name = f
                 .get("name")
-                .and_then(|n| self.text(n, &join_path(&item_path, "name")));
+                .and_then(|n| self.text(n, &item_path.key("name")));
             let host = f.get("host");
             let temp = f.get("temp");
             let has_temp = f.has("temp");
@@ -798,7 +871,7 @@ impl<'a> Decoder<'a> {
             let source = if let Some(host) = host {
                 let host_path = host
                     .get("path")
-                    .and_then(|n| self.text(n, &join_path(&item_path, "host.path")));
+                    .and_then(|n| self.text(n, &item_path.key("host.path")));
                 match host_path {
                     Some(path) => VolumeSource::Host { path },
                     None => {
@@ -834,14 +907,14 @@ impl<'a> Decoder<'a> {
     }
 
     /// Step mounts: `{name, path}` (Drone) or `"src:dst[:ro]"` (Woodpecker, Drone 0.8).
-    fn mounts(&mut self, node: &Node, path: &str) -> Vec<StepMount> {
+    fn mounts(&mut self, node: &Node, path: &At<'_>) -> Vec<StepMount> {
         let Value::Seq(items) = &node.value else {
             self.expected(node, path, "a list of volume mounts");
             return Vec::new();
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let item_path = format!("{path}[{i}]");
+            let item_path = path.index(i);
             match &item.value {
                 Value::Scalar(_) => {
                     let Some(text) = self.text(item, &item_path) else {
@@ -884,10 +957,10 @@ impl<'a> Decoder<'a> {
                     };
                     let name = f
                         .get("name")
-                        .and_then(|n| self.text(n, &join_path(&item_path, "name")));
+                        .and_then(|n| self.text(n, &item_path.key("name")));
                     let mount_path = f
                         .get("path")
-                        .and_then(|n| self.text(n, &join_path(&item_path, "path")));
+                        .and_then(|n| self.text(n, &item_path.key("path")));
                     self.finish(&f, &item_path, &["name", "path"], &[]);
                     match (name, mount_path) {
                         (Some(name), Some(path)) => out.push(StepMount {
@@ -908,14 +981,14 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    fn resources(&mut self, node: &Node, path: &str) -> Resources {
+    fn resources(&mut self, node: &Node, path: &At<'_>) -> Resources {
         let mut out = Resources::default();
         let Some(mut f) = self.fields(node, path) else {
             return out;
         };
         for (key, set) in [("limits", &mut out.limits), ("requests", &mut out.requests)] {
             let Some(n) = f.get(key) else { continue };
-            let set_path = join_path(path, key);
+            let set_path = path.key(key);
             let Some(mut g) = self.fields(n, &set_path) else {
                 continue;
             };
@@ -949,7 +1022,7 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    fn pull(&mut self, node: &Node, path: &str) -> Pull {
+    fn pull(&mut self, node: &Node, path: &At<'_>) -> Pull {
         let Some(text) = self.text(node, path) else {
             return Pull::IfNotExists;
         };
@@ -969,7 +1042,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn failure(&mut self, node: &Node, path: &str) -> Failure {
+    fn failure(&mut self, node: &Node, path: &At<'_>) -> Failure {
         let Some(text) = self.text(node, path) else {
             return Failure::Fail;
         };
@@ -995,15 +1068,14 @@ impl<'a> Decoder<'a> {
     pub fn step(
         &mut self,
         node: &Node,
-        path: &str,
+        path: &At<'_>,
         fallback_name: Option<Spanned<String>>,
         service: bool,
     ) -> Option<Step> {
         let mut f = self.fields(node, path)?;
-        let p = |k: &str| join_path(path, k);
         let name_node = f.get("name");
         let name = match (
-            name_node.and_then(|n| self.spanned_text(n, &p("name"))),
+            name_node.and_then(|n| self.spanned_text(n, &path.key("name"))),
             fallback_name,
         ) {
             (Some(name), _) => name,
@@ -1051,75 +1123,77 @@ impl<'a> Decoder<'a> {
             group: None,
         };
         if let Some(n) = f.get("image") {
-            step.image = self.spanned_text(n, &p("image"));
+            step.image = self.spanned_text(n, &path.key("image"));
         }
         if let Some(n) = f.get("pull") {
-            step.pull = self.pull(n, &p("pull"));
+            step.pull = self.pull(n, &path.key("pull"));
         }
         if let Some(n) = f.get("commands") {
-            step.commands = self.texts(n, &p("commands"));
+            step.commands = self.texts(n, &path.key("commands"));
         }
         if let Some(n) = f.get("entrypoint") {
-            step.entrypoint = self.texts(n, &p("entrypoint"));
+            step.entrypoint = self.texts(n, &path.key("entrypoint"));
         }
         if let Some(n) = f.get("command") {
-            step.command = self.texts(n, &p("command"));
+            step.command = self.texts(n, &path.key("command"));
         }
         if let Some(n) = f.get("environment") {
-            step.environment = self.environment(n, &p("environment"));
+            step.environment = self.environment(n, &path.key("environment"));
         }
         if let Some(n) = f.get("secrets") {
-            let secrets = self.legacy_secrets(n, &p("secrets"));
+            let secrets = self.legacy_secrets(n, &path.key("secrets"));
             step.environment.extend(secrets);
         }
         if let Some(n) = f.get("settings") {
-            step.settings = self.settings(n, &p("settings"));
+            step.settings = self.settings(n, &path.key("settings"));
         }
         if let Some(n) = f.get("when") {
-            step.when = self.conditions(n, &p("when"));
+            step.when = self.conditions(n, &path.key("when"));
         }
         if f.has("depends_on") {
             step.depends_on = Some(
                 f.get("depends_on")
-                    .map(|n| self.spanned_texts(n, &p("depends_on")))
+                    .map(|n| self.spanned_texts(n, &path.key("depends_on")))
                     .unwrap_or_default(),
             );
         }
         if let Some(n) = f.get("failure") {
-            step.failure = self.failure(n, &p("failure"));
+            step.failure = self.failure(n, &path.key("failure"));
         }
         if let Some(n) = f.get("detach") {
-            step.detach = self.boolean(n, &p("detach")).unwrap_or(false) || service;
+            step.detach = self.boolean(n, &path.key("detach")).unwrap_or(false) || service;
         }
         if let Some(n) = f.get("privileged") {
-            step.privileged =
-                Spanned::new(self.boolean(n, &p("privileged")).unwrap_or(false), n.pos);
+            step.privileged = Spanned::new(
+                self.boolean(n, &path.key("privileged")).unwrap_or(false),
+                n.pos,
+            );
         }
         if let Some(n) = f.get("volumes") {
-            step.mounts = self.mounts(n, &p("volumes"));
+            step.mounts = self.mounts(n, &path.key("volumes"));
         }
         if let Some(n) = f.get("network_mode") {
-            step.network_mode = self.text(n, &p("network_mode"));
+            step.network_mode = self.spanned_text(n, &path.key("network_mode"));
         }
         if let Some(n) = f.get("user") {
-            step.user = self.text(n, &p("user"));
+            step.user = self.text(n, &path.key("user"));
         }
         if let Some(n) = f.get("shell") {
-            step.shell = self.text(n, &p("shell"));
+            step.shell = self.text(n, &path.key("shell"));
         }
         for key in ["working_dir", "directory"] {
             if let Some(n) = f.get(key) {
-                step.working_dir = self.text(n, &p(key));
+                step.working_dir = self.text(n, &path.key(key));
             }
         }
         if let Some(n) = f.get("resources") {
-            step.resources = self.resources(n, &p("resources"));
+            step.resources = self.resources(n, &path.key("resources"));
         }
         if let Some(n) = f.get("timeout") {
-            step.timeout = self.timeout(n, &p("timeout"));
+            step.timeout = self.timeout(n, &path.key("timeout"));
         }
         if let Some(n) = f.get("group") {
-            step.group = self.text(n, &p("group"));
+            step.group = self.text(n, &path.key("group"));
         }
         const STEP_KEYS: &[&str] = &[
             "name",
@@ -1165,7 +1239,7 @@ impl<'a> Decoder<'a> {
                         Some(&format!("did you mean `{near}`?")),
                     );
                 }
-                let setting = self.setting(key, v, &p(key));
+                let setting = self.setting(key, v, &path.key(key));
                 step.settings.push(setting);
             }
             f.used.iter_mut().zip(f.entries).for_each(|(u, (k, _))| {
@@ -1180,19 +1254,19 @@ impl<'a> Decoder<'a> {
     }
 
     /// Steps given as a list (each with `name`) or as a map from name to step.
-    pub fn steps(&mut self, node: &Node, path: &str, service: bool) -> Vec<Step> {
+    pub fn steps(&mut self, node: &Node, path: &At<'_>, service: bool) -> Vec<Step> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(i, item)| self.step(item, &format!("{path}[{i}]"), None, service))
+                .filter_map(|(i, item)| self.step(item, &path.index(i), None, service))
                 .collect(),
             Value::Map(entries) => entries
                 .iter()
                 .filter_map(|(k, v)| {
                     let name = k.as_str().unwrap_or_default();
                     let fallback = Spanned::new(name.to_owned(), k.pos);
-                    self.step(v, &format!("{path}[{name}]"), Some(fallback), service)
+                    self.step(v, &path.named(name), Some(fallback), service)
                 })
                 .collect(),
             _ => {
@@ -1227,7 +1301,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn labels(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
+    fn labels(&mut self, node: &Node, path: &At<'_>) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let Some(entries) = node.as_map() else {
             self.expected(node, path, "a mapping of labels");
@@ -1235,14 +1309,14 @@ impl<'a> Decoder<'a> {
         };
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default().to_owned();
-            if let Some(value) = self.text(v, &join_path(path, &key)) {
+            if let Some(value) = self.text(v, &path.key(&key)) {
                 out.insert(key, value);
             }
         }
         out
     }
 
-    fn platform(&mut self, node: &Node, path: &str) -> Platform {
+    fn platform(&mut self, node: &Node, path: &At<'_>) -> Platform {
         let mut out = Platform::default();
         if let Value::Scalar(_) = node.value {
             // `platform: linux/amd64` (Drone 0.8, old Woodpecker).
@@ -1264,7 +1338,7 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    fn workspace(&mut self, node: &Node, path: &str) -> WorkspaceConfig {
+    fn workspace(&mut self, node: &Node, path: &At<'_>) -> WorkspaceConfig {
         let mut out = WorkspaceConfig::default();
         let Some(mut f) = self.fields(node, path) else {
             return out;
@@ -1276,29 +1350,25 @@ impl<'a> Decoder<'a> {
     }
 
     /// Drone 1.x `clone: {disable, depth, skip_verify, tags, retries}`.
-    fn clone_config(&mut self, node: &Node, path: &str) -> CloneConfig {
+    fn clone_config(&mut self, node: &Node, path: &At<'_>) -> CloneConfig {
         let mut out = CloneConfig::default();
         let Some(mut f) = self.fields(node, path) else {
             return out;
         };
         if let Some(n) = f.get("disable") {
-            out.disable = self
-                .boolean(n, &join_path(path, "disable"))
-                .unwrap_or(false);
+            out.disable = self.boolean(n, &path.key("disable")).unwrap_or(false);
         }
         if let Some(n) = f.get("depth") {
             out.depth = self
-                .uint(n, &join_path(path, "depth"))
+                .uint(n, &path.key("depth"))
                 .and_then(|d| u32::try_from(d).ok())
                 .filter(|d| *d > 0);
         }
         if let Some(n) = f.get("skip_verify") {
-            out.skip_verify = self
-                .boolean(n, &join_path(path, "skip_verify"))
-                .unwrap_or(false);
+            out.skip_verify = self.boolean(n, &path.key("skip_verify")).unwrap_or(false);
         }
         if let Some(n) = f.get("tags") {
-            out.tags = self.boolean(n, &join_path(path, "tags")).unwrap_or(false);
+            out.tags = self.boolean(n, &path.key("tags")).unwrap_or(false);
         }
         self.finish(
             &f,
@@ -1314,14 +1384,14 @@ impl<'a> Decoder<'a> {
 
     /// Drone 0.8 / Woodpecker `clone:` is a map of custom clone steps; gantry always clones
     /// with its own git client, so only their `depth`, `tags` and `skip_verify` are kept.
-    fn custom_clone(&mut self, node: &Node, path: &str) -> CloneConfig {
+    fn custom_clone(&mut self, node: &Node, path: &At<'_>) -> CloneConfig {
         let mut out = CloneConfig::default();
         let Some(entries) = node.as_map() else {
             self.expected(node, path, "a mapping of clone steps");
             return out;
         };
         for (k, v) in entries {
-            let step_path = join_path(path, k.as_str().unwrap_or_default());
+            let step_path = path.key(k.as_str().unwrap_or_default());
             let settings = v.get("settings").unwrap_or(v);
             if let Some(depth) = settings.get("depth") {
                 out.depth = self
@@ -1345,7 +1415,7 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    fn matrix(&mut self, node: &Node, path: &str) -> Option<Matrix> {
+    fn matrix(&mut self, node: &Node, path: &At<'_>) -> Option<Matrix> {
         const MAX_COMBINATIONS: usize = 64;
         let entries = node.as_map().or_else(|| {
             self.expected(node, path, "a mapping of axes, or `include:` a list");
@@ -1354,15 +1424,12 @@ impl<'a> Decoder<'a> {
         let mut combinations: Vec<BTreeMap<String, String>> = Vec::new();
         if let Some(include) = node.get("include") {
             let Value::Seq(items) = &include.value else {
-                self.expected(
-                    include,
-                    &join_path(path, "include"),
-                    "a list of combinations",
-                );
+                self.expected(include, &path.key("include"), "a list of combinations");
                 return None;
             };
             for (i, item) in items.iter().enumerate() {
-                let item_path = format!("{path}.include[{i}]");
+                let include = path.key("include");
+                let item_path = include.index(i);
                 let Some(pairs) = item.as_map() else {
                     self.expected(item, &item_path, "a mapping of axis values");
                     continue;
@@ -1378,11 +1445,11 @@ impl<'a> Decoder<'a> {
             combinations.push(BTreeMap::new());
             for (k, v) in entries {
                 let axis = k.as_str().unwrap_or_default().to_owned();
-                let values = self.texts(v, &join_path(path, &axis));
+                let values = self.texts(v, &path.key(&axis));
                 if values.is_empty() {
                     self.error(
                         v.pos,
-                        &join_path(path, &axis),
+                        &path.key(&axis),
                         format!("matrix axis `{axis}` has no values"),
                         None,
                     );
@@ -1434,7 +1501,7 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    fn pipeline_type(&mut self, node: &Node, path: &str) -> PipelineType {
+    fn pipeline_type(&mut self, node: &Node, path: &At<'_>) -> PipelineType {
         let text = self.text(node, path).unwrap_or_default();
         match text.as_str() {
             "" | "docker" => PipelineType::Docker,
@@ -1454,26 +1521,27 @@ impl<'a> Decoder<'a> {
         } else {
             format!("default-{}", index + 1)
         };
-        let mut f = self.fields(node, "")?;
+        let mut f = self.fields(node, &At::ROOT)?;
         f.get("kind");
         let name = f
             .get("name")
-            .and_then(|n| self.spanned_text(n, "name"))
+            .and_then(|n| self.spanned_text(n, &At::ROOT.key("name")))
             .unwrap_or_else(|| Spanned::new(fallback_name, node.pos));
-        let root = format!("pipeline[{}]", name.value);
-        let p = |k: &str| join_path(&root, k);
+        let pipeline_name = name.value.clone();
+        let pipelines = At::ROOT.key("pipeline");
+        let root = pipelines.named(&pipeline_name);
         let mut pipeline = self.empty_pipeline(name, node.pos);
         if let Some(n) = f.get("type") {
-            pipeline.kind = self.pipeline_type(n, &p("type"));
+            pipeline.kind = self.pipeline_type(n, &root.key("type"));
         }
         if let Some(n) = f.get("platform") {
-            pipeline.platform = self.platform(n, &p("platform"));
+            pipeline.platform = self.platform(n, &root.key("platform"));
         }
         if let Some(n) = f.get("node") {
-            pipeline.labels = self.labels(n, &p("node"));
+            pipeline.labels = self.labels(n, &root.key("node"));
         }
         match f.get("steps") {
-            Some(n) => pipeline.steps = self.steps(n, &p("steps"), false),
+            Some(n) => pipeline.steps = self.steps(n, &root.key("steps"), false),
             None => self.error(
                 node.pos,
                 &root,
@@ -1482,29 +1550,29 @@ impl<'a> Decoder<'a> {
             ),
         }
         if let Some(n) = f.get("services") {
-            pipeline.services = self.steps(n, &p("services"), true);
+            pipeline.services = self.steps(n, &root.key("services"), true);
         }
         if let Some(n) = f.get("volumes") {
-            pipeline.volumes = self.volumes(n, &p("volumes"));
+            pipeline.volumes = self.volumes(n, &root.key("volumes"));
         }
         if let Some(n) = f.get("trigger") {
-            pipeline.trigger = self.conditions(n, &p("trigger"));
+            pipeline.trigger = self.conditions(n, &root.key("trigger"));
             pipeline.runs_on = status_filter(&pipeline.trigger);
         }
         if let Some(n) = f.get("depends_on") {
-            pipeline.depends_on = self.spanned_texts(n, &p("depends_on"));
+            pipeline.depends_on = self.spanned_texts(n, &root.key("depends_on"));
         }
         if let Some(n) = f.get("clone") {
-            pipeline.clone = self.clone_config(n, &p("clone"));
+            pipeline.clone = self.clone_config(n, &root.key("clone"));
         }
         if let Some(n) = f.get("workspace") {
-            pipeline.workspace = self.workspace(n, &p("workspace"));
+            pipeline.workspace = self.workspace(n, &root.key("workspace"));
         }
         if let Some(n) = f.get("environment") {
-            pipeline.environment = self.environment(n, &p("environment"));
+            pipeline.environment = self.environment(n, &root.key("environment"));
         }
         if let Some(n) = f.get("timeout") {
-            pipeline.timeout = self.timeout(n, &p("timeout"));
+            pipeline.timeout = self.timeout(n, &root.key("timeout"));
         }
         const KEYS: &[&str] = &[
             "kind",
@@ -1529,17 +1597,17 @@ impl<'a> Decoder<'a> {
 
     /// A Drone 0.8 file: one pipeline of named steps in file order.
     pub fn legacy_pipeline(&mut self, node: &Node) -> Option<Pipeline> {
-        let mut f = self.fields(node, "")?;
+        let mut f = self.fields(node, &At::ROOT)?;
         let mut pipeline =
             self.empty_pipeline(Spanned::new("default".to_owned(), node.pos), node.pos);
         if let Some(n) = f.get("pipeline") {
-            pipeline.steps = self.steps(n, "pipeline", false);
+            pipeline.steps = self.steps(n, &At::ROOT.key("pipeline"), false);
         }
         if let Some(n) = f.get("services") {
-            pipeline.services = self.steps(n, "services", true);
+            pipeline.services = self.steps(n, &At::ROOT.key("services"), true);
         }
         if let Some(n) = f.get("branches") {
-            let branch = self.constraint(n, "branches");
+            let branch = self.constraint(n, &At::ROOT.key("branches"));
             pipeline.trigger = vec![Conditions {
                 pos: n.pos,
                 branch,
@@ -1547,27 +1615,27 @@ impl<'a> Decoder<'a> {
             }];
         }
         if let Some(n) = f.get("when") {
-            pipeline.trigger = self.conditions(n, "when");
+            pipeline.trigger = self.conditions(n, &At::ROOT.key("when"));
         }
         if let Some(n) = f.get("matrix") {
-            pipeline.matrix = self.matrix(n, "matrix");
+            pipeline.matrix = self.matrix(n, &At::ROOT.key("matrix"));
         }
         if let Some(n) = f.get("clone") {
-            pipeline.clone = self.custom_clone(n, "clone");
+            pipeline.clone = self.custom_clone(n, &At::ROOT.key("clone"));
         }
         if let Some(n) = f.get("workspace") {
-            pipeline.workspace = self.workspace(n, "workspace");
+            pipeline.workspace = self.workspace(n, &At::ROOT.key("workspace"));
         }
         if let Some(n) = f.get("platform") {
-            pipeline.platform = self.platform(n, "platform");
+            pipeline.platform = self.platform(n, &At::ROOT.key("platform"));
         }
         if let Some(n) = f.get("labels") {
-            pipeline.labels = self.labels(n, "labels");
+            pipeline.labels = self.labels(n, &At::ROOT.key("labels"));
         }
         f.get("variables");
         self.finish(
             &f,
-            "",
+            &At::ROOT,
             &[
                 "pipeline",
                 "services",
@@ -1609,38 +1677,38 @@ impl<'a> Decoder<'a> {
 
     /// One Woodpecker workflow file.
     pub fn woodpecker_pipeline(&mut self, node: &Node, name: &str) -> Option<Pipeline> {
-        let mut f = self.fields(node, "")?;
+        let mut f = self.fields(node, &At::ROOT)?;
         let mut pipeline = self.empty_pipeline(Spanned::new(name.to_owned(), node.pos), node.pos);
         match f.get("steps") {
-            Some(n) => pipeline.steps = self.steps(n, "steps", false),
+            Some(n) => pipeline.steps = self.steps(n, &At::ROOT.key("steps"), false),
             None => self.error(
                 node.pos,
-                "",
+                &At::ROOT,
                 "a workflow needs `steps`",
                 Some("add `steps:` with at least one step"),
             ),
         }
         if let Some(n) = f.get("services") {
-            pipeline.services = self.steps(n, "services", true);
+            pipeline.services = self.steps(n, &At::ROOT.key("services"), true);
         }
         if let Some(n) = f.get("when") {
-            pipeline.trigger = self.conditions(n, "when");
+            pipeline.trigger = self.conditions(n, &At::ROOT.key("when"));
         }
         if let Some(n) = f.get("depends_on") {
-            pipeline.depends_on = self.spanned_texts(n, "depends_on");
+            pipeline.depends_on = self.spanned_texts(n, &At::ROOT.key("depends_on"));
         }
         if let Some(n) = f.get("runs_on") {
-            let runs_on = self.constraint(n, "runs_on");
+            let runs_on = self.constraint(n, &At::ROOT.key("runs_on"));
             pipeline.runs_on = status_filter(&[Conditions {
                 status: runs_on,
                 ..Conditions::default()
             }]);
         }
         if let Some(n) = f.get("matrix") {
-            pipeline.matrix = self.matrix(n, "matrix");
+            pipeline.matrix = self.matrix(n, &At::ROOT.key("matrix"));
         }
         if let Some(n) = f.get("labels") {
-            pipeline.labels = self.labels(n, "labels");
+            pipeline.labels = self.labels(n, &At::ROOT.key("labels"));
             if let Some(platform) = pipeline.labels.get("platform") {
                 let mut parts = platform.splitn(2, '/');
                 pipeline.platform.os = parts.next().map(str::to_owned);
@@ -1648,16 +1716,18 @@ impl<'a> Decoder<'a> {
             }
         }
         if let Some(n) = f.get("platform") {
-            pipeline.platform = self.platform(n, "platform");
+            pipeline.platform = self.platform(n, &At::ROOT.key("platform"));
         }
         if let Some(n) = f.get("clone") {
-            pipeline.clone = self.custom_clone(n, "clone");
+            pipeline.clone = self.custom_clone(n, &At::ROOT.key("clone"));
         }
         if let Some(n) = f.get("skip_clone") {
-            pipeline.clone.disable = self.boolean(n, "skip_clone").unwrap_or(false);
+            pipeline.clone.disable = self
+                .boolean(n, &At::ROOT.key("skip_clone"))
+                .unwrap_or(false);
         }
         if let Some(n) = f.get("workspace") {
-            pipeline.workspace = self.workspace(n, "workspace");
+            pipeline.workspace = self.workspace(n, &At::ROOT.key("workspace"));
         }
         f.get("variables");
         f.get("version");
@@ -1676,7 +1746,7 @@ impl<'a> Decoder<'a> {
             "variables",
             "version",
         ];
-        self.finish(&f, "", KEYS, &[]);
+        self.finish(&f, &At::ROOT, KEYS, &[]);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
         self.group_steps(&mut pipeline);
         Some(pipeline)
@@ -1684,9 +1754,11 @@ impl<'a> Decoder<'a> {
 
     /// `kind: secret`.
     pub fn secret_document(&mut self, node: &Node) -> Option<SecretDocument> {
-        let mut f = self.fields(node, "")?;
+        let mut f = self.fields(node, &At::ROOT)?;
         f.get("kind");
-        let name = f.get("name").and_then(|n| self.text(n, "name"));
+        let name = f
+            .get("name")
+            .and_then(|n| self.text(n, &At::ROOT.key("name")));
         let mut doc = SecretDocument {
             name: name.clone().unwrap_or_default(),
             path: None,
@@ -1694,22 +1766,26 @@ impl<'a> Decoder<'a> {
             pos: node.pos,
         };
         if let Some(get) = f.get("get") {
-            doc.path = get.get("path").and_then(|n| self.text(n, "get.path"));
-            doc.key = get.get("name").and_then(|n| self.text(n, "get.name"));
+            doc.path = get
+                .get("path")
+                .and_then(|n| self.text(n, &At::ROOT.key("get.path")));
+            doc.key = get
+                .get("name")
+                .and_then(|n| self.text(n, &At::ROOT.key("get.name")));
         }
         if let Some(data) = f.get("data") {
-            self.warn(data.pos, "data", "encrypted `data` secrets are Drone's and cannot be read by gantry", Some("add the secret in the repository's settings in gantry and refer to it with `from_secret`"));
+            self.warn(data.pos, &At::ROOT.key("data"), "encrypted `data` secrets are Drone's and cannot be read by gantry", Some("add the secret in the repository's settings in gantry and refer to it with `from_secret`"));
         }
         self.finish(
             &f,
-            "",
+            &At::ROOT,
             &["kind", "name", "get", "data"],
             &[("type", "secret types are not used")],
         );
         if name.is_none() {
             self.error(
                 node.pos,
-                "",
+                &At::ROOT,
                 "a `kind: secret` document needs a `name`",
                 None,
             );

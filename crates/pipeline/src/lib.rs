@@ -33,7 +33,7 @@ pub use plan::{Plan, PlanStep, Stage, StageStatus, StepKind};
 pub use validate::CLONE_STEP;
 pub use yaml::Limits;
 
-use decode::{Decoded, Decoder};
+use decode::{At, Decoded, Decoder};
 use yaml::{Node, Value};
 
 /// A pipeline file's name (as shown in diagnostics) and text.
@@ -50,14 +50,20 @@ pub struct PipelineFile {
     pub dialect: Dialect,
     pub pipelines: Vec<Pipeline>,
     pub secrets: Vec<SecretDocument>,
-    /// The YAML each pipeline came from, kept to decode it again with a build's variables;
-    /// `None` where it holds no `$`, so substitution cannot change it.
-    nodes: Vec<Option<Node>>,
+    /// The file's documents, kept to decode a pipeline again with a build's variables.
+    documents: Vec<Node>,
+    /// For each pipeline, its document, if that holds a `$` (else substitution cannot change
+    /// it and the pipeline is used as it is).
+    substitutable: Vec<Option<usize>>,
 }
 
 impl PipelineFile {
     fn substitutable_node(&self, index: usize) -> Option<&Node> {
-        self.nodes.get(index).and_then(Option::as_ref)
+        self.substitutable
+            .get(index)
+            .copied()
+            .flatten()
+            .and_then(|d| self.documents.get(d))
     }
 }
 
@@ -177,17 +183,17 @@ fn parse_file(
     };
     let mut decoder = Decoder::new(source.name, dialect, None);
     let mut decoded = Decoded::default();
-    let mut nodes = Vec::new();
+    let mut substitutable = Vec::new();
     match dialect {
         Dialect::Gantry => {
             for (i, doc) in docs.iter().enumerate() {
                 match doc_kind(doc) {
                     Some("pipeline") | None if doc.get("steps").is_some() || doc_kind(doc).is_some() => {
                         if doc_kind(doc).is_none() {
-                            decoder.warn(doc.pos, "", "document has no `kind`: read as `kind: pipeline`", Some("add `kind: pipeline`"));
+                            decoder.warn(doc.pos, &At::ROOT, "document has no `kind`: read as `kind: pipeline`", Some("add `kind: pipeline`"));
                         }
                         if let Some(p) = decoder.drone_pipeline(doc, decoded.pipelines.len()) {
-                            nodes.push(has_dollar(doc).then(|| doc.clone()));
+                            substitutable.push(has_dollar(doc).then_some(i));
                             decoded.pipelines.push(p);
                         }
                     }
@@ -195,15 +201,15 @@ fn parse_file(
                     Some("signature") => {}
                     Some("template") => decoder.error(
                         doc.pos,
-                        "kind",
+                        &At::ROOT.key("kind"),
                         "`kind: template` documents are not supported",
                         Some("write the pipeline out in full; gantry does not expand Drone templates"),
                     ),
                     Some(other) => {
                         let other = other.to_owned();
-                        decoder.error(doc.pos, "kind", format!("unknown kind `{other}`"), Some("use `kind: pipeline`, `secret` or `signature`"))
+                        decoder.error(doc.pos, &At::ROOT.key("kind"), format!("unknown kind `{other}`"), Some("use `kind: pipeline`, `secret` or `signature`"))
                     }
-                    None => decoder.error(doc.pos, "", format!("document {} has no `kind`", i + 1), Some("add `kind: pipeline`")),
+                    None => decoder.error(doc.pos, &At::ROOT, format!("document {} has no `kind`", i + 1), Some("add `kind: pipeline`")),
                 }
             }
         }
@@ -211,7 +217,7 @@ fn parse_file(
             if docs.len() > 1 {
                 decoder.error(
                     docs[1].pos,
-                    "",
+                    &At::ROOT,
                     "a Drone 0.8 or Woodpecker file holds one document",
                     Some("split the workflows into files of a `.woodpecker/` folder"),
                 );
@@ -219,7 +225,7 @@ fn parse_file(
             if let Some(doc) = docs.first() {
                 let name = workflow_name(source.name, dialect);
                 if let Some(p) = decoder.pipeline(doc, 0, &name) {
-                    nodes.push(has_dollar(doc).then(|| doc.clone()));
+                    substitutable.push(has_dollar(doc).then_some(0));
                     decoded.pipelines.push(p);
                 }
             }
@@ -228,7 +234,7 @@ fn parse_file(
     if decoded.pipelines.is_empty() && !decoder.diags.has_errors() {
         decoder.error(
             Pos::new(1, 1),
-            "",
+            &At::ROOT,
             "the file defines no pipeline",
             Some("add a `kind: pipeline` document with `steps:`"),
         );
@@ -239,7 +245,8 @@ fn parse_file(
         dialect,
         pipelines: decoded.pipelines,
         secrets: decoded.secrets,
-        nodes,
+        documents: docs,
+        substitutable,
     })
 }
 

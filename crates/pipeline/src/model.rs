@@ -223,7 +223,7 @@ pub struct Step {
     pub detach: bool,
     pub privileged: Spanned<bool>,
     pub mounts: Vec<StepMount>,
-    pub network_mode: Option<String>,
+    pub network_mode: Option<Spanned<String>>,
     pub user: Option<String>,
     pub shell: Option<String>,
     pub working_dir: Option<String>,

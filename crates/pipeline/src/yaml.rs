@@ -196,6 +196,8 @@ enum Frame {
 
 struct Builder<'l> {
     limits: &'l Limits,
+    /// Whether some `- <<: *list` left a splice marker to flatten.
+    spliced: bool,
     anchors: HashMap<usize, Anchored>,
     stack: Vec<Frame>,
     nodes: usize,
@@ -206,6 +208,7 @@ impl<'l> Builder<'l> {
     fn new(limits: &'l Limits) -> Self {
         Self {
             limits,
+            spliced: false,
             anchors: HashMap::new(),
             stack: Vec::new(),
             nodes: 0,
@@ -340,6 +343,9 @@ impl<'l> Builder<'l> {
                 _ => {}
             }
         }
+        if self.spliced {
+            self.out.documents.iter_mut().for_each(splice);
+        }
         Ok(self.out)
     }
 
@@ -451,6 +457,7 @@ impl<'l> Builder<'l> {
             && let Value::Seq(items) = &v.value
             && items.iter().any(|i| !matches!(i.value, Value::Map(_)))
         {
+            self.spliced = true;
             return Ok(Node {
                 pos,
                 value: Value::Seq(vec![Node {
@@ -507,36 +514,50 @@ impl<'l> Builder<'l> {
     }
 
     /// A key given twice keeps its first value, as most YAML readers do, with a warning.
-    fn dedup(&mut self, entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
-        if entries.len() < 2 {
-            return entries;
-        }
-        let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(entries.len());
-        let mut duplicates = Vec::new();
-        for (i, (k, _)) in entries.iter().enumerate() {
-            let name = k.as_str().unwrap_or_default();
-            if let Some(first) = seen.get(name) {
-                duplicates.push(i);
-                self.out.warnings.push(YamlWarning {
-                    pos: k.pos,
-                    message: format!(
-                        "key `{name}` is given twice in this mapping (first at line {}); this one is ignored",
-                        first.line
-                    ),
-                });
-            } else {
-                seen.insert(name, k.pos);
+    fn dedup(&mut self, mut entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+        // Pipeline mappings are small: comparing pairs beats hashing until they are not.
+        let duplicate_of = |entries: &[(Node, Node)], i: usize| -> Option<usize> {
+            let name = entries[i].0.as_str();
+            entries[..i].iter().position(|(k, _)| k.as_str() == name)
+        };
+        let duplicates: Vec<(usize, usize)> = if entries.len() <= 32 {
+            (1..entries.len())
+                .filter_map(|i| duplicate_of(&entries, i).map(|first| (i, first)))
+                .collect()
+        } else {
+            let mut seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+            let mut found = Vec::new();
+            for (i, (k, _)) in entries.iter().enumerate() {
+                let name = k.as_str().unwrap_or_default();
+                match seen.get(name) {
+                    Some(&first) => found.push((i, first)),
+                    None => {
+                        seen.insert(name, i);
+                    }
+                }
             }
-        }
+            found
+        };
         if duplicates.is_empty() {
             return entries;
         }
+        for &(i, first) in &duplicates {
+            let name = entries[i].0.as_str().unwrap_or_default();
+            self.out.warnings.push(YamlWarning {
+                pos: entries[i].0.pos,
+                message: format!(
+                    "key `{name}` is given twice in this mapping (first at line {}); this one is ignored",
+                    entries[first].0.pos.line
+                ),
+            });
+        }
+        let mut index = 0;
+        entries.retain(|_| {
+            let keep = !duplicates.iter().any(|(i, _)| *i == index);
+            index += 1;
+            keep
+        });
         entries
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !duplicates.contains(i))
-            .map(|(_, e)| e)
-            .collect()
     }
 }
 
@@ -578,16 +599,9 @@ fn is_splice(node: &Node) -> bool {
     matches!(&node.value, Value::Seq(inner) if inner.len() == 1 && inner[0].pos == SPLICE)
 }
 
-impl Documents {
-    fn finish(mut self) -> Self {
-        self.documents.iter_mut().for_each(splice);
-        self
-    }
-}
-
-/// Parses and applies sequence splices; the entry point the rest of the crate uses.
+/// Reads every document of `text`, within `limits`.
 pub fn read(text: &str, limits: &Limits) -> Result<Documents, YamlError> {
-    parse(text, limits).map(Documents::finish)
+    parse(text, limits)
 }
 
 #[cfg(test)]

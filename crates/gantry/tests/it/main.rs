@@ -1,1 +1,4 @@
+//! Integration tests of the `gantry` binary, and the repository's tidy checks.
 
+mod cli;
+mod tidy;

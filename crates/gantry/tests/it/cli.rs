@@ -1,0 +1,291 @@
+//! `gantry lint` and `gantry plan` as a user runs them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use gantry_test_support::{TempDir, pipeline_fixtures, repo_root};
+
+fn gantry(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run the gantry binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const VALID: &str = "kind: pipeline
+name: ci
+steps:
+  - name: test
+    image: alpine
+    commands: [make test]
+";
+
+#[test]
+fn lint_passes_valid_files_and_prints_warnings() {
+    let dir = TempDir::new("lint");
+    dir.write(
+        ".gantry.yml",
+        &VALID.replace("  - name: test\n", "  - name: test\n    imagee: x\n"),
+    );
+    let out = gantry(&["lint", ".gantry.yml"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(".gantry.yml:5:5: warning: unknown key `imagee`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            ".gantry.yml: ok: gantry (Drone 1.x), 1 pipeline(s), 1 step(s), 1 warning(s)"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn lint_fails_when_any_file_has_errors() {
+    let dir = TempDir::new("lint");
+    dir.write("good.yml", VALID);
+    dir.write(
+        "bad.yml",
+        &VALID.replace("    image: alpine\n", "    depends_on: [nope]\n"),
+    );
+    let out = gantry(&["lint", "good.yml", "bad.yml", "missing.yml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("good.yml: ok"), "{stdout}");
+    assert!(
+        stdout.contains("bad.yml:4:5: error: step `test` has no image"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bad.yml:5:18: error: depends_on names an unknown step `nope`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bad.yml: invalid: gantry (Drone 1.x), 2 error(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("missing.yml: error: while reading missing.yml"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn lint_accepts_every_shared_fixture() {
+    let dir = TempDir::new("fixtures");
+    let names: Vec<String> = pipeline_fixtures()
+        .into_iter()
+        .map(|(name, text)| {
+            dir.write(&name, &text);
+            name
+        })
+        .collect();
+    let mut args = vec!["lint", "--quiet"];
+    args.extend(names.iter().map(String::as_str));
+    let out = gantry(&args, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains(": error:"));
+}
+
+#[test]
+fn the_example_file_lints_clean_and_plans() {
+    let root = repo_root();
+    let out = gantry(&["lint", "pipelines.example.yml"], &root);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stdout),
+        "pipelines.example.yml: ok: gantry (Drone 1.x), 6 pipeline(s), 13 step(s), 0 warning(s)\n"
+    );
+    let out = gantry(&["plan", "pipelines.example.yml", "--trusted"], &root);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("▶ stage test\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let dir = TempDir::new("plan");
+    dir.write(
+        ".drone.yml",
+        "kind: pipeline
+name: build
+steps:
+  - {name: test, image: alpine, commands: [make]}
+  - {name: release, image: alpine, commands: [make release], when: {event: [tag]}}
+---
+kind: pipeline
+name: docs
+depends_on: [build]
+trigger: {branch: [gh-pages]}
+steps:
+  - {name: publish, image: alpine, commands: [make docs]}
+",
+    );
+    let out = gantry(
+        &[
+            "plan",
+            ".drone.yml",
+            "--event",
+            "push",
+            "--branch",
+            "main",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let summary: Vec<serde_json::Value> = plan["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|stage| {
+            serde_json::json!({
+                "name": stage["name"], "run": stage["run"], "reason": stage["reason"], "depends_on": stage["depends_on"],
+                "steps": stage["steps"].as_array().expect("steps").iter().map(|s| serde_json::json!({
+                    "name": s["name"], "run": s["run"], "reason": s["reason"], "depends_on": s["depends_on"],
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    assert_eq!(
+        serde_json::Value::Array(summary),
+        serde_json::json!([
+            {"name": "build", "run": true, "reason": null, "depends_on": [], "steps": [
+                {"name": "clone", "run": true, "reason": null, "depends_on": []},
+                {"name": "test", "run": true, "reason": null, "depends_on": ["clone"]},
+                {"name": "release", "run": false, "reason": "event `push` does not match [`tag`]", "depends_on": ["test"]},
+            ]},
+            {"name": "docs", "run": false, "reason": "branch `main` does not match [`gh-pages`]", "depends_on": ["build"], "steps": [
+                {"name": "clone", "run": false, "reason": "the stage does not run", "depends_on": []},
+                {"name": "publish", "run": false, "reason": "the stage does not run", "depends_on": ["clone"]},
+            ]},
+        ])
+    );
+}
+
+#[test]
+fn plan_takes_every_context_flag() {
+    let dir = TempDir::new("plan");
+    dir.write(
+        ".gantry.yml",
+        "kind: pipeline
+name: ci
+steps:
+  - {name: pr, image: alpine, commands: [x], when: {event: pull_request, branch: main, action: opened, ref: 'refs/pull/*/head'}}
+  - {name: tag, image: alpine, commands: [x], when: {event: tag, ref: 'refs/tags/v*'}}
+  - {name: deploy, image: alpine, commands: ['echo ${DRONE_DEPLOY_TO} ${VERSION}'], when: {event: promote, target: production}}
+  - {name: nightly, image: alpine, commands: [x], when: {event: cron, cron: nightly}}
+  - {name: docs, image: alpine, commands: [x], when: {paths: ['docs/**']}}
+",
+    );
+    let running = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["plan", ".gantry.yml", "--json"];
+        all.extend_from_slice(args);
+        let out = gantry(&all, dir.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        plan["stages"][0]["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|s| s["run"] == true && s["name"] != "clone")
+            .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        running(&[
+            "--event",
+            "pull_request",
+            "--branch",
+            "main",
+            "--pr",
+            "3",
+            "--action",
+            "opened"
+        ]),
+        ["pr", "docs"]
+    );
+    assert_eq!(
+        running(&["--event", "tag", "--tag", "v1.0"]),
+        ["tag", "docs"]
+    );
+    assert_eq!(
+        running(&[
+            "--event",
+            "promote",
+            "--target",
+            "production",
+            "--param",
+            "VERSION=1"
+        ]),
+        ["deploy", "docs"]
+    );
+    assert_eq!(
+        running(&["--event", "cron", "--cron", "nightly"]),
+        ["nightly", "docs"]
+    );
+    assert_eq!(running(&["--changed", "src/main.rs"]), Vec::<String>::new());
+    assert_eq!(running(&["--changed", "docs/index.md"]), ["docs"]);
+}
+
+#[test]
+fn plan_refuses_untrusted_privileges_and_bad_flags() {
+    let dir = TempDir::new("plan");
+    dir.write(
+        ".gantry.yml",
+        &VALID.replace(
+            "    image: alpine\n",
+            "    image: alpine\n    privileged: true\n",
+        ),
+    );
+    let out = gantry(&["plan", ".gantry.yml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(".gantry.yml:6:17: error: step `test` is privileged"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        gantry(&["plan", ".gantry.yml", "--trusted"], dir.path())
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = gantry(&["plan", ".gantry.yml", "--event", "merge"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown event `merge`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn plan_reads_a_woodpecker_folder_as_one_build() {
+    let dir = TempDir::new("woodpecker");
+    dir.write(
+        ".woodpecker/build.yml",
+        "steps:\n  build:\n    image: golang\n    commands: [go build]\n",
+    );
+    dir.write(
+        ".woodpecker/deploy.yml",
+        "depends_on: [build]\nsteps:\n  deploy:\n    image: alpine\n    commands: [./deploy]\n",
+    );
+    let out = gantry(&["plan", ".woodpecker"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "▶ stage build\n    ● clone (clone)\n    ● build (golang) after clone\n▶ stage deploy (after build)\n    ● clone (clone)\n    ● deploy (alpine) after clone\n"
+    );
+}
