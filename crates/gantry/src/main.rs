@@ -24,7 +24,7 @@ enum Command {
     /// Validates pipeline files; exits 0 when every file is valid (warnings are printed).
     Lint(pipeline_cmd::LintArgs),
     /// Prints which stages and steps a build would run, and in what order.
-    Plan(pipeline_cmd::PlanArgs),
+    Plan(Box<pipeline_cmd::PlanArgs>),
 }
 
 fn main() -> ExitCode {

@@ -360,7 +360,7 @@ fn build_stage(
         depends_on: Vec::new(),
         runs_on: pipeline.runs_on,
         file: pipeline.file.clone(),
-        backend: pipeline.kind.clone(),
+        backend: pipeline.kind,
         platform: pipeline.platform.clone(),
         labels: pipeline.labels.clone(),
         matrix: candidate.matrix.clone(),

@@ -618,14 +618,17 @@ impl<'a> Decoder<'a> {
             }
         }
         if let Some(n) = f.get("matrix") {
-            if let Some(mut m) = self.fields(n, &path.key("matrix")) {
-                for (k, v) in m.entries {
-                    let name = k.as_str().unwrap_or_default().to_owned();
-                    if let Some(value) = self.text(v, &path.key("matrix")) {
-                        c.matrix.insert(name, value);
+            let at = path.key("matrix");
+            match n.as_map() {
+                Some(entries) => {
+                    for (k, v) in entries {
+                        let axis = k.as_str().unwrap_or_default();
+                        if let Some(value) = self.text(v, &at.key(axis)) {
+                            c.matrix.insert(axis.to_owned(), value);
+                        }
                     }
                 }
-                m.used.iter_mut().for_each(|u| *u = true);
+                None => self.expected(n, &at, "a mapping of matrix axes to values"),
             }
         }
         if let Some(n) = f.get("evaluate") {
