@@ -43,11 +43,7 @@ pub fn generated_pipeline(steps: usize) -> String {
             let _ = write!(out, "    when:\n      status: [failure]\n");
         }
         if i > 0 {
-            let _ = writeln!(
-                out,
-                "    depends_on: [step-{}]",
-                i - 1 - (i % 4).min(i - 1)
-            );
+            let _ = writeln!(out, "    depends_on: [step-{}]", i - 1 - (i % 4).min(i - 1));
         }
     }
     out
