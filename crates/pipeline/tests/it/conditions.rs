@@ -3,7 +3,7 @@
 
 use gantry_pipeline::{Context, Event};
 
-use crate::support::{pipeline, plan, push, started};
+use crate::support::{edges, pipeline, plan, push, started};
 
 const DEFAULT: &str = "
   - name: a
@@ -532,16 +532,7 @@ fn graph_steps_start_when_their_own_parents_are_done() {
 ",
     );
     let plan = plan(&yaml, &push());
-    let edges: Vec<(&str, Vec<&str>)> = plan.stages[0]
-        .steps
-        .iter()
-        .map(|s| {
-            (
-                s.name.as_str(),
-                s.depends_on.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
+    let edges = edges(&plan.stages[0]);
     assert_eq!(
         edges,
         vec![
@@ -557,10 +548,9 @@ fn graph_steps_start_when_their_own_parents_are_done() {
 #[test]
 fn sequential_steps_each_wait_for_the_previous() {
     let plan = plan(&with_when("      event: push"), &push());
-    let edges: Vec<Vec<&str>> = plan.stages[0]
-        .steps
-        .iter()
-        .map(|s| s.depends_on.iter().map(String::as_str).collect())
+    let edges: Vec<Vec<&str>> = edges(&plan.stages[0])
+        .into_iter()
+        .map(|(_, deps)| deps)
         .collect();
     assert_eq!(edges, vec![vec![], vec!["clone"], vec!["a"], vec!["b"]]);
 }

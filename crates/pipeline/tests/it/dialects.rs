@@ -5,7 +5,7 @@ use gantry_pipeline::{
     CompileError, Dialect, Limits, Source, StepKind, compile, parse, parse_files,
 };
 
-use crate::support::{pipeline, plan, push};
+use crate::support::{edges, pipeline, plan, push};
 
 #[test]
 fn drone_documents_signature_secret_and_end_markers() {
@@ -90,16 +90,7 @@ services:
     assert_eq!(config.files[0].dialect, Dialect::DroneLegacy);
     let plan = compile(&config, &push()).expect("plans");
     let stage = &plan.stages[0];
-    let order: Vec<(&str, Vec<&str>)> = stage
-        .steps
-        .iter()
-        .map(|s| {
-            (
-                s.name.as_str(),
-                s.depends_on.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
+    let order = edges(stage);
     assert_eq!(
         order,
         vec![

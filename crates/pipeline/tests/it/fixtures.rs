@@ -1,8 +1,10 @@
 //! Every real-world pipeline file in the shared fixtures lints without errors and plans for a
 //! push to its default branch.
 
-use gantry_pipeline::{CompileError, Context, Limits, Source, compile, parse_files};
-use gantry_test_support::{fixture_upstream_path, pipeline_fixtures};
+use gantry_pipeline::{CompileError, Context, compile};
+use gantry_test_support::pipeline_fixtures;
+
+use crate::support::parse_fixture;
 
 fn push_to(branch: &str, trusted: bool) -> Context {
     let mut ctx = Context::push("acme/app", branch);
@@ -15,14 +17,7 @@ fn push_to(branch: &str, trusted: bool) -> Context {
 fn every_fixture_lints_and_plans() {
     let mut failures = Vec::new();
     for (file, text) in pipeline_fixtures() {
-        let name = fixture_upstream_path(&file);
-        let parsed = parse_files(
-            &[Source {
-                name: &name,
-                text: &text,
-            }],
-            &Limits::default(),
-        );
+        let parsed = parse_fixture(&file, &text);
         if parsed.diagnostics.has_errors() {
             failures.push(format!("{file}:\n{}", parsed.diagnostics));
             continue;
@@ -48,14 +43,7 @@ fn every_fixture_lints_and_plans() {
 fn fixtures_cover_every_dialect() {
     let mut seen = std::collections::BTreeSet::new();
     for (file, text) in pipeline_fixtures() {
-        let name = fixture_upstream_path(&file);
-        let parsed = parse_files(
-            &[Source {
-                name: &name,
-                text: &text,
-            }],
-            &Limits::default(),
-        );
+        let parsed = parse_fixture(&file, &text);
         for (_, dialect) in parsed.dialects {
             seen.insert(format!("{:?}", dialect.expect("known dialect")));
         }

@@ -1,7 +1,9 @@
 //! Snapshots of the plans of representative files: what runs, in what order, and why not.
 
-use gantry_pipeline::{Context, Event, Limits, Source, compile, parse_files};
-use gantry_test_support::{fixture_upstream_path, pipeline_fixtures};
+use gantry_pipeline::{Context, Event, compile};
+use gantry_test_support::pipeline_fixtures;
+
+use crate::support::parse_fixture;
 
 fn fixture(name: &str) -> (String, String) {
     pipeline_fixtures()
@@ -12,14 +14,7 @@ fn fixture(name: &str) -> (String, String) {
 
 fn plan_text(file: &str, ctx: &Context) -> String {
     let (name, text) = fixture(file);
-    let upstream = fixture_upstream_path(&name);
-    let parsed = parse_files(
-        &[Source {
-            name: &upstream,
-            text: &text,
-        }],
-        &Limits::default(),
-    );
+    let parsed = parse_fixture(&name, &text);
     let config = parsed
         .config
         .unwrap_or_else(|| panic!("{}", parsed.diagnostics));
@@ -104,13 +99,7 @@ fn gotosocial_cron() {
 #[test]
 fn full_json_of_a_small_plan() {
     let (name, text) = fixture("drone__drone-cli__.drone.yml");
-    let parsed = parse_files(
-        &[Source {
-            name: &fixture_upstream_path(&name),
-            text: &text,
-        }],
-        &Limits::default(),
-    );
+    let parsed = parse_fixture(&name, &text);
     let config = parsed.config.expect("valid");
     let mut ctx = push("master");
     ctx.commit = "0123456789abcdef0123456789abcdef01234567".into();

@@ -1,6 +1,10 @@
 //! Helpers shared by the modules of this test binary.
 
-use gantry_pipeline::{Context, Plan, Stage, StageStatus, StepKind, compile, parse};
+use gantry_pipeline::{
+    Context, Limits, Parsed, Plan, Source, Stage, StageStatus, StepKind, compile, parse,
+    parse_files,
+};
+use gantry_test_support::fixture_upstream_path;
 
 /// Parses and compiles `yaml` for `ctx`, failing the test with every diagnostic if invalid.
 pub fn plan(yaml: &str, ctx: &Context) -> Plan {
@@ -46,4 +50,24 @@ pub fn started(yaml: &str, ctx: &Context, failing: &[&str]) -> Vec<String> {
 /// Builds a single-pipeline file from step bodies written as YAML list items.
 pub fn pipeline(steps: &str) -> String {
     format!("kind: pipeline\nname: ci\nsteps:\n{steps}")
+}
+
+/// Each step of a stage with the steps it depends on, in plan order.
+pub fn edges(stage: &Stage) -> Vec<(&str, Vec<&str>)> {
+    stage
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.depends_on.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Parses a shared fixture under the path it has in its repository.
+pub fn parse_fixture(file: &str, text: &str) -> Parsed {
+    let name = fixture_upstream_path(file);
+    parse_files(&[Source { name: &name, text }], &Limits::default())
 }
