@@ -40,6 +40,9 @@ pub struct PlanArgs {
     /// Pull request number.
     #[arg(long)]
     pub pr: Option<u64>,
+    /// A label of the pull request; repeat for several.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// Event action, e.g. `opened`, `synchronize`, `closed`.
     #[arg(long)]
     pub action: Option<String>,
@@ -175,6 +178,7 @@ fn context(args: &PlanArgs) -> anyhow::Result<Context> {
     ctx.action = args.action.clone();
     ctx.tag = args.tag.clone();
     ctx.pull_request = args.pr;
+    ctx.pull_request_labels = args.labels.clone();
     ctx.deploy_target = args.target.clone();
     ctx.cron = args.cron.clone();
     ctx.changed_files = args.changed.clone();

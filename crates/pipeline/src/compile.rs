@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::conditions::{Scope, StageFacts, evaluate};
+use crate::conditions::{Scope, Skip, StageFacts, evaluate};
 use crate::context::Context;
 use crate::decode::Decoder;
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity};
@@ -61,6 +61,42 @@ struct Candidate<'c> {
     dialect: Dialect,
     matrix: BTreeMap<String, String>,
     name: String,
+    /// Every variable of the stage: the build's, the stage's, the pipeline's `environment`
+    /// and the matrix axes.
+    environment: BTreeMap<String, String>,
+    secrets: Vec<SecretEnv>,
+}
+
+impl Candidate<'_> {
+    fn facts(&self) -> StageFacts<'_> {
+        StageFacts {
+            platform: &self.pipeline.platform,
+            matrix: &self.matrix,
+            variables: &self.environment,
+        }
+    }
+}
+
+/// Turns a condition verdict into run/skip, collecting conditions that cannot be decided.
+fn decide(
+    verdict: Result<StatusFilter, Skip>,
+    file: &str,
+    invalid: &mut Diagnostics,
+) -> Result<StatusFilter, String> {
+    verdict.map_err(|skip| match skip {
+        Skip::Because(reason) => reason,
+        Skip::Invalid { pos, message } => {
+            invalid.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.to_owned(),
+                pos,
+                path: String::new(),
+                message: message.clone(),
+                hint: None,
+            });
+            message
+        }
+    })
 }
 
 pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
@@ -82,19 +118,22 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
                         matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("{} ({})", pipeline.name.value, axes.join(", "))
                 };
+                let number = u32::try_from(candidates.len() + 1).unwrap_or(u32::MAX);
+                let workspace = workspace_path(&concrete);
+                let mut environment = vars.clone();
+                environment.extend(stage_variables(&name, number, &workspace, &matrix));
+                let mut secrets = Vec::new();
+                apply_env(&concrete.environment, &mut environment, &mut secrets);
                 candidates.push(Candidate {
                     pipeline: concrete,
                     dialect: file.dialect,
                     matrix,
                     name,
+                    environment,
+                    secrets,
                 });
             }
         }
-    }
-    if invalid.has_errors() {
-        return Err(CompileError::Invalid(Diagnostics(
-            invalid.errors().cloned().collect(),
-        )));
     }
 
     // Which stages run, and on what they depend (through skipped ones).
@@ -118,11 +157,8 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     let verdicts: Vec<Result<StatusFilter, String>> = candidates
         .iter()
         .map(|c| {
-            let facts = StageFacts {
-                platform: &c.pipeline.platform,
-                matrix: &c.matrix,
-            };
-            evaluate(&c.pipeline.trigger, ctx, facts, Scope::Pipeline)
+            let verdict = evaluate(&c.pipeline.trigger, ctx, c.facts(), Scope::Pipeline);
+            decide(verdict, &c.pipeline.file, &mut invalid)
         })
         .collect();
     let order = topological_order(&parents).unwrap_or_else(|_| (0..candidates.len()).collect());
@@ -145,7 +181,7 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     let mut stages = Vec::with_capacity(candidates.len());
     for (i, candidate) in candidates.iter().enumerate() {
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        let mut stage = build_stage(candidate, number, ctx, &vars);
+        let mut stage = build_stage(candidate, number, ctx, &mut invalid);
         match &verdicts[i] {
             Ok(filter) => {
                 stage.runs_on = if candidate.dialect == Dialect::Woodpecker {
@@ -176,6 +212,11 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
             }
         }
         stages.push(stage);
+    }
+    if invalid.has_errors() {
+        return Err(CompileError::Invalid(Diagnostics(
+            invalid.errors().cloned().collect(),
+        )));
     }
     if refused.has_errors() {
         return Err(CompileError::Untrusted(refused));
@@ -232,24 +273,11 @@ fn build_stage(
     candidate: &Candidate<'_>,
     number: u32,
     ctx: &Context,
-    vars: &BTreeMap<String, String>,
+    invalid: &mut Diagnostics,
 ) -> Stage {
     let pipeline = &*candidate.pipeline;
     let workspace = workspace_path(pipeline);
-    let mut environment = vars.clone();
-    environment.extend(stage_variables(
-        &candidate.name,
-        number,
-        &workspace,
-        &candidate.matrix,
-    ));
-    let mut secrets = Vec::new();
-    apply_env(&pipeline.environment, &mut environment, &mut secrets);
-
-    let facts = StageFacts {
-        platform: &pipeline.platform,
-        matrix: &candidate.matrix,
-    };
+    let facts = candidate.facts();
     let mut volumes = pipeline.volumes.clone();
     // Woodpecker and Drone 0.8 name volumes in the step only: they live as long as the stage.
     for step in pipeline.steps.iter().chain(&pipeline.services) {
@@ -320,7 +348,11 @@ fn build_stage(
         if clone.is_some() && (explicit_clone || depends_on.is_empty()) {
             depends_on.insert(0, CLONE_STEP.to_owned());
         }
-        let verdict = evaluate(&step.when, ctx, facts, Scope::Step);
+        let verdict = decide(
+            evaluate(&step.when, ctx, facts, Scope::Step),
+            &pipeline.file,
+            invalid,
+        );
         steps.push(plan_step(
             step,
             number_next,
@@ -336,8 +368,12 @@ fn build_stage(
         .services
         .iter()
         .map(|service| {
-            let verdict =
-                evaluate(&service.when, ctx, facts, Scope::Step).map(|_| StatusFilter::ALWAYS);
+            let verdict = decide(
+                evaluate(&service.when, ctx, facts, Scope::Step),
+                &pipeline.file,
+                invalid,
+            )
+            .map(|_| StatusFilter::ALWAYS);
             let s = plan_step(
                 service,
                 number_next,
@@ -366,8 +402,8 @@ fn build_stage(
         matrix: candidate.matrix.clone(),
         workspace,
         clone,
-        environment,
-        secrets,
+        environment: candidate.environment.clone(),
+        secrets: candidate.secrets.clone(),
         volumes,
         services,
         steps,

@@ -10,16 +10,29 @@
 //! `pull_request` together with an `action` condition naming `closed`). Inside a pipeline that
 //! asked for them, steps follow the usual rules.
 
+use std::collections::BTreeMap;
+
 use crate::context::{Context, Event};
+use crate::diag::Pos;
 use crate::glob::{Mode, glob_match};
 use crate::model::{Conditions, Constraint, PathConstraint, Platform, StatusFilter};
-use std::collections::BTreeMap;
 
 /// What a condition is evaluated against besides the build: the stage's own facts.
 #[derive(Debug, Clone, Copy)]
 pub struct StageFacts<'a> {
     pub platform: &'a Platform,
     pub matrix: &'a BTreeMap<String, String>,
+    /// The stage's variables, for `evaluate` expressions.
+    pub variables: &'a BTreeMap<String, String>,
+}
+
+/// Why conditions do not let something run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// A condition does not hold; the text says which and why.
+    Because(String),
+    /// A condition cannot be decided (an `evaluate` expression failed): the build is in error.
+    Invalid { pos: Pos, message: String },
 }
 
 impl Constraint {
@@ -71,7 +84,35 @@ fn normalize_action(name: &str) -> &str {
 
 impl Conditions {
     /// Every key but `status`; `Err` carries why it does not hold, for the plan's `reason`.
-    pub fn check(&self, ctx: &Context, stage: StageFacts<'_>, scope: Scope) -> Result<(), String> {
+    pub fn check(&self, ctx: &Context, stage: StageFacts<'_>, scope: Scope) -> Result<(), Skip> {
+        self.check_static(ctx, stage, scope)
+            .map_err(Skip::Because)?;
+        if let Some(expression) = &self.evaluate {
+            match crate::expr::evaluate(&expression.value, stage.variables) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Skip::Because(format!(
+                        "`evaluate: {}` is false",
+                        expression.value
+                    )));
+                }
+                Err(e) => {
+                    return Err(Skip::Invalid {
+                        pos: expression.pos,
+                        message: format!("`evaluate` failed: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_static(
+        &self,
+        ctx: &Context,
+        stage: StageFacts<'_>,
+        scope: Scope,
+    ) -> Result<(), String> {
         self.check_event(ctx, scope)?;
         if !self.branch.is_empty() {
             if matches!(ctx.event, Event::Tag) {
@@ -225,11 +266,11 @@ pub fn evaluate(
     ctx: &Context,
     stage: StageFacts<'_>,
     scope: Scope,
-) -> Result<StatusFilter, String> {
+) -> Result<StatusFilter, Skip> {
     if alternatives.is_empty() {
         return match Conditions::default().check_event(ctx, scope) {
             Ok(()) => Ok(StatusFilter::SUCCESS),
-            Err(reason) => Err(reason),
+            Err(reason) => Err(Skip::Because(reason)),
         };
     }
     let mut filter = StatusFilter::NEVER;
@@ -237,14 +278,17 @@ pub fn evaluate(
     for alternative in alternatives {
         match alternative.check(ctx, stage, scope) {
             Ok(()) => filter = filter.union(alternative.status_filter()),
-            Err(reason) => reasons.push(reason),
+            Err(Skip::Because(reason)) => reasons.push(reason),
+            Err(invalid) => return Err(invalid),
         }
     }
     if filter == StatusFilter::NEVER {
         if reasons.is_empty() {
-            return Err("its `status` condition allows neither success nor failure".to_owned());
+            return Err(Skip::Because(
+                "its `status` condition allows neither success nor failure".to_owned(),
+            ));
         }
-        return Err(reasons.join("; or "));
+        return Err(Skip::Because(reasons.join("; or ")));
     }
     Ok(filter)
 }

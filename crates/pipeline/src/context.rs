@@ -125,6 +125,8 @@ pub struct Context {
     pub author_email: String,
     pub pull_request: Option<u64>,
     pub pull_request_title: Option<String>,
+    /// Labels of the pull request (`CI_COMMIT_PULL_REQUEST_LABELS`, comma-joined).
+    pub pull_request_labels: Vec<String>,
     /// The pull request's base branch (what `branch` conditions compare for pull requests).
     pub target_branch: Option<String>,
     pub deploy_target: Option<String>,
@@ -163,6 +165,7 @@ impl Context {
             author_email: String::new(),
             pull_request: None,
             pull_request_title: None,
+            pull_request_labels: Vec::new(),
             target_branch: None,
             deploy_target: None,
             cron: None,

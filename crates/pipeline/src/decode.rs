@@ -632,13 +632,14 @@ impl<'a> Decoder<'a> {
             }
         }
         if let Some(n) = f.get("evaluate") {
-            c.evaluate = self.spanned_text(n, &path.key("evaluate"));
-            self.warn(
-                n.pos,
-                &path.key("evaluate"),
-                "`evaluate` expressions are not supported yet: this condition is treated as true",
-                Some("express it with branch/event/ref/path conditions where you can"),
-            );
+            let at = path.key("evaluate");
+            c.evaluate = self.spanned_text(n, &at);
+            if let Some(source) = &c.evaluate
+                && let Err(e) = crate::expr::check(&source.value)
+            {
+                let message = format!("invalid `evaluate` expression: {e}");
+                self.error(n.pos, &at, message, Some("see Woodpecker's documentation of `evaluate`; gantry supports comparisons, `in`, `contains`, `startsWith`, `endsWith`, `matches`, `not`, `&&`, `||`, `len`, `fromJSON`, `any`, `all`, `none`"));
+            }
         }
         self.finish(
             &f,

@@ -63,6 +63,10 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("CI_COMMIT_TARGET_BRANCH", target_branch);
     set("CI_COMMIT_TAG", tag);
     set("CI_COMMIT_PULL_REQUEST", &pr);
+    set(
+        "CI_COMMIT_PULL_REQUEST_LABELS",
+        &ctx.pull_request_labels.join(","),
+    );
     set("CI_COMMIT_MESSAGE", &ctx.message);
     set("CI_COMMIT_AUTHOR", &ctx.author);
     set("CI_COMMIT_AUTHOR_EMAIL", &ctx.author_email);

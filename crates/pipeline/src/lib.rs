@@ -18,6 +18,7 @@ mod decode;
 pub mod diag;
 pub mod env;
 pub mod envsubst;
+pub mod expr;
 pub mod glob;
 mod graph;
 pub mod model;

@@ -554,3 +554,62 @@ fn sequential_steps_each_wait_for_the_previous() {
         .collect();
     assert_eq!(edges, vec![vec![], vec!["clone"], vec!["a"], vec!["b"]]);
 }
+
+#[test]
+fn woodpecker_evaluate_expressions() {
+    let yaml = r#"
+steps:
+  publish:
+    image: plugins/docker
+    when:
+      - evaluate: 'CI_COMMIT_PULL_REQUEST_LABELS contains "build_pr_images"'
+  dryrun:
+    image: plugins/docker
+    when:
+      - evaluate: 'not (CI_COMMIT_PULL_REQUEST_LABELS contains "build_pr_images")'
+        event: pull_request
+  release:
+    image: plugins/docker
+    when:
+      event: tag
+      evaluate: '"${CI_COMMIT_TAG}" matches ''^v[0-9]+\.[0-9]+\.[0-9]+$'''
+"#;
+    let mut pr = pull_request("feature", "main");
+    assert_eq!(started(yaml, &pr, &[]), ["dryrun"]);
+    pr.pull_request_labels = vec!["bug".into(), "build_pr_images".into()];
+    assert_eq!(started(yaml, &pr, &[]), ["publish"]);
+    assert_eq!(started(yaml, &tag("v1.2.3"), &[]), ["release"]);
+    assert_eq!(
+        started(yaml, &tag("v1.2.3-rc.1"), &[]),
+        Vec::<String>::new()
+    );
+    let skipped = plan(yaml, &tag("v1.2.3-rc.1"));
+    let reason = skipped.stages[0]
+        .step("release")
+        .and_then(|s| s.reason.clone());
+    assert_eq!(
+        reason.as_deref(),
+        Some(r#"`evaluate: "v1.2.3-rc.1" matches '^v[0-9]+\.[0-9]+\.[0-9]+$'` is false"#)
+    );
+}
+
+#[test]
+fn evaluate_errors_make_the_build_invalid_not_skipped() {
+    let yaml = "steps:\n  a:\n    image: alpine\n    when:\n      evaluate: 'fromJSON(CI_COMMIT_MESSAGE) == nil'\n";
+    let config = gantry_pipeline::parse(".woodpecker.yml", yaml)
+        .config
+        .expect("valid syntax");
+    let mut ctx = push();
+    ctx.message = "not json".into();
+    let err = gantry_pipeline::compile(&config, &ctx).expect_err("cannot decide");
+    let text = err.to_string();
+    assert!(
+        text.contains(".woodpecker.yml:5:17: error: `evaluate` failed: fromJSON:"),
+        "{text}"
+    );
+    let lint = gantry_pipeline::lint(".woodpecker.yml", &yaml.replace("== nil", "=="));
+    assert!(
+        lint.to_string().starts_with(".woodpecker.yml:5:17: error: invalid `evaluate` expression: the expression ends too early"),
+        "{lint}"
+    );
+}
