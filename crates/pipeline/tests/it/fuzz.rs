@@ -71,6 +71,11 @@ const TOKENS: &[&str] = &[
     "matrix:\n  A: [1,2]\n",
     "steps:\n",
     "pipeline:\n",
+    "when:\n  evaluate: '",
+    "any(fromJSON(X), { # startsWith \"a\" })",
+    " matches '(a+)+$'",
+    " && not (",
+    "$env",
 ];
 
 fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
