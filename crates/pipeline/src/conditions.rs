@@ -247,6 +247,37 @@ fn describe_paths(p: &PathConstraint) -> String {
     })
 }
 
+/// Statuses under which something gated by these alternatives may run: the default is
+/// "only while passing"; `status: [failure]` is "only after a failure".
+pub(crate) fn status_filter(alternatives: &[Conditions]) -> StatusFilter {
+    if alternatives.is_empty() {
+        return StatusFilter::SUCCESS;
+    }
+    alternatives
+        .iter()
+        .map(|c| c.status_filter())
+        .fold(StatusFilter::NEVER, StatusFilter::union)
+}
+
+impl Conditions {
+    /// The statuses this block's `status` key allows, success only when it is absent.
+    pub fn status_filter(&self) -> StatusFilter {
+        if self.status.is_empty() {
+            return StatusFilter::SUCCESS;
+        }
+        let allows = |s: &str| {
+            let included =
+                self.status.include.is_empty() || self.status.include.iter().any(|p| p == s);
+            let excluded = self.status.exclude.iter().any(|p| p == s);
+            included && !excluded
+        };
+        StatusFilter {
+            success: allows("success"),
+            failure: allows("failure"),
+        }
+    }
+}
+
 /// What the conditions gate: a whole pipeline (`trigger`) or a step (`when`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {

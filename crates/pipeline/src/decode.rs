@@ -1561,7 +1561,7 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("trigger") {
             pipeline.trigger = self.conditions(n, &root.key("trigger"));
-            pipeline.runs_on = status_filter(&pipeline.trigger);
+            pipeline.runs_on = crate::conditions::status_filter(&pipeline.trigger);
         }
         if let Some(n) = f.get("depends_on") {
             pipeline.depends_on = self.spanned_texts(n, &root.key("depends_on"));
@@ -1703,7 +1703,7 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("runs_on") {
             let runs_on = self.constraint(n, &At::ROOT.key("runs_on"));
-            pipeline.runs_on = status_filter(&[Conditions {
+            pipeline.runs_on = crate::conditions::status_filter(&[Conditions {
                 status: runs_on,
                 ..Conditions::default()
             }]);
@@ -1812,37 +1812,6 @@ fn misplaced_key_hint(name: &str, known: &[&str]) -> Option<&'static str> {
             Some("Drone 1.x files filter branches with `trigger: {branch: [...]}`")
         }
         _ => None,
-    }
-}
-
-/// Statuses under which something gated by these alternatives may run: the default is
-/// "only while passing"; `status: [failure]` is "only after a failure".
-pub(crate) fn status_filter(alternatives: &[Conditions]) -> StatusFilter {
-    if alternatives.is_empty() {
-        return StatusFilter::SUCCESS;
-    }
-    alternatives
-        .iter()
-        .map(|c| c.status_filter())
-        .fold(StatusFilter::NEVER, StatusFilter::union)
-}
-
-impl Conditions {
-    /// The statuses this block's `status` key allows, success only when it is absent.
-    pub fn status_filter(&self) -> StatusFilter {
-        if self.status.is_empty() {
-            return StatusFilter::SUCCESS;
-        }
-        let allows = |s: &str| {
-            let included =
-                self.status.include.is_empty() || self.status.include.iter().any(|p| p == s);
-            let excluded = self.status.exclude.iter().any(|p| p == s);
-            included && !excluded
-        };
-        StatusFilter {
-            success: allows("success"),
-            failure: allows("failure"),
-        }
     }
 }
 

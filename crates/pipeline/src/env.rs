@@ -130,17 +130,69 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("DRONE_BUILD_LINK", &ctx.link);
     set("DRONE_BUILD_CREATED", &created);
     set("DRONE_SYSTEM_HOST", &ctx.instance);
-    if let Some(semver) = tag
-        .strip_prefix('v')
-        .or(Some(tag))
-        .filter(|t| !t.is_empty())
-    {
-        set("DRONE_SEMVER", semver);
+    if let Some(version) = Semver::parse(tag) {
+        set("DRONE_SEMVER", &version.full);
+        set(
+            "DRONE_SEMVER_SHORT",
+            &format!("{}.{}.{}", version.major, version.minor, version.patch),
+        );
+        set("DRONE_SEMVER_MAJOR", &version.major);
+        set("DRONE_SEMVER_MINOR", &version.minor);
+        set("DRONE_SEMVER_PATCH", &version.patch);
+        set("DRONE_SEMVER_PRERELEASE", &version.prerelease);
+        set("DRONE_SEMVER_BUILD", &version.build);
     }
     for (k, val) in &ctx.params {
         set(k, val);
     }
     v
+}
+
+/// A tag read as a semantic version (`v1.2.3-rc.1+build.5`), for the `DRONE_SEMVER*`
+/// variables Drone sets only when the tag is one.
+struct Semver {
+    full: String,
+    major: String,
+    minor: String,
+    patch: String,
+    prerelease: String,
+    build: String,
+}
+
+impl Semver {
+    fn parse(tag: &str) -> Option<Self> {
+        let full = tag.strip_prefix('v').unwrap_or(tag);
+        let (rest, build) = full.split_once('+').unwrap_or((full, ""));
+        let (core, prerelease) = rest.split_once('-').unwrap_or((rest, ""));
+        let mut parts = core.split('.');
+        let number = |p: Option<&str>| {
+            p.filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_owned)
+        };
+        let (major, minor, patch) = (
+            number(parts.next())?,
+            number(parts.next())?,
+            number(parts.next())?,
+        );
+        let identifiers_ok = |s: &str| {
+            s.split('.')
+                .all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        };
+        if parts.next().is_some()
+            || (rest.contains('-') && !identifiers_ok(prerelease))
+            || (full.contains('+') && !identifiers_ok(build))
+        {
+            return None;
+        }
+        Some(Self {
+            full: full.to_owned(),
+            major,
+            minor,
+            patch,
+            prerelease: prerelease.to_owned(),
+            build: build.to_owned(),
+        })
+    }
 }
 
 /// Variables that name the stage, for every step of it.
@@ -272,6 +324,23 @@ mod tests {
             s,
             "set -e\n\nprintf '+ %s\\n' 'echo '\\''hi'\\'''\necho 'hi'\n\nprintf '+ %s\\n' 'make test'\nmake test\n"
         );
+    }
+
+    #[test]
+    fn semver_variables_only_for_version_tags() {
+        let mut ctx = Context::push("o/r", "");
+        ctx.event = Event::Tag;
+        ctx.tag = Some("v1.2.3-rc.1+build.5".into());
+        let v = build_variables(&ctx);
+        assert_eq!(v["DRONE_SEMVER"], "1.2.3-rc.1+build.5");
+        assert_eq!(v["DRONE_SEMVER_SHORT"], "1.2.3");
+        assert_eq!(v["DRONE_SEMVER_MAJOR"], "1");
+        assert_eq!(v["DRONE_SEMVER_PRERELEASE"], "rc.1");
+        assert_eq!(v["DRONE_SEMVER_BUILD"], "build.5");
+        for tag in ["release-x", "v1.2", "1.2.3.4", "v1.2.x", "1.2.3-"] {
+            ctx.tag = Some(tag.into());
+            assert!(!build_variables(&ctx).contains_key("DRONE_SEMVER"), "{tag}");
+        }
     }
 
     #[test]

@@ -287,22 +287,22 @@ fn detect(docs: &[Node]) -> Result<Dialect, String> {
         return Ok(Dialect::DroneLegacy);
     }
     if first.get("steps").is_some() {
-        let drone_keys = ["type", "trigger", "name", "node", "platform"];
-        let looks_drone = drone_keys.iter().any(|k| {
-            first
-                .get(k)
-                .is_some_and(|v| !matches!(v.value, Value::Scalar(_)) || *k != "platform")
-        });
+        // A Drone 1.x document that forgot `kind:` still shows its own keys: Woodpecker has no
+        // `type`, `trigger`, `name` or `node`, and writes `platform` as text, not a mapping.
+        let drone_key = ["type", "trigger", "name", "node"]
+            .iter()
+            .any(|k| first.get(k).is_some())
+            || first
+                .get("platform")
+                .is_some_and(|p| matches!(p.value, Value::Map(_)));
         let steps_list = first
             .get("steps")
             .is_some_and(|s| matches!(s.value, Value::Seq(_)));
-        return Ok(
-            if looks_drone && steps_list && first.get("when").is_none() {
-                Dialect::Gantry
-            } else {
-                Dialect::Woodpecker
-            },
-        );
+        return Ok(if drone_key && steps_list && first.get("when").is_none() {
+            Dialect::Gantry
+        } else {
+            Dialect::Woodpecker
+        });
     }
     Err("cannot tell the format of this file".to_owned())
 }

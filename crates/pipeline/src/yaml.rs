@@ -126,8 +126,8 @@ pub struct Documents {
     pub warnings: Vec<YamlWarning>,
 }
 
-/// Reads every document of `text`.
-fn parse(text: &str, limits: &Limits) -> Result<Documents, YamlError> {
+/// Reads every document of `text`, within `limits`.
+pub fn read(text: &str, limits: &Limits) -> Result<Documents, YamlError> {
     if text.len() > limits.max_bytes {
         return Err(YamlError::new(
             Pos::new(1, 1),
@@ -597,11 +597,6 @@ fn splice(node: &mut Node) {
 
 fn is_splice(node: &Node) -> bool {
     matches!(&node.value, Value::Seq(inner) if inner.len() == 1 && inner[0].pos == SPLICE)
-}
-
-/// Reads every document of `text`, within `limits`.
-pub fn read(text: &str, limits: &Limits) -> Result<Documents, YamlError> {
-    parse(text, limits)
 }
 
 #[cfg(test)]
