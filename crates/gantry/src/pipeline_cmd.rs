@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use gantry_pipeline::{Context, Diagnostics, Event, Limits, Parsed, Source, compile, parse_files};
+use gantry_pipeline::{
+    Context, Diagnostic, Diagnostics, Event, Limits, Parsed, Source, compile, parse_files, utf8,
+};
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
@@ -97,9 +99,10 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     paths
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("while reading {}", p.display()))?;
-            Ok((p.display().to_string(), text))
+            let name = p.display().to_string();
+            let bytes = std::fs::read(&p).with_context(|| format!("while reading {name}"))?;
+            let text = utf8(&name, &bytes)?;
+            Ok((name, text.to_owned()))
         })
         .collect()
 }
@@ -127,7 +130,10 @@ pub fn lint(args: &LintArgs) -> anyhow::Result<ExitCode> {
         let files = match read_config(path) {
             Ok(files) => files,
             Err(e) => {
-                writeln!(out, "{}: error: {e:#}", path.display())?;
+                match e.downcast_ref::<Diagnostic>() {
+                    Some(diagnostic) => writeln!(out, "{diagnostic}")?,
+                    None => writeln!(out, "{}: error: {e:#}", path.display())?,
+                }
                 failed = true;
                 continue;
             }

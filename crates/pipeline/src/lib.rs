@@ -89,6 +89,28 @@ pub struct Parsed {
     pub dialects: Vec<(String, Option<Dialect>)>,
 }
 
+/// A file's bytes as text, or a diagnostic at the first byte that is not UTF-8.
+pub fn utf8<'b>(name: &str, bytes: &'b [u8]) -> Result<&'b str, Diagnostic> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        error_at(
+            name,
+            Pos::new(
+                u32::try_from(line).unwrap_or(u32::MAX),
+                u32::try_from(column).unwrap_or(u32::MAX),
+            ),
+            "the file is not UTF-8 text",
+            Some("save it as UTF-8".to_owned()),
+        )
+    })
+}
+
 /// Parses one pipeline file.
 pub fn parse(name: &str, text: &str) -> Parsed {
     parse_files(&[Source { name, text }], &Limits::default())
@@ -330,5 +352,20 @@ fn has_dollar(node: &Node) -> bool {
         Value::Scalar(s) => s.text.contains('$'),
         Value::Seq(items) => items.iter().any(has_dollar),
         Value::Map(entries) => entries.iter().any(|(_, v)| has_dollar(v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_errors_point_at_the_first_bad_byte() {
+        let err = utf8("x.yml", b"kind: pipeline\nname: \xc3\xa9t\xff\n").expect_err("not UTF-8");
+        assert_eq!(
+            err.to_string(),
+            "x.yml:2:9: error: the file is not UTF-8 text; save it as UTF-8"
+        );
+        assert_eq!(utf8("x.yml", "é".as_bytes()), Ok("é"));
     }
 }

@@ -289,3 +289,15 @@ fn plan_reads_a_woodpecker_folder_as_one_build() {
         "▶ stage build\n    ● clone (clone)\n    ● build (golang) after clone\n▶ stage deploy (after build)\n    ● clone (clone)\n    ● deploy (alpine) after clone\n"
     );
 }
+
+#[test]
+fn lint_points_at_bytes_that_are_not_utf8() {
+    let dir = TempDir::new("lint");
+    std::fs::write(dir.path().join("bin.yml"), b"kind: pipeline\nname: \xff\n").expect("write");
+    let out = gantry(&["lint", "bin.yml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "bin.yml:2:7: error: the file is not UTF-8 text; save it as UTF-8\n"
+    );
+}
