@@ -1,0 +1,100 @@
+//! The contract between the executor and a way of running steps (local processes, Docker,
+//! later Kubernetes). Backends are thin: they know nothing of the order of steps, `when`,
+//! masking or reporting.
+//!
+//! Call order for one job: [`Backend::setup`], then (optionally) [`Backend::import_workspace`],
+//! then [`Backend::run_step`] for each step that runs, several at once for steps that run in
+//! parallel, then [`Backend::destroy`]. `destroy` is always called, also after a failed or
+//! half-done `setup`, and may be called more than once: it must remove everything the job
+//! created and succeed when there is nothing left. It is called with no cancellation, so that
+//! cancelling a build can never leave containers behind.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use async_trait::async_trait;
+use gantry_pipeline::{PlanStep, Stage};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where a step's output goes: stdout and stderr together, raw, as they are produced.
+pub type Output = mpsc::Sender<Vec<u8>>;
+
+/// The job a backend runs: one stage of a build.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Unique among all jobs ever run by this runner: names and labels derive from it.
+    pub id: String,
+    pub stage: Stage,
+}
+
+/// One step, ready to run.
+#[derive(Debug, Clone)]
+pub struct StepSpec<'a> {
+    pub step: &'a PlanStep,
+    /// Every variable of the step: the stage's, the step's own, and its secrets' values.
+    pub environment: BTreeMap<String, String>,
+}
+
+/// How a step ended when it could run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepExit {
+    /// The process exited with this code.
+    Exited(i32),
+    /// The process was stopped because its cancellation token fired.
+    Killed,
+}
+
+/// Why a backend could not do what was asked: an infrastructure problem, never a step that
+/// ran and failed (that is a [`StepExit::Exited`] with a non-zero code).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("image `{image}` is not available and cannot be pulled: {reason}")]
+    ImagePull { image: String, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Engine(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl BackendError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        BackendError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// `local`, `docker`, ...
+    fn name(&self) -> &'static str;
+
+    /// Creates what the stage needs before its first step (workspace, network...).
+    async fn setup(&self, job: &JobSpec) -> Result<(), BackendError>;
+
+    /// Fills the workspace with the files of `dir` (a clone, or the current folder for
+    /// `gantry exec`). Called after `setup`, before any step.
+    async fn import_workspace(&self, job: &JobSpec, dir: &Path) -> Result<(), BackendError>;
+
+    /// Runs one step to its end, sending its output to `output` as it comes. When `cancel`
+    /// fires, the step is stopped within two seconds and `Ok(StepExit::Killed)` returned.
+    /// Detached steps and services run the same way; the executor decides when to cancel them.
+    async fn run_step(
+        &self,
+        job: &JobSpec,
+        step: &StepSpec<'_>,
+        output: Output,
+        cancel: CancellationToken,
+    ) -> Result<StepExit, BackendError>;
+
+    /// Removes everything the job created. Idempotent; see the module comment.
+    async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError>;
+}

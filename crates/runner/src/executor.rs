@@ -1,0 +1,726 @@
+//! Runs one stage: services first, then the steps as their graph allows, each gated on the
+//! stage's status at the moment it is due; masks and caps logs; enforces timeouts and
+//! cancellation; and always tears down.
+//!
+//! Rules (Drone's): a step without a `status` condition runs only while the stage passes;
+//! `failure: ignore` records a failure and the stage goes on passing; `failure: fast` stops the
+//! steps that are running; exit code 78 ends the stage early as passed. A step whose parents
+//! are done (or skipped) is due at once: independent branches run concurrently.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use gantry_pipeline::model::Failure;
+use gantry_pipeline::{PlanStep, Stage, StageStatus, StepKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, BackendError, JobSpec, StepExit, StepSpec};
+use crate::logs::{LineSplitter, LogCap, LogLine, Masker};
+
+/// Exit code with which a step ends its stage early, as passed (Drone's convention).
+pub const EXIT_EARLY: i32 = 78;
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// A step's log past this size keeps its head and tail.
+    pub log_limit_bytes: u64,
+    /// Longer lines are emitted in pieces.
+    pub max_line_bytes: usize,
+    /// How long tearing down may take before it is given up (and reported).
+    pub teardown_timeout: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            log_limit_bytes: 100 * 1024 * 1024,
+            max_line_bytes: 256 * 1024,
+            teardown_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Where the workspace's files come from.
+#[derive(Debug, Clone)]
+pub enum WorkspaceSource {
+    /// Nothing: the clone step is skipped.
+    Empty,
+    /// A folder whose files are copied in (a finished clone, or the current folder of
+    /// `gantry exec`).
+    Directory(PathBuf),
+}
+
+/// One stage to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Unique among every job this runner ever runs; names what the backend creates.
+    pub id: String,
+    pub stage: Stage,
+    /// Secret values by name; every one is masked in every log line.
+    pub secrets: BTreeMap<String, String>,
+    pub workspace: WorkspaceSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Success,
+    Failure,
+    /// The step could not run (an image missing, the engine gone): infrastructure, not the
+    /// step's own doing.
+    Error,
+    /// Stopped by a cancellation.
+    Killed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub name: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed to run, timed out or was skipped.
+    pub error: Option<String>,
+}
+
+impl StepResult {
+    fn skipped(name: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            status: StepStatus::Skipped,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            error: Some(reason.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageResult {
+    /// Success, failure, error or killed.
+    pub status: StepStatus,
+    pub error: Option<String>,
+    /// Steps in plan order, then services.
+    pub steps: Vec<StepResult>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl StageResult {
+    pub fn step(&self, name: &str) -> Option<&StepResult> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// Receives what happens, as it happens. Called from several tasks at once; keep it quick.
+pub trait Reporter: Send + Sync {
+    fn step_started(&self, step: &PlanStep);
+    fn log(&self, step: &str, line: &LogLine);
+    fn step_finished(&self, result: &StepResult);
+}
+
+pub struct Executor {
+    backend: Arc<dyn Backend>,
+    config: ExecutorConfig,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("backend", &self.backend.name())
+            .finish()
+    }
+}
+
+/// Tears the job down if the executor's future is dropped before it could (a panic, or a
+/// caller that gave up): destroy runs on the runtime, detached from whatever was cancelled.
+struct TeardownGuard {
+    backend: Arc<dyn Backend>,
+    spec: Arc<JobSpec>,
+    armed: bool,
+}
+
+impl Drop for TeardownGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (backend, spec) = (Arc::clone(&self.backend), Arc::clone(&self.spec));
+            handle.spawn(async move {
+                let _ = backend.destroy(&spec).await;
+            });
+        }
+    }
+}
+
+/// Everything a step task needs, shared.
+struct Shared {
+    backend: Arc<dyn Backend>,
+    spec: Arc<JobSpec>,
+    reporter: Arc<dyn Reporter>,
+    masker: Masker,
+    config: ExecutorConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Cancelled,
+    TimedOut,
+    ExitedEarly,
+}
+
+impl Executor {
+    pub fn new(backend: Arc<dyn Backend>, config: ExecutorConfig) -> Self {
+        Self { backend, config }
+    }
+
+    /// Runs the job to a final state. Cancelling `cancel` stops running steps within seconds,
+    /// skips the rest, and still tears down.
+    pub async fn run(
+        &self,
+        job: Job,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancellationToken,
+    ) -> StageResult {
+        let started_at = Utc::now();
+        let spec = Arc::new(JobSpec {
+            id: job.id.clone(),
+            stage: job.stage.clone(),
+        });
+        let mut guard = TeardownGuard {
+            backend: Arc::clone(&self.backend),
+            spec: Arc::clone(&spec),
+            armed: true,
+        };
+        let shared = Arc::new(Shared {
+            backend: Arc::clone(&self.backend),
+            spec: Arc::clone(&spec),
+            reporter,
+            masker: Masker::new(job.secrets.values().map(String::as_str)),
+            config: self.config.clone(),
+        });
+        let (mut status, mut error, mut steps) = match self.backend.setup(&spec).await {
+            Ok(()) => self.run_steps(&job, &shared, &cancel).await,
+            Err(e) => {
+                let message = format!(
+                    "the stage could not be set up on the {} backend: {e}",
+                    self.backend.name()
+                );
+                let steps = spec
+                    .stage
+                    .steps
+                    .iter()
+                    .chain(&spec.stage.services)
+                    .map(|s| StepResult::skipped(&s.name, "the stage could not be set up"))
+                    .collect();
+                (StepStatus::Error, Some(message), steps)
+            }
+        };
+        let teardown =
+            tokio::time::timeout(self.config.teardown_timeout, self.backend.destroy(&spec)).await;
+        guard.armed = false;
+        let teardown_error = match teardown {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("tearing down failed: {e}")),
+            Err(_) => Some(format!(
+                "tearing down took longer than {:?} and was given up",
+                self.config.teardown_timeout
+            )),
+        };
+        if let Some(problem) = teardown_error {
+            error = Some(match error {
+                Some(e) => format!("{e}; {problem}"),
+                None => problem,
+            });
+            if status == StepStatus::Success {
+                status = StepStatus::Error;
+            }
+        }
+        steps
+            .iter_mut()
+            .filter(|s| s.status == StepStatus::Skipped && s.error.is_none())
+            .for_each(|s| s.error = Some("not reached".into()));
+        StageResult {
+            status,
+            error,
+            steps,
+            started_at,
+            finished_at: Utc::now(),
+        }
+    }
+
+    async fn run_steps(
+        &self,
+        job: &Job,
+        shared: &Arc<Shared>,
+        cancel: &CancellationToken,
+    ) -> (StepStatus, Option<String>, Vec<StepResult>) {
+        let stage = &shared.spec.stage;
+        let steps = &stage.steps;
+        let index: HashMap<&str, usize> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let parents: Vec<Vec<usize>> = steps
+            .iter()
+            .map(|s| {
+                s.depends_on
+                    .iter()
+                    .filter_map(|d| index.get(d.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let mut results: Vec<Option<StepResult>> = vec![None; steps.len()];
+        let mut done = vec![false; steps.len()];
+        let mut running: HashMap<tokio::task::Id, (usize, CancellationToken)> = HashMap::new();
+        let mut tasks: JoinSet<StepResult> = JoinSet::new();
+        // Services and detached steps: cancelled when the stage ends.
+        let background_cancel = cancel.child_token();
+        let mut background: JoinSet<StepResult> = JoinSet::new();
+        let mut background_ids: HashMap<tokio::task::Id, ServiceOrStep> = HashMap::new();
+
+        let mut service_results: Vec<Option<StepResult>> = vec![None; stage.services.len()];
+        let mut errored = false;
+        for (i, service) in stage.services.iter().enumerate() {
+            if !service.run {
+                continue;
+            }
+            match self.resolve(job, service) {
+                Ok(environment) => {
+                    let which = ServiceOrStep::Service(i);
+                    let handle = background.spawn(run_one(
+                        Arc::clone(shared),
+                        which,
+                        environment,
+                        background_cancel.child_token(),
+                    ));
+                    background_ids.insert(handle.id(), which);
+                }
+                Err(message) => {
+                    let result = StepResult {
+                        error: Some(message),
+                        status: StepStatus::Error,
+                        ..StepResult::skipped(&service.name, "")
+                    };
+                    shared.reporter.step_finished(&result);
+                    service_results[i] = Some(result);
+                    errored = true;
+                }
+            }
+        }
+
+        let mut gate = if errored {
+            StageStatus::Failing
+        } else {
+            StageStatus::Passing
+        };
+        let mut failed = false;
+        let mut stop: Option<Stop> = None;
+        let deadline = stage
+            .timeout_secs
+            .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+        let timer = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timer);
+
+        loop {
+            // Start or skip every step that is due, until nothing changes.
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for i in 0..steps.len() {
+                    if done[i] || results[i].is_some() || running.values().any(|(r, _)| *r == i) {
+                        continue;
+                    }
+                    if !parents[i].iter().all(|&p| done[p]) {
+                        continue;
+                    }
+                    changed = true;
+                    let step = &steps[i];
+                    let skip = match stop {
+                        Some(Stop::Cancelled) => Some("the build was cancelled".to_owned()),
+                        Some(Stop::TimedOut) => Some("the stage timed out".to_owned()),
+                        Some(Stop::ExitedEarly) => {
+                            Some("a step ended the stage early (exit code 78)".to_owned())
+                        }
+                        None if !step.run => Some(
+                            step.reason
+                                .clone()
+                                .unwrap_or_else(|| "its conditions do not hold".into()),
+                        ),
+                        None if !step.runs_when(gate) => Some(match gate {
+                            StageStatus::Passing => "it runs only after a failure".to_owned(),
+                            StageStatus::Failing => "an earlier step failed".to_owned(),
+                        }),
+                        None => None,
+                    };
+                    if let Some(reason) = skip {
+                        let result = StepResult::skipped(&step.name, reason);
+                        shared.reporter.step_finished(&result);
+                        results[i] = Some(result);
+                        done[i] = true;
+                        continue;
+                    }
+                    if step.kind == StepKind::Clone {
+                        let result = self.clone_step(job, shared, step).await;
+                        if result.status != StepStatus::Success
+                            && result.status != StepStatus::Skipped
+                        {
+                            gate = StageStatus::Failing;
+                            errored |= result.status == StepStatus::Error;
+                            failed |= result.status == StepStatus::Failure;
+                        }
+                        results[i] = Some(result);
+                        done[i] = true;
+                        continue;
+                    }
+                    let environment = match self.resolve(job, step) {
+                        Ok(environment) => environment,
+                        Err(message) => {
+                            let result = StepResult {
+                                error: Some(message),
+                                status: StepStatus::Error,
+                                ..StepResult::skipped(&step.name, "")
+                            };
+                            shared.reporter.step_finished(&result);
+                            results[i] = Some(result);
+                            done[i] = true;
+                            gate = StageStatus::Failing;
+                            errored = true;
+                            continue;
+                        }
+                    };
+                    if step.detach {
+                        let which = ServiceOrStep::Step(i);
+                        let handle = background.spawn(run_one(
+                            Arc::clone(shared),
+                            which,
+                            environment,
+                            background_cancel.child_token(),
+                        ));
+                        background_ids.insert(handle.id(), which);
+                        done[i] = true;
+                        continue;
+                    }
+                    let token = cancel.child_token();
+                    let handle = tasks.spawn(run_one(
+                        Arc::clone(shared),
+                        ServiceOrStep::Step(i),
+                        environment,
+                        token.clone(),
+                    ));
+                    running.insert(handle.id(), (i, token));
+                }
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = tasks.join_next_with_id() => {
+                    let Some(joined) = joined else { break };
+                    let (id, result) = match joined {
+                        Ok((id, result)) => (id, result),
+                        Err(e) => {
+                            let id = e.id();
+                            let name = running.get(&id).map(|(i, _)| steps[*i].name.clone()).unwrap_or_default();
+                            let result = StepResult { status: StepStatus::Error, error: Some(format!("the runner's task for this step failed: {e}")), ..StepResult::skipped(&name, "") };
+                            shared.reporter.step_finished(&result);
+                            (id, result)
+                        }
+                    };
+                    let Some((i, _)) = running.remove(&id) else { continue };
+                    let step = &steps[i];
+                    match result.status {
+                        StepStatus::Success if result.exit_code == Some(EXIT_EARLY) => {
+                            stop.get_or_insert(Stop::ExitedEarly);
+                            running.values().for_each(|(_, t)| t.cancel());
+                        }
+                        StepStatus::Failure if step.failure == Failure::Ignore => {}
+                        StepStatus::Failure | StepStatus::Error | StepStatus::Killed => {
+                            gate = StageStatus::Failing;
+                            failed |= result.status == StepStatus::Failure;
+                            errored |= result.status == StepStatus::Error;
+                            if step.failure == Failure::Fast {
+                                running.values().for_each(|(_, t)| t.cancel());
+                            }
+                        }
+                        _ => {}
+                    }
+                    results[i] = Some(result);
+                    done[i] = true;
+                }
+                () = cancel.cancelled(), if stop.is_none() => {
+                    stop = Some(Stop::Cancelled);
+                }
+                () = &mut timer, if stop.is_none() => {
+                    stop = Some(Stop::TimedOut);
+                    running.values().for_each(|(_, t)| t.cancel());
+                }
+            }
+        }
+
+        // The stage is over: stop services and detached steps, and collect their results.
+        background_cancel.cancel();
+        while let Some(joined) = background.join_next_with_id().await {
+            let (id, mut result) = match joined {
+                Ok((id, result)) => (id, result),
+                Err(e) => (
+                    e.id(),
+                    StepResult {
+                        status: StepStatus::Error,
+                        error: Some(format!("the runner's task failed: {e}")),
+                        ..StepResult::skipped("", "")
+                    },
+                ),
+            };
+            // Stopped because the stage ended: that is how they are meant to end.
+            if result.status == StepStatus::Killed {
+                result.status = StepStatus::Success;
+                result.error = None;
+            }
+            match background_ids.get(&id) {
+                Some(ServiceOrStep::Service(i)) => {
+                    result.name.clone_from(&stage.services[*i].name);
+                    service_results[*i] = Some(result);
+                }
+                Some(ServiceOrStep::Step(i)) => {
+                    result.name.clone_from(&steps[*i].name);
+                    results[*i] = Some(result);
+                }
+                None => {}
+            }
+        }
+
+        let status = match stop {
+            Some(Stop::Cancelled | Stop::TimedOut) => StepStatus::Killed,
+            _ if errored => StepStatus::Error,
+            _ if failed => StepStatus::Failure,
+            _ => StepStatus::Success,
+        };
+        let error = match stop {
+            Some(Stop::Cancelled) => Some("cancelled".to_owned()),
+            Some(Stop::TimedOut) => Some(format!(
+                "the stage timed out after {}",
+                describe_secs(stage.timeout_secs.unwrap_or(0))
+            )),
+            _ => None,
+        };
+        let mut all: Vec<StepResult> = results
+            .into_iter()
+            .zip(steps)
+            .map(|(r, s)| r.unwrap_or_else(|| StepResult::skipped(&s.name, "not reached")))
+            .collect();
+        all.extend(
+            service_results
+                .into_iter()
+                .zip(&stage.services)
+                .map(|(r, s)| {
+                    r.unwrap_or_else(|| {
+                        StepResult::skipped(
+                            &s.name,
+                            s.reason
+                                .clone()
+                                .unwrap_or_else(|| "its conditions do not hold".into()),
+                        )
+                    })
+                }),
+        );
+        (status, error, all)
+    }
+
+    /// The clone step: fills the workspace from the job's source.
+    async fn clone_step(&self, job: &Job, shared: &Arc<Shared>, step: &PlanStep) -> StepResult {
+        shared.reporter.step_started(step);
+        let started_at = Utc::now();
+        let outcome = match &job.workspace {
+            WorkspaceSource::Empty => {
+                let result =
+                    StepResult::skipped(&step.name, "no source to fill the workspace from");
+                shared.reporter.step_finished(&result);
+                return result;
+            }
+            WorkspaceSource::Directory(dir) => {
+                let line = LogLine {
+                    number: 1,
+                    elapsed_ms: 0,
+                    text: format!("copying {} into the workspace", dir.display()),
+                };
+                shared.reporter.log(&step.name, &line);
+                self.backend.import_workspace(&shared.spec, dir).await
+            }
+        };
+        let result = StepResult {
+            name: step.name.clone(),
+            status: if outcome.is_ok() {
+                StepStatus::Success
+            } else {
+                StepStatus::Error
+            },
+            exit_code: outcome.is_ok().then_some(0),
+            started_at: Some(started_at),
+            finished_at: Some(Utc::now()),
+            error: outcome.err().map(|e| e.to_string()),
+        };
+        shared.reporter.step_finished(&result);
+        result
+    }
+
+    /// The step's variables with its secrets' values filled in; an error names a missing secret.
+    fn resolve(&self, job: &Job, step: &PlanStep) -> Result<BTreeMap<String, String>, String> {
+        let mut environment = job.stage.environment.clone();
+        for secret in &job.stage.secrets {
+            match job.secrets.get(&secret.secret) {
+                Some(value) => {
+                    environment.insert(secret.env.clone(), value.clone());
+                }
+                None => return Err(missing_secret(&secret.secret, &secret.env)),
+            }
+        }
+        environment.extend(step.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for secret in &step.secrets {
+            match job.secrets.get(&secret.secret) {
+                Some(value) => {
+                    environment.insert(secret.env.clone(), value.clone());
+                }
+                None => return Err(missing_secret(&secret.secret, &secret.env)),
+            }
+        }
+        Ok(environment)
+    }
+}
+
+fn missing_secret(secret: &str, env: &str) -> String {
+    format!(
+        "secret `{secret}` (for `{env}`) is not set: add it to the repository's secrets, or pass `--secret {secret}=...` to `gantry exec`"
+    )
+}
+
+fn describe_secs(secs: u64) -> String {
+    if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ServiceOrStep {
+    Service(usize),
+    Step(usize),
+}
+
+/// Runs one step or service on the backend: streams its output through masking and the cap
+/// to the reporter, enforces its timeout, and says how it ended.
+async fn run_one(
+    shared: Arc<Shared>,
+    which: ServiceOrStep,
+    environment: BTreeMap<String, String>,
+    token: CancellationToken,
+) -> StepResult {
+    let step = match which {
+        ServiceOrStep::Service(i) => &shared.spec.stage.services[i],
+        ServiceOrStep::Step(i) => &shared.spec.stage.steps[i],
+    };
+    shared.reporter.step_started(step);
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let logs = {
+        let shared = Arc::clone(&shared);
+        let name = step.name.clone();
+        tokio::spawn(async move {
+            let mut splitter =
+                LineSplitter::new(shared.masker.clone(), shared.config.max_line_bytes);
+            let mut cap = LogCap::new(shared.config.log_limit_bytes);
+            let mut number = 0u64;
+            let mut emit = |text: String, cap: &mut LogCap| {
+                number += 1;
+                let line = LogLine {
+                    number,
+                    elapsed_ms: elapsed_ms(started),
+                    text,
+                };
+                if let Some(line) = cap.admit(line) {
+                    shared.reporter.log(&name, &line);
+                }
+            };
+            while let Some(chunk) = rx.recv().await {
+                let mut lines = Vec::new();
+                splitter.push(&chunk, &mut |l| lines.push(l));
+                lines.into_iter().for_each(|l| emit(l, &mut cap));
+            }
+            let mut lines = Vec::new();
+            splitter.finish(&mut |l| lines.push(l));
+            lines.into_iter().for_each(|l| emit(l, &mut cap));
+            for line in cap.finish(elapsed_ms(started)) {
+                shared.reporter.log(&name, &line);
+            }
+        })
+    };
+    let spec = StepSpec { step, environment };
+    let run = shared
+        .backend
+        .run_step(&shared.spec, &spec, tx, token.clone());
+    tokio::pin!(run);
+    let mut timed_out = false;
+    let outcome: Result<StepExit, BackendError> = match step.timeout_secs {
+        Some(secs) => {
+            tokio::select! {
+                outcome = &mut run => outcome,
+                () = tokio::time::sleep(Duration::from_secs(secs)) => {
+                    timed_out = true;
+                    token.cancel();
+                    run.await
+                }
+            }
+        }
+        None => run.await,
+    };
+    let _ = logs.await;
+    let (status, exit_code, error) = match outcome {
+        Ok(StepExit::Exited(0)) => (StepStatus::Success, Some(0), None),
+        Ok(StepExit::Exited(EXIT_EARLY)) => (StepStatus::Success, Some(EXIT_EARLY), None),
+        Ok(StepExit::Exited(code)) => (StepStatus::Failure, Some(code), None),
+        Ok(StepExit::Killed) if timed_out => (
+            StepStatus::Failure,
+            None,
+            Some(format!(
+                "timed out after {}",
+                describe_secs(step.timeout_secs.unwrap_or(0))
+            )),
+        ),
+        Ok(StepExit::Killed) => (StepStatus::Killed, None, None),
+        Err(e) => (StepStatus::Error, None, Some(e.to_string())),
+    };
+    let result = StepResult {
+        name: step.name.clone(),
+        status,
+        exit_code,
+        started_at: Some(started_at),
+        finished_at: Some(Utc::now()),
+        error,
+    };
+    shared.reporter.step_finished(&result);
+    result
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

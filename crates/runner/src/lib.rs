@@ -1,0 +1,17 @@
+//! gantry's runner: executes one stage of a [`gantry_pipeline::Plan`] on a [`Backend`].
+//!
+//! The [`Executor`] owns everything that is the same for every backend: the order of steps,
+//! status gating, timeouts, cancellation, secret masking, log capping and reporting. Backends
+//! only set up a stage, run a step while streaming its output, and tear down.
+
+pub mod backend;
+pub mod executor;
+pub mod local;
+pub mod logs;
+
+pub use backend::{Backend, BackendError, Output, StepExit, StepSpec};
+pub use executor::{
+    Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, StepStatus, WorkspaceSource,
+};
+pub use local::LocalBackend;
+pub use logs::{LogLine, MASK, Masker};

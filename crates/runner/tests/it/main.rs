@@ -1,0 +1,5 @@
+//! Integration tests of gantry-runner: the same semantic cases run on every backend.
+
+mod cases;
+mod local;
+mod support;
