@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use gantry_runner::{Backend, MASK, StepStatus};
 
-use crate::support::{Flavour, expect, run, stage, statuses};
+use gantry_runner::WorkspaceSource;
+use gantry_test_support::TempDir;
+
+use crate::support::{Flavour, expect, run, run_in, stage, stage_from, statuses};
 
 pub async fn passing_steps_share_the_workspace(backend: Arc<dyn Backend>, f: Flavour) {
     let stage = stage(
@@ -352,6 +355,37 @@ pub async fn long_lines_and_binary_output(backend: Arc<dyn Backend>, f: Flavour)
         "{lines:?}"
     );
     assert_eq!(lines.last().map(String::as_str), Some("done"));
+}
+
+pub async fn the_workspace_is_filled_from_a_directory(backend: Arc<dyn Backend>, f: Flavour) {
+    let source = TempDir::new("workspace-source");
+    source.write("README.md", "# from the repository\n");
+    source.write("src/main.sh", "echo nested\n");
+    let stage = stage_from(
+        f,
+        "steps:\n  - name: list\n    image: IMAGE\n    commands: [cat README.md, sh src/main.sh]\n",
+    );
+    let run = run_in(
+        backend,
+        stage,
+        &[],
+        None,
+        WorkspaceSource::Directory(source.path().to_owned()),
+    )
+    .await;
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("clone", "success"), ("list", "success")])
+    );
+    assert_eq!(
+        run.recorder.lines("list"),
+        [
+            "+ cat README.md",
+            "# from the repository",
+            "+ sh src/main.sh",
+            "nested"
+        ]
+    );
 }
 
 /// Instantiates every case for a backend: `backend_cases!(make_backend(), FLAVOUR, after)`,

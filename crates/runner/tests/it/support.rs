@@ -82,12 +82,20 @@ pub struct Flavour {
 }
 
 /// Compiles `steps` (YAML list items, `IMAGE` standing for the flavour's image) as the one
-/// stage of a pipeline, for a trusted push to main.
+/// stage of a pipeline without a clone, for a trusted push to main.
 pub fn stage(flavour: Flavour, head: &str, steps: &str) -> Stage {
+    stage_from(
+        flavour,
+        &format!("clone:\n  disable: true\n{head}steps:\n{steps}"),
+    )
+}
+
+/// Compiles a pipeline named `test` of the flavour's type from the rest of its body.
+pub fn stage_from(flavour: Flavour, body: &str) -> Stage {
     let yaml = format!(
-        "kind: pipeline\ntype: {}\nname: test\nclone:\n  disable: true\n{head}steps:\n{}",
+        "kind: pipeline\ntype: {}\nname: test\n{}",
         flavour.pipeline_type,
-        steps.replace("IMAGE", flavour.image)
+        body.replace("IMAGE", flavour.image)
     );
     let parsed = parse(".gantry.yml", &yaml);
     let config = parsed
@@ -121,6 +129,24 @@ pub async fn run(
     secrets: &[(&str, &str)],
     cancel_after: Option<Duration>,
 ) -> Run {
+    run_in(
+        backend,
+        stage,
+        secrets,
+        cancel_after,
+        WorkspaceSource::Empty,
+    )
+    .await
+}
+
+/// `run`, with the workspace filled from `workspace`.
+pub async fn run_in(
+    backend: Arc<dyn Backend>,
+    stage: Stage,
+    secrets: &[(&str, &str)],
+    cancel_after: Option<Duration>,
+    workspace: WorkspaceSource,
+) -> Run {
     let recorder = Arc::new(Recorder::default());
     let executor = Executor::new(backend, ExecutorConfig::default());
     let job = Job {
@@ -130,7 +156,7 @@ pub async fn run(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
-        workspace: WorkspaceSource::Empty,
+        workspace,
     };
     let cancel = CancellationToken::new();
     if let Some(after) = cancel_after {

@@ -1,0 +1,609 @@
+//! The Docker backend, through the engine's API (bollard). Per job: a private network where
+//! services and steps reach each other by name, and a workspace volume mounted in every step.
+//! The workspace is filled through the engine's archive API, never through a host path, so the
+//! runner may itself run in a container with only the Docker socket.
+//!
+//! Everything created carries the labels `gantry.runner` and `gantry.job`; `destroy` removes
+//! what has the job's label, `sweep` what has the runner's (leftovers of a crashed run).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use gantry_pipeline::model::{Mount, Pull, VolumeSource};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, BackendError, JobSpec, Output, StepExit, StepSpec};
+
+const LABEL_RUNNER: &str = "gantry.runner";
+const LABEL_JOB: &str = "gantry.job";
+
+pub struct DockerBackend {
+    docker: Docker,
+    runner: String,
+}
+
+impl std::fmt::Debug for DockerBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerBackend")
+            .field("runner", &self.runner)
+            .finish()
+    }
+}
+
+fn engine(context: &str, e: bollard::errors::Error) -> BackendError {
+    BackendError::Engine(format!("{context}: {e}"))
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Docker names: letters, digits, `_`, `.`, `-`.
+fn docker_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `registry/name:tag` or `name@sha256:...` into what the pull API wants.
+fn split_image(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+impl DockerBackend {
+    /// Connects to the engine (`DOCKER_HOST`, or the local socket) and agrees on an API version.
+    /// `runner` names this runner in labels; it must be stable across restarts for `sweep`.
+    pub async fn connect(runner: &str) -> Result<Self, BackendError> {
+        let unreachable = |e: bollard::errors::Error| {
+            BackendError::Engine(format!(
+                "cannot reach the Docker engine ({e}); start it, or point DOCKER_HOST at it"
+            ))
+        };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(Self {
+            docker,
+            runner: runner.to_owned(),
+        })
+    }
+
+    fn labels(&self, job: &JobSpec) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_RUNNER.to_owned(), self.runner.clone()),
+            (LABEL_JOB.to_owned(), job.id.clone()),
+            ("gantry.stage".to_owned(), job.stage.name.clone()),
+        ])
+    }
+
+    fn network(job: &JobSpec) -> String {
+        format!("gantry-{}", docker_name(&job.id))
+    }
+
+    fn workspace_volume(job: &JobSpec) -> String {
+        format!("gantry-{}-workspace", docker_name(&job.id))
+    }
+
+    fn stage_volume(job: &JobSpec, name: &str) -> String {
+        format!(
+            "gantry-{}-volume-{}",
+            docker_name(&job.id),
+            docker_name(name)
+        )
+    }
+
+    /// Makes sure `image` is present, pulling it as `pull` says.
+    async fn ensure_image(&self, image: &str, pull: Pull) -> Result<(), BackendError> {
+        let present = self.docker.inspect_image(image).await.is_ok();
+        match pull {
+            Pull::IfNotExists if present => return Ok(()),
+            Pull::Never if present => return Ok(()),
+            Pull::Never => {
+                return Err(BackendError::ImagePull {
+                    image: image.to_owned(),
+                    reason: "it is not on this machine and the step says `pull: never`".to_owned(),
+                });
+            }
+            _ => {}
+        }
+        let (from_image, tag) = split_image(image);
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(from_image)
+            .tag(tag)
+            .build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        let mut failure = None;
+        while let Some(event) = progress.next().await {
+            match event {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(detail);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        match failure {
+            // `pull: always` still runs a present image when the registry cannot be reached.
+            Some(_) if present => Ok(()),
+            Some(reason) => Err(BackendError::ImagePull {
+                image: image.to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn remove_labelled(&self, label: &str) -> Result<(), BackendError> {
+        let filters = HashMap::from([("label", vec![label.to_owned()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing containers", e))?;
+        for container in containers {
+            let Some(id) = container.id else { continue };
+            let options = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match self.docker.remove_container(&id, Some(options)).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(engine("removing a container", e)),
+            }
+        }
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing networks", e))?;
+        for network in networks {
+            let Some(id) = network.id else { continue };
+            match self.docker.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(engine("removing a network", e)),
+            }
+        }
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing volumes", e))?;
+        for volume in volumes.volumes.unwrap_or_default() {
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match self.docker.remove_volume(&volume.name, Some(options)).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(engine("removing a volume", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything this runner ever created: leftovers of a run that crashed.
+    pub async fn sweep(&self) -> Result<(), BackendError> {
+        self.remove_labelled(&format!("{LABEL_RUNNER}={}", self.runner))
+            .await
+    }
+
+    /// How many containers, networks and volumes carry this runner's label.
+    pub async fn leftovers(&self) -> Result<(usize, usize, usize), BackendError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_RUNNER}={}", self.runner)])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing containers", e))?;
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing networks", e))?;
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing volumes", e))?;
+        Ok((
+            containers.len(),
+            networks.len(),
+            volumes.volumes.map_or(0, |v| v.len()),
+        ))
+    }
+
+    fn binds(job: &JobSpec, mounts: &[Mount]) -> Vec<String> {
+        let mut binds = vec![format!(
+            "{}:{}",
+            Self::workspace_volume(job),
+            job.stage.workspace
+        )];
+        for mount in mounts {
+            match mount {
+                Mount::Named { name, path } => {
+                    let host = job
+                        .stage
+                        .volumes
+                        .iter()
+                        .find(|v| &v.name == name)
+                        .and_then(|v| match &v.source {
+                            VolumeSource::Host { path } => Some(path.clone()),
+                            VolumeSource::Temp { .. } => None,
+                        });
+                    let source = host.unwrap_or_else(|| Self::stage_volume(job, name));
+                    binds.push(format!("{source}:{path}"));
+                }
+                Mount::Host {
+                    host,
+                    path,
+                    read_only,
+                } => {
+                    binds.push(format!(
+                        "{host}:{path}{}",
+                        if *read_only { ":ro" } else { "" }
+                    ));
+                }
+            }
+        }
+        binds
+    }
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn setup(&self, job: &JobSpec) -> Result<(), BackendError> {
+        let labels = self.labels(job);
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: Self::network(job),
+                driver: Some("bridge".to_owned()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| engine("creating the stage's network", e))?;
+        let mut volumes = vec![(Self::workspace_volume(job), false)];
+        for volume in &job.stage.volumes {
+            if let VolumeSource::Temp { memory } = volume.source {
+                volumes.push((Self::stage_volume(job, &volume.name), memory));
+            }
+        }
+        for (name, memory) in volumes {
+            let driver_opts = memory.then(|| {
+                HashMap::from([
+                    ("type".to_owned(), "tmpfs".to_owned()),
+                    ("device".to_owned(), "tmpfs".to_owned()),
+                ])
+            });
+            self.docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(name),
+                    driver_opts,
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| engine("creating a volume", e))?;
+        }
+        Ok(())
+    }
+
+    async fn import_workspace(&self, job: &JobSpec, dir: &Path) -> Result<(), BackendError> {
+        // A container that is created but never started is enough to write into its volumes;
+        // any image the stage uses will do, since it is needed anyway.
+        let Some(step) = job
+            .stage
+            .steps
+            .iter()
+            .chain(&job.stage.services)
+            .find(|s| s.run && s.image.is_some())
+        else {
+            return Ok(());
+        };
+        let image = step.image.clone().unwrap_or_default();
+        self.ensure_image(&image, step.pull).await?;
+        let from = dir.to_owned();
+        let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut builder = tar::Builder::new(Vec::new());
+            builder.follow_symlinks(false);
+            builder.append_dir_all(".", &from)?;
+            builder.into_inner()
+        })
+        .await
+        .map_err(|e| BackendError::Engine(format!("packing the workspace failed: {e}")))?
+        .map_err(|e| BackendError::io(format!("packing {}", dir.display()), e))?;
+        let name = format!("gantry-{}-import", docker_name(&job.id));
+        let body = ContainerCreateBody {
+            image: Some(image),
+            labels: Some(self.labels(job)),
+            host_config: Some(HostConfig {
+                binds: Some(Self::binds(job, &[])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let container = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(|e| engine("creating the container that fills the workspace", e))?;
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(&job.stage.workspace)
+            .build();
+        let uploaded = self
+            .docker
+            .upload_to_container(
+                &container.id,
+                Some(options),
+                bollard::body_full(archive.into()),
+            )
+            .await
+            .map_err(|e| engine("copying the workspace in", e));
+        let removed = self
+            .docker
+            .remove_container(
+                &container.id,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await
+            .map_err(|e| engine("removing the container that filled the workspace", e));
+        uploaded.and(removed)
+    }
+
+    async fn run_step(
+        &self,
+        job: &JobSpec,
+        step: &StepSpec<'_>,
+        output: Output,
+        cancel: CancellationToken,
+    ) -> Result<StepExit, BackendError> {
+        let plan_step = step.step;
+        let Some(image) = plan_step.image.clone() else {
+            return Err(BackendError::Unsupported(format!(
+                "step `{}` has no image",
+                plan_step.name
+            )));
+        };
+        tokio::select! {
+            pulled = self.ensure_image(&image, plan_step.pull) => pulled?,
+            () = cancel.cancelled() => return Ok(StepExit::Killed),
+        }
+        let network = Self::network(job);
+        let own_network = plan_step.network_mode.is_none();
+        let (entrypoint, cmd) = match &plan_step.script {
+            Some(script) => (
+                Some(vec![plan_step.shell.clone(), "-c".to_owned()]),
+                Some(vec![script.clone()]),
+            ),
+            None => (
+                (!plan_step.entrypoint.is_empty()).then(|| plan_step.entrypoint.clone()),
+                (!plan_step.command.is_empty()).then(|| plan_step.command.clone()),
+            ),
+        };
+        let limits = &plan_step.resources.limits;
+        let body = ContainerCreateBody {
+            image: Some(image),
+            env: Some(
+                step.environment
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+            labels: Some(self.labels(job)),
+            working_dir: Some(plan_step.working_dir.clone()),
+            entrypoint,
+            cmd,
+            user: plan_step.user.clone(),
+            host_config: Some(HostConfig {
+                binds: Some(Self::binds(job, &plan_step.mounts)),
+                network_mode: Some(
+                    plan_step
+                        .network_mode
+                        .clone()
+                        .unwrap_or_else(|| network.clone()),
+                ),
+                privileged: Some(plan_step.privileged),
+                memory: limits.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+                nano_cpus: limits
+                    .cpu_millis
+                    .and_then(|c| i64::try_from(c.saturating_mul(1_000_000)).ok()),
+                ..Default::default()
+            }),
+            networking_config: own_network.then(|| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![plan_step.name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let name = format!(
+            "gantry-{}-{}-{}",
+            docker_name(&job.id),
+            plan_step.number,
+            docker_name(&plan_step.name)
+        );
+        let container = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(|e| {
+                engine(
+                    &format!("creating the container of step `{}`", plan_step.name),
+                    e,
+                )
+            })?;
+        let id = container.id;
+        let outcome = self.attend(&id, &plan_step.name, output, &cancel).await;
+        let remove = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        let _ = self.docker.remove_container(&id, Some(remove)).await;
+        outcome
+    }
+
+    async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError> {
+        self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
+            .await
+    }
+}
+
+impl DockerBackend {
+    /// Starts the container, streams its output and waits for it; stops it when `cancel` fires.
+    async fn attend(
+        &self,
+        id: &str,
+        step: &str,
+        output: Output,
+        cancel: &CancellationToken,
+    ) -> Result<StepExit, BackendError> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| engine(&format!("starting the container of step `{step}`"), e))?;
+        let logs = {
+            let docker = self.docker.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                let options = LogsOptionsBuilder::default()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build();
+                let mut stream = docker.logs(&id, Some(options));
+                while let Some(Ok(chunk)) = stream.next().await {
+                    if output.send(chunk.into_bytes().to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        let mut killed = false;
+        let code = loop {
+            tokio::select! {
+                next = wait.next() => {
+                    break match next {
+                        Some(Ok(response)) => response.status_code,
+                        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                        Some(Err(e)) => return Err(engine(&format!("waiting for step `{step}`"), e)),
+                        None => return Err(BackendError::Engine(format!("the engine stopped reporting on step `{step}`"))),
+                    };
+                }
+                () = cancel.cancelled(), if !killed => {
+                    killed = true;
+                    let options = StopContainerOptionsBuilder::default().t(1).build();
+                    let _ = self.docker.stop_container(id, Some(options)).await;
+                }
+            }
+        };
+        // The log stream ends when the container does; don't wait forever on a stuck engine.
+        let _ = tokio::time::timeout(Duration::from_secs(10), logs).await;
+        if killed {
+            return Ok(StepExit::Killed);
+        }
+        Ok(StepExit::Exited(i32::try_from(code).unwrap_or(i32::MAX)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_for_the_pull_api() {
+        assert_eq!(split_image("alpine"), ("alpine", "latest"));
+        assert_eq!(split_image("alpine:3"), ("alpine", "3"));
+        assert_eq!(
+            split_image("registry:5000/team/app:1.2"),
+            ("registry:5000/team/app", "1.2")
+        );
+        assert_eq!(
+            split_image("registry:5000/team/app"),
+            ("registry:5000/team/app", "latest")
+        );
+        assert_eq!(split_image("app@sha256:abc"), ("app@sha256:abc", ""));
+    }
+
+    #[test]
+    fn names_are_safe_for_docker() {
+        assert_eq!(docker_name("job/1 x"), "job-1-x");
+    }
+}

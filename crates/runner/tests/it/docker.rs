@@ -1,0 +1,133 @@
+//! The semantic cases on the Docker backend, against the real engine and the offline busybox
+//! image (`scripts/test-image`), plus what only containers have: services reached by name,
+//! plugins configured by `PLUGIN_*`, images that cannot be pulled.
+
+use std::sync::{Arc, OnceLock};
+
+use gantry_runner::{DockerBackend, StepStatus};
+
+use crate::support::{Flavour, expect, job_id, run, stage, statuses};
+
+const IMAGE: &str = "gantry-test/busybox:latest";
+const DOCKER: Flavour = Flavour {
+    pipeline_type: "docker",
+    image: IMAGE,
+};
+
+/// Builds the test image once per test run.
+fn test_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = gantry_test_support::repo_root().join("scripts/test-image");
+        let status = std::process::Command::new(&script).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "{} failed: these tests need a running Docker engine (start it, or set DOCKER_HOST) and Debian's busybox-static",
+            script.display()
+        );
+    });
+}
+
+async fn docker() -> Arc<DockerBackend> {
+    test_image();
+    let backend = DockerBackend::connect(&job_id("test-runner"))
+        .await
+        .unwrap_or_else(|e| panic!("these tests need a running Docker engine: {e}"));
+    Arc::new(backend)
+}
+
+/// The engine holds no container, network or volume of this backend any more.
+async fn nothing_left(backend: Arc<DockerBackend>) {
+    let left = backend
+        .leftovers()
+        .await
+        .expect("list the engine's objects");
+    let _ = backend.sweep().await;
+    assert_eq!(
+        left,
+        (0, 0, 0),
+        "containers, networks and volumes left behind"
+    );
+}
+
+crate::backend_cases!(docker().await, DOCKER, nothing_left;
+    passing_steps_share_the_workspace,
+    a_failure_stops_later_steps_and_runs_failure_handlers,
+    graph_steps_run_concurrently,
+    exit_78_ends_the_stage_early_as_passed,
+    failure_fast_stops_running_steps,
+    cancel_stops_within_seconds_and_skips_the_rest,
+    step_and_stage_timeouts,
+    secrets_are_masked,
+    missing_secrets_are_an_error_before_the_step_runs,
+    long_lines_and_binary_output,
+    the_workspace_is_filled_from_a_directory,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_reached_by_name_and_plugins_get_their_settings() {
+    let backend = docker().await;
+    let stage = stage(
+        DOCKER,
+        "services:\n  - name: web\n    image: IMAGE\n    commands: [mkdir -p /www, echo hello-from-web > /www/index.html, httpd -f -p 80 -h /www]\n",
+        "
+  - name: fetch
+    image: IMAGE
+    commands:
+      - for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://web/ && exit 0; sleep 0.5; done; exit 1
+  - name: plugin
+    image: IMAGE
+    entrypoint: [sh, -c]
+    command: ['echo \"plugin says $PLUGIN_GREETING to $PLUGIN_TARGETS\"']
+    settings:
+      greeting: hi
+      targets: [a, b]
+",
+    );
+    let run = run(backend.clone(), stage, &[], None).await;
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[
+            ("fetch", "success"),
+            ("plugin", "success"),
+            ("web", "success")
+        ])
+    );
+    assert!(
+        run.recorder
+            .lines("fetch")
+            .contains(&"hello-from-web".to_owned()),
+        "{:?}",
+        run.recorder.lines("fetch")
+    );
+    assert_eq!(run.recorder.lines("plugin"), ["plugin says hi to a,b"]);
+    nothing_left(backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
+    let backend = docker().await;
+    let stage = stage(
+        DOCKER,
+        "",
+        "\n  - name: build\n    image: gantry-test/does-not-exist:1.0\n    commands: [echo hi]\n  - name: after\n    image: IMAGE\n    commands: [echo after]\n",
+    );
+    let run = run(backend.clone(), stage, &[], None).await;
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("build", "error"), ("after", "skipped")])
+    );
+    assert_eq!(run.result.status, StepStatus::Error);
+    let error = run
+        .result
+        .step("build")
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "image `gantry-test/does-not-exist:1.0` is not available and cannot be pulled: "
+        ),
+        "{error}"
+    );
+    nothing_left(backend).await;
+}
