@@ -3,12 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository's root.
+/// The repository's root: the nearest folder above the test's package with a workspace
+/// `Cargo.toml`. Found at run time, not compile time, because CI reuses one target folder for
+/// checkouts in different places.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("a test runs in a folder");
+    start
         .ancestors()
-        .nth(2)
-        .expect("crates/test-support sits two levels below the root")
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+        })
+        .unwrap_or_else(|| panic!("no workspace Cargo.toml above {}", start.display()))
         .to_path_buf()
 }
 
