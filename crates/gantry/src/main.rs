@@ -1,6 +1,7 @@
 //! The `gantry` binary: one command line for everything gantry does. For now the commands
-//! that need no server: `lint` and `plan`.
+//! that need no server: `lint`, `plan` and `exec`.
 
+mod exec_cmd;
 mod pipeline_cmd;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Lint(pipeline_cmd::LintArgs),
     /// Prints which stages and steps a build would run, and in what order.
     Plan(Box<pipeline_cmd::PlanArgs>),
+    /// Runs a pipeline file of the current folder on this machine; exits 0 when it passed.
+    Exec(Box<exec_cmd::ExecArgs>),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lint(args) => pipeline_cmd::lint(&args),
         Command::Plan(args) => pipeline_cmd::plan(&args),
+        Command::Exec(args) => exec_cmd::exec(&args),
     };
     match result {
         Ok(code) => code,

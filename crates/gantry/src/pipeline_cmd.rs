@@ -25,6 +25,16 @@ pub struct LintArgs {
 pub struct PlanArgs {
     /// The pipeline file, or a folder of workflows such as `.woodpecker/`.
     pub file: PathBuf,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What is known of the build a pipeline is planned or run for.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
     /// push, pull_request, tag, promote, rollback, cron, custom or delete.
     #[arg(long, default_value = "push")]
     pub event: String,
@@ -65,22 +75,19 @@ pub struct PlanArgs {
     /// A build parameter KEY=VALUE; repeat for several.
     #[arg(long = "param", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
-    /// Plan as for a trusted repository (privileged steps, host volumes, exec pipelines).
+    /// As for a trusted repository: privileged steps, host volumes, exec pipelines.
     #[arg(long)]
     pub trusted: bool,
-    /// Print the plan as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-fn parse_param(text: &str) -> Result<(String, String), String> {
+pub fn parse_param(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
 }
 
 /// The files of one build: a file, or every `.yml`/`.yaml` of a folder in name order.
-fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+pub fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let paths: Vec<PathBuf> = if path.is_dir() {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("while reading the folder {}", path.display()))?
@@ -107,7 +114,7 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn parse_config(files: &[(String, String)]) -> Parsed {
+pub fn parse_config(files: &[(String, String)]) -> Parsed {
     let sources: Vec<Source<'_>> = files
         .iter()
         .map(|(name, text)| Source { name, text })
@@ -115,7 +122,7 @@ fn parse_config(files: &[(String, String)]) -> Parsed {
     parse_files(&sources, &Limits::default())
 }
 
-fn print_diagnostics(out: &mut impl Write, diagnostics: &Diagnostics) -> std::io::Result<()> {
+pub fn print_diagnostics(out: &mut impl Write, diagnostics: &Diagnostics) -> std::io::Result<()> {
     for d in diagnostics {
         writeln!(out, "{d}")?;
     }
@@ -176,7 +183,7 @@ pub fn lint(args: &LintArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn context(args: &PlanArgs) -> anyhow::Result<Context> {
+pub fn context(args: &BuildArgs) -> anyhow::Result<Context> {
     let event: Event = args.event.parse()?;
     let mut ctx = Context::push(&args.repo, &args.branch);
     ctx.event = event;
@@ -217,7 +224,7 @@ fn context(args: &PlanArgs) -> anyhow::Result<Context> {
 }
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let ctx = context(args)?;
+    let ctx = context(&args.build)?;
     let files = read_config(&args.file)?;
     let parsed = parse_config(&files);
     let mut err = std::io::stderr().lock();

@@ -1840,7 +1840,7 @@ fn plain_scalar_json(text: &str) -> serde_json::Value {
 }
 
 /// `90s`, `10m`, `1h30m`, `2h`; a bare number counts minutes.
-pub(crate) fn parse_duration(text: &str) -> Option<u64> {
+pub fn parse_duration(text: &str) -> Option<u64> {
     let text = text.trim();
     if let Ok(minutes) = text.parse::<u64>() {
         return minutes.checked_mul(60);

@@ -488,11 +488,6 @@ impl Executor {
                     },
                 ),
             };
-            // Stopped because the stage ended: that is how they are meant to end.
-            if result.status == StepStatus::Killed {
-                result.status = StepStatus::Success;
-                result.error = None;
-            }
             match background_ids.get(&id) {
                 Some(ServiceOrStep::Service(i)) => {
                     result.name.clone_from(&stage.services[*i].name);
@@ -706,6 +701,8 @@ async fn run_one(
                 describe_secs(step.timeout_secs.unwrap_or(0))
             )),
         ),
+        // Services and detached steps are stopped when the stage ends: that is how they end.
+        Ok(StepExit::Killed) if step.detach => (StepStatus::Success, None, None),
         Ok(StepExit::Killed) => (StepStatus::Killed, None, None),
         Err(e) => (StepStatus::Error, None, Some(e.to_string())),
     };

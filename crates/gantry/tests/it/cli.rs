@@ -301,3 +301,101 @@ fn lint_points_at_bytes_that_are_not_utf8() {
         "bin.yml:2:7: error: the file is not UTF-8 text; save it as UTF-8\n"
     );
 }
+
+#[test]
+fn exec_runs_the_default_file_locally_and_reports_the_outcome() {
+    let dir = TempDir::new("exec");
+    dir.write("data.txt", "from the current folder\n");
+    dir.write(
+        ".gantry.yml",
+        "kind: pipeline
+type: exec
+name: local
+steps:
+  - name: read
+    commands: [cat data.txt, echo \"token=$TOKEN\"]
+    environment:
+      TOKEN:
+        from_secret: token
+  - name: fail
+    commands: [exit 4]
+  - name: after
+    commands: [echo must not run]
+  - name: report
+    commands: [echo reporting failure]
+    when:
+      status: [failure]
+",
+    );
+    let out = gantry(
+        &["exec", "--trusted", "--secret", "token=t0ps3cret"],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for expected in [
+        "from the current folder",
+        "token=********",
+        "reporting failure",
+        "local/fail",
+        "pipeline local: failure",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("t0ps3cret") && !stdout.contains("must not run"),
+        "{stdout}"
+    );
+    // Untrusted, a host pipeline is refused before anything runs.
+    let out = gantry(&["exec"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("runs commands on the runner's host"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn exec_on_docker_passes_and_says_which_pipeline_is_unknown() {
+    let image = repo_root().join("scripts/test-image");
+    assert!(
+        Command::new(&image).status().is_ok_and(|s| s.success()),
+        "needs Docker and scripts/test-image"
+    );
+    let dir = TempDir::new("exec-docker");
+    dir.write(
+        "ci.yml",
+        "kind: pipeline
+name: build
+steps:
+  - name: hello
+    image: gantry-test/busybox:latest
+    commands: [echo hello from docker]
+",
+    );
+    let out = gantry(&["exec", "ci.yml"], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("hello from docker"));
+    let out = gantry(&["exec", "ci.yml", "--pipeline", "deploy"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("there is no pipeline `deploy` in ci.yml; it has: build"),
+        "{}",
+        text(&out.stderr)
+    );
+}
