@@ -305,8 +305,8 @@ fn print_summary(results: &[(String, StageResult)], colour: bool) -> std::io::Re
     writeln!(out)?;
     writeln!(
         out,
-        "{:<28} {:<10} {:>9}  {}",
-        "STEP", "STATUS", "DURATION", "EXIT"
+        "{:<28} {:<10} {:>9}  EXIT",
+        "STEP", "STATUS", "DURATION"
     )?;
     for (stage, result) in results {
         for step in &result.steps {
