@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -21,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, JobSpec, StepExit, StepSpec};
+use crate::clone::{CloneError, CloneSource, clone_into};
 use crate::logs::{LineSplitter, LogCap, LogLine, Masker};
 
 /// Exit code with which a step ends its stage early, as passed (Drone's convention).
@@ -51,9 +53,10 @@ impl Default for ExecutorConfig {
 pub enum WorkspaceSource {
     /// Nothing: the clone step is skipped.
     Empty,
-    /// A folder whose files are copied in (a finished clone, or the current folder of
-    /// `gantry exec`).
+    /// A folder whose files are copied in (the current folder of `gantry exec`).
     Directory(PathBuf),
+    /// A git repository, cloned at an exact commit and copied in.
+    Clone(CloneSource),
 }
 
 /// One stage to run.
@@ -206,7 +209,12 @@ impl Executor {
             backend: Arc::clone(&self.backend),
             spec: Arc::clone(&spec),
             reporter,
-            masker: Masker::new(job.secrets.values().map(String::as_str)),
+            masker: Masker::new(
+                job.secrets
+                    .values()
+                    .map(String::as_str)
+                    .chain(clone_token(&job.workspace)),
+            ),
             config: self.config.clone(),
         });
         let (mut status, mut error, mut steps) = match self.backend.setup(&spec).await {
@@ -377,7 +385,7 @@ impl Executor {
                         continue;
                     }
                     if step.kind == StepKind::Clone {
-                        let result = self.clone_step(job, shared, step).await;
+                        let result = self.clone_step(job, shared, step, cancel).await;
                         if result.status != StepStatus::Success
                             && result.status != StepStatus::Skipped
                         {
@@ -539,10 +547,28 @@ impl Executor {
     }
 
     /// The clone step: fills the workspace from the job's source.
-    async fn clone_step(&self, job: &Job, shared: &Arc<Shared>, step: &PlanStep) -> StepResult {
+    async fn clone_step(
+        &self,
+        job: &Job,
+        shared: &Arc<Shared>,
+        step: &PlanStep,
+        cancel: &CancellationToken,
+    ) -> StepResult {
         shared.reporter.step_started(step);
         let started_at = Utc::now();
-        let outcome = match &job.workspace {
+        let started = Instant::now();
+        let mut number = 0u64;
+        let mut say = |text: String| {
+            number += 1;
+            let masked = shared.masker.mask(text.as_bytes());
+            let line = LogLine {
+                number,
+                elapsed_ms: elapsed_ms(started),
+                text: String::from_utf8_lossy(&masked).into_owned(),
+            };
+            shared.reporter.log(&step.name, &line);
+        };
+        let outcome: Result<(), String> = match &job.workspace {
             WorkspaceSource::Empty => {
                 let result =
                     StepResult::skipped(&step.name, "no source to fill the workspace from");
@@ -550,26 +576,72 @@ impl Executor {
                 return result;
             }
             WorkspaceSource::Directory(dir) => {
-                let line = LogLine {
-                    number: 1,
-                    elapsed_ms: 0,
-                    text: format!("copying {} into the workspace", dir.display()),
-                };
-                shared.reporter.log(&step.name, &line);
-                self.backend.import_workspace(&shared.spec, dir).await
+                say(format!("copying {} into the workspace", dir.display()));
+                self.backend
+                    .import_workspace(&shared.spec, dir)
+                    .await
+                    .map_err(|e| e.to_string())
             }
+            WorkspaceSource::Clone(source) => {
+                say(format!(
+                    "cloning {} at {} ({})",
+                    source.url,
+                    if source.commit.is_empty() {
+                        "its head"
+                    } else {
+                        &source.commit
+                    },
+                    source.reference
+                ));
+                let dir = std::env::temp_dir()
+                    .join(format!("gantry-clone-{}", job.id.replace(['/', '\\'], "_")));
+                let _ = std::fs::remove_dir_all(&dir);
+                let cancelled = Arc::new(AtomicBool::new(false));
+                let watcher = {
+                    let (cancel, cancelled) = (cancel.clone(), Arc::clone(&cancelled));
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        cancelled.store(true, Ordering::Relaxed);
+                    })
+                };
+                let (source, target) = (source.clone(), dir.clone());
+                let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
+                let cloning = tokio::task::spawn_blocking(move || {
+                    clone_into(&source, &target, &cancelled, &mut |line| {
+                        let _ = lines_tx.send(line);
+                    })
+                });
+                while let Some(line) = lines_rx.recv().await {
+                    say(line);
+                }
+                let cloned = cloning.await;
+                watcher.abort();
+                let outcome = match cloned {
+                    Ok(Ok(())) => self
+                        .backend
+                        .import_workspace(&shared.spec, &dir)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Ok(Err(CloneError::Cancelled)) => Err("cancelled".to_owned()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("the clone's task failed: {e}")),
+                };
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                outcome
+            }
+        };
+        let status = match &outcome {
+            Ok(()) => StepStatus::Success,
+            Err(_) if cancel.is_cancelled() => StepStatus::Killed,
+            Err(_) => StepStatus::Error,
         };
         let result = StepResult {
             name: step.name.clone(),
-            status: if outcome.is_ok() {
-                StepStatus::Success
-            } else {
-                StepStatus::Error
-            },
+            status,
             exit_code: outcome.is_ok().then_some(0),
             started_at: Some(started_at),
             finished_at: Some(Utc::now()),
-            error: outcome.err().map(|e| e.to_string()),
+            error: outcome.err(),
         };
         shared.reporter.step_finished(&result);
         result
@@ -596,6 +668,16 @@ impl Executor {
             }
         }
         Ok(environment)
+    }
+}
+
+/// The clone's token, masked like a secret.
+fn clone_token(source: &WorkspaceSource) -> Option<&str> {
+    match source {
+        WorkspaceSource::Clone(CloneSource {
+            token: Some(token), ..
+        }) => Some(token),
+        _ => None,
     }
 }
 

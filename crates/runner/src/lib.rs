@@ -5,12 +5,14 @@
 //! only set up a stage, run a step while streaming its output, and tear down.
 
 pub mod backend;
+pub mod clone;
 pub mod docker;
 pub mod executor;
 pub mod local;
 pub mod logs;
 
 pub use backend::{Backend, BackendError, Output, StepExit, StepSpec};
+pub use clone::{CloneError, CloneSource};
 pub use docker::DockerBackend;
 pub use executor::{
     Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, StepStatus, WorkspaceSource,

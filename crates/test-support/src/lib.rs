@@ -114,3 +114,82 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A real git repository for tests, made with git2: commits on `main`, and any other refs.
+pub struct GitRepo {
+    dir: TempDir,
+    repo: git2::Repository,
+}
+
+impl std::fmt::Debug for GitRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitRepo").field("dir", &self.dir).finish()
+    }
+}
+
+impl GitRepo {
+    pub fn new() -> Self {
+        let dir = TempDir::new("git-repo");
+        let mut options = git2::RepositoryInitOptions::new();
+        options.initial_head("main");
+        let repo =
+            git2::Repository::init_opts(dir.path(), &options).expect("init a test repository");
+        Self { dir, repo }
+    }
+
+    /// Where to clone it from.
+    pub fn url(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// Writes `files` and commits them on `main`; returns the commit id.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (name, text) in files {
+            self.dir.write(name, text);
+        }
+        let mut index = self.repo.index().expect("the index");
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .expect("add files");
+        index.write().expect("write the index");
+        let tree = self
+            .repo
+            .find_tree(index.write_tree().expect("write a tree"))
+            .expect("the tree");
+        let signature =
+            git2::Signature::now("gantry tests", "tests@gantry.invalid").expect("a signature");
+        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let id = self
+            .repo
+            .commit(
+                Some("refs/heads/main"),
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &parents,
+            )
+            .expect("commit");
+        id.to_string()
+    }
+
+    /// Points `name` (e.g. `refs/pull/7/head`, `refs/tags/v1`) at `commit`.
+    pub fn set_ref(&self, name: &str, commit: &str) {
+        let id = git2::Oid::from_str(commit).expect("a commit id");
+        self.repo
+            .reference(name, id, true, "test ref")
+            .expect("set a ref");
+    }
+
+    /// Moves `main` back to `commit`, so that later commits are reachable only from other refs.
+    pub fn reset_main(&self, commit: &str) {
+        self.set_ref("refs/heads/main", commit);
+    }
+}
+
+impl Default for GitRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -9,7 +9,7 @@ use gantry_runner::{DockerBackend, StepStatus};
 use crate::support::{Flavour, expect, job_id, run, stage, statuses};
 
 const IMAGE: &str = "gantry-test/busybox:latest";
-const DOCKER: Flavour = Flavour {
+pub const DOCKER: Flavour = Flavour {
     pipeline_type: "docker",
     image: IMAGE,
 };
@@ -28,7 +28,7 @@ fn test_image() {
     });
 }
 
-async fn docker() -> Arc<DockerBackend> {
+pub async fn docker() -> Arc<DockerBackend> {
     test_image();
     let backend = DockerBackend::connect(&job_id("test-runner"))
         .await
@@ -37,7 +37,7 @@ async fn docker() -> Arc<DockerBackend> {
 }
 
 /// The engine holds no container, network or volume of this backend any more.
-async fn nothing_left(backend: Arc<DockerBackend>) {
+pub async fn nothing_left(backend: Arc<DockerBackend>) {
     let left = backend
         .leftovers()
         .await

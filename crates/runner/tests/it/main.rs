@@ -1,6 +1,7 @@
 //! Integration tests of gantry-runner: the same semantic cases run on every backend.
 
 mod cases;
+mod clone;
 mod docker;
 mod local;
 mod support;

@@ -1,0 +1,150 @@
+//! Cloning real repositories (made with git2 by the test) at exact commits into the
+//! workspace, on the local backend and on Docker.
+
+use std::sync::Arc;
+
+use gantry_runner::{Backend, CloneSource, LocalBackend, StepStatus, WorkspaceSource};
+use gantry_test_support::GitRepo;
+
+use crate::support::{Flavour, expect, job_id, run_in, stage_from, statuses};
+
+const LOCAL: Flavour = Flavour {
+    pipeline_type: "exec",
+    image: "unused",
+};
+
+fn local() -> Arc<dyn Backend> {
+    Arc::new(LocalBackend::new(
+        std::env::temp_dir()
+            .join("gantry-tests")
+            .join(job_id("clone")),
+    ))
+}
+
+fn source(repo: &GitRepo, reference: &str, commit: &str) -> CloneSource {
+    CloneSource {
+        url: repo.url(),
+        reference: reference.to_owned(),
+        commit: commit.to_owned(),
+        depth: Some(1),
+        tags: false,
+        skip_verify: false,
+        token: Some("ghs_test_token_value".to_owned()),
+    }
+}
+
+const SHOW: &str = "steps:\n  - name: show\n    image: IMAGE\n    commands: [cat version.txt]\n";
+
+async fn show(backend: Arc<dyn Backend>, f: Flavour, source: CloneSource) -> crate::support::Run {
+    run_in(
+        backend,
+        stage_from(f, SHOW),
+        &[],
+        None,
+        WorkspaceSource::Clone(source),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_the_exact_commit_not_the_branch_head() {
+    let repo = GitRepo::new();
+    let first = repo.commit(&[("version.txt", "one\n")], "first");
+    repo.commit(&[("version.txt", "two\n")], "second");
+    let run = show(local(), LOCAL, source(&repo, "refs/heads/main", &first)).await;
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("clone", "success"), ("show", "success")]),
+        "{:?}",
+        run.result
+    );
+    assert_eq!(run.recorder.lines("show"), ["+ cat version.txt", "one"]);
+    assert!(!run.recorder.all_text().contains("ghs_test_token_value"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_pull_request_and_tag_refs() {
+    let repo = GitRepo::new();
+    let base = repo.commit(&[("version.txt", "main\n")], "main");
+    let pr = repo.commit(&[("version.txt", "pull request\n")], "pr");
+    repo.set_ref("refs/pull/7/head", &pr);
+    repo.reset_main(&base);
+    let run = show(local(), LOCAL, source(&repo, "refs/pull/7/head", &pr)).await;
+    assert_eq!(
+        run.recorder.lines("show"),
+        ["+ cat version.txt", "pull request"],
+        "{:?}",
+        run.result
+    );
+
+    repo.set_ref("refs/tags/v1.0.0", &base);
+    let run = show(local(), LOCAL, source(&repo, "refs/tags/v1.0.0", "")).await;
+    assert_eq!(
+        run.recorder.lines("show"),
+        ["+ cat version.txt", "main"],
+        "{:?}",
+        run.result
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_cannot_be_found_errors_the_build() {
+    let repo = GitRepo::new();
+    repo.commit(&[("version.txt", "one\n")], "first");
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let run = show(local(), LOCAL, source(&repo, "refs/heads/main", missing)).await;
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("clone", "error"), ("show", "skipped")])
+    );
+    assert_eq!(run.result.status, StepStatus::Error);
+    let error = run
+        .result
+        .step("clone")
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "cloning {} failed: commit {missing} is not on refs/heads/main",
+            repo.url()
+        )),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_into_a_docker_volume() {
+    let backend = crate::docker::docker().await;
+    let repo = GitRepo::new();
+    let commit = repo.commit(
+        &[
+            ("version.txt", "in a volume\n"),
+            ("nested/dir/file.txt", "deep\n"),
+        ],
+        "first",
+    );
+    let f = crate::docker::DOCKER;
+    let stage = stage_from(
+        f,
+        "steps:\n  - name: show\n    image: IMAGE\n    commands: [cat version.txt nested/dir/file.txt]\n",
+    );
+    let run = run_in(
+        backend.clone(),
+        stage,
+        &[],
+        None,
+        WorkspaceSource::Clone(source(&repo, "refs/heads/main", &commit)),
+    )
+    .await;
+    assert_eq!(
+        run.recorder.lines("show"),
+        [
+            "+ cat version.txt nested/dir/file.txt",
+            "in a volume",
+            "deep"
+        ],
+        "{:?}",
+        run.result
+    );
+    crate::docker::nothing_left(backend).await;
+}
