@@ -17,8 +17,9 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
+    AttachContainerOptionsBuilder,
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
     UploadToContainerOptionsBuilder, WaitContainerOptions,
 };
@@ -527,34 +528,29 @@ impl Backend for DockerBackend {
 
 impl DockerBackend {
     /// Starts the container, streams its output and waits for it; stops it when `cancel` fires.
-    async fn attend(
-        &self,
-        id: &str,
-        step: &str,
-        output: Output,
-        cancel: &CancellationToken,
-    ) -> Result<StepExit, BackendError> {
+    ///
+    /// Output is taken by attaching to the container before it starts, not from `/logs`: the
+    /// engine's log driver may rotate (`max-size`), and a follower of `/logs` then loses what
+    /// rotated away before it read it. Attached output comes straight from the container.
+    async fn attend(&self, id: &str, step: &str, output: Output, cancel: &CancellationToken) -> Result<StepExit, BackendError> {
+        let options = AttachContainerOptionsBuilder::default().stream(true).stdout(true).stderr(true).logs(true).build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| engine(&format!("attaching to the container of step `{step}`"), e))?;
+        let logs = tokio::spawn(async move {
+            let mut stream = attached.output;
+            while let Some(Ok(chunk)) = stream.next().await {
+                if output.send(chunk.into_bytes().to_vec()).await.is_err() {
+                    return;
+                }
+            }
+        });
         self.docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
             .map_err(|e| engine(&format!("starting the container of step `{step}`"), e))?;
-        let logs = {
-            let docker = self.docker.clone();
-            let id = id.to_owned();
-            tokio::spawn(async move {
-                let options = LogsOptionsBuilder::default()
-                    .follow(true)
-                    .stdout(true)
-                    .stderr(true)
-                    .build();
-                let mut stream = docker.logs(&id, Some(options));
-                while let Some(Ok(chunk)) = stream.next().await {
-                    if output.send(chunk.into_bytes().to_vec()).await.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
         let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
         let mut killed = false;
         let code = loop {
@@ -574,11 +570,13 @@ impl DockerBackend {
                 }
             }
         };
-        // The log stream ends when the container does; don't wait forever on a stuck engine.
-        let _ = tokio::time::timeout(Duration::from_secs(10), logs).await;
+        // The engine delivers logs after the container exits, a large log well after: drain
+        // it to the end, so no line is lost. Only a cancelled step stops waiting early.
         if killed {
+            let _ = tokio::time::timeout(Duration::from_secs(5), logs).await;
             return Ok(StepExit::Killed);
         }
+        let _ = logs.await;
         Ok(StepExit::Exited(i32::try_from(code).unwrap_or(i32::MAX)))
     }
 }

@@ -388,6 +388,21 @@ pub async fn the_workspace_is_filled_from_a_directory(backend: Arc<dyn Backend>,
     );
 }
 
+/// More output than an engine's rotating log files hold (here 40 MB; many hosts rotate at
+/// 10 MB x 3): every line arrives, in order.
+pub async fn a_large_log_arrives_whole(backend: Arc<dyn Backend>, f: Flavour) {
+    let stage = stage(
+        f,
+        "",
+        "\n  - name: loud\n    image: IMAGE\n    commands:\n      - yes 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 | head -n 400000\n      - echo last\n",
+    );
+    let run = run(backend, stage, &[], None).await;
+    assert_eq!(run.result.status, StepStatus::Success, "{:?}", run.result);
+    let lines = run.recorder.lines("loud");
+    assert_eq!(lines.len(), 400_003, "lines lost");
+    assert_eq!(lines.last().map(String::as_str), Some("last"));
+}
+
 /// Instantiates every case for a backend: `backend_cases!(make_backend(), FLAVOUR, after)`,
 /// where `after` is an async check run after every case (e.g. nothing left behind).
 #[macro_export]

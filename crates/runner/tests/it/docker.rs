@@ -62,6 +62,7 @@ crate::backend_cases!(docker().await, DOCKER, nothing_left;
     missing_secrets_are_an_error_before_the_step_runs,
     long_lines_and_binary_output,
     the_workspace_is_filled_from_a_directory,
+    a_large_log_arrives_whole,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

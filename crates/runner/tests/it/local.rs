@@ -41,4 +41,5 @@ crate::backend_cases!(local(), LOCAL, nothing_left;
     missing_secrets_are_an_error_before_the_step_runs,
     long_lines_and_binary_output,
     the_workspace_is_filled_from_a_directory,
+    a_large_log_arrives_whole,
 );
