@@ -18,10 +18,15 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{RemoveContainerOptionsBuilder, StartContainerOptions, WaitContainerOptions};
+use bollard::query_parameters::{
+    RemoveContainerOptionsBuilder, StartContainerOptions, WaitContainerOptions,
+};
 use futures_util::StreamExt;
 use gantry_pipeline::{Context, PlanStep, Stage, compile, parse};
-use gantry_runner::{Backend, DockerBackend, Executor, ExecutorConfig, Job, LocalBackend, LogLine, Reporter, StepResult, WorkspaceSource};
+use gantry_runner::{
+    Backend, DockerBackend, Executor, ExecutorConfig, Job, LocalBackend, LogLine, Reporter,
+    StepResult, WorkspaceSource,
+};
 use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "gantry-test/busybox:latest";
@@ -39,34 +44,61 @@ impl Reporter for Counting {
 }
 
 fn stage(pipeline_type: &str, steps: &str) -> Stage {
-    let yaml = format!("kind: pipeline\ntype: {pipeline_type}\nname: bench\nclone:\n  disable: true\nsteps:\n{steps}");
-    let config = parse(".gantry.yml", &yaml).config.expect("valid bench pipeline");
+    let yaml = format!(
+        "kind: pipeline\ntype: {pipeline_type}\nname: bench\nclone:\n  disable: true\nsteps:\n{steps}"
+    );
+    let config = parse(".gantry.yml", &yaml)
+        .config
+        .expect("valid bench pipeline");
     let mut ctx = Context::push("acme/app", "main");
     ctx.trusted = true;
     compile(&config, &ctx).expect("plans").stages.remove(0)
 }
 
 fn true_steps(pipeline_type: &str) -> Stage {
-    let steps: String = (0..STEPS).map(|i| format!("  - name: s{i}\n    image: {IMAGE}\n    commands: [\"true\"]\n")).collect();
+    let steps: String = (0..STEPS)
+        .map(|i| format!("  - name: s{i}\n    image: {IMAGE}\n    commands: [\"true\"]\n"))
+        .collect();
     stage(pipeline_type, &steps)
 }
 
 async fn gantry(backend: Arc<dyn Backend>, stage: Stage, round: usize) -> (Duration, u64) {
     let reporter = Arc::new(Counting(AtomicU64::new(0)));
-    let job = Job { id: format!("bench-{}-{round}", std::process::id()), stage, secrets: Default::default(), workspace: WorkspaceSource::Empty };
+    let job = Job {
+        id: format!("bench-{}-{round}", std::process::id()),
+        stage,
+        secrets: Default::default(),
+        workspace: WorkspaceSource::Empty,
+    };
     let started = Instant::now();
     // Every line must reach the reporter: no cap.
-    let config = ExecutorConfig { log_limit_bytes: u64::MAX, ..ExecutorConfig::default() };
-    let result = Executor::new(backend, config).run(job, Arc::clone(&reporter) as Arc<dyn Reporter>, CancellationToken::new()).await;
+    let config = ExecutorConfig {
+        log_limit_bytes: u64::MAX,
+        ..ExecutorConfig::default()
+    };
+    let result = Executor::new(backend, config)
+        .run(
+            job,
+            Arc::clone(&reporter) as Arc<dyn Reporter>,
+            CancellationToken::new(),
+        )
+        .await;
     let took = started.elapsed();
-    assert_eq!(result.status, gantry_runner::StepStatus::Success, "{result:?}");
+    assert_eq!(
+        result.status,
+        gantry_runner::StepStatus::Success,
+        "{result:?}"
+    );
     (took, reporter.0.load(Ordering::Relaxed))
 }
 
 fn cli_loop() -> Duration {
     let started = Instant::now();
     for _ in 0..STEPS {
-        let status = Command::new("docker").args(["run", "--rm", IMAGE, "true"]).status().expect("docker CLI");
+        let status = Command::new("docker")
+            .args(["run", "--rm", IMAGE, "true"])
+            .status()
+            .expect("docker CLI");
         assert!(status.success());
     }
     started.elapsed()
@@ -75,12 +107,32 @@ fn cli_loop() -> Duration {
 async fn bollard_loop(docker: &Docker) -> Duration {
     let started = Instant::now();
     for _ in 0..STEPS {
-        let body = ContainerCreateBody { image: Some(IMAGE.to_owned()), cmd: Some(vec!["true".to_owned()]), ..Default::default() };
-        let id = docker.create_container(None::<bollard::query_parameters::CreateContainerOptions>, body).await.expect("create").id;
-        docker.start_container(&id, None::<StartContainerOptions>).await.expect("start");
+        let body = ContainerCreateBody {
+            image: Some(IMAGE.to_owned()),
+            cmd: Some(vec!["true".to_owned()]),
+            ..Default::default()
+        };
+        let id = docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .expect("create")
+            .id;
+        docker
+            .start_container(&id, None::<StartContainerOptions>)
+            .await
+            .expect("start");
         let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
         while wait.next().await.is_some() {}
-        docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await.expect("remove");
+        docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await
+            .expect("remove");
     }
     started.elapsed()
 }
@@ -88,7 +140,13 @@ async fn bollard_loop(docker: &Docker) -> Duration {
 fn sh_loop() -> Duration {
     let started = Instant::now();
     for _ in 0..STEPS {
-        assert!(Command::new("sh").args(["-c", "true"]).status().expect("sh").success());
+        assert!(
+            Command::new("sh")
+                .args(["-c", "true"])
+                .status()
+                .expect("sh")
+                .success()
+        );
     }
     started.elapsed()
 }
@@ -126,36 +184,94 @@ fn main() {
         println!("runner bench: run with `cargo bench -p gantry-runner --bench runner`");
         return;
     }
-    let rounds: usize = std::env::var("GANTRY_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rounds: usize = std::env::var("GANTRY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let script = gantry_test_support::repo_root().join("scripts/test-image");
-    assert!(Command::new(&script).status().is_ok_and(|s| s.success()), "needs Docker and {}", script.display());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    assert!(
+        Command::new(&script).status().is_ok_and(|s| s.success()),
+        "needs Docker and {}",
+        script.display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        let docker = Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("docker");
-        let backend: Arc<dyn Backend> = Arc::new(DockerBackend::connect(&format!("bench-{}", std::process::id())).await.expect("docker backend"));
+        let docker = Docker::connect_with_defaults()
+            .expect("docker")
+            .negotiate_version()
+            .await
+            .expect("docker");
+        let backend: Arc<dyn Backend> = Arc::new(
+            DockerBackend::connect(&format!("bench-{}", std::process::id()))
+                .await
+                .expect("docker backend"),
+        );
         let local: Arc<dyn Backend> = Arc::new(LocalBackend::in_temp_dir());
         let mut figures: HashMap<&str, Vec<Duration>> = HashMap::new();
         for round in 0..rounds {
-            figures.entry("docker gantry").or_default().push(gantry(Arc::clone(&backend), true_steps("docker"), round).await.0);
+            figures.entry("docker gantry").or_default().push(
+                gantry(Arc::clone(&backend), true_steps("docker"), round)
+                    .await
+                    .0,
+            );
             figures.entry("docker cli").or_default().push(cli_loop());
-            figures.entry("docker bollard").or_default().push(bollard_loop(&docker).await);
-            figures.entry("local gantry").or_default().push(gantry(Arc::clone(&local), true_steps("exec"), round + 100).await.0);
+            figures
+                .entry("docker bollard")
+                .or_default()
+                .push(bollard_loop(&docker).await);
+            figures.entry("local gantry").or_default().push(
+                gantry(Arc::clone(&local), true_steps("exec"), round + 100)
+                    .await
+                    .0,
+            );
             figures.entry("local sh").or_default().push(sh_loop());
-            let logs = stage("docker", &format!("  - name: logs\n    image: {IMAGE}\n    commands: [\"{}\"]\n", log_script()));
+            let logs = stage(
+                "docker",
+                &format!(
+                    "  - name: logs\n    image: {IMAGE}\n    commands: [\"{}\"]\n",
+                    log_script()
+                ),
+            );
             let (took, lines) = gantry(Arc::clone(&backend), logs, round + 200).await;
             assert!(lines > LOG_LINES, "only {lines} lines reached the reporter");
             figures.entry("logs gantry").or_default().push(took);
-            figures.entry("logs docker").or_default().push(docker_logs_baseline());
+            figures
+                .entry("logs docker")
+                .or_default()
+                .push(docker_logs_baseline());
         }
         let m = |k: &str| median(figures.get(k).cloned().unwrap_or_default());
         println!("medians of {rounds} interleaved rounds, {STEPS} steps:");
-        for key in ["docker gantry", "docker cli", "docker bollard", "local gantry", "local sh", "logs gantry", "logs docker"] {
+        for key in [
+            "docker gantry",
+            "docker cli",
+            "docker bollard",
+            "local gantry",
+            "local sh",
+            "logs gantry",
+            "logs docker",
+        ] {
             println!("  {key:<15} {:>8.3} s", m(key).as_secs_f64());
         }
         println!("ratios (target):");
-        println!("  docker: gantry / CLI loop      = {:.2} (<= 0.7)", ratio(m("docker gantry"), m("docker cli")));
-        println!("  docker: gantry / bollard loop  = {:.2} (<= 1.1)", ratio(m("docker gantry"), m("docker bollard")));
-        println!("  local:  gantry / sh -c true    = {:.2} (<= 2)", ratio(m("local gantry"), m("local sh")));
-        println!("  logs:   gantry / docker run    = {:.2} (<= 1.3)", ratio(m("logs gantry"), m("logs docker")));
+        println!(
+            "  docker: gantry / CLI loop      = {:.2} (<= 0.7)",
+            ratio(m("docker gantry"), m("docker cli"))
+        );
+        println!(
+            "  docker: gantry / bollard loop  = {:.2} (<= 1.1)",
+            ratio(m("docker gantry"), m("docker bollard"))
+        );
+        println!(
+            "  local:  gantry / sh -c true    = {:.2} (<= 2)",
+            ratio(m("local gantry"), m("local sh"))
+        );
+        println!(
+            "  logs:   gantry / docker run    = {:.2} (<= 1.3)",
+            ratio(m("logs gantry"), m("logs docker"))
+        );
     });
 }

@@ -84,6 +84,12 @@ pub trait Backend: Send + Sync {
     /// `gantry exec`). Called after `setup`, before any step.
     async fn import_workspace(&self, job: &JobSpec, dir: &Path) -> Result<(), BackendError>;
 
+    /// Gets a step ready ahead of time (creates its container, pulls its image) while earlier
+    /// steps run, so that `run_step` can start it at once. Speculative: the step may still be
+    /// skipped, and whatever was prepared is then removed by `destroy`. Must return at once
+    /// (start background work, don't wait for it); `run_step` of the same step waits for it.
+    fn prepare_step(&self, _job: &JobSpec, _step: &StepSpec<'_>) {}
+
     /// Runs one step to its end, sending its output to `output` as it comes. When `cancel`
     /// fires, the step is stopped within two seconds and `Ok(StepExit::Killed)` returned.
     /// Detached steps and services run the same way; the executor decides when to cancel them.

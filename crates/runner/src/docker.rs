@@ -6,8 +6,9 @@
 //! Everything created carries the labels `gantry.runner` and `gantry.job`; `destroy` removes
 //! what has the job's label, `sweep` what has the runner's (leftovers of a crashed run).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,14 +18,14 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder,
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
     UploadToContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use gantry_pipeline::model::{Mount, Pull, VolumeSource};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, JobSpec, Output, StepExit, StepSpec};
@@ -35,6 +36,10 @@ const LABEL_JOB: &str = "gantry.job";
 pub struct DockerBackend {
     docker: Docker,
     runner: String,
+    /// Images known to be present, so that `if-not-exists` asks the engine once.
+    present: Arc<Mutex<HashSet<String>>>,
+    /// Containers being created ahead of their step, by container name.
+    prepared: Mutex<HashMap<String, JoinHandle<Result<String, BackendError>>>>,
 }
 
 impl std::fmt::Debug for DockerBackend {
@@ -99,6 +104,8 @@ impl DockerBackend {
         Ok(Self {
             docker,
             runner: runner.to_owned(),
+            present: Arc::new(Mutex::new(HashSet::new())),
+            prepared: Mutex::new(HashMap::new()),
         })
     }
 
@@ -126,51 +133,6 @@ impl DockerBackend {
         )
     }
 
-    /// Makes sure `image` is present, pulling it as `pull` says.
-    async fn ensure_image(&self, image: &str, pull: Pull) -> Result<(), BackendError> {
-        let present = self.docker.inspect_image(image).await.is_ok();
-        match pull {
-            Pull::IfNotExists if present => return Ok(()),
-            Pull::Never if present => return Ok(()),
-            Pull::Never => {
-                return Err(BackendError::ImagePull {
-                    image: image.to_owned(),
-                    reason: "it is not on this machine and the step says `pull: never`".to_owned(),
-                });
-            }
-            _ => {}
-        }
-        let (from_image, tag) = split_image(image);
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(from_image)
-            .tag(tag)
-            .build();
-        let mut progress = self.docker.create_image(Some(options), None, None);
-        let mut failure = None;
-        while let Some(event) = progress.next().await {
-            match event {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        failure = Some(detail);
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        match failure {
-            // `pull: always` still runs a present image when the registry cannot be reached.
-            Some(_) if present => Ok(()),
-            Some(reason) => Err(BackendError::ImagePull {
-                image: image.to_owned(),
-                reason,
-            }),
-            None => Ok(()),
-        }
-    }
-
     async fn remove_labelled(&self, label: &str) -> Result<(), BackendError> {
         let filters = HashMap::from([("label", vec![label.to_owned()])]);
         let containers = self
@@ -183,17 +145,23 @@ impl DockerBackend {
             ))
             .await
             .map_err(|e| engine("listing containers", e))?;
-        for container in containers {
-            let Some(id) = container.id else { continue };
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
-            match self.docker.remove_container(&id, Some(options)).await {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(engine("removing a container", e)),
-            }
+        // Removing containers one by one costs a round trip each; ask for all at once.
+        let removals = containers
+            .into_iter()
+            .filter_map(|c| c.id)
+            .map(|id| async move {
+                let options = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                match self.docker.remove_container(&id, Some(options)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if is_not_found(&e) => Ok(()),
+                    Err(e) => Err(engine("removing a container", e)),
+                }
+            });
+        for removed in futures_util::future::join_all(removals).await {
+            removed?;
         }
         let networks = self
             .docker
@@ -274,6 +242,86 @@ impl DockerBackend {
             networks.len(),
             volumes.volumes.map_or(0, |v| v.len()),
         ))
+    }
+
+    /// The container a step runs in.
+    fn container_spec(
+        &self,
+        job: &JobSpec,
+        step: &StepSpec<'_>,
+    ) -> Result<ContainerSpec, BackendError> {
+        let plan_step = step.step;
+        let Some(image) = plan_step.image.clone() else {
+            return Err(BackendError::Unsupported(format!(
+                "step `{}` has no image",
+                plan_step.name
+            )));
+        };
+        let network = Self::network(job);
+        let own_network = plan_step.network_mode.is_none();
+        let (entrypoint, cmd) = match &plan_step.script {
+            Some(script) => (
+                Some(vec![plan_step.shell.clone(), "-c".to_owned()]),
+                Some(vec![script.clone()]),
+            ),
+            None => (
+                (!plan_step.entrypoint.is_empty()).then(|| plan_step.entrypoint.clone()),
+                (!plan_step.command.is_empty()).then(|| plan_step.command.clone()),
+            ),
+        };
+        let limits = &plan_step.resources.limits;
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            env: Some(
+                step.environment
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+            labels: Some(self.labels(job)),
+            working_dir: Some(plan_step.working_dir.clone()),
+            entrypoint,
+            cmd,
+            user: plan_step.user.clone(),
+            host_config: Some(HostConfig {
+                binds: Some(Self::binds(job, &plan_step.mounts)),
+                network_mode: Some(
+                    plan_step
+                        .network_mode
+                        .clone()
+                        .unwrap_or_else(|| network.clone()),
+                ),
+                privileged: Some(plan_step.privileged),
+                memory: limits.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+                nano_cpus: limits
+                    .cpu_millis
+                    .and_then(|c| i64::try_from(c.saturating_mul(1_000_000)).ok()),
+                ..Default::default()
+            }),
+            networking_config: own_network.then(|| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![plan_step.name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let name = format!(
+            "gantry-{}-{}-{}",
+            docker_name(&job.id),
+            plan_step.number,
+            docker_name(&plan_step.name)
+        );
+        Ok(ContainerSpec {
+            name,
+            step: plan_step.name.clone(),
+            image,
+            pull: plan_step.pull,
+            body,
+        })
     }
 
     fn binds(job: &JobSpec, mounts: &[Mount]) -> Vec<String> {
@@ -369,7 +417,7 @@ impl Backend for DockerBackend {
             return Ok(());
         };
         let image = step.image.clone().unwrap_or_default();
-        self.ensure_image(&image, step.pull).await?;
+        ensure_image(&self.docker, &self.present, &image, step.pull).await?;
         let from = dir.to_owned();
         let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut builder = tar::Builder::new(Vec::new());
@@ -421,6 +469,25 @@ impl Backend for DockerBackend {
         uploaded.and(removed)
     }
 
+    fn prepare_step(&self, job: &JobSpec, step: &StepSpec<'_>) {
+        let Ok(spec) = self.container_spec(job, step) else {
+            return;
+        };
+        let Ok(mut prepared) = self.prepared.lock() else {
+            return;
+        };
+        if prepared.contains_key(&spec.name) {
+            return;
+        }
+        let name = spec.name.clone();
+        let task = tokio::spawn(create_container(
+            self.docker.clone(),
+            Arc::clone(&self.present),
+            spec,
+        ));
+        prepared.insert(name, task);
+    }
+
     async fn run_step(
         &self,
         job: &JobSpec,
@@ -428,99 +495,52 @@ impl Backend for DockerBackend {
         output: Output,
         cancel: CancellationToken,
     ) -> Result<StepExit, BackendError> {
-        let plan_step = step.step;
-        let Some(image) = plan_step.image.clone() else {
-            return Err(BackendError::Unsupported(format!(
-                "step `{}` has no image",
-                plan_step.name
-            )));
+        let spec = self.container_spec(job, step)?;
+        let step_name = spec.step.clone();
+        let ready = self
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&spec.name));
+        let created = async {
+            match ready {
+                Some(task) => task.await.map_err(|e| {
+                    BackendError::Engine(format!("creating the container failed: {e}"))
+                })?,
+                None => {
+                    create_container(self.docker.clone(), Arc::clone(&self.present), spec).await
+                }
+            }
         };
-        tokio::select! {
-            pulled = self.ensure_image(&image, plan_step.pull) => pulled?,
+        let id = tokio::select! {
+            id = created => id?,
             () = cancel.cancelled() => return Ok(StepExit::Killed),
-        }
-        let network = Self::network(job);
-        let own_network = plan_step.network_mode.is_none();
-        let (entrypoint, cmd) = match &plan_step.script {
-            Some(script) => (
-                Some(vec![plan_step.shell.clone(), "-c".to_owned()]),
-                Some(vec![script.clone()]),
-            ),
-            None => (
-                (!plan_step.entrypoint.is_empty()).then(|| plan_step.entrypoint.clone()),
-                (!plan_step.command.is_empty()).then(|| plan_step.command.clone()),
-            ),
         };
-        let limits = &plan_step.resources.limits;
-        let body = ContainerCreateBody {
-            image: Some(image),
-            env: Some(
-                step.environment
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect(),
-            ),
-            labels: Some(self.labels(job)),
-            working_dir: Some(plan_step.working_dir.clone()),
-            entrypoint,
-            cmd,
-            user: plan_step.user.clone(),
-            host_config: Some(HostConfig {
-                binds: Some(Self::binds(job, &plan_step.mounts)),
-                network_mode: Some(
-                    plan_step
-                        .network_mode
-                        .clone()
-                        .unwrap_or_else(|| network.clone()),
-                ),
-                privileged: Some(plan_step.privileged),
-                memory: limits.memory_bytes.and_then(|m| i64::try_from(m).ok()),
-                nano_cpus: limits
-                    .cpu_millis
-                    .and_then(|c| i64::try_from(c.saturating_mul(1_000_000)).ok()),
-                ..Default::default()
-            }),
-            networking_config: own_network.then(|| NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    network.clone(),
-                    EndpointSettings {
-                        aliases: Some(vec![plan_step.name.clone()]),
-                        ..Default::default()
-                    },
-                )])),
-            }),
-            ..Default::default()
-        };
-        let name = format!(
-            "gantry-{}-{}-{}",
-            docker_name(&job.id),
-            plan_step.number,
-            docker_name(&plan_step.name)
-        );
-        let container = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            )
-            .await
-            .map_err(|e| {
-                engine(
-                    &format!("creating the container of step `{}`", plan_step.name),
-                    e,
-                )
-            })?;
-        let id = container.id;
-        let outcome = self.attend(&id, &plan_step.name, output, &cancel).await;
-        let remove = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        let _ = self.docker.remove_container(&id, Some(remove)).await;
-        outcome
+        // The container stays until `destroy`, which removes all of the job's at once.
+        self.attend(&id, &step_name, output, &cancel).await
     }
 
     async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError> {
+        // A container still being created ahead of its step would appear after the listing
+        // below: wait for those first (a request already sent completes even if abandoned).
+        let prefix = format!("gantry-{}-", docker_name(&job.id));
+        let pending: Vec<JoinHandle<Result<String, BackendError>>> = match self.prepared.lock() {
+            Ok(mut prepared) => {
+                let names: Vec<String> = prepared
+                    .keys()
+                    .filter(|n| n.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                names
+                    .into_iter()
+                    .filter_map(|n| prepared.remove(&n))
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for task in pending {
+            let _ = task.await;
+        }
         self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
             .await
     }
@@ -532,8 +552,19 @@ impl DockerBackend {
     /// Output is taken by attaching to the container before it starts, not from `/logs`: the
     /// engine's log driver may rotate (`max-size`), and a follower of `/logs` then loses what
     /// rotated away before it read it. Attached output comes straight from the container.
-    async fn attend(&self, id: &str, step: &str, output: Output, cancel: &CancellationToken) -> Result<StepExit, BackendError> {
-        let options = AttachContainerOptionsBuilder::default().stream(true).stdout(true).stderr(true).logs(true).build();
+    async fn attend(
+        &self,
+        id: &str,
+        step: &str,
+        output: Output,
+        cancel: &CancellationToken,
+    ) -> Result<StepExit, BackendError> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(true)
+            .build();
         let attached = self
             .docker
             .attach_container(id, Some(options))
@@ -579,6 +610,101 @@ impl DockerBackend {
         let _ = logs.await;
         Ok(StepExit::Exited(i32::try_from(code).unwrap_or(i32::MAX)))
     }
+}
+
+/// Makes sure `image` is present, pulling it as `pull` says.
+async fn ensure_image(
+    docker: &Docker,
+    present_images: &Mutex<HashSet<String>>,
+    image: &str,
+    pull: Pull,
+) -> Result<(), BackendError> {
+    let known = present_images.lock().is_ok_and(|p| p.contains(image));
+    if known && pull != Pull::Always {
+        return Ok(());
+    }
+    let result = fetch_image(docker, image, pull).await;
+    if result.is_ok()
+        && let Ok(mut present) = present_images.lock()
+    {
+        present.insert(image.to_owned());
+    }
+    result
+}
+
+async fn fetch_image(docker: &Docker, image: &str, pull: Pull) -> Result<(), BackendError> {
+    let present = docker.inspect_image(image).await.is_ok();
+    match pull {
+        Pull::IfNotExists if present => return Ok(()),
+        Pull::Never if present => return Ok(()),
+        Pull::Never => {
+            return Err(BackendError::ImagePull {
+                image: image.to_owned(),
+                reason: "it is not on this machine and the step says `pull: never`".to_owned(),
+            });
+        }
+        _ => {}
+    }
+    let (from_image, tag) = split_image(image);
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(from_image)
+        .tag(tag)
+        .build();
+    let mut progress = docker.create_image(Some(options), None, None);
+    let mut failure = None;
+    while let Some(event) = progress.next().await {
+        match event {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    failure = Some(detail);
+                }
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    match failure {
+        // `pull: always` still runs a present image when the registry cannot be reached.
+        Some(_) if present => Ok(()),
+        Some(reason) => Err(BackendError::ImagePull {
+            image: image.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Creates a container once its image is there; returns its id.
+async fn create_container(
+    docker: Docker,
+    present: Arc<Mutex<HashSet<String>>>,
+    spec: ContainerSpec,
+) -> Result<String, BackendError> {
+    ensure_image(&docker, &present, &spec.image, spec.pull).await?;
+    let options = CreateContainerOptionsBuilder::default()
+        .name(&spec.name)
+        .build();
+    docker
+        .create_container(Some(options), spec.body)
+        .await
+        .map(|c| c.id)
+        .map_err(|e| {
+            engine(
+                &format!("creating the container of step `{}`", spec.step),
+                e,
+            )
+        })
+}
+
+/// Everything to create a step's container.
+struct ContainerSpec {
+    name: String,
+    step: String,
+    image: String,
+    pull: Pull,
+    body: ContainerCreateBody,
 }
 
 #[cfg(test)]

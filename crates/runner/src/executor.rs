@@ -291,6 +291,7 @@ impl Executor {
             .collect();
         let mut results: Vec<Option<StepResult>> = vec![None; steps.len()];
         let mut done = vec![false; steps.len()];
+        let mut prepared = vec![false; steps.len()];
         let mut running: HashMap<tokio::task::Id, (usize, CancellationToken)> = HashMap::new();
         let mut tasks: JoinSet<StepResult> = JoinSet::new();
         // Services and detached steps: cancelled when the stage ends.
@@ -433,6 +434,32 @@ impl Executor {
                         token.clone(),
                     ));
                     running.insert(handle.id(), (i, token));
+                }
+            }
+            // Get the next steps ready while these run: their containers are created now, so
+            // they start as soon as they are due.
+            if stop.is_none() {
+                for i in 0..steps.len() {
+                    let step = &steps[i];
+                    let busy = |j: usize| running.values().any(|(r, _)| *r == j);
+                    if prepared[i]
+                        || done[i]
+                        || results[i].is_some()
+                        || busy(i)
+                        || !step.run
+                        || step.kind == StepKind::Clone
+                    {
+                        continue;
+                    }
+                    if !parents[i].iter().all(|&p| done[p] || busy(p)) {
+                        continue;
+                    }
+                    prepared[i] = true;
+                    if let Ok(environment) = self.resolve(job, step) {
+                        shared
+                            .backend
+                            .prepare_step(&shared.spec, &StepSpec { step, environment });
+                    }
                 }
             }
             if tasks.is_empty() {
