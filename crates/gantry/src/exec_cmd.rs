@@ -53,6 +53,17 @@ pub struct ExecArgs {
     pub timeout: Option<String>,
 }
 
+/// `gantry exec` names its runner after its process, `gantry-exec-PID`.
+const EXEC_RUNNER: &str = "gantry-exec-";
+
+/// An exec runner whose process no longer exists.
+fn exec_run_is_gone(runner: &str) -> bool {
+    runner
+        .strip_prefix(EXEC_RUNNER)
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
 const DEFAULT_FILES: &[&str] = &[
     ".gantry.yml",
     ".drone.yml",
@@ -123,15 +134,20 @@ async fn run_stages(
     let cancel = CancellationToken::new();
     {
         let cancel = cancel.clone();
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("while listening for SIGTERM")?;
         tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!(
+                "\ncancelling: stopping steps and cleaning up (Ctrl-C again to leave at once)"
+            );
+            cancel.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\ncancelling: stopping steps and cleaning up (Ctrl-C again to leave at once)"
-                );
-                cancel.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
+                std::process::exit(130);
             }
         });
     }
@@ -186,10 +202,19 @@ async fn run_stages(
             _ => match &docker {
                 Some(d) => Arc::clone(d),
                 None => {
-                    let connected: Arc<dyn Backend> = Arc::new(
-                        DockerBackend::connect(&format!("gantry-exec-{}", std::process::id()))
-                            .await?,
-                    );
+                    let backend =
+                        DockerBackend::connect(&format!("{EXEC_RUNNER}{}", std::process::id()))
+                            .await?;
+                    // What earlier `gantry exec` runs left when they were killed outright.
+                    if let Ok(swept) = backend.sweep_gone(exec_run_is_gone).await
+                        && !swept.is_empty()
+                    {
+                        reporter.note(&format!(
+                            "removed what {} earlier killed run(s) left behind",
+                            swept.len()
+                        ));
+                    }
+                    let connected: Arc<dyn Backend> = Arc::new(backend);
                     docker = Some(Arc::clone(&connected));
                     connected
                 }

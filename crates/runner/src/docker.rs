@@ -206,6 +206,52 @@ impl DockerBackend {
             .await
     }
 
+    /// Removes what other runners left, for those `is_gone` says are gone for good (e.g.
+    /// `gantry exec` processes that were killed). Returns the runners swept.
+    pub async fn sweep_gone(
+        &self,
+        is_gone: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, BackendError> {
+        let filters = HashMap::from([("label", vec![LABEL_RUNNER.to_owned()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing containers", e))?;
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing networks", e))?;
+        let mut runners: HashSet<String> = containers
+            .into_iter()
+            .filter_map(|c| c.labels?.remove(LABEL_RUNNER))
+            .collect();
+        runners.extend(
+            networks
+                .into_iter()
+                .filter_map(|n| n.labels?.remove(LABEL_RUNNER)),
+        );
+        let gone: Vec<String> = runners
+            .into_iter()
+            .filter(|r| r != &self.runner && is_gone(r))
+            .collect();
+        for runner in &gone {
+            self.remove_labelled(&format!("{LABEL_RUNNER}={runner}"))
+                .await?;
+        }
+        Ok(gone)
+    }
+
     /// How many containers, networks and volumes carry this runner's label.
     pub async fn leftovers(&self) -> Result<(usize, usize, usize), BackendError> {
         let filters = HashMap::from([("label", vec![format!("{LABEL_RUNNER}={}", self.runner)])]);
@@ -497,24 +543,26 @@ impl Backend for DockerBackend {
     ) -> Result<StepExit, BackendError> {
         let spec = self.container_spec(job, step)?;
         let step_name = spec.step.clone();
-        let ready = self
-            .prepared
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&spec.name));
-        let created = async {
-            match ready {
-                Some(task) => task.await.map_err(|e| {
-                    BackendError::Engine(format!("creating the container failed: {e}"))
-                })?,
-                None => {
-                    create_container(self.docker.clone(), Arc::clone(&self.present), spec).await
-                }
-            }
+        let name = spec.name.clone();
+        let ready = self.prepared.lock().ok().and_then(|mut p| p.remove(&name));
+        let mut task = match ready {
+            Some(task) => task,
+            None => tokio::spawn(create_container(
+                self.docker.clone(),
+                Arc::clone(&self.present),
+                spec,
+            )),
         };
         let id = tokio::select! {
-            id = created => id?,
-            () = cancel.cancelled() => return Ok(StepExit::Killed),
+            joined = &mut task => joined.map_err(|e| BackendError::Engine(format!("creating the container failed: {e}")))??,
+            () = cancel.cancelled() => {
+                // The engine may still finish creating it: leave that for `destroy` to wait for
+                // and remove, rather than abandon a container the listing might miss.
+                if let Ok(mut prepared) = self.prepared.lock() {
+                    prepared.insert(name, task);
+                }
+                return Ok(StepExit::Killed);
+            }
         };
         // The container stays until `destroy`, which removes all of the job's at once.
         self.attend(&id, &step_name, output, &cancel).await
@@ -538,9 +586,9 @@ impl Backend for DockerBackend {
             }
             Err(_) => Vec::new(),
         };
-        for task in pending {
-            let _ = task.await;
-        }
+        // A pull can take long; past a bound, give up on it (it creates nothing until done).
+        let waits = futures_util::future::join_all(pending);
+        let _ = tokio::time::timeout(Duration::from_secs(30), waits).await;
         self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
             .await
     }

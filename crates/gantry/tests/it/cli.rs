@@ -399,3 +399,118 @@ steps:
         text(&out.stderr)
     );
 }
+
+/// Containers, networks and volumes of a `gantry exec` process still in the engine.
+fn exec_leftovers(pid: u32) -> usize {
+    let label = format!("label=gantry.runner=gantry-exec-{pid}");
+    [
+        vec!["ps", "-aq", "--filter", &label],
+        vec!["network", "ls", "-q", "--filter", &label],
+        vec!["volume", "ls", "-q", "--filter", &label],
+    ]
+    .iter()
+    .map(|args| {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker CLI");
+        text(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    })
+    .sum()
+}
+
+/// Whether the `sleeper` step of a `gantry exec` process is running.
+fn sleeper_running(pid: u32) -> bool {
+    let label = format!("label=gantry.runner=gantry-exec-{pid}");
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &label,
+            "--filter",
+            "name=sleeper",
+            "--filter",
+            "status=running",
+        ])
+        .output()
+        .expect("docker CLI");
+    !text(&out.stdout).trim().is_empty()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+const SLEEPER: &str = "kind: pipeline
+name: slow
+steps:
+  - name: sleeper
+    image: gantry-test/busybox:latest
+    commands: [echo sleeping, sleep 300]
+";
+
+#[test]
+fn exec_stops_and_cleans_up_on_sigterm_and_sweeps_what_a_killed_run_left() {
+    let image = repo_root().join("scripts/test-image");
+    assert!(
+        Command::new(&image).status().is_ok_and(|s| s.success()),
+        "needs Docker and scripts/test-image"
+    );
+    let dir = TempDir::new("exec-signals");
+    dir.write("slow.yml", SLEEPER);
+    dir.write("quick.yml", "kind: pipeline\nname: quick\nsteps:\n  - {name: hi, image: gantry-test/busybox:latest, commands: [echo hi]}\n");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["exec", "slow.yml"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start gantry exec")
+    };
+
+    // SIGTERM: the step is stopped, the build ends as killed, nothing is left.
+    let child = spawn();
+    let pid = child.id();
+    wait_for("the step's container", || sleeper_running(pid));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    let out = child.wait_with_output().expect("gantry exec ends");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("pipeline slow: killed: cancelled"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(exec_leftovers(pid), 0);
+
+    // SIGKILL leaves everything behind; the next run removes it.
+    let mut child = spawn();
+    let pid = child.id();
+    wait_for("the step's container", || sleeper_running(pid));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(exec_leftovers(pid) >= 3);
+    let out = gantry(&["exec", "quick.yml"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("earlier killed run(s) left behind"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(exec_leftovers(pid), 0);
+}

@@ -3,5 +3,6 @@
 mod cases;
 mod clone;
 mod docker;
+mod fake;
 mod local;
 mod support;
