@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use gantry_pipeline::model::PipelineType;
-use gantry_pipeline::{PlanStep, Stage, StepKind, compile, parse_duration};
+use gantry_pipeline::{PlanStep, Stage, StepKind, compile, parse_bytes, parse_duration};
 use gantry_runner::{
     Backend, DockerBackend, Executor, ExecutorConfig, Job, LocalBackend, LogLine, Reporter,
     StageResult, StepResult, StepStatus, WorkspaceSource,
@@ -51,6 +51,9 @@ pub struct ExecArgs {
     /// A time limit for each pipeline, e.g. `30m`.
     #[arg(long)]
     pub timeout: Option<String>,
+    /// Past this size a step's log keeps its head and tail, e.g. `100MiB`.
+    #[arg(long, default_value = "100MiB")]
+    pub log_limit: String,
 }
 
 /// `gantry exec` names its runner after its process, `gantry-exec-PID`.
@@ -115,13 +118,26 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let log_limit = parse_bytes(&args.log_limit)
+        .with_context(|| format!("`{}` is not a size, e.g. 100MiB", args.log_limit))?;
     let workspace = std::env::current_dir().context("while finding the current folder")?;
     let secrets: BTreeMap<String, String> = args.secrets.iter().cloned().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("while starting the runtime")?;
-    runtime.block_on(run_stages(plan.stages, args, timeout, secrets, &workspace))
+    let config = ExecutorConfig {
+        log_limit_bytes: log_limit,
+        ..ExecutorConfig::default()
+    };
+    runtime.block_on(run_stages(
+        plan.stages,
+        args,
+        timeout,
+        secrets,
+        &workspace,
+        config,
+    ))
 }
 
 async fn run_stages(
@@ -130,6 +146,7 @@ async fn run_stages(
     timeout: Option<u64>,
     secrets: BTreeMap<String, String>,
     workspace: &Path,
+    config: ExecutorConfig,
 ) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     {
@@ -232,7 +249,7 @@ async fn run_stages(
             secrets: secrets.clone(),
             workspace: WorkspaceSource::Directory(workspace.to_owned()),
         };
-        let executor = Executor::new(backend, ExecutorConfig::default());
+        let executor = Executor::new(backend, config.clone());
         let result = executor
             .run(
                 job,

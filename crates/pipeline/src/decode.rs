@@ -1879,7 +1879,7 @@ fn parse_cpu(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-fn parse_bytes(text: &str) -> Option<u64> {
+pub fn parse_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -28,7 +28,7 @@ pub mod yaml;
 
 pub use compile::{CompileError, compile};
 pub use context::{Context, Event, RepoInfo};
-pub use decode::parse_duration;
+pub use decode::{parse_bytes, parse_duration};
 pub use diag::{Diagnostic, Diagnostics, Pos, Severity};
 pub use model::{Dialect, Pipeline, SecretDocument};
 pub use plan::{Plan, PlanStep, Stage, StageStatus, StepKind};
