@@ -10,22 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use gantry_pipeline::plan::CloneSpec;
 use git2::{AutotagOption, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
 
-/// What to clone.
+/// What to clone: the plan's clone, and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloneSource {
-    pub url: String,
-    /// The ref the commit was pushed to, e.g. `refs/heads/main` or `refs/pull/7/head`.
-    pub reference: String,
-    /// The commit to check out; empty means whatever `reference` points at.
-    pub commit: String,
-    /// Shallow clone depth; `None` fetches the whole history.
-    pub depth: Option<u32>,
-    /// Fetch tags too.
-    pub tags: bool,
-    /// Accept any TLS certificate (self-signed Git servers).
-    pub skip_verify: bool,
+    /// URL, ref, exact commit (empty: whatever the ref points at), depth, tags, TLS checks.
+    pub spec: CloneSpec,
     /// Sent as `x-access-token` credentials when the server asks.
     pub token: Option<String>,
 }
@@ -40,13 +32,14 @@ pub enum CloneError {
 
 const FETCHED: &str = "refs/remotes/origin/gantry";
 
-/// Clones `source` into `dir` (which must be empty or absent), calling `log` with progress.
+/// Clones `clone` into `dir` (which must be empty or absent), calling `log` with progress.
 pub fn clone_into(
-    source: &CloneSource,
+    clone: &CloneSource,
     dir: &Path,
     cancelled: &Arc<AtomicBool>,
     log: &mut dyn FnMut(String),
 ) -> Result<(), CloneError> {
+    let source = &clone.spec;
     let fail = |message: String| CloneError::Git {
         url: source.url.clone(),
         message,
@@ -77,7 +70,7 @@ pub fn clone_into(
         if cancelled.load(Ordering::Relaxed) {
             return Err(CloneError::Cancelled);
         }
-        let mut options = fetch_options(source, cancelled);
+        let mut options = fetch_options(clone, cancelled);
         if let Some(depth) = depth {
             options.depth(i32::try_from(*depth).unwrap_or(i32::MAX));
         }
@@ -136,9 +129,10 @@ pub fn clone_into(
     Ok(())
 }
 
-fn fetch_options<'a>(source: &'a CloneSource, cancelled: &'a Arc<AtomicBool>) -> FetchOptions<'a> {
+fn fetch_options<'a>(clone: &'a CloneSource, cancelled: &'a Arc<AtomicBool>) -> FetchOptions<'a> {
+    let source = &clone.spec;
     let mut callbacks = RemoteCallbacks::new();
-    if let Some(token) = &source.token {
+    if let Some(token) = &clone.token {
         callbacks.credentials(move |_url, _user, _allowed| {
             Cred::userpass_plaintext("x-access-token", token)
         });

@@ -133,7 +133,8 @@ impl DockerBackend {
         )
     }
 
-    async fn remove_labelled(&self, label: &str) -> Result<(), BackendError> {
+    /// The containers, networks and volumes that match a label filter (`key` or `key=value`).
+    async fn labelled(&self, label: &str) -> Result<Labelled, BackendError> {
         let filters = HashMap::from([("label", vec![label.to_owned()])]);
         let containers = self
             .docker
@@ -145,8 +146,36 @@ impl DockerBackend {
             ))
             .await
             .map_err(|e| engine("listing containers", e))?;
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing networks", e))?;
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine("listing volumes", e))?;
+        Ok(Labelled {
+            containers,
+            networks,
+            volumes: volumes.volumes.unwrap_or_default(),
+        })
+    }
+
+    async fn remove_labelled(&self, label: &str) -> Result<(), BackendError> {
+        let found = self.labelled(label).await?;
         // Removing containers one by one costs a round trip each; ask for all at once.
-        let removals = containers
+        let removals = found
+            .containers
             .into_iter()
             .filter_map(|c| c.id)
             .map(|id| async move {
@@ -163,16 +192,7 @@ impl DockerBackend {
         for removed in futures_util::future::join_all(removals).await {
             removed?;
         }
-        let networks = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine("listing networks", e))?;
-        for network in networks {
+        for network in found.networks {
             let Some(id) = network.id else { continue };
             match self.docker.remove_network(&id).await {
                 Ok(()) => {}
@@ -180,16 +200,7 @@ impl DockerBackend {
                 Err(e) => return Err(engine("removing a network", e)),
             }
         }
-        let volumes = self
-            .docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine("listing volumes", e))?;
-        for volume in volumes.volumes.unwrap_or_default() {
+        for volume in found.volumes {
             let options = RemoveVolumeOptionsBuilder::default().force(true).build();
             match self.docker.remove_volume(&volume.name, Some(options)).await {
                 Ok(()) => {}
@@ -212,35 +223,24 @@ impl DockerBackend {
         &self,
         is_gone: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, BackendError> {
-        let filters = HashMap::from([("label", vec![LABEL_RUNNER.to_owned()])]);
-        let containers = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine("listing containers", e))?;
-        let networks = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine("listing networks", e))?;
-        let mut runners: HashSet<String> = containers
+        let found = self.labelled(LABEL_RUNNER).await?;
+        let runners: HashSet<String> = found
+            .containers
             .into_iter()
             .filter_map(|c| c.labels?.remove(LABEL_RUNNER))
+            .chain(
+                found
+                    .networks
+                    .into_iter()
+                    .filter_map(|n| n.labels?.remove(LABEL_RUNNER)),
+            )
+            .chain(
+                found
+                    .volumes
+                    .into_iter()
+                    .filter_map(|mut v| v.labels.remove(LABEL_RUNNER)),
+            )
             .collect();
-        runners.extend(
-            networks
-                .into_iter()
-                .filter_map(|n| n.labels?.remove(LABEL_RUNNER)),
-        );
         let gone: Vec<String> = runners
             .into_iter()
             .filter(|r| r != &self.runner && is_gone(r))
@@ -254,39 +254,13 @@ impl DockerBackend {
 
     /// How many containers, networks and volumes carry this runner's label.
     pub async fn leftovers(&self) -> Result<(usize, usize, usize), BackendError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_RUNNER}={}", self.runner)])]);
-        let containers = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine("listing containers", e))?;
-        let networks = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine("listing networks", e))?;
-        let volumes = self
-            .docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine("listing volumes", e))?;
+        let found = self
+            .labelled(&format!("{LABEL_RUNNER}={}", self.runner))
+            .await?;
         Ok((
-            containers.len(),
-            networks.len(),
-            volumes.volumes.map_or(0, |v| v.len()),
+            found.containers.len(),
+            found.networks.len(),
+            found.volumes.len(),
         ))
     }
 
@@ -599,7 +573,9 @@ impl DockerBackend {
     ///
     /// Output is taken by attaching to the container before it starts, not from `/logs`: the
     /// engine's log driver may rotate (`max-size`), and a follower of `/logs` then loses what
-    /// rotated away before it read it. Attached output comes straight from the container.
+    /// rotated away before it read it. Attached output comes straight from the container (the
+    /// engine connects its pipes before it answers the attach). No `logs` replay: it would
+    /// repeat whatever the container wrote while the replay ran.
     async fn attend(
         &self,
         id: &str,
@@ -611,7 +587,7 @@ impl DockerBackend {
             .stream(true)
             .stdout(true)
             .stderr(true)
-            .logs(true)
+            .logs(false)
             .build();
         let attached = self
             .docker
@@ -744,6 +720,13 @@ async fn create_container(
                 e,
             )
         })
+}
+
+/// What the engine holds under a label.
+struct Labelled {
+    containers: Vec<bollard::models::ContainerSummary>,
+    networks: Vec<bollard::models::Network>,
+    volumes: Vec<bollard::models::Volume>,
 }
 
 /// Everything to create a step's container.

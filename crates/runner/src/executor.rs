@@ -307,14 +307,14 @@ impl Executor {
             }
             match self.resolve(job, service) {
                 Ok(environment) => {
-                    let which = ServiceOrStep::Service(i);
-                    let handle = background.spawn(run_one(
-                        Arc::clone(shared),
-                        which,
+                    spawn_background(
+                        &mut background,
+                        &mut background_ids,
+                        shared,
+                        ServiceOrStep::Service(i),
                         environment,
-                        background_cancel.child_token(),
-                    ));
-                    background_ids.insert(handle.id(), which);
+                        &background_cancel,
+                    );
                 }
                 Err(message) => {
                     let result = StepResult {
@@ -415,14 +415,14 @@ impl Executor {
                         }
                     };
                     if step.detach {
-                        let which = ServiceOrStep::Step(i);
-                        let handle = background.spawn(run_one(
-                            Arc::clone(shared),
-                            which,
+                        spawn_background(
+                            &mut background,
+                            &mut background_ids,
+                            shared,
+                            ServiceOrStep::Step(i),
                             environment,
-                            background_cancel.child_token(),
-                        ));
-                        background_ids.insert(handle.id(), which);
+                            &background_cancel,
+                        );
                         done[i] = true;
                         continue;
                     }
@@ -612,13 +612,13 @@ impl Executor {
             WorkspaceSource::Clone(source) => {
                 say(format!(
                     "cloning {} at {} ({})",
-                    source.url,
-                    if source.commit.is_empty() {
+                    source.spec.url,
+                    if source.spec.commit.is_empty() {
                         "its head"
                     } else {
-                        &source.commit
+                        &source.spec.commit
                     },
-                    source.reference
+                    source.spec.reference
                 ));
                 let dir = std::env::temp_dir()
                     .join(format!("gantry-clone-{}", job.id.replace(['/', '\\'], "_")));
@@ -728,6 +728,24 @@ fn describe_secs(secs: u64) -> String {
 enum ServiceOrStep {
     Service(usize),
     Step(usize),
+}
+
+/// Starts a service or detached step; it runs until the stage ends.
+fn spawn_background(
+    set: &mut JoinSet<StepResult>,
+    ids: &mut HashMap<tokio::task::Id, ServiceOrStep>,
+    shared: &Arc<Shared>,
+    which: ServiceOrStep,
+    environment: BTreeMap<String, String>,
+    stage_end: &CancellationToken,
+) {
+    let handle = set.spawn(run_one(
+        Arc::clone(shared),
+        which,
+        environment,
+        stage_end.child_token(),
+    ));
+    ids.insert(handle.id(), which);
 }
 
 /// Runs one step or service on the backend: streams its output through masking and the cap

@@ -407,7 +407,23 @@ pub async fn a_large_log_arrives_whole(backend: Arc<dyn Backend>, f: Flavour) {
 /// where `after` is an async check run after every case (e.g. nothing left behind).
 #[macro_export]
 macro_rules! backend_cases {
-    ($backend:expr, $flavour:expr, $after:path; $($case:ident),* $(,)?) => {
+    ($backend:expr, $flavour:expr, $after:path) => {
+        $crate::backend_cases!(@each $backend, $flavour, $after;
+            passing_steps_share_the_workspace,
+            a_failure_stops_later_steps_and_runs_failure_handlers,
+            graph_steps_run_concurrently,
+            exit_78_ends_the_stage_early_as_passed,
+            failure_fast_stops_running_steps,
+            cancel_stops_within_seconds_and_skips_the_rest,
+            step_and_stage_timeouts,
+            secrets_are_masked,
+            missing_secrets_are_an_error_before_the_step_runs,
+            long_lines_and_binary_output,
+            the_workspace_is_filled_from_a_directory,
+            a_large_log_arrives_whole,
+        );
+    };
+    (@each $backend:expr, $flavour:expr, $after:path; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {

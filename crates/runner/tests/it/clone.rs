@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use gantry_pipeline::plan::CloneSpec;
 use gantry_runner::{Backend, CloneSource, LocalBackend, StepStatus, WorkspaceSource};
 use gantry_test_support::GitRepo;
 
@@ -23,12 +24,14 @@ fn local() -> Arc<dyn Backend> {
 
 fn source(repo: &GitRepo, reference: &str, commit: &str) -> CloneSource {
     CloneSource {
-        url: repo.url(),
-        reference: reference.to_owned(),
-        commit: commit.to_owned(),
-        depth: Some(1),
-        tags: false,
-        skip_verify: false,
+        spec: CloneSpec {
+            url: repo.url(),
+            reference: reference.to_owned(),
+            commit: commit.to_owned(),
+            depth: Some(1),
+            tags: false,
+            skip_verify: false,
+        },
         token: Some("ghs_test_token_value".to_owned()),
     }
 }
