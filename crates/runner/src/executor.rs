@@ -292,6 +292,7 @@ impl Executor {
         let mut results: Vec<Option<StepResult>> = vec![None; steps.len()];
         let mut done = vec![false; steps.len()];
         let mut prepared = vec![false; steps.len()];
+        let mut is_running = vec![false; steps.len()];
         let mut running: HashMap<tokio::task::Id, (usize, CancellationToken)> = HashMap::new();
         let mut tasks: JoinSet<StepResult> = JoinSet::new();
         // Services and detached steps: cancelled when the stage ends.
@@ -353,7 +354,7 @@ impl Executor {
             while changed {
                 changed = false;
                 for i in 0..steps.len() {
-                    if done[i] || results[i].is_some() || running.values().any(|(r, _)| *r == i) {
+                    if done[i] || results[i].is_some() || is_running[i] {
                         continue;
                     }
                     if !parents[i].iter().all(|&p| done[p]) {
@@ -434,6 +435,7 @@ impl Executor {
                         token.clone(),
                     ));
                     running.insert(handle.id(), (i, token));
+                    is_running[i] = true;
                 }
             }
             // Get the next steps ready while these run: their containers are created now, so
@@ -441,7 +443,7 @@ impl Executor {
             if stop.is_none() {
                 for i in 0..steps.len() {
                     let step = &steps[i];
-                    let busy = |j: usize| running.values().any(|(r, _)| *r == j);
+                    let busy = |j: usize| is_running[j];
                     if prepared[i]
                         || done[i]
                         || results[i].is_some()
@@ -479,6 +481,7 @@ impl Executor {
                         }
                     };
                     let Some((i, _)) = running.remove(&id) else { continue };
+                    is_running[i] = false;
                     let step = &steps[i];
                     match result.status {
                         StepStatus::Success if result.exit_code == Some(EXIT_EARLY) => {
