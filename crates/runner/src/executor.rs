@@ -217,7 +217,7 @@ impl Executor {
             ),
             config: self.config.clone(),
         });
-        let (mut status, mut error, mut steps) = match self.backend.setup(&spec).await {
+        let (mut status, mut error, steps) = match self.backend.setup(&spec).await {
             Ok(()) => self.run_steps(&job, &shared, &cancel).await,
             Err(e) => {
                 let message = format!(
@@ -254,10 +254,6 @@ impl Executor {
                 status = StepStatus::Error;
             }
         }
-        steps
-            .iter_mut()
-            .filter(|s| s.status == StepStatus::Skipped && s.error.is_none())
-            .for_each(|s| s.error = Some("not reached".into()));
         StageResult {
             status,
             error,

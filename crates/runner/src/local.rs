@@ -6,10 +6,8 @@
 //! started too (a `sleep` in a loop, a server in the background), and nothing holds its
 //! output open after it is gone.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,15 +30,11 @@ const GRACE: Duration = Duration::from_millis(1500);
 pub struct LocalBackend {
     /// Where workspaces are made: one folder per job.
     root: PathBuf,
-    workspaces: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            workspaces: Mutex::new(HashMap::new()),
-        }
+        Self { root: root.into() }
     }
 
     /// The folder under which each job gets its own.
@@ -85,9 +79,6 @@ impl Backend for LocalBackend {
         tokio::fs::create_dir_all(&workspace).await.map_err(|e| {
             BackendError::io(format!("creating the workspace {}", workspace.display()), e)
         })?;
-        if let Ok(mut map) = self.workspaces.lock() {
-            map.insert(job.id.clone(), workspace);
-        }
         Ok(())
     }
 
@@ -187,9 +178,6 @@ impl Backend for LocalBackend {
 
     async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError> {
         let dir = self.job_dir(job);
-        if let Ok(mut map) = self.workspaces.lock() {
-            map.remove(&job.id);
-        }
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

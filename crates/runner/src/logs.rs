@@ -66,10 +66,6 @@ impl Masker {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
     /// How many trailing bytes could be the start of a secret that continues in the next write.
     pub fn holdback(&self) -> usize {
         self.longest.saturating_sub(1)
