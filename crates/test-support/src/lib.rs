@@ -193,3 +193,54 @@ impl Default for GitRepo {
         Self::new()
     }
 }
+
+/// Where the tests find PostgreSQL: `GANTRY_TEST_POSTGRES`, by default the server and role
+/// that `scripts/test-postgres` sets up.
+pub fn postgres_admin_url() -> String {
+    std::env::var("GANTRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://gantry:gantry@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty PostgreSQL database for one test; returns its URL. Databases are named
+/// `gantry_test_*`; `scripts/test-postgres` drops the ones earlier runs left.
+pub async fn postgres_database() -> String {
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {admin}: {e}. Start it with ./scripts/test-postgres \
+             (or point GANTRY_TEST_POSTGRES at a server where the role may create databases)"
+        )
+    });
+    let name = format!(
+        "gantry_test_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
+    let _ = conn.close().await;
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("GANTRY_TEST_POSTGRES has no database part: {admin}"),
+    }
+}
+
+/// The databases every storage test runs on: a SQLite file in `dir`, and a fresh
+/// PostgreSQL database. Each as (label, URL).
+pub async fn test_databases(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "sqlite",
+            dir.join("gantry.db").to_string_lossy().into_owned(),
+        ),
+        ("postgres", postgres_database().await),
+    ]
+}

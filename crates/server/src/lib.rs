@@ -1,0 +1,1 @@
+//! gantry's HTTP server (being built: webhooks, API, runner protocol).

@@ -1,0 +1,1 @@
+//! Integration tests of gantry-server (being built).

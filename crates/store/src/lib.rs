@@ -1,0 +1,289 @@
+//! gantry's storage: one cloneable [`Store`] over SQLite (the embedded default) or
+//! PostgreSQL, with the same SQL text for both wherever the dialects agree. One file per
+//! aggregate: `repos`, `builds` (builds, stages, steps), `queue` (claims, leases, the reaper),
+//! `logs`, `deliveries`, `runners`, `tokens`.
+//!
+//! Times are milliseconds since the Unix epoch (UTC) in the database and in these types.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+mod builds;
+mod deliveries;
+mod logs;
+mod queue;
+mod repos;
+mod runners;
+mod tokens;
+
+pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
+pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
+pub use logs::StoredLine;
+pub use queue::{Claim, ClaimRequest, LeaseError, Reaped, StageEnd};
+pub use repos::{NewRepo, Repo, RepoUpdate, Visibility};
+pub use runners::Runner;
+pub use tokens::Token;
+
+/// Runs `$body` with `$pool` bound to whichever pool the store holds: the SQL is shared text,
+/// the code is compiled once per database.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::Pool::Sqlite($pool) => $body,
+            $crate::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("could not apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A value in the database that this version cannot read.
+    #[error("unreadable {what} in the database: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error(
+        "unsupported database URL `{0}`: use postgres://user:password@host/database, or leave it unset for SQLite in the data directory"
+    )]
+    UnsupportedUrl(String),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: &'static str, detail: impl ToString) -> Self {
+        StoreError::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database. Cheap to clone; every clone shares the pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Opens the SQLite database `path` (created if missing) in WAL mode, and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Opens a PostgreSQL database by URL, and migrates it.
+    pub async fn open_postgres(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await?;
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    /// `postgres://...` opens PostgreSQL; `sqlite://PATH` or a bare path opens SQLite.
+    pub async fn open(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url).await
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Self::open_sqlite(Path::new(path)).await
+        } else if !url.contains("://") {
+            Self::open_sqlite(Path::new(url)).await
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn dialect(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The state of a build, a stage or a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A stage waiting for the stages it depends on.
+    Waiting,
+    /// Queued (stage), created but not started (build, step).
+    Pending,
+    Running,
+    Success,
+    Failure,
+    /// Could not run: an invalid pipeline file, a lost runner, a missing image.
+    Error,
+    /// Cancelled.
+    Killed,
+    Skipped,
+    /// Waiting for an approval.
+    Blocked,
+    Declined,
+}
+
+impl Status {
+    pub const ALL: [Status; 10] = [
+        Status::Waiting,
+        Status::Pending,
+        Status::Running,
+        Status::Success,
+        Status::Failure,
+        Status::Error,
+        Status::Killed,
+        Status::Skipped,
+        Status::Blocked,
+        Status::Declined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Waiting => "waiting",
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Error => "error",
+            Status::Killed => "killed",
+            Status::Skipped => "skipped",
+            Status::Blocked => "blocked",
+            Status::Declined => "declined",
+        }
+    }
+
+    /// Nothing will change it any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Success
+                | Status::Failure
+                | Status::Error
+                | Status::Killed
+                | Status::Skipped
+                | Status::Declined
+        )
+    }
+
+    /// A final state that lets only `status: failure` work run after it.
+    pub fn is_failed(self) -> bool {
+        matches!(self, Status::Failure | Status::Error | Status::Killed)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status `{s}`: expected one of {}",
+                    Status::ALL.map(Status::as_str).join(", ")
+                )
+            })
+    }
+}
+
+impl TryFrom<String> for Status {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+        }
+        assert!(
+            "done"
+                .parse::<Status>()
+                .expect_err("unknown")
+                .contains("expected one of")
+        );
+    }
+
+    #[test]
+    fn only_ended_states_are_final() {
+        let finals: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(
+            finals,
+            [
+                Status::Success,
+                Status::Failure,
+                Status::Error,
+                Status::Killed,
+                Status::Skipped,
+                Status::Declined
+            ]
+        );
+    }
+}

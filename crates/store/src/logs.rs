@@ -1,0 +1,159 @@
+//! Step logs, stored in chunks of consecutive lines (one chunk per batch a runner sends),
+//! never one row per line: appending is one insert, reading a page touches the few chunks
+//! that hold it, and deleting a step's log deletes a handful of rows.
+
+use gantry_proto::LogLine;
+use serde::Serialize;
+
+use crate::queue::LeaseError;
+use crate::{Result, Store, StoreError, with_pool};
+
+/// A stored line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredLine {
+    pub number: u64,
+    pub elapsed_ms: u64,
+    pub text: String,
+}
+
+/// Splits lines into runs of consecutive numbers (a capped log jumps from head to tail).
+fn runs(lines: &[LogLine]) -> Vec<&[LogLine]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=lines.len() {
+        if i == lines.len() || lines[i].number != lines[i - 1].number + 1 {
+            if start < i {
+                runs.push(&lines[start..i]);
+            }
+            start = i;
+        }
+    }
+    runs
+}
+
+impl Store {
+    /// Appends lines to a leased stage's step. Lines already stored (a batch sent again)
+    /// are kept as they were.
+    pub async fn append_logs(
+        &self,
+        stage: i64,
+        epoch: i64,
+        step: &str,
+        lines: &[LogLine],
+    ) -> Result<(), LeaseError> {
+        let step_id: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT st.id FROM steps st JOIN stages s ON s.id = st.stage_id \
+             WHERE s.id = $1 AND s.lease_epoch = $2 AND s.status = 'running' AND st.name = $3",
+        )
+        .bind(stage)
+        .bind(epoch)
+        .bind(step)
+        .fetch_optional(pool)
+        .await)?;
+        let Some(step_id) = step_id else {
+            self.lease_cancelled(stage, epoch).await?;
+            return Err(LeaseError::NoSuchStep {
+                stage,
+                step: step.to_owned(),
+            });
+        };
+        self.insert_chunks(step_id, lines).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_chunks(&self, step_id: i64, lines: &[LogLine]) -> Result<()> {
+        for run in runs(lines) {
+            let text = run
+                .iter()
+                .map(|l| l.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let times =
+                serde_json::to_string(&run.iter().map(|l| l.elapsed_ms).collect::<Vec<_>>())
+                    .expect("numbers serialise");
+            with_pool!(self, pool => sqlx::query(
+                "INSERT INTO log_chunks (step_id, first_line, line_count, text, times) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (step_id, first_line) DO NOTHING",
+            )
+            .bind(step_id)
+            .bind(run[0].number as i64)
+            .bind(run.len() as i64)
+            .bind(text)
+            .bind(times)
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        }
+        Ok(())
+    }
+
+    /// Lines numbered `from` and after, at most `limit`, in order.
+    pub async fn read_log(&self, step_id: i64, from: u64, limit: usize) -> Result<Vec<StoredLine>> {
+        let mut out = Vec::new();
+        let mut next = from.max(1);
+        while out.len() < limit {
+            let chunks: Vec<(i64, i64, String, String)> = with_pool!(self, pool => sqlx::query_as(
+                "SELECT first_line, line_count, text, times FROM log_chunks \
+                 WHERE step_id = $1 AND first_line + line_count > $2 ORDER BY first_line LIMIT 64",
+            )
+            .bind(step_id)
+            .bind(next as i64)
+            .fetch_all(pool)
+            .await)?;
+            if chunks.is_empty() {
+                break;
+            }
+            for (first, _count, text, times) in chunks {
+                let times: Vec<u64> = serde_json::from_str(&times)
+                    .map_err(|e| StoreError::corrupt("log line times", e))?;
+                for (i, line) in text.split('\n').enumerate() {
+                    let number = first as u64 + i as u64;
+                    if number < next || out.len() >= limit {
+                        continue;
+                    }
+                    out.push(StoredLine {
+                        number,
+                        elapsed_ms: times.get(i).copied().unwrap_or(0),
+                        text: line.to_owned(),
+                    });
+                    next = number + 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many lines the step's log holds.
+    pub async fn log_line_count(&self, step_id: i64) -> Result<u64> {
+        let count: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id = $1"
+        )
+        .bind(step_id)
+        .fetch_one(pool)
+        .await)?;
+        Ok(count.unwrap_or(0).max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(number: u64) -> LogLine {
+        LogLine {
+            number,
+            elapsed_ms: 0,
+            text: number.to_string(),
+        }
+    }
+
+    #[test]
+    fn batches_split_where_line_numbers_jump() {
+        let lines: Vec<LogLine> = [1, 2, 3, 10, 11, 20].into_iter().map(line).collect();
+        let runs: Vec<Vec<u64>> = runs(&lines)
+            .iter()
+            .map(|r| r.iter().map(|l| l.number).collect())
+            .collect();
+        assert_eq!(runs, vec![vec![1, 2, 3], vec![10, 11], vec![20]]);
+        assert!(super::runs(&[]).is_empty());
+    }
+}

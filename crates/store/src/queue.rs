@@ -1,0 +1,500 @@
+//! The stage queue and its leases. A runner claims a pending stage atomically (PostgreSQL:
+//! `FOR UPDATE SKIP LOCKED`; SQLite: a conditional update inside `BEGIN IMMEDIATE`), which
+//! bumps the stage's lease epoch; every later write from that runner names the epoch and is
+//! refused once the lease is gone. Leases expire unless heartbeated; the reaper ends (or
+//! re-queues) what an expired lease held, so no stage stays running forever.
+
+use std::collections::BTreeMap;
+
+use gantry_pipeline::Stage as PlanStage;
+use gantry_proto::{StepState, StepUpdate};
+
+use crate::builds::advance_build;
+use crate::{Pool, Result, Status, Store, StoreError, with_pool};
+
+/// What a runner asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub runner: String,
+    pub instance: String,
+    pub labels: BTreeMap<String, String>,
+    /// `os/arch`.
+    pub platform: String,
+    /// The lease lasts until this time unless heartbeated.
+    pub lease_until: i64,
+}
+
+/// A claimed stage.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub stage_id: i64,
+    pub epoch: i64,
+    pub build_id: i64,
+    pub plan: PlanStage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "the lease on stage {stage} (epoch {epoch}) is no longer held: the stage ended or was handed to another runner"
+    )]
+    Lost { stage: i64, epoch: i64 },
+    #[error("stage {stage} has no step named `{step}`")]
+    NoSuchStep { stage: i64, step: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for LeaseError {
+    fn from(e: sqlx::Error) -> Self {
+        LeaseError::Store(e.into())
+    }
+}
+
+/// How a runner says a stage ended.
+#[derive(Debug, Clone)]
+pub struct StageEnd {
+    pub status: Status,
+    pub error: Option<String>,
+    pub steps: Vec<StepUpdate>,
+}
+
+/// What the reaper did to one stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    pub stage_id: i64,
+    pub build_id: i64,
+    /// Whether it went back to the queue (no step had started) instead of ending in error.
+    pub requeued: bool,
+    /// Whether the build ended with it.
+    pub build_finished: bool,
+}
+
+/// Whether a stage's labels and platform are among what a runner offers.
+fn runner_can_take(request: &ClaimRequest, labels: &str, platform: &str) -> bool {
+    let Ok(wanted) = serde_json::from_str::<BTreeMap<String, String>>(labels) else {
+        return false;
+    };
+    let labels_match = wanted.iter().all(|(k, v)| request.labels.get(k) == Some(v));
+    let (want_os, want_arch) = platform.split_once('/').unwrap_or((platform, ""));
+    let (os, arch) = request
+        .platform
+        .split_once('/')
+        .unwrap_or((&request.platform, ""));
+    let platform_match =
+        (want_os.is_empty() || want_os == os) && (want_arch.is_empty() || want_arch == arch);
+    labels_match && platform_match
+}
+
+fn step_state(state: StepState) -> Status {
+    match state {
+        StepState::Running => Status::Running,
+        StepState::Success => Status::Success,
+        StepState::Failure => Status::Failure,
+        StepState::Error => Status::Error,
+        StepState::Killed => Status::Killed,
+        StepState::Skipped => Status::Skipped,
+    }
+}
+
+/// Writes one step's update if the lease `($stage, $epoch)` is held; evaluates to the number
+/// of rows changed (0: lease lost or no such step).
+macro_rules! write_step {
+    ($conn:expr, $stage:expr, $epoch:expr, $update:expr) => {{
+        let update: &StepUpdate = $update;
+        sqlx::query(
+            "UPDATE steps SET status = $4, exit_code = COALESCE($5, exit_code), \
+             error = COALESCE($6, error), started_at = COALESCE(started_at, $7), \
+             finished_at = COALESCE($8, finished_at) \
+             WHERE stage_id = $1 AND name = $3 AND EXISTS (SELECT 1 FROM stages \
+             WHERE id = $1 AND lease_epoch = $2 AND status = 'running')",
+        )
+        .bind($stage)
+        .bind($epoch)
+        .bind(&update.step)
+        .bind(step_state(update.state).as_str())
+        .bind(update.exit_code.map(i64::from))
+        .bind(update.error.as_deref())
+        .bind(update.started_at.map(|t| t.timestamp_millis()))
+        .bind(update.finished_at.map(|t| t.timestamp_millis()))
+        .execute($conn)
+        .await?
+        .rows_affected()
+    }};
+}
+
+/// Ends a stage that lost its runner, in the transaction `$tx`: back to the queue if no
+/// step had started, else `error` with `$message`. Evaluates to a [`Reaped`], or `None` when
+/// the stage was no longer running.
+macro_rules! reap_stage {
+    ($tx:ident, $stage:expr, $message:expr, $now:expr) => {{
+        let stage_id: i64 = $stage;
+        let now: i64 = $now;
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT build_id, status FROM stages WHERE id = $1")
+                .bind(stage_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        match row {
+            Some((build_id, status)) if status == "running" => {
+                let started: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM steps WHERE stage_id = $1 AND started_at IS NOT NULL",
+                )
+                .bind(stage_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+                let requeued = started == 0;
+                if requeued {
+                    sqlx::query(
+                        "UPDATE stages SET status = 'pending', runner = NULL, \
+                         runner_instance = NULL, lease_expires_at = NULL, started_at = NULL, \
+                         lease_epoch = lease_epoch + 1 WHERE id = $1",
+                    )
+                    .bind(stage_id)
+                    .execute(&mut *$tx)
+                    .await?;
+                } else {
+                    let message: String = $message;
+                    sqlx::query(
+                        "UPDATE stages SET status = 'error', error = $2, finished_at = $3, \
+                         lease_expires_at = NULL, lease_epoch = lease_epoch + 1 WHERE id = $1",
+                    )
+                    .bind(stage_id)
+                    .bind(&message)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE steps SET status = 'error', error = $2, finished_at = $3 \
+                         WHERE stage_id = $1 AND status = 'running'",
+                    )
+                    .bind(stage_id)
+                    .bind(&message)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE steps SET status = 'skipped' WHERE stage_id = $1 \
+                         AND status = 'pending'",
+                    )
+                    .bind(stage_id)
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+                let advance = advance_build!($tx, build_id, now);
+                Some(Reaped {
+                    stage_id,
+                    build_id,
+                    requeued,
+                    build_finished: advance.build.is_some(),
+                })
+            }
+            _ => None,
+        }
+    }};
+}
+
+/// Takes the lease on stage `$id` inside `$tx`, if it is still pending. Evaluates to
+/// `Option<(stage id, epoch, build id, plan)>`.
+macro_rules! claim_update {
+    ($tx:ident, $id:expr, $request:expr, $now:expr) => {{
+        let request: &ClaimRequest = $request;
+        let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
+            "UPDATE stages SET status = 'running', runner = $2, runner_instance = $3, \
+             lease_epoch = lease_epoch + 1, lease_expires_at = $4, started_at = $5 \
+             WHERE id = $1 AND status = 'pending' RETURNING id, lease_epoch, build_id, plan",
+        )
+        .bind($id)
+        .bind(&request.runner)
+        .bind(&request.instance)
+        .bind(request.lease_until)
+        .bind($now)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if let Some((_, _, build_id, _)) = &row {
+            sqlx::query(
+                "UPDATE builds SET status = 'running', started_at = COALESCE(started_at, $2) \
+                 WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(*build_id)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        row
+    }};
+}
+
+impl Store {
+    /// Claims the oldest pending stage this runner can take, or `None`.
+    pub async fn claim_next(&self, request: &ClaimRequest) -> Result<Option<Claim>> {
+        let now = crate::now_ms();
+        type Candidate = (i64, String, String);
+        let claimed: Option<(i64, i64, i64, String)> = match &self.pool {
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let candidates: Vec<Candidate> = sqlx::query_as(
+                    "SELECT id, labels, platform FROM stages WHERE status = 'pending' \
+                     ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut claimed = None;
+                if let Some((id, _, _)) = candidates
+                    .iter()
+                    .find(|(_, labels, platform)| runner_can_take(request, labels, platform))
+                {
+                    claimed = Some(claim_update!(tx, *id, request, now));
+                }
+                tx.commit().await?;
+                claimed.flatten()
+            }
+            Pool::Sqlite(pool) => {
+                // IMMEDIATE takes the write lock first: the read and the update see one state.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let candidates: Vec<Candidate> = sqlx::query_as(
+                    "SELECT id, labels, platform FROM stages WHERE status = 'pending' \
+                     ORDER BY id LIMIT 100",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut claimed = None;
+                if let Some((id, _, _)) = candidates
+                    .iter()
+                    .find(|(_, labels, platform)| runner_can_take(request, labels, platform))
+                {
+                    claimed = Some(claim_update!(tx, *id, request, now));
+                }
+                tx.commit().await?;
+                claimed.flatten()
+            }
+        };
+        let Some((stage_id, epoch, build_id, plan)) = claimed else {
+            return Ok(None);
+        };
+        let plan = serde_json::from_str(&plan).map_err(|e| StoreError::corrupt("stage plan", e))?;
+        Ok(Some(Claim {
+            stage_id,
+            epoch,
+            build_id,
+            plan,
+        }))
+    }
+
+    /// Extends the lease; returns whether the build was cancelled.
+    pub async fn heartbeat(
+        &self,
+        stage: i64,
+        epoch: i64,
+        lease_until: i64,
+    ) -> Result<bool, LeaseError> {
+        let changed = with_pool!(self, pool => sqlx::query(
+            "UPDATE stages SET lease_expires_at = $3 WHERE id = $1 AND lease_epoch = $2 \
+             AND status = 'running'",
+        )
+        .bind(stage)
+        .bind(epoch)
+        .bind(lease_until)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if changed == 0 {
+            return Err(LeaseError::Lost { stage, epoch });
+        }
+        self.lease_cancelled(stage, epoch).await
+    }
+
+    /// Whether the build of a leased stage was cancelled.
+    pub async fn lease_cancelled(&self, stage: i64, epoch: i64) -> Result<bool, LeaseError> {
+        let row: Option<(bool, String)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT b.cancel_requested, s.status FROM stages s JOIN builds b ON b.id = s.build_id \
+             WHERE s.id = $1 AND s.lease_epoch = $2",
+        )
+        .bind(stage)
+        .bind(epoch)
+        .fetch_optional(pool)
+        .await)?;
+        match row {
+            Some((cancelled, status)) if status == "running" => Ok(cancelled),
+            _ => Err(LeaseError::Lost { stage, epoch }),
+        }
+    }
+
+    pub async fn update_step(&self, stage: i64, update: &StepUpdate) -> Result<(), LeaseError> {
+        let epoch = update.epoch;
+        let changed = with_pool!(self, pool => write_step!(pool, stage, epoch, update));
+        if changed == 0 {
+            self.lease_cancelled(stage, epoch).await?;
+            return Err(LeaseError::NoSuchStep {
+                stage,
+                step: update.step.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends a leased stage with its steps' final states, and advances its build. Returns
+    /// the build id, whether stages were queued, and whether the build ended.
+    pub async fn finish_stage(
+        &self,
+        stage: i64,
+        epoch: i64,
+        end: &StageEnd,
+    ) -> Result<(i64, bool, bool), LeaseError> {
+        let now = crate::now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let build_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE stages SET status = $3, error = $4, finished_at = $5, \
+                 lease_expires_at = NULL WHERE id = $1 AND lease_epoch = $2 \
+                 AND status = 'running' RETURNING build_id",
+            )
+            .bind(stage)
+            .bind(epoch)
+            .bind(end.status.as_str())
+            .bind(end.error.as_deref())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(build_id) = build_id else {
+                return Err(LeaseError::Lost { stage, epoch });
+            };
+            for update in &end.steps {
+                // The stage is no longer 'running'; write steps directly.
+                sqlx::query(
+                    "UPDATE steps SET status = $3, exit_code = COALESCE($4, exit_code), \
+                     error = COALESCE($5, error), started_at = COALESCE(started_at, $6), \
+                     finished_at = COALESCE(finished_at, $7) WHERE stage_id = $1 AND name = $2",
+                )
+                .bind(stage)
+                .bind(&update.step)
+                .bind(step_state(update.state).as_str())
+                .bind(update.exit_code.map(i64::from))
+                .bind(update.error.as_deref())
+                .bind(update.started_at.map(|t| t.timestamp_millis()))
+                .bind(update.finished_at.map(|t| t.timestamp_millis()))
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Whatever the runner did not mention did not run.
+            sqlx::query(
+                "UPDATE steps SET status = CASE WHEN status = 'running' THEN $2 ELSE 'skipped' END, \
+                 finished_at = CASE WHEN status = 'running' THEN $3 ELSE finished_at END \
+                 WHERE stage_id = $1 AND status IN ('pending', 'running')",
+            )
+            .bind(stage)
+            .bind(if end.status == Status::Killed { "killed" } else { "error" })
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let advance = advance_build!(tx, build_id, now);
+            tx.commit().await?;
+            Ok((build_id, advance.queued_any(), advance.build.is_some()))
+        })
+    }
+
+    /// Ends or re-queues every running stage whose lease expired before `now`.
+    pub async fn reap_expired(&self, now: i64) -> Result<Vec<Reaped>> {
+        let expired: Vec<(i64, Option<String>, Option<i64>)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, runner, lease_expires_at FROM stages WHERE status = 'running' \
+             AND lease_expires_at < $1 ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(pool)
+        .await)?;
+        let mut reaped = Vec::new();
+        for (stage, runner, expired_at) in expired {
+            let when = expired_at
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default();
+            let message = format!(
+                "runner {} stopped heartbeating: its lease on this stage expired at {when}; \
+                 the steps it was running are marked as errors",
+                runner.as_deref().unwrap_or("(unknown)")
+            );
+            if let Some(done) = self.reap_one(stage, message, now).await? {
+                reaped.push(done);
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Ends or re-queues the stages a runner held in an earlier life: it restarted (the
+    /// same name, another instance), so they can never be finished.
+    pub async fn reap_previous_instance(
+        &self,
+        runner: &str,
+        instance: &str,
+    ) -> Result<Vec<Reaped>> {
+        let now = crate::now_ms();
+        let stages: Vec<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM stages WHERE status = 'running' AND runner = $1 \
+             AND runner_instance <> $2 ORDER BY id",
+        )
+        .bind(runner)
+        .bind(instance)
+        .fetch_all(pool)
+        .await)?;
+        let mut reaped = Vec::new();
+        for stage in stages {
+            let message = format!(
+                "runner {runner} restarted while running this stage; the steps it was running \
+                 are marked as errors"
+            );
+            if let Some(done) = self.reap_one(stage, message, now).await? {
+                reaped.push(done);
+            }
+        }
+        Ok(reaped)
+    }
+
+    async fn reap_one(&self, stage: i64, message: String, now: i64) -> Result<Option<Reaped>> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let reaped = reap_stage!(tx, stage, message, now);
+            tx.commit().await?;
+            Ok(reaped)
+        })
+    }
+
+    /// Pending stages, oldest first (to tell waiting runners there is work).
+    pub async fn pending_stage_count(&self) -> Result<i64> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM stages WHERE status = 'pending'"
+        )
+        .fetch_one(pool)
+        .await)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(labels: &[(&str, &str)], platform: &str) -> ClaimRequest {
+        ClaimRequest {
+            runner: "r".into(),
+            instance: "i".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            platform: platform.into(),
+            lease_until: 0,
+        }
+    }
+
+    #[test]
+    fn a_runner_takes_stages_whose_labels_and_platform_it_offers() {
+        let runner = request(&[("gpu", "yes"), ("zone", "eu")], "linux/amd64");
+        assert!(runner_can_take(&runner, "{}", ""));
+        assert!(runner_can_take(&runner, r#"{"gpu":"yes"}"#, "linux/"));
+        assert!(runner_can_take(&runner, "{}", "linux/amd64"));
+        assert!(!runner_can_take(&runner, r#"{"gpu":"no"}"#, ""));
+        assert!(!runner_can_take(&runner, r#"{"arch":"x"}"#, ""));
+        assert!(!runner_can_take(&runner, "{}", "linux/arm64"));
+        assert!(!runner_can_take(&runner, "{}", "windows/"));
+        assert!(!runner_can_take(&runner, "not json", ""));
+    }
+}

@@ -1,0 +1,68 @@
+//! Runners the server has heard from: name, labels, capacity and when they last asked for
+//! work (shown in the API; the leases themselves live on the stages).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{Result, Store, StoreError, now_ms, with_pool};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Runner {
+    pub name: String,
+    pub instance: String,
+    pub labels: BTreeMap<String, String>,
+    pub platform: String,
+    pub capacity: i64,
+    pub last_seen_at: i64,
+}
+
+impl Store {
+    pub async fn runner_seen(
+        &self,
+        name: &str,
+        instance: &str,
+        labels: &BTreeMap<String, String>,
+        platform: &str,
+        capacity: u32,
+    ) -> Result<()> {
+        let labels = serde_json::to_string(labels).expect("strings serialise");
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO runners (name, instance, labels, platform, capacity, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET \
+             instance = $2, labels = $3, platform = $4, capacity = $5, last_seen_at = $6",
+        )
+        .bind(name)
+        .bind(instance)
+        .bind(labels)
+        .bind(platform)
+        .bind(i64::from(capacity))
+        .bind(now_ms())
+        .execute(pool)
+        .await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn runners(&self) -> Result<Vec<Runner>> {
+        let rows: Vec<(String, String, String, String, i64, i64)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT name, instance, labels, platform, capacity, last_seen_at FROM runners ORDER BY name"
+        )
+        .fetch_all(pool)
+        .await)?;
+        rows.into_iter()
+            .map(
+                |(name, instance, labels, platform, capacity, last_seen_at)| {
+                    Ok(Runner {
+                        name,
+                        instance,
+                        labels: serde_json::from_str(&labels)
+                            .map_err(|e| StoreError::corrupt("runner labels", e))?,
+                        platform,
+                        capacity,
+                        last_seen_at,
+                    })
+                },
+            )
+            .collect()
+    }
+}

@@ -1,0 +1,758 @@
+//! One storage API, two databases: each case below runs on both (see `on_both!`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gantry_pipeline::{Context, Plan, compile, parse};
+use gantry_proto::{LogLine, StepState, StepUpdate};
+use gantry_store::{
+    BuildFilter, ClaimRequest, DeliveryState, LeaseError, NewBuild, NewDelivery, NewRepo, Recorded,
+    RepoUpdate, StageEnd, Status, Store, StoreError, Visibility, now_ms,
+};
+use gantry_test_support::{TempDir, test_databases};
+
+/// Runs an async case once per database, each on a fresh one.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let dir = TempDir::new(stringify!($name));
+                for (label, url) in test_databases(dir.path()).await {
+                    let store = Store::open(&url)
+                        .await
+                        .unwrap_or_else(|e| panic!("{label}: opening {url}: {e}"));
+                    assert_eq!(store.dialect(), label);
+                    cases::$name(store).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both!(
+    repositories_are_created_read_updated_and_removed,
+    a_build_runs_through_the_queue_to_its_final_state,
+    a_stage_is_claimed_by_exactly_one_runner,
+    runners_take_only_stages_whose_labels_they_offer,
+    an_expired_lease_is_reaped_and_its_late_updates_refused,
+    a_restarted_runner_loses_what_its_earlier_life_held,
+    deliveries_are_recorded_once_and_rejected_ones_may_come_again,
+    an_invalid_pipeline_makes_an_errored_build_and_a_fully_skipped_one_is_skipped,
+    cancelling_kills_queued_stages_and_tells_running_ones,
+    builds_are_listed_newest_first_by_branch_and_page,
+    log_chunks_page_and_a_resent_batch_is_harmless,
+    tokens_are_found_by_hash,
+);
+
+fn plan_of(yaml: &str, ctx: &Context) -> Plan {
+    let config = parse(".gantry.yml", yaml)
+        .config
+        .unwrap_or_else(|| panic!("the test pipeline is valid:\n{yaml}"));
+    compile(&config, ctx).expect("the test pipeline compiles")
+}
+
+const TWO_STAGES: &str = "\
+kind: pipeline
+name: build
+clone: {disable: true}
+steps:
+  - name: compile
+    image: busybox
+    commands: [make]
+  - name: test
+    image: busybox
+    commands: [make test]
+---
+kind: pipeline
+name: deploy
+clone: {disable: true}
+depends_on: [build]
+steps:
+  - name: ship
+    image: busybox
+    commands: [ship]
+";
+
+async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
+    store
+        .create_repo(&NewRepo {
+            owner: "acme".into(),
+            name: name.into(),
+            clone_url: format!("https://git.example/acme/{name}.git"),
+            link: String::new(),
+            webhook_secret: "s3cret".into(),
+            config_path: String::new(),
+            default_branch: "main".into(),
+            trusted: false,
+            visibility: Visibility::Public,
+            timeout_secs: 600,
+        })
+        .await
+        .expect("creates the repository")
+}
+
+async fn new_build(store: &Store, repo_id: i64, branch: &str, yaml: &str) -> gantry_store::Build {
+    let number = store.take_build_number(repo_id).await.expect("a number");
+    let mut ctx = Context::push("acme/app", branch);
+    ctx.build_number = number as u64;
+    ctx.commit = "0123456789abcdef0123456789abcdef01234567".into();
+    let plan = plan_of(yaml, &ctx);
+    store
+        .create_build(&NewBuild {
+            repo_id,
+            number,
+            context: ctx,
+            sender: "octocat".into(),
+            plan: Ok(plan),
+            delivery: None,
+        })
+        .await
+        .expect("creates the build")
+        .0
+}
+
+fn runner(name: &str) -> ClaimRequest {
+    ClaimRequest {
+        runner: name.into(),
+        instance: format!("{name}-1"),
+        labels: BTreeMap::new(),
+        platform: "linux/amd64".into(),
+        lease_until: now_ms() + 60_000,
+    }
+}
+
+fn step(epoch: i64, name: &str, state: StepState, exit: Option<i32>) -> StepUpdate {
+    StepUpdate {
+        epoch,
+        step: name.into(),
+        state,
+        exit_code: exit,
+        started_at: Some(chrono::Utc::now()),
+        finished_at: (state != StepState::Running).then(chrono::Utc::now),
+        error: None,
+    }
+}
+
+fn lines(from: u64, count: u64) -> Vec<LogLine> {
+    (from..from + count)
+        .map(|n| LogLine {
+            number: n,
+            elapsed_ms: n * 10,
+            text: format!("line {n}"),
+        })
+        .collect()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn repositories_are_created_read_updated_and_removed(store: Store) {
+        let created = repo(&store, "app").await;
+        assert_eq!(created.full_name(), "acme/app");
+        assert!(created.active);
+        let again = store
+            .create_repo(&NewRepo {
+                owner: "acme".into(),
+                name: "app".into(),
+                clone_url: "x".into(),
+                link: String::new(),
+                webhook_secret: String::new(),
+                config_path: String::new(),
+                default_branch: "main".into(),
+                trusted: false,
+                visibility: Visibility::Public,
+                timeout_secs: 60,
+            })
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("acme/app")),
+            "{again:?}"
+        );
+        let found = store
+            .repo_by_name("acme", "app")
+            .await
+            .expect("reads")
+            .expect("exists");
+        assert_eq!(found, created);
+        let updated = store
+            .update_repo(
+                created.id,
+                &RepoUpdate {
+                    trusted: Some(true),
+                    visibility: Some(Visibility::Private),
+                    config_path: Some(".ci.yml".into()),
+                    ..RepoUpdate::default()
+                },
+            )
+            .await
+            .expect("updates");
+        assert!(updated.trusted);
+        assert_eq!(updated.visibility, Visibility::Private);
+        assert_eq!(updated.config_path, ".ci.yml");
+        assert_eq!(updated.webhook_secret, "s3cret", "untouched fields stay");
+        assert_eq!(store.take_build_number(created.id).await.expect("n"), 1);
+        assert_eq!(store.take_build_number(created.id).await.expect("n"), 2);
+        let build = new_build(&store, created.id, "main", TWO_STAGES).await;
+        assert_eq!(build.number, 3);
+        assert_eq!(store.list_repos().await.expect("lists").len(), 1);
+        store.delete_repo(created.id).await.expect("removes");
+        assert!(
+            store
+                .repo_by_name("acme", "app")
+                .await
+                .expect("reads")
+                .is_none()
+        );
+        assert!(
+            store.stages(build.id).await.expect("reads").is_empty(),
+            "stages go with their repository"
+        );
+        assert!(matches!(
+            store.delete_repo(created.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    pub async fn a_build_runs_through_the_queue_to_its_final_state(store: Store) {
+        let repo = repo(&store, "app").await;
+        let build = new_build(&store, repo.id, "main", TWO_STAGES).await;
+        assert_eq!(build.status, Status::Pending);
+        let stages = store.stages(build.id).await.expect("stages");
+        assert_eq!(
+            stages
+                .iter()
+                .map(|s| (s.name.as_str(), s.status))
+                .collect::<Vec<_>>(),
+            [("build", Status::Pending), ("deploy", Status::Waiting)]
+        );
+        let r = runner("r1");
+        let claim = store
+            .claim_next(&r)
+            .await
+            .expect("claims")
+            .expect("one is queued");
+        assert_eq!(claim.plan.name, "build");
+        assert_eq!(claim.build_id, build.id);
+        assert!(
+            store.claim_next(&r).await.expect("claims").is_none(),
+            "deploy waits for build"
+        );
+        let running = store.build_by_id(build.id).await.expect("build");
+        assert_eq!(running.status, Status::Running);
+        assert!(running.started_at.is_some());
+
+        let epoch = claim.epoch;
+        assert!(
+            !store
+                .heartbeat(claim.stage_id, epoch, now_ms() + 60_000)
+                .await
+                .expect("held")
+        );
+        store
+            .update_step(
+                claim.stage_id,
+                &step(epoch, "compile", StepState::Running, None),
+            )
+            .await
+            .expect("step starts");
+        store
+            .append_logs(claim.stage_id, epoch, "compile", &lines(1, 3))
+            .await
+            .expect("logs");
+        store
+            .update_step(
+                claim.stage_id,
+                &step(epoch, "compile", StepState::Success, Some(0)),
+            )
+            .await
+            .expect("step ends");
+        let unknown = store
+            .update_step(
+                claim.stage_id,
+                &step(epoch, "nope", StepState::Running, None),
+            )
+            .await;
+        assert!(
+            matches!(unknown, Err(LeaseError::NoSuchStep { .. })),
+            "{unknown:?}"
+        );
+        let (build_id, queued, finished) = store
+            .finish_stage(
+                claim.stage_id,
+                epoch,
+                &StageEnd {
+                    status: Status::Success,
+                    error: None,
+                    steps: vec![step(epoch, "test", StepState::Success, Some(0))],
+                },
+            )
+            .await
+            .expect("ends");
+        assert_eq!((build_id, queued, finished), (build.id, true, false));
+        let steps = store.steps(claim.stage_id).await.expect("steps");
+        assert_eq!(
+            steps
+                .iter()
+                .map(|s| (s.name.as_str(), s.status, s.exit_code))
+                .collect::<Vec<_>>(),
+            [
+                ("compile", Status::Success, Some(0)),
+                ("test", Status::Success, Some(0))
+            ]
+        );
+        let log = store.read_log(steps[0].id, 1, 100).await.expect("log");
+        assert_eq!(
+            log.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            ["line 1", "line 2", "line 3"]
+        );
+
+        let deploy = store
+            .claim_next(&r)
+            .await
+            .expect("claims")
+            .expect("deploy is queued now");
+        assert_eq!(deploy.plan.name, "deploy");
+        let (_, _, finished) = store
+            .finish_stage(
+                deploy.stage_id,
+                deploy.epoch,
+                &StageEnd {
+                    status: Status::Failure,
+                    error: None,
+                    steps: vec![step(deploy.epoch, "ship", StepState::Failure, Some(2))],
+                },
+            )
+            .await
+            .expect("ends");
+        assert!(finished);
+        let done = store.build_by_id(build.id).await.expect("build");
+        assert_eq!(done.status, Status::Failure);
+        assert!(done.finished_at.is_some());
+        let again = store
+            .finish_stage(
+                deploy.stage_id,
+                deploy.epoch,
+                &StageEnd {
+                    status: Status::Success,
+                    error: None,
+                    steps: vec![],
+                },
+            )
+            .await;
+        assert!(
+            matches!(again, Err(LeaseError::Lost { .. })),
+            "an ended stage cannot end twice"
+        );
+    }
+
+    pub async fn a_stage_is_claimed_by_exactly_one_runner(store: Store) {
+        let repo = repo(&store, "app").await;
+        const BUILDS: usize = 6;
+        for _ in 0..BUILDS {
+            new_build(&store, repo.id, "main", TWO_STAGES).await;
+        }
+        let store = Arc::new(store);
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let mut won = Vec::new();
+                while let Some(claim) = store
+                    .claim_next(&runner(&format!("r{i}")))
+                    .await
+                    .expect("claims")
+                {
+                    won.push(claim.stage_id);
+                }
+                won
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("task"));
+        }
+        all.sort();
+        let claimed = all.len();
+        all.dedup();
+        assert_eq!(all.len(), claimed, "no stage was claimed twice");
+        assert_eq!(claimed, BUILDS, "every queued stage was claimed");
+    }
+
+    pub async fn runners_take_only_stages_whose_labels_they_offer(store: Store) {
+        let repo = repo(&store, "app").await;
+        let yaml = "kind: pipeline\nname: gpu\nclone: {disable: true}\nnode: {gpu: 'yes'}\nsteps:\n  - name: a\n    image: x\n    commands: [a]\n";
+        new_build(&store, repo.id, "main", yaml).await;
+        assert!(
+            store
+                .claim_next(&runner("plain"))
+                .await
+                .expect("claims")
+                .is_none()
+        );
+        let mut gpu = runner("gpu");
+        gpu.labels.insert("gpu".into(), "yes".into());
+        assert!(store.claim_next(&gpu).await.expect("claims").is_some());
+    }
+
+    pub async fn an_expired_lease_is_reaped_and_its_late_updates_refused(store: Store) {
+        let repo = repo(&store, "app").await;
+        let build = new_build(&store, repo.id, "main", TWO_STAGES).await;
+        let mut r = runner("r1");
+        r.lease_until = now_ms() - 1;
+        // No step started: the stage goes back to the queue.
+        let first = store.claim_next(&r).await.expect("claims").expect("queued");
+        let reaped = store.reap_expired(now_ms()).await.expect("reaps");
+        assert_eq!(reaped.len(), 1);
+        assert!(reaped[0].requeued);
+        let late = store
+            .heartbeat(first.stage_id, first.epoch, now_ms() + 1000)
+            .await;
+        assert!(matches!(late, Err(LeaseError::Lost { .. })), "{late:?}");
+        // Claimed again, a step starts, and the lease expires: the stage ends in error.
+        let second = store
+            .claim_next(&r)
+            .await
+            .expect("claims")
+            .expect("queued again");
+        assert_eq!(second.stage_id, first.stage_id);
+        assert!(second.epoch > first.epoch);
+        store
+            .update_step(
+                second.stage_id,
+                &step(second.epoch, "compile", StepState::Running, None),
+            )
+            .await
+            .expect("starts");
+        let reaped = store.reap_expired(now_ms()).await.expect("reaps");
+        assert_eq!(reaped.len(), 1);
+        assert!(!reaped[0].requeued);
+        assert!(
+            reaped[0].build_finished,
+            "deploy is skipped, so the build ends"
+        );
+        let stage = store.stage(second.stage_id).await.expect("stage");
+        assert_eq!(stage.status, Status::Error);
+        assert!(
+            stage
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("stopped heartbeating"),
+            "{stage:?}"
+        );
+        let steps = store.steps(second.stage_id).await.expect("steps");
+        assert_eq!(steps[0].status, Status::Error);
+        assert_eq!(steps[1].status, Status::Skipped);
+        let late = store
+            .append_logs(second.stage_id, second.epoch, "compile", &lines(1, 1))
+            .await;
+        assert!(matches!(late, Err(LeaseError::Lost { .. })), "{late:?}");
+        let build = store.build_by_id(build.id).await.expect("build");
+        assert_eq!(build.status, Status::Error);
+        assert!(
+            store
+                .reap_expired(now_ms())
+                .await
+                .expect("reaps")
+                .is_empty()
+        );
+    }
+
+    pub async fn a_restarted_runner_loses_what_its_earlier_life_held(store: Store) {
+        let repo = repo(&store, "app").await;
+        new_build(&store, repo.id, "main", TWO_STAGES).await;
+        let claim = store
+            .claim_next(&runner("r1"))
+            .await
+            .expect("claims")
+            .expect("queued");
+        store
+            .update_step(
+                claim.stage_id,
+                &step(claim.epoch, "compile", StepState::Running, None),
+            )
+            .await
+            .expect("starts");
+        assert!(
+            store
+                .reap_previous_instance("r1", "r1-1")
+                .await
+                .expect("reaps")
+                .is_empty()
+        );
+        let reaped = store
+            .reap_previous_instance("r1", "r1-2")
+            .await
+            .expect("reaps");
+        assert_eq!(reaped.len(), 1);
+        let stage = store.stage(claim.stage_id).await.expect("stage");
+        assert_eq!(stage.status, Status::Error);
+        assert!(stage.error.as_deref().unwrap_or("").contains("restarted"));
+    }
+
+    pub async fn deliveries_are_recorded_once_and_rejected_ones_may_come_again(store: Store) {
+        let repo = repo(&store, "app").await;
+        let rejected = NewDelivery {
+            delivery_id: "d-1",
+            event: "push",
+            repo_id: Some(repo.id),
+            state: DeliveryState::Rejected,
+            outcome: "bad signature",
+            payload: None,
+        };
+        assert!(matches!(
+            store.record_delivery(&rejected).await.expect("records"),
+            Recorded::New(_)
+        ));
+        let accepted = NewDelivery {
+            state: DeliveryState::Pending,
+            outcome: "",
+            payload: Some(b"{}"),
+            ..rejected.clone()
+        };
+        let Recorded::New(id) = store.record_delivery(&accepted).await.expect("records") else {
+            panic!("a rejected delivery may come again");
+        };
+        let Recorded::Duplicate(earlier) = store.record_delivery(&accepted).await.expect("records")
+        else {
+            panic!("an accepted delivery is recorded once");
+        };
+        assert_eq!(earlier.id, id);
+        let pending = store.pending_deliveries(10).await.expect("lists");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].payload.as_deref(), Some(&b"{}"[..]));
+
+        let number = store.take_build_number(repo.id).await.expect("n");
+        let mut ctx = Context::push("acme/app", "main");
+        ctx.build_number = number as u64;
+        let plan = plan_of(TWO_STAGES, &ctx);
+        let (build, queued) = store
+            .create_build(&NewBuild {
+                repo_id: repo.id,
+                number,
+                context: ctx,
+                sender: "octocat".into(),
+                plan: Ok(plan),
+                delivery: Some(id),
+            })
+            .await
+            .expect("creates");
+        assert!(queued);
+        assert!(
+            store
+                .pending_deliveries(10)
+                .await
+                .expect("lists")
+                .is_empty()
+        );
+        let stored = store.delivery("d-1").await.expect("reads").expect("exists");
+        assert_eq!(stored.state, DeliveryState::Processed);
+        assert_eq!(stored.build_id, Some(build.id));
+        assert_eq!(
+            stored.payload, None,
+            "the payload is dropped once processed"
+        );
+    }
+
+    pub async fn an_invalid_pipeline_makes_an_errored_build_and_a_fully_skipped_one_is_skipped(
+        store: Store,
+    ) {
+        let repo = repo(&store, "app").await;
+        let number = store.take_build_number(repo.id).await.expect("n");
+        let (build, queued) = store
+            .create_build(&NewBuild {
+                repo_id: repo.id,
+                number,
+                context: Context::push("acme/app", "main"),
+                sender: "octocat".into(),
+                plan: Err(".gantry.yml:3:5: error: unknown field `imag`".into()),
+                delivery: None,
+            })
+            .await
+            .expect("creates");
+        assert!(!queued);
+        assert_eq!(build.status, Status::Error);
+        assert!(
+            build
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains(".gantry.yml:3:5")
+        );
+        assert!(build.finished_at.is_some());
+
+        let only_main = "kind: pipeline\nname: a\ntrigger: {branch: [main]}\nsteps:\n  - name: a\n    image: x\n    commands: [a]\n";
+        let skipped = new_build(&store, repo.id, "feature", only_main).await;
+        assert_eq!(skipped.status, Status::Skipped);
+        assert!(skipped.finished_at.is_some());
+        assert!(
+            store
+                .claim_next(&runner("r"))
+                .await
+                .expect("claims")
+                .is_none()
+        );
+    }
+
+    pub async fn cancelling_kills_queued_stages_and_tells_running_ones(store: Store) {
+        let repo = repo(&store, "app").await;
+        let yaml = format!(
+            "{TWO_STAGES}---\nkind: pipeline\nname: lint\nclone: {{disable: true}}\nsteps:\n  - name: l\n    image: x\n    commands: [l]\n"
+        );
+        let build = new_build(&store, repo.id, "main", &yaml).await;
+        let claim = store
+            .claim_next(&runner("r"))
+            .await
+            .expect("claims")
+            .expect("queued");
+        assert!(store.cancel_build(build.id).await.expect("cancels"));
+        assert!(
+            store
+                .lease_cancelled(claim.stage_id, claim.epoch)
+                .await
+                .expect("held")
+        );
+        let stages = store.stages(build.id).await.expect("stages");
+        assert_eq!(
+            stages.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [Status::Running, Status::Killed, Status::Killed]
+        );
+        assert!(
+            store
+                .claim_next(&runner("r"))
+                .await
+                .expect("claims")
+                .is_none()
+        );
+        store
+            .finish_stage(
+                claim.stage_id,
+                claim.epoch,
+                &StageEnd {
+                    status: Status::Killed,
+                    error: None,
+                    steps: vec![step(claim.epoch, "compile", StepState::Killed, Some(137))],
+                },
+            )
+            .await
+            .expect("ends");
+        let build = store.build_by_id(build.id).await.expect("build");
+        assert_eq!(build.status, Status::Killed);
+        assert!(
+            !store.cancel_build(build.id).await.expect("cancels"),
+            "already over"
+        );
+    }
+
+    pub async fn builds_are_listed_newest_first_by_branch_and_page(store: Store) {
+        let repo = repo(&store, "app").await;
+        for branch in ["main", "feature", "main", "main"] {
+            new_build(&store, repo.id, branch, TWO_STAGES).await;
+        }
+        let all = store
+            .list_builds(
+                repo.id,
+                &BuildFilter {
+                    limit: 10,
+                    ..BuildFilter::default()
+                },
+            )
+            .await
+            .expect("lists");
+        assert_eq!(
+            all.iter().map(|b| b.number).collect::<Vec<_>>(),
+            [4, 3, 2, 1]
+        );
+        let main = store
+            .list_builds(
+                repo.id,
+                &BuildFilter {
+                    branch: Some("main".into()),
+                    limit: 2,
+                    ..BuildFilter::default()
+                },
+            )
+            .await
+            .expect("lists");
+        assert_eq!(main.iter().map(|b| b.number).collect::<Vec<_>>(), [4, 3]);
+        let next = store
+            .list_builds(
+                repo.id,
+                &BuildFilter {
+                    branch: Some("main".into()),
+                    before: Some(3),
+                    limit: 2,
+                    ..BuildFilter::default()
+                },
+            )
+            .await
+            .expect("lists");
+        assert_eq!(next.iter().map(|b| b.number).collect::<Vec<_>>(), [1]);
+        let pending = store
+            .list_builds(
+                repo.id,
+                &BuildFilter {
+                    status: Some(Status::Success),
+                    limit: 10,
+                    ..BuildFilter::default()
+                },
+            )
+            .await
+            .expect("lists");
+        assert!(pending.is_empty());
+        let ctx = store.build_context(all[0].id).await.expect("context");
+        assert_eq!(ctx.build_number, 4);
+        assert_eq!(ctx.branch, "main");
+    }
+
+    pub async fn log_chunks_page_and_a_resent_batch_is_harmless(store: Store) {
+        let repo = repo(&store, "app").await;
+        new_build(&store, repo.id, "main", TWO_STAGES).await;
+        let claim = store
+            .claim_next(&runner("r"))
+            .await
+            .expect("claims")
+            .expect("queued");
+        for batch in [lines(1, 100), lines(101, 50), lines(101, 50), lines(500, 2)] {
+            store
+                .append_logs(claim.stage_id, claim.epoch, "compile", &batch)
+                .await
+                .expect("appends");
+        }
+        let step = &store.steps(claim.stage_id).await.expect("steps")[0];
+        assert_eq!(store.log_line_count(step.id).await.expect("counts"), 152);
+        let page = store.read_log(step.id, 95, 10).await.expect("reads");
+        assert_eq!(
+            page.iter().map(|l| l.number).collect::<Vec<_>>(),
+            (95..105).collect::<Vec<_>>()
+        );
+        assert_eq!(page[0].elapsed_ms, 950);
+        let tail = store.read_log(step.id, 149, 10).await.expect("reads");
+        assert_eq!(
+            tail.iter().map(|l| l.number).collect::<Vec<_>>(),
+            [149, 150, 500, 501]
+        );
+        assert!(
+            store
+                .read_log(step.id, 502, 10)
+                .await
+                .expect("reads")
+                .is_empty()
+        );
+    }
+
+    pub async fn tokens_are_found_by_hash(store: Store) {
+        assert_eq!(store.token_count().await.expect("counts"), 0);
+        let token = store
+            .create_token("admin", "abc123", true)
+            .await
+            .expect("creates");
+        assert!(token.admin);
+        assert_eq!(
+            store.token_by_hash("abc123").await.expect("finds"),
+            Some(token)
+        );
+        assert_eq!(store.token_by_hash("abc124").await.expect("finds"), None);
+    }
+}

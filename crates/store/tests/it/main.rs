@@ -1,0 +1,4 @@
+//! The storage conformance suite: every case runs on SQLite and on PostgreSQL, against the
+//! same `Store` API.
+
+mod conformance;
