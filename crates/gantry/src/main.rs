@@ -1,8 +1,11 @@
-//! The `gantry` binary: one command line for everything gantry does. For now the commands
-//! that need no server: `lint`, `plan` and `exec`.
+//! The `gantry` binary: one command line for everything gantry does: the server and the
+//! runner, the client commands against a server's API, and the commands that need no server
+//! (`lint`, `plan`, `exec`).
 
+mod client_cmd;
 mod exec_cmd;
 mod pipeline_cmd;
+mod server_cmd;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,14 @@ enum Command {
     Plan(Box<pipeline_cmd::PlanArgs>),
     /// Runs a pipeline file of the current folder on this machine; exits 0 when it passed.
     Exec(Box<exec_cmd::ExecArgs>),
+    /// Runs the HTTP server (webhooks, API, runner protocol) with an embedded runner.
+    Server(Box<server_cmd::ServerArgs>),
+    /// Runs a runner that takes stages from a server.
+    Runner(Box<server_cmd::RunnerArgs>),
+    /// Manages repositories on a server.
+    Repo(client_cmd::RepoArgs),
+    /// Lists, inspects, restarts, cancels and creates builds on a server.
+    Build(client_cmd::BuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +47,10 @@ fn main() -> ExitCode {
         Command::Lint(args) => pipeline_cmd::lint(&args),
         Command::Plan(args) => pipeline_cmd::plan(&args),
         Command::Exec(args) => exec_cmd::exec(&args),
+        Command::Server(args) => server_cmd::server(&args),
+        Command::Runner(args) => server_cmd::runner(&args),
+        Command::Repo(args) => client_cmd::repo(&args),
+        Command::Build(args) => client_cmd::build(&args),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod executor;
 pub mod local;
 pub mod logs;
+pub mod remote;
 
 pub use backend::{Backend, BackendError, Output, StepExit, StepSpec};
 pub use clone::{CloneError, CloneSource};
@@ -19,3 +20,4 @@ pub use executor::{
 };
 pub use local::LocalBackend;
 pub use logs::{LogLine, MASK, Masker};
+pub use remote::{RemoteConfig, RemoteError, RemoteRunner};

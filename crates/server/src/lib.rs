@@ -1,1 +1,168 @@
-//! gantry's HTTP server (being built: webhooks, API, runner protocol).
+//! gantry's HTTP server: the GitHub webhook receiver (`hooks`), the trigger from a delivery
+//! to a stored build with queued stages (`trigger`, `git`), the runner protocol (`rpc`), the
+//! JSON API (`api`), live logs (`live`) and the lease reaper. One entry point:
+//! [`Server::run`] with a listener and a shutdown future; signals belong to the binary.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use gantry_store::{Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod api;
+mod auth;
+mod error;
+pub mod git;
+pub mod github;
+mod hooks;
+mod live;
+mod rpc;
+mod trigger;
+
+pub use error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Holds the SQLite database (when used) and the git caches.
+    pub data_dir: PathBuf,
+    /// The public base URL, used in links (`CI_BUILD_LINK`, commit statuses, chat).
+    pub server_url: String,
+    /// The shared secret runners present.
+    pub runner_secret: String,
+    /// How long a lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often runners are asked to heartbeat (well under `lease`).
+    pub heartbeat: Duration,
+    /// How often expired leases are looked for.
+    pub reap_every: Duration,
+    /// How long a runner's request for work is held open when there is none.
+    pub max_poll: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, server_url: String, runner_secret: String) -> Self {
+        Self {
+            data_dir,
+            server_url: server_url.trim_end_matches('/').to_owned(),
+            runner_secret,
+            lease: Duration::from_secs(15),
+            heartbeat: Duration::from_secs(4),
+            reap_every: Duration::from_secs(2),
+            max_poll: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every handler and background task shares.
+#[derive(Debug)]
+struct AppState {
+    store: Store,
+    config: ServerConfig,
+    git: git::GitCache,
+    /// Woken when stages are queued: waiting runners try to claim.
+    queued: Notify,
+    /// Woken when a build is cancelled: watching runners check their lease.
+    cancelled: Notify,
+    /// Woken when a delivery is stored: the trigger worker processes it.
+    deliveries: Notify,
+    live: live::LiveLogs,
+    shutdown: CancellationToken,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl Server {
+    pub fn new(store: Store, config: ServerConfig) -> Self {
+        let git = git::GitCache::new(config.data_dir.join("git"));
+        Self {
+            state: Arc::new(AppState {
+                store,
+                config,
+                git,
+                queued: Notify::new(),
+                cancelled: Notify::new(),
+                deliveries: Notify::new(),
+                live: live::LiveLogs::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// On a database without API tokens, creates an admin token and returns it (to be shown
+    /// once; only its hash is stored).
+    pub async fn ensure_admin_token(&self) -> Result<Option<String>, StoreError> {
+        auth::ensure_admin_token(&self.state.store).await
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(hooks::routes())
+            .merge(rpc::routes())
+            .merge(api::routes())
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Serves until `shutdown` completes, with the trigger worker and the lease reaper.
+    /// Deliveries accepted before a crash are processed, and leases that expired while the
+    /// server was down are reaped, as soon as it starts.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let tasks = TaskTracker::new();
+        tasks.spawn(trigger::work(Arc::clone(&self.state)));
+        tasks.spawn(reap(Arc::clone(&self.state)));
+        let token = self.state.shutdown.clone();
+        let router = self.router();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                token.cancel();
+            })
+            .await;
+        self.state.shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        served
+    }
+}
+
+/// Ends or re-queues stages whose runner stopped heartbeating.
+async fn reap(state: Arc<AppState>) {
+    loop {
+        match state.store.reap_expired(gantry_store::now_ms()).await {
+            Ok(reaped) => {
+                for stage in &reaped {
+                    tracing::warn!(
+                        stage.id = stage.stage_id,
+                        build.id = stage.build_id,
+                        requeued = stage.requeued,
+                        "a runner's lease expired"
+                    );
+                    state.live.stage_ended(stage.stage_id);
+                }
+                if reaped.iter().any(|r| r.requeued || !r.build_finished) {
+                    state.queued.notify_waiters();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reaping expired leases failed"),
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(state.config.reap_every) => {}
+        }
+    }
+}

@@ -63,6 +63,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database could not be reached (as opposed to refusing a statement).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+            )
+        )
+    }
+
     pub(crate) fn corrupt(what: &'static str, detail: impl ToString) -> Self {
         StoreError::Corrupt {
             what,

@@ -1,0 +1,409 @@
+//! Client commands against a server's JSON API: `gantry repo ...` and `gantry build ...`.
+//! The server comes from `--server` / `GANTRY_SERVER`, the token from `--token` /
+//! `GANTRY_TOKEN`. Refusals print the server's own message.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::pipeline_cmd::parse_param;
+
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The server's URL.
+    #[arg(
+        long,
+        env = "GANTRY_SERVER",
+        default_value = "http://localhost:8000",
+        global = true
+    )]
+    pub server: String,
+    /// An API token.
+    #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: RepoCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Registers a repository.
+    Add {
+        /// OWNER/NAME, as on GitHub.
+        repo: String,
+        /// Where gantry fetches it from (never taken from webhooks).
+        #[arg(long)]
+        clone_url: String,
+        /// The webhook secret, the same as in the GitHub webhook's settings.
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        config_path: Option<String>,
+        #[arg(long, default_value = "main")]
+        default_branch: String,
+        /// public, internal or private.
+        #[arg(long, default_value = "public")]
+        visibility: String,
+        /// Allows privileged steps and host volumes.
+        #[arg(long)]
+        trusted: bool,
+        /// The repository's web page (for links to commits).
+        #[arg(long)]
+        link: Option<String>,
+    },
+    /// Lists repositories.
+    Ls,
+    /// Shows one repository.
+    Info { repo: String },
+    /// Removes a repository with its builds and logs.
+    Rm { repo: String },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: BuildCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildCommand {
+    /// Lists a repository's builds, newest first.
+    Ls {
+        repo: String,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 25)]
+        limit: u32,
+    },
+    /// Shows a build with its stages and steps.
+    Info { repo: String, number: u64 },
+    /// Prints a step's log (STAGE and STEP are numbers, as in the step's URL).
+    Logs {
+        repo: String,
+        number: u64,
+        stage: u64,
+        step: u64,
+    },
+    /// Starts a new build of the same commit and context.
+    Restart { repo: String, number: u64 },
+    /// Cancels a build.
+    Cancel { repo: String, number: u64 },
+    /// Starts a build of a branch (its head, or --commit), with parameters.
+    Create {
+        repo: String,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        commit: Option<String>,
+        /// KEY=VALUE, given to steps as environment variables (repeatable).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Makes it a deployment (`promote`) to this target.
+        #[arg(long)]
+        deploy_to: Option<String>,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(connection: &Connection) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .build()
+                .context("while creating the HTTP client")?,
+            server: connection.server.trim_end_matches('/').to_owned(),
+            token: connection.token.clone(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.server);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "while connecting to {url} (is the server running? set --server or GANTRY_SERVER)"
+            )
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or(text);
+        bail!("the server answered {status}: {message}")
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let response = self.send(method, path, body).await?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        response
+            .json()
+            .await
+            .context("while reading the server's answer")
+    }
+}
+
+fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
+    repo.split_once('/')
+        .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| anyhow::anyhow!("`{repo}` is not OWNER/NAME"))
+}
+
+fn text(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn duration(value: &Value) -> String {
+    let start = value.get("started_at").and_then(Value::as_i64);
+    let end = value.get("finished_at").and_then(Value::as_i64);
+    match (start, end) {
+        (Some(s), Some(e)) => format!("{:.1}s", (e - s) as f64 / 1000.0),
+        (Some(_), None) => "running".to_owned(),
+        _ => String::new(),
+    }
+}
+
+pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("while starting the runtime")?;
+    runtime.block_on(async {
+        let client = Client::new(&args.connection)?;
+        match &args.command {
+            RepoCommand::Add {
+                repo,
+                clone_url,
+                secret,
+                config_path,
+                default_branch,
+                visibility,
+                trusted,
+                link,
+            } => {
+                let (owner, name) = split_repo(repo)?;
+                let created = client
+                    .json(
+                        reqwest::Method::POST,
+                        "/api/repos",
+                        Some(json!({
+                            "owner": owner, "name": name, "clone_url": clone_url,
+                            "webhook_secret": secret, "config_path": config_path.clone().unwrap_or_default(),
+                            "default_branch": default_branch, "visibility": visibility,
+                            "trusted": trusted, "link": link.clone().unwrap_or_default(),
+                        })),
+                    )
+                    .await?;
+                println!("added {}", text(&created, "full_name"));
+                println!(
+                    "point the GitHub webhook (content type application/json, same secret) at {}",
+                    text(&created, "webhook_url")
+                );
+            }
+            RepoCommand::Ls => {
+                let repos = client.json(reqwest::Method::GET, "/api/repos", None).await?;
+                for repo in repos.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} {:<9} {}",
+                        text(repo, "full_name"),
+                        text(repo, "visibility"),
+                        text(repo, "clone_url")
+                    );
+                }
+            }
+            RepoCommand::Info { repo } => {
+                let (owner, name) = split_repo(repo)?;
+                let found = client
+                    .json(reqwest::Method::GET, &format!("/api/repos/{owner}/{name}"), None)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            }
+            RepoCommand::Rm { repo } => {
+                let (owner, name) = split_repo(repo)?;
+                client
+                    .send(reqwest::Method::DELETE, &format!("/api/repos/{owner}/{name}"), None)
+                    .await?;
+                println!("removed {repo}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_build(build: &Value) {
+    println!(
+        "#{} {} {} {} {}",
+        text(build, "number"),
+        text(build, "status"),
+        text(build, "event"),
+        text(build, "branch"),
+        text(build, "link")
+    );
+    if let Some(error) = build.get("error").and_then(Value::as_str) {
+        println!("error:\n{error}");
+    }
+    for stage in build
+        .get("stages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  stage {} {} {} {}",
+            text(stage, "number"),
+            text(stage, "name"),
+            text(stage, "status"),
+            duration(stage)
+        );
+        if let Some(error) = stage.get("error").and_then(Value::as_str) {
+            println!("    {error}");
+        }
+        for step in stage
+            .get("steps")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "    step {} {:<20} {:<8} exit {:<4} {}",
+                text(step, "number"),
+                text(step, "name"),
+                text(step, "status"),
+                text(step, "exit_code"),
+                duration(step)
+            );
+        }
+    }
+}
+
+pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("while starting the runtime")?;
+    runtime.block_on(async {
+        let client = Client::new(&args.connection)?;
+        match &args.command {
+            BuildCommand::Ls { repo, branch, status, limit } => {
+                let (owner, name) = split_repo(repo)?;
+                let mut path = format!("/api/repos/{owner}/{name}/builds?limit={limit}");
+                if let Some(branch) = branch {
+                    path.push_str(&format!("&branch={}", encode(branch)));
+                }
+                if let Some(status) = status {
+                    path.push_str(&format!("&status={}", encode(status)));
+                }
+                let builds = client.json(reqwest::Method::GET, &path, None).await?;
+                for build in builds.as_array().into_iter().flatten() {
+                    let message = text(build, "message");
+                    println!(
+                        "#{:<6} {:<8} {:<12} {:<20} {:<10} {}",
+                        text(build, "number"),
+                        text(build, "status"),
+                        text(build, "event"),
+                        text(build, "branch"),
+                        duration(build),
+                        message.lines().next().unwrap_or("")
+                    );
+                }
+            }
+            BuildCommand::Info { repo, number } => {
+                let (owner, name) = split_repo(repo)?;
+                let build = client
+                    .json(reqwest::Method::GET, &format!("/api/repos/{owner}/{name}/builds/{number}"), None)
+                    .await?;
+                print_build(&build);
+            }
+            BuildCommand::Logs { repo, number, stage, step } => {
+                let (owner, name) = split_repo(repo)?;
+                let response = client
+                    .send(
+                        reqwest::Method::GET,
+                        &format!("/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}"),
+                        None,
+                    )
+                    .await?;
+                print!("{}", response.text().await.context("while reading the log")?);
+            }
+            BuildCommand::Restart { repo, number } => {
+                let (owner, name) = split_repo(repo)?;
+                let build = client
+                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/restart"), None)
+                    .await?;
+                print_build(&build);
+            }
+            BuildCommand::Cancel { repo, number } => {
+                let (owner, name) = split_repo(repo)?;
+                let build = client
+                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/cancel"), None)
+                    .await?;
+                print_build(&build);
+            }
+            BuildCommand::Create { repo, branch, commit, params, deploy_to } => {
+                let (owner, name) = split_repo(repo)?;
+                let params: serde_json::Map<String, Value> = params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                let build = client
+                    .json(
+                        reqwest::Method::POST,
+                        &format!("/api/repos/{owner}/{name}/builds"),
+                        Some(json!({ "branch": branch, "commit": commit, "params": params, "deploy_to": deploy_to })),
+                    )
+                    .await?;
+                print_build(&build);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

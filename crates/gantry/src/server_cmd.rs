@@ -1,0 +1,307 @@
+//! `gantry server` (the HTTP server with an embedded runner) and `gantry runner` (a remote
+//! runner). Configuration comes from flags whose defaults are `GANTRY_*` variables; signals
+//! become shutdown here and nowhere else.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use gantry_runner::{
+    Backend, DockerBackend, ExecutorConfig, LocalBackend, RemoteConfig, RemoteRunner,
+};
+use gantry_server::{Server, ServerConfig};
+use gantry_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline_cmd::parse_param;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunnerBackend {
+    /// Docker when the engine answers, else host processes.
+    Auto,
+    Docker,
+    /// Host processes only (no isolation: for trusted, single-user machines).
+    Local,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GANTRY_ADDR", default_value = "0.0.0.0:8000")]
+    pub addr: String,
+    /// Holds the SQLite database, the git caches and the generated runner secret.
+    #[arg(long, env = "GANTRY_DATA_DIR", default_value = "gantry-data")]
+    pub data_dir: PathBuf,
+    /// `postgres://user:password@host/db`; by default SQLite in the data directory.
+    #[arg(long, env = "GANTRY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The public base URL used in links; by default http://localhost:PORT.
+    #[arg(long, env = "GANTRY_SERVER_URL")]
+    pub server_url: Option<String>,
+    /// The secret runners present; by default one generated into the data directory.
+    #[arg(long, env = "GANTRY_RUNNER_SECRET", hide_env_values = true)]
+    pub runner_secret: Option<String>,
+    /// Stages the embedded runner runs at once; 0 runs none (use remote runners).
+    #[arg(long, env = "GANTRY_RUNNER_CAPACITY", default_value_t = 2)]
+    pub runner_capacity: u32,
+    /// Where the embedded runner runs steps.
+    #[arg(long, env = "GANTRY_RUNNER_BACKEND", value_enum, default_value_t = RunnerBackend::Auto)]
+    pub runner_backend: RunnerBackend,
+    /// Labels the embedded runner offers (KEY=VALUE, repeatable).
+    #[arg(long = "runner-label", value_parser = parse_param)]
+    pub runner_labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// The server's URL.
+    #[arg(long, env = "GANTRY_SERVER")]
+    pub server: String,
+    /// The server's runner secret.
+    #[arg(long, env = "GANTRY_RUNNER_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Stages run at once.
+    #[arg(long, env = "GANTRY_RUNNER_CAPACITY", default_value_t = 2)]
+    pub capacity: u32,
+    /// Labels this runner offers; a stage's `node` labels must all be among them.
+    #[arg(long = "labels", value_parser = parse_param, value_delimiter = ',')]
+    pub labels: Vec<(String, String)>,
+    /// Stable across restarts (what it held before a restart is ended at once); by default
+    /// the host name.
+    #[arg(long, env = "GANTRY_RUNNER_NAME")]
+    pub name: Option<String>,
+    #[arg(long, env = "GANTRY_RUNNER_BACKEND", value_enum, default_value_t = RunnerBackend::Auto)]
+    pub backend: RunnerBackend,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("while starting the runtime")
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Cancels `first` on the first Ctrl-C or SIGTERM, and `second` on the next.
+fn on_signals(first: CancellationToken, second: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        for token in [first, second] {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            token.cancel();
+        }
+    });
+}
+
+/// The runner secret: given, or generated once into the data directory (mode 0600).
+fn runner_secret(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(secret) = given {
+        if secret.len() < 16 {
+            bail!("the runner secret is too short: use at least 16 characters");
+        }
+        return Ok(secret.to_owned());
+    }
+    let path = data_dir.join("runner-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).context("while generating the runner secret")?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("while writing {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    Ok(secret)
+}
+
+async fn backends(
+    choice: RunnerBackend,
+    name: &str,
+    work_dir: PathBuf,
+) -> anyhow::Result<(Option<Arc<dyn Backend>>, Arc<dyn Backend>)> {
+    let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(work_dir));
+    let docker = match choice {
+        RunnerBackend::Local => None,
+        RunnerBackend::Docker | RunnerBackend::Auto => match DockerBackend::connect(name).await {
+            Ok(docker) => {
+                // What this runner left when it was last killed.
+                if let Err(e) = docker.sweep().await {
+                    tracing::warn!(error = %e, "removing what an earlier run left failed");
+                }
+                Some(Arc::new(docker) as Arc<dyn Backend>)
+            }
+            Err(e) if choice == RunnerBackend::Auto => {
+                tracing::warn!(error = %e, "no Docker engine: steps run as host processes");
+                None
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        },
+    };
+    Ok((docker, local))
+}
+
+pub fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    runtime()?.block_on(serve(args))
+}
+
+async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "while creating the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let database = match &args.database_url {
+        Some(url) => url.clone(),
+        None => args
+            .data_dir
+            .join("gantry.db")
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let store = Store::open(&database).await.with_context(|| {
+        format!(
+            "while opening the database {}",
+            if database.contains("://") {
+                "from GANTRY_DATABASE_URL"
+            } else {
+                &database
+            }
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .with_context(|| format!("while listening on {}", args.addr))?;
+    let local = listener.local_addr()?;
+    let server_url = args
+        .server_url
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{}", local.port()));
+    let secret = runner_secret(args.runner_secret.as_deref(), &args.data_dir)?;
+    let server = Server::new(
+        store,
+        ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone()),
+    );
+    if let Some(token) = server.ensure_admin_token().await? {
+        eprintln!(
+            "gantry: created the admin API token (shown once; only its hash is stored):\n\n    {token}\n"
+        );
+    }
+    tracing::info!(addr = %local, url = %server_url, database = server.store().dialect(), "gantry server listening");
+
+    let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+    on_signals(stop.clone(), abort.clone());
+    let runner = if args.runner_capacity > 0 {
+        let name = format!("embedded@{}", host_name());
+        let (docker, local_backend) =
+            backends(args.runner_backend, &name, args.data_dir.join("workspaces")).await?;
+        let config = RemoteConfig {
+            server: format!("http://127.0.0.1:{}", local.port()),
+            secret,
+            name,
+            labels: args.runner_labels.iter().cloned().collect(),
+            capacity: args.runner_capacity,
+            platform: RemoteConfig::host_platform(),
+            executor: ExecutorConfig::default(),
+        };
+        let runner = RemoteRunner::new(config, docker, local_backend);
+        // On shutdown, running stages are stopped and reported as killed before the server
+        // stops listening, so none is left running.
+        let (stop, abort) = (stop.clone(), abort.clone());
+        Some(tokio::spawn(async move {
+            let stopping = stop.clone();
+            let abort_on_stop = abort.clone();
+            tokio::spawn(async move {
+                stopping.cancelled().await;
+                abort_on_stop.cancel();
+            });
+            runner.run(stop, abort).await
+        }))
+    } else {
+        None
+    };
+    let server_stop = CancellationToken::new();
+    let serving = tokio::spawn({
+        let server_stop = server_stop.clone();
+        async move {
+            server
+                .run(listener, async move { server_stop.cancelled().await })
+                .await
+        }
+    });
+    stop.cancelled().await;
+    tracing::info!("shutting down");
+    if let Some(runner) = runner {
+        let _ = runner.await;
+    }
+    server_stop.cancel();
+    serving.await.context("the server task failed")??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    runtime()?.block_on(async {
+        let name = args.name.clone().unwrap_or_else(host_name);
+        let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
+        let work_dir = std::env::temp_dir().join(format!("gantry-runner-{name}"));
+        let (docker, local) = backends(args.backend, &name, work_dir).await?;
+        let config = RemoteConfig {
+            server: args.server.clone(),
+            secret: args.secret.clone(),
+            name: name.clone(),
+            labels,
+            capacity: args.capacity,
+            platform: RemoteConfig::host_platform(),
+            executor: ExecutorConfig::default(),
+        };
+        tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = docker.is_some(), "gantry runner started");
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        on_signals(stop.clone(), abort.clone());
+        // The first signal stops taking work and lets running stages finish; the second
+        // cancels them.
+        RemoteRunner::new(config, docker, local)
+            .run(stop, abort)
+            .await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

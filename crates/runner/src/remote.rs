@@ -1,0 +1,583 @@
+//! The runner's side of the runner protocol (`gantry_proto`): ask the server for a stage
+//! (long-poll), run it on the executor, and send back step states, log batches, heartbeats
+//! and the stage's end. The embedded runner of `gantry server` and a remote `gantry runner`
+//! are the same code; only the URL differs.
+//!
+//! A lease the server takes back (409: the stage was reaped, or handed to another runner)
+//! cancels the stage here at once: its work would be refused anyway.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use gantry_pipeline::model::PipelineType;
+use gantry_pipeline::{PlanStep, Stage};
+use gantry_proto::{
+    Assignment, Heartbeat, Lease, LeaseStatus, LogBatch, StageDone, StepState, StepUpdate,
+    WorkRequest,
+};
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::Backend;
+use crate::clone::CloneSource;
+use crate::executor::{
+    Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, StepStatus, WorkspaceSource,
+};
+use crate::logs::LogLine;
+
+/// How a runner presents itself and where it takes work from.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The server's base URL, e.g. `http://127.0.0.1:8000`.
+    pub server: String,
+    pub secret: String,
+    /// Stable across restarts.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Stages run at once.
+    pub capacity: u32,
+    /// `os/arch`.
+    pub platform: String,
+    pub executor: ExecutorConfig,
+}
+
+impl RemoteConfig {
+    /// This machine's `os/arch` in Docker's terms (`linux/amd64`).
+    pub fn host_platform() -> String {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "arm" => "arm",
+            other => other,
+        };
+        format!("{}/{arch}", std::env::consts::OS)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the server at {url} could not be reached: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the server refused the runner: {0}")]
+    Refused(String),
+    #[error("the lease was taken back by the server")]
+    LeaseLost,
+    #[error("the server answered {status}: {body}")]
+    Server { status: StatusCode, body: String },
+}
+
+/// Takes stages from a server and runs them until shut down.
+pub struct RemoteRunner {
+    config: RemoteConfig,
+    handle: Handle,
+    instance: String,
+    docker: Option<Arc<dyn Backend>>,
+    local: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for RemoteRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteRunner")
+            .field("server", &self.config.server)
+            .field("name", &self.config.name)
+            .field("capacity", &self.config.capacity)
+            .field("docker", &self.docker.is_some())
+            .finish()
+    }
+}
+
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl RemoteRunner {
+    /// Stages of `type: docker` (the default) run on `docker`; `type: exec`/local ones, and
+    /// all of them when there is no Docker, on `local`.
+    pub fn new(
+        config: RemoteConfig,
+        docker: Option<Arc<dyn Backend>>,
+        local: Arc<dyn Backend>,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()
+            .expect("a client with default TLS builds");
+        let server = config.server.trim_end_matches('/').to_owned();
+        Self {
+            handle: Handle {
+                server: server.clone(),
+                secret: config.secret.clone(),
+                client,
+            },
+            config: RemoteConfig { server, ..config },
+            instance: instance_id(),
+            docker,
+            local,
+        }
+    }
+
+    fn backend_for(&self, stage: &Stage) -> Arc<dyn Backend> {
+        match (&self.docker, stage.backend) {
+            (Some(docker), PipelineType::Docker) => Arc::clone(docker),
+            _ => Arc::clone(&self.local),
+        }
+    }
+
+    /// Runs `capacity` workers until `shutdown` fires; stages already running finish
+    /// (cancel them with `abort`).
+    pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) {
+        let this = Arc::new(self);
+        let tasks = TaskTracker::new();
+        for slot in 0..this.config.capacity.max(1) {
+            let (this, shutdown, abort) = (Arc::clone(&this), shutdown.clone(), abort.clone());
+            tasks.spawn(async move { this.work(slot, shutdown, abort).await });
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    async fn work(&self, slot: u32, shutdown: CancellationToken, abort: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            let polled = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                polled = self.poll() => polled,
+            };
+            match polled {
+                Ok(Some(assignment)) => {
+                    backoff = Duration::from_millis(200);
+                    self.run_assignment(assignment, abort.child_token()).await;
+                }
+                Ok(None) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(slot, error = %e, "asking the server for work failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn poll(&self) -> Result<Option<Assignment>, RemoteError> {
+        let wait = Duration::from_secs(25);
+        let request = WorkRequest {
+            runner: self.config.name.clone(),
+            instance: self.instance.clone(),
+            labels: self.config.labels.clone(),
+            platform: self.config.platform.clone(),
+            capacity: self.config.capacity,
+            wait_ms: wait.as_millis() as u64,
+        };
+        let response = self
+            .handle
+            .post(
+                gantry_proto::path::REQUEST,
+                &request,
+                wait + Duration::from_secs(10),
+            )
+            .await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let url = self.config.server.clone();
+        response
+            .json::<Assignment>()
+            .await
+            .map(Some)
+            .map_err(|source| RemoteError::Unreachable { url, source })
+    }
+
+    async fn run_assignment(&self, assignment: Assignment, cancel: CancellationToken) {
+        let lease = assignment.lease;
+        tracing::info!(stage.id = lease.stage, epoch = lease.epoch, stage = %assignment.stage.name, "running a stage");
+        let lost = Arc::new(AtomicBool::new(false));
+        let (reports, receiver) = mpsc::unbounded_channel();
+        let sender = tokio::spawn(send_reports(
+            self.handle.clone(),
+            lease,
+            receiver,
+            cancel.clone(),
+            Arc::clone(&lost),
+        ));
+        let keepalive = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.handle.clone(),
+            lease,
+            Duration::from_millis(assignment.heartbeat_ms.max(100)),
+            cancel.clone(),
+            keepalive.clone(),
+            Arc::clone(&lost),
+        ));
+        let watcher = tokio::spawn(watch(
+            self.handle.clone(),
+            lease,
+            cancel.clone(),
+            keepalive.clone(),
+        ));
+
+        let backend = self.backend_for(&assignment.stage);
+        let workspace = match assignment.clone {
+            Some(spec) => WorkspaceSource::Clone(CloneSource {
+                spec,
+                token: assignment.clone_token,
+            }),
+            None => WorkspaceSource::Empty,
+        };
+        let job = Job {
+            id: assignment.job_id,
+            stage: assignment.stage,
+            secrets: assignment.secrets,
+            workspace,
+        };
+        let reporter = Arc::new(RemoteReporter { reports });
+        let result = Executor::new(backend, self.config.executor.clone())
+            .run(job, reporter, cancel.clone())
+            .await;
+        // Every log line and step state goes out before the stage's end.
+        let _ = sender.await;
+        if !lost.load(Ordering::SeqCst) {
+            self.report_done(lease, &result).await;
+        }
+        keepalive.cancel();
+        let _ = heartbeat.await;
+        watcher.abort();
+        tracing::info!(stage.id = lease.stage, status = ?result.status, "stage ended");
+    }
+
+    /// Reports the stage's end, retrying while the server is unreachable (it may be
+    /// restarting) for as long as the lease could still be held.
+    async fn report_done(&self, lease: Lease, result: &StageResult) {
+        let done = StageDone {
+            epoch: lease.epoch,
+            state: state_of(result.status),
+            error: result.error.clone(),
+            steps: result.steps.iter().map(|s| update_of(lease, s)).collect(),
+        };
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..40 {
+            match self
+                .handle
+                .post(
+                    &gantry_proto::path::done(lease.stage),
+                    &done,
+                    Duration::from_secs(30),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(RemoteError::LeaseLost) => {
+                    tracing::warn!(
+                        stage.id = lease.stage,
+                        "the server had already taken the stage back"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(stage.id = lease.stage, error = %e, "reporting the stage's end failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::error!(
+            stage.id = lease.stage,
+            "gave up reporting the stage's end; the server's reaper will end it"
+        );
+    }
+}
+
+/// What the background tasks of one stage need to talk to the server.
+#[derive(Clone)]
+struct Handle {
+    server: String,
+    secret: String,
+    client: reqwest::Client,
+}
+
+impl Handle {
+    async fn post<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, RemoteError> {
+        let url = format!("{}{path}", self.server);
+        let response = self
+            .client
+            .post(&url)
+            .bearer_auth(&self.secret)
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|source| RemoteError::Unreachable { url, source })?;
+        match response.status() {
+            s if s.is_success() => Ok(response),
+            StatusCode::CONFLICT => Err(RemoteError::LeaseLost),
+            StatusCode::UNAUTHORIZED => Err(RemoteError::Refused(
+                response.text().await.unwrap_or_default(),
+            )),
+            status => Err(RemoteError::Server {
+                status,
+                body: response.text().await.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Posts until it is accepted, the lease is lost, or the request is plainly wrong.
+    async fn post_reliably<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<(), RemoteError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.post(path, body, Duration::from_secs(30)).await {
+                Ok(_) => return Ok(()),
+                Err(RemoteError::LeaseLost) => return Err(RemoteError::LeaseLost),
+                Err(RemoteError::Server { status, body }) if status.is_client_error() => {
+                    tracing::warn!(%status, %body, path, "the server refused a report");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, path, "a report failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+enum Report {
+    Step(StepUpdate),
+    Line(String, LogLine),
+}
+
+struct RemoteReporter {
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl Reporter for RemoteReporter {
+    fn step_started(&self, step: &PlanStep) {
+        let _ = self.reports.send(Report::Step(StepUpdate {
+            epoch: 0,
+            step: step.name.clone(),
+            state: StepState::Running,
+            exit_code: None,
+            started_at: Some(Utc::now()),
+            finished_at: None,
+            error: None,
+        }));
+    }
+
+    fn log(&self, step: &str, line: &LogLine) {
+        let _ = self
+            .reports
+            .send(Report::Line(step.to_owned(), line.clone()));
+    }
+
+    fn step_finished(&self, result: &StepResult) {
+        let _ = self.reports.send(Report::Step(update_of(
+            Lease { stage: 0, epoch: 0 },
+            result,
+        )));
+    }
+}
+
+fn state_of(status: StepStatus) -> StepState {
+    match status {
+        StepStatus::Success => StepState::Success,
+        StepStatus::Failure => StepState::Failure,
+        StepStatus::Error => StepState::Error,
+        StepStatus::Killed => StepState::Killed,
+        StepStatus::Skipped => StepState::Skipped,
+    }
+}
+
+fn update_of(lease: Lease, result: &StepResult) -> StepUpdate {
+    StepUpdate {
+        epoch: lease.epoch,
+        step: result.name.clone(),
+        state: state_of(result.status),
+        exit_code: result.exit_code,
+        started_at: result.started_at,
+        finished_at: result.finished_at,
+        error: result.error.clone(),
+    }
+}
+
+/// Most lines a batch carries, and how long a line may wait for company.
+const BATCH_LINES: usize = 1000;
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
+/// Sends reports in order, batching consecutive lines of one step. Ends when the reporter
+/// is dropped and everything is sent, or when the lease is lost (which cancels the stage).
+async fn send_reports(
+    handle: Handle,
+    lease: Lease,
+    mut receiver: mpsc::UnboundedReceiver<Report>,
+    cancel: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
+    let mut batch: Option<LogBatch> = None;
+    let flush = |batch: &mut Option<LogBatch>| {
+        let taken = batch.take();
+        let handle = handle.clone();
+        async move {
+            match taken {
+                Some(b) if !b.lines.is_empty() => {
+                    handle
+                        .post_reliably(&gantry_proto::path::logs(lease.stage), &b)
+                        .await
+                }
+                _ => Ok(()),
+            }
+        }
+    };
+    loop {
+        let next = if batch.is_some() {
+            match tokio::time::timeout(BATCH_WAIT, receiver.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    if flush(&mut batch).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            receiver.recv().await
+        };
+        let outcome = match next {
+            None => {
+                let _ = flush(&mut batch).await;
+                return;
+            }
+            Some(Report::Line(step, line)) => {
+                let line = gantry_proto::LogLine {
+                    number: line.number,
+                    elapsed_ms: line.elapsed_ms,
+                    text: line.text,
+                };
+                match &mut batch {
+                    Some(b) if b.step == step && b.lines.len() < BATCH_LINES => {
+                        b.lines.push(line);
+                        Ok(())
+                    }
+                    _ => {
+                        let sent = flush(&mut batch).await;
+                        batch = Some(LogBatch {
+                            epoch: lease.epoch,
+                            step,
+                            lines: vec![line],
+                        });
+                        sent
+                    }
+                }
+            }
+            Some(Report::Step(mut update)) => {
+                update.epoch = lease.epoch;
+                match flush(&mut batch).await {
+                    Ok(()) => {
+                        handle
+                            .post_reliably(&gantry_proto::path::step(lease.stage), &update)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if outcome.is_err() {
+            break;
+        }
+    }
+    // The lease is gone: stop the stage, and drain what is left unsent.
+    lost.store(true, Ordering::SeqCst);
+    cancel.cancel();
+    while receiver.recv().await.is_some() {}
+}
+
+async fn heartbeat(
+    handle: Handle,
+    lease: Lease,
+    every: Duration,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let beat = Heartbeat { epoch: lease.epoch };
+        match handle
+            .post(
+                &gantry_proto::path::heartbeat(lease.stage),
+                &beat,
+                every * 2,
+            )
+            .await
+        {
+            Ok(response) => {
+                if let Ok(status) = response.json::<LeaseStatus>().await
+                    && status.cancelled
+                {
+                    cancel.cancel();
+                }
+            }
+            Err(RemoteError::LeaseLost) => {
+                tracing::warn!(
+                    stage.id = lease.stage,
+                    "the server took the lease back; stopping the stage"
+                );
+                lost.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(stage.id = lease.stage, error = %e, "a heartbeat failed"),
+        }
+    }
+}
+
+/// Holds a watch open so a cancellation arrives at once, not at the next heartbeat.
+async fn watch(handle: Handle, lease: Lease, cancel: CancellationToken, stop: CancellationToken) {
+    let beat = Heartbeat { epoch: lease.epoch };
+    while !stop.is_cancelled() && !cancel.is_cancelled() {
+        match handle
+            .post(
+                &gantry_proto::path::watch(lease.stage),
+                &beat,
+                Duration::from_secs(45),
+            )
+            .await
+        {
+            Ok(response) => {
+                if let Ok(status) = response.json::<LeaseStatus>().await
+                    && status.cancelled
+                {
+                    cancel.cancel();
+                    return;
+                }
+            }
+            Err(RemoteError::LeaseLost) => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}

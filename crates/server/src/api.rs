@@ -1,0 +1,552 @@
+//! The JSON API under `/api`: repositories, builds (list, get, restart, cancel, manual),
+//! step logs as plain text and as a live Server-Sent-Events stream, runners, and
+//! `/healthz`. Reads of public repositories are open; everything else needs a token.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use gantry_store::{
+    Build, BuildFilter, NewRepo, Repo, RepoUpdate, Stage, Status, Step, Visibility,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::live::LiveEvent;
+use crate::trigger;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/repos", get(list_repos).post(add_repo))
+        .route(
+            "/api/repos/{owner}/{name}",
+            get(get_repo).patch(update_repo).delete(remove_repo),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds",
+            get(list_builds).post(create_build),
+        )
+        .route("/api/repos/{owner}/{name}/builds/{number}", get(get_build))
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/restart",
+            post(restart_build),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/cancel",
+            post(cancel_build),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}",
+            get(step_log),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/stream",
+            get(stream_log),
+        )
+        .route("/api/runners", get(list_runners))
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database does not answer: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// A repository as the API shows it: never the secret, only whether there is one.
+#[derive(Debug, Serialize)]
+struct RepoView {
+    #[serde(flatten)]
+    repo: Repo,
+    full_name: String,
+    has_webhook_secret: bool,
+    webhook_url: String,
+}
+
+fn repo_view(state: &AppState, repo: Repo) -> RepoView {
+    RepoView {
+        full_name: repo.full_name(),
+        has_webhook_secret: !repo.webhook_secret.is_empty(),
+        webhook_url: format!("{}/hook/github", state.config.server_url),
+        repo,
+    }
+}
+
+/// The repository, if the caller may read it.
+async fn readable_repo(
+    state: &AppState,
+    caller: &Caller,
+    owner: &str,
+    name: &str,
+) -> ApiResult<Repo> {
+    let repo = state
+        .store
+        .repo_by_name(owner, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("repository {owner}/{name} not found")))?;
+    if repo.visibility != Visibility::Public && caller.token.is_none() {
+        // Not 403: a private repository's existence is not confirmed to strangers.
+        return Err(ApiError::NotFound(format!(
+            "repository {owner}/{name} not found (or it is not public: pass a token)"
+        )));
+    }
+    Ok(repo)
+}
+
+async fn list_repos(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<RepoView>>> {
+    let repos = state.store.list_repos().await?;
+    Ok(Json(
+        repos
+            .into_iter()
+            .filter(|r| r.visibility == Visibility::Public || caller.token.is_some())
+            .map(|r| repo_view(&state, r))
+            .collect(),
+    ))
+}
+
+fn valid_name_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 100
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && part != "."
+        && part != ".."
+}
+
+async fn add_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<RepoView>)> {
+    caller.require_token()?;
+    let new: NewRepo = parse_body(&body)?;
+    if !valid_name_part(&new.owner) || !valid_name_part(&new.name) {
+        return Err(ApiError::BadRequest(format!(
+            "`{}/{}` is not a repository name: use OWNER/NAME with letters, digits, `-`, `_` and `.`",
+            new.owner, new.name
+        )));
+    }
+    if new.clone_url.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "clone_url is empty: give the URL gantry fetches the repository from".to_owned(),
+        ));
+    }
+    let repo = state.store.create_repo(&new).await?;
+    Ok((StatusCode::CREATED, Json(repo_view(&state, repo))))
+}
+
+/// A JSON body, or a 400 naming the field that is wrong.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::BadRequest(if path == "." {
+            format!("invalid JSON body: {}", e.into_inner())
+        } else {
+            format!("invalid JSON body at {path}: {}", e.into_inner())
+        })
+    })
+}
+
+async fn get_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<RepoView>> {
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    Ok(Json(repo_view(&state, repo)))
+}
+
+async fn update_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<RepoView>> {
+    caller.require_token()?;
+    let update: RepoUpdate = parse_body(&body)?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = state.store.update_repo(repo.id, &update).await?;
+    Ok(Json(repo_view(&state, repo)))
+}
+
+async fn remove_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    state.store.delete_repo(repo.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    branch: Option<String>,
+    status: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list_builds(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Build>>> {
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let builds = state
+        .store
+        .list_builds(
+            repo.id,
+            &BuildFilter {
+                branch: query.branch,
+                status,
+                before: query.before,
+                limit: query.limit.unwrap_or(25),
+            },
+        )
+        .await?;
+    Ok(Json(builds))
+}
+
+#[derive(Debug, Serialize)]
+struct StageView {
+    #[serde(flatten)]
+    stage: Stage,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize)]
+struct BuildView {
+    #[serde(flatten)]
+    build: Build,
+    repo: String,
+    link: String,
+    stages: Vec<StageView>,
+}
+
+async fn build_view(state: &AppState, repo: &Repo, build: Build) -> ApiResult<BuildView> {
+    let mut stages = Vec::new();
+    for stage in state.store.stages(build.id).await? {
+        let steps = state.store.steps(stage.id).await?;
+        stages.push(StageView { stage, steps });
+    }
+    Ok(BuildView {
+        link: format!(
+            "{}/{}/{}/{}",
+            state.config.server_url, repo.owner, repo.name, build.number
+        ),
+        repo: repo.full_name(),
+        build,
+        stages,
+    })
+}
+
+async fn find_build(state: &AppState, repo: &Repo, number: i64) -> ApiResult<Build> {
+    state.store.build(repo.id, number).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("build #{number} of {} not found", repo.full_name()))
+    })
+}
+
+async fn get_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> ApiResult<Json<BuildView>> {
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    Ok(Json(build_view(&state, &repo, build).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManualBuild {
+    branch: Option<String>,
+    commit: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    deploy_to: Option<String>,
+}
+
+async fn create_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<BuildView>)> {
+    let token = caller.require_token()?.clone();
+    let request: ManualBuild = parse_body(&body)?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    for key in request.params.keys() {
+        if key.is_empty()
+            || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || key.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "parameter name `{key}` is not an environment variable name: use letters, digits and `_`, not starting with a digit"
+            )));
+        }
+    }
+    if let Some(commit) = &request.commit
+        && !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "commit `{commit}` is not a full 40-hex-digit sha"
+        )));
+    }
+    let branch = request
+        .branch
+        .unwrap_or_else(|| repo.default_branch.clone());
+    let build = trigger::manual_build(
+        &state,
+        &repo,
+        &branch,
+        request.commit.as_deref(),
+        request.params,
+        request.deploy_to,
+        &token.name,
+    )
+    .await?
+    .map_err(ApiError::BadRequest)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(build_view(&state, &repo, build).await?),
+    ))
+}
+
+async fn restart_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> ApiResult<(StatusCode, Json<BuildView>)> {
+    let token = caller.require_token()?.clone();
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    let restarted = trigger::restart(&state, &repo, &build, &token.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(build_view(&state, &repo, restarted).await?),
+    ))
+}
+
+async fn cancel_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> ApiResult<Json<BuildView>> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    if !state.store.cancel_build(build.id).await? {
+        return Err(ApiError::Conflict(format!(
+            "build #{number} already ended ({})",
+            build.status
+        )));
+    }
+    state.cancelled.notify_waiters();
+    let build = find_build(&state, &repo, number).await?;
+    Ok(Json(build_view(&state, &repo, build).await?))
+}
+
+async fn find_step(
+    state: &AppState,
+    caller: &Caller,
+    (owner, name, number, stage, step): (String, String, i64, i64, i64),
+) -> ApiResult<(Stage, Step)> {
+    let repo = readable_repo(state, caller, &owner, &name).await?;
+    let build = find_build(state, &repo, number).await?;
+    let step = state
+        .store
+        .step_at(build.id, stage, step)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "build #{number} of {owner}/{name} has no step {stage}/{step}"
+            ))
+        })?;
+    let stage = state.store.stage(step.stage_id).await?;
+    Ok((stage, step))
+}
+
+const PAGE: usize = 5000;
+
+/// The whole log as text, streamed page by page.
+async fn step_log(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(path): Path<(String, String, i64, i64, i64)>,
+) -> ApiResult<Response> {
+    let (_, step) = find_step(&state, &caller, path).await?;
+    let store = state.store.clone();
+    let pages = stream::unfold(Some(1u64), move |next| {
+        let store = store.clone();
+        async move {
+            let from = next?;
+            match store.read_log(step.id, from, PAGE).await {
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => {
+                    let after = lines.last().map(|l| l.number + 1);
+                    let mut text = String::new();
+                    for line in &lines {
+                        text.push_str(&line.text);
+                        text.push('\n');
+                    }
+                    Some((Ok::<_, std::io::Error>(text), after))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(pages),
+    )
+        .into_response())
+}
+
+/// One line as an SSE event: `id` is its number (so `Last-Event-ID` resumes after it).
+fn line_event(number: u64, elapsed_ms: u64, text: &str) -> SseEvent {
+    SseEvent::default()
+        .id(number.to_string())
+        .event("line")
+        .data(json!({ "n": number, "t": elapsed_ms, "text": text }).to_string())
+}
+
+/// Live log: what is stored after `Last-Event-ID`, then lines as they arrive, then an
+/// `end` event once the step has ended.
+async fn stream_log(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(path): Path<(String, String, i64, i64, i64)>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let (stage, step) = find_step(&state, &caller, path).await?;
+    let after: u64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    // Subscribe before reading what is stored: a line stored in between arrives live too.
+    let live = state.live.subscribe(stage.id, &step.name);
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
+    let state2 = Arc::clone(&state);
+    tokio::spawn(async move {
+        let _ = forward_log(state2, stage, step, after, live, tx).await;
+    });
+    let events = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+async fn forward_log(
+    state: Arc<AppState>,
+    stage: Stage,
+    step: Step,
+    mut sent: u64,
+    mut live: tokio::sync::broadcast::Receiver<LiveEvent>,
+    tx: tokio::sync::mpsc::Sender<SseEvent>,
+) -> Result<(), ()> {
+    let send_stored = |from: u64| {
+        let (state, tx) = (Arc::clone(&state), tx.clone());
+        async move {
+            let mut next = from;
+            loop {
+                let lines = state
+                    .store
+                    .read_log(step.id, next, PAGE)
+                    .await
+                    .map_err(|_| ())?;
+                let Some(last) = lines.last().map(|l| l.number) else {
+                    return Ok::<u64, ()>(next - 1);
+                };
+                for line in &lines {
+                    tx.send(line_event(line.number, line.elapsed_ms, &line.text))
+                        .await
+                        .map_err(|_| ())?;
+                }
+                next = last + 1;
+            }
+        }
+    };
+    sent = sent.max(send_stored(sent + 1).await?);
+    if step_has_ended(&state, stage.id, step.id).await {
+        state.live.step_ended(stage.id, &step.name);
+        send_stored(sent + 1).await?;
+        return tx
+            .send(SseEvent::default().event("end").data("end"))
+            .await
+            .map_err(|_| ());
+    }
+    loop {
+        match live.recv().await {
+            Ok(LiveEvent::Lines(lines)) => {
+                for line in lines.iter() {
+                    if line.number <= sent {
+                        continue;
+                    }
+                    tx.send(line_event(line.number, line.elapsed_ms, &line.text))
+                        .await
+                        .map_err(|_| ())?;
+                    sent = line.number;
+                }
+            }
+            Ok(LiveEvent::End) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                // Lines stored after the last live batch (a lagging reader) come from the store.
+                send_stored(sent + 1).await?;
+                return tx
+                    .send(SseEvent::default().event("end").data("end"))
+                    .await
+                    .map_err(|_| ());
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                sent = sent.max(send_stored(sent + 1).await?);
+            }
+        }
+    }
+}
+
+async fn step_has_ended(state: &AppState, stage_id: i64, step_id: i64) -> bool {
+    state.store.steps(stage_id).await.map_or(true, |steps| {
+        steps
+            .iter()
+            .find(|s| s.id == step_id)
+            .is_none_or(|s| s.status.is_final())
+    })
+}
+
+async fn list_runners(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<gantry_store::Runner>>> {
+    caller.require_token()?;
+    Ok(Json(state.store.runners().await?))
+}

@@ -1,0 +1,268 @@
+//! The server's git: a bare cache per repository (`DATA_DIR/git/<id>.git`) into which the
+//! commit of a build is fetched, and from which its pipeline file is read at that commit.
+//! Blocking (git2); callers run it on the blocking pool. Fetches into one cache are
+//! serialised; different repositories fetch in parallel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use git2::{FetchOptions, Oid, Repository};
+
+/// Where gantry looks for a pipeline when the repository names none, in order.
+pub const DEFAULT_CONFIG_PATHS: [&str; 5] = [
+    ".gantry.yml",
+    ".drone.yml",
+    ".woodpecker.yml",
+    ".woodpecker.yaml",
+    ".woodpecker",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("could not fetch {what} from {url}: {message}")]
+    Fetch {
+        what: String,
+        url: String,
+        message: String,
+    },
+    #[error("{0}")]
+    NoConfig(String),
+    #[error("the git cache at {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+}
+
+/// A commit's description, for manual builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub message: String,
+    pub author: String,
+    pub author_email: String,
+}
+
+#[derive(Debug)]
+pub struct GitCache {
+    root: PathBuf,
+    locks: Mutex<HashMap<i64, Arc<Mutex<()>>>>,
+}
+
+impl GitCache {
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self, repo_id: i64) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(repo_id).or_default())
+    }
+
+    fn open(&self, repo_id: i64) -> Result<Repository, GitError> {
+        let path = self.root.join(format!("{repo_id}.git"));
+        let cache_error = |e: git2::Error| GitError::Cache {
+            path: path.clone(),
+            message: e.message().to_owned(),
+        };
+        match Repository::open_bare(&path) {
+            Ok(repo) => Ok(repo),
+            Err(_) => {
+                std::fs::create_dir_all(&path).map_err(|e| GitError::Cache {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                Repository::init_bare(&path).map_err(cache_error)
+            }
+        }
+    }
+
+    /// Makes sure `commit` is in the cache: fetches it by sha, else fetches `reference`
+    /// (a branch, tag or pull request ref) and checks the commit came with it.
+    pub fn fetch(
+        &self,
+        repo_id: i64,
+        url: &str,
+        reference: &str,
+        commit: &str,
+    ) -> Result<(), GitError> {
+        let lock = self.lock(repo_id);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let repo = self.open(repo_id)?;
+        let oid = Oid::from_str(commit).map_err(|e| GitError::Fetch {
+            what: format!("commit {commit}"),
+            url: url.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        if repo.find_commit(oid).is_ok() {
+            return Ok(());
+        }
+        let by_sha = format!("+{commit}:refs/gantry/commits/{commit}");
+        let by_sha_result = fetch(&repo, url, &by_sha);
+        if by_sha_result.is_ok() && repo.find_commit(oid).is_ok() {
+            return Ok(());
+        }
+        let mut message = by_sha_result.err().map(|e| e.message().to_owned());
+        if !reference.is_empty() {
+            let by_ref = format!("+{reference}:refs/gantry/refs/{}", ref_key(reference));
+            match fetch(&repo, url, &by_ref) {
+                Ok(()) if repo.find_commit(oid).is_ok() => return Ok(()),
+                Ok(()) => {
+                    message = Some(format!(
+                        "{reference} no longer points at {commit} (a newer push may have moved it)"
+                    ))
+                }
+                Err(e) => message = Some(e.message().to_owned()),
+            }
+        }
+        Err(GitError::Fetch {
+            what: format!("commit {commit}"),
+            url: url.to_owned(),
+            message: message.unwrap_or_else(|| "the commit is not on the server".to_owned()),
+        })
+    }
+
+    /// Fetches `branch` and describes its head commit.
+    pub fn resolve_branch(
+        &self,
+        repo_id: i64,
+        url: &str,
+        branch: &str,
+    ) -> Result<CommitInfo, GitError> {
+        let lock = self.lock(repo_id);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let repo = self.open(repo_id)?;
+        let local = format!(
+            "refs/gantry/refs/{}",
+            ref_key(&format!("refs/heads/{branch}"))
+        );
+        fetch(&repo, url, &format!("+refs/heads/{branch}:{local}")).map_err(|e| {
+            GitError::Fetch {
+                what: format!("branch {branch}"),
+                url: url.to_owned(),
+                message: e.message().to_owned(),
+            }
+        })?;
+        let commit = repo
+            .find_reference(&local)
+            .and_then(|r| r.peel_to_commit())
+            .map_err(|e| GitError::Fetch {
+                what: format!("branch {branch}"),
+                url: url.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+        Ok(describe(&commit))
+    }
+
+    /// Describes a commit already in the cache.
+    pub fn describe(&self, repo_id: i64, commit: &str) -> Result<CommitInfo, GitError> {
+        let repo = self.open(repo_id)?;
+        let found = Oid::from_str(commit)
+            .and_then(|oid| repo.find_commit(oid))
+            .map_err(|e| GitError::Cache {
+                path: self.root.join(format!("{repo_id}.git")),
+                message: format!("commit {commit}: {}", e.message()),
+            })?;
+        Ok(describe(&found))
+    }
+
+    /// The pipeline file(s) at `commit`: `config_path` if set (a file, or a folder of
+    /// `.yml`/`.yaml` files), else the first of [`DEFAULT_CONFIG_PATHS`] that exists. Returns
+    /// (path, text) pairs.
+    pub fn read_config(
+        &self,
+        repo_id: i64,
+        commit: &str,
+        config_path: &str,
+    ) -> Result<Vec<(String, String)>, GitError> {
+        let repo = self.open(repo_id)?;
+        let cache = |message: String| GitError::Cache {
+            path: self.root.join(format!("{repo_id}.git")),
+            message,
+        };
+        let tree = Oid::from_str(commit)
+            .and_then(|oid| repo.find_commit(oid))
+            .and_then(|c| c.tree())
+            .map_err(|e| cache(format!("commit {commit}: {}", e.message())))?;
+        let candidates: Vec<&str> = if config_path.is_empty() {
+            DEFAULT_CONFIG_PATHS.to_vec()
+        } else {
+            vec![config_path.trim_end_matches('/')]
+        };
+        for candidate in &candidates {
+            let Ok(entry) = tree.get_path(Path::new(candidate)) else {
+                continue;
+            };
+            let object = entry
+                .to_object(&repo)
+                .map_err(|e| cache(e.message().to_owned()))?;
+            if let Some(blob) = object.as_blob() {
+                return Ok(vec![(
+                    candidate.to_string(),
+                    text(candidate, blob.content())?,
+                )]);
+            }
+            if let Some(folder) = object.as_tree() {
+                let mut files = Vec::new();
+                for item in folder.iter() {
+                    let Ok(name) = item.name() else { continue };
+                    if !(name.ends_with(".yml") || name.ends_with(".yaml")) {
+                        continue;
+                    }
+                    let path = format!("{candidate}/{name}");
+                    if let Ok(object) = item.to_object(&repo)
+                        && let Some(blob) = object.as_blob()
+                    {
+                        files.push((path.clone(), text(&path, blob.content())?));
+                    }
+                }
+                files.sort();
+                if !files.is_empty() {
+                    return Ok(files);
+                }
+            }
+        }
+        Err(GitError::NoConfig(format!(
+            "no pipeline file at commit {}: looked for {}; add one, or set the repository's config path",
+            &commit[..commit.len().min(12)],
+            candidates.join(", ")
+        )))
+    }
+}
+
+fn text(path: &str, bytes: &[u8]) -> Result<String, GitError> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| GitError::NoConfig(format!("{path}: the file is not UTF-8 text ({e})")))
+}
+
+fn describe(commit: &git2::Commit<'_>) -> CommitInfo {
+    let author = commit.author();
+    CommitInfo {
+        sha: commit.id().to_string(),
+        message: commit.message().unwrap_or("").to_owned(),
+        author: author.name().unwrap_or("").to_owned(),
+        author_email: author.email().unwrap_or("").to_owned(),
+    }
+}
+
+/// A ref name made safe to nest under `refs/gantry/refs/`.
+fn ref_key(reference: &str) -> String {
+    reference
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '/' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn fetch(repo: &Repository, url: &str, refspec: &str) -> Result<(), git2::Error> {
+    let mut remote = repo.remote_anonymous(url)?;
+    let mut options = FetchOptions::new();
+    options.download_tags(git2::AutotagOption::None);
+    remote.fetch(&[refspec], Some(&mut options), None)
+}

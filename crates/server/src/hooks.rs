@@ -1,0 +1,172 @@
+//! `POST /hook/github`: verify, record, answer fast, build in the background. Order
+//! matters: the body's size is capped, the repository is looked up by
+//! `repository.full_name`, the signature is checked with that repository's secret, and only
+//! then is the payload parsed and acted on. An accepted delivery is stored durably before
+//! the answer; the trigger worker turns it into a build.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use gantry_store::{DeliveryState, NewDelivery, Recorded};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::github::{self, Hook, MAX_BODY_BYTES};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route(
+        "/hook/github",
+        post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+    )
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn receive(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let event = header(&headers, "x-github-event").ok_or_else(|| {
+        ApiError::BadRequest(
+            "the X-GitHub-Event header is missing: is this a GitHub webhook?".to_owned(),
+        )
+    })?;
+    let delivery_id = header(&headers, "x-github-delivery").ok_or_else(|| {
+        ApiError::BadRequest(
+            "the X-GitHub-Delivery header is missing: is this a GitHub webhook?".to_owned(),
+        )
+    })?;
+    if delivery_id.is_empty() || delivery_id.len() > 200 {
+        return Err(ApiError::BadRequest(
+            "X-GitHub-Delivery must be 1 to 200 characters".to_owned(),
+        ));
+    }
+    let record =
+        |repo_id: Option<i64>, state_: DeliveryState, outcome: String, payload: Option<Vec<u8>>| {
+            let state = Arc::clone(&state);
+            let (event, delivery_id) = (event.to_owned(), delivery_id.to_owned());
+            async move {
+                state
+                    .store
+                    .record_delivery(&NewDelivery {
+                        delivery_id: &delivery_id,
+                        event: &event,
+                        repo_id,
+                        state: state_,
+                        outcome: &outcome,
+                        payload: payload.as_deref(),
+                    })
+                    .await
+            }
+        };
+
+    let full_name =
+        github::repository_of(event, &body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (owner, name) = full_name.split_once('/').ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "repository.full_name `{full_name}` is not OWNER/NAME"
+        ))
+    })?;
+    let Some(repo) = state.store.repo_by_name(owner, name).await? else {
+        return Err(ApiError::NotFound(format!(
+            "repository {full_name} is not registered in gantry: add it with `gantry repo add {full_name} --clone-url URL --secret SECRET`"
+        )));
+    };
+
+    if let Err(refused) = github::verify_signature(
+        &repo.webhook_secret,
+        &body,
+        header(&headers, "x-hub-signature-256"),
+        headers.contains_key("x-hub-signature"),
+    ) {
+        record(
+            Some(repo.id),
+            DeliveryState::Rejected,
+            refused.to_string(),
+            None,
+        )
+        .await?;
+        return Err(ApiError::Unauthorized(refused.to_string()));
+    }
+
+    let hook = match github::parse_hook(event, &body) {
+        Ok(hook) => hook,
+        Err(e) => {
+            record(Some(repo.id), DeliveryState::Rejected, e.to_string(), None).await?;
+            return Err(ApiError::BadRequest(e.to_string()));
+        }
+    };
+    let done = |outcome: String| record(Some(repo.id), DeliveryState::Processed, outcome, None);
+    match hook {
+        Hook::Ping => {
+            done("pong".to_owned()).await?;
+            Ok(Json(json!({ "status": "pong", "repository": full_name })).into_response())
+        }
+        Hook::Ignored(reason) => {
+            done(reason.clone()).await?;
+            Ok((
+                StatusCode::NO_CONTENT,
+                [("gantry-reason", header_safe(&reason))],
+            )
+                .into_response())
+        }
+        Hook::Trigger(_) if !repo.active => {
+            let reason = format!("repository {full_name} is not active in gantry: no build");
+            done(reason.clone()).await?;
+            Ok(Json(json!({ "status": "ignored", "reason": reason })).into_response())
+        }
+        Hook::Trigger(trigger) => {
+            if let Some(reason) = trigger.skip_reason() {
+                done(reason.clone()).await?;
+                return Ok(Json(json!({ "status": "skipped", "reason": reason })).into_response());
+            }
+            let payload = serde_json::to_vec(&trigger).expect("plain data serialises");
+            match record(
+                Some(repo.id),
+                DeliveryState::Pending,
+                String::new(),
+                Some(payload),
+            )
+            .await?
+            {
+                Recorded::New(_) => {
+                    state.deliveries.notify_one();
+                    Ok((
+                        StatusCode::ACCEPTED,
+                        Json(json!({ "status": "queued", "delivery": delivery_id })),
+                    )
+                        .into_response())
+                }
+                Recorded::Duplicate(earlier) => Ok(Json(json!({
+                    "status": "duplicate",
+                    "delivery": delivery_id,
+                    "outcome": earlier.outcome,
+                }))
+                .into_response()),
+            }
+        }
+    }
+}
+
+/// A reason fit for a response header: visible ASCII only.
+fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}

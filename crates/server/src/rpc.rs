@@ -1,0 +1,226 @@
+//! The runner protocol's server side (`/rpc/v1`, see `gantry_proto`). Every call carries
+//! the runner secret. A request for work is held open until a stage the runner can take is
+//! queued (woken by a `Notify`, no polling interval), so dispatch takes one claim's time.
+//! Every later call names its lease's epoch; a stale one gets `409 Conflict`.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use gantry_proto::{
+    Assignment, Heartbeat, Lease, LeaseStatus, LogBatch, StageDone, StepState, StepUpdate,
+    WorkRequest,
+};
+use gantry_store::{ClaimRequest, StageEnd, Status, now_ms};
+
+use crate::AppState;
+use crate::auth::is_runner;
+use crate::error::{ApiError, ApiResult};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(gantry_proto::path::REQUEST, post(request))
+        .route("/rpc/v1/stages/{stage}/step", post(step))
+        .route("/rpc/v1/stages/{stage}/logs", post(logs))
+        .route("/rpc/v1/stages/{stage}/heartbeat", post(heartbeat))
+        .route("/rpc/v1/stages/{stage}/watch", post(watch))
+        .route("/rpc/v1/stages/{stage}/done", post(done))
+}
+
+/// Proof that the request carries the runner secret; every handler here takes one.
+#[derive(Debug)]
+struct RunnerAuth;
+
+impl FromRequestParts<Arc<AppState>> for RunnerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if is_runner(&parts.headers, &state.config.runner_secret) {
+            Ok(RunnerAuth)
+        } else {
+            Err(ApiError::Unauthorized(
+                "the runner secret is missing or wrong: start the runner with --secret (GANTRY_RUNNER_SECRET) set to the server's"
+                    .to_owned(),
+            ))
+        }
+    }
+}
+
+fn lease_until(state: &AppState) -> i64 {
+    now_ms() + state.config.lease.as_millis() as i64
+}
+
+async fn request(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<WorkRequest>,
+) -> ApiResult<Response> {
+    state
+        .store
+        .runner_seen(
+            &req.runner,
+            &req.instance,
+            &req.labels,
+            &req.platform,
+            req.capacity,
+        )
+        .await?;
+    // What this runner held in an earlier life can never be finished.
+    let reaped = state
+        .store
+        .reap_previous_instance(&req.runner, &req.instance)
+        .await?;
+    for stage in &reaped {
+        state.live.stage_ended(stage.stage_id);
+    }
+    let wait = std::time::Duration::from_millis(req.wait_ms).min(state.config.max_poll);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notified = state.queued.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let claim = state
+            .store
+            .claim_next(&ClaimRequest {
+                runner: req.runner.clone(),
+                instance: req.instance.clone(),
+                labels: req.labels.clone(),
+                platform: req.platform.clone(),
+                lease_until: lease_until(&state),
+            })
+            .await?;
+        if let Some(claim) = claim {
+            tracing::info!(stage.id = claim.stage_id, epoch = claim.epoch, runner = %req.runner, "stage claimed");
+            let clone = claim.plan.clone.clone();
+            return Ok(Json(Assignment {
+                lease: Lease {
+                    stage: claim.stage_id,
+                    epoch: claim.epoch,
+                },
+                job_id: format!("gantry-{}-{}", claim.stage_id, claim.epoch),
+                stage: claim.plan,
+                clone,
+                clone_token: None,
+                secrets: Default::default(),
+                heartbeat_ms: state.config.heartbeat.as_millis() as u64,
+            })
+            .into_response());
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            _ = state.shutdown.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+async fn step(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Path(stage): Path<i64>,
+    Json(update): Json<StepUpdate>,
+) -> ApiResult<StatusCode> {
+    state.store.update_step(stage, &update).await?;
+    if update.state != StepState::Running {
+        state.live.step_ended(stage, &update.step);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn logs(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Path(stage): Path<i64>,
+    Json(batch): Json<LogBatch>,
+) -> ApiResult<StatusCode> {
+    if batch.lines.is_empty() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    state
+        .store
+        .append_logs(stage, batch.epoch, &batch.step, &batch.lines)
+        .await?;
+    state.live.publish(stage, &batch.step, batch.lines);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn heartbeat(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Path(stage): Path<i64>,
+    Json(beat): Json<Heartbeat>,
+) -> ApiResult<Json<LeaseStatus>> {
+    let cancelled = state
+        .store
+        .heartbeat(stage, beat.epoch, lease_until(&state))
+        .await?;
+    Ok(Json(LeaseStatus { cancelled }))
+}
+
+/// Held open until the stage's build is cancelled, or for at most the poll time.
+async fn watch(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Path(stage): Path<i64>,
+    Json(beat): Json<Heartbeat>,
+) -> ApiResult<Json<LeaseStatus>> {
+    let deadline = tokio::time::Instant::now() + state.config.max_poll;
+    loop {
+        let notified = state.cancelled.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if state.store.lease_cancelled(stage, beat.epoch).await? {
+            return Ok(Json(LeaseStatus { cancelled: true }));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(LeaseStatus { cancelled: false })),
+            _ = state.shutdown.cancelled() => return Ok(Json(LeaseStatus { cancelled: false })),
+        }
+    }
+}
+
+async fn done(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Path(stage): Path<i64>,
+    Json(done): Json<StageDone>,
+) -> ApiResult<StatusCode> {
+    let status = match done.state {
+        StepState::Success => Status::Success,
+        StepState::Failure => Status::Failure,
+        StepState::Killed => Status::Killed,
+        StepState::Error => Status::Error,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "a stage ends as success, failure, error or killed, not {}",
+                other.as_str()
+            )));
+        }
+    };
+    let (build_id, queued, finished) = state
+        .store
+        .finish_stage(
+            stage,
+            done.epoch,
+            &StageEnd {
+                status,
+                error: done.error,
+                steps: done.steps,
+            },
+        )
+        .await?;
+    state.live.stage_ended(stage);
+    if queued {
+        state.queued.notify_waiters();
+    }
+    tracing::info!(stage.id = stage, build.id = build_id, %status, build_finished = finished, "stage ended");
+    Ok(StatusCode::NO_CONTENT)
+}

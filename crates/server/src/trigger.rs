@@ -1,0 +1,358 @@
+//! From an event to a stored build: fetch the commit into the repository's git cache, read
+//! the pipeline file at that commit, compile it with the build's context, and store the
+//! build with its stages queued. The same path serves webhook deliveries (processed in the
+//! background by [`work`]), manual builds and restarts.
+//!
+//! A pipeline file that cannot be read or compiled still makes a build: status `error`,
+//! with the `FILE:LINE:COLUMN` problems as its message, so the author sees why.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_pipeline::{CompileError, Context, Event, Limits, RepoInfo, Source};
+use gantry_store::{Build, Delivery, NewBuild, Repo, StoreError, Visibility};
+
+use crate::AppState;
+use crate::git::GitError;
+use crate::github::Trigger;
+
+/// Who or what asks for a build, beyond its context.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub sender: String,
+    pub delivery: Option<i64>,
+}
+
+/// The context a webhook's trigger gives a build of `repo` (number and link come later).
+pub fn context_of(repo: &Repo, trigger: &Trigger) -> Context {
+    let mut ctx = Context::push(&repo.full_name(), &trigger.branch);
+    ctx.event = trigger.event;
+    ctx.action = trigger.action.clone();
+    ctx.reference = trigger.reference.clone();
+    ctx.tag = trigger.tag.clone();
+    ctx.commit = trigger.commit.clone();
+    ctx.before = trigger.before.clone();
+    ctx.message = trigger.message.clone();
+    ctx.author = trigger.author.clone();
+    ctx.author_email = trigger.author_email.clone();
+    ctx.pull_request = trigger.pull_request;
+    ctx.pull_request_title = trigger.pull_request_title.clone();
+    ctx.pull_request_labels = trigger.pull_request_labels.clone();
+    ctx.target_branch = trigger.target_branch.clone();
+    ctx.changed_files = trigger.changed_files.clone();
+    ctx
+}
+
+fn repo_info(repo: &Repo) -> RepoInfo {
+    RepoInfo {
+        owner: repo.owner.clone(),
+        name: repo.name.clone(),
+        default_branch: repo.default_branch.clone(),
+        clone_url: repo.clone_url.clone(),
+        link: repo.link.clone(),
+        private: repo.visibility != Visibility::Public,
+    }
+}
+
+/// Fetches, reads, compiles and stores one build. A git or pipeline problem becomes an
+/// errored build; only a database failure is an `Err` (the caller retries).
+pub async fn create_build(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    mut ctx: Context,
+    origin: Origin,
+) -> Result<Build, StoreError> {
+    ctx.repo = repo_info(repo);
+    ctx.trusted = repo.trusted;
+    let fetched = fetch_config(state, repo, &mut ctx).await;
+    let number = state.store.take_build_number(repo.id).await?;
+    ctx.build_number = number as u64;
+    ctx.link = format!(
+        "{}/{}/{}/{number}",
+        state.config.server_url, repo.owner, repo.name
+    );
+    ctx.instance = instance_of(&state.config.server_url);
+    ctx.created = chrono::Utc::now().timestamp();
+    let plan = fetched.and_then(|files| compile(&files, &ctx, repo.timeout_secs));
+    if let Err(message) = &plan {
+        tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
+    }
+    let (build, queued) = state
+        .store
+        .create_build(&NewBuild {
+            repo_id: repo.id,
+            number,
+            context: ctx,
+            sender: origin.sender,
+            plan,
+            delivery: origin.delivery,
+        })
+        .await?;
+    if queued {
+        state.queued.notify_waiters();
+    }
+    Ok(build)
+}
+
+/// The pipeline files at the build's commit. For a deleted branch or tag, the commit is
+/// the default branch's head (the deleted ref is gone).
+async fn fetch_config(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    ctx: &mut Context,
+) -> Result<Vec<(String, String)>, String> {
+    let state2 = Arc::clone(state);
+    let (repo_id, url, config_path) = (repo.id, repo.clone_url.clone(), repo.config_path.clone());
+    let default_branch = repo.default_branch.clone();
+    let (reference, commit) = (ctx.reference.clone(), ctx.commit.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let git = &state2.git;
+        let commit = if commit.is_empty() {
+            let head = git.resolve_branch(repo_id, &url, &default_branch)?;
+            (format!("refs/heads/{default_branch}"), head.sha)
+        } else {
+            git.fetch(repo_id, &url, &reference, &commit)?;
+            (reference, commit)
+        };
+        let files = git.read_config(repo_id, &commit.1, &config_path)?;
+        Ok::<_, GitError>((commit, files))
+    })
+    .await;
+    match result {
+        Ok(Ok(((reference, commit), files))) => {
+            ctx.reference = reference;
+            ctx.commit = commit;
+            Ok(files)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("reading the pipeline file failed: {e}")),
+    }
+}
+
+/// Parses and compiles the files; `Err` holds every problem, one per line.
+fn compile(
+    files: &[(String, String)],
+    ctx: &Context,
+    timeout_secs: i64,
+) -> Result<gantry_pipeline::Plan, String> {
+    let sources: Vec<Source<'_>> = files
+        .iter()
+        .map(|(name, text)| Source { name, text })
+        .collect();
+    let parsed = gantry_pipeline::parse_files(&sources, &Limits::default());
+    let errors = |d: &gantry_pipeline::Diagnostics| {
+        d.errors()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let config = match parsed.config {
+        Some(config) if !parsed.diagnostics.has_errors() => config,
+        _ => return Err(errors(&parsed.diagnostics)),
+    };
+    let mut plan = gantry_pipeline::compile(&config, ctx).map_err(|e| match &e {
+        CompileError::Invalid(d) => errors(d),
+        CompileError::Untrusted(d) => format!(
+            "{}\n(the repository is not trusted; a server admin can mark it trusted)",
+            errors(d)
+        ),
+    })?;
+    if timeout_secs > 0 {
+        for stage in &mut plan.stages {
+            stage.timeout_secs.get_or_insert(timeout_secs as u64);
+        }
+    }
+    Ok(plan)
+}
+
+fn instance_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', ':']).next().unwrap_or("").to_owned()
+}
+
+/// A manual build of a branch (its head, or `commit` on it) with parameters.
+pub async fn manual_build(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    branch: &str,
+    commit: Option<&str>,
+    params: BTreeMap<String, String>,
+    deploy_to: Option<String>,
+    sender: &str,
+) -> Result<Result<Build, String>, StoreError> {
+    let state2 = Arc::clone(state);
+    let (repo_id, url) = (repo.id, repo.clone_url.clone());
+    let (branch_owned, commit_owned) = (branch.to_owned(), commit.map(str::to_owned));
+    let described = tokio::task::spawn_blocking(move || match commit_owned {
+        Some(sha) => {
+            let reference = format!("refs/heads/{branch_owned}");
+            state2.git.fetch(repo_id, &url, &reference, &sha)?;
+            state2.git.describe(repo_id, &sha)
+        }
+        None => state2.git.resolve_branch(repo_id, &url, &branch_owned),
+    })
+    .await;
+    let head = match described {
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(Err(format!("resolving the commit failed: {e}"))),
+    };
+    let mut ctx = Context::push(&repo.full_name(), branch);
+    ctx.event = if deploy_to.is_some() {
+        Event::Promote
+    } else {
+        Event::Custom
+    };
+    ctx.commit = head.sha;
+    ctx.message = head.message;
+    ctx.author = head.author;
+    ctx.author_email = head.author_email;
+    ctx.params = params;
+    ctx.deploy_target = deploy_to;
+    let origin = Origin {
+        sender: sender.to_owned(),
+        delivery: None,
+    };
+    create_build(state, repo, ctx, origin).await.map(Ok)
+}
+
+/// A new build of the same commit and context as `build`.
+pub async fn restart(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    build: &Build,
+    sender: &str,
+) -> Result<Build, StoreError> {
+    let mut ctx = state.store.build_context(build.id).await?;
+    ctx.parent = Some(build.number as u64);
+    let origin = Origin {
+        sender: sender.to_owned(),
+        delivery: None,
+    };
+    create_build(state, repo, ctx, origin).await
+}
+
+/// Processes stored deliveries until shutdown: at start (what a crash left), and whenever
+/// the receiver stores one.
+pub async fn work(state: Arc<AppState>) {
+    loop {
+        let notified = state.deliveries.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let backoff = match state.store.pending_deliveries(32).await {
+            Ok(pending) if pending.is_empty() => None,
+            Ok(pending) => {
+                let mut failed = false;
+                for delivery in pending {
+                    if let Err(e) = process(&state, &delivery).await {
+                        tracing::error!(delivery = %delivery.delivery_id, error = %e, "processing a delivery failed; will retry");
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed {
+                    Some(Duration::from_secs(2))
+                } else {
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading pending deliveries failed; will retry");
+                Some(Duration::from_secs(2))
+            }
+        };
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = &mut notified, if backoff.is_none() => {}
+            _ = tokio::time::sleep(backoff.unwrap_or_default()), if backoff.is_some() => {}
+        }
+    }
+}
+
+async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), StoreError> {
+    let trigger: Trigger = match delivery
+        .payload
+        .as_deref()
+        .map(serde_json::from_slice)
+        .transpose()
+    {
+        Ok(Some(trigger)) => trigger,
+        Ok(None) => {
+            return state
+                .store
+                .finish_delivery(delivery.id, "no payload was stored")
+                .await;
+        }
+        Err(e) => {
+            return state
+                .store
+                .finish_delivery(delivery.id, &format!("unreadable stored payload: {e}"))
+                .await;
+        }
+    };
+    let repo = match delivery.repo_id {
+        Some(id) => match state.store.repo(id).await {
+            Ok(repo) => repo,
+            Err(StoreError::NotFound(_)) => {
+                return state
+                    .store
+                    .finish_delivery(delivery.id, "the repository was removed")
+                    .await;
+            }
+            Err(e) => return Err(e),
+        },
+        None => {
+            return state
+                .store
+                .finish_delivery(delivery.id, "no repository")
+                .await;
+        }
+    };
+    let ctx = context_of(&repo, &trigger);
+    let origin = Origin {
+        sender: trigger.sender.clone(),
+        delivery: Some(delivery.id),
+    };
+    let build = create_build(state, &repo, ctx, origin).await?;
+    tracing::info!(
+        repo = %repo.full_name(),
+        build = build.number,
+        status = %build.status,
+        delivery = %delivery.delivery_id,
+        "build created"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_is_the_server_host() {
+        assert_eq!(instance_of("https://ci.example.com/"), "ci.example.com");
+        assert_eq!(instance_of("http://127.0.0.1:8000"), "127.0.0.1");
+        assert_eq!(instance_of("ci.local"), "ci.local");
+    }
+
+    #[test]
+    fn compile_errors_keep_file_line_and_column() {
+        let files = vec![(
+            ".gantry.yml".to_owned(),
+            "kind: pipeline\nname: a\nsteps:\n  - name: x\n    imag: busybox\n".to_owned(),
+        )];
+        let err = compile(&files, &Context::push("a/b", "main"), 60).expect_err("invalid");
+        assert!(err.starts_with(".gantry.yml:4:5: error: step `x` has no image"), "{err}");
+    }
+
+    #[test]
+    fn stages_get_the_repository_timeout_unless_they_set_one() {
+        let files = vec![(
+            ".gantry.yml".to_owned(),
+            "kind: pipeline\nname: a\nclone: {disable: true}\nsteps:\n  - name: x\n    image: busybox\n    commands: [true]\n".to_owned(),
+        )];
+        let plan = compile(&files, &Context::push("a/b", "main"), 600).expect("valid");
+        assert_eq!(plan.stages[0].timeout_secs, Some(600));
+    }
+}
