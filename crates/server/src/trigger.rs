@@ -343,7 +343,10 @@ mod tests {
             "kind: pipeline\nname: a\nsteps:\n  - name: x\n    imag: busybox\n".to_owned(),
         )];
         let err = compile(&files, &Context::push("a/b", "main"), 60).expect_err("invalid");
-        assert!(err.starts_with(".gantry.yml:4:5: error: step `x` has no image"), "{err}");
+        assert!(
+            err.starts_with(".gantry.yml:4:5: error: step `x` has no image"),
+            "{err}"
+        );
     }
 
     #[test]

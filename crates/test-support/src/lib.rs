@@ -244,3 +244,92 @@ pub async fn test_databases(dir: &Path) -> Vec<(&'static str, String)> {
         ("postgres", postgres_database().await),
     ]
 }
+
+/// GitHub webhook deliveries for tests, built from the real payloads in the shared
+/// fixtures (`github-webhooks/`).
+pub mod webhook {
+    use hmac::{Hmac, KeyInit, Mac};
+    use serde_json::Value;
+
+    /// A fixture payload, e.g. `("push", "push.json")`.
+    pub fn fixture(event: &str, file: &str) -> Value {
+        let path = super::fixtures_dir()
+            .join("github-webhooks")
+            .join(event)
+            .join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+    }
+
+    /// Every fixture payload of `event`, as (file name, payload).
+    pub fn fixtures(event: &str) -> Vec<(String, Value)> {
+        let dir = super::fixtures_dir().join("github-webhooks").join(event);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let payload = fixture(event, &name);
+                (name, payload)
+            })
+            .collect()
+    }
+
+    /// Points a payload at the repository `full_name` (as registered in gantry).
+    pub fn for_repo(mut payload: Value, full_name: &str) -> Value {
+        if let Some(repo) = payload.get_mut("repository") {
+            repo["full_name"] = Value::from(full_name);
+            if let Some((owner, name)) = full_name.split_once('/') {
+                repo["name"] = Value::from(name);
+                repo["owner"]["login"] = Value::from(owner);
+            }
+        }
+        payload
+    }
+
+    /// The real `push.json`, made a push of `sha` to `branch` of `full_name`.
+    pub fn push(full_name: &str, branch: &str, sha: &str, message: &str) -> Value {
+        let mut payload = for_repo(fixture("push", "push.json"), full_name);
+        payload["ref"] = Value::from(format!("refs/heads/{branch}"));
+        payload["after"] = Value::from(sha);
+        payload["head_commit"]["id"] = Value::from(sha);
+        payload["head_commit"]["message"] = Value::from(message);
+        payload["commits"][0]["id"] = Value::from(sha);
+        payload["commits"][0]["message"] = Value::from(message);
+        payload
+    }
+
+    /// The real `pr_opened.json`, made pull request `number` of `full_name` with head `sha`
+    /// from `branch` into `base`.
+    pub fn pull_request(
+        full_name: &str,
+        number: u64,
+        branch: &str,
+        base: &str,
+        sha: &str,
+    ) -> Value {
+        let mut payload = for_repo(fixture("pull_request", "pr_opened.json"), full_name);
+        payload["number"] = Value::from(number);
+        let pr = &mut payload["pull_request"];
+        pr["number"] = Value::from(number);
+        pr["head"]["ref"] = Value::from(branch);
+        pr["head"]["sha"] = Value::from(sha);
+        pr["head"]["repo"]["full_name"] = Value::from(full_name);
+        pr["base"]["ref"] = Value::from(base);
+        payload
+    }
+
+    /// `X-Hub-Signature-256` for `body`.
+    pub fn signature(secret: &str, body: &[u8]) -> String {
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+}

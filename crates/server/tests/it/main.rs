@@ -1,1 +1,8 @@
-//! Integration tests of gantry-server (being built).
+//! Integration tests of gantry-server: the real server on a loopback port, real git
+//! repositories, and a runner played by the test over the runner protocol. Each test runs
+//! on SQLite and on PostgreSQL.
+
+mod api;
+mod protocol;
+mod support;
+mod webhooks;

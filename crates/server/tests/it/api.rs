@@ -1,0 +1,374 @@
+//! The JSON API: tokens for what changes state, repositories, manual builds with
+//! parameters, restarts, an invalid pipeline file's errors, and live logs over SSE.
+
+use std::time::Duration;
+
+use gantry_proto::StepState;
+use gantry_test_support::{GitRepo, webhook};
+use serde_json::json;
+
+use crate::on_both;
+use crate::support::{PIPELINE, TestServer};
+
+on_both!(
+    changing_state_needs_a_token_and_repositories_round_trip,
+    manual_builds_and_restarts_keep_their_context,
+    an_invalid_pipeline_file_errors_the_build_with_positions,
+    live_logs_stream_stored_then_new_lines_and_resume_without_gaps,
+);
+
+mod cases {
+    use super::*;
+
+    pub async fn changing_state_needs_a_token_and_repositories_round_trip(db: &str) {
+        let server = TestServer::start(db).await;
+        let anonymous = server
+            .http
+            .post(format!("{}/api/repos", server.url))
+            .json(&json!({"owner": "acme", "name": "app", "clone_url": "/tmp/x"}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(anonymous.status(), 401);
+        let wrong = server
+            .http
+            .get(format!("{}/api/repos", server.url))
+            .bearer_auth("gantry_not-a-token")
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(wrong.status(), 401);
+
+        let created = server
+            .api(reqwest::Method::POST, "/repos", Some(json!({"owner": "acme", "name": "app", "clone_url": "/tmp/x", "webhook_secret": "s"})))
+            .await;
+        assert_eq!(created.status(), 201);
+        let created: serde_json::Value = created.json().await.expect("json");
+        assert_eq!(created["full_name"], "acme/app");
+        assert_eq!(created["has_webhook_secret"], true);
+        assert!(
+            created.get("webhook_secret").is_none(),
+            "the secret is never returned"
+        );
+        let conflict = server
+            .api(
+                reqwest::Method::POST,
+                "/repos",
+                Some(json!({"owner": "acme", "name": "app", "clone_url": "/tmp/x"})),
+            )
+            .await;
+        assert_eq!(conflict.status(), 409);
+        let bad = server
+            .api(
+                reqwest::Method::POST,
+                "/repos",
+                Some(json!({"owner": "acme", "name": "app"})),
+            )
+            .await;
+        assert_eq!(bad.status(), 400);
+        assert!(bad.text().await.expect("body").contains("clone_url"));
+        let bad_name = server
+            .api(
+                reqwest::Method::POST,
+                "/repos",
+                Some(json!({"owner": "acme", "name": "a b", "clone_url": "/x"})),
+            )
+            .await;
+        assert_eq!(bad_name.status(), 400);
+
+        let updated = server
+            .api(
+                reqwest::Method::PATCH,
+                "/repos/acme/app",
+                Some(json!({"visibility": "private", "config_path": ".ci/pipeline.yml"})),
+            )
+            .await;
+        assert_eq!(updated.status(), 200);
+        let hidden = server
+            .http
+            .get(format!("{}/api/repos/acme/app", server.url))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(
+            hidden.status(),
+            404,
+            "a private repository is not shown without a token"
+        );
+        let listed = server
+            .http
+            .get(format!("{}/api/repos", server.url))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(
+            listed.json::<serde_json::Value>().await.expect("json"),
+            json!([])
+        );
+        let unknown_field = server
+            .api(
+                reqwest::Method::PATCH,
+                "/repos/acme/app",
+                Some(json!({"colour": "red"})),
+            )
+            .await;
+        assert_eq!(unknown_field.status(), 400);
+        assert_eq!(
+            server
+                .api(reqwest::Method::DELETE, "/repos/acme/app", None)
+                .await
+                .status(),
+            204
+        );
+        assert_eq!(
+            server
+                .api(reqwest::Method::GET, "/repos/acme/app", None)
+                .await
+                .status(),
+            404
+        );
+        let health = server
+            .http
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(health.status(), 200);
+        server.stop().await;
+    }
+
+    pub async fn manual_builds_and_restarts_keep_their_context(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        let anonymous = server
+            .http
+            .post(format!("{}/api/repos/acme/app/builds", server.url))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(anonymous.status(), 401);
+        let bad_param = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds",
+                Some(json!({"params": {"1BAD": "x"}})),
+            )
+            .await;
+        assert_eq!(bad_param.status(), 400);
+        let missing = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds",
+                Some(json!({"branch": "nope"})),
+            )
+            .await;
+        assert_eq!(missing.status(), 400);
+        assert!(missing.text().await.expect("body").contains("nope"));
+
+        let created = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds",
+                Some(json!({"branch": "main", "params": {"TARGET": "staging"}})),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let build: serde_json::Value = created.json().await.expect("json");
+        assert_eq!(build["event"], "custom");
+        assert_eq!(build["commit"], sha.as_str());
+        assert_eq!(build["params"]["TARGET"], "staging");
+        let runner = server.runner("r1");
+        let assignment = runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("queued");
+        let test = assignment.stage.step("test").expect("the step");
+        assert_eq!(
+            assignment
+                .stage
+                .environment
+                .get("TARGET")
+                .or(test.environment.get("TARGET"))
+                .map(String::as_str),
+            Some("staging"),
+            "parameters become environment variables"
+        );
+        runner.pass(&assignment).await;
+        let done = server.wait_finished("app", 1).await;
+        assert_eq!(done["status"], "success");
+
+        let restarted = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds/1/restart",
+                None,
+            )
+            .await;
+        assert_eq!(restarted.status(), 201);
+        let restarted: serde_json::Value = restarted.json().await.expect("json");
+        assert_eq!(restarted["number"], 2);
+        assert_eq!(restarted["parent"], 1);
+        assert_eq!(restarted["commit"], sha.as_str());
+        assert_eq!(restarted["params"]["TARGET"], "staging");
+        let page = server.get_json("/repos/acme/app/builds?limit=1").await;
+        assert_eq!(page[0]["number"], 2);
+        let next = server
+            .get_json("/repos/acme/app/builds?limit=1&before=2")
+            .await;
+        assert_eq!(next[0]["number"], 1);
+        let bad_status = server
+            .api(
+                reqwest::Method::GET,
+                "/repos/acme/app/builds?status=done",
+                None,
+            )
+            .await;
+        assert_eq!(bad_status.status(), 400);
+        server.stop().await;
+    }
+
+    pub async fn an_invalid_pipeline_file_errors_the_build_with_positions(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let broken = "kind: pipeline\nname: ci\nsteps:\n  - name: test\n    commands: [make]\n";
+        let sha = git.commit(&[(".gantry.yml", broken)], "broken");
+        server.add_repo("app", &git).await;
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "broken"),
+            )
+            .await;
+        let build = server.wait_finished("app", 1).await;
+        assert_eq!(build["status"], "error");
+        let error = build["error"].as_str().expect("a message");
+        assert!(error.starts_with(".gantry.yml:4:5: error:"), "{error}");
+
+        let nothing = git.commit(&[("README", "no pipeline")], "x");
+        std::fs::remove_file(std::path::Path::new(&git.url()).join(".gantry.yml"))
+            .expect("removes");
+        let gone = git.commit(&[], "remove the pipeline");
+        let _ = nothing;
+        server
+            .deliver(
+                "push",
+                "d-2",
+                &webhook::push("acme/app", "main", &gone, "gone"),
+            )
+            .await;
+        let build = server.wait_finished("app", 2).await;
+        assert_eq!(build["status"], "error");
+        assert!(
+            build["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no pipeline file"),
+            "{build}"
+        );
+
+        let unknown = GitRepo::new();
+        let repo = server.add_repo("lost", &unknown).await;
+        server
+            .store
+            .update_repo(
+                repo.id,
+                &gantry_store::RepoUpdate {
+                    clone_url: Some("/nonexistent/repo".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("updates");
+        server
+            .deliver(
+                "push",
+                "d-3",
+                &webhook::push("acme/lost", "main", &sha, "x"),
+            )
+            .await;
+        let build = server.wait_finished("lost", 1).await;
+        assert_eq!(build["status"], "error");
+        assert!(
+            build["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("could not fetch"),
+            "{build}"
+        );
+        server.stop().await;
+    }
+
+    pub async fn live_logs_stream_stored_then_new_lines_and_resume_without_gaps(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "first"),
+            )
+            .await;
+        let runner = server.runner("r1");
+        let assignment = runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("queued");
+        runner
+            .step(&assignment, "test", StepState::Running, None)
+            .await;
+        runner.logs(&assignment, "test", 1, &["one", "two"]).await;
+
+        let url = format!("{}/api/repos/acme/app/builds/1/logs/1/2/stream", server.url);
+        let mut stream = server.http.get(&url).send().await.expect("streams");
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        let mut seen = String::new();
+        let mut wrote_more = false;
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("lines arrive")
+            .expect("reads")
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\"two\"") && !wrote_more {
+                wrote_more = true;
+                runner.logs(&assignment, "test", 3, &["three"]).await;
+                runner
+                    .step(&assignment, "test", StepState::Success, Some(0))
+                    .await;
+            }
+            if seen.contains("event: end") {
+                break;
+            }
+        }
+        let ids: Vec<&str> = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
+        assert_eq!(ids, ["1", "2", "3"], "{seen}");
+
+        // Resuming after line 1 gives 2 and 3 once each, then the end.
+        let resumed = server
+            .http
+            .get(&url)
+            .header("last-event-id", "1")
+            .send()
+            .await
+            .expect("streams")
+            .text()
+            .await
+            .expect("ends");
+        let ids: Vec<&str> = resumed
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
+        assert_eq!(ids, ["2", "3"], "{resumed}");
+        assert!(resumed.contains("event: end"));
+        server.stop().await;
+    }
+}

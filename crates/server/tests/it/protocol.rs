@@ -1,0 +1,340 @@
+//! The runner protocol against the real server: dispatch by long-poll, step states and
+//! logs, cancellation through a watch, leases that expire, and deliveries that survive a
+//! restart.
+
+use std::time::{Duration, Instant};
+
+use gantry_proto::{Heartbeat, StepState};
+use gantry_store::{DeliveryState, NewDelivery};
+use gantry_test_support::{GitRepo, webhook};
+
+use crate::on_both;
+use crate::support::{PIPELINE, TestServer};
+
+on_both!(
+    a_waiting_runner_gets_the_stage_and_its_reports_make_the_build,
+    the_runner_secret_is_required,
+    a_cancel_reaches_a_watching_runner,
+    a_runner_that_stops_heartbeating_loses_its_stage,
+    a_delivery_accepted_before_a_crash_is_built_after_the_restart,
+);
+
+mod cases {
+    use super::*;
+
+    pub async fn a_waiting_runner_gets_the_stage_and_its_reports_make_the_build(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        let repo = server.add_repo("app", &git).await;
+        let runner = server.runner("r1");
+        // The runner is already waiting when the push arrives.
+        let waiting = tokio::spawn(async move {
+            let started = Instant::now();
+            (
+                runner.request(Duration::from_secs(20)).await,
+                started.elapsed(),
+                runner,
+            )
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut payload = webhook::push("acme/app", "main", &sha, "first");
+        payload["repository"]["clone_url"] = "https://evil.example/clone.git".into();
+        assert_eq!(server.deliver("push", "d-1", &payload).await.status(), 202);
+        let (assignment, waited, runner) = waiting.await.expect("task");
+        let assignment = assignment.expect("the stage reached the waiting runner");
+        assert!(
+            waited < Duration::from_secs(20),
+            "dispatched, not timed out ({waited:?})"
+        );
+        assert_eq!(assignment.stage.name, "ci");
+        let clone = assignment.clone.as_ref().expect("a clone");
+        assert_eq!(
+            clone.url, repo.clone_url,
+            "the registered clone URL, never the payload's"
+        );
+        assert_eq!(clone.commit, sha);
+
+        assert_eq!(
+            runner
+                .step(&assignment, "clone", StepState::Running, None)
+                .await,
+            204
+        );
+        assert_eq!(
+            runner.logs(&assignment, "clone", 1, &["cloning"]).await,
+            204
+        );
+        assert_eq!(
+            runner
+                .step(&assignment, "clone", StepState::Success, Some(0))
+                .await,
+            204
+        );
+        assert_eq!(
+            runner
+                .step(&assignment, "test", StepState::Running, None)
+                .await,
+            204
+        );
+        assert_eq!(
+            runner
+                .logs(&assignment, "test", 1, &["+ echo test", "test"])
+                .await,
+            204
+        );
+        assert_eq!(
+            runner
+                .logs(&assignment, "test", 3, &["\u{1b}[31mred\u{1b}[0m"])
+                .await,
+            204
+        );
+        assert_eq!(
+            runner.logs(&assignment, "nope", 1, &["x"]).await,
+            400,
+            "an unknown step"
+        );
+        assert_eq!(
+            runner
+                .step(&assignment, "test", StepState::Failure, Some(2))
+                .await,
+            204
+        );
+        assert_eq!(runner.done(&assignment, StepState::Failure).await, 204);
+        assert_eq!(
+            runner.done(&assignment, StepState::Success).await,
+            409,
+            "a stage ends once"
+        );
+
+        let build = server.wait_finished("app", 1).await;
+        assert_eq!(build["status"], "failure");
+        let steps = &build["stages"][0]["steps"];
+        assert_eq!(steps[1]["name"], "test");
+        assert_eq!(steps[1]["status"], "failure");
+        assert_eq!(steps[1]["exit_code"], 2);
+        let log = server
+            .api(
+                reqwest::Method::GET,
+                "/repos/acme/app/builds/1/logs/1/2",
+                None,
+            )
+            .await
+            .text()
+            .await
+            .expect("log");
+        assert_eq!(log, "+ echo test\ntest\n\u{1b}[31mred\u{1b}[0m\n");
+        let runners = server.get_json("/runners").await;
+        assert_eq!(runners[0]["name"], "r1");
+        server.stop().await;
+    }
+
+    pub async fn the_runner_secret_is_required(db: &str) {
+        let server = TestServer::start(db).await;
+        let response = server
+            .http
+            .post(format!("{}{}", server.url, gantry_proto::path::REQUEST))
+            .bearer_auth("wrong")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 401);
+        assert!(response.text().await.expect("body").contains("--secret"));
+        let response = server
+            .http
+            .post(format!(
+                "{}{}",
+                server.url,
+                gantry_proto::path::heartbeat(1)
+            ))
+            .json(&Heartbeat { epoch: 1 })
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 401);
+        server.stop().await;
+    }
+
+    pub async fn a_cancel_reaches_a_watching_runner(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "first"),
+            )
+            .await;
+        let runner = server.runner("r1");
+        let assignment = runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("a stage");
+        assert_eq!(
+            runner
+                .step(&assignment, "clone", StepState::Running, None)
+                .await,
+            204
+        );
+        let watching = {
+            let assignment = assignment.clone();
+            tokio::spawn(async move {
+                let status = runner.watch(&assignment).await;
+                (status, Instant::now(), runner)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let asked = Instant::now();
+        let response = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds/1/cancel",
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let (status, answered, runner) = watching.await.expect("task");
+        assert!(status.cancelled);
+        assert!(
+            answered.duration_since(asked) < Duration::from_secs(1),
+            "within a second"
+        );
+        assert_eq!(
+            runner
+                .step(&assignment, "clone", StepState::Killed, Some(137))
+                .await,
+            204
+        );
+        assert_eq!(runner.done(&assignment, StepState::Killed).await, 204);
+        let build = server.wait_finished("app", 1).await;
+        assert_eq!(build["status"], "killed");
+        let again = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds/1/cancel",
+                None,
+            )
+            .await;
+        assert_eq!(again.status(), 409);
+        server.stop().await;
+    }
+
+    pub async fn a_runner_that_stops_heartbeating_loses_its_stage(db: &str) {
+        let server = TestServer::start_with(db, |config| {
+            config.lease = Duration::from_millis(600);
+            config.reap_every = Duration::from_millis(100);
+        })
+        .await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "first"),
+            )
+            .await;
+        let runner = server.runner("r1");
+        // Claimed, nothing started, lease lost: back to the queue.
+        let first = runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("a stage");
+        let second = runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("re-queued after the lease expired");
+        assert_eq!(second.lease.stage, first.lease.stage);
+        assert!(second.lease.epoch > first.lease.epoch);
+        assert_eq!(
+            runner.step(&first, "clone", StepState::Running, None).await,
+            409,
+            "a stale epoch is refused"
+        );
+        // A step started, then silence: the stage ends in error, saying why.
+        assert_eq!(
+            runner
+                .step(&second, "clone", StepState::Running, None)
+                .await,
+            204
+        );
+        assert_eq!(
+            runner
+                .logs(&second, "clone", 1, &["before the runner died"])
+                .await,
+            204
+        );
+        let build = server.wait_finished("app", 1).await;
+        assert_eq!(build["status"], "error");
+        let stage = &build["stages"][0];
+        assert!(
+            stage["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("stopped heartbeating"),
+            "{stage}"
+        );
+        assert_eq!(stage["steps"][0]["status"], "error");
+        assert_eq!(stage["steps"][1]["status"], "skipped");
+        let log = server
+            .api(
+                reqwest::Method::GET,
+                "/repos/acme/app/builds/1/logs/1/1",
+                None,
+            )
+            .await
+            .text()
+            .await
+            .expect("log");
+        assert_eq!(
+            log, "before the runner died\n",
+            "the logs it had received are kept"
+        );
+        assert_eq!(runner.logs(&second, "clone", 2, &["too late"]).await, 409);
+        server.stop().await;
+    }
+
+    pub async fn a_delivery_accepted_before_a_crash_is_built_after_the_restart(db: &str) {
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        // The first server stored the delivery and died before processing it.
+        let first = TestServer::start(db).await;
+        let repo = first.add_repo("app", &git).await;
+        first.stop().await;
+        let trigger = serde_json::json!({
+            "event": "push", "action": null, "reference": "refs/heads/main", "branch": "main",
+            "tag": null, "commit": sha, "before": null, "message": "first", "author": "octocat",
+            "author_email": "", "sender": "octocat", "pull_request": null,
+            "pull_request_title": null, "pull_request_labels": [], "target_branch": null,
+            "fork": false, "changed_files": []
+        });
+        let payload = serde_json::to_vec(&trigger).expect("json");
+        let store = gantry_store::Store::open(db).await.expect("opens");
+        store
+            .record_delivery(&NewDelivery {
+                delivery_id: "before-crash",
+                event: "push",
+                repo_id: Some(repo.id),
+                state: DeliveryState::Pending,
+                outcome: "",
+                payload: Some(&payload),
+            })
+            .await
+            .expect("records");
+        let second = TestServer::start(db).await;
+        let build = second.wait_build("app", 1).await;
+        assert_eq!(build["commit"], sha.as_str());
+        let delivery = second
+            .store
+            .delivery("before-crash")
+            .await
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(delivery.state, DeliveryState::Processed);
+        second.stop().await;
+    }
+}

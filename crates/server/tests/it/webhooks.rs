@@ -1,0 +1,358 @@
+//! `POST /hook/github`: what is refused and why, what is recorded, and that every real
+//! payload in the fixtures gets a clear answer.
+
+use gantry_store::DeliveryState;
+use gantry_test_support::{GitRepo, webhook};
+use serde_json::json;
+
+use crate::on_both;
+use crate::support::{PIPELINE, SECRET, TestServer};
+
+on_both!(
+    refusals_say_what_was_wrong_and_store_only_the_delivery,
+    every_fixture_payload_gets_a_clear_answer,
+    a_push_builds_once_and_skip_ci_builds_nothing,
+    tags_pull_requests_and_deletions_become_their_events,
+);
+
+mod cases {
+    use super::*;
+
+    pub async fn refusals_say_what_was_wrong_and_store_only_the_delivery(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        let payload = webhook::push("acme/app", "main", &sha, "first");
+        let body = serde_json::to_vec(&payload).expect("json");
+
+        let unknown = server
+            .deliver(
+                "push",
+                "u-1",
+                &webhook::push("acme/nope", "main", &sha, "x"),
+            )
+            .await;
+        assert_eq!(unknown.status(), 404);
+        let text = unknown.text().await.expect("body");
+        assert!(
+            text.contains("acme/nope") && text.contains("gantry repo add"),
+            "{text}"
+        );
+
+        let unsigned = server.deliver_raw("push", "s-1", body.clone(), None).await;
+        assert_eq!(unsigned.status(), 401);
+        assert!(
+            unsigned
+                .text()
+                .await
+                .expect("body")
+                .contains("X-Hub-Signature-256 is missing")
+        );
+
+        let sha1_only = server
+            .http
+            .post(format!("{}/hook/github", server.url))
+            .header("x-github-event", "push")
+            .header("x-github-delivery", "s-2")
+            .header(
+                "x-hub-signature",
+                "sha1=0000000000000000000000000000000000000000",
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(sha1_only.status(), 401);
+        assert!(sha1_only.text().await.expect("body").contains("SHA-1"));
+
+        let wrong = server
+            .deliver_raw(
+                "push",
+                "s-3",
+                body.clone(),
+                Some(&webhook::signature("not-the-secret", &body)),
+            )
+            .await;
+        assert_eq!(wrong.status(), 401);
+        assert!(wrong.text().await.expect("body").contains("does not match"));
+        let recorded = server
+            .store
+            .delivery("s-3")
+            .await
+            .expect("reads")
+            .expect("recorded");
+        assert_eq!(recorded.state, DeliveryState::Rejected);
+        assert_eq!(
+            recorded.payload, None,
+            "nothing but the delivery record is stored"
+        );
+
+        let mut tampered = body.clone();
+        tampered.extend_from_slice(b" ");
+        let replay = server
+            .deliver_raw(
+                "push",
+                "s-4",
+                tampered,
+                Some(&webhook::signature(SECRET, &body)),
+            )
+            .await;
+        assert_eq!(
+            replay.status(),
+            401,
+            "a body changed after signing is refused"
+        );
+
+        let mut malformed = payload.clone();
+        malformed.as_object_mut().expect("object").remove("after");
+        let response = server.deliver("push", "m-1", &malformed).await;
+        assert_eq!(response.status(), 400);
+        assert!(response.text().await.expect("body").contains("after"));
+
+        let no_event = server
+            .http
+            .post(format!("{}/hook/github", server.url))
+            .header("x-github-delivery", "e-1")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(no_event.status(), 400);
+
+        let huge = vec![b' '; 25 * 1024 * 1024 + 1];
+        let too_large = server
+            .deliver_raw("push", "big-1", huge, Some("sha256=00"))
+            .await;
+        assert_eq!(too_large.status(), 413);
+
+        let ping = server
+            .deliver(
+                "ping",
+                "p-1",
+                &webhook::for_repo(webhook::fixture("ping", "payload.json"), "acme/app"),
+            )
+            .await;
+        assert_eq!(ping.status(), 200);
+
+        let issues = server
+            .deliver(
+                "issues",
+                "i-1",
+                &json!({"action": "opened", "repository": {"full_name": "acme/app"}}),
+            )
+            .await;
+        assert_eq!(issues.status(), 204);
+        let reason = issues
+            .headers()
+            .get("gantry-reason")
+            .expect("a reason")
+            .to_str()
+            .expect("ascii");
+        assert!(
+            reason.contains("`issues` event does not start builds"),
+            "{reason}"
+        );
+
+        let builds = server.get_json("/repos/acme/app/builds").await;
+        assert_eq!(
+            builds.as_array().map(Vec::len),
+            Some(0),
+            "no refused delivery made a build"
+        );
+
+        // A repository without a secret accepts nothing.
+        let open = GitRepo::new();
+        let repo = server.add_repo("open", &open).await;
+        server
+            .store
+            .update_repo(
+                repo.id,
+                &gantry_store::RepoUpdate {
+                    webhook_secret: Some(String::new()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("updates");
+        let response = server
+            .deliver(
+                "push",
+                "n-1",
+                &webhook::push("acme/open", "main", &sha, "x"),
+            )
+            .await;
+        assert_eq!(response.status(), 401);
+        assert!(
+            response
+                .text()
+                .await
+                .expect("body")
+                .contains("no webhook secret")
+        );
+        server.stop().await;
+    }
+
+    pub async fn every_fixture_payload_gets_a_clear_answer(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        let mut n = 0;
+        for event in [
+            "push",
+            "pull_request",
+            "ping",
+            "create",
+            "delete",
+            "deployment",
+            "deployment_status",
+        ] {
+            for (file, payload) in webhook::fixtures(event) {
+                n += 1;
+                let has_repository = payload.get("repository").is_some();
+                let response = server
+                    .deliver(
+                        event,
+                        &format!("fixture-{n}"),
+                        &webhook::for_repo(payload, "acme/app"),
+                    )
+                    .await;
+                let status = response.status().as_u16();
+                if !has_repository {
+                    // An organization's webhook: refused, saying how to set it up instead.
+                    assert_eq!(status, 400, "{event}/{file}");
+                    let text = response.text().await.unwrap_or_default();
+                    assert!(
+                        text.contains("organization-wide webhooks are not supported"),
+                        "{text}"
+                    );
+                    continue;
+                }
+                assert!(
+                    matches!(status, 200 | 202 | 204),
+                    "{event}/{file}: {status} {}",
+                    response.text().await.unwrap_or_default()
+                );
+            }
+        }
+        assert!(n > 30, "the fixtures were read ({n})");
+        server.stop().await;
+    }
+
+    pub async fn a_push_builds_once_and_skip_ci_builds_nothing(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        let payload = webhook::push("acme/app", "main", &sha, "first");
+        let first = server.deliver("push", "d-1", &payload).await;
+        assert_eq!(first.status(), 202);
+        let build = server.wait_build("app", 1).await;
+        assert_eq!(build["commit"], sha.as_str());
+        assert_eq!(build["event"], "push");
+        assert_eq!(build["status"], "pending");
+        let again = server.deliver("push", "d-1", &payload).await;
+        assert_eq!(again.status(), 200);
+        let body: serde_json::Value = again.json().await.expect("json");
+        assert_eq!(body["status"], "duplicate");
+
+        let skipped = webhook::push("acme/app", "main", &sha, "docs only [skip ci]");
+        let response = server.deliver("push", "d-2", &skipped).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["status"], "skipped");
+
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let builds = server.get_json("/repos/acme/app/builds").await;
+        assert_eq!(builds.as_array().map(Vec::len), Some(1), "{builds}");
+        server.stop().await;
+    }
+
+    pub async fn tags_pull_requests_and_deletions_become_their_events(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let pipeline = "kind: pipeline\nname: ci\nclone: {disable: true}\ntrigger: {event: [push, tag, pull_request, delete]}\nsteps:\n  - name: t\n    image: busybox\n    commands: [echo $CI_COMMIT_REF]\n";
+        let base = git.commit(&[(".gantry.yml", pipeline)], "base");
+        let feature = git.commit(&[("feature.txt", "x")], "a feature");
+        git.reset_main(&base);
+        git.set_ref("refs/pull/7/head", &feature);
+        git.set_ref("refs/tags/v1.0.0", &base);
+        server.add_repo("app", &git).await;
+
+        let mut tag = webhook::fixture("push", "push_tag.json");
+        tag = webhook::for_repo(tag, "acme/app");
+        tag["ref"] = "refs/tags/v1.0.0".into();
+        tag["after"] = base.as_str().into();
+        tag["head_commit"] = serde_json::Value::Null;
+        assert_eq!(server.deliver("push", "t-1", &tag).await.status(), 202);
+        let build = server.wait_build("app", 1).await;
+        assert_eq!(
+            (build["event"].as_str(), build["tag"].as_str()),
+            (Some("tag"), Some("v1.0.0"))
+        );
+        assert_eq!(build["commit"], base.as_str());
+
+        let pr = webhook::pull_request("acme/app", 7, "feature", "main", &feature);
+        assert_eq!(
+            server.deliver("pull_request", "pr-1", &pr).await.status(),
+            202
+        );
+        let build = server.wait_build("app", 2).await;
+        assert_eq!(build["event"], "pull_request");
+        assert_eq!(build["action"], "opened");
+        assert_eq!(build["ref"], "refs/pull/7/head");
+        assert_eq!(build["pull_request"], 7);
+        assert_eq!(
+            build["commit"],
+            feature.as_str(),
+            "fetched through refs/pull/7/head"
+        );
+        assert_eq!(build["status"], "pending", "{build}");
+
+        let mut closed = pr.clone();
+        closed["action"] = "closed".into();
+        assert_eq!(
+            server
+                .deliver("pull_request", "pr-2", &closed)
+                .await
+                .status(),
+            202
+        );
+        let build = server.wait_build("app", 3).await;
+        assert_eq!(build["action"], "closed");
+        assert_eq!(
+            build["status"], "skipped",
+            "closed pull requests run only pipelines that ask: {build}"
+        );
+
+        let mut labeled = pr.clone();
+        labeled["action"] = "labeled".into();
+        assert_eq!(
+            server
+                .deliver("pull_request", "pr-3", &labeled)
+                .await
+                .status(),
+            204
+        );
+
+        let delete = webhook::for_repo(
+            webhook::fixture("push", "push_branch_delete.json"),
+            "acme/app",
+        );
+        assert_eq!(server.deliver("push", "del-1", &delete).await.status(), 202);
+        let build = server.wait_build("app", 4).await;
+        assert_eq!(build["event"], "delete");
+        assert_eq!(build["branch"], "feature-branch");
+        assert_eq!(
+            build["commit"],
+            base.as_str(),
+            "a deletion builds the default branch's head"
+        );
+        assert_eq!(
+            build["status"], "pending",
+            "the pipeline's trigger asks for delete: {build}"
+        );
+        server.stop().await;
+    }
+}
