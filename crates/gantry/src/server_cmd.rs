@@ -53,6 +53,10 @@ pub struct ServerArgs {
     /// Labels the embedded runner offers (KEY=VALUE, repeatable).
     #[arg(long = "runner-label", value_parser = parse_param)]
     pub runner_labels: Vec<(String, String)>,
+    /// The embedded runner's name: stable across restarts and unique among the runners of
+    /// this Docker engine (what it left is removed by name when it starts again).
+    #[arg(long, env = "GANTRY_RUNNER_NAME")]
+    pub runner_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -230,7 +234,10 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let abort = CancellationToken::new();
     on_signals(stop.clone(), abort.clone());
     let runner = if args.runner_capacity > 0 {
-        let name = format!("embedded@{}", host_name());
+        let name = args
+            .runner_name
+            .clone()
+            .unwrap_or_else(|| format!("embedded@{}", host_name()));
         let (docker, local_backend) =
             backends(args.runner_backend, &name, args.data_dir.join("workspaces")).await?;
         let config = RemoteConfig {

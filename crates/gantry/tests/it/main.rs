@@ -1,4 +1,5 @@
 //! Integration tests of the `gantry` binary, and the repository's tidy checks.
 
 mod cli;
+mod server;
 mod tidy;

@@ -1,0 +1,478 @@
+//! `gantry server` and `gantry runner` as processes, end to end: a signed push to a real
+//! server runs a real build (Docker with the offline busybox image, and host processes),
+//! the CLI reads and drives it, and killing the server or a runner with SIGKILL mid-build
+//! still ends every build in a final state with its logs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_test_support::{GitRepo, TempDir, postgres_database, webhook};
+use serde_json::Value;
+
+const SECRET: &str = "e2e-webhook-secret";
+const IMAGE: &str = "gantry-test/busybox:latest";
+
+/// A `gantry` process whose stderr goes to a file.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(args: &[&str], envs: &[(&str, &str)], log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("GANTRY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starts gantry");
+        Self { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `needle` in the process's output.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.output();
+            if out.contains(needle) {
+                return out;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gantry exited ({status}) before printing `{needle}`:\n{out}");
+            }
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_hard(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill_hard();
+        panic!("gantry did not stop on SIGTERM:\n{}", self.output());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill_hard();
+        }
+    }
+}
+
+/// A running `gantry server`.
+struct ServerProcess {
+    process: Process,
+    url: String,
+}
+
+fn start_server(
+    data: &Path,
+    database: Option<&str>,
+    extra: &[&str],
+) -> (ServerProcess, Option<String>) {
+    let data_dir = data.to_string_lossy().into_owned();
+    let mut args = vec!["server", "--addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    args.extend_from_slice(extra);
+    let mut envs = vec![("GANTRY_RUNNER_SECRET", "e2e-runner-secret-0123456789")];
+    if let Some(url) = database {
+        envs.push(("GANTRY_DATABASE_URL", url));
+    }
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::fs::create_dir_all(data).expect("the data dir");
+    let log = data.join(format!("server-{n}.log"));
+    let mut process = Process::spawn(&args, &envs, log);
+    let out = process.wait_for("gantry server listening");
+    let addr = out
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the address in the log")
+        .to_owned();
+    let token = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("gantry_"))
+        .map(str::to_owned);
+    (
+        ServerProcess {
+            process,
+            url: format!("http://{addr}"),
+        },
+        token,
+    )
+}
+
+fn cli(server: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .env("GANTRY_SERVER", server)
+        .env("GANTRY_TOKEN", token)
+        .output()
+        .expect("runs gantry")
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "gantry failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn add_repo(server: &str, token: &str, name: &str, git: &GitRepo, trusted: bool) {
+    let mut args = vec![
+        "repo".to_owned(),
+        "add".to_owned(),
+        format!("acme/{name}"),
+        "--clone-url".to_owned(),
+        git.url(),
+        "--secret".to_owned(),
+        SECRET.to_owned(),
+    ];
+    if trusted {
+        args.push("--trusted".to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(cli(server, token, &args));
+}
+
+fn push(server: &str, repo: &str, sha: &str, delivery: &str) {
+    let body = serde_json::to_vec(&webhook::push(&format!("acme/{repo}"), "main", sha, "e2e"))
+        .expect("json");
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{server}/hook/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", webhook::signature(SECRET, &body))
+        .body(body)
+        .send()
+        .expect("the server answers");
+    assert_eq!(response.status(), 202, "{:?}", response.text());
+}
+
+fn get(server: &str, token: &str, path: &str) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .get(format!("{server}/api{path}"))
+        .bearer_auth(token)
+        .send()
+        .expect("the server answers")
+}
+
+/// Polls build `number` until `done` says so; returns it.
+fn wait_build(
+    server: &str,
+    token: &str,
+    repo: &str,
+    number: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let response = get(
+            server,
+            token,
+            &format!("/repos/acme/{repo}/builds/{number}"),
+        );
+        if response.status().is_success() {
+            let build: Value = response.json().expect("json");
+            if done(&build) {
+                return build;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "build #{number} never {what}: {build:#}"
+            );
+        }
+        assert!(Instant::now() < deadline, "build #{number} never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn finished(build: &Value) -> bool {
+    !build["finished_at"].is_null()
+}
+
+fn log(server: &str, token: &str, repo: &str, number: u64, stage: u64, step: u64) -> String {
+    get(
+        server,
+        token,
+        &format!("/repos/acme/{repo}/builds/{number}/logs/{stage}/{step}"),
+    )
+    .text()
+    .expect("a log")
+}
+
+/// What Docker holds with this runner's label.
+fn docker_leftovers(runner: &str) -> String {
+    let filter = format!("label=gantry.runner={runner}");
+    let mut found = String::new();
+    for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
+        let out = Command::new("docker")
+            .args(kind)
+            .args(["-q", "--filter", &filter])
+            .output()
+            .expect("runs docker");
+        found.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    found.trim().to_owned()
+}
+
+fn require_docker() {
+    let out = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output();
+    assert!(
+        out.is_ok_and(|o| o.status.success()),
+        "the Docker engine or the test image {IMAGE} is missing: run ./scripts/test-image (./scripts/test does)"
+    );
+}
+
+#[test]
+fn a_push_runs_in_docker_and_leaves_nothing_behind() {
+    require_docker();
+    let dir = TempDir::new("e2e-docker");
+    let runner = format!("e2e-docker-{}", std::process::id());
+    let (mut server, token) = start_server(
+        dir.path(),
+        None,
+        &["--runner-backend", "docker", "--runner-name", &runner],
+    );
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    let pipeline = format!(
+        "kind: pipeline\nname: ci\nsteps:\n  - name: build\n    image: {IMAGE}\n    commands:\n      - cat README\n      - echo built on $CI_COMMIT_BRANCH\n"
+    );
+    let sha = git.commit(
+        &[
+            (".gantry.yml", &pipeline),
+            ("README", "hello from the repository"),
+        ],
+        "first",
+    );
+    add_repo(&server.url, &token, "app", &git, false);
+    push(&server.url, "app", &sha, "d-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let text = log(&server.url, &token, "app", 1, 1, 2);
+    assert!(
+        text.contains("hello from the repository") && text.contains("built on main"),
+        "{text}"
+    );
+    assert_eq!(
+        docker_leftovers(&runner),
+        "",
+        "every container, network and volume is removed"
+    );
+    server.process.stop();
+}
+
+#[test]
+fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
+    let database = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(postgres_database());
+    let dir = TempDir::new("e2e-cli");
+    let (mut server, token) = start_server(
+        dir.path(),
+        Some(&database),
+        &["--runner-backend", "local", "--runner-name", "e2e-cli"],
+    );
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    let pipeline = "kind: pipeline\ntype: exec\nname: ci\nsteps:\n  - name: greet\n    commands:\n      - echo target=$TARGET\n      - if [ \"$SLOW\" = yes ]; then echo sleeping; sleep 60; fi\n";
+    let sha = git.commit(&[(".gantry.yml", pipeline)], "first");
+    add_repo(&server.url, &token, "app", &git, true);
+    let repos = ok(cli(&server.url, &token, &["repo", "ls"]));
+    assert!(repos.contains("acme/app"), "{repos}");
+
+    push(&server.url, "app", &sha, "d-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let listed = ok(cli(&server.url, &token, &["build", "ls", "acme/app"]));
+    assert!(
+        listed.contains("#1") && listed.contains("success"),
+        "{listed}"
+    );
+    let info = ok(cli(
+        &server.url,
+        &token,
+        &["build", "info", "acme/app", "1"],
+    ));
+    assert!(info.contains("greet") && info.contains("success"), "{info}");
+
+    let created = ok(cli(
+        &server.url,
+        &token,
+        &[
+            "build",
+            "create",
+            "acme/app",
+            "--branch",
+            "main",
+            "--param",
+            "TARGET=staging",
+            "--param",
+            "SLOW=yes",
+        ],
+    ));
+    assert!(created.contains("#2"), "{created}");
+    wait_build(&server.url, &token, "app", 2, "logged `sleeping`", |_| {
+        log(&server.url, &token, "app", 2, 1, 2).contains("sleeping")
+    });
+    let logs = ok(cli(
+        &server.url,
+        &token,
+        &["build", "logs", "acme/app", "2", "1", "2"],
+    ));
+    assert!(logs.contains("target=staging"), "{logs}");
+    let cancelled_at = Instant::now();
+    ok(cli(
+        &server.url,
+        &token,
+        &["build", "cancel", "acme/app", "2"],
+    ));
+    let build = wait_build(&server.url, &token, "app", 2, "finished", finished);
+    assert_eq!(build["status"], "killed", "{build:#}");
+    eprintln!("cancel to final state: {:?}", cancelled_at.elapsed());
+    let refused = cli(
+        &server.url,
+        "gantry_wrong",
+        &["build", "restart", "acme/app", "1"],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{refused:?}"
+    );
+    server.process.stop();
+}
+
+#[test]
+fn a_server_killed_mid_build_ends_the_build_after_restart() {
+    require_docker();
+    let dir = TempDir::new("e2e-kill-server");
+    let runner = format!("e2e-kill-{}", std::process::id());
+    let args = [
+        "--runner-backend",
+        "docker",
+        "--runner-name",
+        runner.as_str(),
+    ];
+    let (mut server, token) = start_server(dir.path(), None, &args);
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    let pipeline = format!(
+        "kind: pipeline\nname: ci\nclone: {{disable: true}}\nsteps:\n  - name: long\n    image: {IMAGE}\n    commands:\n      - echo started\n      - sleep 120\n"
+    );
+    let sha = git.commit(&[(".gantry.yml", &pipeline)], "first");
+    add_repo(&server.url, &token, "app", &git, false);
+    push(&server.url, "app", &sha, "d-1");
+    wait_build(&server.url, &token, "app", 1, "logged `started`", |_| {
+        log(&server.url, &token, "app", 1, 1, 1).contains("started")
+    });
+    server.process.kill_hard();
+    assert_ne!(
+        docker_leftovers(&runner),
+        "",
+        "the killed server's build was running in Docker"
+    );
+
+    let (mut restarted, _) = start_server(dir.path(), None, &args);
+    let build = wait_build(&restarted.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "error", "{build:#}");
+    let stage = &build["stages"][0];
+    assert!(
+        stage["error"].as_str().unwrap_or("").contains("restarted"),
+        "{stage:#}"
+    );
+    assert_eq!(stage["steps"][0]["status"], "error");
+    assert!(
+        log(&restarted.url, &token, "app", 1, 1, 1).contains("started"),
+        "the logs received before the crash are kept"
+    );
+    assert_eq!(
+        docker_leftovers(&runner),
+        "",
+        "the restarted runner removed what the killed one left"
+    );
+    restarted.process.stop();
+}
+
+#[test]
+fn a_killed_runner_errors_its_stage_and_the_build_ends() {
+    let dir = TempDir::new("e2e-kill-runner");
+    let (mut server, token) = start_server(dir.path(), None, &["--runner-capacity", "0"]);
+    let token = token.expect("the first start prints the admin token");
+    let runner_log = dir.path().join("runner.log");
+    let mut runner = Process::spawn(
+        &[
+            "runner",
+            "--server",
+            &server.url,
+            "--backend",
+            "local",
+            "--name",
+            "e2e-remote",
+            "--capacity",
+            "2",
+        ],
+        &[("GANTRY_RUNNER_SECRET", "e2e-runner-secret-0123456789")],
+        runner_log,
+    );
+    runner.wait_for("gantry runner started");
+    let git = GitRepo::new();
+    let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: long\n    commands:\n      - echo started\n      - sleep 120\n";
+    let sha = git.commit(&[(".gantry.yml", pipeline)], "first");
+    add_repo(&server.url, &token, "app", &git, true);
+    push(&server.url, "app", &sha, "d-1");
+    wait_build(&server.url, &token, "app", 1, "logged `started`", |_| {
+        log(&server.url, &token, "app", 1, 1, 1).contains("started")
+    });
+    runner.kill_hard();
+    let killed_at = Instant::now();
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    let took = killed_at.elapsed();
+    assert_eq!(build["status"], "error", "{build:#}");
+    let stage = &build["stages"][0];
+    assert!(
+        stage["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stopped heartbeating"),
+        "{stage:#}"
+    );
+    assert!(log(&server.url, &token, "app", 1, 1, 1).contains("started"));
+    eprintln!("runner killed to stage ended: {took:?}");
+    assert!(
+        took < Duration::from_secs(25),
+        "the lease (15 s) and the reaper (every 2 s) end it in time: {took:?}"
+    );
+    server.process.stop();
+}
