@@ -183,3 +183,40 @@ fn architecture_names_every_crate() {
         );
     }
 }
+
+/// docker-compose.yml is valid and runs a server, a runner and PostgreSQL from the
+/// repository's Dockerfile.
+#[test]
+fn docker_compose_file_is_valid() {
+    let root = repo_root();
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "--services"])
+        .env("GANTRY_RUNNER_SECRET", "a-secret-for-the-check")
+        .current_dir(&root)
+        .output()
+        .expect("docker-compose is installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut services: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    services.sort();
+    assert_eq!(services, ["postgres", "runner", "server"]);
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("a Dockerfile");
+    assert!(dockerfile.contains("cargo build --release --locked -p gantry"));
+    let missing = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .env_remove("GANTRY_RUNNER_SECRET")
+        .current_dir(&root)
+        .output()
+        .expect("runs docker-compose");
+    assert!(
+        !missing.status.success()
+            && String::from_utf8_lossy(&missing.stderr).contains("GANTRY_RUNNER_SECRET"),
+        "the runner secret must be set, not defaulted"
+    );
+}
