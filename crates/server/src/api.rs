@@ -371,7 +371,6 @@ async fn cancel_build(
             build.status
         )));
     }
-    state.cancelled.notify_waiters();
     let build = find_build(&state, &repo, number).await?;
     Ok(Json(build_view(&state, &repo, build).await?))
 }

@@ -64,10 +64,6 @@ struct AppState {
     store: Store,
     config: ServerConfig,
     git: git::GitCache,
-    /// Woken when stages are queued: waiting runners try to claim.
-    queued: Notify,
-    /// Woken when a build is cancelled: watching runners check their lease.
-    cancelled: Notify,
     /// Woken when a delivery is stored: the trigger worker processes it.
     deliveries: Notify,
     live: live::LiveLogs,
@@ -87,8 +83,6 @@ impl Server {
                 store,
                 config,
                 git,
-                queued: Notify::new(),
-                cancelled: Notify::new(),
                 deliveries: Notify::new(),
                 live: live::LiveLogs::default(),
                 shutdown: CancellationToken::new(),
@@ -153,9 +147,6 @@ async fn reap(state: Arc<AppState>) {
                         "a runner's lease expired"
                     );
                     state.live.stage_ended(stage.stage_id);
-                }
-                if reaped.iter().any(|r| r.requeued || !r.build_finished) {
-                    state.queued.notify_waiters();
                 }
             }
             Err(e) => tracing::error!(error = %e, "reaping expired leases failed"),

@@ -83,7 +83,7 @@ async fn request(
     let wait = std::time::Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let notified = state.queued.notified();
+        let notified = state.store.signals().queued.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let claim = state
@@ -173,7 +173,7 @@ async fn watch(
 ) -> ApiResult<Json<LeaseStatus>> {
     let deadline = tokio::time::Instant::now() + state.config.max_poll;
     loop {
-        let notified = state.cancelled.notified();
+        let notified = state.store.signals().cancelled.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if state.store.lease_cancelled(stage, beat.epoch).await? {
@@ -205,7 +205,7 @@ async fn done(
             )));
         }
     };
-    let (build_id, queued, finished) = state
+    let (build_id, _queued, finished) = state
         .store
         .finish_stage(
             stage,
@@ -218,9 +218,6 @@ async fn done(
         )
         .await?;
     state.live.stage_ended(stage);
-    if queued {
-        state.queued.notify_waiters();
-    }
     tracing::info!(stage.id = stage, build.id = build_id, %status, build_finished = finished, "stage ended");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -78,7 +78,7 @@ pub async fn create_build(
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
     }
-    let (build, queued) = state
+    let (build, _queued) = state
         .store
         .create_build(&NewBuild {
             repo_id: repo.id,
@@ -89,9 +89,6 @@ pub async fn create_build(
             delivery: origin.delivery,
         })
         .await?;
-    if queued {
-        state.queued.notify_waiters();
-    }
     Ok(build)
 }
 

@@ -565,6 +565,9 @@ impl Store {
             tx.commit().await?;
             queued
         });
+        if queued {
+            self.signal_queued().await;
+        }
         let build = self
             .build(new.repo_id, new.number)
             .await?
@@ -689,7 +692,7 @@ impl Store {
     /// Returns false when the build had already ended.
     pub async fn cancel_build(&self, build_id: i64) -> Result<bool> {
         let now = now_ms();
-        with_pool!(self, pool => {
+        let cancelled = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
                 "UPDATE builds SET cancel_requested = TRUE WHERE id = $1 AND finished_at IS NULL",
@@ -702,8 +705,12 @@ impl Store {
                 advance_build!(tx, build_id, now);
             }
             tx.commit().await?;
-            Ok(changed > 0)
-        })
+            Ok::<_, StoreError>(changed > 0)
+        })?;
+        if cancelled {
+            self.signal_cancelled().await;
+        }
+        Ok(cancelled)
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -89,10 +90,35 @@ pub(crate) enum Pool {
     Postgres(PgPool),
 }
 
-/// The database. Cheap to clone; every clone shares the pool.
+/// The database. Cheap to clone; every clone shares the pool and the [`Signals`].
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    signals: Arc<Signals>,
+    _listener: Option<Arc<ListenerTask>>,
+}
+
+/// Wake-ups for those waiting on the queue: fired after a commit that queued stages or
+/// cancelled a build. On PostgreSQL they also travel by `NOTIFY`, so runners waiting on
+/// another server sharing the database wake too. Register (`Notify::notified` + `enable`)
+/// before querying, so nothing committed in between is missed.
+#[derive(Debug, Default)]
+pub struct Signals {
+    pub queued: tokio::sync::Notify,
+    pub cancelled: tokio::sync::Notify,
+}
+
+const QUEUE_CHANNEL: &str = "gantry_queue";
+const CANCEL_CHANNEL: &str = "gantry_cancel";
+
+/// Stops the `LISTEN` task when the last clone of the store goes.
+#[derive(Debug)]
+struct ListenerTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ListenerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Store {
@@ -112,6 +138,8 @@ impl Store {
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
+            signals: Arc::default(),
+            _listener: None,
         })
     }
 
@@ -125,8 +153,29 @@ impl Store {
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
+        let signals: Arc<Signals> = Arc::default();
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        listener.listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL]).await?;
+        let forward = Arc::clone(&signals);
+        let task = tokio::spawn(async move {
+            loop {
+                // `recv` reconnects by itself when the connection drops.
+                match listener.recv().await {
+                    Ok(note) if note.channel() == CANCEL_CHANNEL => {
+                        forward.cancelled.notify_waiters()
+                    }
+                    Ok(_) => forward.queued.notify_waiters(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for queue notifications failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
         Ok(Self {
             pool: Pool::Postgres(pool),
+            signals,
+            _listener: Some(Arc::new(ListenerTask(task))),
         })
     }
 
@@ -140,6 +189,32 @@ impl Store {
             Self::open_sqlite(Path::new(url)).await
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    pub fn signals(&self) -> &Signals {
+        &self.signals
+    }
+
+    /// Wakes runners waiting for work, here and on other servers.
+    pub(crate) async fn signal_queued(&self) {
+        self.signals.queued.notify_waiters();
+        self.notify_others(QUEUE_CHANNEL).await;
+    }
+
+    pub(crate) async fn signal_cancelled(&self) {
+        self.signals.cancelled.notify_waiters();
+        self.notify_others(CANCEL_CHANNEL).await;
+    }
+
+    async fn notify_others(&self, channel: &str) {
+        if let Pool::Postgres(pool) = &self.pool
+            && let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(channel)
+                .execute(pool)
+                .await
+        {
+            tracing::warn!(error = %e, channel, "NOTIFY failed; other servers wake at their next poll");
         }
     }
 

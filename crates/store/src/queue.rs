@@ -68,6 +68,8 @@ pub struct Reaped {
     pub requeued: bool,
     /// Whether the build ended with it.
     pub build_finished: bool,
+    /// Whether stages were queued by it (re-queued, or dependents now free to run).
+    pub queued: bool,
 }
 
 /// Whether a stage's labels and platform are among what a runner offers.
@@ -187,6 +189,7 @@ macro_rules! reap_stage {
                     build_id,
                     requeued,
                     build_finished: advance.build.is_some(),
+                    queued: requeued || advance.queued_any(),
                 })
             }
             _ => None,
@@ -342,7 +345,7 @@ impl Store {
         end: &StageEnd,
     ) -> Result<(i64, bool, bool), LeaseError> {
         let now = crate::now_ms();
-        with_pool!(self, pool => {
+        let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let build_id: Option<i64> = sqlx::query_scalar(
                 "UPDATE stages SET status = $3, error = $4, finished_at = $5, \
@@ -389,8 +392,12 @@ impl Store {
             .await?;
             let advance = advance_build!(tx, build_id, now);
             tx.commit().await?;
-            Ok((build_id, advance.queued_any(), advance.build.is_some()))
-        })
+            Ok::<_, LeaseError>((build_id, advance.queued_any(), advance.build.is_some()))
+        })?;
+        if outcome.1 {
+            self.signal_queued().await;
+        }
+        Ok(outcome)
     }
 
     /// Ends or re-queues every running stage whose lease expired before `now`.
@@ -450,12 +457,16 @@ impl Store {
     }
 
     async fn reap_one(&self, stage: i64, message: String, now: i64) -> Result<Option<Reaped>> {
-        with_pool!(self, pool => {
+        let reaped = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let reaped = reap_stage!(tx, stage, message, now);
             tx.commit().await?;
-            Ok(reaped)
-        })
+            Ok::<_, StoreError>(reaped)
+        })?;
+        if reaped.as_ref().is_some_and(|r| r.queued) {
+            self.signal_queued().await;
+        }
+        Ok(reaped)
     }
 
     /// Pending stages, oldest first (to tell waiting runners there is work).

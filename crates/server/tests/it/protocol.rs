@@ -338,3 +338,38 @@ mod cases {
         second.stop().await;
     }
 }
+
+/// Two servers on one PostgreSQL database: a runner waiting on one gets a stage queued
+/// through the other, woken by `NOTIFY` rather than by its next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_on_another_server_is_woken_through_postgres() {
+    let db = gantry_test_support::postgres_database().await;
+    let front = TestServer::start(&db).await;
+    let back = TestServer::start(&db).await;
+    let git = GitRepo::new();
+    let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+    front.add_repo("app", &git).await;
+    let runner = back.runner("r-back");
+    let waiting = tokio::spawn(async move { runner.request(Duration::from_secs(25)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    assert_eq!(
+        front
+            .deliver("push", "d-1", &webhook::push("acme/app", "main", &sha, "x"))
+            .await
+            .status(),
+        202
+    );
+    let assignment = waiting
+        .await
+        .expect("task")
+        .expect("woken before its poll timed out");
+    assert_eq!(assignment.stage.name, "ci");
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        sent.elapsed()
+    );
+    front.stop().await;
+    back.stop().await;
+}
