@@ -240,8 +240,17 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| format!("embedded@{}", host_name()));
         let (docker, local_backend) =
             backends(args.runner_backend, &name, args.data_dir.join("workspaces")).await?;
+        // The embedded runner reaches the server where it listens (loopback when it listens
+        // on every interface).
+        let reach = match local.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                format!("127.0.0.1:{}", local.port())
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", local.port()),
+            _ => local.to_string(),
+        };
         let config = RemoteConfig {
-            server: format!("http://127.0.0.1:{}", local.port()),
+            server: format!("http://{reach}"),
             secret,
             name,
             labels: args.runner_labels.iter().cloned().collect(),

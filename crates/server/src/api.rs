@@ -506,7 +506,12 @@ async fn forward_log(
             .map_err(|_| ());
     }
     loop {
-        match live.recv().await {
+        let received = tokio::select! {
+            // A stream must not hold the server open past its shutdown.
+            _ = state.shutdown.cancelled() => return Err(()),
+            received = live.recv() => received,
+        };
+        match received {
             Ok(LiveEvent::Lines(lines)) => {
                 for line in lines.iter() {
                     if line.number <= sent {

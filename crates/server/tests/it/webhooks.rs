@@ -356,3 +356,109 @@ mod cases {
         server.stop().await;
     }
 }
+
+/// What gantry reads from each payload agrees with what Drone's own parser (go-scm) reads
+/// from it: its golden files are the expected values.
+#[test]
+fn payloads_parse_as_drone_parses_them() {
+    use gantry_server::github::{Hook, parse_hook};
+    let golden_dir = gantry_test_support::fixtures_dir().join("github-webhooks/go-scm-golden");
+    let mut compared = 0;
+    for (event, file) in [
+        ("push", "push.json"),
+        ("push", "push_branch_create.json"),
+        ("push", "push_tag.json"),
+        ("push", "push_branch_delete.json"),
+        ("push", "push_tag_delete.json"),
+        ("pull_request", "pr_opened.json"),
+        ("pull_request", "pr_sync.json"),
+        ("pull_request", "pr_reopened.json"),
+        ("pull_request", "pr_closed.json"),
+    ] {
+        let payload = webhook::fixture(event, file);
+        let body = serde_json::to_vec(&payload).expect("json");
+        let golden: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(golden_dir.join(event).join(format!("{file}.golden")))
+                .expect("a golden file"),
+        )
+        .expect("golden json");
+        let Ok(Hook::Trigger(trigger)) = parse_hook(event, &body) else {
+            panic!("{event}/{file} makes a build");
+        };
+        let sender = golden["Sender"]["Login"].as_str().unwrap_or_default();
+        assert_eq!(trigger.sender, sender, "{file}: sender");
+        if event == "push" {
+            let reference = golden["Ref"].as_str().unwrap_or_default();
+            let deleted = payload["deleted"].as_bool().unwrap_or(false);
+            if deleted {
+                assert_eq!(trigger.event, gantry_pipeline::Event::Delete, "{file}");
+                let name = reference.rsplit('/').next().unwrap_or_default();
+                assert_eq!(trigger.branch, name, "{file}: the deleted ref's name");
+                assert_eq!(
+                    trigger.before.as_deref(),
+                    golden["Before"].as_str(),
+                    "{file}"
+                );
+            } else {
+                assert_eq!(trigger.reference, reference, "{file}: ref");
+                assert_eq!(
+                    trigger.commit,
+                    golden["After"].as_str().unwrap_or_default(),
+                    "{file}: commit"
+                );
+                let tag = reference.strip_prefix("refs/tags/");
+                assert_eq!(trigger.tag.as_deref(), tag, "{file}: tag");
+                if let Some(message) = golden["Commit"]["Message"]
+                    .as_str()
+                    .filter(|m| !m.is_empty())
+                {
+                    assert_eq!(trigger.message, message, "{file}: message");
+                }
+            }
+        } else {
+            let pr = &golden["PullRequest"];
+            // go-scm spells GitHub's `synchronize` as `synchronized`.
+            assert_eq!(
+                trigger.action.as_deref(),
+                golden["Action"].as_str().map(|a| if a == "synchronized" {
+                    "synchronize"
+                } else {
+                    a
+                }),
+                "{file}: action"
+            );
+            assert_eq!(
+                trigger.pull_request,
+                pr["Number"].as_u64(),
+                "{file}: number"
+            );
+            assert_eq!(
+                trigger.commit,
+                pr["Sha"].as_str().unwrap_or_default(),
+                "{file}: sha"
+            );
+            assert_eq!(
+                trigger.reference,
+                pr["Ref"].as_str().unwrap_or_default(),
+                "{file}: ref"
+            );
+            assert_eq!(
+                trigger.branch,
+                pr["Source"].as_str().unwrap_or_default(),
+                "{file}: source"
+            );
+            assert_eq!(
+                trigger.target_branch.as_deref(),
+                pr["Target"].as_str(),
+                "{file}: target"
+            );
+            assert_eq!(
+                trigger.pull_request_title.as_deref(),
+                pr["Title"].as_str(),
+                "{file}: title"
+            );
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 9);
+}
