@@ -154,11 +154,34 @@ fn runner_secret(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String>
     Ok(secret)
 }
 
+/// The runner's backends: Docker (when chosen and reachable) and host processes.
+struct Backends {
+    docker: Option<Arc<DockerBackend>>,
+    local: Arc<dyn Backend>,
+}
+
+impl Backends {
+    fn runner(&self, config: RemoteConfig) -> RemoteRunner {
+        let docker = self
+            .docker
+            .as_ref()
+            .map(|d| Arc::clone(d) as Arc<dyn Backend>);
+        RemoteRunner::new(config, docker, Arc::clone(&self.local))
+    }
+
+    async fn shut_down(&self) {
+        if let Some(docker) = &self.docker {
+            docker.remove_spares().await;
+        }
+    }
+}
+
 async fn backends(
     choice: RunnerBackend,
     name: &str,
     work_dir: PathBuf,
-) -> anyhow::Result<(Option<Arc<dyn Backend>>, Arc<dyn Backend>)> {
+    capacity: u32,
+) -> anyhow::Result<Backends> {
     let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(work_dir));
     let docker = match choice {
         RunnerBackend::Local => None,
@@ -168,7 +191,8 @@ async fn backends(
                 if let Err(e) = docker.sweep().await {
                     tracing::warn!(error = %e, "removing what an earlier run left failed");
                 }
-                Some(Arc::new(docker) as Arc<dyn Backend>)
+                docker.keep_spare_networks(capacity as usize);
+                Some(Arc::new(docker))
             }
             Err(e) if choice == RunnerBackend::Auto => {
                 tracing::warn!(error = %e, "no Docker engine: steps run as host processes");
@@ -177,7 +201,7 @@ async fn backends(
             Err(e) => return Err(anyhow::anyhow!("{e}")),
         },
     };
-    Ok((docker, local))
+    Ok(Backends { docker, local })
 }
 
 pub fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
@@ -238,8 +262,13 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             .runner_name
             .clone()
             .unwrap_or_else(|| format!("embedded@{}", host_name()));
-        let (docker, local_backend) =
-            backends(args.runner_backend, &name, args.data_dir.join("workspaces")).await?;
+        let backends = backends(
+            args.runner_backend,
+            &name,
+            args.data_dir.join("workspaces"),
+            args.runner_capacity,
+        )
+        .await?;
         // The embedded runner reaches the server where it listens (loopback when it listens
         // on every interface).
         let reach = match local.ip() {
@@ -258,7 +287,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             platform: RemoteConfig::host_platform(),
             executor: ExecutorConfig::default(),
         };
-        let runner = RemoteRunner::new(config, docker, local_backend);
+        let runner = backends.runner(config);
         // On shutdown, running stages are stopped and reported as killed before the server
         // stops listening, so none is left running.
         let (stop, abort) = (stop.clone(), abort.clone());
@@ -269,7 +298,8 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
                 stopping.cancelled().await;
                 abort_on_stop.cancel();
             });
-            runner.run(stop, abort).await
+            runner.run(stop, abort).await;
+            backends.shut_down().await;
         }))
     } else {
         None
@@ -299,7 +329,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
         let name = args.name.clone().unwrap_or_else(host_name);
         let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
         let work_dir = std::env::temp_dir().join(format!("gantry-runner-{name}"));
-        let (docker, local) = backends(args.backend, &name, work_dir).await?;
+        let backends = backends(args.backend, &name, work_dir, args.capacity).await?;
         let config = RemoteConfig {
             server: args.server.clone(),
             secret: args.secret.clone(),
@@ -309,15 +339,14 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             platform: RemoteConfig::host_platform(),
             executor: ExecutorConfig::default(),
         };
-        tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = docker.is_some(), "gantry runner started");
+        tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = backends.docker.is_some(), "gantry runner started");
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         on_signals(stop.clone(), abort.clone());
         // The first signal stops taking work and lets running stages finish; the second
         // cancels them.
-        RemoteRunner::new(config, docker, local)
-            .run(stop, abort)
-            .await;
+        backends.runner(config).run(stop, abort).await;
+        backends.shut_down().await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -32,6 +32,18 @@ use crate::backend::{Backend, BackendError, JobSpec, Output, StepExit, StepSpec}
 
 const LABEL_RUNNER: &str = "gantry.runner";
 const LABEL_JOB: &str = "gantry.job";
+/// Marks a network created ahead of time, not yet given to a job.
+const LABEL_SPARE: &str = "gantry.spare";
+
+/// Networks created ahead of the jobs that will use them: creating a bridge network is the
+/// slowest call before a stage's first container can start (tens of milliseconds), so it is
+/// done while the runner waits for work instead.
+#[derive(Debug, Default)]
+struct Spares {
+    ready: Vec<String>,
+    creating: usize,
+    target: usize,
+}
 
 pub struct DockerBackend {
     docker: Docker,
@@ -40,6 +52,9 @@ pub struct DockerBackend {
     present: Arc<Mutex<HashSet<String>>>,
     /// Containers being created ahead of their step, by container name.
     prepared: Mutex<HashMap<String, JoinHandle<Result<String, BackendError>>>>,
+    spares: Arc<Mutex<Spares>>,
+    /// The network of each job that took a spare one (the others are named after the job).
+    networks: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for DockerBackend {
@@ -106,7 +121,100 @@ impl DockerBackend {
             runner: runner.to_owned(),
             present: Arc::new(Mutex::new(HashSet::new())),
             prepared: Mutex::new(HashMap::new()),
+            spares: Arc::default(),
+            networks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Keeps `count` networks created ahead of time for the next jobs (typically the
+    /// runner's capacity). They carry this runner's label, so `sweep` removes what a killed
+    /// runner left; `remove_spares` removes them on shutdown.
+    pub fn keep_spare_networks(&self, count: usize) {
+        if let Ok(mut spares) = self.spares.lock() {
+            spares.target = count;
+        }
+        self.refill_spares();
+    }
+
+    fn refill_spares(&self) {
+        let Ok(mut spares) = self.spares.lock() else {
+            return;
+        };
+        while spares.ready.len() + spares.creating < spares.target {
+            spares.creating += 1;
+            let (docker, runner, shared) = (
+                self.docker.clone(),
+                self.runner.clone(),
+                Arc::clone(&self.spares),
+            );
+            tokio::spawn(async move {
+                let mut suffix = [0u8; 6];
+                let _ = getrandom::fill(&mut suffix);
+                let name = format!(
+                    "gantry-spare-{}-{}",
+                    docker_name(&runner),
+                    suffix
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                );
+                let created = docker
+                    .create_network(NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".to_owned()),
+                        labels: Some(HashMap::from([
+                            (LABEL_RUNNER.to_owned(), runner),
+                            (LABEL_SPARE.to_owned(), "true".to_owned()),
+                        ])),
+                        ..Default::default()
+                    })
+                    .await;
+                if let Ok(mut spares) = shared.lock() {
+                    spares.creating -= 1;
+                    match created {
+                        Ok(_) => spares.ready.push(name),
+                        Err(e) => tracing::warn!(error = %e, "creating a spare network failed"),
+                    }
+                }
+            });
+        }
+    }
+
+    fn take_spare(&self) -> Option<String> {
+        let taken = self.spares.lock().ok()?.ready.pop();
+        self.refill_spares();
+        taken
+    }
+
+    /// Stops keeping spare networks and removes those not in use.
+    pub async fn remove_spares(&self) {
+        if let Ok(mut spares) = self.spares.lock() {
+            spares.target = 0;
+        }
+        for _ in 0..200 {
+            let creating = self.spares.lock().map_or(0, |s| s.creating);
+            if creating == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ready = self
+            .spares
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.ready))
+            .unwrap_or_default();
+        for name in ready {
+            let _ = self.docker.remove_network(&name).await;
+        }
+    }
+
+    /// The job's network: a spare it took, or one named after it.
+    fn job_network(&self, job: &JobSpec) -> String {
+        self.networks
+            .lock()
+            .ok()
+            .and_then(|n| n.get(&job.id).cloned())
+            .unwrap_or_else(|| Self::network(job))
     }
 
     fn labels(&self, job: &JobSpec) -> HashMap<String, String> {
@@ -277,7 +385,7 @@ impl DockerBackend {
                 plan_step.name
             )));
         };
-        let network = Self::network(job);
+        let network = self.job_network(job);
         let own_network = plan_step.network_mode.is_none();
         let (entrypoint, cmd) = match &plan_step.script {
             Some(script) => (
@@ -389,15 +497,24 @@ impl Backend for DockerBackend {
 
     async fn setup(&self, job: &JobSpec) -> Result<(), BackendError> {
         let labels = self.labels(job);
-        self.docker
-            .create_network(NetworkCreateRequest {
-                name: Self::network(job),
-                driver: Some("bridge".to_owned()),
-                labels: Some(labels.clone()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| engine("creating the stage's network", e))?;
+        match self.take_spare() {
+            Some(spare) => {
+                if let Ok(mut networks) = self.networks.lock() {
+                    networks.insert(job.id.clone(), spare);
+                }
+            }
+            None => {
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: Self::network(job),
+                        driver: Some("bridge".to_owned()),
+                        labels: Some(labels.clone()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| engine("creating the stage's network", e))?;
+            }
+        }
         let mut volumes = vec![(Self::workspace_volume(job), false)];
         for volume in &job.stage.volumes {
             if let VolumeSource::Temp { memory } = volume.source {
@@ -564,7 +681,21 @@ impl Backend for DockerBackend {
         let waits = futures_util::future::join_all(pending);
         let _ = tokio::time::timeout(Duration::from_secs(30), waits).await;
         self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
-            .await
+            .await?;
+        // A spare network carries no job label: removed by name, once its containers are.
+        let spare = self
+            .networks
+            .lock()
+            .ok()
+            .and_then(|mut n| n.remove(&job.id));
+        if let Some(name) = spare {
+            match self.docker.remove_network(&name).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(engine("removing the stage's network", e)),
+            }
+        }
+        Ok(())
     }
 }
 

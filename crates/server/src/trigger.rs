@@ -63,9 +63,11 @@ pub async fn create_build(
     mut ctx: Context,
     origin: Origin,
 ) -> Result<Build, StoreError> {
+    let started = std::time::Instant::now();
     ctx.repo = repo_info(repo);
     ctx.trusted = repo.trusted;
     let fetched = fetch_config(state, repo, &mut ctx).await;
+    let fetched_in = started.elapsed();
     let number = state.store.take_build_number(repo.id).await?;
     ctx.build_number = number as u64;
     ctx.link = format!(
@@ -74,7 +76,9 @@ pub async fn create_build(
     );
     ctx.instance = instance_of(&state.config.server_url);
     ctx.created = chrono::Utc::now().timestamp();
+    let numbered_in = started.elapsed();
     let plan = fetched.and_then(|files| compile(&files, &ctx, repo.timeout_secs));
+    let compiled_in = started.elapsed();
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
     }
@@ -89,6 +93,14 @@ pub async fn create_build(
             delivery: origin.delivery,
         })
         .await?;
+    tracing::debug!(
+        build = number,
+        fetched_ms = fetched_in.as_secs_f64() * 1e3,
+        numbered_ms = numbered_in.as_secs_f64() * 1e3,
+        compiled_ms = compiled_in.as_secs_f64() * 1e3,
+        stored_ms = started.elapsed().as_secs_f64() * 1e3,
+        "build stored"
+    );
     Ok(build)
 }
 

@@ -229,14 +229,15 @@ fn log(server: &str, token: &str, repo: &str, number: u64, stage: u64, step: u64
     .expect("a log")
 }
 
-/// What Docker holds with this runner's label.
+/// What Docker holds for this runner's jobs (its spare networks, made ahead of time and
+/// belonging to no job, are not leftovers).
 fn docker_leftovers(runner: &str) -> String {
     let filter = format!("label=gantry.runner={runner}");
     let mut found = String::new();
     for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
         let out = Command::new("docker")
             .args(kind)
-            .args(["-q", "--filter", &filter])
+            .args(["-q", "--filter", &filter, "--filter", "label=gantry.job"])
             .output()
             .expect("runs docker");
         found.push_str(&String::from_utf8_lossy(&out.stdout));
@@ -291,6 +292,21 @@ fn a_push_runs_in_docker_and_leaves_nothing_behind() {
         "every container, network and volume is removed"
     );
     server.process.stop();
+    let spares = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=gantry.runner={runner}"),
+        ])
+        .output()
+        .expect("runs docker");
+    assert_eq!(
+        String::from_utf8_lossy(&spares.stdout).trim(),
+        "",
+        "spare networks go on shutdown"
+    );
 }
 
 #[test]

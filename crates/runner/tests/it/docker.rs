@@ -119,3 +119,47 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
     );
     nothing_left(backend).await;
 }
+
+/// Networks made ahead of time serve the next stages (services still reached by name), are
+/// removed with the stage that used them, are replaced, and go on `remove_spares`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spare_networks_serve_stages_and_are_removed() {
+    let backend = docker().await;
+    backend.keep_spare_networks(1);
+    let ready = |backend: Arc<DockerBackend>, networks: usize| async move {
+        for _ in 0..200 {
+            if backend.leftovers().await.expect("lists") == (0, networks, 0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!(
+            "expected only {networks} spare network(s): {:?}",
+            backend.leftovers().await
+        );
+    };
+    ready(Arc::clone(&backend), 1).await;
+    for _ in 0..2 {
+        let stage = stage(
+            DOCKER,
+            "services:\n  - name: web\n    image: IMAGE\n    commands: [mkdir -p /www, echo spare > /www/index.html, httpd -f -p 80 -h /www]\n",
+            "  - name: get\n    image: IMAGE\n    commands: [sleep 1, wget -q -O - http://web/]\n",
+        );
+        let run = run(backend.clone(), stage, &[], None).await;
+        assert_eq!(
+            run.result.status,
+            StepStatus::Success,
+            "{:?}",
+            statuses(&run.result)
+        );
+        assert!(
+            run.recorder.lines("get").iter().any(|l| l == "spare"),
+            "{:?}",
+            run.recorder.all_text()
+        );
+        // The used network is gone; a new spare takes its place.
+        ready(Arc::clone(&backend), 1).await;
+    }
+    backend.remove_spares().await;
+    nothing_left(backend).await;
+}
