@@ -676,21 +676,32 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // GANTRY_BENCH_ONLY=dispatch,webhooks,logs,start,memory runs some of them.
+    let only = std::env::var("GANTRY_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     runtime.block_on(async {
-        let sqlite_dir = TempDir::new("bench-sqlite");
-        let sqlite = sqlite_dir
-            .path()
-            .join("dispatch.db")
-            .to_string_lossy()
-            .into_owned();
-        let postgres = postgres_database().await;
-        dispatch("sqlite", &sqlite, 200).await;
-        dispatch("postgres", &postgres, 200).await;
-        webhooks("sqlite", None, 3000).await;
-        let postgres_hooks = postgres_database().await;
-        webhooks("postgres", Some(&postgres_hooks), 3000).await;
-        log_latency().await;
-        container_start(scale).await;
-        memory(scale * 20).await;
+        if wanted("dispatch") {
+            let sqlite_dir = TempDir::new("bench-sqlite");
+            let sqlite = sqlite_dir
+                .path()
+                .join("dispatch.db")
+                .to_string_lossy()
+                .into_owned();
+            dispatch("sqlite", &sqlite, 200).await;
+            dispatch("postgres", &postgres_database().await, 200).await;
+        }
+        if wanted("webhooks") {
+            webhooks("sqlite", None, 3000).await;
+            webhooks("postgres", Some(&postgres_database().await), 3000).await;
+        }
+        if wanted("logs") {
+            log_latency().await;
+        }
+        if wanted("start") {
+            container_start(scale).await;
+        }
+        if wanted("memory") {
+            memory(scale * 20).await;
+        }
     });
 }
