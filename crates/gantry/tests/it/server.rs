@@ -327,6 +327,11 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     add_repo(&server.url, &token, "app", &git, true);
     let repos = ok(cli(&server.url, &token, &["repo", "ls"]));
     assert!(repos.contains("acme/app"), "{repos}");
+    let info = ok(cli(&server.url, &token, &["repo", "info", "acme/app"]));
+    assert!(
+        info.contains("\"has_webhook_secret\": true") && !info.contains(SECRET),
+        "{info}"
+    );
 
     push(&server.url, "app", &sha, "d-1");
     let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
@@ -386,6 +391,12 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("401"),
         "{refused:?}"
+    );
+    ok(cli(&server.url, &token, &["repo", "rm", "acme/app"]));
+    let gone = cli(&server.url, &token, &["repo", "info", "acme/app"]);
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("404"),
+        "{gone:?}"
     );
     server.process.stop();
 }
