@@ -232,44 +232,40 @@ impl Store {
     /// Claims the oldest pending stage this runner can take, or `None`.
     pub async fn claim_next(&self, request: &ClaimRequest) -> Result<Option<Claim>> {
         let now = crate::now_ms();
-        type Candidate = (i64, String, String);
-        let claimed: Option<(i64, i64, i64, String)> = match &self.pool {
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let candidates: Vec<Candidate> = sqlx::query_as(
-                    "SELECT id, labels, platform FROM stages WHERE status = 'pending' \
-                     ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
+        // The pending stages in queue order, locked for this transaction; the first one the
+        // runner can take is claimed.
+        macro_rules! claim_first {
+            ($tx:ident, $candidates:expr) => {{
+                let candidates: Vec<(i64, String, String)> =
+                    sqlx::query_as($candidates).fetch_all(&mut *$tx).await?;
                 let mut claimed = None;
                 if let Some((id, _, _)) = candidates
                     .iter()
                     .find(|(_, labels, platform)| runner_can_take(request, labels, platform))
                 {
-                    claimed = Some(claim_update!(tx, *id, request, now));
+                    claimed = claim_update!($tx, *id, request, now);
                 }
-                tx.commit().await?;
-                claimed.flatten()
+                $tx.commit().await?;
+                claimed
+            }};
+        }
+        let claimed: Option<(i64, i64, i64, String)> = match &self.pool {
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                claim_first!(
+                    tx,
+                    "SELECT id, labels, platform FROM stages WHERE status = 'pending' \
+                     ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
+                )
             }
             Pool::Sqlite(pool) => {
                 // IMMEDIATE takes the write lock first: the read and the update see one state.
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let candidates: Vec<Candidate> = sqlx::query_as(
+                claim_first!(
+                    tx,
                     "SELECT id, labels, platform FROM stages WHERE status = 'pending' \
-                     ORDER BY id LIMIT 100",
+                     ORDER BY id LIMIT 100"
                 )
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut claimed = None;
-                if let Some((id, _, _)) = candidates
-                    .iter()
-                    .find(|(_, labels, platform)| runner_can_take(request, labels, platform))
-                {
-                    claimed = Some(claim_update!(tx, *id, request, now));
-                }
-                tx.commit().await?;
-                claimed.flatten()
             }
         };
         let Some((stage_id, epoch, build_id, plan)) = claimed else {

@@ -180,11 +180,7 @@ mod cases {
         assert_eq!(build["event"], "custom");
         assert_eq!(build["commit"], sha.as_str());
         assert_eq!(build["params"]["TARGET"], "staging");
-        let runner = server.runner("r1");
-        let assignment = runner
-            .request(Duration::from_secs(10))
-            .await
-            .expect("queued");
+        let (runner, assignment) = server.claim("r1").await;
         let test = assignment.stage.step("test").expect("the step");
         assert_eq!(
             assignment
@@ -304,21 +300,8 @@ mod cases {
 
     pub async fn live_logs_stream_stored_then_new_lines_and_resume_without_gaps(db: &str) {
         let server = TestServer::start(db).await;
-        let git = GitRepo::new();
-        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
-        server.add_repo("app", &git).await;
-        server
-            .deliver(
-                "push",
-                "d-1",
-                &webhook::push("acme/app", "main", &sha, "first"),
-            )
-            .await;
-        let runner = server.runner("r1");
-        let assignment = runner
-            .request(Duration::from_secs(10))
-            .await
-            .expect("queued");
+        let (_git, _sha) = server.push_app().await;
+        let (runner, assignment) = server.claim("r1").await;
         runner
             .step(&assignment, "test", StepState::Running, None)
             .await;

@@ -158,21 +158,8 @@ mod cases {
 
     pub async fn a_cancel_reaches_a_watching_runner(db: &str) {
         let server = TestServer::start(db).await;
-        let git = GitRepo::new();
-        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
-        server.add_repo("app", &git).await;
-        server
-            .deliver(
-                "push",
-                "d-1",
-                &webhook::push("acme/app", "main", &sha, "first"),
-            )
-            .await;
-        let runner = server.runner("r1");
-        let assignment = runner
-            .request(Duration::from_secs(10))
-            .await
-            .expect("a stage");
+        let (_git, _sha) = server.push_app().await;
+        let (runner, assignment) = server.claim("r1").await;
         assert_eq!(
             runner
                 .step(&assignment, "clone", StepState::Running, None)
@@ -228,16 +215,7 @@ mod cases {
             config.reap_every = Duration::from_millis(100);
         })
         .await;
-        let git = GitRepo::new();
-        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
-        server.add_repo("app", &git).await;
-        server
-            .deliver(
-                "push",
-                "d-1",
-                &webhook::push("acme/app", "main", &sha, "first"),
-            )
-            .await;
+        let (_git, _sha) = server.push_app().await;
         let runner = server.runner("r1");
         // Claimed, nothing started, lease lost: back to the queue.
         let first = runner

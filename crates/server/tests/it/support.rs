@@ -196,6 +196,32 @@ impl TestServer {
         panic!("build #{number} of acme/{repo} never finished");
     }
 
+    /// Registers `acme/app` with the test pipeline and pushes it once (delivery `d-1`).
+    pub async fn push_app(&self) -> (GitRepo, String) {
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        self.add_repo("app", &git).await;
+        let response = self
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "first"),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+        (git, sha)
+    }
+
+    /// A runner named `name` that has claimed the next stage.
+    pub async fn claim(&self, name: &str) -> (FakeRunner, Assignment) {
+        let runner = self.runner(name);
+        let assignment = runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("a stage is queued");
+        (runner, assignment)
+    }
+
     pub fn runner(&self, name: &str) -> FakeRunner {
         FakeRunner {
             url: self.url.clone(),

@@ -134,6 +134,15 @@ fn step(epoch: i64, name: &str, state: StepState, exit: Option<i32>) -> StepUpda
     }
 }
 
+/// A runner's report that a stage ended.
+fn end(status: Status, steps: Vec<StepUpdate>) -> StageEnd {
+    StageEnd {
+        status,
+        error: None,
+        steps,
+    }
+}
+
 fn lines(from: u64, count: u64) -> Vec<LogLine> {
     (from..from + count)
         .map(|n| LogLine {
@@ -281,11 +290,10 @@ mod cases {
             .finish_stage(
                 claim.stage_id,
                 epoch,
-                &StageEnd {
-                    status: Status::Success,
-                    error: None,
-                    steps: vec![step(epoch, "test", StepState::Success, Some(0))],
-                },
+                &end(
+                    Status::Success,
+                    vec![step(epoch, "test", StepState::Success, Some(0))],
+                ),
             )
             .await
             .expect("ends");
@@ -317,11 +325,10 @@ mod cases {
             .finish_stage(
                 deploy.stage_id,
                 deploy.epoch,
-                &StageEnd {
-                    status: Status::Failure,
-                    error: None,
-                    steps: vec![step(deploy.epoch, "ship", StepState::Failure, Some(2))],
-                },
+                &end(
+                    Status::Failure,
+                    vec![step(deploy.epoch, "ship", StepState::Failure, Some(2))],
+                ),
             )
             .await
             .expect("ends");
@@ -330,15 +337,7 @@ mod cases {
         assert_eq!(done.status, Status::Failure);
         assert!(done.finished_at.is_some());
         let again = store
-            .finish_stage(
-                deploy.stage_id,
-                deploy.epoch,
-                &StageEnd {
-                    status: Status::Success,
-                    error: None,
-                    steps: vec![],
-                },
-            )
+            .finish_stage(deploy.stage_id, deploy.epoch, &end(Status::Success, vec![]))
             .await;
         assert!(
             matches!(again, Err(LeaseError::Lost { .. })),
@@ -629,11 +628,10 @@ mod cases {
             .finish_stage(
                 claim.stage_id,
                 claim.epoch,
-                &StageEnd {
-                    status: Status::Killed,
-                    error: None,
-                    steps: vec![step(claim.epoch, "compile", StepState::Killed, Some(137))],
-                },
+                &end(
+                    Status::Killed,
+                    vec![step(claim.epoch, "compile", StepState::Killed, Some(137))],
+                ),
             )
             .await
             .expect("ends");
