@@ -201,6 +201,23 @@ fn wait_finished(
     }
 }
 
+/// The baseline for request latencies: `GET /healthz` (one `SELECT 1`) on the same server,
+/// `n` times, one after another; milliseconds each.
+async fn healthz_round_trips(client: &reqwest::Client, url: &str, n: usize) -> Vec<f64> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let response = client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert!(response.status().is_success());
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples
+}
+
 // ----- dispatch ------------------------------------------------------------------------
 
 async fn dispatch(label: &str, database: &str, rounds: usize) {
@@ -302,10 +319,13 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
             .await
             .expect("done");
     }
+    let (base50, base99, _) = summary(healthz_round_trips(&client, &url, rounds).await);
     serving.abort();
     let (p50, p99, max) = summary(samples);
     println!(
-        "dispatch ({label}, {rounds} stages, from before the build's insert): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (targets 10 / 50)"
+        "dispatch ({label}, {rounds} stages, from before the build's insert): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (targets 10 / 50); \
+         baseline GET /healthz round trip p50 {base50:.2} ms, p99 {base99:.2} ms: {:.1}x at p50",
+        p50 / base50
     );
 }
 
@@ -397,10 +417,34 @@ async fn webhooks(label: &str, database: Option<&str>, total: usize) {
             stored += 1;
         }
     }
+    // Baselines on the same server: GET /healthz paced the same way, and from 32 clients.
+    let mut paced_health = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..250 {
+        ticker.tick().await;
+        paced_health.extend(healthz_round_trips(&client, &url, 1).await);
+    }
+    let (_, health99, _) = summary(paced_health);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (client, url) = (client.clone(), url.clone());
+        clients.push(tokio::spawn(async move {
+            healthz_round_trips(&client, &url, total / 32).await.len()
+        }));
+    }
+    let mut served = 0;
+    for c in clients {
+        served += c.await.expect("client");
+    }
+    let health_rate = served as f64 / started.elapsed().as_secs_f64();
     drop(process);
     println!(
-        "webhooks ({label}): ack at 50/s p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (target p99 20); \
-         32 clients: {rate:.0} accepted/s ({accepted}/{total} accepted, {stored} stored; target 1000/s, none lost)"
+        "webhooks ({label}): ack at 50/s p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (target p99 20; \
+         GET /healthz p99 {health99:.2} ms, {:.1}x); 32 clients: {rate:.0} accepted/s ({accepted}/{total} accepted, \
+         {stored} stored; target 1000/s, none lost; GET /healthz {health_rate:.0}/s, {:.2}x)",
+        p99 / health99,
+        rate / health_rate
     );
 }
 
@@ -529,8 +573,9 @@ async fn container_start(builds: usize) {
     let (b50, b99, _) = summary(bare);
     println!(
         "container start ({builds} builds): webhook answered -> step container started p50 {g50:.1} ms (p99 {g99:.1}); \
-         bare create+start p50 {b50:.1} ms (p99 {b99:.1}); gantry adds {:.1} ms at the median (target < 100)",
-        g50 - b50
+         bare create+start p50 {b50:.1} ms (p99 {b99:.1}); gantry adds {:.1} ms at the median (target < 100), {:.2}x the bare start",
+        g50 - b50,
+        g50 / b50
     );
 }
 
