@@ -55,6 +55,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/stream",
             get(stream_log),
         )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/lines",
+            get(log_lines),
+        )
         .route("/api/runners", get(list_runners))
 }
 
@@ -397,12 +401,23 @@ async fn find_step(
 
 const PAGE: usize = 5000;
 
-/// The whole log as text, streamed page by page.
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    download: bool,
+    from: Option<u64>,
+    limit: Option<usize>,
+    after: Option<u64>,
+}
+
+/// The whole log as text, streamed page by page; `?download=1` as a file.
 async fn step_log(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(path): Path<(String, String, i64, i64, i64)>,
+    Query(query): Query<LogQuery>,
 ) -> ApiResult<Response> {
+    let file = format!("{}-{}-{}-{}-{}.log", path.0, path.1, path.2, path.3, path.4);
     let (_, step) = find_step(&state, &caller, path).await?;
     let store = state.store.clone();
     let pages = stream::unfold(Some(1u64), move |next| {
@@ -424,11 +439,46 @@ async fn step_log(
             }
         }
     });
-    Ok((
+    let mut response = (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(pages),
     )
-        .into_response())
+        .into_response();
+    if query.download
+        && let Ok(value) = format!("attachment; filename=\"{file}\"").parse()
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// A page of lines as JSON, for the log viewer: `{total, ended, lines: [{n, t, text}]}`.
+async fn log_lines(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(path): Path<(String, String, i64, i64, i64)>,
+    Query(query): Query<LogQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (_, step) = find_step(&state, &caller, path).await?;
+    let lines = state
+        .store
+        .read_log(
+            step.id,
+            query.from.unwrap_or(1),
+            query.limit.unwrap_or(500).min(PAGE),
+        )
+        .await?;
+    let total = state.store.log_last_line(step.id).await?;
+    Ok(Json(json!({
+        "total": total,
+        "ended": step.status.is_final(),
+        "lines": lines
+            .iter()
+            .map(|l| json!({ "n": l.number, "t": l.elapsed_ms, "text": l.text }))
+            .collect::<Vec<_>>(),
+    })))
 }
 
 /// One line as an SSE event: `id` is its number (so `Last-Event-ID` resumes after it).
@@ -446,13 +496,17 @@ async fn stream_log(
     caller: Caller,
     headers: HeaderMap,
     Path(path): Path<(String, String, i64, i64, i64)>,
+    Query(query): Query<LogQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let (stage, step) = find_step(&state, &caller, path).await?;
+    // `Last-Event-ID` (a reconnecting EventSource) or `?after=` (a page that already has
+    // lines): whichever is further.
     let after: u64 = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(query.after.unwrap_or(0));
     // Subscribe before reading what is stored: a line stored in between arrives live too.
     let live = state.live.subscribe(stage.id, &step.name);
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);

@@ -57,21 +57,25 @@ pub fn is_runner(headers: &HeaderMap, secret: &str) -> bool {
     }
 }
 
-/// The API caller: a token holder, or anonymous.
+/// The API caller: a token holder, or anonymous. The web UI's session cookie counts for
+/// reading (the log viewer's requests), never for changing state: that needs the bearer
+/// header, which another site cannot make a browser send.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token: Option<Token>,
+    by_cookie: bool,
 }
 
 impl Caller {
     /// Refuses anonymous callers of what changes state.
     pub fn require_token(&self) -> Result<&Token, ApiError> {
-        self.token.as_ref().ok_or_else(|| {
-            ApiError::Unauthorized(
+        match &self.token {
+            Some(token) if !self.by_cookie => Ok(token),
+            _ => Err(ApiError::Unauthorized(
                 "this needs an API token: pass `Authorization: Bearer <token>` (the CLI reads GANTRY_TOKEN)"
                     .to_owned(),
-            )
-        })
+            )),
+        }
     }
 }
 
@@ -82,15 +86,25 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Some(given) = bearer(&parts.headers) else {
-            return Ok(Caller { token: None });
-        };
-        match state.store.token_by_hash(&hash_token(given)).await? {
-            Some(token) => Ok(Caller { token: Some(token) }),
-            None => Err(ApiError::Unauthorized(
-                "the API token is not valid (revoked, or mistyped)".to_owned(),
-            )),
+        if let Some(given) = bearer(&parts.headers) {
+            return match state.store.token_by_hash(&hash_token(given)).await? {
+                Some(token) => Ok(Caller {
+                    token: Some(token),
+                    by_cookie: false,
+                }),
+                None => Err(ApiError::Unauthorized(
+                    "the API token is not valid (revoked, or mistyped)".to_owned(),
+                )),
+            };
         }
+        let token = match crate::web::session_token(&parts.headers) {
+            Some(given) => state.store.token_by_hash(&hash_token(given)).await?,
+            None => None,
+        };
+        Ok(Caller {
+            token,
+            by_cookie: true,
+        })
     }
 }
 

@@ -23,6 +23,7 @@ mod hooks;
 mod live;
 mod rpc;
 mod trigger;
+mod web;
 
 pub use error::ApiError;
 
@@ -105,6 +106,7 @@ impl Server {
             .merge(hooks::routes())
             .merge(rpc::routes())
             .merge(api::routes())
+            .merge(web::routes())
             .with_state(Arc::clone(&self.state))
     }
 

@@ -122,6 +122,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The number of the step's last stored line (0 for none). A capped log skips numbers,
+    /// so this may exceed the count.
+    pub async fn log_last_line(&self, step_id: i64) -> Result<u64> {
+        let last: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT CAST(MAX(first_line + line_count - 1) AS BIGINT) FROM log_chunks WHERE step_id = $1"
+        )
+        .bind(step_id)
+        .fetch_one(pool)
+        .await)?;
+        Ok(last.unwrap_or(0).max(0) as u64)
+    }
+
     /// How many lines the step's log holds.
     pub async fn log_line_count(&self, step_id: i64) -> Result<u64> {
         let count: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(

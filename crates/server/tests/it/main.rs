@@ -3,6 +3,7 @@
 //! on SQLite and on PostgreSQL.
 
 mod api;
+mod browser;
 mod protocol;
 mod support;
 mod webhooks;

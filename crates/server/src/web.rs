@@ -1,0 +1,883 @@
+//! The web UI: server-rendered pages (askama templates in `web/templates`, compiled into
+//! the binary) with plain JavaScript and CSS from `web/static`, served under hashed names
+//! with long cache lifetimes. Pages read what the API reads; forms that change state carry
+//! a CSRF token derived from the session, and the session cookie is `SameSite=Strict`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use askama::Template;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use gantry_store::{Build, BuildFilter, Repo, Status, Visibility};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::auth::hash_token;
+use crate::error::ApiError;
+use crate::trigger;
+
+const CSS: &str = include_str!("../../../web/static/app.css");
+const JS: &str = include_str!("../../../web/static/app.js");
+pub const SESSION_COOKIE: &str = "gantry_session";
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/static/{file}", get(asset))
+        .route("/{owner}/{name}", get(repo_page))
+        .route("/{owner}/{name}/badge.svg", get(badge))
+        .route("/{owner}/{name}/builds", post(manual_build))
+        .route("/{owner}/{name}/{number}", get(build_page))
+        .route("/{owner}/{name}/{number}/restart", post(restart))
+        .route("/{owner}/{name}/{number}/cancel", post(cancel))
+        .route("/{owner}/{name}/{number}/{stage}/{step}", get(step_page))
+        .fallback(not_found)
+}
+
+/// An asset's URL: its name with a hash of its content, so it can be cached for ever.
+fn asset_url(name: &str, ext: &str, content: &str) -> String {
+    let hash = hex::encode(&Sha256::digest(content.as_bytes())[..6]);
+    format!("/static/{name}.{hash}.{ext}")
+}
+
+fn css_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| asset_url("app", "css", CSS))
+}
+
+fn js_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| asset_url("app", "js", JS))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = if format!("/static/{file}") == css_url() {
+        (CSS, "text/css; charset=utf-8")
+    } else if format!("/static/{file}") == js_url() {
+        (JS, "text/javascript; charset=utf-8")
+    } else {
+        return (StatusCode::NOT_FOUND, "no such asset").into_response();
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The signed-in user of a page, from the session cookie.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    /// The token's name.
+    pub user: Option<String>,
+    /// The token itself (only to derive the CSRF token).
+    token: Option<String>,
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The session cookie's token, if any (the API also reads it, for the log viewer).
+pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE).filter(|t| !t.is_empty())
+}
+
+impl Session {
+    fn csrf(&self) -> String {
+        self.token.as_deref().map(csrf_for).unwrap_or_default()
+    }
+
+    /// Refuses a form post without the session's CSRF token.
+    fn check(&self, csrf: &str) -> Result<(), Page> {
+        let Some(token) = &self.token else {
+            return Err(Page::error(
+                StatusCode::UNAUTHORIZED,
+                "Sign in first",
+                "This needs a signed-in user.",
+            ));
+        };
+        let expected = csrf_for(token);
+        if bool::from(expected.as_bytes().ct_eq(csrf.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Page::error(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "The form's CSRF token is missing or stale: reload the page and try again.",
+            ))
+        }
+    }
+}
+
+fn csrf_for(token: &str) -> String {
+    hex::encode(Sha256::digest(format!("gantry-csrf:{token}").as_bytes()))
+}
+
+impl FromRequestParts<Arc<AppState>> for Session {
+    type Rejection = Page;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = session_token(&parts.headers) else {
+            return Ok(Session::default());
+        };
+        match state.store.token_by_hash(&hash_token(token)).await {
+            Ok(Some(found)) => Ok(Session {
+                user: Some(found.name),
+                token: Some(token.to_owned()),
+            }),
+            Ok(None) => Ok(Session::default()),
+            Err(e) => Err(Page::from(ApiError::from(e))),
+        }
+    }
+}
+
+/// What every page's layout needs.
+#[derive(Debug)]
+pub struct PageInfo {
+    pub css: &'static str,
+    pub js: &'static str,
+    pub user: Option<String>,
+    pub csrf: String,
+}
+
+fn page_info(session: &Session) -> PageInfo {
+    PageInfo {
+        css: css_url(),
+        js: js_url(),
+        user: session.user.clone(),
+        csrf: session.csrf(),
+    }
+}
+
+/// A rendered page, or an error page.
+#[derive(Debug)]
+pub struct Page(Box<Response>);
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorTemplate<'a> {
+    page: PageInfo,
+    code: u16,
+    title: &'a str,
+    message: &'a str,
+}
+
+impl Page {
+    fn render(template: impl Template) -> Page {
+        match template.render() {
+            Ok(html) => Page(Box::new(Html(html).into_response())),
+            Err(e) => {
+                tracing::error!(error = %e, "rendering a page failed");
+                Page(Box::new(
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "rendering the page failed",
+                    )
+                        .into_response(),
+                ))
+            }
+        }
+    }
+
+    fn error(code: StatusCode, title: &str, message: &str) -> Page {
+        let mut page = Page::render(ErrorTemplate {
+            page: page_info(&Session::default()),
+            code: code.as_u16(),
+            title,
+            message,
+        });
+        *page.0.status_mut() = code;
+        page
+    }
+}
+
+impl From<ApiError> for Page {
+    fn from(e: ApiError) -> Self {
+        let code = e.status();
+        let message = match &e {
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "page failed");
+                "Something went wrong on the server; its log has the cause.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let title = code.canonical_reason().unwrap_or("Error");
+        Page::error(code, title, &message)
+    }
+}
+
+impl From<gantry_store::StoreError> for Page {
+    fn from(e: gantry_store::StoreError) -> Self {
+        Page::from(ApiError::from(e))
+    }
+}
+
+async fn not_found() -> Page {
+    Page::error(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no page at this address.",
+    )
+}
+
+/// "3 minutes ago".
+fn age(ms: i64) -> String {
+    let secs = (gantry_store::now_ms() - ms).max(0) / 1000;
+    match secs {
+        0..=59 => "just now".to_owned(),
+        60..=3599 => plural(secs / 60, "minute"),
+        3600..=86_399 => plural(secs / 3600, "hour"),
+        _ => plural(secs / 86_400, "day"),
+    }
+}
+
+fn plural(n: i64, unit: &str) -> String {
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// "1m 05s", or "" when it has not started; "running" while it runs.
+fn took(started: Option<i64>, finished: Option<i64>) -> String {
+    match (started, finished) {
+        (Some(s), Some(f)) => {
+            let secs = (f - s).max(0) / 1000;
+            if secs >= 3600 {
+                format!("{}h {:02}m", secs / 3600, secs % 3600 / 60)
+            } else if secs >= 60 {
+                format!("{}m {:02}s", secs / 60, secs % 60)
+            } else {
+                format!("{}s", secs.max(0))
+            }
+        }
+        (Some(_), None) => "running".to_owned(),
+        _ => String::new(),
+    }
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// A build as the pages show it.
+#[derive(Debug)]
+pub struct BuildRow {
+    pub number: i64,
+    pub status: &'static str,
+    pub event: String,
+    /// Branch, tag or pull request.
+    pub target: String,
+    pub message: String,
+    pub message_line: String,
+    pub author: String,
+    pub age: String,
+    pub created_iso: String,
+    pub took: String,
+    pub trigger: String,
+    pub short_sha: String,
+    pub branch: String,
+    pub error: Option<String>,
+    pub finished: bool,
+    pub parent: Option<i64>,
+}
+
+fn build_row(build: &Build) -> BuildRow {
+    let target = match (&build.tag, build.pull_request) {
+        (Some(tag), _) => format!("tag {tag}"),
+        (None, Some(pr)) => format!(
+            "#{pr} {} → {}",
+            build.branch,
+            build.target_branch.as_deref().unwrap_or("")
+        ),
+        _ => build.branch.clone(),
+    };
+    let trigger = match (build.event.as_str(), &build.action) {
+        ("pull_request", Some(action)) => format!("pull request {action} by {}", build.sender),
+        ("custom", _) => format!("manual build by {}", build.sender),
+        ("promote", _) => format!(
+            "deployment to {} by {}",
+            build.deploy_to.as_deref().unwrap_or("?"),
+            build.sender
+        ),
+        (event, _) if build.parent.is_some() => format!("restart of a {event} by {}", build.sender),
+        (event, _) => format!("{event} by {}", build.sender),
+    };
+    BuildRow {
+        number: build.number,
+        status: build.status.as_str(),
+        event: build.event.clone(),
+        target,
+        message: build.message.lines().next().unwrap_or("").to_owned(),
+        message_line: build.message.lines().next().unwrap_or("").to_owned(),
+        author: build.author.clone(),
+        age: age(build.created_at),
+        created_iso: iso(build.created_at),
+        took: took(build.started_at, build.finished_at),
+        trigger,
+        short_sha: build.commit.chars().take(10).collect(),
+        branch: build.branch.clone(),
+        error: build.error.clone(),
+        finished: build.finished_at.is_some(),
+        parent: build.parent,
+    }
+}
+
+async fn readable(
+    state: &AppState,
+    session: &Session,
+    owner: &str,
+    name: &str,
+) -> Result<Repo, Page> {
+    let repo = state.store.repo_by_name(owner, name).await?;
+    match repo {
+        Some(repo) if repo.visibility == Visibility::Public || session.user.is_some() => Ok(repo),
+        _ => Err(Page::error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!("There is no repository {owner}/{name} (or it is private: sign in)."),
+        )),
+    }
+}
+
+// ----- pages ---------------------------------------------------------------------------
+
+struct RepoItem {
+    full_name: String,
+    last: Option<BuildRow>,
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexTemplate {
+    page: PageInfo,
+    repos: Vec<RepoItem>,
+}
+
+async fn index(State(state): State<Arc<AppState>>, session: Session) -> Result<Page, Page> {
+    let mut repos = Vec::new();
+    for repo in state.store.list_repos().await? {
+        if repo.visibility != Visibility::Public && session.user.is_none() {
+            continue;
+        }
+        let last = state
+            .store
+            .list_builds(
+                repo.id,
+                &BuildFilter {
+                    limit: 1,
+                    ..BuildFilter::default()
+                },
+            )
+            .await?;
+        repos.push(RepoItem {
+            full_name: repo.full_name(),
+            last: last.first().map(build_row),
+        });
+    }
+    Ok(Page::render(IndexTemplate {
+        page: page_info(&session),
+        repos,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct RepoQuery {
+    #[serde(default)]
+    branch: String,
+    #[serde(default)]
+    status: String,
+    before: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "repo.html")]
+struct RepoTemplate {
+    page: PageInfo,
+    repo: String,
+    builds: Vec<BuildRow>,
+    branch: String,
+    status: String,
+    statuses: Vec<String>,
+    next: Option<i64>,
+}
+
+const PAGE_SIZE: i64 = 25;
+
+async fn repo_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<RepoQuery>,
+) -> Result<Page, Page> {
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let status = if query.status.is_empty() {
+        None
+    } else {
+        Some(
+            query
+                .status
+                .parse::<Status>()
+                .map_err(|e| Page::error(StatusCode::BAD_REQUEST, "Bad filter", &e))?,
+        )
+    };
+    let builds = state
+        .store
+        .list_builds(
+            repo.id,
+            &BuildFilter {
+                branch: (!query.branch.is_empty()).then(|| query.branch.clone()),
+                status,
+                before: query.before,
+                limit: PAGE_SIZE,
+            },
+        )
+        .await?;
+    let next = (builds.len() as i64 == PAGE_SIZE)
+        .then(|| builds.last().map(|b| b.number))
+        .flatten();
+    Ok(Page::render(RepoTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        builds: builds.iter().map(build_row).collect(),
+        branch: query.branch,
+        status: query.status,
+        statuses: Status::ALL
+            .iter()
+            .filter(|s| **s != Status::Waiting)
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        next,
+    }))
+}
+
+struct StepItem {
+    number: i64,
+    name: String,
+    status: &'static str,
+    took: String,
+    exit_code: Option<i64>,
+}
+
+struct StageItem {
+    number: i64,
+    name: String,
+    status: &'static str,
+    error: Option<String>,
+    steps: Vec<StepItem>,
+}
+
+#[derive(Template)]
+#[template(path = "build.html")]
+struct BuildTemplate {
+    page: PageInfo,
+    repo: String,
+    build: BuildRow,
+    commit_link: String,
+    stages: Vec<StageItem>,
+}
+
+async fn find_build(state: &AppState, repo: &Repo, number: i64) -> Result<Build, Page> {
+    state.store.build(repo.id, number).await?.ok_or_else(|| {
+        Page::error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!("{} has no build #{number}.", repo.full_name()),
+        )
+    })
+}
+
+async fn build_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> Result<Page, Page> {
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    let mut stages = Vec::new();
+    for stage in state.store.stages(build.id).await? {
+        let steps = state
+            .store
+            .steps(stage.id)
+            .await?
+            .into_iter()
+            .map(|s| StepItem {
+                number: s.number,
+                name: s.name,
+                status: s.status.as_str(),
+                took: took(s.started_at, s.finished_at),
+                exit_code: s.exit_code,
+            })
+            .collect();
+        stages.push(StageItem {
+            number: stage.number,
+            name: stage.name,
+            status: stage.status.as_str(),
+            error: stage.error,
+            steps,
+        });
+    }
+    let commit_link = if repo.link.is_empty() || build.commit.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{}/commit/{}",
+            repo.link.trim_end_matches('/'),
+            build.commit
+        )
+    };
+    Ok(Page::render(BuildTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        build: build_row(&build),
+        commit_link,
+        stages,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "step.html")]
+struct StepTemplate {
+    page: PageInfo,
+    repo: String,
+    number: i64,
+    stage_name: String,
+    step_name: String,
+    status: &'static str,
+    exit_code: Option<i64>,
+    api: String,
+    total: u64,
+    ended: bool,
+}
+
+async fn step_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number, stage, step)): Path<(String, String, i64, i64, i64)>,
+) -> Result<Page, Page> {
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    let found = state
+        .store
+        .step_at(build.id, stage, step)
+        .await?
+        .ok_or_else(|| {
+            Page::error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                &format!(
+                    "Build #{number} of {} has no step {stage}/{step}.",
+                    repo.full_name()
+                ),
+            )
+        })?;
+    let stage_row = state.store.stage(found.stage_id).await?;
+    let total = state.store.log_last_line(found.id).await?;
+    Ok(Page::render(StepTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        number,
+        stage_name: stage_row.name,
+        step_name: found.name,
+        status: found.status.as_str(),
+        exit_code: found.exit_code,
+        api: format!(
+            "/api/repos/{}/builds/{number}/logs/{stage}/{step}",
+            repo.full_name()
+        ),
+        total,
+        ended: found.status.is_final(),
+    }))
+}
+
+// ----- badge ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct BadgeQuery {
+    branch: Option<String>,
+}
+
+/// A shields-style SVG badge of the branch's last build (the default branch's by default).
+async fn badge(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<BadgeQuery>,
+) -> Result<Response, Page> {
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let branch = query.branch.unwrap_or_else(|| repo.default_branch.clone());
+    let last = state
+        .store
+        .list_builds(
+            repo.id,
+            &BuildFilter {
+                branch: Some(branch),
+                limit: 1,
+                ..BuildFilter::default()
+            },
+        )
+        .await?;
+    let status = last.first().map_or("none", |b| b.status.as_str());
+    let colour = match status {
+        "success" => "#2e9e44",
+        "failure" => "#d73a49",
+        "error" | "killed" | "declined" => "#8a3ab9",
+        "running" | "pending" | "blocked" => "#dbab09",
+        _ => "#9f9f9f",
+    };
+    let right = 8 + 7 * status.len() as u32;
+    let width = 44 + right;
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" aria-label="build: {status}"><title>build: {status}</title><rect width="44" height="20" fill="#555"/><rect x="44" width="{right}" height="20" fill="{colour}"/><g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11"><text x="6" y="14">build</text><text x="50" y="14">{status}</text></g></svg>"##
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+// ----- sign-in and actions -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginTemplate {
+    page: PageInfo,
+    message: String,
+    next: String,
+}
+
+async fn login_page(session: Session, Query(query): Query<LoginQuery>) -> Page {
+    Page::render(LoginTemplate {
+        page: page_info(&session),
+        message: String::new(),
+        next: query.next,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Only paths of this server: never an open redirect.
+fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.config.server_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("gantry_session=; Path=/; Max-Age=0"))
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, Page> {
+    let token = form.token.trim();
+    let valid = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_graphic())
+        && state
+            .store
+            .token_by_hash(&hash_token(token))
+            .await?
+            .is_some();
+    if !valid {
+        let mut page = Page::render(LoginTemplate {
+            page: page_info(&Session::default()),
+            message: "That token is not valid.".to_owned(),
+            next: form.next,
+        });
+        *page.0.status_mut() = StatusCode::UNAUTHORIZED;
+        return Err(page);
+    }
+    let mut response = Redirect::to(safe_next(&form.next)).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&state, token, 30 * 24 * 3600),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Page> {
+    session.check(&form.csrf)?;
+    let mut response = Redirect::to("/").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    Ok(response)
+}
+
+async fn restart(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    let user = session.user.clone().unwrap_or_default();
+    let restarted = trigger::restart(&state, &repo, &build, &user).await?;
+    Ok(Redirect::to(&format!(
+        "/{owner}/{name}/{}",
+        restarted.number
+    )))
+}
+
+async fn cancel(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    state.store.cancel_build(build.id).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
+}
+
+#[derive(Debug, Deserialize)]
+struct ManualForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    branch: String,
+    #[serde(default)]
+    params: String,
+}
+
+async fn manual_build(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<ManualForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let mut params = BTreeMap::new();
+    for line in form.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Page::error(
+                StatusCode::BAD_REQUEST,
+                "Bad parameter",
+                &format!("`{line}` is not KEY=VALUE."),
+            ));
+        };
+        params.insert(key.trim().to_owned(), value.to_owned());
+    }
+    let branch = if form.branch.trim().is_empty() {
+        repo.default_branch.clone()
+    } else {
+        form.branch.trim().to_owned()
+    };
+    let user = session.user.clone().unwrap_or_default();
+    let build = trigger::manual_build(&state, &repo, &branch, None, params, None, &user)
+        .await?
+        .map_err(|e| Page::error(StatusCode::BAD_REQUEST, "Cannot start the build", &e))?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ages_read_naturally() {
+        assert_eq!(took(Some(0), Some(5_400)), "5s");
+        assert_eq!(took(Some(0), Some(65_000)), "1m 05s");
+        assert_eq!(took(Some(0), Some(3_780_000)), "1h 03m");
+        assert_eq!(took(Some(0), None), "running");
+        assert_eq!(took(None, None), "");
+        assert_eq!(age(gantry_store::now_ms()), "just now");
+        assert_eq!(age(gantry_store::now_ms() - 120_000), "2 minutes ago");
+        assert_eq!(age(gantry_store::now_ms() - 3_600_000), "1 hour ago");
+    }
+
+    #[test]
+    fn redirects_stay_on_this_server() {
+        assert_eq!(safe_next("/acme/app/3"), "/acme/app/3");
+        assert_eq!(safe_next("//evil.example/"), "/");
+        assert_eq!(safe_next("https://evil.example/"), "/");
+        assert_eq!(safe_next("/\\evil"), "/");
+    }
+
+    #[test]
+    fn assets_are_named_by_their_content() {
+        assert!(css_url().starts_with("/static/app.") && css_url().ends_with(".css"));
+        assert_ne!(asset_url("app", "css", "a"), asset_url("app", "css", "b"));
+    }
+
+    #[test]
+    fn the_csrf_token_depends_on_the_session() {
+        assert_ne!(csrf_for("a"), csrf_for("b"));
+        let session = Session {
+            user: Some("u".into()),
+            token: Some("t".into()),
+        };
+        assert!(session.check(&csrf_for("t")).is_ok());
+        assert!(session.check("").is_err());
+        assert!(Session::default().check(&csrf_for("t")).is_err());
+    }
+}

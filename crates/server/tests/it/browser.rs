@@ -1,0 +1,398 @@
+//! The web UI in a real browser: Debian's Chromium, headless, driven over WebDriver
+//! (chromedriver). Each test starts the real server, plays the runner, and looks at what a
+//! reader sees. Screenshots of each page go to `$CARGO_TARGET_TMPDIR/screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use gantry_proto::StepState;
+use gantry_test_support::{GitRepo, TempDir, webhook};
+use serde_json::json;
+
+use crate::support::TestServer;
+
+/// A headless Chromium behind its own chromedriver, with a fresh profile.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: TempDir,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs: install Debian's chromium and chromium-driver (./scripts/test does)");
+        let profile = TempDir::new("chromium-profile");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--window-size=1200,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            match ClientBuilder::native()
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot drive Chromium through chromedriver: {e}"),
+            }
+        };
+        Self {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// Waits until `script` (an expression) is true in the page.
+    async fn until(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let value = self
+                .client
+                .execute(&format!("return !!({script});"), vec![])
+                .await
+                .unwrap_or(serde_json::Value::Bool(false));
+            if value == serde_json::Value::Bool(true) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let html = self
+                    .client
+                    .execute("return document.body.innerText;", vec![])
+                    .await
+                    .unwrap_or_default();
+                panic!("the page never showed {what}:\n{html}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn value(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(&format!("return {script};"), vec![])
+            .await
+            .expect("the script runs")
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).expect("the screenshots folder");
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("writes the screenshot");
+    }
+
+    async fn stop(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+
+    /// Signs in with the server's admin token through the login form.
+    async fn sign_in(&self, server: &TestServer) {
+        self.client
+            .goto(&format!("{}/login", server.url))
+            .await
+            .expect("opens the login page");
+        self.client
+            .find(Locator::Css("input[name=token]"))
+            .await
+            .expect("a token field")
+            .send_keys(&server.token)
+            .await
+            .expect("types");
+        self.client
+            .find(Locator::Css("form.login button"))
+            .await
+            .expect("a button")
+            .click()
+            .await
+            .expect("submits");
+        self.until(
+            "the signed-in user",
+            "document.querySelector('.who') !== null",
+        )
+        .await;
+    }
+}
+
+/// The line numbers the log view shows, in order.
+const SHOWN: &str = "Array.from(document.querySelectorAll('#log .line')).filter(l => l.querySelector('.text').textContent !== '').map(l => parseInt(l.id.slice(1)))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_step_s_log_arrives_live_and_a_reload_loses_no_line() {
+    let dir = TempDir::new("browser-live");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server.push_app().await;
+    let (runner, assignment) = server.claim("r1").await;
+    runner
+        .step(&assignment, "test", StepState::Running, None)
+        .await;
+    runner
+        .logs(
+            &assignment,
+            "test",
+            1,
+            &["one", "\u{1b}[32mtwo in green\u{1b}[0m", "three"],
+        )
+        .await;
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{}/acme/app/1/1/2", server.url))
+        .await
+        .expect("opens the step page");
+    browser.until("line 3", "document.getElementById('L3') && document.getElementById('L3').textContent.includes('three')").await;
+    let green = browser
+        .value("getComputedStyle(document.querySelector('#L2 .text span')).color")
+        .await;
+    assert_eq!(green, "rgb(63, 185, 80)", "ANSI green is rendered");
+    runner.logs(&assignment, "test", 4, &["four", "five"]).await;
+    browser.until("line 5, live", "document.getElementById('L5') && document.getElementById('L5').textContent.includes('five')").await;
+    browser.screenshot("step-live").await;
+
+    // A reload mid-stream: what was there, then what comes, each line once.
+    browser.client.refresh().await.expect("reloads");
+    browser.until("line 5 after the reload", "document.getElementById('L5') && document.getElementById('L5').textContent.includes('five')").await;
+    runner.logs(&assignment, "test", 6, &["six"]).await;
+    browser.until("line 6 after the reload", "document.getElementById('L6') && document.getElementById('L6').textContent.includes('six')").await;
+    let shown = browser.value(SHOWN).await;
+    assert_eq!(shown, json!([1, 2, 3, 4, 5, 6]), "no gap and no duplicate");
+    let texts = browser
+        .value("Array.from(document.querySelectorAll('#log .line .text')).map(t => t.textContent).join('|')")
+        .await;
+    assert_eq!(texts, "one|two in green|three|four|five|six");
+
+    runner
+        .step(&assignment, "test", StepState::Success, Some(0))
+        .await;
+    runner.done(&assignment, StepState::Success).await;
+    browser
+        .until(
+            "the step's final status",
+            "document.querySelector('#step-status .s-success') !== null",
+        )
+        .await;
+    browser.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_link_opens_on_its_line_highlighted_and_shift_click_selects_a_range() {
+    let dir = TempDir::new("browser-anchor");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server.push_app().await;
+    let (runner, assignment) = server.claim("r1").await;
+    runner
+        .step(&assignment, "test", StepState::Running, None)
+        .await;
+    let texts: Vec<String> = (1..=1200).map(|n| format!("line number {n}")).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    runner.logs(&assignment, "test", 1, &texts).await;
+    runner
+        .step(&assignment, "test", StepState::Failure, Some(1))
+        .await;
+    runner.done(&assignment, StepState::Failure).await;
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{}/acme/app/1/1/2#L700", server.url))
+        .await
+        .expect("opens the link");
+    browser
+        .until(
+            "line 700 highlighted",
+            "document.querySelector('#L700.hl') !== null",
+        )
+        .await;
+    let visible = browser
+        .value("(function(){ const r = document.getElementById('L700').getBoundingClientRect(); const l = document.getElementById('log').getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; })()")
+        .await;
+    assert_eq!(visible, json!(true), "the linked line is in view");
+    assert_eq!(
+        browser
+            .value("document.querySelectorAll('#log .line.hl').length")
+            .await,
+        json!(1)
+    );
+    browser.screenshot("step-line-link").await;
+
+    browser
+        .client
+        .execute("document.querySelector('#L702 .num').click();", vec![])
+        .await
+        .expect("clicks");
+    browser
+        .client
+        .execute(
+            "document.querySelector('#L705 .num').dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true, shiftKey: true}));",
+            vec![],
+        )
+        .await
+        .expect("shift-clicks");
+    browser
+        .until("the range in the address", "location.hash === '#L702-L705'")
+        .await;
+    assert_eq!(
+        browser
+            .value("document.querySelectorAll('#log .line.hl').length")
+            .await,
+        json!(4)
+    );
+    browser.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_on_the_build_page_stops_the_build_and_the_status_changes() {
+    let dir = TempDir::new("browser-cancel");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server.push_app().await;
+    let (runner, assignment) = server.claim("r1").await;
+    runner
+        .step(&assignment, "test", StepState::Running, None)
+        .await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server).await;
+    browser
+        .client
+        .goto(&format!("{}/acme/app/1", server.url))
+        .await
+        .expect("opens the build page");
+    browser
+        .until(
+            "the running build",
+            "document.querySelector('.build-status .s-running') !== null",
+        )
+        .await;
+    browser.screenshot("build-running").await;
+    // The runner, watching its lease, learns of the cancel and reports the stage killed.
+    let watching = {
+        let assignment = assignment.clone();
+        tokio::spawn(async move {
+            let status = runner.watch(&assignment).await;
+            assert!(status.cancelled);
+            runner
+                .step(&assignment, "test", StepState::Killed, Some(137))
+                .await;
+            runner.done(&assignment, StepState::Killed).await;
+        })
+    };
+    browser
+        .client
+        .find(Locator::Id("cancel"))
+        .await
+        .expect("a cancel button")
+        .click()
+        .await
+        .expect("clicks cancel");
+    watching.await.expect("the runner saw the cancel");
+    browser
+        .until(
+            "the killed build, without a reload",
+            "document.querySelector('.build-status .s-killed') !== null",
+        )
+        .await;
+    browser.screenshot("build-killed").await;
+    browser.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
+    let dir = TempDir::new("browser-errors");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let git = GitRepo::new();
+    let broken = "kind: pipeline\nname: ci\nsteps:\n  - name: test\n    commands: [make]\n";
+    let sha = git.commit(&[(".gantry.yml", broken)], "break the pipeline");
+    server.add_repo("app", &git).await;
+    server
+        .deliver(
+            "push",
+            "d-1",
+            &webhook::push("acme/app", "main", &sha, "break the pipeline"),
+        )
+        .await;
+    server.wait_finished("app", 1).await;
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{}/acme/app/1", server.url))
+        .await
+        .expect("opens");
+    let errors = browser
+        .client
+        .find(Locator::Css("pre.errors"))
+        .await
+        .expect("the errors box")
+        .text()
+        .await
+        .expect("its text");
+    assert!(
+        errors.starts_with(".gantry.yml:4:5: error: step `test` has no image"),
+        "{errors}"
+    );
+    browser.screenshot("build-errored").await;
+
+    browser
+        .client
+        .goto(&format!("{}/", server.url))
+        .await
+        .expect("opens");
+    browser
+        .until(
+            "the repository",
+            "document.body.innerText.includes('acme/app')",
+        )
+        .await;
+    browser.screenshot("repositories").await;
+    browser
+        .client
+        .goto(&format!("{}/acme/app", server.url))
+        .await
+        .expect("opens");
+    browser
+        .until(
+            "the build in the list",
+            "document.querySelector('tr[data-number=\"1\"] .s-error') !== null",
+        )
+        .await;
+    browser.screenshot("builds").await;
+    browser
+        .client
+        .goto(&format!("{}/acme/nope", server.url))
+        .await
+        .expect("opens");
+    browser
+        .until("a 404 page", "document.body.innerText.includes('404')")
+        .await;
+    browser.stop().await;
+    server.stop().await;
+}
