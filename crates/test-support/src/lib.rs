@@ -333,3 +333,114 @@ pub mod webhook {
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
 }
+
+/// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`),
+/// for the web UI's tests and benchmarks.
+pub mod browser {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use fantoccini::{Client, ClientBuilder};
+    use serde_json::json;
+
+    /// A headless Chromium behind its own chromedriver, with a fresh profile.
+    #[derive(Debug)]
+    pub struct Browser {
+        pub client: Client,
+        driver: Child,
+        _profile: crate::TempDir,
+    }
+
+    impl Browser {
+        pub async fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let driver = Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver runs: install Debian's chromium and chromium-driver (./scripts/test does)");
+            let profile = crate::TempDir::new("chromium-profile");
+            let mut capabilities = serde_json::Map::new();
+            capabilities.insert(
+                "goog:chromeOptions".to_owned(),
+                json!({
+                    "args": [
+                        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", "--window-size=1200,900",
+                        format!("--user-data-dir={}", profile.path().display()),
+                    ]
+                }),
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let client = loop {
+                match ClientBuilder::native()
+                    .capabilities(capabilities.clone())
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await
+                {
+                    Ok(client) => break client,
+                    Err(e) if Instant::now() < deadline => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("cannot drive Chromium through chromedriver: {e}"),
+                }
+            };
+            Self {
+                client,
+                driver,
+                _profile: profile,
+            }
+        }
+
+        /// Waits until `script` (an expression) is true in the page.
+        pub async fn until(&self, what: &str, script: &str) {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let value = self
+                    .client
+                    .execute(&format!("return !!({script});"), vec![])
+                    .await
+                    .unwrap_or(serde_json::Value::Bool(false));
+                if value == serde_json::Value::Bool(true) {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let html = self
+                        .client
+                        .execute("return document.body.innerText;", vec![])
+                        .await
+                        .unwrap_or_default();
+                    panic!("the page never showed {what}:\n{html}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        pub async fn value(&self, script: &str) -> serde_json::Value {
+            self.client
+                .execute(&format!("return {script};"), vec![])
+                .await
+                .expect("the script runs")
+        }
+
+        /// Saves a PNG of the page as `dir/name.png`.
+        pub async fn screenshot(&self, dir: &Path, name: &str) {
+            std::fs::create_dir_all(dir).expect("the screenshots folder");
+            let png = self.client.screenshot().await.expect("a screenshot");
+            std::fs::write(dir.join(format!("{name}.png")), png).expect("writes the screenshot");
+        }
+
+        pub async fn stop(mut self) {
+            let _ = self.client.clone().close().await;
+            let _ = self.driver.kill();
+            let _ = self.driver.wait();
+        }
+    }
+}

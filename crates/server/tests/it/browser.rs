@@ -3,140 +3,48 @@
 //! reader sees. Screenshots of each page go to `$CARGO_TARGET_TMPDIR/screenshots/`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use gantry_proto::StepState;
+use gantry_test_support::browser::Browser;
 use gantry_test_support::{GitRepo, TempDir, webhook};
 use serde_json::json;
 
 use crate::support::TestServer;
 
-/// A headless Chromium behind its own chromedriver, with a fresh profile.
-struct Browser {
-    client: Client,
-    driver: Child,
-    _profile: TempDir,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs: install Debian's chromium and chromium-driver (./scripts/test does)");
-        let profile = TempDir::new("chromium-profile");
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".to_owned(),
-            json!({
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--window-size=1200,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ]
-            }),
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = loop {
-            match ClientBuilder::native()
-                .capabilities(capabilities.clone())
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await
-            {
-                Ok(client) => break client,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("cannot drive Chromium through chromedriver: {e}"),
-            }
-        };
-        Self {
-            client,
-            driver,
-            _profile: profile,
-        }
-    }
-
-    /// Waits until `script` (an expression) is true in the page.
-    async fn until(&self, what: &str, script: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let value = self
-                .client
-                .execute(&format!("return !!({script});"), vec![])
-                .await
-                .unwrap_or(serde_json::Value::Bool(false));
-            if value == serde_json::Value::Bool(true) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let html = self
-                    .client
-                    .execute("return document.body.innerText;", vec![])
-                    .await
-                    .unwrap_or_default();
-                panic!("the page never showed {what}:\n{html}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn value(&self, script: &str) -> serde_json::Value {
-        self.client
-            .execute(&format!("return {script};"), vec![])
-            .await
-            .expect("the script runs")
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-        std::fs::create_dir_all(&dir).expect("the screenshots folder");
-        let png = self.client.screenshot().await.expect("a screenshot");
-        std::fs::write(dir.join(format!("{name}.png")), png).expect("writes the screenshot");
-    }
-
-    async fn stop(mut self) {
-        let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-
-    /// Signs in with the server's admin token through the login form.
-    async fn sign_in(&self, server: &TestServer) {
-        self.client
-            .goto(&format!("{}/login", server.url))
-            .await
-            .expect("opens the login page");
-        self.client
-            .find(Locator::Css("input[name=token]"))
-            .await
-            .expect("a token field")
-            .send_keys(&server.token)
-            .await
-            .expect("types");
-        self.client
-            .find(Locator::Css("form.login button"))
-            .await
-            .expect("a button")
-            .click()
-            .await
-            .expect("submits");
-        self.until(
+/// Signs in with the server's admin token through the login form.
+async fn sign_in(browser: &Browser, server: &TestServer) {
+    browser
+        .client
+        .goto(&format!("{}/login", server.url))
+        .await
+        .expect("opens the login page");
+    browser
+        .client
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .expect("a token field")
+        .send_keys(&server.token)
+        .await
+        .expect("types");
+    browser
+        .client
+        .find(Locator::Css("form.login button"))
+        .await
+        .expect("a button")
+        .click()
+        .await
+        .expect("submits");
+    browser
+        .until(
             "the signed-in user",
             "document.querySelector('.who') !== null",
         )
         .await;
-    }
+}
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
 }
 
 /// The line numbers the log view shows, in order.
@@ -173,7 +81,7 @@ async fn a_running_step_s_log_arrives_live_and_a_reload_loses_no_line() {
     assert_eq!(green, "rgb(63, 185, 80)", "ANSI green is rendered");
     runner.logs(&assignment, "test", 4, &["four", "five"]).await;
     browser.until("line 5, live", "document.getElementById('L5') && document.getElementById('L5').textContent.includes('five')").await;
-    browser.screenshot("step-live").await;
+    browser.screenshot(&shots(), "step-live").await;
 
     // A reload mid-stream: what was there, then what comes, each line once.
     browser.client.refresh().await.expect("reloads");
@@ -240,7 +148,7 @@ async fn a_line_link_opens_on_its_line_highlighted_and_shift_click_selects_a_ran
             .await,
         json!(1)
     );
-    browser.screenshot("step-line-link").await;
+    browser.screenshot(&shots(), "step-line-link").await;
 
     browser
         .client
@@ -258,12 +166,12 @@ async fn a_line_link_opens_on_its_line_highlighted_and_shift_click_selects_a_ran
     browser
         .until("the range in the address", "location.hash === '#L702-L705'")
         .await;
-    assert_eq!(
-        browser
-            .value("document.querySelectorAll('#log .line.hl').length")
-            .await,
-        json!(4)
-    );
+    browser
+        .until(
+            "lines 702 to 705 highlighted",
+            "document.querySelectorAll('#log .line.hl').length === 4 && document.querySelector('#L705.hl') !== null",
+        )
+        .await;
     browser.stop().await;
     server.stop().await;
 }
@@ -279,7 +187,7 @@ async fn cancel_on_the_build_page_stops_the_build_and_the_status_changes() {
         .await;
 
     let browser = Browser::start().await;
-    browser.sign_in(&server).await;
+    sign_in(&browser, &server).await;
     browser
         .client
         .goto(&format!("{}/acme/app/1", server.url))
@@ -291,7 +199,7 @@ async fn cancel_on_the_build_page_stops_the_build_and_the_status_changes() {
             "document.querySelector('.build-status .s-running') !== null",
         )
         .await;
-    browser.screenshot("build-running").await;
+    browser.screenshot(&shots(), "build-running").await;
     // The runner, watching its lease, learns of the cancel and reports the stage killed.
     let watching = {
         let assignment = assignment.clone();
@@ -319,7 +227,7 @@ async fn cancel_on_the_build_page_stops_the_build_and_the_status_changes() {
             "document.querySelector('.build-status .s-killed') !== null",
         )
         .await;
-    browser.screenshot("build-killed").await;
+    browser.screenshot(&shots(), "build-killed").await;
     browser.stop().await;
     server.stop().await;
 }
@@ -359,7 +267,7 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
         errors.starts_with(".gantry.yml:4:5: error: step `test` has no image"),
         "{errors}"
     );
-    browser.screenshot("build-errored").await;
+    browser.screenshot(&shots(), "build-errored").await;
 
     browser
         .client
@@ -372,7 +280,7 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
             "document.body.innerText.includes('acme/app')",
         )
         .await;
-    browser.screenshot("repositories").await;
+    browser.screenshot(&shots(), "repositories").await;
     browser
         .client
         .goto(&format!("{}/acme/app", server.url))
@@ -384,7 +292,7 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
             "document.querySelector('tr[data-number=\"1\"] .s-error') !== null",
         )
         .await;
-    browser.screenshot("builds").await;
+    browser.screenshot(&shots(), "builds").await;
     browser
         .client
         .goto(&format!("{}/acme/nope", server.url))
