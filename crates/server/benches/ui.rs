@@ -129,9 +129,9 @@ impl Bench {
     }
 }
 
-/// Chromium's renderer processes' resident memory, in MB.
+/// The resident memory of Chromium's largest renderer process (the page's tab), in MB.
 fn renderer_rss_mb() -> f64 {
-    let mut total_kb = 0.0;
+    let mut largest_kb: f64 = 0.0;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let path = entry.path();
         let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
@@ -148,10 +148,10 @@ fn renderer_rss_mb() -> f64 {
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse::<f64>().ok())
         {
-            total_kb += kb;
+            largest_kb = largest_kb.max(kb);
         }
     }
-    total_kb / 1024.0
+    largest_kb / 1024.0
 }
 
 /// Milliseconds from navigation start until `condition` holds, polled every 5 ms.

@@ -503,3 +503,64 @@ fn a_killed_runner_errors_its_stage_and_the_build_ends() {
     );
     server.process.stop();
 }
+
+/// A real build whose step prints slowly, watched in Chromium as it runs: lines arrive
+/// while the step is still running, and the page ends with the step's status.
+#[test]
+fn a_slow_step_s_log_arrives_live_in_the_browser() {
+    let dir = TempDir::new("e2e-browser");
+    let (mut server, token) = start_server(
+        dir.path(),
+        None,
+        &["--runner-backend", "local", "--runner-name", "e2e-browser"],
+    );
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: slow\n    commands:\n      - for i in $(seq 1 12); do echo \"tick $i\"; sleep 0.5; done\n";
+    let sha = git.commit(&[(".gantry.yml", pipeline)], "slow");
+    add_repo(&server.url, &token, "app", &git, true);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        // The browser first: it takes a moment to start.
+        let browser = gantry_test_support::browser::Browser::start().await;
+        // The helpers use a blocking client: off the runtime's threads.
+        tokio::task::block_in_place(|| {
+            push(&server.url, "app", &sha, "d-1");
+            wait_build(&server.url, &token, "app", 1, "logged `tick 1`", |_| {
+                log(&server.url, &token, "app", 1, 1, 1).contains("tick 1")
+            });
+        });
+        browser
+            .client
+            .goto(&format!("{}/acme/app/1/1/1", server.url))
+            .await
+            .expect("opens the step page");
+        browser
+            .until("a tick", "document.body.innerText.includes('tick 1')")
+            .await;
+        let running = browser
+            .value("document.querySelector('#step-status .s-running') !== null")
+            .await;
+        assert_eq!(running, serde_json::json!(true), "the step was still running when the page opened");
+        // The rest arrive live, each once, then the final status.
+        browser
+            .until("tick 12", "document.getElementById('L13') && document.getElementById('L13').textContent.includes('tick 12')")
+            .await;
+        browser
+            .until("the step's success", "document.querySelector('#step-status .s-success') !== null")
+            .await;
+        let ticks = browser
+            .value("Array.from(document.querySelectorAll('#log .line .text')).map(t => t.textContent).filter(t => t.startsWith('tick')).join('|')")
+            .await;
+        let expected: Vec<String> = (1..=12).map(|i| format!("tick {i}")).collect();
+        assert_eq!(ticks, serde_json::json!(expected.join("|")), "every line once, in order");
+        browser
+            .screenshot(
+                &std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+                "e2e-step-live",
+            )
+            .await;
+        browser.stop().await;
+    });
+    server.process.stop();
+}

@@ -301,6 +301,29 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
     browser
         .until("a 404 page", "document.body.innerText.includes('404')")
         .await;
+    browser.screenshot(&shots(), "not-found").await;
+    browser
+        .client
+        .goto(&format!("{}/login", server.url))
+        .await
+        .expect("opens");
+    browser.screenshot(&shots(), "login").await;
+    // A phone's width: the build page still reads.
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("resizes");
+    browser
+        .client
+        .goto(&format!("{}/acme/app/1", server.url))
+        .await
+        .expect("opens");
+    let overflow = browser
+        .value("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .await;
+    assert_eq!(overflow, json!(true), "nothing wider than a phone's screen");
+    browser.screenshot(&shots(), "build-phone").await;
     browser.stop().await;
     server.stop().await;
 }
