@@ -231,7 +231,7 @@ fn main() {
         // Baseline: the 404 page (same layout, CSS and script), until its text is shown.
         let mut baseline = Vec::new();
         for _ in 0..3 {
-            browser.client.goto(&format!("{url}/acme/ui/999")).await.expect("opens");
+            browser.open(&format!("{url}/acme/ui/999")).await;
             baseline.push(time_until(&browser, "document.querySelector('h1') && document.querySelector('h1').textContent.includes('404')").await);
         }
         baseline.sort_by(|a, b| a.total_cmp(b));
@@ -239,7 +239,7 @@ fn main() {
 
         let mut tails = Vec::new();
         for _ in 0..3 {
-            browser.client.goto(&format!("{url}/acme/ui/1/1/1")).await.expect("opens");
+            browser.open(&format!("{url}/acme/ui/1/1/1")).await;
             tails.push(time_until(&browser, &format!("document.getElementById('L{total}') && document.getElementById('L{total}').textContent.includes('{total}')")).await);
         }
         tails.sort_by(|a, b| a.total_cmp(b));
@@ -285,7 +285,7 @@ fn main() {
 
         // A live log of 10,000 lines arriving fast.
         let live = bench.build(2).await;
-        browser.client.goto(&format!("{url}/acme/ui/2/1/1")).await.expect("opens");
+        browser.open(&format!("{url}/acme/ui/2/1/1")).await;
         browser.until("the live log", "document.getElementById('log') !== null").await;
         browser.client.execute(FRAMES, vec![]).await.expect("frames");
         let sent = Instant::now();

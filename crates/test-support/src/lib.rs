@@ -399,6 +399,14 @@ pub mod browser {
             }
         }
 
+        /// Opens `url` and waits for it to load.
+        pub async fn open(&self, url: &str) {
+            self.client
+                .goto(url)
+                .await
+                .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        }
+
         /// Waits until `script` (an expression) is true in the page.
         pub async fn until(&self, what: &str, script: &str) {
             let deadline = Instant::now() + Duration::from_secs(15);

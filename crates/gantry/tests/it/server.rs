@@ -530,11 +530,7 @@ fn a_slow_step_s_log_arrives_live_in_the_browser() {
                 log(&server.url, &token, "app", 1, 1, 1).contains("tick 1")
             });
         });
-        browser
-            .client
-            .goto(&format!("{}/acme/app/1/1/1", server.url))
-            .await
-            .expect("opens the step page");
+        browser.open(&format!("{}/acme/app/1/1/1", server.url)).await;
         browser
             .until("a tick", "document.body.innerText.includes('tick 1')")
             .await;

@@ -14,11 +14,7 @@ use crate::support::TestServer;
 
 /// Signs in with the server's admin token through the login form.
 async fn sign_in(browser: &Browser, server: &TestServer) {
-    browser
-        .client
-        .goto(&format!("{}/login", server.url))
-        .await
-        .expect("opens the login page");
+    browser.open(&format!("{}/login", server.url)).await;
     browser
         .client
         .find(Locator::Css("input[name=token]"))
@@ -70,10 +66,8 @@ async fn a_running_step_s_log_arrives_live_and_a_reload_loses_no_line() {
 
     let browser = Browser::start().await;
     browser
-        .client
-        .goto(&format!("{}/acme/app/1/1/2", server.url))
-        .await
-        .expect("opens the step page");
+        .open(&format!("{}/acme/app/1/1/2", server.url))
+        .await;
     browser.until("line 3", "document.getElementById('L3') && document.getElementById('L3').textContent.includes('three')").await;
     let green = browser
         .value("getComputedStyle(document.querySelector('#L2 .text span')).color")
@@ -128,10 +122,8 @@ async fn a_line_link_opens_on_its_line_highlighted_and_shift_click_selects_a_ran
 
     let browser = Browser::start().await;
     browser
-        .client
-        .goto(&format!("{}/acme/app/1/1/2#L700", server.url))
-        .await
-        .expect("opens the link");
+        .open(&format!("{}/acme/app/1/1/2#L700", server.url))
+        .await;
     browser
         .until(
             "line 700 highlighted",
@@ -188,11 +180,7 @@ async fn cancel_on_the_build_page_stops_the_build_and_the_status_changes() {
 
     let browser = Browser::start().await;
     sign_in(&browser, &server).await;
-    browser
-        .client
-        .goto(&format!("{}/acme/app/1", server.url))
-        .await
-        .expect("opens the build page");
+    browser.open(&format!("{}/acme/app/1", server.url)).await;
     browser
         .until(
             "the running build",
@@ -250,11 +238,7 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
     server.wait_finished("app", 1).await;
 
     let browser = Browser::start().await;
-    browser
-        .client
-        .goto(&format!("{}/acme/app/1", server.url))
-        .await
-        .expect("opens");
+    browser.open(&format!("{}/acme/app/1", server.url)).await;
     let errors = browser
         .client
         .find(Locator::Css("pre.errors"))
@@ -269,11 +253,7 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
     );
     browser.screenshot(&shots(), "build-errored").await;
 
-    browser
-        .client
-        .goto(&format!("{}/", server.url))
-        .await
-        .expect("opens");
+    browser.open(&format!("{}/", server.url)).await;
     browser
         .until(
             "the repository",
@@ -281,11 +261,7 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
         )
         .await;
     browser.screenshot(&shots(), "repositories").await;
-    browser
-        .client
-        .goto(&format!("{}/acme/app", server.url))
-        .await
-        .expect("opens");
+    browser.open(&format!("{}/acme/app", server.url)).await;
     browser
         .until(
             "the build in the list",
@@ -293,20 +269,12 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
         )
         .await;
     browser.screenshot(&shots(), "builds").await;
-    browser
-        .client
-        .goto(&format!("{}/acme/nope", server.url))
-        .await
-        .expect("opens");
+    browser.open(&format!("{}/acme/nope", server.url)).await;
     browser
         .until("a 404 page", "document.body.innerText.includes('404')")
         .await;
     browser.screenshot(&shots(), "not-found").await;
-    browser
-        .client
-        .goto(&format!("{}/login", server.url))
-        .await
-        .expect("opens");
+    browser.open(&format!("{}/login", server.url)).await;
     browser.screenshot(&shots(), "login").await;
     // A phone's width: the build page still reads.
     browser
@@ -314,11 +282,7 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
         .set_window_size(390, 844)
         .await
         .expect("resizes");
-    browser
-        .client
-        .goto(&format!("{}/acme/app/1", server.url))
-        .await
-        .expect("opens");
+    browser.open(&format!("{}/acme/app/1", server.url)).await;
     let overflow = browser
         .value("document.documentElement.scrollWidth <= window.innerWidth + 1")
         .await;
