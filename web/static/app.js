@@ -274,6 +274,15 @@
       });
     }
 
+    // The page carries the log's last lines: they show before any request.
+    var inline = document.getElementById('log-tail');
+    if (inline) {
+      try {
+        var state = freshState();
+        JSON.parse(inline.textContent).forEach(function (line) { store(line, state); });
+        if (total > 0) page(pageOf(total)).end = state;
+      } catch (e) { /* the lines come from the API instead */ }
+    }
     // The full height first, so that scrolling to a line or to the end can reach it.
     spacer.style.height = (total * lh) + 'px';
     var range = parseHash();

@@ -244,6 +244,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
             trusted: false,
             visibility: Visibility::Public,
             timeout_secs: 60,
+            github_token: String::new(),
         })
         .await
         .expect("repo");

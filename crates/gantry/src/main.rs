@@ -39,6 +39,8 @@ enum Command {
     Repo(client_cmd::RepoArgs),
     /// Lists, inspects, restarts, cancels and creates builds on a server.
     Build(client_cmd::BuildArgs),
+    /// Chat notification targets on a server.
+    Notify(client_cmd::NotifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Runner(args) => server_cmd::runner(&args),
         Command::Repo(args) => client_cmd::repo(&args),
         Command::Build(args) => client_cmd::build(&args),
+        Command::Notify(args) => client_cmd::notify(&args),
     };
     match result {
         Ok(code) => code,

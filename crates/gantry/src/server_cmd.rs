@@ -57,6 +57,16 @@ pub struct ServerArgs {
     /// this Docker engine (what it left is removed by name when it starts again).
     #[arg(long, env = "GANTRY_RUNNER_NAME")]
     pub runner_name: Option<String>,
+    /// GitHub's API, for commit statuses (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(
+        long,
+        env = "GANTRY_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+    /// A token for commit statuses of repositories without one of their own.
+    #[arg(long, env = "GANTRY_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -243,10 +253,10 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("http://localhost:{}", local.port()));
     let secret = runner_secret(args.runner_secret.as_deref(), &args.data_dir)?;
-    let server = Server::new(
-        store,
-        ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone()),
-    );
+    let mut config = ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone());
+    config.github_api = args.github_api_url.clone();
+    config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
+    let server = Server::new(store, config);
     if let Some(token) = server.ensure_admin_token().await? {
         eprintln!(
             "gantry: created the admin API token (shown once; only its hash is stored):\n\n    {token}\n"

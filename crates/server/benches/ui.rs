@@ -209,6 +209,7 @@ fn main() {
                 trusted: false,
                 visibility: Visibility::Public,
                 timeout_secs: 60,
+                github_token: String::new(),
             })
             .await
             .expect("repo");

@@ -60,6 +60,27 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(log_lines),
         )
         .route("/api/runners", get(list_runners))
+        .route(
+            "/api/repos/{owner}/{name}/notify",
+            get(list_targets).post(add_target),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/notify/{id}",
+            axum::routing::delete(remove_target),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/notify/{id}/test",
+            post(test_target),
+        )
+        .route(
+            "/api/notify",
+            get(list_default_targets).post(add_default_target),
+        )
+        .route(
+            "/api/notify/{id}",
+            axum::routing::delete(remove_default_target),
+        )
+        .route("/api/notify/{id}/test", post(test_default_target))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -255,6 +276,8 @@ struct BuildView {
     repo: String,
     link: String,
     stages: Vec<StageView>,
+    /// What was reported about it (commit statuses, chat), and what failed to be.
+    notifications: Vec<gantry_store::OutboxMessage>,
 }
 
 async fn build_view(state: &AppState, repo: &Repo, build: Build) -> ApiResult<BuildView> {
@@ -263,7 +286,9 @@ async fn build_view(state: &AppState, repo: &Repo, build: Build) -> ApiResult<Bu
         let steps = state.store.steps(stage.id).await?;
         stages.push(StageView { stage, steps });
     }
+    let notifications = state.store.build_messages(build.id).await?;
     Ok(BuildView {
+        notifications,
         link: format!(
             "{}/{}/{}/{}",
             state.config.server_url, repo.owner, repo.name, build.number
@@ -607,4 +632,186 @@ async fn list_runners(
 ) -> ApiResult<Json<Vec<gantry_store::Runner>>> {
     caller.require_token()?;
     Ok(Json(state.store.runners().await?))
+}
+
+// ----- notification targets -------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+struct TargetView {
+    #[serde(flatten)]
+    target: gantry_store::NotifyTarget,
+    /// The webhook's host only: its path is a credential.
+    url: String,
+}
+
+fn target_view(target: gantry_store::NotifyTarget) -> TargetView {
+    TargetView {
+        url: crate::notify::host_of(&target.url),
+        target,
+    }
+}
+
+fn checked_target(body: &[u8]) -> ApiResult<gantry_store::NewTarget> {
+    let new: gantry_store::NewTarget = parse_body(body)?;
+    if !crate::notify::KINDS.contains(&new.kind.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "kind `{}` is not one gantry speaks: use one of {}",
+            new.kind,
+            crate::notify::KINDS.join(", ")
+        )));
+    }
+    if !(new.url.starts_with("https://") || new.url.starts_with("http://")) {
+        return Err(ApiError::BadRequest(
+            "url must be the chat service's incoming webhook URL (http:// or https://)".to_owned(),
+        ));
+    }
+    if new.rules.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "rules is empty: give one or more of {}",
+            crate::notify::RULES.join(", ")
+        )));
+    }
+    if let Some(rule) = new
+        .rules
+        .iter()
+        .find(|r| !crate::notify::RULES.contains(&r.as_str()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "rule `{rule}` is unknown: use {}",
+            crate::notify::RULES.join(", ")
+        )));
+    }
+    Ok(new)
+}
+
+async fn list_targets(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<TargetView>>> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let targets = state.store.targets(Some(repo.id)).await?;
+    Ok(Json(targets.into_iter().map(target_view).collect()))
+}
+
+async fn add_target(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<TargetView>)> {
+    caller.require_token()?;
+    let new = checked_target(&body)?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let target = state.store.add_target(Some(repo.id), &new).await?;
+    Ok((StatusCode::CREATED, Json(target_view(target))))
+}
+
+/// The target `id` of the repository (or the server-wide one, `repo` = `None`).
+async fn owned_target(
+    state: &AppState,
+    repo: Option<&Repo>,
+    id: i64,
+) -> ApiResult<gantry_store::NotifyTarget> {
+    let target = state.store.target(id).await?;
+    if target.repo_id != repo.map(|r| r.id) {
+        return Err(ApiError::NotFound(format!(
+            "notification target #{id} not found here"
+        )));
+    }
+    Ok(target)
+}
+
+async fn remove_target(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, id)): Path<(String, String, i64)>,
+) -> ApiResult<StatusCode> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    owned_target(&state, Some(&repo), id).await?;
+    state.store.remove_target(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn send_test(
+    state: &AppState,
+    target: &gantry_store::NotifyTarget,
+    repo: &str,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let report = crate::notify::Report::test(state, repo);
+    let id = state
+        .store
+        .queue_message(&gantry_store::NewMessage {
+            kind: target.kind.clone(),
+            url: target.url.clone(),
+            body: crate::notify::chat_body(&target.kind, &report).to_string(),
+            auth: None,
+        })
+        .await?;
+    state.notifications.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": id }))))
+}
+
+async fn test_target(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, id)): Path<(String, String, i64)>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let target = owned_target(&state, Some(&repo), id).await?;
+    send_test(&state, &target, &repo.full_name()).await
+}
+
+fn require_admin(caller: &Caller) -> ApiResult<()> {
+    if caller.require_token()?.admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "server-wide settings need an admin token".to_owned(),
+        ))
+    }
+}
+
+async fn list_default_targets(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TargetView>>> {
+    require_admin(&caller)?;
+    let targets = state.store.targets(None).await?;
+    Ok(Json(targets.into_iter().map(target_view).collect()))
+}
+
+async fn add_default_target(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<TargetView>)> {
+    require_admin(&caller)?;
+    let new = checked_target(&body)?;
+    let target = state.store.add_target(None, &new).await?;
+    Ok((StatusCode::CREATED, Json(target_view(target))))
+}
+
+async fn remove_default_target(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    require_admin(&caller)?;
+    owned_target(&state, None, id).await?;
+    state.store.remove_target(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn test_default_target(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    require_admin(&caller)?;
+    let target = owned_target(&state, None, id).await?;
+    send_test(&state, &target, "(server-wide default)").await
 }

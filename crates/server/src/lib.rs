@@ -21,6 +21,7 @@ pub mod git;
 pub mod github;
 mod hooks;
 mod live;
+mod notify;
 mod rpc;
 mod trigger;
 mod web;
@@ -43,6 +44,12 @@ pub struct ServerConfig {
     pub reap_every: Duration,
     /// How long a runner's request for work is held open when there is none.
     pub max_poll: Duration,
+    /// GitHub's API (GitHub Enterprise: `https://HOST/api/v3`).
+    pub github_api: String,
+    /// For commit statuses of repositories without a token of their own.
+    pub github_token: Option<String>,
+    /// The first retry of a failed notification; each next one waits twice as long.
+    pub notify_retry: Duration,
 }
 
 impl ServerConfig {
@@ -55,6 +62,9 @@ impl ServerConfig {
             heartbeat: Duration::from_secs(4),
             reap_every: Duration::from_secs(2),
             max_poll: Duration::from_secs(30),
+            github_api: "https://api.github.com".to_owned(),
+            github_token: None,
+            notify_retry: Duration::from_secs(2),
         }
     }
 }
@@ -68,6 +78,9 @@ struct AppState {
     /// Woken when a delivery is stored: the trigger worker processes it.
     deliveries: Notify,
     live: live::LiveLogs,
+    /// Woken when builds change: the notifier looks for what to report.
+    notifications: Notify,
+    http: reqwest::Client,
     shutdown: CancellationToken,
 }
 
@@ -86,6 +99,8 @@ impl Server {
                 git,
                 deliveries: Notify::new(),
                 live: live::LiveLogs::default(),
+                notifications: Notify::new(),
+                http: reqwest::Client::new(),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -121,6 +136,7 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(trigger::work(Arc::clone(&self.state)));
         tasks.spawn(reap(Arc::clone(&self.state)));
+        tasks.spawn(notify::work(Arc::clone(&self.state)));
         let token = self.state.shutdown.clone();
         let router = self.router();
         let served = axum::serve(listener, router)

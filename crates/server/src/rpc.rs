@@ -218,6 +218,7 @@ async fn done(
         )
         .await?;
     state.live.stage_ended(stage);
+    state.notifications.notify_one();
     tracing::info!(stage.id = stage, build.id = build_id, %status, build_finished = finished, "stage ended");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -93,6 +93,9 @@ pub async fn create_build(
             delivery: origin.delivery,
         })
         .await?;
+    if let Err(e) = crate::notify::build_created(state, repo, &build).await {
+        tracing::warn!(error = %e, build = number, "queueing the pending commit statuses failed");
+    }
     tracing::debug!(
         build = number,
         fetched_ms = fetched_in.as_secs_f64() * 1e3,

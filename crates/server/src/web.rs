@@ -432,6 +432,9 @@ struct RepoTemplate {
 
 const PAGE_SIZE: i64 = 25;
 
+/// Lines of a step's log rendered into its page.
+const TAIL_IN_PAGE: u64 = 200;
+
 async fn repo_page(
     State(state): State<Arc<AppState>>,
     session: Session,
@@ -576,6 +579,9 @@ struct StepTemplate {
     api: String,
     total: u64,
     ended: bool,
+    /// The log's last lines as JSON (`<` escaped): in the page itself, so its end shows
+    /// at once and the page holds the lines a link in chat points at.
+    tail: String,
 }
 
 async fn step_page(
@@ -601,6 +607,22 @@ async fn step_page(
         })?;
     let stage_row = state.store.stage(found.stage_id).await?;
     let total = state.store.log_last_line(found.id).await?;
+    let tail_lines = state
+        .store
+        .read_log(
+            found.id,
+            total.saturating_sub(TAIL_IN_PAGE - 1).max(1),
+            TAIL_IN_PAGE as usize,
+        )
+        .await?;
+    let tail = serde_json::to_string(
+        &tail_lines
+            .iter()
+            .map(|l| serde_json::json!({ "n": l.number, "t": l.elapsed_ms, "text": l.text }))
+            .collect::<Vec<_>>(),
+    )
+    .expect("plain data serialises")
+    .replace('<', "\\u003c");
     Ok(Page::render(StepTemplate {
         page: page_info(&session),
         repo: repo.full_name(),
@@ -615,6 +637,7 @@ async fn step_page(
         ),
         total,
         ended: found.status.is_final(),
+        tail,
     }))
 }
 

@@ -41,10 +41,13 @@ pub struct Build {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The status its notifications were last made for.
+    #[serde(skip_serializing)]
+    pub notified_status: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
-struct BuildRow {
+pub(crate) struct BuildRow {
     id: i64,
     repo_id: i64,
     number: i64,
@@ -71,11 +74,13 @@ struct BuildRow {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    notified_status: Option<String>,
 }
 
-const BUILD_COLUMNS: &str = "id, repo_id, number, parent, event, action, ref, branch, tag, \
+pub(crate) const BUILD_COLUMNS: &str = "id, repo_id, number, parent, event, action, ref, branch, tag, \
      commit_sha, message, author, sender, pull_request, source_branch, target_branch, deploy_to, \
-     params, status, error, cancel_requested, created_at, started_at, finished_at";
+     params, status, error, cancel_requested, created_at, started_at, finished_at, \
+     notified_status";
 
 impl TryFrom<BuildRow> for Build {
     type Error = StoreError;
@@ -106,6 +111,7 @@ impl TryFrom<BuildRow> for Build {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            notified_status: row.notified_status,
         })
     }
 }

@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 mod builds;
 mod deliveries;
 mod logs;
+mod notify;
 mod queue;
 mod repos;
 mod runners;
@@ -27,6 +28,7 @@ mod tokens;
 pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
 pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
 pub use logs::StoredLine;
+pub use notify::{NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, Reaped, StageEnd};
 pub use repos::{NewRepo, Repo, RepoUpdate, Visibility};
 pub use runners::Runner;

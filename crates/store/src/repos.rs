@@ -66,6 +66,9 @@ pub struct Repo {
     pub active: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// For commit statuses; empty: the server's. Never serialised.
+    #[serde(skip_serializing)]
+    pub github_token: String,
 }
 
 impl Repo {
@@ -93,6 +96,8 @@ pub struct NewRepo {
     pub visibility: Visibility,
     #[serde(default = "default_timeout")]
     pub timeout_secs: i64,
+    #[serde(default)]
+    pub github_token: String,
 }
 
 fn default_branch() -> String {
@@ -118,18 +123,20 @@ pub struct RepoUpdate {
     pub visibility: Option<Visibility>,
     pub timeout_secs: Option<i64>,
     pub active: Option<bool>,
+    pub github_token: Option<String>,
 }
 
 const COLUMNS: &str = "id, owner, name, clone_url, link, webhook_secret, config_path, \
-     default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at";
+     default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
+     github_token";
 
 impl Store {
     pub async fn create_repo(&self, new: &NewRepo) -> Result<Repo> {
         let now = now_ms();
         let inserted = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
             "INSERT INTO repos (owner, name, clone_url, link, webhook_secret, config_path, \
-             default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $11) \
+             default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
+             github_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $11, $12) \
              ON CONFLICT (owner, name) DO NOTHING RETURNING id",
         )
         .bind(&new.owner)
@@ -143,6 +150,7 @@ impl Store {
         .bind(new.visibility.as_str())
         .bind(new.timeout_secs)
         .bind(now)
+        .bind(&new.github_token)
         .fetch_optional(pool)
         .await)?;
         match inserted {
@@ -192,7 +200,7 @@ impl Store {
         with_pool!(self, pool => sqlx::query(
             "UPDATE repos SET clone_url = $2, link = $3, webhook_secret = $4, config_path = $5, \
              default_branch = $6, trusted = $7, visibility = $8, timeout_secs = $9, active = $10, \
-             updated_at = $11 WHERE id = $1",
+             updated_at = $11, github_token = $12 WHERE id = $1",
         )
         .bind(id)
         .bind(clone_url)
@@ -205,6 +213,7 @@ impl Store {
         .bind(update.timeout_secs.unwrap_or(current.timeout_secs))
         .bind(update.active.unwrap_or(current.active))
         .bind(now_ms())
+        .bind(update.github_token.as_ref().unwrap_or(&current.github_token))
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
         self.repo(id).await

@@ -4,6 +4,7 @@
 
 mod api;
 mod browser;
+mod notify;
 mod protocol;
 mod support;
 mod webhooks;

@@ -102,6 +102,7 @@ impl TestServer {
                 trusted: false,
                 visibility: Visibility::Public,
                 timeout_secs: 600,
+                github_token: String::new(),
             })
             .await
             .expect("adds the repository")
@@ -389,3 +390,96 @@ steps:
     image: busybox
     commands: [echo test]
 ";
+
+/// A chat service or GitHub API of the test's own on 127.0.0.1: records every request, and
+/// answers 500 to the first `fail_first` ones.
+pub struct Receiver {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub fail_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let fail_first = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (log, fail) = (received.clone(), fail_first.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (log, fail) = (log.clone(), fail.clone());
+                async move {
+                    let failing = fail
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    log.lock().expect("the log").push(Received {
+                        path: uri.path().to_owned(),
+                        authorization: headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    });
+                    if failing {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("binds");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url,
+            received,
+            fail_first,
+            task,
+        }
+    }
+
+    /// What arrived at `path` so far.
+    pub fn at(&self, path: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .expect("the log")
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `n` requests arrived at `path`.
+    pub async fn wait_for(&self, path: &str, n: usize) -> Vec<Received> {
+        for _ in 0..400 {
+            let got = self.at(path);
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "{n} request(s) never arrived at {path}: {:?}",
+            self.received.lock().map(|r| r.clone())
+        );
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}

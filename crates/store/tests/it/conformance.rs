@@ -87,6 +87,7 @@ async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
             trusted: false,
             visibility: Visibility::Public,
             timeout_secs: 600,
+            github_token: String::new(),
         })
         .await
         .expect("creates the repository")
@@ -172,6 +173,7 @@ mod cases {
                 trusted: false,
                 visibility: Visibility::Public,
                 timeout_secs: 60,
+                github_token: String::new(),
             })
             .await;
         assert!(

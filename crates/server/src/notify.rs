@@ -1,0 +1,652 @@
+//! Notifications, outside every build's critical path: a worker finds builds whose status
+//! changed since they were last notified, writes the messages they call for into the
+//! outbox (commit statuses on GitHub; chat messages for a build's end, per target and rule),
+//! and sends what is due, retrying with backoff. Whatever fails is kept on the build and
+//! never changes its result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_store::{Build, NewMessage, NotifyTarget, OutboxMessage, Repo, Stage, Status, Step};
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// The chat services gantry speaks, each in its own message format.
+pub const KINDS: [&str; 6] = [
+    "slack",
+    "mattermost",
+    "rocketchat",
+    "discord",
+    "teams",
+    "googlechat",
+];
+pub const RULES: [&str; 4] = ["failure", "recovery", "success", "always"];
+
+/// Attempts before a message is given up (about 17 minutes with the default backoff).
+const MAX_ATTEMPTS: i64 = 10;
+
+/// Runs until shutdown: a pass every second, or sooner when woken.
+pub async fn work(state: Arc<AppState>) {
+    loop {
+        if let Err(e) = queue_due_builds(&state).await {
+            tracing::error!(error = %e, "making notifications failed; will retry");
+        }
+        if let Err(e) = send_due(&state).await {
+            tracing::error!(error = %e, "sending notifications failed; will retry");
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = state.notifications.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Queues a new build's `pending` commit statuses at once, so they are posted even when
+/// the build ends before the worker's next pass.
+pub async fn build_created(
+    state: &AppState,
+    repo: &Repo,
+    build: &Build,
+) -> Result<(), gantry_store::StoreError> {
+    if build.status.is_final() {
+        return Ok(());
+    }
+    let stages = stages_of(state, build).await?;
+    let messages = github_statuses(state, repo, build, &stages, "pending");
+    state
+        .store
+        .queue_first_notifications(build.id, build.status, &messages)
+        .await?;
+    state.notifications.notify_one();
+    Ok(())
+}
+
+async fn queue_due_builds(state: &AppState) -> Result<(), gantry_store::StoreError> {
+    for build in state.store.builds_to_notify(50).await? {
+        let repo = state.store.repo(build.repo_id).await?;
+        let messages = messages_for(state, &repo, &build).await?;
+        state
+            .store
+            .queue_notifications(build.id, build.status, &messages)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A build's stages with their steps.
+async fn stages_of(
+    state: &AppState,
+    build: &Build,
+) -> Result<Vec<(Stage, Vec<Step>)>, gantry_store::StoreError> {
+    let mut out = Vec::new();
+    for stage in state.store.stages(build.id).await? {
+        let steps = state.store.steps(stage.id).await?;
+        out.push((stage, steps));
+    }
+    Ok(out)
+}
+
+fn build_link(state: &AppState, repo: &Repo, build: &Build) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        state.config.server_url, repo.owner, repo.name, build.number
+    )
+}
+
+/// The first step that failed or errored, as (stage, step).
+fn first_failing(stages: &[(Stage, Vec<Step>)]) -> Option<(&Stage, &Step)> {
+    stages.iter().find_map(|(stage, steps)| {
+        steps
+            .iter()
+            .find(|s| matches!(s.status, Status::Failure | Status::Error))
+            .map(|step| (stage, step))
+    })
+}
+
+fn duration(build: &Build) -> String {
+    match (build.started_at, build.finished_at) {
+        (Some(s), Some(f)) => {
+            let secs = (f - s).max(0) / 1000;
+            if secs >= 60 {
+                format!("{}m {:02}s", secs / 60, secs % 60)
+            } else {
+                format!("{secs}s")
+            }
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+/// Drops ANSI escapes: chat shows plain text.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn messages_for(
+    state: &AppState,
+    repo: &Repo,
+    build: &Build,
+) -> Result<Vec<NewMessage>, gantry_store::StoreError> {
+    let mut messages = Vec::new();
+    let before = build_notified_before(build);
+    let stages = stages_of(state, build).await?;
+    if let Some(status) = github_state(build.status) {
+        // Pending once (at creation); the final states once.
+        if build.status.is_final() || !before {
+            messages.extend(github_statuses(state, repo, build, &stages, status));
+        }
+    }
+    if build.status.is_final() {
+        let targets = state.store.targets_for(repo.id).await?;
+        if !targets.is_empty() {
+            let recovered = recovered(state, build).await?;
+            let report = Report::new(state, repo, build, &stages).await?;
+            for target in targets.iter().filter(|t| wants(t, build, recovered)) {
+                messages.push(NewMessage {
+                    kind: target.kind.clone(),
+                    url: target.url.clone(),
+                    body: chat_body(&target.kind, &report).to_string(),
+                    auth: None,
+                });
+            }
+        }
+    }
+    Ok(messages)
+}
+
+/// Whether this build's statuses were notified before (it is past its first notification).
+fn build_notified_before(build: &Build) -> bool {
+    build.notified_status.is_some()
+}
+
+fn github_state(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Pending | Status::Running | Status::Blocked | Status::Waiting => Some("pending"),
+        Status::Success => Some("success"),
+        Status::Failure => Some("failure"),
+        Status::Error | Status::Killed | Status::Declined => Some("error"),
+        Status::Skipped => None,
+    }
+}
+
+fn github_statuses(
+    state: &AppState,
+    repo: &Repo,
+    build: &Build,
+    stages: &[(Stage, Vec<Step>)],
+    status: &str,
+) -> Vec<NewMessage> {
+    if build.commit.is_empty() {
+        return Vec::new();
+    }
+    let url = format!(
+        "{}/repos/{}/{}/statuses/{}",
+        state.config.github_api.trim_end_matches('/'),
+        repo.owner,
+        repo.name,
+        build.commit
+    );
+    let link = build_link(state, repo, build);
+    let describe = |status: Status| match status {
+        Status::Pending | Status::Waiting | Status::Blocked => "waiting to run".to_owned(),
+        Status::Running => "running".to_owned(),
+        Status::Success => format!("passed in {}", duration(build)),
+        Status::Failure => format!("failed after {}", duration(build)),
+        Status::Killed => "cancelled".to_owned(),
+        other => other.as_str().to_owned(),
+    };
+    let mut out = vec![NewMessage {
+        kind: "github_status".to_owned(),
+        url: url.clone(),
+        body: json!({
+            "state": status,
+            "target_url": link,
+            "description": format!("Build #{} {}", build.number, describe(build.status)),
+            "context": "gantry",
+        })
+        .to_string(),
+        auth: None,
+    }];
+    for (stage, steps) in stages {
+        let Some(stage_state) = github_state(stage.status) else {
+            continue;
+        };
+        let target = steps
+            .iter()
+            .find(|s| matches!(s.status, Status::Failure | Status::Error))
+            .map_or(link.clone(), |step| {
+                format!("{link}/{}/{}", stage.number, step.number)
+            });
+        out.push(NewMessage {
+            kind: "github_status".to_owned(),
+            url: url.clone(),
+            body: json!({
+                "state": stage_state,
+                "target_url": target,
+                "description": format!("{} {}", stage.name, describe(stage.status)),
+                "context": format!("gantry/{}", stage.name),
+            })
+            .to_string(),
+            auth: None,
+        });
+    }
+    out
+}
+
+/// A success after a failure on the same branch.
+async fn recovered(state: &AppState, build: &Build) -> Result<bool, gantry_store::StoreError> {
+    if build.status != Status::Success {
+        return Ok(false);
+    }
+    let previous = state
+        .store
+        .previous_finished_build(build.repo_id, &build.branch, build.number)
+        .await?;
+    Ok(previous.is_some_and(|p| matches!(p.status, Status::Failure | Status::Error)))
+}
+
+/// Whether a target wants this build: its branches, events and rules.
+fn wants(target: &NotifyTarget, build: &Build, recovered: bool) -> bool {
+    let branch_ok =
+        target.branches.is_empty() || target.branches.iter().any(|b| b == &build.branch);
+    let event_ok = target.events.is_empty() || target.events.iter().any(|e| e == &build.event);
+    let failed = matches!(build.status, Status::Failure | Status::Error);
+    let rule_ok = target.rules.iter().any(|rule| match rule.as_str() {
+        "always" => build.status != Status::Skipped,
+        "failure" => failed,
+        "recovery" => recovered,
+        "success" => build.status == Status::Success,
+        _ => false,
+    });
+    branch_ok && event_ok && rule_ok
+}
+
+/// What a chat message says about a build.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub number: i64,
+    pub status: Status,
+    pub headline: String,
+    /// Branch, tag or pull request.
+    pub reference: String,
+    pub commit: String,
+    pub message: String,
+    pub author: String,
+    pub duration: String,
+    pub link: String,
+    /// The first failing step's log, and its name.
+    pub failing: Option<(String, String)>,
+    /// Its last lines, masked as every log is.
+    pub tail: Vec<String>,
+}
+
+/// Lines of the failing step's log a message carries.
+const TAIL_LINES: u64 = 8;
+
+impl Report {
+    async fn new(
+        state: &AppState,
+        repo: &Repo,
+        build: &Build,
+        stages: &[(Stage, Vec<Step>)],
+    ) -> Result<Self, gantry_store::StoreError> {
+        let link = build_link(state, repo, build);
+        let mut failing = None;
+        let mut tail = Vec::new();
+        if let Some((stage, step)) = first_failing(stages) {
+            failing = Some((
+                format!("{link}/{}/{}", stage.number, step.number),
+                format!("{} / {}", stage.name, step.name),
+            ));
+            let last = state.store.log_last_line(step.id).await?;
+            let from = last.saturating_sub(TAIL_LINES - 1).max(1);
+            tail = state
+                .store
+                .read_log(step.id, from, TAIL_LINES as usize)
+                .await?
+                .into_iter()
+                .map(|l| plain(&l.text))
+                .collect();
+        }
+        let reference = match (&build.tag, build.pull_request) {
+            (Some(tag), _) => format!("tag {tag}"),
+            (None, Some(pr)) => format!("pull request #{pr} ({})", build.branch),
+            _ => build.branch.clone(),
+        };
+        let verb = match build.status {
+            Status::Success if failing.is_none() => "passed",
+            Status::Success => "passed",
+            Status::Failure => "failed",
+            Status::Error => "errored",
+            Status::Killed => "was cancelled",
+            other => other.as_str(),
+        };
+        Ok(Report {
+            number: build.number,
+            status: build.status,
+            headline: format!(
+                "{} build #{} {verb} on {reference}",
+                repo.full_name(),
+                build.number
+            ),
+            reference,
+            commit: build.commit.chars().take(8).collect(),
+            message: build.message.lines().next().unwrap_or("").to_owned(),
+            author: build.author.clone(),
+            duration: duration(build),
+            link,
+            failing,
+            tail,
+        })
+    }
+
+    /// A message for `gantry notify test`.
+    pub fn test(state: &AppState, repo: &str) -> Self {
+        Report {
+            number: 0,
+            status: Status::Success,
+            headline: format!("gantry test notification for {repo}"),
+            reference: "-".to_owned(),
+            commit: "-".to_owned(),
+            message: "If you can read this, gantry reaches this chat.".to_owned(),
+            author: "gantry".to_owned(),
+            duration: "-".to_owned(),
+            link: state.config.server_url.clone(),
+            failing: None,
+            tail: Vec::new(),
+        }
+    }
+
+    fn colour(&self) -> &'static str {
+        match self.status {
+            Status::Success => "#2e9e44",
+            Status::Failure => "#d73a49",
+            _ => "#8a3ab9",
+        }
+    }
+
+    fn details(&self) -> String {
+        format!(
+            "{} · {} {} · by {} · {}",
+            self.reference, self.commit, self.message, self.author, self.duration
+        )
+    }
+
+    fn tail_block(&self) -> String {
+        if self.tail.is_empty() {
+            String::new()
+        } else {
+            format!("```\n{}\n```", self.tail.join("\n"))
+        }
+    }
+}
+
+/// The message in the format of `kind`.
+pub fn chat_body(kind: &str, report: &Report) -> Value {
+    let failing_text = report
+        .failing
+        .as_ref()
+        .map(|(url, name)| (url.clone(), format!("Failing step: {name}")));
+    match kind {
+        "discord" => {
+            let mut fields = vec![
+                json!({"name": "Commit", "value": format!("{} {}", report.commit, report.message), "inline": false}),
+                json!({"name": "Author", "value": report.author, "inline": true}),
+                json!({"name": "Duration", "value": report.duration, "inline": true}),
+            ];
+            if let Some((url, name)) = &report.failing {
+                fields.push(json!({"name": "Failing step", "value": format!("[{name}]({url})"), "inline": false}));
+            }
+            let mut description = format!("[Build #{}]({})", report.number, report.link);
+            if !report.tail.is_empty() {
+                description.push('\n');
+                description.push_str(&report.tail_block());
+            }
+            json!({
+                "content": report.headline,
+                "embeds": [{
+                    "title": report.headline,
+                    "url": report.failing.as_ref().map_or(&report.link, |(u, _)| u),
+                    "description": description,
+                    "color": u32::from_str_radix(report.colour().trim_start_matches('#'), 16).unwrap_or(0),
+                    "fields": fields,
+                }]
+            })
+        }
+        "teams" => {
+            let mut body = vec![
+                json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": report.headline, "wrap": true}),
+                json!({"type": "FactSet", "facts": [
+                    {"title": "Ref", "value": report.reference},
+                    {"title": "Commit", "value": format!("{} {}", report.commit, report.message)},
+                    {"title": "Author", "value": report.author},
+                    {"title": "Duration", "value": report.duration},
+                ]}),
+            ];
+            if !report.tail.is_empty() {
+                body.push(json!({"type": "TextBlock", "text": report.tail.join("\n"), "fontType": "Monospace", "wrap": true}));
+            }
+            let mut actions = vec![
+                json!({"type": "Action.OpenUrl", "title": "Open the build", "url": report.link}),
+            ];
+            if let Some((url, title)) = &failing_text {
+                actions.insert(
+                    0,
+                    json!({"type": "Action.OpenUrl", "title": title, "url": url}),
+                );
+            }
+            json!({
+                "type": "message",
+                "attachments": [{
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "content": {
+                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                        "type": "AdaptiveCard",
+                        "version": "1.4",
+                        "body": body,
+                        "actions": actions,
+                    }
+                }]
+            })
+        }
+        "googlechat" => {
+            let mut text = format!(
+                "*{}*\n{}\n<{}|Build #{}>",
+                report.headline,
+                report.details(),
+                report.link,
+                report.number
+            );
+            if let Some((url, title)) = &failing_text {
+                text.push_str(&format!(" · <{url}|{title}>"));
+            }
+            if !report.tail.is_empty() {
+                text.push('\n');
+                text.push_str(&report.tail_block());
+            }
+            json!({ "text": text })
+        }
+        // Slack, and the Slack-compatible incoming webhooks of Mattermost and Rocket.Chat.
+        _ => {
+            let mut text = format!(
+                "<{}|Build #{}> · {}",
+                report.link,
+                report.number,
+                report.details()
+            );
+            if let Some((url, title)) = &failing_text {
+                text.push_str(&format!("\n<{url}|{title}>"));
+            }
+            if !report.tail.is_empty() {
+                text.push('\n');
+                text.push_str(&report.tail_block());
+            }
+            json!({
+                "text": report.headline,
+                "attachments": [{
+                    "color": report.colour(),
+                    "title": report.headline,
+                    "title_link": report.failing.as_ref().map_or(&report.link, |(u, _)| u),
+                    "text": text,
+                    "fallback": report.headline,
+                }]
+            })
+        }
+    }
+}
+
+async fn send_due(state: &Arc<AppState>) -> Result<(), gantry_store::StoreError> {
+    let due = state.store.due_messages(gantry_store::now_ms(), 50).await?;
+    for message in due {
+        let outcome = send(state, &message).await;
+        match outcome {
+            Ok(()) => state.store.message_sent(message.id).await?,
+            Err((error, retry)) => {
+                let attempts = message.attempts + 1;
+                let retry_at = retry
+                    .filter(|_| attempts < MAX_ATTEMPTS)
+                    .map(|after| gantry_store::now_ms() + after.as_millis() as i64);
+                tracing::warn!(message.id = message.id, kind = %message.kind, attempts, %error, will_retry = retry_at.is_some(), "a notification failed");
+                state
+                    .store
+                    .message_failed(message.id, &error, retry_at)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The backoff before attempt `attempts + 1`.
+fn backoff(base: Duration, attempts: i64) -> Duration {
+    let factor = 1u32 << attempts.clamp(0, 10);
+    (base * factor).min(Duration::from_secs(600))
+}
+
+/// Posts one message. `Err` carries the reason and, when worth trying again, after how long.
+async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, Option<Duration>)> {
+    let mut request = state
+        .http
+        .post(&message.url)
+        .header("content-type", "application/json")
+        .header("user-agent", "gantry")
+        .timeout(Duration::from_secs(15))
+        .body(message.body.clone());
+    if message.kind == "github_status" {
+        let token = match message.build_id {
+            Some(build) => github_token(state, build).await,
+            None => None,
+        };
+        let Some(token) = token else {
+            return Err((
+                "no GitHub token: set the repository's github_token or GANTRY_GITHUB_TOKEN"
+                    .to_owned(),
+                None,
+            ));
+        };
+        request = request
+            .bearer_auth(token)
+            .header("accept", "application/vnd.github+json");
+    }
+    let retry = backoff(state.config.notify_retry, message.attempts);
+    let response = request.send().await.map_err(|e| {
+        (
+            format!("{} did not answer: {e}", host_of(&message.url)),
+            Some(retry),
+        )
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let rate_limited = status.as_u16() == 429
+        || (status.as_u16() == 403
+            && response
+                .headers()
+                .get("x-ratelimit-remaining")
+                .is_some_and(|v| v == "0"));
+    let reset = response
+        .headers()
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|at| Duration::from_secs((at - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64));
+    let text: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let error = format!("{} answered {status}: {text}", host_of(&message.url));
+    if rate_limited {
+        Err((error, Some(reset.unwrap_or(retry))))
+    } else if status.is_server_error() {
+        Err((error, Some(retry)))
+    } else {
+        Err((error, None))
+    }
+}
+
+async fn github_token(state: &AppState, build_id: i64) -> Option<String> {
+    let build = state.store.build_by_id(build_id).await.ok()?;
+    let repo = state.store.repo(build.repo_id).await.ok()?;
+    if repo.github_token.is_empty() {
+        state.config.github_token.clone()
+    } else {
+        Some(repo.github_token)
+    }
+}
+
+/// `https://hooks.slack.com/…`: where a message went, without the secret part of its URL.
+pub fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split('/').next().unwrap_or("");
+    let scheme = url.split_once("://").map_or("https", |(s, _)| s);
+    format!("{scheme}://{host}/…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_escapes_are_dropped_for_chat() {
+        assert_eq!(plain("\u{1b}[31merror\u{1b}[0m: boom"), "error: boom");
+        assert_eq!(plain("no colour"), "no colour");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_ten_minutes() {
+        let base = Duration::from_secs(1);
+        assert_eq!(backoff(base, 0), Duration::from_secs(1));
+        assert_eq!(backoff(base, 3), Duration::from_secs(8));
+        assert_eq!(backoff(base, 20), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn webhook_urls_are_shown_without_their_secret_path() {
+        assert_eq!(
+            host_of("https://hooks.slack.com/services/T/B/secret"),
+            "https://hooks.slack.com/…"
+        );
+    }
+}

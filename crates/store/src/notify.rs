@@ -1,0 +1,365 @@
+//! Notifications: chat targets per repository (or server-wide), and the outbox of messages
+//! to send. A build is due for notifications while its `notified_status` differs from its
+//! status; the messages for a change and the new `notified_status` are written in one
+//! transaction, so a change is notified once, whichever path made it, and a message
+//! waiting in the outbox survives a restart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::builds::{BUILD_COLUMNS, BuildRow};
+use crate::{Build, Result, Status, Store, StoreError, now_ms, with_pool};
+
+/// Where chat messages go, and which builds they are about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotifyTarget {
+    pub id: i64,
+    /// `None`: a server-wide default.
+    pub repo_id: Option<i64>,
+    /// slack, mattermost, rocketchat, discord, teams or googlechat.
+    pub kind: String,
+    /// The webhook URL: it is a credential, so the API shows it shortened.
+    #[serde(skip_serializing)]
+    pub url: String,
+    /// failure, recovery, success or always.
+    pub rules: Vec<String>,
+    /// Only builds of these branches (empty: all).
+    pub branches: Vec<String>,
+    /// Only builds of these events (empty: all).
+    pub events: Vec<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NewTarget {
+    pub kind: String,
+    pub url: String,
+    #[serde(default = "default_rules")]
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub branches: Vec<String>,
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+fn default_rules() -> Vec<String> {
+    vec!["failure".to_owned(), "recovery".to_owned()]
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct TargetRow {
+    id: i64,
+    repo_id: Option<i64>,
+    kind: String,
+    url: String,
+    rules: String,
+    branches: String,
+    events: String,
+    created_at: i64,
+}
+
+impl TryFrom<TargetRow> for NotifyTarget {
+    type Error = StoreError;
+    fn try_from(row: TargetRow) -> Result<Self> {
+        let list = |text: &str| {
+            serde_json::from_str::<Vec<String>>(text)
+                .map_err(|e| StoreError::corrupt("notification target", e))
+        };
+        Ok(NotifyTarget {
+            id: row.id,
+            repo_id: row.repo_id,
+            kind: row.kind,
+            url: row.url,
+            rules: list(&row.rules)?,
+            branches: list(&row.branches)?,
+            events: list(&row.events)?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+const TARGET_COLUMNS: &str = "id, repo_id, kind, url, rules, branches, events, created_at";
+
+/// A message to send: a JSON body to POST to a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// `github_status` or a chat kind.
+    pub kind: String,
+    pub url: String,
+    pub body: String,
+    /// An `Authorization` header value.
+    pub auth: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub build_id: Option<i64>,
+    pub kind: String,
+    #[serde(skip_serializing)]
+    pub url: String,
+    #[serde(skip_serializing)]
+    pub body: String,
+    #[serde(skip_serializing)]
+    pub auth: Option<String>,
+    /// pending, sent or failed.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+const MESSAGE_COLUMNS: &str = "id, build_id, kind, url, body, auth, state, attempts, \
+     next_attempt_at, last_error, created_at, sent_at";
+
+impl Store {
+    pub async fn add_target(&self, repo_id: Option<i64>, new: &NewTarget) -> Result<NotifyTarget> {
+        let json = |v: &Vec<String>| serde_json::to_string(v).expect("strings serialise");
+        let id: i64 = with_pool!(self, pool => sqlx::query_scalar(
+            "INSERT INTO notify_targets (repo_id, kind, url, rules, branches, events, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(repo_id)
+        .bind(&new.kind)
+        .bind(&new.url)
+        .bind(json(&new.rules))
+        .bind(json(&new.branches))
+        .bind(json(&new.events))
+        .bind(now_ms())
+        .fetch_one(pool)
+        .await)?;
+        self.target(id).await
+    }
+
+    pub async fn target(&self, id: i64) -> Result<NotifyTarget> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {TARGET_COLUMNS} FROM notify_targets WHERE id = $1"
+        ));
+        with_pool!(self, pool => sqlx::query_as::<_, TargetRow>(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .map(NotifyTarget::try_from)
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("notification target #{id}")))
+    }
+
+    /// A repository's own targets (`Some`), or the server-wide ones (`None`).
+    pub async fn targets(&self, repo_id: Option<i64>) -> Result<Vec<NotifyTarget>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {TARGET_COLUMNS} FROM notify_targets WHERE repo_id = $1 \
+             OR ($1 IS NULL AND repo_id IS NULL) ORDER BY id"
+        ));
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, TargetRow>(sql)
+            .bind(repo_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(NotifyTarget::try_from).collect()
+    }
+
+    /// The targets a repository's builds notify: its own, else the server-wide ones.
+    pub async fn targets_for(&self, repo_id: i64) -> Result<Vec<NotifyTarget>> {
+        let own = self.targets(Some(repo_id)).await?;
+        if own.is_empty() {
+            self.targets(None).await
+        } else {
+            Ok(own)
+        }
+    }
+
+    pub async fn remove_target(&self, id: i64) -> Result<()> {
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM notify_targets WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(StoreError::NotFound(format!("notification target #{id}")));
+        }
+        Ok(())
+    }
+
+    /// Builds whose status changed since their notifications were last made, oldest first.
+    pub async fn builds_to_notify(&self, limit: i64) -> Result<Vec<Build>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE notified_status IS NULL \
+             OR notified_status <> status ORDER BY id LIMIT $1"
+        ));
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(Build::try_from).collect()
+    }
+
+    /// Queues the messages for the build's change to `status` and records it as notified,
+    /// in one transaction.
+    pub async fn queue_notifications(
+        &self,
+        build_id: i64,
+        status: Status,
+        messages: &[NewMessage],
+    ) -> Result<()> {
+        self.queue_for_build(build_id, status, messages, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Like `queue_notifications`, but only for a build never notified before (its first,
+    /// `pending` statuses must not arrive after a later state's). Returns whether it did.
+    pub async fn queue_first_notifications(
+        &self,
+        build_id: i64,
+        status: Status,
+        messages: &[NewMessage],
+    ) -> Result<bool> {
+        self.queue_for_build(build_id, status, messages, true).await
+    }
+
+    async fn queue_for_build(
+        &self,
+        build_id: i64,
+        status: Status,
+        messages: &[NewMessage],
+        only_first: bool,
+    ) -> Result<bool> {
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let marked = sqlx::query(
+                "UPDATE builds SET notified_status = $2 WHERE id = $1 \
+                 AND (NOT $3 OR notified_status IS NULL)",
+            )
+            .bind(build_id)
+            .bind(status.as_str())
+            .bind(only_first)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if marked == 0 {
+                return Ok(false);
+            }
+            for message in messages {
+                sqlx::query(
+                    "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(build_id)
+                .bind(&message.kind)
+                .bind(&message.url)
+                .bind(&message.body)
+                .bind(message.auth.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Queues one message that belongs to no build (a test message).
+    pub async fn queue_message(&self, message: &NewMessage) -> Result<i64> {
+        let now = now_ms();
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "INSERT INTO outbox (kind, url, body, auth, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        )
+        .bind(&message.kind)
+        .bind(&message.url)
+        .bind(&message.body)
+        .bind(message.auth.as_deref())
+        .bind(now)
+        .fetch_one(pool)
+        .await)?)
+    }
+
+    /// Pending messages whose time has come, oldest first.
+    pub async fn due_messages(&self, now: i64, limit: i64) -> Result<Vec<OutboxMessage>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE state = 'pending' \
+             AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+        ));
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, OutboxMessage>(sql)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?,
+        )
+    }
+
+    /// When the next pending message is due, if any.
+    pub async fn next_message_due(&self) -> Result<Option<i64>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'"
+        )
+        .fetch_one(pool)
+        .await)?)
+    }
+
+    pub async fn message_sent(&self, id: i64) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE outbox SET state = 'sent', sent_at = $2, attempts = attempts + 1, \
+             last_error = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: tried again at `retry_at`, or given up (`None`).
+    pub async fn message_failed(&self, id: i64, error: &str, retry_at: Option<i64>) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+             state = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END, \
+             next_attempt_at = COALESCE(CAST($3 AS BIGINT), next_attempt_at) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(retry_at)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// A build's messages, to show what was reported and what failed.
+    pub async fn build_messages(&self, build_id: i64) -> Result<Vec<OutboxMessage>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE build_id = $1 ORDER BY id"
+        ));
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, OutboxMessage>(sql)
+            .bind(build_id)
+            .fetch_all(pool)
+            .await)?,
+        )
+    }
+
+    /// The last finished build of `branch` before `number` (for "recovered").
+    pub async fn previous_finished_build(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        number: i64,
+    ) -> Result<Option<Build>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE repo_id = $1 AND branch = $2 \
+             AND number < $3 AND finished_at IS NOT NULL AND status <> 'skipped' \
+             ORDER BY number DESC LIMIT 1"
+        ));
+        with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql)
+            .bind(repo_id)
+            .bind(branch)
+            .bind(number)
+            .fetch_optional(pool)
+            .await)?
+        .map(Build::try_from)
+        .transpose()
+    }
+}
