@@ -447,20 +447,35 @@ pub enum NotifyCommand {
         #[arg(long)]
         server_wide: bool,
     },
-    /// Removes a target.
+    /// Removes a target: `OWNER/NAME ID`, or `ID --server-wide`.
     Rm {
-        repo: Option<String>,
-        id: i64,
+        #[arg(value_name = "OWNER/NAME | ID")]
+        first: String,
+        id: Option<i64>,
         #[arg(long)]
         server_wide: bool,
     },
-    /// Sends a test message to a target.
+    /// Sends a test message to a target: `OWNER/NAME ID`, or `ID --server-wide`.
     Test {
-        repo: Option<String>,
-        id: i64,
+        #[arg(value_name = "OWNER/NAME | ID")]
+        first: String,
+        id: Option<i64>,
         #[arg(long)]
         server_wide: bool,
     },
+}
+
+/// `OWNER/NAME ID` or `ID --server-wide`: the targets' path and the id.
+fn target_of(first: &str, id: Option<i64>, server_wide: bool) -> anyhow::Result<(String, i64)> {
+    match id {
+        Some(id) => Ok((targets_path(Some(first), server_wide)?, id)),
+        None => {
+            let id = first
+                .parse()
+                .map_err(|_| anyhow::anyhow!("give OWNER/NAME ID, or ID --server-wide"))?;
+            Ok((targets_path(None, server_wide)?, id))
+        }
+    }
 }
 
 fn targets_path(repo: Option<&str>, server_wide: bool) -> anyhow::Result<String> {
@@ -521,22 +536,22 @@ pub fn notify(args: &NotifyArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             NotifyCommand::Rm {
-                repo,
+                first,
                 id,
                 server_wide,
             } => {
-                let path = targets_path(repo.as_deref(), *server_wide)?;
+                let (path, id) = target_of(first, *id, *server_wide)?;
                 client
                     .send(reqwest::Method::DELETE, &format!("{path}/{id}"), None)
                     .await?;
                 println!("removed target #{id}");
             }
             NotifyCommand::Test {
-                repo,
+                first,
                 id,
                 server_wide,
             } => {
-                let path = targets_path(repo.as_deref(), *server_wide)?;
+                let (path, id) = target_of(first, *id, *server_wide)?;
                 client
                     .json(reqwest::Method::POST, &format!("{path}/{id}/test"), None)
                     .await?;

@@ -506,6 +506,8 @@ struct BuildTemplate {
     build: BuildRow,
     commit_link: String,
     stages: Vec<StageItem>,
+    /// Reports (commit statuses, chat) that could not be sent.
+    failed_reports: Vec<String>,
 }
 
 async fn find_build(state: &AppState, repo: &Repo, number: i64) -> Result<Build, Page> {
@@ -557,12 +559,37 @@ async fn build_page(
             build.commit
         )
     };
+    let failed_reports = state
+        .store
+        .build_messages(build.id)
+        .await?
+        .into_iter()
+        .filter(|m| m.state == "failed" || (m.attempts > 0 && m.state == "pending"))
+        .map(|m| {
+            format!(
+                "{} to {}: {} ({})",
+                if m.kind == "github_status" {
+                    "Commit status"
+                } else {
+                    "Message"
+                },
+                crate::notify::host_of(&m.url),
+                m.last_error.unwrap_or_default(),
+                if m.state == "failed" {
+                    "given up"
+                } else {
+                    "retrying"
+                }
+            )
+        })
+        .collect();
     Ok(Page::render(BuildTemplate {
         page: page_info(&session),
         repo: repo.full_name(),
         build: build_row(&build),
         commit_link,
         stages,
+        failed_reports,
     }))
 }
 

@@ -392,6 +392,47 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
         String::from_utf8_lossy(&refused.stderr).contains("401"),
         "{refused:?}"
     );
+    let added = ok(cli(
+        &server.url,
+        &token,
+        &[
+            "notify",
+            "add",
+            "acme/app",
+            "--kind",
+            "slack",
+            "--url",
+            "http://127.0.0.1:9/services/secret",
+            "--on",
+            "failure",
+        ],
+    ));
+    assert!(added.contains("added target #1"), "{added}");
+    let targets = ok(cli(&server.url, &token, &["notify", "ls", "acme/app"]));
+    assert!(
+        targets.contains("slack")
+            && targets.contains("http://127.0.0.1:9/…")
+            && !targets.contains("secret"),
+        "{targets}"
+    );
+    let tested = ok(cli(
+        &server.url,
+        &token,
+        &["notify", "test", "acme/app", "1"],
+    ));
+    assert!(tested.contains("queued"), "{tested}");
+    let bad = cli(
+        &server.url,
+        &token,
+        &[
+            "notify", "add", "acme/app", "--kind", "irc", "--url", "http://x",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("slack, mattermost"),
+        "{bad:?}"
+    );
+    ok(cli(&server.url, &token, &["notify", "rm", "acme/app", "1"]));
     ok(cli(&server.url, &token, &["repo", "rm", "acme/app"]));
     let gone = cli(&server.url, &token, &["repo", "info", "acme/app"]);
     assert!(

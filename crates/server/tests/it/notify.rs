@@ -325,6 +325,19 @@ mod cases {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let page = first
+            .http
+            .get(format!("{}/acme/app/1", first.url))
+            .send()
+            .await
+            .expect("opens")
+            .text()
+            .await
+            .expect("html");
+        assert!(
+            page.contains("Reporting problems") && page.contains("retrying"),
+            "the failure is visible on the build"
+        );
         first.stop().await;
         // The service comes back, and so does gantry: the message arrives.
         let back = Receiver::start_on(&format!("127.0.0.1:{port}")).await;
