@@ -408,6 +408,7 @@ fn build_stage(
         services,
         steps,
         timeout_secs: pipeline.timeout.as_ref().map(|t| t.value),
+        notify: pipeline.notify.clone(),
     }
 }
 

@@ -1302,6 +1302,7 @@ impl<'a> Decoder<'a> {
             matrix: None,
             timeout: None,
             graph: false,
+            notify: Vec::new(),
         }
     }
 
@@ -1350,6 +1351,107 @@ impl<'a> Decoder<'a> {
         out.base = f.get("base").and_then(|n| self.text(n, path));
         out.path = f.get("path").and_then(|n| self.text(n, path));
         self.finish(&f, path, &["base", "path"], &[]);
+        out
+    }
+
+    /// `notify:` — a list of `{kind, url | url: {from_secret}, on, branch, event}`.
+    fn notify(&mut self, node: &Node, path: &At<'_>) -> Vec<NotifySpec> {
+        let Value::Seq(items) = &node.value else {
+            self.expected(node, path, "a list of notification targets");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = path.index(i);
+            let Some(mut f) = self.fields(item, &at) else {
+                continue;
+            };
+            let kind = f.get("kind").and_then(|n| {
+                let kind = self.text(n, &at.key("kind"))?;
+                if NOTIFY_KINDS.contains(&kind.as_str()) {
+                    Some(kind)
+                } else {
+                    let hint = format!("use one of {}", NOTIFY_KINDS.join(", "));
+                    self.error(
+                        n.pos,
+                        &at.key("kind"),
+                        format!("unknown chat service `{kind}`"),
+                        Some(&hint),
+                    );
+                    None
+                }
+            });
+            let (mut url, mut url_secret) = (None, None);
+            match f.get("url") {
+                Some(n) if n.as_map().is_some() => {
+                    if let Some(mut secret) = self.fields(n, &at.key("url")) {
+                        url_secret = secret
+                            .get("from_secret")
+                            .and_then(|s| self.text(s, &at.key("url").key("from_secret")));
+                        self.finish(&secret, &at.key("url"), &["from_secret"], &[]);
+                    }
+                }
+                Some(n) => {
+                    url = self.text(n, &at.key("url"));
+                    if let Some(text) = &url
+                        && !(text.starts_with("https://") || text.starts_with("http://"))
+                    {
+                        self.error(
+                            n.pos,
+                            &at.key("url"),
+                            "url must be an http(s) webhook URL",
+                            Some("or take it from a secret: `url: {from_secret: NAME}`"),
+                        );
+                        url = None;
+                    }
+                }
+                None => {}
+            }
+            if url.is_none() && url_secret.is_none() {
+                self.error(
+                    item.pos,
+                    &at,
+                    "a notify entry needs `url` (or `url: {from_secret: NAME}`)",
+                    None,
+                );
+            }
+            let mut on = f
+                .get("on")
+                .map(|n| self.texts(n, &at.key("on")))
+                .unwrap_or_else(|| vec!["failure".to_owned(), "recovery".to_owned()]);
+            if let Some(bad) = on.iter().find(|r| !NOTIFY_RULES.contains(&r.as_str())) {
+                let hint = format!("use {}", NOTIFY_RULES.join(", "));
+                self.error(
+                    item.pos,
+                    &at.key("on"),
+                    format!("unknown rule `{bad}`"),
+                    Some(&hint),
+                );
+                on.clear();
+            }
+            let branches = f
+                .get("branch")
+                .map(|n| self.texts(n, &at.key("branch")))
+                .unwrap_or_default();
+            let events = f
+                .get("event")
+                .map(|n| self.texts(n, &at.key("event")))
+                .unwrap_or_default();
+            self.finish(&f, &at, &["kind", "url", "on", "branch", "event"], &[]);
+            if let Some(kind) = kind
+                && (url.is_some() || url_secret.is_some())
+                && !on.is_empty()
+            {
+                out.push(NotifySpec {
+                    kind,
+                    url,
+                    url_secret,
+                    on,
+                    branches,
+                    events,
+                });
+            }
+        }
         out
     }
 
@@ -1578,6 +1680,9 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("timeout") {
             pipeline.timeout = self.timeout(n, &root.key("timeout"));
         }
+        if let Some(n) = f.get("notify") {
+            pipeline.notify = self.notify(n, &root.key("notify"));
+        }
         const KEYS: &[&str] = &[
             "kind",
             "type",
@@ -1593,6 +1698,7 @@ impl<'a> Decoder<'a> {
             "workspace",
             "environment",
             "timeout",
+            "notify",
         ];
         self.finish(&f, &root, KEYS, UNSUPPORTED_PIPELINE_KEYS);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());

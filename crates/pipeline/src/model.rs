@@ -101,6 +101,36 @@ pub struct Pipeline {
     pub timeout: Option<Spanned<u64>>,
     /// Steps form a graph (some step has `depends_on`) rather than a sequence.
     pub graph: bool,
+    /// Chat targets the pipeline's builds post to, beside the repository's.
+    pub notify: Vec<NotifySpec>,
+}
+
+/// The chat services a `notify:` entry may name.
+pub const NOTIFY_KINDS: [&str; 6] = [
+    "slack",
+    "mattermost",
+    "rocketchat",
+    "discord",
+    "teams",
+    "googlechat",
+];
+
+/// When a `notify:` entry posts.
+pub const NOTIFY_RULES: [&str; 4] = ["failure", "recovery", "success", "always"];
+
+/// One entry of a pipeline's `notify:` block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifySpec {
+    /// One of [`NOTIFY_KINDS`].
+    pub kind: String,
+    /// The incoming webhook's URL, given in the file.
+    pub url: Option<String>,
+    /// Or the name of the secret that holds it (`url: {from_secret: NAME}`).
+    pub url_secret: Option<String>,
+    /// [`NOTIFY_RULES`]; by default failure and recovery.
+    pub on: Vec<String>,
+    pub branches: Vec<String>,
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

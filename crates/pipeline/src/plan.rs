@@ -46,6 +46,9 @@ pub struct Stage {
     /// In execution order: every step comes after the steps it depends on.
     pub steps: Vec<PlanStep>,
     pub timeout_secs: Option<u64>,
+    /// The pipeline's own chat targets (`notify:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::model::NotifySpec>,
 }
 
 /// How the workspace is filled before the first step.

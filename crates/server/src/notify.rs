@@ -23,6 +23,9 @@ pub const KINDS: [&str; 6] = [
 ];
 pub const RULES: [&str; 4] = ["failure", "recovery", "success", "always"];
 
+/// A pipeline's target whose URL is in a secret: `secret:NAME`.
+const SECRET_URL: &str = "secret:";
+
 /// Attempts before a message is given up (about 17 minutes with the default backoff).
 const MAX_ATTEMPTS: i64 = 10;
 
@@ -155,7 +158,30 @@ async fn messages_for(
         }
     }
     if build.status.is_final() {
-        let targets = state.store.targets_for(repo.id).await?;
+        let mut targets = state.store.targets_for(repo.id).await?;
+        // The pipelines' own `notify:` targets, once each.
+        for plan in state.store.stage_plans(build.id).await? {
+            for spec in plan.notify {
+                let url = match (spec.url, spec.url_secret) {
+                    (Some(url), _) => url,
+                    (None, Some(secret)) => format!("{SECRET_URL}{secret}"),
+                    (None, None) => continue,
+                };
+                if targets.iter().any(|t| t.kind == spec.kind && t.url == url) {
+                    continue;
+                }
+                targets.push(NotifyTarget {
+                    id: 0,
+                    repo_id: Some(repo.id),
+                    kind: spec.kind,
+                    url,
+                    rules: spec.on,
+                    branches: spec.branches,
+                    events: spec.events,
+                    created_at: 0,
+                });
+            }
+        }
         if !targets.is_empty() {
             let recovered = recovered(state, build).await?;
             let report = Report::new(state, repo, build, &stages).await?;
@@ -543,6 +569,14 @@ fn backoff(base: Duration, attempts: i64) -> Duration {
 
 /// Posts one message. `Err` carries the reason and, when worth trying again, after how long.
 async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, Option<Duration>)> {
+    if let Some(secret) = message.url.strip_prefix(SECRET_URL) {
+        return Err((
+            format!(
+                "the webhook URL is in the secret `{secret}`, and this server does not store secrets yet: give the URL with `gantry notify add`"
+            ),
+            None,
+        ));
+    }
     let mut request = state
         .http
         .post(&message.url)
@@ -618,6 +652,9 @@ async fn github_token(state: &AppState, build_id: i64) -> Option<String> {
 
 /// `https://hooks.slack.com/…`: where a message went, without the secret part of its URL.
 pub fn host_of(url: &str) -> String {
+    if let Some(secret) = url.strip_prefix(SECRET_URL) {
+        return format!("(the URL in secret {secret})");
+    }
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = rest.split('/').next().unwrap_or("");
     let scheme = url.split_once("://").map_or("https", |(s, _)| s);

@@ -667,6 +667,20 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("stage id {stage_id}")))
     }
 
+    /// The plans of a build's stages, in order.
+    pub async fn stage_plans(&self, build_id: i64) -> Result<Vec<gantry_pipeline::Stage>> {
+        let plans: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT plan FROM stages WHERE build_id = $1 ORDER BY number"
+        )
+        .bind(build_id)
+        .fetch_all(pool)
+        .await)?;
+        plans
+            .iter()
+            .map(|p| serde_json::from_str(p).map_err(|e| StoreError::corrupt("stage plan", e)))
+            .collect()
+    }
+
     /// Steps of a stage in plan order (steps, then services).
     pub async fn steps(&self, stage_id: i64) -> Result<Vec<Step>> {
         let sql = sqlx::AssertSqlSafe(format!(

@@ -6,5 +6,6 @@ mod dialects;
 mod fixtures;
 mod fuzz;
 mod limits;
+mod notify;
 mod snapshots;
 mod support;

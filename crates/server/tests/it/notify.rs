@@ -12,6 +12,7 @@ use crate::on_both;
 use crate::support::{PIPELINE, Receiver, TestServer};
 
 on_both!(
+    a_pipeline_s_notify_block_posts_too,
     a_failed_build_reaches_github_and_every_chat_with_a_link_to_its_failing_step,
     chat_follows_the_failure_and_recovery_rules,
     a_waiting_message_outlives_a_dead_receiver_and_a_restart,
@@ -55,6 +56,52 @@ async fn run_build(server: &TestServer, state: StepState, lines: &[&str]) {
 
 mod cases {
     use super::*;
+
+    pub async fn a_pipeline_s_notify_block_posts_too(db: &str) {
+        let receiver = Receiver::start().await;
+        let server = server_for(db, &receiver).await;
+        let git = GitRepo::new();
+        let pipeline = format!(
+            "{PIPELINE}notify:\n  - kind: discord\n    url: {}/from-the-file\n  - kind: slack\n    url: {{from_secret: slack_hook}}\n",
+            receiver.url
+        );
+        let sha = git.commit(&[(".gantry.yml", &pipeline)], "first");
+        server.add_repo("app", &git).await;
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "first"),
+            )
+            .await;
+        run_build(&server, StepState::Failure, &["boom"]).await;
+        let message = &receiver.wait_for("/from-the-file", 1).await[0].body;
+        assert_eq!(message["content"], "acme/app build #1 failed on main");
+        // The one whose URL is a secret cannot be sent yet, and says why on the build.
+        for _ in 0..100 {
+            let build = server.get_json("/repos/acme/app/builds/1").await;
+            if let Some(slack) = build["notifications"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["kind"] == "slack")
+                && slack["state"] == "failed"
+            {
+                assert!(
+                    slack["last_error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("secret `slack_hook`"),
+                    "{slack}"
+                );
+                server.stop().await;
+                receiver.stop();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the secret-URL target was not reported as failed");
+    }
 
     pub async fn a_failed_build_reaches_github_and_every_chat_with_a_link_to_its_failing_step(
         db: &str,
