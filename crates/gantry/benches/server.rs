@@ -298,6 +298,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
                 sender: "bench".into(),
                 plan: Ok(plan),
                 delivery: None,
+                fork: false,
             })
             .await
             .expect("build");

@@ -247,6 +247,7 @@ async fn run_stages(
             id: format!("exec-{}-{}", std::process::id(), stage.number),
             stage,
             secrets: secrets.clone(),
+            withheld: Default::default(),
             workspace: WorkspaceSource::Directory(workspace.to_owned()),
         };
         let executor = Executor::new(backend, config.clone());

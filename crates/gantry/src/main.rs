@@ -41,6 +41,8 @@ enum Command {
     Build(client_cmd::BuildArgs),
     /// Chat notification targets on a server.
     Notify(client_cmd::NotifyArgs),
+    /// Secrets of a repository or an owner on a server (values are never shown).
+    Secret(client_cmd::SecretArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Repo(args) => client_cmd::repo(&args),
         Command::Build(args) => client_cmd::build(&args),
         Command::Notify(args) => client_cmd::notify(&args),
+        Command::Secret(args) => client_cmd::secret(&args),
     };
     match result {
         Ok(code) => code,

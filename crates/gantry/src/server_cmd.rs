@@ -67,6 +67,10 @@ pub struct ServerArgs {
     /// A token for commit statuses of repositories without one of their own.
     #[arg(long, env = "GANTRY_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
+    /// The key secrets are sealed with (64 hex digits); by default one generated into the
+    /// data directory (`secret-key`, mode 0600).
+    #[arg(long, env = "GANTRY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +218,43 @@ async fn backends(
     Ok(Backends { docker, local })
 }
 
+/// The key for secrets at rest: given, or the data directory's `secret-key`, or a new one
+/// written there (mode 0600), unless the database already holds sealed data: then a
+/// missing key is an error, never a silent new key.
+async fn secret_key(
+    given: Option<&str>,
+    data_dir: &Path,
+    store: &Store,
+) -> anyhow::Result<gantry_server::secrets::SecretKey> {
+    use gantry_server::secrets::{SecretKey, has_sealed_data};
+    if let Some(text) = given {
+        return SecretKey::from_hex(text)
+            .ok_or_else(|| anyhow::anyhow!("GANTRY_SECRET_KEY must be 64 hex digits (32 bytes)"));
+    }
+    let path = data_dir.join("secret-key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return SecretKey::from_hex(&text)
+            .ok_or_else(|| anyhow::anyhow!("{} does not hold 64 hex digits", path.display()));
+    }
+    if has_sealed_data(store).await? {
+        bail!(
+            "this database holds secrets, but no secret key was given: set GANTRY_SECRET_KEY, or restore {}",
+            path.display()
+        );
+    }
+    let (key, text) = SecretKey::generate();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("while writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(key)
+}
+
 pub fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
     runtime()?.block_on(serve(args))
@@ -256,7 +297,12 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone());
     config.github_api = args.github_api_url.clone();
     config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
+    config.secret_key = secret_key(args.secret_key.as_deref(), &args.data_dir, &store).await?;
     let server = Server::new(store, config);
+    server
+        .verify_secret_key()
+        .await
+        .context("while checking the secret key")?;
     if let Some(token) = server.ensure_admin_token().await? {
         eprintln!(
             "gantry: created the admin API token (shown once; only its hash is stored):\n\n    {token}\n"

@@ -67,6 +67,10 @@ pub struct Assignment {
     pub clone_token: Option<String>,
     /// Secret values by name, for the stage's `from_secret` references.
     pub secrets: BTreeMap<String, String>,
+    /// Secrets the stage references but may not have, with the reason (a step that needs
+    /// one fails, saying it).
+    #[serde(default)]
+    pub withheld_secrets: BTreeMap<String, String>,
     /// Heartbeat at least this often, or lose the lease.
     pub heartbeat_ms: u64,
 }

@@ -68,6 +68,7 @@ async fn gantry(backend: Arc<dyn Backend>, stage: Stage, round: usize) -> (Durat
         id: format!("bench-{}-{round}", std::process::id()),
         stage,
         secrets: Default::default(),
+        withheld: Default::default(),
         workspace: WorkspaceSource::Empty,
     };
     let started = Instant::now();

@@ -67,6 +67,8 @@ pub struct Job {
     pub stage: Stage,
     /// Secret values by name; every one is masked in every log line.
     pub secrets: BTreeMap<String, String>,
+    /// Secrets the stage may not have, with why: a step that needs one fails saying so.
+    pub withheld: BTreeMap<String, String>,
     pub workspace: WorkspaceSource,
 }
 
@@ -681,7 +683,7 @@ impl Executor {
                 Some(value) => {
                     environment.insert(secret.env.clone(), value.clone());
                 }
-                None => return Err(missing_secret(&secret.secret, &secret.env)),
+                None => return Err(missing_secret(job, &secret.secret, &secret.env)),
             }
         }
         environment.extend(step.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -690,7 +692,7 @@ impl Executor {
                 Some(value) => {
                     environment.insert(secret.env.clone(), value.clone());
                 }
-                None => return Err(missing_secret(&secret.secret, &secret.env)),
+                None => return Err(missing_secret(job, &secret.secret, &secret.env)),
             }
         }
         Ok(environment)
@@ -707,7 +709,10 @@ fn clone_token(source: &WorkspaceSource) -> Option<&str> {
     }
 }
 
-fn missing_secret(secret: &str, env: &str) -> String {
+fn missing_secret(job: &Job, secret: &str, env: &str) -> String {
+    if let Some(reason) = job.withheld.get(secret) {
+        return format!("{reason} (for `{env}`)");
+    }
     format!(
         "secret `{secret}` (for `{env}`) is not set: add it to the repository's secrets, or pass `--secret {secret}=...` to `gantry exec`"
     )

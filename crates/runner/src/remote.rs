@@ -246,6 +246,7 @@ impl RemoteRunner {
             id: assignment.job_id,
             stage: assignment.stage,
             secrets: assignment.secrets,
+            withheld: assignment.withheld_secrets,
             workspace,
         };
         let reporter = Arc::new(RemoteReporter { reports });

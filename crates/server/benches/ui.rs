@@ -47,6 +47,7 @@ impl Bench {
                 sender: "bench".into(),
                 plan: Ok(plan),
                 delivery: None,
+                fork: false,
             })
             .await
             .expect("build");

@@ -81,6 +81,22 @@ pub fn routes() -> Router<Arc<AppState>> {
             axum::routing::delete(remove_default_target),
         )
         .route("/api/notify/{id}/test", post(test_default_target))
+        .route(
+            "/api/repos/{owner}/{name}/secrets",
+            get(list_repo_secrets).post(add_repo_secret),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/secrets/{secret}",
+            axum::routing::delete(remove_repo_secret),
+        )
+        .route(
+            "/api/orgs/{owner}/secrets",
+            get(list_owner_secrets).post(add_owner_secret),
+        )
+        .route(
+            "/api/orgs/{owner}/secrets/{secret}",
+            axum::routing::delete(remove_owner_secret),
+        )
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -814,4 +830,139 @@ async fn test_default_target(
     require_admin(&caller)?;
     let target = owned_target(&state, None, id).await?;
     send_test(&state, &target, "(server-wide default)").await
+}
+
+// ----- secrets ----------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSecret {
+    name: String,
+    value: String,
+    #[serde(default)]
+    allow_pull_requests: bool,
+}
+
+/// Largest secret value (a kubeconfig fits; a disk image does not).
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+fn checked_secret(body: &[u8]) -> ApiResult<NewSecret> {
+    let new: NewSecret = parse_body(body)?;
+    if new.name.is_empty()
+        || new.name.len() > 100
+        || !new
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "secret name `{}` is not valid: use letters, digits, `_`, `-` and `.`",
+            new.name
+        )));
+    }
+    if new.value.is_empty() || new.value.len() > MAX_SECRET_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "a secret's value must be 1 byte to {} KiB",
+            MAX_SECRET_BYTES / 1024
+        )));
+    }
+    Ok(new)
+}
+
+async fn save_secret(
+    state: &AppState,
+    scope: &gantry_store::SecretScope,
+    body: &[u8],
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let new = checked_secret(body)?;
+    crate::secrets::put(
+        &state.store,
+        &state.config.secret_key,
+        scope,
+        &new.name,
+        &new.value,
+        new.allow_pull_requests,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": new.name, "allow_pull_requests": new.allow_pull_requests })),
+    ))
+}
+
+async fn list_repo_secrets(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<gantry_store::SecretInfo>>> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    Ok(Json(
+        state
+            .store
+            .secrets(&gantry_store::SecretScope::Repo(repo.id))
+            .await?,
+    ))
+}
+
+async fn add_repo_secret(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    save_secret(&state, &gantry_store::SecretScope::Repo(repo.id), &body).await
+}
+
+async fn remove_repo_secret(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, secret)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    state
+        .store
+        .delete_secret(&gantry_store::SecretScope::Repo(repo.id), &secret)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_owner_secrets(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+) -> ApiResult<Json<Vec<gantry_store::SecretInfo>>> {
+    require_admin(&caller)?;
+    Ok(Json(
+        state
+            .store
+            .secrets(&gantry_store::SecretScope::Owner(owner))
+            .await?,
+    ))
+}
+
+async fn add_owner_secret(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    require_admin(&caller)?;
+    save_secret(&state, &gantry_store::SecretScope::Owner(owner), &body).await
+}
+
+async fn remove_owner_secret(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, secret)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    require_admin(&caller)?;
+    state
+        .store
+        .delete_secret(&gantry_store::SecretScope::Owner(owner), &secret)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -23,6 +23,7 @@ mod hooks;
 mod live;
 mod notify;
 mod rpc;
+pub mod secrets;
 mod trigger;
 mod web;
 
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub github_token: Option<String>,
     /// The first retry of a failed notification; each next one waits twice as long.
     pub notify_retry: Duration,
+    /// Seals and opens secrets at rest.
+    pub secret_key: secrets::SecretKey,
 }
 
 impl ServerConfig {
@@ -65,6 +68,9 @@ impl ServerConfig {
             github_api: "https://api.github.com".to_owned(),
             github_token: None,
             notify_retry: Duration::from_secs(2),
+            // The binary sets the configured key; a fresh one suits a server that starts
+            // on a database without secrets.
+            secret_key: secrets::SecretKey::generate().0,
         }
     }
 }
@@ -114,6 +120,11 @@ impl Server {
     /// once; only its hash is stored).
     pub async fn ensure_admin_token(&self) -> Result<Option<String>, StoreError> {
         auth::ensure_admin_token(&self.state.store).await
+    }
+
+    /// Checks the secret key against the database (a wrong key is a start-up error).
+    pub async fn verify_secret_key(&self) -> Result<(), secrets::SecretError> {
+        secrets::verify_key(&self.state.store, &self.state.config.secret_key).await
     }
 
     pub fn router(&self) -> Router {

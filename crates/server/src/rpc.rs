@@ -99,6 +99,16 @@ async fn request(
         if let Some(claim) = claim {
             tracing::info!(stage.id = claim.stage_id, epoch = claim.epoch, runner = %req.runner, "stage claimed");
             let clone = claim.plan.clone.clone();
+            let build = state.store.build_by_id(claim.build_id).await?;
+            let repo = state.store.repo(build.repo_id).await?;
+            let (secrets, withheld_secrets) = crate::secrets::for_stage(
+                &state.store,
+                &state.config.secret_key,
+                &repo,
+                &build,
+                &claim.plan,
+            )
+            .await?;
             return Ok(Json(Assignment {
                 lease: Lease {
                     stage: claim.stage_id,
@@ -108,7 +118,8 @@ async fn request(
                 stage: claim.plan,
                 clone,
                 clone_token: None,
-                secrets: Default::default(),
+                secrets,
+                withheld_secrets,
                 heartbeat_ms: state.config.heartbeat.as_millis() as u64,
             })
             .into_response());

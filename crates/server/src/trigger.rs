@@ -22,6 +22,8 @@ use crate::github::Trigger;
 pub struct Origin {
     pub sender: String,
     pub delivery: Option<i64>,
+    /// A pull request from a fork.
+    pub fork: bool,
 }
 
 /// The context a webhook's trigger gives a build of `repo` (number and link come later).
@@ -91,6 +93,7 @@ pub async fn create_build(
             sender: origin.sender,
             plan,
             delivery: origin.delivery,
+            fork: origin.fork,
         })
         .await?;
     if let Err(e) = crate::notify::build_created(state, repo, &build).await {
@@ -225,6 +228,7 @@ pub async fn manual_build(
     let origin = Origin {
         sender: sender.to_owned(),
         delivery: None,
+        fork: false,
     };
     create_build(state, repo, ctx, origin).await.map(Ok)
 }
@@ -241,6 +245,7 @@ pub async fn restart(
     let origin = Origin {
         sender: sender.to_owned(),
         delivery: None,
+        fork: build.fork,
     };
     create_build(state, repo, ctx, origin).await
 }
@@ -325,6 +330,7 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
     let origin = Origin {
         sender: trigger.sender.clone(),
         delivery: Some(delivery.id),
+        fork: trigger.fork,
     };
     let build = create_build(state, &repo, ctx, origin).await?;
     tracing::info!(

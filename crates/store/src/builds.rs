@@ -44,6 +44,8 @@ pub struct Build {
     /// The status its notifications were last made for.
     #[serde(skip_serializing)]
     pub notified_status: Option<String>,
+    /// A pull request from a fork: it gets only secrets that allow pull requests.
+    pub fork: bool,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -75,12 +77,13 @@ pub(crate) struct BuildRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     notified_status: Option<String>,
+    fork: bool,
 }
 
 pub(crate) const BUILD_COLUMNS: &str = "id, repo_id, number, parent, event, action, ref, branch, tag, \
      commit_sha, message, author, sender, pull_request, source_branch, target_branch, deploy_to, \
      params, status, error, cancel_requested, created_at, started_at, finished_at, \
-     notified_status";
+     notified_status, fork";
 
 impl TryFrom<BuildRow> for Build {
     type Error = StoreError;
@@ -112,6 +115,7 @@ impl TryFrom<BuildRow> for Build {
             started_at: row.started_at,
             finished_at: row.finished_at,
             notified_status: row.notified_status,
+            fork: row.fork,
         })
     }
 }
@@ -209,6 +213,8 @@ pub struct NewBuild {
     pub plan: Result<Plan, String>,
     /// The delivery this build comes from: marked processed in the same transaction.
     pub delivery: Option<i64>,
+    /// A pull request from a fork.
+    pub fork: bool,
 }
 
 /// Which builds to list, newest first.
@@ -475,9 +481,9 @@ impl Store {
             let build_id: i64 = sqlx::query_scalar(
                 "INSERT INTO builds (repo_id, number, parent, event, action, ref, branch, tag, \
                  commit_sha, message, author, sender, pull_request, source_branch, target_branch, \
-                 deploy_to, params, context, status, error, created_at, finished_at) \
+                 deploy_to, params, context, status, error, created_at, finished_at, fork) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19, $20, $21, $22) RETURNING id",
+                 $17, $18, $19, $20, $21, $22, $23) RETURNING id",
             )
             .bind(new.repo_id)
             .bind(new.number)
@@ -501,6 +507,7 @@ impl Store {
             .bind(error)
             .bind(now)
             .bind(error.map(|_| now))
+            .bind(new.fork)
             .fetch_one(&mut *tx)
             .await?;
             let mut queued = false;

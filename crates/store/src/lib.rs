@@ -23,6 +23,7 @@ mod notify;
 mod queue;
 mod repos;
 mod runners;
+mod secrets;
 mod tokens;
 
 pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
@@ -32,6 +33,7 @@ pub use notify::{NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, Reaped, StageEnd};
 pub use repos::{NewRepo, Repo, RepoUpdate, Visibility};
 pub use runners::Runner;
+pub use secrets::{SealedSecret, SecretInfo, SecretScope};
 pub use tokens::Token;
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds: the SQL is shared text,

@@ -601,3 +601,82 @@ fn a_slow_step_s_log_arrives_live_in_the_browser() {
     });
     server.process.stop();
 }
+
+/// A secret set with the CLI reaches its step, is masked in the log, and is never shown;
+/// the server refuses to start with another key, or with none, once secrets are stored.
+#[test]
+fn secrets_are_masked_and_the_key_guards_them() {
+    let dir = TempDir::new("e2e-secrets");
+    let args = ["--runner-backend", "local", "--runner-name", "e2e-secrets"];
+    let (mut server, token) = start_server(dir.path(), None, &args);
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: use\n    environment:\n      TOKEN: {from_secret: deploy_token}\n    commands:\n      - echo \"token is $TOKEN\"\n";
+    let sha = git.commit(&[(".gantry.yml", pipeline)], "use a secret");
+    add_repo(&server.url, &token, "app", &git, true);
+    ok(cli(
+        &server.url,
+        &token,
+        &[
+            "secret",
+            "add",
+            "acme/app",
+            "deploy_token",
+            "--value",
+            "tok-e2e-91",
+        ],
+    ));
+    let listed = ok(cli(&server.url, &token, &["secret", "ls", "acme/app"]));
+    assert!(
+        listed.contains("deploy_token") && !listed.contains("tok-e2e-91"),
+        "{listed}"
+    );
+    push(&server.url, "app", &sha, "d-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let text = log(&server.url, &token, "app", 1, 1, 1);
+    assert!(
+        text.contains("token is ********") && !text.contains("tok-e2e-91"),
+        "{text}"
+    );
+    server.process.stop();
+
+    let data = dir.path().to_string_lossy().into_owned();
+    let wrong = "ab".repeat(32);
+    let mut refused = Process::spawn(
+        &[
+            "server",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--secret-key",
+            &wrong,
+        ],
+        &[("GANTRY_RUNNER_SECRET", "e2e-runner-secret-0123456789")],
+        dir.path().join("wrong-key.log"),
+    );
+    let status = refused.child.wait().expect("exits");
+    assert!(!status.success());
+    assert!(
+        refused.output().contains("secret key is not the one"),
+        "{}",
+        refused.output()
+    );
+
+    std::fs::remove_file(dir.path().join("secret-key")).expect("removes the key file");
+    let mut keyless = Process::spawn(
+        &["server", "--addr", "127.0.0.1:0", "--data-dir", &data],
+        &[("GANTRY_RUNNER_SECRET", "e2e-runner-secret-0123456789")],
+        dir.path().join("no-key.log"),
+    );
+    let status = keyless.child.wait().expect("exits");
+    assert!(!status.success());
+    assert!(
+        keyless
+            .output()
+            .contains("holds secrets, but no secret key"),
+        "{}",
+        keyless.output()
+    );
+}

@@ -79,6 +79,7 @@ fn job() -> Job {
         id: crate::support::job_id("fake"),
         stage: stage(FAKE, "", STEPS),
         secrets: Default::default(),
+        withheld: Default::default(),
         workspace: WorkspaceSource::Empty,
     }
 }

@@ -156,6 +156,7 @@ pub async fn run_in(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
+        withheld: BTreeMap::new(),
         workspace,
     };
     let cancel = CancellationToken::new();

@@ -6,5 +6,6 @@ mod api;
 mod browser;
 mod notify;
 mod protocol;
+mod secrets;
 mod support;
 mod webhooks;

@@ -107,6 +107,7 @@ async fn new_build(store: &Store, repo_id: i64, branch: &str, yaml: &str) -> gan
             sender: "octocat".into(),
             plan: Ok(plan),
             delivery: None,
+            fork: false,
         })
         .await
         .expect("creates the build")
@@ -536,6 +537,7 @@ mod cases {
                 sender: "octocat".into(),
                 plan: Ok(plan),
                 delivery: Some(id),
+                fork: false,
             })
             .await
             .expect("creates");
@@ -569,6 +571,7 @@ mod cases {
                 sender: "octocat".into(),
                 plan: Err(".gantry.yml:3:5: error: unknown field `imag`".into()),
                 delivery: None,
+                fork: false,
             })
             .await
             .expect("creates");

@@ -1,0 +1,250 @@
+//! Secrets at rest: every value is sealed with XChaCha20-Poly1305 under the server's key, with
+//! a random 24-byte nonce and bound (as associated data) to its scope and name, so a sealed
+//! value cannot be read under another name. The key comes from `GANTRY_SECRET_KEY` or a file
+//! the binary manages; a check value in the database proves at start that the key is the
+//! one the secrets were sealed with.
+//!
+//! Values leave the server only toward a runner holding the stage that references them, and
+//! only those that stage references; a pull request from a fork gets only the secrets that
+//! allow it, and the runner is told why the others are withheld.
+
+use std::collections::BTreeMap;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use gantry_pipeline::Stage;
+use gantry_store::{Build, Repo, SecretScope, Store, StoreError};
+
+const NONCE: usize = 24;
+const CHECK_SETTING: &str = "secret_key_check";
+const CHECK_TEXT: &[u8] = b"gantry secret key check";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "the secret key is not the one this database's secrets were sealed with: set GANTRY_SECRET_KEY (or restore the data directory's secret-key file) to the original key"
+    )]
+    WrongKey,
+    #[error("a sealed secret is damaged (or was sealed for another name)")]
+    Damaged,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The server's key for secrets. Its bytes are never printed.
+#[derive(Clone)]
+pub struct SecretKey(Key);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SecretKey(Key::from(bytes))
+    }
+
+    /// A key from 64 hex digits (`GANTRY_SECRET_KEY`).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
+        Some(Self::from_bytes(bytes))
+    }
+
+    pub fn generate() -> (Self, String) {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+        (Self::from_bytes(bytes), hex::encode(bytes))
+    }
+
+    /// `nonce || ciphertext`.
+    pub fn seal(&self, associated: &str, value: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE];
+        getrandom::fill(&mut nonce).expect("the operating system provides randomness");
+        let cipher = XChaCha20Poly1305::new(&self.0);
+        let sealed = cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: value,
+                    aad: associated.as_bytes(),
+                },
+            )
+            .expect("sealing in memory cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        out
+    }
+
+    pub fn open(&self, associated: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
+        if sealed.len() < NONCE {
+            return Err(SecretError::Damaged);
+        }
+        let (nonce, body) = sealed.split_at(NONCE);
+        let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| SecretError::Damaged)?;
+        XChaCha20Poly1305::new(&self.0)
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: body,
+                    aad: associated.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretError::Damaged)
+    }
+}
+
+/// Checks the key against the database's check value (writing one on first use).
+pub async fn verify_key(store: &Store, key: &SecretKey) -> Result<(), SecretError> {
+    match store.setting(CHECK_SETTING).await? {
+        Some(sealed) => key
+            .open(CHECK_SETTING, &sealed)
+            .map(|_| ())
+            .map_err(|_| SecretError::WrongKey),
+        None => {
+            store
+                .put_setting(CHECK_SETTING, &key.seal(CHECK_SETTING, CHECK_TEXT))
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Whether the database holds anything sealed (so a missing key is an error, not a fresh
+/// start).
+pub async fn has_sealed_data(store: &Store) -> Result<bool, StoreError> {
+    Ok(store.setting(CHECK_SETTING).await?.is_some() || store.secret_count().await? > 0)
+}
+
+/// The names of the secrets a stage references.
+fn referenced(stage: &Stage) -> Vec<&str> {
+    let mut names: Vec<&str> = stage
+        .secrets
+        .iter()
+        .chain(
+            stage
+                .steps
+                .iter()
+                .chain(&stage.services)
+                .flat_map(|s| &s.secrets),
+        )
+        .map(|s| s.secret.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The values a stage gets, and the reasons for those it does not.
+pub async fn for_stage(
+    store: &Store,
+    key: &SecretKey,
+    repo: &Repo,
+    build: &Build,
+    stage: &Stage,
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError> {
+    let wanted = referenced(stage);
+    let mut values = BTreeMap::new();
+    let mut withheld = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok((values, withheld));
+    }
+    // Owner secrets first, so the repository's own win on a shared name.
+    for secret in store.sealed_secrets(repo.id, &repo.owner).await? {
+        if !wanted.contains(&secret.name.as_str()) {
+            continue;
+        }
+        if build.fork && !secret.allow_pull_requests {
+            values.remove(&secret.name);
+            withheld.insert(
+                secret.name.clone(),
+                format!(
+                    "secret `{}` is withheld from pull requests from forks (allow it with --allow-pull-requests if it is safe to)",
+                    secret.name
+                ),
+            );
+            continue;
+        }
+        match key.open(
+            &secret.scope().associated_data(&secret.name),
+            &secret.sealed,
+        ) {
+            Ok(value) => {
+                withheld.remove(&secret.name);
+                values.insert(
+                    secret.name.clone(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                );
+            }
+            Err(e) => {
+                tracing::error!(secret = %secret.name, error = %e, "a secret could not be opened");
+                withheld.insert(
+                    secret.name.clone(),
+                    format!(
+                        "secret `{}` could not be opened on the server: {e}",
+                        secret.name
+                    ),
+                );
+            }
+        }
+    }
+    Ok((values, withheld))
+}
+
+/// Seals a value for `scope` and stores it.
+pub async fn put(
+    store: &Store,
+    key: &SecretKey,
+    scope: &SecretScope,
+    name: &str,
+    value: &str,
+    allow_pull_requests: bool,
+) -> Result<(), StoreError> {
+    let sealed = key.seal(&scope.associated_data(name), value.as_bytes());
+    store
+        .put_secret(scope, name, &sealed, allow_pull_requests)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_value_opens_only_with_its_key_and_name() {
+        let (key, _) = SecretKey::generate();
+        let sealed = key.seal("repo:1/secret:token", b"hunter2");
+        assert!(
+            !sealed.windows(7).any(|w| w == b"hunter2"),
+            "no plaintext at rest"
+        );
+        assert_eq!(
+            key.open("repo:1/secret:token", &sealed).expect("opens"),
+            b"hunter2"
+        );
+        assert!(matches!(
+            key.open("repo:2/secret:token", &sealed),
+            Err(SecretError::Damaged)
+        ));
+        let (other, _) = SecretKey::generate();
+        assert!(other.open("repo:1/secret:token", &sealed).is_err());
+        assert_ne!(
+            key.seal("a", b"x"),
+            key.seal("a", b"x"),
+            "a fresh nonce each time"
+        );
+    }
+
+    #[test]
+    fn keys_are_64_hex_digits() {
+        let (key, hex) = SecretKey::generate();
+        let again = SecretKey::from_hex(&hex).expect("parses");
+        assert_eq!(
+            again.open("a", &key.seal("a", b"v")).expect("same key"),
+            b"v"
+        );
+        assert!(SecretKey::from_hex("abc").is_none());
+        assert_eq!(format!("{key:?}"), "SecretKey(..)");
+    }
+}

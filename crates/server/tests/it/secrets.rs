@@ -1,0 +1,211 @@
+//! Secrets: sealed at rest, never in an API response, given to a runner only for the stages
+//! that reference them, and withheld (with the reason) from pull requests from forks.
+
+use std::time::Duration;
+
+use gantry_store::SecretScope;
+use gantry_test_support::{GitRepo, webhook};
+use serde_json::json;
+
+use crate::on_both;
+use crate::support::TestServer;
+
+on_both!(
+    secrets_reach_only_the_stages_that_use_them_and_never_the_api,
+    pull_requests_from_forks_get_only_the_secrets_that_allow_them,
+);
+
+const USES_SECRETS: &str = "\
+kind: pipeline
+name: deploy
+clone: {disable: true}
+steps:
+  - name: ship
+    image: busybox
+    environment:
+      TOKEN: {from_secret: deploy_token}
+      REGISTRY: {from_secret: registry}
+      PUBLIC: {from_secret: public_one}
+    commands: [ship]
+";
+
+async fn add(server: &TestServer, path: &str, name: &str, value: &str, allow: bool) {
+    let response = server
+        .api(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"name": name, "value": value, "allow_pull_requests": allow})),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let body = response.text().await.expect("body");
+    assert!(!body.contains(value), "the value is never echoed: {body}");
+}
+
+async fn setup(db: &str) -> (TestServer, GitRepo, String) {
+    let server = TestServer::start(db).await;
+    let git = GitRepo::new();
+    let sha = git.commit(&[(".gantry.yml", USES_SECRETS)], "deploy");
+    server.add_repo("app", &git).await;
+    add(
+        &server,
+        "/repos/acme/app/secrets",
+        "deploy_token",
+        "tok-7f3a9c",
+        false,
+    )
+    .await;
+    add(
+        &server,
+        "/repos/acme/app/secrets",
+        "public_one",
+        "pub-1234",
+        true,
+    )
+    .await;
+    add(
+        &server,
+        "/repos/acme/app/secrets",
+        "unused",
+        "never-sent",
+        false,
+    )
+    .await;
+    add(
+        &server,
+        "/orgs/acme/secrets",
+        "registry",
+        "reg-pass-55",
+        false,
+    )
+    .await;
+    (server, git, sha)
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn secrets_reach_only_the_stages_that_use_them_and_never_the_api(db: &str) {
+        let (server, _git, sha) = setup(db).await;
+        let listed = server.get_json("/repos/acme/app/secrets").await;
+        let names: Vec<&str> = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        assert_eq!(names, ["deploy_token", "public_one", "unused"]);
+        let text = listed.to_string();
+        assert!(
+            !text.contains("tok-7f3a9c") && !text.contains("pub-1234"),
+            "{text}"
+        );
+        let bad = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/secrets",
+                Some(json!({"name": "a b", "value": "x"})),
+            )
+            .await;
+        assert_eq!(bad.status(), 400);
+        // Sealed at rest.
+        let repo = server
+            .store
+            .repo_by_name("acme", "app")
+            .await
+            .expect("reads")
+            .expect("exists");
+        for sealed in server
+            .store
+            .sealed_secrets(repo.id, "acme")
+            .await
+            .expect("reads")
+        {
+            assert!(!String::from_utf8_lossy(&sealed.sealed).contains("tok-7f3a9c"));
+        }
+        assert_eq!(
+            server
+                .store
+                .secrets(&SecretScope::Owner("acme".into()))
+                .await
+                .expect("reads")
+                .len(),
+            1
+        );
+
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "deploy"),
+            )
+            .await;
+        let (_runner, assignment) = server.claim("r1").await;
+        assert_eq!(
+            assignment.secrets.get("deploy_token").map(String::as_str),
+            Some("tok-7f3a9c")
+        );
+        assert_eq!(
+            assignment.secrets.get("registry").map(String::as_str),
+            Some("reg-pass-55"),
+            "the owner's secret"
+        );
+        assert_eq!(
+            assignment.secrets.get("public_one").map(String::as_str),
+            Some("pub-1234")
+        );
+        assert!(
+            !assignment.secrets.contains_key("unused"),
+            "only what the stage references"
+        );
+        assert!(assignment.withheld_secrets.is_empty());
+        let build = server.get_json("/repos/acme/app/builds/1").await;
+        assert!(
+            !build.to_string().contains("tok-7f3a9c"),
+            "never in the build's JSON"
+        );
+        assert_eq!(
+            server
+                .api(
+                    reqwest::Method::DELETE,
+                    "/repos/acme/app/secrets/unused",
+                    None
+                )
+                .await
+                .status(),
+            204
+        );
+        server.stop().await;
+    }
+
+    pub async fn pull_requests_from_forks_get_only_the_secrets_that_allow_them(db: &str) {
+        let (server, git, _) = setup(db).await;
+        let sha = git.commit(&[("fork-change.txt", "x")], "from a fork");
+        git.set_ref("refs/pull/9/head", &sha);
+        let mut pr = webhook::pull_request("acme/app", 9, "patch-1", "main", &sha);
+        pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
+        assert_eq!(
+            server.deliver("pull_request", "pr-9", &pr).await.status(),
+            202
+        );
+        let build = server.wait_build("app", 1).await;
+        assert_eq!(build["fork"], true);
+        let (_runner, assignment) = server.claim("r1").await;
+        assert_eq!(
+            assignment.secrets.get("public_one").map(String::as_str),
+            Some("pub-1234")
+        );
+        assert!(!assignment.secrets.contains_key("deploy_token"));
+        assert!(!assignment.secrets.contains_key("registry"));
+        let reason = assignment
+            .withheld_secrets
+            .get("deploy_token")
+            .expect("a reason");
+        assert!(
+            reason.contains("withheld from pull requests from forks"),
+            "{reason}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        server.stop().await;
+    }
+}
