@@ -852,3 +852,43 @@ async fn run_one(
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(withheld: &[(&str, &str)]) -> Job {
+        let parsed = gantry_pipeline::parse(
+            ".gantry.yml",
+            "kind: pipeline\nname: ci\nsteps:\n  - name: s\n    image: x\n    commands: [x]\n",
+        );
+        let config = parsed.config.expect("valid");
+        let ctx = gantry_pipeline::Context::push("a/b", "main");
+        Job {
+            id: "j".into(),
+            stage: gantry_pipeline::compile(&config, &ctx)
+                .expect("plans")
+                .stages
+                .remove(0),
+            secrets: BTreeMap::new(),
+            withheld: withheld
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            workspace: WorkspaceSource::Empty,
+        }
+    }
+
+    #[test]
+    fn a_withheld_secret_is_refused_with_its_reason() {
+        let job = job(&[(
+            "tok",
+            "secret `tok` is withheld from pull requests from forks",
+        )]);
+        assert_eq!(
+            missing_secret(&job, "tok", "TOKEN"),
+            "secret `tok` is withheld from pull requests from forks (for `TOKEN`)"
+        );
+        assert!(missing_secret(&job, "other", "X").contains("is not set"));
+    }
+}

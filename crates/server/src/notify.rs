@@ -569,17 +569,15 @@ fn backoff(base: Duration, attempts: i64) -> Duration {
 
 /// Posts one message. `Err` carries the reason and, when worth trying again, after how long.
 async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, Option<Duration>)> {
-    if let Some(secret) = message.url.strip_prefix(SECRET_URL) {
-        return Err((
-            format!(
-                "the webhook URL is in the secret `{secret}`, and this server does not store secrets yet: give the URL with `gantry notify add`"
-            ),
-            None,
-        ));
-    }
+    let url = match message.url.strip_prefix(SECRET_URL) {
+        Some(secret) => secret_url(state, message.build_id, secret)
+            .await
+            .map_err(|e| (e, None))?,
+        None => message.url.clone(),
+    };
     let mut request = state
         .http
-        .post(&message.url)
+        .post(&url)
         .header("content-type", "application/json")
         .header("user-agent", "gantry")
         .timeout(Duration::from_secs(15))
@@ -637,6 +635,37 @@ async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, 
         Err((error, Some(retry)))
     } else {
         Err((error, None))
+    }
+}
+
+/// The webhook URL a pipeline's `notify:` keeps in a secret of its repository.
+async fn secret_url(state: &AppState, build_id: Option<i64>, name: &str) -> Result<String, String> {
+    let lookup = async {
+        let build = state.store.build_by_id(build_id?).await.ok()?;
+        let repo = state.store.repo(build.repo_id).await.ok()?;
+        let sealed = state
+            .store
+            .sealed_secrets(repo.id, &repo.owner)
+            .await
+            .ok()?
+            .into_iter()
+            .rev()
+            .find(|s| s.name == name)?;
+        Some((build.fork && !sealed.allow_pull_requests, sealed))
+    };
+    match lookup.await {
+        Some((true, _)) => Err(format!(
+            "secret `{name}` is withheld from pull requests from forks"
+        )),
+        Some((false, sealed)) => state
+            .config
+            .secret_key
+            .open(&sealed.scope().associated_data(name), &sealed.sealed)
+            .map(|v| String::from_utf8_lossy(&v).trim().to_owned())
+            .map_err(|e| format!("secret `{name}` could not be opened: {e}")),
+        None => Err(format!(
+            "the webhook URL is in the secret `{name}`, which the repository does not have: add it with `gantry secret add`"
+        )),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::support::{PIPELINE, Receiver, TestServer};
 
 on_both!(
     a_pipeline_s_notify_block_posts_too,
+    a_notify_url_in_a_secret_is_opened_when_sent,
     a_failed_build_reaches_github_and_every_chat_with_a_link_to_its_failing_step,
     chat_follows_the_failure_and_recovery_rules,
     a_waiting_message_outlives_a_dead_receiver_and_a_restart,
@@ -77,7 +78,7 @@ mod cases {
         run_build(&server, StepState::Failure, &["boom"]).await;
         let message = &receiver.wait_for("/from-the-file", 1).await[0].body;
         assert_eq!(message["content"], "acme/app build #1 failed on main");
-        // The one whose URL is a secret cannot be sent yet, and says why on the build.
+        // The one whose URL is in a secret the repository lacks says so on the build.
         for _ in 0..100 {
             let build = server.get_json("/repos/acme/app/builds/1").await;
             if let Some(slack) = build["notifications"]
@@ -91,7 +92,7 @@ mod cases {
                     slack["last_error"]
                         .as_str()
                         .unwrap_or("")
-                        .contains("secret `slack_hook`"),
+                        .contains("secret `slack_hook`, which the repository does not have"),
                     "{slack}"
                 );
                 server.stop().await;
@@ -101,6 +102,43 @@ mod cases {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the secret-URL target was not reported as failed");
+    }
+
+    pub async fn a_notify_url_in_a_secret_is_opened_when_sent(db: &str) {
+        let receiver = Receiver::start().await;
+        let server = server_for(db, &receiver).await;
+        let git = GitRepo::new();
+        let pipeline =
+            format!("{PIPELINE}notify:\n  - kind: slack\n    url: {{from_secret: slack_hook}}\n");
+        let sha = git.commit(&[(".gantry.yml", &pipeline)], "first");
+        server.add_repo("app", &git).await;
+        let response = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/secrets",
+                Some(
+                    json!({"name": "slack_hook", "value": format!("{}/hidden-hook", receiver.url)}),
+                ),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "first"),
+            )
+            .await;
+        run_build(&server, StepState::Failure, &["boom"]).await;
+        let message = &receiver.wait_for("/hidden-hook", 1).await[0].body;
+        assert_eq!(message["text"], "acme/app build #1 failed on main");
+        let build = server.get_json("/repos/acme/app/builds/1").await;
+        assert!(
+            !build.to_string().contains("hidden-hook"),
+            "the URL stays secret"
+        );
+        server.stop().await;
+        receiver.stop();
     }
 
     pub async fn a_failed_build_reaches_github_and_every_chat_with_a_link_to_its_failing_step(
