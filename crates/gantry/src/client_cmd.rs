@@ -658,3 +658,75 @@ pub fn secret(args: &SecretArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates a token and prints it once.
+    Create {
+        /// Who or what uses it.
+        name: String,
+        /// May change server-wide settings (needs an admin token).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Lists tokens (names, never the tokens).
+    Ls,
+    /// Revokes a token at once.
+    Revoke { id: i64 },
+}
+
+pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("while starting the runtime")?;
+    runtime.block_on(async {
+        let client = Client::new(&args.connection)?;
+        match &args.command {
+            TokenCommand::Create { name, admin } => {
+                let created = client
+                    .json(
+                        reqwest::Method::POST,
+                        "/api/tokens",
+                        Some(json!({ "name": name, "admin": admin })),
+                    )
+                    .await?;
+                println!(
+                    "token #{} for {} (shown once):",
+                    text(&created, "id"),
+                    text(&created, "name")
+                );
+                println!("{}", text(&created, "token"));
+            }
+            TokenCommand::Ls => {
+                let tokens = client
+                    .json(reqwest::Method::GET, "/api/tokens", None)
+                    .await?;
+                for token in tokens.as_array().into_iter().flatten() {
+                    let admin = if token["admin"] == json!(true) {
+                        "admin"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "#{:<5} {:<40} {admin}",
+                        text(token, "id"),
+                        text(token, "name")
+                    );
+                }
+            }
+            TokenCommand::Revoke { id } => {
+                client
+                    .send(reqwest::Method::DELETE, &format!("/api/tokens/{id}"), None)
+                    .await?;
+                println!("revoked token #{id}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

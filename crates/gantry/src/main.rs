@@ -43,6 +43,8 @@ enum Command {
     Notify(client_cmd::NotifyArgs),
     /// Secrets of a repository or an owner on a server (values are never shown).
     Secret(client_cmd::SecretArgs),
+    /// API tokens on a server.
+    Token(client_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Build(args) => client_cmd::build(&args),
         Command::Notify(args) => client_cmd::notify(&args),
         Command::Secret(args) => client_cmd::secret(&args),
+        Command::Token(args) => client_cmd::token(&args),
     };
     match result {
         Ok(code) => code,

@@ -60,6 +60,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(log_lines),
         )
         .route("/api/runners", get(list_runners))
+        .route("/api/tokens", get(list_tokens).post(create_token))
+        .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
         .route(
             "/api/repos/{owner}/{name}/notify",
             get(list_targets).post(add_target),
@@ -964,5 +966,70 @@ async fn remove_owner_secret(
         .store
         .delete_secret(&gantry_store::SecretScope::Owner(owner), &secret)
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- API tokens -------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn list_tokens(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<gantry_store::Token>>> {
+    require_admin(&caller)?;
+    Ok(Json(state.store.tokens().await?))
+}
+
+/// Creates a token and shows it this once; only its hash is kept. Admin tokens can only be
+/// made by an admin.
+async fn create_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let holder = caller.require_token()?;
+    let new: NewToken = parse_body(&body)?;
+    if new.admin && !holder.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin token can create an admin token".to_owned(),
+        ));
+    }
+    if new.name.trim().is_empty() || new.name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "name: give the token a name of 1 to 100 characters (who or what uses it)".to_owned(),
+        ));
+    }
+    let token = format!("gantry_{}", crate::auth::random_secret());
+    let stored = state
+        .store
+        .create_token(new.name.trim(), &crate::auth::hash_token(&token), new.admin)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "id": stored.id, "name": stored.name, "admin": stored.admin, "token": token }),
+        ),
+    ))
+}
+
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    let holder = caller.require_token()?;
+    if !holder.admin && holder.id != id {
+        return Err(ApiError::Forbidden(
+            "a token can revoke itself; others need an admin token".to_owned(),
+        ));
+    }
+    state.store.revoke_token(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

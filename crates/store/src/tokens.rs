@@ -45,4 +45,26 @@ impl Store {
         .fetch_optional(pool)
         .await)?)
     }
+
+    /// Every token (never a hash), oldest first.
+    pub async fn tokens(&self) -> Result<Vec<Token>> {
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(
+            "SELECT id, name, admin, created_at, last_used_at FROM api_tokens ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    /// Revokes a token; it stops working at once.
+    pub async fn revoke_token(&self, id: i64) -> Result<()> {
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(crate::StoreError::NotFound(format!("token #{id}")));
+        }
+        Ok(())
+    }
 }

@@ -11,6 +11,7 @@ use crate::on_both;
 use crate::support::{PIPELINE, TestServer};
 
 on_both!(
+    tokens_are_shown_once_scoped_and_revoked,
     changing_state_needs_a_token_and_repositories_round_trip,
     manual_builds_and_restarts_keep_their_context,
     an_invalid_pipeline_file_errors_the_build_with_positions,
@@ -19,6 +20,75 @@ on_both!(
 
 mod cases {
     use super::*;
+
+    pub async fn tokens_are_shown_once_scoped_and_revoked(db: &str) {
+        let server = TestServer::start(db).await;
+        let created = server
+            .api(
+                reqwest::Method::POST,
+                "/tokens",
+                Some(json!({"name": "ci-bot"})),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let created: serde_json::Value = created.json().await.expect("json");
+        let bot = created["token"]
+            .as_str()
+            .expect("the token, once")
+            .to_owned();
+        assert!(bot.starts_with("gantry_"));
+        let listed = server.get_json("/tokens").await;
+        assert!(listed.to_string().contains("ci-bot") && !listed.to_string().contains(&bot));
+        let as_bot = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+            let mut request = server
+                .http
+                .request(method, format!("{}/api{path}", server.url))
+                .bearer_auth(&bot);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            request.send()
+        };
+        let repo = as_bot(
+            reqwest::Method::POST,
+            "/repos",
+            Some(json!({"owner": "acme", "name": "app", "clone_url": "/x"})),
+        )
+        .await
+        .expect("answers");
+        assert_eq!(repo.status(), 201, "a token may manage repositories");
+        for (method, path, body) in [
+            (reqwest::Method::GET, "/tokens", None),
+            (
+                reqwest::Method::POST,
+                "/tokens",
+                Some(json!({"name": "escalate", "admin": true})),
+            ),
+            (
+                reqwest::Method::POST,
+                "/orgs/acme/secrets",
+                Some(json!({"name": "n", "value": "v"})),
+            ),
+            (reqwest::Method::GET, "/notify", None),
+        ] {
+            let response = as_bot(method.clone(), path, body).await.expect("answers");
+            assert_eq!(
+                response.status(),
+                403,
+                "{method} {path} needs an admin token"
+            );
+        }
+        let id = created["id"].as_i64().expect("an id");
+        let revoked = as_bot(reqwest::Method::DELETE, &format!("/tokens/{id}"), None)
+            .await
+            .expect("answers");
+        assert_eq!(revoked.status(), 204);
+        let after = as_bot(reqwest::Method::GET, "/repos", None)
+            .await
+            .expect("answers");
+        assert_eq!(after.status(), 401, "a revoked token stops working at once");
+        server.stop().await;
+    }
 
     pub async fn changing_state_needs_a_token_and_repositories_round_trip(db: &str) {
         let server = TestServer::start(db).await;
