@@ -245,6 +245,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
             visibility: Visibility::Public,
             timeout_secs: 60,
             github_token: String::new(),
+            fork_policy: "run".into(),
         })
         .await
         .expect("repo");
@@ -299,6 +300,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
                 plan: Ok(plan),
                 delivery: None,
                 fork: false,
+                hold: false,
             })
             .await
             .expect("build");

@@ -100,6 +100,10 @@ pub enum BuildCommand {
     Restart { repo: String, number: u64 },
     /// Cancels a build.
     Cancel { repo: String, number: u64 },
+    /// Lets a blocked build (a pull request from a fork) run.
+    Approve { repo: String, number: u64 },
+    /// Ends a blocked build without running it.
+    Decline { repo: String, number: u64 },
     /// Starts a build of a branch (its head, or --commit), with parameters.
     Create {
         repo: String,
@@ -372,6 +376,20 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
                 let (owner, name) = split_repo(repo)?;
                 let build = client
                     .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/cancel"), None)
+                    .await?;
+                print_build(&build);
+            }
+            BuildCommand::Approve { repo, number } => {
+                let (owner, name) = split_repo(repo)?;
+                let build = client
+                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/approve"), None)
+                    .await?;
+                print_build(&build);
+            }
+            BuildCommand::Decline { repo, number } => {
+                let (owner, name) = split_repo(repo)?;
+                let build = client
+                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/decline"), None)
                     .await?;
                 print_build(&build);
             }

@@ -48,6 +48,7 @@ impl Bench {
                 plan: Ok(plan),
                 delivery: None,
                 fork: false,
+                hold: false,
             })
             .await
             .expect("build");
@@ -211,6 +212,7 @@ fn main() {
                 visibility: Visibility::Public,
                 timeout_secs: 60,
                 github_token: String::new(),
+                fork_policy: "run".into(),
             })
             .await
             .expect("repo");

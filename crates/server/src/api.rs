@@ -48,6 +48,14 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(cancel_build),
         )
         .route(
+            "/api/repos/{owner}/{name}/builds/{number}/approve",
+            post(approve_build),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/decline",
+            post(decline_build),
+        )
+        .route(
             "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}",
             get(step_log),
         )
@@ -181,8 +189,9 @@ async fn add_repo(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RepoView>)> {
-    caller.require_token()?;
+    let holder = caller.require_token()?;
     let new: NewRepo = parse_body(&body)?;
+    check_repo_settings(holder, new.trusted, Some(new.fork_policy.as_str()))?;
     if !valid_name_part(&new.owner) || !valid_name_part(&new.name) {
         return Err(ApiError::BadRequest(format!(
             "`{}/{}` is not a repository name: use OWNER/NAME with letters, digits, `-`, `_` and `.`",
@@ -196,6 +205,28 @@ async fn add_repo(
     }
     let repo = state.store.create_repo(&new).await?;
     Ok((StatusCode::CREATED, Json(repo_view(&state, repo))))
+}
+
+/// Trust (privileged steps, host volumes) is for admins to grant; the fork policy is `run`
+/// or `approve`.
+fn check_repo_settings(
+    holder: &gantry_store::Token,
+    trusted: bool,
+    fork_policy: Option<&str>,
+) -> ApiResult<()> {
+    if trusted && !holder.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin token can mark a repository trusted".to_owned(),
+        ));
+    }
+    if let Some(policy) = fork_policy
+        && !matches!(policy, "run" | "approve")
+    {
+        return Err(ApiError::BadRequest(format!(
+            "fork_policy `{policy}` is not `run` or `approve`"
+        )));
+    }
+    Ok(())
 }
 
 /// A JSON body, or a 400 naming the field that is wrong.
@@ -226,8 +257,13 @@ async fn update_repo(
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RepoView>> {
-    caller.require_token()?;
+    let holder = caller.require_token()?;
     let update: RepoUpdate = parse_body(&body)?;
+    check_repo_settings(
+        holder,
+        update.trusted.unwrap_or(false),
+        update.fork_policy.as_deref(),
+    )?;
     let repo = readable_repo(&state, &caller, &owner, &name).await?;
     let repo = state.store.update_repo(repo.id, &update).await?;
     Ok(Json(repo_view(&state, repo)))
@@ -1032,4 +1068,42 @@ async fn revoke_token(
     }
     state.store.revoke_token(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn approve_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> ApiResult<Json<BuildView>> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    if !state.store.approve_build(build.id).await? {
+        return Err(ApiError::Conflict(format!(
+            "build #{number} is not waiting for approval ({})",
+            build.status
+        )));
+    }
+    state.notifications.notify_one();
+    let build = find_build(&state, &repo, number).await?;
+    Ok(Json(build_view(&state, &repo, build).await?))
+}
+
+async fn decline_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> ApiResult<Json<BuildView>> {
+    caller.require_token()?;
+    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    if !state.store.decline_build(build.id).await? {
+        return Err(ApiError::Conflict(format!(
+            "build #{number} is not waiting for approval ({})",
+            build.status
+        )));
+    }
+    state.notifications.notify_one();
+    let build = find_build(&state, &repo, number).await?;
+    Ok(Json(build_view(&state, &repo, build).await?))
 }

@@ -94,6 +94,9 @@ pub async fn create_build(
             plan,
             delivery: origin.delivery,
             fork: origin.fork,
+            // A pull request from a fork waits for a user with write access, if the
+            // repository says so.
+            hold: origin.fork && repo.fork_policy == "approve",
         })
         .await?;
     if let Err(e) = crate::notify::build_created(state, repo, &build).await {

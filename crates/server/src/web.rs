@@ -39,6 +39,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/{owner}/{name}/{number}", get(build_page))
         .route("/{owner}/{name}/{number}/restart", post(restart))
         .route("/{owner}/{name}/{number}/cancel", post(cancel))
+        .route("/{owner}/{name}/{number}/approve", post(approve))
+        .route("/{owner}/{name}/{number}/decline", post(decline))
         .route("/{owner}/{name}/{number}/{stage}/{step}", get(step_page))
         .fallback(not_found)
 }
@@ -845,6 +847,34 @@ async fn cancel(
     let repo = readable(&state, &session, &owner, &name).await?;
     let build = find_build(&state, &repo, number).await?;
     state.store.cancel_build(build.id).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
+}
+
+async fn approve(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    state.store.approve_build(build.id).await?;
+    state.notifications.notify_one();
+    Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
+}
+
+async fn decline(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let repo = readable(&state, &session, &owner, &name).await?;
+    let build = find_build(&state, &repo, number).await?;
+    state.store.decline_build(build.id).await?;
+    state.notifications.notify_one();
     Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
 }
 

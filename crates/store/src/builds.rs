@@ -215,6 +215,8 @@ pub struct NewBuild {
     pub delivery: Option<i64>,
     /// A pull request from a fork.
     pub fork: bool,
+    /// Held as `blocked` until approved (`approve_build`) or declined.
+    pub hold: bool,
 }
 
 /// Which builds to list, newest first.
@@ -471,6 +473,7 @@ impl Store {
         let ctx = &new.context;
         let now = now_ms();
         let (status, error) = match &new.plan {
+            Ok(_) if new.hold => (Status::Blocked, None),
             Ok(_) => (Status::Pending, None),
             Err(message) => (Status::Error, Some(message.as_str())),
         };
@@ -515,6 +518,8 @@ impl Store {
                 for stage in &plan.stages {
                     let stage_status = if !stage.run {
                         Status::Skipped
+                    } else if new.hold {
+                        Status::Blocked
                     } else if stage.depends_on.is_empty() {
                         queued = true;
                         Status::Pending
@@ -560,8 +565,10 @@ impl Store {
                         .await?;
                     }
                 }
-                let advance = advance_build!(tx, build_id, now);
-                queued |= advance.queued_any();
+                if !new.hold {
+                    let advance = advance_build!(tx, build_id, now);
+                    queued |= advance.queued_any();
+                }
             }
             if let Some(delivery) = new.delivery {
                 sqlx::query(
@@ -712,6 +719,74 @@ impl Store {
             .bind(step)
             .fetch_optional(pool)
             .await)?)
+    }
+
+    /// Lets a blocked build run: its stages are queued (or wait for their dependencies).
+    /// Returns false when it was not blocked.
+    pub async fn approve_build(&self, build_id: i64) -> Result<bool> {
+        let now = now_ms();
+        let approved = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE builds SET status = 'pending' WHERE id = $1 AND status = 'blocked'",
+            )
+            .bind(build_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                sqlx::query(
+                    "UPDATE stages SET status = CASE WHEN depends_on = '[]' THEN 'pending' \
+                     ELSE 'waiting' END WHERE build_id = $1 AND status = 'blocked'",
+                )
+                .bind(build_id)
+                .execute(&mut *tx)
+                .await?;
+                advance_build!(tx, build_id, now);
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(changed > 0)
+        })?;
+        if approved {
+            self.signal_queued().await;
+        }
+        Ok(approved)
+    }
+
+    /// Ends a blocked build as `declined`; none of it runs.
+    pub async fn decline_build(&self, build_id: i64) -> Result<bool> {
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE builds SET status = 'declined', finished_at = $2 \
+                 WHERE id = $1 AND status = 'blocked'",
+            )
+            .bind(build_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                sqlx::query(
+                    "UPDATE stages SET status = 'skipped', error = 'the build was declined', \
+                     finished_at = $2 WHERE build_id = $1 AND status = 'blocked'",
+                )
+                .bind(build_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE steps SET status = 'skipped' WHERE status = 'pending' \
+                     AND stage_id IN (SELECT id FROM stages WHERE build_id = $1)",
+                )
+                .bind(build_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(changed > 0)
+        })
     }
 
     /// Asks the build to stop: stages not started are killed at once; running ones are told

@@ -69,6 +69,8 @@ pub struct Repo {
     /// For commit statuses; empty: the server's. Never serialised.
     #[serde(skip_serializing)]
     pub github_token: String,
+    /// Pull requests from forks: `run`, or `approve` (held as blocked until approved).
+    pub fork_policy: String,
 }
 
 impl Repo {
@@ -98,6 +100,12 @@ pub struct NewRepo {
     pub timeout_secs: i64,
     #[serde(default)]
     pub github_token: String,
+    #[serde(default = "default_fork_policy")]
+    pub fork_policy: String,
+}
+
+fn default_fork_policy() -> String {
+    "run".to_owned()
 }
 
 fn default_branch() -> String {
@@ -124,11 +132,12 @@ pub struct RepoUpdate {
     pub timeout_secs: Option<i64>,
     pub active: Option<bool>,
     pub github_token: Option<String>,
+    pub fork_policy: Option<String>,
 }
 
 const COLUMNS: &str = "id, owner, name, clone_url, link, webhook_secret, config_path, \
      default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
-     github_token";
+     github_token, fork_policy";
 
 impl Store {
     pub async fn create_repo(&self, new: &NewRepo) -> Result<Repo> {
@@ -136,7 +145,8 @@ impl Store {
         let inserted = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
             "INSERT INTO repos (owner, name, clone_url, link, webhook_secret, config_path, \
              default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
-             github_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $11, $12) \
+             github_token, fork_policy) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $11, $12, $13) \
              ON CONFLICT (owner, name) DO NOTHING RETURNING id",
         )
         .bind(&new.owner)
@@ -151,6 +161,7 @@ impl Store {
         .bind(new.timeout_secs)
         .bind(now)
         .bind(&new.github_token)
+        .bind(&new.fork_policy)
         .fetch_optional(pool)
         .await)?;
         match inserted {
@@ -200,7 +211,7 @@ impl Store {
         with_pool!(self, pool => sqlx::query(
             "UPDATE repos SET clone_url = $2, link = $3, webhook_secret = $4, config_path = $5, \
              default_branch = $6, trusted = $7, visibility = $8, timeout_secs = $9, active = $10, \
-             updated_at = $11, github_token = $12 WHERE id = $1",
+             updated_at = $11, github_token = $12, fork_policy = $13 WHERE id = $1",
         )
         .bind(id)
         .bind(clone_url)
@@ -214,6 +225,7 @@ impl Store {
         .bind(update.active.unwrap_or(current.active))
         .bind(now_ms())
         .bind(update.github_token.as_ref().unwrap_or(&current.github_token))
+        .bind(update.fork_policy.as_ref().unwrap_or(&current.fork_policy))
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
         self.repo(id).await

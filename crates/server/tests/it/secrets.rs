@@ -11,6 +11,7 @@ use crate::on_both;
 use crate::support::TestServer;
 
 on_both!(
+    fork_pull_requests_wait_for_approval_when_the_repository_asks,
     secrets_reach_only_the_stages_that_use_them_and_never_the_api,
     pull_requests_from_forks_get_only_the_secrets_that_allow_them,
 );
@@ -84,6 +85,84 @@ async fn setup(db: &str) -> (TestServer, GitRepo, String) {
 
 mod cases {
     use super::*;
+
+    pub async fn fork_pull_requests_wait_for_approval_when_the_repository_asks(db: &str) {
+        let (server, git, _) = setup(db).await;
+        let bad = server
+            .api(
+                reqwest::Method::PATCH,
+                "/repos/acme/app",
+                Some(json!({"fork_policy": "sometimes"})),
+            )
+            .await;
+        assert_eq!(bad.status(), 400);
+        let set = server
+            .api(
+                reqwest::Method::PATCH,
+                "/repos/acme/app",
+                Some(json!({"fork_policy": "approve"})),
+            )
+            .await;
+        assert_eq!(set.status(), 200);
+        for n in [11u64, 12] {
+            let sha = git.commit(&[("fork.txt", &n.to_string())], "from a fork");
+            git.set_ref(&format!("refs/pull/{n}/head"), &sha);
+            let mut pr = webhook::pull_request("acme/app", n, "patch", "main", &sha);
+            pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
+            assert_eq!(
+                server
+                    .deliver("pull_request", &format!("pr-{n}"), &pr)
+                    .await
+                    .status(),
+                202
+            );
+        }
+        let first = server.wait_build("app", 1).await;
+        assert_eq!(first["status"], "blocked");
+        server.wait_build("app", 2).await;
+        let runner = server.runner("r1");
+        assert!(
+            runner.request(Duration::from_millis(300)).await.is_none(),
+            "nothing runs before approval"
+        );
+        let approved = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds/1/approve",
+                None,
+            )
+            .await;
+        assert_eq!(approved.status(), 200);
+        let assignment = runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("queued once approved");
+        assert_eq!(assignment.stage.name, "deploy");
+        let again = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds/1/approve",
+                None,
+            )
+            .await;
+        assert_eq!(again.status(), 409, "only a blocked build is approved");
+        let declined = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/builds/2/decline",
+                None,
+            )
+            .await;
+        assert_eq!(declined.status(), 200);
+        let second = server.wait_finished("app", 2).await;
+        assert_eq!(second["status"], "declined");
+        assert_eq!(second["stages"][0]["status"], "skipped");
+        assert!(
+            runner.request(Duration::from_millis(300)).await.is_none(),
+            "a declined build never runs"
+        );
+        server.stop().await;
+    }
 
     pub async fn secrets_reach_only_the_stages_that_use_them_and_never_the_api(db: &str) {
         let (server, _git, sha) = setup(db).await;

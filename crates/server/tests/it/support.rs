@@ -103,6 +103,7 @@ impl TestServer {
                 visibility: Visibility::Public,
                 timeout_secs: 600,
                 github_token: String::new(),
+                fork_policy: "run".into(),
             })
             .await
             .expect("adds the repository")

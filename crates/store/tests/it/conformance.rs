@@ -88,6 +88,7 @@ async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
             visibility: Visibility::Public,
             timeout_secs: 600,
             github_token: String::new(),
+            fork_policy: "run".into(),
         })
         .await
         .expect("creates the repository")
@@ -108,6 +109,7 @@ async fn new_build(store: &Store, repo_id: i64, branch: &str, yaml: &str) -> gan
             plan: Ok(plan),
             delivery: None,
             fork: false,
+            hold: false,
         })
         .await
         .expect("creates the build")
@@ -175,6 +177,7 @@ mod cases {
                 visibility: Visibility::Public,
                 timeout_secs: 60,
                 github_token: String::new(),
+                fork_policy: "run".into(),
             })
             .await;
         assert!(
@@ -538,6 +541,7 @@ mod cases {
                 plan: Ok(plan),
                 delivery: Some(id),
                 fork: false,
+                hold: false,
             })
             .await
             .expect("creates");
@@ -572,6 +576,7 @@ mod cases {
                 plan: Err(".gantry.yml:3:5: error: unknown field `imag`".into()),
                 delivery: None,
                 fork: false,
+                hold: false,
             })
             .await
             .expect("creates");
