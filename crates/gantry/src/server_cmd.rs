@@ -71,6 +71,17 @@ pub struct ServerArgs {
     /// data directory (`secret-key`, mode 0600).
     #[arg(long, env = "GANTRY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// GitHub's web address, for sign-in (GitHub Enterprise: https://HOST).
+    #[arg(long, env = "GANTRY_GITHUB_URL", default_value = "https://github.com")]
+    pub github_url: String,
+    /// The GitHub OAuth app's client id; sign-in with GitHub is offered when set.
+    #[arg(long, env = "GANTRY_GITHUB_CLIENT_ID")]
+    pub github_client_id: Option<String>,
+    #[arg(long, env = "GANTRY_GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    pub github_client_secret: Option<String>,
+    /// GitHub logins that are server admins (comma-separated).
+    #[arg(long, env = "GANTRY_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +309,22 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     config.github_api = args.github_api_url.clone();
     config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
     config.secret_key = secret_key(args.secret_key.as_deref(), &args.data_dir, &store).await?;
+    config.oauth = match (&args.github_client_id, &args.github_client_secret) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Some(gantry_server::oauth::OAuthConfig {
+                github_url: args.github_url.clone(),
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                admins: args.admins.clone(),
+            })
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            bail!(
+                "sign-in with GitHub needs both GANTRY_GITHUB_CLIENT_ID and GANTRY_GITHUB_CLIENT_SECRET"
+            )
+        }
+        _ => None,
+    };
     let server = Server::new(store, config);
     server
         .verify_secret_key()

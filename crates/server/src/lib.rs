@@ -22,6 +22,7 @@ pub mod github;
 mod hooks;
 mod live;
 mod notify;
+pub mod oauth;
 mod rpc;
 pub mod secrets;
 mod trigger;
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub notify_retry: Duration,
     /// Seals and opens secrets at rest.
     pub secret_key: secrets::SecretKey,
+    /// Sign-in with GitHub, when configured.
+    pub oauth: Option<oauth::OAuthConfig>,
 }
 
 impl ServerConfig {
@@ -71,6 +74,7 @@ impl ServerConfig {
             // The binary sets the configured key; a fresh one suits a server that starts
             // on a database without secrets.
             secret_key: secrets::SecretKey::generate().0,
+            oauth: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/", get(index))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/login/github", get(crate::oauth::start))
+        .route("/login/github/callback", get(crate::oauth::callback))
         .route("/static/{file}", get(asset))
         .route("/{owner}/{name}", get(repo_page))
         .route("/{owner}/{name}/badge.svg", get(badge))
@@ -147,7 +149,14 @@ impl FromRequestParts<Arc<AppState>> for Session {
         };
         match state.store.token_by_hash(&hash_token(token)).await {
             Ok(Some(found)) => Ok(Session {
-                user: Some(found.name),
+                // A GitHub session's token is named after its login.
+                user: Some(
+                    found
+                        .name
+                        .strip_prefix("session:")
+                        .unwrap_or(&found.name)
+                        .to_owned(),
+                ),
                 token: Some(token.to_owned()),
             }),
             Ok(None) => Ok(Session::default()),
@@ -734,13 +743,20 @@ struct LoginTemplate {
     page: PageInfo,
     message: String,
     next: String,
+    /// Sign-in with GitHub is configured.
+    github: bool,
 }
 
-async fn login_page(session: Session, Query(query): Query<LoginQuery>) -> Page {
+async fn login_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Query(query): Query<LoginQuery>,
+) -> Page {
     Page::render(LoginTemplate {
         page: page_info(&session),
         message: String::new(),
         next: query.next,
+        github: state.config.oauth.is_some(),
     })
 }
 
@@ -789,6 +805,7 @@ async fn login(
             page: page_info(&Session::default()),
             message: "That token is not valid.".to_owned(),
             next: form.next,
+            github: state.config.oauth.is_some(),
         });
         *page.0.status_mut() = StatusCode::UNAUTHORIZED;
         return Err(page);
@@ -813,6 +830,13 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Page> {
     session.check(&form.csrf)?;
+    // A GitHub session ends for good; an API token used to sign in stays valid.
+    if let Some(token) = &session.token
+        && let Ok(Some(found)) = state.store.token_by_hash(&hash_token(token)).await
+        && found.name.starts_with("session:")
+    {
+        state.store.revoke_token(found.id).await?;
+    }
     let mut response = Redirect::to("/").into_response();
     response
         .headers_mut()

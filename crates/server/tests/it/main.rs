@@ -5,6 +5,7 @@
 mod api;
 mod browser;
 mod notify;
+mod oauth;
 mod protocol;
 mod secrets;
 mod support;

@@ -1,0 +1,231 @@
+//! Sign-in with GitHub (OAuth authorization-code flow). `/login/github` sends the browser to
+//! GitHub with a random `state`, also kept in a short-lived cookie; the callback accepts only
+//! that state, trades the code for a token, asks GitHub who the user is, and starts a
+//! session: a fresh random token stored (hashed) like an API token, in the session cookie.
+//! Server admins are named by login in the configuration.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::auth::{hash_token, random_secret};
+
+const STATE_COOKIE: &str = "gantry_oauth_state";
+
+/// GitHub OAuth settings; sign-in with GitHub is offered when they are set.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// GitHub's web address (GitHub Enterprise: `https://HOST`).
+    pub github_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Logins that are server admins.
+    pub admins: Vec<String>,
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn refused(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+}
+
+/// `GET /login/github`: to GitHub, with a fresh `state`.
+pub(crate) async fn start(State(state): State<Arc<AppState>>) -> Response {
+    let Some(oauth) = &state.config.oauth else {
+        return (
+            StatusCode::NOT_FOUND,
+            "sign-in with GitHub is not configured on this server\n",
+        )
+            .into_response();
+    };
+    let nonce = random_secret();
+    let redirect = format!("{}/login/github/callback", state.config.server_url);
+    let location = format!(
+        "{}/login/oauth/authorize?client_id={}&redirect_uri={}&state={nonce}&scope=read:user",
+        oauth.github_url.trim_end_matches('/'),
+        encode(&oauth.client_id),
+        encode(&redirect),
+    );
+    let mut response = Redirect::to(&location).into_response();
+    // Lax: the cookie must come back on GitHub's redirect to the callback.
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{STATE_COOKIE}={nonce}; Path=/login/github; HttpOnly; SameSite=Lax; Max-Age=600"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    error_description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GitHubUser {
+    login: String,
+}
+
+/// `GET /login/github/callback`: checks `state`, trades the code, starts a session.
+pub(crate) async fn callback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<Callback>,
+) -> Response {
+    let Some(oauth) = state.config.oauth.clone() else {
+        return refused("sign-in with GitHub is not configured on this server");
+    };
+    if let Some(error) = query.error {
+        return refused(&format!("GitHub refused the sign-in: {error}"));
+    }
+    let expected = cookie_value(&headers, STATE_COOKIE).unwrap_or("");
+    let given = query.state.unwrap_or_default();
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        return refused(
+            "the sign-in's state does not match this browser's: start again from /login/github",
+        );
+    }
+    let Some(code) = query.code else {
+        return refused("GitHub sent no code: start again from /login/github");
+    };
+    let answer = state
+        .http
+        .post(format!(
+            "{}/login/oauth/access_token",
+            oauth.github_url.trim_end_matches('/')
+        ))
+        .header("accept", "application/json")
+        .json(&serde_json::json!({
+            "client_id": oauth.client_id,
+            "client_secret": oauth.client_secret,
+            "code": code,
+        }))
+        .send()
+        .await;
+    let token = match answer {
+        Ok(response) => match response.json::<TokenAnswer>().await {
+            Ok(TokenAnswer {
+                access_token: Some(token),
+                ..
+            }) => token,
+            Ok(TokenAnswer {
+                error_description, ..
+            }) => {
+                return refused(&format!(
+                    "GitHub did not grant a token: {}",
+                    error_description.unwrap_or_default()
+                ));
+            }
+            Err(e) => return refused(&format!("GitHub's token answer was unreadable: {e}")),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "GitHub's token endpoint did not answer");
+            return (
+                StatusCode::BAD_GATEWAY,
+                "GitHub did not answer; try again\n",
+            )
+                .into_response();
+        }
+    };
+    let user = state
+        .http
+        .get(format!(
+            "{}/user",
+            state.config.github_api.trim_end_matches('/')
+        ))
+        .bearer_auth(&token)
+        .header("accept", "application/vnd.github+json")
+        .header("user-agent", "gantry")
+        .send()
+        .await;
+    let login = match user {
+        Ok(response) if response.status().is_success() => {
+            match response.json::<GitHubUser>().await {
+                Ok(user) => user.login,
+                Err(e) => return refused(&format!("GitHub's user answer was unreadable: {e}")),
+            }
+        }
+        Ok(response) => {
+            return refused(&format!(
+                "GitHub answered {} for the user",
+                response.status()
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "GitHub's API did not answer");
+            return (
+                StatusCode::BAD_GATEWAY,
+                "GitHub did not answer; try again\n",
+            )
+                .into_response();
+        }
+    };
+    let admin = oauth.admins.iter().any(|a| a.eq_ignore_ascii_case(&login));
+    let session = format!("gantry_{}", random_secret());
+    if let Err(e) = state
+        .store
+        .create_token(&format!("session:{login}"), &hash_token(&session), admin)
+        .await
+    {
+        tracing::error!(error = %e, "starting a session failed");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "could not start the session; try again\n",
+        )
+            .into_response();
+    }
+    tracing::info!(%login, admin, "signed in with GitHub");
+    let mut response = Redirect::to("/").into_response();
+    let secure = if state.config.server_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000{secure}",
+        crate::web::SESSION_COOKIE
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if let Ok(clear) =
+        HeaderValue::from_str(&format!("{STATE_COOKIE}=; Path=/login/github; Max-Age=0"))
+    {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
