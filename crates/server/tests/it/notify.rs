@@ -12,6 +12,7 @@ use crate::on_both;
 use crate::support::{PIPELINE, Receiver, TestServer};
 
 on_both!(
+    github_s_rate_limit_is_waited_out,
     a_pipeline_s_notify_block_posts_too,
     a_notify_url_in_a_secret_is_opened_when_sent,
     a_failed_build_reaches_github_and_every_chat_with_a_link_to_its_failing_step,
@@ -57,6 +58,38 @@ async fn run_build(server: &TestServer, state: StepState, lines: &[&str]) {
 
 mod cases {
     use super::*;
+
+    pub async fn github_s_rate_limit_is_waited_out(db: &str) {
+        let receiver = Receiver::start().await;
+        // The first commit status meets a spent rate limit.
+        receiver
+            .rate_limit_first
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let server = server_for(db, &receiver).await;
+        let (_git, sha) = server.push_app().await;
+        let path = format!("/github/repos/acme/app/statuses/{sha}");
+        // Two pending statuses (build and pipeline): one refused, then both accepted.
+        let got = receiver.wait_for(&path, 3).await;
+        assert_eq!(got.len(), 3);
+        for _ in 0..100 {
+            let build = server.get_json("/repos/acme/app/builds/1").await;
+            let notes: Vec<serde_json::Value> = build["notifications"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if notes.len() == 2 && notes.iter().all(|n| n["state"] == "sent") {
+                assert!(
+                    notes.iter().any(|n| n["attempts"] == 2),
+                    "one was tried twice: {notes:?}"
+                );
+                server.stop().await;
+                receiver.stop();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the rate-limited status was never sent");
+    }
 
     pub async fn a_pipeline_s_notify_block_posts_too(db: &str) {
         let receiver = Receiver::start().await;

@@ -398,6 +398,9 @@ pub struct Receiver {
     pub url: String,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     pub fail_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Answers this many requests as GitHub does when the rate limit is spent (403,
+    /// `x-ratelimit-remaining: 0`, a reset one second ahead).
+    pub rate_limit_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -417,11 +420,20 @@ impl Receiver {
         use std::sync::atomic::Ordering;
         let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
         let fail_first = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (log, fail) = (received.clone(), fail_first.clone());
+        let rate_limit_first = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (log, fail, limit) = (
+            received.clone(),
+            fail_first.clone(),
+            rate_limit_first.clone(),
+        );
         let app = axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (log, fail) = (log.clone(), fail.clone());
+                let (log, fail, limit) = (log.clone(), fail.clone(), limit.clone());
                 async move {
+                    use axum::response::IntoResponse;
+                    let limited = limit
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
                     let failing = fail
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok();
@@ -433,10 +445,26 @@ impl Receiver {
                             .map(str::to_owned),
                         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                     });
-                    if failing {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    if limited {
+                        let reset = (std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0)
+                            + 1)
+                        .to_string();
+                        (
+                            axum::http::StatusCode::FORBIDDEN,
+                            [
+                                ("x-ratelimit-remaining", "0".to_owned()),
+                                ("x-ratelimit-reset", reset),
+                            ],
+                            "API rate limit exceeded",
+                        )
+                            .into_response()
+                    } else if failing {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
                     } else {
-                        axum::http::StatusCode::OK
+                        axum::http::StatusCode::OK.into_response()
                     }
                 }
             },
@@ -450,6 +478,7 @@ impl Receiver {
             url,
             received,
             fail_first,
+            rate_limit_first,
             task,
         }
     }
