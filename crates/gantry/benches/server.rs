@@ -301,6 +301,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
                 delivery: None,
                 fork: false,
                 hold: false,
+                messages: Vec::new(),
             })
             .await
             .expect("build");

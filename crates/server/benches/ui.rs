@@ -49,6 +49,7 @@ impl Bench {
                 delivery: None,
                 fork: false,
                 hold: false,
+                messages: Vec::new(),
             })
             .await
             .expect("build");

@@ -46,24 +46,52 @@ pub async fn work(state: Arc<AppState>) {
     }
 }
 
-/// Queues a new build's `pending` commit statuses at once, so they are posted even when
-/// the build ends before the worker's next pass.
-pub async fn build_created(
+/// The `pending` commit statuses of a build about to be created (build and pipelines),
+/// stored with it in one transaction: posted even when the build ends at once, and never
+/// after a later state.
+pub fn pending_statuses(
     state: &AppState,
     repo: &Repo,
-    build: &Build,
-) -> Result<(), gantry_store::StoreError> {
-    if build.status.is_final() {
-        return Ok(());
+    number: i64,
+    commit: &str,
+    plan: &gantry_pipeline::Plan,
+) -> Vec<NewMessage> {
+    if commit.is_empty() || plan.stages.iter().all(|s| !s.run) {
+        return Vec::new();
     }
-    let stages = stages_of(state, build).await?;
-    let messages = github_statuses(state, repo, build, &stages, "pending");
-    state
-        .store
-        .queue_first_notifications(build.id, build.status, &messages)
-        .await?;
-    state.notifications.notify_one();
-    Ok(())
+    let url = format!(
+        "{}/repos/{}/{}/statuses/{commit}",
+        state.config.github_api.trim_end_matches('/'),
+        repo.owner,
+        repo.name,
+    );
+    let link = format!(
+        "{}/{}/{}/{number}",
+        state.config.server_url, repo.owner, repo.name
+    );
+    let status = |context: String, description: String| NewMessage {
+        kind: "github_status".to_owned(),
+        url: url.clone(),
+        body: json!({
+            "state": "pending",
+            "target_url": link,
+            "description": description,
+            "context": context,
+        })
+        .to_string(),
+        auth: None,
+    };
+    let mut out = vec![status(
+        "gantry".to_owned(),
+        format!("Build #{number} waiting to run"),
+    )];
+    for stage in plan.stages.iter().filter(|s| s.run) {
+        out.push(status(
+            format!("gantry/{}", stage.name),
+            format!("{} waiting to run", stage.name),
+        ));
+    }
+    out
 }
 
 async fn queue_due_builds(state: &AppState) -> Result<(), gantry_store::StoreError> {

@@ -84,6 +84,12 @@ pub async fn create_build(
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
     }
+    let messages = match (&plan, origin.fork && repo.fork_policy == "approve") {
+        (Ok(plan), false) => {
+            crate::notify::pending_statuses(state, repo, number, &ctx.commit, plan)
+        }
+        _ => Vec::new(),
+    };
     let (build, _queued) = state
         .store
         .create_build(&NewBuild {
@@ -97,11 +103,10 @@ pub async fn create_build(
             // A pull request from a fork waits for a user with write access, if the
             // repository says so.
             hold: origin.fork && repo.fork_policy == "approve",
+            messages,
         })
         .await?;
-    if let Err(e) = crate::notify::build_created(state, repo, &build).await {
-        tracing::warn!(error = %e, build = number, "queueing the pending commit statuses failed");
-    }
+    state.notifications.notify_one();
     tracing::debug!(
         build = number,
         fetched_ms = fetched_in.as_secs_f64() * 1e3,

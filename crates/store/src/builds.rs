@@ -217,6 +217,9 @@ pub struct NewBuild {
     pub fork: bool,
     /// Held as `blocked` until approved (`approve_build`) or declined.
     pub hold: bool,
+    /// Notifications of its creation (commit statuses), queued in the same transaction;
+    /// when there are some, the build counts as notified for its first status.
+    pub messages: Vec<crate::NewMessage>,
 }
 
 /// Which builds to list, newest first.
@@ -569,6 +572,27 @@ impl Store {
                     let advance = advance_build!(tx, build_id, now);
                     queued |= advance.queued_any();
                 }
+            }
+            if !new.messages.is_empty() {
+                for message in &new.messages {
+                    sqlx::query(
+                        "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                    )
+                    .bind(build_id)
+                    .bind(&message.kind)
+                    .bind(&message.url)
+                    .bind(&message.body)
+                    .bind(message.auth.as_deref())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query("UPDATE builds SET notified_status = $2 WHERE id = $1 AND notified_status IS NULL")
+                    .bind(build_id)
+                    .bind(status.as_str())
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some(delivery) = new.delivery {
                 sqlx::query(

@@ -201,45 +201,9 @@ impl Store {
         status: Status,
         messages: &[NewMessage],
     ) -> Result<()> {
-        self.queue_for_build(build_id, status, messages, false)
-            .await
-            .map(|_| ())
-    }
-
-    /// Like `queue_notifications`, but only for a build never notified before (its first,
-    /// `pending` statuses must not arrive after a later state's). Returns whether it did.
-    pub async fn queue_first_notifications(
-        &self,
-        build_id: i64,
-        status: Status,
-        messages: &[NewMessage],
-    ) -> Result<bool> {
-        self.queue_for_build(build_id, status, messages, true).await
-    }
-
-    async fn queue_for_build(
-        &self,
-        build_id: i64,
-        status: Status,
-        messages: &[NewMessage],
-        only_first: bool,
-    ) -> Result<bool> {
         let now = now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let marked = sqlx::query(
-                "UPDATE builds SET notified_status = $2 WHERE id = $1 \
-                 AND (NOT $3 OR notified_status IS NULL)",
-            )
-            .bind(build_id)
-            .bind(status.as_str())
-            .bind(only_first)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if marked == 0 {
-                return Ok(false);
-            }
             for message in messages {
                 sqlx::query(
                     "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
@@ -254,9 +218,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            sqlx::query("UPDATE builds SET notified_status = $2 WHERE id = $1")
+                .bind(build_id)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         });
-        Ok(true)
+        Ok(())
     }
 
     /// Queues one message that belongs to no build (a test message).

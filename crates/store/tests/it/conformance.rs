@@ -110,6 +110,7 @@ async fn new_build(store: &Store, repo_id: i64, branch: &str, yaml: &str) -> gan
             delivery: None,
             fork: false,
             hold: false,
+            messages: Vec::new(),
         })
         .await
         .expect("creates the build")
@@ -542,6 +543,7 @@ mod cases {
                 delivery: Some(id),
                 fork: false,
                 hold: false,
+                messages: Vec::new(),
             })
             .await
             .expect("creates");
@@ -577,6 +579,7 @@ mod cases {
                 delivery: None,
                 fork: false,
                 hold: false,
+                messages: Vec::new(),
             })
             .await
             .expect("creates");
