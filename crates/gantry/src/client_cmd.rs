@@ -372,24 +372,17 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
                     .await?;
                 print_build(&build);
             }
-            BuildCommand::Cancel { repo, number } => {
+            BuildCommand::Cancel { repo, number }
+            | BuildCommand::Approve { repo, number }
+            | BuildCommand::Decline { repo, number } => {
+                let action = match &args.command {
+                    BuildCommand::Cancel { .. } => "cancel",
+                    BuildCommand::Approve { .. } => "approve",
+                    _ => "decline",
+                };
                 let (owner, name) = split_repo(repo)?;
                 let build = client
-                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/cancel"), None)
-                    .await?;
-                print_build(&build);
-            }
-            BuildCommand::Approve { repo, number } => {
-                let (owner, name) = split_repo(repo)?;
-                let build = client
-                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/approve"), None)
-                    .await?;
-                print_build(&build);
-            }
-            BuildCommand::Decline { repo, number } => {
-                let (owner, name) = split_repo(repo)?;
-                let build = client
-                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/decline"), None)
+                    .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/{action}"), None)
                     .await?;
                 print_build(&build);
             }

@@ -44,16 +44,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(restart_build),
         )
         .route(
-            "/api/repos/{owner}/{name}/builds/{number}/cancel",
-            post(cancel_build),
-        )
-        .route(
-            "/api/repos/{owner}/{name}/builds/{number}/approve",
-            post(approve_build),
-        )
-        .route(
-            "/api/repos/{owner}/{name}/builds/{number}/decline",
-            post(decline_build),
+            "/api/repos/{owner}/{name}/builds/{number}/{action}",
+            post(act_on_build),
         )
         .route(
             "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}",
@@ -440,17 +432,24 @@ async fn restart_build(
     ))
 }
 
-async fn cancel_build(
+/// `POST .../builds/{n}/cancel`, `/approve` or `/decline`.
+async fn act_on_build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path((owner, name, number)): Path<(String, String, i64)>,
+    Path((owner, name, number, action)): Path<(String, String, i64, String)>,
 ) -> ApiResult<Json<BuildView>> {
+    let Some(action) = crate::BuildAction::parse(&action) else {
+        return Err(ApiError::NotFound(format!(
+            "there is no build action `{action}`: use cancel, approve, decline or restart"
+        )));
+    };
     caller.require_token()?;
     let repo = readable_repo(&state, &caller, &owner, &name).await?;
     let build = find_build(&state, &repo, number).await?;
-    if !state.store.cancel_build(build.id).await? {
+    if !action.apply(&state, build.id).await? {
         return Err(ApiError::Conflict(format!(
-            "build #{number} already ended ({})",
+            "build #{number} {} ({})",
+            action.refused(),
             build.status
         )));
     }
@@ -1068,42 +1067,4 @@ async fn revoke_token(
     }
     state.store.revoke_token(id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn approve_build(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((owner, name, number)): Path<(String, String, i64)>,
-) -> ApiResult<Json<BuildView>> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
-    let build = find_build(&state, &repo, number).await?;
-    if !state.store.approve_build(build.id).await? {
-        return Err(ApiError::Conflict(format!(
-            "build #{number} is not waiting for approval ({})",
-            build.status
-        )));
-    }
-    state.notifications.notify_one();
-    let build = find_build(&state, &repo, number).await?;
-    Ok(Json(build_view(&state, &repo, build).await?))
-}
-
-async fn decline_build(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((owner, name, number)): Path<(String, String, i64)>,
-) -> ApiResult<Json<BuildView>> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
-    let build = find_build(&state, &repo, number).await?;
-    if !state.store.decline_build(build.id).await? {
-        return Err(ApiError::Conflict(format!(
-            "build #{number} is not waiting for approval ({})",
-            build.status
-        )));
-    }
-    state.notifications.notify_one();
-    let build = find_build(&state, &repo, number).await?;
-    Ok(Json(build_view(&state, &repo, build).await?))
 }

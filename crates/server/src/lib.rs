@@ -79,6 +79,46 @@ impl ServerConfig {
     }
 }
 
+/// What a user may do to a build besides restarting it (API and pages alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BuildAction {
+    Cancel,
+    Approve,
+    Decline,
+}
+
+impl BuildAction {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "cancel" => Some(BuildAction::Cancel),
+            "approve" => Some(BuildAction::Approve),
+            "decline" => Some(BuildAction::Decline),
+            _ => None,
+        }
+    }
+
+    /// Applies it; false when the build was not in a state it applies to.
+    pub(crate) async fn apply(self, state: &AppState, build_id: i64) -> Result<bool, StoreError> {
+        let done = match self {
+            BuildAction::Cancel => state.store.cancel_build(build_id).await?,
+            BuildAction::Approve => state.store.approve_build(build_id).await?,
+            BuildAction::Decline => state.store.decline_build(build_id).await?,
+        };
+        if done {
+            state.notifications.notify_one();
+        }
+        Ok(done)
+    }
+
+    /// Why it did not apply.
+    pub(crate) fn refused(self) -> &'static str {
+        match self {
+            BuildAction::Cancel => "already ended",
+            BuildAction::Approve | BuildAction::Decline => "is not waiting for approval",
+        }
+    }
+}
+
 /// What every handler and background task shares.
 #[derive(Debug)]
 struct AppState {

@@ -40,9 +40,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/{owner}/{name}/builds", post(manual_build))
         .route("/{owner}/{name}/{number}", get(build_page))
         .route("/{owner}/{name}/{number}/restart", post(restart))
-        .route("/{owner}/{name}/{number}/cancel", post(cancel))
-        .route("/{owner}/{name}/{number}/approve", post(approve))
-        .route("/{owner}/{name}/{number}/decline", post(decline))
+        .route("/{owner}/{name}/{number}/{action}", post(act))
         .route("/{owner}/{name}/{number}/{stage}/{step}", get(step_page))
         .fallback(not_found)
 }
@@ -861,44 +859,20 @@ async fn restart(
     )))
 }
 
-async fn cancel(
+/// The Cancel, Approve and Decline buttons.
+async fn act(
     State(state): State<Arc<AppState>>,
     session: Session,
-    Path((owner, name, number)): Path<(String, String, i64)>,
+    Path((owner, name, number, action)): Path<(String, String, i64, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, Page> {
+    let Some(action) = crate::BuildAction::parse(&action) else {
+        return Err(not_found().await);
+    };
     session.check(&form.csrf)?;
     let repo = readable(&state, &session, &owner, &name).await?;
     let build = find_build(&state, &repo, number).await?;
-    state.store.cancel_build(build.id).await?;
-    Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
-}
-
-async fn approve(
-    State(state): State<Arc<AppState>>,
-    session: Session,
-    Path((owner, name, number)): Path<(String, String, i64)>,
-    Form(form): Form<CsrfForm>,
-) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let repo = readable(&state, &session, &owner, &name).await?;
-    let build = find_build(&state, &repo, number).await?;
-    state.store.approve_build(build.id).await?;
-    state.notifications.notify_one();
-    Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
-}
-
-async fn decline(
-    State(state): State<Arc<AppState>>,
-    session: Session,
-    Path((owner, name, number)): Path<(String, String, i64)>,
-    Form(form): Form<CsrfForm>,
-) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let repo = readable(&state, &session, &owner, &name).await?;
-    let build = find_build(&state, &repo, number).await?;
-    state.store.decline_build(build.id).await?;
-    state.notifications.notify_one();
+    action.apply(&state, build.id).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
 }
 

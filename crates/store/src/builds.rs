@@ -574,20 +574,7 @@ impl Store {
                 }
             }
             if !new.messages.is_empty() {
-                for message in &new.messages {
-                    sqlx::query(
-                        "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                    )
-                    .bind(build_id)
-                    .bind(&message.kind)
-                    .bind(&message.url)
-                    .bind(&message.body)
-                    .bind(message.auth.as_deref())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                crate::notify::insert_messages!(tx, build_id, &new.messages, now);
                 sqlx::query("UPDATE builds SET notified_status = $2 WHERE id = $1 AND notified_status IS NULL")
                     .bind(build_id)
                     .bind(status.as_str())

@@ -113,6 +113,28 @@ pub struct OutboxMessage {
 const MESSAGE_COLUMNS: &str = "id, build_id, kind, url, body, auth, state, attempts, \
      next_attempt_at, last_error, created_at, sent_at";
 
+/// Inserts a build's messages into the outbox inside the transaction `$tx` (a macro because
+/// the transaction's type differs per database).
+macro_rules! insert_messages {
+    ($tx:ident, $build_id:expr, $messages:expr, $now:expr) => {
+        for message in $messages {
+            sqlx::query(
+                "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind($build_id)
+            .bind(&message.kind)
+            .bind(&message.url)
+            .bind(&message.body)
+            .bind(message.auth.as_deref())
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+pub(crate) use insert_messages;
+
 impl Store {
     pub async fn add_target(&self, repo_id: Option<i64>, new: &NewTarget) -> Result<NotifyTarget> {
         let json = |v: &Vec<String>| serde_json::to_string(v).expect("strings serialise");
@@ -204,20 +226,7 @@ impl Store {
         let now = now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for message in messages {
-                sqlx::query(
-                    "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                )
-                .bind(build_id)
-                .bind(&message.kind)
-                .bind(&message.url)
-                .bind(&message.body)
-                .bind(message.auth.as_deref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_messages!(tx, build_id, messages, now);
             sqlx::query("UPDATE builds SET notified_status = $2 WHERE id = $1")
                 .bind(build_id)
                 .bind(status.as_str())
