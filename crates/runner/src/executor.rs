@@ -510,6 +510,12 @@ impl Executor {
             }
         }
 
+        // A cancelled step's result can be taken before the cancellation itself (both are
+        // ready at once); the stage was cancelled all the same.
+        if stop.is_none() && cancel.is_cancelled() {
+            stop = Some(Stop::Cancelled);
+        }
+
         // The stage is over: stop services and detached steps, and collect their results.
         background_cancel.cancel();
         while let Some(joined) = background.join_next_with_id().await {

@@ -159,3 +159,30 @@ async fn dropping_the_executor_half_way_still_tears_down() {
     }
     panic!("destroy did not run after the executor was dropped");
 }
+
+/// The last step's end and the cancellation are ready together; whichever the executor takes
+/// first, a cancelled stage ends killed (it once ended `success`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_last_step_makes_a_killed_stage_every_time() {
+    for _ in 0..40 {
+        let backend = Arc::new(Scripted {
+            block_in: Some("b"),
+            ..Scripted::default()
+        });
+        let cancel = CancellationToken::new();
+        let reporter: Arc<dyn Reporter> = Arc::new(Recorder::default());
+        let running = {
+            let (backend, cancel) = (Arc::clone(&backend), cancel.clone());
+            tokio::spawn(async move {
+                Executor::new(backend, ExecutorConfig::default())
+                    .run(job(), reporter, cancel)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        cancel.cancel();
+        let result = running.await.expect("the run");
+        assert_eq!(result.status, StepStatus::Killed, "{:?}", statuses(&result));
+        assert_eq!(result.error.as_deref(), Some("cancelled"));
+    }
+}
