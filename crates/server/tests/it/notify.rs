@@ -9,7 +9,7 @@ use gantry_test_support::{GitRepo, webhook};
 use serde_json::json;
 
 use crate::on_both;
-use crate::support::{PIPELINE, Receiver, TestServer};
+use crate::support::{DownService, PIPELINE, Receiver, TestServer};
 
 on_both!(
     github_s_rate_limit_is_waited_out,
@@ -391,23 +391,14 @@ mod cases {
     }
 
     pub async fn a_waiting_message_outlives_a_dead_receiver_and_a_restart(db: &str) {
-        // The chat service is down: nothing listens on its port.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a port")
-            .port();
+        // The chat service is down: its port refuses connections.
+        let down = DownService::reserve();
         let offline = Receiver::start().await;
         let first = server_for(db, &offline).await;
         let git = GitRepo::new();
         let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
         first.add_repo("app", &git).await;
-        add_target(
-            &first,
-            "slack",
-            &format!("http://127.0.0.1:{port}/chat"),
-            None,
-        )
-        .await;
+        add_target(&first, "slack", &format!("{}/chat", down.url()), None).await;
         first
             .deliver(
                 "push",
@@ -458,7 +449,7 @@ mod cases {
         );
         first.stop().await;
         // The service comes back, and so does gantry: the message arrives.
-        let back = Receiver::start_on(&format!("127.0.0.1:{port}")).await;
+        let back = down.come_back();
         let second = server_for(db, &offline).await;
         let messages = back.wait_for("/chat", 1).await;
         assert_eq!(messages[0].body["text"], "acme/app build #1 failed on main");

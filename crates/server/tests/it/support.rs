@@ -411,12 +411,39 @@ pub struct Received {
     pub body: Value,
 }
 
-impl Receiver {
-    pub async fn start() -> Self {
-        Self::start_on("127.0.0.1:0").await
+/// A loopback port held by a socket that is bound but not listening: connections to it are
+/// refused (a service that is down), and no other test can take the port meanwhile.
+pub struct DownService(tokio::net::TcpSocket);
+
+impl DownService {
+    pub fn reserve() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("binds a loopback port");
+        Self(socket)
     }
 
-    pub async fn start_on(addr: &str) -> Self {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.0.local_addr().expect("bound"))
+    }
+
+    /// The service comes back on the same port.
+    pub fn come_back(self) -> Receiver {
+        Receiver::serve(self.0.listen(128).expect("listens"))
+    }
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::serve(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binds"),
+        )
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> Self {
         use std::sync::atomic::Ordering;
         let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
         let fail_first = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -469,7 +496,6 @@ impl Receiver {
                 }
             },
         );
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("binds");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
