@@ -59,6 +59,33 @@ pub enum RepoCommand {
         #[arg(long)]
         link: Option<String>,
     },
+    /// Changes a repository's settings (those given; needs its admin role).
+    Update {
+        repo: String,
+        #[arg(long)]
+        clone_url: Option<String>,
+        /// A new webhook secret (set the same in GitHub's webhook settings).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        config_path: Option<String>,
+        #[arg(long)]
+        default_branch: Option<String>,
+        /// public, internal or private.
+        #[arg(long)]
+        visibility: Option<String>,
+        /// Allows privileged steps and host volumes (a server admin sets this).
+        #[arg(long)]
+        trusted: Option<bool>,
+        /// Pull requests from forks: run, or approve (held until approved).
+        #[arg(long)]
+        fork_policy: Option<String>,
+        /// The build timeout in minutes.
+        #[arg(long)]
+        timeout: Option<i64>,
+        #[arg(long)]
+        link: Option<String>,
+    },
     /// Lists repositories.
     Ls,
     /// Shows one repository.
@@ -242,6 +269,46 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                     "point the GitHub webhook (content type application/json, same secret) at {}",
                     text(&created, "webhook_url")
                 );
+            }
+            RepoCommand::Update {
+                repo,
+                clone_url,
+                secret,
+                config_path,
+                default_branch,
+                visibility,
+                trusted,
+                fork_policy,
+                timeout,
+                link,
+            } => {
+                let (owner, name) = split_repo(repo)?;
+                let mut changes = serde_json::Map::new();
+                let mut set = |key: &str, value: Option<Value>| {
+                    if let Some(value) = value {
+                        changes.insert(key.to_owned(), value);
+                    }
+                };
+                set("clone_url", clone_url.clone().map(Value::from));
+                set("webhook_secret", secret.clone().map(Value::from));
+                set("config_path", config_path.clone().map(Value::from));
+                set("default_branch", default_branch.clone().map(Value::from));
+                set("visibility", visibility.clone().map(Value::from));
+                set("trusted", trusted.map(Value::from));
+                set("fork_policy", fork_policy.clone().map(Value::from));
+                set("timeout_secs", timeout.map(|m| Value::from(m * 60)));
+                set("link", link.clone().map(Value::from));
+                if changes.is_empty() {
+                    bail!("nothing to change: give one or more settings (see gantry repo update --help)");
+                }
+                client
+                    .json(
+                        reqwest::Method::PATCH,
+                        &format!("/api/repos/{owner}/{name}"),
+                        Some(Value::Object(changes)),
+                    )
+                    .await?;
+                println!("updated {repo}");
             }
             RepoCommand::Ls => {
                 let repos = client.json(reqwest::Method::GET, "/api/repos", None).await?;
@@ -684,11 +751,14 @@ pub enum TokenCommand {
     Create {
         /// Who or what uses it.
         name: String,
-        /// May change server-wide settings (needs an admin token).
-        #[arg(long)]
+        /// A service token with every right, acting for no user (a server admin makes one).
+        #[arg(long, conflicts_with = "user")]
         admin: bool,
+        /// The user it acts for (default: yours; someone else's needs a server admin).
+        #[arg(long)]
+        user: Option<String>,
     },
-    /// Lists tokens (names, never the tokens).
+    /// Lists tokens (names, never the tokens): yours, or every one for a server admin.
     Ls,
     /// Revokes a token at once.
     Revoke { id: i64 },
@@ -699,16 +769,20 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let client = Client::new(&args.connection)?;
         match &args.command {
-            TokenCommand::Create { name, admin } => {
+            TokenCommand::Create { name, admin, user } => {
                 let created = client
                     .json(
                         reqwest::Method::POST,
                         "/api/tokens",
-                        Some(json!({ "name": name, "admin": admin })),
+                        Some(json!({ "name": name, "admin": admin, "user": user })),
                     )
                     .await?;
+                let acts_for = match created.get("user").and_then(Value::as_str) {
+                    Some(login) => format!(", acting for {login}"),
+                    None => ", a service token".to_owned(),
+                };
                 println!(
-                    "token #{} for {} (shown once):",
+                    "token #{} {}{acts_for} (shown once):",
                     text(&created, "id"),
                     text(&created, "name")
                 );
@@ -719,15 +793,23 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
                     .json(reqwest::Method::GET, "/api/tokens", None)
                     .await?;
                 for token in tokens.as_array().into_iter().flatten() {
-                    let admin = if token["admin"] == json!(true) {
-                        "admin"
-                    } else {
-                        ""
+                    let kind = match (
+                        token["admin"] == json!(true),
+                        token["session"] == json!(true),
+                    ) {
+                        (true, _) => "admin",
+                        (_, true) => "session",
+                        _ => "",
+                    };
+                    let user = match token.get("user_id").and_then(Value::as_i64) {
+                        Some(id) => format!("user #{id}"),
+                        None => String::new(),
                     };
                     println!(
-                        "#{:<5} {:<40} {admin}",
+                        "#{:<5} {:<40} {:<10} {kind}",
                         text(token, "id"),
-                        text(token, "name")
+                        text(token, "name"),
+                        user
                     );
                 }
             }
@@ -736,6 +818,181 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
                     .send(reqwest::Method::DELETE, &format!("/api/tokens/{id}"), None)
                     .await?;
                 println!("revoked token #{id}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Adds a user by GitHub login (for tokens and roles before they sign in).
+    Add {
+        login: String,
+        /// A server admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Lists users.
+    Ls,
+    /// Makes a user a server admin, or no longer one.
+    Admin {
+        login: String,
+        #[arg(action = clap::ArgAction::Set)]
+        admin: bool,
+    },
+    /// Removes a user with their tokens, sessions and roles.
+    Rm { login: String },
+    /// Who the token belongs to.
+    Whoami,
+}
+
+pub fn user(args: &UserArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("while starting the runtime")?;
+    runtime.block_on(async {
+        let client = Client::new(&args.connection)?;
+        match &args.command {
+            UserCommand::Add { login, admin } => {
+                let user = client
+                    .json(
+                        reqwest::Method::POST,
+                        "/api/users",
+                        Some(json!({ "login": login, "admin": admin })),
+                    )
+                    .await?;
+                println!("added user {}", text(&user, "login"));
+            }
+            UserCommand::Ls => {
+                let users = client
+                    .json(reqwest::Method::GET, "/api/users", None)
+                    .await?;
+                for user in users.as_array().into_iter().flatten() {
+                    let admin = if user["admin"] == json!(true) {
+                        "admin"
+                    } else {
+                        ""
+                    };
+                    println!("{:<40} {admin}", text(user, "login"));
+                }
+            }
+            UserCommand::Admin { login, admin } => {
+                client
+                    .json(
+                        reqwest::Method::PATCH,
+                        &format!("/api/users/{}", encode(login)),
+                        Some(json!({ "admin": admin })),
+                    )
+                    .await?;
+                println!(
+                    "{login} is {} server admin",
+                    if *admin { "a" } else { "no longer a" }
+                );
+            }
+            UserCommand::Rm { login } => {
+                client
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/api/users/{}", encode(login)),
+                        None,
+                    )
+                    .await?;
+                println!("removed user {login}");
+            }
+            UserCommand::Whoami => {
+                let me = client.json(reqwest::Method::GET, "/api/user", None).await?;
+                let admin = if me["admin"] == json!(true) {
+                    " (server admin)"
+                } else {
+                    ""
+                };
+                match me.get("login").and_then(Value::as_str) {
+                    Some(login) => println!("{login}{admin}"),
+                    None => println!("service token {}{admin}", text(&me, "token")),
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: RoleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Lists the roles known on a repository (set by an admin, or read from GitHub).
+    Ls { repo: String },
+    /// Sets a user's role on a repository: none, read, write or admin. It wins over GitHub's.
+    Set {
+        repo: String,
+        login: String,
+        role: String,
+    },
+    /// Removes the role an admin set; the user's GitHub permission applies again.
+    Rm { repo: String, login: String },
+}
+
+pub fn role(args: &RoleArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("while starting the runtime")?;
+    runtime.block_on(async {
+        let client = Client::new(&args.connection)?;
+        match &args.command {
+            RoleCommand::Ls { repo } => {
+                let (owner, name) = split_repo(repo)?;
+                let roles = client
+                    .json(
+                        reqwest::Method::GET,
+                        &format!("/api/repos/{owner}/{name}/roles"),
+                        None,
+                    )
+                    .await?;
+                for role in roles.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} {:<6} {}",
+                        text(role, "login"),
+                        text(role, "role"),
+                        if text(role, "source") == "admin" {
+                            "set by an admin"
+                        } else {
+                            "from GitHub"
+                        }
+                    );
+                }
+            }
+            RoleCommand::Set { repo, login, role } => {
+                let (owner, name) = split_repo(repo)?;
+                client
+                    .json(
+                        reqwest::Method::PUT,
+                        &format!("/api/repos/{owner}/{name}/roles/{}", encode(login)),
+                        Some(json!({ "role": role })),
+                    )
+                    .await?;
+                println!("{login} has the {role} role on {repo}");
+            }
+            RoleCommand::Rm { repo, login } => {
+                let (owner, name) = split_repo(repo)?;
+                client
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/api/repos/{owner}/{name}/roles/{}", encode(login)),
+                        None,
+                    )
+                    .await?;
+                println!("{login}'s role on {repo} comes from GitHub again");
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -45,6 +45,10 @@ enum Command {
     Secret(client_cmd::SecretArgs),
     /// API tokens on a server.
     Token(client_cmd::TokenArgs),
+    /// Users on a server (server admins only).
+    User(client_cmd::UserArgs),
+    /// Users' roles on a repository: read, write, admin.
+    Role(client_cmd::RoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Notify(args) => client_cmd::notify(&args),
         Command::Secret(args) => client_cmd::secret(&args),
         Command::Token(args) => client_cmd::token(&args),
+        Command::User(args) => client_cmd::user(&args),
+        Command::Role(args) => client_cmd::role(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
 //! The JSON API under `/api`: repositories, builds (list, get, restart, cancel, manual),
-//! step logs as plain text and as a live Server-Sent-Events stream, runners, and
-//! `/healthz`. Reads of public repositories are open; everything else needs a token.
+//! step logs as plain text and as a live Server-Sent-Events stream, runners, notification
+//! targets, secrets, tokens, users and roles, and `/healthz`. What each endpoint needs is
+//! decided by `access`: reading follows the repository's visibility, writing and settings
+//! need the caller's role on it, server-wide settings a server admin.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,13 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use gantry_store::{
-    Build, BuildFilter, NewRepo, Repo, RepoUpdate, Stage, Status, Step, Visibility,
-};
+use gantry_store::{Build, BuildFilter, NewRepo, Repo, RepoUpdate, Role, Stage, Status, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
+use crate::access::{self, Identity, Need, require_admin};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::live::LiveEvent;
@@ -99,6 +100,17 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/orgs/{owner}/secrets/{secret}",
             axum::routing::delete(remove_owner_secret),
         )
+        .route("/api/user", get(who_am_i))
+        .route("/api/users", get(list_users).post(add_user))
+        .route(
+            "/api/users/{login}",
+            axum::routing::patch(update_user).delete(remove_user),
+        )
+        .route("/api/repos/{owner}/{name}/roles", get(list_roles))
+        .route(
+            "/api/repos/{owner}/{name}/roles/{login}",
+            axum::routing::put(set_role).delete(remove_role),
+        )
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -131,39 +143,33 @@ fn repo_view(state: &AppState, repo: Repo) -> RepoView {
     }
 }
 
-/// The repository, if the caller may read it.
-async fn readable_repo(
+/// The repository, if the caller has `need` on it. Reading takes the session cookie too;
+/// anything more needs the bearer header.
+async fn repo_for(
     state: &AppState,
     caller: &Caller,
     owner: &str,
     name: &str,
+    need: Need,
 ) -> ApiResult<Repo> {
-    let repo = state
-        .store
-        .repo_by_name(owner, name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("repository {owner}/{name} not found")))?;
-    if repo.visibility != Visibility::Public && caller.token.is_none() {
-        // Not 403: a private repository's existence is not confirmed to strangers.
-        return Err(ApiError::NotFound(format!(
-            "repository {owner}/{name} not found (or it is not public: pass a token)"
-        )));
-    }
-    Ok(repo)
+    let who = match need {
+        Need::Read => caller.reader(),
+        Need::Write | Need::Admin => Some(caller.require_identity()?),
+    };
+    Ok(access::authorize(state, who, owner, name, need).await?.0)
 }
 
 async fn list_repos(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<RepoView>>> {
-    let repos = state.store.list_repos().await?;
-    Ok(Json(
-        repos
-            .into_iter()
-            .filter(|r| r.visibility == Visibility::Public || caller.token.is_some())
-            .map(|r| repo_view(&state, r))
-            .collect(),
-    ))
+    let mut views = Vec::new();
+    for repo in state.store.list_repos().await? {
+        if access::listed(&state, caller.reader(), &repo).await? {
+            views.push(repo_view(&state, repo));
+        }
+    }
+    Ok(Json(views))
 }
 
 fn valid_name_part(part: &str) -> bool {
@@ -181,9 +187,9 @@ async fn add_repo(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RepoView>)> {
-    let holder = caller.require_token()?;
+    let who = caller.require_identity()?;
     let new: NewRepo = parse_body(&body)?;
-    check_repo_settings(holder, new.trusted, Some(new.fork_policy.as_str()))?;
+    check_repo_settings(who, new.trusted, Some(new.fork_policy.as_str()))?;
     if !valid_name_part(&new.owner) || !valid_name_part(&new.name) {
         return Err(ApiError::BadRequest(format!(
             "`{}/{}` is not a repository name: use OWNER/NAME with letters, digits, `-`, `_` and `.`",
@@ -195,20 +201,71 @@ async fn add_repo(
             "clone_url is empty: give the URL gantry fetches the repository from".to_owned(),
         ));
     }
+    let may_add = who.is_admin() || github_admin_of(&state, who, &new).await?;
+    if !may_add {
+        return Err(ApiError::Forbidden(format!(
+            "adding {}/{} needs a server admin, or your admin permission on it on GitHub (sign in with GitHub)",
+            new.owner, new.name
+        )));
+    }
     let repo = state.store.create_repo(&new).await?;
+    if let Some(user) = who.user.as_ref().filter(|_| !who.is_admin()) {
+        state
+            .store
+            .put_role(
+                repo.id,
+                user.id,
+                gantry_store::RoleSource::GitHub,
+                Role::Admin,
+            )
+            .await?;
+    }
     Ok((StatusCode::CREATED, Json(repo_view(&state, repo))))
+}
+
+/// Whether GitHub says the caller administers the repository about to be added.
+async fn github_admin_of(state: &AppState, who: &Identity, new: &NewRepo) -> ApiResult<bool> {
+    let Some(user) = &who.user else {
+        return Ok(false);
+    };
+    // Not stored yet: ask about the name it will have.
+    let probe = Repo {
+        id: 0,
+        owner: new.owner.clone(),
+        name: new.name.clone(),
+        clone_url: String::new(),
+        link: String::new(),
+        webhook_secret: String::new(),
+        config_path: String::new(),
+        default_branch: String::new(),
+        trusted: false,
+        visibility: new.visibility,
+        timeout_secs: 0,
+        active: true,
+        created_at: 0,
+        updated_at: 0,
+        github_token: String::new(),
+        fork_policy: String::new(),
+    };
+    match access::github_role(state, user, &probe).await {
+        Ok(role) => Ok(role == Some(Role::Admin)),
+        Err(reason) => Err(ApiError::BadGateway(format!(
+            "could not ask GitHub whether you administer {}/{}: {reason}",
+            new.owner, new.name
+        ))),
+    }
 }
 
 /// Trust (privileged steps, host volumes) is for admins to grant; the fork policy is `run`
 /// or `approve`.
-fn check_repo_settings(
-    holder: &gantry_store::Token,
+pub(crate) fn check_repo_settings(
+    who: &Identity,
     trusted: bool,
     fork_policy: Option<&str>,
 ) -> ApiResult<()> {
-    if trusted && !holder.admin {
+    if trusted && !who.is_admin() {
         return Err(ApiError::Forbidden(
-            "only an admin token can mark a repository trusted".to_owned(),
+            "only a server admin can mark a repository trusted".to_owned(),
         ));
     }
     if let Some(policy) = fork_policy
@@ -239,7 +296,7 @@ async fn get_repo(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<RepoView>> {
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
     Ok(Json(repo_view(&state, repo)))
 }
 
@@ -249,14 +306,13 @@ async fn update_repo(
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RepoView>> {
-    let holder = caller.require_token()?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let update: RepoUpdate = parse_body(&body)?;
     check_repo_settings(
-        holder,
+        caller.require_identity()?,
         update.trusted.unwrap_or(false),
         update.fork_policy.as_deref(),
     )?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
     let repo = state.store.update_repo(repo.id, &update).await?;
     Ok(Json(repo_view(&state, repo)))
 }
@@ -266,8 +322,7 @@ async fn remove_repo(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     state.store.delete_repo(repo.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -286,7 +341,7 @@ async fn list_builds(
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Build>>> {
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
     let status = query
         .status
         .as_deref()
@@ -356,7 +411,7 @@ async fn get_build(
     caller: Caller,
     Path((owner, name, number)): Path<(String, String, i64)>,
 ) -> ApiResult<Json<BuildView>> {
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
     let build = find_build(&state, &repo, number).await?;
     Ok(Json(build_view(&state, &repo, build).await?))
 }
@@ -377,9 +432,9 @@ async fn create_build(
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<BuildView>)> {
-    let token = caller.require_token()?.clone();
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Write).await?;
+    let sender = caller.require_identity()?.name().to_owned();
     let request: ManualBuild = parse_body(&body)?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
     for key in request.params.keys() {
         if key.is_empty()
             || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -407,7 +462,7 @@ async fn create_build(
         request.commit.as_deref(),
         request.params,
         request.deploy_to,
-        &token.name,
+        &sender,
     )
     .await?
     .map_err(ApiError::BadRequest)?;
@@ -422,10 +477,10 @@ async fn restart_build(
     caller: Caller,
     Path((owner, name, number)): Path<(String, String, i64)>,
 ) -> ApiResult<(StatusCode, Json<BuildView>)> {
-    let token = caller.require_token()?.clone();
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Write).await?;
+    let sender = caller.require_identity()?.name().to_owned();
     let build = find_build(&state, &repo, number).await?;
-    let restarted = trigger::restart(&state, &repo, &build, &token.name).await?;
+    let restarted = trigger::restart(&state, &repo, &build, &sender).await?;
     Ok((
         StatusCode::CREATED,
         Json(build_view(&state, &repo, restarted).await?),
@@ -443,8 +498,7 @@ async fn act_on_build(
             "there is no build action `{action}`: use cancel, approve, decline or restart"
         )));
     };
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Write).await?;
     let build = find_build(&state, &repo, number).await?;
     if !action.apply(&state, build.id).await? {
         return Err(ApiError::Conflict(format!(
@@ -462,7 +516,7 @@ async fn find_step(
     caller: &Caller,
     (owner, name, number, stage, step): (String, String, i64, i64, i64),
 ) -> ApiResult<(Stage, Step)> {
-    let repo = readable_repo(state, caller, &owner, &name).await?;
+    let repo = repo_for(state, caller, &owner, &name, Need::Read).await?;
     let build = find_build(state, &repo, number).await?;
     let step = state
         .store
@@ -683,7 +737,7 @@ async fn list_runners(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<gantry_store::Runner>>> {
-    caller.require_token()?;
+    caller.require_identity()?;
     Ok(Json(state.store.runners().await?))
 }
 
@@ -742,8 +796,7 @@ async fn list_targets(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<TargetView>>> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let targets = state.store.targets(Some(repo.id)).await?;
     Ok(Json(targets.into_iter().map(target_view).collect()))
 }
@@ -754,9 +807,8 @@ async fn add_target(
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<TargetView>)> {
-    caller.require_token()?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let new = checked_target(&body)?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
     let target = state.store.add_target(Some(repo.id), &new).await?;
     Ok((StatusCode::CREATED, Json(target_view(target))))
 }
@@ -781,8 +833,7 @@ async fn remove_target(
     caller: Caller,
     Path((owner, name, id)): Path<(String, String, i64)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     owned_target(&state, Some(&repo), id).await?;
     state.store.remove_target(id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -812,27 +863,16 @@ async fn test_target(
     caller: Caller,
     Path((owner, name, id)): Path<(String, String, i64)>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let target = owned_target(&state, Some(&repo), id).await?;
     send_test(&state, &target, &repo.full_name()).await
-}
-
-fn require_admin(caller: &Caller) -> ApiResult<()> {
-    if caller.require_token()?.admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "server-wide settings need an admin token".to_owned(),
-        ))
-    }
 }
 
 async fn list_default_targets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<TargetView>>> {
-    require_admin(&caller)?;
+    require_admin(caller.require_identity()?)?;
     let targets = state.store.targets(None).await?;
     Ok(Json(targets.into_iter().map(target_view).collect()))
 }
@@ -842,7 +882,7 @@ async fn add_default_target(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<TargetView>)> {
-    require_admin(&caller)?;
+    require_admin(caller.require_identity()?)?;
     let new = checked_target(&body)?;
     let target = state.store.add_target(None, &new).await?;
     Ok((StatusCode::CREATED, Json(target_view(target))))
@@ -853,7 +893,7 @@ async fn remove_default_target(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    require_admin(&caller)?;
+    require_admin(caller.require_identity()?)?;
     owned_target(&state, None, id).await?;
     state.store.remove_target(id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -864,7 +904,7 @@ async fn test_default_target(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    require_admin(&caller)?;
+    require_admin(caller.require_identity()?)?;
     let target = owned_target(&state, None, id).await?;
     send_test(&state, &target, "(server-wide default)").await
 }
@@ -883,26 +923,30 @@ struct NewSecret {
 /// Largest secret value (a kubeconfig fits; a disk image does not).
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 
-fn checked_secret(body: &[u8]) -> ApiResult<NewSecret> {
-    let new: NewSecret = parse_body(body)?;
-    if new.name.is_empty()
-        || new.name.len() > 100
-        || !new
-            .name
+/// A secret's name and value as the API and the settings page accept them.
+pub(crate) fn check_secret(name: &str, value: &str) -> ApiResult<()> {
+    if name.is_empty()
+        || name.len() > 100
+        || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
         return Err(ApiError::BadRequest(format!(
-            "secret name `{}` is not valid: use letters, digits, `_`, `-` and `.`",
-            new.name
+            "secret name `{name}` is not valid: use letters, digits, `_`, `-` and `.`"
         )));
     }
-    if new.value.is_empty() || new.value.len() > MAX_SECRET_BYTES {
+    if value.is_empty() || value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::BadRequest(format!(
             "a secret's value must be 1 byte to {} KiB",
             MAX_SECRET_BYTES / 1024
         )));
     }
+    Ok(())
+}
+
+fn checked_secret(body: &[u8]) -> ApiResult<NewSecret> {
+    let new: NewSecret = parse_body(body)?;
+    check_secret(&new.name, &new.value)?;
     Ok(new)
 }
 
@@ -932,8 +976,7 @@ async fn list_repo_secrets(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<gantry_store::SecretInfo>>> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     Ok(Json(
         state
             .store
@@ -948,8 +991,7 @@ async fn add_repo_secret(
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     save_secret(&state, &gantry_store::SecretScope::Repo(repo.id), &body).await
 }
 
@@ -958,8 +1000,7 @@ async fn remove_repo_secret(
     caller: Caller,
     Path((owner, name, secret)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_token()?;
-    let repo = readable_repo(&state, &caller, &owner, &name).await?;
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     state
         .store
         .delete_secret(&gantry_store::SecretScope::Repo(repo.id), &secret)
@@ -972,7 +1013,7 @@ async fn list_owner_secrets(
     caller: Caller,
     Path(owner): Path<String>,
 ) -> ApiResult<Json<Vec<gantry_store::SecretInfo>>> {
-    require_admin(&caller)?;
+    require_admin(caller.require_identity()?)?;
     Ok(Json(
         state
             .store
@@ -987,7 +1028,7 @@ async fn add_owner_secret(
     Path(owner): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    require_admin(&caller)?;
+    require_admin(caller.require_identity()?)?;
     save_secret(&state, &gantry_store::SecretScope::Owner(owner), &body).await
 }
 
@@ -996,7 +1037,7 @@ async fn remove_owner_secret(
     caller: Caller,
     Path((owner, secret)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    require_admin(&caller)?;
+    require_admin(caller.require_identity()?)?;
     state
         .store
         .delete_secret(&gantry_store::SecretScope::Owner(owner), &secret)
@@ -1010,47 +1051,98 @@ async fn remove_owner_secret(
 #[serde(deny_unknown_fields)]
 struct NewToken {
     name: String,
+    /// A service token with every right (only an admin makes one).
     #[serde(default)]
     admin: bool,
+    /// The user it acts for (only an admin makes one for someone else).
+    user: Option<String>,
 }
 
+/// A server admin sees every token; anyone else their own.
 async fn list_tokens(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<gantry_store::Token>>> {
-    require_admin(&caller)?;
-    Ok(Json(state.store.tokens().await?))
+    let who = caller.require_identity()?;
+    let tokens = match &who.user {
+        _ if who.is_admin() => state.store.tokens().await?,
+        Some(user) => state.store.tokens_of(user.id).await?,
+        None => vec![who.token.clone()],
+    };
+    Ok(Json(tokens))
 }
 
-/// Creates a token and shows it this once; only its hash is kept. Admin tokens can only be
-/// made by an admin.
+/// Creates a token and shows it this once; only its hash is kept. A token acts for the
+/// caller's user unless an admin names another user, or asks for a service admin token.
 async fn create_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let holder = caller.require_token()?;
+    let who = caller.require_identity()?;
     let new: NewToken = parse_body(&body)?;
-    if new.admin && !holder.admin {
-        return Err(ApiError::Forbidden(
-            "only an admin token can create an admin token".to_owned(),
-        ));
-    }
     if new.name.trim().is_empty() || new.name.len() > 100 {
         return Err(ApiError::BadRequest(
             "name: give the token a name of 1 to 100 characters (who or what uses it)".to_owned(),
         ));
     }
+    let user = match (&new.user, new.admin) {
+        (Some(_), true) => {
+            return Err(ApiError::BadRequest(
+                "give `user` or `admin: true`, not both: an admin token acts for no user (make the user an admin instead)"
+                    .to_owned(),
+            ));
+        }
+        (None, true) => {
+            if !who.is_admin() {
+                return Err(ApiError::Forbidden(
+                    "only a server admin can create an admin token".to_owned(),
+                ));
+            }
+            None
+        }
+        (Some(login), false) => {
+            let own = who
+                .user
+                .as_ref()
+                .is_some_and(|u| u.login.eq_ignore_ascii_case(login));
+            if !own && !who.is_admin() {
+                return Err(ApiError::Forbidden(
+                    "only a server admin can create a token for another user".to_owned(),
+                ));
+            }
+            Some(find_user(&state, login).await?)
+        }
+        (None, false) => match &who.user {
+            Some(user) => Some(user.clone()),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "a token acts for a user: give `user` (gantry token create NAME --user LOGIN), or `admin: true` for a service token"
+                        .to_owned(),
+                ));
+            }
+        },
+    };
     let token = format!("gantry_{}", crate::auth::random_secret());
     let stored = state
         .store
-        .create_token(new.name.trim(), &crate::auth::hash_token(&token), new.admin)
+        .create_token(gantry_store::NewToken {
+            name: new.name.trim(),
+            hash: &crate::auth::hash_token(&token),
+            admin: new.admin,
+            user_id: user.as_ref().map(|u| u.id),
+            session: false,
+        })
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "id": stored.id, "name": stored.name, "admin": stored.admin, "token": token }),
-        ),
+        Json(json!({
+            "id": stored.id,
+            "name": stored.name,
+            "admin": stored.admin,
+            "user": user.map(|u| u.login),
+            "token": token,
+        })),
     ))
 }
 
@@ -1059,12 +1151,200 @@ async fn revoke_token(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let holder = caller.require_token()?;
-    if !holder.admin && holder.id != id {
+    let who = caller.require_identity()?;
+    let own = || async {
+        if who.token.id == id {
+            return Ok::<_, ApiError>(true);
+        }
+        let Some(user) = &who.user else {
+            return Ok(false);
+        };
+        match state.store.token(id).await {
+            Ok(token) => Ok(token.user_id == Some(user.id)),
+            Err(gantry_store::StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    };
+    if !who.is_admin() && !own().await? {
         return Err(ApiError::Forbidden(
-            "a token can revoke itself; others need an admin token".to_owned(),
+            "you can revoke your own tokens; others need a server admin".to_owned(),
         ));
     }
     state.store.revoke_token(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- users and roles --------------------------------------------------------------------
+
+async fn find_user(state: &AppState, login: &str) -> ApiResult<gantry_store::User> {
+    state.store.user_by_login(login).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "there is no user {login}: they sign in with GitHub, or an admin adds them (gantry user add {login})"
+        ))
+    })
+}
+
+/// The caller: their login and whether they are a server admin.
+async fn who_am_i(caller: Caller) -> ApiResult<Json<serde_json::Value>> {
+    let who = caller.require_identity()?;
+    Ok(Json(json!({
+        "login": who.user.as_ref().map(|u| &u.login),
+        "token": who.token.name,
+        "admin": who.is_admin(),
+    })))
+}
+
+async fn list_users(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<gantry_store::User>>> {
+    require_admin(caller.require_identity()?)?;
+    Ok(Json(state.store.users().await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    login: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// GitHub's rule for logins: letters, digits and single inner hyphens, at most 39.
+fn valid_login(login: &str) -> bool {
+    !login.is_empty()
+        && login.len() <= 39
+        && login.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !login.starts_with('-')
+        && !login.ends_with('-')
+        && !login.contains("--")
+}
+
+async fn add_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<gantry_store::User>)> {
+    require_admin(caller.require_identity()?)?;
+    let new: NewUser = parse_body(&body)?;
+    if !valid_login(&new.login) {
+        return Err(ApiError::BadRequest(format!(
+            "`{}` is not a GitHub login: use letters, digits and single hyphens, at most 39",
+            new.login
+        )));
+    }
+    let user = state.store.create_user(&new.login, new.admin).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserUpdate {
+    admin: bool,
+}
+
+async fn update_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(login): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<gantry_store::User>> {
+    require_admin(caller.require_identity()?)?;
+    let update: UserUpdate = parse_body(&body)?;
+    let user = find_user(&state, &login).await?;
+    Ok(Json(
+        state.store.set_user_admin(user.id, update.admin).await?,
+    ))
+}
+
+async fn remove_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(login): Path<String>,
+) -> ApiResult<StatusCode> {
+    require_admin(caller.require_identity()?)?;
+    let user = find_user(&state, &login).await?;
+    state.store.delete_user(user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every stored role on the repository: set by an admin, or GitHub's as last read.
+async fn list_roles(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<gantry_store::RepoRole>>> {
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
+    Ok(Json(state.store.roles_of_repo(repo.id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleUpdate {
+    role: Role,
+}
+
+/// A server admin sets a user's role on a repository; it wins over GitHub's.
+async fn set_role(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, login)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
+    require_admin(caller.require_identity()?)?;
+    let update: RoleUpdate = parse_body(&body)?;
+    let user = find_user(&state, &login).await?;
+    state
+        .store
+        .put_role(
+            repo.id,
+            user.id,
+            gantry_store::RoleSource::Admin,
+            update.role,
+        )
+        .await?;
+    Ok(Json(
+        json!({ "login": user.login, "repo": repo.full_name(), "role": update.role }),
+    ))
+}
+
+/// Removes the role an admin set; GitHub's permission applies again.
+async fn remove_role(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, login)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
+    require_admin(caller.require_identity()?)?;
+    let user = find_user(&state, &login).await?;
+    if !state
+        .store
+        .remove_role(repo.id, user.id, gantry_store::RoleSource::Admin)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "{} has no role set by an admin on {}",
+            user.login,
+            repo.full_name()
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_follow_githubs_rule() {
+        assert!(valid_login("octocat"));
+        assert!(valid_login("mona-lisa"));
+        assert!(!valid_login(""));
+        assert!(!valid_login("-x"));
+        assert!(!valid_login("x-"));
+        assert!(!valid_login("a--b"));
+        assert!(!valid_login("a/b"));
+        assert!(!valid_login(&"a".repeat(40)));
+    }
 }

@@ -1,16 +1,18 @@
-//! Who is calling: API tokens (`Authorization: Bearer`, stored as SHA-256 hashes) and the
-//! runners' shared secret (compared in constant time).
+//! Who is calling: API tokens (`Authorization: Bearer`, stored as SHA-256 hashes) with the
+//! user they act for, and the runners' shared secret (compared in constant time). What a
+//! caller may do is `access`'s to decide.
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use gantry_store::{Store, StoreError, Token};
+use gantry_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::access::Identity;
 use crate::error::ApiError;
 
 /// A fresh random secret: 32 bytes as hex.
@@ -30,7 +32,13 @@ pub async fn ensure_admin_token(store: &Store) -> Result<Option<String>, StoreEr
     }
     let token = format!("gantry_{}", random_secret());
     store
-        .create_token("admin (created at first start)", &hash_token(&token), true)
+        .create_token(gantry_store::NewToken {
+            name: "admin (created at first start)",
+            hash: &hash_token(&token),
+            admin: true,
+            user_id: None,
+            session: false,
+        })
         .await?;
     Ok(Some(token))
 }
@@ -57,20 +65,33 @@ pub fn is_runner(headers: &HeaderMap, secret: &str) -> bool {
     }
 }
 
+/// The identity a token gives, if the token is valid.
+pub(crate) async fn identity(store: &Store, token: &str) -> Result<Option<Identity>, StoreError> {
+    Ok(store
+        .token_by_hash(&hash_token(token))
+        .await?
+        .map(|(token, user)| Identity { token, user }))
+}
+
 /// The API caller: a token holder, or anonymous. The web UI's session cookie counts for
 /// reading (the log viewer's requests), never for changing state: that needs the bearer
 /// header, which another site cannot make a browser send.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub token: Option<Token>,
+pub(crate) struct Caller {
+    identity: Option<Identity>,
     by_cookie: bool,
 }
 
 impl Caller {
-    /// Refuses anonymous callers of what changes state.
-    pub fn require_token(&self) -> Result<&Token, ApiError> {
-        match &self.token {
-            Some(token) if !self.by_cookie => Ok(token),
+    /// Who the caller is for reading (the session cookie counts).
+    pub fn reader(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Who the caller is for changing state; refuses anonymous callers and cookies.
+    pub fn require_identity(&self) -> Result<&Identity, ApiError> {
+        match &self.identity {
+            Some(identity) if !self.by_cookie => Ok(identity),
             _ => Err(ApiError::Unauthorized(
                 "this needs an API token: pass `Authorization: Bearer <token>` (the CLI reads GANTRY_TOKEN)"
                     .to_owned(),
@@ -87,9 +108,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         if let Some(given) = bearer(&parts.headers) {
-            return match state.store.token_by_hash(&hash_token(given)).await? {
-                Some(token) => Ok(Caller {
-                    token: Some(token),
+            return match identity(&state.store, given).await? {
+                Some(identity) => Ok(Caller {
+                    identity: Some(identity),
                     by_cookie: false,
                 }),
                 None => Err(ApiError::Unauthorized(
@@ -97,12 +118,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 )),
             };
         }
-        let token = match crate::web::session_token(&parts.headers) {
-            Some(given) => state.store.token_by_hash(&hash_token(given)).await?,
+        let identity = match crate::web::session_token(&parts.headers) {
+            Some(given) => identity(&state.store, given).await?,
             None => None,
         };
         Ok(Caller {
-            token,
+            identity,
             by_cookie: true,
         })
     }

@@ -27,6 +27,9 @@ pub enum ApiError {
     Internal(String),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// A service gantry asked on the caller's behalf (GitHub) gave no usable answer.
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 impl ApiError {
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! gantry's HTTP server: the GitHub webhook receiver (`hooks`), the trigger from a delivery
 //! to a stored build with queued stages (`trigger`, `git`), the runner protocol (`rpc`), the
-//! JSON API (`api`), live logs (`live`) and the lease reaper. One entry point:
+//! JSON API (`api`), live logs (`live`), who may do what (`access`) and the lease reaper. One entry point:
 //! [`Server::run`] with a listener and a shutdown future; signals belong to the binary.
 
 use std::future::Future;
@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod access;
 mod api;
 mod auth;
 mod error;
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub secret_key: secrets::SecretKey,
     /// Sign-in with GitHub, when configured.
     pub oauth: Option<oauth::OAuthConfig>,
+    /// How long a user's role read from GitHub is trusted before it is read again.
+    pub role_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -75,6 +78,7 @@ impl ServerConfig {
             // on a database without secrets.
             secret_key: secrets::SecretKey::generate().0,
             oauth: None,
+            role_ttl: Duration::from_secs(600),
         }
     }
 }

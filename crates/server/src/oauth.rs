@@ -1,8 +1,10 @@
 //! Sign-in with GitHub (OAuth authorization-code flow). `/login/github` sends the browser to
 //! GitHub with a random `state`, also kept in a short-lived cookie; the callback accepts only
-//! that state, trades the code for a token, asks GitHub who the user is, and starts a
-//! session: a fresh random token stored (hashed) like an API token, in the session cookie.
-//! Server admins are named by login in the configuration.
+//! that state, trades the code for a token, asks GitHub who the user is, records the user
+//! (their GitHub token sealed, to read their repository permissions with), reads their
+//! roles on the registered repositories, and starts a session: a fresh random token of
+//! theirs stored (hashed) like an API token, in the session cookie. Server admins are named
+//! by login in the configuration.
 
 use std::sync::Arc;
 
@@ -55,7 +57,8 @@ pub(crate) async fn start(State(state): State<Arc<AppState>>) -> Response {
     let nonce = random_secret();
     let redirect = format!("{}/login/github/callback", state.config.server_url);
     let location = format!(
-        "{}/login/oauth/authorize?client_id={}&redirect_uri={}&state={nonce}&scope=read:user",
+        // `repo`: GitHub shows permissions on private repositories only to this scope.
+        "{}/login/oauth/authorize?client_id={}&redirect_uri={}&state={nonce}&scope=repo%20read:user",
         oauth.github_url.trim_end_matches('/'),
         encode(&oauth.client_id),
         encode(&redirect),
@@ -183,20 +186,41 @@ pub(crate) async fn callback(
         }
     };
     let admin = oauth.admins.iter().any(|a| a.eq_ignore_ascii_case(&login));
-    let session = format!("gantry_{}", random_secret());
-    if let Err(e) = state
-        .store
-        .create_token(&format!("session:{login}"), &hash_token(&session), admin)
-        .await
-    {
+    let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "starting a session failed");
-        return (
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             "could not start the session; try again\n",
         )
-            .into_response();
+            .into_response()
+    };
+    let sealed = state.config.secret_key.seal(
+        &crate::access::github_token_binding(&login),
+        token.as_bytes(),
+    );
+    let user = match state.store.signed_in(&login, admin, &sealed).await {
+        Ok(user) => user,
+        Err(e) => return unavailable(&e),
+    };
+    if let Err(reason) = crate::access::sync_github_roles(&state, &user, &token).await {
+        // Roles are read one by one, when needed, instead.
+        tracing::warn!(%login, %reason, "reading the user's repositories from GitHub failed");
     }
-    tracing::info!(%login, admin, "signed in with GitHub");
+    let session = format!("gantry_{}", random_secret());
+    if let Err(e) = state
+        .store
+        .create_token(gantry_store::NewToken {
+            name: "session (signed in with GitHub)",
+            hash: &hash_token(&session),
+            admin: false,
+            user_id: Some(user.id),
+            session: true,
+        })
+        .await
+    {
+        return unavailable(&e);
+    }
+    tracing::info!(%login, admin = user.admin, "signed in with GitHub");
     let mut response = Redirect::to("/").into_response();
     let secure = if state.config.server_url.starts_with("https://") {
         "; Secure"

@@ -1,7 +1,9 @@
 //! The web UI: server-rendered pages (askama templates in `web/templates`, compiled into
 //! the binary) with plain JavaScript and CSS from `web/static`, served under hashed names
-//! with long cache lifetimes. Pages read what the API reads; forms that change state carry
-//! a CSRF token derived from the session, and the session cookie is `SameSite=Strict`.
+//! with long cache lifetimes. Pages read what the API reads, under the same rules
+//! (`access`); forms that change state carry a CSRF token derived from the session, and the
+//! session cookie is `SameSite=Strict`. A repository's admins have a settings page: its
+//! settings, its secrets (names only, never values) and who holds which role.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -13,12 +15,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use gantry_store::{Build, BuildFilter, Repo, Status, Visibility};
+use gantry_store::{Build, BuildFilter, Repo, Role, Status};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::access::{self, Identity, Need};
 use crate::auth::hash_token;
 use crate::error::ApiError;
 use crate::trigger;
@@ -34,10 +37,23 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/logout", post(logout))
         .route("/login/github", get(crate::oauth::start))
         .route("/login/github/callback", get(crate::oauth::callback))
+        .route("/account", get(account_page))
+        .route("/account/tokens", post(create_token))
+        .route("/account/tokens/{id}/revoke", post(revoke_token))
         .route("/static/{file}", get(asset))
         .route("/{owner}/{name}", get(repo_page))
         .route("/{owner}/{name}/badge.svg", get(badge))
         .route("/{owner}/{name}/builds", post(manual_build))
+        .route(
+            "/{owner}/{name}/settings",
+            get(settings_page).post(save_settings),
+        )
+        .route("/{owner}/{name}/settings/secrets", post(add_secret))
+        .route(
+            "/{owner}/{name}/settings/secrets/{secret}/delete",
+            post(delete_secret),
+        )
+        .route("/{owner}/{name}/settings/roles", post(set_role))
         .route("/{owner}/{name}/{number}", get(build_page))
         .route("/{owner}/{name}/{number}/restart", post(restart))
         .route("/{owner}/{name}/{number}/{action}", post(act))
@@ -81,9 +97,8 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 /// The signed-in user of a page, from the session cookie.
 #[derive(Debug, Clone, Default)]
-pub struct Session {
-    /// The token's name.
-    pub user: Option<String>,
+pub(crate) struct Session {
+    identity: Option<Identity>,
     /// The token itself (only to derive the CSRF token).
     token: Option<String>,
 }
@@ -105,6 +120,14 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Session {
+    /// Who a build this session starts is recorded as started by.
+    fn sender(&self) -> String {
+        self.identity
+            .as_ref()
+            .map(|i| i.name().to_owned())
+            .unwrap_or_default()
+    }
+
     fn csrf(&self) -> String {
         self.token.as_deref().map(csrf_for).unwrap_or_default()
     }
@@ -145,16 +168,9 @@ impl FromRequestParts<Arc<AppState>> for Session {
         let Some(token) = session_token(&parts.headers) else {
             return Ok(Session::default());
         };
-        match state.store.token_by_hash(&hash_token(token)).await {
-            Ok(Some(found)) => Ok(Session {
-                // A GitHub session's token is named after its login.
-                user: Some(
-                    found
-                        .name
-                        .strip_prefix("session:")
-                        .unwrap_or(&found.name)
-                        .to_owned(),
-                ),
+        match crate::auth::identity(&state.store, token).await {
+            Ok(Some(identity)) => Ok(Session {
+                identity: Some(identity),
                 token: Some(token.to_owned()),
             }),
             Ok(None) => Ok(Session::default()),
@@ -176,7 +192,7 @@ fn page_info(session: &Session) -> PageInfo {
     PageInfo {
         css: css_url(),
         js: js_url(),
-        user: session.user.clone(),
+        user: session.identity.as_ref().map(|i| i.name().to_owned()),
         csrf: session.csrf(),
     }
 }
@@ -360,21 +376,32 @@ fn build_row(build: &Build) -> BuildRow {
     }
 }
 
-async fn readable(
+/// The repository and the user's role on it, when the user has `need`; else the error page
+/// (a repository they may not read is "not found", as in the API).
+async fn allowed(
     state: &AppState,
     session: &Session,
     owner: &str,
     name: &str,
-) -> Result<Repo, Page> {
-    let repo = state.store.repo_by_name(owner, name).await?;
-    match repo {
-        Some(repo) if repo.visibility == Visibility::Public || session.user.is_some() => Ok(repo),
-        _ => Err(Page::error(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            &format!("There is no repository {owner}/{name} (or it is private: sign in)."),
-        )),
-    }
+    need: Need,
+) -> Result<(Repo, Role), Page> {
+    access::authorize(state, session.identity.as_ref(), owner, name, need)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => Page::error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                &format!(
+                    "There is no repository {owner}/{name} (or you may not read it: {}).",
+                    if session.identity.is_some() {
+                        "ask its admins for access"
+                    } else {
+                        "sign in"
+                    }
+                ),
+            ),
+            other => Page::from(other),
+        })
 }
 
 // ----- pages ---------------------------------------------------------------------------
@@ -394,7 +421,7 @@ struct IndexTemplate {
 async fn index(State(state): State<Arc<AppState>>, session: Session) -> Result<Page, Page> {
     let mut repos = Vec::new();
     for repo in state.store.list_repos().await? {
-        if repo.visibility != Visibility::Public && session.user.is_none() {
+        if !access::listed(&state, session.identity.as_ref(), &repo).await? {
             continue;
         }
         let last = state
@@ -437,6 +464,7 @@ struct RepoTemplate {
     status: String,
     statuses: Vec<String>,
     next: Option<i64>,
+    can_admin: bool,
 }
 
 const PAGE_SIZE: i64 = 25;
@@ -450,7 +478,7 @@ async fn repo_page(
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<RepoQuery>,
 ) -> Result<Page, Page> {
-    let repo = readable(&state, &session, &owner, &name).await?;
+    let (repo, role) = allowed(&state, &session, &owner, &name, Need::Read).await?;
     let status = if query.status.is_empty() {
         None
     } else {
@@ -488,6 +516,7 @@ async fn repo_page(
             .map(|s| s.as_str().to_owned())
             .collect(),
         next,
+        can_admin: role >= Role::Admin,
     }))
 }
 
@@ -517,6 +546,8 @@ struct BuildTemplate {
     stages: Vec<StageItem>,
     /// Reports (commit statuses, chat) that could not be sent.
     failed_reports: Vec<String>,
+    can_write: bool,
+    can_admin: bool,
 }
 
 async fn find_build(state: &AppState, repo: &Repo, number: i64) -> Result<Build, Page> {
@@ -534,7 +565,7 @@ async fn build_page(
     session: Session,
     Path((owner, name, number)): Path<(String, String, i64)>,
 ) -> Result<Page, Page> {
-    let repo = readable(&state, &session, &owner, &name).await?;
+    let (repo, role) = allowed(&state, &session, &owner, &name, Need::Read).await?;
     let build = find_build(&state, &repo, number).await?;
     let mut stages = Vec::new();
     for stage in state.store.stages(build.id).await? {
@@ -599,6 +630,8 @@ async fn build_page(
         commit_link,
         stages,
         failed_reports,
+        can_write: role >= Role::Write,
+        can_admin: role >= Role::Admin,
     }))
 }
 
@@ -625,7 +658,7 @@ async fn step_page(
     session: Session,
     Path((owner, name, number, stage, step)): Path<(String, String, i64, i64, i64)>,
 ) -> Result<Page, Page> {
-    let repo = readable(&state, &session, &owner, &name).await?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Read).await?;
     let build = find_build(&state, &repo, number).await?;
     let found = state
         .store
@@ -691,7 +724,7 @@ async fn badge(
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<BadgeQuery>,
 ) -> Result<Response, Page> {
-    let repo = readable(&state, &session, &owner, &name).await?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Read).await?;
     let branch = query.branch.unwrap_or_else(|| repo.default_branch.clone());
     let last = state
         .store
@@ -829,11 +862,10 @@ async fn logout(
 ) -> Result<Response, Page> {
     session.check(&form.csrf)?;
     // A GitHub session ends for good; an API token used to sign in stays valid.
-    if let Some(token) = &session.token
-        && let Ok(Some(found)) = state.store.token_by_hash(&hash_token(token)).await
-        && found.name.starts_with("session:")
+    if let Some(identity) = &session.identity
+        && identity.token.session
     {
-        state.store.revoke_token(found.id).await?;
+        state.store.revoke_token(identity.token.id).await?;
     }
     let mut response = Redirect::to("/").into_response();
     response
@@ -849,10 +881,9 @@ async fn restart(
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, Page> {
     session.check(&form.csrf)?;
-    let repo = readable(&state, &session, &owner, &name).await?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Write).await?;
     let build = find_build(&state, &repo, number).await?;
-    let user = session.user.clone().unwrap_or_default();
-    let restarted = trigger::restart(&state, &repo, &build, &user).await?;
+    let restarted = trigger::restart(&state, &repo, &build, &session.sender()).await?;
     Ok(Redirect::to(&format!(
         "/{owner}/{name}/{}",
         restarted.number
@@ -870,7 +901,7 @@ async fn act(
         return Err(not_found().await);
     };
     session.check(&form.csrf)?;
-    let repo = readable(&state, &session, &owner, &name).await?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Write).await?;
     let build = find_build(&state, &repo, number).await?;
     action.apply(&state, build.id).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
@@ -893,7 +924,7 @@ async fn manual_build(
     Form(form): Form<ManualForm>,
 ) -> Result<Redirect, Page> {
     session.check(&form.csrf)?;
-    let repo = readable(&state, &session, &owner, &name).await?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Write).await?;
     let mut params = BTreeMap::new();
     for line in form.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let Some((key, value)) = line.split_once('=') else {
@@ -910,11 +941,398 @@ async fn manual_build(
     } else {
         form.branch.trim().to_owned()
     };
-    let user = session.user.clone().unwrap_or_default();
-    let build = trigger::manual_build(&state, &repo, &branch, None, params, None, &user)
-        .await?
-        .map_err(|e| Page::error(StatusCode::BAD_REQUEST, "Cannot start the build", &e))?;
+    let build = trigger::manual_build(
+        &state,
+        &repo,
+        &branch,
+        None,
+        params,
+        None,
+        &session.sender(),
+    )
+    .await?
+    .map_err(|e| Page::error(StatusCode::BAD_REQUEST, "Cannot start the build", &e))?;
     Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)))
+}
+
+// ----- account -------------------------------------------------------------------------
+
+struct TokenRow {
+    id: i64,
+    name: String,
+    kind: &'static str,
+    created: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountTemplate {
+    page: PageInfo,
+    login: Option<String>,
+    admin: bool,
+    tokens: Vec<TokenRow>,
+    /// A token just created: shown this once.
+    created: Option<String>,
+}
+
+/// The signed-in identity, or a redirect to the sign-in page that comes back here.
+fn signed_in(session: &Session) -> Result<&Identity, Page> {
+    session.identity.as_ref().ok_or_else(|| {
+        Page(Box::new(
+            Redirect::to("/login?next=/account").into_response(),
+        ))
+    })
+}
+
+async fn account(
+    state: &AppState,
+    session: &Session,
+    created: Option<String>,
+) -> Result<Page, Page> {
+    let who = signed_in(session)?;
+    let tokens = match &who.user {
+        Some(user) => state.store.tokens_of(user.id).await?,
+        None => vec![who.token.clone()],
+    };
+    Ok(Page::render(AccountTemplate {
+        page: page_info(session),
+        login: who.user.as_ref().map(|u| u.login.clone()),
+        admin: who.is_admin(),
+        tokens: tokens
+            .into_iter()
+            .map(|t| TokenRow {
+                current: t.id == who.token.id,
+                kind: if t.session {
+                    "browser session"
+                } else if t.admin {
+                    "admin token"
+                } else {
+                    "API token"
+                },
+                id: t.id,
+                name: t.name,
+                created: age(t.created_at),
+            })
+            .collect(),
+        created,
+    }))
+}
+
+async fn account_page(State(state): State<Arc<AppState>>, session: Session) -> Result<Page, Page> {
+    account(&state, &session, None).await
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Creates an API token for the signed-in user and shows it once.
+async fn create_token(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Form(form): Form<TokenForm>,
+) -> Result<Page, Page> {
+    session.check(&form.csrf)?;
+    let Some(user) = session.identity.as_ref().and_then(|i| i.user.as_ref()) else {
+        return Err(bad_form(
+            "Tokens here are for users: sign in as one (a service token makes others with `gantry token create`).",
+        ));
+    };
+    let name = form.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(bad_form(
+            "Give the token a name of 1 to 100 characters (who or what uses it).",
+        ));
+    }
+    let token = format!("gantry_{}", crate::auth::random_secret());
+    state
+        .store
+        .create_token(gantry_store::NewToken {
+            name,
+            hash: &hash_token(&token),
+            admin: false,
+            user_id: Some(user.id),
+            session: false,
+        })
+        .await?;
+    account(&state, &session, Some(token)).await
+}
+
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let who = session
+        .identity
+        .as_ref()
+        .expect("the CSRF check passed only with a session");
+    let token = state.store.token(id).await?;
+    let own = token.id == who.token.id
+        || (token.user_id.is_some() && token.user_id == who.user.as_ref().map(|u| u.id));
+    if !own {
+        return Err(Page::error(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "That token is not yours.",
+        ));
+    }
+    state.store.revoke_token(id).await?;
+    Ok(Redirect::to(if token.id == who.token.id {
+        "/"
+    } else {
+        "/account"
+    }))
+}
+
+// ----- settings ------------------------------------------------------------------------
+
+struct SecretRow {
+    name: String,
+    allow_pull_requests: bool,
+    updated: String,
+}
+
+struct RoleRow {
+    login: String,
+    role: &'static str,
+    /// "set by an admin", or "GitHub, read 3 minutes ago".
+    source: String,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsTemplate {
+    page: PageInfo,
+    repo: String,
+    webhook_url: String,
+    has_webhook_secret: bool,
+    visibility: &'static str,
+    fork_policy: String,
+    config_path: String,
+    default_branch: String,
+    timeout_minutes: i64,
+    trusted: bool,
+    server_admin: bool,
+    secrets: Vec<SecretRow>,
+    roles: Vec<RoleRow>,
+}
+
+async fn settings_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Page, Page> {
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
+    let secrets = state
+        .store
+        .secrets(&gantry_store::SecretScope::Repo(repo.id))
+        .await?
+        .into_iter()
+        .map(|s| SecretRow {
+            name: s.name,
+            allow_pull_requests: s.allow_pull_requests,
+            updated: age(s.updated_at),
+        })
+        .collect();
+    let roles = state
+        .store
+        .roles_of_repo(repo.id)
+        .await?
+        .into_iter()
+        .map(|r| RoleRow {
+            login: r.login,
+            role: r.role.as_str(),
+            source: match r.source {
+                gantry_store::RoleSource::Admin => "set by an admin".to_owned(),
+                gantry_store::RoleSource::GitHub => format!("GitHub, read {}", age(r.fetched_at)),
+            },
+        })
+        .collect();
+    Ok(Page::render(SettingsTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        webhook_url: format!("{}/hook/github", state.config.server_url),
+        has_webhook_secret: !repo.webhook_secret.is_empty(),
+        visibility: repo.visibility.as_str(),
+        fork_policy: repo.fork_policy.clone(),
+        config_path: repo.config_path.clone(),
+        default_branch: repo.default_branch.clone(),
+        timeout_minutes: repo.timeout_secs / 60,
+        trusted: repo.trusted,
+        server_admin: session.identity.as_ref().is_some_and(Identity::is_admin),
+        secrets,
+        roles,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct SettingsForm {
+    #[serde(default)]
+    csrf: String,
+    visibility: String,
+    fork_policy: String,
+    #[serde(default)]
+    config_path: String,
+    default_branch: String,
+    timeout_minutes: String,
+    /// A checkbox: present ("on") when ticked.
+    trusted: Option<String>,
+}
+
+fn bad_form(message: &str) -> Page {
+    Page::error(StatusCode::BAD_REQUEST, "Not saved", message)
+}
+
+async fn save_settings(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<SettingsForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
+    let who = session
+        .identity
+        .as_ref()
+        .expect("allowed only with an identity");
+    let visibility = form
+        .visibility
+        .parse::<gantry_store::Visibility>()
+        .map_err(|e| bad_form(&e))?;
+    let timeout_minutes: i64 = form
+        .timeout_minutes
+        .trim()
+        .parse()
+        .ok()
+        .filter(|m| (1..=1440).contains(m))
+        .ok_or_else(|| bad_form("The timeout must be 1 to 1440 minutes."))?;
+    let default_branch = form.default_branch.trim();
+    if default_branch.is_empty() {
+        return Err(bad_form("The default branch cannot be empty."));
+    }
+    let trusted = form.trusted.is_some();
+    // Only a server admin changes trust; for anyone else the box shows it, read-only.
+    let trusted = if who.is_admin() {
+        trusted
+    } else {
+        repo.trusted
+    };
+    crate::api::check_repo_settings(who, trusted && !repo.trusted, Some(&form.fork_policy))?;
+    state
+        .store
+        .update_repo(
+            repo.id,
+            &gantry_store::RepoUpdate {
+                config_path: Some(form.config_path.trim().to_owned()),
+                default_branch: Some(default_branch.to_owned()),
+                trusted: Some(trusted),
+                visibility: Some(visibility),
+                timeout_secs: Some(timeout_minutes * 60),
+                fork_policy: Some(form.fork_policy.clone()),
+                ..gantry_store::RepoUpdate::default()
+            },
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings")))
+}
+
+#[derive(Debug, Deserialize)]
+struct SecretForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    value: String,
+    allow_pull_requests: Option<String>,
+}
+
+async fn add_secret(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<SecretForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
+    let secret = form.name.trim();
+    // A browser's textarea sends CRLF line ends; a secret holds what was pasted.
+    let value = form.value.replace("\r\n", "\n");
+    crate::api::check_secret(secret, &value)?;
+    crate::secrets::put(
+        &state.store,
+        &state.config.secret_key,
+        &gantry_store::SecretScope::Repo(repo.id),
+        secret,
+        &value,
+        form.allow_pull_requests.is_some(),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
+}
+
+async fn delete_secret(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, secret)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
+    state
+        .store
+        .delete_secret(&gantry_store::SecretScope::Repo(repo.id), &secret)
+        .await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
+}
+
+#[derive(Debug, Deserialize)]
+struct RoleForm {
+    #[serde(default)]
+    csrf: String,
+    login: String,
+    /// A role, or `github` to let GitHub's permission apply again.
+    role: String,
+}
+
+async fn set_role(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<RoleForm>,
+) -> Result<Redirect, Page> {
+    session.check(&form.csrf)?;
+    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
+    let who = session
+        .identity
+        .as_ref()
+        .expect("allowed only with an identity");
+    access::require_admin(who)?;
+    let login = form.login.trim();
+    let user = state.store.user_by_login(login).await?.ok_or_else(|| {
+        bad_form(&format!(
+            "There is no user {login}: they sign in with GitHub first, or an admin adds them with `gantry user add {login}`."
+        ))
+    })?;
+    if form.role == "github" {
+        state
+            .store
+            .remove_role(repo.id, user.id, gantry_store::RoleSource::Admin)
+            .await?;
+    } else {
+        let role = form.role.parse::<Role>().map_err(|e| bad_form(&e))?;
+        state
+            .store
+            .put_role(repo.id, user.id, gantry_store::RoleSource::Admin, role)
+            .await?;
+    }
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings#roles")))
 }
 
 #[cfg(test)]
@@ -951,7 +1369,7 @@ mod tests {
     fn the_csrf_token_depends_on_the_session() {
         assert_ne!(csrf_for("a"), csrf_for("b"));
         let session = Session {
-            user: Some("u".into()),
+            identity: None,
             token: Some("t".into()),
         };
         assert!(session.check(&csrf_for("t")).is_ok());

@@ -1,7 +1,7 @@
 //! gantry's storage: one cloneable [`Store`] over SQLite (the embedded default) or
 //! PostgreSQL, with the same SQL text for both wherever the dialects agree. One file per
 //! aggregate: `repos`, `builds` (builds, stages, steps), `queue` (claims, leases, the reaper),
-//! `logs`, `deliveries`, `runners`, `tokens`.
+//! `logs`, `deliveries`, `runners`, `tokens`, `users` (users and their repository roles).
 //!
 //! Times are milliseconds since the Unix epoch (UTC) in the database and in these types.
 
@@ -25,6 +25,7 @@ mod repos;
 mod runners;
 mod secrets;
 mod tokens;
+mod users;
 
 pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
 pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
@@ -34,7 +35,8 @@ pub use queue::{Claim, ClaimRequest, LeaseError, Reaped, StageEnd};
 pub use repos::{NewRepo, Repo, RepoUpdate, Visibility};
 pub use runners::Runner;
 pub use secrets::{SealedSecret, SecretInfo, SecretScope};
-pub use tokens::Token;
+pub use tokens::{NewToken, Token};
+pub use users::{RepoRole, Role, RoleSource, User};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds: the SQL is shared text,
 /// the code is compiled once per database.

@@ -1,17 +1,45 @@
 //! API tokens, stored as SHA-256 hashes only (the caller hashes; the store never sees a
-//! token): a leaked database gives no usable token.
+//! token): a leaked database gives no usable token. A token acts for a user (with the
+//! user's roles), or is a service token whose only power is its `admin` flag.
 
 use serde::Serialize;
 
-use crate::{Result, Store, now_ms, with_pool};
+use crate::{Result, Store, User, now_ms, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Token {
     pub id: i64,
     pub name: String,
     pub admin: bool,
+    /// The user it acts for; `None` for a service token.
+    pub user_id: Option<i64>,
+    /// A browser session from a sign-in, not an API token.
+    pub session: bool,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, name, admin, user_id, session, created_at, last_used_at";
+
+/// A token to store; `hash` is its SHA-256, never the token.
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    pub name: &'a str,
+    pub hash: &'a str,
+    pub admin: bool,
+    pub user_id: Option<i64>,
+    pub session: bool,
+}
+
+/// A token with its user, as one row.
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    #[sqlx(flatten)]
+    token: Token,
+    login: Option<String>,
+    user_admin: Option<bool>,
+    user_created_at: Option<i64>,
+    user_last_login_at: Option<i64>,
 }
 
 impl Store {
@@ -23,36 +51,71 @@ impl Store {
         )
     }
 
-    pub async fn create_token(&self, name: &str, hash: &str, admin: bool) -> Result<Token> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(
-            "INSERT INTO api_tokens (name, hash, admin, created_at) VALUES ($1, $2, $3, $4) \
-             RETURNING id, name, admin, created_at, last_used_at",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(admin)
+    pub async fn create_token(&self, new: NewToken<'_>) -> Result<Token> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO api_tokens (name, hash, admin, user_id, session, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+        ));
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(sql)
+        .bind(new.name)
+        .bind(new.hash)
+        .bind(new.admin)
+        .bind(new.user_id)
+        .bind(new.session)
         .bind(now_ms())
         .fetch_one(pool)
         .await)?)
     }
 
-    /// The token with this hash, if any.
-    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(
-            "SELECT id, name, admin, created_at, last_used_at FROM api_tokens WHERE hash = $1",
+    /// The token with this hash, and the user it acts for.
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<(Token, Option<User>)>> {
+        let row = with_pool!(self, pool => sqlx::query_as::<_, TokenRow>(
+            "SELECT t.id, t.name, t.admin, t.user_id, t.session, t.created_at, t.last_used_at, \
+             u.login, u.admin AS user_admin, u.created_at AS user_created_at, \
+             u.last_login_at AS user_last_login_at \
+             FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
         )
         .bind(hash)
         .fetch_optional(pool)
-        .await)?)
+        .await)?;
+        Ok(row.map(|row| {
+            let user = match (row.token.user_id, row.login) {
+                (Some(id), Some(login)) => Some(User {
+                    id,
+                    login,
+                    admin: row.user_admin.unwrap_or(false),
+                    created_at: row.user_created_at.unwrap_or(0),
+                    last_login_at: row.user_last_login_at,
+                }),
+                _ => None,
+            };
+            (row.token, user)
+        }))
     }
 
     /// Every token (never a hash), oldest first.
     pub async fn tokens(&self) -> Result<Vec<Token>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(
-            "SELECT id, name, admin, created_at, last_used_at FROM api_tokens ORDER BY id",
-        )
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens ORDER BY id"));
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(sql)
         .fetch_all(pool)
         .await)?)
+    }
+
+    /// A user's tokens and sessions, oldest first.
+    pub async fn tokens_of(&self, user_id: i64) -> Result<Vec<Token>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_tokens WHERE user_id = $1 ORDER BY id"
+        ));
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(sql)
+        .bind(user_id)
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    pub async fn token(&self, id: i64) -> Result<Token> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens WHERE id = $1"));
+        with_pool!(self, pool => sqlx::query_as::<_, Token>(sql).bind(id).fetch_optional(pool).await)?
+            .ok_or_else(|| crate::StoreError::NotFound(format!("token #{id}")))
     }
 
     /// Revokes a token; it stops working at once.

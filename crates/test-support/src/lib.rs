@@ -452,3 +452,67 @@ pub mod browser {
         }
     }
 }
+
+/// A plain HTTP sink on 127.0.0.1 that answers 200 to every request and keeps the bodies:
+/// a chat service's incoming webhook, for tests that run gantry as a process.
+pub mod sink {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    #[derive(Debug)]
+    pub struct HttpSink {
+        pub url: String,
+        bodies: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl HttpSink {
+        pub fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("binds a loopback port");
+            let url = format!("http://{}", listener.local_addr().expect("bound"));
+            let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+            let kept = Arc::clone(&bodies);
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let mut reader = BufReader::new(stream);
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                        line.clear();
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_ok() {
+                        kept.lock()
+                            .expect("the bodies")
+                            .push(String::from_utf8_lossy(&body).into_owned());
+                    }
+                    let _ = reader.get_mut().write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                }
+            });
+            Self { url, bodies }
+        }
+
+        /// Waits up to `within` for a first body and returns every body so far.
+        pub fn wait(&self, within: Duration) -> Vec<String> {
+            let until = Instant::now() + within;
+            loop {
+                let bodies = self.bodies.lock().expect("the bodies").clone();
+                if !bodies.is_empty() || Instant::now() > until {
+                    return bodies;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}

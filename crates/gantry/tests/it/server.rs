@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gantry_test_support::sink::HttpSink;
 use gantry_test_support::{GitRepo, TempDir, postgres_database, webhook};
 use serde_json::Value;
 
@@ -433,6 +434,82 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
         "{bad:?}"
     );
     ok(cli(&server.url, &token, &["notify", "rm", "acme/app", "1"]));
+
+    // Users, their tokens and roles.
+    let added = ok(cli(&server.url, &token, &["user", "add", "dev"]));
+    assert!(added.contains("added user dev"), "{added}");
+    let made = ok(cli(
+        &server.url,
+        &token,
+        &["token", "create", "laptop", "--user", "dev"],
+    ));
+    assert!(made.contains("acting for dev"), "{made}");
+    let dev = made.lines().last().expect("the token").trim().to_owned();
+    assert_eq!(
+        ok(cli(&server.url, &dev, &["user", "whoami"])).trim(),
+        "dev"
+    );
+    let refused = cli(&server.url, &dev, &["build", "restart", "acme/app", "1"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("403") && stderr.contains("write role"),
+        "{refused:?}"
+    );
+    ok(cli(
+        &server.url,
+        &token,
+        &["role", "set", "acme/app", "dev", "write"],
+    ));
+    let restarted = ok(cli(
+        &server.url,
+        &dev,
+        &["build", "restart", "acme/app", "1"],
+    ));
+    assert!(restarted.contains("#3"), "{restarted}");
+    let roles = ok(cli(&server.url, &token, &["role", "ls", "acme/app"]));
+    assert!(
+        roles.contains("dev") && roles.contains("write") && roles.contains("set by an admin"),
+        "{roles}"
+    );
+    let updated = ok(cli(
+        &server.url,
+        &token,
+        &[
+            "repo",
+            "update",
+            "acme/app",
+            "--visibility",
+            "private",
+            "--fork-policy",
+            "approve",
+            "--timeout",
+            "20",
+        ],
+    ));
+    assert!(updated.contains("updated acme/app"), "{updated}");
+    let info = ok(cli(&server.url, &token, &["repo", "info", "acme/app"]));
+    assert!(
+        info.contains("\"visibility\": \"private\"")
+            && info.contains("\"fork_policy\": \"approve\"")
+            && info.contains("\"timeout_secs\": 1200"),
+        "{info}"
+    );
+    ok(cli(&server.url, &token, &["role", "rm", "acme/app", "dev"]));
+    let hidden = cli(&server.url, &dev, &["repo", "info", "acme/app"]);
+    assert!(
+        String::from_utf8_lossy(&hidden.stderr).contains("404"),
+        "a private repository is not there for a user without a role: {hidden:?}"
+    );
+    ok(cli(&server.url, &token, &["user", "admin", "dev", "true"]));
+    let users = ok(cli(&server.url, &dev, &["user", "ls"]));
+    assert!(users.contains("dev") && users.contains("admin"), "{users}");
+    ok(cli(&server.url, &token, &["user", "rm", "dev"]));
+    let gone = cli(&server.url, &dev, &["user", "whoami"]);
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("401"),
+        "a removed user's tokens stop working: {gone:?}"
+    );
+
     ok(cli(&server.url, &token, &["repo", "rm", "acme/app"]));
     let gone = cli(&server.url, &token, &["repo", "info", "acme/app"]);
     assert!(
@@ -611,7 +688,7 @@ fn secrets_are_masked_and_the_key_guards_them() {
     let (mut server, token) = start_server(dir.path(), None, &args);
     let token = token.expect("the first start prints the admin token");
     let git = GitRepo::new();
-    let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: use\n    environment:\n      TOKEN: {from_secret: deploy_token}\n    commands:\n      - echo \"token is $TOKEN\"\n";
+    let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: use\n    environment:\n      TOKEN: {from_secret: deploy_token}\n    commands:\n      - echo \"token is $TOKEN\"\n  - name: leak\n    environment:\n      TOKEN: {from_secret: deploy_token}\n    commands:\n      - echo \"leaking $TOKEN\"\n      - exit 3\n";
     let sha = git.commit(&[(".gantry.yml", pipeline)], "use a secret");
     add_repo(&server.url, &token, "app", &git, true);
     ok(cli(
@@ -631,13 +708,35 @@ fn secrets_are_masked_and_the_key_guards_them() {
         listed.contains("deploy_token") && !listed.contains("tok-e2e-91"),
         "{listed}"
     );
+    let chat = HttpSink::start();
+    ok(cli(
+        &server.url,
+        &token,
+        &[
+            "notify",
+            "add",
+            "acme/app",
+            "--kind",
+            "slack",
+            "--url",
+            &format!("{}/services/hook", chat.url),
+        ],
+    ));
     push(&server.url, "app", &sha, "d-1");
     let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
-    assert_eq!(build["status"], "success", "{build:#}");
+    assert_eq!(build["status"], "failure", "{build:#}");
     let text = log(&server.url, &token, "app", 1, 1, 1);
     assert!(
         text.contains("token is ********") && !text.contains("tok-e2e-91"),
         "{text}"
+    );
+    // The chat message quotes the failing step's last lines, masked like its log.
+    let messages = chat.wait(Duration::from_secs(20));
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("leaking ********") && !messages[0].contains("tok-e2e-91"),
+        "{}",
+        messages[0]
     );
     server.process.stop();
 

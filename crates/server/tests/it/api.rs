@@ -23,42 +23,70 @@ mod cases {
 
     pub async fn tokens_are_shown_once_scoped_and_revoked(db: &str) {
         let server = TestServer::start(db).await;
-        let created = server
+        let userless = server
             .api(
                 reqwest::Method::POST,
                 "/tokens",
                 Some(json!({"name": "ci-bot"})),
             )
             .await;
-        assert_eq!(created.status(), 201);
-        let created: serde_json::Value = created.json().await.expect("json");
-        let bot = created["token"]
-            .as_str()
-            .expect("the token, once")
-            .to_owned();
+        assert_eq!(
+            userless.status(),
+            400,
+            "a service token makes tokens for users"
+        );
+        assert!(userless.text().await.expect("body").contains("`user`"));
+        let missing = server
+            .api(
+                reqwest::Method::POST,
+                "/tokens",
+                Some(json!({"name": "ci-bot", "user": "robot"})),
+            )
+            .await;
+        assert_eq!(missing.status(), 404);
+        assert!(
+            missing
+                .text()
+                .await
+                .expect("body")
+                .contains("gantry user add robot")
+        );
+
+        let bot = server.user_with_token("robot").await;
         assert!(bot.starts_with("gantry_"));
         let listed = server.get_json("/tokens").await;
-        assert!(listed.to_string().contains("ci-bot") && !listed.to_string().contains(&bot));
+        assert!(
+            listed.to_string().contains("robot's laptop") && !listed.to_string().contains(&bot),
+            "listed by name, never the token: {listed}"
+        );
+        let (this, bot) = (&server, bot.as_str());
         let as_bot = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
-            let mut request = server
-                .http
-                .request(method, format!("{}/api{path}", server.url))
-                .bearer_auth(&bot);
-            if let Some(body) = body {
-                request = request.json(&body);
-            }
-            request.send()
+            let path = path.to_owned();
+            async move { this.api_as(Some(bot), method, &path, body).await }
         };
-        let repo = as_bot(
+        let me = as_bot(reqwest::Method::GET, "/user", None).await;
+        let me: serde_json::Value = me.json().await.expect("json");
+        assert_eq!(
+            (me["login"].as_str(), me["admin"].as_bool()),
+            (Some("robot"), Some(false))
+        );
+        let own = as_bot(
             reqwest::Method::POST,
-            "/repos",
-            Some(json!({"owner": "acme", "name": "app", "clone_url": "/x"})),
+            "/tokens",
+            Some(json!({"name": "second"})),
         )
-        .await
-        .expect("answers");
-        assert_eq!(repo.status(), 201, "a token may manage repositories");
+        .await;
+        assert_eq!(own.status(), 201, "a user makes tokens of their own");
+        let own: serde_json::Value = own.json().await.expect("json");
+        assert_eq!(own["user"], "robot");
+        let mine = as_bot(reqwest::Method::GET, "/tokens", None).await;
+        let mine: serde_json::Value = mine.json().await.expect("json");
+        assert_eq!(
+            mine.as_array().map(Vec::len),
+            Some(2),
+            "a user sees their own tokens only: {mine}"
+        );
         for (method, path, body) in [
-            (reqwest::Method::GET, "/tokens", None),
             (
                 reqwest::Method::POST,
                 "/tokens",
@@ -66,26 +94,53 @@ mod cases {
             ),
             (
                 reqwest::Method::POST,
+                "/tokens",
+                Some(json!({"name": "borrow", "user": "someone"})),
+            ),
+            (
+                reqwest::Method::POST,
                 "/orgs/acme/secrets",
                 Some(json!({"name": "n", "value": "v"})),
             ),
             (reqwest::Method::GET, "/notify", None),
+            (reqwest::Method::GET, "/users", None),
+            (
+                reqwest::Method::POST,
+                "/repos",
+                Some(json!({"owner": "acme", "name": "app", "clone_url": "/x"})),
+            ),
         ] {
-            let response = as_bot(method.clone(), path, body).await.expect("answers");
+            let response = as_bot(method.clone(), path, body).await;
             assert_eq!(
                 response.status(),
                 403,
-                "{method} {path} needs an admin token"
+                "{method} {path} needs a server admin"
             );
         }
-        let id = created["id"].as_i64().expect("an id");
-        let revoked = as_bot(reqwest::Method::DELETE, &format!("/tokens/{id}"), None)
-            .await
-            .expect("answers");
+        let first = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["name"] == "robot's laptop")
+            .and_then(|t| t["id"].as_i64())
+            .expect("an id");
+        let admin_token = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["admin"] == true)
+            .and_then(|t| t["id"].as_i64())
+            .expect("the first admin token");
+        let not_yours = as_bot(
+            reqwest::Method::DELETE,
+            &format!("/tokens/{admin_token}"),
+            None,
+        )
+        .await;
+        assert_eq!(not_yours.status(), 403);
+        let revoked = as_bot(reqwest::Method::DELETE, &format!("/tokens/{first}"), None).await;
         assert_eq!(revoked.status(), 204);
-        let after = as_bot(reqwest::Method::GET, "/repos", None)
-            .await
-            .expect("answers");
+        let after = as_bot(reqwest::Method::GET, "/repos", None).await;
         assert_eq!(after.status(), 401, "a revoked token stops working at once");
         server.stop().await;
     }

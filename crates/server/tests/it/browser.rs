@@ -14,13 +14,17 @@ use crate::support::TestServer;
 
 /// Signs in with the server's admin token through the login form.
 async fn sign_in(browser: &Browser, server: &TestServer) {
+    sign_in_with(browser, server, &server.token).await;
+}
+
+async fn sign_in_with(browser: &Browser, server: &TestServer, token: &str) {
     browser.open(&format!("{}/login", server.url)).await;
     browser
         .client
         .find(Locator::Css("input[name=token]"))
         .await
         .expect("a token field")
-        .send_keys(&server.token)
+        .send_keys(token)
         .await
         .expect("types");
     browser
@@ -290,4 +294,144 @@ async fn an_errored_build_shows_the_pipeline_file_s_errors_and_pages_render() {
     browser.screenshot(&shots(), "build-phone").await;
     browser.stop().await;
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_token() {
+    let dir = TempDir::new("browser-settings");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let git = GitRepo::new();
+    git.commit(&[(".gantry.yml", crate::support::PIPELINE)], "first");
+    let repo = server.add_repo("app", &git).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &server).await;
+    browser.open(&format!("{}/acme/app", server.url)).await;
+    browser
+        .client
+        .find(Locator::Id("settings-link"))
+        .await
+        .expect("a settings link for an admin")
+        .click()
+        .await
+        .expect("opens the settings");
+    browser
+        .until(
+            "the settings page",
+            "document.querySelector('#add-secret') !== null",
+        )
+        .await;
+
+    // A secret through the form: listed by name, its value nowhere on the page.
+    let field = |css: &'static str| browser.client.find(Locator::Css(css));
+    field("#add-secret input[name=name]")
+        .await
+        .expect("a name field")
+        .send_keys("kubeconfig")
+        .await
+        .expect("types");
+    field("#add-secret textarea[name=value]")
+        .await
+        .expect("a value field")
+        .send_keys("apiVersion: v1\nclusters: [very-secret-value]")
+        .await
+        .expect("types");
+    field("#add-secret button")
+        .await
+        .expect("a button")
+        .click()
+        .await
+        .expect("submits");
+    browser
+        .until(
+            "the secret in the list",
+            "document.querySelector('tr[data-secret=\"kubeconfig\"]') !== null",
+        )
+        .await;
+    let shown = browser.value("document.body.innerHTML").await;
+    assert!(
+        !shown.to_string().contains("very-secret-value"),
+        "the value never comes back"
+    );
+    let stored = server
+        .store
+        .secrets(&gantry_store::SecretScope::Repo(repo.id))
+        .await
+        .expect("reads");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].name, "kubeconfig");
+
+    // Settings: private, held pull requests from forks.
+    browser
+        .value("(() => { document.getElementById('visibility').value = 'private'; document.querySelector('select[name=fork_policy]').value = 'approve'; return true; })()")
+        .await;
+    field("#save-settings")
+        .await
+        .expect("a save button")
+        .click()
+        .await
+        .expect("saves");
+    browser
+        .until(
+            "the saved settings",
+            "document.getElementById('visibility') && document.getElementById('visibility').value === 'private'",
+        )
+        .await;
+    let saved = server.store.repo(repo.id).await.expect("reads");
+    assert_eq!(
+        (saved.visibility, saved.fork_policy.as_str()),
+        (gantry_store::Visibility::Private, "approve")
+    );
+    browser.screenshot(&shots(), "settings").await;
+
+    // Removing the secret.
+    field("tr[data-secret=\"kubeconfig\"] button")
+        .await
+        .expect("a remove button")
+        .click()
+        .await
+        .expect("removes");
+    browser
+        .until(
+            "no secrets",
+            "document.querySelector('tr[data-secret]') === null && document.querySelector('#secrets .empty') !== null",
+        )
+        .await;
+
+    // A user's account page makes an API token, shown once, that works.
+    let dev = server.user_with_token("dev").await;
+    sign_in_with(&browser, &server, &dev).await;
+    browser.open(&format!("{}/account", server.url)).await;
+    field("#tokens input[name=name]")
+        .await
+        .expect("a name field")
+        .send_keys("deploy script")
+        .await
+        .expect("types");
+    field("#create-token")
+        .await
+        .expect("a create button")
+        .click()
+        .await
+        .expect("creates");
+    browser
+        .until(
+            "the new token",
+            "document.getElementById('new-token') !== null",
+        )
+        .await;
+    let token = browser
+        .value("document.getElementById('new-token').textContent.trim()")
+        .await;
+    let token = token.as_str().expect("the token's text").to_owned();
+    assert!(token.starts_with("gantry_"), "{token}");
+    browser.screenshot(&shots(), "account").await;
+    let me: serde_json::Value = server
+        .api_as(Some(&token), reqwest::Method::GET, "/user", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["login"], "dev", "the new token acts for its user");
+    server.stop().await;
+    browser.stop().await;
 }

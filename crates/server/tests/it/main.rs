@@ -2,6 +2,7 @@
 //! repositories, and a runner played by the test over the runner protocol. Each test runs
 //! on SQLite and on PostgreSQL.
 
+mod access;
 mod api;
 mod browser;
 mod notify;

@@ -2,90 +2,20 @@
 //! API's `/user`): the whole flow, a wrong `state`, a tampered session cookie, admins by
 //! login, and sign-out ending the session.
 
-use axum::extract::Query;
-use axum::response::{IntoResponse, Redirect};
-use axum::routing::{get, post};
-use serde_json::json;
-use std::collections::HashMap;
-
 use crate::on_both;
-use crate::support::TestServer;
+use crate::support::{FakeGitHub, TestServer, set_cookie};
 
 on_both!(signing_in_with_github_starts_a_session_and_checks_its_state);
-
-/// A fake GitHub: authorize redirects back with a code; the token endpoint accepts only
-/// that code and the right secret; `/user` answers for the token it gave.
-async fn fake_github() -> String {
-    let app = axum::Router::new()
-        .route(
-            "/login/oauth/authorize",
-            get(|Query(q): Query<HashMap<String, String>>| async move {
-                let back = format!(
-                    "{}?code=good-code&state={}",
-                    q.get("redirect_uri").cloned().unwrap_or_default(),
-                    q.get("state").cloned().unwrap_or_default()
-                );
-                Redirect::to(&back)
-            }),
-        )
-        .route(
-            "/login/oauth/access_token",
-            post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
-                if body["code"] == "good-code" && body["client_secret"] == "shh" {
-                    axum::Json(json!({"access_token": "gho_fake", "token_type": "bearer"}))
-                } else {
-                    axum::Json(json!({"error": "bad_verification_code", "error_description": "The code passed is incorrect or expired."}))
-                }
-            }),
-        )
-        .route(
-            "/user",
-            get(|headers: axum::http::HeaderMap| async move {
-                if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer gho_fake") {
-                    axum::Json(json!({"login": "octocat", "id": 1})).into_response()
-                } else {
-                    axum::http::StatusCode::UNAUTHORIZED.into_response()
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    url
-}
-
-fn cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.strip_prefix(&format!("{name}="))
-                .map(|rest| rest.split(';').next().unwrap_or("").to_owned())
-        })
-}
 
 mod cases {
     use super::*;
 
     pub async fn signing_in_with_github_starts_a_session_and_checks_its_state(db: &str) {
-        let github = fake_github().await;
-        let (web, api) = (github.clone(), github.clone());
-        let server = TestServer::start_with(db, move |config| {
-            config.github_api = api;
-            config.oauth = Some(gantry_server::oauth::OAuthConfig {
-                github_url: web,
-                client_id: "client-1".into(),
-                client_secret: "shh".into(),
-                admins: vec!["OctoCat".into()],
-            });
-        })
-        .await;
+        let fake = FakeGitHub::start().await;
+        fake.sign_in_as("octocat");
+        let github = fake.url.clone();
+        let server =
+            TestServer::start_with(db, |config| fake.configure(config, &["OctoCat"])).await;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -107,7 +37,7 @@ mod cases {
             .await
             .expect("answers");
         assert!(start.status().is_redirection());
-        let state_cookie = cookie(&start, "gantry_oauth_state").expect("a state cookie");
+        let state_cookie = set_cookie(&start, "gantry_oauth_state").expect("a state cookie");
         let to_github = start.headers()["location"]
             .to_str()
             .expect("ascii")
@@ -151,7 +81,7 @@ mod cases {
             .await
             .expect("answers");
         assert!(done.status().is_redirection(), "{}", done.status());
-        let session = cookie(&done, "gantry_session").expect("a session cookie");
+        let session = set_cookie(&done, "gantry_session").expect("a session cookie");
         let set = done
             .headers()
             .get_all("set-cookie")
@@ -173,15 +103,31 @@ mod cases {
             .await
             .expect("html");
         assert!(
-            home.contains(r#"<span class="who">octocat</span>"#),
+            home.contains(r#"<a class="who" href="/account">octocat</a>"#),
             "{home}"
         );
-        let tokens = server.store.tokens().await.expect("reads");
-        let stored = tokens
-            .iter()
-            .find(|t| t.name == "session:octocat")
-            .expect("the session");
-        assert!(stored.admin, "octocat is an admin by login");
+        let user = server
+            .store
+            .user_by_login("octocat")
+            .await
+            .expect("reads")
+            .expect("the user is recorded");
+        assert!(user.admin, "octocat is an admin by login");
+        let tokens = server.store.tokens_of(user.id).await.expect("reads");
+        assert!(
+            tokens.len() == 1 && tokens[0].session && !tokens[0].admin,
+            "{tokens:?}"
+        );
+        let sealed = server
+            .store
+            .user_github_token(user.id)
+            .await
+            .expect("reads")
+            .expect("the GitHub token is kept");
+        assert!(
+            !String::from_utf8_lossy(&sealed).contains("gho_octocat"),
+            "sealed, never in the clear"
+        );
 
         // A tampered cookie is no session.
         let tampered = http
@@ -214,12 +160,13 @@ mod cases {
         assert!(
             server
                 .store
-                .tokens()
+                .tokens_of(user.id)
                 .await
                 .expect("reads")
-                .iter()
-                .all(|t| t.name != "session:octocat")
+                .is_empty(),
+            "the session is gone"
         );
         server.stop().await;
+        fake.stop();
     }
 }

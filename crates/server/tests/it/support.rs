@@ -88,8 +88,17 @@ impl TestServer {
         }
     }
 
-    /// Registers `acme/<name>` cloned from `git`.
+    /// Registers `acme/<name>` cloned from `git`, public.
     pub async fn add_repo(&self, name: &str, git: &GitRepo) -> gantry_store::Repo {
+        self.add_repo_with(name, git, Visibility::Public).await
+    }
+
+    pub async fn add_repo_with(
+        &self,
+        name: &str,
+        git: &GitRepo,
+        visibility: Visibility,
+    ) -> gantry_store::Repo {
         self.store
             .create_repo(&NewRepo {
                 owner: "acme".into(),
@@ -100,7 +109,7 @@ impl TestServer {
                 config_path: String::new(),
                 default_branch: "main".into(),
                 trusted: false,
-                visibility: Visibility::Public,
+                visibility,
                 timeout_secs: 600,
                 github_token: String::new(),
                 fork_policy: "run".into(),
@@ -147,10 +156,21 @@ impl TestServer {
         path: &str,
         body: Option<Value>,
     ) -> reqwest::Response {
-        let mut request = self
-            .http
-            .request(method, format!("{}/api{path}", self.url))
-            .bearer_auth(&self.token);
+        self.api_as(Some(&self.token), method, path, body).await
+    }
+
+    /// An API call with `token` (`None`: anonymous).
+    pub async fn api_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, format!("{}/api{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -165,6 +185,29 @@ impl TestServer {
             response.status()
         );
         response.json().await.expect("json")
+    }
+
+    /// Adds user `login` (through the API, as the admin) with a token of theirs.
+    pub async fn user_with_token(&self, login: &str) -> String {
+        let added = self
+            .api(
+                reqwest::Method::POST,
+                "/users",
+                Some(serde_json::json!({ "login": login })),
+            )
+            .await;
+        assert_eq!(added.status(), 201, "adds {login}");
+        let created = self
+            .api(
+                reqwest::Method::POST,
+                "/tokens",
+                Some(serde_json::json!({ "name": format!("{login}'s laptop"), "user": login })),
+            )
+            .await;
+        assert_eq!(created.status(), 201, "a token for {login}");
+        let created: Value = created.json().await.expect("json");
+        assert_eq!(created["user"], login);
+        created["token"].as_str().expect("the token").to_owned()
     }
 
     /// Waits until build `number` of `acme/<repo>` exists (deliveries are processed in the
@@ -538,4 +581,232 @@ impl Receiver {
     pub fn stop(self) {
         self.task.abort();
     }
+}
+
+/// A fake GitHub of the test's own: the OAuth endpoints (`/login/oauth/...`, the browser
+/// comes back as whoever `sign_in_as` named), `/user`, a repository with the caller's
+/// `permissions` (`/repos/{owner}/{name}`) and the caller's repositories (`/user/repos`).
+/// Its web and API addresses are one: `url`.
+pub struct FakeGitHub {
+    pub url: String,
+    state: std::sync::Arc<std::sync::Mutex<GitHubState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct GitHubState {
+    next_login: String,
+    /// (login, "owner/name") → GitHub's `permissions` object.
+    permissions: std::collections::HashMap<(String, String), Value>,
+    /// Answers 500 to the repository endpoints.
+    down: bool,
+    /// How often `/repos/{owner}/{name}` was asked.
+    repo_reads: usize,
+}
+
+/// The token the fake GitHub grants `login`.
+pub fn github_token_of(login: &str) -> String {
+    format!("gho_{login}")
+}
+
+impl FakeGitHub {
+    pub const CLIENT_SECRET: &str = "shh";
+
+    pub async fn start() -> Self {
+        use axum::extract::{Path, Query};
+        use axum::response::{IntoResponse, Redirect};
+        use axum::routing::{get, post};
+        use std::collections::HashMap;
+        let state: std::sync::Arc<std::sync::Mutex<GitHubState>> = Default::default();
+        let login_of = |headers: &axum::http::HeaderMap| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer gho_"))
+                .map(str::to_owned)
+        };
+        let (s1, s2, s3) = (state.clone(), state.clone(), state.clone());
+        let app = axum::Router::new()
+            .route(
+                "/login/oauth/authorize",
+                get(move |Query(q): Query<HashMap<String, String>>| {
+                    let login = s1.lock().expect("state").next_login.clone();
+                    async move {
+                        Redirect::to(&format!(
+                            "{}?code=code-{login}&state={}",
+                            q.get("redirect_uri").cloned().unwrap_or_default(),
+                            q.get("state").cloned().unwrap_or_default()
+                        ))
+                    }
+                }),
+            )
+            .route(
+                "/login/oauth/access_token",
+                post(|axum::Json(body): axum::Json<Value>| async move {
+                    match body["code"].as_str().and_then(|c| c.strip_prefix("code-")) {
+                        Some(login) if body["client_secret"] == FakeGitHub::CLIENT_SECRET => {
+                            axum::Json(serde_json::json!({"access_token": github_token_of(login), "token_type": "bearer"}))
+                        }
+                        _ => axum::Json(serde_json::json!({"error": "bad_verification_code", "error_description": "The code passed is incorrect or expired."})),
+                    }
+                }),
+            )
+            .route(
+                "/user",
+                get(move |headers: axum::http::HeaderMap| async move {
+                    match login_of(&headers) {
+                        Some(login) => axum::Json(serde_json::json!({"login": login, "id": 1})).into_response(),
+                        None => axum::http::StatusCode::UNAUTHORIZED.into_response(),
+                    }
+                }),
+            )
+            .route(
+                "/user/repos",
+                get(move |headers: axum::http::HeaderMap, Query(q): Query<HashMap<String, String>>| {
+                    let state = s2.clone();
+                    async move {
+                        let Some(login) = login_of(&headers) else {
+                            return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                        };
+                        let state = state.lock().expect("state");
+                        if state.down {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                        }
+                        if q.get("page").is_some_and(|p| p != "1") {
+                            return axum::Json(Value::Array(vec![])).into_response();
+                        }
+                        let repos: Vec<Value> = state
+                            .permissions
+                            .iter()
+                            .filter(|((who, _), _)| *who == login)
+                            .map(|((_, repo), permissions)| serde_json::json!({"full_name": repo, "permissions": permissions}))
+                            .collect();
+                        axum::Json(Value::Array(repos)).into_response()
+                    }
+                }),
+            )
+            .route(
+                "/repos/{owner}/{name}",
+                get(move |headers: axum::http::HeaderMap, Path((owner, name)): Path<(String, String)>| {
+                    let state = s3.clone();
+                    async move {
+                        let Some(login) = login_of(&headers) else {
+                            return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                        };
+                        let mut state = state.lock().expect("state");
+                        state.repo_reads += 1;
+                        if state.down {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                        }
+                        let full_name = format!("{owner}/{name}");
+                        match state.permissions.get(&(login, full_name.clone())) {
+                            Some(permissions) => axum::Json(serde_json::json!({"full_name": full_name, "permissions": permissions})).into_response(),
+                            None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                        }
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state, task }
+    }
+
+    /// The server configuration that signs in with this GitHub, `admins` by login.
+    pub fn configure(&self, config: &mut ServerConfig, admins: &[&str]) {
+        config.github_api = self.url.clone();
+        config.oauth = Some(gantry_server::oauth::OAuthConfig {
+            github_url: self.url.clone(),
+            client_id: "client-1".into(),
+            client_secret: Self::CLIENT_SECRET.into(),
+            admins: admins.iter().map(|a| a.to_string()).collect(),
+        });
+    }
+
+    /// Who the next sign-in is.
+    pub fn sign_in_as(&self, login: &str) {
+        self.state.lock().expect("state").next_login = login.to_owned();
+    }
+
+    /// `login`'s permission on `repo` ("owner/name"): `admin`, `push`, `pull`, or `none`
+    /// (no access: the repository is not found for them).
+    pub fn grant(&self, login: &str, repo: &str, permission: &str) {
+        let mut state = self.state.lock().expect("state");
+        let key = (login.to_owned(), repo.to_owned());
+        let level = ["pull", "push", "admin"]
+            .iter()
+            .position(|p| *p == permission);
+        match level {
+            Some(level) => {
+                state.permissions.insert(
+                    key,
+                    serde_json::json!({"pull": true, "push": level >= 1, "admin": level >= 2}),
+                );
+            }
+            None => {
+                state.permissions.remove(&key);
+            }
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().expect("state").down = down;
+    }
+
+    pub fn repo_reads(&self) -> usize {
+        self.state.lock().expect("state").repo_reads
+    }
+
+    /// Signs `login` in through the whole OAuth flow; the session cookie's value (a token).
+    pub async fn sign_in(&self, server: &TestServer, login: &str) -> String {
+        self.sign_in_as(login);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client");
+        let start = http
+            .get(format!("{}/login/github", server.url))
+            .send()
+            .await
+            .expect("answers");
+        let state = set_cookie(&start, "gantry_oauth_state").expect("a state cookie");
+        let to_github = start.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let back = http.get(&to_github).send().await.expect("answers");
+        let callback = back.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let done = http
+            .get(&callback)
+            .header("cookie", format!("gantry_oauth_state={state}"))
+            .send()
+            .await
+            .expect("answers");
+        assert!(done.status().is_redirection(), "{}", done.status());
+        set_cookie(&done, "gantry_session").expect("a session cookie")
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// The value a response sets for cookie `name`.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix(&format!("{name}="))
+                .map(|rest| rest.split(';').next().unwrap_or("").to_owned())
+        })
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use gantry_pipeline::{Context, Plan, compile, parse};
 use gantry_proto::{LogLine, StepState, StepUpdate};
 use gantry_store::{
-    BuildFilter, ClaimRequest, DeliveryState, LeaseError, NewBuild, NewDelivery, NewRepo, Recorded,
-    RepoUpdate, StageEnd, Status, Store, StoreError, Visibility, now_ms,
+    BuildFilter, ClaimRequest, DeliveryState, LeaseError, NewBuild, NewDelivery, NewRepo, NewToken,
+    Recorded, RepoUpdate, Role, RoleSource, StageEnd, Status, Store, StoreError, Visibility,
+    now_ms,
 };
 use gantry_test_support::{TempDir, test_databases};
 
@@ -43,6 +44,7 @@ on_both!(
     builds_are_listed_newest_first_by_branch_and_page,
     log_chunks_page_and_a_resent_batch_is_harmless,
     tokens_are_found_by_hash,
+    users_hold_tokens_and_roles_from_two_sources,
 );
 
 fn plan_of(yaml: &str, ctx: &Context) -> Plan {
@@ -756,14 +758,139 @@ mod cases {
     pub async fn tokens_are_found_by_hash(store: Store) {
         assert_eq!(store.token_count().await.expect("counts"), 0);
         let token = store
-            .create_token("admin", "abc123", true)
+            .create_token(NewToken {
+                name: "admin",
+                hash: "abc123",
+                admin: true,
+                user_id: None,
+                session: false,
+            })
             .await
             .expect("creates");
         assert!(token.admin);
         assert_eq!(
             store.token_by_hash("abc123").await.expect("finds"),
-            Some(token)
+            Some((token, None))
         );
         assert_eq!(store.token_by_hash("abc124").await.expect("finds"), None);
+    }
+
+    pub async fn users_hold_tokens_and_roles_from_two_sources(store: Store) {
+        let app = repo(&store, "app").await;
+        let alice = store.create_user("Alice", false).await.expect("creates");
+        assert!(
+            matches!(
+                store.create_user("alice", true).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "logins compare without case"
+        );
+        assert_eq!(
+            store.user_by_login("ALICE").await.expect("reads"),
+            Some(alice.clone())
+        );
+        assert_eq!(
+            store.user_github_token(alice.id).await.expect("reads"),
+            None
+        );
+
+        // A sign-in keeps the user, stores the sealed token, and only raises admin.
+        let signed = store
+            .signed_in("alice", true, b"sealed-1")
+            .await
+            .expect("signs in");
+        assert_eq!(signed.id, alice.id);
+        assert!(signed.admin && signed.last_login_at.is_some());
+        let again = store
+            .signed_in("alice", false, b"sealed-2")
+            .await
+            .expect("signs in");
+        assert!(again.admin, "configuration never lowers an admin flag");
+        assert_eq!(
+            store.user_github_token(alice.id).await.expect("reads"),
+            Some(b"sealed-2".to_vec())
+        );
+        let bob = store.signed_in("bob", false, b"s").await.expect("new user");
+        assert!(!bob.admin);
+        assert_eq!(
+            store
+                .users()
+                .await
+                .expect("lists")
+                .iter()
+                .map(|u| u.login.as_str())
+                .collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
+        let demoted = store.set_user_admin(alice.id, false).await.expect("sets");
+        assert!(!demoted.admin);
+
+        // A token carries its user.
+        let token = store
+            .create_token(NewToken {
+                name: "laptop",
+                hash: "h-alice",
+                admin: false,
+                user_id: Some(alice.id),
+                session: false,
+            })
+            .await
+            .expect("creates");
+        let (found, user) = store
+            .token_by_hash("h-alice")
+            .await
+            .expect("reads")
+            .expect("exists");
+        assert_eq!(found, token);
+        assert_eq!(user, Some(demoted.clone()));
+        assert_eq!(store.tokens_of(alice.id).await.expect("lists"), [token]);
+        assert!(store.tokens_of(bob.id).await.expect("lists").is_empty());
+
+        // Roles: one per source, replaced in place; the admin's and GitHub's side by side.
+        store
+            .put_role(app.id, alice.id, RoleSource::GitHub, Role::Read)
+            .await
+            .expect("puts");
+        store
+            .put_role(app.id, alice.id, RoleSource::GitHub, Role::Write)
+            .await
+            .expect("replaces");
+        store
+            .put_role(app.id, alice.id, RoleSource::Admin, Role::None)
+            .await
+            .expect("puts");
+        let mut roles = store.roles_on(app.id, alice.id).await.expect("reads");
+        roles.sort_by_key(|r| r.source.as_str());
+        assert_eq!(
+            roles.iter().map(|r| (r.source, r.role)).collect::<Vec<_>>(),
+            [
+                (RoleSource::Admin, Role::None),
+                (RoleSource::GitHub, Role::Write)
+            ]
+        );
+        assert!(roles.iter().all(|r| r.login == "alice" && r.fetched_at > 0));
+        assert_eq!(store.roles_of_repo(app.id).await.expect("lists").len(), 2);
+        assert_eq!(store.roles_of_user(bob.id).await.expect("lists"), []);
+        assert!(
+            store
+                .remove_role(app.id, alice.id, RoleSource::Admin)
+                .await
+                .expect("removes")
+        );
+        assert!(
+            !store
+                .remove_role(app.id, alice.id, RoleSource::Admin)
+                .await
+                .expect("removes")
+        );
+
+        // Removing the user takes their tokens and roles with them.
+        store.delete_user(alice.id).await.expect("removes");
+        assert_eq!(store.token_by_hash("h-alice").await.expect("reads"), None);
+        assert!(store.roles_of_repo(app.id).await.expect("lists").is_empty());
+        assert!(matches!(
+            store.delete_user(alice.id).await,
+            Err(StoreError::NotFound(_))
+        ));
     }
 }
