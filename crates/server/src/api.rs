@@ -25,6 +25,7 @@ use crate::access::{self, Identity, Need, require_admin};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::live::LiveEvent;
+use crate::secrets::seal_field;
 use crate::trigger;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -188,7 +189,7 @@ async fn add_repo(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RepoView>)> {
     let who = caller.require_identity()?;
-    let new: NewRepo = parse_body(&body)?;
+    let mut new: NewRepo = parse_body(&body)?;
     check_repo_settings(who, new.trusted, Some(new.fork_policy.as_str()))?;
     if !valid_name_part(&new.owner) || !valid_name_part(&new.name) {
         return Err(ApiError::BadRequest(format!(
@@ -208,6 +209,21 @@ async fn add_repo(
             new.owner, new.name
         )));
     }
+    let key = &state.config.secret_key;
+    new.webhook_secret = seal_field(
+        key,
+        &new.owner,
+        &new.name,
+        "webhook_secret",
+        &new.webhook_secret,
+    );
+    new.github_token = seal_field(
+        key,
+        &new.owner,
+        &new.name,
+        "github_token",
+        &new.github_token,
+    );
     let repo = state.store.create_repo(&new).await?;
     if let Some(user) = who.user.as_ref().filter(|_| !who.is_admin()) {
         state
@@ -307,7 +323,16 @@ async fn update_repo(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RepoView>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    let update: RepoUpdate = parse_body(&body)?;
+    let mut update: RepoUpdate = parse_body(&body)?;
+    let key = &state.config.secret_key;
+    for (field, value) in [
+        ("webhook_secret", &mut update.webhook_secret),
+        ("github_token", &mut update.github_token),
+    ] {
+        if let Some(value) = value {
+            *value = seal_field(key, &repo.owner, &repo.name, field, value);
+        }
+    }
     check_repo_settings(
         caller.require_identity()?,
         update.trusted.unwrap_or(false),

@@ -83,8 +83,20 @@ async fn receive(
         )));
     };
 
-    if let Err(refused) = github::verify_signature(
+    let secret = crate::secrets::open_field(
+        &state.config.secret_key,
+        &repo.owner,
+        &repo.name,
+        "webhook_secret",
         &repo.webhook_secret,
+    )
+    .map_err(|e| {
+        ApiError::Internal(format!(
+            "the webhook secret of {full_name} cannot be opened: {e}"
+        ))
+    })?;
+    if let Err(refused) = github::verify_signature(
+        &secret,
         &body,
         header(&headers, "x-hub-signature-256"),
         headers.contains_key("x-hub-signature"),

@@ -701,9 +701,20 @@ async fn github_token(state: &AppState, build_id: i64) -> Option<String> {
     let build = state.store.build_by_id(build_id).await.ok()?;
     let repo = state.store.repo(build.repo_id).await.ok()?;
     if repo.github_token.is_empty() {
-        state.config.github_token.clone()
-    } else {
-        Some(repo.github_token)
+        return state.config.github_token.clone();
+    }
+    match crate::secrets::open_field(
+        &state.config.secret_key,
+        &repo.owner,
+        &repo.name,
+        "github_token",
+        &repo.github_token,
+    ) {
+        Ok(token) => Some(token),
+        Err(e) => {
+            tracing::error!(repo = %repo.full_name(), error = %e, "the repository's GitHub token cannot be opened");
+            None
+        }
     }
 }
 

@@ -4,6 +4,9 @@
 //! the binary manages; a check value in the database proves at start that the key is the
 //! one the secrets were sealed with.
 //!
+//! A repository's own credentials (its webhook secret, its GitHub token) are sealed the same
+//! way into its row (`seal_field`, `open_field`), bound to the repository and the column.
+//!
 //! Values leave the server only toward a runner holding the stage that references them, and
 //! only those that stage references; a pull request from a fork gets only the secrets that
 //! allow it, and the runner is told why the others are withheld.
@@ -93,6 +96,40 @@ impl SecretKey {
             )
             .map_err(|_| SecretError::Damaged)
     }
+}
+
+/// What a sealed value in a repository's row starts with.
+const SEALED_FIELD: &str = "sealed:";
+
+fn field_binding(owner: &str, name: &str, field: &str) -> String {
+    format!("repo:{owner}/{name}/{field}")
+}
+
+/// A credential of repository `owner/name` sealed for its `field` column (`sealed:` and hex);
+/// empty stays empty (none set).
+pub fn seal_field(key: &SecretKey, owner: &str, name: &str, field: &str, value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    let sealed = key.seal(&field_binding(owner, name, field), value.as_bytes());
+    format!("{SEALED_FIELD}{}", hex::encode(sealed))
+}
+
+/// The credential `seal_field` sealed. A value without the prefix was written in the clear
+/// (straight into the database by another tool) and is taken as it is.
+pub fn open_field(
+    key: &SecretKey,
+    owner: &str,
+    name: &str,
+    field: &str,
+    stored: &str,
+) -> Result<String, SecretError> {
+    let Some(sealed) = stored.strip_prefix(SEALED_FIELD) else {
+        return Ok(stored.to_owned());
+    };
+    let sealed = hex::decode(sealed).map_err(|_| SecretError::Damaged)?;
+    let value = key.open(&field_binding(owner, name, field), &sealed)?;
+    String::from_utf8(value).map_err(|_| SecretError::Damaged)
 }
 
 /// Checks the key against the database's check value (writing one on first use).
@@ -233,6 +270,34 @@ mod tests {
             key.seal("a", b"x"),
             key.seal("a", b"x"),
             "a fresh nonce each time"
+        );
+    }
+
+    #[test]
+    fn a_repository_field_is_sealed_for_its_repository_and_column() {
+        let (key, _) = SecretKey::generate();
+        let sealed = seal_field(&key, "acme", "app", "github_token", "ghp_123");
+        assert!(sealed.starts_with("sealed:") && !sealed.contains("ghp_123"));
+        assert_eq!(
+            open_field(&key, "acme", "app", "github_token", &sealed).expect("opens"),
+            "ghp_123"
+        );
+        assert!(open_field(&key, "acme", "other", "github_token", &sealed).is_err());
+        assert!(open_field(&key, "acme", "app", "webhook_secret", &sealed).is_err());
+        assert!(
+            open_field(
+                &SecretKey::generate().0,
+                "acme",
+                "app",
+                "github_token",
+                &sealed
+            )
+            .is_err()
+        );
+        assert_eq!(seal_field(&key, "acme", "app", "github_token", ""), "");
+        assert_eq!(
+            open_field(&key, "acme", "app", "webhook_secret", "plain").expect("as it is"),
+            "plain"
         );
     }
 

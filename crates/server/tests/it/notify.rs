@@ -18,6 +18,7 @@ on_both!(
     a_failed_build_reaches_github_and_every_chat_with_a_link_to_its_failing_step,
     chat_follows_the_failure_and_recovery_rules,
     a_waiting_message_outlives_a_dead_receiver_and_a_restart,
+    a_repository_s_own_credentials_are_sealed_and_used,
 );
 
 async fn server_for(db: &str, receiver: &Receiver) -> TestServer {
@@ -456,5 +457,71 @@ mod cases {
         second.stop().await;
         back.stop();
         offline.stop();
+    }
+
+    pub async fn a_repository_s_own_credentials_are_sealed_and_used(db: &str) {
+        let receiver = Receiver::start().await;
+        let server = server_for(db, &receiver).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        server.add_repo("app", &git).await;
+        let updated = server
+            .api(
+                reqwest::Method::PATCH,
+                "/repos/acme/app",
+                Some(json!({"github_token": "ghp_repo_own", "webhook_secret": "rotated-secret"})),
+            )
+            .await;
+        assert_eq!(updated.status(), 200);
+        let body = updated.text().await.expect("body");
+        assert!(
+            !body.contains("ghp_repo_own") && !body.contains("rotated-secret"),
+            "{body}"
+        );
+        let row = server
+            .store
+            .repo_by_name("acme", "app")
+            .await
+            .expect("reads")
+            .expect("exists");
+        for (column, clear) in [
+            (&row.github_token, "ghp_repo_own"),
+            (&row.webhook_secret, "rotated-secret"),
+        ] {
+            assert!(
+                column.starts_with("sealed:") && !column.contains(clear),
+                "sealed at rest: {column}"
+            );
+        }
+
+        // The old secret no longer signs; the new one does.
+        let payload = webhook::push("acme/app", "main", &sha, "first");
+        assert_eq!(
+            server.deliver("push", "d-old", &payload).await.status(),
+            401
+        );
+        let body = serde_json::to_vec(&payload).expect("json");
+        let signed = server
+            .deliver_raw(
+                "push",
+                "d-new",
+                body.clone(),
+                Some(&webhook::signature("rotated-secret", &body)),
+            )
+            .await;
+        assert_eq!(signed.status(), 202);
+
+        // Commit statuses go with the repository's own token, not the server's.
+        let statuses = receiver
+            .wait_for(&format!("/github/repos/acme/app/statuses/{sha}"), 2)
+            .await;
+        assert!(
+            statuses
+                .iter()
+                .all(|s| s.authorization.as_deref() == Some("Bearer ghp_repo_own")),
+            "{statuses:?}"
+        );
+        server.stop().await;
+        receiver.stop();
     }
 }
