@@ -1191,18 +1191,30 @@ fn bad_form(message: &str) -> Page {
     Page::error(StatusCode::BAD_REQUEST, "Not saved", message)
 }
 
+/// A settings form's checks: its CSRF token, then the repository's admin role.
+async fn admin_form<'s>(
+    state: &AppState,
+    session: &'s Session,
+    owner: &str,
+    name: &str,
+    csrf: &str,
+) -> Result<(Repo, &'s Identity), Page> {
+    session.check(csrf)?;
+    let (repo, _) = allowed(state, session, owner, name, Need::Admin).await?;
+    let who = session
+        .identity
+        .as_ref()
+        .expect("the admin role is held only by an identity");
+    Ok((repo, who))
+}
+
 async fn save_settings(
     State(state): State<Arc<AppState>>,
     session: Session,
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<SettingsForm>,
 ) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
-    let who = session
-        .identity
-        .as_ref()
-        .expect("allowed only with an identity");
+    let (repo, who) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
     let visibility = form
         .visibility
         .parse::<gantry_store::Visibility>()
@@ -1259,8 +1271,7 @@ async fn add_secret(
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<SecretForm>,
 ) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
+    let (repo, _) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
     let secret = form.name.trim();
     // A browser's textarea sends CRLF line ends; a secret holds what was pasted.
     let value = form.value.replace("\r\n", "\n");
@@ -1283,8 +1294,7 @@ async fn delete_secret(
     Path((owner, name, secret)): Path<(String, String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
+    let (repo, _) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
     state
         .store
         .delete_secret(&gantry_store::SecretScope::Repo(repo.id), &secret)
@@ -1307,12 +1317,7 @@ async fn set_role(
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<RoleForm>,
 ) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
-    let who = session
-        .identity
-        .as_ref()
-        .expect("allowed only with an identity");
+    let (repo, who) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
     access::require_admin(who)?;
     let login = form.login.trim();
     let user = state.store.user_by_login(login).await?.ok_or_else(|| {

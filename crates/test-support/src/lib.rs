@@ -431,6 +431,28 @@ pub mod browser {
             }
         }
 
+        /// Types `text` into the element `css` names.
+        pub async fn fill(&self, css: &str, text: &str) {
+            self.client
+                .find(fantoccini::Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+                .send_keys(text)
+                .await
+                .unwrap_or_else(|e| panic!("typing into `{css}`: {e}"));
+        }
+
+        /// Clicks the element `css` names.
+        pub async fn click(&self, css: &str) {
+            self.client
+                .find(fantoccini::Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+                .click()
+                .await
+                .unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
+        }
+
         pub async fn value(&self, script: &str) -> serde_json::Value {
             self.client
                 .execute(&format!("return {script};"), vec![])

@@ -19,22 +19,8 @@ async fn sign_in(browser: &Browser, server: &TestServer) {
 
 async fn sign_in_with(browser: &Browser, server: &TestServer, token: &str) {
     browser.open(&format!("{}/login", server.url)).await;
-    browser
-        .client
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .expect("a token field")
-        .send_keys(token)
-        .await
-        .expect("types");
-    browser
-        .client
-        .find(Locator::Css("form.login button"))
-        .await
-        .expect("a button")
-        .click()
-        .await
-        .expect("submits");
+    browser.fill("input[name=token]", token).await;
+    browser.click("form.login button").await;
     browser
         .until(
             "the signed-in user",
@@ -306,14 +292,7 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
     let browser = Browser::start().await;
     sign_in(&browser, &server).await;
     browser.open(&format!("{}/acme/app", server.url)).await;
-    browser
-        .client
-        .find(Locator::Id("settings-link"))
-        .await
-        .expect("a settings link for an admin")
-        .click()
-        .await
-        .expect("opens the settings");
+    browser.click("#settings-link").await;
     browser
         .until(
             "the settings page",
@@ -322,25 +301,16 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
         .await;
 
     // A secret through the form: listed by name, its value nowhere on the page.
-    let field = |css: &'static str| browser.client.find(Locator::Css(css));
-    field("#add-secret input[name=name]")
-        .await
-        .expect("a name field")
-        .send_keys("kubeconfig")
-        .await
-        .expect("types");
-    field("#add-secret textarea[name=value]")
-        .await
-        .expect("a value field")
-        .send_keys("apiVersion: v1\nclusters: [very-secret-value]")
-        .await
-        .expect("types");
-    field("#add-secret button")
-        .await
-        .expect("a button")
-        .click()
-        .await
-        .expect("submits");
+    browser
+        .fill("#add-secret input[name=name]", "kubeconfig")
+        .await;
+    browser
+        .fill(
+            "#add-secret textarea[name=value]",
+            "apiVersion: v1\nclusters: [very-secret-value]",
+        )
+        .await;
+    browser.click("#add-secret button").await;
     browser
         .until(
             "the secret in the list",
@@ -364,12 +334,7 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
     browser
         .value("(() => { document.getElementById('visibility').value = 'private'; document.querySelector('select[name=fork_policy]').value = 'approve'; return true; })()")
         .await;
-    field("#save-settings")
-        .await
-        .expect("a save button")
-        .click()
-        .await
-        .expect("saves");
+    browser.click("#save-settings").await;
     browser
         .until(
             "the saved settings",
@@ -384,12 +349,7 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
     browser.screenshot(&shots(), "settings").await;
 
     // Removing the secret.
-    field("tr[data-secret=\"kubeconfig\"] button")
-        .await
-        .expect("a remove button")
-        .click()
-        .await
-        .expect("removes");
+    browser.click("tr[data-secret=\"kubeconfig\"] button").await;
     browser
         .until(
             "no secrets",
@@ -401,18 +361,10 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
     let dev = server.user_with_token("dev").await;
     sign_in_with(&browser, &server, &dev).await;
     browser.open(&format!("{}/account", server.url)).await;
-    field("#tokens input[name=name]")
-        .await
-        .expect("a name field")
-        .send_keys("deploy script")
-        .await
-        .expect("types");
-    field("#create-token")
-        .await
-        .expect("a create button")
-        .click()
-        .await
-        .expect("creates");
+    browser
+        .fill("#tokens input[name=name]", "deploy script")
+        .await;
+    browser.click("#create-token").await;
     browser
         .until(
             "the new token",
