@@ -675,7 +675,9 @@ async fn memory(builds: usize) {
     add_repo(&blocking, &url, &token, "memory", &git);
     let (body, signature) = signed_push("memory", &sha);
     let client = reqwest::Client::new();
-    let mut at_tenth = (0.0, 0.0);
+    // RSS after every tenth of the builds: growth that levels off is a cache filling
+    // (SQLite's page cache, at most 2 MB per pooled connection); a leak keeps climbing.
+    let mut curve = Vec::new();
     let started = Instant::now();
     for i in 0..builds {
         assert_eq!(
@@ -690,8 +692,8 @@ async fn memory(builds: usize) {
             .await
             .expect("waits");
         }
-        if i + 1 == builds / 10 {
-            at_tenth = (server_process.rss_mb(), runner.rss_mb());
+        if (i + 1) % (builds / 10).max(1) == 0 {
+            curve.push((i + 1, server_process.rss_mb(), runner.rss_mb()));
         }
     }
     let took = started.elapsed();
@@ -699,12 +701,20 @@ async fn memory(builds: usize) {
     let (server_end, runner_end) = (server_process.rss_mb(), runner.rss_mb());
     println!(
         "memory: idle server {server_idle:.1} MB (target 30), runner {runner_idle:.1} MB (target 15); \
-         after {} builds server {:.1} MB, runner {:.1} MB; after {builds} builds ({:.1} builds/s) server {server_end:.1} MB, runner {runner_end:.1} MB",
-        builds / 10,
-        at_tenth.0,
-        at_tenth.1,
+         after {builds} builds ({:.1} builds/s) server {server_end:.1} MB, runner {runner_end:.1} MB",
         builds as f64 / took.as_secs_f64()
     );
+    let half = curve.len() / 2;
+    for (done, server_mb, runner_mb) in &curve {
+        println!("  after {done:>5} builds: server {server_mb:.1} MB, runner {runner_mb:.1} MB");
+    }
+    if let (Some(mid), Some(last)) = (curve.get(half.saturating_sub(1)), curve.last()) {
+        println!(
+            "  second half of the builds: server {:+.1} MB, runner {:+.1} MB (target: no growth)",
+            last.1 - mid.1,
+            last.2 - mid.2
+        );
+    }
 }
 
 fn main() {
