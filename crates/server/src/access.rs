@@ -93,7 +93,7 @@ pub(crate) async fn role(
     if fresh || refresh == Refresh::Never {
         return Ok(cached.map_or(Role::None, |r| r.role));
     }
-    match github_role(state, user, repo).await {
+    match github_role(state, user, &repo.owner, &repo.name).await {
         Ok(Some(role)) => {
             state
                 .store
@@ -262,24 +262,22 @@ fn github_get(state: &AppState, path: &str, token: &str) -> reqwest::RequestBuil
         .timeout(std::time::Duration::from_secs(5))
 }
 
-/// The user's role on `repo` as GitHub says now. `Ok(None)`: the user has no GitHub token
-/// to ask with. `Err`: GitHub did not give an answer.
+/// The user's role on `owner/name` as GitHub says now (the repository need not be
+/// registered yet). `Ok(None)`: the user has no GitHub token to ask with. `Err`: GitHub did
+/// not give an answer.
 pub(crate) async fn github_role(
     state: &AppState,
     user: &User,
-    repo: &Repo,
+    owner: &str,
+    name: &str,
 ) -> Result<Option<Role>, String> {
     let Some(token) = github_token(state, user).await? else {
         return Ok(None);
     };
-    let response = github_get(
-        state,
-        &format!("/repos/{}/{}", repo.owner, repo.name),
-        &token,
-    )
-    .send()
-    .await
-    .map_err(|e| format!("GitHub did not answer: {e}"))?;
+    let response = github_get(state, &format!("/repos/{owner}/{name}"), &token)
+        .send()
+        .await
+        .map_err(|e| format!("GitHub did not answer: {e}"))?;
     match response.status().as_u16() {
         200 => {
             let found: GitHubRepo = response

@@ -244,26 +244,7 @@ async fn github_admin_of(state: &AppState, who: &Identity, new: &NewRepo) -> Api
     let Some(user) = &who.user else {
         return Ok(false);
     };
-    // Not stored yet: ask about the name it will have.
-    let probe = Repo {
-        id: 0,
-        owner: new.owner.clone(),
-        name: new.name.clone(),
-        clone_url: String::new(),
-        link: String::new(),
-        webhook_secret: String::new(),
-        config_path: String::new(),
-        default_branch: String::new(),
-        trusted: false,
-        visibility: new.visibility,
-        timeout_secs: 0,
-        active: true,
-        created_at: 0,
-        updated_at: 0,
-        github_token: String::new(),
-        fork_policy: String::new(),
-    };
-    match access::github_role(state, user, &probe).await {
+    match access::github_role(state, user, &new.owner, &new.name).await {
         Ok(role) => Ok(role == Some(Role::Admin)),
         Err(reason) => Err(ApiError::BadGateway(format!(
             "could not ask GitHub whether you administer {}/{}: {reason}",
