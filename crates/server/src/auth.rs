@@ -65,12 +65,24 @@ pub fn is_runner(headers: &HeaderMap, secret: &str) -> bool {
     }
 }
 
-/// The identity a token gives, if the token is valid.
+/// How long a browser session from a sign-in lasts (its cookie's `Max-Age` too).
+pub(crate) const SESSION_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// The identity a token gives, if the token is valid: known, and for a session, not older
+/// than `SESSION_LIFETIME` (the cookie's expiry is the browser's to honour; this is ours).
 pub(crate) async fn identity(store: &Store, token: &str) -> Result<Option<Identity>, StoreError> {
+    let now = gantry_store::now_ms();
     Ok(store
         .token_by_hash(&hash_token(token))
         .await?
+        .filter(|(token, _)| !expired(token, now))
         .map(|(token, user)| Identity { token, user }))
+}
+
+/// A session past its lifetime; API tokens last until revoked.
+fn expired(token: &gantry_store::Token, now_ms: i64) -> bool {
+    token.session && now_ms - token.created_at > SESSION_LIFETIME.as_millis() as i64
 }
 
 /// The API caller: a token holder, or anonymous. The web UI's session cookie counts for
@@ -143,6 +155,23 @@ mod tests {
         assert!(!is_runner(&headers, ""), "an empty secret admits no one");
         headers.insert("authorization", "Basic s3cret".parse().expect("header"));
         assert!(!is_runner(&headers, "s3cret"));
+    }
+
+    #[test]
+    fn sessions_expire_and_api_tokens_do_not() {
+        let token = |session| gantry_store::Token {
+            id: 1,
+            name: "t".into(),
+            admin: false,
+            user_id: Some(1),
+            session,
+            created_at: 0,
+            last_used_at: None,
+        };
+        let lifetime = SESSION_LIFETIME.as_millis() as i64;
+        assert!(!expired(&token(true), lifetime));
+        assert!(expired(&token(true), lifetime + 1));
+        assert!(!expired(&token(false), lifetime * 10));
     }
 
     #[test]

@@ -228,8 +228,9 @@ pub(crate) async fn callback(
         ""
     };
     if let Ok(cookie) = HeaderValue::from_str(&format!(
-        "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000{secure}",
-        crate::web::SESSION_COOKIE
+        "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        crate::web::SESSION_COOKIE,
+        crate::auth::SESSION_LIFETIME.as_secs()
     )) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
