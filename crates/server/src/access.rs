@@ -26,6 +26,12 @@ impl Identity {
         self.token.admin || self.user.as_ref().is_some_and(|u| u.admin)
     }
 
+    /// Whether `token` is this caller's own: the one in use, or another of the same user's.
+    pub fn owns(&self, token: &Token) -> bool {
+        token.id == self.token.id
+            || (token.user_id.is_some() && token.user_id == self.user.as_ref().map(|u| u.id))
+    }
+
     /// The user's login, or the service token's name: what builds record as their sender.
     pub fn name(&self) -> &str {
         self.user.as_ref().map_or(&self.token.name, |u| &u.login)

@@ -1064,6 +1064,16 @@ struct NewToken {
     user: Option<String>,
 }
 
+/// A token's name as the API and the account page accept it.
+pub(crate) fn check_token_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "name: give the token a name of 1 to 100 characters (who or what uses it)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// A server admin sees every token; anyone else their own.
 async fn list_tokens(
     State(state): State<Arc<AppState>>,
@@ -1087,11 +1097,7 @@ async fn create_token(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let who = caller.require_identity()?;
     let new: NewToken = parse_body(&body)?;
-    if new.name.trim().is_empty() || new.name.len() > 100 {
-        return Err(ApiError::BadRequest(
-            "name: give the token a name of 1 to 100 characters (who or what uses it)".to_owned(),
-        ));
-    }
+    check_token_name(&new.name)?;
     let user = match (&new.user, new.admin) {
         (Some(_), true) => {
             return Err(ApiError::BadRequest(
@@ -1129,17 +1135,14 @@ async fn create_token(
             }
         },
     };
-    let token = format!("gantry_{}", crate::auth::random_secret());
-    let stored = state
-        .store
-        .create_token(gantry_store::NewToken {
-            name: new.name.trim(),
-            hash: &crate::auth::hash_token(&token),
-            admin: new.admin,
-            user_id: user.as_ref().map(|u| u.id),
-            session: false,
-        })
-        .await?;
+    let (token, stored) = crate::auth::issue_token(
+        &state.store,
+        new.name.trim(),
+        new.admin,
+        user.as_ref().map(|u| u.id),
+        false,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -1158,20 +1161,8 @@ async fn revoke_token(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     let who = caller.require_identity()?;
-    let own = || async {
-        if who.token.id == id {
-            return Ok::<_, ApiError>(true);
-        }
-        let Some(user) = &who.user else {
-            return Ok(false);
-        };
-        match state.store.token(id).await {
-            Ok(token) => Ok(token.user_id == Some(user.id)),
-            Err(gantry_store::StoreError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    };
-    if !who.is_admin() && !own().await? {
+    let token = state.store.token(id).await?;
+    if !who.is_admin() && !who.owns(&token) {
         return Err(ApiError::Forbidden(
             "you can revoke your own tokens; others need a server admin".to_owned(),
         ));

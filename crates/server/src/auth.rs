@@ -26,20 +26,33 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Makes a fresh token and stores its hash; the token itself is returned to be shown once.
+pub(crate) async fn issue_token(
+    store: &Store,
+    name: &str,
+    admin: bool,
+    user_id: Option<i64>,
+    session: bool,
+) -> Result<(String, gantry_store::Token), StoreError> {
+    let token = format!("gantry_{}", random_secret());
+    let stored = store
+        .create_token(gantry_store::NewToken {
+            name,
+            hash: &hash_token(&token),
+            admin,
+            user_id,
+            session,
+        })
+        .await?;
+    Ok((token, stored))
+}
+
 pub async fn ensure_admin_token(store: &Store) -> Result<Option<String>, StoreError> {
     if store.token_count().await? > 0 {
         return Ok(None);
     }
-    let token = format!("gantry_{}", random_secret());
-    store
-        .create_token(gantry_store::NewToken {
-            name: "admin (created at first start)",
-            hash: &hash_token(&token),
-            admin: true,
-            user_id: None,
-            session: false,
-        })
-        .await?;
+    let (token, _) =
+        issue_token(store, "admin (created at first start)", true, None, false).await?;
     Ok(Some(token))
 }
 

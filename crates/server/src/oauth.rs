@@ -15,7 +15,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::auth::{hash_token, random_secret};
+use crate::auth::random_secret;
 
 const STATE_COOKIE: &str = "gantry_oauth_state";
 
@@ -28,17 +28,6 @@ pub struct OAuthConfig {
     pub client_secret: String,
     /// Logins that are server admins.
     pub admins: Vec<String>,
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 fn refused(message: &str) -> Response {
@@ -103,7 +92,7 @@ pub(crate) async fn callback(
     if let Some(error) = query.error {
         return refused(&format!("GitHub refused the sign-in: {error}"));
     }
-    let expected = cookie_value(&headers, STATE_COOKIE).unwrap_or("");
+    let expected = crate::web::cookie(&headers, STATE_COOKIE).unwrap_or("");
     let given = query.state.unwrap_or_default();
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         return refused(
@@ -206,20 +195,18 @@ pub(crate) async fn callback(
         // Roles are read one by one, when needed, instead.
         tracing::warn!(%login, %reason, "reading the user's repositories from GitHub failed");
     }
-    let session = format!("gantry_{}", random_secret());
-    if let Err(e) = state
-        .store
-        .create_token(gantry_store::NewToken {
-            name: "session (signed in with GitHub)",
-            hash: &hash_token(&session),
-            admin: false,
-            user_id: Some(user.id),
-            session: true,
-        })
-        .await
+    let session = match crate::auth::issue_token(
+        &state.store,
+        "session (signed in with GitHub)",
+        false,
+        Some(user.id),
+        true,
+    )
+    .await
     {
-        return unavailable(&e);
-    }
+        Ok((session, _)) => session,
+        Err(e) => return unavailable(&e),
+    };
     tracing::info!(%login, admin = user.admin, "signed in with GitHub");
     let mut response = Redirect::to("/").into_response();
     let secure = if state.config.server_url.starts_with("https://") {

@@ -103,7 +103,7 @@ pub(crate) struct Session {
     token: Option<String>,
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -1043,23 +1043,10 @@ async fn create_token(
             "Tokens here are for users: sign in as one (a service token makes others with `gantry token create`).",
         ));
     };
-    let name = form.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(bad_form(
-            "Give the token a name of 1 to 100 characters (who or what uses it).",
-        ));
-    }
-    let token = format!("gantry_{}", crate::auth::random_secret());
-    state
-        .store
-        .create_token(gantry_store::NewToken {
-            name,
-            hash: &hash_token(&token),
-            admin: false,
-            user_id: Some(user.id),
-            session: false,
-        })
-        .await?;
+    crate::api::check_token_name(&form.name)?;
+    let (token, _) =
+        crate::auth::issue_token(&state.store, form.name.trim(), false, Some(user.id), false)
+            .await?;
     account(&state, &session, Some(token)).await
 }
 
@@ -1075,9 +1062,7 @@ async fn revoke_token(
         .as_ref()
         .expect("the CSRF check passed only with a session");
     let token = state.store.token(id).await?;
-    let own = token.id == who.token.id
-        || (token.user_id.is_some() && token.user_id == who.user.as_ref().map(|u| u.id));
-    if !own {
+    if !who.owns(&token) {
         return Err(Page::error(
             StatusCode::FORBIDDEN,
             "Refused",
