@@ -59,14 +59,6 @@ impl Need {
     }
 }
 
-/// Whether a stale role may be read again from GitHub now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refresh {
-    IfStale,
-    /// Listings: the cached roles only, so a page of many repositories makes no GitHub call.
-    Never,
-}
-
 /// The associated data a user's sealed GitHub token is bound to.
 pub(crate) fn github_token_binding(login: &str) -> String {
     format!("user:{}/github_token", login.to_ascii_lowercase())
@@ -77,7 +69,6 @@ pub(crate) async fn role(
     state: &AppState,
     who: Option<&Identity>,
     repo: &Repo,
-    refresh: Refresh,
 ) -> Result<Role, StoreError> {
     let Some(who) = who else {
         return Ok(Role::None);
@@ -96,7 +87,7 @@ pub(crate) async fn role(
     let fresh = cached.is_some_and(|r| {
         gantry_store::now_ms() - r.fetched_at < state.config.role_ttl.as_millis() as i64
     });
-    if fresh || refresh == Refresh::Never {
+    if fresh {
         return Ok(cached.map_or(Role::None, |r| r.role));
     }
     match github_role(state, user, &repo.owner, &repo.name).await {
@@ -132,17 +123,35 @@ fn may_read(repo: &Repo, who: Option<&Identity>, role: Role) -> bool {
     }
 }
 
-/// Whether the caller may read `repo`, from cached roles only (for listings).
-pub(crate) async fn listed(
+/// The repositories of `repos` the caller may read, for listings: decided from the roles
+/// stored for the caller (one query, no GitHub call however many repositories there are).
+pub(crate) async fn readable(
     state: &AppState,
     who: Option<&Identity>,
-    repo: &Repo,
-) -> Result<bool, StoreError> {
-    if repo.visibility != Visibility::Private {
-        return Ok(may_read(repo, who, Role::None));
+    repos: Vec<Repo>,
+) -> Result<Vec<Repo>, StoreError> {
+    let mut roles = std::collections::HashMap::new();
+    match who {
+        Some(who) if who.is_admin() => return Ok(repos),
+        Some(Identity {
+            user: Some(user), ..
+        }) => {
+            for stored in state.store.roles_of_user(user.id).await? {
+                // An admin's role wins over GitHub's, as in `role`.
+                if stored.source == RoleSource::Admin || !roles.contains_key(&stored.repo_id) {
+                    roles.insert(stored.repo_id, stored.role);
+                }
+            }
+        }
+        _ => {}
     }
-    let role = role(state, who, repo, Refresh::Never).await?;
-    Ok(may_read(repo, who, role))
+    Ok(repos
+        .into_iter()
+        .filter(|repo| {
+            let role = roles.get(&repo.id).copied().unwrap_or(Role::None);
+            may_read(repo, who, role)
+        })
+        .collect())
 }
 
 /// The repository and the caller's role on it, when the caller has `need`; else the
@@ -169,7 +178,7 @@ pub(crate) async fn authorize(
         .repo_by_name(owner, name)
         .await?
         .ok_or_else(hidden)?;
-    let role = role(state, who, &repo, Refresh::IfStale).await?;
+    let role = role(state, who, &repo).await?;
     if !may_read(&repo, who, role) {
         return Err(hidden());
     }

@@ -164,13 +164,10 @@ async fn list_repos(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<RepoView>>> {
-    let mut views = Vec::new();
-    for repo in state.store.list_repos().await? {
-        if access::listed(&state, caller.reader(), &repo).await? {
-            views.push(repo_view(&state, repo));
-        }
-    }
-    Ok(Json(views))
+    let repos = access::readable(&state, caller.reader(), state.store.list_repos().await?).await?;
+    Ok(Json(
+        repos.into_iter().map(|r| repo_view(&state, r)).collect(),
+    ))
 }
 
 fn valid_name_part(part: &str) -> bool {

@@ -420,10 +420,13 @@ struct IndexTemplate {
 
 async fn index(State(state): State<Arc<AppState>>, session: Session) -> Result<Page, Page> {
     let mut repos = Vec::new();
-    for repo in state.store.list_repos().await? {
-        if !access::listed(&state, session.identity.as_ref(), &repo).await? {
-            continue;
-        }
+    let readable = access::readable(
+        &state,
+        session.identity.as_ref(),
+        state.store.list_repos().await?,
+    )
+    .await?;
+    for repo in readable {
         let last = state
             .store
             .list_builds(
