@@ -262,6 +262,10 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
         labels: Default::default(),
         platform: "linux/amd64".into(),
         capacity: 1,
+        offer: gantry_proto::Offer {
+            docker: true,
+            host: false,
+        },
         wait_ms: 30_000,
     };
     let mut samples = Vec::new();
@@ -591,7 +595,13 @@ async fn log_latency() {
     let (_process, url, token) = server(
         dir.path(),
         None,
-        &["--runner-backend", "local", "--runner-name", "bench-logs"],
+        &[
+            "--runner-backend",
+            "local",
+            "--runner-host-pipelines",
+            "--runner-name",
+            "bench-logs",
+        ],
     );
     let git = GitRepo::new();
     let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: tick\n    commands:\n      - for i in $(seq 1 100); do date +%s%N; sleep 0.05; done\n";

@@ -19,7 +19,7 @@ use gantry_runner::{
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline_cmd::{
-    BuildArgs, context, parse_config, parse_param, print_diagnostics, read_config,
+    BuildArgs, context, parse_config, parse_param, print_diagnostics, read_config, refusal,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,6 +87,38 @@ fn default_file() -> anyhow::Result<PathBuf> {
         })
 }
 
+enum Placement {
+    Docker,
+    Host,
+}
+
+/// Where a stage runs: its `type`'s backend, or the host when asked with `--backend local`.
+/// A type gantry has no backend for is refused, never run on another one.
+fn placement(choice: BackendChoice, stage: &Stage) -> anyhow::Result<Placement> {
+    Ok(match (choice, stage.backend) {
+        (
+            _,
+            unsupported @ (PipelineType::Kubernetes
+            | PipelineType::Vm
+            | PipelineType::Ssh
+            | PipelineType::DigitalOcean
+            | PipelineType::MacStadium),
+        ) => bail!(
+            "{}",
+            unsupported
+                .unsupported_reason(&stage.name)
+                .unwrap_or_default()
+        ),
+        (BackendChoice::Local, PipelineType::Docker | PipelineType::Local)
+        | (BackendChoice::Auto, PipelineType::Local) => Placement::Host,
+        (BackendChoice::Docker, PipelineType::Local) => bail!(
+            "pipeline `{}` is `type: exec`: its steps have no image and run on this machine, not in containers; drop `--backend docker`",
+            stage.name
+        ),
+        (BackendChoice::Docker | BackendChoice::Auto, PipelineType::Docker) => Placement::Docker,
+    })
+}
+
 pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let file = match &args.file {
         Some(file) => file.clone(),
@@ -100,7 +132,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let Some(config) = parsed.config else {
         bail!("{} is invalid", file.display());
     };
-    let plan = compile(&config, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = compile(&config, &ctx).map_err(|e| anyhow::anyhow!("{}", refusal(&e)))?;
     for name in &args.pipelines {
         if !plan.stages.iter().any(|s| &s.name == name) {
             let known: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
@@ -110,6 +142,14 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
                 known.join(", ")
             );
         }
+    }
+    // Nothing starts when a pipeline that would run cannot: a half-run build helps no one.
+    for stage in plan
+        .stages
+        .iter()
+        .filter(|s| s.run && (args.pipelines.is_empty() || args.pipelines.contains(&s.name)))
+    {
+        placement(args.backend, stage)?;
     }
     let timeout = match &args.timeout {
         Some(text) => Some(
@@ -212,11 +252,9 @@ async fn run_stages(
         if let Some(secs) = timeout {
             stage.timeout_secs = Some(secs);
         }
-        let backend = match (args.backend, stage.backend) {
-            (BackendChoice::Local, _) | (BackendChoice::Auto, PipelineType::Local) => {
-                Arc::clone(&local)
-            }
-            _ => match &docker {
+        let backend = match placement(args.backend, &stage)? {
+            Placement::Host => Arc::clone(&local),
+            Placement::Docker => match &docker {
                 Some(d) => Arc::clone(d),
                 None => {
                     let backend =
@@ -249,6 +287,7 @@ async fn run_stages(
             secrets: secrets.clone(),
             withheld: Default::default(),
             workspace: WorkspaceSource::Directory(workspace.to_owned()),
+            netrc: None,
         };
         let executor = Executor::new(backend, config.clone());
         let result = executor

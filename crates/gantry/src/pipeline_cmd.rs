@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use gantry_pipeline::{
-    Context, Diagnostic, Diagnostics, Event, Limits, Parsed, Source, compile, parse_files, utf8,
+    CompileError, Context, Diagnostic, Diagnostics, Event, Limits, Parsed, Source, compile,
+    parse_files, utf8,
 };
 
 #[derive(Debug, Args)]
@@ -223,6 +224,17 @@ pub fn context(args: &BuildArgs) -> anyhow::Result<Context> {
     Ok(ctx)
 }
 
+/// A compile error as the command line says it: an untrusted plan names `--trusted`, the way
+/// out on one's own machine.
+pub fn refusal(error: &CompileError) -> String {
+    match error {
+        CompileError::Untrusted(_) => format!(
+            "{error}\nadd --trusted if you trust this file: it then runs with your own rights on this machine"
+        ),
+        CompileError::Invalid(_) => error.to_string(),
+    }
+}
+
 pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let ctx = context(&args.build)?;
     let files = read_config(&args.file)?;
@@ -236,7 +248,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = match compile(&config, &ctx) {
         Ok(plan) => plan,
         Err(e) => {
-            writeln!(err, "{e}")?;
+            writeln!(err, "{}", refusal(&e))?;
             return Ok(ExitCode::FAILURE);
         }
     };

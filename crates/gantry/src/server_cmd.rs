@@ -20,10 +20,12 @@ use crate::pipeline_cmd::parse_param;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RunnerBackend {
-    /// Docker when the engine answers, else host processes.
+    /// Docker when the engine answers; without it, only host pipelines of trusted
+    /// repositories, and only with --host-pipelines.
     Auto,
     Docker,
-    /// Host processes only (no isolation: for trusted, single-user machines).
+    /// Host processes only (no isolation): needs --host-pipelines, and runs trusted
+    /// repositories' pipelines only.
     Local,
 }
 
@@ -50,6 +52,10 @@ pub struct ServerArgs {
     /// Where the embedded runner runs steps.
     #[arg(long, env = "GANTRY_RUNNER_BACKEND", value_enum, default_value_t = RunnerBackend::Auto)]
     pub runner_backend: RunnerBackend,
+    /// The embedded runner also runs pipelines as processes on this machine (`type: exec`,
+    /// and every pipeline with --runner-backend local), for trusted repositories only.
+    #[arg(long, env = "GANTRY_RUNNER_HOST_PIPELINES")]
+    pub runner_host_pipelines: bool,
     /// Labels the embedded runner offers (KEY=VALUE, repeatable).
     #[arg(long = "runner-label", value_parser = parse_param)]
     pub runner_labels: Vec<(String, String)>,
@@ -104,6 +110,10 @@ pub struct RunnerArgs {
     pub name: Option<String>,
     #[arg(long, env = "GANTRY_RUNNER_BACKEND", value_enum, default_value_t = RunnerBackend::Auto)]
     pub backend: RunnerBackend,
+    /// Also run pipelines as processes on this machine (`type: exec`, and every pipeline
+    /// with --backend local), for trusted repositories only.
+    #[arg(long, env = "GANTRY_RUNNER_HOST_PIPELINES")]
+    pub host_pipelines: bool,
 }
 
 fn init_tracing() {
@@ -179,10 +189,11 @@ fn runner_secret(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String>
     Ok(secret)
 }
 
-/// The runner's backends: Docker (when chosen and reachable) and host processes.
+/// The runner's backends: Docker (when chosen and reachable) and host processes (when
+/// declared with --host-pipelines).
 struct Backends {
     docker: Option<Arc<DockerBackend>>,
-    local: Arc<dyn Backend>,
+    host: Option<Arc<dyn Backend>>,
 }
 
 impl Backends {
@@ -191,7 +202,7 @@ impl Backends {
             .docker
             .as_ref()
             .map(|d| Arc::clone(d) as Arc<dyn Backend>);
-        RemoteRunner::new(config, docker, Arc::clone(&self.local))
+        RemoteRunner::new(config, docker, self.host.clone())
     }
 
     async fn shut_down(&self) {
@@ -203,11 +214,17 @@ impl Backends {
 
 async fn backends(
     choice: RunnerBackend,
+    host_pipelines: bool,
     name: &str,
     work_dir: PathBuf,
     capacity: u32,
 ) -> anyhow::Result<Backends> {
-    let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(work_dir));
+    if choice == RunnerBackend::Local && !host_pipelines {
+        bail!(
+            "the local backend runs steps as processes on this machine, with this process's rights: add --host-pipelines (GANTRY_RUNNER_HOST_PIPELINES=true) to declare that it may; it then runs trusted repositories' pipelines only"
+        );
+    }
+    let host = host_pipelines.then(|| Arc::new(LocalBackend::new(work_dir)) as Arc<dyn Backend>);
     let docker = match choice {
         RunnerBackend::Local => None,
         RunnerBackend::Docker | RunnerBackend::Auto => match DockerBackend::connect(name).await {
@@ -219,14 +236,18 @@ async fn backends(
                 docker.keep_spare_networks(capacity as usize);
                 Some(Arc::new(docker))
             }
+            Err(e) if choice == RunnerBackend::Auto && host.is_some() => {
+                tracing::warn!(error = %e, "no Docker engine: this runner takes only host pipelines of trusted repositories");
+                None
+            }
             Err(e) if choice == RunnerBackend::Auto => {
-                tracing::warn!(error = %e, "no Docker engine: steps run as host processes");
+                tracing::warn!(error = %e, "no Docker engine: this runner takes no work until Docker answers at its next start (untrusted pipelines never run on the host; --host-pipelines lets it run trusted repositories' pipelines here)");
                 None
             }
             Err(e) => return Err(anyhow::anyhow!("{e}")),
         },
     };
-    Ok(Backends { docker, local })
+    Ok(Backends { docker, host })
 }
 
 /// The key for secrets at rest: given, or the data directory's `secret-key`, or a new one
@@ -347,6 +368,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| format!("embedded@{}", host_name()));
         let backends = backends(
             args.runner_backend,
+            args.runner_host_pipelines,
             &name,
             args.data_dir.join("workspaces"),
             args.runner_capacity,
@@ -412,7 +434,14 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
         let name = args.name.clone().unwrap_or_else(host_name);
         let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
         let work_dir = std::env::temp_dir().join(format!("gantry-runner-{name}"));
-        let backends = backends(args.backend, &name, work_dir, args.capacity).await?;
+        let backends = backends(
+            args.backend,
+            args.host_pipelines,
+            &name,
+            work_dir,
+            args.capacity,
+        )
+        .await?;
         let config = RemoteConfig {
             server: args.server.clone(),
             secret: args.secret.clone(),
@@ -422,7 +451,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             platform: RemoteConfig::host_platform(),
             executor: ExecutorConfig::default(),
         };
-        tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = backends.docker.is_some(), "gantry runner started");
+        tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = backends.docker.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         on_signals(stop.clone(), abort.clone());

@@ -1609,15 +1609,36 @@ impl<'a> Decoder<'a> {
 
     fn pipeline_type(&mut self, node: &Node, path: &At<'_>) -> PipelineType {
         let text = self.text(node, path).unwrap_or_default();
-        match text.as_str() {
+        let kind = match text.as_str() {
             "" | "docker" => PipelineType::Docker,
             "exec" | "local" => PipelineType::Local,
             "kubernetes" => PipelineType::Kubernetes,
+            "vm" => PipelineType::Vm,
+            "ssh" => PipelineType::Ssh,
+            "digitalocean" => PipelineType::DigitalOcean,
+            "macstadium" => PipelineType::MacStadium,
             other => {
-                self.warn(node.pos, path, format!("pipeline type `{other}` is not one of gantry's backends: it runs on the docker backend"), Some("use `type: docker`, `exec` or `kubernetes`"));
-                PipelineType::Docker
+                self.error(
+                    node.pos,
+                    path,
+                    format!("pipeline type `{other}` is not a type of any Drone runner"),
+                    Some("use `type: docker` (containers) or `type: exec` (the runner's host)"),
+                );
+                return PipelineType::Docker;
             }
+        };
+        if !kind.is_supported() {
+            self.warn(
+                node.pos,
+                path,
+                format!(
+                    "gantry has no `{}` backend: a build that runs this pipeline errors instead of running it elsewhere",
+                    kind.as_str()
+                ),
+                Some("use `type: docker` to run its steps in containers"),
+            );
         }
+        kind
     }
 
     /// One `kind: pipeline` document of a gantry / Drone 1.x file.

@@ -43,14 +43,62 @@ impl<T> Spanned<T> {
     }
 }
 
-/// The execution backend a pipeline asks for (`type:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The execution backend a pipeline asks for (`type:`): every type of Drone's runners, so
+/// that a file written for one of them is read as its author meant, even where gantry has no
+/// backend for it (a build that runs such a pipeline errors, saying so; it is never run on
+/// another backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PipelineType {
     Docker,
     /// Host processes: Drone's `exec`, Woodpecker's `local`.
     Local,
     Kubernetes,
+    /// Drone's VM runners (`drone-runner-aws`: a fresh cloud machine per build).
+    Vm,
+    Ssh,
+    DigitalOcean,
+    MacStadium,
+}
+
+impl PipelineType {
+    /// The word a pipeline file uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineType::Docker => "docker",
+            PipelineType::Local => "exec",
+            PipelineType::Kubernetes => "kubernetes",
+            PipelineType::Vm => "vm",
+            PipelineType::Ssh => "ssh",
+            PipelineType::DigitalOcean => "digitalocean",
+            PipelineType::MacStadium => "macstadium",
+        }
+    }
+
+    /// Whether gantry has a backend for it. The others are read, planned and refused.
+    pub fn is_supported(self) -> bool {
+        match self {
+            PipelineType::Docker | PipelineType::Local => true,
+            PipelineType::Kubernetes
+            | PipelineType::Vm
+            | PipelineType::Ssh
+            | PipelineType::DigitalOcean
+            | PipelineType::MacStadium => false,
+        }
+    }
+
+    /// Why a pipeline of this type cannot run, for one named `pipeline`; `None` when gantry
+    /// has a backend for it.
+    pub fn unsupported_reason(self, pipeline: &str) -> Option<String> {
+        if self.is_supported() {
+            return None;
+        }
+        Some(format!(
+            "pipeline `{pipeline}` is `type: {}`, and gantry has no {} backend, so it cannot run as written: change it to `type: docker` to run its steps in containers on a Docker runner (or `type: exec` to run them on a trusted runner's host)",
+            self.as_str(),
+            self.as_str()
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

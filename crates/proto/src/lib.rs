@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use gantry_pipeline::model::PipelineType;
 use gantry_pipeline::{Stage, plan::CloneSpec};
 
 /// The header carrying the runner secret: `Authorization: Bearer <GANTRY_RUNNER_SECRET>`.
@@ -51,8 +52,82 @@ pub struct WorkRequest {
     /// `os/arch`, e.g. `linux/amd64`.
     pub platform: String,
     pub capacity: u32,
+    /// Where it can run steps; the server hands it only stages [`place`] lets it run.
+    #[serde(default)]
+    pub offer: Offer,
     /// How long the server may hold the request open, at most 60 s.
     pub wait_ms: u64,
+}
+
+/// Where a runner can run steps. A runner that offers nothing takes no work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Containers on a Docker engine: isolated from the runner's host.
+    pub docker: bool,
+    /// Host processes, declared by the runner's operator (`--host-pipelines`): for trusted
+    /// repositories only, since their steps act with the runner's rights on its machine.
+    pub host: bool,
+}
+
+impl Offer {
+    pub fn describe(self) -> &'static str {
+        match (self.docker, self.host) {
+            (true, true) => "docker and host pipelines",
+            (true, false) => "docker",
+            (false, true) => "host pipelines of trusted repositories",
+            (false, false) => "nothing",
+        }
+    }
+}
+
+/// How a runner runs a stage it may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In containers.
+    Docker,
+    /// As processes on the runner's host.
+    Host,
+}
+
+/// Why a runner may not run a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No gantry runner can run it: the build errors at once.
+    #[error("gantry has no `{}` backend", .0.as_str())]
+    NoBackend(PipelineType),
+    /// This runner cannot, but another could: the stage waits for it.
+    #[error("a `{}` stage of {} repository needs a runner that offers {}", .backend.as_str(), if *.trusted { "a trusted" } else { "an untrusted" }, .needs)]
+    NotOffered {
+        backend: PipelineType,
+        trusted: bool,
+        needs: &'static str,
+    },
+}
+
+/// The one rule of what runs where: only Docker isolates, so an untrusted repository's
+/// stage runs only in containers; host execution needs a trusted repository and a runner
+/// that declares it. A type is never run on a backend other than the one it names, except
+/// that a trusted repository's `docker` stage may run on a host-only runner (its operator
+/// chose host execution for trusted work).
+pub fn place(offer: Offer, backend: PipelineType, trusted: bool) -> Result<Placement, Refusal> {
+    let not_offered = |needs| Refusal::NotOffered {
+        backend,
+        trusted,
+        needs,
+    };
+    match backend {
+        PipelineType::Docker if offer.docker => Ok(Placement::Docker),
+        PipelineType::Docker if offer.host && trusted => Ok(Placement::Host),
+        PipelineType::Docker if trusted => Err(not_offered("docker or host pipelines")),
+        PipelineType::Docker => Err(not_offered("docker")),
+        PipelineType::Local if offer.host && trusted => Ok(Placement::Host),
+        PipelineType::Local => Err(not_offered("host pipelines (`--host-pipelines`)")),
+        PipelineType::Kubernetes
+        | PipelineType::Vm
+        | PipelineType::Ssh
+        | PipelineType::DigitalOcean
+        | PipelineType::MacStadium => Err(Refusal::NoBackend(backend)),
+    }
 }
 
 /// A stage handed to a runner.
@@ -64,7 +139,16 @@ pub struct Assignment {
     pub stage: Stage,
     /// The clone, with the credentials to use for it (never part of a logged URL).
     pub clone: Option<CloneSpec>,
-    pub clone_token: Option<String>,
+    /// For this stage only: never stored with the build, masked in every log.
+    #[serde(default)]
+    pub clone_credential: Option<GitCredential>,
+    /// Drone's `DRONE_NETRC_*` for steps that run git themselves; absent for a pull request
+    /// from a fork unless the repository gives forks its secrets.
+    #[serde(default)]
+    pub netrc: Option<Netrc>,
+    /// Whether the repository is trusted: the runner checks [`place`] again with it.
+    #[serde(default)]
+    pub trusted: bool,
     /// Secret values by name, for the stage's `from_secret` references.
     pub secrets: BTreeMap<String, String>,
     /// Secrets the stage references but may not have, with the reason (a step that needs
@@ -73,6 +157,83 @@ pub struct Assignment {
     pub withheld_secrets: BTreeMap<String, String>,
     /// Heartbeat at least this often, or lose the lease.
     pub heartbeat_ms: u64,
+}
+
+/// How a clone authenticates. Its `Debug` shows no secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GitCredential {
+    /// HTTP basic auth: GitHub takes user `x-access-token` and a token as the password.
+    Basic { username: String, password: String },
+    /// An SSH private key (a deploy key), for `git@host:` and `ssh://` URLs.
+    SshKey {
+        username: String,
+        private_key: String,
+    },
+}
+
+impl GitCredential {
+    /// The values to mask in logs.
+    pub fn secret(&self) -> &str {
+        match self {
+            GitCredential::Basic { password, .. } => password,
+            GitCredential::SshKey { private_key, .. } => private_key,
+        }
+    }
+
+    /// What the credential is, for messages, without its value.
+    pub fn describe(&self) -> String {
+        match self {
+            GitCredential::Basic { username, .. } => {
+                format!("HTTP basic auth as `{username}` with a token")
+            }
+            GitCredential::SshKey { username, .. } => format!("an SSH key as `{username}`"),
+        }
+    }
+}
+
+impl std::fmt::Debug for GitCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GitCredential({})", self.describe())
+    }
+}
+
+/// A `.netrc` entry as Drone's runners give it to steps.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Netrc {
+    pub machine: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl Netrc {
+    /// `DRONE_NETRC_*` and Woodpecker's `CI_NETRC_*`.
+    pub fn environment(&self) -> [(String, String); 6] {
+        let pairs = [
+            ("MACHINE", &self.machine),
+            ("USERNAME", &self.username),
+            ("PASSWORD", &self.password),
+        ];
+        let var =
+            |prefix: &str, i: usize| (format!("{prefix}_NETRC_{}", pairs[i].0), pairs[i].1.clone());
+        [
+            var("DRONE", 0),
+            var("DRONE", 1),
+            var("DRONE", 2),
+            var("CI", 0),
+            var("CI", 1),
+            var("CI", 2),
+        ]
+    }
+}
+
+impl std::fmt::Debug for Netrc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netrc")
+            .field("machine", &self.machine)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A runner's claim on a stage: the stage id and the claim's epoch.
@@ -167,6 +328,83 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EVERY_TYPE: [PipelineType; 7] = [
+        PipelineType::Docker,
+        PipelineType::Local,
+        PipelineType::Kubernetes,
+        PipelineType::Vm,
+        PipelineType::Ssh,
+        PipelineType::DigitalOcean,
+        PipelineType::MacStadium,
+    ];
+
+    #[test]
+    fn an_untrusted_stage_runs_only_in_containers() {
+        for docker in [false, true] {
+            for host in [false, true] {
+                let offer = Offer { docker, host };
+                for backend in EVERY_TYPE {
+                    let placed = place(offer, backend, false);
+                    let expected =
+                        (backend == PipelineType::Docker && docker).then_some(Placement::Docker);
+                    assert_eq!(placed.ok(), expected, "{offer:?} {backend:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn host_execution_needs_trust_and_a_runner_that_declares_it() {
+        let host_only = Offer {
+            docker: false,
+            host: true,
+        };
+        let both = Offer {
+            docker: true,
+            host: true,
+        };
+        let docker_only = Offer {
+            docker: true,
+            host: false,
+        };
+        assert_eq!(
+            place(host_only, PipelineType::Local, true),
+            Ok(Placement::Host)
+        );
+        assert_eq!(
+            place(host_only, PipelineType::Docker, true),
+            Ok(Placement::Host)
+        );
+        assert_eq!(
+            place(both, PipelineType::Docker, true),
+            Ok(Placement::Docker)
+        );
+        assert!(matches!(
+            place(docker_only, PipelineType::Local, true),
+            Err(Refusal::NotOffered { .. })
+        ));
+        assert!(matches!(
+            place(Offer::default(), PipelineType::Docker, true),
+            Err(Refusal::NotOffered { .. })
+        ));
+    }
+
+    #[test]
+    fn a_type_without_a_backend_is_never_placed() {
+        let both = Offer {
+            docker: true,
+            host: true,
+        };
+        for backend in EVERY_TYPE.into_iter().filter(|b| !b.is_supported()) {
+            for trusted in [false, true] {
+                assert_eq!(
+                    place(both, backend, trusted),
+                    Err(Refusal::NoBackend(backend))
+                );
+            }
+        }
+    }
 
     #[test]
     fn step_states_are_lowercase_on_the_wire() {

@@ -70,6 +70,7 @@ async fn gantry(backend: Arc<dyn Backend>, stage: Stage, round: usize) -> (Durat
         secrets: Default::default(),
         withheld: Default::default(),
         workspace: WorkspaceSource::Empty,
+        netrc: None,
     };
     let started = Instant::now();
     // Every line must reach the reporter: no cap.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use gantry_pipeline::plan::CloneSpec;
+use gantry_proto::GitCredential;
 use git2::{AutotagOption, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
 
 /// What to clone: the plan's clone, and how to authenticate.
@@ -18,8 +19,8 @@ use git2::{AutotagOption, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
 pub struct CloneSource {
     /// URL, ref, exact commit (empty: whatever the ref points at), depth, tags, TLS checks.
     pub spec: CloneSpec,
-    /// Sent as `x-access-token` credentials when the server asks.
-    pub token: Option<String>,
+    /// Given to git when the server asks for credentials.
+    pub credential: Option<GitCredential>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +133,8 @@ pub fn clone_into(
 fn fetch_options<'a>(clone: &'a CloneSource, cancelled: &'a Arc<AtomicBool>) -> FetchOptions<'a> {
     let source = &clone.spec;
     let mut callbacks = RemoteCallbacks::new();
-    if let Some(token) = &clone.token {
-        callbacks.credentials(move |_url, _user, _allowed| {
-            Cred::userpass_plaintext("x-access-token", token)
-        });
+    if let Some(credential) = &clone.credential {
+        callbacks.credentials(credentials(credential));
     }
     if source.skip_verify {
         callbacks.certificate_check(|_, _| Ok(git2::CertificateCheckStatus::CertificateOk));
@@ -145,4 +144,42 @@ fn fetch_options<'a>(clone: &'a CloneSource, cancelled: &'a Arc<AtomicBool>) -> 
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
     options
+}
+
+/// git's credential callback for `credential`. It answers once: a server that refuses the
+/// credential and asks again gets an error, not the same credential in a loop.
+pub fn credentials(
+    credential: &GitCredential,
+) -> impl FnMut(&str, Option<&str>, git2::CredentialType) -> Result<Cred, git2::Error> + '_ {
+    let mut asked = false;
+    move |_url, _user, allowed| {
+        if std::mem::replace(&mut asked, true) {
+            return Err(git2::Error::from_str(&format!(
+                "the server refused {}",
+                credential.describe()
+            )));
+        }
+        match credential {
+            GitCredential::Basic { username, password }
+                if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                Cred::userpass_plaintext(username, password)
+            }
+            GitCredential::SshKey {
+                username,
+                private_key,
+            } if allowed.contains(git2::CredentialType::SSH_KEY) => {
+                Cred::ssh_key_from_memory(username, None, private_key, None)
+            }
+            GitCredential::SshKey { username, .. }
+                if allowed.contains(git2::CredentialType::USERNAME) =>
+            {
+                Cred::username(username)
+            }
+            other => Err(git2::Error::from_str(&format!(
+                "the server asks for credentials of another kind than {}",
+                other.describe()
+            ))),
+        }
+    }
 }

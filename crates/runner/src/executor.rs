@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use gantry_pipeline::model::Failure;
 use gantry_pipeline::{PlanStep, Stage, StageStatus, StepKind};
+use gantry_proto::Netrc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -70,6 +71,8 @@ pub struct Job {
     /// Secrets the stage may not have, with why: a step that needs one fails saying so.
     pub withheld: BTreeMap<String, String>,
     pub workspace: WorkspaceSource,
+    /// Git credentials every step gets as `DRONE_NETRC_*` / `CI_NETRC_*` (masked).
+    pub netrc: Option<Netrc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,7 +218,8 @@ impl Executor {
                 job.secrets
                     .values()
                     .map(String::as_str)
-                    .chain(clone_token(&job.workspace)),
+                    .chain(clone_secret(&job.workspace))
+                    .chain(job.netrc.as_ref().map(|n| n.password.as_str())),
             ),
             config: self.config.clone(),
         });
@@ -684,6 +688,9 @@ impl Executor {
     /// The step's variables with its secrets' values filled in; an error names a missing secret.
     fn resolve(&self, job: &Job, step: &PlanStep) -> Result<BTreeMap<String, String>, String> {
         let mut environment = job.stage.environment.clone();
+        if let Some(netrc) = &job.netrc {
+            environment.extend(netrc.environment());
+        }
         for secret in &job.stage.secrets {
             match job.secrets.get(&secret.secret) {
                 Some(value) => {
@@ -705,12 +712,13 @@ impl Executor {
     }
 }
 
-/// The clone's token, masked like a secret.
-fn clone_token(source: &WorkspaceSource) -> Option<&str> {
+/// The clone's credential, masked like a secret.
+fn clone_secret(source: &WorkspaceSource) -> Option<&str> {
     match source {
         WorkspaceSource::Clone(CloneSource {
-            token: Some(token), ..
-        }) => Some(token),
+            credential: Some(credential),
+            ..
+        }) => Some(credential.secret()),
         _ => None,
     }
 }
@@ -882,6 +890,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             workspace: WorkspaceSource::Empty,
+            netrc: None,
         }
     }
 

@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use gantry_pipeline::model::PipelineType;
-use gantry_pipeline::{PlanStep, Stage};
+use gantry_pipeline::PlanStep;
 use gantry_proto::{
-    Assignment, Heartbeat, Lease, LeaseStatus, LogBatch, StageDone, StepState, StepUpdate,
-    WorkRequest,
+    Assignment, Heartbeat, Lease, LeaseStatus, LogBatch, Offer, Placement, StageDone, StepState,
+    StepUpdate, WorkRequest,
 };
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
@@ -81,7 +80,7 @@ pub struct RemoteRunner {
     handle: Handle,
     instance: String,
     docker: Option<Arc<dyn Backend>>,
-    local: Arc<dyn Backend>,
+    host: Option<Arc<dyn Backend>>,
 }
 
 impl std::fmt::Debug for RemoteRunner {
@@ -90,7 +89,7 @@ impl std::fmt::Debug for RemoteRunner {
             .field("server", &self.config.server)
             .field("name", &self.config.name)
             .field("capacity", &self.config.capacity)
-            .field("docker", &self.docker.is_some())
+            .field("offer", &self.offer())
             .finish()
     }
 }
@@ -102,12 +101,13 @@ fn instance_id() -> String {
 }
 
 impl RemoteRunner {
-    /// Stages of `type: docker` (the default) run on `docker`; `type: exec`/local ones, and
-    /// all of them when there is no Docker, on `local`.
+    /// A runner that offers containers on `docker` and, only when its operator declared it
+    /// (`--host-pipelines`), host processes on `host`. It asks for, and runs, only what
+    /// [`gantry_proto::place`] allows with that offer.
     pub fn new(
         config: RemoteConfig,
         docker: Option<Arc<dyn Backend>>,
-        local: Arc<dyn Backend>,
+        host: Option<Arc<dyn Backend>>,
     ) -> Self {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -128,14 +128,30 @@ impl RemoteRunner {
             config: RemoteConfig { server, ..config },
             instance: instance_id(),
             docker,
-            local,
+            host,
         }
     }
 
-    fn backend_for(&self, stage: &Stage) -> Arc<dyn Backend> {
-        match (&self.docker, stage.backend) {
-            (Some(docker), PipelineType::Docker) => Arc::clone(docker),
-            _ => Arc::clone(&self.local),
+    pub fn offer(&self) -> Offer {
+        Offer {
+            docker: self.docker.is_some(),
+            host: self.host.is_some(),
+        }
+    }
+
+    /// The backend for an assigned stage. The server already chose it by the same rule; the
+    /// runner checks again, so that no server mistake runs an untrusted stage on this host.
+    fn backend_for(&self, assignment: &Assignment) -> Result<Arc<dyn Backend>, String> {
+        let stage = &assignment.stage;
+        let placed = gantry_proto::place(self.offer(), stage.backend, assignment.trusted);
+        match (placed, &self.docker, &self.host) {
+            (Ok(Placement::Docker), Some(docker), _) => Ok(Arc::clone(docker)),
+            (Ok(Placement::Host), _, Some(host)) => Ok(Arc::clone(host)),
+            (Ok(_), _, _) => Err("the runner has no backend for its own offer".to_owned()),
+            (Err(refusal), _, _) => Err(format!(
+                "runner {} refused pipeline `{}`: {refusal}",
+                self.config.name, stage.name
+            )),
         }
     }
 
@@ -185,6 +201,7 @@ impl RemoteRunner {
             labels: self.config.labels.clone(),
             platform: self.config.platform.clone(),
             capacity: self.config.capacity,
+            offer: self.offer(),
             wait_ms: wait.as_millis() as u64,
         };
         let response = self
@@ -234,11 +251,33 @@ impl RemoteRunner {
             keepalive.clone(),
         ));
 
-        let backend = self.backend_for(&assignment.stage);
+        let backend = match self.backend_for(&assignment) {
+            Ok(backend) => backend,
+            Err(reason) => {
+                tracing::error!(stage.id = lease.stage, %reason, "refusing a stage");
+                drop(reports);
+                let _ = sender.await;
+                let now = Utc::now();
+                let refused = StageResult {
+                    status: StepStatus::Error,
+                    error: Some(reason),
+                    steps: Vec::new(),
+                    started_at: now,
+                    finished_at: now,
+                };
+                if !lost.load(Ordering::SeqCst) {
+                    self.report_done(lease, &refused).await;
+                }
+                keepalive.cancel();
+                let _ = heartbeat.await;
+                watcher.abort();
+                return;
+            }
+        };
         let workspace = match assignment.clone {
             Some(spec) => WorkspaceSource::Clone(CloneSource {
                 spec,
-                token: assignment.clone_token,
+                credential: assignment.clone_credential,
             }),
             None => WorkspaceSource::Empty,
         };
@@ -248,6 +287,7 @@ impl RemoteRunner {
             secrets: assignment.secrets,
             withheld: assignment.withheld_secrets,
             workspace,
+            netrc: assignment.netrc,
         };
         let reporter = Arc::new(RemoteReporter { reports });
         let result = Executor::new(backend, self.config.executor.clone())

@@ -59,6 +59,10 @@ impl Bench {
             labels: Default::default(),
             platform: "linux/amd64".into(),
             capacity: 1,
+            offer: gantry_proto::Offer {
+                docker: true,
+                host: false,
+            },
             wait_ms: 5_000,
         };
         let assignment: Assignment = self

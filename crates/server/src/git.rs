@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use git2::{FetchOptions, Oid, Repository};
+use gantry_proto::GitCredential;
+use git2::{Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
 
 /// Where gantry looks for a pipeline when the repository names none, in order.
 pub const DEFAULT_CONFIG_PATHS: [&str; 5] = [
@@ -84,6 +85,7 @@ impl GitCache {
         &self,
         repo_id: i64,
         url: &str,
+        credential: Option<&GitCredential>,
         reference: &str,
         commit: &str,
     ) -> Result<(), GitError> {
@@ -99,14 +101,14 @@ impl GitCache {
             return Ok(());
         }
         let by_sha = format!("+{commit}:refs/gantry/commits/{commit}");
-        let by_sha_result = fetch(&repo, url, &by_sha);
+        let by_sha_result = fetch(&repo, url, credential, &by_sha);
         if by_sha_result.is_ok() && repo.find_commit(oid).is_ok() {
             return Ok(());
         }
         let mut message = by_sha_result.err().map(|e| e.message().to_owned());
         if !reference.is_empty() {
             let by_ref = format!("+{reference}:refs/gantry/refs/{}", ref_key(reference));
-            match fetch(&repo, url, &by_ref) {
+            match fetch(&repo, url, credential, &by_ref) {
                 Ok(()) if repo.find_commit(oid).is_ok() => return Ok(()),
                 Ok(()) => {
                     message = Some(format!(
@@ -128,6 +130,7 @@ impl GitCache {
         &self,
         repo_id: i64,
         url: &str,
+        credential: Option<&GitCredential>,
         branch: &str,
     ) -> Result<CommitInfo, GitError> {
         let lock = self.lock(repo_id);
@@ -137,12 +140,16 @@ impl GitCache {
             "refs/gantry/refs/{}",
             ref_key(&format!("refs/heads/{branch}"))
         );
-        fetch(&repo, url, &format!("+refs/heads/{branch}:{local}")).map_err(|e| {
-            GitError::Fetch {
-                what: format!("branch {branch}"),
-                url: url.to_owned(),
-                message: e.message().to_owned(),
-            }
+        fetch(
+            &repo,
+            url,
+            credential,
+            &format!("+refs/heads/{branch}:{local}"),
+        )
+        .map_err(|e| GitError::Fetch {
+            what: format!("branch {branch}"),
+            url: url.to_owned(),
+            message: e.message().to_owned(),
         })?;
         let commit = repo
             .find_reference(&local)
@@ -260,9 +267,104 @@ fn ref_key(reference: &str) -> String {
         .collect()
 }
 
-fn fetch(repo: &Repository, url: &str, refspec: &str) -> Result<(), git2::Error> {
+fn fetch(
+    repo: &Repository,
+    url: &str,
+    credential: Option<&GitCredential>,
+    refspec: &str,
+) -> Result<(), git2::Error> {
     let mut remote = repo.remote_anonymous(url)?;
     let mut options = FetchOptions::new();
     options.download_tags(git2::AutotagOption::None);
+    if let Some(GitCredential::Basic { username, password }) = credential {
+        let mut callbacks = RemoteCallbacks::new();
+        let mut asked = false;
+        callbacks.credentials(move |_url, _user, allowed| {
+            // Once: a refused credential is an error, not a loop of the same answer.
+            if std::mem::replace(&mut asked, true) {
+                Err(git2::Error::from_str(
+                    "authentication failed: the server refused the credential",
+                ))
+            } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                Cred::userpass_plaintext(username, password)
+            } else {
+                Err(git2::Error::from_str(
+                    "authentication failed: the server asks for another kind of credential",
+                ))
+            }
+        });
+        options.remote_callbacks(callbacks);
+    }
     remote.fetch(&[refspec], Some(&mut options), None)
+}
+
+/// What to do about a failed fetch, from git's message: the credential that was used
+/// (described, never its value) and how to fix it.
+pub fn fetch_hint(message: &str, used: &str, repo: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let set_token = format!(
+        "set a token with read access to it: `gantry repo update {repo} --github-token TOKEN` (or the repository's settings page), or the server's GANTRY_GITHUB_TOKEN"
+    );
+    if lower.contains("authentication required") || lower.contains("status code: 401") {
+        if used.starts_with("no credential") {
+            format!(
+                "the git server wants credentials and {used} was used: the repository is private? {set_token}"
+            )
+        } else {
+            format!("{used} was refused (401): it may be expired or revoked; {set_token}")
+        }
+    } else if lower.contains("authentication failed")
+        || lower.contains("status code: 403")
+        || lower.contains("too many redirects or authentication replays")
+    {
+        format!(
+            "{used} was refused: check that it is valid and has read access (GitHub: the `repo` scope, or Contents: read); {set_token}"
+        )
+    } else if lower.contains("status code: 404") || lower.contains("not found") {
+        format!(
+            "the git server answered 404 with {used}: check the clone URL (`gantry repo update {repo} --clone-url URL`); GitHub answers 404 for a private repository the credential cannot read, so also {set_token}"
+        )
+    } else if lower.contains("resolve") || lower.contains("name or service") {
+        "the git server's host name could not be resolved: check the clone URL and the server's DNS"
+            .to_owned()
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        "the git server did not answer in time: check that it is reachable from the gantry server"
+            .to_owned()
+    } else {
+        format!("{used} was used")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_hint_names_the_credential_and_the_fix() {
+        let anonymous = fetch_hint(
+            "remote authentication required but no callback set",
+            "no credential (anonymous)",
+            "acme/app",
+        );
+        assert!(
+            anonymous.contains("private") && anonymous.contains("--github-token"),
+            "{anonymous}"
+        );
+        let refused = fetch_hint(
+            "authentication failed: the server refused the credential",
+            "the GitHub token of acme/app",
+            "acme/app",
+        );
+        assert!(
+            refused.contains("the GitHub token of acme/app was refused"),
+            "{refused}"
+        );
+        assert!(
+            fetch_hint("unexpected http status code: 404", "x", "acme/app").contains("--clone-url")
+        );
+        assert!(
+            fetch_hint("failed to resolve address for nowhere.invalid", "x", "a/b")
+                .contains("resolved")
+        );
+    }
 }

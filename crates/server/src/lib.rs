@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 mod access;
 mod api;
 mod auth;
+mod credentials;
 mod error;
 pub mod git;
 pub mod github;

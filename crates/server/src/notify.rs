@@ -700,22 +700,7 @@ async fn secret_url(state: &AppState, build_id: Option<i64>, name: &str) -> Resu
 async fn github_token(state: &AppState, build_id: i64) -> Option<String> {
     let build = state.store.build_by_id(build_id).await.ok()?;
     let repo = state.store.repo(build.repo_id).await.ok()?;
-    if repo.github_token.is_empty() {
-        return state.config.github_token.clone();
-    }
-    match crate::secrets::open_field(
-        &state.config.secret_key,
-        &repo.owner,
-        &repo.name,
-        "github_token",
-        &repo.github_token,
-    ) {
-        Ok(token) => Some(token),
-        Err(e) => {
-            tracing::error!(repo = %repo.full_name(), error = %e, "the repository's GitHub token cannot be opened");
-            None
-        }
-    }
+    crate::credentials::github_token(state, &repo).0
 }
 
 /// `https://hooks.slack.com/…`: where a message went, without the secret part of its URL.

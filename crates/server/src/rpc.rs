@@ -53,6 +53,47 @@ impl FromRequestParts<Arc<AppState>> for RunnerAuth {
     }
 }
 
+/// Why a pending stage is still waiting, when no runner seen lately may take it (by the
+/// same rule the claim applies, `gantry_proto::place`): shown on the build page.
+pub(crate) async fn waiting_for(
+    state: &AppState,
+    repo: &gantry_store::Repo,
+    stage: &gantry_store::Stage,
+) -> Result<Option<String>, gantry_store::StoreError> {
+    if stage.status != Status::Pending {
+        return Ok(None);
+    }
+    let recent = now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 30_000;
+    let runners = state.store.runners().await?;
+    let seen: Vec<_> = runners
+        .iter()
+        .filter(|r| r.last_seen_at >= recent)
+        .collect();
+    let refusal = match gantry_proto::place(
+        gantry_proto::Offer {
+            docker: seen.iter().any(|r| r.offer.docker),
+            host: seen.iter().any(|r| r.offer.host),
+        },
+        stage.backend,
+        repo.trusted,
+    ) {
+        Ok(_) => return Ok(None),
+        Err(refusal) => refusal,
+    };
+    let offered: Vec<String> = seen
+        .iter()
+        .map(|r| format!("{} ({})", r.name, r.offer.describe()))
+        .collect();
+    Ok(Some(format!(
+        "waiting for a runner: {refusal}; {}",
+        if offered.is_empty() {
+            "no runner has asked for work lately".to_owned()
+        } else {
+            format!("the runners seen lately offer: {}", offered.join(", "))
+        }
+    )))
+}
+
 fn lease_until(state: &AppState) -> i64 {
     now_ms() + state.config.lease.as_millis() as i64
 }
@@ -70,6 +111,7 @@ async fn request(
             &req.labels,
             &req.platform,
             req.capacity,
+            req.offer,
         )
         .await?;
     // What this runner held in an earlier life can never be finished.
@@ -93,6 +135,7 @@ async fn request(
                 instance: req.instance.clone(),
                 labels: req.labels.clone(),
                 platform: req.platform.clone(),
+                offer: req.offer,
                 lease_until: lease_until(&state),
             })
             .await?;
@@ -109,6 +152,14 @@ async fn request(
                 &claim.plan,
             )
             .await?;
+            let credential = crate::credentials::for_repo(&state, &repo).credential;
+            // Steps of a fork's pull request get the token only as they get secrets: not
+            // at all (the clone itself still uses it, outside every step).
+            let netrc = if build.fork {
+                None
+            } else {
+                crate::credentials::netrc(&repo.clone_url, credential.as_ref())
+            };
             return Ok(Json(Assignment {
                 lease: Lease {
                     stage: claim.stage_id,
@@ -117,7 +168,9 @@ async fn request(
                 job_id: format!("gantry-{}-{}", claim.stage_id, claim.epoch),
                 stage: claim.plan,
                 clone,
-                clone_token: None,
+                clone_credential: credential,
+                netrc,
+                trusted: repo.trusted,
                 secrets,
                 withheld_secrets,
                 heartbeat_ms: state.config.heartbeat.as_millis() as u64,

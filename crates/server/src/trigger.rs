@@ -129,13 +129,16 @@ async fn fetch_config(
     let (repo_id, url, config_path) = (repo.id, repo.clone_url.clone(), repo.config_path.clone());
     let default_branch = repo.default_branch.clone();
     let (reference, commit) = (ctx.reference.clone(), ctx.commit.clone());
+    let credential = crate::credentials::for_repo(state, repo);
+    let used = credential.source.describe(repo);
     let result = tokio::task::spawn_blocking(move || {
         let git = &state2.git;
+        let auth = credential.credential.as_ref();
         let commit = if commit.is_empty() {
-            let head = git.resolve_branch(repo_id, &url, &default_branch)?;
+            let head = git.resolve_branch(repo_id, &url, auth, &default_branch)?;
             (format!("refs/heads/{default_branch}"), head.sha)
         } else {
-            git.fetch(repo_id, &url, &reference, &commit)?;
+            git.fetch(repo_id, &url, auth, &reference, &commit)?;
             (reference, commit)
         };
         let files = git.read_config(repo_id, &commit.1, &config_path)?;
@@ -148,8 +151,20 @@ async fn fetch_config(
             ctx.commit = commit;
             Ok(files)
         }
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(explain(&e, &used, repo)),
         Err(e) => Err(format!("reading the pipeline file failed: {e}")),
+    }
+}
+
+/// A git error as a build's or a form's message: a failed fetch says which credential was
+/// used and how to fix it.
+fn explain(error: &GitError, used: &str, repo: &Repo) -> String {
+    match error {
+        GitError::Fetch { message, .. } => format!(
+            "{error}\n{}",
+            crate::git::fetch_hint(message, used, &repo.full_name())
+        ),
+        GitError::NoConfig(_) | GitError::Cache { .. } => error.to_string(),
     }
 }
 
@@ -177,10 +192,26 @@ fn compile(
     let mut plan = gantry_pipeline::compile(&config, ctx).map_err(|e| match &e {
         CompileError::Invalid(d) => errors(d),
         CompileError::Untrusted(d) => format!(
-            "{}\n(the repository is not trusted; a server admin can mark it trusted)",
-            errors(d)
+            "{}\n(the repository is not trusted: a server admin can trust it with `gantry repo update {} --trusted true` or on its settings page)",
+            errors(d),
+            ctx.repo.full_name()
         ),
     })?;
+    // A type no gantry runner can run is refused now, not left waiting for ever.
+    let unsupported: Vec<String> = plan
+        .stages
+        .iter()
+        .filter(|stage| stage.run)
+        .filter_map(|stage| {
+            stage
+                .backend
+                .unsupported_reason(&stage.name)
+                .map(|reason| format!("{}: {reason}", stage.file))
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(unsupported.join("\n"));
+    }
     if timeout_secs > 0 {
         for stage in &mut plan.stages {
             stage.timeout_secs.get_or_insert(timeout_secs as u64);
@@ -207,18 +238,25 @@ pub async fn manual_build(
     let state2 = Arc::clone(state);
     let (repo_id, url) = (repo.id, repo.clone_url.clone());
     let (branch_owned, commit_owned) = (branch.to_owned(), commit.map(str::to_owned));
-    let described = tokio::task::spawn_blocking(move || match commit_owned {
-        Some(sha) => {
-            let reference = format!("refs/heads/{branch_owned}");
-            state2.git.fetch(repo_id, &url, &reference, &sha)?;
-            state2.git.describe(repo_id, &sha)
+    let credential = crate::credentials::for_repo(state, repo);
+    let used = credential.source.describe(repo);
+    let described = tokio::task::spawn_blocking(move || {
+        let auth = credential.credential.as_ref();
+        match commit_owned {
+            Some(sha) => {
+                let reference = format!("refs/heads/{branch_owned}");
+                state2.git.fetch(repo_id, &url, auth, &reference, &sha)?;
+                state2.git.describe(repo_id, &sha)
+            }
+            None => state2
+                .git
+                .resolve_branch(repo_id, &url, auth, &branch_owned),
         }
-        None => state2.git.resolve_branch(repo_id, &url, &branch_owned),
     })
     .await;
     let head = match described {
         Ok(Ok(head)) => head,
-        Ok(Err(e)) => return Ok(Err(e.to_string())),
+        Ok(Err(e)) => return Ok(Err(explain(&e, &used, repo))),
         Err(e) => return Ok(Err(format!("resolving the commit failed: {e}"))),
     };
     let mut ctx = Context::push(&repo.full_name(), branch);

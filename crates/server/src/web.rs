@@ -536,6 +536,8 @@ struct StageItem {
     name: String,
     status: &'static str,
     error: Option<String>,
+    /// Why a pending stage has no runner.
+    waiting: Option<String>,
     steps: Vec<StepItem>,
 }
 
@@ -585,11 +587,13 @@ async fn build_page(
                 exit_code: s.exit_code,
             })
             .collect();
+        let waiting = crate::rpc::waiting_for(&state, &repo, &stage).await?;
         stages.push(StageItem {
             number: stage.number,
             name: stage.name,
             status: stage.status.as_str(),
             error: stage.error,
+            waiting,
             steps,
         });
     }

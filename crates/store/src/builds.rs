@@ -131,6 +131,8 @@ pub struct Stage {
     pub depends_on: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub platform: String,
+    /// The pipeline's `type`.
+    pub backend: gantry_pipeline::model::PipelineType,
     pub runner: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -149,6 +151,7 @@ struct StageRow {
     depends_on: String,
     labels: String,
     platform: String,
+    backend: String,
     runner: Option<String>,
     created_at: i64,
     started_at: Option<i64>,
@@ -156,7 +159,7 @@ struct StageRow {
 }
 
 const STAGE_COLUMNS: &str = "id, build_id, number, name, status, error, depends_on, labels, \
-     platform, runner, created_at, started_at, finished_at";
+     platform, backend, runner, created_at, started_at, finished_at";
 
 impl TryFrom<StageRow> for Stage {
     type Error = StoreError;
@@ -173,6 +176,8 @@ impl TryFrom<StageRow> for Stage {
             labels: serde_json::from_str(&row.labels)
                 .map_err(|e| StoreError::corrupt("stage labels", e))?,
             platform: row.platform,
+            backend: serde_json::from_value(serde_json::Value::String(row.backend))
+                .map_err(|e| StoreError::corrupt("stage backend", e))?,
             runner: row.runner,
             created_at: row.created_at,
             started_at: row.started_at,
@@ -531,8 +536,9 @@ impl Store {
                     };
                     let stage_id: i64 = sqlx::query_scalar(
                         "INSERT INTO stages (build_id, number, name, status, error, depends_on, \
-                         runs_on, labels, platform, plan, created_at, finished_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                         runs_on, labels, platform, plan, created_at, finished_at, backend) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                         RETURNING id",
                     )
                     .bind(build_id)
                     .bind(i64::from(stage.number))
@@ -546,6 +552,7 @@ impl Store {
                     .bind(json(stage))
                     .bind(now)
                     .bind(stage_status.is_final().then_some(now))
+                    .bind(json(&stage.backend).trim_matches('"').to_owned())
                     .fetch_one(&mut *tx)
                     .await?;
                     for step in stage.steps.iter().chain(&stage.services) {

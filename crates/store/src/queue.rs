@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use gantry_pipeline::Stage as PlanStage;
-use gantry_proto::{StepState, StepUpdate};
+use gantry_pipeline::model::PipelineType;
+use gantry_proto::{Offer, StepState, StepUpdate};
 
 use crate::builds::advance_build;
 use crate::{Pool, Result, Status, Store, StoreError, with_pool};
@@ -20,6 +21,8 @@ pub struct ClaimRequest {
     pub labels: BTreeMap<String, String>,
     /// `os/arch`.
     pub platform: String,
+    /// Where it can run steps: it is handed only stages `gantry_proto::place` allows.
+    pub offer: Offer,
     /// The lease lasts until this time unless heartbeated.
     pub lease_until: i64,
 }
@@ -73,7 +76,27 @@ pub struct Reaped {
 }
 
 /// Whether a stage's labels and platform are among what a runner offers.
-fn runner_can_take(request: &ClaimRequest, labels: &str, platform: &str) -> bool {
+/// A pending stage as the claim sees it.
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    id: i64,
+    labels: String,
+    platform: String,
+    backend: String,
+    trusted: bool,
+}
+
+fn runner_can_take(request: &ClaimRequest, candidate: &Candidate) -> bool {
+    let backend = serde_json::from_value::<PipelineType>(serde_json::Value::String(
+        candidate.backend.clone(),
+    ));
+    let placeable = backend.is_ok_and(|backend| {
+        gantry_proto::place(request.offer, backend, candidate.trusted).is_ok()
+    });
+    placeable && labels_and_platform_match(request, &candidate.labels, &candidate.platform)
+}
+
+fn labels_and_platform_match(request: &ClaimRequest, labels: &str, platform: &str) -> bool {
     let Ok(wanted) = serde_json::from_str::<BTreeMap<String, String>>(labels) else {
         return false;
     };
@@ -236,14 +259,14 @@ impl Store {
         // runner can take is claimed.
         macro_rules! claim_first {
             ($tx:ident, $candidates:expr) => {{
-                let candidates: Vec<(i64, String, String)> =
+                let candidates: Vec<Candidate> =
                     sqlx::query_as($candidates).fetch_all(&mut *$tx).await?;
                 let mut claimed = None;
-                if let Some((id, _, _)) = candidates
+                if let Some(candidate) = candidates
                     .iter()
-                    .find(|(_, labels, platform)| runner_can_take(request, labels, platform))
+                    .find(|candidate| runner_can_take(request, candidate))
                 {
-                    claimed = claim_update!($tx, *id, request, now);
+                    claimed = claim_update!($tx, candidate.id, request, now);
                 }
                 $tx.commit().await?;
                 claimed
@@ -254,8 +277,10 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 claim_first!(
                     tx,
-                    "SELECT id, labels, platform FROM stages WHERE status = 'pending' \
-                     ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
+                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted FROM stages s \
+                     JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
+                     WHERE s.status = 'pending' ORDER BY s.id LIMIT 100 \
+                     FOR UPDATE OF s SKIP LOCKED"
                 )
             }
             Pool::Sqlite(pool) => {
@@ -263,8 +288,9 @@ impl Store {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 claim_first!(
                     tx,
-                    "SELECT id, labels, platform FROM stages WHERE status = 'pending' \
-                     ORDER BY id LIMIT 100"
+                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted FROM stages s \
+                     JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
+                     WHERE s.status = 'pending' ORDER BY s.id LIMIT 100"
                 )
             }
         };
@@ -488,20 +514,61 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             platform: platform.into(),
+            offer: Offer {
+                docker: true,
+                host: false,
+            },
             lease_until: 0,
+        }
+    }
+
+    fn candidate(labels: &str, platform: &str, backend: &str, trusted: bool) -> Candidate {
+        Candidate {
+            id: 1,
+            labels: labels.into(),
+            platform: platform.into(),
+            backend: backend.into(),
+            trusted,
         }
     }
 
     #[test]
     fn a_runner_takes_stages_whose_labels_and_platform_it_offers() {
         let runner = request(&[("gpu", "yes"), ("zone", "eu")], "linux/amd64");
-        assert!(runner_can_take(&runner, "{}", ""));
-        assert!(runner_can_take(&runner, r#"{"gpu":"yes"}"#, "linux/"));
-        assert!(runner_can_take(&runner, "{}", "linux/amd64"));
-        assert!(!runner_can_take(&runner, r#"{"gpu":"no"}"#, ""));
-        assert!(!runner_can_take(&runner, r#"{"arch":"x"}"#, ""));
-        assert!(!runner_can_take(&runner, "{}", "linux/arm64"));
-        assert!(!runner_can_take(&runner, "{}", "windows/"));
-        assert!(!runner_can_take(&runner, "not json", ""));
+        let takes = |labels, platform| {
+            runner_can_take(&runner, &candidate(labels, platform, "docker", false))
+        };
+        assert!(takes("{}", ""));
+        assert!(takes(r#"{"gpu":"yes"}"#, "linux/"));
+        assert!(takes("{}", "linux/amd64"));
+        assert!(!takes(r#"{"gpu":"no"}"#, ""));
+        assert!(!takes(r#"{"arch":"x"}"#, ""));
+        assert!(!takes("{}", "linux/arm64"));
+        assert!(!takes("{}", "windows/"));
+        assert!(!takes("not json", ""));
+    }
+
+    #[test]
+    fn a_runner_takes_only_stages_its_offer_may_run() {
+        let docker = request(&[], "linux/amd64");
+        let mut host = request(&[], "linux/amd64");
+        host.offer = Offer {
+            docker: false,
+            host: true,
+        };
+        let takes = |runner: &ClaimRequest, backend, trusted| {
+            runner_can_take(runner, &candidate("{}", "", backend, trusted))
+        };
+        assert!(takes(&docker, "docker", false));
+        assert!(!takes(&docker, "local", true));
+        assert!(!takes(&docker, "kubernetes", true));
+        assert!(
+            !takes(&host, "docker", false),
+            "untrusted work never runs on a host"
+        );
+        assert!(!takes(&host, "local", false));
+        assert!(takes(&host, "local", true));
+        assert!(takes(&host, "docker", true));
+        assert!(!takes(&host, "no such backend", true));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use gantry_proto::Offer;
 use serde::Serialize;
 
 use crate::{Result, Store, StoreError, now_ms, with_pool};
@@ -14,6 +15,7 @@ pub struct Runner {
     pub labels: BTreeMap<String, String>,
     pub platform: String,
     pub capacity: i64,
+    pub offer: Offer,
     pub last_seen_at: i64,
 }
 
@@ -25,12 +27,14 @@ impl Store {
         labels: &BTreeMap<String, String>,
         platform: &str,
         capacity: u32,
+        offer: Offer,
     ) -> Result<()> {
         let labels = serde_json::to_string(labels).expect("strings serialise");
         with_pool!(self, pool => sqlx::query(
-            "INSERT INTO runners (name, instance, labels, platform, capacity, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET \
-             instance = $2, labels = $3, platform = $4, capacity = $5, last_seen_at = $6",
+            "INSERT INTO runners (name, instance, labels, platform, capacity, last_seen_at, \
+             offer_docker, offer_host) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (name) DO UPDATE SET instance = $2, labels = $3, platform = $4, \
+             capacity = $5, last_seen_at = $6, offer_docker = $7, offer_host = $8",
         )
         .bind(name)
         .bind(instance)
@@ -38,20 +42,24 @@ impl Store {
         .bind(platform)
         .bind(i64::from(capacity))
         .bind(now_ms())
+        .bind(offer.docker)
+        .bind(offer.host)
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     pub async fn runners(&self) -> Result<Vec<Runner>> {
-        let rows: Vec<(String, String, String, String, i64, i64)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT name, instance, labels, platform, capacity, last_seen_at FROM runners ORDER BY name"
+        type Row = (String, String, String, String, i64, i64, bool, bool);
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT name, instance, labels, platform, capacity, last_seen_at, offer_docker, \
+             offer_host FROM runners ORDER BY name"
         )
         .fetch_all(pool)
         .await)?;
         rows.into_iter()
             .map(
-                |(name, instance, labels, platform, capacity, last_seen_at)| {
+                |(name, instance, labels, platform, capacity, last_seen_at, docker, host)| {
                     Ok(Runner {
                         name,
                         instance,
@@ -59,6 +67,7 @@ impl Store {
                             .map_err(|e| StoreError::corrupt("runner labels", e))?,
                         platform,
                         capacity,
+                        offer: Offer { docker, host },
                         last_seen_at,
                     })
                 },

@@ -319,7 +319,13 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     let (mut server, token) = start_server(
         dir.path(),
         Some(&database),
-        &["--runner-backend", "local", "--runner-name", "e2e-cli"],
+        &[
+            "--runner-backend",
+            "local",
+            "--runner-host-pipelines",
+            "--runner-name",
+            "e2e-cli",
+        ],
     );
     let token = token.expect("the first start prints the admin token");
     let git = GitRepo::new();
@@ -583,6 +589,7 @@ fn a_killed_runner_errors_its_stage_and_the_build_ends() {
             &server.url,
             "--backend",
             "local",
+            "--host-pipelines",
             "--name",
             "e2e-remote",
             "--capacity",
@@ -630,7 +637,13 @@ fn a_slow_step_s_log_arrives_live_in_the_browser() {
     let (mut server, token) = start_server(
         dir.path(),
         None,
-        &["--runner-backend", "local", "--runner-name", "e2e-browser"],
+        &[
+            "--runner-backend",
+            "local",
+            "--runner-host-pipelines",
+            "--runner-name",
+            "e2e-browser",
+        ],
     );
     let token = token.expect("the first start prints the admin token");
     let git = GitRepo::new();
@@ -684,7 +697,13 @@ fn a_slow_step_s_log_arrives_live_in_the_browser() {
 #[test]
 fn secrets_are_masked_and_the_key_guards_them() {
     let dir = TempDir::new("e2e-secrets");
-    let args = ["--runner-backend", "local", "--runner-name", "e2e-secrets"];
+    let args = [
+        "--runner-backend",
+        "local",
+        "--runner-host-pipelines",
+        "--runner-name",
+        "e2e-secrets",
+    ];
     let (mut server, token) = start_server(dir.path(), None, &args);
     let token = token.expect("the first start prints the admin token");
     let git = GitRepo::new();
@@ -778,4 +797,196 @@ fn secrets_are_masked_and_the_key_guards_them() {
         "{}",
         keyless.output()
     );
+}
+
+/// One case of the isolation matrix: a pipeline of `kind` in a repository trusted or not,
+/// whose step tries to leave a marker file on the runner's host.
+struct Isolation {
+    kind: &'static str,
+    trusted: bool,
+    /// What the build must come to: `Some(status)`, or `None` for "waits, saying why".
+    expect: Option<&'static str>,
+    /// Whether the marker may appear on this machine (only for host runs of trusted work).
+    on_host: bool,
+    /// A text the build's error (or the page's waiting note) must hold.
+    reason: &'static str,
+}
+
+fn run_isolation_matrix(server: &ServerProcess, token: &str, cases: &[Isolation], tag: &str) {
+    let markers = TempDir::new(&format!("markers-{tag}"));
+    let mut pushed = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let marker = markers
+            .path()
+            .join(format!("{}-{}", case.kind, case.trusted));
+        let image = if case.kind == "exec" {
+            String::new()
+        } else {
+            format!("    image: {IMAGE}\n")
+        };
+        let pipeline = format!(
+            "kind: pipeline\ntype: {}\nname: ci\nclone: {{disable: true}}\nsteps:\n  - name: escape\n{image}    commands:\n      - mkdir -p {} && hostname > {}\n",
+            case.kind,
+            markers.path().display(),
+            marker.display()
+        );
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", &pipeline)], "try the host");
+        let name = format!("iso-{tag}-{i}");
+        add_repo(&server.url, token, &name, &git, case.trusted);
+        push(&server.url, &name, &sha, &format!("iso-{tag}-{i}"));
+        pushed.push((case, name, marker, git));
+    }
+    let client = reqwest::blocking::Client::new();
+    for (case, name, marker, _repository) in &pushed {
+        let what = format!("type: {} trusted={}", case.kind, case.trusted);
+        match case.expect {
+            Some(status) => {
+                let build = wait_build(&server.url, token, name, 1, "finished", finished);
+                assert_eq!(build["status"], status, "{what}: {build:#}");
+                let error = build["error"].as_str().unwrap_or_default();
+                assert!(error.contains(case.reason), "{what}: {error}");
+            }
+            None => {
+                // Pending, with a note on the build page that says which runner it needs.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let page = client
+                        .get(format!("{}/acme/{name}/1", server.url))
+                        .header("cookie", format!("gantry_session={token}"))
+                        .send()
+                        .and_then(|r| r.text())
+                        .unwrap_or_default();
+                    if page.contains("waiting for a runner") {
+                        assert!(page.contains(case.reason), "{what}: {page}");
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "{what}: no waiting note: {page}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let build = wait_build(&server.url, token, name, 1, "listed", |_| true);
+                assert_eq!(build["status"], "pending", "{what}: {build:#}");
+            }
+        }
+        assert_eq!(
+            marker.exists(),
+            case.on_host,
+            "{what}: the marker on the host at {}",
+            marker.display()
+        );
+    }
+}
+
+/// Every pipeline type, trusted and not, against a runner without Docker that declares
+/// host pipelines: only trusted work runs on the host; an untrusted `docker` stage waits
+/// for a Docker runner; a type gantry has no backend for errors, naming the way out.
+#[test]
+fn a_host_runner_runs_trusted_work_only() {
+    let dir = TempDir::new("e2e-iso-host");
+    let args = [
+        "--runner-backend",
+        "local",
+        "--runner-host-pipelines",
+        "--runner-name",
+        "e2e-iso-host",
+    ];
+    let (mut server, token) = start_server(dir.path(), None, &args);
+    let token = token.expect("the first start prints the admin token");
+    let no_backend = |kind| Isolation {
+        kind,
+        trusted: false,
+        expect: Some("error"),
+        on_host: false,
+        reason: "change it to `type: docker`",
+    };
+    let cases = [
+        Isolation {
+            kind: "docker",
+            trusted: false,
+            expect: None,
+            on_host: false,
+            reason: "needs a runner that offers docker",
+        },
+        Isolation {
+            kind: "exec",
+            trusted: false,
+            expect: Some("error"),
+            on_host: false,
+            reason: "--trusted true",
+        },
+        no_backend("kubernetes"),
+        no_backend("vm"),
+        no_backend("ssh"),
+        Isolation {
+            kind: "docker",
+            trusted: true,
+            expect: Some("success"),
+            on_host: true,
+            reason: "",
+        },
+        Isolation {
+            kind: "exec",
+            trusted: true,
+            expect: Some("success"),
+            on_host: true,
+            reason: "",
+        },
+        Isolation {
+            trusted: true,
+            ..no_backend("kubernetes")
+        },
+    ];
+    run_isolation_matrix(&server, &token, &cases, "host");
+    server.process.stop();
+}
+
+/// The same against a Docker runner that does not declare host pipelines: an untrusted
+/// `docker` stage runs in a container (the marker lands there, not here); `exec` waits for
+/// a host runner even when trusted.
+#[test]
+fn a_docker_runner_never_runs_on_its_host() {
+    require_docker();
+    let dir = TempDir::new("e2e-iso-docker");
+    let runner = format!("e2e-iso-docker-{}", std::process::id());
+    let args = [
+        "--runner-backend",
+        "docker",
+        "--runner-name",
+        runner.as_str(),
+    ];
+    let (mut server, token) = start_server(dir.path(), None, &args);
+    let token = token.expect("the first start prints the admin token");
+    let cases = [
+        Isolation {
+            kind: "docker",
+            trusted: false,
+            expect: Some("success"),
+            on_host: false,
+            reason: "",
+        },
+        Isolation {
+            kind: "exec",
+            trusted: true,
+            expect: None,
+            on_host: false,
+            reason: "host pipelines",
+        },
+        Isolation {
+            kind: "exec",
+            trusted: false,
+            expect: Some("error"),
+            on_host: false,
+            reason: "only trusted repositories",
+        },
+        Isolation {
+            kind: "kubernetes",
+            trusted: false,
+            expect: Some("error"),
+            on_host: false,
+            reason: "gantry has no kubernetes backend",
+        },
+    ];
+    run_isolation_matrix(&server, &token, &cases, "docker");
+    server.process.stop();
+    assert_eq!(docker_leftovers(&runner), "", "nothing is left behind");
 }

@@ -32,7 +32,10 @@ fn source(repo: &GitRepo, reference: &str, commit: &str) -> CloneSource {
             tags: false,
             skip_verify: false,
         },
-        token: Some("ghs_test_token_value".to_owned()),
+        credential: Some(gantry_proto::GitCredential::Basic {
+            username: "x-access-token".to_owned(),
+            password: "ghs_test_token_value".to_owned(),
+        }),
     }
 }
 

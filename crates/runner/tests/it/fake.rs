@@ -81,6 +81,7 @@ fn job() -> Job {
         secrets: Default::default(),
         withheld: Default::default(),
         workspace: WorkspaceSource::Empty,
+        netrc: None,
     }
 }
 

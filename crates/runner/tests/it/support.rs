@@ -158,6 +158,7 @@ pub async fn run_in(
             .collect::<BTreeMap<_, _>>(),
         withheld: BTreeMap::new(),
         workspace,
+        netrc: None,
     };
     let cancel = CancellationToken::new();
     if let Some(after) = cancel_after {

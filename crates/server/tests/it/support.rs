@@ -304,6 +304,10 @@ impl FakeRunner {
             labels: Default::default(),
             platform: "linux/amd64".into(),
             capacity: 1,
+            offer: gantry_proto::Offer {
+                docker: true,
+                host: false,
+            },
             wait_ms: wait.as_millis() as u64,
         };
         let response = self.post(gantry_proto::path::REQUEST, &request).await;

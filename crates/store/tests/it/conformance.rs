@@ -125,6 +125,10 @@ fn runner(name: &str) -> ClaimRequest {
         instance: format!("{name}-1"),
         labels: BTreeMap::new(),
         platform: "linux/amd64".into(),
+        offer: gantry_proto::Offer {
+            docker: true,
+            host: false,
+        },
         lease_until: now_ms() + 60_000,
     }
 }
