@@ -165,11 +165,6 @@ pub struct Assignment {
 pub enum GitCredential {
     /// HTTP basic auth: GitHub takes user `x-access-token` and a token as the password.
     Basic { username: String, password: String },
-    /// An SSH private key (a deploy key), for `git@host:` and `ssh://` URLs.
-    SshKey {
-        username: String,
-        private_key: String,
-    },
 }
 
 impl GitCredential {
@@ -177,7 +172,6 @@ impl GitCredential {
     pub fn secret(&self) -> &str {
         match self {
             GitCredential::Basic { password, .. } => password,
-            GitCredential::SshKey { private_key, .. } => private_key,
         }
     }
 
@@ -187,7 +181,6 @@ impl GitCredential {
             GitCredential::Basic { username, .. } => {
                 format!("HTTP basic auth as `{username}` with a token")
             }
-            GitCredential::SshKey { username, .. } => format!("an SSH key as `{username}`"),
         }
     }
 }

@@ -148,7 +148,7 @@ fn fetch_options<'a>(clone: &'a CloneSource, cancelled: &'a Arc<AtomicBool>) -> 
 
 /// git's credential callback for `credential`. It answers once: a server that refuses the
 /// credential and asks again gets an error, not the same credential in a loop.
-pub fn credentials(
+fn credentials(
     credential: &GitCredential,
 ) -> impl FnMut(&str, Option<&str>, git2::CredentialType) -> Result<Cred, git2::Error> + '_ {
     let mut asked = false;
@@ -164,17 +164,6 @@ pub fn credentials(
                 if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
             {
                 Cred::userpass_plaintext(username, password)
-            }
-            GitCredential::SshKey {
-                username,
-                private_key,
-            } if allowed.contains(git2::CredentialType::SSH_KEY) => {
-                Cred::ssh_key_from_memory(username, None, private_key, None)
-            }
-            GitCredential::SshKey { username, .. }
-                if allowed.contains(git2::CredentialType::USERNAME) =>
-            {
-                Cred::username(username)
             }
             other => Err(git2::Error::from_str(&format!(
                 "the server asks for credentials of another kind than {}",
