@@ -573,7 +573,14 @@ async fn build_page(
     let (repo, role) = allowed(&state, &session, &owner, &name, Need::Read).await?;
     let build = find_build(&state, &repo, number).await?;
     let mut stages = Vec::new();
-    for stage in state.store.stages(build.id).await? {
+    let build_stages = state.store.stages(build.id).await?;
+    // Read once, and only when a stage may need to say why it waits.
+    let runners = if build_stages.iter().any(|s| s.status == Status::Pending) {
+        state.store.runners().await?
+    } else {
+        Vec::new()
+    };
+    for stage in build_stages {
         let steps = state
             .store
             .steps(stage.id)
@@ -587,7 +594,7 @@ async fn build_page(
                 exit_code: s.exit_code,
             })
             .collect();
-        let waiting = crate::rpc::waiting_for(&state, &repo, &stage).await?;
+        let waiting = crate::rpc::waiting_for(&state, &runners, &repo, &stage);
         stages.push(StageItem {
             number: stage.number,
             name: stage.name,

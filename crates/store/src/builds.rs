@@ -176,8 +176,12 @@ impl TryFrom<StageRow> for Stage {
             labels: serde_json::from_str(&row.labels)
                 .map_err(|e| StoreError::corrupt("stage labels", e))?,
             platform: row.platform,
-            backend: serde_json::from_value(serde_json::Value::String(row.backend))
-                .map_err(|e| StoreError::corrupt("stage backend", e))?,
+            backend: backend_from_column(&row.backend).ok_or_else(|| {
+                StoreError::corrupt(
+                    "stage backend",
+                    format!("`{}` is no pipeline type", row.backend),
+                )
+            })?,
             runner: row.runner,
             created_at: row.created_at,
             started_at: row.started_at,
@@ -469,6 +473,16 @@ fn platform_label(platform: &gantry_pipeline::model::Platform) -> String {
     }
 }
 
+/// `stages.backend` holds a pipeline type as the plan's JSON names it (`docker`, `local`...),
+/// so the migration could fill it from stored plans.
+fn backend_column(backend: gantry_pipeline::model::PipelineType) -> String {
+    json(&backend).trim_matches('"').to_owned()
+}
+
+pub(crate) fn backend_from_column(text: &str) -> Option<gantry_pipeline::model::PipelineType> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
 fn json(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
@@ -552,7 +566,7 @@ impl Store {
                     .bind(json(stage))
                     .bind(now)
                     .bind(stage_status.is_final().then_some(now))
-                    .bind(json(&stage.backend).trim_matches('"').to_owned())
+                    .bind(backend_column(stage.backend))
                     .fetch_one(&mut *tx)
                     .await?;
                     for step in stage.steps.iter().chain(&stage.services) {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use gantry_pipeline::Stage as PlanStage;
-use gantry_pipeline::model::PipelineType;
 use gantry_proto::{Offer, StepState, StepUpdate};
 
 use crate::builds::advance_build;
@@ -75,7 +74,6 @@ pub struct Reaped {
     pub queued: bool,
 }
 
-/// Whether a stage's labels and platform are among what a runner offers.
 /// A pending stage as the claim sees it.
 #[derive(sqlx::FromRow)]
 struct Candidate {
@@ -86,16 +84,15 @@ struct Candidate {
     trusted: bool,
 }
 
+/// Whether the runner's offer may run the stage, and its labels and platform match.
 fn runner_can_take(request: &ClaimRequest, candidate: &Candidate) -> bool {
-    let backend = serde_json::from_value::<PipelineType>(serde_json::Value::String(
-        candidate.backend.clone(),
-    ));
-    let placeable = backend.is_ok_and(|backend| {
+    let placeable = crate::builds::backend_from_column(&candidate.backend).is_some_and(|backend| {
         gantry_proto::place(request.offer, backend, candidate.trusted).is_ok()
     });
     placeable && labels_and_platform_match(request, &candidate.labels, &candidate.platform)
 }
 
+/// Whether a stage's labels and platform are among what a runner offers.
 fn labels_and_platform_match(request: &ClaimRequest, labels: &str, platform: &str) -> bool {
     let Ok(wanted) = serde_json::from_str::<BTreeMap<String, String>>(labels) else {
         return false;
