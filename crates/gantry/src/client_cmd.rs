@@ -58,6 +58,10 @@ pub enum RepoCommand {
         /// The repository's web page (for links to commits).
         #[arg(long)]
         link: Option<String>,
+        /// A GitHub token with read access: fetches and clones a private repository, and
+        /// posts its commit statuses (else the server's token is used).
+        #[arg(long, env = "GANTRY_REPO_GITHUB_TOKEN", hide_env_values = true)]
+        github_token: Option<String>,
     },
     /// Changes a repository's settings (those given; needs its admin role).
     Update {
@@ -85,6 +89,10 @@ pub enum RepoCommand {
         timeout: Option<i64>,
         #[arg(long)]
         link: Option<String>,
+        /// The repository's own GitHub token; an empty value removes it (the server's
+        /// token is then used).
+        #[arg(long, env = "GANTRY_REPO_GITHUB_TOKEN", hide_env_values = true)]
+        github_token: Option<String>,
     },
     /// Lists repositories.
     Ls,
@@ -250,6 +258,7 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 visibility,
                 trusted,
                 link,
+                github_token,
             } => {
                 let (owner, name) = split_repo(repo)?;
                 let created = client
@@ -261,6 +270,7 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                             "webhook_secret": secret, "config_path": config_path.clone().unwrap_or_default(),
                             "default_branch": default_branch, "visibility": visibility,
                             "trusted": trusted, "link": link.clone().unwrap_or_default(),
+                            "github_token": github_token.clone().unwrap_or_default(),
                         })),
                     )
                     .await?;
@@ -281,6 +291,7 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 fork_policy,
                 timeout,
                 link,
+                github_token,
             } => {
                 let (owner, name) = split_repo(repo)?;
                 let mut changes = serde_json::Map::new();
@@ -298,6 +309,7 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 set("fork_policy", fork_policy.clone().map(Value::from));
                 set("timeout_secs", timeout.map(|m| Value::from(m * 60)));
                 set("link", link.clone().map(Value::from));
+                set("github_token", github_token.clone().map(Value::from));
                 if changes.is_empty() {
                     bail!("nothing to change: give one or more settings (see gantry repo update --help)");
                 }

@@ -51,7 +51,8 @@ impl Constraint {
 
 impl PathConstraint {
     /// Woodpecker's semantics: no files → `on_empty`; excluded when every file is excluded;
-    /// included when any file is included.
+    /// included when any file is included. (`ignore_message` and the events it applies to
+    /// are the caller's: [`Conditions::check`].)
     pub fn matches(&self, files: &[String]) -> bool {
         if files.is_empty() {
             return self.on_empty;
@@ -87,6 +88,7 @@ impl Conditions {
     pub fn check(&self, ctx: &Context, stage: StageFacts<'_>, scope: Scope) -> Result<(), Skip> {
         self.check_static(ctx, stage, scope)
             .map_err(Skip::Because)?;
+        self.check_paths(ctx)?;
         if let Some(expression) = &self.evaluate {
             match crate::expr::evaluate(&expression.value, stage.variables) {
                 Ok(true) => {}
@@ -164,16 +166,36 @@ impl Conditions {
                 return Err(format!("matrix {axis}=`{have}` is not `{want}`"));
             }
         }
-        if let Some(paths) = &self.paths
-            && !paths.matches(&ctx.changed_files)
+        Ok(())
+    }
+
+    /// `path` / `paths`, as Woodpecker applies them: to pushes and pull requests only.
+    fn check_paths(&self, ctx: &Context) -> Result<(), Skip> {
+        let Some(paths) = &self.paths else {
+            return Ok(());
+        };
+        if !matches!(ctx.event, Event::Push | Event::PullRequest) {
+            return Ok(());
+        }
+        if let Some(marker) = &paths.ignore_message
+            && ctx.message.to_lowercase().contains(&marker.to_lowercase())
         {
-            return Err(if ctx.changed_files.is_empty() {
-                "no changed files, and `on_empty` is false".to_owned()
-            } else {
-                format!("no changed file matches paths {}", describe_paths(paths))
+            return Ok(());
+        }
+        if let Some(why) = &ctx.changed_files_error {
+            return Err(Skip::Invalid {
+                pos: paths.pos,
+                message: format!("`path` cannot be decided: {why}"),
             });
         }
-        Ok(())
+        if paths.matches(&ctx.changed_files) {
+            return Ok(());
+        }
+        Err(Skip::Because(if ctx.changed_files.is_empty() {
+            "no changed files, and `on_empty` is false".to_owned()
+        } else {
+            format!("no changed file matches paths {}", describe_paths(paths))
+        }))
     }
 
     fn check_event(&self, ctx: &Context, scope: Scope) -> Result<(), String> {

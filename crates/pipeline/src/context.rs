@@ -131,8 +131,13 @@ pub struct Context {
     pub target_branch: Option<String>,
     pub deploy_target: Option<String>,
     pub cron: Option<String>,
-    /// Files changed by the push or pull request; empty when unknown.
+    /// Files changed by the push or pull request: before..after of a push (the whole tree
+    /// of a new branch), base...head of a pull request.
     pub changed_files: Vec<String>,
+    /// Why the changed files could not be computed; `path` conditions then cannot be
+    /// decided and the build errors with this reason rather than guess.
+    #[serde(default)]
+    pub changed_files_error: Option<String>,
     pub repo: RepoInfo,
     /// Whether the repository may use privileged steps and host volumes.
     pub trusted: bool,
@@ -170,6 +175,7 @@ impl Context {
             deploy_target: None,
             cron: None,
             changed_files: Vec::new(),
+            changed_files_error: None,
             repo: RepoInfo {
                 owner: owner.to_owned(),
                 name: name.to_owned(),

@@ -508,6 +508,7 @@ impl<'a> Decoder<'a> {
             include: Vec::new(),
             exclude: Vec::new(),
             on_empty: true,
+            ignore_message: None,
             pos: node.pos,
         };
         match &node.value {
@@ -524,7 +525,17 @@ impl<'a> Decoder<'a> {
                 if let Some(n) = f.get("on_empty") {
                     out.on_empty = self.boolean(n, &path.key("on_empty")).unwrap_or(true);
                 }
-                self.finish(&f, path, &["include", "exclude", "on_empty"], &[]);
+                if let Some(n) = f.get("ignore_message") {
+                    out.ignore_message = self
+                        .text(n, &path.key("ignore_message"))
+                        .filter(|m| !m.is_empty());
+                }
+                self.finish(
+                    &f,
+                    path,
+                    &["include", "exclude", "on_empty", "ignore_message"],
+                    &[],
+                );
             }
             _ => out.include = self.pattern_list(node, path),
         }

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::context::{Context, Event};
 
+/// The most changed files `CI_PIPELINE_FILES` lists; past it the variable is not set.
+pub const MAX_PIPELINE_FILES: usize = 500;
+
 /// Variables of the whole build; also what `${VAR}` in the file is substituted from.
 pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
@@ -82,7 +85,9 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("CI_BUILD_NUMBER", &number);
     set("CI_BUILD_EVENT", ctx.event.as_str());
     set("CI_BUILD_ACTION", action);
-    if !ctx.changed_files.is_empty() {
+    // Woodpecker leaves it unset past 500 files: a whole tree would not fit in an
+    // environment variable (Linux caps one at 128 KiB).
+    if !ctx.changed_files.is_empty() && ctx.changed_files.len() <= MAX_PIPELINE_FILES {
         let files = serde_json::to_string(&ctx.changed_files).unwrap_or_default();
         set("CI_PIPELINE_FILES", &files);
     }

@@ -330,8 +330,12 @@ impl Constraint {
 pub struct PathConstraint {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
-    /// Whether the condition holds when the list of changed files is empty or unknown.
+    /// Whether the condition holds when the list of changed files is empty.
     pub on_empty: bool,
+    /// Woodpecker's `ignore_message`: a commit message containing it (any case) lets the
+    /// condition hold whatever changed.
+    #[serde(default)]
+    pub ignore_message: Option<String>,
     pub pos: Pos,
 }
 

@@ -42,6 +42,25 @@ pub struct CommitInfo {
     pub author_email: String,
 }
 
+/// What a build's changed files are measured between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeSpan {
+    /// A push: `before..after`. Without `before` (a new branch) every file of `after`'s tree
+    /// counts as changed.
+    Push {
+        before: Option<String>,
+        after: String,
+    },
+    /// A pull request: from the merge base of its base branch and `head` to `head` (what
+    /// GitHub shows as the pull request's files). `base` is the base branch's head when the
+    /// event was sent; without it (or when it cannot be fetched) `base_branch` is fetched.
+    PullRequest {
+        base: Option<String>,
+        base_branch: String,
+        head: String,
+    },
+}
+
 #[derive(Debug)]
 pub struct GitCache {
     root: PathBuf,
@@ -136,30 +155,80 @@ impl GitCache {
         let lock = self.lock(repo_id);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         let repo = self.open(repo_id)?;
-        let local = format!(
-            "refs/gantry/refs/{}",
-            ref_key(&format!("refs/heads/{branch}"))
-        );
-        fetch(
-            &repo,
-            url,
-            credential,
-            &format!("+refs/heads/{branch}:{local}"),
-        )
-        .map_err(|e| GitError::Fetch {
-            what: format!("branch {branch}"),
-            url: url.to_owned(),
-            message: e.message().to_owned(),
-        })?;
-        let commit = repo
-            .find_reference(&local)
-            .and_then(|r| r.peel_to_commit())
-            .map_err(|e| GitError::Fetch {
-                what: format!("branch {branch}"),
-                url: url.to_owned(),
-                message: e.message().to_owned(),
-            })?;
+        let commit = have_branch(&repo, url, credential, branch)?;
         Ok(describe(&commit))
+    }
+
+    /// The files changed over `span`, sorted, each path once (a rename counts as its old
+    /// and its new path). The span's last commit must be in the cache already; an earlier
+    /// one is fetched when missing.
+    pub fn changed_files(
+        &self,
+        repo_id: i64,
+        url: &str,
+        credential: Option<&GitCredential>,
+        span: &ChangeSpan,
+    ) -> Result<Vec<String>, GitError> {
+        let lock = self.lock(repo_id);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let repo = self.open(repo_id)?;
+        let cache = |message: String| GitError::Cache {
+            path: self.root.join(format!("{repo_id}.git")),
+            message,
+        };
+        let commit = |sha: &str| {
+            Oid::from_str(sha)
+                .and_then(|oid| repo.find_commit(oid))
+                .map_err(|e| cache(format!("commit {sha}: {}", e.message())))
+        };
+        let (from, to) = match span {
+            ChangeSpan::Push {
+                before: None,
+                after,
+            } => {
+                return every_file(&commit(after)?).map_err(|e| cache(e.message().to_owned()));
+            }
+            ChangeSpan::Push {
+                before: Some(before),
+                after,
+            } => {
+                let before = have_commit(&repo, url, credential, before, None)?;
+                (before, commit(after)?)
+            }
+            ChangeSpan::PullRequest {
+                base,
+                base_branch,
+                head,
+            } => {
+                let head = commit(head)?;
+                let base = match base {
+                    Some(sha) => have_commit(&repo, url, credential, sha, Some(base_branch)),
+                    None => have_branch(&repo, url, credential, base_branch),
+                }?;
+                // Without a common ancestor (unrelated histories), the base itself.
+                let from = repo
+                    .merge_base(base.id(), head.id())
+                    .and_then(|oid| repo.find_commit(oid))
+                    .unwrap_or(base);
+                (from, head)
+            }
+        };
+        let (old, new) = from
+            .tree()
+            .and_then(|old| Ok((old, to.tree()?)))
+            .map_err(|e| cache(e.message().to_owned()))?;
+        let diff = repo
+            .diff_tree_to_tree(Some(&old), Some(&new), None)
+            .map_err(|e| cache(e.message().to_owned()))?;
+        let mut files: Vec<String> = diff
+            .deltas()
+            .flat_map(|delta| [delta.old_file().path(), delta.new_file().path()])
+            .flatten()
+            .map(|path| path.to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        files.dedup();
+        Ok(files)
     }
 
     /// Describes a commit already in the cache.
@@ -236,6 +305,83 @@ impl GitCache {
             candidates.join(", ")
         )))
     }
+}
+
+/// `sha` from the cache, fetched first when missing: by itself, else with `branch`.
+fn have_commit<'r>(
+    repo: &'r Repository,
+    url: &str,
+    credential: Option<&GitCredential>,
+    sha: &str,
+    branch: Option<&String>,
+) -> Result<git2::Commit<'r>, GitError> {
+    let failed = |message: String| GitError::Fetch {
+        what: format!("commit {sha}"),
+        url: url.to_owned(),
+        message,
+    };
+    let oid = Oid::from_str(sha).map_err(|e| failed(e.message().to_owned()))?;
+    if let Ok(found) = repo.find_commit(oid) {
+        return Ok(found);
+    }
+    let by_sha = fetch(
+        repo,
+        url,
+        credential,
+        &format!("+{sha}:refs/gantry/commits/{sha}"),
+    );
+    if let Ok(found) = repo.find_commit(oid) {
+        return Ok(found);
+    }
+    // The commit may be gone from the server (a force push moved the branch on): the
+    // branch's current head serves as well for a pull request's base.
+    match (branch, by_sha) {
+        (Some(branch), _) => have_branch(repo, url, credential, branch),
+        (None, Err(e)) => Err(failed(e.message().to_owned())),
+        (None, Ok(())) => Err(failed("the commit is not on the server".to_owned())),
+    }
+}
+
+/// The head of `branch`, freshly fetched.
+fn have_branch<'r>(
+    repo: &'r Repository,
+    url: &str,
+    credential: Option<&GitCredential>,
+    branch: &str,
+) -> Result<git2::Commit<'r>, GitError> {
+    let local = format!(
+        "refs/gantry/refs/{}",
+        ref_key(&format!("refs/heads/{branch}"))
+    );
+    fetch(
+        repo,
+        url,
+        credential,
+        &format!("+refs/heads/{branch}:{local}"),
+    )
+    .and_then(|()| repo.find_reference(&local)?.peel_to_commit())
+    .map_err(|e| GitError::Fetch {
+        what: format!("branch {branch}"),
+        url: url.to_owned(),
+        message: e.message().to_owned(),
+    })
+}
+
+/// Every file of a commit's tree: what a new branch changes.
+fn every_file(commit: &git2::Commit<'_>) -> Result<Vec<String>, git2::Error> {
+    let mut files = Vec::new();
+    commit
+        .tree()?
+        .walk(git2::TreeWalkMode::PreOrder, |folder, entry| {
+            if entry.kind() != Some(git2::ObjectType::Tree)
+                && let Ok(name) = entry.name()
+            {
+                files.push(format!("{folder}{name}"));
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+    files.sort();
+    Ok(files)
 }
 
 fn text(path: &str, bytes: &[u8]) -> Result<String, GitError> {

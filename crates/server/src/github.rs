@@ -224,8 +224,14 @@ pub struct Trigger {
     pub pull_request_title: Option<String>,
     pub pull_request_labels: Vec<String>,
     pub target_branch: Option<String>,
+    /// The head of a pull request's base branch when the event was sent: with the head,
+    /// it gives the pull request's changed files.
+    #[serde(default)]
+    pub base_commit: Option<String>,
     /// The pull request comes from another repository.
     pub fork: bool,
+    /// The files GitHub lists in a push's commits: the changed files when the commit
+    /// before the push cannot be fetched.
     pub changed_files: Vec<String>,
 }
 
@@ -301,6 +307,7 @@ fn parse_push(push: Push) -> Result<Trigger, PayloadError> {
             pull_request_title: None,
             pull_request_labels: Vec::new(),
             target_branch: None,
+            base_commit: None,
             fork: false,
             changed_files: Vec::new(),
         });
@@ -346,6 +353,7 @@ fn parse_push(push: Push) -> Result<Trigger, PayloadError> {
         pull_request_title: None,
         pull_request_labels: Vec::new(),
         target_branch: None,
+        base_commit: None,
         fork: false,
         changed_files: changed,
     })
@@ -374,6 +382,7 @@ fn pull_request(event: PullRequestEvent) -> Trigger {
         pull_request_title: Some(pr.title),
         pull_request_labels: pr.labels.into_iter().map(|l| l.name).collect(),
         target_branch: Some(pr.base.reference),
+        base_commit: Some(pr.base.sha).filter(|sha| !sha.is_empty()),
         fork,
         changed_files: Vec::new(),
     }
@@ -466,6 +475,7 @@ mod tests {
             pull_request_title: None,
             pull_request_labels: vec![],
             target_branch: None,
+            base_commit: None,
             fork: false,
             changed_files: vec![],
         };

@@ -14,7 +14,7 @@ use gantry_pipeline::{CompileError, Context, Event, Limits, RepoInfo, Source};
 use gantry_store::{Build, Delivery, NewBuild, Repo, StoreError, Visibility};
 
 use crate::AppState;
-use crate::git::GitError;
+use crate::git::{ChangeSpan, GitError};
 use crate::github::Trigger;
 
 /// Who or what asks for a build, beyond its context.
@@ -24,6 +24,9 @@ pub struct Origin {
     pub delivery: Option<i64>,
     /// A pull request from a fork.
     pub fork: bool,
+    /// What the build's changed files are measured over (webhooks of pushes and pull
+    /// requests); `None` keeps the context's list as it is.
+    pub changes: Option<ChangeSpan>,
 }
 
 /// The context a webhook's trigger gives a build of `repo` (number and link come later).
@@ -68,7 +71,7 @@ pub async fn create_build(
     let started = std::time::Instant::now();
     ctx.repo = repo_info(repo);
     ctx.trusted = repo.trusted;
-    let fetched = fetch_config(state, repo, &mut ctx).await;
+    let fetched = fetch_config(state, repo, &mut ctx, origin.changes.as_ref()).await;
     let fetched_in = started.elapsed();
     let number = state.store.take_build_number(repo.id).await?;
     ctx.build_number = number as u64;
@@ -118,12 +121,31 @@ pub async fn create_build(
     Ok(build)
 }
 
+/// What a webhook's build measures its changed files over: pushes to a branch and pull
+/// requests (the events `path` conditions apply to).
+pub fn change_span(trigger: &Trigger) -> Option<ChangeSpan> {
+    match trigger.event {
+        Event::Push => Some(ChangeSpan::Push {
+            before: trigger.before.clone(),
+            after: trigger.commit.clone(),
+        }),
+        Event::PullRequest => Some(ChangeSpan::PullRequest {
+            base: trigger.base_commit.clone(),
+            base_branch: trigger.target_branch.clone().unwrap_or_default(),
+            head: trigger.commit.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// The pipeline files at the build's commit. For a deleted branch or tag, the commit is
-/// the default branch's head (the deleted ref is gone).
+/// the default branch's head (the deleted ref is gone). With `changes`, also the changed
+/// files, into the context.
 async fn fetch_config(
     state: &Arc<AppState>,
     repo: &Repo,
     ctx: &mut Context,
+    changes: Option<&ChangeSpan>,
 ) -> Result<Vec<(String, String)>, String> {
     let state2 = Arc::clone(state);
     let (repo_id, url, config_path) = (repo.id, repo.clone_url.clone(), repo.config_path.clone());
@@ -131,6 +153,7 @@ async fn fetch_config(
     let (reference, commit) = (ctx.reference.clone(), ctx.commit.clone());
     let credential = crate::credentials::for_repo(state, repo);
     let used = credential.source.describe(repo);
+    let changes = changes.cloned();
     let result = tokio::task::spawn_blocking(move || {
         let git = &state2.git;
         let auth = credential.credential.as_ref();
@@ -142,13 +165,26 @@ async fn fetch_config(
             (reference, commit)
         };
         let files = git.read_config(repo_id, &commit.1, &config_path)?;
-        Ok::<_, GitError>((commit, files))
+        let changed = changes.map(|span| git.changed_files(repo_id, &url, auth, &span));
+        Ok::<_, GitError>((commit, files, changed))
     })
     .await;
     match result {
-        Ok(Ok(((reference, commit), files))) => {
+        Ok(Ok(((reference, commit), files, changed))) => {
             ctx.reference = reference;
             ctx.commit = commit;
+            match changed {
+                Some(Ok(changed)) => ctx.changed_files = changed,
+                // GitHub's own list from a push's payload, when the commit before the push
+                // is gone; with none, `path` conditions error the build with the reason.
+                Some(Err(e)) if ctx.changed_files.is_empty() => {
+                    ctx.changed_files_error = Some(explain(&e, &used, repo));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(repo = %repo.full_name(), error = %e, "computing the changed files failed; the push payload's list is used");
+                }
+                None => {}
+            }
             Ok(files)
         }
         Ok(Err(e)) => Err(explain(&e, &used, repo)),
@@ -275,6 +311,7 @@ pub async fn manual_build(
         sender: sender.to_owned(),
         delivery: None,
         fork: false,
+        changes: None,
     };
     create_build(state, repo, ctx, origin).await.map(Ok)
 }
@@ -292,6 +329,7 @@ pub async fn restart(
         sender: sender.to_owned(),
         delivery: None,
         fork: build.fork,
+        changes: None,
     };
     create_build(state, repo, ctx, origin).await
 }
@@ -377,6 +415,7 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
         sender: trigger.sender.clone(),
         delivery: Some(delivery.id),
         fork: trigger.fork,
+        changes: change_span(&trigger),
     };
     let build = create_build(state, &repo, ctx, origin).await?;
     tracing::info!(

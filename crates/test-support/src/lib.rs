@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod git_http;
+
 /// The repository's root: the nearest folder above the test's package with a workspace
 /// `Cargo.toml`. Found at run time, not compile time, because CI reuses one target folder for
 /// checkouts in different places.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gantry_test_support::git_http::PrivateGitServer;
 use gantry_test_support::sink::HttpSink;
 use gantry_test_support::{GitRepo, TempDir, postgres_database, webhook};
 use serde_json::Value;
@@ -147,19 +148,23 @@ fn ok(output: Output) -> String {
 }
 
 fn add_repo(server: &str, token: &str, name: &str, git: &GitRepo, trusted: bool) {
+    let trust: &[&str] = if trusted { &["--trusted"] } else { &[] };
+    add_repo_from(server, token, name, &git.url(), trust);
+}
+
+/// `gantry repo add acme/NAME` cloned from `clone_url`, with `extra` flags.
+fn add_repo_from(server: &str, token: &str, name: &str, clone_url: &str, extra: &[&str]) {
+    let full_name = format!("acme/{name}");
     let mut args = vec![
-        "repo".to_owned(),
-        "add".to_owned(),
-        format!("acme/{name}"),
-        "--clone-url".to_owned(),
-        git.url(),
-        "--secret".to_owned(),
-        SECRET.to_owned(),
+        "repo",
+        "add",
+        &full_name,
+        "--clone-url",
+        clone_url,
+        "--secret",
+        SECRET,
     ];
-    if trusted {
-        args.push("--trusted".to_owned());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     ok(cli(server, token, &args));
 }
 
@@ -989,4 +994,146 @@ fn a_docker_runner_never_runs_on_its_host() {
     run_isolation_matrix(&server, &token, &cases, "docker");
     server.process.stop();
     assert_eq!(docker_leftovers(&runner), "", "nothing is left behind");
+}
+
+/// A private repository behind a git server that answers 401 without the right basic
+/// auth: the server fetches it with the repository's GitHub token, the embedded runner and
+/// a remote `gantry runner` each clone it, steps get the token as a masked netrc, and a
+/// missing or wrong token errors the build naming the credential and the fix.
+#[test]
+fn a_private_repository_builds_with_its_token() {
+    require_docker();
+    let dir = TempDir::new("e2e-private");
+    let token_value = "ghs_private0123456789abcdefTOKEN";
+    let git = GitRepo::new();
+    let pipeline = format!(
+        "kind: pipeline\nname: embedded\nnode: {{where: embedded}}\nsteps:\n  - name: build\n    image: {IMAGE}\n    commands:\n      - cat README\n      - echo netrc $DRONE_NETRC_MACHINE $DRONE_NETRC_USERNAME $DRONE_NETRC_PASSWORD $CI_NETRC_PASSWORD\n---\nkind: pipeline\nname: remote\nnode: {{where: remote}}\nsteps:\n  - name: build\n    image: {IMAGE}\n    commands:\n      - cat README\n      - echo netrc $DRONE_NETRC_PASSWORD\n"
+    );
+    let sha = git.commit(
+        &[(".drone.yml", &pipeline), ("README", "private contents")],
+        "first",
+    );
+    let private = PrivateGitServer::start(&git, "app", "x-access-token", token_value);
+
+    let runner = format!("e2e-private-{}", std::process::id());
+    let (mut server, token) = start_server(
+        dir.path(),
+        None,
+        &[
+            "--runner-backend",
+            "docker",
+            "--runner-name",
+            &runner,
+            "--runner-label",
+            "where=embedded",
+        ],
+    );
+    let token = token.expect("the first start prints the admin token");
+    let mut remote = Process::spawn(
+        &[
+            "runner",
+            "--server",
+            &server.url,
+            "--backend",
+            "docker",
+            "--name",
+            &format!("{runner}-remote"),
+            "--labels",
+            "where=remote",
+        ],
+        &[("GANTRY_RUNNER_SECRET", "e2e-runner-secret-0123456789")],
+        dir.path().join("runner.log"),
+    );
+    remote.wait_for("gantry runner started");
+
+    add_repo_from(
+        &server.url,
+        &token,
+        "app",
+        &private.url,
+        &["--github-token", token_value],
+    );
+    push(&server.url, "app", &sha, "p-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let runners: Vec<&str> = build["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| s["runner"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        runners,
+        [runner.clone(), format!("{runner}-remote")],
+        "each runner cloned one stage"
+    );
+    for stage in [1, 2] {
+        let text = log(&server.url, &token, "app", 1, stage, 2);
+        assert!(text.contains("private contents"), "stage {stage}: {text}");
+        assert!(!text.contains(token_value), "stage {stage}: {text}");
+    }
+    assert!(
+        log(&server.url, &token, "app", 1, 1, 2)
+            .contains("netrc 127.0.0.1 x-access-token ******** ********"),
+        "steps get the credential as a masked netrc"
+    );
+    let api = get(&server.url, &token, "/repos/acme/app/builds/1")
+        .text()
+        .expect("the build");
+    assert!(!api.contains(token_value), "never in an API answer");
+    assert!(
+        private.refused() > 0 && private.served() > 0,
+        "the git server asked for credentials ({} refused, {} served)",
+        private.refused(),
+        private.served()
+    );
+
+    // Without a token, and with a wrong one: the build errors, naming what was used.
+    add_repo_from(&server.url, &token, "anonymous", &private.url, &[]);
+    push(&server.url, "anonymous", &sha, "p-2");
+    let build = wait_build(&server.url, &token, "anonymous", 1, "finished", finished);
+    assert_eq!(build["status"], "error", "{build:#}");
+    let error = build["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no credential (anonymous)") && error.contains("--github-token"),
+        "{error}"
+    );
+    add_repo_from(
+        &server.url,
+        &token,
+        "wrong",
+        &private.url,
+        &["--github-token", "ghs_not_the_right_one"],
+    );
+    push(&server.url, "wrong", &sha, "p-3");
+    let build = wait_build(&server.url, &token, "wrong", 1, "finished", finished);
+    assert_eq!(build["status"], "error", "{build:#}");
+    let error = build["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the GitHub token of acme/wrong")
+            && !error.contains("ghs_not_the_right_one"),
+        "{error}"
+    );
+    // The right token mends it: a restart fetches again.
+    ok(cli(
+        &server.url,
+        &token,
+        &[
+            "repo",
+            "update",
+            "acme/wrong",
+            "--github-token",
+            token_value,
+        ],
+    ));
+    ok(cli(
+        &server.url,
+        &token,
+        &["build", "restart", "acme/wrong", "1"],
+    ));
+    let build = wait_build(&server.url, &token, "wrong", 2, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    assert_eq!(docker_leftovers(&runner), "");
+    remote.stop();
+    server.process.stop();
 }

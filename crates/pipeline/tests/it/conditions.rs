@@ -377,6 +377,60 @@ fn paths_of_changed_files() {
 }
 
 #[test]
+fn paths_filter_pushes_and_pull_requests_only() {
+    let when = "      paths: ['services/api/**']";
+    let mut pr = pull_request("feature", "main");
+    pr.changed_files = vec!["services/web/index.html".into()];
+    check(when, &pr, &["a", "c"]);
+    pr.changed_files.push("services/api/main.go".into());
+    check(when, &pr, &["a", "b", "c"]);
+    // Woodpecker applies path conditions to pushes and pull requests alone: a tag, a cron
+    // or a manual build has no list of changes to filter on.
+    let mut release = tag("v1.0.0");
+    release.changed_files = vec!["README.md".into()];
+    check(when, &release, &["a", "b", "c"]);
+    let mut manual = push();
+    manual.event = Event::Custom;
+    check(
+        "      path:\n        include: ['services/api/**']\n        on_empty: false",
+        &manual,
+        &["a", "b", "c"],
+    );
+}
+
+#[test]
+fn ignore_message_lets_the_path_condition_hold() {
+    let mut ctx = push();
+    ctx.changed_files = vec!["docs/index.md".into()];
+    let when = "      path:\n        include: ['src/**']\n        ignore_message: '[ALL]'";
+    check(when, &ctx, &["a", "c"]);
+    ctx.message = "Bump everything [all]".into();
+    check(when, &ctx, &["a", "b", "c"]);
+}
+
+#[test]
+fn unknown_changed_files_error_the_build_instead_of_guessing() {
+    let yaml = "steps:\n  a:\n    image: alpine\n    when:\n      path: 'src/**'\n";
+    let config = gantry_pipeline::parse(".woodpecker.yml", yaml)
+        .config
+        .expect("valid syntax");
+    let mut ctx = push();
+    ctx.changed_files_error = Some("the commit before the push could not be fetched".into());
+    let text = gantry_pipeline::compile(&config, &ctx)
+        .expect_err("cannot decide")
+        .to_string();
+    assert!(
+        text.contains(".woodpecker.yml:5:13: error: `path` cannot be decided: the commit before the push could not be fetched"),
+        "{text}"
+    );
+    // Without a path condition, the same context compiles.
+    let plain = gantry_pipeline::parse(".woodpecker.yml", "steps:\n  a:\n    image: alpine\n")
+        .config
+        .expect("valid syntax");
+    assert!(gantry_pipeline::compile(&plain, &ctx).is_ok());
+}
+
+#[test]
 fn keys_are_anded() {
     check(
         "      branch: main\n      event: push",

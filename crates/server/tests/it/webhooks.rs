@@ -13,7 +13,30 @@ on_both!(
     every_fixture_payload_gets_a_clear_answer,
     a_push_builds_once_and_skip_ci_builds_nothing,
     tags_pull_requests_and_deletions_become_their_events,
+    a_monorepo_builds_only_the_services_that_changed,
 );
+
+/// Two services of one repository, each built only when its folder changed.
+const MONOREPO: &str = "kind: pipeline
+name: api
+trigger:
+  paths: ['services/api/**']
+steps:
+  - name: build
+    image: busybox
+    commands: [echo api]
+---
+kind: pipeline
+name: web
+trigger:
+  paths:
+    include: ['services/web/**']
+    exclude: ['**/*.md']
+steps:
+  - name: build
+    image: busybox
+    commands: [echo web]
+";
 
 mod cases {
     use super::*;
@@ -352,6 +375,104 @@ mod cases {
         assert_eq!(
             build["status"], "pending",
             "the pipeline's trigger asks for delete: {build}"
+        );
+        server.stop().await;
+    }
+
+    pub async fn a_monorepo_builds_only_the_services_that_changed(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        server.add_repo("mono", &git).await;
+        let zero = "0".repeat(40);
+        let mut number = 0;
+        let mut push = |before: &str, after: &str| {
+            number += 1;
+            let mut payload = webhook::push("acme/mono", "main", after, "change");
+            payload["before"] = before.into();
+            // GitHub's own list must not be what decides: it names other files.
+            payload["commits"][0]["modified"] = json!(["services/web/index.html"]);
+            (payload, number)
+        };
+        // Which of the two pipelines run in build `number`.
+        async fn ran(server: &TestServer, number: u64) -> Vec<String> {
+            let build = server.wait_build("mono", number).await;
+            let stages = build["stages"].as_array().expect("stages");
+            assert_eq!(stages.len(), 2, "{build}");
+            stages
+                .iter()
+                .filter(|s| s["status"] != "skipped")
+                .map(|s| s["name"].as_str().expect("a name").to_owned())
+                .collect()
+        }
+
+        let first = git.commit(
+            &[
+                (".drone.yml", MONOREPO),
+                ("services/api/main.go", "package main"),
+                ("services/web/index.html", "<p>hi</p>"),
+            ],
+            "first",
+        );
+        let (payload, n) = push(&zero, &first);
+        assert_eq!(server.deliver("push", "m-1", &payload).await.status(), 202);
+        assert_eq!(
+            ran(&server, n).await,
+            ["api", "web"],
+            "a new branch changes its whole tree"
+        );
+
+        let api = git.commit(&[("services/api/main.go", "package api")], "api");
+        let (payload, n) = push(&first, &api);
+        assert_eq!(server.deliver("push", "m-2", &payload).await.status(), 202);
+        assert_eq!(ran(&server, n).await, ["api"]);
+
+        let docs = git.commit(&[("services/web/README.md", "# web")], "docs");
+        let (payload, n) = push(&api, &docs);
+        assert_eq!(server.deliver("push", "m-3", &payload).await.status(), 202);
+        assert_eq!(
+            ran(&server, n).await,
+            Vec::<String>::new(),
+            "web excludes markdown"
+        );
+        assert_eq!(server.wait_build("mono", n).await["status"], "skipped");
+
+        let web = git.commit(&[("services/web/index.html", "<p>web</p>")], "web");
+        let (payload, n) = push(&docs, &web);
+        assert_eq!(server.deliver("push", "m-4", &payload).await.status(), 202);
+        assert_eq!(ran(&server, n).await, ["web"]);
+
+        // A pull request changes the api; main has moved on with a web change since the
+        // branch was made: only the pull request's own files count (base...head).
+        let feature = git.commit(&[("services/api/handler.go", "package api")], "feature");
+        git.set_ref("refs/pull/9/head", &feature);
+        git.reset_main(&web);
+        let moved = git.commit(&[("services/web/style.css", "p {}")], "main moves on");
+        let mut pr = webhook::pull_request("acme/mono", 9, "feature", "main", &feature);
+        pr["pull_request"]["base"]["sha"] = moved.as_str().into();
+        assert_eq!(
+            server.deliver("pull_request", "m-5", &pr).await.status(),
+            202
+        );
+        assert_eq!(ran(&server, n + 1).await, ["api"]);
+        let build = server.wait_build("mono", n + 1).await;
+        assert_eq!(build["commit"], feature.as_str());
+
+        // Without its base branch, the changed files are unknown: the build says so.
+        let mut orphan = webhook::pull_request("acme/mono", 10, "feature", "gone", &feature);
+        orphan["pull_request"]["base"]["sha"] = json!("1".repeat(40));
+        assert_eq!(
+            server
+                .deliver("pull_request", "m-6", &orphan)
+                .await
+                .status(),
+            202
+        );
+        let build = server.wait_finished("mono", n + 2).await;
+        assert_eq!(build["status"], "error", "{build}");
+        let message = build["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`path` cannot be decided") && message.contains("branch gone"),
+            "{message}"
         );
         server.stop().await;
     }
