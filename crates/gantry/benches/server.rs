@@ -246,6 +246,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
             timeout_secs: 60,
             github_token: String::new(),
             fork_policy: "run".into(),
+            ssh_key: String::new(),
         })
         .await
         .expect("repo");

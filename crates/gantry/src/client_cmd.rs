@@ -62,6 +62,9 @@ pub enum RepoCommand {
         /// posts its commit statuses (else the server's token is used).
         #[arg(long, env = "GANTRY_REPO_GITHUB_TOKEN", hide_env_values = true)]
         github_token: Option<String>,
+        /// The private key of a deploy key (a file), for an ssh:// or git@host: clone URL.
+        #[arg(long)]
+        ssh_key_file: Option<std::path::PathBuf>,
     },
     /// Changes a repository's settings (those given; needs its admin role).
     Update {
@@ -93,6 +96,12 @@ pub enum RepoCommand {
         /// token is then used).
         #[arg(long, env = "GANTRY_REPO_GITHUB_TOKEN", hide_env_values = true)]
         github_token: Option<String>,
+        /// The private key of a deploy key (a file), for an ssh:// or git@host: clone URL.
+        #[arg(long, conflicts_with = "remove_ssh_key")]
+        ssh_key_file: Option<std::path::PathBuf>,
+        /// Removes the repository's deploy key.
+        #[arg(long)]
+        remove_ssh_key: bool,
     },
     /// Lists repositories.
     Ls,
@@ -226,6 +235,11 @@ fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
         .ok_or_else(|| anyhow::anyhow!("`{repo}` is not OWNER/NAME"))
 }
 
+fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("while reading the SSH key file {}", path.display()))
+}
+
 fn text(value: &Value, key: &str) -> String {
     match value.get(key) {
         Some(Value::String(s)) => s.clone(),
@@ -259,8 +273,10 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 trusted,
                 link,
                 github_token,
+                ssh_key_file,
             } => {
                 let (owner, name) = split_repo(repo)?;
+                let ssh_key = ssh_key_file.as_deref().map(read_key).transpose()?;
                 let created = client
                     .json(
                         reqwest::Method::POST,
@@ -271,6 +287,7 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                             "default_branch": default_branch, "visibility": visibility,
                             "trusted": trusted, "link": link.clone().unwrap_or_default(),
                             "github_token": github_token.clone().unwrap_or_default(),
+                            "ssh_key": ssh_key.unwrap_or_default(),
                         })),
                     )
                     .await?;
@@ -292,6 +309,8 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 timeout,
                 link,
                 github_token,
+                ssh_key_file,
+                remove_ssh_key,
             } => {
                 let (owner, name) = split_repo(repo)?;
                 let mut changes = serde_json::Map::new();
@@ -310,6 +329,12 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 set("timeout_secs", timeout.map(|m| Value::from(m * 60)));
                 set("link", link.clone().map(Value::from));
                 set("github_token", github_token.clone().map(Value::from));
+                let ssh_key = match ssh_key_file {
+                    Some(path) => Some(read_key(path)?),
+                    None if *remove_ssh_key => Some(String::new()),
+                    None => None,
+                };
+                set("ssh_key", ssh_key.map(Value::from));
                 if changes.is_empty() {
                     bail!("nothing to change: give one or more settings (see gantry repo update --help)");
                 }

@@ -88,6 +88,10 @@ pub struct ServerArgs {
     /// GitHub logins that are server admins (comma-separated).
     #[arg(long, env = "GANTRY_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
+    /// An OpenSSH known_hosts file: the host keys SSH git servers (ssh:// and git@host:
+    /// clone URLs) may present, beside GitHub's published ones, which are built in.
+    #[arg(long, env = "GANTRY_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +333,11 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone());
     config.github_api = args.github_api_url.clone();
     config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
+    if let Some(path) = &args.ssh_known_hosts {
+        let lines = std::fs::read_to_string(path)
+            .with_context(|| format!("while reading the SSH known hosts {}", path.display()))?;
+        config.ssh_known_hosts.push_str(&lines);
+    }
     config.secret_key = secret_key(args.secret_key.as_deref(), &args.data_dir, &store).await?;
     config.oauth = match (&args.github_client_id, &args.github_client_secret) {
         (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {

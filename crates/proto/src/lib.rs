@@ -7,6 +7,8 @@
 //!
 //! Pure types; the HTTP lives in `gantry-server` (server side) and `gantry-runner` (client).
 
+pub mod ssh;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -165,6 +167,14 @@ pub struct Assignment {
 pub enum GitCredential {
     /// HTTP basic auth: GitHub takes user `x-access-token` and a token as the password.
     Basic { username: String, password: String },
+    /// An SSH private key (a deploy key) for `ssh://` and `user@host:` URLs, as the user the
+    /// URL names; the git server's host key must be one of `known_hosts`
+    /// ([`ssh::check_host_key`]).
+    SshKey {
+        username: String,
+        private_key: String,
+        known_hosts: String,
+    },
 }
 
 impl GitCredential {
@@ -172,6 +182,7 @@ impl GitCredential {
     pub fn secret(&self) -> &str {
         match self {
             GitCredential::Basic { password, .. } => password,
+            GitCredential::SshKey { private_key, .. } => private_key,
         }
     }
 
@@ -180,6 +191,9 @@ impl GitCredential {
         match self {
             GitCredential::Basic { username, .. } => {
                 format!("HTTP basic auth as `{username}` with a token")
+            }
+            GitCredential::SshKey { username, .. } => {
+                format!("an SSH deploy key as `{username}`")
             }
         }
     }

@@ -218,6 +218,7 @@ fn main() {
                 timeout_secs: 60,
                 github_token: String::new(),
                 fork_policy: "run".into(),
+                ssh_key: String::new(),
             })
             .await
             .expect("repo");

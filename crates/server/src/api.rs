@@ -132,6 +132,8 @@ struct RepoView {
     repo: Repo,
     full_name: String,
     has_webhook_secret: bool,
+    has_github_token: bool,
+    has_ssh_key: bool,
     webhook_url: String,
 }
 
@@ -139,6 +141,8 @@ fn repo_view(state: &AppState, repo: Repo) -> RepoView {
     RepoView {
         full_name: repo.full_name(),
         has_webhook_secret: !repo.webhook_secret.is_empty(),
+        has_github_token: !repo.github_token.is_empty(),
+        has_ssh_key: !repo.ssh_key.is_empty(),
         webhook_url: format!("{}/hook/github", state.config.server_url),
         repo,
     }
@@ -221,6 +225,8 @@ async fn add_repo(
         "github_token",
         &new.github_token,
     );
+    check_ssh_key(&new.ssh_key)?;
+    new.ssh_key = seal_field(key, &new.owner, &new.name, "ssh_key", &new.ssh_key);
     let repo = state.store.create_repo(&new).await?;
     if let Some(user) = who.user.as_ref().filter(|_| !who.is_admin()) {
         state
@@ -302,10 +308,12 @@ async fn update_repo(
 ) -> ApiResult<Json<RepoView>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let mut update: RepoUpdate = parse_body(&body)?;
+    check_ssh_key(update.ssh_key.as_deref().unwrap_or(""))?;
     let key = &state.config.secret_key;
     for (field, value) in [
         ("webhook_secret", &mut update.webhook_secret),
         ("github_token", &mut update.github_token),
+        ("ssh_key", &mut update.ssh_key),
     ] {
         if let Some(value) = value {
             *value = seal_field(key, &repo.owner, &repo.name, field, value);
@@ -318,6 +326,21 @@ async fn update_repo(
     )?;
     let repo = state.store.update_repo(repo.id, &update).await?;
     Ok(Json(repo_view(&state, repo)))
+}
+
+/// A deploy key must be a private key in PEM or OpenSSH form (empty removes it): a public
+/// key pasted by mistake is refused here, not at the next fetch.
+pub(crate) fn check_ssh_key(key: &str) -> ApiResult<()> {
+    let key = key.trim();
+    if key.is_empty() || (key.starts_with("-----BEGIN ") && key.contains("PRIVATE KEY-----")) {
+        return Ok(());
+    }
+    let hint = if key.starts_with("ssh-") || key.starts_with("ecdsa-") {
+        "this is a public key: give gantry the private half (the file without .pub), and GitHub the public one"
+    } else {
+        "expected a private key file, starting with `-----BEGIN OPENSSH PRIVATE KEY-----`"
+    };
+    Err(ApiError::BadRequest(format!("ssh_key: {hint}")))
 }
 
 async fn remove_repo(

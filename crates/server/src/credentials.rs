@@ -1,9 +1,11 @@
 //! Which git credential the server uses for a repository, for its own fetches and for the
-//! runner's clone: the repository's own GitHub token (`gantry repo add|update
-//! --github-token`, the API, the settings page), else the server's (`--github-token`), else
-//! none. A token is HTTP basic auth, user `x-access-token`, as GitHub takes personal and
-//! app installation tokens. The value lives only in the sealed repository row and in the
-//! assignment of a stage; messages name where it came from, never what it is.
+//! runner's clone. For an HTTP(S) clone URL: the repository's own GitHub token (`gantry repo
+//! add|update --github-token`, the API, the settings page), else the server's
+//! (`--github-token`), else none; a token is HTTP basic auth, user `x-access-token`, as
+//! GitHub takes personal and app installation tokens. For an SSH clone URL (`ssh://`,
+//! `git@host:`): the repository's deploy key (`--ssh-key-file`), with the host keys the
+//! server trusts. A value lives only in the sealed repository row and in the assignment of
+//! a stage; messages name where it came from, never what it is.
 
 use gantry_proto::{GitCredential, Netrc};
 use gantry_store::Repo;
@@ -15,12 +17,14 @@ use crate::AppState;
 pub enum CredentialSource {
     Repository,
     Server,
+    DeployKey,
     None,
 }
 
 impl CredentialSource {
     pub fn describe(self, repo: &Repo) -> String {
         match self {
+            CredentialSource::DeployKey => format!("the SSH deploy key of {}", repo.full_name()),
             CredentialSource::Repository => format!(
                 "the GitHub token of {} (as HTTP user `x-access-token`)",
                 repo.full_name()
@@ -64,7 +68,11 @@ pub fn github_token(state: &AppState, repo: &Repo) -> (Option<String>, Credentia
     }
 }
 
+/// The credential for `repo`'s clone URL: its deploy key for SSH, a token for HTTP(S).
 pub fn for_repo(state: &AppState, repo: &Repo) -> RepoCredential {
+    if gantry_proto::ssh::is_ssh_url(&repo.clone_url) {
+        return ssh_credential(state, repo);
+    }
     let (token, source) = github_token(state, repo);
     RepoCredential {
         credential: token.map(|password| GitCredential::Basic {
@@ -72,6 +80,36 @@ pub fn for_repo(state: &AppState, repo: &Repo) -> RepoCredential {
             password,
         }),
         source,
+    }
+}
+
+fn ssh_credential(state: &AppState, repo: &Repo) -> RepoCredential {
+    let none = RepoCredential {
+        credential: None,
+        source: CredentialSource::None,
+    };
+    if repo.ssh_key.is_empty() {
+        return none;
+    }
+    match crate::secrets::open_field(
+        &state.config.secret_key,
+        &repo.owner,
+        &repo.name,
+        "ssh_key",
+        &repo.ssh_key,
+    ) {
+        Ok(private_key) => RepoCredential {
+            credential: Some(GitCredential::SshKey {
+                username: gantry_proto::ssh::ssh_user(&repo.clone_url),
+                private_key,
+                known_hosts: state.config.ssh_known_hosts.clone(),
+            }),
+            source: CredentialSource::DeployKey,
+        },
+        Err(e) => {
+            tracing::error!(repo = %repo.full_name(), error = %e, "the repository's SSH deploy key cannot be opened");
+            none
+        }
     }
 }
 

@@ -422,32 +422,87 @@ fn fetch(
     let mut remote = repo.remote_anonymous(url)?;
     let mut options = FetchOptions::new();
     options.download_tags(git2::AutotagOption::None);
-    if let Some(GitCredential::Basic { username, password }) = credential {
-        let mut callbacks = RemoteCallbacks::new();
-        let mut asked = false;
-        callbacks.credentials(move |_url, _user, allowed| {
-            // Once: a refused credential is an error, not a loop of the same answer.
-            if std::mem::replace(&mut asked, true) {
-                Err(git2::Error::from_str(
-                    "authentication failed: the server refused the credential",
-                ))
-            } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+    // libgit2 replaces the host key check's message with its own; the check keeps it here.
+    let host_key_refusal: Arc<Mutex<Option<String>>> = Arc::default();
+    if let Some(credential) = credential {
+        options.remote_callbacks(callbacks(credential, &host_key_refusal));
+    }
+    remote
+        .fetch(&[refspec], Some(&mut options), None)
+        .map_err(|e| {
+            match host_key_refusal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                Some(message) => git2::Error::from_str(&message),
+                None => e,
+            }
+        })
+}
+
+/// The credential callback (it answers once: a refused credential is an error, not a loop of
+/// the same answer) and, for an SSH key, the host key check against the known hosts.
+fn callbacks<'a>(
+    credential: &'a GitCredential,
+    host_key_refusal: &Arc<Mutex<Option<String>>>,
+) -> RemoteCallbacks<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut asked = false;
+    callbacks.credentials(move |_url, _user, allowed| {
+        if let GitCredential::SshKey { username, .. } = credential
+            && allowed == git2::CredentialType::USERNAME
+        {
+            return Cred::username(username);
+        }
+        if std::mem::replace(&mut asked, true) {
+            return Err(git2::Error::from_str(
+                "authentication failed: the server refused the credential",
+            ));
+        }
+        match credential {
+            GitCredential::Basic { username, password }
+                if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
+            {
                 Cred::userpass_plaintext(username, password)
-            } else {
-                Err(git2::Error::from_str(
-                    "authentication failed: the server asks for another kind of credential",
-                ))
+            }
+            GitCredential::SshKey {
+                username,
+                private_key,
+                ..
+            } if allowed.contains(git2::CredentialType::SSH_KEY) => {
+                Cred::ssh_key_from_memory(username, None, private_key, None)
+            }
+            _ => Err(git2::Error::from_str(
+                "authentication failed: the server asks for another kind of credential",
+            )),
+        }
+    });
+    if let GitCredential::SshKey { known_hosts, .. } = credential {
+        let refusal = Arc::clone(host_key_refusal);
+        callbacks.certificate_check(move |cert, host| {
+            match cert.as_hostkey().and_then(|k| k.hostkey()) {
+                Some(key) => gantry_proto::ssh::check_host_key(known_hosts, host, key)
+                    .map(|()| git2::CertificateCheckStatus::CertificateOk)
+                    .map_err(|e| {
+                        let message = e.to_string();
+                        *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+                        git2::Error::from_str(&message)
+                    }),
+                None => Ok(git2::CertificateCheckStatus::CertificatePassthrough),
             }
         });
-        options.remote_callbacks(callbacks);
     }
-    remote.fetch(&[refspec], Some(&mut options), None)
+    callbacks
 }
 
 /// What to do about a failed fetch, from git's message: the credential that was used
 /// (described, never its value) and how to fix it.
-pub fn fetch_hint(message: &str, used: &str, repo: &str) -> String {
+pub fn fetch_hint(message: &str, used: &str, repo: &str, ssh: bool) -> String {
     let lower = message.to_ascii_lowercase();
+    if ssh && let Some(hint) = ssh_hint(&lower, used, repo) {
+        return hint;
+    }
     let set_token = format!(
         "set a token with read access to it: `gantry repo update {repo} --github-token TOKEN` (or the repository's settings page), or the server's GANTRY_GITHUB_TOKEN"
     );
@@ -481,9 +536,67 @@ pub fn fetch_hint(message: &str, used: &str, repo: &str) -> String {
     }
 }
 
+/// The fix for an SSH fetch that was refused (other failures share the HTTP hints).
+fn ssh_hint(lower: &str, used: &str, repo: &str) -> Option<String> {
+    let set_key = format!(
+        "give gantry the private half of a deploy key: `gantry repo update {repo} --ssh-key-file KEY`, and add its public half to the repository's deploy keys on GitHub (read access is enough)"
+    );
+    if lower.contains("ssh host key") {
+        // The message says it all: which host, and the known-hosts fix.
+        return Some(format!("{used} was not offered: the host was not trusted"));
+    }
+    let refused = [
+        "authenticat",
+        "publickey",
+        "refused the credential",
+        "permission denied",
+    ];
+    if !refused.iter().any(|word| lower.contains(word)) {
+        return None;
+    }
+    Some(if used.starts_with("no credential") {
+        format!("the git server wants a key and {used} was used; {set_key}")
+    } else {
+        format!(
+            "{used} was refused: is its public half one of the repository's deploy keys? {set_key}"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ssh_fetch_hint_names_the_deploy_key() {
+        let anonymous = fetch_hint(
+            "failed to authenticate SSH session: callback returned unsupported credentials type",
+            "no credential (anonymous)",
+            "acme/app",
+            true,
+        );
+        assert!(anonymous.contains("--ssh-key-file"), "{anonymous}");
+        let refused = fetch_hint(
+            "authentication failed: the server refused the credential",
+            "the SSH deploy key of acme/app",
+            "acme/app",
+            true,
+        );
+        assert!(
+            refused.contains("the SSH deploy key of acme/app was refused")
+                && refused.contains("deploy keys"),
+            "{refused}"
+        );
+        assert!(
+            fetch_hint(
+                "failed to resolve address for git.invalid",
+                "x",
+                "a/b",
+                true
+            )
+            .contains("resolved")
+        );
+    }
 
     #[test]
     fn a_fetch_hint_names_the_credential_and_the_fix() {
@@ -491,6 +604,7 @@ mod tests {
             "remote authentication required but no callback set",
             "no credential (anonymous)",
             "acme/app",
+            false,
         );
         assert!(
             anonymous.contains("private") && anonymous.contains("--github-token"),
@@ -500,17 +614,24 @@ mod tests {
             "authentication failed: the server refused the credential",
             "the GitHub token of acme/app",
             "acme/app",
+            false,
         );
         assert!(
             refused.contains("the GitHub token of acme/app was refused"),
             "{refused}"
         );
         assert!(
-            fetch_hint("unexpected http status code: 404", "x", "acme/app").contains("--clone-url")
+            fetch_hint("unexpected http status code: 404", "x", "acme/app", false)
+                .contains("--clone-url")
         );
         assert!(
-            fetch_hint("failed to resolve address for nowhere.invalid", "x", "a/b")
-                .contains("resolved")
+            fetch_hint(
+                "failed to resolve address for nowhere.invalid",
+                "x",
+                "a/b",
+                false
+            )
+            .contains("resolved")
         );
     }
 }

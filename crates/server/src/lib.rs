@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub oauth: Option<oauth::OAuthConfig>,
     /// How long a user's role read from GitHub is trusted before it is read again.
     pub role_ttl: Duration,
+    /// OpenSSH `known_hosts` lines: the host keys an SSH git server may present (GitHub's,
+    /// plus the operator's `--ssh-known-hosts`).
+    pub ssh_known_hosts: String,
 }
 
 impl ServerConfig {
@@ -80,6 +83,7 @@ impl ServerConfig {
             secret_key: secrets::SecretKey::generate().0,
             oauth: None,
             role_ttl: Duration::from_secs(600),
+            ssh_known_hosts: gantry_proto::ssh::GITHUB_HOST_KEYS.to_owned(),
         }
     }
 }

@@ -198,7 +198,12 @@ fn explain(error: &GitError, used: &str, repo: &Repo) -> String {
     match error {
         GitError::Fetch { message, .. } => format!(
             "{error}\n{}",
-            crate::git::fetch_hint(message, used, &repo.full_name())
+            crate::git::fetch_hint(
+                message,
+                used,
+                &repo.full_name(),
+                gantry_proto::ssh::is_ssh_url(&repo.clone_url)
+            )
         ),
         GitError::NoConfig(_) | GitError::Cache { .. } => error.to_string(),
     }

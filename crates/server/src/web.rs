@@ -54,6 +54,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(delete_secret),
         )
         .route("/{owner}/{name}/settings/roles", post(set_role))
+        .route(
+            "/{owner}/{name}/settings/credentials",
+            post(save_credentials),
+        )
         .route("/{owner}/{name}/{number}", get(build_page))
         .route("/{owner}/{name}/{number}/restart", post(restart))
         .route("/{owner}/{name}/{number}/{action}", post(act))
@@ -1120,6 +1124,10 @@ struct SettingsTemplate {
     timeout_minutes: i64,
     trusted: bool,
     server_admin: bool,
+    clone_url: String,
+    clone_over_ssh: bool,
+    has_github_token: bool,
+    has_ssh_key: bool,
     secrets: Vec<SecretRow>,
     roles: Vec<RoleRow>,
 }
@@ -1167,6 +1175,10 @@ async fn settings_page(
         timeout_minutes: repo.timeout_secs / 60,
         trusted: repo.trusted,
         server_admin: session.identity.as_ref().is_some_and(Identity::is_admin),
+        clone_over_ssh: gantry_proto::ssh::is_ssh_url(&repo.clone_url),
+        clone_url: repo.clone_url.clone(),
+        has_github_token: !repo.github_token.is_empty(),
+        has_ssh_key: !repo.ssh_key.is_empty(),
         secrets,
         roles,
     }))
@@ -1253,6 +1265,62 @@ async fn save_settings(
         )
         .await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/settings")))
+}
+
+#[derive(Debug, Deserialize)]
+struct CredentialsForm {
+    #[serde(default)]
+    csrf: String,
+    /// Empty keeps the current one.
+    #[serde(default)]
+    github_token: String,
+    #[serde(default)]
+    ssh_key: String,
+    /// Checkboxes: present ("on") when ticked.
+    remove_github_token: Option<String>,
+    remove_ssh_key: Option<String>,
+}
+
+/// The repository's GitHub token and SSH deploy key: set, replaced or removed, never shown.
+async fn save_credentials(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<CredentialsForm>,
+) -> Result<Redirect, Page> {
+    let (repo, _) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
+    // A textarea sends CRLF line ends; a key file has LF.
+    let ssh_key = form.ssh_key.replace("\r\n", "\n");
+    crate::api::check_ssh_key(&ssh_key)?;
+    let key = &state.config.secret_key;
+    let change = |remove: bool, value: &str, field: &str| {
+        if remove {
+            Some(String::new())
+        } else if value.trim().is_empty() {
+            None
+        } else {
+            Some(crate::secrets::seal_field(
+                key,
+                &repo.owner,
+                &repo.name,
+                field,
+                value,
+            ))
+        }
+    };
+    let update = gantry_store::RepoUpdate {
+        github_token: change(
+            form.remove_github_token.is_some(),
+            form.github_token.trim(),
+            "github_token",
+        ),
+        ssh_key: change(form.remove_ssh_key.is_some(), &ssh_key, "ssh_key"),
+        ..gantry_store::RepoUpdate::default()
+    };
+    state.store.update_repo(repo.id, &update).await?;
+    Ok(Redirect::to(&format!(
+        "/{owner}/{name}/settings#credentials"
+    )))
 }
 
 #[derive(Debug, Deserialize)]

@@ -71,6 +71,10 @@ pub struct Repo {
     pub github_token: String,
     /// Pull requests from forks: `run`, or `approve` (held as blocked until approved).
     pub fork_policy: String,
+    /// The SSH deploy key (sealed) for `ssh://` and `git@host:` clone URLs; empty: none.
+    /// Never serialised.
+    #[serde(skip_serializing)]
+    pub ssh_key: String,
 }
 
 impl Repo {
@@ -102,6 +106,8 @@ pub struct NewRepo {
     pub github_token: String,
     #[serde(default = "default_fork_policy")]
     pub fork_policy: String,
+    #[serde(default)]
+    pub ssh_key: String,
 }
 
 fn default_fork_policy() -> String {
@@ -133,11 +139,12 @@ pub struct RepoUpdate {
     pub active: Option<bool>,
     pub github_token: Option<String>,
     pub fork_policy: Option<String>,
+    pub ssh_key: Option<String>,
 }
 
 const COLUMNS: &str = "id, owner, name, clone_url, link, webhook_secret, config_path, \
      default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
-     github_token, fork_policy";
+     github_token, fork_policy, ssh_key";
 
 impl Store {
     pub async fn create_repo(&self, new: &NewRepo) -> Result<Repo> {
@@ -145,8 +152,8 @@ impl Store {
         let inserted = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
             "INSERT INTO repos (owner, name, clone_url, link, webhook_secret, config_path, \
              default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
-             github_token, fork_policy) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $11, $12, $13) \
+             github_token, fork_policy, ssh_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $11, $12, $13, $14) \
              ON CONFLICT (owner, name) DO NOTHING RETURNING id",
         )
         .bind(&new.owner)
@@ -162,6 +169,7 @@ impl Store {
         .bind(now)
         .bind(&new.github_token)
         .bind(&new.fork_policy)
+        .bind(&new.ssh_key)
         .fetch_optional(pool)
         .await)?;
         match inserted {
@@ -211,7 +219,7 @@ impl Store {
         with_pool!(self, pool => sqlx::query(
             "UPDATE repos SET clone_url = $2, link = $3, webhook_secret = $4, config_path = $5, \
              default_branch = $6, trusted = $7, visibility = $8, timeout_secs = $9, active = $10, \
-             updated_at = $11, github_token = $12, fork_policy = $13 WHERE id = $1",
+             updated_at = $11, github_token = $12, fork_policy = $13, ssh_key = $14 WHERE id = $1",
         )
         .bind(id)
         .bind(clone_url)
@@ -226,6 +234,7 @@ impl Store {
         .bind(now_ms())
         .bind(update.github_token.as_ref().unwrap_or(&current.github_token))
         .bind(update.fork_policy.as_ref().unwrap_or(&current.fork_policy))
+        .bind(update.ssh_key.as_ref().unwrap_or(&current.ssh_key))
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
         self.repo(id).await

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod git_http;
+pub mod git_ssh;
 
 /// The repository's root: the nearest folder above the test's package with a workspace
 /// `Cargo.toml`. Found at run time, not compile time, because CI reuses one target folder for

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use gantry_pipeline::plan::CloneSpec;
 use gantry_runner::{Backend, CloneSource, LocalBackend, StepStatus, WorkspaceSource};
 use gantry_test_support::GitRepo;
+use gantry_test_support::git_ssh::SshGitServer;
 
 use crate::support::{Flavour, expect, job_id, run_in, stage_from, statuses};
 
@@ -153,4 +154,97 @@ async fn clones_into_a_docker_volume() {
         run.result
     );
     crate::docker::nothing_left(backend).await;
+}
+
+fn over_ssh(server: &SshGitServer, key: &str, known_hosts: &str, commit: &str) -> CloneSource {
+    CloneSource {
+        spec: CloneSpec {
+            url: server.url.clone(),
+            reference: "refs/heads/main".to_owned(),
+            commit: commit.to_owned(),
+            depth: Some(1),
+            tags: false,
+            skip_verify: false,
+        },
+        credential: Some(gantry_proto::GitCredential::SshKey {
+            username: gantry_proto::ssh::ssh_user(&server.url),
+            private_key: key.to_owned(),
+            known_hosts: known_hosts.to_owned(),
+        }),
+    }
+}
+
+fn clone_error(run: &crate::support::Run) -> String {
+    run.result
+        .step("clone")
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default()
+}
+
+/// A deploy key clones over SSH from a real sshd; another key is refused, and so is a
+/// server whose host key the known hosts do not hold. The key never reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_over_ssh_with_a_deploy_key_from_a_known_host_only() {
+    let repo = GitRepo::new();
+    let commit = repo.commit(&[("version.txt", "over ssh\n")], "first");
+    let server = SshGitServer::start(&repo);
+
+    let run = show(
+        local(),
+        LOCAL,
+        over_ssh(&server, &server.deploy_key, &server.known_hosts, &commit),
+    )
+    .await;
+    assert_eq!(
+        run.recorder.lines("show"),
+        ["+ cat version.txt", "over ssh"],
+        "{:?}\n{}",
+        run.result,
+        server.log()
+    );
+    let key_line = server.deploy_key.lines().nth(1).expect("a key body");
+    assert!(!run.recorder.all_text().contains(key_line));
+
+    let run = show(
+        local(),
+        LOCAL,
+        over_ssh(&server, &server.stranger_key, &server.known_hosts, &commit),
+    )
+    .await;
+    assert_eq!(run.result.status, StepStatus::Error);
+    let error = clone_error(&run);
+    assert!(
+        error.contains("the server refused an SSH deploy key") || error.contains("authenticat"),
+        "{error}"
+    );
+
+    let run = show(
+        local(),
+        LOCAL,
+        over_ssh(
+            &server,
+            &server.deploy_key,
+            gantry_proto::ssh::GITHUB_HOST_KEYS,
+            &commit,
+        ),
+    )
+    .await;
+    assert_eq!(run.result.status, StepStatus::Error);
+    let error = clone_error(&run);
+    assert!(
+        error.contains("the SSH host key of 127.0.0.1 is not known"),
+        "{error}"
+    );
+    let impostor = server.known_hosts.replace("AAAA", "AAAB");
+    let run = show(
+        local(),
+        LOCAL,
+        over_ssh(&server, &server.deploy_key, &impostor, &commit),
+    )
+    .await;
+    assert!(
+        clone_error(&run).contains("is not the one the known hosts give"),
+        "{}",
+        clone_error(&run)
+    );
 }

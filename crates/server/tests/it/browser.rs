@@ -21,10 +21,12 @@ async fn sign_in_with(browser: &Browser, server: &TestServer, token: &str) {
     browser.open(&format!("{}/login", server.url)).await;
     browser.fill("input[name=token]", token).await;
     browser.click("form.login button").await;
+    // The login page of a browser already signed in shows a user too: wait for the page the
+    // form leads to.
     browser
         .until(
             "the signed-in user",
-            "document.querySelector('.who') !== null",
+            "location.pathname !== '/login' && document.querySelector('.who') !== null",
         )
         .await;
 }
@@ -347,6 +349,45 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
         (gantry_store::Visibility::Private, "approve")
     );
     browser.screenshot(&shots(), "settings").await;
+
+    // Credentials: a GitHub token and a deploy key, sealed, never shown; then removed.
+    browser
+        .fill(
+            "#save-credentials input[name=github_token]",
+            "ghp_from_the_page",
+        )
+        .await;
+    browser
+        .fill(
+            "#save-credentials textarea[name=ssh_key]",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAsecretbody\n-----END OPENSSH PRIVATE KEY-----\n",
+        )
+        .await;
+    browser.click("#save-credentials button").await;
+    browser
+        .until(
+            "both credentials set",
+            "document.querySelector('input[name=remove_github_token]') !== null && document.querySelector('input[name=remove_ssh_key]') !== null",
+        )
+        .await;
+    let shown = browser.value("document.body.innerHTML").await.to_string();
+    assert!(
+        !shown.contains("ghp_from_the_page") && !shown.contains("secretbody"),
+        "credentials never come back"
+    );
+    let saved = server.store.repo(repo.id).await.expect("reads");
+    assert!(saved.github_token.starts_with("sealed:") && saved.ssh_key.starts_with("sealed:"));
+    assert!(!saved.ssh_key.contains("secretbody") && !saved.ssh_key.contains('\r'));
+    browser.click("input[name=remove_ssh_key]").await;
+    browser.click("#save-credentials button").await;
+    browser
+        .until(
+            "the deploy key removed",
+            "document.querySelector('input[name=remove_ssh_key]') === null",
+        )
+        .await;
+    let saved = server.store.repo(repo.id).await.expect("reads");
+    assert!(saved.ssh_key.is_empty() && saved.github_token.starts_with("sealed:"));
 
     // Removing the secret.
     browser.click("tr[data-secret=\"kubeconfig\"] button").await;

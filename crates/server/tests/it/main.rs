@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod browser;
+mod credentials;
 mod notify;
 mod oauth;
 mod protocol;

@@ -113,6 +113,7 @@ impl TestServer {
                 timeout_secs: 600,
                 github_token: String::new(),
                 fork_policy: "run".into(),
+                ssh_key: String::new(),
             })
             .await
             .expect("adds the repository")

@@ -91,6 +91,7 @@ async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
             timeout_secs: 600,
             github_token: String::new(),
             fork_policy: "run".into(),
+            ssh_key: String::new(),
         })
         .await
         .expect("creates the repository")
@@ -185,6 +186,7 @@ mod cases {
                 timeout_secs: 60,
                 github_token: String::new(),
                 fork_policy: "run".into(),
+                ssh_key: String::new(),
             })
             .await;
         assert!(
