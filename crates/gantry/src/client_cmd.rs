@@ -249,13 +249,10 @@ fn text(value: &Value, key: &str) -> String {
 }
 
 fn duration(value: &Value) -> String {
-    let start = value.get("started_at").and_then(Value::as_i64);
-    let end = value.get("finished_at").and_then(Value::as_i64);
-    match (start, end) {
-        (Some(s), Some(e)) => format!("{:.1}s", (e - s) as f64 / 1000.0),
-        (Some(_), None) => "running".to_owned(),
-        _ => String::new(),
-    }
+    gantry_server::human::took(
+        value.get("started_at").and_then(Value::as_i64),
+        value.get("finished_at").and_then(Value::as_i64),
+    )
 }
 
 pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {

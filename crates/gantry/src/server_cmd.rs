@@ -178,9 +178,7 @@ fn runner_secret(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String>
     if let Ok(secret) = std::fs::read_to_string(&path) {
         return Ok(secret.trim().to_owned());
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).context("while generating the runner secret")?;
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = gantry_server::random_secret();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

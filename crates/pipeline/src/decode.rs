@@ -1429,7 +1429,11 @@ impl<'a> Decoder<'a> {
             let mut on = f
                 .get("on")
                 .map(|n| self.texts(n, &at.key("on")))
-                .unwrap_or_else(|| vec!["failure".to_owned(), "recovery".to_owned()]);
+                .unwrap_or_else(|| {
+                    crate::model::DEFAULT_NOTIFY_RULES
+                        .map(str::to_owned)
+                        .to_vec()
+                });
             if let Some(bad) = on.iter().find(|r| !NOTIFY_RULES.contains(&r.as_str())) {
                 let hint = format!("use {}", NOTIFY_RULES.join(", "));
                 self.error(

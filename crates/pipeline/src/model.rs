@@ -163,8 +163,11 @@ pub const NOTIFY_KINDS: [&str; 6] = [
     "googlechat",
 ];
 
-/// When a `notify:` entry posts.
+/// When a `notify:` entry (or a repository's chat target) posts.
 pub const NOTIFY_RULES: [&str; 4] = ["failure", "recovery", "success", "always"];
+
+/// The rules of a target that names none: a failure, and the first success after one.
+pub const DEFAULT_NOTIFY_RULES: [&str; 2] = ["failure", "recovery"];
 
 /// One entry of a pipeline's `notify:` block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -148,15 +148,10 @@ impl DockerBackend {
                 Arc::clone(&self.spares),
             );
             tokio::spawn(async move {
-                let mut suffix = [0u8; 6];
-                let _ = getrandom::fill(&mut suffix);
                 let name = format!(
                     "gantry-spare-{}-{}",
                     docker_name(&runner),
-                    suffix
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
+                    crate::random_hex(6)
                 );
                 let created = docker
                     .create_network(NetworkCreateRequest {

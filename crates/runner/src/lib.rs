@@ -21,3 +21,11 @@ pub use executor::{
 pub use local::LocalBackend;
 pub use logs::{LogLine, MASK, Masker};
 pub use remote::{RemoteConfig, RemoteError, RemoteRunner};
+
+/// `bytes` random bytes as hex: the one way the runner names what must not collide (its
+/// instance, spare networks).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the operating system provides randomness");
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}

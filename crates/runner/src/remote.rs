@@ -95,9 +95,7 @@ impl std::fmt::Debug for RemoteRunner {
 }
 
 fn instance_id() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random_hex(8)
 }
 
 impl RemoteRunner {

@@ -786,11 +786,11 @@ fn target_view(target: gantry_store::NotifyTarget) -> TargetView {
 
 fn checked_target(body: &[u8]) -> ApiResult<gantry_store::NewTarget> {
     let new: gantry_store::NewTarget = parse_body(body)?;
-    if !crate::notify::KINDS.contains(&new.kind.as_str()) {
+    if !gantry_pipeline::model::NOTIFY_KINDS.contains(&new.kind.as_str()) {
         return Err(ApiError::BadRequest(format!(
             "kind `{}` is not one gantry speaks: use one of {}",
             new.kind,
-            crate::notify::KINDS.join(", ")
+            gantry_pipeline::model::NOTIFY_KINDS.join(", ")
         )));
     }
     if !(new.url.starts_with("https://") || new.url.starts_with("http://")) {
@@ -801,17 +801,17 @@ fn checked_target(body: &[u8]) -> ApiResult<gantry_store::NewTarget> {
     if new.rules.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "rules is empty: give one or more of {}",
-            crate::notify::RULES.join(", ")
+            gantry_pipeline::model::NOTIFY_RULES.join(", ")
         )));
     }
     if let Some(rule) = new
         .rules
         .iter()
-        .find(|r| !crate::notify::RULES.contains(&r.as_str()))
+        .find(|r| !gantry_pipeline::model::NOTIFY_RULES.contains(&r.as_str()))
     {
         return Err(ApiError::BadRequest(format!(
             "rule `{rule}` is unknown: use {}",
-            crate::notify::RULES.join(", ")
+            gantry_pipeline::model::NOTIFY_RULES.join(", ")
         )));
     }
     Ok(new)

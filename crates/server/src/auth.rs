@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
 use gantry_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -20,6 +20,40 @@ pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system provides randomness");
     hex::encode(bytes)
+}
+
+/// The browser session's cookie: the session token itself (stored as its hash).
+pub const SESSION_COOKIE: &str = "gantry_session";
+
+/// A cookie of the request by name.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The session cookie's token, if any (the API also reads it, for the log viewer).
+pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE).filter(|t| !t.is_empty())
+}
+
+/// `Set-Cookie` for a session (`max_age` 0 ends it): `HttpOnly`, `SameSite=Strict`, and
+/// `Secure` when the server's public URL is https.
+pub(crate) fn session_cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if state.config.server_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("gantry_session=; Path=/; Max-Age=0"))
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -143,7 +177,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 )),
             };
         }
-        let identity = match crate::web::session_token(&parts.headers) {
+        let identity = match session_token(&parts.headers) {
             Some(given) => identity(&state.store, given).await?,
             None => None,
         };

@@ -22,6 +22,7 @@ mod error;
 pub mod git;
 pub mod github;
 mod hooks;
+pub mod human;
 mod live;
 mod notify;
 pub mod oauth;
@@ -30,6 +31,7 @@ pub mod secrets;
 mod trigger;
 mod web;
 
+pub use auth::random_secret;
 pub use error::ApiError;
 
 #[derive(Debug, Clone)]

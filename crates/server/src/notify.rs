@@ -12,17 +12,6 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 
-/// The chat services gantry speaks, each in its own message format.
-pub const KINDS: [&str; 6] = [
-    "slack",
-    "mattermost",
-    "rocketchat",
-    "discord",
-    "teams",
-    "googlechat",
-];
-pub const RULES: [&str; 4] = ["failure", "recovery", "success", "always"];
-
 /// A pipeline's target whose URL is in a secret: `secret:NAME`.
 const SECRET_URL: &str = "secret:";
 
@@ -137,16 +126,9 @@ fn first_failing(stages: &[(Stage, Vec<Step>)]) -> Option<(&Stage, &Step)> {
 }
 
 fn duration(build: &Build) -> String {
-    match (build.started_at, build.finished_at) {
-        (Some(s), Some(f)) => {
-            let secs = (f - s).max(0) / 1000;
-            if secs >= 60 {
-                format!("{}m {:02}s", secs / 60, secs % 60)
-            } else {
-                format!("{secs}s")
-            }
-        }
-        _ => "-".to_owned(),
+    match crate::human::took(build.started_at, build.finished_at).as_str() {
+        "" | "running" => "-".to_owned(),
+        took => took.to_owned(),
     }
 }
 

@@ -92,7 +92,7 @@ pub(crate) async fn callback(
     if let Some(error) = query.error {
         return refused(&format!("GitHub refused the sign-in: {error}"));
     }
-    let expected = crate::web::cookie(&headers, STATE_COOKIE).unwrap_or("");
+    let expected = crate::auth::cookie(&headers, STATE_COOKIE).unwrap_or("");
     let given = query.state.unwrap_or_default();
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         return refused(
@@ -209,18 +209,10 @@ pub(crate) async fn callback(
     };
     tracing::info!(%login, admin = user.admin, "signed in with GitHub");
     let mut response = Redirect::to("/").into_response();
-    let secure = if state.config.server_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    if let Ok(cookie) = HeaderValue::from_str(&format!(
-        "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        crate::web::SESSION_COOKIE,
-        crate::auth::SESSION_LIFETIME.as_secs()
-    )) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        crate::auth::session_cookie(&state, &session, crate::auth::SESSION_LIFETIME.as_secs()),
+    );
     if let Ok(clear) =
         HeaderValue::from_str(&format!("{STATE_COOKIE}=; Path=/login/github; Max-Age=0"))
     {

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use askama::Template;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -22,13 +22,13 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::access::{self, Identity, Need};
-use crate::auth::hash_token;
+use crate::auth::{SESSION_LIFETIME, hash_token, session_cookie, session_token};
 use crate::error::ApiError;
+use crate::human::took;
 use crate::trigger;
 
 const CSS: &str = include_str!("../../../web/static/app.css");
 const JS: &str = include_str!("../../../web/static/app.js");
-pub const SESSION_COOKIE: &str = "gantry_session";
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -105,22 +105,6 @@ pub(crate) struct Session {
     identity: Option<Identity>,
     /// The token itself (only to derive the CSRF token).
     token: Option<String>,
-}
-
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// The session cookie's token, if any (the API also reads it, for the log viewer).
-pub fn session_token(headers: &HeaderMap) -> Option<&str> {
-    cookie(headers, SESSION_COOKIE).filter(|t| !t.is_empty())
 }
 
 impl Session {
@@ -291,24 +275,6 @@ fn age(ms: i64) -> String {
 
 fn plural(n: i64, unit: &str) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
-}
-
-/// "1m 05s", or "" when it has not started; "running" while it runs.
-fn took(started: Option<i64>, finished: Option<i64>) -> String {
-    match (started, finished) {
-        (Some(s), Some(f)) => {
-            let secs = (f - s).max(0) / 1000;
-            if secs >= 3600 {
-                format!("{}h {:02}m", secs / 3600, secs % 3600 / 60)
-            } else if secs >= 60 {
-                format!("{}m {:02}s", secs / 60, secs % 60)
-            } else {
-                format!("{}s", secs.max(0))
-            }
-        }
-        (Some(_), None) => "running".to_owned(),
-        _ => String::new(),
-    }
 }
 
 fn iso(ms: i64) -> String {
@@ -825,18 +791,6 @@ fn safe_next(next: &str) -> &str {
     }
 }
 
-fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if state.config.server_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("gantry_session=; Path=/; Max-Age=0"))
-}
-
 async fn login(
     State(state): State<Arc<AppState>>,
     Form(form): Form<LoginForm>,
@@ -862,7 +816,7 @@ async fn login(
     let mut response = Redirect::to(safe_next(&form.next)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&state, token, 30 * 24 * 3600),
+        session_cookie(&state, token, SESSION_LIFETIME.as_secs()),
     );
     Ok(response)
 }
@@ -1412,12 +1366,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_ages_read_naturally() {
-        assert_eq!(took(Some(0), Some(5_400)), "5s");
-        assert_eq!(took(Some(0), Some(65_000)), "1m 05s");
-        assert_eq!(took(Some(0), Some(3_780_000)), "1h 03m");
-        assert_eq!(took(Some(0), None), "running");
-        assert_eq!(took(None, None), "");
+    fn ages_read_naturally() {
         assert_eq!(age(gantry_store::now_ms()), "just now");
         assert_eq!(age(gantry_store::now_ms() - 120_000), "2 minutes ago");
         assert_eq!(age(gantry_store::now_ms() - 3_600_000), "1 hour ago");

@@ -42,7 +42,9 @@ pub struct NewTarget {
 }
 
 fn default_rules() -> Vec<String> {
-    vec!["failure".to_owned(), "recovery".to_owned()]
+    gantry_pipeline::model::DEFAULT_NOTIFY_RULES
+        .map(str::to_owned)
+        .to_vec()
 }
 
 #[derive(Debug, sqlx::FromRow)]

@@ -220,3 +220,167 @@ fn docker_compose_file_is_valid() {
         "the runner secret must be set, not defaulted"
     );
 }
+
+/// What may differ between a migration's SQLite and PostgreSQL twins, as (SQLite, PostgreSQL)
+/// text: the id type, the bytes type, and the one JSON read that has no common spelling.
+const DIALECT: &[(&str, &str)] = &[
+    ("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"),
+    ("BLOB", "BYTEA"),
+    (
+        "json_extract(plan, '$.backend')",
+        "plan::json ->> 'backend'",
+    ),
+];
+
+/// A migration's statements, without comments, with white space folded.
+fn statements(path: &Path) -> String {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn migration_twins_differ_only_by_dialect() {
+    let root = repo_root().join("migrations");
+    let names = |dialect: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(dialect))
+            .unwrap_or_else(|e| panic!("migrations/{dialect}: {e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        names.sort();
+        names
+    };
+    let sqlite = names("sqlite");
+    assert_eq!(sqlite, names("postgres"), "every migration has its twin");
+    assert!(!sqlite.is_empty());
+    let fold = |text: String| {
+        DIALECT.iter().fold(text, |text, (lite, pg)| {
+            text.replace(&statements_of(lite), &statements_of(pg))
+        })
+    };
+    let mut drifted = Vec::new();
+    for name in &sqlite {
+        let lite = fold(statements(&root.join("sqlite").join(name)));
+        let pg = statements(&root.join("postgres").join(name));
+        if lite != pg {
+            drifted.push(format!("{name}:\n  sqlite:   {lite}\n  postgres: {pg}"));
+        }
+    }
+    assert!(
+        drifted.is_empty(),
+        "these twins differ by more than {DIALECT:?}:\n{}",
+        drifted.join("\n")
+    );
+}
+
+fn statements_of(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The modules of `crates/server/src` that `file` names through `crate::` paths (including
+/// `use crate::{a, b::c}` groups), but for itself.
+fn server_modules_used(file: &str, itself: &str, modules: &[String]) -> Vec<String> {
+    let mut used = std::collections::BTreeSet::new();
+    for (at, _) in file.match_indices("crate::") {
+        let rest = &file[at + "crate::".len()..];
+        let names: Vec<&str> = match rest.strip_prefix('{') {
+            Some(group) => group
+                .split('}')
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(|item| item.trim().split("::").next().unwrap_or(""))
+                .collect(),
+            None => vec![
+                rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or(""),
+            ],
+        };
+        for name in names {
+            if name != itself && modules.iter().any(|m| m == name) {
+                used.insert(name.to_owned());
+            }
+        }
+    }
+    used.into_iter().collect()
+}
+
+/// Module circles make a crate hard to change one piece at a time: in the server, a module
+/// may use another only if that one does not (through any path) use it back.
+#[test]
+fn server_modules_form_no_circles() {
+    let src = repo_root().join("crates/server/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    // A module is a file of src/ or a folder of it (its files count as one module).
+    let module_of = |path: &Path| {
+        let relative = path.strip_prefix(&src).expect("under src");
+        let first = relative
+            .components()
+            .next()
+            .expect("a file")
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
+        first.trim_end_matches(".rs").to_owned()
+    };
+    let mut modules: Vec<String> = files.iter().map(|f| module_of(f)).collect();
+    modules.sort();
+    modules.dedup();
+    let mut edges: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for file in &files {
+        let module = module_of(file);
+        let text = std::fs::read_to_string(file).expect("readable");
+        let used = server_modules_used(&text, &module, &modules);
+        let entry = edges.entry(module).or_default();
+        entry.extend(used);
+        entry.sort();
+        entry.dedup();
+    }
+    assert!(
+        edges
+            .get("web")
+            .is_some_and(|used| used.contains(&"access".to_owned())),
+        "the scan sees web's use of access: {edges:?}"
+    );
+    // Depth-first, reporting each circle by the path that closes it.
+    fn visit(
+        module: &str,
+        edges: &std::collections::BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+        circles: &mut Vec<String>,
+    ) {
+        if let Some(at) = path.iter().position(|m| m == module) {
+            let mut circle = path[at..].to_vec();
+            circle.push(module.to_owned());
+            circles.push(circle.join(" → "));
+            return;
+        }
+        if !done.insert(module.to_owned()) {
+            return;
+        }
+        path.push(module.to_owned());
+        for next in edges.get(module).into_iter().flatten() {
+            visit(next, edges, path, done, circles);
+        }
+        path.pop();
+    }
+    let mut circles = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    for module in edges.keys() {
+        visit(module, &edges, &mut Vec::new(), &mut done, &mut circles);
+    }
+    assert!(
+        circles.is_empty(),
+        "module circles in crates/server/src:\n{}",
+        circles.join("\n")
+    );
+}

@@ -60,11 +60,8 @@ mod cases {
             "sealed at rest"
         );
 
-        let push = |sha: &str| webhook::push("acme/app", "main", sha, "change");
-        assert_eq!(
-            server.deliver("push", "s-1", &push(&first)).await.status(),
-            202
-        );
+        let push = webhook::push("acme/app", "main", &first, "change");
+        assert_eq!(server.deliver("push", "s-1", &push).await.status(), 202);
         let build = server.wait_build("app", 1).await;
         assert_eq!(build["status"], "pending", "fetched over SSH: {build}");
         let (_runner, assignment) = server.claim("r1").await;
@@ -90,22 +87,7 @@ mod cases {
         assert!(!stored.contains(key_line), "never with the build");
 
         // A key the git server does not accept.
-        let patched = server
-            .api(
-                reqwest::Method::PATCH,
-                "/repos/acme/app",
-                Some(json!({"ssh_key": ssh.stranger_key})),
-            )
-            .await;
-        assert_eq!(patched.status(), 200);
-        let second = git.commit(&[("README", "two")], "second");
-        assert_eq!(
-            server.deliver("push", "s-2", &push(&second)).await.status(),
-            202
-        );
-        let build = server.wait_finished("app", 2).await;
-        assert_eq!(build["status"], "error", "{build}");
-        let error = build["error"].as_str().unwrap_or_default();
+        let error = errored(&server, &git, 2, json!({"ssh_key": ssh.stranger_key})).await;
         assert!(
             error.contains("the SSH deploy key of acme/app was refused")
                 && error.contains("--ssh-key-file"),
@@ -114,27 +96,34 @@ mod cases {
 
         // Another host on the same address whose key the known hosts do not hold.
         let impostor = SshGitServer::start(&git);
-        let patched = server
-            .api(
-                reqwest::Method::PATCH,
-                "/repos/acme/app",
-                Some(json!({"clone_url": impostor.url, "ssh_key": impostor.deploy_key})),
-            )
-            .await;
-        assert_eq!(patched.status(), 200);
-        let third = git.commit(&[("README", "three")], "third");
-        assert_eq!(
-            server.deliver("push", "s-3", &push(&third)).await.status(),
-            202
-        );
-        let build = server.wait_finished("app", 3).await;
-        assert_eq!(build["status"], "error", "{build}");
-        let error = build["error"].as_str().unwrap_or_default();
+        let change = json!({"clone_url": impostor.url, "ssh_key": impostor.deploy_key});
+        let error = errored(&server, &git, 3, change).await;
         assert!(
             error.contains("the SSH host key of 127.0.0.1 is not the one the known hosts give")
                 && error.contains("--ssh-known-hosts"),
             "{error}"
         );
         server.stop().await;
+    }
+
+    /// Applies `change` to acme/app, pushes a new commit, and returns the error of build
+    /// `number`, which must have errored.
+    async fn errored(
+        server: &TestServer,
+        git: &GitRepo,
+        number: u64,
+        change: serde_json::Value,
+    ) -> String {
+        let patched = server
+            .api(reqwest::Method::PATCH, "/repos/acme/app", Some(change))
+            .await;
+        assert_eq!(patched.status(), 200);
+        let sha = git.commit(&[("README", &number.to_string())], "change");
+        let push = webhook::push("acme/app", "main", &sha, "change");
+        let delivery = format!("s-{number}");
+        assert_eq!(server.deliver("push", &delivery, &push).await.status(), 202);
+        let build = server.wait_finished("app", number).await;
+        assert_eq!(build["status"], "error", "{build}");
+        build["error"].as_str().unwrap_or_default().to_owned()
     }
 }
