@@ -326,10 +326,18 @@ pub struct StageDone {
     pub steps: Vec<StepUpdate>,
 }
 
-/// The body of every refusal: what was wrong.
+/// The body of every refusal: its kind (`invalid`, `unauthorized`, `forbidden`, `not_found`,
+/// `conflict`, `too_large`, `upstream`, `unavailable`, `internal`) and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    pub message: String,
+    /// The request's field that is wrong, for `invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The role that would be allowed, for `forbidden`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<String>,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use gantry_store::{Repo, Role, RoleSource, Store, StoreError, Token, User, Visib
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::OpError;
 
 /// Whom a request acts for: a token, and the user it belongs to (none for a service token).
 #[derive(Debug, Clone)]
@@ -163,9 +163,9 @@ pub(crate) async fn authorize(
     owner: &str,
     name: &str,
     need: Need,
-) -> Result<(Repo, Role), ApiError> {
+) -> Result<(Repo, Role), OpError> {
     let hidden = || {
-        ApiError::NotFound(if who.is_some() {
+        OpError::NotFound(if who.is_some() {
             format!("repository {owner}/{name} not found (or you may not read it)")
         } else {
             format!(
@@ -185,26 +185,29 @@ pub(crate) async fn authorize(
     // Reading was decided by the visibility above; more needs the role.
     if need != Need::Read && role < need.role() {
         return Err(match who {
-            None => ApiError::Unauthorized(
+            None => OpError::Unauthorized(
                 "this needs an API token: pass `Authorization: Bearer <token>` (the CLI reads GANTRY_TOKEN)"
                     .to_owned(),
             ),
-            Some(who) => ApiError::Forbidden(format!(
-                "this needs the {} role on {owner}/{name}; {} has {role}",
+            Some(who) => OpError::needs(
                 need.role(),
-                who.name()
-            )),
+                format!(
+                    "this needs the {} role on {owner}/{name}; {} has {role}",
+                    need.role(),
+                    who.name()
+                ),
+            ),
         });
     }
     Ok((repo, role))
 }
 
 /// Refuses anyone but a server admin.
-pub(crate) fn require_admin(who: &Identity) -> Result<(), ApiError> {
+pub(crate) fn require_admin(who: &Identity) -> Result<(), OpError> {
     if who.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(
+        Err(OpError::forbidden(
             "this needs a server admin (an admin token, or a user named in --admins)".to_owned(),
         ))
     }

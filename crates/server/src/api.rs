@@ -4,7 +4,6 @@
 //! decided by `access`: reading follows the repository's visibility, writing and settings
 //! need the caller's role on it, server-wide settings a server admin.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -16,17 +15,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use gantry_store::{Build, BuildFilter, NewRepo, Repo, RepoUpdate, Role, Stage, Status, Step};
+use gantry_store::{Build, BuildFilter, Repo, RepoUpdate, Role, Stage, Status, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
-use crate::access::{self, Identity, Need, require_admin};
+use crate::access::{self, Need, require_admin};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{OpError, OpResult};
 use crate::live::LiveEvent;
-use crate::secrets::seal_field;
-use crate::trigger;
+use crate::ops;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -156,7 +154,7 @@ async fn repo_for(
     owner: &str,
     name: &str,
     need: Need,
-) -> ApiResult<Repo> {
+) -> OpResult<Repo> {
     let who = match need {
         Need::Read => caller.reader(),
         Need::Write | Need::Admin => Some(caller.require_identity()?),
@@ -167,123 +165,28 @@ async fn repo_for(
 async fn list_repos(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> ApiResult<Json<Vec<RepoView>>> {
+) -> OpResult<Json<Vec<RepoView>>> {
     let repos = access::readable(&state, caller.reader(), state.store.list_repos().await?).await?;
     Ok(Json(
         repos.into_iter().map(|r| repo_view(&state, r)).collect(),
     ))
 }
 
-fn valid_name_part(part: &str) -> bool {
-    !part.is_empty()
-        && part.len() <= 100
-        && part
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && part != "."
-        && part != ".."
-}
-
 async fn add_repo(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<RepoView>)> {
-    let who = caller.require_identity()?;
-    let mut new: NewRepo = parse_body(&body)?;
-    check_repo_settings(who, new.trusted, Some(new.fork_policy.as_str()))?;
-    if !valid_name_part(&new.owner) || !valid_name_part(&new.name) {
-        return Err(ApiError::BadRequest(format!(
-            "`{}/{}` is not a repository name: use OWNER/NAME with letters, digits, `-`, `_` and `.`",
-            new.owner, new.name
-        )));
-    }
-    if new.clone_url.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "clone_url is empty: give the URL gantry fetches the repository from".to_owned(),
-        ));
-    }
-    let may_add = who.is_admin() || github_admin_of(&state, who, &new).await?;
-    if !may_add {
-        return Err(ApiError::Forbidden(format!(
-            "adding {}/{} needs a server admin, or your admin permission on it on GitHub (sign in with GitHub)",
-            new.owner, new.name
-        )));
-    }
-    let key = &state.config.secret_key;
-    new.webhook_secret = seal_field(
-        key,
-        &new.owner,
-        &new.name,
-        "webhook_secret",
-        &new.webhook_secret,
-    );
-    new.github_token = seal_field(
-        key,
-        &new.owner,
-        &new.name,
-        "github_token",
-        &new.github_token,
-    );
-    check_ssh_key(&new.ssh_key)?;
-    new.ssh_key = seal_field(key, &new.owner, &new.name, "ssh_key", &new.ssh_key);
-    let repo = state.store.create_repo(&new).await?;
-    if let Some(user) = who.user.as_ref().filter(|_| !who.is_admin()) {
-        state
-            .store
-            .put_role(
-                repo.id,
-                user.id,
-                gantry_store::RoleSource::GitHub,
-                Role::Admin,
-            )
-            .await?;
-    }
+) -> OpResult<(StatusCode, Json<RepoView>)> {
+    let repo = ops::repos::add(&state, caller.require_identity()?, parse_body(&body)?).await?;
     Ok((StatusCode::CREATED, Json(repo_view(&state, repo))))
 }
 
-/// Whether GitHub says the caller administers the repository about to be added.
-async fn github_admin_of(state: &AppState, who: &Identity, new: &NewRepo) -> ApiResult<bool> {
-    let Some(user) = &who.user else {
-        return Ok(false);
-    };
-    match access::github_role(state, user, &new.owner, &new.name).await {
-        Ok(role) => Ok(role == Some(Role::Admin)),
-        Err(reason) => Err(ApiError::BadGateway(format!(
-            "could not ask GitHub whether you administer {}/{}: {reason}",
-            new.owner, new.name
-        ))),
-    }
-}
-
-/// Trust (privileged steps, host volumes) is for admins to grant; the fork policy is `run`
-/// or `approve`.
-pub(crate) fn check_repo_settings(
-    who: &Identity,
-    trusted: bool,
-    fork_policy: Option<&str>,
-) -> ApiResult<()> {
-    if trusted && !who.is_admin() {
-        return Err(ApiError::Forbidden(
-            "only a server admin can mark a repository trusted".to_owned(),
-        ));
-    }
-    if let Some(policy) = fork_policy
-        && !matches!(policy, "run" | "approve")
-    {
-        return Err(ApiError::BadRequest(format!(
-            "fork_policy `{policy}` is not `run` or `approve`"
-        )));
-    }
-    Ok(())
-}
-
 /// A JSON body, or a 400 naming the field that is wrong.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> OpResult<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::BadRequest(if path == "." {
+        OpError::invalid(if path == "." {
             format!("invalid JSON body: {}", e.into_inner())
         } else {
             format!("invalid JSON body at {path}: {}", e.into_inner())
@@ -295,7 +198,7 @@ async fn get_repo(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> ApiResult<Json<RepoView>> {
+) -> OpResult<Json<RepoView>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
     Ok(Json(repo_view(&state, repo)))
 }
@@ -305,51 +208,19 @@ async fn update_repo(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<RepoView>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    let mut update: RepoUpdate = parse_body(&body)?;
-    check_ssh_key(update.ssh_key.as_deref().unwrap_or(""))?;
-    let key = &state.config.secret_key;
-    for (field, value) in [
-        ("webhook_secret", &mut update.webhook_secret),
-        ("github_token", &mut update.github_token),
-        ("ssh_key", &mut update.ssh_key),
-    ] {
-        if let Some(value) = value {
-            *value = seal_field(key, &repo.owner, &repo.name, field, value);
-        }
-    }
-    check_repo_settings(
-        caller.require_identity()?,
-        update.trusted.unwrap_or(false),
-        update.fork_policy.as_deref(),
-    )?;
-    let repo = state.store.update_repo(repo.id, &update).await?;
+) -> OpResult<Json<RepoView>> {
+    let who = caller.require_identity()?;
+    let changes: RepoUpdate = parse_body(&body)?;
+    let repo = ops::repos::update(&state, who, &owner, &name, changes).await?;
     Ok(Json(repo_view(&state, repo)))
-}
-
-/// A deploy key must be a private key in PEM or OpenSSH form (empty removes it): a public
-/// key pasted by mistake is refused here, not at the next fetch.
-pub(crate) fn check_ssh_key(key: &str) -> ApiResult<()> {
-    let key = key.trim();
-    if key.is_empty() || (key.starts_with("-----BEGIN ") && key.contains("PRIVATE KEY-----")) {
-        return Ok(());
-    }
-    let hint = if key.starts_with("ssh-") || key.starts_with("ecdsa-") {
-        "this is a public key: give gantry the private half (the file without .pub), and GitHub the public one"
-    } else {
-        "expected a private key file, starting with `-----BEGIN OPENSSH PRIVATE KEY-----`"
-    };
-    Err(ApiError::BadRequest(format!("ssh_key: {hint}")))
 }
 
 async fn remove_repo(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    state.store.delete_repo(repo.id).await?;
+) -> OpResult<StatusCode> {
+    ops::repos::remove(&state, caller.require_identity()?, &owner, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -366,14 +237,14 @@ async fn list_builds(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
-) -> ApiResult<Json<Vec<Build>>> {
+) -> OpResult<Json<Vec<Build>>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
     let status = query
         .status
         .as_deref()
         .map(str::parse::<Status>)
         .transpose()
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| OpError::invalid_field("status", e))?;
     let builds = state
         .store
         .list_builds(
@@ -407,7 +278,7 @@ struct BuildView {
     notifications: Vec<gantry_store::OutboxMessage>,
 }
 
-async fn build_view(state: &AppState, repo: &Repo, build: Build) -> ApiResult<BuildView> {
+async fn build_view(state: &AppState, repo: &Repo, build: Build) -> OpResult<BuildView> {
     let mut stages = Vec::new();
     for stage in state.store.stages(build.id).await? {
         let steps = state.store.steps(stage.id).await?;
@@ -426,30 +297,14 @@ async fn build_view(state: &AppState, repo: &Repo, build: Build) -> ApiResult<Bu
     })
 }
 
-async fn find_build(state: &AppState, repo: &Repo, number: i64) -> ApiResult<Build> {
-    state.store.build(repo.id, number).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("build #{number} of {} not found", repo.full_name()))
-    })
-}
-
 async fn get_build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, number)): Path<(String, String, i64)>,
-) -> ApiResult<Json<BuildView>> {
+) -> OpResult<Json<BuildView>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
-    let build = find_build(&state, &repo, number).await?;
+    let build = ops::builds::find(&state, &repo, number).await?;
     Ok(Json(build_view(&state, &repo, build).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManualBuild {
-    branch: Option<String>,
-    commit: Option<String>,
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-    deploy_to: Option<String>,
 }
 
 async fn create_build(
@@ -457,41 +312,10 @@ async fn create_build(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<BuildView>)> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Write).await?;
-    let sender = caller.require_identity()?.name().to_owned();
-    let request: ManualBuild = parse_body(&body)?;
-    for key in request.params.keys() {
-        if key.is_empty()
-            || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || key.starts_with(|c: char| c.is_ascii_digit())
-        {
-            return Err(ApiError::BadRequest(format!(
-                "parameter name `{key}` is not an environment variable name: use letters, digits and `_`, not starting with a digit"
-            )));
-        }
-    }
-    if let Some(commit) = &request.commit
-        && !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "commit `{commit}` is not a full 40-hex-digit sha"
-        )));
-    }
-    let branch = request
-        .branch
-        .unwrap_or_else(|| repo.default_branch.clone());
-    let build = trigger::manual_build(
-        &state,
-        &repo,
-        &branch,
-        request.commit.as_deref(),
-        request.params,
-        request.deploy_to,
-        &sender,
-    )
-    .await?
-    .map_err(ApiError::BadRequest)?;
+) -> OpResult<(StatusCode, Json<BuildView>)> {
+    let who = caller.require_identity()?;
+    let request = parse_body(&body)?;
+    let (repo, build) = ops::builds::create(&state, who, &owner, &name, request).await?;
     Ok((
         StatusCode::CREATED,
         Json(build_view(&state, &repo, build).await?),
@@ -502,14 +326,12 @@ async fn restart_build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, number)): Path<(String, String, i64)>,
-) -> ApiResult<(StatusCode, Json<BuildView>)> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Write).await?;
-    let sender = caller.require_identity()?.name().to_owned();
-    let build = find_build(&state, &repo, number).await?;
-    let restarted = trigger::restart(&state, &repo, &build, &sender).await?;
+) -> OpResult<(StatusCode, Json<BuildView>)> {
+    let who = caller.require_identity()?;
+    let (repo, build) = ops::builds::restart(&state, who, &owner, &name, number).await?;
     Ok((
         StatusCode::CREATED,
-        Json(build_view(&state, &repo, restarted).await?),
+        Json(build_view(&state, &repo, build).await?),
     ))
 }
 
@@ -518,22 +340,14 @@ async fn act_on_build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, number, action)): Path<(String, String, i64, String)>,
-) -> ApiResult<Json<BuildView>> {
+) -> OpResult<Json<BuildView>> {
     let Some(action) = crate::BuildAction::parse(&action) else {
-        return Err(ApiError::NotFound(format!(
+        return Err(OpError::NotFound(format!(
             "there is no build action `{action}`: use cancel, approve, decline or restart"
         )));
     };
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Write).await?;
-    let build = find_build(&state, &repo, number).await?;
-    if !action.apply(&state, build.id).await? {
-        return Err(ApiError::Conflict(format!(
-            "build #{number} {} ({})",
-            action.refused(),
-            build.status
-        )));
-    }
-    let build = find_build(&state, &repo, number).await?;
+    let who = caller.require_identity()?;
+    let (repo, build) = ops::builds::act(&state, who, &owner, &name, number, action).await?;
     Ok(Json(build_view(&state, &repo, build).await?))
 }
 
@@ -541,15 +355,15 @@ async fn find_step(
     state: &AppState,
     caller: &Caller,
     (owner, name, number, stage, step): (String, String, i64, i64, i64),
-) -> ApiResult<(Stage, Step)> {
+) -> OpResult<(Stage, Step)> {
     let repo = repo_for(state, caller, &owner, &name, Need::Read).await?;
-    let build = find_build(state, &repo, number).await?;
+    let build = ops::builds::find(state, &repo, number).await?;
     let step = state
         .store
         .step_at(build.id, stage, step)
         .await?
         .ok_or_else(|| {
-            ApiError::NotFound(format!(
+            OpError::NotFound(format!(
                 "build #{number} of {owner}/{name} has no step {stage}/{step}"
             ))
         })?;
@@ -574,7 +388,7 @@ async fn step_log(
     caller: Caller,
     Path(path): Path<(String, String, i64, i64, i64)>,
     Query(query): Query<LogQuery>,
-) -> ApiResult<Response> {
+) -> OpResult<Response> {
     let file = format!("{}-{}-{}-{}-{}.log", path.0, path.1, path.2, path.3, path.4);
     let (_, step) = find_step(&state, &caller, path).await?;
     let store = state.store.clone();
@@ -618,7 +432,7 @@ async fn log_lines(
     caller: Caller,
     Path(path): Path<(String, String, i64, i64, i64)>,
     Query(query): Query<LogQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> OpResult<Json<serde_json::Value>> {
     let (_, step) = find_step(&state, &caller, path).await?;
     let lines = state
         .store
@@ -655,7 +469,7 @@ async fn stream_log(
     headers: HeaderMap,
     Path(path): Path<(String, String, i64, i64, i64)>,
     Query(query): Query<LogQuery>,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> OpResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let (stage, step) = find_step(&state, &caller, path).await?;
     // `Last-Event-ID` (a reconnecting EventSource) or `?after=` (a page that already has
     // lines): whichever is further.
@@ -762,7 +576,7 @@ async fn step_has_ended(state: &AppState, stage_id: i64, step_id: i64) -> bool {
 async fn list_runners(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> ApiResult<Json<Vec<gantry_store::Runner>>> {
+) -> OpResult<Json<Vec<gantry_store::Runner>>> {
     caller.require_identity()?;
     Ok(Json(state.store.runners().await?))
 }
@@ -784,22 +598,22 @@ fn target_view(target: gantry_store::NotifyTarget) -> TargetView {
     }
 }
 
-fn checked_target(body: &[u8]) -> ApiResult<gantry_store::NewTarget> {
+fn checked_target(body: &[u8]) -> OpResult<gantry_store::NewTarget> {
     let new: gantry_store::NewTarget = parse_body(body)?;
     if !gantry_pipeline::model::NOTIFY_KINDS.contains(&new.kind.as_str()) {
-        return Err(ApiError::BadRequest(format!(
+        return Err(OpError::invalid(format!(
             "kind `{}` is not one gantry speaks: use one of {}",
             new.kind,
             gantry_pipeline::model::NOTIFY_KINDS.join(", ")
         )));
     }
     if !(new.url.starts_with("https://") || new.url.starts_with("http://")) {
-        return Err(ApiError::BadRequest(
+        return Err(OpError::invalid(
             "url must be the chat service's incoming webhook URL (http:// or https://)".to_owned(),
         ));
     }
     if new.rules.is_empty() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(OpError::invalid(format!(
             "rules is empty: give one or more of {}",
             gantry_pipeline::model::NOTIFY_RULES.join(", ")
         )));
@@ -809,7 +623,7 @@ fn checked_target(body: &[u8]) -> ApiResult<gantry_store::NewTarget> {
         .iter()
         .find(|r| !gantry_pipeline::model::NOTIFY_RULES.contains(&r.as_str()))
     {
-        return Err(ApiError::BadRequest(format!(
+        return Err(OpError::invalid(format!(
             "rule `{rule}` is unknown: use {}",
             gantry_pipeline::model::NOTIFY_RULES.join(", ")
         )));
@@ -821,7 +635,7 @@ async fn list_targets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> ApiResult<Json<Vec<TargetView>>> {
+) -> OpResult<Json<Vec<TargetView>>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let targets = state.store.targets(Some(repo.id)).await?;
     Ok(Json(targets.into_iter().map(target_view).collect()))
@@ -832,7 +646,7 @@ async fn add_target(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<TargetView>)> {
+) -> OpResult<(StatusCode, Json<TargetView>)> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let new = checked_target(&body)?;
     let target = state.store.add_target(Some(repo.id), &new).await?;
@@ -844,10 +658,10 @@ async fn owned_target(
     state: &AppState,
     repo: Option<&Repo>,
     id: i64,
-) -> ApiResult<gantry_store::NotifyTarget> {
+) -> OpResult<gantry_store::NotifyTarget> {
     let target = state.store.target(id).await?;
     if target.repo_id != repo.map(|r| r.id) {
-        return Err(ApiError::NotFound(format!(
+        return Err(OpError::NotFound(format!(
             "notification target #{id} not found here"
         )));
     }
@@ -858,7 +672,7 @@ async fn remove_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, id)): Path<(String, String, i64)>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     owned_target(&state, Some(&repo), id).await?;
     state.store.remove_target(id).await?;
@@ -869,7 +683,7 @@ async fn send_test(
     state: &AppState,
     target: &gantry_store::NotifyTarget,
     repo: &str,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     let report = crate::notify::Report::test(state, repo);
     let id = state
         .store
@@ -888,7 +702,7 @@ async fn test_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, id)): Path<(String, String, i64)>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     let target = owned_target(&state, Some(&repo), id).await?;
     send_test(&state, &target, &repo.full_name()).await
@@ -897,7 +711,7 @@ async fn test_target(
 async fn list_default_targets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> ApiResult<Json<Vec<TargetView>>> {
+) -> OpResult<Json<Vec<TargetView>>> {
     require_admin(caller.require_identity()?)?;
     let targets = state.store.targets(None).await?;
     Ok(Json(targets.into_iter().map(target_view).collect()))
@@ -907,7 +721,7 @@ async fn add_default_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<TargetView>)> {
+) -> OpResult<(StatusCode, Json<TargetView>)> {
     require_admin(caller.require_identity()?)?;
     let new = checked_target(&body)?;
     let target = state.store.add_target(None, &new).await?;
@@ -918,7 +732,7 @@ async fn remove_default_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     require_admin(caller.require_identity()?)?;
     owned_target(&state, None, id).await?;
     state.store.remove_target(id).await?;
@@ -929,7 +743,7 @@ async fn test_default_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     require_admin(caller.require_identity()?)?;
     let target = owned_target(&state, None, id).await?;
     send_test(&state, &target, "(server-wide default)").await
@@ -950,19 +764,19 @@ struct NewSecret {
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 /// A secret's name and value as the API and the settings page accept them.
-pub(crate) fn check_secret(name: &str, value: &str) -> ApiResult<()> {
+pub(crate) fn check_secret(name: &str, value: &str) -> OpResult<()> {
     if name.is_empty()
         || name.len() > 100
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
-        return Err(ApiError::BadRequest(format!(
+        return Err(OpError::invalid(format!(
             "secret name `{name}` is not valid: use letters, digits, `_`, `-` and `.`"
         )));
     }
     if value.is_empty() || value.len() > MAX_SECRET_BYTES {
-        return Err(ApiError::BadRequest(format!(
+        return Err(OpError::invalid(format!(
             "a secret's value must be 1 byte to {} KiB",
             MAX_SECRET_BYTES / 1024
         )));
@@ -970,7 +784,7 @@ pub(crate) fn check_secret(name: &str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn checked_secret(body: &[u8]) -> ApiResult<NewSecret> {
+fn checked_secret(body: &[u8]) -> OpResult<NewSecret> {
     let new: NewSecret = parse_body(body)?;
     check_secret(&new.name, &new.value)?;
     Ok(new)
@@ -980,7 +794,7 @@ async fn save_secret(
     state: &AppState,
     scope: &gantry_store::SecretScope,
     body: &[u8],
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     let new = checked_secret(body)?;
     crate::secrets::put(
         &state.store,
@@ -1001,7 +815,7 @@ async fn list_repo_secrets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> ApiResult<Json<Vec<gantry_store::SecretInfo>>> {
+) -> OpResult<Json<Vec<gantry_store::SecretInfo>>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     Ok(Json(
         state
@@ -1016,7 +830,7 @@ async fn add_repo_secret(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     save_secret(&state, &gantry_store::SecretScope::Repo(repo.id), &body).await
 }
@@ -1025,7 +839,7 @@ async fn remove_repo_secret(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, secret)): Path<(String, String, String)>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     state
         .store
@@ -1038,7 +852,7 @@ async fn list_owner_secrets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(owner): Path<String>,
-) -> ApiResult<Json<Vec<gantry_store::SecretInfo>>> {
+) -> OpResult<Json<Vec<gantry_store::SecretInfo>>> {
     require_admin(caller.require_identity()?)?;
     Ok(Json(
         state
@@ -1053,7 +867,7 @@ async fn add_owner_secret(
     caller: Caller,
     Path(owner): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     require_admin(caller.require_identity()?)?;
     save_secret(&state, &gantry_store::SecretScope::Owner(owner), &body).await
 }
@@ -1062,7 +876,7 @@ async fn remove_owner_secret(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, secret)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     require_admin(caller.require_identity()?)?;
     state
         .store
@@ -1085,9 +899,9 @@ struct NewToken {
 }
 
 /// A token's name as the API and the account page accept it.
-pub(crate) fn check_token_name(name: &str) -> ApiResult<()> {
+pub(crate) fn check_token_name(name: &str) -> OpResult<()> {
     if name.trim().is_empty() || name.len() > 100 {
-        return Err(ApiError::BadRequest(
+        return Err(OpError::invalid(
             "name: give the token a name of 1 to 100 characters (who or what uses it)".to_owned(),
         ));
     }
@@ -1098,7 +912,7 @@ pub(crate) fn check_token_name(name: &str) -> ApiResult<()> {
 async fn list_tokens(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> ApiResult<Json<Vec<gantry_store::Token>>> {
+) -> OpResult<Json<Vec<gantry_store::Token>>> {
     let who = caller.require_identity()?;
     let tokens = match &who.user {
         _ if who.is_admin() => state.store.tokens().await?,
@@ -1114,20 +928,20 @@ async fn create_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     let who = caller.require_identity()?;
     let new: NewToken = parse_body(&body)?;
     check_token_name(&new.name)?;
     let user = match (&new.user, new.admin) {
         (Some(_), true) => {
-            return Err(ApiError::BadRequest(
+            return Err(OpError::invalid(
                 "give `user` or `admin: true`, not both: an admin token acts for no user (make the user an admin instead)"
                     .to_owned(),
             ));
         }
         (None, true) => {
             if !who.is_admin() {
-                return Err(ApiError::Forbidden(
+                return Err(OpError::forbidden(
                     "only a server admin can create an admin token".to_owned(),
                 ));
             }
@@ -1139,7 +953,7 @@ async fn create_token(
                 .as_ref()
                 .is_some_and(|u| u.login.eq_ignore_ascii_case(login));
             if !own && !who.is_admin() {
-                return Err(ApiError::Forbidden(
+                return Err(OpError::forbidden(
                     "only a server admin can create a token for another user".to_owned(),
                 ));
             }
@@ -1148,7 +962,7 @@ async fn create_token(
         (None, false) => match &who.user {
             Some(user) => Some(user.clone()),
             None => {
-                return Err(ApiError::BadRequest(
+                return Err(OpError::invalid(
                     "a token acts for a user: give `user` (gantry token create NAME --user LOGIN), or `admin: true` for a service token"
                         .to_owned(),
                 ));
@@ -1179,11 +993,11 @@ async fn revoke_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     let who = caller.require_identity()?;
     let token = state.store.token(id).await?;
     if !who.is_admin() && !who.owns(&token) {
-        return Err(ApiError::Forbidden(
+        return Err(OpError::forbidden(
             "you can revoke your own tokens; others need a server admin".to_owned(),
         ));
     }
@@ -1193,16 +1007,16 @@ async fn revoke_token(
 
 // ----- users and roles --------------------------------------------------------------------
 
-async fn find_user(state: &AppState, login: &str) -> ApiResult<gantry_store::User> {
+async fn find_user(state: &AppState, login: &str) -> OpResult<gantry_store::User> {
     state.store.user_by_login(login).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
+        OpError::NotFound(format!(
             "there is no user {login}: they sign in with GitHub, or an admin adds them (gantry user add {login})"
         ))
     })
 }
 
 /// The caller: their login and whether they are a server admin.
-async fn who_am_i(caller: Caller) -> ApiResult<Json<serde_json::Value>> {
+async fn who_am_i(caller: Caller) -> OpResult<Json<serde_json::Value>> {
     let who = caller.require_identity()?;
     Ok(Json(json!({
         "login": who.user.as_ref().map(|u| &u.login),
@@ -1214,7 +1028,7 @@ async fn who_am_i(caller: Caller) -> ApiResult<Json<serde_json::Value>> {
 async fn list_users(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> ApiResult<Json<Vec<gantry_store::User>>> {
+) -> OpResult<Json<Vec<gantry_store::User>>> {
     require_admin(caller.require_identity()?)?;
     Ok(Json(state.store.users().await?))
 }
@@ -1241,11 +1055,11 @@ async fn add_user(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<gantry_store::User>)> {
+) -> OpResult<(StatusCode, Json<gantry_store::User>)> {
     require_admin(caller.require_identity()?)?;
     let new: NewUser = parse_body(&body)?;
     if !valid_login(&new.login) {
-        return Err(ApiError::BadRequest(format!(
+        return Err(OpError::invalid(format!(
             "`{}` is not a GitHub login: use letters, digits and single hyphens, at most 39",
             new.login
         )));
@@ -1265,7 +1079,7 @@ async fn update_user(
     caller: Caller,
     Path(login): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<gantry_store::User>> {
+) -> OpResult<Json<gantry_store::User>> {
     require_admin(caller.require_identity()?)?;
     let update: UserUpdate = parse_body(&body)?;
     let user = find_user(&state, &login).await?;
@@ -1278,7 +1092,7 @@ async fn remove_user(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(login): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     require_admin(caller.require_identity()?)?;
     let user = find_user(&state, &login).await?;
     state.store.delete_user(user.id).await?;
@@ -1290,7 +1104,7 @@ async fn list_roles(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> ApiResult<Json<Vec<gantry_store::RepoRole>>> {
+) -> OpResult<Json<Vec<gantry_store::RepoRole>>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     Ok(Json(state.store.roles_of_repo(repo.id).await?))
 }
@@ -1307,7 +1121,7 @@ async fn set_role(
     caller: Caller,
     Path((owner, name, login)): Path<(String, String, String)>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> OpResult<Json<serde_json::Value>> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     require_admin(caller.require_identity()?)?;
     let update: RoleUpdate = parse_body(&body)?;
@@ -1331,7 +1145,7 @@ async fn remove_role(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, login)): Path<(String, String, String)>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
     require_admin(caller.require_identity()?)?;
     let user = find_user(&state, &login).await?;
@@ -1340,7 +1154,7 @@ async fn remove_role(
         .remove_role(repo.id, user.id, gantry_store::RoleSource::Admin)
         .await?
     {
-        return Err(ApiError::NotFound(format!(
+        return Err(OpError::NotFound(format!(
             "{} has no role set by an admin on {}",
             user.login,
             repo.full_name()

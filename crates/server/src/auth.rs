@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::access::Identity;
-use crate::error::ApiError;
+use crate::error::OpError;
 
 /// A fresh random secret: 32 bytes as hex.
 pub fn random_secret() -> String {
@@ -148,10 +148,10 @@ impl Caller {
     }
 
     /// Who the caller is for changing state; refuses anonymous callers and cookies.
-    pub fn require_identity(&self) -> Result<&Identity, ApiError> {
+    pub fn require_identity(&self) -> Result<&Identity, OpError> {
         match &self.identity {
             Some(identity) if !self.by_cookie => Ok(identity),
-            _ => Err(ApiError::Unauthorized(
+            _ => Err(OpError::Unauthorized(
                 "this needs an API token: pass `Authorization: Bearer <token>` (the CLI reads GANTRY_TOKEN)"
                     .to_owned(),
             )),
@@ -160,7 +160,7 @@ impl Caller {
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
+    type Rejection = OpError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -172,7 +172,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     identity: Some(identity),
                     by_cookie: false,
                 }),
-                None => Err(ApiError::Unauthorized(
+                None => Err(OpError::Unauthorized(
                     "the API token is not valid (revoked, or mistyped)".to_owned(),
                 )),
             };

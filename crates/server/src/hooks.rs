@@ -17,7 +17,7 @@ use gantry_store::{DeliveryState, NewDelivery, Recorded};
 use serde_json::json;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{OpError, OpResult};
 use crate::github::{self, Hook, MAX_BODY_BYTES};
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -35,19 +35,19 @@ async fn receive(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Response> {
+) -> OpResult<Response> {
     let event = header(&headers, "x-github-event").ok_or_else(|| {
-        ApiError::BadRequest(
+        OpError::invalid(
             "the X-GitHub-Event header is missing: is this a GitHub webhook?".to_owned(),
         )
     })?;
     let delivery_id = header(&headers, "x-github-delivery").ok_or_else(|| {
-        ApiError::BadRequest(
+        OpError::invalid(
             "the X-GitHub-Delivery header is missing: is this a GitHub webhook?".to_owned(),
         )
     })?;
     if delivery_id.is_empty() || delivery_id.len() > 200 {
-        return Err(ApiError::BadRequest(
+        return Err(OpError::invalid(
             "X-GitHub-Delivery must be 1 to 200 characters".to_owned(),
         ));
     }
@@ -71,14 +71,14 @@ async fn receive(
         };
 
     let full_name =
-        github::repository_of(event, &body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        github::repository_of(event, &body).map_err(|e| OpError::invalid(e.to_string()))?;
     let (owner, name) = full_name.split_once('/').ok_or_else(|| {
-        ApiError::BadRequest(format!(
+        OpError::invalid(format!(
             "repository.full_name `{full_name}` is not OWNER/NAME"
         ))
     })?;
     let Some(repo) = state.store.repo_by_name(owner, name).await? else {
-        return Err(ApiError::NotFound(format!(
+        return Err(OpError::NotFound(format!(
             "repository {full_name} is not registered in gantry: add it with `gantry repo add {full_name} --clone-url URL --secret SECRET`"
         )));
     };
@@ -91,7 +91,7 @@ async fn receive(
         &repo.webhook_secret,
     )
     .map_err(|e| {
-        ApiError::Internal(format!(
+        OpError::Internal(format!(
             "the webhook secret of {full_name} cannot be opened: {e}"
         ))
     })?;
@@ -108,14 +108,14 @@ async fn receive(
             None,
         )
         .await?;
-        return Err(ApiError::Unauthorized(refused.to_string()));
+        return Err(OpError::Unauthorized(refused.to_string()));
     }
 
     let hook = match github::parse_hook(event, &body) {
         Ok(hook) => hook,
         Err(e) => {
             record(Some(repo.id), DeliveryState::Rejected, e.to_string(), None).await?;
-            return Err(ApiError::BadRequest(e.to_string()));
+            return Err(OpError::invalid(e.to_string()));
         }
     };
     let done = |outcome: String| record(Some(repo.id), DeliveryState::Processed, outcome, None);

@@ -26,13 +26,14 @@ pub mod human;
 mod live;
 mod notify;
 pub mod oauth;
+mod ops;
 mod rpc;
 pub mod secrets;
 mod trigger;
 mod web;
 
 pub use auth::random_secret;
-pub use error::ApiError;
+pub use error::OpError;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

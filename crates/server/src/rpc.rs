@@ -19,7 +19,7 @@ use gantry_store::{ClaimRequest, StageEnd, Status, now_ms};
 
 use crate::AppState;
 use crate::auth::is_runner;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{OpError, OpResult};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -36,7 +36,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 struct RunnerAuth;
 
 impl FromRequestParts<Arc<AppState>> for RunnerAuth {
-    type Rejection = ApiError;
+    type Rejection = OpError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -45,7 +45,7 @@ impl FromRequestParts<Arc<AppState>> for RunnerAuth {
         if is_runner(&parts.headers, &state.config.runner_secret) {
             Ok(RunnerAuth)
         } else {
-            Err(ApiError::Unauthorized(
+            Err(OpError::Unauthorized(
                 "the runner secret is missing or wrong: start the runner with --secret (GANTRY_RUNNER_SECRET) set to the server's"
                     .to_owned(),
             ))
@@ -96,7 +96,7 @@ async fn request(
     _: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Json(req): Json<WorkRequest>,
-) -> ApiResult<Response> {
+) -> OpResult<Response> {
     state
         .store
         .runner_seen(
@@ -184,7 +184,7 @@ async fn step(
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(update): Json<StepUpdate>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     state.store.update_step(stage, &update).await?;
     if update.state != StepState::Running {
         state.live.step_ended(stage, &update.step);
@@ -197,7 +197,7 @@ async fn logs(
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(batch): Json<LogBatch>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     if batch.lines.is_empty() {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -214,7 +214,7 @@ async fn heartbeat(
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(beat): Json<Heartbeat>,
-) -> ApiResult<Json<LeaseStatus>> {
+) -> OpResult<Json<LeaseStatus>> {
     let cancelled = state
         .store
         .heartbeat(stage, beat.epoch, lease_until(&state))
@@ -228,7 +228,7 @@ async fn watch(
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(beat): Json<Heartbeat>,
-) -> ApiResult<Json<LeaseStatus>> {
+) -> OpResult<Json<LeaseStatus>> {
     let deadline = tokio::time::Instant::now() + state.config.max_poll;
     loop {
         let notified = state.store.signals().cancelled.notified();
@@ -250,14 +250,14 @@ async fn done(
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(done): Json<StageDone>,
-) -> ApiResult<StatusCode> {
+) -> OpResult<StatusCode> {
     let status = match done.state {
         StepState::Success => Status::Success,
         StepState::Failure => Status::Failure,
         StepState::Killed => Status::Killed,
         StepState::Error => Status::Error,
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(OpError::invalid(format!(
                 "a stage ends as success, failure, error or killed, not {}",
                 other.as_str()
             )));

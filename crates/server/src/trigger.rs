@@ -14,6 +14,7 @@ use gantry_pipeline::{CompileError, Context, Event, Limits, RepoInfo, Source};
 use gantry_store::{Build, Delivery, NewBuild, Repo, StoreError, Visibility};
 
 use crate::AppState;
+use crate::error::OpError;
 use crate::git::{ChangeSpan, GitError};
 use crate::github::Trigger;
 
@@ -275,7 +276,7 @@ pub async fn manual_build(
     params: BTreeMap<String, String>,
     deploy_to: Option<String>,
     sender: &str,
-) -> Result<Result<Build, String>, StoreError> {
+) -> Result<Build, OpError> {
     let state2 = Arc::clone(state);
     let (repo_id, url) = (repo.id, repo.clone_url.clone());
     let (branch_owned, commit_owned) = (branch.to_owned(), commit.map(str::to_owned));
@@ -297,8 +298,12 @@ pub async fn manual_build(
     .await;
     let head = match described {
         Ok(Ok(head)) => head,
-        Ok(Err(e)) => return Ok(Err(explain(&e, &used, repo))),
-        Err(e) => return Ok(Err(format!("resolving the commit failed: {e}"))),
+        Ok(Err(e)) => return Err(git_refusal(&e, explain(&e, &used, repo))),
+        Err(e) => {
+            return Err(OpError::Internal(format!(
+                "resolving the commit failed: {e}"
+            )));
+        }
     };
     let mut ctx = Context::push(&repo.full_name(), branch);
     ctx.event = if deploy_to.is_some() {
@@ -318,7 +323,35 @@ pub async fn manual_build(
         fork: false,
         changes: None,
     };
-    create_build(state, repo, ctx, origin).await.map(Ok)
+    Ok(create_build(state, repo, ctx, origin).await?)
+}
+
+/// A git failure of a manual build, by whose it is: a branch or commit the repository does
+/// not have is the request's; a refused credential or an unreachable server is upstream; a
+/// broken cache is the server's own.
+fn git_refusal(error: &GitError, message: String) -> OpError {
+    match error {
+        GitError::Fetch {
+            what, message: git, ..
+        } => {
+            let lower = git.to_ascii_lowercase();
+            let missing = lower.contains("couldn't find remote ref")
+                || lower.contains("not found")
+                || lower.contains("no longer points at")
+                || lower.contains("not on the server")
+                || lower.contains("is not a commit");
+            match what.split_whitespace().next() {
+                Some(field @ ("branch" | "commit"))
+                    if missing && !lower.contains("status code") =>
+                {
+                    OpError::invalid_field(field, message)
+                }
+                _ => OpError::Upstream(message),
+            }
+        }
+        GitError::NoConfig(_) => OpError::invalid(message),
+        GitError::Cache { .. } => OpError::Internal(message),
+    }
 }
 
 /// A new build of the same commit and context as `build`.

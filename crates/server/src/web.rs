@@ -23,9 +23,9 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 use crate::access::{self, Identity, Need};
 use crate::auth::{SESSION_LIFETIME, hash_token, session_cookie, session_token};
-use crate::error::ApiError;
+use crate::error::OpError;
 use crate::human::took;
-use crate::trigger;
+use crate::ops;
 
 const CSS: &str = include_str!("../../../web/static/app.css");
 const JS: &str = include_str!("../../../web/static/app.js");
@@ -108,14 +108,6 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Who a build this session starts is recorded as started by.
-    fn sender(&self) -> String {
-        self.identity
-            .as_ref()
-            .map(|i| i.name().to_owned())
-            .unwrap_or_default()
-    }
-
     fn csrf(&self) -> String {
         self.token.as_deref().map(csrf_for).unwrap_or_default()
     }
@@ -140,6 +132,18 @@ impl Session {
             ))
         }
     }
+
+    /// Who posts a form: the signed-in identity, once the form's CSRF token is checked.
+    fn actor(&self, csrf: &str) -> Result<&Identity, Page> {
+        self.check(csrf)?;
+        self.identity.as_ref().ok_or_else(|| {
+            Page::error(
+                StatusCode::UNAUTHORIZED,
+                "Sign in first",
+                "This needs a signed-in user.",
+            )
+        })
+    }
 }
 
 fn csrf_for(token: &str) -> String {
@@ -162,7 +166,7 @@ impl FromRequestParts<Arc<AppState>> for Session {
                 token: Some(token.to_owned()),
             }),
             Ok(None) => Ok(Session::default()),
-            Err(e) => Err(Page::from(ApiError::from(e))),
+            Err(e) => Err(Page::from(OpError::from(e))),
         }
     }
 }
@@ -233,11 +237,11 @@ impl Page {
     }
 }
 
-impl From<ApiError> for Page {
-    fn from(e: ApiError) -> Self {
+impl From<OpError> for Page {
+    fn from(e: OpError) -> Self {
         let code = e.status();
         let message = match &e {
-            ApiError::Internal(cause) => {
+            OpError::Internal(cause) => {
                 tracing::error!(%cause, "page failed");
                 "Something went wrong on the server; its log has the cause.".to_owned()
             }
@@ -250,7 +254,7 @@ impl From<ApiError> for Page {
 
 impl From<gantry_store::StoreError> for Page {
     fn from(e: gantry_store::StoreError) -> Self {
-        Page::from(ApiError::from(e))
+        Page::from(OpError::from(e))
     }
 }
 
@@ -358,7 +362,7 @@ async fn allowed(
     access::authorize(state, session.identity.as_ref(), owner, name, need)
         .await
         .map_err(|e| match e {
-            ApiError::NotFound(_) => Page::error(
+            OpError::NotFound(_) => Page::error(
                 StatusCode::NOT_FOUND,
                 "Not found",
                 &format!(
@@ -525,23 +529,13 @@ struct BuildTemplate {
     can_admin: bool,
 }
 
-async fn find_build(state: &AppState, repo: &Repo, number: i64) -> Result<Build, Page> {
-    state.store.build(repo.id, number).await?.ok_or_else(|| {
-        Page::error(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            &format!("{} has no build #{number}.", repo.full_name()),
-        )
-    })
-}
-
 async fn build_page(
     State(state): State<Arc<AppState>>,
     session: Session,
     Path((owner, name, number)): Path<(String, String, i64)>,
 ) -> Result<Page, Page> {
     let (repo, role) = allowed(&state, &session, &owner, &name, Need::Read).await?;
-    let build = find_build(&state, &repo, number).await?;
+    let build = ops::builds::find(&state, &repo, number).await?;
     let mut stages = Vec::new();
     let build_stages = state.store.stages(build.id).await?;
     // Read once, and only when a stage may need to say why it waits.
@@ -643,7 +637,7 @@ async fn step_page(
     Path((owner, name, number, stage, step)): Path<(String, String, i64, i64, i64)>,
 ) -> Result<Page, Page> {
     let (repo, _) = allowed(&state, &session, &owner, &name, Need::Read).await?;
-    let build = find_build(&state, &repo, number).await?;
+    let build = ops::builds::find(&state, &repo, number).await?;
     let found = state
         .store
         .step_at(build.id, stage, step)
@@ -852,10 +846,8 @@ async fn restart(
     Path((owner, name, number)): Path<(String, String, i64)>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Write).await?;
-    let build = find_build(&state, &repo, number).await?;
-    let restarted = trigger::restart(&state, &repo, &build, &session.sender()).await?;
+    let who = session.actor(&form.csrf)?;
+    let (_, restarted) = ops::builds::restart(&state, who, &owner, &name, number).await?;
     Ok(Redirect::to(&format!(
         "/{owner}/{name}/{}",
         restarted.number
@@ -872,10 +864,8 @@ async fn act(
     let Some(action) = crate::BuildAction::parse(&action) else {
         return Err(not_found().await);
     };
-    session.check(&form.csrf)?;
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Write).await?;
-    let build = find_build(&state, &repo, number).await?;
-    action.apply(&state, build.id).await?;
+    let who = session.actor(&form.csrf)?;
+    ops::builds::act(&state, who, &owner, &name, number, action).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
 }
 
@@ -885,6 +875,7 @@ struct ManualForm {
     csrf: String,
     #[serde(default)]
     branch: String,
+    /// KEY=VALUE lines.
     #[serde(default)]
     params: String,
 }
@@ -895,35 +886,23 @@ async fn manual_build(
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<ManualForm>,
 ) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Write).await?;
+    let who = session.actor(&form.csrf)?;
     let mut params = BTreeMap::new();
     for line in form.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let Some((key, value)) = line.split_once('=') else {
-            return Err(Page::error(
-                StatusCode::BAD_REQUEST,
-                "Bad parameter",
-                &format!("`{line}` is not KEY=VALUE."),
-            ));
+            return Err(Page::from(OpError::invalid_field(
+                "params",
+                format!("`{line}` is not KEY=VALUE."),
+            )));
         };
         params.insert(key.trim().to_owned(), value.to_owned());
     }
-    let branch = if form.branch.trim().is_empty() {
-        repo.default_branch.clone()
-    } else {
-        form.branch.trim().to_owned()
-    };
-    let build = trigger::manual_build(
-        &state,
-        &repo,
-        &branch,
-        None,
+    let request = ops::builds::ManualBuild {
+        branch: Some(form.branch),
         params,
-        None,
-        &session.sender(),
-    )
-    .await?
-    .map_err(|e| Page::error(StatusCode::BAD_REQUEST, "Cannot start the build", &e))?;
+        ..ops::builds::ManualBuild::default()
+    };
+    let (_, build) = ops::builds::create(&state, who, &owner, &name, request).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)))
 }
 
@@ -1179,45 +1158,26 @@ async fn save_settings(
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<SettingsForm>,
 ) -> Result<Redirect, Page> {
-    let (repo, who) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
+    let who = session.actor(&form.csrf)?;
     let visibility = form
         .visibility
         .parse::<gantry_store::Visibility>()
-        .map_err(|e| bad_form(&e))?;
-    let timeout_minutes: i64 = form
-        .timeout_minutes
-        .trim()
-        .parse()
-        .ok()
-        .filter(|m| (1..=1440).contains(m))
-        .ok_or_else(|| bad_form("The timeout must be 1 to 1440 minutes."))?;
-    let default_branch = form.default_branch.trim();
-    if default_branch.is_empty() {
-        return Err(bad_form("The default branch cannot be empty."));
-    }
-    let trusted = form.trusted.is_some();
-    // Only a server admin changes trust; for anyone else the box shows it, read-only.
-    let trusted = if who.is_admin() {
-        trusted
-    } else {
-        repo.trusted
+        .map_err(|e| OpError::invalid_field("visibility", e))?;
+    let timeout_minutes: i64 = form.timeout_minutes.trim().parse().map_err(|_| {
+        OpError::invalid_field("timeout_secs", "the timeout is a number of minutes")
+    })?;
+    let changes = gantry_store::RepoUpdate {
+        config_path: Some(form.config_path.trim().to_owned()),
+        default_branch: Some(form.default_branch.trim().to_owned()),
+        // Only a server admin changes trust; for anyone else the box shows it, read-only
+        // (and a disabled box is not sent).
+        trusted: who.is_admin().then_some(form.trusted.is_some()),
+        visibility: Some(visibility),
+        timeout_secs: Some(timeout_minutes.saturating_mul(60)),
+        fork_policy: Some(form.fork_policy.clone()),
+        ..gantry_store::RepoUpdate::default()
     };
-    crate::api::check_repo_settings(who, trusted && !repo.trusted, Some(&form.fork_policy))?;
-    state
-        .store
-        .update_repo(
-            repo.id,
-            &gantry_store::RepoUpdate {
-                config_path: Some(form.config_path.trim().to_owned()),
-                default_branch: Some(default_branch.to_owned()),
-                trusted: Some(trusted),
-                visibility: Some(visibility),
-                timeout_secs: Some(timeout_minutes * 60),
-                fork_policy: Some(form.fork_policy.clone()),
-                ..gantry_store::RepoUpdate::default()
-            },
-        )
-        .await?;
+    ops::repos::update(&state, who, &owner, &name, changes).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/settings")))
 }
 
@@ -1242,36 +1202,25 @@ async fn save_credentials(
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<CredentialsForm>,
 ) -> Result<Redirect, Page> {
-    let (repo, _) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
+    let who = session.actor(&form.csrf)?;
     // A textarea sends CRLF line ends; a key file has LF.
     let ssh_key = form.ssh_key.replace("\r\n", "\n");
-    crate::api::check_ssh_key(&ssh_key)?;
-    let key = &state.config.secret_key;
-    let change = |remove: bool, value: &str, field: &str| {
+    let change = |remove: bool, value: String| {
         if remove {
             Some(String::new())
-        } else if value.trim().is_empty() {
-            None
         } else {
-            Some(crate::secrets::seal_field(
-                key,
-                &repo.owner,
-                &repo.name,
-                field,
-                value,
-            ))
+            Some(value).filter(|v| !v.trim().is_empty())
         }
     };
-    let update = gantry_store::RepoUpdate {
+    let changes = gantry_store::RepoUpdate {
         github_token: change(
             form.remove_github_token.is_some(),
-            form.github_token.trim(),
-            "github_token",
+            form.github_token.trim().to_owned(),
         ),
-        ssh_key: change(form.remove_ssh_key.is_some(), &ssh_key, "ssh_key"),
+        ssh_key: change(form.remove_ssh_key.is_some(), ssh_key),
         ..gantry_store::RepoUpdate::default()
     };
-    state.store.update_repo(repo.id, &update).await?;
+    ops::repos::update(&state, who, &owner, &name, changes).await?;
     Ok(Redirect::to(&format!(
         "/{owner}/{name}/settings#credentials"
     )))

@@ -8,6 +8,7 @@ mod browser;
 mod credentials;
 mod notify;
 mod oauth;
+mod ops;
 mod protocol;
 mod secrets;
 mod support;

@@ -1,0 +1,204 @@
+//! Repositories: register, change (settings and credentials alike), remove. The checks of a
+//! change live here once, so the API's PATCH and the settings page give the same verdict.
+
+use gantry_store::{NewRepo, Repo, RepoUpdate, Role};
+
+use crate::AppState;
+use crate::access::{self, Identity, Need};
+use crate::error::{OpError, OpResult};
+use crate::secrets::seal_field;
+
+/// The longest build timeout a repository may set: a day.
+pub const MAX_TIMEOUT_SECS: i64 = 24 * 3600;
+
+/// Registers a repository: a server admin, or a user GitHub says administers it (who then
+/// holds its admin role here too).
+pub async fn add(state: &AppState, who: &Identity, mut new: NewRepo) -> OpResult<Repo> {
+    check_new(who, &new)?;
+    let may_add = who.is_admin() || github_admin_of(state, who, &new).await?;
+    if !may_add {
+        return Err(OpError::needs(
+            Role::Admin,
+            format!(
+                "adding {}/{} needs a server admin, or your admin permission on it on GitHub (sign in with GitHub)",
+                new.owner, new.name
+            ),
+        ));
+    }
+    let key = &state.config.secret_key;
+    for (field, value) in [
+        ("webhook_secret", &mut new.webhook_secret),
+        ("github_token", &mut new.github_token),
+        ("ssh_key", &mut new.ssh_key),
+    ] {
+        *value = seal_field(key, &new.owner, &new.name, field, value);
+    }
+    let repo = state.store.create_repo(&new).await?;
+    if let Some(user) = who.user.as_ref().filter(|_| !who.is_admin()) {
+        state
+            .store
+            .put_role(
+                repo.id,
+                user.id,
+                gantry_store::RoleSource::GitHub,
+                Role::Admin,
+            )
+            .await?;
+    }
+    Ok(repo)
+}
+
+/// Changes the settings and credentials given (`None` keeps a value); needs the admin role,
+/// and a server admin to change trust.
+pub async fn update(
+    state: &AppState,
+    who: &Identity,
+    owner: &str,
+    name: &str,
+    mut changes: RepoUpdate,
+) -> OpResult<Repo> {
+    let (repo, _) = access::authorize(state, Some(who), owner, name, Need::Admin).await?;
+    check_changes(who, &repo, &changes)?;
+    let key = &state.config.secret_key;
+    for (field, value) in [
+        ("webhook_secret", &mut changes.webhook_secret),
+        ("github_token", &mut changes.github_token),
+        ("ssh_key", &mut changes.ssh_key),
+    ] {
+        if let Some(value) = value {
+            *value = seal_field(key, &repo.owner, &repo.name, field, value);
+        }
+    }
+    Ok(state.store.update_repo(repo.id, &changes).await?)
+}
+
+/// Removes a repository with its builds and logs; needs the admin role.
+pub async fn remove(state: &AppState, who: &Identity, owner: &str, name: &str) -> OpResult<()> {
+    let (repo, _) = access::authorize(state, Some(who), owner, name, Need::Admin).await?;
+    Ok(state.store.delete_repo(repo.id).await?)
+}
+
+fn check_new(who: &Identity, new: &NewRepo) -> OpResult<()> {
+    if !valid_name_part(&new.owner) || !valid_name_part(&new.name) {
+        return Err(OpError::invalid_field(
+            "name",
+            format!(
+                "`{}/{}` is not a repository name: use OWNER/NAME with letters, digits, `-`, `_` and `.`",
+                new.owner, new.name
+            ),
+        ));
+    }
+    if new.trusted && !who.is_admin() {
+        return Err(only_admins_trust());
+    }
+    check_clone_url(&new.clone_url)?;
+    check_default_branch(&new.default_branch)?;
+    check_timeout(new.timeout_secs)?;
+    check_fork_policy(&new.fork_policy)?;
+    check_ssh_key(&new.ssh_key)
+}
+
+fn check_changes(who: &Identity, repo: &Repo, changes: &RepoUpdate) -> OpResult<()> {
+    if changes.trusted.is_some_and(|t| t != repo.trusted) && !who.is_admin() {
+        return Err(only_admins_trust());
+    }
+    if let Some(url) = &changes.clone_url {
+        check_clone_url(url)?;
+    }
+    if let Some(branch) = &changes.default_branch {
+        check_default_branch(branch)?;
+    }
+    if let Some(timeout) = changes.timeout_secs {
+        check_timeout(timeout)?;
+    }
+    if let Some(policy) = &changes.fork_policy {
+        check_fork_policy(policy)?;
+    }
+    check_ssh_key(changes.ssh_key.as_deref().unwrap_or(""))
+}
+
+fn only_admins_trust() -> OpError {
+    OpError::forbidden("only a server admin can change whether a repository is trusted")
+}
+
+fn valid_name_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 100
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && part != "."
+        && part != ".."
+}
+
+fn check_clone_url(url: &str) -> OpResult<()> {
+    if url.trim().is_empty() {
+        return Err(OpError::invalid_field(
+            "clone_url",
+            "clone_url is empty: give the URL gantry fetches the repository from",
+        ));
+    }
+    Ok(())
+}
+
+fn check_default_branch(branch: &str) -> OpResult<()> {
+    if branch.trim().is_empty() {
+        return Err(OpError::invalid_field(
+            "default_branch",
+            "the default branch cannot be empty",
+        ));
+    }
+    Ok(())
+}
+
+fn check_timeout(secs: i64) -> OpResult<()> {
+    if !(60..=MAX_TIMEOUT_SECS).contains(&secs) {
+        return Err(OpError::invalid_field(
+            "timeout_secs",
+            format!("the timeout must be 1 to {} minutes", MAX_TIMEOUT_SECS / 60),
+        ));
+    }
+    Ok(())
+}
+
+fn check_fork_policy(policy: &str) -> OpResult<()> {
+    if !matches!(policy, "run" | "approve") {
+        return Err(OpError::invalid_field(
+            "fork_policy",
+            format!("fork_policy `{policy}` is not `run` or `approve`"),
+        ));
+    }
+    Ok(())
+}
+
+/// A deploy key must be a private key in PEM or OpenSSH form (empty removes it): a public
+/// key pasted by mistake is refused here, not at the next fetch.
+fn check_ssh_key(key: &str) -> OpResult<()> {
+    let key = key.trim();
+    if key.is_empty() || (key.starts_with("-----BEGIN ") && key.contains("PRIVATE KEY-----")) {
+        return Ok(());
+    }
+    let hint = if key.starts_with("ssh-") || key.starts_with("ecdsa-") {
+        "this is a public key: give gantry the private half (the file without .pub), and GitHub the public one"
+    } else {
+        "expected a private key file, starting with `-----BEGIN OPENSSH PRIVATE KEY-----`"
+    };
+    Err(OpError::invalid_field(
+        "ssh_key",
+        format!("ssh_key: {hint}"),
+    ))
+}
+
+/// Whether GitHub says the caller administers the repository about to be added.
+async fn github_admin_of(state: &AppState, who: &Identity, new: &NewRepo) -> OpResult<bool> {
+    let Some(user) = &who.user else {
+        return Ok(false);
+    };
+    match access::github_role(state, user, &new.owner, &new.name).await {
+        Ok(role) => Ok(role == Some(Role::Admin)),
+        Err(reason) => Err(OpError::Upstream(format!(
+            "could not ask GitHub whether you administer {}/{}: {reason}",
+            new.owner, new.name
+        ))),
+    }
+}
