@@ -751,78 +751,17 @@ async fn test_default_target(
 
 // ----- secrets ----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewSecret {
-    name: String,
-    value: String,
-    #[serde(default)]
-    allow_pull_requests: bool,
-}
-
-/// Largest secret value (a kubeconfig fits; a disk image does not).
-const MAX_SECRET_BYTES: usize = 64 * 1024;
-
-/// A secret's name and value as the API and the settings page accept them.
-pub(crate) fn check_secret(name: &str, value: &str) -> OpResult<()> {
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        return Err(OpError::invalid(format!(
-            "secret name `{name}` is not valid: use letters, digits, `_`, `-` and `.`"
-        )));
-    }
-    if value.is_empty() || value.len() > MAX_SECRET_BYTES {
-        return Err(OpError::invalid(format!(
-            "a secret's value must be 1 byte to {} KiB",
-            MAX_SECRET_BYTES / 1024
-        )));
-    }
-    Ok(())
-}
-
-fn checked_secret(body: &[u8]) -> OpResult<NewSecret> {
-    let new: NewSecret = parse_body(body)?;
-    check_secret(&new.name, &new.value)?;
-    Ok(new)
-}
-
-async fn save_secret(
-    state: &AppState,
-    scope: &gantry_store::SecretScope,
-    body: &[u8],
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
-    let new = checked_secret(body)?;
-    crate::secrets::put(
-        &state.store,
-        &state.config.secret_key,
-        scope,
-        &new.name,
-        &new.value,
-        new.allow_pull_requests,
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "name": new.name, "allow_pull_requests": new.allow_pull_requests })),
-    ))
-}
-
 async fn list_repo_secrets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> OpResult<Json<Vec<gantry_store::SecretInfo>>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    Ok(Json(
-        state
-            .store
-            .secrets(&gantry_store::SecretScope::Repo(repo.id))
-            .await?,
-    ))
+    let who = caller.require_identity()?;
+    let of = ops::secrets::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    Ok(Json(ops::secrets::list(&state, who, of).await?))
 }
 
 async fn add_repo_secret(
@@ -831,8 +770,27 @@ async fn add_repo_secret(
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    save_secret(&state, &gantry_store::SecretScope::Repo(repo.id), &body).await
+    let of = ops::secrets::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    put_secret(&state, &caller, of, &body).await
+}
+
+async fn put_secret(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::secrets::Of<'_>,
+    body: &[u8],
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+    let who = caller.require_identity()?;
+    let new: ops::secrets::NewSecret = parse_body(body)?;
+    let allow = new.allow_pull_requests;
+    let name = ops::secrets::put(state, who, of, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": name, "allow_pull_requests": allow })),
+    ))
 }
 
 async fn remove_repo_secret(
@@ -840,11 +798,12 @@ async fn remove_repo_secret(
     caller: Caller,
     Path((owner, name, secret)): Path<(String, String, String)>,
 ) -> OpResult<StatusCode> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    state
-        .store
-        .delete_secret(&gantry_store::SecretScope::Repo(repo.id), &secret)
-        .await?;
+    let who = caller.require_identity()?;
+    let of = ops::secrets::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    ops::secrets::remove(&state, who, of, &secret).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -853,12 +812,9 @@ async fn list_owner_secrets(
     caller: Caller,
     Path(owner): Path<String>,
 ) -> OpResult<Json<Vec<gantry_store::SecretInfo>>> {
-    require_admin(caller.require_identity()?)?;
+    let who = caller.require_identity()?;
     Ok(Json(
-        state
-            .store
-            .secrets(&gantry_store::SecretScope::Owner(owner))
-            .await?,
+        ops::secrets::list(&state, who, ops::secrets::Of::Owner(&owner)).await?,
     ))
 }
 
@@ -868,8 +824,7 @@ async fn add_owner_secret(
     Path(owner): Path<String>,
     body: axum::body::Bytes,
 ) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
-    require_admin(caller.require_identity()?)?;
-    save_secret(&state, &gantry_store::SecretScope::Owner(owner), &body).await
+    put_secret(&state, &caller, ops::secrets::Of::Owner(&owner), &body).await
 }
 
 async fn remove_owner_secret(
@@ -877,114 +832,39 @@ async fn remove_owner_secret(
     caller: Caller,
     Path((owner, secret)): Path<(String, String)>,
 ) -> OpResult<StatusCode> {
-    require_admin(caller.require_identity()?)?;
-    state
-        .store
-        .delete_secret(&gantry_store::SecretScope::Owner(owner), &secret)
-        .await?;
+    let who = caller.require_identity()?;
+    ops::secrets::remove(&state, who, ops::secrets::Of::Owner(&owner), &secret).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 // ----- API tokens -------------------------------------------------------------------------
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    name: String,
-    /// A service token with every right (only an admin makes one).
-    #[serde(default)]
-    admin: bool,
-    /// The user it acts for (only an admin makes one for someone else).
-    user: Option<String>,
-}
-
-/// A token's name as the API and the account page accept it.
-pub(crate) fn check_token_name(name: &str) -> OpResult<()> {
-    if name.trim().is_empty() || name.len() > 100 {
-        return Err(OpError::invalid(
-            "name: give the token a name of 1 to 100 characters (who or what uses it)".to_owned(),
-        ));
-    }
-    Ok(())
-}
 
 /// A server admin sees every token; anyone else their own.
 async fn list_tokens(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> OpResult<Json<Vec<gantry_store::Token>>> {
-    let who = caller.require_identity()?;
-    let tokens = match &who.user {
-        _ if who.is_admin() => state.store.tokens().await?,
-        Some(user) => state.store.tokens_of(user.id).await?,
-        None => vec![who.token.clone()],
-    };
-    Ok(Json(tokens))
+    Ok(Json(
+        ops::tokens::list(&state, caller.require_identity()?).await?,
+    ))
 }
 
-/// Creates a token and shows it this once; only its hash is kept. A token acts for the
-/// caller's user unless an admin names another user, or asks for a service admin token.
+/// Creates a token and shows it this once; only its hash is kept.
 async fn create_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
 ) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
     let who = caller.require_identity()?;
-    let new: NewToken = parse_body(&body)?;
-    check_token_name(&new.name)?;
-    let user = match (&new.user, new.admin) {
-        (Some(_), true) => {
-            return Err(OpError::invalid(
-                "give `user` or `admin: true`, not both: an admin token acts for no user (make the user an admin instead)"
-                    .to_owned(),
-            ));
-        }
-        (None, true) => {
-            if !who.is_admin() {
-                return Err(OpError::forbidden(
-                    "only a server admin can create an admin token".to_owned(),
-                ));
-            }
-            None
-        }
-        (Some(login), false) => {
-            let own = who
-                .user
-                .as_ref()
-                .is_some_and(|u| u.login.eq_ignore_ascii_case(login));
-            if !own && !who.is_admin() {
-                return Err(OpError::forbidden(
-                    "only a server admin can create a token for another user".to_owned(),
-                ));
-            }
-            Some(find_user(&state, login).await?)
-        }
-        (None, false) => match &who.user {
-            Some(user) => Some(user.clone()),
-            None => {
-                return Err(OpError::invalid(
-                    "a token acts for a user: give `user` (gantry token create NAME --user LOGIN), or `admin: true` for a service token"
-                        .to_owned(),
-                ));
-            }
-        },
-    };
-    let (token, stored) = crate::auth::issue_token(
-        &state.store,
-        new.name.trim(),
-        new.admin,
-        user.as_ref().map(|u| u.id),
-        false,
-    )
-    .await?;
+    let created = ops::tokens::create(&state, who, parse_body(&body)?).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "id": stored.id,
-            "name": stored.name,
-            "admin": stored.admin,
-            "user": user.map(|u| u.login),
-            "token": token,
+            "id": created.stored.id,
+            "name": created.stored.name,
+            "admin": created.stored.admin,
+            "user": created.user.map(|u| u.login),
+            "token": created.token,
         })),
     ))
 }
@@ -994,26 +874,11 @@ async fn revoke_token(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> OpResult<StatusCode> {
-    let who = caller.require_identity()?;
-    let token = state.store.token(id).await?;
-    if !who.is_admin() && !who.owns(&token) {
-        return Err(OpError::forbidden(
-            "you can revoke your own tokens; others need a server admin".to_owned(),
-        ));
-    }
-    state.store.revoke_token(id).await?;
+    ops::tokens::revoke(&state, caller.require_identity()?, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 // ----- users and roles --------------------------------------------------------------------
-
-async fn find_user(state: &AppState, login: &str) -> OpResult<gantry_store::User> {
-    state.store.user_by_login(login).await?.ok_or_else(|| {
-        OpError::NotFound(format!(
-            "there is no user {login}: they sign in with GitHub, or an admin adds them (gantry user add {login})"
-        ))
-    })
-}
 
 /// The caller: their login and whether they are a server admin.
 async fn who_am_i(caller: Caller) -> OpResult<Json<serde_json::Value>> {
@@ -1029,26 +894,9 @@ async fn list_users(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> OpResult<Json<Vec<gantry_store::User>>> {
-    require_admin(caller.require_identity()?)?;
-    Ok(Json(state.store.users().await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUser {
-    login: String,
-    #[serde(default)]
-    admin: bool,
-}
-
-/// GitHub's rule for logins: letters, digits and single inner hyphens, at most 39.
-fn valid_login(login: &str) -> bool {
-    !login.is_empty()
-        && login.len() <= 39
-        && login.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !login.starts_with('-')
-        && !login.ends_with('-')
-        && !login.contains("--")
+    Ok(Json(
+        ops::users::list(&state, caller.require_identity()?).await?,
+    ))
 }
 
 async fn add_user(
@@ -1056,15 +904,8 @@ async fn add_user(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> OpResult<(StatusCode, Json<gantry_store::User>)> {
-    require_admin(caller.require_identity()?)?;
-    let new: NewUser = parse_body(&body)?;
-    if !valid_login(&new.login) {
-        return Err(OpError::invalid(format!(
-            "`{}` is not a GitHub login: use letters, digits and single hyphens, at most 39",
-            new.login
-        )));
-    }
-    let user = state.store.create_user(&new.login, new.admin).await?;
+    let who = caller.require_identity()?;
+    let user = ops::users::add(&state, who, parse_body(&body)?).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -1080,11 +921,10 @@ async fn update_user(
     Path(login): Path<String>,
     body: axum::body::Bytes,
 ) -> OpResult<Json<gantry_store::User>> {
-    require_admin(caller.require_identity()?)?;
+    let who = caller.require_identity()?;
     let update: UserUpdate = parse_body(&body)?;
-    let user = find_user(&state, &login).await?;
     Ok(Json(
-        state.store.set_user_admin(user.id, update.admin).await?,
+        ops::users::set_admin(&state, who, &login, update.admin).await?,
     ))
 }
 
@@ -1093,9 +933,7 @@ async fn remove_user(
     caller: Caller,
     Path(login): Path<String>,
 ) -> OpResult<StatusCode> {
-    require_admin(caller.require_identity()?)?;
-    let user = find_user(&state, &login).await?;
-    state.store.delete_user(user.id).await?;
+    ops::users::remove(&state, caller.require_identity()?, &login).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1105,8 +943,8 @@ async fn list_roles(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> OpResult<Json<Vec<gantry_store::RepoRole>>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    Ok(Json(state.store.roles_of_repo(repo.id).await?))
+    let who = caller.require_identity()?;
+    Ok(Json(ops::users::roles(&state, who, &owner, &name).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1122,21 +960,12 @@ async fn set_role(
     Path((owner, name, login)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> OpResult<Json<serde_json::Value>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    require_admin(caller.require_identity()?)?;
+    let who = caller.require_identity()?;
     let update: RoleUpdate = parse_body(&body)?;
-    let user = find_user(&state, &login).await?;
-    state
-        .store
-        .put_role(
-            repo.id,
-            user.id,
-            gantry_store::RoleSource::Admin,
-            update.role,
-        )
-        .await?;
+    let (repo, user) =
+        ops::users::set_role(&state, who, &owner, &name, &login, Some(update.role)).await?;
     Ok(Json(
-        json!({ "login": user.login, "repo": repo.full_name(), "role": update.role }),
+        json!({ "login": user.login, "repo": repo, "role": update.role }),
     ))
 }
 
@@ -1146,36 +975,7 @@ async fn remove_role(
     caller: Caller,
     Path((owner, name, login)): Path<(String, String, String)>,
 ) -> OpResult<StatusCode> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    require_admin(caller.require_identity()?)?;
-    let user = find_user(&state, &login).await?;
-    if !state
-        .store
-        .remove_role(repo.id, user.id, gantry_store::RoleSource::Admin)
-        .await?
-    {
-        return Err(OpError::NotFound(format!(
-            "{} has no role set by an admin on {}",
-            user.login,
-            repo.full_name()
-        )));
-    }
+    let who = caller.require_identity()?;
+    ops::users::set_role(&state, who, &owner, &name, &login, None).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logins_follow_githubs_rule() {
-        assert!(valid_login("octocat"));
-        assert!(valid_login("mona-lisa"));
-        assert!(!valid_login(""));
-        assert!(!valid_login("-x"));
-        assert!(!valid_login("x-"));
-        assert!(!valid_login("a--b"));
-        assert!(!valid_login("a/b"));
-        assert!(!valid_login(&"a".repeat(40)));
-    }
 }

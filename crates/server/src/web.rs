@@ -988,17 +988,13 @@ async fn create_token(
     session: Session,
     Form(form): Form<TokenForm>,
 ) -> Result<Page, Page> {
-    session.check(&form.csrf)?;
-    let Some(user) = session.identity.as_ref().and_then(|i| i.user.as_ref()) else {
-        return Err(bad_form(
-            "Tokens here are for users: sign in as one (a service token makes others with `gantry token create`).",
-        ));
+    let who = session.actor(&form.csrf)?;
+    let new = ops::tokens::NewToken {
+        name: form.name,
+        ..ops::tokens::NewToken::default()
     };
-    crate::api::check_token_name(&form.name)?;
-    let (token, _) =
-        crate::auth::issue_token(&state.store, form.name.trim(), false, Some(user.id), false)
-            .await?;
-    account(&state, &session, Some(token)).await
+    let created = ops::tokens::create(&state, who, new).await?;
+    account(&state, &session, Some(created.token)).await
 }
 
 async fn revoke_token(
@@ -1007,20 +1003,8 @@ async fn revoke_token(
     Path(id): Path<i64>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, Page> {
-    session.check(&form.csrf)?;
-    let who = session
-        .identity
-        .as_ref()
-        .expect("the CSRF check passed only with a session");
-    let token = state.store.token(id).await?;
-    if !who.owns(&token) {
-        return Err(Page::error(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "That token is not yours.",
-        ));
-    }
-    state.store.revoke_token(id).await?;
+    let who = session.actor(&form.csrf)?;
+    let token = ops::tokens::revoke(&state, who, id).await?;
     Ok(Redirect::to(if token.id == who.token.id {
         "/"
     } else {
@@ -1131,27 +1115,6 @@ struct SettingsForm {
     trusted: Option<String>,
 }
 
-fn bad_form(message: &str) -> Page {
-    Page::error(StatusCode::BAD_REQUEST, "Not saved", message)
-}
-
-/// A settings form's checks: its CSRF token, then the repository's admin role.
-async fn admin_form<'s>(
-    state: &AppState,
-    session: &'s Session,
-    owner: &str,
-    name: &str,
-    csrf: &str,
-) -> Result<(Repo, &'s Identity), Page> {
-    session.check(csrf)?;
-    let (repo, _) = allowed(state, session, owner, name, Need::Admin).await?;
-    let who = session
-        .identity
-        .as_ref()
-        .expect("the admin role is held only by an identity");
-    Ok((repo, who))
-}
-
 async fn save_settings(
     State(state): State<Arc<AppState>>,
     session: Session,
@@ -1241,20 +1204,18 @@ async fn add_secret(
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<SecretForm>,
 ) -> Result<Redirect, Page> {
-    let (repo, _) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
-    let secret = form.name.trim();
-    // A browser's textarea sends CRLF line ends; a secret holds what was pasted.
-    let value = form.value.replace("\r\n", "\n");
-    crate::api::check_secret(secret, &value)?;
-    crate::secrets::put(
-        &state.store,
-        &state.config.secret_key,
-        &gantry_store::SecretScope::Repo(repo.id),
-        secret,
-        &value,
-        form.allow_pull_requests.is_some(),
-    )
-    .await?;
+    let who = session.actor(&form.csrf)?;
+    let new = ops::secrets::NewSecret {
+        name: form.name,
+        // A browser's textarea sends CRLF line ends; a secret holds what was pasted.
+        value: form.value.replace("\r\n", "\n"),
+        allow_pull_requests: form.allow_pull_requests.is_some(),
+    };
+    let of = ops::secrets::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    ops::secrets::put(&state, who, of, new).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
 }
 
@@ -1264,11 +1225,12 @@ async fn delete_secret(
     Path((owner, name, secret)): Path<(String, String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, Page> {
-    let (repo, _) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
-    state
-        .store
-        .delete_secret(&gantry_store::SecretScope::Repo(repo.id), &secret)
-        .await?;
+    let who = session.actor(&form.csrf)?;
+    let of = ops::secrets::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    ops::secrets::remove(&state, who, of, &secret).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
 }
 
@@ -1287,26 +1249,15 @@ async fn set_role(
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<RoleForm>,
 ) -> Result<Redirect, Page> {
-    let (repo, who) = admin_form(&state, &session, &owner, &name, &form.csrf).await?;
-    access::require_admin(who)?;
-    let login = form.login.trim();
-    let user = state.store.user_by_login(login).await?.ok_or_else(|| {
-        bad_form(&format!(
-            "There is no user {login}: they sign in with GitHub first, or an admin adds them with `gantry user add {login}`."
-        ))
-    })?;
-    if form.role == "github" {
-        state
-            .store
-            .remove_role(repo.id, user.id, gantry_store::RoleSource::Admin)
-            .await?;
-    } else {
-        let role = form.role.parse::<Role>().map_err(|e| bad_form(&e))?;
-        state
-            .store
-            .put_role(repo.id, user.id, gantry_store::RoleSource::Admin, role)
-            .await?;
-    }
+    let who = session.actor(&form.csrf)?;
+    let role = match form.role.as_str() {
+        "github" => None,
+        role => Some(
+            role.parse::<Role>()
+                .map_err(|e| OpError::invalid_field("role", e))?,
+        ),
+    };
+    ops::users::set_role(&state, who, &owner, &name, &form.login, role).await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/settings#roles")))
 }
 

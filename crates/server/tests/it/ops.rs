@@ -75,36 +75,29 @@ mod cases {
         };
         let public_key =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me";
-        let api = |method: Method, body: Value| {
-            let path = if method == Method::POST {
-                "/repos/acme/app/builds"
-            } else {
-                "/repos/acme/app"
-            };
-            (method, path, body)
-        };
+        let patch = |body: Value| (Method::PATCH, "/repos/acme/app", body);
         let cases = vec![
             Case {
                 what: "a timeout out of range",
-                api: api(Method::PATCH, json!({"timeout_secs": 0})),
+                api: patch(json!({"timeout_secs": 0})),
                 page: ("/acme/app/settings", settings_form("timeout_minutes", "0")),
                 field: "timeout_secs",
             },
             Case {
                 what: "an empty default branch",
-                api: api(Method::PATCH, json!({"default_branch": " "})),
+                api: patch(json!({"default_branch": " "})),
                 page: ("/acme/app/settings", settings_form("default_branch", " ")),
                 field: "default_branch",
             },
             Case {
                 what: "an unknown fork policy",
-                api: api(Method::PATCH, json!({"fork_policy": "maybe"})),
+                api: patch(json!({"fork_policy": "maybe"})),
                 page: ("/acme/app/settings", settings_form("fork_policy", "maybe")),
                 field: "fork_policy",
             },
             Case {
                 what: "a public key given as a deploy key",
-                api: api(Method::PATCH, json!({"ssh_key": public_key})),
+                api: patch(json!({"ssh_key": public_key})),
                 page: (
                     "/acme/app/settings/credentials",
                     form(&[("csrf", &csrf), ("ssh_key", public_key)]),
@@ -113,12 +106,35 @@ mod cases {
             },
             Case {
                 what: "a parameter that is no variable name",
-                api: api(Method::POST, json!({"params": {"1BAD": "x"}})),
+                api: (
+                    Method::POST,
+                    "/repos/acme/app/builds",
+                    json!({"params": {"1BAD": "x"}}),
+                ),
                 page: (
                     "/acme/app/builds",
                     form(&[("csrf", &csrf), ("branch", "main"), ("params", "1BAD=x")]),
                 ),
                 field: "params",
+            },
+            Case {
+                what: "a secret name with a space",
+                api: (
+                    Method::POST,
+                    "/repos/acme/app/secrets",
+                    json!({"name": "bad name", "value": "x"}),
+                ),
+                page: (
+                    "/acme/app/settings/secrets",
+                    form(&[("csrf", &csrf), ("name", "bad name"), ("value", "x")]),
+                ),
+                field: "name",
+            },
+            Case {
+                what: "a token without a name",
+                api: (Method::POST, "/tokens", json!({"name": " "})),
+                page: ("/account/tokens", form(&[("csrf", &csrf), ("name", " ")])),
+                field: "name",
             },
         ];
         for Case {
