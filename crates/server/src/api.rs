@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
-use crate::access::{self, Need, require_admin};
+use crate::access::{self, Need};
 use crate::auth::Caller;
 use crate::error::{OpError, OpResult};
 use crate::live::LiveEvent;
@@ -577,8 +577,9 @@ async fn list_runners(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> OpResult<Json<Vec<gantry_store::Runner>>> {
-    caller.require_identity()?;
-    Ok(Json(state.store.runners().await?))
+    Ok(Json(
+        ops::runners::list(&state, caller.require_identity()?).await?,
+    ))
 }
 
 // ----- notification targets -------------------------------------------------------------
@@ -598,37 +599,48 @@ fn target_view(target: gantry_store::NotifyTarget) -> TargetView {
     }
 }
 
-fn checked_target(body: &[u8]) -> OpResult<gantry_store::NewTarget> {
-    let new: gantry_store::NewTarget = parse_body(body)?;
-    if !gantry_pipeline::model::NOTIFY_KINDS.contains(&new.kind.as_str()) {
-        return Err(OpError::invalid(format!(
-            "kind `{}` is not one gantry speaks: use one of {}",
-            new.kind,
-            gantry_pipeline::model::NOTIFY_KINDS.join(", ")
-        )));
-    }
-    if !(new.url.starts_with("https://") || new.url.starts_with("http://")) {
-        return Err(OpError::invalid(
-            "url must be the chat service's incoming webhook URL (http:// or https://)".to_owned(),
-        ));
-    }
-    if new.rules.is_empty() {
-        return Err(OpError::invalid(format!(
-            "rules is empty: give one or more of {}",
-            gantry_pipeline::model::NOTIFY_RULES.join(", ")
-        )));
-    }
-    if let Some(rule) = new
-        .rules
-        .iter()
-        .find(|r| !gantry_pipeline::model::NOTIFY_RULES.contains(&r.as_str()))
-    {
-        return Err(OpError::invalid(format!(
-            "rule `{rule}` is unknown: use {}",
-            gantry_pipeline::model::NOTIFY_RULES.join(", ")
-        )));
-    }
-    Ok(new)
+async fn targets(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::notify::Of<'_>,
+) -> OpResult<Json<Vec<TargetView>>> {
+    let targets = ops::notify::list(state, caller.require_identity()?, of).await?;
+    Ok(Json(targets.into_iter().map(target_view).collect()))
+}
+
+async fn add_target_to(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::notify::Of<'_>,
+    body: &[u8],
+) -> OpResult<(StatusCode, Json<TargetView>)> {
+    let who = caller.require_identity()?;
+    let target = ops::notify::add(state, who, of, parse_body(body)?).await?;
+    Ok((StatusCode::CREATED, Json(target_view(target))))
+}
+
+async fn remove_target_of(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::notify::Of<'_>,
+    id: i64,
+) -> OpResult<StatusCode> {
+    ops::notify::remove(state, caller.require_identity()?, of, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn test_target_of(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::notify::Of<'_>,
+    id: i64,
+) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+    let queued = ops::notify::test(state, caller.require_identity()?, of, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))))
+}
+
+fn repo_targets<'a>(owner: &'a str, name: &'a str) -> ops::notify::Of<'a> {
+    ops::notify::Of::Repo { owner, name }
 }
 
 async fn list_targets(
@@ -636,9 +648,7 @@ async fn list_targets(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> OpResult<Json<Vec<TargetView>>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    let targets = state.store.targets(Some(repo.id)).await?;
-    Ok(Json(targets.into_iter().map(target_view).collect()))
+    targets(&state, &caller, repo_targets(&owner, &name)).await
 }
 
 async fn add_target(
@@ -647,25 +657,7 @@ async fn add_target(
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> OpResult<(StatusCode, Json<TargetView>)> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    let new = checked_target(&body)?;
-    let target = state.store.add_target(Some(repo.id), &new).await?;
-    Ok((StatusCode::CREATED, Json(target_view(target))))
-}
-
-/// The target `id` of the repository (or the server-wide one, `repo` = `None`).
-async fn owned_target(
-    state: &AppState,
-    repo: Option<&Repo>,
-    id: i64,
-) -> OpResult<gantry_store::NotifyTarget> {
-    let target = state.store.target(id).await?;
-    if target.repo_id != repo.map(|r| r.id) {
-        return Err(OpError::NotFound(format!(
-            "notification target #{id} not found here"
-        )));
-    }
-    Ok(target)
+    add_target_to(&state, &caller, repo_targets(&owner, &name), &body).await
 }
 
 async fn remove_target(
@@ -673,29 +665,7 @@ async fn remove_target(
     caller: Caller,
     Path((owner, name, id)): Path<(String, String, i64)>,
 ) -> OpResult<StatusCode> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    owned_target(&state, Some(&repo), id).await?;
-    state.store.remove_target(id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn send_test(
-    state: &AppState,
-    target: &gantry_store::NotifyTarget,
-    repo: &str,
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
-    let report = crate::notify::Report::test(state, repo);
-    let id = state
-        .store
-        .queue_message(&gantry_store::NewMessage {
-            kind: target.kind.clone(),
-            url: target.url.clone(),
-            body: crate::notify::chat_body(&target.kind, &report).to_string(),
-            auth: None,
-        })
-        .await?;
-    state.notifications.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": id }))))
+    remove_target_of(&state, &caller, repo_targets(&owner, &name), id).await
 }
 
 async fn test_target(
@@ -703,18 +673,14 @@ async fn test_target(
     caller: Caller,
     Path((owner, name, id)): Path<(String, String, i64)>,
 ) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Admin).await?;
-    let target = owned_target(&state, Some(&repo), id).await?;
-    send_test(&state, &target, &repo.full_name()).await
+    test_target_of(&state, &caller, repo_targets(&owner, &name), id).await
 }
 
 async fn list_default_targets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> OpResult<Json<Vec<TargetView>>> {
-    require_admin(caller.require_identity()?)?;
-    let targets = state.store.targets(None).await?;
-    Ok(Json(targets.into_iter().map(target_view).collect()))
+    targets(&state, &caller, ops::notify::Of::Server).await
 }
 
 async fn add_default_target(
@@ -722,10 +688,7 @@ async fn add_default_target(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> OpResult<(StatusCode, Json<TargetView>)> {
-    require_admin(caller.require_identity()?)?;
-    let new = checked_target(&body)?;
-    let target = state.store.add_target(None, &new).await?;
-    Ok((StatusCode::CREATED, Json(target_view(target))))
+    add_target_to(&state, &caller, ops::notify::Of::Server, &body).await
 }
 
 async fn remove_default_target(
@@ -733,10 +696,7 @@ async fn remove_default_target(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> OpResult<StatusCode> {
-    require_admin(caller.require_identity()?)?;
-    owned_target(&state, None, id).await?;
-    state.store.remove_target(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove_target_of(&state, &caller, ops::notify::Of::Server, id).await
 }
 
 async fn test_default_target(
@@ -744,9 +704,7 @@ async fn test_default_target(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
-    require_admin(caller.require_identity()?)?;
-    let target = owned_target(&state, None, id).await?;
-    send_test(&state, &target, "(server-wide default)").await
+    test_target_of(&state, &caller, ops::notify::Of::Server, id).await
 }
 
 // ----- secrets ----------------------------------------------------------------------------

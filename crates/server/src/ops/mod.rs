@@ -6,7 +6,9 @@
 //! operation and render.
 
 pub mod builds;
+pub mod notify;
 pub mod repos;
+pub mod runners;
 pub mod secrets;
 pub mod tokens;
 pub mod users;
