@@ -166,7 +166,9 @@ pub(crate) async fn authorize(
 ) -> Result<(Repo, Role), OpError> {
     let hidden = || {
         OpError::NotFound(if who.is_some() {
-            format!("repository {owner}/{name} not found (or you may not read it)")
+            format!(
+                "repository {owner}/{name} not found (or you may not read it: ask its admins for access)"
+            )
         } else {
             format!(
                 "repository {owner}/{name} not found (or it is not public: sign in, or pass a token)"

@@ -15,12 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use gantry_store::{Build, BuildFilter, Repo, RepoUpdate, Role, Stage, Status, Step};
+use gantry_store::{Build, Repo, RepoUpdate, Role, Stage, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
-use crate::access::{self, Need};
 use crate::auth::Caller;
 use crate::error::{OpError, OpResult};
 use crate::live::LiveEvent;
@@ -146,27 +145,11 @@ fn repo_view(state: &AppState, repo: Repo) -> RepoView {
     }
 }
 
-/// The repository, if the caller has `need` on it. Reading takes the session cookie too;
-/// anything more needs the bearer header.
-async fn repo_for(
-    state: &AppState,
-    caller: &Caller,
-    owner: &str,
-    name: &str,
-    need: Need,
-) -> OpResult<Repo> {
-    let who = match need {
-        Need::Read => caller.reader(),
-        Need::Write | Need::Admin => Some(caller.require_identity()?),
-    };
-    Ok(access::authorize(state, who, owner, name, need).await?.0)
-}
-
 async fn list_repos(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> OpResult<Json<Vec<RepoView>>> {
-    let repos = access::readable(&state, caller.reader(), state.store.list_repos().await?).await?;
+    let repos = ops::repos::list(&state, caller.reader()).await?;
     Ok(Json(
         repos.into_iter().map(|r| repo_view(&state, r)).collect(),
     ))
@@ -199,7 +182,7 @@ async fn get_repo(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> OpResult<Json<RepoView>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
+    let (repo, _) = ops::repos::get(&state, caller.reader(), &owner, &name).await?;
     Ok(Json(repo_view(&state, repo)))
 }
 
@@ -238,25 +221,13 @@ async fn list_builds(
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> OpResult<Json<Vec<Build>>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
-    let status = query
-        .status
-        .as_deref()
-        .map(str::parse::<Status>)
-        .transpose()
-        .map_err(|e| OpError::invalid_field("status", e))?;
-    let builds = state
-        .store
-        .list_builds(
-            repo.id,
-            &BuildFilter {
-                branch: query.branch,
-                status,
-                before: query.before,
-                limit: query.limit.unwrap_or(25),
-            },
-        )
-        .await?;
+    let query = ops::builds::BuildQuery {
+        branch: query.branch,
+        status: ops::builds::parse_status(query.status.as_deref().unwrap_or(""))?,
+        before: query.before,
+        limit: query.limit,
+    };
+    let (_, _, builds) = ops::builds::list(&state, caller.reader(), &owner, &name, query).await?;
     Ok(Json(builds))
 }
 
@@ -302,8 +273,7 @@ async fn get_build(
     caller: Caller,
     Path((owner, name, number)): Path<(String, String, i64)>,
 ) -> OpResult<Json<BuildView>> {
-    let repo = repo_for(&state, &caller, &owner, &name, Need::Read).await?;
-    let build = ops::builds::find(&state, &repo, number).await?;
+    let (repo, _, build) = ops::builds::get(&state, caller.reader(), &owner, &name, number).await?;
     Ok(Json(build_view(&state, &repo, build).await?))
 }
 
@@ -356,18 +326,14 @@ async fn find_step(
     caller: &Caller,
     (owner, name, number, stage, step): (String, String, i64, i64, i64),
 ) -> OpResult<(Stage, Step)> {
-    let repo = repo_for(state, caller, &owner, &name, Need::Read).await?;
-    let build = ops::builds::find(state, &repo, number).await?;
-    let step = state
-        .store
-        .step_at(build.id, stage, step)
-        .await?
-        .ok_or_else(|| {
-            OpError::NotFound(format!(
-                "build #{number} of {owner}/{name} has no step {stage}/{step}"
-            ))
-        })?;
-    let stage = state.store.stage(step.stage_id).await?;
+    let at = ops::builds::StepAt {
+        owner: &owner,
+        name: &name,
+        number,
+        stage,
+        step,
+    };
+    let (_, _, stage, step) = ops::builds::step(state, caller.reader(), at).await?;
     Ok((stage, step))
 }
 

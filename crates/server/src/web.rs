@@ -15,13 +15,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use gantry_store::{Build, BuildFilter, Repo, Role, Status};
+use gantry_store::{Build, BuildFilter, Role, Status};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::access::{self, Identity, Need};
+use crate::access::Identity;
 use crate::auth::{SESSION_LIFETIME, hash_token, session_cookie, session_token};
 use crate::error::OpError;
 use crate::human::took;
@@ -240,15 +240,8 @@ impl Page {
 impl From<OpError> for Page {
     fn from(e: OpError) -> Self {
         let code = e.status();
-        let message = match &e {
-            OpError::Internal(cause) => {
-                tracing::error!(%cause, "page failed");
-                "Something went wrong on the server; its log has the cause.".to_owned()
-            }
-            other => other.to_string(),
-        };
         let title = code.canonical_reason().unwrap_or("Error");
-        Page::error(code, title, &message)
+        Page::error(code, title, &e.public_message())
     }
 }
 
@@ -350,34 +343,6 @@ fn build_row(build: &Build) -> BuildRow {
     }
 }
 
-/// The repository and the user's role on it, when the user has `need`; else the error page
-/// (a repository they may not read is "not found", as in the API).
-async fn allowed(
-    state: &AppState,
-    session: &Session,
-    owner: &str,
-    name: &str,
-    need: Need,
-) -> Result<(Repo, Role), Page> {
-    access::authorize(state, session.identity.as_ref(), owner, name, need)
-        .await
-        .map_err(|e| match e {
-            OpError::NotFound(_) => Page::error(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                &format!(
-                    "There is no repository {owner}/{name} (or you may not read it: {}).",
-                    if session.identity.is_some() {
-                        "ask its admins for access"
-                    } else {
-                        "sign in"
-                    }
-                ),
-            ),
-            other => Page::from(other),
-        })
-}
-
 // ----- pages ---------------------------------------------------------------------------
 
 struct RepoItem {
@@ -394,12 +359,7 @@ struct IndexTemplate {
 
 async fn index(State(state): State<Arc<AppState>>, session: Session) -> Result<Page, Page> {
     let mut repos = Vec::new();
-    let readable = access::readable(
-        &state,
-        session.identity.as_ref(),
-        state.store.list_repos().await?,
-    )
-    .await?;
+    let readable = ops::repos::list(&state, session.identity.as_ref()).await?;
     for repo in readable {
         let last = state
             .store
@@ -455,29 +415,14 @@ async fn repo_page(
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<RepoQuery>,
 ) -> Result<Page, Page> {
-    let (repo, role) = allowed(&state, &session, &owner, &name, Need::Read).await?;
-    let status = if query.status.is_empty() {
-        None
-    } else {
-        Some(
-            query
-                .status
-                .parse::<Status>()
-                .map_err(|e| Page::error(StatusCode::BAD_REQUEST, "Bad filter", &e))?,
-        )
+    let query_ops = ops::builds::BuildQuery {
+        branch: Some(query.branch.clone()),
+        status: ops::builds::parse_status(&query.status)?,
+        before: query.before,
+        limit: Some(PAGE_SIZE),
     };
-    let builds = state
-        .store
-        .list_builds(
-            repo.id,
-            &BuildFilter {
-                branch: (!query.branch.is_empty()).then(|| query.branch.clone()),
-                status,
-                before: query.before,
-                limit: PAGE_SIZE,
-            },
-        )
-        .await?;
+    let (repo, role, builds) =
+        ops::builds::list(&state, session.identity.as_ref(), &owner, &name, query_ops).await?;
     let next = (builds.len() as i64 == PAGE_SIZE)
         .then(|| builds.last().map(|b| b.number))
         .flatten();
@@ -534,8 +479,8 @@ async fn build_page(
     session: Session,
     Path((owner, name, number)): Path<(String, String, i64)>,
 ) -> Result<Page, Page> {
-    let (repo, role) = allowed(&state, &session, &owner, &name, Need::Read).await?;
-    let build = ops::builds::find(&state, &repo, number).await?;
+    let (repo, role, build) =
+        ops::builds::get(&state, session.identity.as_ref(), &owner, &name, number).await?;
     let mut stages = Vec::new();
     let build_stages = state.store.stages(build.id).await?;
     // Read once, and only when a stage may need to say why it waits.
@@ -636,23 +581,15 @@ async fn step_page(
     session: Session,
     Path((owner, name, number, stage, step)): Path<(String, String, i64, i64, i64)>,
 ) -> Result<Page, Page> {
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Read).await?;
-    let build = ops::builds::find(&state, &repo, number).await?;
-    let found = state
-        .store
-        .step_at(build.id, stage, step)
-        .await?
-        .ok_or_else(|| {
-            Page::error(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                &format!(
-                    "Build #{number} of {} has no step {stage}/{step}.",
-                    repo.full_name()
-                ),
-            )
-        })?;
-    let stage_row = state.store.stage(found.stage_id).await?;
+    let at = ops::builds::StepAt {
+        owner: &owner,
+        name: &name,
+        number,
+        stage,
+        step,
+    };
+    let (repo, _, stage_row, found) =
+        ops::builds::step(&state, session.identity.as_ref(), at).await?;
     let total = state.store.log_last_line(found.id).await?;
     let tail_lines = state
         .store
@@ -702,7 +639,7 @@ async fn badge(
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<BadgeQuery>,
 ) -> Result<Response, Page> {
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Read).await?;
+    let (repo, _) = ops::repos::get(&state, session.identity.as_ref(), &owner, &name).await?;
     let branch = query.branch.unwrap_or_else(|| repo.default_branch.clone());
     let last = state
         .store
@@ -1054,11 +991,9 @@ async fn settings_page(
     session: Session,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Page, Page> {
-    let (repo, _) = allowed(&state, &session, &owner, &name, Need::Admin).await?;
-    let secrets = state
-        .store
-        .secrets(&gantry_store::SecretScope::Repo(repo.id))
-        .await?
+    let (repo, secrets, roles) =
+        ops::repos::settings(&state, session.identity.as_ref(), &owner, &name).await?;
+    let secrets = secrets
         .into_iter()
         .map(|s| SecretRow {
             name: s.name,
@@ -1066,10 +1001,7 @@ async fn settings_page(
             updated: age(s.updated_at),
         })
         .collect();
-    let roles = state
-        .store
-        .roles_of_repo(repo.id)
-        .await?
+    let roles = roles
         .into_iter()
         .map(|r| RoleRow {
             login: r.login,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use gantry_store::{Build, Repo};
+use gantry_store::{Build, BuildFilter, Repo, Role, Stage, Status, Step};
 
 use crate::access::{self, Identity, Need};
 use crate::error::{OpError, OpResult};
@@ -22,6 +22,102 @@ pub struct ManualBuild {
     pub params: BTreeMap<String, String>,
     /// Makes it a deployment (`promote`) to this target.
     pub deploy_to: Option<String>,
+}
+
+/// Which builds of a repository, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildQuery {
+    pub branch: Option<String>,
+    pub status: Option<Status>,
+    /// Only builds numbered below this (the next page).
+    pub before: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// The most builds one listing returns.
+pub const MAX_LIST: i64 = 200;
+
+/// A page of a repository's builds; needs the read role where the repository is not public.
+pub async fn list(
+    state: &AppState,
+    who: Option<&Identity>,
+    owner: &str,
+    name: &str,
+    query: BuildQuery,
+) -> OpResult<(Repo, Role, Vec<Build>)> {
+    let (repo, role) = access::authorize(state, who, owner, name, Need::Read).await?;
+    let limit = query.limit.unwrap_or(25);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(OpError::invalid_field(
+            "limit",
+            format!("limit must be 1 to {MAX_LIST}"),
+        ));
+    }
+    let filter = BuildFilter {
+        branch: query.branch.filter(|b| !b.is_empty()),
+        status: query.status,
+        before: query.before,
+        limit,
+    };
+    let builds = state.store.list_builds(repo.id, &filter).await?;
+    Ok((repo, role, builds))
+}
+
+/// A build of a repository the caller may read.
+pub async fn get(
+    state: &AppState,
+    who: Option<&Identity>,
+    owner: &str,
+    name: &str,
+    number: i64,
+) -> OpResult<(Repo, Role, Build)> {
+    let (repo, role) = access::authorize(state, who, owner, name, Need::Read).await?;
+    let build = find(state, &repo, number).await?;
+    Ok((repo, role, build))
+}
+
+/// Where a step is: `stage` and `step` are the numbers of its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepAt<'a> {
+    pub owner: &'a str,
+    pub name: &'a str,
+    pub number: i64,
+    pub stage: i64,
+    pub step: i64,
+}
+
+/// A step of a build the caller may read, with its repository, build and stage.
+pub async fn step(
+    state: &AppState,
+    who: Option<&Identity>,
+    at: StepAt<'_>,
+) -> OpResult<(Repo, Build, Stage, Step)> {
+    let (repo, _, build) = get(state, who, at.owner, at.name, at.number).await?;
+    let step = state
+        .store
+        .step_at(build.id, at.stage, at.step)
+        .await?
+        .ok_or_else(|| {
+            OpError::NotFound(format!(
+                "build #{} of {} has no step {}/{}",
+                at.number,
+                repo.full_name(),
+                at.stage,
+                at.step
+            ))
+        })?;
+    let stage = state.store.stage(step.stage_id).await?;
+    Ok((repo, build, stage, step))
+}
+
+/// A build's status filter as text (`success`, `failure`, ...), checked.
+pub fn parse_status(text: &str) -> OpResult<Option<Status>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<Status>()
+        .map(Some)
+        .map_err(|e| OpError::invalid_field("status", e))
 }
 
 /// Starts a manual build; needs the write role.

@@ -1,7 +1,7 @@
 //! Repositories: register, change (settings and credentials alike), remove. The checks of a
 //! change live here once, so the API's PATCH and the settings page give the same verdict.
 
-use gantry_store::{NewRepo, Repo, RepoUpdate, Role};
+use gantry_store::{NewRepo, Repo, RepoRole, RepoUpdate, Role, SecretInfo, SecretScope};
 
 use crate::AppState;
 use crate::access::{self, Identity, Need};
@@ -10,6 +10,35 @@ use crate::secrets::seal_field;
 
 /// The longest build timeout a repository may set: a day.
 pub const MAX_TIMEOUT_SECS: i64 = 24 * 3600;
+
+/// The repositories the caller may read (anyone: the public ones).
+pub async fn list(state: &AppState, who: Option<&Identity>) -> OpResult<Vec<Repo>> {
+    Ok(access::readable(state, who, state.store.list_repos().await?).await?)
+}
+
+/// A repository the caller may read, with the caller's role on it.
+pub async fn get(
+    state: &AppState,
+    who: Option<&Identity>,
+    owner: &str,
+    name: &str,
+) -> OpResult<(Repo, Role)> {
+    access::authorize(state, who, owner, name, Need::Read).await
+}
+
+/// What a repository's admins see of it: the repository, its secrets (names) and the roles
+/// held on it.
+pub async fn settings(
+    state: &AppState,
+    who: Option<&Identity>,
+    owner: &str,
+    name: &str,
+) -> OpResult<(Repo, Vec<SecretInfo>, Vec<RepoRole>)> {
+    let (repo, _) = access::authorize(state, who, owner, name, Need::Admin).await?;
+    let secrets = state.store.secrets(&SecretScope::Repo(repo.id)).await?;
+    let roles = state.store.roles_of_repo(repo.id).await?;
+    Ok((repo, secrets, roles))
+}
 
 /// Registers a repository: a server admin, or a user GitHub says administers it (who then
 /// holds its admin role here too).
