@@ -14,7 +14,7 @@ use gantry_pipeline::model::PipelineType;
 use gantry_pipeline::{PlanStep, Stage, StepKind, compile, parse_bytes, parse_duration};
 use gantry_runner::{
     Backend, DockerBackend, Executor, ExecutorConfig, Job, LocalBackend, LogLine, Reporter,
-    StageResult, StepResult, StepStatus, WorkspaceSource,
+    StageResult, StepResult, StepState, WorkspaceSource,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -220,19 +220,19 @@ async fn run_stages(
     });
     let mut docker: Option<Arc<dyn Backend>> = None;
     let local: Arc<dyn Backend> = Arc::new(LocalBackend::in_temp_dir());
-    let mut outcomes: HashMap<String, StepStatus> = HashMap::new();
+    let mut outcomes: HashMap<String, StepState> = HashMap::new();
     let mut results: Vec<(String, StageResult)> = Vec::new();
     let selected = |s: &Stage| args.pipelines.is_empty() || args.pipelines.contains(&s.name);
     for mut stage in stages {
         if !stage.run || !selected(&stage) {
             continue;
         }
-        let deps: Vec<StepStatus> = stage
+        let deps: Vec<StepState> = stage
             .depends_on
             .iter()
             .filter_map(|d| outcomes.get(d).copied())
             .collect();
-        let any_failed = deps.iter().any(|s| *s != StepStatus::Success);
+        let any_failed = deps.iter().any(|s| *s != StepState::Success);
         if (any_failed && !stage.runs_on.failure)
             || (!any_failed && !stage.runs_on.success)
             || cancel.is_cancelled()
@@ -246,7 +246,7 @@ async fn run_stages(
                     "its dependencies' outcome does not let it run"
                 }
             ));
-            outcomes.insert(stage.name.clone(), StepStatus::Skipped);
+            outcomes.insert(stage.name.clone(), StepState::Skipped);
             continue;
         }
         if let Some(secs) = timeout {
@@ -301,8 +301,7 @@ async fn run_stages(
         results.push((name, result));
     }
     print_summary(&results, colour)?;
-    let passed =
-        !results.is_empty() && results.iter().all(|(_, r)| r.status == StepStatus::Success);
+    let passed = !results.is_empty() && results.iter().all(|(_, r)| r.status == StepState::Success);
     if results.is_empty() {
         eprintln!("no pipeline ran for this event and branch (see `gantry plan`)");
     }
@@ -351,9 +350,11 @@ impl Reporter for TerminalReporter {
 
     fn step_finished(&self, result: &StepResult) {
         let (mark, code) = match result.status {
-            StepStatus::Success => ("✔", "32"),
-            StepStatus::Skipped => ("○", "2"),
-            StepStatus::Failure | StepStatus::Error | StepStatus::Killed => ("✘", "31"),
+            StepState::Success => ("✔", "32"),
+            StepState::Skipped => ("○", "2"),
+            StepState::Failure | StepState::Error | StepState::Killed => ("✘", "31"),
+            // A result is final; a running one is shown as such rather than guessed.
+            StepState::Running => ("…", "33"),
         };
         let mut text = format!("  {mark} {} {}", result.name, describe(result));
         if let Some(error) = &result.error {
@@ -371,7 +372,7 @@ fn duration(result: &StepResult) -> Option<Duration> {
 }
 
 fn describe(result: &StepResult) -> String {
-    let status = format!("{:?}", result.status).to_lowercase();
+    let status = result.status.as_str().to_owned();
     let mut out = status;
     if let Some(code) = result.exit_code.filter(|c| *c != 0) {
         out.push_str(&format!(" (exit code {code})"));
@@ -392,11 +393,11 @@ fn print_summary(results: &[(String, StageResult)], colour: bool) -> std::io::Re
     )?;
     for (stage, result) in results {
         for step in &result.steps {
-            let status = format!("{:?}", step.status).to_lowercase();
+            let status = step.status.as_str();
             let status = if colour {
                 let code = match step.status {
-                    StepStatus::Success => "32",
-                    StepStatus::Skipped => "2",
+                    StepState::Success => "32",
+                    StepState::Skipped => "2",
                     _ => "31",
                 };
                 format!("\x1b[{code}m{status:<10}\x1b[0m")
@@ -413,7 +414,7 @@ fn print_summary(results: &[(String, StageResult)], colour: bool) -> std::io::Re
                 format!("{stage}/{}", step.name)
             )?;
         }
-        let verdict = format!("{:?}", result.status).to_lowercase();
+        let verdict = result.status.as_str();
         match &result.error {
             Some(error) => writeln!(out, "pipeline {stage}: {verdict}: {error}")?,
             None => writeln!(out, "pipeline {stage}: {verdict}")?,

@@ -88,7 +88,7 @@ async fn gantry(backend: Arc<dyn Backend>, stage: Stage, round: usize) -> (Durat
     let took = started.elapsed();
     assert_eq!(
         result.status,
-        gantry_runner::StepStatus::Success,
+        gantry_runner::StepState::Success,
         "{result:?}"
     );
     (took, reporter.0.load(Ordering::Relaxed))

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use gantry_pipeline::model::Failure;
 use gantry_pipeline::{PlanStep, Stage, StageStatus, StepKind};
-use gantry_proto::Netrc;
+use gantry_proto::{Netrc, StepState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -75,23 +75,10 @@ pub struct Job {
     pub netrc: Option<Netrc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepStatus {
-    Success,
-    Failure,
-    /// The step could not run (an image missing, the engine gone): infrastructure, not the
-    /// step's own doing.
-    Error,
-    /// Stopped by a cancellation.
-    Killed,
-    Skipped,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepResult {
     pub name: String,
-    pub status: StepStatus,
+    pub status: StepState,
     pub exit_code: Option<i32>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -103,7 +90,7 @@ impl StepResult {
     fn skipped(name: &str, reason: impl Into<String>) -> Self {
         Self {
             name: name.to_owned(),
-            status: StepStatus::Skipped,
+            status: StepState::Skipped,
             exit_code: None,
             started_at: None,
             finished_at: None,
@@ -115,7 +102,7 @@ impl StepResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageResult {
     /// Success, failure, error or killed.
-    pub status: StepStatus,
+    pub status: StepState,
     pub error: Option<String>,
     /// Steps in plan order, then services.
     pub steps: Vec<StepResult>,
@@ -237,7 +224,7 @@ impl Executor {
                     .chain(&spec.stage.services)
                     .map(|s| StepResult::skipped(&s.name, "the stage could not be set up"))
                     .collect();
-                (StepStatus::Error, Some(message), steps)
+                (StepState::Error, Some(message), steps)
             }
         };
         let teardown =
@@ -256,8 +243,8 @@ impl Executor {
                 Some(e) => format!("{e}; {problem}"),
                 None => problem,
             });
-            if status == StepStatus::Success {
-                status = StepStatus::Error;
+            if status == StepState::Success {
+                status = StepState::Error;
             }
         }
         StageResult {
@@ -274,7 +261,7 @@ impl Executor {
         job: &Job,
         shared: &Arc<Shared>,
         cancel: &CancellationToken,
-    ) -> (StepStatus, Option<String>, Vec<StepResult>) {
+    ) -> (StepState, Option<String>, Vec<StepResult>) {
         let stage = &shared.spec.stage;
         let steps = &stage.steps;
         let index: HashMap<&str, usize> = steps
@@ -322,7 +309,7 @@ impl Executor {
                 Err(message) => {
                     let result = StepResult {
                         error: Some(message),
-                        status: StepStatus::Error,
+                        status: StepState::Error,
                         ..StepResult::skipped(&service.name, "")
                     };
                     shared.reporter.step_finished(&result);
@@ -390,12 +377,12 @@ impl Executor {
                     }
                     if step.kind == StepKind::Clone {
                         let result = self.clone_step(job, shared, step, cancel).await;
-                        if result.status != StepStatus::Success
-                            && result.status != StepStatus::Skipped
+                        if result.status != StepState::Success
+                            && result.status != StepState::Skipped
                         {
                             gate = StageStatus::Failing;
-                            errored |= result.status == StepStatus::Error;
-                            failed |= result.status == StepStatus::Failure;
+                            errored |= result.status == StepState::Error;
+                            failed |= result.status == StepState::Failure;
                         }
                         results[i] = Some(result);
                         done[i] = true;
@@ -406,7 +393,7 @@ impl Executor {
                         Err(message) => {
                             let result = StepResult {
                                 error: Some(message),
-                                status: StepStatus::Error,
+                                status: StepState::Error,
                                 ..StepResult::skipped(&step.name, "")
                             };
                             shared.reporter.step_finished(&result);
@@ -477,7 +464,7 @@ impl Executor {
                         Err(e) => {
                             let id = e.id();
                             let name = running.get(&id).map(|(i, _)| steps[*i].name.clone()).unwrap_or_default();
-                            let result = StepResult { status: StepStatus::Error, error: Some(format!("the runner's task for this step failed: {e}")), ..StepResult::skipped(&name, "") };
+                            let result = StepResult { status: StepState::Error, error: Some(format!("the runner's task for this step failed: {e}")), ..StepResult::skipped(&name, "") };
                             shared.reporter.step_finished(&result);
                             (id, result)
                         }
@@ -486,15 +473,15 @@ impl Executor {
                     is_running[i] = false;
                     let step = &steps[i];
                     match result.status {
-                        StepStatus::Success if result.exit_code == Some(EXIT_EARLY) => {
+                        StepState::Success if result.exit_code == Some(EXIT_EARLY) => {
                             stop.get_or_insert(Stop::ExitedEarly);
                             running.values().for_each(|(_, t)| t.cancel());
                         }
-                        StepStatus::Failure if step.failure == Failure::Ignore => {}
-                        StepStatus::Failure | StepStatus::Error | StepStatus::Killed => {
+                        StepState::Failure if step.failure == Failure::Ignore => {}
+                        StepState::Failure | StepState::Error | StepState::Killed => {
                             gate = StageStatus::Failing;
-                            failed |= result.status == StepStatus::Failure;
-                            errored |= result.status == StepStatus::Error;
+                            failed |= result.status == StepState::Failure;
+                            errored |= result.status == StepState::Error;
                             if step.failure == Failure::Fast {
                                 running.values().for_each(|(_, t)| t.cancel());
                             }
@@ -528,7 +515,7 @@ impl Executor {
                 Err(e) => (
                     e.id(),
                     StepResult {
-                        status: StepStatus::Error,
+                        status: StepState::Error,
                         error: Some(format!("the runner's task failed: {e}")),
                         ..StepResult::skipped("", "")
                     },
@@ -548,10 +535,10 @@ impl Executor {
         }
 
         let status = match stop {
-            Some(Stop::Cancelled | Stop::TimedOut) => StepStatus::Killed,
-            _ if errored => StepStatus::Error,
-            _ if failed => StepStatus::Failure,
-            _ => StepStatus::Success,
+            Some(Stop::Cancelled | Stop::TimedOut) => StepState::Killed,
+            _ if errored => StepState::Error,
+            _ if failed => StepState::Failure,
+            _ => StepState::Success,
         };
         let error = match stop {
             Some(Stop::Cancelled) => Some("cancelled".to_owned()),
@@ -669,9 +656,9 @@ impl Executor {
             }
         };
         let status = match &outcome {
-            Ok(()) => StepStatus::Success,
-            Err(_) if cancel.is_cancelled() => StepStatus::Killed,
-            Err(_) => StepStatus::Error,
+            Ok(()) => StepState::Success,
+            Err(_) if cancel.is_cancelled() => StepState::Killed,
+            Err(_) => StepState::Error,
         };
         let result = StepResult {
             name: step.name.clone(),
@@ -835,11 +822,11 @@ async fn run_one(
     };
     let _ = logs.await;
     let (status, exit_code, error) = match outcome {
-        Ok(StepExit::Exited(0)) => (StepStatus::Success, Some(0), None),
-        Ok(StepExit::Exited(EXIT_EARLY)) => (StepStatus::Success, Some(EXIT_EARLY), None),
-        Ok(StepExit::Exited(code)) => (StepStatus::Failure, Some(code), None),
+        Ok(StepExit::Exited(0)) => (StepState::Success, Some(0), None),
+        Ok(StepExit::Exited(EXIT_EARLY)) => (StepState::Success, Some(EXIT_EARLY), None),
+        Ok(StepExit::Exited(code)) => (StepState::Failure, Some(code), None),
         Ok(StepExit::Killed) if timed_out => (
-            StepStatus::Failure,
+            StepState::Failure,
             None,
             Some(format!(
                 "timed out after {}",
@@ -847,9 +834,9 @@ async fn run_one(
             )),
         ),
         // Services and detached steps are stopped when the stage ends: that is how they end.
-        Ok(StepExit::Killed) if step.detach => (StepStatus::Success, None, None),
-        Ok(StepExit::Killed) => (StepStatus::Killed, None, None),
-        Err(e) => (StepStatus::Error, None, Some(e.to_string())),
+        Ok(StepExit::Killed) if step.detach => (StepState::Success, None, None),
+        Ok(StepExit::Killed) => (StepState::Killed, None, None),
+        Err(e) => (StepState::Error, None, Some(e.to_string())),
     };
     let result = StepResult {
         name: step.name.clone(),

@@ -16,8 +16,11 @@ pub use backend::{Backend, BackendError, Output, StepExit, StepSpec};
 pub use clone::{CloneError, CloneSource};
 pub use docker::DockerBackend;
 pub use executor::{
-    Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, StepStatus, WorkspaceSource,
+    Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, WorkspaceSource,
 };
+/// A step's state: what the executor reports and the protocol carries (a result is never
+/// `Running`).
+pub use gantry_proto::StepState;
 pub use local::LocalBackend;
 pub use logs::{LogLine, MASK, Masker};
 pub use remote::{RemoteConfig, RemoteError, RemoteRunner};

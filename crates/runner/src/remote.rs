@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::Backend;
 use crate::clone::CloneSource;
 use crate::executor::{
-    Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, StepStatus, WorkspaceSource,
+    Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, WorkspaceSource,
 };
 use crate::logs::LogLine;
 
@@ -257,7 +257,7 @@ impl RemoteRunner {
                 let _ = sender.await;
                 let now = Utc::now();
                 let refused = StageResult {
-                    status: StepStatus::Error,
+                    status: StepState::Error,
                     error: Some(reason),
                     steps: Vec::new(),
                     started_at: now,
@@ -307,7 +307,7 @@ impl RemoteRunner {
     async fn report_done(&self, lease: Lease, result: &StageResult) {
         let done = StageDone {
             epoch: lease.epoch,
-            state: state_of(result.status),
+            state: result.status,
             error: result.error.clone(),
             steps: result.steps.iter().map(|s| update_of(lease, s)).collect(),
         };
@@ -443,21 +443,11 @@ impl Reporter for RemoteReporter {
     }
 }
 
-fn state_of(status: StepStatus) -> StepState {
-    match status {
-        StepStatus::Success => StepState::Success,
-        StepStatus::Failure => StepState::Failure,
-        StepStatus::Error => StepState::Error,
-        StepStatus::Killed => StepState::Killed,
-        StepStatus::Skipped => StepState::Skipped,
-    }
-}
-
 fn update_of(lease: Lease, result: &StepResult) -> StepUpdate {
     StepUpdate {
         epoch: lease.epoch,
         step: result.name.clone(),
-        state: state_of(result.status),
+        state: result.status,
         exit_code: result.exit_code,
         started_at: result.started_at,
         finished_at: result.finished_at,

@@ -252,15 +252,17 @@ async fn done(
     Json(done): Json<StageDone>,
 ) -> OpResult<StatusCode> {
     let status = match done.state {
-        StepState::Success => Status::Success,
-        StepState::Failure => Status::Failure,
-        StepState::Killed => Status::Killed,
-        StepState::Error => Status::Error,
+        StepState::Success | StepState::Failure | StepState::Killed | StepState::Error => {
+            Status::from(done.state)
+        }
         other => {
-            return Err(OpError::invalid(format!(
-                "a stage ends as success, failure, error or killed, not {}",
-                other.as_str()
-            )));
+            return Err(OpError::invalid_field(
+                "state",
+                format!(
+                    "a stage ends as success, failure, error or killed, not {}",
+                    other.as_str()
+                ),
+            ));
         }
     };
     let (build_id, _queued, finished) = state

@@ -269,6 +269,21 @@ pub enum Status {
     Declined,
 }
 
+/// What a runner reports, as stored: the one conversion from the protocol's states.
+impl From<gantry_proto::StepState> for Status {
+    fn from(state: gantry_proto::StepState) -> Self {
+        use gantry_proto::StepState;
+        match state {
+            StepState::Running => Status::Running,
+            StepState::Success => Status::Success,
+            StepState::Failure => Status::Failure,
+            StepState::Error => Status::Error,
+            StepState::Killed => Status::Killed,
+            StepState::Skipped => Status::Skipped,
+        }
+    }
+}
+
 impl Status {
     pub const ALL: [Status; 10] = [
         Status::Waiting,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use gantry_pipeline::Stage as PlanStage;
-use gantry_proto::{Offer, StepState, StepUpdate};
+use gantry_proto::{Offer, StepUpdate};
 
 use crate::builds::advance_build;
 use crate::{Pool, Result, Status, Store, StoreError, with_pool};
@@ -108,17 +108,6 @@ fn labels_and_platform_match(request: &ClaimRequest, labels: &str, platform: &st
     labels_match && platform_match
 }
 
-fn step_state(state: StepState) -> Status {
-    match state {
-        StepState::Running => Status::Running,
-        StepState::Success => Status::Success,
-        StepState::Failure => Status::Failure,
-        StepState::Error => Status::Error,
-        StepState::Killed => Status::Killed,
-        StepState::Skipped => Status::Skipped,
-    }
-}
-
 /// Writes one step's update if the lease `($stage, $epoch)` is held; evaluates to the number
 /// of rows changed (0: lease lost or no such step).
 macro_rules! write_step {
@@ -134,7 +123,7 @@ macro_rules! write_step {
         .bind($stage)
         .bind($epoch)
         .bind(&update.step)
-        .bind(step_state(update.state).as_str())
+        .bind(Status::from(update.state).as_str())
         .bind(update.exit_code.map(i64::from))
         .bind(update.error.as_deref())
         .bind(update.started_at.map(|t| t.timestamp_millis()))
@@ -390,7 +379,7 @@ impl Store {
                 )
                 .bind(stage)
                 .bind(&update.step)
-                .bind(step_state(update.state).as_str())
+                .bind(Status::from(update.state).as_str())
                 .bind(update.exit_code.map(i64::from))
                 .bind(update.error.as_deref())
                 .bind(update.started_at.map(|t| t.timestamp_millis()))

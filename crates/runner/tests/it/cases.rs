@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gantry_runner::{Backend, MASK, StepStatus};
+use gantry_runner::{Backend, MASK, StepState};
 
 use gantry_runner::WorkspaceSource;
 use gantry_test_support::TempDir;
@@ -29,7 +29,7 @@ pub async fn passing_steps_share_the_workspace(backend: Arc<dyn Backend>, f: Fla
         statuses(&run.result),
         expect(&[("write", "success"), ("read", "success")])
     );
-    assert_eq!(run.result.status, StepStatus::Success);
+    assert_eq!(run.result.status, StepState::Success);
     assert_eq!(
         run.recorder.lines("write"),
         ["+ echo hello > greeting.txt", "+ echo wrote", "wrote"]
@@ -78,7 +78,7 @@ pub async fn a_failure_stops_later_steps_and_runs_failure_handlers(
             ("always", "success")
         ])
     );
-    assert_eq!(run.result.status, StepStatus::Failure);
+    assert_eq!(run.result.status, StepState::Failure);
     assert_eq!(run.result.step("build").and_then(|s| s.exit_code), Some(2));
     assert_eq!(run.result.step("flaky").and_then(|s| s.exit_code), Some(3));
     assert_eq!(
@@ -108,7 +108,7 @@ pub async fn graph_steps_run_concurrently(backend: Arc<dyn Backend>, f: Flavour)
 ",
     );
     let run = run(backend, stage, &[], None).await;
-    assert_eq!(run.result.status, StepStatus::Success, "{:?}", run.result);
+    assert_eq!(run.result.status, StepState::Success, "{:?}", run.result);
     let left = run.result.step("left").expect("left");
     let right = run.result.step("right").expect("right");
     let join = run.result.step("join").expect("join");
@@ -148,7 +148,7 @@ pub async fn exit_78_ends_the_stage_early_as_passed(backend: Arc<dyn Backend>, f
         statuses(&run.result),
         expect(&[("check", "success"), ("build", "skipped")])
     );
-    assert_eq!(run.result.status, StepStatus::Success);
+    assert_eq!(run.result.status, StepState::Success);
 }
 
 pub async fn failure_fast_stops_running_steps(backend: Arc<dyn Backend>, f: Flavour) {
@@ -178,7 +178,7 @@ pub async fn failure_fast_stops_running_steps(backend: Arc<dyn Backend>, f: Flav
         statuses(&run.result),
         expect(&[("slow", "killed"), ("broken", "failure")])
     );
-    assert_eq!(run.result.status, StepStatus::Failure);
+    assert_eq!(run.result.status, StepState::Failure);
 }
 
 pub async fn cancel_stops_within_seconds_and_skips_the_rest(backend: Arc<dyn Backend>, f: Flavour) {
@@ -205,7 +205,7 @@ pub async fn cancel_stops_within_seconds_and_skips_the_rest(backend: Arc<dyn Bac
         statuses(&run.result),
         expect(&[("long", "killed"), ("after", "skipped")])
     );
-    assert_eq!(run.result.status, StepStatus::Killed);
+    assert_eq!(run.result.status, StepState::Killed);
     assert_eq!(run.result.error.as_deref(), Some("cancelled"));
 }
 
@@ -251,7 +251,7 @@ pub async fn step_and_stage_timeouts(backend: Arc<dyn Backend>, f: Flavour) {
         statuses(&result),
         expect(&[("slow", "killed"), ("next", "skipped")])
     );
-    assert_eq!(result.status, StepStatus::Killed);
+    assert_eq!(result.status, StepState::Killed);
     assert_eq!(
         result.error.as_deref(),
         Some("the stage timed out after 2s")
@@ -280,7 +280,7 @@ pub async fn secrets_are_masked(backend: Arc<dyn Backend>, f: Flavour) {
     let token = "tok-1234567890-abcdef";
     let key = "-----BEGIN KEY-----\nmultilinesecretbody\n-----END KEY-----";
     let run = run(backend, stage, &[("token", token), ("key", key)], None).await;
-    assert_eq!(run.result.status, StepStatus::Success, "{:?}", run.result);
+    assert_eq!(run.result.status, StepState::Success, "{:?}", run.result);
     let text = run.recorder.all_text();
     for leak in [
         "tok-1234",
@@ -314,7 +314,7 @@ pub async fn missing_secrets_are_an_error_before_the_step_runs(
     );
     let run = run(backend, stage, &[], None).await;
     assert_eq!(statuses(&run.result), expect(&[("deploy", "error")]));
-    assert_eq!(run.result.status, StepStatus::Error);
+    assert_eq!(run.result.status, StepState::Error);
     let error = run
         .result
         .step("deploy")
@@ -340,7 +340,7 @@ pub async fn long_lines_and_binary_output(backend: Arc<dyn Backend>, f: Flavour)
 ",
     );
     let run = run(backend, stage, &[], None).await;
-    assert_eq!(run.result.status, StepStatus::Success, "{:?}", run.result);
+    assert_eq!(run.result.status, StepState::Success, "{:?}", run.result);
     let lines = run.recorder.lines("noisy");
     let long: usize = lines
         .iter()
@@ -397,7 +397,7 @@ pub async fn a_large_log_arrives_whole(backend: Arc<dyn Backend>, f: Flavour) {
         "\n  - name: loud\n    image: IMAGE\n    commands:\n      - yes 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 | head -n 400000\n      - echo last\n",
     );
     let run = run(backend, stage, &[], None).await;
-    assert_eq!(run.result.status, StepStatus::Success, "{:?}", run.result);
+    assert_eq!(run.result.status, StepState::Success, "{:?}", run.result);
     let lines = run.recorder.lines("loud");
     assert_eq!(lines.len(), 400_003, "lines lost");
     assert_eq!(lines.last().map(String::as_str), Some("last"));

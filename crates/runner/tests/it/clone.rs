@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gantry_pipeline::plan::CloneSpec;
-use gantry_runner::{Backend, CloneSource, LocalBackend, StepStatus, WorkspaceSource};
+use gantry_runner::{Backend, CloneSource, LocalBackend, StepState, WorkspaceSource};
 use gantry_test_support::GitRepo;
 use gantry_test_support::git_ssh::SshGitServer;
 
@@ -104,7 +104,7 @@ async fn a_commit_that_cannot_be_found_errors_the_build() {
         statuses(&run.result),
         expect(&[("clone", "error"), ("show", "skipped")])
     );
-    assert_eq!(run.result.status, StepStatus::Error);
+    assert_eq!(run.result.status, StepState::Error);
     let error = run
         .result
         .step("clone")
@@ -211,7 +211,7 @@ async fn clones_over_ssh_with_a_deploy_key_from_a_known_host_only() {
         over_ssh(&server, &server.stranger_key, &server.known_hosts, &commit),
     )
     .await;
-    assert_eq!(run.result.status, StepStatus::Error);
+    assert_eq!(run.result.status, StepState::Error);
     let error = clone_error(&run);
     assert!(
         error.contains("the server refused an SSH deploy key") || error.contains("authenticat"),
@@ -229,7 +229,7 @@ async fn clones_over_ssh_with_a_deploy_key_from_a_known_host_only() {
         ),
     )
     .await;
-    assert_eq!(run.result.status, StepStatus::Error);
+    assert_eq!(run.result.status, StepState::Error);
     let error = clone_error(&run);
     assert!(
         error.contains("the SSH host key of 127.0.0.1 is not known"),

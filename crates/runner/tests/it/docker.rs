@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use gantry_runner::{DockerBackend, StepStatus};
+use gantry_runner::{DockerBackend, StepState};
 
 use crate::support::{Flavour, expect, job_id, run, stage, statuses};
 
@@ -105,7 +105,7 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
         statuses(&run.result),
         expect(&[("build", "error"), ("after", "skipped")])
     );
-    assert_eq!(run.result.status, StepStatus::Error);
+    assert_eq!(run.result.status, StepState::Error);
     let error = run
         .result
         .step("build")
@@ -148,7 +148,7 @@ async fn spare_networks_serve_stages_and_are_removed() {
         let run = run(backend.clone(), stage, &[], None).await;
         assert_eq!(
             run.result.status,
-            StepStatus::Success,
+            StepState::Success,
             "{:?}",
             statuses(&run.result)
         );

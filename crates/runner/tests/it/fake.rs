@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use gantry_runner::backend::JobSpec;
 use gantry_runner::{
     Backend, BackendError, Executor, ExecutorConfig, Job, Output, Reporter, StepExit, StepSpec,
-    StepStatus, WorkspaceSource,
+    StepState, WorkspaceSource,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +103,7 @@ async fn a_panicking_step_is_an_error_and_the_stage_still_tears_down() {
         statuses(&result),
         expect(&[("a", "error"), ("b", "skipped")])
     );
-    assert_eq!(result.status, StepStatus::Error);
+    assert_eq!(result.status, StepState::Error);
     let error = result
         .step("a")
         .and_then(|s| s.error.clone())
@@ -122,7 +122,7 @@ async fn a_failed_setup_is_an_error_and_still_tears_down() {
         ..Scripted::default()
     });
     let result = run(Arc::clone(&backend)).await;
-    assert_eq!(result.status, StepStatus::Error);
+    assert_eq!(result.status, StepState::Error);
     assert_eq!(
         result.error.as_deref(),
         Some("the stage could not be set up on the scripted backend: the engine is gone")
@@ -183,7 +183,7 @@ async fn a_cancelled_last_step_makes_a_killed_stage_every_time() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         cancel.cancel();
         let result = running.await.expect("the run");
-        assert_eq!(result.status, StepStatus::Killed, "{:?}", statuses(&result));
+        assert_eq!(result.status, StepState::Killed, "{:?}", statuses(&result));
         assert_eq!(result.error.as_deref(), Some("cancelled"));
     }
 }
