@@ -1,5 +1,5 @@
 //! Who may do what: every API endpoint tried by callers one role short of what it needs (and
-//! a table that must name every route in `api.rs`), roles read from a fake GitHub with their
+//! a table that must name every route in `api/mod.rs`), roles read from a fake GitHub with their
 //! cache, refresh and an admin's override, and visibility deciding who reads.
 
 use std::time::Duration;
@@ -29,7 +29,7 @@ enum Need {
     ServerAdmin,
 }
 
-/// One endpoint: its route as `api.rs` spells it, a concrete path on the private
+/// One endpoint: its route as `api/mod.rs` spells it, a concrete path on the private
 /// repository `acme/app`, and whether it is about that repository (a caller who may not
 /// read it is told it does not exist).
 struct Endpoint {
@@ -58,12 +58,12 @@ fn endpoint(
     }
 }
 
-/// Every `.route("PATH", ...)` of `api.rs` with the methods it serves.
+/// Every `.route("PATH", ...)` of `api/mod.rs` with the methods it serves.
 fn routes_in_source() -> Vec<(String, String)> {
     let source = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/mod.rs"),
     )
-    .expect("reads api.rs");
+    .expect("reads api/mod.rs");
     let mut found = Vec::new();
     for part in source.split(".route(").skip(1) {
         let Some(path) = part
@@ -486,7 +486,7 @@ mod cases {
         assert_eq!(
             tried,
             routes_in_source(),
-            "every route in api.rs needs a row in this table"
+            "every route in api/mod.rs needs a row in this table"
         );
 
         let levels = [

@@ -1,0 +1,337 @@
+//! The JSON API under `/api`: repositories, builds (list, get, restart, cancel, manual),
+//! step logs as plain text and as a live Server-Sent-Events stream, runners, notification
+//! targets, secrets, tokens, users and roles, and `/healthz`. What each endpoint needs is
+//! decided by `access`: reading follows the repository's visibility, writing and settings
+//! need the caller's role on it, server-wide settings a server admin.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use gantry_store::{Build, Repo, RepoUpdate, Role, Stage, Step};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{OpError, OpResult};
+use crate::live::LiveEvent;
+use crate::ops;
+
+mod admin;
+mod logs;
+
+use admin::*;
+use logs::*;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/repos", get(list_repos).post(add_repo))
+        .route(
+            "/api/repos/{owner}/{name}",
+            get(get_repo).patch(update_repo).delete(remove_repo),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds",
+            get(list_builds).post(create_build),
+        )
+        .route("/api/repos/{owner}/{name}/builds/{number}", get(get_build))
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/restart",
+            post(restart_build),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/{action}",
+            post(act_on_build),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}",
+            get(step_log),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/stream",
+            get(stream_log),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/lines",
+            get(log_lines),
+        )
+        .route("/api/runners", get(list_runners))
+        .route("/api/tokens", get(list_tokens).post(create_token))
+        .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
+        .route(
+            "/api/repos/{owner}/{name}/notify",
+            get(list_targets).post(add_target),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/notify/{id}",
+            axum::routing::delete(remove_target),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/notify/{id}/test",
+            post(test_target),
+        )
+        .route(
+            "/api/notify",
+            get(list_default_targets).post(add_default_target),
+        )
+        .route(
+            "/api/notify/{id}",
+            axum::routing::delete(remove_default_target),
+        )
+        .route("/api/notify/{id}/test", post(test_default_target))
+        .route(
+            "/api/repos/{owner}/{name}/secrets",
+            get(list_repo_secrets).post(add_repo_secret),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/secrets/{secret}",
+            axum::routing::delete(remove_repo_secret),
+        )
+        .route(
+            "/api/orgs/{owner}/secrets",
+            get(list_owner_secrets).post(add_owner_secret),
+        )
+        .route(
+            "/api/orgs/{owner}/secrets/{secret}",
+            axum::routing::delete(remove_owner_secret),
+        )
+        .route("/api/user", get(who_am_i))
+        .route("/api/users", get(list_users).post(add_user))
+        .route(
+            "/api/users/{login}",
+            axum::routing::patch(update_user).delete(remove_user),
+        )
+        .route("/api/repos/{owner}/{name}/roles", get(list_roles))
+        .route(
+            "/api/repos/{owner}/{name}/roles/{login}",
+            axum::routing::put(set_role).delete(remove_role),
+        )
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database does not answer: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// A repository as the API shows it: never the secret, only whether there is one.
+#[derive(Debug, Serialize)]
+struct RepoView {
+    #[serde(flatten)]
+    repo: Repo,
+    full_name: String,
+    has_webhook_secret: bool,
+    has_github_token: bool,
+    has_ssh_key: bool,
+    webhook_url: String,
+}
+
+fn repo_view(state: &AppState, repo: Repo) -> RepoView {
+    RepoView {
+        full_name: repo.full_name(),
+        has_webhook_secret: !repo.webhook_secret.is_empty(),
+        has_github_token: !repo.github_token.is_empty(),
+        has_ssh_key: !repo.ssh_key.is_empty(),
+        webhook_url: format!("{}/hook/github", state.config.server_url),
+        repo,
+    }
+}
+
+async fn list_repos(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> OpResult<Json<Vec<RepoView>>> {
+    let repos = ops::repos::list(&state, caller.reader()).await?;
+    Ok(Json(
+        repos.into_iter().map(|r| repo_view(&state, r)).collect(),
+    ))
+}
+
+async fn add_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<RepoView>)> {
+    let repo = ops::repos::add(&state, caller.require_identity()?, parse_body(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(repo_view(&state, repo))))
+}
+
+/// A JSON body, or a 400 naming the field that is wrong.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> OpResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        OpError::invalid(if path == "." {
+            format!("invalid JSON body: {}", e.into_inner())
+        } else {
+            format!("invalid JSON body at {path}: {}", e.into_inner())
+        })
+    })
+}
+
+async fn get_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<Json<RepoView>> {
+    let (repo, _) = ops::repos::get(&state, caller.reader(), &owner, &name).await?;
+    Ok(Json(repo_view(&state, repo)))
+}
+
+async fn update_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<Json<RepoView>> {
+    let who = caller.require_identity()?;
+    let changes: RepoUpdate = parse_body(&body)?;
+    let repo = ops::repos::update(&state, who, &owner, &name, changes).await?;
+    Ok(Json(repo_view(&state, repo)))
+}
+
+async fn remove_repo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<StatusCode> {
+    ops::repos::remove(&state, caller.require_identity()?, &owner, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    branch: Option<String>,
+    status: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list_builds(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+) -> OpResult<Json<Vec<Build>>> {
+    let query = ops::builds::BuildQuery {
+        branch: query.branch,
+        status: ops::builds::parse_status(query.status.as_deref().unwrap_or(""))?,
+        before: query.before,
+        limit: query.limit,
+    };
+    let (_, _, builds) = ops::builds::list(&state, caller.reader(), &owner, &name, query).await?;
+    Ok(Json(builds))
+}
+
+#[derive(Debug, Serialize)]
+struct StageView {
+    #[serde(flatten)]
+    stage: Stage,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize)]
+struct BuildView {
+    #[serde(flatten)]
+    build: Build,
+    repo: String,
+    link: String,
+    stages: Vec<StageView>,
+    /// What was reported about it (commit statuses, chat), and what failed to be.
+    notifications: Vec<gantry_store::OutboxMessage>,
+}
+
+async fn build_view(state: &AppState, repo: &Repo, build: Build) -> OpResult<BuildView> {
+    let mut stages = Vec::new();
+    for stage in state.store.stages(build.id).await? {
+        let steps = state.store.steps(stage.id).await?;
+        stages.push(StageView { stage, steps });
+    }
+    let notifications = state.store.build_messages(build.id).await?;
+    Ok(BuildView {
+        notifications,
+        link: format!(
+            "{}/{}/{}/{}",
+            state.config.server_url, repo.owner, repo.name, build.number
+        ),
+        repo: repo.full_name(),
+        build,
+        stages,
+    })
+}
+
+async fn get_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> OpResult<Json<BuildView>> {
+    let (repo, _, build) = ops::builds::get(&state, caller.reader(), &owner, &name, number).await?;
+    Ok(Json(build_view(&state, &repo, build).await?))
+}
+
+async fn create_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<BuildView>)> {
+    let who = caller.require_identity()?;
+    let request = parse_body(&body)?;
+    let (repo, build) = ops::builds::create(&state, who, &owner, &name, request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(build_view(&state, &repo, build).await?),
+    ))
+}
+
+async fn restart_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> OpResult<(StatusCode, Json<BuildView>)> {
+    let who = caller.require_identity()?;
+    let (repo, build) = ops::builds::restart(&state, who, &owner, &name, number).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(build_view(&state, &repo, build).await?),
+    ))
+}
+
+/// `POST .../builds/{n}/cancel`, `/approve` or `/decline`.
+async fn act_on_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number, action)): Path<(String, String, i64, String)>,
+) -> OpResult<Json<BuildView>> {
+    let Some(action) = crate::BuildAction::parse(&action) else {
+        return Err(OpError::NotFound(format!(
+            "there is no build action `{action}`: use cancel, approve, decline or restart"
+        )));
+    };
+    let who = caller.require_identity()?;
+    let (repo, build) = ops::builds::act(&state, who, &owner, &name, number, action).await?;
+    Ok(Json(build_view(&state, &repo, build).await?))
+}
+
+async fn list_runners(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> OpResult<Json<Vec<gantry_store::Runner>>> {
+    Ok(Json(
+        ops::runners::list(&state, caller.require_identity()?).await?,
+    ))
+}

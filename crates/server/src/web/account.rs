@@ -1,0 +1,275 @@
+//! Signing in and out, the buttons that act on a build (restart, cancel, approve, decline, a
+//! manual build), and the account page with its tokens.
+
+use super::*;
+
+// ----- sign-in and actions -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub(super) struct LoginTemplate {
+    page: PageInfo,
+    message: String,
+    next: String,
+    /// Sign-in with GitHub is configured.
+    github: bool,
+}
+
+pub(super) async fn login_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Query(query): Query<LoginQuery>,
+) -> Page {
+    Page::render(LoginTemplate {
+        page: page_info(&session),
+        message: String::new(),
+        next: query.next,
+        github: state.config.oauth.is_some(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Only paths of this server: never an open redirect.
+pub(super) fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+pub(super) async fn login(
+    State(state): State<Arc<AppState>>,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, Page> {
+    let token = form.token.trim();
+    let valid = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_graphic())
+        && state
+            .store
+            .token_by_hash(&hash_token(token))
+            .await?
+            .is_some();
+    if !valid {
+        let mut page = Page::render(LoginTemplate {
+            page: page_info(&Session::default()),
+            message: "That token is not valid.".to_owned(),
+            next: form.next,
+            github: state.config.oauth.is_some(),
+        });
+        *page.0.status_mut() = StatusCode::UNAUTHORIZED;
+        return Err(page);
+    }
+    let mut response = Redirect::to(safe_next(&form.next)).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&state, token, SESSION_LIFETIME.as_secs()),
+    );
+    Ok(response)
+}
+
+pub(super) async fn logout(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Page> {
+    session.check(&form.csrf)?;
+    // A GitHub session ends for good; an API token used to sign in stays valid.
+    if let Some(identity) = &session.identity
+        && identity.token.session
+    {
+        state.store.revoke_token(identity.token.id).await?;
+    }
+    let mut response = Redirect::to("/").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    Ok(response)
+}
+
+pub(super) async fn restart(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let (_, restarted) = ops::builds::restart(&state, who, &owner, &name, number).await?;
+    Ok(Redirect::to(&format!(
+        "/{owner}/{name}/{}",
+        restarted.number
+    )))
+}
+
+/// The Cancel, Approve and Decline buttons.
+pub(super) async fn act(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number, action)): Path<(String, String, i64, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    let Some(action) = crate::BuildAction::parse(&action) else {
+        return Err(not_found().await);
+    };
+    let who = session.actor(&form.csrf)?;
+    ops::builds::act(&state, who, &owner, &name, number, action).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ManualForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    branch: String,
+    /// KEY=VALUE lines.
+    #[serde(default)]
+    params: String,
+}
+
+pub(super) async fn manual_build(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<ManualForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let mut params = BTreeMap::new();
+    for line in form.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Page::from(OpError::invalid_field(
+                "params",
+                format!("`{line}` is not KEY=VALUE."),
+            )));
+        };
+        params.insert(key.trim().to_owned(), value.to_owned());
+    }
+    let request = ops::builds::ManualBuild {
+        branch: Some(form.branch),
+        params,
+        ..ops::builds::ManualBuild::default()
+    };
+    let (_, build) = ops::builds::create(&state, who, &owner, &name, request).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)))
+}
+
+// ----- account -------------------------------------------------------------------------
+
+pub(super) struct TokenRow {
+    id: i64,
+    name: String,
+    kind: &'static str,
+    created: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+pub(super) struct AccountTemplate {
+    page: PageInfo,
+    login: Option<String>,
+    admin: bool,
+    tokens: Vec<TokenRow>,
+    /// A token just created: shown this once.
+    created: Option<String>,
+}
+
+/// The signed-in identity, or a redirect to the sign-in page that comes back here.
+pub(super) fn signed_in(session: &Session) -> Result<&Identity, Page> {
+    session.identity.as_ref().ok_or_else(|| {
+        Page(Box::new(
+            Redirect::to("/login?next=/account").into_response(),
+        ))
+    })
+}
+
+pub(super) async fn account(
+    state: &AppState,
+    session: &Session,
+    created: Option<String>,
+) -> Result<Page, Page> {
+    let who = signed_in(session)?;
+    let tokens = match &who.user {
+        Some(user) => state.store.tokens_of(user.id).await?,
+        None => vec![who.token.clone()],
+    };
+    Ok(Page::render(AccountTemplate {
+        page: page_info(session),
+        login: who.user.as_ref().map(|u| u.login.clone()),
+        admin: who.is_admin(),
+        tokens: tokens
+            .into_iter()
+            .map(|t| TokenRow {
+                current: t.id == who.token.id,
+                kind: if t.session {
+                    "browser session"
+                } else if t.admin {
+                    "admin token"
+                } else {
+                    "API token"
+                },
+                id: t.id,
+                name: t.name,
+                created: age(t.created_at),
+            })
+            .collect(),
+        created,
+    }))
+}
+
+pub(super) async fn account_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+) -> Result<Page, Page> {
+    account(&state, &session, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Creates an API token for the signed-in user and shows it once.
+pub(super) async fn create_token(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Form(form): Form<TokenForm>,
+) -> Result<Page, Page> {
+    let who = session.actor(&form.csrf)?;
+    let new = ops::tokens::NewToken {
+        name: form.name,
+        ..ops::tokens::NewToken::default()
+    };
+    let created = ops::tokens::create(&state, who, new).await?;
+    account(&state, &session, Some(created.token)).await
+}
+
+pub(super) async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let token = ops::tokens::revoke(&state, who, id).await?;
+    Ok(Redirect::to(if token.id == who.token.id {
+        "/"
+    } else {
+        "/account"
+    }))
+}

@@ -1,0 +1,339 @@
+//! The pages that show: the repositories, a repository's builds, a build, a step's log, and
+//! the status badge.
+
+use super::*;
+
+// ----- pages ---------------------------------------------------------------------------
+
+pub(super) struct RepoItem {
+    full_name: String,
+    last: Option<BuildRow>,
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+pub(super) struct IndexTemplate {
+    page: PageInfo,
+    repos: Vec<RepoItem>,
+}
+
+pub(super) async fn index(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+) -> Result<Page, Page> {
+    let mut repos = Vec::new();
+    let readable = ops::repos::list(&state, session.identity.as_ref()).await?;
+    for repo in readable {
+        let last = state
+            .store
+            .list_builds(
+                repo.id,
+                &BuildFilter {
+                    limit: 1,
+                    ..BuildFilter::default()
+                },
+            )
+            .await?;
+        repos.push(RepoItem {
+            full_name: repo.full_name(),
+            last: last.first().map(build_row),
+        });
+    }
+    Ok(Page::render(IndexTemplate {
+        page: page_info(&session),
+        repos,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RepoQuery {
+    #[serde(default)]
+    branch: String,
+    #[serde(default)]
+    status: String,
+    before: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "repo.html")]
+pub(super) struct RepoTemplate {
+    page: PageInfo,
+    repo: String,
+    builds: Vec<BuildRow>,
+    branch: String,
+    status: String,
+    statuses: Vec<String>,
+    next: Option<i64>,
+    can_admin: bool,
+}
+
+pub(super) const PAGE_SIZE: i64 = 25;
+
+/// Lines of a step's log rendered into its page.
+pub(super) const TAIL_IN_PAGE: u64 = 200;
+
+pub(super) async fn repo_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<RepoQuery>,
+) -> Result<Page, Page> {
+    let query_ops = ops::builds::BuildQuery {
+        branch: Some(query.branch.clone()),
+        status: ops::builds::parse_status(&query.status)?,
+        before: query.before,
+        limit: Some(PAGE_SIZE),
+    };
+    let (repo, role, builds) =
+        ops::builds::list(&state, session.identity.as_ref(), &owner, &name, query_ops).await?;
+    let next = (builds.len() as i64 == PAGE_SIZE)
+        .then(|| builds.last().map(|b| b.number))
+        .flatten();
+    Ok(Page::render(RepoTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        builds: builds.iter().map(build_row).collect(),
+        branch: query.branch,
+        status: query.status,
+        statuses: Status::ALL
+            .iter()
+            .filter(|s| **s != Status::Waiting)
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        next,
+        can_admin: role >= Role::Admin,
+    }))
+}
+
+pub(super) struct StepItem {
+    number: i64,
+    name: String,
+    status: &'static str,
+    took: String,
+    exit_code: Option<i64>,
+}
+
+pub(super) struct StageItem {
+    number: i64,
+    name: String,
+    status: &'static str,
+    error: Option<String>,
+    /// Why a pending stage has no runner.
+    waiting: Option<String>,
+    steps: Vec<StepItem>,
+}
+
+#[derive(Template)]
+#[template(path = "build.html")]
+pub(super) struct BuildTemplate {
+    page: PageInfo,
+    repo: String,
+    build: BuildRow,
+    commit_link: String,
+    stages: Vec<StageItem>,
+    /// Reports (commit statuses, chat) that could not be sent.
+    failed_reports: Vec<String>,
+    can_write: bool,
+    can_admin: bool,
+}
+
+pub(super) async fn build_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+) -> Result<Page, Page> {
+    let (repo, role, build) =
+        ops::builds::get(&state, session.identity.as_ref(), &owner, &name, number).await?;
+    let mut stages = Vec::new();
+    let build_stages = state.store.stages(build.id).await?;
+    // Read once, and only when a stage may need to say why it waits.
+    let runners = if build_stages.iter().any(|s| s.status == Status::Pending) {
+        state.store.runners().await?
+    } else {
+        Vec::new()
+    };
+    for stage in build_stages {
+        let steps = state
+            .store
+            .steps(stage.id)
+            .await?
+            .into_iter()
+            .map(|s| StepItem {
+                number: s.number,
+                name: s.name,
+                status: s.status.as_str(),
+                took: took(s.started_at, s.finished_at),
+                exit_code: s.exit_code,
+            })
+            .collect();
+        let waiting = crate::rpc::waiting_for(&state, &runners, &repo, &stage);
+        stages.push(StageItem {
+            number: stage.number,
+            name: stage.name,
+            status: stage.status.as_str(),
+            error: stage.error,
+            waiting,
+            steps,
+        });
+    }
+    let commit_link = if repo.link.is_empty() || build.commit.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{}/commit/{}",
+            repo.link.trim_end_matches('/'),
+            build.commit
+        )
+    };
+    let failed_reports = state
+        .store
+        .build_messages(build.id)
+        .await?
+        .into_iter()
+        .filter(|m| m.state == "failed" || (m.attempts > 0 && m.state == "pending"))
+        .map(|m| {
+            format!(
+                "{} to {}: {} ({})",
+                if m.kind == "github_status" {
+                    "Commit status"
+                } else {
+                    "Message"
+                },
+                crate::notify::host_of(&m.url),
+                m.last_error.unwrap_or_default(),
+                if m.state == "failed" {
+                    "given up"
+                } else {
+                    "retrying"
+                }
+            )
+        })
+        .collect();
+    Ok(Page::render(BuildTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        build: build_row(&build),
+        commit_link,
+        stages,
+        failed_reports,
+        can_write: role >= Role::Write,
+        can_admin: role >= Role::Admin,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "step.html")]
+pub(super) struct StepTemplate {
+    page: PageInfo,
+    repo: String,
+    number: i64,
+    stage_name: String,
+    step_name: String,
+    status: &'static str,
+    exit_code: Option<i64>,
+    api: String,
+    total: u64,
+    ended: bool,
+    /// The log's last lines as JSON (`<` escaped): in the page itself, so its end shows
+    /// at once and the page holds the lines a link in chat points at.
+    tail: String,
+}
+
+pub(super) async fn step_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number, stage, step)): Path<(String, String, i64, i64, i64)>,
+) -> Result<Page, Page> {
+    let at = ops::builds::StepAt {
+        owner: &owner,
+        name: &name,
+        number,
+        stage,
+        step,
+    };
+    let (repo, _, stage_row, found) =
+        ops::builds::step(&state, session.identity.as_ref(), at).await?;
+    let total = state.store.log_last_line(found.id).await?;
+    let tail_lines = state
+        .store
+        .read_log(
+            found.id,
+            total.saturating_sub(TAIL_IN_PAGE - 1).max(1),
+            TAIL_IN_PAGE as usize,
+        )
+        .await?;
+    let tail = serde_json::to_string(
+        &tail_lines
+            .iter()
+            .map(|l| serde_json::json!({ "n": l.number, "t": l.elapsed_ms, "text": l.text }))
+            .collect::<Vec<_>>(),
+    )
+    .expect("plain data serialises")
+    .replace('<', "\\u003c");
+    Ok(Page::render(StepTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        number,
+        stage_name: stage_row.name,
+        step_name: found.name,
+        status: found.status.as_str(),
+        exit_code: found.exit_code,
+        api: format!(
+            "/api/repos/{}/builds/{number}/logs/{stage}/{step}",
+            repo.full_name()
+        ),
+        total,
+        ended: found.status.is_final(),
+        tail,
+    }))
+}
+
+// ----- badge ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub(super) struct BadgeQuery {
+    branch: Option<String>,
+}
+
+/// A shields-style SVG badge of the branch's last build (the default branch's by default).
+pub(super) async fn badge(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<BadgeQuery>,
+) -> Result<Response, Page> {
+    let (repo, _) = ops::repos::get(&state, session.identity.as_ref(), &owner, &name).await?;
+    let branch = query.branch.unwrap_or_else(|| repo.default_branch.clone());
+    let last = state
+        .store
+        .list_builds(
+            repo.id,
+            &BuildFilter {
+                branch: Some(branch),
+                limit: 1,
+                ..BuildFilter::default()
+            },
+        )
+        .await?;
+    let status = last.first().map_or("none", |b| b.status.as_str());
+    let colour = match status {
+        "success" => "#2e9e44",
+        "failure" => "#d73a49",
+        "error" | "killed" | "declined" => "#8a3ab9",
+        "running" | "pending" | "blocked" => "#dbab09",
+        _ => "#9f9f9f",
+    };
+    let right = 8 + 7 * status.len() as u32;
+    let width = 44 + right;
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" aria-label="build: {status}"><title>build: {status}</title><rect width="44" height="20" fill="#555"/><rect x="44" width="{right}" height="20" fill="{colour}"/><g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11"><text x="6" y="14">build</text><text x="50" y="14">{status}</text></g></svg>"##
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        svg,
+    )
+        .into_response())
+}

@@ -1,0 +1,247 @@
+//! A repository's settings page: its settings, credentials, secrets and roles.
+
+use super::*;
+
+// ----- settings ------------------------------------------------------------------------
+
+pub(super) struct SecretRow {
+    name: String,
+    allow_pull_requests: bool,
+    updated: String,
+}
+
+pub(super) struct RoleRow {
+    login: String,
+    role: &'static str,
+    /// "set by an admin", or "GitHub, read 3 minutes ago".
+    source: String,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub(super) struct SettingsTemplate {
+    page: PageInfo,
+    repo: String,
+    webhook_url: String,
+    has_webhook_secret: bool,
+    visibility: &'static str,
+    fork_policy: String,
+    config_path: String,
+    default_branch: String,
+    timeout_minutes: i64,
+    trusted: bool,
+    server_admin: bool,
+    clone_url: String,
+    clone_over_ssh: bool,
+    has_github_token: bool,
+    has_ssh_key: bool,
+    secrets: Vec<SecretRow>,
+    roles: Vec<RoleRow>,
+}
+
+pub(super) async fn settings_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Page, Page> {
+    let (repo, secrets, roles) =
+        ops::repos::settings(&state, session.identity.as_ref(), &owner, &name).await?;
+    let secrets = secrets
+        .into_iter()
+        .map(|s| SecretRow {
+            name: s.name,
+            allow_pull_requests: s.allow_pull_requests,
+            updated: age(s.updated_at),
+        })
+        .collect();
+    let roles = roles
+        .into_iter()
+        .map(|r| RoleRow {
+            login: r.login,
+            role: r.role.as_str(),
+            source: match r.source {
+                gantry_store::RoleSource::Admin => "set by an admin".to_owned(),
+                gantry_store::RoleSource::GitHub => format!("GitHub, read {}", age(r.fetched_at)),
+            },
+        })
+        .collect();
+    Ok(Page::render(SettingsTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        webhook_url: format!("{}/hook/github", state.config.server_url),
+        has_webhook_secret: !repo.webhook_secret.is_empty(),
+        visibility: repo.visibility.as_str(),
+        fork_policy: repo.fork_policy.clone(),
+        config_path: repo.config_path.clone(),
+        default_branch: repo.default_branch.clone(),
+        timeout_minutes: repo.timeout_secs / 60,
+        trusted: repo.trusted,
+        server_admin: session.identity.as_ref().is_some_and(Identity::is_admin),
+        clone_over_ssh: gantry_proto::ssh::is_ssh_url(&repo.clone_url),
+        clone_url: repo.clone_url.clone(),
+        has_github_token: !repo.github_token.is_empty(),
+        has_ssh_key: !repo.ssh_key.is_empty(),
+        secrets,
+        roles,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SettingsForm {
+    #[serde(default)]
+    csrf: String,
+    visibility: String,
+    fork_policy: String,
+    #[serde(default)]
+    config_path: String,
+    default_branch: String,
+    timeout_minutes: String,
+    /// A checkbox: present ("on") when ticked.
+    trusted: Option<String>,
+}
+
+pub(super) async fn save_settings(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<SettingsForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let visibility = form
+        .visibility
+        .parse::<gantry_store::Visibility>()
+        .map_err(|e| OpError::invalid_field("visibility", e))?;
+    let timeout_minutes: i64 = form.timeout_minutes.trim().parse().map_err(|_| {
+        OpError::invalid_field("timeout_secs", "the timeout is a number of minutes")
+    })?;
+    let changes = gantry_store::RepoUpdate {
+        config_path: Some(form.config_path.trim().to_owned()),
+        default_branch: Some(form.default_branch.trim().to_owned()),
+        // Only a server admin changes trust; for anyone else the box shows it, read-only
+        // (and a disabled box is not sent).
+        trusted: who.is_admin().then_some(form.trusted.is_some()),
+        visibility: Some(visibility),
+        timeout_secs: Some(timeout_minutes.saturating_mul(60)),
+        fork_policy: Some(form.fork_policy.clone()),
+        ..gantry_store::RepoUpdate::default()
+    };
+    ops::repos::update(&state, who, &owner, &name, changes).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings")))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CredentialsForm {
+    #[serde(default)]
+    csrf: String,
+    /// Empty keeps the current one.
+    #[serde(default)]
+    github_token: String,
+    #[serde(default)]
+    ssh_key: String,
+    /// Checkboxes: present ("on") when ticked.
+    remove_github_token: Option<String>,
+    remove_ssh_key: Option<String>,
+}
+
+/// The repository's GitHub token and SSH deploy key: set, replaced or removed, never shown.
+pub(super) async fn save_credentials(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<CredentialsForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    // A textarea sends CRLF line ends; a key file has LF.
+    let ssh_key = form.ssh_key.replace("\r\n", "\n");
+    let change = |remove: bool, value: String| {
+        if remove {
+            Some(String::new())
+        } else {
+            Some(value).filter(|v| !v.trim().is_empty())
+        }
+    };
+    let changes = gantry_store::RepoUpdate {
+        github_token: change(
+            form.remove_github_token.is_some(),
+            form.github_token.trim().to_owned(),
+        ),
+        ssh_key: change(form.remove_ssh_key.is_some(), ssh_key),
+        ..gantry_store::RepoUpdate::default()
+    };
+    ops::repos::update(&state, who, &owner, &name, changes).await?;
+    Ok(Redirect::to(&format!(
+        "/{owner}/{name}/settings#credentials"
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SecretForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    value: String,
+    allow_pull_requests: Option<String>,
+}
+
+pub(super) async fn add_secret(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<SecretForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let new = ops::secrets::NewSecret {
+        name: form.name,
+        // A browser's textarea sends CRLF line ends; a secret holds what was pasted.
+        value: form.value.replace("\r\n", "\n"),
+        allow_pull_requests: form.allow_pull_requests.is_some(),
+    };
+    let of = ops::secrets::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    ops::secrets::put(&state, who, of, new).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
+}
+
+pub(super) async fn delete_secret(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, secret)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let of = ops::secrets::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    ops::secrets::remove(&state, who, of, &secret).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RoleForm {
+    #[serde(default)]
+    csrf: String,
+    login: String,
+    /// A role, or `github` to let GitHub's permission apply again.
+    role: String,
+}
+
+pub(super) async fn set_role(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<RoleForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let role = match form.role.as_str() {
+        "github" => None,
+        role => Some(
+            role.parse::<Role>()
+                .map_err(|e| OpError::invalid_field("role", e))?,
+        ),
+    };
+    ops::users::set_role(&state, who, &owner, &name, &form.login, role).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/settings#roles")))
+}
