@@ -1,6 +1,7 @@
 //! A repository's settings page: its settings, credentials, secrets and roles.
 
 use super::*;
+use crate::error::OpResult;
 
 // ----- settings ------------------------------------------------------------------------
 
@@ -37,6 +38,10 @@ pub(super) struct SettingsTemplate {
     has_ssh_key: bool,
     secrets: Vec<SecretRow>,
     roles: Vec<RoleRow>,
+    /// The section (`repository`, `credentials`, `secrets`, `roles`) whose form was just
+    /// refused, and why; empty when none was.
+    refused_section: &'static str,
+    refused: String,
 }
 
 pub(super) async fn settings_page(
@@ -44,8 +49,24 @@ pub(super) async fn settings_page(
     session: Session,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Page, Page> {
+    settings_view(&state, &session, &owner, &name, None).await
+}
+
+/// A form's refusal, shown above that form.
+struct Refusal {
+    section: &'static str,
+    error: OpError,
+}
+
+async fn settings_view(
+    state: &AppState,
+    session: &Session,
+    owner: &str,
+    name: &str,
+    refusal: Option<Refusal>,
+) -> Result<Page, Page> {
     let (repo, secrets, roles) =
-        ops::repos::settings(&state, session.identity.as_ref(), &owner, &name).await?;
+        ops::repos::settings(state, session.identity.as_ref(), owner, name).await?;
     let secrets = secrets
         .into_iter()
         .map(|s| SecretRow {
@@ -65,8 +86,9 @@ pub(super) async fn settings_page(
             },
         })
         .collect();
-    Ok(Page::render(SettingsTemplate {
-        page: page_info(&session),
+    let status = refusal.as_ref().map(|r| r.error.status());
+    let mut page = Page::render(SettingsTemplate {
+        page: page_info(session),
         repo: repo.full_name(),
         webhook_url: format!("{}/hook/github", state.config.server_url),
         has_webhook_secret: !repo.webhook_secret.is_empty(),
@@ -83,7 +105,38 @@ pub(super) async fn settings_page(
         has_ssh_key: !repo.ssh_key.is_empty(),
         secrets,
         roles,
-    }))
+        refused_section: refusal.as_ref().map_or("", |r| r.section),
+        refused: refusal
+            .map(|r| r.error.public_message())
+            .unwrap_or_default(),
+    });
+    if let Some(status) = status {
+        *page.0.status_mut() = status;
+    }
+    Ok(page)
+}
+
+/// A settings form's answer: back to its section of the page; or, refused, the page again
+/// with the reason above that form (and the refusal's status). The server's own failures
+/// are the error page.
+async fn settled(
+    state: &AppState,
+    session: &Session,
+    (owner, name): (&str, &str),
+    section: &'static str,
+    result: OpResult<()>,
+) -> Result<Response, Page> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/{owner}/{name}/settings#{section}")).into_response()),
+        Err(error)
+            if error.status().is_client_error() && !matches!(error, OpError::Unauthorized(_)) =>
+        {
+            let refusal = Refusal { section, error };
+            let page = settings_view(state, session, owner, name, Some(refusal)).await?;
+            Ok(page.into_response())
+        }
+        Err(error) => Err(Page::from(error)),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,28 +158,32 @@ pub(super) async fn save_settings(
     session: Session,
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<SettingsForm>,
-) -> Result<Redirect, Page> {
+) -> Result<Response, Page> {
     let who = session.actor(&form.csrf)?;
-    let visibility = form
-        .visibility
-        .parse::<gantry_store::Visibility>()
-        .map_err(|e| OpError::invalid_field("visibility", e))?;
-    let timeout_minutes: i64 = form.timeout_minutes.trim().parse().map_err(|_| {
-        OpError::invalid_field("timeout_secs", "the timeout is a number of minutes")
-    })?;
-    let changes = gantry_store::RepoUpdate {
-        config_path: Some(form.config_path.trim().to_owned()),
-        default_branch: Some(form.default_branch.trim().to_owned()),
-        // Only a server admin changes trust; for anyone else the box shows it, read-only
-        // (and a disabled box is not sent).
-        trusted: who.is_admin().then_some(form.trusted.is_some()),
-        visibility: Some(visibility),
-        timeout_secs: Some(timeout_minutes.saturating_mul(60)),
-        fork_policy: Some(form.fork_policy.clone()),
-        ..gantry_store::RepoUpdate::default()
-    };
-    ops::repos::update(&state, who, &owner, &name, changes).await?;
-    Ok(Redirect::to(&format!("/{owner}/{name}/settings")))
+    let result = async {
+        let visibility = form
+            .visibility
+            .parse::<gantry_store::Visibility>()
+            .map_err(|e| OpError::invalid_field("visibility", e))?;
+        let timeout_minutes: i64 = form.timeout_minutes.trim().parse().map_err(|_| {
+            OpError::invalid_field("timeout_secs", "the timeout is a number of minutes")
+        })?;
+        let changes = gantry_store::RepoUpdate {
+            config_path: Some(form.config_path.trim().to_owned()),
+            default_branch: Some(form.default_branch.trim().to_owned()),
+            // Only a server admin changes trust; for anyone else the box shows it, read-only
+            // (and a disabled box is not sent).
+            trusted: who.is_admin().then_some(form.trusted.is_some()),
+            visibility: Some(visibility),
+            timeout_secs: Some(timeout_minutes.saturating_mul(60)),
+            fork_policy: Some(form.fork_policy.clone()),
+            ..gantry_store::RepoUpdate::default()
+        };
+        ops::repos::update(&state, who, &owner, &name, changes).await?;
+        Ok(())
+    }
+    .await;
+    settled(&state, &session, (&owner, &name), "repository", result).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,7 +206,7 @@ pub(super) async fn save_credentials(
     session: Session,
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<CredentialsForm>,
-) -> Result<Redirect, Page> {
+) -> Result<Response, Page> {
     let who = session.actor(&form.csrf)?;
     // A textarea sends CRLF line ends; a key file has LF.
     let ssh_key = form.ssh_key.replace("\r\n", "\n");
@@ -168,10 +225,10 @@ pub(super) async fn save_credentials(
         ssh_key: change(form.remove_ssh_key.is_some(), ssh_key),
         ..gantry_store::RepoUpdate::default()
     };
-    ops::repos::update(&state, who, &owner, &name, changes).await?;
-    Ok(Redirect::to(&format!(
-        "/{owner}/{name}/settings#credentials"
-    )))
+    let result = ops::repos::update(&state, who, &owner, &name, changes)
+        .await
+        .map(drop);
+    settled(&state, &session, (&owner, &name), "credentials", result).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,7 +245,7 @@ pub(super) async fn add_secret(
     session: Session,
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<SecretForm>,
-) -> Result<Redirect, Page> {
+) -> Result<Response, Page> {
     let who = session.actor(&form.csrf)?;
     let new = ops::secrets::NewSecret {
         name: form.name,
@@ -200,8 +257,8 @@ pub(super) async fn add_secret(
         owner: &owner,
         name: &name,
     };
-    ops::secrets::put(&state, who, of, new).await?;
-    Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
+    let result = ops::secrets::put(&state, who, of, new).await.map(drop);
+    settled(&state, &session, (&owner, &name), "secrets", result).await
 }
 
 pub(super) async fn delete_secret(
@@ -209,14 +266,14 @@ pub(super) async fn delete_secret(
     session: Session,
     Path((owner, name, secret)): Path<(String, String, String)>,
     Form(form): Form<CsrfForm>,
-) -> Result<Redirect, Page> {
+) -> Result<Response, Page> {
     let who = session.actor(&form.csrf)?;
     let of = ops::secrets::Of::Repo {
         owner: &owner,
         name: &name,
     };
-    ops::secrets::remove(&state, who, of, &secret).await?;
-    Ok(Redirect::to(&format!("/{owner}/{name}/settings#secrets")))
+    let result = ops::secrets::remove(&state, who, of, &secret).await;
+    settled(&state, &session, (&owner, &name), "secrets", result).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,15 +290,19 @@ pub(super) async fn set_role(
     session: Session,
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<RoleForm>,
-) -> Result<Redirect, Page> {
+) -> Result<Response, Page> {
     let who = session.actor(&form.csrf)?;
-    let role = match form.role.as_str() {
-        "github" => None,
-        role => Some(
-            role.parse::<Role>()
-                .map_err(|e| OpError::invalid_field("role", e))?,
-        ),
-    };
-    ops::users::set_role(&state, who, &owner, &name, &form.login, role).await?;
-    Ok(Redirect::to(&format!("/{owner}/{name}/settings#roles")))
+    let result = async {
+        let role = match form.role.as_str() {
+            "github" => None,
+            role => Some(
+                role.parse::<Role>()
+                    .map_err(|e| OpError::invalid_field("role", e))?,
+            ),
+        };
+        ops::users::set_role(&state, who, &owner, &name, &form.login, role).await?;
+        Ok(())
+    }
+    .await;
+    settled(&state, &session, (&owner, &name), "roles", result).await
 }

@@ -170,6 +170,12 @@ mod cases {
                 html.contains(&message),
                 "{what}: the page says `{message}`:\n{html}"
             );
+            if page_path.starts_with("/acme/app/settings") {
+                assert!(
+                    html.contains(&format!("id=\"refused\">{message}</p>")),
+                    "{what}: the settings page shows the refusal above its form:\n{html}"
+                );
+            }
         }
         // And a valid change passes both ways.
         let api = server
