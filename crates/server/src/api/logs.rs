@@ -7,15 +7,9 @@ use super::*;
 pub(super) async fn find_step(
     state: &AppState,
     caller: &Caller,
-    (owner, name, number, stage, step): (String, String, i64, i64, i64),
+    path: (String, String, i64, i64, i64),
 ) -> OpResult<(Stage, Step)> {
-    let at = ops::builds::StepAt {
-        owner: &owner,
-        name: &name,
-        number,
-        stage,
-        step,
-    };
+    let at = ops::builds::StepAt::from(&path);
     let (_, _, stage, step) = ops::builds::step(state, caller.reader(), at).await?;
     Ok((stage, step))
 }

@@ -86,6 +86,19 @@ pub struct StepAt<'a> {
     pub step: i64,
 }
 
+impl<'a> From<&'a (String, String, i64, i64, i64)> for StepAt<'a> {
+    /// The path of a step's URL: owner, name, build, stage and step numbers.
+    fn from((owner, name, number, stage, step): &'a (String, String, i64, i64, i64)) -> Self {
+        StepAt {
+            owner,
+            name,
+            number: *number,
+            stage: *stage,
+            step: *step,
+        }
+    }
+}
+
 /// A step of a build the caller may read, with its repository, build and stage.
 pub async fn step(
     state: &AppState,

@@ -242,15 +242,10 @@ pub(super) struct StepTemplate {
 pub(super) async fn step_page(
     State(state): State<Arc<AppState>>,
     session: Session,
-    Path((owner, name, number, stage, step)): Path<(String, String, i64, i64, i64)>,
+    Path(path): Path<(String, String, i64, i64, i64)>,
 ) -> Result<Page, Page> {
-    let at = ops::builds::StepAt {
-        owner: &owner,
-        name: &name,
-        number,
-        stage,
-        step,
-    };
+    let at = ops::builds::StepAt::from(&path);
+    let (_, _, number, stage, step) = &path;
     let (repo, _, stage_row, found) =
         ops::builds::step(&state, session.identity.as_ref(), at).await?;
     let total = state.store.log_last_line(found.id).await?;
@@ -273,7 +268,7 @@ pub(super) async fn step_page(
     Ok(Page::render(StepTemplate {
         page: page_info(&session),
         repo: repo.full_name(),
-        number,
+        number: *number,
         stage_name: stage_row.name,
         step_name: found.name,
         status: found.status.as_str(),

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::on_both;
-use crate::support::{FakeGitHub, PIPELINE, TestServer};
+use crate::support::{FakeGitHub, PIPELINE, TestServer, csrf_of};
 
 on_both!(
     every_endpoint_refuses_callers_without_its_role,
@@ -126,15 +126,6 @@ async fn set_role(server: &TestServer, repo: &str, login: &str, role: &str) {
         )
         .await;
     assert_eq!(response.status(), 200, "sets {login}'s role on {repo}");
-}
-
-/// The CSRF token of the first form on a page.
-fn csrf_of(page: &str) -> String {
-    page.split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a form with a CSRF token")
-        .to_owned()
 }
 
 mod cases {

@@ -142,12 +142,7 @@ mod cases {
         assert!(!tampered.contains("octocat") && tampered.contains("Sign in"));
 
         // Signing out ends the session for good.
-        let csrf = home
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("a CSRF token")
-            .to_owned();
+        let csrf = crate::support::csrf_of(&home);
         let out = http
             .post(format!("{}/logout", server.url))
             .header("cookie", format!("gantry_session={session}"))

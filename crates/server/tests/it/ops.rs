@@ -55,12 +55,7 @@ mod cases {
             .text()
             .await
             .expect("html");
-        let csrf = settings
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("a CSRF token")
-            .to_owned();
+        let csrf = crate::support::csrf_of(&settings);
         let settings_form = |field: &str, value: &str| {
             let mut pairs = vec![
                 ("csrf", csrf.as_str()),

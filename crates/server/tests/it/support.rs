@@ -815,3 +815,12 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
                 .map(|rest| rest.split(';').next().unwrap_or("").to_owned())
         })
 }
+
+/// The CSRF token of the first form on a page.
+pub fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form with a CSRF token")
+        .to_owned()
+}
