@@ -182,6 +182,9 @@ impl Conditions {
         {
             return Ok(());
         }
+        if ctx.changed_files_overflow {
+            return Ok(());
+        }
         if let Some(why) = &ctx.changed_files_error {
             return Err(Skip::Invalid {
                 pos: paths.pos,

@@ -107,6 +107,9 @@ impl RepoInfo {
     }
 }
 
+/// The most changed files a build keeps (they are stored with it).
+pub const MAX_CHANGED_FILES: usize = 10_000;
+
 /// Everything a pipeline may depend on for one build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
@@ -138,6 +141,11 @@ pub struct Context {
     /// decided and the build errors with this reason rather than guess.
     #[serde(default)]
     pub changed_files_error: Option<String>,
+    /// More files changed than a build keeps ([`MAX_CHANGED_FILES`], a new branch of a large
+    /// repository): `changed_files` is empty and every `path` condition holds, so that
+    /// nothing that may need to run is skipped.
+    #[serde(default)]
+    pub changed_files_overflow: bool,
     pub repo: RepoInfo,
     /// Whether the repository may use privileged steps and host volumes.
     pub trusted: bool,
@@ -176,6 +184,7 @@ impl Context {
             cron: None,
             changed_files: Vec::new(),
             changed_files_error: None,
+            changed_files_overflow: false,
             repo: RepoInfo {
                 owner: owner.to_owned(),
                 name: name.to_owned(),

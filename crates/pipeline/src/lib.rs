@@ -27,7 +27,7 @@ mod validate;
 pub mod yaml;
 
 pub use compile::{CompileError, compile};
-pub use context::{Context, Event, RepoInfo};
+pub use context::{Context, Event, MAX_CHANGED_FILES, RepoInfo};
 pub use decode::{parse_bytes, parse_duration};
 pub use diag::{Diagnostic, Diagnostics, Pos, Severity};
 pub use model::{Dialect, Pipeline, SecretDocument};

@@ -175,6 +175,10 @@ async fn fetch_config(
             ctx.reference = reference;
             ctx.commit = commit;
             match changed {
+                Some(Ok(changed)) if changed.len() > gantry_pipeline::MAX_CHANGED_FILES => {
+                    ctx.changed_files = Vec::new();
+                    ctx.changed_files_overflow = true;
+                }
                 Some(Ok(changed)) => ctx.changed_files = changed,
                 // GitHub's own list from a push's payload, when the commit before the push
                 // is gone; with none, `path` conditions error the build with the reason.

@@ -399,6 +399,17 @@ fn paths_filter_pushes_and_pull_requests_only() {
 }
 
 #[test]
+fn too_many_changed_files_let_every_path_condition_hold() {
+    let mut ctx = push();
+    ctx.changed_files_overflow = true;
+    check(
+        "      path:\n        include: ['src/**']\n        on_empty: false",
+        &ctx,
+        &["a", "b", "c"],
+    );
+}
+
+#[test]
 fn ignore_message_lets_the_path_condition_hold() {
     let mut ctx = push();
     ctx.changed_files = vec!["docs/index.md".into()];
