@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use gantry_server::human::took;
 use serde_json::{Value, json};
 
 use crate::pipeline_cmd::parse_param;
@@ -217,16 +218,14 @@ impl Client {
         bail!("the server answered {status}: {message}")
     }
 
-    async fn json(
+    /// The server's answer, decoded as the API's type for it (`gantry_api`).
+    async fn json<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<T> {
         let response = self.send(method, path, body).await?;
-        if response.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
         response
             .json()
             .await
@@ -243,21 +242,6 @@ fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
 fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .with_context(|| format!("while reading the SSH key file {}", path.display()))
-}
-
-fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn duration(value: &Value) -> String {
-    gantry_server::human::took(
-        value.get("started_at").and_then(Value::as_i64),
-        value.get("finished_at").and_then(Value::as_i64),
-    )
 }
 
 pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
@@ -279,7 +263,7 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
             } => {
                 let (owner, name) = split_repo(repo)?;
                 let ssh_key = ssh_key_file.as_deref().map(read_key).transpose()?;
-                let created = client
+                let created: gantry_api::Repo = client
                     .json(
                         reqwest::Method::POST,
                         "/api/repos",
@@ -293,10 +277,10 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                         })),
                     )
                     .await?;
-                println!("added {}", text(&created, "full_name"));
+                println!("added {}", created.full_name);
                 println!(
                     "point the GitHub webhook (content type application/json, same secret) at {}",
-                    text(&created, "webhook_url")
+                    created.webhook_url
                 );
             }
             RepoCommand::Update {
@@ -340,7 +324,7 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 if changes.is_empty() {
                     bail!("nothing to change: give one or more settings (see gantry repo update --help)");
                 }
-                client
+                let _: gantry_api::Repo = client
                     .json(
                         reqwest::Method::PATCH,
                         &format!("/api/repos/{owner}/{name}"),
@@ -350,19 +334,18 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
                 println!("updated {repo}");
             }
             RepoCommand::Ls => {
-                let repos = client.json(reqwest::Method::GET, "/api/repos", None).await?;
-                for repo in repos.as_array().into_iter().flatten() {
+                let repos: Vec<gantry_api::Repo> =
+                    client.json(reqwest::Method::GET, "/api/repos", None).await?;
+                for repo in repos {
                     println!(
                         "{:<40} {:<9} {}",
-                        text(repo, "full_name"),
-                        text(repo, "visibility"),
-                        text(repo, "clone_url")
+                        repo.full_name, repo.visibility, repo.clone_url
                     );
                 }
             }
             RepoCommand::Info { repo } => {
                 let (owner, name) = split_repo(repo)?;
-                let found = client
+                let found: gantry_api::Repo = client
                     .json(reqwest::Method::GET, &format!("/api/repos/{owner}/{name}"), None)
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&found)?);
@@ -379,47 +362,35 @@ pub fn repo(args: &RepoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_build(build: &Value) {
+fn print_build(detail: &gantry_api::BuildDetail) {
+    let build = &detail.build;
     println!(
         "#{} {} {} {} {}",
-        text(build, "number"),
-        text(build, "status"),
-        text(build, "event"),
-        text(build, "branch"),
-        text(build, "link")
+        build.number, build.status, build.event, build.branch, detail.link
     );
-    if let Some(error) = build.get("error").and_then(Value::as_str) {
+    if let Some(error) = &build.error {
         println!("error:\n{error}");
     }
-    for stage in build
-        .get("stages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for stage in &detail.stages {
         println!(
             "  stage {} {} {} {}",
-            text(stage, "number"),
-            text(stage, "name"),
-            text(stage, "status"),
-            duration(stage)
+            stage.number,
+            stage.name,
+            stage.status,
+            took(stage.started_at, stage.finished_at)
         );
-        if let Some(error) = stage.get("error").and_then(Value::as_str) {
+        if let Some(error) = &stage.error {
             println!("    {error}");
         }
-        for step in stage
-            .get("steps")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for step in &stage.steps {
+            let exit = step.exit_code.map(|c| c.to_string()).unwrap_or_default();
             println!(
                 "    step {} {:<20} {:<8} exit {:<4} {}",
-                text(step, "number"),
-                text(step, "name"),
-                text(step, "status"),
-                text(step, "exit_code"),
-                duration(step)
+                step.number,
+                step.name,
+                step.status.as_str(),
+                exit,
+                took(step.started_at, step.finished_at)
             );
         }
     }
@@ -439,23 +410,23 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
                 if let Some(status) = status {
                     path.push_str(&format!("&status={}", encode(status)));
                 }
-                let builds = client.json(reqwest::Method::GET, &path, None).await?;
-                for build in builds.as_array().into_iter().flatten() {
-                    let message = text(build, "message");
+                let builds: Vec<gantry_api::Build> =
+                    client.json(reqwest::Method::GET, &path, None).await?;
+                for build in builds {
                     println!(
                         "#{:<6} {:<8} {:<12} {:<20} {:<10} {}",
-                        text(build, "number"),
-                        text(build, "status"),
-                        text(build, "event"),
-                        text(build, "branch"),
-                        duration(build),
-                        message.lines().next().unwrap_or("")
+                        build.number,
+                        build.status.as_str(),
+                        build.event,
+                        build.branch,
+                        took(build.started_at, build.finished_at),
+                        build.message.lines().next().unwrap_or("")
                     );
                 }
             }
             BuildCommand::Info { repo, number } => {
                 let (owner, name) = split_repo(repo)?;
-                let build = client
+                let build: gantry_api::BuildDetail = client
                     .json(reqwest::Method::GET, &format!("/api/repos/{owner}/{name}/builds/{number}"), None)
                     .await?;
                 print_build(&build);
@@ -473,7 +444,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
             }
             BuildCommand::Restart { repo, number } => {
                 let (owner, name) = split_repo(repo)?;
-                let build = client
+                let build: gantry_api::BuildDetail = client
                     .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/restart"), None)
                     .await?;
                 print_build(&build);
@@ -487,7 +458,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
                     _ => "decline",
                 };
                 let (owner, name) = split_repo(repo)?;
-                let build = client
+                let build: gantry_api::BuildDetail = client
                     .json(reqwest::Method::POST, &format!("/api/repos/{owner}/{name}/builds/{number}/{action}"), None)
                     .await?;
                 print_build(&build);
@@ -498,7 +469,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect();
-                let build = client
+                let build: gantry_api::BuildDetail = client
                     .json(
                         reqwest::Method::POST,
                         &format!("/api/repos/{owner}/{name}/builds"),
@@ -627,28 +598,27 @@ pub fn notify(args: &NotifyArgs) -> anyhow::Result<ExitCode> {
                 if !rules.is_empty() {
                     body["rules"] = json!(rules);
                 }
-                let added = client
+                let added: gantry_api::Target = client
                     .json(reqwest::Method::POST, &path, Some(body))
                     .await?;
                 println!(
                     "added target #{} ({} to {})",
-                    text(&added, "id"),
-                    text(&added, "kind"),
-                    text(&added, "url")
+                    added.id, added.kind, added.url
                 );
             }
             NotifyCommand::Ls { repo, server_wide } => {
                 let path = targets_path(repo.as_deref(), *server_wide)?;
-                let targets = client.json(reqwest::Method::GET, &path, None).await?;
-                for target in targets.as_array().into_iter().flatten() {
+                let targets: Vec<gantry_api::Target> =
+                    client.json(reqwest::Method::GET, &path, None).await?;
+                for target in targets {
                     println!(
                         "#{:<4} {:<11} {:<40} on {} branches {} events {}",
-                        text(target, "id"),
-                        text(target, "kind"),
-                        text(target, "url"),
-                        target["rules"],
-                        target["branches"],
-                        target["events"]
+                        target.id,
+                        target.kind,
+                        target.url,
+                        json!(target.rules),
+                        json!(target.branches),
+                        json!(target.events)
                     );
                 }
             }
@@ -669,7 +639,7 @@ pub fn notify(args: &NotifyArgs) -> anyhow::Result<ExitCode> {
                 server_wide,
             } => {
                 let (path, id) = target_of(first, *id, *server_wide)?;
-                client
+                let _: gantry_api::Queued = client
                     .json(reqwest::Method::POST, &format!("{path}/{id}/test"), None)
                     .await?;
                 println!("queued a test message for target #{id}");
@@ -750,7 +720,7 @@ pub fn secret(args: &SecretArgs) -> anyhow::Result<ExitCode> {
                         text.trim_end_matches('\n').to_owned()
                     }
                 };
-                client
+                let _: gantry_api::SecretSaved = client
                     .json(
                         reqwest::Method::POST,
                         &path,
@@ -760,10 +730,11 @@ pub fn secret(args: &SecretArgs) -> anyhow::Result<ExitCode> {
                 println!("saved secret {name}");
             }
             SecretCommand::Ls { scope, org } => {
-                let secrets = client.json(reqwest::Method::GET, &secrets_path(scope, *org)?, None).await?;
-                for secret in secrets.as_array().into_iter().flatten() {
-                    let forks = if secret["allow_pull_requests"] == json!(true) { "pull requests from forks too" } else { "" };
-                    println!("{:<30} {forks}", text(secret, "name"));
+                let secrets: Vec<gantry_api::Secret> =
+                    client.json(reqwest::Method::GET, &secrets_path(scope, *org)?, None).await?;
+                for secret in secrets {
+                    let forks = if secret.allow_pull_requests { "pull requests from forks too" } else { "" };
+                    println!("{:<30} {forks}", secret.name);
                 }
             }
             SecretCommand::Rm { scope, name, org } => {
@@ -809,47 +780,38 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         let client = Client::new(&args.connection)?;
         match &args.command {
             TokenCommand::Create { name, admin, user } => {
-                let created = client
+                let created: gantry_api::CreatedToken = client
                     .json(
                         reqwest::Method::POST,
                         "/api/tokens",
                         Some(json!({ "name": name, "admin": admin, "user": user })),
                     )
                     .await?;
-                let acts_for = match created.get("user").and_then(Value::as_str) {
+                let acts_for = match &created.user {
                     Some(login) => format!(", acting for {login}"),
                     None => ", a service token".to_owned(),
                 };
                 println!(
                     "token #{} {}{acts_for} (shown once):",
-                    text(&created, "id"),
-                    text(&created, "name")
+                    created.id, created.name
                 );
-                println!("{}", text(&created, "token"));
+                println!("{}", created.token);
             }
             TokenCommand::Ls => {
-                let tokens = client
+                let tokens: Vec<gantry_api::Token> = client
                     .json(reqwest::Method::GET, "/api/tokens", None)
                     .await?;
-                for token in tokens.as_array().into_iter().flatten() {
-                    let kind = match (
-                        token["admin"] == json!(true),
-                        token["session"] == json!(true),
-                    ) {
+                for token in tokens {
+                    let kind = match (token.admin, token.session) {
                         (true, _) => "admin",
                         (_, true) => "session",
                         _ => "",
                     };
-                    let user = match token.get("user_id").and_then(Value::as_i64) {
+                    let user = match token.user_id {
                         Some(id) => format!("user #{id}"),
                         None => String::new(),
                     };
-                    println!(
-                        "#{:<5} {:<40} {:<10} {kind}",
-                        text(token, "id"),
-                        text(token, "name"),
-                        user
-                    );
+                    println!("#{:<5} {:<40} {:<10} {kind}", token.id, token.name, user);
                 }
             }
             TokenCommand::Revoke { id } => {
@@ -900,30 +862,26 @@ pub fn user(args: &UserArgs) -> anyhow::Result<ExitCode> {
         let client = Client::new(&args.connection)?;
         match &args.command {
             UserCommand::Add { login, admin } => {
-                let user = client
+                let user: gantry_api::User = client
                     .json(
                         reqwest::Method::POST,
                         "/api/users",
                         Some(json!({ "login": login, "admin": admin })),
                     )
                     .await?;
-                println!("added user {}", text(&user, "login"));
+                println!("added user {}", user.login);
             }
             UserCommand::Ls => {
-                let users = client
+                let users: Vec<gantry_api::User> = client
                     .json(reqwest::Method::GET, "/api/users", None)
                     .await?;
-                for user in users.as_array().into_iter().flatten() {
-                    let admin = if user["admin"] == json!(true) {
-                        "admin"
-                    } else {
-                        ""
-                    };
-                    println!("{:<40} {admin}", text(user, "login"));
+                for user in users {
+                    let admin = if user.admin { "admin" } else { "" };
+                    println!("{:<40} {admin}", user.login);
                 }
             }
             UserCommand::Admin { login, admin } => {
-                client
+                let _: gantry_api::User = client
                     .json(
                         reqwest::Method::PATCH,
                         &format!("/api/users/{}", encode(login)),
@@ -946,15 +904,12 @@ pub fn user(args: &UserArgs) -> anyhow::Result<ExitCode> {
                 println!("removed user {login}");
             }
             UserCommand::Whoami => {
-                let me = client.json(reqwest::Method::GET, "/api/user", None).await?;
-                let admin = if me["admin"] == json!(true) {
-                    " (server admin)"
-                } else {
-                    ""
-                };
-                match me.get("login").and_then(Value::as_str) {
+                let me: gantry_api::Whoami =
+                    client.json(reqwest::Method::GET, "/api/user", None).await?;
+                let admin = if me.admin { " (server admin)" } else { "" };
+                match &me.login {
                     Some(login) => println!("{login}{admin}"),
-                    None => println!("service token {}{admin}", text(&me, "token")),
+                    None => println!("service token {}{admin}", me.token),
                 }
             }
         }
@@ -991,29 +946,25 @@ pub fn role(args: &RoleArgs) -> anyhow::Result<ExitCode> {
         match &args.command {
             RoleCommand::Ls { repo } => {
                 let (owner, name) = split_repo(repo)?;
-                let roles = client
+                let roles: Vec<gantry_api::RepoRole> = client
                     .json(
                         reqwest::Method::GET,
                         &format!("/api/repos/{owner}/{name}/roles"),
                         None,
                     )
                     .await?;
-                for role in roles.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<40} {:<6} {}",
-                        text(role, "login"),
-                        text(role, "role"),
-                        if text(role, "source") == "admin" {
-                            "set by an admin"
-                        } else {
-                            "from GitHub"
-                        }
-                    );
+                for role in roles {
+                    let source = if role.source == "admin" {
+                        "set by an admin"
+                    } else {
+                        "from GitHub"
+                    };
+                    println!("{:<40} {:<6} {source}", role.login, role.role);
                 }
             }
             RoleCommand::Set { repo, login, role } => {
                 let (owner, name) = split_repo(repo)?;
-                client
+                let _: gantry_api::RoleSet = client
                     .json(
                         reqwest::Method::PUT,
                         &format!("/api/repos/{owner}/{name}/roles/{}", encode(login)),

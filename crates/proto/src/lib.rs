@@ -243,6 +243,117 @@ impl std::fmt::Debug for Netrc {
     }
 }
 
+/// The state of a build, a stage or a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A stage waiting for the stages it depends on.
+    Waiting,
+    /// Queued (stage), created but not started (build, step).
+    Pending,
+    Running,
+    Success,
+    Failure,
+    /// Could not run: an invalid pipeline file, a lost runner, a missing image.
+    Error,
+    /// Cancelled.
+    Killed,
+    Skipped,
+    /// Waiting for an approval.
+    Blocked,
+    Declined,
+}
+
+/// What a runner reports, as a build's, stage's or step's status: the one conversion.
+impl From<StepState> for Status {
+    fn from(state: StepState) -> Self {
+        match state {
+            StepState::Running => Status::Running,
+            StepState::Success => Status::Success,
+            StepState::Failure => Status::Failure,
+            StepState::Error => Status::Error,
+            StepState::Killed => Status::Killed,
+            StepState::Skipped => Status::Skipped,
+        }
+    }
+}
+
+impl Status {
+    pub const ALL: [Status; 10] = [
+        Status::Waiting,
+        Status::Pending,
+        Status::Running,
+        Status::Success,
+        Status::Failure,
+        Status::Error,
+        Status::Killed,
+        Status::Skipped,
+        Status::Blocked,
+        Status::Declined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Waiting => "waiting",
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Error => "error",
+            Status::Killed => "killed",
+            Status::Skipped => "skipped",
+            Status::Blocked => "blocked",
+            Status::Declined => "declined",
+        }
+    }
+
+    /// Nothing will change it any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Success
+                | Status::Failure
+                | Status::Error
+                | Status::Killed
+                | Status::Skipped
+                | Status::Declined
+        )
+    }
+
+    /// A final state that lets only `status: failure` work run after it.
+    pub fn is_failed(self) -> bool {
+        matches!(self, Status::Failure | Status::Error | Status::Killed)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status `{s}`: expected one of {}",
+                    Status::ALL.map(Status::as_str).join(", ")
+                )
+            })
+    }
+}
+
+impl TryFrom<String> for Status {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
 /// A runner's claim on a stage: the stage id and the claim's epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {
@@ -343,6 +454,19 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+        }
+        assert!(
+            "done"
+                .parse::<Status>()
+                .expect_err("unknown")
+                .contains("expected one of")
+        );
+    }
 
     const EVERY_TYPE: [PipelineType; 7] = [
         PipelineType::Docker,

@@ -30,6 +30,7 @@ mod ops;
 mod rpc;
 pub mod secrets;
 mod trigger;
+mod views;
 mod web;
 
 pub use auth::random_secret;

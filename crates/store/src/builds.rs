@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{Result, Status, Store, StoreError, now_ms, with_pool};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
     pub id: i64,
     pub repo_id: i64,
@@ -21,7 +21,6 @@ pub struct Build {
     pub parent: Option<i64>,
     pub event: String,
     pub action: Option<String>,
-    #[serde(rename = "ref")]
     pub reference: String,
     pub branch: String,
     pub tag: Option<String>,
@@ -42,7 +41,6 @@ pub struct Build {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// The status its notifications were last made for.
-    #[serde(skip_serializing)]
     pub notified_status: Option<String>,
     /// A pull request from a fork: it gets only secrets that allow pull requests.
     pub fork: bool,
@@ -120,7 +118,7 @@ impl TryFrom<BuildRow> for Build {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
     pub id: i64,
     pub build_id: i64,
@@ -190,7 +188,7 @@ impl TryFrom<StageRow> for Stage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Step {
     pub id: i64,
     pub stage_id: i64,

@@ -4,13 +4,13 @@
 //! transaction, so a change is notified once, whichever path made it, and a message
 //! waiting in the outbox survives a restart.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::builds::{BUILD_COLUMNS, BuildRow};
 use crate::{Build, Result, Status, Store, StoreError, now_ms, with_pool};
 
 /// Where chat messages go, and which builds they are about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyTarget {
     pub id: i64,
     /// `None`: a server-wide default.
@@ -18,7 +18,6 @@ pub struct NotifyTarget {
     /// slack, mattermost, rocketchat, discord, teams or googlechat.
     pub kind: String,
     /// The webhook URL: it is a credential, so the API shows it shortened.
-    #[serde(skip_serializing)]
     pub url: String,
     /// failure, recovery, success or always.
     pub rules: Vec<String>,
@@ -92,16 +91,13 @@ pub struct NewMessage {
     pub auth: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxMessage {
     pub id: i64,
     pub build_id: Option<i64>,
     pub kind: String,
-    #[serde(skip_serializing)]
     pub url: String,
-    #[serde(skip_serializing)]
     pub body: String,
-    #[serde(skip_serializing)]
     pub auth: Option<String>,
     /// pending, sent or failed.
     pub state: String,

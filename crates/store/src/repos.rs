@@ -45,7 +45,7 @@ impl TryFrom<String> for Visibility {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Repo {
     pub id: i64,
     pub owner: String,
@@ -54,7 +54,6 @@ pub struct Repo {
     /// The repository's web page, for links to commits.
     pub link: String,
     /// Never serialised: the API says only whether one is set.
-    #[serde(skip_serializing)]
     pub webhook_secret: String,
     /// The pipeline file's path; empty for the defaults (`.gantry.yml`, `.drone.yml`, ...).
     pub config_path: String,
@@ -67,13 +66,11 @@ pub struct Repo {
     pub created_at: i64,
     pub updated_at: i64,
     /// For commit statuses; empty: the server's. Never serialised.
-    #[serde(skip_serializing)]
     pub github_token: String,
     /// Pull requests from forks: `run`, or `approve` (held as blocked until approved).
     pub fork_policy: String,
     /// The SSH deploy key (sealed) for `ssh://` and `git@host:` clone URLs; empty: none.
     /// Never serialised.
-    #[serde(skip_serializing)]
     pub ssh_key: String,
 }
 

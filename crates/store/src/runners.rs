@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 
 use gantry_proto::Offer;
-use serde::Serialize;
 
 use crate::{Result, Store, StoreError, now_ms, with_pool};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runner {
     pub name: String,
     pub instance: String,

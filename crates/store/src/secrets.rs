@@ -2,8 +2,6 @@
 //! store never sees a value), per repository or per owner, with whether pull requests from
 //! forks may have them. Also server settings, among them the key check.
 
-use serde::Serialize;
-
 use crate::{Result, Store, StoreError, now_ms, with_pool};
 
 /// Whose secret it is.
@@ -32,7 +30,7 @@ impl SecretScope {
 }
 
 /// A secret without its value: all the API ever shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SecretInfo {
     pub name: String,
     pub allow_pull_requests: bool,

@@ -2,11 +2,9 @@
 //! token): a leaked database gives no usable token. A token acts for a user (with the
 //! user's roles), or is a service token whose only power is its `admin` flag.
 
-use serde::Serialize;
-
 use crate::{Result, Store, User, now_ms, with_pool};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Token {
     pub id: i64,
     pub name: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, Store, StoreError, now_ms, with_pool};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
     pub id: i64,
     pub login: String,
@@ -99,7 +99,7 @@ impl TryFrom<String> for RoleSource {
 }
 
 /// A stored role of one user on one repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RepoRole {
     pub repo_id: i64,
     pub user_id: i64,

@@ -26,6 +26,7 @@ const PURE: &[&str] = &[
 const NEVER: &[(&str, &[&str])] = &[
     ("gantry-pipeline", PURE),
     ("gantry-proto", PURE),
+    ("gantry-api", PURE),
     (
         "gantry-store",
         &["axum", "bollard", "gantry-runner", "gantry-server"],

@@ -2,31 +2,17 @@
 //! handler extracts its request, calls its operation and renders the answer.
 
 use super::*;
+use crate::views;
 
 // ----- notification targets -------------------------------------------------------------
-
-#[derive(Debug, Serialize)]
-pub(super) struct TargetView {
-    #[serde(flatten)]
-    target: gantry_store::NotifyTarget,
-    /// The webhook's host only: its path is a credential.
-    url: String,
-}
-
-pub(super) fn target_view(target: gantry_store::NotifyTarget) -> TargetView {
-    TargetView {
-        url: crate::notify::host_of(&target.url),
-        target,
-    }
-}
 
 pub(super) async fn targets(
     state: &AppState,
     caller: &Caller,
     of: ops::notify::Of<'_>,
-) -> OpResult<Json<Vec<TargetView>>> {
+) -> OpResult<Json<Vec<gantry_api::Target>>> {
     let targets = ops::notify::list(state, caller.require_identity()?, of).await?;
-    Ok(Json(targets.into_iter().map(target_view).collect()))
+    Ok(Json(targets.into_iter().map(views::target).collect()))
 }
 
 pub(super) async fn add_target_to(
@@ -34,10 +20,10 @@ pub(super) async fn add_target_to(
     caller: &Caller,
     of: ops::notify::Of<'_>,
     body: &[u8],
-) -> OpResult<(StatusCode, Json<TargetView>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::Target>)> {
     let who = caller.require_identity()?;
     let target = ops::notify::add(state, who, of, parse_body(body)?).await?;
-    Ok((StatusCode::CREATED, Json(target_view(target))))
+    Ok((StatusCode::CREATED, Json(views::target(target))))
 }
 
 pub(super) async fn remove_target_of(
@@ -55,9 +41,9 @@ pub(super) async fn test_target_of(
     caller: &Caller,
     of: ops::notify::Of<'_>,
     id: i64,
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::Queued>)> {
     let queued = ops::notify::test(state, caller.require_identity()?, of, id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))))
+    Ok((StatusCode::ACCEPTED, Json(gantry_api::Queued { queued })))
 }
 
 pub(super) fn repo_targets<'a>(owner: &'a str, name: &'a str) -> ops::notify::Of<'a> {
@@ -68,7 +54,7 @@ pub(super) async fn list_targets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> OpResult<Json<Vec<TargetView>>> {
+) -> OpResult<Json<Vec<gantry_api::Target>>> {
     targets(&state, &caller, repo_targets(&owner, &name)).await
 }
 
@@ -77,7 +63,7 @@ pub(super) async fn add_target(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<TargetView>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::Target>)> {
     add_target_to(&state, &caller, repo_targets(&owner, &name), &body).await
 }
 
@@ -93,14 +79,14 @@ pub(super) async fn test_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, id)): Path<(String, String, i64)>,
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::Queued>)> {
     test_target_of(&state, &caller, repo_targets(&owner, &name), id).await
 }
 
 pub(super) async fn list_default_targets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> OpResult<Json<Vec<TargetView>>> {
+) -> OpResult<Json<Vec<gantry_api::Target>>> {
     targets(&state, &caller, ops::notify::Of::Server).await
 }
 
@@ -108,7 +94,7 @@ pub(super) async fn add_default_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<TargetView>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::Target>)> {
     add_target_to(&state, &caller, ops::notify::Of::Server, &body).await
 }
 
@@ -124,7 +110,7 @@ pub(super) async fn test_default_target(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::Queued>)> {
     test_target_of(&state, &caller, ops::notify::Of::Server, id).await
 }
 
@@ -134,13 +120,14 @@ pub(super) async fn list_repo_secrets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> OpResult<Json<Vec<gantry_store::SecretInfo>>> {
+) -> OpResult<Json<Vec<gantry_api::Secret>>> {
     let who = caller.require_identity()?;
     let of = ops::secrets::Of::Repo {
         owner: &owner,
         name: &name,
     };
-    Ok(Json(ops::secrets::list(&state, who, of).await?))
+    let secrets = ops::secrets::list(&state, who, of).await?;
+    Ok(Json(secrets.into_iter().map(views::secret).collect()))
 }
 
 pub(super) async fn add_repo_secret(
@@ -148,7 +135,7 @@ pub(super) async fn add_repo_secret(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::SecretSaved>)> {
     let of = ops::secrets::Of::Repo {
         owner: &owner,
         name: &name,
@@ -161,14 +148,17 @@ pub(super) async fn put_secret(
     caller: &Caller,
     of: ops::secrets::Of<'_>,
     body: &[u8],
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::SecretSaved>)> {
     let who = caller.require_identity()?;
     let new: ops::secrets::NewSecret = parse_body(body)?;
     let allow = new.allow_pull_requests;
     let name = ops::secrets::put(state, who, of, new).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": name, "allow_pull_requests": allow })),
+        Json(gantry_api::SecretSaved {
+            name,
+            allow_pull_requests: allow,
+        }),
     ))
 }
 
@@ -190,11 +180,10 @@ pub(super) async fn list_owner_secrets(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(owner): Path<String>,
-) -> OpResult<Json<Vec<gantry_store::SecretInfo>>> {
+) -> OpResult<Json<Vec<gantry_api::Secret>>> {
     let who = caller.require_identity()?;
-    Ok(Json(
-        ops::secrets::list(&state, who, ops::secrets::Of::Owner(&owner)).await?,
-    ))
+    let secrets = ops::secrets::list(&state, who, ops::secrets::Of::Owner(&owner)).await?;
+    Ok(Json(secrets.into_iter().map(views::secret).collect()))
 }
 
 pub(super) async fn add_owner_secret(
@@ -202,7 +191,7 @@ pub(super) async fn add_owner_secret(
     caller: Caller,
     Path(owner): Path<String>,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::SecretSaved>)> {
     put_secret(&state, &caller, ops::secrets::Of::Owner(&owner), &body).await
 }
 
@@ -222,10 +211,9 @@ pub(super) async fn remove_owner_secret(
 pub(super) async fn list_tokens(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> OpResult<Json<Vec<gantry_store::Token>>> {
-    Ok(Json(
-        ops::tokens::list(&state, caller.require_identity()?).await?,
-    ))
+) -> OpResult<Json<Vec<gantry_api::Token>>> {
+    let tokens = ops::tokens::list(&state, caller.require_identity()?).await?;
+    Ok(Json(tokens.into_iter().map(views::token).collect()))
 }
 
 /// Creates a token and shows it this once; only its hash is kept.
@@ -233,18 +221,18 @@ pub(super) async fn create_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<serde_json::Value>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::CreatedToken>)> {
     let who = caller.require_identity()?;
     let created = ops::tokens::create(&state, who, parse_body(&body)?).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": created.stored.id,
-            "name": created.stored.name,
-            "admin": created.stored.admin,
-            "user": created.user.map(|u| u.login),
-            "token": created.token,
-        })),
+        Json(gantry_api::CreatedToken {
+            id: created.stored.id,
+            name: created.stored.name,
+            admin: created.stored.admin,
+            user: created.user.map(|u| u.login),
+            token: created.token,
+        }),
     ))
 }
 
@@ -260,32 +248,31 @@ pub(super) async fn revoke_token(
 // ----- users and roles --------------------------------------------------------------------
 
 /// The caller: their login and whether they are a server admin.
-pub(super) async fn who_am_i(caller: Caller) -> OpResult<Json<serde_json::Value>> {
+pub(super) async fn who_am_i(caller: Caller) -> OpResult<Json<gantry_api::Whoami>> {
     let who = caller.require_identity()?;
-    Ok(Json(json!({
-        "login": who.user.as_ref().map(|u| &u.login),
-        "token": who.token.name,
-        "admin": who.is_admin(),
-    })))
+    Ok(Json(gantry_api::Whoami {
+        login: who.user.as_ref().map(|u| u.login.clone()),
+        token: who.token.name.clone(),
+        admin: who.is_admin(),
+    }))
 }
 
 pub(super) async fn list_users(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> OpResult<Json<Vec<gantry_store::User>>> {
-    Ok(Json(
-        ops::users::list(&state, caller.require_identity()?).await?,
-    ))
+) -> OpResult<Json<Vec<gantry_api::User>>> {
+    let users = ops::users::list(&state, caller.require_identity()?).await?;
+    Ok(Json(users.into_iter().map(views::user).collect()))
 }
 
 pub(super) async fn add_user(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<gantry_store::User>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::User>)> {
     let who = caller.require_identity()?;
     let user = ops::users::add(&state, who, parse_body(&body)?).await?;
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok((StatusCode::CREATED, Json(views::user(user))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,12 +286,11 @@ pub(super) async fn update_user(
     caller: Caller,
     Path(login): Path<String>,
     body: axum::body::Bytes,
-) -> OpResult<Json<gantry_store::User>> {
+) -> OpResult<Json<gantry_api::User>> {
     let who = caller.require_identity()?;
     let update: UserUpdate = parse_body(&body)?;
-    Ok(Json(
-        ops::users::set_admin(&state, who, &login, update.admin).await?,
-    ))
+    let user = ops::users::set_admin(&state, who, &login, update.admin).await?;
+    Ok(Json(views::user(user)))
 }
 
 pub(super) async fn remove_user(
@@ -321,9 +307,10 @@ pub(super) async fn list_roles(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> OpResult<Json<Vec<gantry_store::RepoRole>>> {
+) -> OpResult<Json<Vec<gantry_api::RepoRole>>> {
     let who = caller.require_identity()?;
-    Ok(Json(ops::users::roles(&state, who, &owner, &name).await?))
+    let roles = ops::users::roles(&state, who, &owner, &name).await?;
+    Ok(Json(roles.into_iter().map(views::role).collect()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,14 +325,16 @@ pub(super) async fn set_role(
     caller: Caller,
     Path((owner, name, login)): Path<(String, String, String)>,
     body: axum::body::Bytes,
-) -> OpResult<Json<serde_json::Value>> {
+) -> OpResult<Json<gantry_api::RoleSet>> {
     let who = caller.require_identity()?;
     let update: RoleUpdate = parse_body(&body)?;
     let (repo, user) =
         ops::users::set_role(&state, who, &owner, &name, &login, Some(update.role)).await?;
-    Ok(Json(
-        json!({ "login": user.login, "repo": repo, "role": update.role }),
-    ))
+    Ok(Json(gantry_api::RoleSet {
+        login: user.login,
+        repo,
+        role: update.role.as_str().to_owned(),
+    }))
 }
 
 /// Removes the role an admin set; GitHub's permission applies again.

@@ -15,15 +15,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use gantry_store::{Build, Repo, RepoUpdate, Role, Stage, Step};
-use serde::{Deserialize, Serialize};
+use gantry_store::{RepoUpdate, Role, Stage, Step};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{OpError, OpResult};
 use crate::live::LiveEvent;
-use crate::ops;
+use crate::{ops, views};
 
 mod admin;
 mod logs;
@@ -128,36 +128,13 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// A repository as the API shows it: never the secret, only whether there is one.
-#[derive(Debug, Serialize)]
-struct RepoView {
-    #[serde(flatten)]
-    repo: Repo,
-    full_name: String,
-    has_webhook_secret: bool,
-    has_github_token: bool,
-    has_ssh_key: bool,
-    webhook_url: String,
-}
-
-fn repo_view(state: &AppState, repo: Repo) -> RepoView {
-    RepoView {
-        full_name: repo.full_name(),
-        has_webhook_secret: !repo.webhook_secret.is_empty(),
-        has_github_token: !repo.github_token.is_empty(),
-        has_ssh_key: !repo.ssh_key.is_empty(),
-        webhook_url: format!("{}/hook/github", state.config.server_url),
-        repo,
-    }
-}
-
 async fn list_repos(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> OpResult<Json<Vec<RepoView>>> {
+) -> OpResult<Json<Vec<gantry_api::Repo>>> {
     let repos = ops::repos::list(&state, caller.reader()).await?;
     Ok(Json(
-        repos.into_iter().map(|r| repo_view(&state, r)).collect(),
+        repos.into_iter().map(|r| views::repo(&state, r)).collect(),
     ))
 }
 
@@ -165,9 +142,9 @@ async fn add_repo(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<RepoView>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::Repo>)> {
     let repo = ops::repos::add(&state, caller.require_identity()?, parse_body(&body)?).await?;
-    Ok((StatusCode::CREATED, Json(repo_view(&state, repo))))
+    Ok((StatusCode::CREATED, Json(views::repo(&state, repo))))
 }
 
 /// A JSON body, or a 400 naming the field that is wrong.
@@ -187,9 +164,9 @@ async fn get_repo(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-) -> OpResult<Json<RepoView>> {
+) -> OpResult<Json<gantry_api::Repo>> {
     let (repo, _) = ops::repos::get(&state, caller.reader(), &owner, &name).await?;
-    Ok(Json(repo_view(&state, repo)))
+    Ok(Json(views::repo(&state, repo)))
 }
 
 async fn update_repo(
@@ -197,11 +174,11 @@ async fn update_repo(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> OpResult<Json<RepoView>> {
+) -> OpResult<Json<gantry_api::Repo>> {
     let who = caller.require_identity()?;
     let changes: RepoUpdate = parse_body(&body)?;
     let repo = ops::repos::update(&state, who, &owner, &name, changes).await?;
-    Ok(Json(repo_view(&state, repo)))
+    Ok(Json(views::repo(&state, repo)))
 }
 
 async fn remove_repo(
@@ -226,7 +203,7 @@ async fn list_builds(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
-) -> OpResult<Json<Vec<Build>>> {
+) -> OpResult<Json<Vec<gantry_api::Build>>> {
     let query = ops::builds::BuildQuery {
         branch: query.branch,
         status: ops::builds::parse_status(query.status.as_deref().unwrap_or(""))?,
@@ -234,53 +211,16 @@ async fn list_builds(
         limit: query.limit,
     };
     let (_, _, builds) = ops::builds::list(&state, caller.reader(), &owner, &name, query).await?;
-    Ok(Json(builds))
-}
-
-#[derive(Debug, Serialize)]
-struct StageView {
-    #[serde(flatten)]
-    stage: Stage,
-    steps: Vec<Step>,
-}
-
-#[derive(Debug, Serialize)]
-struct BuildView {
-    #[serde(flatten)]
-    build: Build,
-    repo: String,
-    link: String,
-    stages: Vec<StageView>,
-    /// What was reported about it (commit statuses, chat), and what failed to be.
-    notifications: Vec<gantry_store::OutboxMessage>,
-}
-
-async fn build_view(state: &AppState, repo: &Repo, build: Build) -> OpResult<BuildView> {
-    let mut stages = Vec::new();
-    for stage in state.store.stages(build.id).await? {
-        let steps = state.store.steps(stage.id).await?;
-        stages.push(StageView { stage, steps });
-    }
-    let notifications = state.store.build_messages(build.id).await?;
-    Ok(BuildView {
-        notifications,
-        link: format!(
-            "{}/{}/{}/{}",
-            state.config.server_url, repo.owner, repo.name, build.number
-        ),
-        repo: repo.full_name(),
-        build,
-        stages,
-    })
+    Ok(Json(builds.into_iter().map(views::build).collect()))
 }
 
 async fn get_build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, number)): Path<(String, String, i64)>,
-) -> OpResult<Json<BuildView>> {
+) -> OpResult<Json<gantry_api::BuildDetail>> {
     let (repo, _, build) = ops::builds::get(&state, caller.reader(), &owner, &name, number).await?;
-    Ok(Json(build_view(&state, &repo, build).await?))
+    Ok(Json(views::build_detail(&state, &repo, build).await?))
 }
 
 async fn create_build(
@@ -288,13 +228,13 @@ async fn create_build(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> OpResult<(StatusCode, Json<BuildView>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::BuildDetail>)> {
     let who = caller.require_identity()?;
     let request = parse_body(&body)?;
     let (repo, build) = ops::builds::create(&state, who, &owner, &name, request).await?;
     Ok((
         StatusCode::CREATED,
-        Json(build_view(&state, &repo, build).await?),
+        Json(views::build_detail(&state, &repo, build).await?),
     ))
 }
 
@@ -302,12 +242,12 @@ async fn restart_build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, number)): Path<(String, String, i64)>,
-) -> OpResult<(StatusCode, Json<BuildView>)> {
+) -> OpResult<(StatusCode, Json<gantry_api::BuildDetail>)> {
     let who = caller.require_identity()?;
     let (repo, build) = ops::builds::restart(&state, who, &owner, &name, number).await?;
     Ok((
         StatusCode::CREATED,
-        Json(build_view(&state, &repo, build).await?),
+        Json(views::build_detail(&state, &repo, build).await?),
     ))
 }
 
@@ -316,7 +256,7 @@ async fn act_on_build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((owner, name, number, action)): Path<(String, String, i64, String)>,
-) -> OpResult<Json<BuildView>> {
+) -> OpResult<Json<gantry_api::BuildDetail>> {
     let Some(action) = crate::BuildAction::parse(&action) else {
         return Err(OpError::NotFound(format!(
             "there is no build action `{action}`: use cancel, approve, decline or restart"
@@ -324,14 +264,13 @@ async fn act_on_build(
     };
     let who = caller.require_identity()?;
     let (repo, build) = ops::builds::act(&state, who, &owner, &name, number, action).await?;
-    Ok(Json(build_view(&state, &repo, build).await?))
+    Ok(Json(views::build_detail(&state, &repo, build).await?))
 }
 
 async fn list_runners(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> OpResult<Json<Vec<gantry_store::Runner>>> {
-    Ok(Json(
-        ops::runners::list(&state, caller.require_identity()?).await?,
-    ))
+) -> OpResult<Json<Vec<gantry_api::Runner>>> {
+    let runners = ops::runners::list(&state, caller.require_identity()?).await?;
+    Ok(Json(runners.into_iter().map(views::runner).collect()))
 }

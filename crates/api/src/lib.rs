@@ -1,0 +1,330 @@
+//! The JSON API's answers, shared by the server (which builds them from its store rows, so
+//! that no row, and no credential a row holds, is ever serialised) and by the CLI (which
+//! reads them typed). What a field means is said here once; the server's `views` module
+//! fills them, the CLI prints them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use gantry_pipeline::model::PipelineType;
+pub use gantry_proto::{ErrorBody, Offer, Status};
+
+/// A repository: never its webhook secret, token or deploy key, only whether each is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repo {
+    pub id: i64,
+    pub owner: String,
+    pub name: String,
+    pub full_name: String,
+    /// Where gantry fetches it from.
+    pub clone_url: String,
+    /// Its web page (commit links).
+    pub link: String,
+    /// The pipeline file's path; empty for the defaults.
+    pub config_path: String,
+    pub default_branch: String,
+    /// May run privileged steps, host volumes and host pipelines.
+    pub trusted: bool,
+    /// `public`, `internal` or `private`.
+    pub visibility: String,
+    pub timeout_secs: i64,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Pull requests from forks: `run`, or `approve`.
+    pub fork_policy: String,
+    pub has_webhook_secret: bool,
+    pub has_github_token: bool,
+    pub has_ssh_key: bool,
+    /// Where GitHub sends this repository's webhooks.
+    pub webhook_url: String,
+}
+
+/// A build as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    pub id: i64,
+    pub repo_id: i64,
+    pub number: i64,
+    /// The build this one restarts.
+    pub parent: Option<i64>,
+    pub event: String,
+    pub action: Option<String>,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub branch: String,
+    pub tag: Option<String>,
+    pub commit: String,
+    pub message: String,
+    pub author: String,
+    /// Who or what started it.
+    pub sender: String,
+    pub pull_request: Option<i64>,
+    pub source_branch: Option<String>,
+    pub target_branch: Option<String>,
+    pub deploy_to: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub status: Status,
+    /// Why it errored: for an invalid pipeline file, its `FILE:LINE:COLUMN` errors.
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// A pull request from a fork.
+    pub fork: bool,
+}
+
+/// One build with its stages, their steps, and what was reported about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildDetail {
+    #[serde(flatten)]
+    pub build: Build,
+    /// `owner/name`.
+    pub repo: String,
+    /// The build's page.
+    pub link: String,
+    pub stages: Vec<Stage>,
+    /// Commit statuses and chat messages, with their state and last error.
+    pub notifications: Vec<Notification>,
+}
+
+/// A stage (one pipeline of the file) with its steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    pub id: i64,
+    pub build_id: i64,
+    pub number: i64,
+    pub name: String,
+    pub status: Status,
+    pub error: Option<String>,
+    pub depends_on: Vec<String>,
+    /// Runner labels it needs.
+    pub labels: BTreeMap<String, String>,
+    /// `os/arch`.
+    pub platform: String,
+    /// The pipeline's `type`.
+    pub backend: PipelineType,
+    /// The runner that ran it.
+    pub runner: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub id: i64,
+    pub stage_id: i64,
+    pub number: i64,
+    pub name: String,
+    /// `clone`, `commands`, `plugin` or `service`.
+    pub kind: String,
+    pub status: Status,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A commit status or chat message about a build (never its URL or body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: i64,
+    pub build_id: Option<i64>,
+    /// `github` or a chat service.
+    pub kind: String,
+    /// `pending`, `sent` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// An API token or a browser session (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: i64,
+    pub name: String,
+    /// A service token with every right.
+    pub admin: bool,
+    /// The user it acts for; `None` for a service token.
+    pub user_id: Option<i64>,
+    /// A browser session from a sign-in.
+    pub session: bool,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A token just made: the only time it is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub id: i64,
+    pub name: String,
+    pub admin: bool,
+    /// The login it acts for.
+    pub user: Option<String>,
+    pub token: String,
+}
+
+/// The caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    pub login: Option<String>,
+    /// The token's name.
+    pub token: String,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub login: String,
+    /// A server admin.
+    pub admin: bool,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+/// A role held on a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoRole {
+    pub repo_id: i64,
+    pub user_id: i64,
+    pub login: String,
+    /// `github` (as GitHub gives it, cached) or `admin` (set by a server admin).
+    pub source: String,
+    /// `read`, `write` or `admin`.
+    pub role: String,
+    pub fetched_at: i64,
+}
+
+/// A role just set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSet {
+    pub login: String,
+    pub repo: String,
+    pub role: String,
+}
+
+/// A secret by name (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub name: String,
+    /// Given to pull requests from forks too.
+    pub allow_pull_requests: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A secret just added or replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSaved {
+    pub name: String,
+    pub allow_pull_requests: bool,
+}
+
+/// A runner as last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runner {
+    pub name: String,
+    pub instance: String,
+    pub labels: BTreeMap<String, String>,
+    pub platform: String,
+    pub capacity: i64,
+    /// What it may run: containers, host pipelines.
+    pub offer: Offer,
+    pub last_seen_at: i64,
+}
+
+/// A chat target: its webhook shown as its host only (the path is a credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub id: i64,
+    /// `None`: a server-wide default.
+    pub repo_id: Option<i64>,
+    pub kind: String,
+    pub url: String,
+    pub rules: Vec<String>,
+    pub branches: Vec<String>,
+    pub events: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A message queued in the outbox (a test message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub queued: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build as the server writes it reads back whole: `ref` keeps git's name, statuses
+    /// and the pipeline type are their lowercase names, and the detail's fields sit beside
+    /// the build's.
+    #[test]
+    fn a_build_detail_round_trips_through_its_json() {
+        let detail = BuildDetail {
+            build: Build {
+                id: 1,
+                repo_id: 2,
+                number: 3,
+                parent: None,
+                event: "push".into(),
+                action: None,
+                reference: "refs/heads/main".into(),
+                branch: "main".into(),
+                tag: None,
+                commit: "a".repeat(40),
+                message: "fix".into(),
+                author: "octocat".into(),
+                sender: "octocat".into(),
+                pull_request: None,
+                source_branch: None,
+                target_branch: None,
+                deploy_to: None,
+                params: BTreeMap::new(),
+                status: Status::Failure,
+                error: None,
+                cancel_requested: false,
+                created_at: 10,
+                started_at: Some(11),
+                finished_at: Some(12),
+                fork: false,
+            },
+            repo: "acme/app".into(),
+            link: "http://ci/acme/app/3".into(),
+            stages: vec![Stage {
+                id: 4,
+                build_id: 1,
+                number: 1,
+                name: "ci".into(),
+                status: Status::Failure,
+                error: None,
+                depends_on: vec![],
+                labels: BTreeMap::new(),
+                platform: "linux/amd64".into(),
+                backend: PipelineType::Docker,
+                runner: Some("r1".into()),
+                created_at: 10,
+                started_at: Some(11),
+                finished_at: Some(12),
+                steps: vec![],
+            }],
+            notifications: vec![],
+        };
+        let json = serde_json::to_value(&detail).expect("serialises");
+        assert_eq!(json["ref"], "refs/heads/main");
+        assert_eq!(json["status"], "failure");
+        assert_eq!(json["stages"][0]["backend"], "docker");
+        assert_eq!(json["repo"], "acme/app");
+        let back: BuildDetail = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, detail);
+    }
+}

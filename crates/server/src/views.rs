@@ -1,0 +1,208 @@
+//! Store rows made into the API's answers (`gantry_api`): the one place that decides what of
+//! a row a caller sees. A row's credentials (webhook secret, tokens, deploy key, a chat
+//! webhook's path) have no field to go to.
+
+use gantry_store as store;
+
+use crate::AppState;
+use crate::error::OpResult;
+
+pub fn repo(state: &AppState, repo: store::Repo) -> gantry_api::Repo {
+    gantry_api::Repo {
+        id: repo.id,
+        full_name: repo.full_name(),
+        has_webhook_secret: !repo.webhook_secret.is_empty(),
+        has_github_token: !repo.github_token.is_empty(),
+        has_ssh_key: !repo.ssh_key.is_empty(),
+        webhook_url: format!("{}/hook/github", state.config.server_url),
+        owner: repo.owner,
+        name: repo.name,
+        clone_url: repo.clone_url,
+        link: repo.link,
+        config_path: repo.config_path,
+        default_branch: repo.default_branch,
+        trusted: repo.trusted,
+        visibility: repo.visibility.as_str().to_owned(),
+        timeout_secs: repo.timeout_secs,
+        active: repo.active,
+        created_at: repo.created_at,
+        updated_at: repo.updated_at,
+        fork_policy: repo.fork_policy,
+    }
+}
+
+pub fn build(build: store::Build) -> gantry_api::Build {
+    gantry_api::Build {
+        id: build.id,
+        repo_id: build.repo_id,
+        number: build.number,
+        parent: build.parent,
+        event: build.event,
+        action: build.action,
+        reference: build.reference,
+        branch: build.branch,
+        tag: build.tag,
+        commit: build.commit,
+        message: build.message,
+        author: build.author,
+        sender: build.sender,
+        pull_request: build.pull_request,
+        source_branch: build.source_branch,
+        target_branch: build.target_branch,
+        deploy_to: build.deploy_to,
+        params: build.params,
+        status: build.status,
+        error: build.error,
+        cancel_requested: build.cancel_requested,
+        created_at: build.created_at,
+        started_at: build.started_at,
+        finished_at: build.finished_at,
+        fork: build.fork,
+    }
+}
+
+/// A build with its stages, steps and notifications, read from the store.
+pub async fn build_detail(
+    state: &AppState,
+    repo: &store::Repo,
+    found: store::Build,
+) -> OpResult<gantry_api::BuildDetail> {
+    let mut stages = Vec::new();
+    for row in state.store.stages(found.id).await? {
+        let steps = state.store.steps(row.id).await?;
+        stages.push(stage(row, steps));
+    }
+    let notifications = state
+        .store
+        .build_messages(found.id)
+        .await?
+        .into_iter()
+        .map(notification)
+        .collect();
+    Ok(gantry_api::BuildDetail {
+        link: format!(
+            "{}/{}/{}/{}",
+            state.config.server_url, repo.owner, repo.name, found.number
+        ),
+        repo: repo.full_name(),
+        build: build(found),
+        stages,
+        notifications,
+    })
+}
+
+pub fn stage(stage: store::Stage, steps: Vec<store::Step>) -> gantry_api::Stage {
+    gantry_api::Stage {
+        id: stage.id,
+        build_id: stage.build_id,
+        number: stage.number,
+        name: stage.name,
+        status: stage.status,
+        error: stage.error,
+        depends_on: stage.depends_on,
+        labels: stage.labels,
+        platform: stage.platform,
+        backend: stage.backend,
+        runner: stage.runner,
+        created_at: stage.created_at,
+        started_at: stage.started_at,
+        finished_at: stage.finished_at,
+        steps: steps.into_iter().map(step).collect(),
+    }
+}
+
+pub fn step(step: store::Step) -> gantry_api::Step {
+    gantry_api::Step {
+        id: step.id,
+        stage_id: step.stage_id,
+        number: step.number,
+        name: step.name,
+        kind: step.kind,
+        status: step.status,
+        exit_code: step.exit_code,
+        error: step.error,
+        started_at: step.started_at,
+        finished_at: step.finished_at,
+    }
+}
+
+pub fn notification(message: store::OutboxMessage) -> gantry_api::Notification {
+    gantry_api::Notification {
+        id: message.id,
+        build_id: message.build_id,
+        kind: message.kind,
+        state: message.state,
+        attempts: message.attempts,
+        next_attempt_at: message.next_attempt_at,
+        last_error: message.last_error,
+        created_at: message.created_at,
+        sent_at: message.sent_at,
+    }
+}
+
+pub fn token(token: store::Token) -> gantry_api::Token {
+    gantry_api::Token {
+        id: token.id,
+        name: token.name,
+        admin: token.admin,
+        user_id: token.user_id,
+        session: token.session,
+        created_at: token.created_at,
+        last_used_at: token.last_used_at,
+    }
+}
+
+pub fn user(user: store::User) -> gantry_api::User {
+    gantry_api::User {
+        id: user.id,
+        login: user.login,
+        admin: user.admin,
+        created_at: user.created_at,
+        last_login_at: user.last_login_at,
+    }
+}
+
+pub fn role(role: store::RepoRole) -> gantry_api::RepoRole {
+    gantry_api::RepoRole {
+        repo_id: role.repo_id,
+        user_id: role.user_id,
+        login: role.login,
+        source: role.source.as_str().to_owned(),
+        role: role.role.as_str().to_owned(),
+        fetched_at: role.fetched_at,
+    }
+}
+
+pub fn secret(secret: store::SecretInfo) -> gantry_api::Secret {
+    gantry_api::Secret {
+        name: secret.name,
+        allow_pull_requests: secret.allow_pull_requests,
+        created_at: secret.created_at,
+        updated_at: secret.updated_at,
+    }
+}
+
+pub fn runner(runner: store::Runner) -> gantry_api::Runner {
+    gantry_api::Runner {
+        name: runner.name,
+        instance: runner.instance,
+        labels: runner.labels,
+        platform: runner.platform,
+        capacity: runner.capacity,
+        offer: runner.offer,
+        last_seen_at: runner.last_seen_at,
+    }
+}
+
+pub fn target(target: store::NotifyTarget) -> gantry_api::Target {
+    gantry_api::Target {
+        id: target.id,
+        repo_id: target.repo_id,
+        kind: target.kind,
+        url: crate::notify::host_of(&target.url),
+        rules: target.rules,
+        branches: target.branches,
+        events: target.events,
+        created_at: target.created_at,
+    }
+}
