@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub use gantry_pipeline::model::PipelineType;
 pub use gantry_proto::{ErrorBody, Offer, Status};
 
 /// A repository: never its webhook secret, token or deploy key, only whether each is set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Repo {
     pub id: i64,
     pub owner: String,
@@ -42,7 +43,7 @@ pub struct Repo {
 }
 
 /// A build as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Build {
     pub id: i64,
     pub repo_id: i64,
@@ -65,6 +66,8 @@ pub struct Build {
     pub target_branch: Option<String>,
     pub deploy_to: Option<String>,
     pub params: BTreeMap<String, String>,
+    /// waiting, pending, running, success, failure, error, killed, skipped, blocked or declined.
+    #[schema(value_type = String)]
     pub status: Status,
     /// Why it errored: for an invalid pipeline file, its `FILE:LINE:COLUMN` errors.
     pub error: Option<String>,
@@ -77,7 +80,7 @@ pub struct Build {
 }
 
 /// One build with its stages, their steps, and what was reported about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BuildDetail {
     #[serde(flatten)]
     pub build: Build,
@@ -91,12 +94,14 @@ pub struct BuildDetail {
 }
 
 /// A stage (one pipeline of the file) with its steps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Stage {
     pub id: i64,
     pub build_id: i64,
     pub number: i64,
     pub name: String,
+    /// waiting, pending, running, success, failure, error, killed, skipped, blocked or declined.
+    #[schema(value_type = String)]
     pub status: Status,
     pub error: Option<String>,
     pub depends_on: Vec<String>,
@@ -105,6 +110,7 @@ pub struct Stage {
     /// `os/arch`.
     pub platform: String,
     /// The pipeline's `type`.
+    #[schema(value_type = String)]
     pub backend: PipelineType,
     /// The runner that ran it.
     pub runner: Option<String>,
@@ -114,7 +120,7 @@ pub struct Stage {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Step {
     pub id: i64,
     pub stage_id: i64,
@@ -122,6 +128,8 @@ pub struct Step {
     pub name: String,
     /// `clone`, `commands`, `plugin` or `service`.
     pub kind: String,
+    /// waiting, pending, running, success, failure, error, killed, skipped, blocked or declined.
+    #[schema(value_type = String)]
     pub status: Status,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
@@ -130,7 +138,7 @@ pub struct Step {
 }
 
 /// A commit status or chat message about a build (never its URL or body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Notification {
     pub id: i64,
     pub build_id: Option<i64>,
@@ -146,7 +154,7 @@ pub struct Notification {
 }
 
 /// An API token or a browser session (never the token itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Token {
     pub id: i64,
     pub name: String,
@@ -161,7 +169,7 @@ pub struct Token {
 }
 
 /// A token just made: the only time it is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
     pub id: i64,
     pub name: String,
@@ -172,7 +180,7 @@ pub struct CreatedToken {
 }
 
 /// The caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Whoami {
     pub login: Option<String>,
     /// The token's name.
@@ -180,7 +188,7 @@ pub struct Whoami {
     pub admin: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct User {
     pub id: i64,
     pub login: String,
@@ -191,7 +199,7 @@ pub struct User {
 }
 
 /// A role held on a repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RepoRole {
     pub repo_id: i64,
     pub user_id: i64,
@@ -204,7 +212,7 @@ pub struct RepoRole {
 }
 
 /// A role just set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RoleSet {
     pub login: String,
     pub repo: String,
@@ -212,7 +220,7 @@ pub struct RoleSet {
 }
 
 /// A secret by name (never its value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Secret {
     pub name: String,
     /// Given to pull requests from forks too.
@@ -222,14 +230,14 @@ pub struct Secret {
 }
 
 /// A secret just added or replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SecretSaved {
     pub name: String,
     pub allow_pull_requests: bool,
 }
 
 /// A runner as last seen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Runner {
     pub name: String,
     pub instance: String,
@@ -237,12 +245,13 @@ pub struct Runner {
     pub platform: String,
     pub capacity: i64,
     /// What it may run: containers, host pipelines.
+    #[schema(value_type = Object)]
     pub offer: Offer,
     pub last_seen_at: i64,
 }
 
 /// A chat target: its webhook shown as its host only (the path is a credential).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Target {
     pub id: i64,
     /// `None`: a server-wide default.
@@ -256,7 +265,7 @@ pub struct Target {
 }
 
 /// A message queued in the outbox (a test message).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Queued {
     pub queued: i64,
 }

@@ -27,6 +27,7 @@ use crate::{ops, views};
 
 mod admin;
 mod logs;
+mod openapi;
 
 use admin::*;
 use logs::*;
@@ -34,6 +35,7 @@ use logs::*;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/repos", get(list_repos).post(add_repo))
         .route(
             "/api/repos/{owner}/{name}",

@@ -59,7 +59,7 @@ fn endpoint(
 }
 
 /// Every `.route("PATH", ...)` of `api/mod.rs` with the methods it serves.
-fn routes_in_source() -> Vec<(String, String)> {
+pub(crate) fn routes_in_source() -> Vec<(String, String)> {
     let source = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/mod.rs"),
     )
@@ -196,6 +196,13 @@ mod cases {
         let logs = "/api/repos/acme/app/builds/1/logs/1/1";
         let table = vec![
             endpoint(Method::GET, "/healthz", "/healthz", None, Need::Anyone),
+            endpoint(
+                Method::GET,
+                "/api/openapi.json",
+                "/api/openapi.json",
+                None,
+                Need::Anyone,
+            ),
             endpoint(Method::GET, "/api/repos", "/api/repos", None, Need::Anyone),
             endpoint(
                 Method::POST,

@@ -8,6 +8,7 @@ mod browser;
 mod credentials;
 mod notify;
 mod oauth;
+mod openapi;
 mod ops;
 mod protocol;
 mod secrets;
