@@ -137,6 +137,8 @@ pub(super) struct ManualForm {
     /// KEY=VALUE lines.
     #[serde(default)]
     params: String,
+    /// The build whose page holds the form: a refusal is shown there.
+    from: Option<i64>,
 }
 
 pub(super) async fn manual_build(
@@ -144,25 +146,40 @@ pub(super) async fn manual_build(
     session: Session,
     Path((owner, name)): Path<(String, String)>,
     Form(form): Form<ManualForm>,
-) -> Result<Redirect, Page> {
+) -> Result<Response, Page> {
     let who = session.actor(&form.csrf)?;
-    let mut params = BTreeMap::new();
-    for line in form.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(Page::from(OpError::invalid_field(
-                "params",
-                format!("`{line}` is not KEY=VALUE."),
-            )));
+    let started = async {
+        let mut params = BTreeMap::new();
+        for line in form.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(OpError::invalid_field(
+                    "params",
+                    format!("`{line}` is not KEY=VALUE."),
+                ));
+            };
+            params.insert(key.trim().to_owned(), value.to_owned());
+        }
+        let request = ops::builds::ManualBuild {
+            branch: Some(form.branch.clone()),
+            params,
+            ..ops::builds::ManualBuild::default()
         };
-        params.insert(key.trim().to_owned(), value.to_owned());
+        ops::builds::create(&state, who, &owner, &name, request).await
     }
-    let request = ops::builds::ManualBuild {
-        branch: Some(form.branch),
-        params,
-        ..ops::builds::ManualBuild::default()
-    };
-    let (_, build) = ops::builds::create(&state, who, &owner, &name, request).await?;
-    Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)))
+    .await;
+    match (started, form.from) {
+        (Ok((_, build)), _) => {
+            Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)).into_response())
+        }
+        // The build page again, with the reason beside the form.
+        (Err(e), Some(from))
+            if e.status().is_client_error() && !matches!(e, OpError::Unauthorized(_)) =>
+        {
+            let page = build_view(&state, &session, (&owner, &name, from), Some(e)).await?;
+            Ok(page.into_response())
+        }
+        (Err(e), _) => Err(Page::from(e)),
+    }
 }
 
 // ----- account -------------------------------------------------------------------------
@@ -184,6 +201,8 @@ pub(super) struct AccountTemplate {
     tokens: Vec<TokenRow>,
     /// A token just created: shown this once.
     created: Option<String>,
+    /// Why the token form was just refused; empty when it was not.
+    refused: String,
 }
 
 /// The signed-in identity, or a redirect to the sign-in page that comes back here.
@@ -199,13 +218,15 @@ pub(super) async fn account(
     state: &AppState,
     session: &Session,
     created: Option<String>,
+    refused: Option<OpError>,
 ) -> Result<Page, Page> {
     let who = signed_in(session)?;
     let tokens = match &who.user {
         Some(user) => state.store.tokens_of(user.id).await?,
         None => vec![who.token.clone()],
     };
-    Ok(Page::render(AccountTemplate {
+    let status = refused.as_ref().map(OpError::status);
+    let mut page = Page::render(AccountTemplate {
         page: page_info(session),
         login: who.user.as_ref().map(|u| u.login.clone()),
         admin: who.is_admin(),
@@ -226,14 +247,19 @@ pub(super) async fn account(
             })
             .collect(),
         created,
-    }))
+        refused: refused.map(|e| e.public_message()).unwrap_or_default(),
+    });
+    if let Some(status) = status {
+        *page.0.status_mut() = status;
+    }
+    Ok(page)
 }
 
 pub(super) async fn account_page(
     State(state): State<Arc<AppState>>,
     session: Session,
 ) -> Result<Page, Page> {
-    account(&state, &session, None).await
+    account(&state, &session, None, None).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,8 +281,14 @@ pub(super) async fn create_token(
         name: form.name,
         ..ops::tokens::NewToken::default()
     };
-    let created = ops::tokens::create(&state, who, new).await?;
-    account(&state, &session, Some(created.token)).await
+    match ops::tokens::create(&state, who, new).await {
+        Ok(created) => account(&state, &session, Some(created.token), None).await,
+        // The page again, with the reason beside the form.
+        Err(e) if e.status().is_client_error() && !matches!(e, OpError::Unauthorized(_)) => {
+            account(&state, &session, None, Some(e)).await
+        }
+        Err(e) => Err(Page::from(e)),
+    }
 }
 
 pub(super) async fn revoke_token(

@@ -135,6 +135,8 @@ pub(super) struct BuildTemplate {
     failed_reports: Vec<String>,
     can_write: bool,
     can_admin: bool,
+    /// Why the manual build form was just refused; empty when it was not.
+    refused: String,
 }
 
 pub(super) async fn build_page(
@@ -142,8 +144,19 @@ pub(super) async fn build_page(
     session: Session,
     Path((owner, name, number)): Path<(String, String, i64)>,
 ) -> Result<Page, Page> {
+    build_view(&state, &session, (&owner, &name, number), None).await
+}
+
+/// A build's page; with `refused`, the manual build form's refusal shown beside the form
+/// (and its status).
+pub(super) async fn build_view(
+    state: &AppState,
+    session: &Session,
+    (owner, name, number): (&str, &str, i64),
+    refused: Option<OpError>,
+) -> Result<Page, Page> {
     let (repo, role, build) =
-        ops::builds::get(&state, session.identity.as_ref(), &owner, &name, number).await?;
+        ops::builds::get(state, session.identity.as_ref(), owner, name, number).await?;
     let mut stages = Vec::new();
     let build_stages = state.store.stages(build.id).await?;
     // Read once, and only when a stage may need to say why it waits.
@@ -166,7 +179,7 @@ pub(super) async fn build_page(
                 exit_code: s.exit_code,
             })
             .collect();
-        let waiting = crate::rpc::waiting_for(&state, &runners, &repo, &stage);
+        let waiting = crate::rpc::waiting_for(state, &runners, &repo, &stage);
         stages.push(StageItem {
             number: stage.number,
             name: stage.name,
@@ -209,8 +222,9 @@ pub(super) async fn build_page(
             )
         })
         .collect();
-    Ok(Page::render(BuildTemplate {
-        page: page_info(&session),
+    let status = refused.as_ref().map(OpError::status);
+    let mut page = Page::render(BuildTemplate {
+        page: page_info(session),
         repo: repo.full_name(),
         build: build_row(&build),
         commit_link,
@@ -218,7 +232,12 @@ pub(super) async fn build_page(
         failed_reports,
         can_write: role >= Role::Write,
         can_admin: role >= Role::Admin,
-    }))
+        refused: refused.map(|e| e.public_message()).unwrap_or_default(),
+    });
+    if let Some(status) = status {
+        *page.0.status_mut() = status;
+    }
+    Ok(page)
 }
 
 #[derive(Template)]
