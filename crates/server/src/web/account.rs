@@ -63,14 +63,13 @@ pub(super) async fn login(
             .await?
             .is_some();
     if !valid {
-        let mut page = Page::render(LoginTemplate {
+        let page = Page::render(LoginTemplate {
             page: page_info(&Session::default()),
             message: "That token is not valid.".to_owned(),
             next: form.next,
             github: state.config.oauth.is_some(),
         });
-        *page.0.status_mut() = StatusCode::UNAUTHORIZED;
-        return Err(page);
+        return Err(page.with_status(Some(StatusCode::UNAUTHORIZED)));
     }
     let mut response = Redirect::to(safe_next(&form.next)).into_response();
     response.headers_mut().insert(
@@ -172,9 +171,7 @@ pub(super) async fn manual_build(
             Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)).into_response())
         }
         // The build page again, with the reason beside the form.
-        (Err(e), Some(from))
-            if e.status().is_client_error() && !matches!(e, OpError::Unauthorized(_)) =>
-        {
+        (Err(e), Some(from)) if shown_beside_the_form(&e) => {
             let page = build_view(&state, &session, (&owner, &name, from), Some(e)).await?;
             Ok(page.into_response())
         }
@@ -226,7 +223,7 @@ pub(super) async fn account(
         None => vec![who.token.clone()],
     };
     let status = refused.as_ref().map(OpError::status);
-    let mut page = Page::render(AccountTemplate {
+    let page = Page::render(AccountTemplate {
         page: page_info(session),
         login: who.user.as_ref().map(|u| u.login.clone()),
         admin: who.is_admin(),
@@ -249,10 +246,7 @@ pub(super) async fn account(
         created,
         refused: refused.map(|e| e.public_message()).unwrap_or_default(),
     });
-    if let Some(status) = status {
-        *page.0.status_mut() = status;
-    }
-    Ok(page)
+    Ok(page.with_status(status))
 }
 
 pub(super) async fn account_page(
@@ -284,9 +278,7 @@ pub(super) async fn create_token(
     match ops::tokens::create(&state, who, new).await {
         Ok(created) => account(&state, &session, Some(created.token), None).await,
         // The page again, with the reason beside the form.
-        Err(e) if e.status().is_client_error() && !matches!(e, OpError::Unauthorized(_)) => {
-            account(&state, &session, None, Some(e)).await
-        }
+        Err(e) if shown_beside_the_form(&e) => account(&state, &session, None, Some(e)).await,
         Err(e) => Err(Page::from(e)),
     }
 }

@@ -223,7 +223,21 @@ struct ErrorTemplate<'a> {
     message: &'a str,
 }
 
+/// Whether a refusal is shown beside the form that caused it (the page again), rather than
+/// as an error page: a request's own faults are, not a missing sign-in or the server's.
+fn shown_beside_the_form(error: &OpError) -> bool {
+    error.status().is_client_error() && !matches!(error, OpError::Unauthorized(_))
+}
+
 impl Page {
+    /// The page answered with `status` (a refused form's), when there is one.
+    fn with_status(mut self, status: Option<StatusCode>) -> Page {
+        if let Some(status) = status {
+            *self.0.status_mut() = status;
+        }
+        self
+    }
+
     fn render(template: impl Template) -> Page {
         match template.render() {
             Ok(html) => Page(Box::new(Html(html).into_response())),

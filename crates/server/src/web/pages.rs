@@ -223,7 +223,7 @@ pub(super) async fn build_view(
         })
         .collect();
     let status = refused.as_ref().map(OpError::status);
-    let mut page = Page::render(BuildTemplate {
+    let page = Page::render(BuildTemplate {
         page: page_info(session),
         repo: repo.full_name(),
         build: build_row(&build),
@@ -234,10 +234,7 @@ pub(super) async fn build_view(
         can_admin: role >= Role::Admin,
         refused: refused.map(|e| e.public_message()).unwrap_or_default(),
     });
-    if let Some(status) = status {
-        *page.0.status_mut() = status;
-    }
-    Ok(page)
+    Ok(page.with_status(status))
 }
 
 #[derive(Template)]

@@ -87,7 +87,7 @@ async fn settings_view(
         })
         .collect();
     let status = refusal.as_ref().map(|r| r.error.status());
-    let mut page = Page::render(SettingsTemplate {
+    let page = Page::render(SettingsTemplate {
         page: page_info(session),
         repo: repo.full_name(),
         webhook_url: format!("{}/hook/github", state.config.server_url),
@@ -110,10 +110,7 @@ async fn settings_view(
             .map(|r| r.error.public_message())
             .unwrap_or_default(),
     });
-    if let Some(status) = status {
-        *page.0.status_mut() = status;
-    }
-    Ok(page)
+    Ok(page.with_status(status))
 }
 
 /// A settings form's answer: back to its section of the page; or, refused, the page again
@@ -128,9 +125,7 @@ async fn settled(
 ) -> Result<Response, Page> {
     match result {
         Ok(()) => Ok(Redirect::to(&format!("/{owner}/{name}/settings#{section}")).into_response()),
-        Err(error)
-            if error.status().is_client_error() && !matches!(error, OpError::Unauthorized(_)) =>
-        {
+        Err(error) if shown_beside_the_form(&error) => {
             let refusal = Refusal { section, error };
             let page = settings_view(state, session, owner, name, Some(refusal)).await?;
             Ok(page.into_response())
