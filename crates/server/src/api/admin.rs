@@ -316,7 +316,7 @@ pub(super) async fn list_roles(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RoleUpdate {
-    role: Role,
+    role: String,
 }
 
 /// A server admin sets a user's role on a repository; it wins over GitHub's.
@@ -328,12 +328,12 @@ pub(super) async fn set_role(
 ) -> OpResult<Json<gantry_api::RoleSet>> {
     let who = caller.require_identity()?;
     let update: RoleUpdate = parse_body(&body)?;
-    let (repo, user) =
-        ops::users::set_role(&state, who, &owner, &name, &login, Some(update.role)).await?;
+    let role = ops::users::role_named(&update.role)?;
+    let (repo, user) = ops::users::set_role(&state, who, &owner, &name, &login, Some(role)).await?;
     Ok(Json(gantry_api::RoleSet {
         login: user.login,
         repo,
-        role: update.role.as_str().to_owned(),
+        role: role.as_str().to_owned(),
     }))
 }
 

@@ -109,6 +109,12 @@ pub async fn set_role(
     Ok((repo.full_name(), user))
 }
 
+/// A role by its name (`none`, `read`, `write`, `admin`), or a refusal naming the field.
+pub fn role_named(name: &str) -> OpResult<Role> {
+    name.parse::<Role>()
+        .map_err(|e| OpError::invalid_field("role", e))
+}
+
 /// GitHub's rule for logins: letters, digits and single inner hyphens, at most 39.
 fn valid_login(login: &str) -> bool {
     !login.is_empty()

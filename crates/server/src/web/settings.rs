@@ -290,10 +290,7 @@ pub(super) async fn set_role(
     let result = async {
         let role = match form.role.as_str() {
             "github" => None,
-            role => Some(
-                role.parse::<Role>()
-                    .map_err(|e| OpError::invalid_field("role", e))?,
-            ),
+            role => Some(ops::users::role_named(role)?),
         };
         ops::users::set_role(&state, who, &owner, &name, &form.login, role).await?;
         Ok(())

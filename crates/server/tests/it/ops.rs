@@ -136,6 +136,19 @@ mod cases {
                 field: "name",
             },
             Case {
+                what: "a role the server does not know",
+                api: (
+                    Method::PUT,
+                    "/repos/acme/app/roles/octocat",
+                    json!({"role": "boss"}),
+                ),
+                page: (
+                    "/acme/app/settings/roles",
+                    form(&[("csrf", &csrf), ("login", "octocat"), ("role", "boss")]),
+                ),
+                field: "role",
+            },
+            Case {
                 what: "a token without a name",
                 api: (Method::POST, "/tokens", json!({"name": " "})),
                 page: ("/account/tokens", form(&[("csrf", &csrf), ("name", " ")])),
