@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use gantry_store::{RepoUpdate, Role, Stage, Step};
+use gantry_store::{RepoUpdate, Stage, Step};
 use serde::Deserialize;
 use serde_json::json;
 
