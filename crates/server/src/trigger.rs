@@ -459,7 +459,15 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
         fork: trigger.fork,
         changes: change_span(&trigger),
     };
-    let build = create_build(state, &repo, ctx, origin).await?;
+    let build = match create_build(state, &repo, ctx, origin).await {
+        Ok(build) => build,
+        // Another server (or an earlier try) built it: one delivery, one build.
+        Err(StoreError::Conflict(reason)) => {
+            tracing::info!(delivery = %delivery.delivery_id, %reason, "delivery already built");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     tracing::info!(
         repo = %repo.full_name(),
         build = build.number,

@@ -501,6 +501,22 @@ impl Store {
         let context = json(ctx);
         let queued = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            // A delivery makes one build: the first transaction to take it wins; another
+            // (a second server, a retry) finds it processed and makes none.
+            if let Some(delivery) = new.delivery {
+                let taken = sqlx::query(
+                    "UPDATE deliveries SET state = 'processed' WHERE id = $1 AND state = 'pending'",
+                )
+                .bind(delivery)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if taken == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "delivery #{delivery} was already processed"
+                    )));
+                }
+            }
             let build_id: i64 = sqlx::query_scalar(
                 "INSERT INTO builds (repo_id, number, parent, event, action, ref, branch, tag, \
                  commit_sha, message, author, sender, pull_request, source_branch, target_branch, \
@@ -602,8 +618,8 @@ impl Store {
             }
             if let Some(delivery) = new.delivery {
                 sqlx::query(
-                    "UPDATE deliveries SET state = 'processed', build_id = $2, outcome = $3, \
-                     processed_at = $4, payload = NULL WHERE id = $1",
+                    "UPDATE deliveries SET build_id = $2, outcome = $3, processed_at = $4, \
+                     payload = NULL WHERE id = $1",
                 )
                 .bind(delivery)
                 .bind(build_id)

@@ -566,6 +566,35 @@ mod cases {
         let stored = store.delivery("d-1").await.expect("reads").expect("exists");
         assert_eq!(stored.state, DeliveryState::Processed);
         assert_eq!(stored.build_id, Some(build.id));
+
+        // The same delivery again (a second server that read it as pending): no second build.
+        let again = store.take_build_number(repo.id).await.expect("n");
+        let mut ctx = Context::push("acme/app", "main");
+        ctx.build_number = again as u64;
+        let plan = plan_of(TWO_STAGES, &ctx);
+        let second = store
+            .create_build(&NewBuild {
+                repo_id: repo.id,
+                number: again,
+                context: ctx,
+                sender: "octocat".into(),
+                plan: Ok(plan),
+                delivery: Some(id),
+                fork: false,
+                hold: false,
+                messages: Vec::new(),
+            })
+            .await;
+        assert!(
+            matches!(second, Err(gantry_store::StoreError::Conflict(_))),
+            "{second:?}"
+        );
+        assert!(
+            store.build(repo.id, again).await.expect("reads").is_none(),
+            "nothing of the second build was written"
+        );
+        let stored = store.delivery("d-1").await.expect("reads").expect("exists");
+        assert_eq!(stored.build_id, Some(build.id), "the first build keeps it");
         assert_eq!(
             stored.payload, None,
             "the payload is dropped once processed"
