@@ -202,7 +202,9 @@ impl GitCache {
             } => {
                 let head = commit(head)?;
                 let base = match base {
-                    Some(sha) => have_commit(&repo, url, credential, sha, Some(base_branch)),
+                    Some(sha) => {
+                        have_commit(&repo, url, credential, sha, Some(base_branch.as_str()))
+                    }
                     None => have_branch(&repo, url, credential, base_branch),
                 }?;
                 // Without a common ancestor (unrelated histories), the base itself.
@@ -313,7 +315,7 @@ fn have_commit<'r>(
     url: &str,
     credential: Option<&GitCredential>,
     sha: &str,
-    branch: Option<&String>,
+    branch: Option<&str>,
 ) -> Result<git2::Commit<'r>, GitError> {
     let failed = |message: String| GitError::Fetch {
         what: format!("commit {sha}"),

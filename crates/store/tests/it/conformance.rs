@@ -98,6 +98,20 @@ async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
 }
 
 async fn new_build(store: &Store, repo_id: i64, branch: &str, yaml: &str) -> gantry_store::Build {
+    try_build(store, repo_id, branch, yaml, None)
+        .await
+        .expect("creates the build")
+        .0
+}
+
+/// A build of `yaml` on `branch` with the next number, for `delivery` if given.
+async fn try_build(
+    store: &Store,
+    repo_id: i64,
+    branch: &str,
+    yaml: &str,
+    delivery: Option<i64>,
+) -> Result<(gantry_store::Build, bool), gantry_store::StoreError> {
     let number = store.take_build_number(repo_id).await.expect("a number");
     let mut ctx = Context::push("acme/app", branch);
     ctx.build_number = number as u64;
@@ -110,14 +124,12 @@ async fn new_build(store: &Store, repo_id: i64, branch: &str, yaml: &str) -> gan
             context: ctx,
             sender: "octocat".into(),
             plan: Ok(plan),
-            delivery: None,
+            delivery,
             fork: false,
             hold: false,
             messages: Vec::new(),
         })
         .await
-        .expect("creates the build")
-        .0
 }
 
 fn runner(name: &str) -> ClaimRequest {
@@ -537,22 +549,7 @@ mod cases {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].payload.as_deref(), Some(&b"{}"[..]));
 
-        let number = store.take_build_number(repo.id).await.expect("n");
-        let mut ctx = Context::push("acme/app", "main");
-        ctx.build_number = number as u64;
-        let plan = plan_of(TWO_STAGES, &ctx);
-        let (build, queued) = store
-            .create_build(&NewBuild {
-                repo_id: repo.id,
-                number,
-                context: ctx,
-                sender: "octocat".into(),
-                plan: Ok(plan),
-                delivery: Some(id),
-                fork: false,
-                hold: false,
-                messages: Vec::new(),
-            })
+        let (build, queued) = try_build(&store, repo.id, "main", TWO_STAGES, Some(id))
             .await
             .expect("creates");
         assert!(queued);
@@ -568,29 +565,17 @@ mod cases {
         assert_eq!(stored.build_id, Some(build.id));
 
         // The same delivery again (a second server that read it as pending): no second build.
-        let again = store.take_build_number(repo.id).await.expect("n");
-        let mut ctx = Context::push("acme/app", "main");
-        ctx.build_number = again as u64;
-        let plan = plan_of(TWO_STAGES, &ctx);
-        let second = store
-            .create_build(&NewBuild {
-                repo_id: repo.id,
-                number: again,
-                context: ctx,
-                sender: "octocat".into(),
-                plan: Ok(plan),
-                delivery: Some(id),
-                fork: false,
-                hold: false,
-                messages: Vec::new(),
-            })
-            .await;
+        let second = try_build(&store, repo.id, "main", TWO_STAGES, Some(id)).await;
         assert!(
             matches!(second, Err(gantry_store::StoreError::Conflict(_))),
             "{second:?}"
         );
         assert!(
-            store.build(repo.id, again).await.expect("reads").is_none(),
+            store
+                .build(repo.id, build.number + 1)
+                .await
+                .expect("reads")
+                .is_none(),
             "nothing of the second build was written"
         );
         let stored = store.delivery("d-1").await.expect("reads").expect("exists");
