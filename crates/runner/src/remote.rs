@@ -224,6 +224,17 @@ impl RemoteRunner {
     async fn run_assignment(&self, assignment: Assignment, cancel: CancellationToken) {
         let lease = assignment.lease;
         tracing::info!(stage.id = lease.stage, epoch = lease.epoch, stage = %assignment.stage.name, "running a stage");
+        // Confirm the stage before anything runs: an unconfirmed lease that lapses goes back
+        // to the queue, a confirmed one errors, so no step ever runs twice.
+        let confirm = Heartbeat { epoch: lease.epoch };
+        if let Err(e) = self
+            .handle
+            .post_reliably(&gantry_proto::path::heartbeat(lease.stage), &confirm)
+            .await
+        {
+            tracing::warn!(stage.id = lease.stage, error = %e, "the stage was taken back before it started");
+            return;
+        }
         let lost = Arc::new(AtomicBool::new(false));
         let (reports, receiver) = mpsc::unbounded_channel();
         let sender = tokio::spawn(send_reports(

@@ -205,6 +205,7 @@ impl Server {
         tasks.spawn(trigger::work(Arc::clone(&self.state)));
         tasks.spawn(reap(Arc::clone(&self.state)));
         tasks.spawn(notify::work(Arc::clone(&self.state)));
+        tasks.spawn(live::follow_others(Arc::clone(&self.state)));
         let token = self.state.shutdown.clone();
         let router = self.router();
         let served = axum::serve(listener, router)

@@ -1,6 +1,10 @@
 //! Live logs: log lines fan out from the runner's batch to every reader of that step as
 //! they arrive, beside being stored. A reader subscribes first and then reads what is
 //! stored, so nothing falls between the two; line numbers drop the overlap.
+//!
+//! A runner may report to another server sharing the database: that server's news
+//! (`gantry_store::LogNews`, by PostgreSQL `NOTIFY`) arrives through [`follow_others`] as
+//! [`LiveEvent::Stored`], and readers fetch the lines from the store, the one truth.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +15,8 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
     Lines(Arc<Vec<LogLine>>),
+    /// Another server stored lines: read them from the store.
+    Stored,
     /// The step (or its whole stage) ended: no more lines.
     End,
 }
@@ -38,6 +44,14 @@ impl LiveLogs {
         }
     }
 
+    /// Tells the step's readers that lines were stored elsewhere.
+    pub fn stored(&self, stage: i64, step: &str) {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = channels.get(&(stage, step.to_owned())) {
+            let _ = sender.send(LiveEvent::Stored);
+        }
+    }
+
     pub fn step_ended(&self, stage: i64, step: &str) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = channels.remove(&(stage, step.to_owned())) {
@@ -56,6 +70,42 @@ impl LiveLogs {
                 true
             }
         });
+    }
+}
+
+/// Passes other servers' log news to this server's readers until `shutdown`. News lost
+/// to a broken `LISTEN` connection is made up for by the readers' own polling.
+pub async fn follow_others(state: Arc<crate::AppState>) {
+    let mut news = state.store.signals().logs.subscribe();
+    let live = &state.live;
+    loop {
+        let received = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            received = news.recv() => received,
+        };
+        match received {
+            Ok(gantry_store::LogNews {
+                stage,
+                step: Some(step),
+                ended,
+            }) => {
+                if ended {
+                    live.step_ended(stage, &step);
+                } else {
+                    live.stored(stage, &step);
+                }
+            }
+            Ok(gantry_store::LogNews {
+                stage, step: None, ..
+            }) => live.stage_ended(stage),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "log news from other servers came too fast; readers poll the store"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -80,7 +130,7 @@ mod tests {
         live.stage_ended(1);
         match reader.recv().await.expect("lines") {
             LiveEvent::Lines(lines) => assert_eq!(lines[0].text, "hi"),
-            LiveEvent::End => panic!("lines come first"),
+            other => panic!("lines come first, not {other:?}"),
         }
         assert!(matches!(reader.recv().await.expect("end"), LiveEvent::End));
     }

@@ -87,9 +87,15 @@ async fn queue_due_builds(state: &AppState) -> Result<(), gantry_store::StoreErr
     for build in state.store.builds_to_notify(50).await? {
         let repo = state.store.repo(build.repo_id).await?;
         let messages = messages_for(state, &repo, &build).await?;
+        // Another server may have queued this change already: then this one queues nothing.
         state
             .store
-            .queue_notifications(build.id, build.status, &messages)
+            .queue_notifications(
+                build.id,
+                build.notified_status.as_deref(),
+                build.status,
+                &messages,
+            )
             .await?;
     }
     Ok(())
@@ -549,12 +555,28 @@ pub fn chat_body(kind: &str, report: &Report) -> Value {
     }
 }
 
+/// How long a claim on a message lasts: longer than one attempt (its 15 s timeout), so a
+/// live server never loses a message to another; a dead one's claims are due again after.
+const MESSAGE_LEASE: Duration = Duration::from_secs(30);
+
+/// Sends due messages one claim at a time, until none is due.
 async fn send_due(state: &Arc<AppState>) -> Result<(), gantry_store::StoreError> {
-    let due = state.store.due_messages(gantry_store::now_ms(), 50).await?;
-    for message in due {
+    loop {
+        let now = gantry_store::now_ms();
+        let lease_until = now + MESSAGE_LEASE.as_millis() as i64;
+        let Some(message) = state.store.claim_message(now, lease_until).await? else {
+            return Ok(());
+        };
         let outcome = send(state, &message).await;
+        // Sent but not yet marked is the one window in which a message may go twice: a
+        // server that dies here leaves the claim to run out, and another sends it again.
         match outcome {
-            Ok(()) => state.store.message_sent(message.id).await?,
+            Ok(()) => {
+                state
+                    .store
+                    .message_sent(message.id, message.claim_epoch)
+                    .await?
+            }
             Err((error, retry)) => {
                 let attempts = message.attempts + 1;
                 let retry_at = retry
@@ -563,12 +585,11 @@ async fn send_due(state: &Arc<AppState>) -> Result<(), gantry_store::StoreError>
                 tracing::warn!(message.id = message.id, kind = %message.kind, attempts, %error, will_retry = retry_at.is_some(), "a notification failed");
                 state
                     .store
-                    .message_failed(message.id, &error, retry_at)
+                    .message_failed(message.id, message.claim_epoch, &error, retry_at)
                     .await?;
             }
         }
     }
-    Ok(())
 }
 
 /// The backoff before attempt `attempts + 1`.

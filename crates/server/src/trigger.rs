@@ -376,40 +376,77 @@ pub async fn restart(
     create_build(state, repo, ctx, origin).await
 }
 
+/// How long a claim on a delivery lasts without renewal; renewed while it is processed
+/// (a fetch of a big repository can take longer), so only a dead server's claim runs out.
+const DELIVERY_LEASE: Duration = Duration::from_secs(20);
+
 /// Processes stored deliveries until shutdown: at start (what a crash left), and whenever
-/// the receiver stores one.
+/// the receiver stores one. Each is claimed first, so servers sharing the database process
+/// each delivery once (and [`gantry_store::Store::create_build`] makes one build of it
+/// even if two claims overlap).
 pub async fn work(state: Arc<AppState>) {
+    let lease = DELIVERY_LEASE.as_millis() as i64;
     loop {
         let notified = state.deliveries.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let backoff = match state.store.pending_deliveries(32).await {
-            Ok(pending) if pending.is_empty() => None,
-            Ok(pending) => {
-                let mut failed = false;
-                for delivery in pending {
-                    if let Err(e) = process(&state, &delivery).await {
+        let now = gantry_store::now_ms();
+        let wait = match state.store.claim_delivery(now, now + lease).await {
+            Ok(Some(delivery)) => {
+                match holding(&state, &delivery, process(&state, &delivery)).await {
+                    Ok(()) => continue,
+                    Err(e) => {
                         tracing::error!(delivery = %delivery.delivery_id, error = %e, "processing a delivery failed; will retry");
-                        failed = true;
-                        break;
+                        let retry_at = gantry_store::now_ms() + 2_000;
+                        if let Err(e) = state
+                            .store
+                            .release_delivery(delivery.id, delivery.claim_epoch, retry_at)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "letting go of a delivery failed; its claim runs out");
+                        }
+                        Duration::from_secs(2)
                     }
                 }
-                if failed {
-                    Some(Duration::from_secs(2))
-                } else {
-                    continue;
-                }
             }
+            // Nothing due: a new delivery wakes this server; one another server gave up
+            // (its claim ran out) or stored is found by the next look.
+            Ok(None) => Duration::from_secs(5),
             Err(e) => {
-                tracing::error!(error = %e, "reading pending deliveries failed; will retry");
-                Some(Duration::from_secs(2))
+                tracing::error!(error = %e, "claiming a delivery failed; will retry");
+                Duration::from_secs(2)
             }
         };
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
-            _ = &mut notified, if backoff.is_none() => {}
-            _ = tokio::time::sleep(backoff.unwrap_or_default()), if backoff.is_some() => {}
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Runs `work` while renewing the claim on `delivery`.
+async fn holding<T>(state: &AppState, delivery: &Delivery, work: impl Future<Output = T>) -> T {
+    let renew = async {
+        loop {
+            tokio::time::sleep(DELIVERY_LEASE / 4).await;
+            let until = gantry_store::now_ms() + DELIVERY_LEASE.as_millis() as i64;
+            match state
+                .store
+                .renew_delivery(delivery.id, delivery.claim_epoch, until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(delivery = %delivery.delivery_id, "another server took this delivery over; the first build stored wins");
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing a delivery's claim failed"),
+            }
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        never = renew => never,
     }
 }
 
@@ -424,13 +461,17 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
         Ok(None) => {
             return state
                 .store
-                .finish_delivery(delivery.id, "no payload was stored")
+                .finish_delivery(delivery.id, delivery.claim_epoch, "no payload was stored")
                 .await;
         }
         Err(e) => {
             return state
                 .store
-                .finish_delivery(delivery.id, &format!("unreadable stored payload: {e}"))
+                .finish_delivery(
+                    delivery.id,
+                    delivery.claim_epoch,
+                    &format!("unreadable stored payload: {e}"),
+                )
                 .await;
         }
     };
@@ -440,7 +481,11 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
             Err(StoreError::NotFound(_)) => {
                 return state
                     .store
-                    .finish_delivery(delivery.id, "the repository was removed")
+                    .finish_delivery(
+                        delivery.id,
+                        delivery.claim_epoch,
+                        "the repository was removed",
+                    )
                     .await;
             }
             Err(e) => return Err(e),
@@ -448,7 +493,7 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
         None => {
             return state
                 .store
-                .finish_delivery(delivery.id, "no repository")
+                .finish_delivery(delivery.id, delivery.claim_epoch, "no repository")
                 .await;
         }
     };

@@ -63,6 +63,8 @@ pub struct Delivery {
     pub payload: Option<Vec<u8>>,
     pub build_id: Option<i64>,
     pub received_at: i64,
+    /// Which claim on it is current (see [`Store::claim_delivery`]).
+    pub claim_epoch: i64,
 }
 
 /// What recording a delivery did.
@@ -74,8 +76,8 @@ pub enum Recorded {
     Duplicate(Delivery),
 }
 
-const COLUMNS: &str =
-    "id, delivery_id, event, repo_id, state, outcome, payload, build_id, received_at";
+const COLUMNS: &str = "id, delivery_id, event, repo_id, state, outcome, payload, build_id, \
+     received_at, claim_epoch";
 
 impl Store {
     /// Stores a delivery unless its id was accepted before. A delivery that was rejected
@@ -135,15 +137,62 @@ impl Store {
             .await)?)
     }
 
-    /// Marks a delivery processed without a build (ignored, skipped, or failed for good).
-    pub async fn finish_delivery(&self, id: i64, outcome: &str) -> Result<()> {
+    /// Takes the oldest pending delivery that nobody holds (or whose holder's lease ran
+    /// out before `now`) until `lease_until`. Servers sharing the database each take a
+    /// different one; the returned `claim_epoch` names this claim.
+    pub async fn claim_delivery(&self, now: i64, lease_until: i64) -> Result<Option<Delivery>> {
+        let lock = match self.pool {
+            crate::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            // SQLite runs one writer at a time: the statement is the claim.
+            crate::Pool::Sqlite(_) => "",
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET next_attempt_at = $2, claim_epoch = claim_epoch + 1 \
+             WHERE id = (SELECT id FROM deliveries WHERE state = 'pending' \
+             AND next_attempt_at <= $1 ORDER BY id LIMIT 1{lock}) \
+             AND state = 'pending' AND next_attempt_at <= $1 RETURNING {COLUMNS}"
+        ));
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, Delivery>(sql)
+            .bind(now)
+            .bind(lease_until)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    /// Extends a claim still held; `false` when another server took the delivery over (or
+    /// it was processed).
+    pub async fn renew_delivery(&self, id: i64, epoch: i64, lease_until: i64) -> Result<bool> {
+        let renewed = with_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3 WHERE id = $1 AND claim_epoch = $2 \
+             AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(epoch)
+        .bind(lease_until)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(renewed == 1)
+    }
+
+    /// Lets go of a claim, to be taken again from `retry_at` (the work failed for a reason
+    /// that may pass, like the database).
+    pub async fn release_delivery(&self, id: i64, epoch: i64, retry_at: i64) -> Result<()> {
+        self.renew_delivery(id, epoch, retry_at).await?;
+        Ok(())
+    }
+
+    /// Marks a claimed delivery processed without a build (ignored, skipped, or failed for
+    /// good); nothing changes if the claim is no longer the current one.
+    pub async fn finish_delivery(&self, id: i64, epoch: i64, outcome: &str) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE deliveries SET state = 'processed', outcome = $2, processed_at = $3, \
-             payload = NULL WHERE id = $1",
+             payload = NULL WHERE id = $1 AND claim_epoch = $4 AND state = 'pending'",
         )
         .bind(id)
         .bind(outcome)
         .bind(now_ms())
+        .bind(epoch)
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
         Ok(())

@@ -99,6 +99,8 @@ pub(crate) enum Pool {
 pub struct Store {
     pool: Pool,
     signals: Arc<Signals>,
+    /// Tells this store's own `NOTIFY`s from other servers'.
+    instance: Arc<str>,
     _listener: Option<Arc<ListenerTask>>,
 }
 
@@ -106,14 +108,84 @@ pub struct Store {
 /// cancelled a build. On PostgreSQL they also travel by `NOTIFY`, so runners waiting on
 /// another server sharing the database wake too. Register (`Notify::notified` + `enable`)
 /// before querying, so nothing committed in between is missed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Signals {
     pub queued: tokio::sync::Notify,
     pub cancelled: tokio::sync::Notify,
+    /// What other servers sharing the database stored of step logs (PostgreSQL only; a
+    /// server hears its own writes from its own code, not from here). A wake-up only: the
+    /// store holds the lines.
+    pub logs: tokio::sync::broadcast::Sender<LogNews>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            queued: tokio::sync::Notify::new(),
+            cancelled: tokio::sync::Notify::new(),
+            logs: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// News of a step's log, from another server: lines were stored, or the step (or with no
+/// step, the whole stage) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogNews {
+    pub stage: i64,
+    pub step: Option<String>,
+    pub ended: bool,
+}
+
+impl LogNews {
+    pub fn lines(stage: i64, step: &str) -> Self {
+        Self {
+            stage,
+            step: Some(step.to_owned()),
+            ended: false,
+        }
+    }
+
+    pub fn step_ended(stage: i64, step: &str) -> Self {
+        Self {
+            stage,
+            step: Some(step.to_owned()),
+            ended: true,
+        }
+    }
+
+    pub fn stage_ended(stage: i64) -> Self {
+        Self {
+            stage,
+            step: None,
+            ended: true,
+        }
+    }
+
+    /// `INSTANCE STAGE ENDED STEP`: the step name last, as it may hold spaces.
+    fn to_payload(&self, instance: &str) -> String {
+        format!(
+            "{instance} {} {} {}",
+            self.stage,
+            u8::from(self.ended),
+            self.step.as_deref().unwrap_or("")
+        )
+    }
+
+    /// The news and the instance that sent it.
+    fn from_payload(payload: &str) -> Option<(&str, Self)> {
+        let mut parts = payload.splitn(4, ' ');
+        let instance = parts.next()?;
+        let stage = parts.next()?.parse().ok()?;
+        let ended = parts.next()? == "1";
+        let step = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
+        Some((instance, Self { stage, step, ended }))
+    }
 }
 
 const QUEUE_CHANNEL: &str = "gantry_queue";
 const CANCEL_CHANNEL: &str = "gantry_cancel";
+const LOGS_CHANNEL: &str = "gantry_logs";
 
 /// Stops the `LISTEN` task when the last clone of the store goes.
 #[derive(Debug)]
@@ -143,6 +215,7 @@ impl Store {
         Ok(Self {
             pool: Pool::Sqlite(pool),
             signals: Arc::default(),
+            instance: new_instance(),
             _listener: None,
         })
     }
@@ -158,15 +231,28 @@ impl Store {
             .run(&pool)
             .await?;
         let signals: Arc<Signals> = Arc::default();
+        let instance = new_instance();
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-        listener.listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL]).await?;
+        listener
+            .listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL, LOGS_CHANNEL])
+            .await?;
         let forward = Arc::clone(&signals);
+        let own = Arc::clone(&instance);
         let task = tokio::spawn(async move {
             loop {
-                // `recv` reconnects by itself when the connection drops.
+                // `recv` reconnects by itself when the connection drops; what was sent in
+                // between is lost, so readers of logs also poll the store.
                 match listener.recv().await {
                     Ok(note) if note.channel() == CANCEL_CHANNEL => {
                         forward.cancelled.notify_waiters()
+                    }
+                    Ok(note) if note.channel() == LOGS_CHANNEL => {
+                        match LogNews::from_payload(note.payload()) {
+                            Some((from, news)) if from != &*own => {
+                                let _ = forward.logs.send(news);
+                            }
+                            _ => {}
+                        }
                     }
                     Ok(_) => forward.queued.notify_waiters(),
                     Err(e) => {
@@ -179,6 +265,7 @@ impl Store {
         Ok(Self {
             pool: Pool::Postgres(pool),
             signals,
+            instance,
             _listener: Some(Arc::new(ListenerTask(task))),
         })
     }
@@ -211,10 +298,22 @@ impl Store {
         self.notify_others(CANCEL_CHANNEL).await;
     }
 
+    /// Tells other servers sharing the database about a step's log (their live readers
+    /// then read the store).
+    pub(crate) async fn announce_logs(&self, news: LogNews) {
+        self.notify_others_with(LOGS_CHANNEL, &news.to_payload(&self.instance))
+            .await;
+    }
+
     async fn notify_others(&self, channel: &str) {
+        self.notify_others_with(channel, "").await;
+    }
+
+    async fn notify_others_with(&self, channel: &str, payload: &str) {
         if let Pool::Postgres(pool) = &self.pool
-            && let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
+                .bind(payload)
                 .execute(pool)
                 .await
         {
@@ -241,6 +340,14 @@ impl Store {
     }
 }
 
+/// A name for this process's store, unique enough among servers sharing a database.
+fn new_instance() -> Arc<str> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{nanos:x}", std::process::id()).into()
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -251,6 +358,20 @@ pub use gantry_proto::Status;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_news_travels_as_text_and_back() {
+        for news in [
+            LogNews::lines(7, "unit tests"),
+            LogNews::step_ended(7, "build"),
+            LogNews::stage_ended(9),
+        ] {
+            let payload = news.to_payload("abc-1");
+            assert_eq!(LogNews::from_payload(&payload), Some(("abc-1", news)));
+        }
+        assert_eq!(LogNews::from_payload("abc 12"), None);
+        assert_eq!(LogNews::from_payload("abc x 0 step"), None);
+    }
 
     #[test]
     fn only_ended_states_are_final() {

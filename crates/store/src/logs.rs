@@ -58,6 +58,7 @@ impl Store {
             });
         };
         self.insert_chunks(step_id, lines).await?;
+        self.announce_logs(crate::LogNews::lines(stage, step)).await;
         Ok(())
     }
 

@@ -106,10 +106,12 @@ pub struct OutboxMessage {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// Which claim on it is current (see [`Store::claim_message`]).
+    pub claim_epoch: i64,
 }
 
 const MESSAGE_COLUMNS: &str = "id, build_id, kind, url, body, auth, state, attempts, \
-     next_attempt_at, last_error, created_at, sent_at";
+     next_attempt_at, last_error, created_at, sent_at, claim_epoch";
 
 /// Inserts a build's messages into the outbox inside the transaction `$tx` (a macro because
 /// the transaction's type differs per database).
@@ -213,26 +215,38 @@ impl Store {
         rows.into_iter().map(Build::try_from).collect()
     }
 
-    /// Queues the messages for the build's change to `status` and records it as notified,
-    /// in one transaction.
+    /// Queues the messages for the build's change from `notified` (what it was last
+    /// notified as, read with the build) to `status`, and records it, in one transaction.
+    /// Returns `false`, queuing nothing, when another server recorded a change first.
     pub async fn queue_notifications(
         &self,
         build_id: i64,
+        notified: Option<&str>,
         status: Status,
         messages: &[NewMessage],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let now = now_ms();
-        with_pool!(self, pool => {
+        Ok(with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            insert_messages!(tx, build_id, messages, now);
-            sqlx::query("UPDATE builds SET notified_status = $2 WHERE id = $1")
-                .bind(build_id)
-                .bind(status.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
+            // The compare-and-set comes first: it takes the build's row lock, so a second
+            // server waits here and then finds nothing to do.
+            let taken = sqlx::query(
+                "UPDATE builds SET notified_status = $2 WHERE id = $1 \
+                 AND COALESCE(notified_status, '') = COALESCE($3, '')",
+            )
+            .bind(build_id)
+            .bind(status.as_str())
+            .bind(notified)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if taken {
+                insert_messages!(tx, build_id, messages, now);
+                tx.commit().await?;
+            }
+            taken
+        }))
     }
 
     /// Queues one message that belongs to no build (a test message).
@@ -251,17 +265,29 @@ impl Store {
         .await)?)
     }
 
-    /// Pending messages whose time has come, oldest first.
-    pub async fn due_messages(&self, now: i64, limit: i64) -> Result<Vec<OutboxMessage>> {
+    /// Takes the oldest pending message whose time has come until `lease_until`, bumping
+    /// its `claim_epoch`. Servers sharing the database each take a different one. A
+    /// message waits while an earlier one of its build to the same address is pending, so
+    /// a commit's statuses land in the order they were made.
+    pub async fn claim_message(&self, now: i64, lease_until: i64) -> Result<Option<OutboxMessage>> {
+        let lock = match self.pool {
+            crate::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            // SQLite runs one writer at a time: the statement is the claim.
+            crate::Pool::Sqlite(_) => "",
+        };
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE state = 'pending' \
-             AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+            "UPDATE outbox SET next_attempt_at = $2, claim_epoch = claim_epoch + 1 \
+             WHERE id = (SELECT o.id FROM outbox o WHERE o.state = 'pending' \
+             AND o.next_attempt_at <= $1 AND NOT EXISTS (SELECT 1 FROM outbox e \
+             WHERE e.build_id = o.build_id AND e.url = o.url AND e.id < o.id \
+             AND e.state = 'pending') ORDER BY o.id LIMIT 1{lock}) \
+             AND state = 'pending' AND next_attempt_at <= $1 RETURNING {MESSAGE_COLUMNS}"
         ));
         Ok(
             with_pool!(self, pool => sqlx::query_as::<_, OutboxMessage>(sql)
             .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
+            .bind(lease_until)
+            .fetch_optional(pool)
             .await)?,
         )
     }
@@ -275,13 +301,15 @@ impl Store {
         .await)?)
     }
 
-    pub async fn message_sent(&self, id: i64) -> Result<()> {
+    /// Marks a claimed message sent (nothing changes if the claim is no longer current).
+    pub async fn message_sent(&self, id: i64, epoch: i64) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE outbox SET state = 'sent', sent_at = $2, attempts = attempts + 1, \
-             last_error = NULL WHERE id = $1",
+             last_error = NULL WHERE id = $1 AND claim_epoch = $3 AND state = 'pending'",
         )
         .bind(id)
         .bind(now_ms())
+        .bind(epoch)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
@@ -289,15 +317,23 @@ impl Store {
     }
 
     /// Records a failed attempt: tried again at `retry_at`, or given up (`None`).
-    pub async fn message_failed(&self, id: i64, error: &str, retry_at: Option<i64>) -> Result<()> {
+    pub async fn message_failed(
+        &self,
+        id: i64,
+        epoch: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
              state = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END, \
-             next_attempt_at = COALESCE(CAST($3 AS BIGINT), next_attempt_at) WHERE id = $1",
+             next_attempt_at = COALESCE(CAST($3 AS BIGINT), next_attempt_at) \
+             WHERE id = $1 AND claim_epoch = $4 AND state = 'pending'",
         )
         .bind(id)
         .bind(error)
         .bind(retry_at)
+        .bind(epoch)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use gantry_pipeline::Stage as PlanStage;
-use gantry_proto::{Offer, StepUpdate};
+use gantry_proto::{Offer, StepState, StepUpdate};
 
 use crate::builds::advance_build;
-use crate::{Pool, Result, Status, Store, StoreError, with_pool};
+use crate::{LogNews, Pool, Result, Status, Store, StoreError, with_pool};
 
 /// What a runner asks for.
 #[derive(Debug, Clone)]
@@ -138,28 +138,43 @@ macro_rules! write_step {
 /// step had started, else `error` with `$message`. Evaluates to a [`Reaped`], or `None` when
 /// the stage was no longer running.
 macro_rules! reap_stage {
-    ($tx:ident, $stage:expr, $message:expr, $now:expr) => {{
+    ($tx:ident, $stage:expr, $epoch:expr, $expired_before:expr, $message:expr, $now:expr) => {{
         let stage_id: i64 = $stage;
         let now: i64 = $now;
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT build_id, status FROM stages WHERE id = $1")
-                .bind(stage_id)
-                .fetch_optional(&mut *$tx)
-                .await?;
-        match row {
-            Some((build_id, status)) if status == "running" => {
-                let started: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM steps WHERE stage_id = $1 AND started_at IS NOT NULL",
+        // Taken first, as a compare-and-set on the epoch the reaper saw: a heartbeat that
+        // renewed the lease since, or another server's reaper that got there first, leaves
+        // nothing to take. Bumping the epoch shuts the runner's later writes out.
+        let expired_before: Option<i64> = $expired_before;
+        let build_id: Option<i64> = sqlx::query_scalar(
+            "UPDATE stages SET lease_epoch = lease_epoch + 1 WHERE id = $1 AND lease_epoch = $2 \
+             AND status = 'running' \
+             AND (CAST($3 AS BIGINT) IS NULL OR lease_expires_at < CAST($3 AS BIGINT)) \
+             RETURNING build_id",
+        )
+        .bind(stage_id)
+        .bind($epoch)
+        .bind(expired_before)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match build_id {
+            Some(build_id) => {
+                // Back to the queue only if the runner never confirmed it had the stage: a
+                // confirmed one may have started a step it had not reported yet, and a step
+                // (a migration, a deploy) must never run twice.
+                let untouched: bool = sqlx::query_scalar(
+                    "SELECT s.confirmed_at IS NULL AND NOT EXISTS (SELECT 1 FROM steps st \
+                     WHERE st.stage_id = s.id AND st.started_at IS NOT NULL) \
+                     FROM stages s WHERE s.id = $1",
                 )
                 .bind(stage_id)
                 .fetch_one(&mut *$tx)
                 .await?;
-                let requeued = started == 0;
+                let requeued = untouched;
                 if requeued {
                     sqlx::query(
                         "UPDATE stages SET status = 'pending', runner = NULL, \
                          runner_instance = NULL, lease_expires_at = NULL, started_at = NULL, \
-                         lease_epoch = lease_epoch + 1 WHERE id = $1",
+                         confirmed_at = NULL WHERE id = $1",
                     )
                     .bind(stage_id)
                     .execute(&mut *$tx)
@@ -168,7 +183,7 @@ macro_rules! reap_stage {
                     let message: String = $message;
                     sqlx::query(
                         "UPDATE stages SET status = 'error', error = $2, finished_at = $3, \
-                         lease_expires_at = NULL, lease_epoch = lease_epoch + 1 WHERE id = $1",
+                         lease_expires_at = NULL WHERE id = $1",
                     )
                     .bind(stage_id)
                     .bind(&message)
@@ -201,7 +216,7 @@ macro_rules! reap_stage {
                     queued: requeued || advance.queued_any(),
                 })
             }
-            _ => None,
+            None => None,
         }
     }};
 }
@@ -300,12 +315,13 @@ impl Store {
         lease_until: i64,
     ) -> Result<bool, LeaseError> {
         let changed = with_pool!(self, pool => sqlx::query(
-            "UPDATE stages SET lease_expires_at = $3 WHERE id = $1 AND lease_epoch = $2 \
-             AND status = 'running'",
+            "UPDATE stages SET lease_expires_at = $3, confirmed_at = COALESCE(confirmed_at, $4) \
+             WHERE id = $1 AND lease_epoch = $2 AND status = 'running'",
         )
         .bind(stage)
         .bind(epoch)
         .bind(lease_until)
+        .bind(crate::now_ms())
         .execute(pool)
         .await?
         .rows_affected());
@@ -340,6 +356,10 @@ impl Store {
                 stage,
                 step: update.step.clone(),
             });
+        }
+        if update.state != StepState::Running {
+            self.announce_logs(LogNews::step_ended(stage, &update.step))
+                .await;
         }
         Ok(())
     }
@@ -402,23 +422,25 @@ impl Store {
             tx.commit().await?;
             Ok::<_, LeaseError>((build_id, advance.queued_any(), advance.build.is_some()))
         })?;
+        self.announce_logs(LogNews::stage_ended(stage)).await;
         if outcome.1 {
             self.signal_queued().await;
         }
         Ok(outcome)
     }
 
-    /// Ends or re-queues every running stage whose lease expired before `now`.
+    /// Ends or re-queues every running stage whose lease expired before `now`. Several
+    /// servers may reap at once: each stage is taken by one of them.
     pub async fn reap_expired(&self, now: i64) -> Result<Vec<Reaped>> {
-        let expired: Vec<(i64, Option<String>, Option<i64>)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, runner, lease_expires_at FROM stages WHERE status = 'running' \
-             AND lease_expires_at < $1 ORDER BY id",
+        let expired: Vec<(i64, i64, Option<String>, Option<i64>)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, lease_epoch, runner, lease_expires_at FROM stages \
+             WHERE status = 'running' AND lease_expires_at < $1 ORDER BY id",
         )
         .bind(now)
         .fetch_all(pool)
         .await)?;
         let mut reaped = Vec::new();
-        for (stage, runner, expired_at) in expired {
+        for (stage, epoch, runner, expired_at) in expired {
             let when = expired_at
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
@@ -428,7 +450,7 @@ impl Store {
                  the steps it was running are marked as errors",
                 runner.as_deref().unwrap_or("(unknown)")
             );
-            if let Some(done) = self.reap_one(stage, message, now).await? {
+            if let Some(done) = self.reap_one(stage, epoch, Some(now), message, now).await? {
                 reaped.push(done);
             }
         }
@@ -443,8 +465,8 @@ impl Store {
         instance: &str,
     ) -> Result<Vec<Reaped>> {
         let now = crate::now_ms();
-        let stages: Vec<i64> = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM stages WHERE status = 'running' AND runner = $1 \
+        let stages: Vec<(i64, i64)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, lease_epoch FROM stages WHERE status = 'running' AND runner = $1 \
              AND runner_instance <> $2 ORDER BY id",
         )
         .bind(runner)
@@ -452,25 +474,37 @@ impl Store {
         .fetch_all(pool)
         .await)?;
         let mut reaped = Vec::new();
-        for stage in stages {
+        for (stage, epoch) in stages {
             let message = format!(
                 "runner {runner} restarted while running this stage; the steps it was running \
                  are marked as errors"
             );
-            if let Some(done) = self.reap_one(stage, message, now).await? {
+            if let Some(done) = self.reap_one(stage, epoch, None, message, now).await? {
                 reaped.push(done);
             }
         }
         Ok(reaped)
     }
 
-    async fn reap_one(&self, stage: i64, message: String, now: i64) -> Result<Option<Reaped>> {
+    /// Reaps `stage` if it is still held under `epoch` (and, with `expired_before`, its
+    /// lease still ended before then).
+    async fn reap_one(
+        &self,
+        stage: i64,
+        epoch: i64,
+        expired_before: Option<i64>,
+        message: String,
+        now: i64,
+    ) -> Result<Option<Reaped>> {
         let reaped = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let reaped = reap_stage!(tx, stage, message, now);
+            let reaped = reap_stage!(tx, stage, epoch, expired_before, message, now);
             tx.commit().await?;
             Ok::<_, StoreError>(reaped)
         })?;
+        if reaped.is_some() {
+            self.announce_logs(LogNews::stage_ended(stage)).await;
+        }
         if reaped.as_ref().is_some_and(|r| r.queued) {
             self.signal_queued().await;
         }

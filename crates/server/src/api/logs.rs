@@ -135,6 +135,9 @@ pub(super) async fn stream_log(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+/// How often a live reader looks at the store when no news came.
+const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(super) async fn forward_log(
     state: Arc<AppState>,
     stage: Stage,
@@ -179,9 +182,24 @@ pub(super) async fn forward_log(
             // A stream must not hold the server open past its shutdown.
             _ = state.shutdown.cancelled() => return Err(()),
             received = live.recv() => received,
+            // News from another server can be lost (its `LISTEN` connection dropped): the
+            // store is looked at now and then anyway.
+            _ = tokio::time::sleep(STORE_POLL) => {
+                sent = sent.max(send_stored(sent + 1).await?);
+                if step_has_ended(&state, stage.id, step.id).await {
+                    Ok(LiveEvent::End)
+                } else {
+                    continue;
+                }
+            }
         };
         match received {
             Ok(LiveEvent::Lines(lines)) => {
+                // Lines before this batch that this server never saw live (the runner
+                // reported them to another server) are in the store.
+                if lines.first().is_some_and(|l| l.number > sent + 1) {
+                    sent = sent.max(send_stored(sent + 1).await?);
+                }
                 for line in lines.iter() {
                     if line.number <= sent {
                         continue;
@@ -200,7 +218,7 @@ pub(super) async fn forward_log(
                     .await
                     .map_err(|_| ());
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+            Ok(LiveEvent::Stored) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 sent = sent.max(send_stored(sent + 1).await?);
             }
         }

@@ -54,7 +54,7 @@ fn plan_of(yaml: &str, ctx: &Context) -> Plan {
     compile(&config, ctx).expect("the test pipeline compiles")
 }
 
-const TWO_STAGES: &str = "\
+pub(crate) const TWO_STAGES: &str = "\
 kind: pipeline
 name: build
 clone: {disable: true}
@@ -76,7 +76,7 @@ steps:
     commands: [ship]
 ";
 
-async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
+pub(crate) async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
     store
         .create_repo(&NewRepo {
             owner: "acme".into(),
@@ -97,7 +97,12 @@ async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
         .expect("creates the repository")
 }
 
-async fn new_build(store: &Store, repo_id: i64, branch: &str, yaml: &str) -> gantry_store::Build {
+pub(crate) async fn new_build(
+    store: &Store,
+    repo_id: i64,
+    branch: &str,
+    yaml: &str,
+) -> gantry_store::Build {
     try_build(store, repo_id, branch, yaml, None)
         .await
         .expect("creates the build")
@@ -132,7 +137,7 @@ async fn try_build(
         .await
 }
 
-fn runner(name: &str) -> ClaimRequest {
+pub(crate) fn runner(name: &str) -> ClaimRequest {
     ClaimRequest {
         runner: name.into(),
         instance: format!("{name}-1"),

@@ -1,0 +1,352 @@
+//! Several servers on one database: two `Store`s opened on the same database stand for two
+//! servers, and every piece of background work (a delivery, an outbox message, a build's
+//! notifications, an expired lease) is taken by exactly one of them, even when both reach
+//! for it at once. On PostgreSQL the stores also hear each other's log news.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use gantry_proto::{LogLine, StepState, StepUpdate};
+use gantry_store::{
+    DeliveryState, LogNews, NewDelivery, NewMessage, Recorded, Status, Store, now_ms,
+};
+use gantry_test_support::{TempDir, test_databases};
+
+use crate::conformance::{TWO_STAGES, new_build, repo, runner};
+
+/// Two stores on each database in turn, the second opened on the first's database.
+async fn each_pair(name: &str, case: impl AsyncFn(&'static str, Store, Store)) {
+    let dir = TempDir::new(name);
+    for (label, url) in test_databases(dir.path()).await {
+        let open = || async {
+            Store::open(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{label}: opening {url}: {e}"))
+        };
+        let (a, b) = (open().await, open().await);
+        case(label, a, b).await;
+    }
+}
+
+async fn pending_delivery(store: &Store, id: &str) -> i64 {
+    let new = NewDelivery {
+        delivery_id: id,
+        event: "push",
+        repo_id: None,
+        state: DeliveryState::Pending,
+        outcome: "",
+        payload: Some(b"{}"),
+    };
+    match store.record_delivery(&new).await.expect("records") {
+        Recorded::New(id) => id,
+        Recorded::Duplicate(d) => panic!("{id} is new, not {d:?}"),
+    }
+}
+
+/// Claims deliveries until none is left, as one server's worker would.
+async fn drain_deliveries(store: &Store) -> Vec<i64> {
+    let mut taken = Vec::new();
+    while let Some(d) = store
+        .claim_delivery(now_ms(), now_ms() + 60_000)
+        .await
+        .expect("claims")
+    {
+        taken.push(d.id);
+        store
+            .finish_delivery(d.id, d.claim_epoch, "done")
+            .await
+            .expect("finishes");
+    }
+    taken
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_delivery_is_claimed_by_one_server() {
+    each_pair("claims-deliveries", async |label, a, b| {
+        let mut ids = BTreeSet::new();
+        for n in 0..40 {
+            ids.insert(pending_delivery(&a, &format!("d-{n}")).await);
+        }
+        let (from_a, from_b) = tokio::join!(drain_deliveries(&a), drain_deliveries(&b));
+        let both: Vec<i64> = from_a.iter().chain(&from_b).copied().collect();
+        let unique: BTreeSet<i64> = both.iter().copied().collect();
+        assert_eq!(
+            both.len(),
+            unique.len(),
+            "{label}: a delivery was taken twice"
+        );
+        assert_eq!(unique, ids, "{label}: every delivery was taken");
+        assert!(a.pending_deliveries(100).await.expect("lists").is_empty());
+
+        // A server that dies holding a claim: once its lease has run out the other takes
+        // the delivery, and the first's late word changes nothing.
+        let id = pending_delivery(&a, "d-dead").await;
+        let held = a
+            .claim_delivery(now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claims")
+            .expect("due");
+        assert_eq!(held.id, id);
+        assert!(
+            b.claim_delivery(now_ms(), now_ms() + 60_000)
+                .await
+                .expect("claims")
+                .is_none(),
+            "{label}: a held claim is not taken"
+        );
+        assert!(
+            a.renew_delivery(id, held.claim_epoch, now_ms() - 1)
+                .await
+                .expect("renews")
+        );
+        let taken = b
+            .claim_delivery(now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claims")
+            .expect("the lapsed claim is due again");
+        assert!(taken.claim_epoch > held.claim_epoch);
+        assert!(
+            !a.renew_delivery(id, held.claim_epoch, now_ms() + 60_000)
+                .await
+                .expect("renews")
+        );
+        a.finish_delivery(id, held.claim_epoch, "stale")
+            .await
+            .expect("runs");
+        let stored = a.delivery("d-dead").await.expect("reads").expect("exists");
+        assert_eq!(
+            stored.state,
+            DeliveryState::Pending,
+            "{label}: a stale claim finished nothing"
+        );
+        b.finish_delivery(id, taken.claim_epoch, "done")
+            .await
+            .expect("runs");
+        let stored = a.delivery("d-dead").await.expect("reads").expect("exists");
+        assert_eq!(
+            (stored.state, stored.outcome.as_str()),
+            (DeliveryState::Processed, "done")
+        );
+    })
+    .await;
+}
+
+fn message(url: &str, body: &str) -> NewMessage {
+    NewMessage {
+        kind: "slack".into(),
+        url: url.into(),
+        body: body.into(),
+        auth: None,
+    }
+}
+
+/// Claims and sends messages until none is due; returns their bodies.
+async fn drain_outbox(store: &Store) -> Vec<String> {
+    let mut sent = Vec::new();
+    while let Some(m) = store
+        .claim_message(now_ms(), now_ms() + 60_000)
+        .await
+        .expect("claims")
+    {
+        sent.push(m.body.clone());
+        store
+            .message_sent(m.id, m.claim_epoch)
+            .await
+            .expect("marks");
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_is_sent_by_one_server_in_order() {
+    each_pair("claims-outbox", async |label, a, b| {
+        let repo = repo(&a, "app").await;
+        let mut expected = BTreeSet::new();
+        for n in 0..12 {
+            let build = new_build(&a, repo.id, "main", TWO_STAGES).await;
+            let messages: Vec<NewMessage> = (0..3)
+                .map(|k| message(&format!("http://chat/{k}"), &format!("build {n} to {k}")))
+                .collect();
+            expected.extend(messages.iter().map(|m| m.body.clone()));
+            // Both servers saw the same change; one of them queues it.
+            let (first, second) = tokio::join!(
+                a.queue_notifications(build.id, None, Status::Pending, &messages),
+                b.queue_notifications(build.id, None, Status::Pending, &messages),
+            );
+            let (first, second) = (first.expect("queues"), second.expect("queues"));
+            assert!(
+                first ^ second,
+                "{label}: exactly one server queues a change ({first}, {second})"
+            );
+        }
+        let (from_a, from_b) = tokio::join!(drain_outbox(&a), drain_outbox(&b));
+        let both: Vec<&String> = from_a.iter().chain(&from_b).collect();
+        let unique: BTreeSet<String> = both.iter().map(|s| (*s).clone()).collect();
+        assert_eq!(
+            both.len(),
+            unique.len(),
+            "{label}: a message was sent twice"
+        );
+        assert_eq!(unique, expected, "{label}: every message was sent");
+
+        // Two messages of one build to one address: the second waits for the first.
+        let build = new_build(&a, repo.id, "main", TWO_STAGES).await;
+        let to_github = [
+            message("http://github/statuses/abc", "pending"),
+            message("http://github/statuses/abc", "success"),
+        ];
+        assert!(
+            a.queue_notifications(build.id, None, Status::Pending, &to_github)
+                .await
+                .expect("queues")
+        );
+        let first = a
+            .claim_message(now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claims")
+            .expect("due");
+        assert_eq!(first.body, "pending");
+        assert!(
+            b.claim_message(now_ms(), now_ms() + 60_000)
+                .await
+                .expect("claims")
+                .is_none(),
+            "{label}: `success` waits while `pending` is being sent"
+        );
+        // The first server died mid-send: its claim runs out, the other sends it again (the
+        // one duplicate allowed), and the dead server's late mark changes nothing.
+        a.message_failed(first.id, first.claim_epoch, "timed out", Some(now_ms() - 1))
+            .await
+            .expect("marks");
+        let again = b
+            .claim_message(now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claims")
+            .expect("due");
+        assert_eq!((again.id, again.body.as_str()), (first.id, "pending"));
+        a.message_sent(first.id, first.claim_epoch)
+            .await
+            .expect("runs");
+        b.message_sent(again.id, again.claim_epoch)
+            .await
+            .expect("marks");
+        let then = a
+            .claim_message(now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claims")
+            .expect("due");
+        assert_eq!(then.body, "success");
+        let stored = a.build_messages(build.id).await.expect("reads");
+        assert_eq!(
+            stored[0].attempts, 2,
+            "{label}: one failed try, one sent: {stored:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_expired_lease_is_reaped_by_one_server() {
+    each_pair("claims-reaper", async |label, a, b| {
+        let repo = repo(&a, "app").await;
+        let mut r = runner("r1");
+        r.lease_until = now_ms() - 1;
+        let mut stages = BTreeSet::new();
+        for _ in 0..10 {
+            new_build(&a, repo.id, "main", TWO_STAGES).await;
+            let claim = a.claim_next(&r).await.expect("claims").expect("queued");
+            stages.insert(claim.stage_id);
+        }
+        let now = now_ms();
+        let (by_a, by_b) = tokio::join!(a.reap_expired(now), b.reap_expired(now));
+        let both: Vec<i64> = by_a
+            .expect("reaps")
+            .iter()
+            .chain(&by_b.expect("reaps"))
+            .map(|r| r.stage_id)
+            .collect();
+        let unique: BTreeSet<i64> = both.iter().copied().collect();
+        assert_eq!(
+            both.len(),
+            unique.len(),
+            "{label}: a stage was reaped twice: {both:?}"
+        );
+        assert_eq!(unique, stages, "{label}: every expired stage was reaped");
+
+        // A lease renewed after the reaper saw it expired is not reaped.
+        let mut live = runner("r2");
+        live.lease_until = now_ms() - 1;
+        let claim = a.claim_next(&live).await.expect("claims").expect("queued");
+        let seen_expired_at = now_ms();
+        a.heartbeat(claim.stage_id, claim.epoch, now_ms() + 60_000)
+            .await
+            .expect("renews");
+        let reaped = b.reap_expired(seen_expired_at).await.expect("reaps");
+        assert!(
+            reaped.iter().all(|r| r.stage_id != claim.stage_id),
+            "{label}: a renewed lease was reaped"
+        );
+        a.heartbeat(claim.stage_id, claim.epoch, now_ms() + 60_000)
+            .await
+            .expect("the lease is still held");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_hears_of_logs_another_stored() {
+    each_pair("claims-log-news", async |label, a, b| {
+        if label != "postgres" {
+            return; // one SQLite file serves one server
+        }
+        let mut news = b.signals().logs.subscribe();
+        let own = a.signals().logs.subscribe();
+        let repo = repo(&a, "app").await;
+        new_build(&a, repo.id, "main", TWO_STAGES).await;
+        let claim = a
+            .claim_next(&runner("r1"))
+            .await
+            .expect("claims")
+            .expect("queued");
+        let update = |state| StepUpdate {
+            epoch: claim.epoch,
+            step: "compile".into(),
+            state,
+            exit_code: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        };
+        a.update_step(claim.stage_id, &update(StepState::Running))
+            .await
+            .expect("starts");
+        let line = LogLine {
+            number: 1,
+            elapsed_ms: 0,
+            text: "hello".into(),
+        };
+        a.append_logs(claim.stage_id, claim.epoch, "compile", &[line])
+            .await
+            .expect("appends");
+        a.update_step(claim.stage_id, &update(StepState::Success))
+            .await
+            .expect("ends");
+        let mut heard = Vec::new();
+        while heard.len() < 2 {
+            let next = tokio::time::timeout(Duration::from_secs(10), news.recv())
+                .await
+                .expect("the news arrives")
+                .expect("the channel is open");
+            heard.push(next);
+        }
+        assert_eq!(
+            heard,
+            [
+                LogNews::lines(claim.stage_id, "compile"),
+                LogNews::step_ended(claim.stage_id, "compile")
+            ]
+        );
+        assert!(own.is_empty(), "a server does not hear its own news");
+    })
+    .await;
+}
