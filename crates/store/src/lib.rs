@@ -101,7 +101,7 @@ pub struct Store {
     signals: Arc<Signals>,
     /// Tells this store's own `NOTIFY`s from other servers'.
     instance: Arc<str>,
-    _listener: Option<Arc<ListenerTask>>,
+    listener: Option<Arc<ListenerTask>>,
 }
 
 /// Wake-ups for those waiting on the queue: fired after a commit that queued stages or
@@ -216,7 +216,7 @@ impl Store {
             pool: Pool::Sqlite(pool),
             signals: Arc::default(),
             instance: new_instance(),
-            _listener: None,
+            listener: None,
         })
     }
 
@@ -266,7 +266,7 @@ impl Store {
             pool: Pool::Postgres(pool),
             signals,
             instance,
-            _listener: Some(Arc::new(ListenerTask(task))),
+            listener: Some(Arc::new(ListenerTask(task))),
         })
     }
 
@@ -335,7 +335,12 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the pool, once every connection is back: the `LISTEN` task's first (it holds
+    /// one for ever).
     pub async fn close(&self) {
+        if let Some(listener) = &self.listener {
+            listener.0.abort();
+        }
         with_pool!(self, pool => pool.close().await)
     }
 }

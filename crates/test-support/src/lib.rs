@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod balancer;
 pub mod git_http;
 pub mod git_ssh;
 
@@ -526,6 +527,11 @@ pub mod sink {
                 }
             });
             Self { url, bodies }
+        }
+
+        /// Every body received so far.
+        pub fn bodies(&self) -> Vec<String> {
+            self.bodies.lock().expect("the bodies").clone()
         }
 
         /// Waits up to `within` for a first body and returns every body so far.

@@ -12,5 +12,6 @@ mod openapi;
 mod ops;
 mod protocol;
 mod secrets;
+mod servers;
 mod support;
 mod webhooks;

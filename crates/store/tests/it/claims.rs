@@ -24,7 +24,12 @@ async fn each_pair(name: &str, case: impl AsyncFn(&'static str, Store, Store)) {
                 .unwrap_or_else(|e| panic!("{label}: opening {url}: {e}"))
         };
         let (a, b) = (open().await, open().await);
-        case(label, a, b).await;
+        case(label, a.clone(), b.clone()).await;
+        for store in [a, b] {
+            tokio::time::timeout(Duration::from_secs(10), store.close())
+                .await
+                .unwrap_or_else(|_| panic!("{label}: closing the store hung"));
+        }
     }
 }
 

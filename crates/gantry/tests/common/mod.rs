@@ -1,0 +1,262 @@
+//! Helpers shared by gantry's process tests (`tests/it` and `tests/soak`): `gantry server`
+//! and `gantry runner` as child processes, the CLI, webhooks, and what Docker holds.
+// Each test binary uses its own part of these.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_test_support::{GitRepo, webhook};
+use serde_json::Value;
+
+pub const SECRET: &str = "e2e-webhook-secret";
+/// The runner secret of every server these tests start.
+pub const RUNNER_SECRET: &str = "e2e-runner-secret-0123456789";
+pub const IMAGE: &str = "gantry-test/busybox:latest";
+
+/// A `gantry` process whose stderr goes to a file.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)], log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("GANTRY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starts gantry");
+        Self { child, log }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `needle` in the process's output.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.output();
+            if out.contains(needle) {
+                return out;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gantry exited ({status}) before printing `{needle}`:\n{out}");
+            }
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill_hard();
+        panic!("gantry did not stop on SIGTERM:\n{}", self.output());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill_hard();
+        }
+    }
+}
+
+/// A running `gantry server`.
+pub struct ServerProcess {
+    pub process: Process,
+    pub url: String,
+}
+
+pub fn start_server(
+    data: &Path,
+    database: Option<&str>,
+    extra: &[&str],
+) -> (ServerProcess, Option<String>) {
+    let data_dir = data.to_string_lossy().into_owned();
+    let mut args = vec!["server", "--addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    args.extend_from_slice(extra);
+    let mut envs = vec![("GANTRY_RUNNER_SECRET", RUNNER_SECRET)];
+    if let Some(url) = database {
+        envs.push(("GANTRY_DATABASE_URL", url));
+    }
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::fs::create_dir_all(data).expect("the data dir");
+    let log = data.join(format!("server-{n}.log"));
+    let mut process = Process::spawn(&args, &envs, log);
+    let out = process.wait_for("gantry server listening");
+    let addr = out
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the address in the log")
+        .to_owned();
+    let token = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("gantry_"))
+        .map(str::to_owned);
+    (
+        ServerProcess {
+            process,
+            url: format!("http://{addr}"),
+        },
+        token,
+    )
+}
+
+pub fn cli(server: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .env("GANTRY_SERVER", server)
+        .env("GANTRY_TOKEN", token)
+        .output()
+        .expect("runs gantry")
+}
+
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "gantry failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn add_repo(server: &str, token: &str, name: &str, git: &GitRepo, trusted: bool) {
+    let trust: &[&str] = if trusted { &["--trusted"] } else { &[] };
+    add_repo_from(server, token, name, &git.url(), trust);
+}
+
+/// `gantry repo add acme/NAME` cloned from `clone_url`, with `extra` flags.
+pub fn add_repo_from(server: &str, token: &str, name: &str, clone_url: &str, extra: &[&str]) {
+    let full_name = format!("acme/{name}");
+    let mut args = vec![
+        "repo",
+        "add",
+        &full_name,
+        "--clone-url",
+        clone_url,
+        "--secret",
+        SECRET,
+    ];
+    args.extend_from_slice(extra);
+    ok(cli(server, token, &args));
+}
+
+pub fn push(server: &str, repo: &str, sha: &str, delivery: &str) {
+    let body = serde_json::to_vec(&webhook::push(&format!("acme/{repo}"), "main", sha, "e2e"))
+        .expect("json");
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{server}/hook/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", webhook::signature(SECRET, &body))
+        .body(body)
+        .send()
+        .expect("the server answers");
+    assert_eq!(response.status(), 202, "{:?}", response.text());
+}
+
+pub fn get(server: &str, token: &str, path: &str) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .get(format!("{server}/api{path}"))
+        .bearer_auth(token)
+        .send()
+        .expect("the server answers")
+}
+
+/// Polls build `number` until `done` says so; returns it.
+pub fn wait_build(
+    server: &str,
+    token: &str,
+    repo: &str,
+    number: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let response = get(
+            server,
+            token,
+            &format!("/repos/acme/{repo}/builds/{number}"),
+        );
+        if response.status().is_success() {
+            let build: Value = response.json().expect("json");
+            if done(&build) {
+                return build;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "build #{number} never {what}: {build:#}"
+            );
+        }
+        assert!(Instant::now() < deadline, "build #{number} never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn finished(build: &Value) -> bool {
+    !build["finished_at"].is_null()
+}
+
+pub fn log(server: &str, token: &str, repo: &str, number: u64, stage: u64, step: u64) -> String {
+    get(
+        server,
+        token,
+        &format!("/repos/acme/{repo}/builds/{number}/logs/{stage}/{step}"),
+    )
+    .text()
+    .expect("a log")
+}
+
+/// What Docker holds for this runner's jobs (its spare networks, made ahead of time and
+/// belonging to no job, are not leftovers).
+pub fn docker_leftovers(runner: &str) -> String {
+    let filter = format!("label=gantry.runner={runner}");
+    let mut found = String::new();
+    for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
+        let out = Command::new("docker")
+            .args(kind)
+            .args(["-q", "--filter", &filter, "--filter", "label=gantry.job"])
+            .output()
+            .expect("runs docker");
+        found.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    found.trim().to_owned()
+}
+
+pub fn require_docker() {
+    let out = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output();
+    assert!(
+        out.is_ok_and(|o| o.status.success()),
+        "the Docker engine or the test image {IMAGE} is missing: run ./scripts/test-image (./scripts/test does)"
+    );
+}
