@@ -16,6 +16,7 @@ on_both!(
     the_runner_secret_is_required,
     a_cancel_reaches_a_watching_runner,
     a_runner_that_stops_heartbeating_loses_its_stage,
+    a_stage_its_runner_confirmed_is_never_handed_out_again,
     a_delivery_accepted_before_a_crash_is_built_after_the_restart,
 );
 
@@ -273,6 +274,45 @@ mod cases {
             "the logs it had received are kept"
         );
         assert_eq!(runner.logs(&second, "clone", 2, &["too late"]).await, 409);
+        server.stop().await;
+    }
+
+    pub async fn a_stage_its_runner_confirmed_is_never_handed_out_again(db: &str) {
+        let server = TestServer::start_with(db, |config| {
+            config.lease = Duration::from_millis(600);
+            config.reap_every = Duration::from_millis(100);
+        })
+        .await;
+        let (_git, _sha) = server.push_app().await;
+        let (runner, assignment) = server.claim("r1").await;
+        // The runner confirms (its first heartbeat) and dies before it reports a step: the
+        // step may have started, so the stage errors rather than run again elsewhere.
+        let beat = runner
+            .post(
+                &gantry_proto::path::heartbeat(assignment.lease.stage),
+                &Heartbeat {
+                    epoch: assignment.lease.epoch,
+                },
+            )
+            .await;
+        assert_eq!(beat.status(), 200);
+        let build = server.wait_finished("app", 1).await;
+        assert_eq!(build["status"], "error", "{build}");
+        assert!(
+            build["stages"][0]["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("stopped heartbeating"),
+            "{build}"
+        );
+        assert!(
+            server
+                .runner("r2")
+                .request(Duration::from_millis(500))
+                .await
+                .is_none(),
+            "nothing is queued again"
+        );
         server.stop().await;
     }
 

@@ -46,7 +46,11 @@ async fn a_viewer_on_one_server_follows_a_log_stored_through_the_other() {
             // Lines go out through either server; some batches are sent twice (a retry
             // after a lost answer).
             let batch = (next - 3) / 2;
-            let through = if batch.is_multiple_of(2) { &on_a } else { &on_b };
+            let through = if batch.is_multiple_of(2) {
+                &on_a
+            } else {
+                &on_b
+            };
             let texts = [format!("line {next}"), format!("line {}", next + 1)];
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             through.logs(&assignment, "test", next, &texts).await;
