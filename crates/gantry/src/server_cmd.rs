@@ -92,6 +92,10 @@ pub struct ServerArgs {
     /// clone URLs) may present, beside GitHub's published ones, which are built in.
     #[arg(long, env = "GANTRY_SSH_KNOWN_HOSTS")]
     pub ssh_known_hosts: Option<PathBuf>,
+    /// When set, `GET /metrics` answers only requests with `Authorization: Bearer TOKEN`
+    /// (by default it is open, like `/healthz` and `/readyz`).
+    #[arg(long, env = "GANTRY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -331,6 +335,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone());
     config.github_api = args.github_api_url.clone();
     config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
+    config.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
     if let Some(path) = &args.ssh_known_hosts {
         let lines = std::fs::read_to_string(path)
             .with_context(|| format!("while reading the SSH known hosts {}", path.display()))?;

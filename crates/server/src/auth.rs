@@ -99,9 +99,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Whether the request carries the runner secret. Both sides are hashed first so the
-/// comparison takes the same time whatever the lengths.
-pub fn is_runner(headers: &HeaderMap, secret: &str) -> bool {
+/// Whether the request carries `secret` as its bearer token (the runner secret, the metrics
+/// token). Both sides are hashed first so the comparison takes the same time whatever the
+/// lengths.
+pub fn carries_secret(headers: &HeaderMap, secret: &str) -> bool {
     match bearer(headers) {
         Some(given) if !secret.is_empty() => {
             let given = Sha256::digest(given.as_bytes());
@@ -195,13 +196,16 @@ mod tests {
     #[test]
     fn the_runner_secret_is_checked_exactly() {
         let mut headers = HeaderMap::new();
-        assert!(!is_runner(&headers, "s3cret"));
+        assert!(!carries_secret(&headers, "s3cret"));
         headers.insert("authorization", "Bearer s3cret".parse().expect("header"));
-        assert!(is_runner(&headers, "s3cret"));
-        assert!(!is_runner(&headers, "s3cre"));
-        assert!(!is_runner(&headers, ""), "an empty secret admits no one");
+        assert!(carries_secret(&headers, "s3cret"));
+        assert!(!carries_secret(&headers, "s3cre"));
+        assert!(
+            !carries_secret(&headers, ""),
+            "an empty secret admits no one"
+        );
         headers.insert("authorization", "Basic s3cret".parse().expect("header"));
-        assert!(!is_runner(&headers, "s3cret"));
+        assert!(!carries_secret(&headers, "s3cret"));
     }
 
     #[test]

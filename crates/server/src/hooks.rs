@@ -31,7 +31,37 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// What became of a delivery, for `/metrics` (set on the answers that are not errors).
+#[derive(Debug, Clone, Copy)]
+struct Outcome(&'static str);
+
+fn tagged(outcome: &'static str, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response.extensions_mut().insert(Outcome(outcome));
+    response
+}
+
 async fn receive(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> OpResult<Response> {
+    let answered = answer(State(Arc::clone(&state)), headers, body).await;
+    let outcome = match &answered {
+        Ok(response) => response
+            .extensions()
+            .get::<Outcome>()
+            .map_or("answered", |o| o.0),
+        Err(OpError::Unauthorized(_)) => "bad_signature",
+        Err(OpError::NotFound(_)) => "unknown_repository",
+        Err(OpError::Invalid { .. }) => "bad_request",
+        Err(_) => "error",
+    };
+    state.metrics.delivery(outcome);
+    answered
+}
+
+async fn answer(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
@@ -122,25 +152,36 @@ async fn receive(
     match hook {
         Hook::Ping => {
             done("pong".to_owned()).await?;
-            Ok(Json(json!({ "status": "pong", "repository": full_name })).into_response())
+            Ok(tagged(
+                "pong",
+                Json(json!({ "status": "pong", "repository": full_name })),
+            ))
         }
         Hook::Ignored(reason) => {
             done(reason.clone()).await?;
-            Ok((
-                StatusCode::NO_CONTENT,
-                [("gantry-reason", header_safe(&reason))],
-            )
-                .into_response())
+            Ok(tagged(
+                "ignored",
+                (
+                    StatusCode::NO_CONTENT,
+                    [("gantry-reason", header_safe(&reason))],
+                ),
+            ))
         }
         Hook::Trigger(_) if !repo.active => {
             let reason = format!("repository {full_name} is not active in gantry: no build");
             done(reason.clone()).await?;
-            Ok(Json(json!({ "status": "ignored", "reason": reason })).into_response())
+            Ok(tagged(
+                "ignored",
+                Json(json!({ "status": "ignored", "reason": reason })),
+            ))
         }
         Hook::Trigger(trigger) => {
             if let Some(reason) = trigger.skip_reason() {
                 done(reason.clone()).await?;
-                return Ok(Json(json!({ "status": "skipped", "reason": reason })).into_response());
+                return Ok(tagged(
+                    "skipped",
+                    Json(json!({ "status": "skipped", "reason": reason })),
+                ));
             }
             let payload = serde_json::to_vec(&trigger).expect("plain data serialises");
             match record(
@@ -153,18 +194,22 @@ async fn receive(
             {
                 Recorded::New(_) => {
                     state.deliveries.notify_one();
-                    Ok((
-                        StatusCode::ACCEPTED,
-                        Json(json!({ "status": "queued", "delivery": delivery_id })),
-                    )
-                        .into_response())
+                    Ok(tagged(
+                        "queued",
+                        (
+                            StatusCode::ACCEPTED,
+                            Json(json!({ "status": "queued", "delivery": delivery_id })),
+                        ),
+                    ))
                 }
-                Recorded::Duplicate(earlier) => Ok(Json(json!({
-                    "status": "duplicate",
-                    "delivery": delivery_id,
-                    "outcome": earlier.outcome,
-                }))
-                .into_response()),
+                Recorded::Duplicate(earlier) => Ok(tagged(
+                    "duplicate",
+                    Json(json!({
+                        "status": "duplicate",
+                        "delivery": delivery_id,
+                        "outcome": earlier.outcome,
+                    })),
+                )),
             }
         }
     }

@@ -24,6 +24,7 @@ pub mod github;
 mod hooks;
 pub mod human;
 mod live;
+mod metrics;
 mod notify;
 pub mod oauth;
 mod ops;
@@ -67,6 +68,8 @@ pub struct ServerConfig {
     /// OpenSSH `known_hosts` lines: the host keys an SSH git server may present (GitHub's,
     /// plus the operator's `--ssh-known-hosts`).
     pub ssh_known_hosts: String,
+    /// When set, `/metrics` answers only requests bearing it.
+    pub metrics_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -88,6 +91,7 @@ impl ServerConfig {
             oauth: None,
             role_ttl: Duration::from_secs(600),
             ssh_known_hosts: gantry_proto::ssh::GITHUB_HOST_KEYS.to_owned(),
+            metrics_token: None,
         }
     }
 }
@@ -144,6 +148,7 @@ struct AppState {
     /// Woken when builds change: the notifier looks for what to report.
     notifications: Notify,
     http: reqwest::Client,
+    metrics: metrics::Metrics,
     shutdown: CancellationToken,
 }
 
@@ -164,6 +169,7 @@ impl Server {
                 live: live::LiveLogs::default(),
                 notifications: Notify::new(),
                 http: reqwest::Client::new(),
+                metrics: metrics::Metrics::default(),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -187,6 +193,8 @@ impl Server {
     pub fn router(&self) -> Router {
         Router::new()
             .merge(hooks::routes())
+            .route("/metrics", axum::routing::get(metrics::scrape))
+            .route("/readyz", axum::routing::get(metrics::ready))
             .merge(rpc::routes())
             .merge(api::routes())
             .merge(web::routes())
@@ -233,6 +241,7 @@ async fn reap(state: Arc<AppState>) {
                         requeued = stage.requeued,
                         "a runner's lease expired"
                     );
+                    state.metrics.lease_expired();
                     state.live.stage_ended(stage.stage_id);
                 }
             }

@@ -18,7 +18,7 @@ use gantry_proto::{
 use gantry_store::{ClaimRequest, StageEnd, Status, now_ms};
 
 use crate::AppState;
-use crate::auth::is_runner;
+use crate::auth::carries_secret;
 use crate::error::{OpError, OpResult};
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -42,7 +42,7 @@ impl FromRequestParts<Arc<AppState>> for RunnerAuth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if is_runner(&parts.headers, &state.config.runner_secret) {
+        if carries_secret(&parts.headers, &state.config.runner_secret) {
             Ok(RunnerAuth)
         } else {
             Err(OpError::Unauthorized(
@@ -186,6 +186,13 @@ async fn step(
     Json(update): Json<StepUpdate>,
 ) -> OpResult<StatusCode> {
     state.store.update_step(stage, &update).await?;
+    if let (Some(started), Some(finished)) = (update.started_at, update.finished_at)
+        && update.state != StepState::Running
+    {
+        state
+            .metrics
+            .step_took((finished - started).as_seconds_f64());
+    }
     if update.state != StepState::Running {
         state.live.step_ended(stage, &update.step);
     }

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 
 mod builds;
 mod deliveries;
+mod gauges;
 mod logs;
 mod notify;
 mod queue;
@@ -27,6 +28,7 @@ mod users;
 
 pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
 pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
+pub use gauges::Gauges;
 pub use logs::StoredLine;
 pub use notify::{NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, Reaped, StageEnd};
