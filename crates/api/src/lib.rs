@@ -118,6 +118,10 @@ pub struct Stage {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub steps: Vec<Step>,
+    /// Why a stage that has not started waits: approval, no runner that can take it (and
+    /// what each runner lacks), or every such runner busy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -325,6 +329,7 @@ mod tests {
                 started_at: Some(11),
                 finished_at: Some(12),
                 steps: vec![],
+                waiting: None,
             }],
             notifications: vec![],
         };

@@ -382,6 +382,9 @@ fn print_build(detail: &gantry_api::BuildDetail) {
         if let Some(error) = &stage.error {
             println!("    {error}");
         }
+        if let Some(waiting) = &stage.waiting {
+            println!("    {waiting}");
+        }
         for step in &stage.steps {
             let exit = step.exit_code.map(|c| c.to_string()).unwrap_or_default();
             println!(

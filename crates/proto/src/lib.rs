@@ -106,6 +106,31 @@ pub enum Refusal {
     },
 }
 
+/// Why a runner offering `labels` on `platform` (`os/arch`) cannot take a stage that wants
+/// `wanted` labels on `wanted_platform` (either part may be empty: any); `None` when it can.
+/// The claim and the "why is it waiting" message both use this one rule.
+pub fn labels_mismatch(
+    labels: &BTreeMap<String, String>,
+    platform: &str,
+    wanted: &BTreeMap<String, String>,
+    wanted_platform: &str,
+) -> Option<String> {
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(k, v)| labels.get(*k) != Some(*v))
+        .map(|(k, v)| format!("`{k}={v}`"))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!("no label {}", missing.join(", ")));
+    }
+    let (want_os, want_arch) = wanted_platform
+        .split_once('/')
+        .unwrap_or((wanted_platform, ""));
+    let (os, arch) = platform.split_once('/').unwrap_or((platform, ""));
+    let fits = (want_os.is_empty() || want_os == os) && (want_arch.is_empty() || want_arch == arch);
+    (!fits).then(|| format!("it is {platform}, not {wanted_platform}"))
+}
+
 /// The one rule of what runs where: only Docker isolates, so an untrusted repository's
 /// stage runs only in containers; host execution needs a trusted repository and a runner
 /// that declares it. A type is never run on a backend other than the one it names, except

@@ -32,6 +32,7 @@ mod rpc;
 pub mod secrets;
 mod trigger;
 mod views;
+mod waiting;
 mod web;
 
 pub use auth::random_secret;

@@ -53,41 +53,6 @@ impl FromRequestParts<Arc<AppState>> for RunnerAuth {
     }
 }
 
-/// Why a pending stage is still waiting, when none of `runners` seen lately may take it (by
-/// the same rule the claim applies, `gantry_proto::place`): shown on the build page.
-pub(crate) fn waiting_for(
-    state: &AppState,
-    runners: &[gantry_store::Runner],
-    repo: &gantry_store::Repo,
-    stage: &gantry_store::Stage,
-) -> Option<String> {
-    if stage.status != Status::Pending {
-        return None;
-    }
-    let recent = now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 30_000;
-    let seen: Vec<_> = runners
-        .iter()
-        .filter(|r| r.last_seen_at >= recent)
-        .collect();
-    let offer = gantry_proto::Offer {
-        docker: seen.iter().any(|r| r.offer.docker),
-        host: seen.iter().any(|r| r.offer.host),
-    };
-    let refusal = gantry_proto::place(offer, stage.backend, repo.trusted).err()?;
-    let offered: Vec<String> = seen
-        .iter()
-        .map(|r| format!("{} ({})", r.name, r.offer.describe()))
-        .collect();
-    Some(format!(
-        "waiting for a runner: {refusal}; {}",
-        if offered.is_empty() {
-            "no runner has asked for work lately".to_owned()
-        } else {
-            format!("the runners seen lately offer: {}", offered.join(", "))
-        }
-    ))
-}
-
 fn lease_until(state: &AppState) -> i64 {
     now_ms() + state.config.lease.as_millis() as i64
 }

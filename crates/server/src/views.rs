@@ -68,9 +68,22 @@ pub async fn build_detail(
     found: store::Build,
 ) -> OpResult<gantry_api::BuildDetail> {
     let mut stages = Vec::new();
-    for row in state.store.stages(found.id).await? {
+    let rows = state.store.stages(found.id).await?;
+    let seen = if rows
+        .iter()
+        .any(|s| matches!(s.status, store::Status::Pending))
+    {
+        crate::waiting::runners_seen(state).await?
+    } else {
+        Vec::new()
+    };
+    for row in rows {
         let steps = state.store.steps(row.id).await?;
-        stages.push(stage(row, steps));
+        let waiting = crate::waiting::waiting_for(&seen, repo.trusted, &row);
+        stages.push(gantry_api::Stage {
+            waiting,
+            ..stage(row, steps)
+        });
     }
     let notifications = state
         .store
@@ -108,6 +121,7 @@ pub fn stage(stage: store::Stage, steps: Vec<store::Step>) -> gantry_api::Stage 
         started_at: stage.started_at,
         finished_at: stage.finished_at,
         steps: steps.into_iter().map(step).collect(),
+        waiting: None,
     }
 }
 

@@ -20,6 +20,16 @@ pub struct Gauges {
 }
 
 impl Store {
+    /// (runner, stages it holds), for runners holding any.
+    pub async fn running_stages_by_runner(&self) -> Result<Vec<(String, i64)>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT COALESCE(runner, ''), COUNT(*) FROM stages WHERE status = 'running' \
+             GROUP BY runner ORDER BY 1"
+        )
+        .fetch_all(pool)
+        .await)?)
+    }
+
     pub async fn gauges(&self) -> Result<Gauges> {
         let builds: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(
             "SELECT status, COUNT(*) FROM builds GROUP BY status ORDER BY status"
@@ -31,12 +41,7 @@ impl Store {
         )
         .fetch_one(pool)
         .await)?;
-        let running_stages: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT COALESCE(runner, ''), COUNT(*) FROM stages WHERE status = 'running' \
-             GROUP BY runner ORDER BY 1"
-        )
-        .fetch_all(pool)
-        .await)?;
+        let running_stages = self.running_stages_by_runner().await?;
         let outbox: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(
             "SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state"
         )

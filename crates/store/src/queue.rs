@@ -94,18 +94,10 @@ fn runner_can_take(request: &ClaimRequest, candidate: &Candidate) -> bool {
 
 /// Whether a stage's labels and platform are among what a runner offers.
 fn labels_and_platform_match(request: &ClaimRequest, labels: &str, platform: &str) -> bool {
-    let Ok(wanted) = serde_json::from_str::<BTreeMap<String, String>>(labels) else {
-        return false;
-    };
-    let labels_match = wanted.iter().all(|(k, v)| request.labels.get(k) == Some(v));
-    let (want_os, want_arch) = platform.split_once('/').unwrap_or((platform, ""));
-    let (os, arch) = request
-        .platform
-        .split_once('/')
-        .unwrap_or((&request.platform, ""));
-    let platform_match =
-        (want_os.is_empty() || want_os == os) && (want_arch.is_empty() || want_arch == arch);
-    labels_match && platform_match
+    serde_json::from_str::<BTreeMap<String, String>>(labels).is_ok_and(|wanted| {
+        gantry_proto::labels_mismatch(&request.labels, &request.platform, &wanted, platform)
+            .is_none()
+    })
 }
 
 /// Writes one step's update if the lease `($stage, $epoch)` is held; evaluates to the number

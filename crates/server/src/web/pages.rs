@@ -161,7 +161,7 @@ pub(super) async fn build_view(
     let build_stages = state.store.stages(build.id).await?;
     // Read once, and only when a stage may need to say why it waits.
     let runners = if build_stages.iter().any(|s| s.status == Status::Pending) {
-        state.store.runners().await?
+        crate::waiting::runners_seen(state).await?
     } else {
         Vec::new()
     };
@@ -179,7 +179,7 @@ pub(super) async fn build_view(
                 exit_code: s.exit_code,
             })
             .collect();
-        let waiting = crate::rpc::waiting_for(state, &runners, &repo, &stage);
+        let waiting = crate::waiting::waiting_for(&runners, repo.trusted, &stage);
         stages.push(StageItem {
             number: stage.number,
             name: stage.name,

@@ -17,6 +17,7 @@ on_both!(
     a_cancel_reaches_a_watching_runner,
     a_runner_that_stops_heartbeating_loses_its_stage,
     a_stage_its_runner_confirmed_is_never_handed_out_again,
+    a_waiting_stage_says_what_no_runner_offers,
     a_delivery_accepted_before_a_crash_is_built_after_the_restart,
 );
 
@@ -313,6 +314,55 @@ mod cases {
                 .is_none(),
             "nothing is queued again"
         );
+        server.stop().await;
+    }
+
+    pub async fn a_waiting_stage_says_what_no_runner_offers(db: &str) {
+        let server = TestServer::start(db).await;
+        let waiting = || async {
+            let build = server.get_json("/repos/acme/app/builds/1").await;
+            build["stages"][0]["waiting"].as_str().map(str::to_owned)
+        };
+        let git = GitRepo::new();
+        let pipeline = "kind: pipeline\nname: ci\nnode: {gpu: \"yes\"}\nclone: {disable: true}\nsteps:\n  - name: test\n    image: busybox\n    commands: [nvidia-smi]\n";
+        let sha = git.commit(&[(".gantry.yml", pipeline)], "first");
+        server.add_repo("app", &git).await;
+        let payload = webhook::push("acme/app", "main", &sha, "first");
+        assert_eq!(server.deliver("push", "d-1", &payload).await.status(), 202);
+        server.wait_build("app", 1).await;
+        let none = waiting().await.expect("it waits");
+        assert!(
+            none.contains("no runner has asked for work lately"),
+            "{none}"
+        );
+
+        // A runner without the label asks, and is not given the stage.
+        let plain = server.runner("plain");
+        assert!(plain.request(Duration::from_millis(200)).await.is_none());
+        let why = waiting().await.expect("it waits");
+        assert_eq!(
+            why,
+            "waiting: no runner can take it; plain (docker, linux/amd64, no labels): no label `gpu=yes`"
+        );
+        let page = server
+            .http
+            .get(format!("{}/acme/app/1", server.url))
+            .send()
+            .await
+            .expect("the page")
+            .text()
+            .await
+            .expect("html");
+        assert!(
+            page.contains("no label `gpu=yes`"),
+            "the build page says it too"
+        );
+
+        // One with the label takes it: nothing waits any more.
+        let mut gpu = server.runner("gpu");
+        gpu.labels.insert("gpu".into(), "yes".into());
+        assert!(gpu.request(Duration::from_secs(5)).await.is_some());
+        assert_eq!(waiting().await, None);
         server.stop().await;
     }
 

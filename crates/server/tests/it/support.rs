@@ -273,6 +273,7 @@ impl TestServer {
             url: self.url.clone(),
             name: name.to_owned(),
             instance: format!("{name}-instance"),
+            labels: Default::default(),
             http: reqwest::Client::new(),
         }
     }
@@ -283,6 +284,8 @@ pub struct FakeRunner {
     url: String,
     pub name: String,
     pub instance: String,
+    /// What it offers beside Docker on linux/amd64.
+    pub labels: std::collections::BTreeMap<String, String>,
     http: reqwest::Client,
 }
 
@@ -302,7 +305,7 @@ impl FakeRunner {
         let request = WorkRequest {
             runner: self.name.clone(),
             instance: self.instance.clone(),
-            labels: Default::default(),
+            labels: self.labels.clone(),
             platform: "linux/amd64".into(),
             capacity: 1,
             offer: gantry_proto::Offer {
