@@ -51,6 +51,16 @@ async fn get(server: &TestServer, path: &str, token: Option<&str>) -> reqwest::R
     request.send().await.expect("answers")
 }
 
+/// `/metrics` of `server`, read.
+async fn scraped(server: &TestServer) -> BTreeMap<String, f64> {
+    let text = get(server, "/metrics", None)
+        .await
+        .text()
+        .await
+        .expect("text");
+    scrape(&text)
+}
+
 mod cases {
     use super::*;
 
@@ -68,13 +78,7 @@ mod cases {
         assert_eq!(forged.status(), 401);
 
         server.wait_build("app", 1).await;
-        let queued = scrape(
-            &get(&server, "/metrics", None)
-                .await
-                .text()
-                .await
-                .expect("text"),
-        );
+        let queued = scraped(&server).await;
         assert_eq!(
             queued.get("gantry_stage_queue_depth"),
             Some(&1.0),
@@ -83,13 +87,7 @@ mod cases {
         assert!(queued["gantry_stage_queue_oldest_wait_seconds"] >= 0.0);
 
         let (runner, assignment) = server.claim("r1").await;
-        let running = scrape(
-            &get(&server, "/metrics", None)
-                .await
-                .text()
-                .await
-                .expect("text"),
-        );
+        let running = scraped(&server).await;
         assert_eq!(
             running.get("gantry_stages_running"),
             Some(&1.0),
