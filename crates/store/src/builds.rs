@@ -405,6 +405,14 @@ macro_rules! advance_build {
     ($tx:ident, $build_id:expr, $now:expr) => {{
         let build_id: i64 = $build_id;
         let now: i64 = $now;
+        // One advance of a build at a time: two stages ending at once on two servers would
+        // each read the other as still running, and neither would end the build. The row
+        // lock makes the second wait for the first to commit, then read what it wrote (each
+        // statement reads afresh under READ COMMITTED; SQLite has one writer anyway).
+        sqlx::query("UPDATE builds SET id = id WHERE id = $1")
+            .bind(build_id)
+            .execute(&mut *$tx)
+            .await?;
         let rows = sqlx::query_as::<_, $crate::builds::StageStateRow>(
             "SELECT id, name, status, depends_on, runs_on FROM stages WHERE build_id = $1 \
              ORDER BY number",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gantry_proto::{LogLine, StepState, StepUpdate};
 use gantry_store::{
-    DeliveryState, LogNews, NewDelivery, NewMessage, Recorded, Status, Store, now_ms,
+    DeliveryState, LogNews, NewDelivery, NewMessage, Recorded, StageEnd, Status, Store, now_ms,
 };
 use gantry_test_support::{TempDir, test_databases};
 
@@ -352,6 +352,69 @@ async fn a_server_hears_of_logs_another_stored() {
             ]
         );
         assert!(own.is_empty(), "a server does not hear its own news");
+    })
+    .await;
+}
+
+/// Two stages that do not depend on each other.
+const SIDE_BY_SIDE: &str = "\
+kind: pipeline
+name: one
+clone: {disable: true}
+steps:
+  - name: a
+    image: busybox
+    commands: [true]
+---
+kind: pipeline
+name: two
+clone: {disable: true}
+steps:
+  - name: b
+    image: busybox
+    commands: [true]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stages_ending_at_once_on_two_servers_end_their_build() {
+    each_pair("claims-advance", async |label, a, b| {
+        let repo = repo(&a, "app").await;
+        let mut builds = Vec::new();
+        for _ in 0..25 {
+            let build = new_build(&a, repo.id, "main", SIDE_BY_SIDE).await;
+            let first = a
+                .claim_next(&runner("r1"))
+                .await
+                .expect("claims")
+                .expect("queued");
+            let second = a
+                .claim_next(&runner("r2"))
+                .await
+                .expect("claims")
+                .expect("queued");
+            builds.push((build.id, first, second));
+        }
+        let end = |status| StageEnd {
+            status,
+            error: None,
+            steps: Vec::new(),
+        };
+        let (passed, failed) = (end(Status::Success), end(Status::Failure));
+        for (build, first, second) in &builds {
+            // One stage passes through one server, the other fails through the other, at once.
+            let (x, y) = tokio::join!(
+                a.finish_stage(first.stage_id, first.epoch, &passed),
+                b.finish_stage(second.stage_id, second.epoch, &failed),
+            );
+            x.expect("ends");
+            y.expect("ends");
+            let ended = a.build_by_id(*build).await.expect("reads");
+            assert_eq!(
+                ended.status,
+                Status::Failure,
+                "{label}: build {build} ended: {ended:?}"
+            );
+        }
     })
     .await;
 }
