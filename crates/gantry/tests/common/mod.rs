@@ -60,19 +60,38 @@ impl Process {
         let _ = self.child.wait();
     }
 
-    pub fn stop(&mut self) {
+    /// SIGTERM, then waits up to 30 s for the process to end; whether it did.
+    fn ask_to_stop(&mut self) -> bool {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return true;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.kill_hard();
-        panic!("gantry did not stop on SIGTERM:\n{}", self.output());
+        false
+    }
+
+    /// Stops it with SIGTERM, as an operator would; it must stop within 30 s.
+    pub fn stop(&mut self) {
+        if !self.ask_to_stop() {
+            self.kill_hard();
+            panic!("gantry did not stop on SIGTERM:\n{}", self.output());
+        }
+    }
+
+    /// Stops it with SIGTERM (so a runner removes its spare networks), or SIGKILL after 30 s;
+    /// never panics, for use while a failed test unwinds.
+    pub fn terminate(&mut self) {
+        if !self.ask_to_stop() {
+            self.kill_hard();
+        }
     }
 }
 

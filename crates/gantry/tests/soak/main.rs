@@ -216,6 +216,35 @@ impl Cluster {
     }
 }
 
+/// The chaos thread; dropped (the test failed), it calms down first, so the cluster it
+/// holds is dropped, and its runners stopped, before the test ends.
+struct ChaosThread(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl ChaosThread {
+    fn calm_down(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.1.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ChaosThread {
+    fn drop(&mut self) {
+        self.calm_down();
+    }
+}
+
+impl Drop for Cluster {
+    /// A failed soak still stops its runners with SIGTERM: killed, they would leave their
+    /// spare networks, and nothing would ever sweep a runner of that name again.
+    fn drop(&mut self) {
+        for runner in self.runners.iter_mut().flatten() {
+            runner.terminate();
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -383,7 +412,8 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
     let chaos = Arc::new(Mutex::new(Chaos::default()));
     let calm = Arc::new(AtomicBool::new(false));
     let cluster = Arc::new(Mutex::new(cluster));
-    let chaos_thread = {
+    let mut chaos_thread = ChaosThread(calm.clone(), None);
+    chaos_thread.1 = Some({
         let (chaos, calm, cluster) = (Arc::clone(&chaos), Arc::clone(&calm), Arc::clone(&cluster));
         let mut dice = Dice(seed.rotate_left(17) | 1);
         std::thread::spawn(move || {
@@ -400,7 +430,7 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
                     .kill_and_restart(victim, down_for, &chaos);
             }
         })
-    };
+    });
 
     // The pushes: one commit each, delivered one to three times, some at once.
     let mut expected: BTreeMap<String, &'static str> = BTreeMap::new();
@@ -460,8 +490,7 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
         );
         std::thread::sleep(Duration::from_secs(1));
     };
-    calm.store(true, Ordering::SeqCst);
-    chaos_thread.join().expect("the chaos ended");
+    chaos_thread.calm_down();
     let chaos = chaos.lock().expect("chaos");
 
     // Every delivery made exactly one build.
