@@ -613,7 +613,7 @@ fn run_isolation_matrix(server: &ServerProcess, token: &str, cases: &[Isolation]
                         .send()
                         .and_then(|r| r.text())
                         .unwrap_or_default();
-                    if page.contains("waiting for a runner") {
+                    if page.contains("waiting: no runner can take it") {
                         assert!(page.contains(case.reason), "{what}: {page}");
                         break;
                     }
