@@ -317,24 +317,96 @@ fn api(url: &str, token: &str, path: &str) -> Value {
 
 /// Every build of `acme/soak`, oldest first.
 fn all_builds(url: &str, token: &str) -> Vec<Value> {
-    let mut builds = Vec::new();
-    let mut page = 1;
+    let mut builds: Vec<Value> = Vec::new();
+    let mut before = String::new();
     loop {
         let got = api(
             url,
             token,
-            &format!("/repos/acme/soak/builds?limit=200&page={page}"),
+            &format!("/repos/acme/soak/builds?limit=200{before}"),
         );
         let got = got.as_array().cloned().unwrap_or_default();
-        let done = got.len() < 200;
+        // Pages go by number, newest first: the next one is below this one's last.
+        let last = got.last().and_then(|b| b["number"].as_i64());
         builds.extend(got);
-        if done {
-            break;
+        match last {
+            Some(last) if last > 1 => before = format!("&before={last}"),
+            _ => break,
         }
-        page += 1;
     }
     builds.sort_by_key(|b| b["number"].as_i64());
     builds
+}
+
+/// `docker events` for the run's containers, recorded from the start: the engine keeps only
+/// its last few hundred events, far fewer than a soak makes.
+struct DockerEvents {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl DockerEvents {
+    fn record(runners: &[String], file: PathBuf) -> Self {
+        let out = std::fs::File::create(&file).expect("an events file");
+        let mut command = Command::new("docker");
+        command.args([
+            "events",
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ]);
+        for runner in runners {
+            command.args(["--filter", &format!("label=gantry.runner={runner}")]);
+        }
+        let child = command
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("runs docker events");
+        Self { child, file }
+    }
+
+    /// Steps whose container started more than once (a stage run by two runners, or twice
+    /// by one): names are `gantry-<job>-<step number>-<step>`, a job `gantry-STAGE-EPOCH`.
+    fn double_runs(mut self) -> Vec<String> {
+        // Events written just now reach the file within a moment.
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let mut starts: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for name in text.lines() {
+            let Some(rest) = name.trim().strip_prefix("gantry-gantry-") else {
+                continue;
+            };
+            if let [stage, epoch, step, _name] = rest.splitn(4, '-').collect::<Vec<_>>()[..] {
+                starts
+                    .entry((stage.to_owned(), step.to_owned()))
+                    .or_default()
+                    .push(epoch.to_owned());
+            }
+        }
+        assert!(
+            !starts.is_empty(),
+            "docker events recorded no step: {}",
+            self.file.display()
+        );
+        starts
+            .into_iter()
+            .filter(|(_, epochs)| epochs.len() > 1)
+            .map(|((stage, step), epochs)| format!("stage {stage} step {step}: epochs {epochs:?}"))
+            .collect()
+    }
+}
+
+impl Drop for DockerEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: usize) {
@@ -349,7 +421,6 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
         .unwrap_or_else(|| now_ms() as u64 | 1);
     eprintln!("soak {label}: {n} pushes, seed {seed} (GANTRY_SOAK_SEED replays it)");
     let started = Instant::now();
-    let soak_started_s = now_ms() / 1000;
     let dir = TempDir::new(&format!("soak-{label}"));
     let sink = HttpSink::start();
     let tag = format!("soak-{label}-{}", std::process::id());
@@ -374,6 +445,7 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
         cluster.start_runner(slot);
     }
     let url = cluster.balancer.url.clone();
+    let events = DockerEvents::record(&cluster.runner_names, dir.path().join("docker-events.txt"));
 
     let git = GitRepo::new();
     let mut dice = Dice(seed);
@@ -599,7 +671,7 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
 
     // No step ran twice, by Docker's own account; Docker holds nothing of a job.
     let names = cluster.lock().expect("the cluster").runner_names.clone();
-    let double_runs = double_runs(&names, soak_started_s);
+    let double_runs = events.double_runs();
     assert!(
         double_runs.is_empty(),
         "steps that ran twice: {double_runs:?}"
@@ -738,50 +810,6 @@ fn count_messages(
         }
     }
     (chat, statuses)
-}
-
-/// Steps whose container Docker started more than once (a stage run by two runners, or
-/// twice by one): `gantry-<job>-<step number>-<step>`, where a job is `gantry-STAGE-EPOCH`.
-fn double_runs(runners: &[String], since_s: i64) -> Vec<String> {
-    let until = now_ms() / 1000 + 1;
-    let mut starts: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for runner in runners {
-        let out = Command::new("docker")
-            .args([
-                "events",
-                "--since",
-                &since_s.to_string(),
-                "--until",
-                &until.to_string(),
-                "--filter",
-                "type=container",
-                "--filter",
-                "event=start",
-                "--filter",
-                &format!("label=gantry.runner={runner}"),
-                "--format",
-                "{{.Actor.Attributes.name}}",
-            ])
-            .output()
-            .expect("runs docker events");
-        for name in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(rest) = name.trim().strip_prefix("gantry-gantry-") else {
-                continue;
-            };
-            let parts: Vec<&str> = rest.splitn(4, '-').collect();
-            if let [stage, epoch, step, _name] = parts[..] {
-                starts
-                    .entry((stage.to_owned(), step.to_owned()))
-                    .or_default()
-                    .push(epoch.to_owned());
-            }
-        }
-    }
-    starts
-        .into_iter()
-        .filter(|(_, epochs)| epochs.len() > 1)
-        .map(|((stage, step), epochs)| format!("stage {stage} step {step}: epochs {epochs:?}"))
-        .collect()
 }
 
 fn wait_for_no_leftovers(runners: &[String]) -> String {
