@@ -343,11 +343,13 @@ fn all_builds(url: &str, token: &str) -> Vec<Value> {
 struct DockerEvents {
     child: std::process::Child,
     file: PathBuf,
+    runners: Vec<String>,
 }
 
 impl DockerEvents {
     fn record(runners: &[String], file: PathBuf) -> Self {
         let out = std::fs::File::create(&file).expect("an events file");
+        // One label filter on the key: several `label=` filters must all hold at once.
         let mut command = Command::new("docker");
         command.args([
             "events",
@@ -355,18 +357,21 @@ impl DockerEvents {
             "type=container",
             "--filter",
             "event=start",
+            "--filter",
+            "label=gantry.runner",
             "--format",
-            "{{.Actor.Attributes.name}}",
+            "{{index .Actor.Attributes \"gantry.runner\"}} {{.Actor.Attributes.name}}",
         ]);
-        for runner in runners {
-            command.args(["--filter", &format!("label=gantry.runner={runner}")]);
-        }
         let child = command
             .stdout(out)
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("runs docker events");
-        Self { child, file }
+        Self {
+            child,
+            file,
+            runners: runners.to_vec(),
+        }
     }
 
     /// Steps whose container started more than once (a stage run by two runners, or twice
@@ -378,8 +383,14 @@ impl DockerEvents {
         let _ = self.child.wait();
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
         let mut starts: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for name in text.lines() {
-            let Some(rest) = name.trim().strip_prefix("gantry-gantry-") else {
+        for line in text.lines() {
+            let Some((runner, name)) = line.trim().split_once(' ') else {
+                continue;
+            };
+            if !self.runners.iter().any(|r| r == runner) {
+                continue;
+            }
+            let Some(rest) = name.strip_prefix("gantry-gantry-") else {
                 continue;
             };
             if let [stage, epoch, step, _name] = rest.splitn(4, '-').collect::<Vec<_>>()[..] {
