@@ -268,6 +268,36 @@ pub struct Target {
     pub created_at: i64,
 }
 
+/// A schedule (`gantry cron`): a cron build of a branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Schedule {
+    pub name: String,
+    /// `0 3 * * 1-5`, `@daily`, ... read in `timezone`.
+    pub expression: String,
+    /// An IANA time zone name.
+    pub timezone: String,
+    pub branch: String,
+    pub params: BTreeMap<String, String>,
+    /// When it runs next (milliseconds since the epoch).
+    pub next_run_at: i64,
+    /// When it last ran, by its clock or by `gantry cron run`.
+    pub last_run_at: Option<i64>,
+    /// The number and status of the build its last run made.
+    pub last_build: Option<ScheduledBuild>,
+    /// Why its last tick made no build (its branch could not be read), until one does.
+    pub last_error: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// The build a schedule's last run made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduledBuild {
+    pub number: i64,
+    #[schema(value_type = String)]
+    pub status: Status,
+}
+
 /// A message queued in the outbox (a test message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Queued {

@@ -307,6 +307,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
                 fork: false,
                 hold: false,
                 messages: Vec::new(),
+                schedule: None,
             })
             .await
             .expect("build");

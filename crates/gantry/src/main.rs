@@ -39,6 +39,8 @@ enum Command {
     Repo(client_cmd::RepoArgs),
     /// Lists, inspects, restarts, cancels and creates builds on a server.
     Build(client_cmd::BuildArgs),
+    /// Schedules of a repository: cron builds (add, ls, rm, run).
+    Cron(client_cmd::CronArgs),
     /// Chat notification targets on a server.
     Notify(client_cmd::NotifyArgs),
     /// Secrets of a repository or an owner on a server (values are never shown).
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Runner(args) => server_cmd::runner(&args),
         Command::Repo(args) => client_cmd::repo(&args),
         Command::Build(args) => client_cmd::build(&args),
+        Command::Cron(args) => client_cmd::cron(&args),
         Command::Notify(args) => client_cmd::notify(&args),
         Command::Secret(args) => client_cmd::secret(&args),
         Command::Token(args) => client_cmd::token(&args),

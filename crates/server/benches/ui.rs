@@ -50,6 +50,7 @@ impl Bench {
                 fork: false,
                 hold: false,
                 messages: Vec::new(),
+                schedule: None,
             })
             .await
             .expect("build");

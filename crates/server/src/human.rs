@@ -1,4 +1,4 @@
-//! How durations read wherever a person sees them: the pages, chat messages and the CLI, so
+//! How durations and moments read wherever a person sees them: the pages, chat messages and the CLI, so
 //! a two-hour build reads "2h 05m" in each.
 
 /// The time between two millisecond timestamps: "5s", "1m 05s", "2h 05m"; "running" without
@@ -23,9 +23,22 @@ pub fn duration_ms(ms: i64) -> String {
     }
 }
 
+/// A moment in milliseconds as UTC to the minute: "2026-12-04 03:00 UTC".
+pub fn at_ms(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(at) => at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        None => format!("{ms} ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moments_read_in_utc_to_the_minute() {
+        assert_eq!(at_ms(1_796_353_200_000), "2026-12-04 03:00 UTC");
+    }
 
     #[test]
     fn durations_read_the_same_everywhere() {

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 mod access;
 mod api;
 mod auth;
+pub mod clock;
 mod credentials;
 mod error;
 pub mod git;
@@ -29,6 +30,7 @@ mod notify;
 pub mod oauth;
 mod ops;
 mod rpc;
+mod schedules;
 pub mod secrets;
 mod trigger;
 mod views;
@@ -71,6 +73,11 @@ pub struct ServerConfig {
     pub ssh_known_hosts: String,
     /// When set, `/metrics` answers only requests bearing it.
     pub metrics_token: Option<String>,
+    /// What schedules (and retention) go by.
+    pub clock: clock::Clock,
+    /// How often schedules are looked at when none is due sooner (a test with a manual
+    /// clock sets it short).
+    pub schedule_poll: Duration,
 }
 
 impl ServerConfig {
@@ -93,6 +100,8 @@ impl ServerConfig {
             role_ttl: Duration::from_secs(600),
             ssh_known_hosts: gantry_proto::ssh::GITHUB_HOST_KEYS.to_owned(),
             metrics_token: None,
+            clock: clock::Clock::system(),
+            schedule_poll: Duration::from_secs(15),
         }
     }
 }
@@ -148,6 +157,8 @@ struct AppState {
     live: live::LiveLogs,
     /// Woken when builds change: the notifier looks for what to report.
     notifications: Notify,
+    /// Woken when a schedule is added: the scheduler looks again.
+    schedules: Notify,
     http: reqwest::Client,
     metrics: metrics::Metrics,
     shutdown: CancellationToken,
@@ -169,6 +180,7 @@ impl Server {
                 deliveries: Notify::new(),
                 live: live::LiveLogs::default(),
                 notifications: Notify::new(),
+                schedules: Notify::new(),
                 http: reqwest::Client::new(),
                 metrics: metrics::Metrics::default(),
                 shutdown: CancellationToken::new(),
@@ -214,6 +226,7 @@ impl Server {
         tasks.spawn(trigger::work(Arc::clone(&self.state)));
         tasks.spawn(reap(Arc::clone(&self.state)));
         tasks.spawn(notify::work(Arc::clone(&self.state)));
+        tasks.spawn(schedules::work(Arc::clone(&self.state)));
         tasks.spawn(live::follow_others(Arc::clone(&self.state)));
         let token = self.state.shutdown.clone();
         let router = self.router();

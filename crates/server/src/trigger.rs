@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_pipeline::{CompileError, Context, Event, Limits, RepoInfo, Source};
-use gantry_store::{Build, Delivery, NewBuild, Repo, StoreError, Visibility};
+use gantry_store::{Build, Delivery, NewBuild, Repo, ScheduleRun, StoreError, Visibility};
 
 use crate::AppState;
 use crate::error::OpError;
@@ -28,6 +28,32 @@ pub struct Origin {
     /// What the build's changed files are measured over (webhooks of pushes and pull
     /// requests); `None` keeps the context's list as it is.
     pub changes: Option<ChangeSpan>,
+    /// The schedule this build is a run of.
+    pub schedule: Option<ScheduleRun>,
+}
+
+impl Origin {
+    /// A build a person (or a schedule) asked for: no delivery, not a fork.
+    fn asked_by(sender: &str) -> Self {
+        Origin {
+            sender: sender.to_owned(),
+            delivery: None,
+            fork: false,
+            changes: None,
+            schedule: None,
+        }
+    }
+}
+
+/// What a build of a branch's head (rather than of a webhook) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadBuild {
+    /// Event `custom`: someone asked for it.
+    Manual,
+    /// Event `promote` to this target.
+    Deploy(String),
+    /// Event `cron`, by the schedule of this name.
+    Cron { name: String, run: ScheduleRun },
 }
 
 /// The context a webhook's trigger gives a build of `repo` (number and link come later).
@@ -108,6 +134,7 @@ pub async fn create_build(
             // repository says so.
             hold: origin.fork && repo.fork_policy == "approve",
             messages,
+            schedule: origin.schedule,
         })
         .await?;
     state.notifications.notify_one();
@@ -271,14 +298,15 @@ fn instance_of(url: &str) -> String {
     rest.split(['/', ':']).next().unwrap_or("").to_owned()
 }
 
-/// A manual build of a branch (its head, or `commit` on it) with parameters.
-pub async fn manual_build(
+/// A build of a branch (its head, or `commit` on it) with parameters: a manual build, a
+/// deployment of a branch, or a schedule's run.
+pub async fn head_build(
     state: &Arc<AppState>,
     repo: &Repo,
     branch: &str,
     commit: Option<&str>,
     params: BTreeMap<String, String>,
-    deploy_to: Option<String>,
+    kind: HeadBuild,
     sender: &str,
 ) -> Result<Build, OpError> {
     let state2 = Arc::clone(state);
@@ -310,23 +338,24 @@ pub async fn manual_build(
         }
     };
     let mut ctx = Context::push(&repo.full_name(), branch);
-    ctx.event = if deploy_to.is_some() {
-        Event::Promote
-    } else {
-        Event::Custom
-    };
     ctx.commit = head.sha;
     ctx.message = head.message;
     ctx.author = head.author;
     ctx.author_email = head.author_email;
     ctx.params = params;
-    ctx.deploy_target = deploy_to;
-    let origin = Origin {
-        sender: sender.to_owned(),
-        delivery: None,
-        fork: false,
-        changes: None,
-    };
+    let mut origin = Origin::asked_by(sender);
+    match kind {
+        HeadBuild::Manual => ctx.event = Event::Custom,
+        HeadBuild::Deploy(target) => {
+            ctx.event = Event::Promote;
+            ctx.deploy_target = Some(target);
+        }
+        HeadBuild::Cron { name, run } => {
+            ctx.event = Event::Cron;
+            ctx.cron = Some(name);
+            origin.schedule = Some(run);
+        }
+    }
     Ok(create_build(state, repo, ctx, origin).await?)
 }
 
@@ -368,10 +397,32 @@ pub async fn restart(
     let mut ctx = state.store.build_context(build.id).await?;
     ctx.parent = Some(build.number as u64);
     let origin = Origin {
-        sender: sender.to_owned(),
-        delivery: None,
         fork: build.fork,
-        changes: None,
+        ..Origin::asked_by(sender)
+    };
+    create_build(state, repo, ctx, origin).await
+}
+
+/// Deploys what `build` built to `target`, as Drone's promote does: a new build of the same
+/// commit and context with event `promote`, `DRONE_DEPLOY_TO` set and `params` added (they
+/// win over the build's own of the same name). The `target` condition picks its pipelines.
+pub async fn promote(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    build: &Build,
+    target: &str,
+    params: BTreeMap<String, String>,
+    sender: &str,
+) -> Result<Build, StoreError> {
+    let mut ctx = state.store.build_context(build.id).await?;
+    ctx.parent = Some(build.number as u64);
+    ctx.event = Event::Promote;
+    ctx.action = None;
+    ctx.deploy_target = Some(target.to_owned());
+    ctx.params.extend(params);
+    let origin = Origin {
+        fork: build.fork,
+        ..Origin::asked_by(sender)
     };
     create_build(state, repo, ctx, origin).await
 }
@@ -503,6 +554,7 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
         delivery: Some(delivery.id),
         fork: trigger.fork,
         changes: change_span(&trigger),
+        schedule: None,
     };
     let build = match create_build(state, &repo, ctx, origin).await {
         Ok(build) => build,

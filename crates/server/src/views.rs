@@ -61,6 +61,27 @@ pub fn build(build: store::Build) -> gantry_api::Build {
     }
 }
 
+/// A schedule with the build its last run made.
+pub fn schedule(listed: crate::ops::schedules::Listed) -> gantry_api::Schedule {
+    let schedule = listed.schedule;
+    gantry_api::Schedule {
+        name: schedule.name,
+        expression: schedule.expression,
+        timezone: schedule.timezone,
+        branch: schedule.branch,
+        params: schedule.params,
+        next_run_at: schedule.next_run_at,
+        last_run_at: schedule.last_run_at,
+        last_build: listed.last_build.map(|b| gantry_api::ScheduledBuild {
+            number: b.number,
+            status: b.status,
+        }),
+        last_error: schedule.last_error,
+        created_by: schedule.created_by,
+        created_at: schedule.created_at,
+    }
+}
+
 /// A build with its stages, steps and notifications, read from the store.
 pub async fn build_detail(
     state: &AppState,

@@ -227,6 +227,8 @@ pub struct NewBuild {
     /// Notifications of its creation (commit statuses), queued in the same transaction;
     /// when there are some, the build counts as notified for its first status.
     pub messages: Vec<crate::NewMessage>,
+    /// The schedule this build is a run of: moved on in the same transaction.
+    pub schedule: Option<crate::ScheduleRun>,
 }
 
 /// Which builds to list, newest first.
@@ -557,6 +559,9 @@ impl Store {
             .bind(new.fork)
             .fetch_one(&mut *tx)
             .await?;
+            if let Some(run) = &new.schedule {
+                crate::schedules::record_schedule_run!(tx, run, build_id, now);
+            }
             let mut queued = false;
             if let Ok(plan) = &new.plan {
                 for stage in &plan.stages {

@@ -51,6 +51,22 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(restart_build),
         )
         .route(
+            "/api/repos/{owner}/{name}/builds/{number}/promote",
+            post(promote_build),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/cron",
+            get(list_schedules).post(add_schedule),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/cron/{cron}",
+            axum::routing::delete(remove_schedule),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/cron/{cron}/run",
+            post(run_schedule),
+        )
+        .route(
             "/api/repos/{owner}/{name}/builds/{number}/{action}",
             post(act_on_build),
         )
@@ -241,6 +257,67 @@ async fn restart_build(
 ) -> OpResult<(StatusCode, Json<gantry_api::BuildDetail>)> {
     let who = caller.require_identity()?;
     let (repo, build) = ops::builds::restart(&state, who, &owner, &name, number).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(views::build_detail(&state, &repo, build).await?),
+    ))
+}
+
+async fn promote_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<gantry_api::BuildDetail>)> {
+    let who = caller.require_identity()?;
+    let request = parse_body(&body)?;
+    let (repo, build) = ops::builds::promote(&state, who, &owner, &name, number, request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(views::build_detail(&state, &repo, build).await?),
+    ))
+}
+
+async fn list_schedules(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<Json<Vec<gantry_api::Schedule>>> {
+    let (_, listed) = ops::schedules::list(&state, caller.reader(), &owner, &name).await?;
+    Ok(Json(listed.into_iter().map(views::schedule).collect()))
+}
+
+async fn add_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<gantry_api::Schedule>)> {
+    let who = caller.require_identity()?;
+    let schedule = ops::schedules::add(&state, who, &owner, &name, parse_body(&body)?).await?;
+    let listed = ops::schedules::Listed {
+        schedule,
+        last_build: None,
+    };
+    Ok((StatusCode::CREATED, Json(views::schedule(listed))))
+}
+
+async fn remove_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, cron)): Path<(String, String, String)>,
+) -> OpResult<StatusCode> {
+    ops::schedules::remove(&state, caller.require_identity()?, &owner, &name, &cron).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn run_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, cron)): Path<(String, String, String)>,
+) -> OpResult<(StatusCode, Json<gantry_api::BuildDetail>)> {
+    let who = caller.require_identity()?;
+    let (repo, build) = ops::schedules::run(&state, who, &owner, &name, &cron).await?;
     Ok((
         StatusCode::CREATED,
         Json(views::build_detail(&state, &repo, build).await?),

@@ -93,6 +93,36 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
         ),
         (
             Post,
+            "/api/repos/{owner}/{name}/builds/{number}/promote",
+            "Deploys a finished build's commit to a target (target, params): event promote",
+            One("BuildDetail"),
+        ),
+        (
+            Get,
+            "/api/repos/{owner}/{name}/cron",
+            "The repository's schedules, with their next run and last build",
+            Many("Schedule"),
+        ),
+        (
+            Post,
+            "/api/repos/{owner}/{name}/cron",
+            "Adds a schedule (name, expression, branch, timezone, params)",
+            One("Schedule"),
+        ),
+        (
+            Delete,
+            "/api/repos/{owner}/{name}/cron/{cron}",
+            "Removes a schedule",
+            Nothing,
+        ),
+        (
+            Post,
+            "/api/repos/{owner}/{name}/cron/{cron}/run",
+            "Runs a schedule now (event cron), leaving its next run as it is",
+            One("BuildDetail"),
+        ),
+        (
+            Post,
             "/api/repos/{owner}/{name}/builds/{number}/{action}",
             "cancel, approve or decline a build",
             One("BuildDetail"),
@@ -296,6 +326,8 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::SecretSaved>()
         .schema_from::<gantry_api::Runner>()
         .schema_from::<gantry_api::Target>()
+        .schema_from::<gantry_api::Schedule>()
+        .schema_from::<gantry_api::ScheduledBuild>()
         .schema_from::<gantry_api::Queued>()
         .schema(
             "Error",

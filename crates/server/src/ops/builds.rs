@@ -147,13 +147,17 @@ pub async fn create(
         .branch
         .filter(|b| !b.trim().is_empty())
         .unwrap_or_else(|| repo.default_branch.clone());
-    let build = trigger::manual_build(
+    let kind = match request.deploy_to.filter(|t| !t.trim().is_empty()) {
+        Some(target) => trigger::HeadBuild::Deploy(target.trim().to_owned()),
+        None => trigger::HeadBuild::Manual,
+    };
+    let build = trigger::head_build(
         state,
         &repo,
         branch.trim(),
         request.commit.as_deref(),
         request.params,
-        request.deploy_to.filter(|t| !t.trim().is_empty()),
+        kind,
         who.name(),
     )
     .await?;
@@ -172,6 +176,55 @@ pub async fn restart(
     let build = find(state, &repo, number).await?;
     let restarted = trigger::restart(state, &repo, &build, who.name()).await?;
     Ok((repo, restarted))
+}
+
+/// A deployment of a finished build (`gantry build promote REPO N TARGET`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promotion {
+    /// `production`, `staging`, ...: `DRONE_DEPLOY_TO`, matched by `target` conditions.
+    pub target: String,
+    /// Given to steps as environment variables, over the build's own.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// Deploys build `number`'s commit to a target as a new build; needs the write role. The
+/// build must have finished (what is promoted is what was tested).
+pub async fn promote(
+    state: &Arc<AppState>,
+    who: &Identity,
+    owner: &str,
+    name: &str,
+    number: i64,
+    request: Promotion,
+) -> OpResult<(Repo, Build)> {
+    let (repo, _) = access::authorize(state, Some(who), owner, name, Need::Write).await?;
+    let target = request.target.trim();
+    if target.is_empty()
+        || target.len() > 100
+        || !target
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+    {
+        return Err(OpError::invalid_field(
+            "target",
+            format!(
+                "target `{target}` is not valid: name an environment with letters, digits, `_`, `-`, `.` and `/` (e.g. `production`)"
+            ),
+        ));
+    }
+    check_params(&request.params)?;
+    let build = find(state, &repo, number).await?;
+    if !build.status.is_final() {
+        return Err(OpError::Conflict(format!(
+            "build #{number} is {}: promote it when it has finished",
+            build.status
+        )));
+    }
+    let promoted =
+        trigger::promote(state, &repo, &build, target, request.params, who.name()).await?;
+    Ok((repo, promoted))
 }
 
 /// Cancels, approves or declines build `number`; needs the write role. A build the action
@@ -205,7 +258,21 @@ pub async fn find(state: &AppState, repo: &Repo, number: i64) -> OpResult<Build>
 }
 
 fn check_manual(request: &ManualBuild) -> OpResult<()> {
-    for key in request.params.keys() {
+    check_params(&request.params)?;
+    if let Some(commit) = &request.commit
+        && !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(OpError::invalid_field(
+            "commit",
+            format!("commit `{commit}` is not a full 40-hex-digit sha"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parameters become environment variables: their names must be ones.
+pub fn check_params(params: &BTreeMap<String, String>) -> OpResult<()> {
+    for key in params.keys() {
         if key.is_empty()
             || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || key.starts_with(|c: char| c.is_ascii_digit())
@@ -217,14 +284,6 @@ fn check_manual(request: &ManualBuild) -> OpResult<()> {
                 ),
             ));
         }
-    }
-    if let Some(commit) = &request.commit
-        && !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err(OpError::invalid_field(
-            "commit",
-            format!("commit `{commit}` is not a full 40-hex-digit sha"),
-        ));
     }
     Ok(())
 }

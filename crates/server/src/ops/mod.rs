@@ -9,6 +9,7 @@ pub mod builds;
 pub mod notify;
 pub mod repos;
 pub mod runners;
+pub mod schedules;
 pub mod secrets;
 pub mod tokens;
 pub mod users;

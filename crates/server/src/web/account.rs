@@ -112,6 +112,32 @@ pub(super) async fn restart(
     )))
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct PromoteForm {
+    #[serde(default)]
+    csrf: String,
+    target: String,
+}
+
+/// The Promote button: deploys the build to the target typed beside it.
+pub(super) async fn promote(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number)): Path<(String, String, i64)>,
+    Form(form): Form<PromoteForm>,
+) -> Result<Redirect, Page> {
+    let who = session.actor(&form.csrf)?;
+    let request = ops::builds::Promotion {
+        target: form.target,
+        params: Default::default(),
+    };
+    let (_, promoted) = ops::builds::promote(&state, who, &owner, &name, number, request).await?;
+    Ok(Redirect::to(&format!(
+        "/{owner}/{name}/{}",
+        promoted.number
+    )))
+}
+
 /// The Cancel, Approve and Decline buttons.
 pub(super) async fn act(
     State(state): State<Arc<AppState>>,

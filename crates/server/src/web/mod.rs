@@ -61,6 +61,15 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/{owner}/{name}/settings/secrets/{secret}/delete",
             post(delete_secret),
         )
+        .route("/{owner}/{name}/settings/cron", post(add_schedule))
+        .route(
+            "/{owner}/{name}/settings/cron/{cron}/delete",
+            post(delete_schedule),
+        )
+        .route(
+            "/{owner}/{name}/settings/cron/{cron}/run",
+            post(run_schedule),
+        )
         .route("/{owner}/{name}/settings/roles", post(set_role))
         .route(
             "/{owner}/{name}/settings/credentials",
@@ -68,6 +77,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/{owner}/{name}/{number}", get(build_page))
         .route("/{owner}/{name}/{number}/restart", post(restart))
+        .route("/{owner}/{name}/{number}/promote", post(promote))
         .route("/{owner}/{name}/{number}/{action}", post(act))
         .route("/{owner}/{name}/{number}/{stage}/{step}", get(step_page))
         .fallback(not_found)

@@ -11,6 +11,18 @@ pub(super) struct SecretRow {
     updated: String,
 }
 
+pub(super) struct ScheduleRow {
+    name: String,
+    expression: String,
+    timezone: String,
+    branch: String,
+    next_run: String,
+    /// Number and status of the last run's build.
+    last_build: Option<(i64, String)>,
+    /// Why its last tick made no build; empty when it did.
+    last_error: String,
+}
+
 pub(super) struct RoleRow {
     login: String,
     role: &'static str,
@@ -37,6 +49,7 @@ pub(super) struct SettingsTemplate {
     has_github_token: bool,
     has_ssh_key: bool,
     secrets: Vec<SecretRow>,
+    schedules: Vec<ScheduleRow>,
     roles: Vec<RoleRow>,
     /// The section (`repository`, `credentials`, `secrets`, `roles`) whose form was just
     /// refused, and why; empty when none was.
@@ -75,6 +88,22 @@ async fn settings_view(
             updated: age(s.updated_at),
         })
         .collect();
+    let (_, schedules) =
+        ops::schedules::list(state, session.identity.as_ref(), owner, name).await?;
+    let schedules = schedules
+        .into_iter()
+        .map(|listed| ScheduleRow {
+            last_build: listed
+                .last_build
+                .map(|b| (b.number, b.status.as_str().to_owned())),
+            name: listed.schedule.name,
+            expression: listed.schedule.expression,
+            timezone: listed.schedule.timezone,
+            branch: listed.schedule.branch,
+            next_run: crate::human::at_ms(listed.schedule.next_run_at),
+            last_error: listed.schedule.last_error.unwrap_or_default(),
+        })
+        .collect();
     let roles = roles
         .into_iter()
         .map(|r| RoleRow {
@@ -104,6 +133,7 @@ async fn settings_view(
         has_github_token: !repo.github_token.is_empty(),
         has_ssh_key: !repo.ssh_key.is_empty(),
         secrets,
+        schedules,
         roles,
         refused_section: refusal.as_ref().map_or("", |r| r.section),
         refused: refusal
@@ -269,6 +299,65 @@ pub(super) async fn delete_secret(
     };
     let result = ops::secrets::remove(&state, who, of, &secret).await;
     settled(&state, &session, (&owner, &name), "secrets", result).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ScheduleForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    expression: String,
+    #[serde(default)]
+    timezone: String,
+    #[serde(default)]
+    branch: String,
+}
+
+pub(super) async fn add_schedule(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<ScheduleForm>,
+) -> Result<Response, Page> {
+    let who = session.actor(&form.csrf)?;
+    let new = ops::schedules::NewCron {
+        name: form.name,
+        expression: form.expression,
+        branch: Some(form.branch),
+        timezone: Some(form.timezone),
+        params: Default::default(),
+    };
+    let result = ops::schedules::add(&state, who, &owner, &name, new)
+        .await
+        .map(drop);
+    settled(&state, &session, (&owner, &name), "schedules", result).await
+}
+
+pub(super) async fn delete_schedule(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, cron)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Page> {
+    let who = session.actor(&form.csrf)?;
+    let result = ops::schedules::remove(&state, who, &owner, &name, &cron).await;
+    settled(&state, &session, (&owner, &name), "schedules", result).await
+}
+
+/// Runs a schedule now and shows the build it made.
+pub(super) async fn run_schedule(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, cron)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Page> {
+    let who = session.actor(&form.csrf)?;
+    match ops::schedules::run(&state, who, &owner, &name, &cron).await {
+        Ok((_, build)) => {
+            Ok(Redirect::to(&format!("/{owner}/{name}/{}", build.number)).into_response())
+        }
+        Err(error) => settled(&state, &session, (&owner, &name), "schedules", Err(error)).await,
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -192,6 +192,14 @@ mod cases {
             .as_i64()
             .expect("an id");
         set_role(&server, "app", "bystander", "read").await;
+        let made = server
+            .api(
+                Method::POST,
+                "/repos/acme/app/cron",
+                Some(json!({"name": "old", "expression": "@daily"})),
+            )
+            .await;
+        assert_eq!(made.status(), 201);
 
         let logs = "/api/repos/acme/app/builds/1/logs/1/1";
         let table = vec![
@@ -250,6 +258,41 @@ mod cases {
                 Method::POST,
                 "/api/repos/{owner}/{name}/builds/{number}/restart",
                 "/api/repos/acme/app/builds/1/restart",
+                None,
+                Need::Write,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/builds/{number}/promote",
+                "/api/repos/acme/app/builds/1/promote",
+                Some(json!({"target": "production"})),
+                Need::Write,
+            ),
+            endpoint(
+                Method::GET,
+                "/api/repos/{owner}/{name}/cron",
+                "/api/repos/acme/app/cron",
+                None,
+                Need::Read,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/cron",
+                "/api/repos/acme/app/cron",
+                Some(json!({"name": "nightly", "expression": "0 3 * * *"})),
+                Need::Write,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/cron/{cron}/run",
+                "/api/repos/acme/app/cron/nightly/run",
+                None,
+                Need::Write,
+            ),
+            endpoint(
+                Method::DELETE,
+                "/api/repos/{owner}/{name}/cron/{cron}",
+                "/api/repos/acme/app/cron/old",
                 None,
                 Need::Write,
             ),

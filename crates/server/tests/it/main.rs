@@ -12,6 +12,7 @@ mod oauth;
 mod openapi;
 mod ops;
 mod protocol;
+mod schedules;
 mod secrets;
 mod servers;
 mod support;

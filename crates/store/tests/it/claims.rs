@@ -12,7 +12,7 @@ use gantry_store::{
 };
 use gantry_test_support::{TempDir, test_databases};
 
-use crate::conformance::{TWO_STAGES, new_build, repo, runner};
+use crate::conformance::{TWO_STAGES, new_build, repo, runner, try_build_for};
 
 /// Two stores on each database in turn, the second opened on the first's database.
 async fn each_pair(name: &str, case: impl AsyncFn(&'static str, Store, Store)) {
@@ -415,6 +415,160 @@ async fn two_stages_ending_at_once_on_two_servers_end_their_build() {
                 "{label}: build {build} ended: {ended:?}"
             );
         }
+    })
+    .await;
+}
+
+/// A due schedule is claimed by one server; the build of its tick is stored only under the
+/// current claim, so a server whose claim ran out (and was taken over) makes no second build,
+/// and the tick moves the schedule on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_schedule_makes_one_build_across_servers() {
+    each_pair("claims-schedules", async |label, a, b| {
+        let repo_id = repo(&a, "sched").await.id;
+        let due = 1_000_000;
+        let schedule = a
+            .create_schedule(&gantry_store::NewSchedule {
+                repo_id,
+                name: "nightly".into(),
+                expression: "@daily".into(),
+                timezone: "UTC".into(),
+                branch: "main".into(),
+                params: Default::default(),
+                next_run_at: due,
+                created_by: "octocat".into(),
+            })
+            .await
+            .expect("adds");
+        let duplicate = a
+            .create_schedule(&gantry_store::NewSchedule {
+                repo_id,
+                name: "nightly".into(),
+                expression: "@hourly".into(),
+                timezone: "UTC".into(),
+                branch: "main".into(),
+                params: Default::default(),
+                next_run_at: due,
+                created_by: "octocat".into(),
+            })
+            .await;
+        assert!(
+            matches!(duplicate, Err(gantry_store::StoreError::Conflict(_))),
+            "{label}: {duplicate:?}"
+        );
+        assert_eq!(a.next_schedule_due().await.expect("reads"), Some(due));
+        assert!(
+            a.claim_schedule(due - 1, due + 60_000)
+                .await
+                .expect("claims")
+                .is_none(),
+            "{label}: not due yet"
+        );
+        let (from_a, from_b) = tokio::join!(
+            a.claim_schedule(due, due + 60_000),
+            b.claim_schedule(due, due + 60_000)
+        );
+        let claims: Vec<_> = [from_a.expect("claims"), from_b.expect("claims")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(claims.len(), 1, "{label}: one server claims a due schedule");
+        let first = claims[0].clone();
+        assert_eq!(first.id, schedule.id);
+        // Its server stalls; the claim runs out and the other server takes the tick.
+        let second = b
+            .claim_schedule(due + 60_000, due + 120_000)
+            .await
+            .expect("claims")
+            .expect("a lapsed claim is due again");
+        assert_eq!(second.claim_epoch, first.claim_epoch + 1);
+        let next = due + 86_400_000;
+        let run = |epoch| gantry_store::ScheduleRun {
+            schedule_id: schedule.id,
+            tick: Some((epoch, next)),
+        };
+        try_build_for(
+            &b,
+            repo_id,
+            "main",
+            TWO_STAGES,
+            None,
+            Some(run(second.claim_epoch)),
+        )
+        .await
+        .expect("the current claim stores its build");
+        let late = try_build_for(
+            &a,
+            repo_id,
+            "main",
+            TWO_STAGES,
+            None,
+            Some(run(first.claim_epoch)),
+        )
+        .await;
+        assert!(
+            matches!(late, Err(gantry_store::StoreError::Conflict(_))),
+            "{label}: a stale claim makes no build: {late:?}"
+        );
+        let builds = a
+            .list_builds(
+                repo_id,
+                &gantry_store::BuildFilter {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("lists");
+        assert_eq!(builds.len(), 1, "{label}: one build for the tick");
+        let after = a
+            .schedule(repo_id, "nightly")
+            .await
+            .expect("reads")
+            .expect("there");
+        assert_eq!(after.next_run_at, next, "{label}: the tick moved it on");
+        assert_eq!(after.last_build_id, Some(builds[0].id));
+        assert!(
+            a.claim_schedule(due + 120_000, due + 180_000)
+                .await
+                .expect("claims")
+                .is_none(),
+            "{label}: nothing is due until the next tick"
+        );
+        // A tick that makes no build says why and moves on too.
+        let third = a
+            .claim_schedule(next, next + 60_000)
+            .await
+            .expect("claims")
+            .expect("due");
+        assert!(
+            a.schedule_failed(
+                third.id,
+                third.claim_epoch,
+                next,
+                next + 86_400_000,
+                "no branch"
+            )
+            .await
+            .expect("records")
+        );
+        let failed = a
+            .schedule(repo_id, "nightly")
+            .await
+            .expect("reads")
+            .expect("there");
+        assert_eq!(failed.last_error.as_deref(), Some("no branch"));
+        assert_eq!(failed.next_run_at, next + 86_400_000);
+        assert!(
+            a.delete_schedule(repo_id, "nightly")
+                .await
+                .expect("removes")
+        );
+        assert!(
+            !a.delete_schedule(repo_id, "nightly")
+                .await
+                .expect("removes")
+        );
     })
     .await;
 }

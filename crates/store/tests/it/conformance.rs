@@ -117,6 +117,18 @@ async fn try_build(
     yaml: &str,
     delivery: Option<i64>,
 ) -> Result<(gantry_store::Build, bool), gantry_store::StoreError> {
+    try_build_for(store, repo_id, branch, yaml, delivery, None).await
+}
+
+/// A build of `yaml` on `branch` for `delivery` or `schedule`, if given.
+pub(crate) async fn try_build_for(
+    store: &Store,
+    repo_id: i64,
+    branch: &str,
+    yaml: &str,
+    delivery: Option<i64>,
+    schedule: Option<gantry_store::ScheduleRun>,
+) -> Result<(gantry_store::Build, bool), gantry_store::StoreError> {
     let number = store.take_build_number(repo_id).await.expect("a number");
     let mut ctx = Context::push("acme/app", branch);
     ctx.build_number = number as u64;
@@ -133,6 +145,7 @@ async fn try_build(
             fork: false,
             hold: false,
             messages: Vec::new(),
+            schedule,
         })
         .await
 }
@@ -607,6 +620,7 @@ mod cases {
                 fork: false,
                 hold: false,
                 messages: Vec::new(),
+                schedule: None,
             })
             .await
             .expect("creates");
