@@ -298,6 +298,35 @@ pub struct ScheduledBuild {
     pub status: Status,
 }
 
+/// What the server keeps (days; 0 keeps for ever), and its last retention run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Retention {
+    pub build_days: u32,
+    pub builds_per_branch: u32,
+    pub log_days: u32,
+    pub delivery_days: u32,
+    pub message_days: u32,
+    /// How often it runs, in seconds.
+    pub every_secs: u64,
+    pub last_run: Option<RetentionRun>,
+}
+
+/// What one retention run removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetentionRun {
+    /// When it ran (milliseconds since the epoch).
+    pub at: i64,
+    pub builds: i64,
+    /// Builds whose step logs were removed (the builds stay).
+    pub build_logs: i64,
+    pub log_lines: i64,
+    pub deliveries: i64,
+    pub messages: i64,
+    /// What the SQLite file gave back (0 on PostgreSQL).
+    pub bytes_freed: i64,
+    pub batches: i64,
+}
+
 /// A message queued in the outbox (a test message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Queued {

@@ -96,6 +96,20 @@ pub struct ServerArgs {
     /// (by default it is open, like `/healthz` and `/readyz`).
     #[arg(long, env = "GANTRY_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Builds that finished more than this many days ago are removed (0 keeps them all)...
+    #[arg(long, env = "GANTRY_KEEP_BUILDS_DAYS", default_value_t = 365)]
+    pub keep_builds_days: u32,
+    /// ...except the newest this many of each repository's branch.
+    #[arg(long, env = "GANTRY_KEEP_BUILDS_PER_BRANCH", default_value_t = 50)]
+    pub keep_builds_per_branch: u32,
+    /// Step logs of builds that finished more than this many days ago are removed; the
+    /// builds stay (0 keeps all logs).
+    #[arg(long, env = "GANTRY_KEEP_LOGS_DAYS", default_value_t = 90)]
+    pub keep_logs_days: u32,
+    /// Processed webhook deliveries and sent chat messages and commit statuses are kept this
+    /// many days (0: for ever).
+    #[arg(long, env = "GANTRY_KEEP_DELIVERIES_DAYS", default_value_t = 30)]
+    pub keep_deliveries_days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +350,14 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     config.github_api = args.github_api_url.clone();
     config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
     config.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
+    config.retention = gantry_server::Retention {
+        build_days: args.keep_builds_days,
+        builds_per_branch: args.keep_builds_per_branch,
+        log_days: args.keep_logs_days,
+        delivery_days: args.keep_deliveries_days,
+        message_days: args.keep_deliveries_days,
+        ..gantry_server::Retention::default()
+    };
     if let Some(path) = &args.ssh_known_hosts {
         let lines = std::fs::read_to_string(path)
             .with_context(|| format!("while reading the SSH known hosts {}", path.display()))?;

@@ -29,6 +29,7 @@ mod metrics;
 mod notify;
 pub mod oauth;
 mod ops;
+mod retention;
 mod rpc;
 mod schedules;
 pub mod secrets;
@@ -39,6 +40,7 @@ mod web;
 
 pub use auth::random_secret;
 pub use error::OpError;
+pub use retention::Retention;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -75,6 +77,8 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// What schedules (and retention) go by.
     pub clock: clock::Clock,
+    /// What old builds, logs, deliveries and messages are kept.
+    pub retention: retention::Retention,
     /// How often schedules are looked at when none is due sooner (a test with a manual
     /// clock sets it short).
     pub schedule_poll: Duration,
@@ -101,6 +105,7 @@ impl ServerConfig {
             ssh_known_hosts: gantry_proto::ssh::GITHUB_HOST_KEYS.to_owned(),
             metrics_token: None,
             clock: clock::Clock::system(),
+            retention: retention::Retention::default(),
             schedule_poll: Duration::from_secs(15),
         }
     }
@@ -227,6 +232,7 @@ impl Server {
         tasks.spawn(reap(Arc::clone(&self.state)));
         tasks.spawn(notify::work(Arc::clone(&self.state)));
         tasks.spawn(schedules::work(Arc::clone(&self.state)));
+        tasks.spawn(retention::work(Arc::clone(&self.state)));
         tasks.spawn(live::follow_others(Arc::clone(&self.state)));
         let token = self.state.shutdown.clone();
         let router = self.router();

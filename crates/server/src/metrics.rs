@@ -31,6 +31,7 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     lease_expiries: Counter,
     step_seconds: Histogram,
+    retention_removed: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -40,6 +41,7 @@ impl Default for Metrics {
             lease_expiries: Counter::default(),
             // 0.25 s to about 34 minutes.
             step_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
+            retention_removed: Family::default(),
         }
     }
 }
@@ -58,6 +60,22 @@ impl Metrics {
 
     pub fn step_took(&self, seconds: f64) {
         self.step_seconds.observe(seconds.max(0.0));
+    }
+
+    /// What a retention run of this server removed.
+    pub fn retention(&self, report: &gantry_store::RetentionReport) {
+        for (kind, n) in [
+            ("builds", report.builds),
+            ("build_logs", report.build_logs),
+            ("log_lines", report.log_lines),
+            ("deliveries", report.deliveries),
+            ("messages", report.messages),
+            ("bytes", report.bytes_freed),
+        ] {
+            self.retention_removed
+                .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+                .inc_by(n.max(0) as u64);
+        }
     }
 }
 
@@ -170,6 +188,11 @@ async fn render(state: &AppState) -> Result<String, OpError> {
         "gantry_lease_expiries",
         "Stage leases this server's reaper found expired",
         metrics.lease_expiries.clone(),
+    );
+    registry.register(
+        "gantry_retention_removed",
+        "What this server's retention runs removed, by kind (builds, build_logs, log_lines, deliveries, messages, bytes)",
+        metrics.retention_removed.clone(),
     );
     registry.register(
         "gantry_step_duration_seconds",

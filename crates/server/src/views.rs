@@ -61,6 +61,31 @@ pub fn build(build: store::Build) -> gantry_api::Build {
     }
 }
 
+/// The retention settings and what the last run removed.
+pub fn retention(
+    retention: crate::Retention,
+    last: Option<(i64, gantry_store::RetentionReport)>,
+) -> gantry_api::Retention {
+    gantry_api::Retention {
+        build_days: retention.build_days,
+        builds_per_branch: retention.builds_per_branch,
+        log_days: retention.log_days,
+        delivery_days: retention.delivery_days,
+        message_days: retention.message_days,
+        every_secs: retention.every.as_secs(),
+        last_run: last.map(|(at, r)| gantry_api::RetentionRun {
+            at,
+            builds: r.builds,
+            build_logs: r.build_logs,
+            log_lines: r.log_lines,
+            deliveries: r.deliveries,
+            messages: r.messages,
+            bytes_freed: r.bytes_freed,
+            batches: r.batches,
+        }),
+    }
+}
+
 /// A schedule with the build its last run made.
 pub fn schedule(listed: crate::ops::schedules::Listed) -> gantry_api::Schedule {
     let schedule = listed.schedule;

@@ -21,6 +21,7 @@ mod logs;
 mod notify;
 mod queue;
 mod repos;
+mod retention;
 mod runners;
 mod schedules;
 mod secrets;
@@ -34,6 +35,7 @@ pub use logs::StoredLine;
 pub use notify::{NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, Reaped, StageEnd};
 pub use repos::{NewRepo, Repo, RepoUpdate, Visibility};
+pub use retention::{RetentionPolicy, RetentionReport};
 pub use runners::Runner;
 pub use schedules::{NewSchedule, Schedule, ScheduleRun};
 pub use secrets::{SealedSecret, SecretInfo, SecretScope};
@@ -210,7 +212,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Set before the first table exists, so retention can give space back
+            // (`reclaim_space`); an older database is switched by one VACUUM there.
+            .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)

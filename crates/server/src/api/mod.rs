@@ -83,6 +83,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(log_lines),
         )
         .route("/api/runners", get(list_runners))
+        .route("/api/retention", get(retention_status))
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
         .route(
@@ -338,6 +339,14 @@ async fn act_on_build(
     let who = caller.require_identity()?;
     let (repo, build) = ops::builds::act(&state, who, &owner, &name, number, action).await?;
     Ok(Json(views::build_detail(&state, &repo, build).await?))
+}
+
+async fn retention_status(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> OpResult<Json<gantry_api::Retention>> {
+    let (retention, last) = ops::retention::status(&state, caller.require_identity()?).await?;
+    Ok(Json(views::retention(retention, last)))
 }
 
 async fn list_runners(

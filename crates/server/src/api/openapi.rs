@@ -153,6 +153,12 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
         ),
         (
             Get,
+            "/api/retention",
+            "What the server keeps, and what its last retention run removed",
+            One("Retention"),
+        ),
+        (
+            Get,
             "/api/tokens",
             "The caller's tokens (a server admin: every one)",
             Many("Token"),
@@ -327,6 +333,8 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::Runner>()
         .schema_from::<gantry_api::Target>()
         .schema_from::<gantry_api::Schedule>()
+        .schema_from::<gantry_api::Retention>()
+        .schema_from::<gantry_api::RetentionRun>()
         .schema_from::<gantry_api::ScheduledBuild>()
         .schema_from::<gantry_api::Queued>()
         .schema(

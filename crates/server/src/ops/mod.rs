@@ -8,6 +8,7 @@
 pub mod builds;
 pub mod notify;
 pub mod repos;
+pub mod retention;
 pub mod runners;
 pub mod schedules;
 pub mod secrets;

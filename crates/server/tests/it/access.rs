@@ -340,6 +340,13 @@ mod cases {
             ),
             endpoint(
                 Method::GET,
+                "/api/retention",
+                "/api/retention",
+                None,
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::GET,
                 "/api/tokens",
                 "/api/tokens",
                 None,

@@ -12,6 +12,7 @@ mod oauth;
 mod openapi;
 mod ops;
 mod protocol;
+mod retention;
 mod schedules;
 mod secrets;
 mod servers;

@@ -177,7 +177,7 @@ fn step(epoch: i64, name: &str, state: StepState, exit: Option<i32>) -> StepUpda
 }
 
 /// A runner's report that a stage ended.
-fn end(status: Status, steps: Vec<StepUpdate>) -> StageEnd {
+pub(crate) fn end(status: Status, steps: Vec<StepUpdate>) -> StageEnd {
     StageEnd {
         status,
         error: None,
@@ -185,7 +185,7 @@ fn end(status: Status, steps: Vec<StepUpdate>) -> StageEnd {
     }
 }
 
-fn lines(from: u64, count: u64) -> Vec<LogLine> {
+pub(crate) fn lines(from: u64, count: u64) -> Vec<LogLine> {
     (from..from + count)
         .map(|n| LogLine {
             number: n,

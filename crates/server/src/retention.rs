@@ -1,0 +1,139 @@
+//! The retention job: once an hour (by default), one server removes what is older than the
+//! operator's limits (`Retention`), in small batches through
+//! [`gantry_store::Store::prune`], and records what it removed. The run is claimed in the
+//! store (`maintenance`), so servers sharing a database do it once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_store::{RetentionPolicy, RetentionReport};
+
+use crate::AppState;
+
+/// The name of the job in the store's `maintenance` table.
+pub const JOB: &str = "retention";
+
+/// How long a run may take before another server may start one (a dead server's run).
+const CLAIM: Duration = Duration::from_secs(3600);
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// What is kept. A limit of 0 days keeps that kind for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Builds that finished more than this many days ago are removed...
+    pub build_days: u32,
+    /// ...but never the newest this many of each repository's branch.
+    pub builds_per_branch: u32,
+    /// Step logs of builds that finished more than this many days ago (the builds stay).
+    pub log_days: u32,
+    /// Processed webhook deliveries.
+    pub delivery_days: u32,
+    /// Sent (or given up) chat messages and commit statuses.
+    pub message_days: u32,
+    /// How often the job runs.
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            build_days: 365,
+            builds_per_branch: 50,
+            log_days: 90,
+            delivery_days: 30,
+            message_days: 30,
+            every: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Retention {
+    /// The cutoffs as of `now` (milliseconds).
+    pub fn policy(&self, now: i64) -> RetentionPolicy {
+        let before = |days: u32| (days > 0).then(|| now - i64::from(days) * DAY_MS);
+        RetentionPolicy {
+            builds_before: before(self.build_days),
+            keep_per_branch: i64::from(self.builds_per_branch),
+            logs_before: before(self.log_days),
+            deliveries_before: before(self.delivery_days),
+            messages_before: before(self.message_days),
+            batch: 100,
+        }
+    }
+}
+
+/// Runs retention when due, until shutdown.
+pub async fn work(state: Arc<AppState>) {
+    loop {
+        let now = state.config.clock.now_ms();
+        match state
+            .store
+            .claim_maintenance(JOB, now, now + CLAIM.as_millis() as i64)
+            .await
+        {
+            Ok(Some(epoch)) => run(&state, epoch, now).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "claiming the retention run failed; will retry"),
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(state.config.schedule_poll) => {}
+        }
+    }
+}
+
+async fn run(state: &AppState, epoch: i64, now: i64) {
+    let retention = state.config.retention;
+    let started = std::time::Instant::now();
+    let report = match state.store.prune(&retention.policy(now), now).await {
+        Ok(report) => report,
+        Err(e) => {
+            // What was removed stays removed; the claim runs out and the rest goes next time.
+            tracing::error!(error = %e, "retention failed part-way; it runs again when its claim runs out");
+            return;
+        }
+    };
+    state.metrics.retention(&report);
+    log(&report, started.elapsed());
+    let next = now + retention.every.as_millis() as i64;
+    if let Err(e) = state
+        .store
+        .maintenance_done(JOB, epoch, now, next, &report)
+        .await
+    {
+        tracing::warn!(error = %e, "recording the retention run failed");
+    }
+}
+
+fn log(report: &RetentionReport, took: Duration) {
+    tracing::info!(
+        builds = report.builds,
+        build_logs = report.build_logs,
+        log_lines = report.log_lines,
+        deliveries = report.deliveries,
+        messages = report.messages,
+        bytes_freed = report.bytes_freed,
+        batches = report.batches,
+        took_ms = took.as_millis() as u64,
+        "retention removed old builds, logs, deliveries and messages"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_days_keeps_for_ever() {
+        let retention = Retention {
+            build_days: 0,
+            log_days: 2,
+            ..Retention::default()
+        };
+        let policy = retention.policy(10 * DAY_MS);
+        assert_eq!(policy.builds_before, None);
+        assert_eq!(policy.logs_before, Some(8 * DAY_MS));
+        assert_eq!(policy.keep_per_branch, 50);
+    }
+}
