@@ -461,6 +461,7 @@ fn clone_step(workspace: &str) -> PlanStep {
         working_dir: workspace.to_owned(),
         resources: Default::default(),
         timeout_secs: None,
+        retry: Default::default(),
     }
 }
 
@@ -540,6 +541,7 @@ fn plan_step(
         working_dir,
         resources: step.resources.clone(),
         timeout_secs: step.timeout.as_ref().map(|t| t.value),
+        retry: step.retry.as_ref().map(|r| r.value).unwrap_or_default(),
     }
 }
 

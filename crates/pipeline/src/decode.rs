@@ -462,6 +462,64 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// `retry: N` or `retry: {count: N, delay: 10s}`.
+    fn retry(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<Retry>> {
+        const HINT: &str = "write `retry: 2`, or `retry: {count: 2, delay: 30s}`";
+        let (count_node, delay_node) = match &node.value {
+            Value::Map(_) => {
+                let mut f = self.fields(node, path)?;
+                let count = f.get("count");
+                let delay = f.get("delay");
+                self.finish(&f, path, &["count", "delay"], &[]);
+                let Some(count) = count else {
+                    self.error(node.pos, path, "`retry` needs a `count`", Some(HINT));
+                    return None;
+                };
+                (count, delay)
+            }
+            _ => (node, None),
+        };
+        let text = self.text(count_node, path)?;
+        let count = match text.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_RETRIES).contains(&n) => n,
+            _ => {
+                self.error(
+                    count_node.pos,
+                    path,
+                    format!("`{text}` is not a number of retries from 1 to {MAX_RETRIES}"),
+                    Some(HINT),
+                );
+                return None;
+            }
+        };
+        let delay_secs = match delay_node {
+            None => 0,
+            Some(n) => {
+                let delay_path = path.key("delay");
+                let text = self.text(n, &delay_path)?;
+                // A bare number is seconds here (a delay is short), unlike `timeout`.
+                match text
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .or_else(|| parse_duration(&text))
+                {
+                    Some(secs) if secs <= 3600 => secs,
+                    _ => {
+                        self.error(
+                            n.pos,
+                            &delay_path,
+                            format!("`{text}` is not a delay of at most an hour"),
+                            Some("write e.g. `30s` or `2m`"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Spanned::new(Retry { count, delay_secs }, node.pos))
+    }
+
     // ---- conditions -------------------------------------------------------------------------
 
     fn pattern_list(&mut self, node: &Node, path: &At<'_>) -> Vec<String> {
@@ -1136,6 +1194,7 @@ impl<'a> Decoder<'a> {
             resources: Resources::default(),
             timeout: None,
             group: None,
+            retry: None,
         };
         if let Some(n) = f.get("image") {
             step.image = self.spanned_text(n, &path.key("image"));
@@ -1210,6 +1269,18 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("group") {
             step.group = self.text(n, &path.key("group"));
         }
+        if let Some(n) = f.get("retry") {
+            step.retry = self.retry(n, &path.key("retry"));
+            if step.detach && step.retry.is_some() {
+                self.error(
+                    n.pos,
+                    &path.key("retry"),
+                    "a service or detached step is not retried: it runs for the whole stage",
+                    Some("remove `retry`, or make it a plain step"),
+                );
+                step.retry = None;
+            }
+        }
         const STEP_KEYS: &[&str] = &[
             "name",
             "image",
@@ -1234,6 +1305,7 @@ impl<'a> Decoder<'a> {
             "resources",
             "timeout",
             "group",
+            "retry",
         ];
         if self.dialect == Dialect::DroneLegacy {
             // Drone 0.8 plugins took their parameters as keys of the step itself.

@@ -312,7 +312,27 @@ pub struct Step {
     pub timeout: Option<Spanned<u64>>,
     /// Drone 0.8 `group:`: consecutive steps of one group run in parallel.
     pub group: Option<String>,
+    /// `retry: N` or `retry: {count: N, delay: 10s}`: a failed step runs again.
+    pub retry: Option<Spanned<Retry>>,
 }
+
+/// How often a failed step runs again, and after how long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Runs after the first (so at most `count + 1` in all).
+    pub count: u32,
+    pub delay_secs: u64,
+}
+
+impl Retry {
+    /// No retry: the default, left out of a plan's JSON.
+    pub fn is_never(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The most retries a step may ask for.
+pub const MAX_RETRIES: u32 = 10;
 
 /// A list of patterns to include and to exclude. Both empty matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

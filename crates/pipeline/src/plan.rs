@@ -7,7 +7,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Failure, Mount, PipelineType, Platform, Pull, Resources, StatusFilter, Volume};
+use crate::model::{
+    Failure, Mount, PipelineType, Platform, Pull, Resources, Retry, StatusFilter, Volume,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -115,6 +117,9 @@ pub struct PlanStep {
     pub working_dir: String,
     pub resources: Resources,
     pub timeout_secs: Option<u64>,
+    /// A failed try runs again, in a fresh container, up to `retry.count` times.
+    #[serde(default, skip_serializing_if = "Retry::is_never")]
+    pub retry: Retry,
 }
 
 impl Plan {

@@ -34,6 +34,8 @@ pub struct StepSpec<'a> {
     pub step: &'a PlanStep,
     /// Every variable of the step: the stage's, the step's own, and its secrets' values.
     pub environment: BTreeMap<String, String>,
+    /// Which try of the step this is (1 first; more with `retry`): each runs afresh.
+    pub attempt: u32,
 }
 
 /// How a step ended when it could run.

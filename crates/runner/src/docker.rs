@@ -432,12 +432,16 @@ impl DockerBackend {
             }),
             ..Default::default()
         };
-        let name = format!(
+        let mut name = format!(
             "gantry-{}-{}-{}",
             docker_name(&job.id),
             plan_step.number,
             docker_name(&plan_step.name)
         );
+        if step.attempt > 1 {
+            // A retry runs in a fresh container; the earlier try's stays until `destroy`.
+            name.push_str(&format!("-try{}", step.attempt));
+        }
         Ok(ContainerSpec {
             name,
             step: plan_step.name.clone(),

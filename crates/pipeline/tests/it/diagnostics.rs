@@ -177,3 +177,64 @@ fn duplicate_keys_are_warnings_with_their_line() {
         ]
     );
 }
+
+#[test]
+fn retry_takes_a_count_or_a_count_and_a_delay() {
+    let yaml = "kind: pipeline
+name: ci
+steps:
+  - name: a
+    image: alpine
+    commands: [make]
+    retry: 2
+  - name: b
+    image: alpine
+    commands: [make]
+    retry: {count: 1, delay: 30s}
+";
+    assert!(messages(yaml).is_empty(), "{:#?}", messages(yaml));
+    let plan = crate::support::plan(yaml, &crate::support::push());
+    let steps = &plan.stages[0].steps;
+    let retry = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (s.retry.count, s.retry.delay_secs))
+    };
+    assert_eq!(retry("a"), Some((2, 0)));
+    assert_eq!(retry("b"), Some((1, 30)));
+
+    let wrong = "kind: pipeline
+name: ci
+steps:
+  - name: a
+    image: alpine
+    commands: [make]
+    retry: 0
+  - name: b
+    image: alpine
+    commands: [make]
+    retry: {delay: 5s}
+  - name: c
+    image: alpine
+    commands: [make]
+    retry: {count: 2, delay: forever}
+services:
+  - name: db
+    image: postgres
+    retry: 2
+";
+    let all = messages(wrong);
+    let expect = [
+        ".gantry.yml:7:12: error: `0` is not a number of retries from 1 to 10",
+        ".gantry.yml:11:12: error: `retry` needs a `count`",
+        ".gantry.yml:15:30: error: `forever` is not a delay of at most an hour",
+        ".gantry.yml:19:12: error: a service or detached step is not retried",
+    ];
+    for e in expect {
+        assert!(
+            all.iter().any(|m| m.starts_with(e)),
+            "missing {e:?} in {all:#?}"
+        );
+    }
+}

@@ -403,6 +403,68 @@ pub async fn a_large_log_arrives_whole(backend: Arc<dyn Backend>, f: Flavour) {
     assert_eq!(lines.last().map(String::as_str), Some("last"));
 }
 
+pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Backend>, f: Flavour) {
+    let stage = stage(
+        f,
+        "",
+        "
+  - name: flaky
+    image: IMAGE
+    retry: {count: 3, delay: 1s}
+    commands:
+      - echo try
+      - test -f tried2 && echo passes && exit 0
+      - test -f tried1 && touch tried2 && exit 4
+      - touch tried1 && exit 3
+  - name: hopeless
+    image: IMAGE
+    retry: 1
+    commands: [echo no, exit 5]
+",
+    );
+    let run = run(backend, stage, &[], None).await;
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("flaky", "success"), ("hopeless", "failure")])
+    );
+    let lines = run.recorder.lines("flaky");
+    let notes: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("gantry: try"))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "gantry: try 1 of 4 failed (exit code 3); running it again in 1s in a fresh container",
+            "gantry: try 2 of 4 failed (exit code 4); running it again in 1s in a fresh container",
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| *l == "try").count(),
+        3,
+        "every try's lines are kept: {lines:#?}"
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("passes"));
+    let numbers = run.recorder.numbers("flaky");
+    assert_eq!(
+        numbers,
+        (1..=numbers.len() as u64).collect::<Vec<_>>(),
+        "the tries' lines are numbered on"
+    );
+    let hopeless = run.result.step("hopeless").expect("ran");
+    assert_eq!(hopeless.exit_code, Some(5));
+    assert_eq!(hopeless.error.as_deref(), Some("failed on each of 2 tries"));
+    assert_eq!(
+        run.recorder
+            .lines("hopeless")
+            .iter()
+            .filter(|l| *l == "no")
+            .count(),
+        2
+    );
+}
+
 /// Instantiates every case for a backend: `backend_cases!(make_backend(), FLAVOUR, after)`,
 /// where `after` is an async check run after every case (e.g. nothing left behind).
 #[macro_export]
@@ -421,6 +483,7 @@ macro_rules! backend_cases {
             long_lines_and_binary_output,
             the_workspace_is_filled_from_a_directory,
             a_large_log_arrives_whole,
+            a_failed_step_is_retried_with_every_try_logged,
         );
     };
     (@each $backend:expr, $flavour:expr, $after:path; $($case:ident),* $(,)?) => {

@@ -56,6 +56,22 @@ impl Recorder {
             .unwrap_or_default()
     }
 
+    /// The numbers of a step's lines, in the order they were logged.
+    pub fn numbers(&self, step: &str) -> Vec<u64> {
+        self.0
+            .lock()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Line(s, line) if s == step => Some(line.number),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Everything logged by every step, joined.
     pub fn all_text(&self) -> String {
         self.0
