@@ -388,6 +388,25 @@ fn build_stage(
         })
         .collect();
 
+    let mut locks: Vec<String> = pipeline
+        .lock
+        .iter()
+        .map(|l| l.value.clone())
+        .chain(
+            steps
+                .iter()
+                .filter(|planned| planned.run)
+                .filter_map(|planned| {
+                    let step = pipeline
+                        .steps
+                        .iter()
+                        .find(|s| s.name.value == planned.name)?;
+                    step.lock.as_ref().map(|l| l.value.clone())
+                }),
+        )
+        .collect();
+    locks.sort();
+    locks.dedup();
     Stage {
         name: candidate.name.clone(),
         number,
@@ -409,6 +428,8 @@ fn build_stage(
         steps,
         timeout_secs: pipeline.timeout.as_ref().map(|t| t.value),
         notify: pipeline.notify.clone(),
+        locks,
+        concurrency: pipeline.concurrency.as_ref().map(|c| c.value),
     }
 }
 

@@ -67,10 +67,6 @@ const CONDITION_KEYS: &[&str] = &[
 /// Keys gantry reads but does not act on; each gets a warning that says so.
 const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[
     (
-        "concurrency",
-        "gantry does not limit concurrent builds per pipeline yet",
-    ),
-    (
         "image_pull_secrets",
         "gantry does not read registry credentials from secrets yet",
     ),
@@ -460,6 +456,57 @@ impl<'a> Decoder<'a> {
                 None
             }
         }
+    }
+
+    /// Drone's `concurrency: {limit: N}`.
+    fn concurrency(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<u32>> {
+        let mut f = self.fields(node, path)?;
+        let limit = f.get("limit");
+        self.finish(&f, path, &["limit"], &[]);
+        let limit_path = path.key("limit");
+        let Some(limit) = limit else {
+            self.error(
+                node.pos,
+                path,
+                "`concurrency` needs a `limit`",
+                Some("write `concurrency: {limit: 1}`"),
+            );
+            return None;
+        };
+        let text = self.text(limit, &limit_path)?;
+        match text.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Some(Spanned::new(n, limit.pos)),
+            _ => {
+                self.error(
+                    limit.pos,
+                    &limit_path,
+                    format!("`{text}` is not a limit: write a number of at least 1"),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    /// `lock: NAME`.
+    fn lock_name(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<String>> {
+        let name = self.spanned_text(node, path)?;
+        let valid = !name.value.is_empty()
+            && name.value.len() <= 100
+            && name
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':'));
+        if !valid {
+            self.error(
+                node.pos,
+                path,
+                format!("`{}` is not a lock name", name.value),
+                Some("use letters, digits and `_-./:`, e.g. `lock: production-db`"),
+            );
+            return None;
+        }
+        Some(name)
     }
 
     /// `retry: N` or `retry: {count: N, delay: 10s}`.
@@ -1195,6 +1242,7 @@ impl<'a> Decoder<'a> {
             timeout: None,
             group: None,
             retry: None,
+            lock: None,
         };
         if let Some(n) = f.get("image") {
             step.image = self.spanned_text(n, &path.key("image"));
@@ -1269,6 +1317,9 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("group") {
             step.group = self.text(n, &path.key("group"));
         }
+        if let Some(n) = f.get("lock") {
+            step.lock = self.lock_name(n, &path.key("lock"));
+        }
         if let Some(n) = f.get("retry") {
             step.retry = self.retry(n, &path.key("retry"));
             if step.detach && step.retry.is_some() {
@@ -1306,6 +1357,7 @@ impl<'a> Decoder<'a> {
             "timeout",
             "group",
             "retry",
+            "lock",
         ];
         if self.dialect == Dialect::DroneLegacy {
             // Drone 0.8 plugins took their parameters as keys of the step itself.
@@ -1386,6 +1438,8 @@ impl<'a> Decoder<'a> {
             timeout: None,
             graph: false,
             notify: Vec::new(),
+            concurrency: None,
+            lock: None,
         }
     }
 
@@ -1791,6 +1845,12 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("notify") {
             pipeline.notify = self.notify(n, &root.key("notify"));
         }
+        if let Some(n) = f.get("concurrency") {
+            pipeline.concurrency = self.concurrency(n, &root.key("concurrency"));
+        }
+        if let Some(n) = f.get("lock") {
+            pipeline.lock = self.lock_name(n, &root.key("lock"));
+        }
         const KEYS: &[&str] = &[
             "kind",
             "type",
@@ -1807,6 +1867,8 @@ impl<'a> Decoder<'a> {
             "environment",
             "timeout",
             "notify",
+            "concurrency",
+            "lock",
         ];
         self.finish(&f, &root, KEYS, UNSUPPORTED_PIPELINE_KEYS);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());

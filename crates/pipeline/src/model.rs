@@ -151,6 +151,11 @@ pub struct Pipeline {
     pub graph: bool,
     /// Chat targets the pipeline's builds post to, beside the repository's.
     pub notify: Vec<NotifySpec>,
+    /// Drone's `concurrency: {limit: N}`: at most N stages of this pipeline (by name) run at
+    /// once across the repository's builds.
+    pub concurrency: Option<Spanned<u32>>,
+    /// `lock: NAME`: no two stages holding NAME run at once, across builds and repositories.
+    pub lock: Option<Spanned<String>>,
 }
 
 /// The chat services a `notify:` entry may name.
@@ -314,6 +319,8 @@ pub struct Step {
     pub group: Option<String>,
     /// `retry: N` or `retry: {count: N, delay: 10s}`: a failed step runs again.
     pub retry: Option<Spanned<Retry>>,
+    /// `lock: NAME`: held by the step's stage while the stage runs.
+    pub lock: Option<Spanned<String>>,
 }
 
 /// How often a failed step runs again, and after how long.

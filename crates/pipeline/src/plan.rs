@@ -51,6 +51,12 @@ pub struct Stage {
     /// The pipeline's own chat targets (`notify:`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<crate::model::NotifySpec>,
+    /// Locks the stage holds while it runs: the pipeline's `lock` and its running steps'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<String>,
+    /// At most this many stages of this pipeline run at once in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 /// How the workspace is filled before the first step.

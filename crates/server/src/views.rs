@@ -125,7 +125,7 @@ pub async fn build_detail(
     };
     for row in rows {
         let steps = state.store.steps(row.id).await?;
-        let waiting = crate::waiting::waiting_for(&seen, repo.trusted, &row);
+        let waiting = crate::waiting::reason(state, &seen, repo, &row).await?;
         stages.push(gantry_api::Stage {
             waiting,
             ..stage(row, steps)

@@ -54,8 +54,46 @@ fn describe(runner: &Runner) -> String {
     )
 }
 
-/// Why `stage` (of a repository `trusted` or not) waits, or `None` when it does not (it
-/// runs, it ended, or a runner with room is about to take it).
+/// Why `stage` of `repo` waits: a lock another stage holds, its pipeline's concurrency limit,
+/// or what [`waiting_for`] says of the runners; `None` when it does not wait.
+pub(crate) async fn reason(
+    state: &AppState,
+    seen: &[Seen],
+    repo: &gantry_store::Repo,
+    stage: &Stage,
+) -> Result<Option<String>, StoreError> {
+    if stage.status == Status::Pending {
+        let holders = state.store.lock_holders(&stage.locks).await?;
+        if !holders.is_empty() {
+            let held: Vec<String> = holders
+                .iter()
+                .map(|h| {
+                    format!(
+                        "`{}`, held by {} #{} (stage {})",
+                        h.lock, h.repo, h.build, h.stage
+                    )
+                })
+                .collect();
+            return Ok(Some(format!("waiting for lock {}", held.join("; "))));
+        }
+        if let Some(limit) = stage.concurrency {
+            let running = state.store.running_pipeline(repo.id, &stage.name).await?;
+            if running.len() as i64 >= limit {
+                let builds: Vec<String> = running.iter().map(|n| format!("#{n}")).collect();
+                return Ok(Some(format!(
+                    "waiting: pipeline `{}` runs in at most {limit} build(s) of {} at once (concurrency limit); running now: {}",
+                    stage.name,
+                    repo.full_name(),
+                    builds.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(waiting_for(seen, repo.trusted, stage))
+}
+
+/// Why `stage` (of a repository `trusted` or not) waits for a runner, or `None` when it does
+/// not (it runs, it ended, or a runner with room is about to take it).
 pub(crate) fn waiting_for(seen: &[Seen], trusted: bool, stage: &Stage) -> Option<String> {
     match stage.status {
         Status::Blocked => {
@@ -156,6 +194,8 @@ mod tests {
             created_at: 0,
             started_at: None,
             finished_at: None,
+            locks: Vec::new(),
+            concurrency: None,
         }
     }
 

@@ -135,6 +135,10 @@ pub struct Stage {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Lock names it holds while it runs.
+    pub locks: Vec<String>,
+    /// Its pipeline's `concurrency: {limit}`.
+    pub concurrency: Option<i64>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -154,10 +158,12 @@ struct StageRow {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    locks: String,
+    concurrency: Option<i64>,
 }
 
 const STAGE_COLUMNS: &str = "id, build_id, number, name, status, error, depends_on, labels, \
-     platform, backend, runner, created_at, started_at, finished_at";
+     platform, backend, runner, created_at, started_at, finished_at, locks, concurrency";
 
 impl TryFrom<StageRow> for Stage {
     type Error = StoreError;
@@ -184,6 +190,9 @@ impl TryFrom<StageRow> for Stage {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            locks: serde_json::from_str(&row.locks)
+                .map_err(|e| StoreError::corrupt("stage locks", e))?,
+            concurrency: row.concurrency,
         })
     }
 }
@@ -577,9 +586,9 @@ impl Store {
                     };
                     let stage_id: i64 = sqlx::query_scalar(
                         "INSERT INTO stages (build_id, number, name, status, error, depends_on, \
-                         runs_on, labels, platform, plan, created_at, finished_at, backend) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                         RETURNING id",
+                         runs_on, labels, platform, plan, created_at, finished_at, backend, \
+                         locks, concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                         $11, $12, $13, $14, $15) RETURNING id",
                     )
                     .bind(build_id)
                     .bind(i64::from(stage.number))
@@ -594,6 +603,8 @@ impl Store {
                     .bind(now)
                     .bind(stage_status.is_final().then_some(now))
                     .bind(backend_column(stage.backend))
+                    .bind(json(&stage.locks))
+                    .bind(stage.concurrency.map(i64::from))
                     .fetch_one(&mut *tx)
                     .await?;
                     for step in stage.steps.iter().chain(&stage.services) {

@@ -33,7 +33,7 @@ pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
 pub use gauges::Gauges;
 pub use logs::StoredLine;
 pub use notify::{NewMessage, NewTarget, NotifyTarget, OutboxMessage};
-pub use queue::{Claim, ClaimRequest, LeaseError, Reaped, StageEnd};
+pub use queue::{Claim, ClaimRequest, LeaseError, LockHolder, Reaped, StageEnd};
 pub use repos::{NewRepo, Repo, RepoUpdate, Visibility};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use runners::Runner;

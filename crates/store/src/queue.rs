@@ -82,6 +82,57 @@ struct Candidate {
     platform: String,
     backend: String,
     trusted: bool,
+    name: String,
+    repo_id: i64,
+    locks: String,
+    concurrency: Option<i64>,
+}
+
+impl Candidate {
+    fn gated(&self) -> bool {
+        self.locks != "[]" || self.concurrency.is_some()
+    }
+}
+
+/// The lock names running stages hold.
+macro_rules! held_locks {
+    ($tx:ident) => {{
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT locks FROM stages WHERE status = 'running' AND locks <> '[]'",
+        )
+        .fetch_all(&mut *$tx)
+        .await?;
+        rows.iter()
+            .filter_map(|locks| serde_json::from_str::<Vec<String>>(locks).ok())
+            .flatten()
+            .collect::<std::collections::BTreeSet<String>>()
+    }};
+}
+
+/// Whether a gated candidate may start now: none of its locks is held, and its pipeline runs
+/// fewer than its limit in its repository.
+macro_rules! gate_open {
+    ($tx:ident, $candidate:expr, $held:expr) => {{
+        let candidate: &Candidate = $candidate;
+        let held: &std::collections::BTreeSet<String> = $held;
+        let wanted: Vec<String> = serde_json::from_str(&candidate.locks).unwrap_or_default();
+        let free = wanted.iter().all(|lock| !held.contains(lock));
+        let under_limit = match candidate.concurrency {
+            Some(limit) if free => {
+                let running: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM stages s JOIN builds b ON b.id = s.build_id \
+                     WHERE b.repo_id = $1 AND s.name = $2 AND s.status = 'running'",
+                )
+                .bind(candidate.repo_id)
+                .bind(&candidate.name)
+                .fetch_one(&mut *$tx)
+                .await?;
+                running < limit
+            }
+            _ => true,
+        };
+        free && under_limit
+    }};
 }
 
 /// Whether the runner's offer may run the stage, and its labels and platform match.
@@ -244,6 +295,12 @@ macro_rules! claim_update {
     }};
 }
 
+/// PostgreSQL: a transaction-wide advisory lock taken before a claim looks at locks and
+/// limits. The candidates' row locks already keep two claims from both seeing a lock free
+/// while both stages are among the first 100 pending; past those they would not. (SQLite's
+/// `BEGIN IMMEDIATE` serialises every claim.)
+const SERIALISE_GATED_CLAIMS: &str = "SELECT pg_advisory_xact_lock(7254713498125541)";
+
 impl Store {
     /// Claims the oldest pending stage this runner can take, or `None`.
     pub async fn claim_next(&self, request: &ClaimRequest) -> Result<Option<Claim>> {
@@ -251,15 +308,28 @@ impl Store {
         // The pending stages in queue order, locked for this transaction; the first one the
         // runner can take is claimed.
         macro_rules! claim_first {
-            ($tx:ident, $candidates:expr) => {{
+            ($tx:ident, $candidates:expr, $serialise_gates:expr) => {{
                 let candidates: Vec<Candidate> =
                     sqlx::query_as($candidates).fetch_all(&mut *$tx).await?;
                 let mut claimed = None;
-                if let Some(candidate) = candidates
-                    .iter()
-                    .find(|candidate| runner_can_take(request, candidate))
-                {
+                let mut held = None;
+                for candidate in candidates.iter().filter(|c| runner_can_take(request, c)) {
+                    if candidate.gated() {
+                        if held.is_none() {
+                            if let Some(serialise) = $serialise_gates {
+                                // One gated claim at a time: two claims of stages wanting one
+                                // lock must not both see it free.
+                                sqlx::query(serialise).execute(&mut *$tx).await?;
+                            }
+                            held = Some(held_locks!($tx));
+                        }
+                        let held = held.as_ref().expect("set above");
+                        if !gate_open!($tx, candidate, held) {
+                            continue;
+                        }
+                    }
                     claimed = claim_update!($tx, candidate.id, request, now);
+                    break;
                 }
                 $tx.commit().await?;
                 claimed
@@ -270,10 +340,12 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 claim_first!(
                     tx,
-                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted FROM stages s \
+                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted, s.name, \
+                     b.repo_id, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
                      WHERE s.status = 'pending' ORDER BY s.id LIMIT 100 \
-                     FOR UPDATE OF s SKIP LOCKED"
+                     FOR UPDATE OF s SKIP LOCKED",
+                    Some(SERIALISE_GATED_CLAIMS)
                 )
             }
             Pool::Sqlite(pool) => {
@@ -281,9 +353,11 @@ impl Store {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 claim_first!(
                     tx,
-                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted FROM stages s \
+                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted, s.name, \
+                     b.repo_id, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
-                     WHERE s.status = 'pending' ORDER BY s.id LIMIT 100"
+                     WHERE s.status = 'pending' ORDER BY s.id LIMIT 100",
+                    None::<&str>
                 )
             }
         };
@@ -541,6 +615,10 @@ mod tests {
             platform: platform.into(),
             backend: backend.into(),
             trusted,
+            name: "ci".into(),
+            repo_id: 1,
+            locks: "[]".into(),
+            concurrency: None,
         }
     }
 
@@ -582,5 +660,56 @@ mod tests {
         assert!(takes(&host, "local", true));
         assert!(takes(&host, "docker", true));
         assert!(!takes(&host, "no such backend", true));
+    }
+}
+
+/// A running stage that holds a lock another stage waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub lock: String,
+    /// `owner/name`.
+    pub repo: String,
+    pub build: i64,
+    pub stage: String,
+}
+
+impl Store {
+    /// Which running stages hold any of `locks`.
+    pub async fn lock_holders(&self, locks: &[String]) -> Result<Vec<LockHolder>> {
+        if locks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, String, i64, String)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT s.locks, r.owner, r.name, b.number, s.name FROM stages s \
+             JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
+             WHERE s.status = 'running' AND s.locks <> '[]' ORDER BY s.id",
+        )
+        .fetch_all(pool)
+        .await)?;
+        let mut holders = Vec::new();
+        for (held, owner, name, build, stage) in rows {
+            let held: Vec<String> = serde_json::from_str(&held).unwrap_or_default();
+            for lock in held.into_iter().filter(|l| locks.contains(l)) {
+                holders.push(LockHolder {
+                    lock,
+                    repo: format!("{owner}/{name}"),
+                    build,
+                    stage: stage.clone(),
+                });
+            }
+        }
+        Ok(holders)
+    }
+
+    /// The numbers of the builds of `repo_id` whose stage `pipeline` is running.
+    pub async fn running_pipeline(&self, repo_id: i64, pipeline: &str) -> Result<Vec<i64>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT b.number FROM stages s JOIN builds b ON b.id = s.build_id \
+             WHERE b.repo_id = $1 AND s.name = $2 AND s.status = 'running' ORDER BY b.number",
+        )
+        .bind(repo_id)
+        .bind(pipeline)
+        .fetch_all(pool)
+        .await)?)
     }
 }

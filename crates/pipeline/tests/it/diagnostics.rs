@@ -238,3 +238,61 @@ services:
         );
     }
 }
+
+#[test]
+fn locks_and_concurrency_limits_are_read_and_checked() {
+    let yaml = "kind: pipeline
+name: deploy
+concurrency: {limit: 2}
+lock: production-db
+steps:
+  - name: migrate
+    image: alpine
+    commands: [migrate]
+    lock: schema
+  - name: skipped
+    image: alpine
+    commands: [x]
+    lock: never-taken
+    when: {event: [tag]}
+";
+    assert!(messages(yaml).is_empty(), "{:#?}", messages(yaml));
+    let plan = crate::support::plan(yaml, &crate::support::push());
+    let stage = &plan.stages[0];
+    assert_eq!(stage.concurrency, Some(2));
+    assert_eq!(
+        stage.locks,
+        ["production-db", "schema"],
+        "a skipped step's lock is not taken"
+    );
+
+    let wrong = "kind: pipeline
+name: deploy
+concurrency: {limit: 0}
+lock: 'two words'
+steps:
+  - name: a
+    image: alpine
+    commands: [x]
+---
+kind: pipeline
+name: other
+concurrency: 1
+steps:
+  - name: a
+    image: alpine
+    commands: [x]
+";
+    let all = messages(wrong);
+    let expect = [
+        ".gantry.yml:3:22: error: `0` is not a limit: write a number of at least 1",
+        ".gantry.yml:4:7: error: `two words` is not a lock name",
+        ".gantry.yml:12:14: error: expected a mapping of keys to values",
+    ];
+    for e in expect {
+        assert!(
+            all.iter().any(|m| m.starts_with(e)),
+            "missing {e:?} in {all:#?}"
+        );
+    }
+}

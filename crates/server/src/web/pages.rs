@@ -179,7 +179,7 @@ pub(super) async fn build_view(
                 exit_code: s.exit_code,
             })
             .collect();
-        let waiting = crate::waiting::waiting_for(&runners, repo.trusted, &stage);
+        let waiting = crate::waiting::reason(state, &runners, &repo, &stage).await?;
         stages.push(StageItem {
             number: stage.number,
             name: stage.name,

@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod browser;
 mod credentials;
+mod gates;
 mod metrics;
 mod notify;
 mod oauth;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use gantry_proto::{LogLine, StepState, StepUpdate};
 use gantry_store::{
-    DeliveryState, LogNews, NewDelivery, NewMessage, Recorded, StageEnd, Status, Store, now_ms,
+    ClaimRequest, DeliveryState, LogNews, NewDelivery, NewMessage, Recorded, StageEnd, Status,
+    Store, now_ms,
 };
 use gantry_test_support::{TempDir, test_databases};
 
@@ -569,6 +570,182 @@ async fn a_due_schedule_makes_one_build_across_servers() {
                 .await
                 .expect("removes")
         );
+    })
+    .await;
+}
+
+const LOCKED: &str = "\
+kind: pipeline
+name: migrate
+clone: {disable: true}
+lock: production-db
+steps:
+  - name: up
+    image: busybox
+    commands: [migrate up]
+";
+
+const LIMITED: &str = "\
+kind: pipeline
+name: deploy
+clone: {disable: true}
+concurrency: {limit: 1}
+steps:
+  - name: ship
+    image: busybox
+    commands: [ship]
+---
+kind: pipeline
+name: docs
+clone: {disable: true}
+steps:
+  - name: lock-in-a-step
+    image: busybox
+    commands: [publish]
+    lock: docs-site
+";
+
+/// A lock is held by a running stage across builds and repositories, and released when it
+/// ends or its lease lapses; a concurrency limit counts a pipeline's running stages in its
+/// repository; two servers claiming at once never both take a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_and_concurrency_limits_hold_stages_back() {
+    each_pair("claims-gates", async |label, a, b| {
+        let app = repo(&a, "app").await.id;
+        let api = repo(&a, "api").await.id;
+        let first = new_build(&a, app, "main", LOCKED).await;
+        let second = new_build(&a, api, "main", LOCKED).await;
+        let held = a
+            .claim_next(&runner("r1"))
+            .await
+            .expect("claims")
+            .expect("the first takes the lock");
+        assert_eq!(held.build_id, first.id);
+        assert!(
+            b.claim_next(&runner("r2")).await.expect("claims").is_none(),
+            "{label}: another repository's stage waits for the lock"
+        );
+        let holders = a
+            .lock_holders(&["production-db".to_owned()])
+            .await
+            .expect("reads");
+        assert_eq!(holders.len(), 1, "{label}");
+        assert_eq!(
+            (holders[0].repo.as_str(), holders[0].build),
+            ("acme/app", first.number)
+        );
+        a.finish_stage(
+            held.stage_id,
+            held.epoch,
+            &crate::conformance::end(Status::Success, vec![]),
+        )
+        .await
+        .expect("ends");
+        let next = b
+            .claim_next(&runner("r2"))
+            .await
+            .expect("claims")
+            .expect("the lock is free");
+        assert_eq!(next.build_id, second.id);
+        // Its runner dies: the lease lapses, the reaper takes it back, the lock is free.
+        let third = new_build(&a, app, "main", LOCKED).await;
+        assert!(a.claim_next(&runner("r1")).await.expect("claims").is_none());
+        a.reap_expired(now_ms() + 120_000).await.expect("reaps");
+        let after = a
+            .claim_next(&ClaimRequest {
+                lease_until: now_ms() + 60_000,
+                ..runner("r1")
+            })
+            .await
+            .expect("claims")
+            .expect("a lapsed lease releases the lock");
+        assert!(
+            after.build_id == second.id || after.build_id == third.id,
+            "{label}"
+        );
+
+        // Concurrency: one `deploy` at a time in a repository; `docs` holds its step's lock.
+        let web = repo(&a, "web").await.id;
+        let other = repo(&a, "other").await.id;
+        a.reap_expired(now_ms() + 240_000).await.expect("reaps");
+        let one = new_build(&a, web, "main", LIMITED).await;
+        let two = new_build(&a, web, "main", LIMITED).await;
+        let elsewhere = new_build(&a, other, "main", LIMITED).await;
+        let mut taken = Vec::new();
+        while let Some(claim) = a
+            .claim_next(&ClaimRequest {
+                lease_until: now_ms() + 600_000,
+                ..runner("r3")
+            })
+            .await
+            .expect("claims")
+        {
+            taken.push((claim.build_id, claim.plan.name.clone()));
+        }
+        let of = |build: i64| {
+            taken
+                .iter()
+                .filter(|(b, _)| *b == build)
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(one.id), ["deploy", "docs"], "{label}: {taken:?}");
+        assert!(
+            of(two.id).is_empty(),
+            "{label}: deploy is at its limit, docs waits for the lock: {taken:?}"
+        );
+        assert_eq!(
+            of(elsewhere.id),
+            ["deploy"],
+            "{label}: another repository's deploy is not limited: {taken:?}"
+        );
+        assert_eq!(
+            a.running_pipeline(web, "deploy").await.expect("reads"),
+            [one.number]
+        );
+    })
+    .await;
+}
+
+/// Two servers claiming stages that want one lock at the same moment: one wins each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_never_both_take_a_lock() {
+    each_pair("claims-lock-race", async |label, a, b| {
+        for round in 0..30 {
+            let app = repo(&a, &format!("app{round}")).await.id;
+            for _ in 0..4 {
+                new_build(&a, app, "main", LOCKED).await;
+            }
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(4));
+            let claims: Vec<_> = [&a, &b, &a, &b]
+                .into_iter()
+                .enumerate()
+                .map(|(n, store)| {
+                    let store = store.clone();
+                    let start = std::sync::Arc::clone(&start);
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store.claim_next(&runner(&format!("r{n}"))).await
+                    })
+                })
+                .collect();
+            let mut won = Vec::new();
+            for claim in claims {
+                won.extend(claim.await.expect("joins").expect("claims"));
+            }
+            assert_eq!(won.len(), 1, "{label}: round {round}: one holds the lock");
+            let mut next = won.pop();
+            while let Some(claim) = next {
+                a.finish_stage(
+                    claim.stage_id,
+                    claim.epoch,
+                    &crate::conformance::end(Status::Success, vec![]),
+                )
+                .await
+                .expect("ends");
+                next = a.claim_next(&runner("r1")).await.expect("claims");
+            }
+        }
     })
     .await;
 }
