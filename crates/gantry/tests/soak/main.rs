@@ -10,7 +10,11 @@
 //! runner is killed with SIGKILL every few seconds and started again.
 //! `sqlite_one_server`: the same with one server on SQLite (killed and restarted too).
 //!
-//! At the end: every delivery made exactly one build; every build is final with the status
+//! A schedule (`*/20 * * * * *`, every 20 s) runs through the pushes too: its ticks are
+//! claimed by whichever server is alive, so no two of its builds may come from one tick.
+//!
+//! At the end: every delivery made exactly one build; no two schedule builds are closer
+//! than half its period, and there are no more of them than ticks; every build is final with the status
 //! its pipeline implies, or `error` with the reason where its runner died mid-step; logs
 //! have no gap up to the kill; each build's chat message and each commit status arrived
 //! once (twice at most: sent but not yet marked when its server died); no step ran twice
@@ -491,6 +495,13 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
         ],
     ));
 
+    ok(cli(
+        &url,
+        &token,
+        &["cron", "add", "acme/soak", "tick", CRON_EVERY_20S],
+    ));
+    let schedule_added = now_ms();
+
     // The chaos: a victim every few seconds until the pushes are in and the builds end.
     let chaos = Arc::new(Mutex::new(Chaos::default()));
     let calm = Arc::new(AtomicBool::new(false));
@@ -556,13 +567,17 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
         "soak {label}: {n} pushes delivered in {:?}",
         started.elapsed()
     );
+    // A tick in flight after this makes no build: its transaction finds the schedule gone.
+    ok(cli(&url, &token, &["cron", "rm", "acme/soak", "tick"]));
+    let schedule_removed = now_ms();
 
     // Every delivery becomes a build, and every build ends, while the chaos goes on.
     let deadline = Instant::now() + Duration::from_secs(60 + 3 * n as u64);
     let builds = loop {
         let builds = all_builds(&url, &token);
         let open = builds.iter().filter(|b| b["finished_at"].is_null()).count();
-        if builds.len() >= n && open == 0 {
+        let pushed = builds.iter().filter(|b| b["event"] == "push").count();
+        if pushed >= n && open == 0 {
             break builds;
         }
         assert!(
@@ -577,11 +592,13 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
     let chaos = chaos.lock().expect("chaos");
 
     // Every delivery made exactly one build.
-    let shas: Vec<&str> = builds.iter().filter_map(|b| b["commit"].as_str()).collect();
+    let pushes: Vec<&Value> = builds.iter().filter(|b| b["event"] == "push").collect();
+    let shas: Vec<&str> = pushes.iter().filter_map(|b| b["commit"].as_str()).collect();
     let unique: BTreeSet<&str> = shas.iter().copied().collect();
     let double_builds = shas.len() - unique.len();
     assert_eq!(double_builds, 0, "a push was built twice");
-    assert_eq!(builds.len(), n, "one build per push");
+    assert_eq!(pushes.len(), n, "one build per push");
+    let cron_builds = check_schedule(&builds, schedule_added, schedule_removed);
     assert_eq!(
         unique,
         expected.keys().map(String::as_str).collect(),
@@ -690,9 +707,10 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
     let leftovers = wait_for_no_leftovers(&names);
     assert_eq!(leftovers, "", "Docker still holds what jobs made");
 
-    let final_rate = 100.0 * (correct + died) as f64 / n as f64;
+    let final_rate = 100.0 * (correct + died) as f64 / builds.len() as f64;
     eprintln!(
-        "soak {label}: {n} builds in {:?}; {} kills; {correct} with their pipeline's status, \
+        "soak {label}: {n} pushes and {cron_builds} schedule builds in {:?}; {} kills; \
+         {correct} with their pipeline's status, \
          {died} errored where a runner died, 0 wrong, 0 lost, 0 double builds, 0 double runs; \
          duplicates: {chat_dups} chat, {status_dups} status; final and correct: {final_rate:.1}%",
         started.elapsed(),
@@ -705,6 +723,45 @@ fn soak(label: &str, database: Option<&str>, server_count: usize, runner_count: 
     for server in cluster.servers.iter_mut().flatten() {
         server.process.stop();
     }
+}
+
+/// Drone's six fields, seconds first: a tick every 20 seconds.
+const CRON_EVERY_20S: &str = "*/20 * * * * *";
+const CRON_PERIOD_MS: i64 = 20_000;
+
+/// The schedule made at most one build per tick: no more builds than ticks while it existed,
+/// at least one, and no two closer than half a period (two builds of one tick would be).
+/// Returns how many it made.
+fn check_schedule(builds: &[Value], added: i64, removed: i64) -> usize {
+    let mut made: Vec<i64> = builds
+        .iter()
+        .filter(|b| b["event"] == "cron")
+        .map(|b| b["created_at"].as_i64().expect("a creation time"))
+        .collect();
+    made.sort();
+    let ticks = ((removed - added) / CRON_PERIOD_MS + 1) as usize;
+    // A claim held by a server killed mid-tick lapses after two minutes; a run this long
+    // has several ticks to spare.
+    if removed - added >= 8 * CRON_PERIOD_MS {
+        assert!(
+            !made.is_empty(),
+            "the schedule never ran in {} s",
+            (removed - added) / 1000
+        );
+    }
+    assert!(
+        made.len() <= ticks,
+        "{} schedule builds in {ticks} ticks: {made:?}",
+        made.len()
+    );
+    for pair in made.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= CRON_PERIOD_MS / 2,
+            "two schedule builds {} ms apart: one tick built twice? {made:?}",
+            pair[1] - pair[0]
+        );
+    }
+    made.len()
 }
 
 /// Each stored delivery points at a build, and no two at the same one.
