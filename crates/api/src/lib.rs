@@ -77,6 +77,9 @@ pub struct Build {
     pub finished_at: Option<i64>,
     /// A pull request from a fork.
     pub fork: bool,
+    /// When retention removed its step logs (the build and its steps stay).
+    #[serde(default)]
+    pub logs_removed_at: Option<i64>,
 }
 
 /// One build with its stages, their steps, and what was reported about it.
@@ -369,6 +372,7 @@ mod tests {
                 started_at: Some(11),
                 finished_at: Some(12),
                 fork: false,
+                logs_removed_at: None,
             },
             repo: "acme/app".into(),
             link: "http://ci/acme/app/3".into(),

@@ -83,6 +83,16 @@ pub async fn work(state: Arc<AppState>) {
     }
 }
 
+/// What a step's page and its raw log say when retention removed the build's logs.
+pub fn log_removed(state: &AppState, build: &gantry_store::Build) -> Option<String> {
+    let at = build.logs_removed_at?;
+    let days = state.config.retention.log_days;
+    Some(format!(
+        "This log was removed on {} by retention: the server keeps step logs {days} days after a build ends (`--keep-logs-days`).",
+        crate::human::at_ms(at)
+    ))
+}
+
 async fn run(state: &AppState, epoch: i64, now: i64) {
     let retention = state.config.retention;
     let started = std::time::Instant::now();

@@ -58,6 +58,7 @@ pub fn build(build: store::Build) -> gantry_api::Build {
         started_at: build.started_at,
         finished_at: build.finished_at,
         fork: build.fork,
+        logs_removed_at: build.logs_removed_at,
     }
 }
 

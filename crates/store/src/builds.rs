@@ -44,6 +44,8 @@ pub struct Build {
     pub notified_status: Option<String>,
     /// A pull request from a fork: it gets only secrets that allow pull requests.
     pub fork: bool,
+    /// When retention removed its step logs (the build stays).
+    pub logs_removed_at: Option<i64>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -76,12 +78,13 @@ pub(crate) struct BuildRow {
     finished_at: Option<i64>,
     notified_status: Option<String>,
     fork: bool,
+    logs_removed_at: Option<i64>,
 }
 
 pub(crate) const BUILD_COLUMNS: &str = "id, repo_id, number, parent, event, action, ref, branch, tag, \
      commit_sha, message, author, sender, pull_request, source_branch, target_branch, deploy_to, \
      params, status, error, cancel_requested, created_at, started_at, finished_at, \
-     notified_status, fork";
+     notified_status, fork, logs_removed_at";
 
 impl TryFrom<BuildRow> for Build {
     type Error = StoreError;
@@ -114,6 +117,7 @@ impl TryFrom<BuildRow> for Build {
             finished_at: row.finished_at,
             notified_status: row.notified_status,
             fork: row.fork,
+            logs_removed_at: row.logs_removed_at,
         })
     }
 }

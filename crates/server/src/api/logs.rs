@@ -33,7 +33,15 @@ pub(super) async fn step_log(
     Query(query): Query<LogQuery>,
 ) -> OpResult<Response> {
     let file = format!("{}-{}-{}-{}-{}.log", path.0, path.1, path.2, path.3, path.4);
-    let (_, step) = find_step(&state, &caller, path).await?;
+    let at = ops::builds::StepAt::from(&path);
+    let (_, build, _, step) = ops::builds::step(&state, caller.reader(), at).await?;
+    if let Some(removed) = crate::retention::log_removed(&state, &build) {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{removed}\n"),
+        )
+            .into_response());
+    }
     let store = state.store.clone();
     let pages = stream::unfold(Some(1u64), move |next| {
         let store = store.clone();

@@ -253,6 +253,8 @@ pub(super) struct StepTemplate {
     /// The log's last lines as JSON (`<` escaped): in the page itself, so its end shows
     /// at once and the page holds the lines a link in chat points at.
     tail: String,
+    /// Why the log is empty when retention removed it; empty otherwise.
+    removed: String,
 }
 
 pub(super) async fn step_page(
@@ -262,9 +264,10 @@ pub(super) async fn step_page(
 ) -> Result<Page, Page> {
     let at = ops::builds::StepAt::from(&path);
     let (_, _, number, stage, step) = &path;
-    let (repo, _, stage_row, found) =
+    let (repo, build, stage_row, found) =
         ops::builds::step(&state, session.identity.as_ref(), at).await?;
     let total = state.store.log_last_line(found.id).await?;
+    let removed = crate::retention::log_removed(&state, &build).unwrap_or_default();
     let tail_lines = state
         .store
         .read_log(
@@ -296,6 +299,7 @@ pub(super) async fn step_page(
         total,
         ended: found.status.is_final(),
         tail,
+        removed,
     }))
 }
 

@@ -92,6 +92,33 @@ mod cases {
         assert_eq!(gone.status(), 404);
         let kept = server.wait_build("app", 2).await;
         assert_eq!(kept["status"], "success");
+        assert!(kept["logs_removed_at"].is_i64(), "{kept}");
+        let log = server
+            .http
+            .get(format!(
+                "{}/api/repos/acme/app/builds/2/logs/1/1",
+                server.url
+            ))
+            .send()
+            .await
+            .expect("answers")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            log.contains("removed") && log.contains("--keep-logs-days"),
+            "the raw log says where it went: {log}"
+        );
+        let page = server
+            .http
+            .get(format!("{}/acme/app/2/1/1", server.url))
+            .send()
+            .await
+            .expect("answers")
+            .text()
+            .await
+            .expect("html");
+        assert!(page.contains("id=\"log-removed\""), "{page}");
 
         let metrics = server
             .http
