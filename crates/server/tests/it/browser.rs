@@ -429,3 +429,95 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
     server.stop().await;
     browser.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_kept_on_the_settings_page_and_a_build_is_promoted_from_its_page() {
+    let dir = TempDir::new("browser-schedules");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server.push_app().await;
+    let (runner, assignment) = server.claim("r1").await;
+    runner.pass(&assignment).await;
+    server.wait_finished("app", 1).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &server).await;
+
+    // A schedule through the form: listed with its next run; a wrong one says why.
+    browser
+        .open(&format!("{}/acme/app/settings", server.url))
+        .await;
+    browser
+        .fill("#add-schedule input[name=name]", "nightly")
+        .await;
+    browser
+        .fill("#add-schedule input[name=expression]", "every night")
+        .await;
+    browser.click("#add-schedule button").await;
+    browser
+        .until(
+            "the refusal beside the form",
+            "document.querySelector('#schedules #refused') !== null",
+        )
+        .await;
+    let refused = browser
+        .value("document.querySelector('#schedules #refused').textContent")
+        .await;
+    assert!(
+        refused.to_string().contains("5 fields"),
+        "the refusal says what to write: {refused}"
+    );
+    browser
+        .fill("#add-schedule input[name=name]", "nightly")
+        .await;
+    browser
+        .fill("#add-schedule input[name=expression]", "0 3 * * *")
+        .await;
+    browser
+        .fill("#add-schedule input[name=timezone]", "Europe/Berlin")
+        .await;
+    browser.click("#add-schedule button").await;
+    browser
+        .until(
+            "the schedule in the list",
+            "document.querySelector('tr[data-schedule=\"nightly\"] .next-run') !== null",
+        )
+        .await;
+    let next = browser
+        .value("document.querySelector('tr[data-schedule=\"nightly\"] .next-run').textContent")
+        .await;
+    assert!(
+        next.to_string().contains(":00 UTC"),
+        "its next run shows: {next}"
+    );
+    browser.screenshot(&shots(), "settings-schedules").await;
+    // Run now: it builds at once and opens the build.
+    browser
+        .click("tr[data-schedule=\"nightly\"] form.inline button")
+        .await;
+    browser
+        .until(
+            "the cron build's page",
+            "location.pathname === '/acme/app/2'",
+        )
+        .await;
+    let cron = server.wait_build("app", 2).await;
+    assert_eq!(cron["event"], "cron");
+
+    // Promote build #1 to production from its page.
+    browser.open(&format!("{}/acme/app/1", server.url)).await;
+    browser
+        .fill("#promote-form input[name=target]", "production")
+        .await;
+    browser.click("#promote").await;
+    browser
+        .until(
+            "the promotion's page",
+            "location.pathname === '/acme/app/3'",
+        )
+        .await;
+    let promoted = server.wait_build("app", 3).await;
+    assert_eq!(promoted["event"], "promote");
+    assert_eq!(promoted["deploy_to"], "production");
+    browser.screenshot(&shots(), "build-promoted").await;
+    browser.stop().await;
+    server.stop().await;
+}
