@@ -145,6 +145,75 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     let build = wait_build(&server.url, &token, "app", 2, "finished", finished);
     assert_eq!(build["status"], "killed", "{build:#}");
     eprintln!("cancel to final state: {:?}", cancelled_at.elapsed());
+
+    // Promote build #1, and a schedule added, listed, run and removed.
+    let promoted = ok(cli(
+        &server.url,
+        &token,
+        &[
+            "build",
+            "promote",
+            "acme/app",
+            "1",
+            "production",
+            "--param",
+            "TARGET=prod",
+        ],
+    ));
+    assert!(
+        promoted.contains("#3") && promoted.contains("promote"),
+        "{promoted}"
+    );
+    wait_build(&server.url, &token, "app", 3, "finished", finished);
+    assert!(log(&server.url, &token, "app", 3, 1, 2).contains("target=prod"));
+    let added = ok(cli(
+        &server.url,
+        &token,
+        &[
+            "cron",
+            "add",
+            "acme/app",
+            "nightly",
+            "@daily",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+    ));
+    assert!(
+        added.contains("next run") && added.contains(":00 UTC"),
+        "{added}"
+    );
+    let refused = cli(
+        &server.url,
+        &token,
+        &["cron", "add", "acme/app", "bad", "daily"],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("5 fields"),
+        "{refused:?}"
+    );
+    let ran = ok(cli(
+        &server.url,
+        &token,
+        &["cron", "run", "acme/app", "nightly"],
+    ));
+    assert!(ran.contains("#4") && ran.contains("cron"), "{ran}");
+    wait_build(&server.url, &token, "app", 4, "finished", finished);
+    let listed = ok(cli(&server.url, &token, &["cron", "ls", "acme/app"]));
+    assert!(
+        listed.contains("nightly")
+            && listed.contains("Europe/Berlin")
+            && listed.contains("last build #4 success"),
+        "{listed}"
+    );
+    ok(cli(
+        &server.url,
+        &token,
+        &["cron", "rm", "acme/app", "nightly"],
+    ));
+    let listed = ok(cli(&server.url, &token, &["cron", "ls", "acme/app"]));
+    assert!(listed.contains("no schedules"), "{listed}");
     let refused = cli(
         &server.url,
         "gantry_wrong",
@@ -227,7 +296,7 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
         &dev,
         &["build", "restart", "acme/app", "1"],
     ));
-    assert!(restarted.contains("#3"), "{restarted}");
+    assert!(restarted.contains("#5"), "{restarted}");
     let roles = ok(cli(&server.url, &token, &["role", "ls", "acme/app"]));
     assert!(
         roles.contains("dev") && roles.contains("write") && roles.contains("set by an admin"),
