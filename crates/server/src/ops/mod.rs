@@ -14,3 +14,21 @@ pub mod schedules;
 pub mod secrets;
 pub mod tokens;
 pub mod users;
+
+/// A name a user gives a thing (a secret, a schedule): letters, digits, `_`, `-` and `.`, at
+/// most 100 of them, or an error naming the `field`.
+pub(crate) fn check_name(what: &str, field: &str, name: &str) -> crate::error::OpResult<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(crate::error::OpError::invalid_field(
+            field,
+            format!("{what} `{name}` is not valid: use letters, digits, `_`, `-` and `.`"),
+        ))
+    }
+}

@@ -68,7 +68,7 @@ pub async fn add(
 ) -> OpResult<Schedule> {
     let (repo, _) = access::authorize(state, Some(who), owner, name, Need::Write).await?;
     let cron_name = new.name.trim();
-    check_name(cron_name)?;
+    super::check_name("schedule name", "name", cron_name)?;
     crate::ops::builds::check_params(&new.params)?;
     let timezone = new
         .timezone
@@ -151,19 +151,4 @@ fn not_found(repo: &Repo, cron_name: &str) -> OpError {
         repo.full_name(),
         repo.full_name()
     ))
-}
-
-fn check_name(name: &str) -> OpResult<()> {
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        return Err(OpError::invalid_field(
-            "name",
-            format!("schedule name `{name}` is not valid: use letters, digits, `_`, `-` and `.`"),
-        ));
-    }
-    Ok(())
 }

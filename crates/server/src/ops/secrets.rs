@@ -68,17 +68,7 @@ async fn scope(state: &AppState, who: &Identity, of: Of<'_>) -> OpResult<SecretS
 }
 
 fn check(name: &str, value: &str) -> OpResult<()> {
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        return Err(OpError::invalid_field(
-            "name",
-            format!("secret name `{name}` is not valid: use letters, digits, `_`, `-` and `.`"),
-        ));
-    }
+    super::check_name("secret name", "name", name)?;
     if value.is_empty() || value.len() > MAX_SECRET_BYTES {
         return Err(OpError::invalid_field(
             "value",

@@ -147,6 +147,7 @@ async fn a_prune_keeps_what_the_policy_says() {
             batch: 4,
         };
         let report = store.prune(&policy, now_ms()).await.expect("prunes");
+        eprintln!("{label}: retention removed {report:?}");
 
         // main: 12 old, 1 old whose message is still pending, 2 new, 1 running; the newest 3
         // are the new and running ones, so the 12 old go, but not the one with a message to
