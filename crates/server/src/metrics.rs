@@ -36,13 +36,17 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             deliveries: Family::default(),
             lease_expiries: Counter::default(),
             // 0.25 s to about 34 minutes.
             step_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
             retention_removed: Family::default(),
-        }
+        };
+        // Every kind from the first scrape, at 0, so a rate over it is defined before this
+        // server's first run.
+        metrics.retention(&gantry_store::RetentionReport::default());
+        metrics
     }
 }
 
