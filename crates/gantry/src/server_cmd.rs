@@ -97,18 +97,18 @@ pub struct ServerArgs {
     #[arg(long, env = "GANTRY_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     /// Builds that finished more than this many days ago are removed (0 keeps them all)...
-    #[arg(long, env = "GANTRY_KEEP_BUILDS_DAYS", default_value_t = 365)]
+    #[arg(long, env = "GANTRY_KEEP_BUILDS_DAYS", default_value_t = gantry_server::Retention::default().build_days)]
     pub keep_builds_days: u32,
     /// ...except the newest this many of each repository's branch.
-    #[arg(long, env = "GANTRY_KEEP_BUILDS_PER_BRANCH", default_value_t = 50)]
+    #[arg(long, env = "GANTRY_KEEP_BUILDS_PER_BRANCH", default_value_t = gantry_server::Retention::default().builds_per_branch)]
     pub keep_builds_per_branch: u32,
     /// Step logs of builds that finished more than this many days ago are removed; the
     /// builds stay (0 keeps all logs).
-    #[arg(long, env = "GANTRY_KEEP_LOGS_DAYS", default_value_t = 90)]
+    #[arg(long, env = "GANTRY_KEEP_LOGS_DAYS", default_value_t = gantry_server::Retention::default().log_days)]
     pub keep_logs_days: u32,
     /// Processed webhook deliveries and sent chat messages and commit statuses are kept this
     /// many days (0: for ever).
-    #[arg(long, env = "GANTRY_KEEP_DELIVERIES_DAYS", default_value_t = 30)]
+    #[arg(long, env = "GANTRY_KEEP_DELIVERIES_DAYS", default_value_t = gantry_server::Retention::default().delivery_days)]
     pub keep_deliveries_days: u32,
 }
 

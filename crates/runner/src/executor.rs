@@ -896,9 +896,11 @@ async fn run_try(
         environment: environment.clone(),
         attempt,
     };
+    // A timeout stops this try only: a step with `retry` runs again after one.
+    let try_token = token.child_token();
     let run = shared
         .backend
-        .run_step(&shared.spec, &spec, tx, token.clone());
+        .run_step(&shared.spec, &spec, tx, try_token.clone());
     tokio::pin!(run);
     let mut timed_out = false;
     let outcome: Result<StepExit, BackendError> = match step.timeout_secs {
@@ -907,7 +909,7 @@ async fn run_try(
                 outcome = &mut run => outcome,
                 () = tokio::time::sleep(Duration::from_secs(secs)) => {
                     timed_out = true;
-                    token.cancel();
+                    try_token.cancel();
                     run.await
                 }
             }

@@ -109,26 +109,24 @@ pub async fn work(state: Arc<AppState>) {
 
 /// Makes the build of one claimed tick, or records why it could not.
 async fn run_tick(state: &Arc<AppState>, schedule: Schedule, now: i64) {
-    let next = Cadence::parse(&schedule.expression, &schedule.timezone)
-        .map(|cadence| cadence.next_after(now));
-    let next_run_at = match next {
+    let next_run_at = match Cadence::parse(&schedule.expression, &schedule.timezone)
+        .map(|cadence| cadence.next_after(now))
+    {
         Ok(Some(next)) => next,
-        // Stored schedules were checked when added; one that can no longer be read (or
-        // never fires again) is parked a year ahead, with the reason shown.
-        Ok(None) | Err(_) => now + 365 * 24 * 3600 * 1000,
-    };
-    let failed = |message: String| record_failure(state, &schedule, now, next_run_at, message);
-    match next {
-        Err(e) => return failed(format!("the schedule cannot be read: {e}")).await,
-        Ok(None) => {
-            return failed(format!(
-                "`{}` never fires again: change the expression",
-                schedule.expression
-            ))
-            .await;
+        // Stored schedules were checked when added; one that can no longer be read (or never
+        // fires again) is parked a year ahead, with the reason shown.
+        unusable => {
+            let why = match unusable {
+                Err(e) => format!("the schedule cannot be read: {e}"),
+                _ => format!(
+                    "`{}` never fires again: change the expression",
+                    schedule.expression
+                ),
+            };
+            let parked = now + 365 * 24 * 3600 * 1000;
+            return record_failure(state, &schedule, now, parked, why).await;
         }
-        Ok(Some(_)) => {}
-    }
+    };
     let repo = match state.store.repo(schedule.repo_id).await {
         Ok(repo) => repo,
         Err(e) => {
@@ -153,7 +151,7 @@ async fn run_tick(state: &Arc<AppState>, schedule: Schedule, now: i64) {
         Err(e @ (OpError::Unavailable(_) | OpError::Internal(_))) => {
             tracing::warn!(schedule = %schedule.name, error = %e, "a schedule's build could not be stored; its claim runs out and it is tried again");
         }
-        Err(e) => failed(e.to_string()).await,
+        Err(e) => record_failure(state, &schedule, now, next_run_at, e.to_string()).await,
     }
 }
 

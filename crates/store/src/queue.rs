@@ -94,45 +94,38 @@ impl Candidate {
     }
 }
 
-/// The lock names running stages hold.
-macro_rules! held_locks {
-    ($tx:ident) => {{
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT locks FROM stages WHERE status = 'running' AND locks <> '[]'",
-        )
-        .fetch_all(&mut *$tx)
-        .await?;
-        rows.iter()
-            .filter_map(|locks| serde_json::from_str::<Vec<String>>(locks).ok())
-            .flatten()
-            .collect::<std::collections::BTreeSet<String>>()
-    }};
+/// What running stages hold against gated candidates: their locks, and how many run of each
+/// repository's pipeline. Read once per claim (running stages are as many as the runners'
+/// capacity), so a queue of held-back stages costs no query each.
+#[derive(Debug, Default)]
+struct Gates {
+    locks: std::collections::BTreeSet<String>,
+    running: BTreeMap<(i64, String), i64>,
 }
 
-/// Whether a gated candidate may start now: none of its locks is held, and its pipeline runs
-/// fewer than its limit in its repository.
-macro_rules! gate_open {
-    ($tx:ident, $candidate:expr, $held:expr) => {{
-        let candidate: &Candidate = $candidate;
-        let held: &std::collections::BTreeSet<String> = $held;
+impl Gates {
+    fn from_running(rows: Vec<(i64, String, String)>) -> Self {
+        let mut gates = Gates::default();
+        for (repo_id, name, locks) in rows {
+            gates
+                .locks
+                .extend(serde_json::from_str::<Vec<String>>(&locks).unwrap_or_default());
+            *gates.running.entry((repo_id, name)).or_default() += 1;
+        }
+        gates
+    }
+
+    /// Whether a gated candidate may start now: none of its locks is held, and its pipeline
+    /// runs fewer than its limit in its repository.
+    fn open(&self, candidate: &Candidate) -> bool {
         let wanted: Vec<String> = serde_json::from_str(&candidate.locks).unwrap_or_default();
-        let free = wanted.iter().all(|lock| !held.contains(lock));
-        let under_limit = match candidate.concurrency {
-            Some(limit) if free => {
-                let running: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM stages s JOIN builds b ON b.id = s.build_id \
-                     WHERE b.repo_id = $1 AND s.name = $2 AND s.status = 'running'",
-                )
-                .bind(candidate.repo_id)
-                .bind(&candidate.name)
-                .fetch_one(&mut *$tx)
-                .await?;
-                running < limit
-            }
-            _ => true,
-        };
+        let free = wanted.iter().all(|lock| !self.locks.contains(lock));
+        let under_limit = candidate.concurrency.is_none_or(|limit| {
+            let key = (candidate.repo_id, candidate.name.clone());
+            self.running.get(&key).copied().unwrap_or(0) < limit
+        });
         free && under_limit
-    }};
+    }
 }
 
 /// Whether the runner's offer may run the stage, and its labels and platform match.
@@ -312,19 +305,24 @@ impl Store {
                 let candidates: Vec<Candidate> =
                     sqlx::query_as($candidates).fetch_all(&mut *$tx).await?;
                 let mut claimed = None;
-                let mut held = None;
+                let mut gates: Option<Gates> = None;
                 for candidate in candidates.iter().filter(|c| runner_can_take(request, c)) {
                     if candidate.gated() {
-                        if held.is_none() {
+                        if gates.is_none() {
                             if let Some(serialise) = $serialise_gates {
                                 // One gated claim at a time: two claims of stages wanting one
                                 // lock must not both see it free.
                                 sqlx::query(serialise).execute(&mut *$tx).await?;
                             }
-                            held = Some(held_locks!($tx));
+                            let running: Vec<(i64, String, String)> = sqlx::query_as(
+                                "SELECT b.repo_id, s.name, s.locks FROM stages s \
+                                 JOIN builds b ON b.id = s.build_id WHERE s.status = 'running'",
+                            )
+                            .fetch_all(&mut *$tx)
+                            .await?;
+                            gates = Some(Gates::from_running(running));
                         }
-                        let held = held.as_ref().expect("set above");
-                        if !gate_open!($tx, candidate, held) {
+                        if !gates.as_ref().is_some_and(|g| g.open(candidate)) {
                             continue;
                         }
                     }
@@ -587,6 +585,57 @@ impl Store {
     }
 }
 
+/// A running stage that holds a lock another stage waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub lock: String,
+    /// `owner/name`.
+    pub repo: String,
+    pub build: i64,
+    pub stage: String,
+}
+
+impl Store {
+    /// Which running stages hold any of `locks`.
+    pub async fn lock_holders(&self, locks: &[String]) -> Result<Vec<LockHolder>> {
+        if locks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, String, i64, String)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT s.locks, r.owner, r.name, b.number, s.name FROM stages s \
+             JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
+             WHERE s.status = 'running' AND s.locks <> '[]' ORDER BY s.id",
+        )
+        .fetch_all(pool)
+        .await)?;
+        let mut holders = Vec::new();
+        for (held, owner, name, build, stage) in rows {
+            let held: Vec<String> = serde_json::from_str(&held).unwrap_or_default();
+            for lock in held.into_iter().filter(|l| locks.contains(l)) {
+                holders.push(LockHolder {
+                    lock,
+                    repo: format!("{owner}/{name}"),
+                    build,
+                    stage: stage.clone(),
+                });
+            }
+        }
+        Ok(holders)
+    }
+
+    /// The numbers of the builds of `repo_id` whose stage `pipeline` is running.
+    pub async fn running_pipeline(&self, repo_id: i64, pipeline: &str) -> Result<Vec<i64>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT b.number FROM stages s JOIN builds b ON b.id = s.build_id \
+             WHERE b.repo_id = $1 AND s.name = $2 AND s.status = 'running' ORDER BY b.number",
+        )
+        .bind(repo_id)
+        .bind(pipeline)
+        .fetch_all(pool)
+        .await)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,56 +709,5 @@ mod tests {
         assert!(takes(&host, "local", true));
         assert!(takes(&host, "docker", true));
         assert!(!takes(&host, "no such backend", true));
-    }
-}
-
-/// A running stage that holds a lock another stage waits for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockHolder {
-    pub lock: String,
-    /// `owner/name`.
-    pub repo: String,
-    pub build: i64,
-    pub stage: String,
-}
-
-impl Store {
-    /// Which running stages hold any of `locks`.
-    pub async fn lock_holders(&self, locks: &[String]) -> Result<Vec<LockHolder>> {
-        if locks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<(String, String, String, i64, String)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT s.locks, r.owner, r.name, b.number, s.name FROM stages s \
-             JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
-             WHERE s.status = 'running' AND s.locks <> '[]' ORDER BY s.id",
-        )
-        .fetch_all(pool)
-        .await)?;
-        let mut holders = Vec::new();
-        for (held, owner, name, build, stage) in rows {
-            let held: Vec<String> = serde_json::from_str(&held).unwrap_or_default();
-            for lock in held.into_iter().filter(|l| locks.contains(l)) {
-                holders.push(LockHolder {
-                    lock,
-                    repo: format!("{owner}/{name}"),
-                    build,
-                    stage: stage.clone(),
-                });
-            }
-        }
-        Ok(holders)
-    }
-
-    /// The numbers of the builds of `repo_id` whose stage `pipeline` is running.
-    pub async fn running_pipeline(&self, repo_id: i64, pipeline: &str) -> Result<Vec<i64>> {
-        Ok(with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT b.number FROM stages s JOIN builds b ON b.id = s.build_id \
-             WHERE b.repo_id = $1 AND s.name = $2 AND s.status = 'running' ORDER BY b.number",
-        )
-        .bind(repo_id)
-        .bind(pipeline)
-        .fetch_all(pool)
-        .await)?)
     }
 }

@@ -58,29 +58,6 @@ impl RetentionReport {
     }
 }
 
-/// Log lines in the chunks of these builds' steps, then the chunks removed.
-macro_rules! drop_logs {
-    ($tx:expr, $ids:expr) => {{
-        let ids: &[i64] = $ids;
-        let list = id_list(ids);
-        let steps = format!(
-            "SELECT steps.id FROM steps JOIN stages ON steps.stage_id = stages.id \
-             WHERE stages.build_id IN ({list})"
-        );
-        let lines: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id IN ({steps})"
-        )))
-        .fetch_one(&mut *$tx)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM log_chunks WHERE step_id IN ({steps})"
-        )))
-        .execute(&mut *$tx)
-        .await?;
-        lines.unwrap_or(0)
-    }};
-}
-
 /// Ids as SQL text: they come from the database as integers, never from a caller.
 fn id_list(ids: &[i64]) -> String {
     ids.iter()
@@ -113,17 +90,9 @@ impl Store {
             .await)?;
             if !ids.is_empty() {
                 let list = id_list(&ids);
-                let lines = with_pool!(self, pool => {
-                    let mut tx = pool.begin().await?;
-                    let lines = drop_logs!(tx, &ids);
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM builds WHERE id IN ({list})"
-                    )))
-                    .execute(&mut *tx)
+                let lines = self
+                    .drop_logs_then(&ids, format!("DELETE FROM builds WHERE id IN ({list})"))
                     .await?;
-                    tx.commit().await?;
-                    lines
-                });
                 report.builds = ids.len() as i64;
                 report.log_lines += lines;
                 // Builds first, to the end: their logs are not counted twice.
@@ -141,18 +110,12 @@ impl Store {
             .await)?;
             if !ids.is_empty() {
                 let list = id_list(&ids);
-                let lines = with_pool!(self, pool => {
-                    let mut tx = pool.begin().await?;
-                    let lines = drop_logs!(tx, &ids);
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE builds SET logs_removed_at = $1 WHERE id IN ({list})"
-                    )))
-                    .bind(now)
-                    .execute(&mut *tx)
+                let lines = self
+                    .drop_logs_then(
+                        &ids,
+                        format!("UPDATE builds SET logs_removed_at = {now} WHERE id IN ({list})"),
+                    )
                     .await?;
-                    tx.commit().await?;
-                    lines
-                });
                 report.build_logs = ids.len() as i64;
                 report.log_lines += lines;
             }
@@ -180,6 +143,33 @@ impl Store {
             .rows_affected()) as i64;
         }
         Ok(report)
+    }
+
+    /// Removes the step logs of builds `ids` and then runs `then` (SQL made of integers only:
+    /// ids and times from the database and the clock), in one transaction; returns how many
+    /// log lines went.
+    async fn drop_logs_then(&self, ids: &[i64], then: String) -> Result<i64> {
+        let list = id_list(ids);
+        let steps = format!(
+            "SELECT steps.id FROM steps JOIN stages ON steps.stage_id = stages.id \
+             WHERE stages.build_id IN ({list})"
+        );
+        Ok(with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let lines: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id IN ({steps})"
+            )))
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM log_chunks WHERE step_id IN ({steps})"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(then)).execute(&mut *tx).await?;
+            tx.commit().await?;
+            lines.unwrap_or(0)
+        }))
     }
 
     /// Removes everything the policy names, batch by batch, then gives SQLite's free pages

@@ -99,12 +99,6 @@ impl TryFrom<ScheduleRow> for Schedule {
 impl Store {
     /// Adds a schedule; a name the repository already uses is a `Conflict`.
     pub async fn create_schedule(&self, new: &NewSchedule) -> Result<Schedule> {
-        if self.schedule(new.repo_id, &new.name).await?.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "a schedule named `{}` exists: remove it first, or pick another name",
-                new.name
-            )));
-        }
         let params = serde_json::to_string(&new.params)
             .map_err(|e| StoreError::corrupt("schedule parameters", e))?;
         let sql = sqlx::AssertSqlSafe(format!(

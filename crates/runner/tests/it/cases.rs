@@ -416,6 +416,13 @@ pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Bac
       - test -f tried2 && echo passes && exit 0
       - test -f tried1 && touch tried2 && exit 4
       - touch tried1 && exit 3
+  - name: slow
+    image: IMAGE
+    retry: 1
+    timeout: 1s
+    commands:
+      - test -f slowed && echo quick && exit 0
+      - touch slowed && sleep 30
   - name: hopeless
     image: IMAGE
     retry: 1
@@ -425,8 +432,19 @@ pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Bac
     let run = run(backend, stage, &[], None).await;
     assert_eq!(
         statuses(&run.result),
-        expect(&[("flaky", "success"), ("hopeless", "failure")])
+        expect(&[
+            ("flaky", "success"),
+            ("slow", "success"),
+            ("hopeless", "failure")
+        ])
     );
+    let slow = run.recorder.lines("slow");
+    assert!(
+        slow.iter()
+            .any(|l| l.starts_with("gantry: try 1 of 2 failed (timed out after 1s)")),
+        "a timed-out try is retried: {slow:#?}"
+    );
+    assert_eq!(slow.last().map(String::as_str), Some("quick"));
     let lines = run.recorder.lines("flaky");
     let notes: Vec<&String> = lines
         .iter()
