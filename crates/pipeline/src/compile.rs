@@ -3,7 +3,7 @@
 //! resolves environments and scripts, and refuses what the repository is not trusted to do.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::conditions::{Scope, Skip, StageFacts, evaluate};
 use crate::context::Context;
@@ -15,8 +15,8 @@ use crate::env::{
 use crate::envsubst::Lookup;
 use crate::graph::topological_order;
 use crate::model::{
-    Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType, SettingValue, StatusFilter, Step,
-    Volume, VolumeSource,
+    ContainerOptions, DeviceSource, Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType,
+    SettingValue, StatusFilter, Step, Volume, VolumeSource,
 };
 use crate::plan::{CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
 use crate::validate::CLONE_STEP;
@@ -182,6 +182,11 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     for (i, candidate) in candidates.iter().enumerate() {
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let mut stage = build_stage(candidate, number, ctx, &mut invalid);
+        // As Drone's linter: every pipeline of the file, whether this build runs it or not,
+        // and every step of it, whatever its `when`.
+        if !ctx.trusted {
+            check_trust(&candidate.pipeline, &mut refused);
+        }
         match &verdicts[i] {
             Ok(filter) => {
                 stage.runs_on = if candidate.dialect == Dialect::Woodpecker {
@@ -193,9 +198,6 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
                     .iter()
                     .map(|&d| candidates[d].name.clone())
                     .collect();
-                if !ctx.trusted {
-                    check_trust(&candidate.pipeline, &stage, &mut refused);
-                }
             }
             Err(reason) => {
                 stage.run = false;
@@ -219,6 +221,15 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         )));
     }
     if refused.has_errors() {
+        // Each matrix combination of a pipeline is checked; say each refusal once.
+        let mut once: Vec<Diagnostic> = Vec::with_capacity(refused.len());
+        for diagnostic in refused.0 {
+            if !once.contains(&diagnostic) {
+                once.push(diagnostic);
+            }
+        }
+        let mut refused = Diagnostics(once);
+        refused.sort();
         return Err(CompileError::Untrusted(refused));
     }
     Ok(Plan { stages })
@@ -359,7 +370,7 @@ fn build_stage(
             depends_on,
             verdict,
             &workspace,
-            pipeline.kind,
+            pipeline,
             false,
         ));
         number_next += 1;
@@ -380,7 +391,7 @@ fn build_stage(
                 Vec::new(),
                 verdict,
                 &workspace,
-                pipeline.kind,
+                pipeline,
                 true,
             );
             number_next += 1;
@@ -483,6 +494,7 @@ fn clone_step(workspace: &str) -> PlanStep {
         resources: Default::default(),
         timeout_secs: None,
         retry: Default::default(),
+        options: Default::default(),
     }
 }
 
@@ -492,9 +504,10 @@ fn plan_step(
     depends_on: Vec<String>,
     verdict: Result<StatusFilter, String>,
     workspace: &str,
-    backend: PipelineType,
+    pipeline: &Pipeline,
     service: bool,
 ) -> PlanStep {
+    let backend = pipeline.kind;
     let name = step.name.value.clone();
     let mut environment: BTreeMap<String, String> =
         step_variables(&name, number).into_iter().collect();
@@ -563,12 +576,35 @@ fn plan_step(
         resources: step.resources.clone(),
         timeout_secs: step.timeout.as_ref().map(|t| t.value),
         retry: step.retry.as_ref().map(|r| r.value).unwrap_or_default(),
+        options: resolve_devices(&step.options, &pipeline.volumes),
     }
 }
 
-/// Privileged containers, host directories, the host network and host processes are for
-/// trusted repositories only; a running stage or step that asks for them refuses the plan.
-fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
+/// The step's options with each device named by a pipeline volume (Drone's `{name, path}`)
+/// replaced by that volume's host path; `validate` has refused names of other volumes.
+fn resolve_devices(options: &ContainerOptions, volumes: &[Volume]) -> ContainerOptions {
+    let mut options = options.clone();
+    options.devices.retain_mut(|device| match &device.source {
+        DeviceSource::Host(_) => true,
+        DeviceSource::Volume(name) => match volumes.iter().find(|v| &v.name == name) {
+            Some(Volume {
+                source: VolumeSource::Host { path },
+                ..
+            }) => {
+                device.source = DeviceSource::Host(path.clone());
+                true
+            }
+            _ => false,
+        },
+    });
+    options
+}
+
+/// Privileged containers, host directories and devices, the host network, its DNS and
+/// ports, extra capabilities, memory file systems and host processes are for trusted
+/// repositories only (Drone's linter rules): a pipeline of the file that asks for one refuses
+/// the plan, even where this build would not run it.
+fn check_trust(pipeline: &Pipeline, refused: &mut Diagnostics) {
     let mut refuse = |pos: Pos, path: String, message: String| {
         refused.push(Diagnostic {
             severity: Severity::Error,
@@ -581,35 +617,36 @@ fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
             hint: None,
         });
     };
-    let root = format!("pipeline[{}]", pipeline.name.value);
+    let pipeline_name = &pipeline.name.value;
+    let root = format!("pipeline[{pipeline_name}]");
     if pipeline.kind == PipelineType::Local {
         refuse(
             pipeline.pos,
             format!("{root}.type"),
             format!(
-                "pipeline `{}` runs commands on the runner's host (`type: exec`), which only trusted repositories may do",
-                pipeline.name.value
+                "pipeline `{pipeline_name}` runs commands on the runner's host (`type: exec`), which only trusted repositories may do"
             ),
         );
     }
-    let host_volumes: Vec<&str> = pipeline
-        .volumes
-        .iter()
-        .filter(|v| matches!(v.source, VolumeSource::Host { .. }))
-        .map(|v| v.name.as_str())
-        .collect();
-    let running: HashSet<&str> = stage
-        .steps
-        .iter()
-        .chain(&stage.services)
-        .filter(|s| s.run)
-        .map(|s| s.name.as_str())
-        .collect();
+    for volume in &pipeline.volumes {
+        let what = match &volume.source {
+            VolumeSource::Host { path } => format!("the host directory `{path}`"),
+            VolumeSource::Temp { memory: true } => {
+                "an in-memory volume (`medium: memory`)".to_owned()
+            }
+            VolumeSource::Temp { memory: false } => continue,
+        };
+        refuse(
+            volume.pos,
+            format!("{root}.volumes"),
+            format!(
+                "pipeline `{pipeline_name}` declares volume `{}` on {what}, which only trusted repositories may do (even when no step mounts it)",
+                volume.name
+            ),
+        );
+    }
     for step in pipeline.steps.iter().chain(&pipeline.services) {
         let name = &step.name.value;
-        if !running.contains(name.as_str()) {
-            continue;
-        }
         let path = format!("{root}.steps[{name}]");
         if step.privileged.value {
             refuse(
@@ -628,25 +665,30 @@ fn check_trust(pipeline: &Pipeline, stage: &Stage, refused: &mut Diagnostics) {
                 ),
             );
         }
+        for (option, pos) in &step.trusted_only {
+            refuse(
+                *pos,
+                format!("{path}.{}", option.key()),
+                format!(
+                    "step `{name}` {}, which only trusted repositories may do",
+                    option.describe()
+                ),
+            );
+        }
         for mount in &step.mounts {
-            match &mount.mount {
-                Mount::Host { host, .. } => refuse(
+            if let Mount::Host { host, .. } = &mount.mount {
+                let why = if host.trim_end_matches('/') == "/var/run/docker.sock" {
+                    " (the Docker socket gives the step root on the runner's host)"
+                } else {
+                    ""
+                };
+                refuse(
                     mount.pos,
                     format!("{path}.volumes"),
                     format!(
-                        "step `{name}` mounts the host directory `{host}`, which only trusted repositories may do"
+                        "step `{name}` mounts the host path `{host}`{why}, which only trusted repositories may do"
                     ),
-                ),
-                Mount::Named { name: volume, .. } if host_volumes.contains(&volume.as_str()) => {
-                    refuse(
-                        mount.pos,
-                        format!("{path}.volumes"),
-                        format!(
-                            "step `{name}` mounts the host volume `{volume}`, which only trusted repositories may do"
-                        ),
-                    )
-                }
-                Mount::Named { .. } => {}
+                );
             }
         }
     }

@@ -92,18 +92,9 @@ const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[
 ];
 
 const UNSUPPORTED_STEP_KEYS: &[(&str, &str)] = &[
-    ("backend_options", "backend options are not supported yet"),
-    ("dns", "DNS options are not supported yet"),
-    ("dns_search", "DNS options are not supported yet"),
-    ("extra_hosts", "extra hosts are not supported yet"),
-    ("devices", "devices are not supported"),
-    ("shm_size", "shm_size is not supported yet"),
-    ("tmpfs", "tmpfs mounts are not supported yet"),
-    ("cpu_quota", "use `resources: {limits: {cpu: ...}}`"),
-    ("mem_limit", "use `resources: {limits: {memory: ...}}`"),
     (
-        "ports",
-        "ports need not be published: services are reached by name on the stage's network",
+        "backend_options",
+        "gantry's Docker backend has no per-step backend options (Woodpecker reads them for Kubernetes); set the container's options as step keys (`user`, `privileged`, `mem_limit`...)",
     ),
     ("when_files", "not supported"),
 ];
@@ -1182,6 +1173,267 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    // ---- container options ------------------------------------------------------------------
+
+    /// Reads the Docker container keys of a step (`dns`, `devices`, `ports`, `shm_size`...)
+    /// into its [`ContainerOptions`], noting where trusted-only ones are set.
+    fn container_options(&mut self, f: &mut Fields<'_>, path: &At<'_>, step: &mut Step) {
+        let options = &mut step.options;
+        if let Some(n) = f.get("dns") {
+            let at = path.key("dns");
+            for server in self.spanned_texts(n, &at) {
+                if server.value.parse::<std::net::IpAddr>().is_err() {
+                    self.error(
+                        server.pos,
+                        &at,
+                        format!("`{}` is not the IP address of a DNS server", server.value),
+                        Some("write addresses, e.g. `dns: [1.1.1.1, 8.8.8.8]`"),
+                    );
+                    continue;
+                }
+                options.dns.push(server.value);
+            }
+            step.trusted_only.push((TrustedOption::Dns, n.pos));
+        }
+        if let Some(n) = f.get("dns_search") {
+            options.dns_search = self.texts(n, &path.key("dns_search"));
+            step.trusted_only.push((TrustedOption::DnsSearch, n.pos));
+        }
+        if let Some(n) = f.get("extra_hosts") {
+            let at = path.key("extra_hosts");
+            for entry in self.spanned_texts(n, &at) {
+                match extra_host(&entry.value) {
+                    Some(line) => options.extra_hosts.push(line),
+                    None => self.error(
+                        entry.pos,
+                        &at,
+                        format!("`{}` is not NAME:ADDRESS", entry.value),
+                        Some("write e.g. `extra_hosts: [\"db.local:10.0.0.5\"]` (or `host-gateway` for the runner's host)"),
+                    ),
+                }
+            }
+            step.trusted_only.push((TrustedOption::ExtraHosts, n.pos));
+        }
+        if let Some(n) = f.get("devices") {
+            options.devices = self.devices(n, &path.key("devices"));
+            step.trusted_only.push((TrustedOption::Devices, n.pos));
+        }
+        if let Some(n) = f.get("ports") {
+            options.ports = self.ports(n, &path.key("ports"));
+            if options.ports.iter().any(|p| p.host.is_some()) {
+                step.trusted_only.push((TrustedOption::HostPorts, n.pos));
+            }
+        }
+        for (key, list) in [
+            ("cap_add", &mut options.cap_add),
+            ("cap_drop", &mut options.cap_drop),
+        ] {
+            let Some(n) = f.get(key) else { continue };
+            let at = path.key(key);
+            for cap in self.spanned_texts(n, &at) {
+                let name = cap.value.trim().to_ascii_uppercase();
+                let name = name.strip_prefix("CAP_").unwrap_or(&name).to_owned();
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                    self.error(
+                        cap.pos,
+                        &at,
+                        format!("`{}` is not a Linux capability", cap.value),
+                        Some("write capability names, e.g. `cap_add: [NET_ADMIN, SYS_PTRACE]`"),
+                    );
+                    continue;
+                }
+                list.push(name);
+            }
+            if key == "cap_add" {
+                step.trusted_only.push((TrustedOption::CapAdd, n.pos));
+            }
+        }
+        if let Some(n) = f.get("shm_size") {
+            options.shm_size = self.byte_size(n, &path.key("shm_size"));
+        }
+        if let Some(n) = f.get("mem_limit") {
+            let at = path.key("mem_limit");
+            if let Some(bytes) = self.byte_size(n, &at) {
+                step.resources.limits.memory_bytes = Some(bytes);
+            }
+        }
+        if let Some(n) = f.get("memswap_limit") {
+            let at = path.key("memswap_limit");
+            options.memswap_limit = if self.text(n, &at).as_deref().map(str::trim) == Some("-1") {
+                Some(-1)
+            } else {
+                self.byte_size(n, &at).and_then(|b| i64::try_from(b).ok())
+            };
+        }
+        for (key, slot) in [
+            ("cpu_shares", &mut options.cpu_shares),
+            ("cpu_quota", &mut options.cpu_quota),
+            ("cpu_period", &mut options.cpu_period),
+        ] {
+            if let Some(n) = f.get(key) {
+                *slot = self.uint(n, &path.key(key));
+            }
+        }
+        if let Some(n) = f.get("cpu_set") {
+            let at = path.key("cpu_set");
+            let set = self.texts(n, &at).join(",");
+            if set.is_empty()
+                || !set
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == '-')
+            {
+                self.error(
+                    n.pos,
+                    &at,
+                    format!("`{set}` is not a set of CPUs"),
+                    Some("write CPU numbers and ranges, e.g. `cpu_set: \"0-1\"` or `[0, 2]`"),
+                );
+            } else {
+                options.cpu_set = Some(set);
+            }
+        }
+        if let Some(n) = f.get("tmpfs") {
+            let at = path.key("tmpfs");
+            for entry in self.spanned_texts(n, &at) {
+                let (mount, opts) = entry.value.split_once(':').unwrap_or((&entry.value, ""));
+                if !mount.starts_with('/') {
+                    self.error(
+                        entry.pos,
+                        &at,
+                        format!("`{}` is not an absolute path", entry.value),
+                        Some("write e.g. `tmpfs: [\"/run:size=64m\"]`"),
+                    );
+                    continue;
+                }
+                options.tmpfs.push((mount.to_owned(), opts.to_owned()));
+            }
+            step.trusted_only.push((TrustedOption::Tmpfs, n.pos));
+        }
+    }
+
+    /// An amount of bytes: `64m`, `1GiB`, a number of bytes.
+    fn byte_size(&mut self, node: &Node, path: &At<'_>) -> Option<u64> {
+        let text = self.text(node, path)?;
+        let bytes = parse_bytes(&text);
+        if bytes.is_none() {
+            self.error(
+                node.pos,
+                path,
+                format!("`{text}` is not an amount of memory"),
+                Some("write e.g. `64m`, `1GiB` or a number of bytes"),
+            );
+        }
+        bytes
+    }
+
+    /// `devices:` as `HOST[:CONTAINER[:PERMISSIONS]]` texts or Drone's `{name, path}`.
+    fn devices(&mut self, node: &Node, path: &At<'_>) -> Vec<Device> {
+        let Value::Seq(items) = &node.value else {
+            self.expected(node, path, "a list of devices");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = path.index(i);
+            match &item.value {
+                Value::Map(_) => {
+                    let Some(mut g) = self.fields(item, &at) else {
+                        continue;
+                    };
+                    let name = g.get("name").and_then(|n| self.text(n, &at.key("name")));
+                    let dest = g.get("path").and_then(|n| self.text(n, &at.key("path")));
+                    self.finish(&g, &at, &["name", "path"], &[]);
+                    match (name, dest) {
+                        (Some(name), Some(dest)) => out.push(Device {
+                            source: DeviceSource::Volume(name),
+                            path: dest,
+                            permissions: "rwm".to_owned(),
+                        }),
+                        _ => self.error(
+                            item.pos,
+                            &at,
+                            "a device needs `name` (a host volume of the pipeline) and `path`",
+                            Some("or write `/dev/fuse:/dev/fuse`"),
+                        ),
+                    }
+                }
+                _ => {
+                    let Some(text) = self.text(item, &at) else {
+                        continue;
+                    };
+                    let parts: Vec<&str> = text.split(':').collect();
+                    let (host, dest, permissions) = match parts.as_slice() {
+                        [host] => (*host, *host, "rwm"),
+                        [host, dest] => (*host, *dest, "rwm"),
+                        [host, dest, perms] => (*host, *dest, *perms),
+                        _ => ("", "", ""),
+                    };
+                    let valid = host.starts_with('/')
+                        && dest.starts_with('/')
+                        && !permissions.is_empty()
+                        && permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+                    if !valid {
+                        self.error(
+                            item.pos,
+                            &at,
+                            format!("`{text}` is not HOST_DEVICE[:CONTAINER_PATH[:PERMISSIONS]]"),
+                            Some("write e.g. `/dev/fuse:/dev/fuse:rwm`"),
+                        );
+                        continue;
+                    }
+                    out.push(Device {
+                        source: DeviceSource::Host(host.to_owned()),
+                        path: dest.to_owned(),
+                        permissions: permissions.to_owned(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// `ports:` as numbers, `HOST:CONTAINER[/udp]` texts or `{port, host, protocol}`.
+    fn ports(&mut self, node: &Node, path: &At<'_>) -> Vec<Port> {
+        const HINT: &str =
+            "write e.g. `ports: [6379]`, `[\"8080:80\"]` or `[{port: 80, host: 8080}]`";
+        let Value::Seq(items) = &node.value else {
+            self.expected(node, path, "a list of ports");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = path.index(i);
+            let port = match &item.value {
+                Value::Map(_) => {
+                    let Some(mut g) = self.fields(item, &at) else {
+                        continue;
+                    };
+                    let container = g.get("port").and_then(|n| self.text(n, &at.key("port")));
+                    let host = g.get("host").and_then(|n| self.text(n, &at.key("host")));
+                    let protocol = g
+                        .get("protocol")
+                        .and_then(|n| self.text(n, &at.key("protocol")));
+                    self.finish(&g, &at, &["port", "host", "protocol"], &[]);
+                    let text = format!(
+                        "{}{}/{}",
+                        host.map(|h| format!("{h}:")).unwrap_or_default(),
+                        container.unwrap_or_default(),
+                        protocol
+                            .unwrap_or_else(|| "tcp".to_owned())
+                            .to_ascii_lowercase()
+                    );
+                    parse_port(&text)
+                }
+                _ => self.text(item, &at).and_then(|t| parse_port(&t)),
+            };
+            match port {
+                Some(port) => out.push(port),
+                None => self.error(item.pos, &at, "not a port", Some(HINT)),
+            }
+        }
+        out
+    }
+
     // ---- steps ------------------------------------------------------------------------------
 
     /// A step or service. `fallback_name` names steps of a map (Woodpecker, Drone 0.8).
@@ -1243,7 +1495,10 @@ impl<'a> Decoder<'a> {
             group: None,
             retry: None,
             lock: None,
+            options: ContainerOptions::default(),
+            trusted_only: Vec::new(),
         };
+        self.container_options(&mut f, path, &mut step);
         if let Some(n) = f.get("image") {
             step.image = self.spanned_text(n, &path.key("image"));
         }
@@ -1358,6 +1613,21 @@ impl<'a> Decoder<'a> {
             "group",
             "retry",
             "lock",
+            "dns",
+            "dns_search",
+            "extra_hosts",
+            "devices",
+            "ports",
+            "cap_add",
+            "cap_drop",
+            "shm_size",
+            "mem_limit",
+            "memswap_limit",
+            "cpu_shares",
+            "cpu_quota",
+            "cpu_period",
+            "cpu_set",
+            "tmpfs",
         ];
         if self.dialect == Dialect::DroneLegacy {
             // Drone 0.8 plugins took their parameters as keys of the step itself.
@@ -1478,6 +1748,41 @@ impl<'a> Decoder<'a> {
         out.version = f.get("version").and_then(|n| self.text(n, path));
         self.finish(&f, path, &["os", "arch", "variant", "version"], &[]);
         out
+    }
+
+    /// Drone's linter refuses a platform its runners do not run: Docker pipelines on
+    /// `linux` or `windows` with `amd64`, `arm64` or `arm`; `exec` pipelines also on `darwin`.
+    fn check_platform(
+        &mut self,
+        platform: &Platform,
+        kind: PipelineType,
+        node: &Node,
+        path: &At<'_>,
+    ) {
+        let systems: &[&str] = if kind == PipelineType::Local {
+            &["linux", "windows", "darwin"]
+        } else {
+            &["linux", "windows"]
+        };
+        const ARCHES: &[&str] = &["amd64", "arm64", "arm"];
+        if let Some(os) = platform.os.as_deref().filter(|os| !systems.contains(os)) {
+            let hint = format!("Drone's runners run {}", systems.join(", "));
+            self.error(
+                node.pos,
+                &path.key("os"),
+                format!("unsupported os `{os}`: no runner of a `type: {}` pipeline runs it, so the stage could never start", kind.as_str()),
+                Some(&hint),
+            );
+        }
+        if let Some(arch) = platform.arch.as_deref().filter(|a| !ARCHES.contains(a)) {
+            let hint = format!("use one of {}", ARCHES.join(", "));
+            self.error(
+                node.pos,
+                &path.key("arch"),
+                format!("unsupported architecture `{arch}`: Drone's runners do not run it, so the stage could never start"),
+                Some(&hint),
+            );
+        }
     }
 
     fn workspace(&mut self, node: &Node, path: &At<'_>) -> WorkspaceConfig {
@@ -1804,6 +2109,7 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("platform") {
             pipeline.platform = self.platform(n, &root.key("platform"));
+            self.check_platform(&pipeline.platform, pipeline.kind, n, &root.key("platform"));
         }
         if let Some(n) = f.get("node") {
             pipeline.labels = self.labels(n, &root.key("node"));
@@ -2171,6 +2477,42 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(multiplier)
+}
+
+/// `name:address` (or Compose's `name=address`) as Docker's `name:address`; the address is an
+/// IP or `host-gateway`.
+fn extra_host(text: &str) -> Option<String> {
+    let (name, address) = text.split_once('=').or_else(|| text.split_once(':'))?;
+    let (name, address) = (name.trim(), address.trim());
+    let address_ok = address == "host-gateway" || address.parse::<std::net::IpAddr>().is_ok();
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    (name_ok && address_ok).then(|| format!("{name}:{address}"))
+}
+
+/// `6379`, `6379/udp`, `8080:80`, `8080:80/tcp`.
+fn parse_port(text: &str) -> Option<Port> {
+    let (ports, protocol) = text.trim().split_once('/').unwrap_or((text.trim(), "tcp"));
+    let udp = match protocol {
+        "tcp" => false,
+        "udp" => true,
+        _ => return None,
+    };
+    let (host, container) = match ports.split_once(':') {
+        Some((host, container)) => (
+            Some(host.parse::<u16>().ok().filter(|p| *p > 0)?),
+            container,
+        ),
+        None => (None, ports),
+    };
+    let container = container.parse::<u16>().ok().filter(|p| *p > 0)?;
+    Some(Port {
+        container,
+        host,
+        udp,
+    })
 }
 
 #[cfg(test)]

@@ -289,6 +289,124 @@ pub struct Resources {
     pub requests: ResourceSet,
 }
 
+/// A host device a container gets (`devices:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub source: DeviceSource,
+    /// Where the container sees it.
+    pub path: String,
+    /// cgroup permissions, e.g. `rwm` (Docker's default).
+    pub permissions: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum DeviceSource {
+    /// A device path of the runner's host (`/dev/fuse:/dev/fuse`, Woodpecker and Compose).
+    Host(String),
+    /// A pipeline volume with a host path (`{name, path}`, Drone); a plan holds only `Host`.
+    Volume(String),
+}
+
+/// A port of a service or step (`ports:`); a host port publishes it on the runner's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub container: u16,
+    pub host: Option<u16>,
+    pub udp: bool,
+}
+
+/// Docker options of a step or service beyond its image, command and mounts (Drone's and
+/// Woodpecker's container keys), each applied through the engine's create options. Empty
+/// by default and left out of a plan's JSON when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerOptions {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `name:address` lines added to the container's `/etc/hosts`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Size of `/dev/shm` in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// Memory plus swap in bytes; `-1` is unlimited swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memswap_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// Microseconds of CPU per `cpu_period` (100 ms unless given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<u64>,
+    /// CPUs the container may use, e.g. `0-1` or `0,2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_set: Option<String>,
+    /// In-memory mounts: a path, and Docker's tmpfs options (`size=64m,mode=1777`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<(String, String)>,
+}
+
+impl ContainerOptions {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// A container option only trusted repositories may use (as Drone's linter rules), with
+/// where the file sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustedOption {
+    Devices,
+    Dns,
+    DnsSearch,
+    ExtraHosts,
+    HostPorts,
+    CapAdd,
+    Tmpfs,
+}
+
+impl TrustedOption {
+    /// The key in the file.
+    pub fn key(self) -> &'static str {
+        match self {
+            TrustedOption::Devices => "devices",
+            TrustedOption::Dns => "dns",
+            TrustedOption::DnsSearch => "dns_search",
+            TrustedOption::ExtraHosts => "extra_hosts",
+            TrustedOption::HostPorts => "ports",
+            TrustedOption::CapAdd => "cap_add",
+            TrustedOption::Tmpfs => "tmpfs",
+        }
+    }
+
+    /// What the step does with it, for the refusal.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TrustedOption::Devices => "mounts devices of the runner's host (`devices`)",
+            TrustedOption::Dns => "sets its own DNS servers (`dns`)",
+            TrustedOption::DnsSearch => "sets its own DNS search domains (`dns_search`)",
+            TrustedOption::ExtraHosts => "adds names to its hosts file (`extra_hosts`)",
+            TrustedOption::HostPorts => {
+                "publishes a port on the runner's host (`ports` with `host`)"
+            }
+            TrustedOption::CapAdd => "adds Linux capabilities (`cap_add`)",
+            TrustedOption::Tmpfs => "mounts in-memory file systems (`tmpfs`)",
+        }
+    }
+}
+
 /// A step or a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -321,6 +439,9 @@ pub struct Step {
     pub retry: Option<Spanned<Retry>>,
     /// `lock: NAME`: held by the step's stage while the stage runs.
     pub lock: Option<Spanned<String>>,
+    pub options: ContainerOptions,
+    /// The trusted-only options the step sets, with where.
+    pub trusted_only: Vec<(TrustedOption, Pos)>,
 }
 
 /// How often a failed step runs again, and after how long.

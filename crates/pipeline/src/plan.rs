@@ -8,7 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Failure, Mount, PipelineType, Platform, Pull, Resources, Retry, StatusFilter, Volume,
+    ContainerOptions, Failure, Mount, PipelineType, Platform, Pull, Resources, Retry, StatusFilter,
+    Volume,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +127,9 @@ pub struct PlanStep {
     /// A failed try runs again, in a fresh container, up to `retry.count` times.
     #[serde(default, skip_serializing_if = "Retry::is_never")]
     pub retry: Retry,
+    /// Docker's container options (DNS, hosts, devices, ports, capabilities, limits, tmpfs).
+    #[serde(default, skip_serializing_if = "ContainerOptions::is_empty")]
+    pub options: ContainerOptions,
 }
 
 impl Plan {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
 use crate::graph::topological_order;
-use crate::model::{Mount, Pipeline, PipelineType, Spanned, Step};
+use crate::model::{DeviceSource, Mount, Pipeline, PipelineType, Spanned, Step, VolumeSource};
 
 struct Report<'a> {
     diags: &'a mut Diagnostics,
@@ -39,6 +39,9 @@ impl Report<'_> {
         });
     }
 }
+
+/// Volume names Drone keeps for itself (the workspace, the Docker socket).
+const RESERVED_VOLUMES: [&str; 3] = ["workspace", "_workspace", "_docker_socket"];
 
 /// The name of the built-in clone step.
 pub const CLONE_STEP: &str = "clone";
@@ -141,6 +144,20 @@ fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
             Some("add at least one step under `steps:`".into()),
         );
     }
+    for volume in &pipeline.volumes {
+        if RESERVED_VOLUMES.contains(&volume.name.as_str()) {
+            report.error(
+                file,
+                volume.pos,
+                format!("{root}.volumes"),
+                format!("`{}` is a reserved volume name", volume.name),
+                Some(format!(
+                    "Drone keeps {} for itself; rename the volume",
+                    RESERVED_VOLUMES.join(", ")
+                )),
+            );
+        }
+    }
     let mut seen_steps: HashMap<&str, &Step> = HashMap::new();
     let mut seen_services: HashMap<&str, &Step> = HashMap::new();
     for (is_service, step) in pipeline
@@ -224,7 +241,45 @@ fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
                 Some("add `commands:`; plugins need a docker pipeline".into()),
             );
         }
+        if !needs_image && !step.options.is_empty() {
+            report.error(
+                file,
+                step.pos,
+                format!("{root}.steps[{name}]"),
+                format!("step `{name}` sets Docker container options, which a `type: exec` pipeline runs without a container to apply them to"),
+                Some("remove them, or make it a `type: docker` pipeline".into()),
+            );
+        }
+        for device in &step.options.devices {
+            if let DeviceSource::Volume(volume) = &device.source {
+                let host = pipeline
+                    .volumes
+                    .iter()
+                    .any(|v| &v.name == volume && matches!(v.source, VolumeSource::Host { .. }));
+                if !host {
+                    report.error(
+                        file,
+                        step.pos,
+                        format!("{root}.steps[{name}].devices"),
+                        format!("device `{volume}` of step `{name}` is not a host volume of the pipeline"),
+                        Some(format!("declare `volumes: [{{name: {volume}, host: {{path: /dev/...}}}}]`, or write the device as `/dev/...:/dev/...`")),
+                    );
+                }
+            }
+        }
         for mount in &step.mounts {
+            if let Mount::Named { name: volume, .. } = &mount.mount
+                && RESERVED_VOLUMES.contains(&volume.as_str())
+            {
+                report.error(
+                    file,
+                    mount.pos,
+                    format!("{root}.steps[{name}].volumes"),
+                    format!("`{volume}` is a reserved volume name"),
+                    Some("the workspace is mounted in every step already; mount the Docker socket as a host volume (trusted repositories only)".into()),
+                );
+                continue;
+            }
             if let Mount::Named { name: volume, .. } = &mount.mount
                 && !pipeline.volumes.iter().any(|v| &v.name == volume)
             {

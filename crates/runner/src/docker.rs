@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    VolumeCreateRequest,
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
@@ -24,7 +24,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::StreamExt;
-use gantry_pipeline::model::{Mount, Pull, VolumeSource};
+use gantry_pipeline::model::{ContainerOptions, DeviceSource, Mount, Port, Pull, VolumeSource};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -419,8 +419,10 @@ impl DockerBackend {
                 nano_cpus: limits
                     .cpu_millis
                     .and_then(|c| i64::try_from(c.saturating_mul(1_000_000)).ok()),
-                ..Default::default()
+                ..Self::option_config(&plan_step.options)
             }),
+            exposed_ports: (!plan_step.options.ports.is_empty())
+                .then(|| plan_step.options.ports.iter().map(port_key).collect()),
             networking_config: own_network.then(|| NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     network.clone(),
@@ -449,6 +451,54 @@ impl DockerBackend {
             pull: plan_step.pull,
             body,
         })
+    }
+
+    /// The host settings of a step's [`ContainerOptions`], each as Docker names it.
+    fn option_config(options: &ContainerOptions) -> HostConfig {
+        let some = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
+        let published: Vec<&Port> = options.ports.iter().filter(|p| p.host.is_some()).collect();
+        HostConfig {
+            dns: some(&options.dns),
+            dns_search: some(&options.dns_search),
+            extra_hosts: some(&options.extra_hosts),
+            devices: (!options.devices.is_empty()).then(|| {
+                options
+                    .devices
+                    .iter()
+                    .filter_map(|d| match &d.source {
+                        DeviceSource::Host(host) => Some(DeviceMapping {
+                            path_on_host: Some(host.clone()),
+                            path_in_container: Some(d.path.clone()),
+                            cgroup_permissions: Some(d.permissions.clone()),
+                        }),
+                        // `compile` resolves every volume to its host path.
+                        DeviceSource::Volume(_) => None,
+                    })
+                    .collect()
+            }),
+            port_bindings: (!published.is_empty()).then(|| {
+                published
+                    .iter()
+                    .map(|p| {
+                        let binding = PortBinding {
+                            host_ip: None,
+                            host_port: p.host.map(|h| h.to_string()),
+                        };
+                        (port_key(p), Some(vec![binding]))
+                    })
+                    .collect()
+            }),
+            cap_add: some(&options.cap_add),
+            cap_drop: some(&options.cap_drop),
+            shm_size: options.shm_size.and_then(|s| i64::try_from(s).ok()),
+            memory_swap: options.memswap_limit,
+            cpu_shares: options.cpu_shares.and_then(|c| i64::try_from(c).ok()),
+            cpu_quota: options.cpu_quota.and_then(|c| i64::try_from(c).ok()),
+            cpu_period: options.cpu_period.and_then(|c| i64::try_from(c).ok()),
+            cpuset_cpus: options.cpu_set.clone(),
+            tmpfs: (!options.tmpfs.is_empty()).then(|| options.tmpfs.iter().cloned().collect()),
+            ..Default::default()
+        }
     }
 
     fn binds(job: &JobSpec, mounts: &[Mount]) -> Vec<String> {
@@ -486,6 +536,15 @@ impl DockerBackend {
         }
         binds
     }
+}
+
+/// Docker's name of a container port: `80/tcp`.
+fn port_key(port: &Port) -> String {
+    format!(
+        "{}/{}",
+        port.container,
+        if port.udp { "udp" } else { "tcp" }
+    )
 }
 
 #[async_trait]

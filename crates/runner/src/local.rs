@@ -104,6 +104,12 @@ impl Backend for LocalBackend {
                 plan_step.name
             )));
         };
+        if !plan_step.options.is_empty() || plan_step.privileged {
+            return Err(BackendError::Unsupported(format!(
+                "step `{}` sets Docker container options (privileged, dns, devices, ports, limits...), which a step run on the runner's host cannot honour: run it on a runner with Docker",
+                plan_step.name
+            )));
+        }
         let workspace = self.workspace(job);
         let container_workspace = job.stage.workspace.as_str();
         // Steps see the real folder wherever the plan says the workspace is.

@@ -417,11 +417,13 @@ fn untrusted_repositories_cannot_use_privileged_steps_or_host_volumes() {
     let messages: Vec<String> = diags.iter().map(ToString::to_string).collect();
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert!(
-        messages[0].starts_with(".gantry.yml:13:17: error: step `dind` is privileged"),
+        messages[0].starts_with(
+            ".gantry.yml:5:5: error: pipeline `ci` declares volume `docker` on the host directory `/var/run/docker.sock`"
+        ),
         "{messages:?}"
     );
     assert!(
-        messages[1].contains("mounts the host volume `docker`"),
+        messages[1].starts_with(".gantry.yml:13:17: error: step `dind` is privileged"),
         "{messages:?}"
     );
 
@@ -439,15 +441,24 @@ fn untrusted_repositories_cannot_use_privileged_steps_or_host_volumes() {
     );
 }
 
+/// Drone's linter checks every step of every pipeline before it looks at `when` or
+/// `trigger`; so does gantry (it used to look only at the steps that would run).
 #[test]
-fn untrusted_refusal_ignores_steps_that_do_not_run() {
-    let yaml = PRIVILEGED.replace(
+fn untrusted_refusal_covers_steps_and_pipelines_that_do_not_run() {
+    let step_skipped = PRIVILEGED.replace(
         "    privileged: true\n",
         "    privileged: true\n    when:\n      event: tag\n",
     );
-    let config = parse(".gantry.yml", &yaml).config.expect("valid");
-    let plan = compile(&config, &push()).expect("the privileged step is skipped");
-    assert!(!plan.stages[0].step("dind").expect("dind").run);
+    let pipeline_skipped = format!("{PRIVILEGED}trigger:\n  event: [promote]\n");
+    for yaml in [step_skipped, pipeline_skipped] {
+        let config = parse(".gantry.yml", &yaml).config.expect("valid");
+        let err = compile(&config, &push()).expect_err("refused although it would not run");
+        assert!(matches!(err, CompileError::Untrusted(_)), "{err}");
+        assert!(
+            err.to_string().contains("step `dind` is privileged"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

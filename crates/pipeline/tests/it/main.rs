@@ -1,6 +1,7 @@
 //! Integration tests of gantry-pipeline: one binary, one module per concern.
 
 mod conditions;
+mod container;
 mod diagnostics;
 mod dialects;
 mod fixtures;

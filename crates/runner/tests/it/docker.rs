@@ -163,3 +163,102 @@ async fn spare_networks_serve_stages_and_are_removed() {
     backend.remove_spares().await;
     nothing_left(backend).await;
 }
+
+/// Every Docker option a step can set reaches its container: each command below fails the
+/// step unless the engine applied the option.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_options_are_applied_by_the_engine() {
+    let backend = docker().await;
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let stage = stage(
+        DOCKER,
+        &format!(
+            "services:\n  - name: web\n    image: IMAGE\n    commands: [mkdir -p /www, echo published > /www/index.html, httpd -f -p 80 -h /www]\n    ports: [{{port: 80, host: {host_port}}}]\n"
+        ),
+        &format!(
+            r#"
+  - name: options
+    image: IMAGE
+    dns: [10.9.8.7]
+    dns_search: [corp.example]
+    extra_hosts: ["gantry-extra:127.0.0.1"]
+    devices: ["/dev/null:/dev/gantry-null"]
+    cap_add: [NET_ADMIN]
+    shm_size: 96m
+    mem_limit: 64m
+    cpu_set: "0"
+    tmpfs: ["/gantry-tmp:size=8m"]
+    working_dir: /tmp
+    commands:
+      - grep -x 'search corp.example' /etc/resolv.conf
+      - ping -c1 -W2 gantry-extra
+      - test -c /dev/gantry-null
+      - cap=$(awk '/^CapEff/ {{print $2}}' /proc/self/status); test $(( 0x$cap >> 12 & 1 )) = 1
+      - df -k /dev/shm | tail -1 | awk '{{print "shm " $2}}'
+      - df -k /dev/shm | tail -1 | awk '{{exit !($2 == 98304)}}'
+      - mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes); echo "memory $mem"; test "$mem" = 67108864
+      - cpus=$(cat /sys/fs/cgroup/cpuset.cpus.effective 2>/dev/null || cat /sys/fs/cgroup/cpuset/cpuset.cpus); test "$cpus" = 0
+      - df -k /gantry-tmp | tail -1 | awk '{{exit !($1 == "tmpfs" && $2 == 8192)}}'
+      - test "$(pwd)" = /tmp
+  # On the stage's own network the engine's resolver (127.0.0.11) forwards to the `dns`
+  # servers; on Docker's default bridge they are written into resolv.conf itself.
+  - name: dns-on-bridge
+    image: IMAGE
+    network_mode: bridge
+    dns: [10.9.8.7]
+    commands: [grep -x 'nameserver 10.9.8.7' /etc/resolv.conf]
+  - name: as-user
+    image: IMAGE
+    user: "4321"
+    commands: [id -u]
+  - name: no-extra-caps
+    image: IMAGE
+    commands:
+      - cap=$(awk '/^CapEff/ {{print $2}}' /proc/self/status); test $(( 0x$cap >> 12 & 1 )) = 0
+  - name: host-network
+    image: IMAGE
+    network_mode: host
+    commands:
+      - for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://127.0.0.1:{host_port}/ && exit 0; sleep 0.5; done; exit 1
+  - name: entrypoint
+    image: IMAGE
+    entrypoint: [echo, from-entrypoint]
+    command: [and-command]
+"#
+        ),
+    );
+    let run = run(backend.clone(), stage, &[], None).await;
+    let report: Vec<(String, Vec<String>)> =
+        ["options", "dns-on-bridge", "as-user", "host-network"]
+            .iter()
+            .map(|s| ((*s).to_owned(), run.recorder.lines(s)))
+            .collect();
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[
+            ("options", "success"),
+            ("dns-on-bridge", "success"),
+            ("as-user", "success"),
+            ("no-extra-caps", "success"),
+            ("host-network", "success"),
+            ("entrypoint", "success"),
+            ("web", "success"),
+        ]),
+        "{report:#?}"
+    );
+    assert!(run.recorder.lines("as-user").contains(&"4321".to_owned()));
+    assert!(
+        run.recorder
+            .lines("host-network")
+            .contains(&"published".to_owned()),
+        "the service's port is published on the host: {report:#?}"
+    );
+    assert_eq!(
+        run.recorder.lines("entrypoint"),
+        ["from-entrypoint and-command"]
+    );
+    nothing_left(backend).await;
+}
