@@ -56,7 +56,8 @@ pub struct ServerArgs {
     /// and every pipeline with --runner-backend local), for trusted repositories only.
     #[arg(long, env = "GANTRY_RUNNER_HOST_PIPELINES")]
     pub runner_host_pipelines: bool,
-    /// Labels the embedded runner offers (KEY=VALUE, repeatable).
+    /// Labels the embedded runner offers (KEY=VALUE, repeatable); `platform=os/arch[/variant]`
+    /// sets the platform it reports (by default this machine's).
     #[arg(long = "runner-label", value_parser = parse_param)]
     pub runner_labels: Vec<(String, String)>,
     /// The embedded runner's name: stable across restarts and unique among the runners of
@@ -124,6 +125,7 @@ pub struct RunnerArgs {
     #[arg(long, env = "GANTRY_RUNNER_CAPACITY", default_value_t = 2)]
     pub capacity: u32,
     /// Labels this runner offers; a stage's `node` labels must all be among them.
+    /// `platform=os/arch[/variant]` sets the platform it reports (by default this machine's).
     #[arg(long = "labels", value_parser = parse_param, value_delimiter = ',')]
     pub labels: Vec<(String, String)>,
     /// Stable across restarts (what it held before a restart is ended at once); by default
@@ -417,13 +419,15 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", local.port()),
             _ => local.to_string(),
         };
+        let mut labels: BTreeMap<String, String> = args.runner_labels.iter().cloned().collect();
+        let platform = RemoteConfig::platform_from_labels(&mut labels);
         let config = RemoteConfig {
             server: format!("http://{reach}"),
             secret,
             name,
-            labels: args.runner_labels.iter().cloned().collect(),
+            labels,
             capacity: args.runner_capacity,
-            platform: RemoteConfig::host_platform(),
+            platform,
             executor: ExecutorConfig::default(),
         };
         let runner = backends.runner(config);
@@ -466,7 +470,8 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
     runtime()?.block_on(async {
         let name = args.name.clone().unwrap_or_else(host_name);
-        let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
+        let mut labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
+        let platform = RemoteConfig::platform_from_labels(&mut labels);
         let work_dir = std::env::temp_dir().join(format!("gantry-runner-{name}"));
         let backends = backends(
             args.backend,
@@ -482,7 +487,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             name: name.clone(),
             labels,
             capacity: args.capacity,
-            platform: RemoteConfig::host_platform(),
+            platform,
             executor: ExecutorConfig::default(),
         };
         tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = backends.docker.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");

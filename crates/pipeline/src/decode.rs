@@ -1745,7 +1745,15 @@ impl<'a> Decoder<'a> {
         out.os = f.get("os").and_then(|n| self.text(n, path));
         out.arch = f.get("arch").and_then(|n| self.text(n, path));
         out.variant = f.get("variant").and_then(|n| self.text(n, path));
-        out.version = f.get("version").and_then(|n| self.text(n, path));
+        if let Some(n) = f.get("version") {
+            out.version = self.text(n, path);
+            self.warn(
+                n.pos,
+                &path.key("version"),
+                "`platform.version` is not matched: gantry routes stages by os, arch and variant",
+                Some("to pick runners of one Windows release, give them a label and name it in `node:`"),
+            );
+        }
         self.finish(&f, path, &["os", "arch", "variant", "version"], &[]);
         out
     }
@@ -2295,10 +2303,13 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("labels") {
             pipeline.labels = self.labels(n, &At::ROOT.key("labels"));
-            if let Some(platform) = pipeline.labels.get("platform") {
-                let mut parts = platform.splitn(2, '/');
-                pipeline.platform.os = parts.next().map(str::to_owned);
+            // Woodpecker routes by a `platform` label its agents set to their own platform:
+            // gantry's runners report theirs, so the label becomes the stage's platform.
+            if let Some(platform) = pipeline.labels.remove("platform") {
+                let mut parts = platform.splitn(3, '/');
+                pipeline.platform.os = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
                 pipeline.platform.arch = parts.next().map(str::to_owned);
+                pipeline.platform.variant = parts.next().map(str::to_owned);
             }
         }
         if let Some(n) = f.get("platform") {

@@ -123,11 +123,13 @@ pub fn labels_mismatch(
     if !missing.is_empty() {
         return Some(format!("no label {}", missing.join(", ")));
     }
-    let (want_os, want_arch) = wanted_platform
-        .split_once('/')
-        .unwrap_or((wanted_platform, ""));
-    let (os, arch) = platform.split_once('/').unwrap_or((platform, ""));
-    let fits = (want_os.is_empty() || want_os == os) && (want_arch.is_empty() || want_arch == arch);
+    let mut want = wanted_platform.split('/');
+    let mut have = platform.split('/');
+    // os, arch, variant: each part the stage names must be the runner's.
+    let fits = (0..3).all(|_| match (want.next(), have.next()) {
+        (None | Some(""), _) => true,
+        (Some(wanted), have) => have == Some(wanted),
+    });
     (!fits).then(|| format!("it is {platform}, not {wanted_platform}"))
 }
 

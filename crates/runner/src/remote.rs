@@ -56,6 +56,15 @@ impl RemoteConfig {
         };
         format!("{}/{arch}", std::env::consts::OS)
     }
+
+    /// The platform a runner offers: its `platform` label (`os/arch[/variant]`, as
+    /// Woodpecker's agents take it; taken out of the labels) or else this machine's.
+    pub fn platform_from_labels(labels: &mut BTreeMap<String, String>) -> String {
+        labels
+            .remove("platform")
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(Self::host_platform)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

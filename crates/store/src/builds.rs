@@ -484,13 +484,20 @@ macro_rules! advance_build {
 pub(crate) use advance_build;
 
 fn platform_label(platform: &gantry_pipeline::model::Platform) -> String {
-    match (&platform.os, &platform.arch) {
-        (None, None) => String::new(),
-        (os, arch) => format!(
-            "{}/{}",
-            os.as_deref().unwrap_or(""),
-            arch.as_deref().unwrap_or("")
-        ),
+    match (&platform.os, &platform.arch, &platform.variant) {
+        (None, None, None) => String::new(),
+        (os, arch, variant) => {
+            let mut label = format!(
+                "{}/{}",
+                os.as_deref().unwrap_or(""),
+                arch.as_deref().unwrap_or("")
+            );
+            if let Some(variant) = variant {
+                label.push('/');
+                label.push_str(variant);
+            }
+            label
+        }
     }
 }
 

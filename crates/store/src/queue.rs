@@ -685,6 +685,26 @@ mod tests {
         assert!(!takes("{}", "linux/arm64"));
         assert!(!takes("{}", "windows/"));
         assert!(!takes("not json", ""));
+        assert!(takes("{}", "/amd64"));
+    }
+
+    /// An arm pipeline that names a variant runs only where the runner reports it (set with
+    /// its `platform` label), never on a runner of another arch.
+    #[test]
+    fn a_variant_is_matched_when_the_stage_names_one() {
+        let arm7 = request(&[], "linux/arm/v7");
+        let arm = request(&[], "linux/arm");
+        let takes = |runner: &ClaimRequest, platform| {
+            runner_can_take(runner, &candidate("{}", platform, "docker", false))
+        };
+        assert!(takes(&arm7, "linux/arm/v7"));
+        assert!(takes(&arm7, "linux/arm"));
+        assert!(!takes(&arm7, "linux/arm/v6"));
+        assert!(
+            !takes(&arm, "linux/arm/v7"),
+            "the runner's variant is unknown"
+        );
+        assert!(!takes(&arm7, "linux/arm64"));
     }
 
     #[test]

@@ -341,3 +341,27 @@ fn a_pipelines_platform_reaches_its_stage() {
     assert_eq!(platform.os.as_deref(), Some("linux"));
     assert_eq!(platform.arch.as_deref(), Some("arm64"));
 }
+
+/// Woodpecker routes by a `platform` label: it becomes the stage's platform (what runners
+/// report), not a label a runner would have to carry.
+#[test]
+fn a_woodpecker_platform_label_routes_by_platform() {
+    let yaml = "labels:\n  platform: linux/arm64\n  gpu: yes\nsteps:\n  build:\n    image: alpine\n    commands: [true]\n";
+    let plan = plan(yaml, &push());
+    let stage = &plan.stages[0];
+    assert_eq!(stage.platform.os.as_deref(), Some("linux"));
+    assert_eq!(stage.platform.arch.as_deref(), Some("arm64"));
+    assert_eq!(
+        stage.labels.iter().collect::<Vec<_>>(),
+        [(&"gpu".to_owned(), &"yes".to_owned())]
+    );
+}
+
+#[test]
+fn a_windows_version_is_said_to_be_unmatched() {
+    let yaml = "kind: pipeline\nname: w\nplatform:\n  os: windows\n  arch: amd64\n  version: 1809\nsteps:\n  - name: s\n    image: alpine\n    commands: [true]\n";
+    let diagnostics = lint(".gantry.yml", yaml);
+    let warnings: Vec<String> = diagnostics.warnings().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("`platform.version` is not matched"));
+}

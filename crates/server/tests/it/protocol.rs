@@ -18,6 +18,7 @@ on_both!(
     a_runner_that_stops_heartbeating_loses_its_stage,
     a_stage_its_runner_confirmed_is_never_handed_out_again,
     a_waiting_stage_says_what_no_runner_offers,
+    an_arm64_pipeline_runs_only_on_an_arm64_runner,
     a_delivery_accepted_before_a_crash_is_built_after_the_restart,
 );
 
@@ -363,6 +364,50 @@ mod cases {
         gpu.labels.insert("gpu".into(), "yes".into());
         assert!(gpu.request(Duration::from_secs(5)).await.is_some());
         assert_eq!(waiting().await, None);
+        server.stop().await;
+    }
+
+    /// Drone's `platform: {arch: arm64}` beside an amd64 pipeline: the amd64 runner takes
+    /// only its own, the arm64 stage waits saying why, and an arm64 runner takes it.
+    pub async fn an_arm64_pipeline_runs_only_on_an_arm64_runner(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let pipeline = "kind: pipeline\nname: amd64\nclone: {disable: true}\nsteps:\n  - name: t\n    image: busybox\n    commands: [uname -m]\n---\nkind: pipeline\nname: arm64\nplatform: {os: linux, arch: arm64}\nclone: {disable: true}\nsteps:\n  - name: t\n    image: busybox\n    commands: [uname -m]\n";
+        let sha = git.commit(&[(".gantry.yml", pipeline)], "first");
+        server.add_repo("app", &git).await;
+        let payload = webhook::push("acme/app", "main", &sha, "first");
+        assert_eq!(server.deliver("push", "d-1", &payload).await.status(), 202);
+        server.wait_build("app", 1).await;
+
+        let amd = server.runner("amd");
+        let first = amd
+            .request(Duration::from_secs(5))
+            .await
+            .expect("the amd64 stage");
+        assert_eq!(first.stage.name, "amd64");
+        assert!(
+            amd.request(Duration::from_millis(300)).await.is_none(),
+            "the arm64 stage is never given to an amd64 runner"
+        );
+        let build = server.get_json("/repos/acme/app/builds/1").await;
+        let arm_stage = build["stages"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "arm64"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            arm_stage["waiting"],
+            "waiting: no runner can take it; amd (docker, linux/amd64, no labels): it is linux/amd64, not linux/arm64",
+            "{build}"
+        );
+
+        let mut arm = server.runner("arm");
+        arm.platform = "linux/arm64".into();
+        let second = arm
+            .request(Duration::from_secs(5))
+            .await
+            .expect("the arm64 runner takes it");
+        assert_eq!(second.stage.name, "arm64");
         server.stop().await;
     }
 

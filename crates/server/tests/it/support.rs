@@ -274,6 +274,7 @@ impl TestServer {
             name: name.to_owned(),
             instance: format!("{name}-instance"),
             labels: Default::default(),
+            platform: "linux/amd64".into(),
             http: reqwest::Client::new(),
         }
     }
@@ -284,8 +285,10 @@ pub struct FakeRunner {
     url: String,
     pub name: String,
     pub instance: String,
-    /// What it offers beside Docker on linux/amd64.
+    /// What it offers beside Docker.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `os/arch[/variant]`, as a runner reports it.
+    pub platform: String,
     http: reqwest::Client,
 }
 
@@ -306,7 +309,7 @@ impl FakeRunner {
             runner: self.name.clone(),
             instance: self.instance.clone(),
             labels: self.labels.clone(),
-            platform: "linux/amd64".into(),
+            platform: self.platform.clone(),
             capacity: 1,
             offer: gantry_proto::Offer {
                 docker: true,
