@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use gantry_pipeline::{
     CompileError, Context, Diagnostic, Diagnostics, Event, Limits, Parsed, Source, compile,
-    parse_files, utf8,
+    parse_files, parse_workflow_alone, utf8,
 };
 
 #[derive(Debug, Args)]
@@ -146,7 +146,17 @@ pub fn lint(args: &LintArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let parsed = parse_config(&files);
+        // One file of a `.woodpecker/` folder is checked alone: what it names in other
+        // files is checked when the folder is.
+        let in_workflow_folder = !path.is_dir()
+            && path
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|d| d == ".woodpecker");
+        let parsed = match files.as_slice() {
+            [(name, text)] if in_workflow_folder => parse_workflow_alone(name, text),
+            _ => parse_config(&files),
+        };
         print_diagnostics(&mut out, &parsed.diagnostics)?;
         let errors = parsed.diagnostics.errors().count();
         let warnings = parsed.diagnostics.warnings().count();

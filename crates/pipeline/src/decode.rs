@@ -745,7 +745,7 @@ impl<'a> Decoder<'a> {
                 && let Err(e) = crate::expr::check(&source.value)
             {
                 let message = format!("invalid `evaluate` expression: {e}");
-                self.error(n.pos, &at, message, Some("see Woodpecker's documentation of `evaluate`; gantry supports comparisons, `in`, `contains`, `startsWith`, `endsWith`, `matches`, `not`, `&&`, `||`, `len`, `fromJSON`, `any`, `all`, `none`"));
+                self.error(n.pos, &at, message, Some("see Woodpecker's documentation of `evaluate`; gantry supports comparisons, `in`, `contains`, `startsWith`, `endsWith`, `matches`, `not`, `&&`, `||`, `+ - * / %`, member access (`$env.NAME`, `x.key`, `x[0]`), `len`, `fromJSON`, `int`, `string`, `lower`, `upper`, `trim`, `any`, `all`, `none`, `filter`"));
             }
         }
         self.finish(
@@ -1942,37 +1942,110 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    /// Drone 0.8 / Woodpecker `clone:` is a map of custom clone steps; gantry always clones
-    /// with its own git client, so only their `depth`, `tags` and `skip_verify` are kept.
-    fn custom_clone(&mut self, node: &Node, path: &At<'_>) -> CloneConfig {
+    /// Drone 0.8 / Woodpecker `clone:`: custom clone steps, as a map (Drone 0.8, Woodpecker
+    /// 1) or a list (Woodpecker 2 and 3). A step of a git clone plugin is done by gantry's
+    /// own clone, keeping its `depth`, `tags` and `skip_verify`; a step of any other image
+    /// runs as written, first, instead of the built-in clone (like Woodpecker, it gets no
+    /// clone credentials).
+    fn custom_clone(&mut self, node: &Node, path: &At<'_>) -> (CloneConfig, Vec<Step>) {
         let mut out = CloneConfig::default();
-        let Some(entries) = node.as_map() else {
-            self.expected(node, path, "a mapping of clone steps");
-            return out;
+        let mut steps = Vec::new();
+        let entries: Vec<(Option<Spanned<String>>, &Node, At<'_>)> = match &node.value {
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(k, v)| {
+                    let name = k.as_str().unwrap_or_default();
+                    (
+                        Some(Spanned::new(name.to_owned(), k.pos)),
+                        v,
+                        path.named(name),
+                    )
+                })
+                .collect(),
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (None, v, path.index(i)))
+                .collect(),
+            _ => {
+                self.expected(node, path, "a list of clone steps");
+                return (out, steps);
+            }
         };
-        for (k, v) in entries {
-            let step_path = path.key(k.as_str().unwrap_or_default());
+        for (name, v, step_path) in entries {
+            let image = v.get("image").and_then(Node::as_str).unwrap_or_default();
+            if !image.is_empty() && !is_git_plugin(image) {
+                let name = name.or_else(|| {
+                    v.get("name")
+                        .and_then(Node::as_str)
+                        .map(|n| Spanned::new(n.to_owned(), v.pos))
+                });
+                steps.extend(self.step(v, &step_path, name, false));
+                continue;
+            }
             let settings = v.get("settings").unwrap_or(v);
-            if let Some(depth) = settings.get("depth") {
-                out.depth = self
-                    .uint(depth, &step_path)
-                    .and_then(|d| u32::try_from(d).ok())
-                    .filter(|d| *d > 0);
+            let mut unused = Vec::new();
+            for (key, value) in settings.as_map().unwrap_or_default() {
+                match key.as_str().unwrap_or_default() {
+                    "depth" => {
+                        out.depth = self
+                            .uint(value, &step_path.key("depth"))
+                            .and_then(|d| u32::try_from(d).ok())
+                            .filter(|d| *d > 0);
+                    }
+                    "tags" => {
+                        out.tags = self.boolean(value, &step_path.key("tags")).unwrap_or(false)
+                    }
+                    "skip_verify" => {
+                        out.skip_verify = self
+                            .boolean(value, &step_path.key("skip_verify"))
+                            .unwrap_or(false);
+                    }
+                    "name" | "image" | "settings" | "pull" | "when" => {}
+                    other => unused.push(format!("`{other}`")),
+                }
             }
-            if let Some(tags) = settings.get("tags") {
-                out.tags = self.boolean(tags, &step_path).unwrap_or(false);
-            }
-            if let Some(skip) = settings.get("skip_verify") {
-                out.skip_verify = self.boolean(skip, &step_path).unwrap_or(false);
-            }
+            let message = if unused.is_empty() {
+                format!("the clone step of `{image}` is done by gantry's built-in clone")
+            } else {
+                format!(
+                    "the clone step of `{image}` is done by gantry's built-in clone, which does not use {}",
+                    unused.join(", ")
+                )
+            };
             self.warn(
-                k.pos,
+                v.pos,
                 &step_path,
-                "custom clone steps are replaced by gantry's built-in clone",
-                Some("`depth`, `tags` and `skip_verify` are kept; remove the step to silence this"),
+                message,
+                Some("`depth`, `tags` and `skip_verify` are kept; remove the step, or use `clone: {depth: N}`"),
             );
         }
-        out
+        if !steps.is_empty() {
+            out.disable = true;
+        }
+        (out, steps)
+    }
+
+    /// Puts custom clone steps first: in order, and (in a graph) before every step that
+    /// would otherwise start at once.
+    fn prepend_clone_steps(pipeline: &mut Pipeline, clone_steps: Vec<Step>) {
+        if clone_steps.is_empty() {
+            return;
+        }
+        let names: Vec<Spanned<String>> = clone_steps.iter().map(|s| s.name.clone()).collect();
+        let mut clone_steps = clone_steps;
+        if pipeline.graph {
+            for (i, step) in clone_steps.iter_mut().enumerate() {
+                step.depends_on = Some(names[..i].last().cloned().into_iter().collect());
+            }
+            let last = names.last().cloned();
+            for step in &mut pipeline.steps {
+                if step.depends_on.as_ref().is_none_or(Vec::is_empty) {
+                    step.depends_on = Some(last.clone().into_iter().collect());
+                }
+            }
+        }
+        pipeline.steps.splice(0..0, clone_steps);
     }
 
     fn matrix(&mut self, node: &Node, path: &At<'_>) -> Option<Matrix> {
@@ -2214,8 +2287,9 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("matrix") {
             pipeline.matrix = self.matrix(n, &At::ROOT.key("matrix"));
         }
+        let mut clone_steps = Vec::new();
         if let Some(n) = f.get("clone") {
-            pipeline.clone = self.custom_clone(n, &At::ROOT.key("clone"));
+            (pipeline.clone, clone_steps) = self.custom_clone(n, &At::ROOT.key("clone"));
         }
         if let Some(n) = f.get("workspace") {
             pipeline.workspace = self.workspace(n, &At::ROOT.key("workspace"));
@@ -2245,6 +2319,7 @@ impl<'a> Decoder<'a> {
             &[],
         );
         self.group_steps(&mut pipeline);
+        Self::prepend_clone_steps(&mut pipeline, clone_steps);
         Some(pipeline)
     }
 
@@ -2315,8 +2390,9 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("platform") {
             pipeline.platform = self.platform(n, &At::ROOT.key("platform"));
         }
+        let mut clone_steps = Vec::new();
         if let Some(n) = f.get("clone") {
-            pipeline.clone = self.custom_clone(n, &At::ROOT.key("clone"));
+            (pipeline.clone, clone_steps) = self.custom_clone(n, &At::ROOT.key("clone"));
         }
         if let Some(n) = f.get("skip_clone") {
             pipeline.clone.disable = self
@@ -2346,6 +2422,7 @@ impl<'a> Decoder<'a> {
         self.finish(&f, &At::ROOT, KEYS, &[]);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
         self.group_steps(&mut pipeline);
+        Self::prepend_clone_steps(&mut pipeline, clone_steps);
         Some(pipeline)
     }
 
@@ -2406,6 +2483,25 @@ fn misplaced_key_hint(name: &str, known: &[&str]) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Whether `image` is a git clone plugin (Drone's, Woodpecker's), whose work gantry's own
+/// clone does.
+fn is_git_plugin(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    };
+    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    matches!(
+        name,
+        "plugins/git"
+            | "drone/git"
+            | "woodpeckerci/plugin-git"
+            | "quay.io/woodpeckerci/plugin-git"
+            | "codeberg.org/woodpecker-plugins/git"
+    )
 }
 
 /// A plain YAML scalar as JSON: null, booleans and numbers that read back the same; anything

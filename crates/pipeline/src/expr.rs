@@ -5,9 +5,11 @@
 //! (undefined ones are `nil`), `$env` (the map of all variables), `not`/`!`, `&&`/`and`,
 //! `||`/`or`, `==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, `contains`, `startsWith`,
 //! `endsWith`, `matches` (a regular expression, matched in linear time), and the functions
-//! `len`, `fromJSON`, `lower`, `upper`, `trim`, and `any`/`all`/`none`/`filter` with a predicate
-//! `{ # startsWith "cmd/" }` where `#` is the element. Anything else is an error that names
-//! what and where, never a guess.
+//! `len`, `fromJSON`, `lower`, `upper`, `trim`, `int`, `float`, `string`, and
+//! `any`/`all`/`none`/`filter` with a predicate `{ # startsWith "cmd/" }` where `#` is the
+//! element; arithmetic (`+ - * / %`, `+` also joins text) and member access (`$env.NAME`,
+//! `$env["NAME"]`, `fromJSON(X).key`, `list[0]`, `list[-1]`). Anything else is an error that
+//! names what and where, never a guess.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +34,7 @@ enum Value {
     Number(f64),
     Text(String),
     List(Vec<Value>),
+    Map(BTreeMap<String, Value>),
     Env,
 }
 
@@ -54,6 +57,7 @@ impl Value {
             Value::Number(_) => "a number",
             Value::Text(_) => "text",
             Value::List(_) => "a list",
+            Value::Map(_) => "a map",
             Value::Env => "$env",
         }
     }
@@ -67,7 +71,12 @@ impl Value {
             serde_json::Value::Array(items) => {
                 Value::List(items.into_iter().map(Value::from_json).collect())
             }
-            serde_json::Value::Object(_) => Value::Nil,
+            serde_json::Value::Object(entries) => Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::from_json(v)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -82,7 +91,7 @@ enum Token {
 
 const OPERATORS: &[&str] = &[
     "==", "!=", "<=", ">=", "&&", "||", "<", ">", "!", "(", ")", "[", "]", "{", "}", ",", "#",
-    "$env",
+    "$env", "+", "-", "*", "/", "%", ".",
 ];
 
 fn tokenize(source: &str) -> Result<Vec<(Token, usize)>, ExprError> {
@@ -251,7 +260,7 @@ impl Evaluator<'_> {
     }
 
     fn comparison(&mut self) -> Result<Value, ExprError> {
-        let left = self.unary()?;
+        let left = self.additive()?;
         let offset = self.offset();
         let op = match self.peek() {
             Some(Token::Op(op @ ("==" | "!=" | "<" | "<=" | ">" | ">="))) => op.to_string(),
@@ -273,11 +282,50 @@ impl Evaluator<'_> {
             _ => return Ok(left),
         };
         self.at += 1;
-        let right = self.unary()?;
+        let right = self.additive()?;
         if !self.live {
             return Ok(Value::Nil);
         }
         self.compare(&op, left, right, offset)
+    }
+
+    /// `a + b`, `a - b`: numbers, or (`+`) text joined.
+    fn additive(&mut self) -> Result<Value, ExprError> {
+        let mut left = self.multiplicative()?;
+        loop {
+            let offset = self.offset();
+            let op = if self.eat_op("+") {
+                "+"
+            } else if self.eat_op("-") {
+                "-"
+            } else {
+                return Ok(left);
+            };
+            let right = self.multiplicative()?;
+            if self.live {
+                left = arithmetic(op, left, right, offset)?;
+            }
+        }
+    }
+
+    fn multiplicative(&mut self) -> Result<Value, ExprError> {
+        let mut left = self.unary()?;
+        loop {
+            let offset = self.offset();
+            let op = if self.eat_op("*") {
+                "*"
+            } else if self.eat_op("/") {
+                "/"
+            } else if self.eat_op("%") {
+                "%"
+            } else {
+                return Ok(left);
+            };
+            let right = self.unary()?;
+            if self.live {
+                left = arithmetic(op, left, right, offset)?;
+            }
+        }
     }
 
     fn compare(
@@ -328,6 +376,7 @@ impl Evaluator<'_> {
             "in" | "not in" => {
                 let found = match (&left, &right) {
                     (Value::Text(name), Value::Env) => self.vars.contains_key(name),
+                    (Value::Text(key), Value::Map(entries)) => entries.contains_key(key),
                     (_, Value::List(items)) => items.contains(&left),
                     (Value::Text(a), Value::Text(b)) => b.contains(a.as_str()),
                     (_, Value::Nil) => false,
@@ -382,7 +431,69 @@ impl Evaluator<'_> {
                 Ok(Value::Nil)
             };
         }
-        self.primary()
+        if self.eat_op("-") {
+            let value = self.nested(Self::unary)?;
+            return if self.live {
+                arithmetic("-", Value::Number(0.0), value, offset)
+            } else {
+                Ok(Value::Nil)
+            };
+        }
+        self.postfix()
+    }
+
+    /// A primary followed by member accesses: `.name` and `[index]`.
+    fn postfix(&mut self) -> Result<Value, ExprError> {
+        let mut value = self.primary()?;
+        loop {
+            let offset = self.offset();
+            let key = if self.eat_op(".") {
+                match self.tokens.get(self.at).cloned() {
+                    Some((Token::Ident(name), _)) => {
+                        self.at += 1;
+                        Value::Text(name)
+                    }
+                    _ => return error(self.offset(), "expected a name after `.`"),
+                }
+            } else if self.eat_op("[") {
+                let key = self.nested(Self::or)?;
+                self.expect_op("]")?;
+                key
+            } else {
+                return Ok(value);
+            };
+            if self.live {
+                value = self.member(value, key, offset)?;
+            }
+        }
+    }
+
+    fn member(&self, value: Value, key: Value, offset: usize) -> Result<Value, ExprError> {
+        match (value, key) {
+            (Value::Env, Value::Text(name)) => Ok(self
+                .vars
+                .get(&name)
+                .map_or(Value::Nil, |v| Value::Text(v.clone()))),
+            (Value::Map(mut entries), Value::Text(name)) => {
+                Ok(entries.remove(&name).unwrap_or(Value::Nil))
+            }
+            (Value::List(mut items), Value::Number(n)) if n.fract() == 0.0 => {
+                let len = items.len() as f64;
+                let index = if n < 0.0 { len + n } else { n };
+                if index < 0.0 || index >= len {
+                    return error(
+                        offset,
+                        format!("index {n} is outside a list of {} items", items.len()),
+                    );
+                }
+                Ok(items.swap_remove(index as usize))
+            }
+            (Value::Nil, _) => Ok(Value::Nil),
+            (value, key) => error(
+                offset,
+                format!("cannot take {} of {}", key.describe(), value.describe()),
+            ),
+        }
     }
 
     fn primary(&mut self) -> Result<Value, ExprError> {
@@ -485,6 +596,7 @@ impl Evaluator<'_> {
         match (name, argument) {
             ("len", Value::Text(s)) => Ok(Value::Number(s.chars().count() as f64)),
             ("len", Value::List(items)) => Ok(Value::Number(items.len() as f64)),
+            ("len", Value::Map(entries)) => Ok(Value::Number(entries.len() as f64)),
             ("len", Value::Nil) => Ok(Value::Number(0.0)),
             ("fromJSON", Value::Text(s)) => serde_json::from_str(&s)
                 .map(Value::from_json)
@@ -493,11 +605,59 @@ impl Evaluator<'_> {
             ("lower", Value::Text(s)) => Ok(Value::Text(s.to_lowercase())),
             ("upper", Value::Text(s)) => Ok(Value::Text(s.to_uppercase())),
             ("trim", Value::Text(s)) => Ok(Value::Text(s.trim().to_owned())),
-            (name @ ("len" | "fromJSON" | "lower" | "upper" | "trim"), other) => {
-                error(offset, format!("`{name}` cannot take {}", other.describe()))
-            }
+            ("float", Value::Number(n)) => Ok(Value::Number(n)),
+            ("int", Value::Number(n)) => Ok(Value::Number(n.trunc())),
+            ("int" | "float", Value::Text(s)) => match s.trim().parse::<f64>() {
+                Ok(n) if name == "int" => Ok(Value::Number(n.trunc())),
+                Ok(n) => Ok(Value::Number(n)),
+                Err(_) => error(offset, format!("`{name}` cannot read `{s}` as a number")),
+            },
+            ("string", Value::Text(s)) => Ok(Value::Text(s)),
+            ("string", Value::Number(n)) => Ok(Value::Text(number_text(n))),
+            ("string", Value::Bool(b)) => Ok(Value::Text(b.to_string())),
+            ("string", Value::Nil) => Ok(Value::Text("nil".to_owned())),
+            (
+                name @ ("len" | "fromJSON" | "lower" | "upper" | "trim" | "int" | "float"
+                | "string"),
+                other,
+            ) => error(offset, format!("`{name}` cannot take {}", other.describe())),
             (name, _) => error(offset, format!("unknown function `{name}`")),
         }
+    }
+}
+
+/// `+ - * / %` on numbers; `+` also joins two texts.
+fn arithmetic(op: &str, left: Value, right: Value, offset: usize) -> Result<Value, ExprError> {
+    match (op, left, right) {
+        ("+", Value::Text(a), Value::Text(b)) => Ok(Value::Text(a + &b)),
+        ("/" | "%", Value::Number(_), Value::Number(b)) if b == 0.0 => {
+            error(offset, format!("`{op}` by zero"))
+        }
+        (op, Value::Number(a), Value::Number(b)) => Ok(Value::Number(match op {
+            "+" => a + b,
+            "-" => a - b,
+            "*" => a * b,
+            "/" => a / b,
+            _ => a % b,
+        })),
+        (op, a, b) => error(
+            offset,
+            format!(
+                "`{op}` needs numbers{}, found {} and {}; variables are text: write `int(NAME)`",
+                if op == "+" { " or two texts" } else { "" },
+                a.describe(),
+                b.describe()
+            ),
+        ),
+    }
+}
+
+/// A number as expr prints it: `3`, not `3.0`.
+fn number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
     }
 }
 
@@ -620,6 +780,48 @@ mod tests {
             Ok(true)
         );
         assert_eq!(eval("UNDEFINED == nil", &v), Ok(true));
+    }
+
+    /// Woodpecker 2/3 files use expr's member access and arithmetic.
+    #[test]
+    fn member_access_and_arithmetic() {
+        let v = [
+            ("CI_COMMIT_BRANCH", "main"),
+            ("CI_PIPELINE_NUMBER", "42"),
+            (
+                "META",
+                r#"{"deploy": {"env": "prod"}, "targets": ["a", "b"]}"#,
+            ),
+        ];
+        assert_eq!(eval(r#"$env.CI_COMMIT_BRANCH == "main""#, &v), Ok(true));
+        assert_eq!(eval(r#"$env["CI_COMMIT_BRANCH"] == "main""#, &v), Ok(true));
+        assert_eq!(eval("$env.UNDEFINED == nil", &v), Ok(true));
+        assert_eq!(eval(r#"fromJSON(META).deploy.env == "prod""#, &v), Ok(true));
+        assert_eq!(eval(r#"fromJSON(META).targets[-1] == "b""#, &v), Ok(true));
+        assert_eq!(eval(r#"fromJSON(META)["targets"][0] == "a""#, &v), Ok(true));
+        assert_eq!(eval("fromJSON(META).missing.deeper == nil", &v), Ok(true));
+        assert_eq!(eval("len(fromJSON(META)) == 2", &v), Ok(true));
+        assert_eq!(eval("int(CI_PIPELINE_NUMBER) % 2 == 0", &v), Ok(true));
+        assert_eq!(eval("int(CI_PIPELINE_NUMBER) + 1 * 2 == 44", &v), Ok(true));
+        assert_eq!(eval("(1 + 1) * 3 - -1 == 7 && 7 / 2 == 3.5", &v), Ok(true));
+        assert_eq!(
+            eval(
+                r#"CI_COMMIT_BRANCH + "-" + string(int(CI_PIPELINE_NUMBER)) == "main-42""#,
+                &v
+            ),
+            Ok(true)
+        );
+        assert!(
+            eval("CI_PIPELINE_NUMBER % 2 == 0", &v)
+                .is_err_and(|e| e.message.contains("write `int(NAME)`"))
+        );
+        assert!(eval("1 / 0 == 1", &v).is_err_and(|e| e.message == "`/` by zero"));
+        assert!(
+            eval("fromJSON(META).targets[5] == nil", &v)
+                .is_err_and(|e| e.message.contains("outside a list of 2 items"))
+        );
+        assert!(check("$env.").is_err());
+        assert!(check("a.b[c + 1] * 2 > -3").is_ok());
     }
 
     #[test]

@@ -122,8 +122,25 @@ pub fn lint(name: &str, text: &str) -> Diagnostics {
     parse(name, text).diagnostics
 }
 
+/// Parses one workflow of a `.woodpecker/` folder on its own: `depends_on` naming workflows
+/// of other files is a warning (they are checked when the folder is linted or built).
+pub fn parse_workflow_alone(name: &str, text: &str) -> Parsed {
+    parse_sources(&[Source { name, text }], &Limits::default(), Scope::Alone)
+}
+
 /// Parses the files of one build together (names of pipelines are shared across them).
 pub fn parse_files(sources: &[Source<'_>], limits: &Limits) -> Parsed {
+    parse_sources(sources, limits, Scope::Whole)
+}
+
+/// Whether the files parsed are a whole configuration or one file of a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Whole,
+    Alone,
+}
+
+fn parse_sources(sources: &[Source<'_>], limits: &Limits, scope: Scope) -> Parsed {
     let mut diagnostics = Diagnostics::default();
     let mut files = Vec::with_capacity(sources.len());
     let mut dialects = Vec::with_capacity(sources.len());
@@ -148,7 +165,7 @@ pub fn parse_files(sources: &[Source<'_>], limits: &Limits) -> Parsed {
         });
     }
     let all: Vec<&Pipeline> = files.iter().flat_map(|f| f.pipelines.iter()).collect();
-    validate::validate(&all, &mut diagnostics);
+    validate::validate(&all, scope, &mut diagnostics);
     diagnostics.sort();
     let config = (!diagnostics.has_errors()).then_some(Config { files });
     Parsed {

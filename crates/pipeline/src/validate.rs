@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::Scope;
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
 use crate::graph::topological_order;
 use crate::model::{DeviceSource, Mount, Pipeline, PipelineType, Spanned, Step, VolumeSource};
@@ -47,7 +48,7 @@ const RESERVED_VOLUMES: [&str; 3] = ["workspace", "_workspace", "_docker_socket"
 pub const CLONE_STEP: &str = "clone";
 
 /// Validates the pipelines of one build (all its files together).
-pub fn validate(pipelines: &[&Pipeline], diags: &mut Diagnostics) {
+pub fn validate(pipelines: &[&Pipeline], scope: Scope, diags: &mut Diagnostics) {
     let mut report = Report { diags };
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, pipeline) in pipelines.iter().enumerate() {
@@ -74,6 +75,19 @@ pub fn validate(pipelines: &[&Pipeline], diags: &mut Diagnostics) {
         for dep in &pipeline.depends_on {
             match by_name.get(dep.value.as_str()) {
                 Some(&j) => parents[i].push(j),
+                None if scope == Scope::Alone => report.warn(
+                    &pipeline.file,
+                    dep.pos,
+                    format!("pipeline[{}].depends_on", pipeline.name.value),
+                    format!(
+                        "depends_on names `{}`, which is not in this file",
+                        dep.value
+                    ),
+                    Some(
+                        "it is checked when the whole `.woodpecker/` folder is linted or built"
+                            .into(),
+                    ),
+                ),
                 None => unknown_reference(
                     &mut report,
                     pipeline,

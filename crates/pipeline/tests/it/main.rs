@@ -10,3 +10,4 @@ mod limits;
 mod notify;
 mod snapshots;
 mod support;
+mod woodpecker;

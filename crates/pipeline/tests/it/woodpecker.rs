@@ -1,0 +1,187 @@
+//! Woodpecker 2 and 3 syntax: clone steps as a list, `evaluate` with member access and
+//! arithmetic, `backend_options`, and one workflow of a `.woodpecker/` folder linted alone.
+
+use gantry_pipeline::{Limits, Source, StepKind, parse, parse_files, parse_workflow_alone};
+
+use crate::support::{edges, plan, push};
+
+#[test]
+fn a_git_plugin_clone_step_is_done_by_the_built_in_clone_keeping_its_settings() {
+    let yaml = "
+clone:
+  - name: git
+    image: woodpeckerci/plugin-git:2.6
+    settings:
+      depth: 5
+      tags: true
+      lfs: false
+steps:
+  - name: build
+    image: alpine
+    commands: [make]
+";
+    let parsed = parse(".woodpecker.yml", yaml);
+    let warnings: Vec<String> = parsed
+        .diagnostics
+        .warnings()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("is done by gantry's built-in clone, which does not use `lfs`"),
+        "{warnings:?}"
+    );
+    let plan = plan(yaml, &push());
+    let clone = plan.stages[0].clone.as_ref().expect("the built-in clone");
+    assert_eq!(clone.depth, Some(5));
+    assert!(clone.tags);
+    assert_eq!(plan.stages[0].steps[0].kind, StepKind::Clone);
+}
+
+/// A clone step of any other image runs as written, before every other step, instead of the
+/// built-in clone.
+#[test]
+fn a_custom_clone_image_runs_first_in_place_of_the_built_in_clone() {
+    let list = "
+clone:
+  - name: fetch
+    image: alpine/git
+    commands: [git clone https://example.com/app.git .]
+steps:
+  - name: build
+    image: alpine
+    commands: [make]
+  - name: lint
+    image: alpine
+    commands: [make lint]
+    depends_on: []
+  - name: test
+    image: alpine
+    commands: [make test]
+    depends_on: [build]
+";
+    let plan = plan(list, &push());
+    let stage = &plan.stages[0];
+    assert!(stage.clone.is_none());
+    assert_eq!(
+        edges(stage),
+        vec![
+            ("fetch", vec![]),
+            ("build", vec!["fetch"]),
+            ("lint", vec!["fetch"]),
+            ("test", vec!["build"]),
+        ]
+    );
+    assert_eq!(stage.steps[0].kind, StepKind::Commands);
+    assert_eq!(stage.steps[0].image.as_deref(), Some("alpine/git"));
+
+    // Woodpecker 1's map of clone steps, in a file of sequential steps.
+    let map = "
+clone:
+  fetch:
+    image: alpine/git
+    commands: [git clone https://example.com/app.git .]
+steps:
+  build:
+    image: alpine
+    commands: [make]
+";
+    let plan = plan_of(map);
+    let names: Vec<&str> = plan.stages[0]
+        .steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["fetch", "build"]);
+}
+
+fn plan_of(yaml: &str) -> gantry_pipeline::Plan {
+    plan(yaml, &push())
+}
+
+#[test]
+fn evaluate_reads_members_and_does_arithmetic() {
+    let yaml = r#"
+steps:
+  - name: main-only
+    image: alpine
+    commands: [true]
+    when:
+      evaluate: '$env.CI_COMMIT_BRANCH == "main" && len(CI_COMMIT_BRANCH) * 2 == 8'
+  - name: other
+    image: alpine
+    commands: [true]
+    when:
+      evaluate: '$env["CI_COMMIT_BRANCH"] + "-x" == "dev-x"'
+"#;
+    let parsed = parse(".woodpecker.yml", yaml);
+    assert!(parsed.diagnostics.is_empty(), "{}", parsed.diagnostics);
+    let plan = plan(yaml, &push());
+    let stage = &plan.stages[0];
+    assert!(stage.step("main-only").expect("step").run);
+    assert!(!stage.step("other").expect("step").run);
+}
+
+#[test]
+fn backend_options_are_accepted_with_the_reason_they_do_nothing() {
+    let yaml = "
+steps:
+  - name: build
+    image: alpine
+    commands: [make]
+    backend_options:
+      kubernetes:
+        resources:
+          limits: {memory: 1Gi}
+";
+    let parsed = parse(".woodpecker.yml", yaml);
+    assert!(parsed.config.is_some(), "{}", parsed.diagnostics);
+    let warnings: Vec<String> = parsed
+        .diagnostics
+        .warnings()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(
+            "`backend_options` is ignored: gantry's Docker backend has no per-step backend options"
+        ),
+        "{warnings:?}"
+    );
+}
+
+/// `gantry lint .woodpecker/deploy.yml` checks that file alone: the workflow it depends on
+/// lives in another file, so naming it is a warning; checked with its folder, an unknown one
+/// is an error.
+#[test]
+fn one_workflow_linted_alone_warns_of_dependencies_in_other_files() {
+    let deploy =
+        "depends_on: [build]\nsteps:\n  deploy:\n    image: alpine\n    commands: [./deploy]\n";
+    let alone = parse_workflow_alone(".woodpecker/deploy.yml", deploy);
+    assert!(alone.config.is_some(), "{}", alone.diagnostics);
+    let warnings: Vec<String> = alone
+        .diagnostics
+        .warnings()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            ".woodpecker/deploy.yml:1:14: warning: depends_on names `build`, which is not in this file (at pipeline[deploy].depends_on); it is checked when the whole `.woodpecker/` folder is linted or built"
+        ]
+    );
+    let folder = parse_files(
+        &[Source {
+            name: ".woodpecker/deploy.yml",
+            text: deploy,
+        }],
+        &Limits::default(),
+    );
+    assert!(folder.config.is_none());
+    assert!(
+        folder
+            .diagnostics
+            .errors()
+            .any(|e| e.message.contains("unknown pipeline `build`"))
+    );
+}
