@@ -1942,11 +1942,11 @@ impl<'a> Decoder<'a> {
         out
     }
 
-    /// Drone 0.8 / Woodpecker `clone:`: custom clone steps, as a map (Drone 0.8, Woodpecker
-    /// 1) or a list (Woodpecker 2 and 3). A step of a git clone plugin is done by gantry's
-    /// own clone, keeping its `depth`, `tags` and `skip_verify`; a step of any other image
-    /// runs as written, first, instead of the built-in clone (like Woodpecker, it gets no
-    /// clone credentials).
+    /// Drone 0.8 / Woodpecker `clone:`: custom clone steps, as a map (Drone 0.8 and
+    /// Woodpecker before 2) or a list (Woodpecker 2 and 3). A step of a git clone plugin is
+    /// done by gantry's own clone, keeping its `depth`, `tags` and `skip_verify`; a step of
+    /// any other image runs as written, first, instead of the built-in clone (like
+    /// Woodpecker, it gets no clone credentials).
     fn custom_clone(&mut self, node: &Node, path: &At<'_>) -> (CloneConfig, Vec<Step>) {
         let mut out = CloneConfig::default();
         let mut steps = Vec::new();

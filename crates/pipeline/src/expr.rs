@@ -630,7 +630,7 @@ impl Evaluator<'_> {
 fn arithmetic(op: &str, left: Value, right: Value, offset: usize) -> Result<Value, ExprError> {
     match (op, left, right) {
         ("+", Value::Text(a), Value::Text(b)) => Ok(Value::Text(a + &b)),
-        ("/" | "%", Value::Number(_), Value::Number(b)) if b == 0.0 => {
+        ("/" | "%", Value::Number(_), Value::Number(0.0)) => {
             error(offset, format!("`{op}` by zero"))
         }
         (op, Value::Number(a), Value::Number(b)) => Ok(Value::Number(match op {
