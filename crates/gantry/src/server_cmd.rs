@@ -111,6 +111,13 @@ pub struct ServerArgs {
     /// many days (0: for ever).
     #[arg(long, env = "GANTRY_KEEP_DELIVERIES_DAYS", default_value_t = gantry_server::Retention::default().delivery_days)]
     pub keep_deliveries_days: u32,
+    /// A cache (`cache:` paths, Woodpecker's named volumes) on a runner is started afresh
+    /// when it is older than this many days.
+    #[arg(long, env = "GANTRY_KEEP_CACHES_DAYS", default_value_t = gantry_server::Retention::default().cache_days)]
+    pub keep_caches_days: u32,
+    /// A cache that a stage grew past this many MiB is removed after the stage.
+    #[arg(long = "cache-max-size-mib", env = "GANTRY_CACHE_MAX_SIZE_MIB", default_value_t = gantry_server::Retention::default().cache_max_mib)]
+    pub cache_max_mib: u64,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +365,8 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         log_days: args.keep_logs_days,
         delivery_days: args.keep_deliveries_days,
         message_days: args.keep_deliveries_days,
+        cache_days: args.keep_caches_days,
+        cache_max_mib: args.cache_max_mib,
         ..gantry_server::Retention::default()
     };
     if let Some(path) = &args.ssh_known_hosts {

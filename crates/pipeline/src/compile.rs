@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::conditions::{Scope, Skip, StageFacts, evaluate};
-use crate::context::Context;
+use crate::context::{Context, Event};
 use crate::decode::Decoder;
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity};
 use crate::env::{
@@ -18,7 +18,7 @@ use crate::model::{
     ContainerOptions, DeviceSource, Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType,
     SettingValue, StatusFilter, Step, Volume, VolumeSource,
 };
-use crate::plan::{CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
+use crate::plan::{CacheSpec, CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
 use crate::validate::CLONE_STEP;
 use crate::{Config, PipelineFile};
 
@@ -290,7 +290,14 @@ fn build_stage(
     let workspace = workspace_path(pipeline);
     let facts = candidate.facts();
     let mut volumes = pipeline.volumes.clone();
-    // Woodpecker and Drone 0.8 name volumes in the step only: they live as long as the stage.
+    // Woodpecker and Drone 0.8 name volumes in the step only: like theirs, they persist
+    // between builds (as the repository's caches). An undeclared volume of a gantry file
+    // lives as long as the stage.
+    let undeclared = if candidate.dialect == Dialect::Gantry {
+        VolumeSource::Temp { memory: false }
+    } else {
+        VolumeSource::Cache
+    };
     for step in pipeline.steps.iter().chain(&pipeline.services) {
         for mount in &step.mounts {
             if let Mount::Named { name, .. } = &mount.mount
@@ -298,12 +305,26 @@ fn build_stage(
             {
                 volumes.push(Volume {
                     name: name.clone(),
-                    source: VolumeSource::Temp { memory: false },
+                    source: undeclared.clone(),
                     pos: mount.pos,
                 });
             }
         }
+        for dir in &step.caches {
+            let name = cache_volume_name(&dir.value, &workspace);
+            if !volumes.iter().any(|v| v.name == name) {
+                volumes.push(Volume {
+                    name,
+                    source: VolumeSource::Cache,
+                    pos: dir.pos,
+                });
+            }
+        }
     }
+    let cache = volumes
+        .iter()
+        .any(|v| v.source == VolumeSource::Cache)
+        .then(|| cache_spec(ctx));
 
     let clone = (!pipeline.clone.disable).then(|| CloneSpec {
         url: ctx.repo.clone_url.clone(),
@@ -441,6 +462,44 @@ fn build_stage(
         notify: pipeline.notify.clone(),
         locks,
         concurrency: pipeline.concurrency.as_ref().map(|c| c.value),
+        cache,
+    }
+}
+
+/// The volume of a `cache:` path: named by where it is mounted.
+fn cache_volume_name(dir: &str, workspace: &str) -> String {
+    format!("cache:{}", in_workspace(dir, workspace))
+}
+
+/// `dir` as an absolute path: relative ones are in the workspace.
+fn in_workspace(dir: &str, workspace: &str) -> String {
+    if dir.starts_with('/') {
+        dir.trim_end_matches('/').to_owned()
+    } else {
+        format!(
+            "{}/{}",
+            workspace.trim_end_matches('/'),
+            dir.trim_start_matches("./").trim_end_matches('/')
+        )
+    }
+}
+
+/// Where this build's caches live: its branch's, a pull request's own or a tag's own, each
+/// starting from the default branch's. A pull request never writes to a branch's cache, so
+/// a fork cannot poison what `main` builds with.
+fn cache_spec(ctx: &Context) -> CacheSpec {
+    let scope = match (ctx.event, ctx.pull_request, &ctx.tag) {
+        (Event::PullRequest, Some(number), _) => format!("pull/{number}"),
+        (_, _, Some(tag)) => format!("tag/{tag}"),
+        _ => format!("branch/{}", ctx.branch),
+    };
+    let default = format!("branch/{}", ctx.repo.default_branch);
+    CacheSpec {
+        repo: ctx.repo.full_name(),
+        fallback: (scope != default && !ctx.repo.default_branch.is_empty()).then_some(default),
+        scope,
+        max_bytes: ctx.cache_policy.max_bytes,
+        max_age_secs: ctx.cache_policy.max_age_secs,
     }
 }
 
@@ -569,7 +628,15 @@ fn plan_step(
         failure: step.failure,
         detach: step.detach,
         privileged: step.privileged.value,
-        mounts: step.mounts.iter().map(|m| m.mount.clone()).collect(),
+        mounts: step
+            .mounts
+            .iter()
+            .map(|m| m.mount.clone())
+            .chain(step.caches.iter().map(|dir| Mount::Named {
+                name: cache_volume_name(&dir.value, workspace),
+                path: in_workspace(&dir.value, workspace),
+            }))
+            .collect(),
         network_mode: step.network_mode.as_ref().map(|m| m.value.clone()),
         user: step.user.clone(),
         working_dir,
@@ -634,7 +701,7 @@ fn check_trust(pipeline: &Pipeline, refused: &mut Diagnostics) {
             VolumeSource::Temp { memory: true } => {
                 "an in-memory volume (`medium: memory`)".to_owned()
             }
-            VolumeSource::Temp { memory: false } => continue,
+            VolumeSource::Temp { memory: false } | VolumeSource::Cache => continue,
         };
         refuse(
             volume.pos,

@@ -159,6 +159,28 @@ pub struct Context {
     pub params: BTreeMap<String, String>,
     /// When the build was created, seconds since the epoch.
     pub created: i64,
+    /// How big and how old a cache may grow on a runner.
+    #[serde(default)]
+    pub cache_policy: CachePolicy,
+}
+
+/// Limits of the caches a build's stages keep between builds (set by the server's
+/// retention settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePolicy {
+    /// A cache bigger than this after a stage is removed (the next build starts it afresh).
+    pub max_bytes: u64,
+    /// A cache created longer ago than this is removed and started afresh.
+    pub max_age_secs: u64,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            max_age_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 impl Context {
@@ -198,6 +220,7 @@ impl Context {
             parent: None,
             link: String::new(),
             instance: String::new(),
+            cache_policy: CachePolicy::default(),
             params: BTreeMap::new(),
             created: 0,
         }

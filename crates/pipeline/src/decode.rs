@@ -1496,6 +1496,7 @@ impl<'a> Decoder<'a> {
             retry: None,
             lock: None,
             options: ContainerOptions::default(),
+            caches: Vec::new(),
             trusted_only: Vec::new(),
         };
         self.container_options(&mut f, path, &mut step);
@@ -1575,6 +1576,33 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("lock") {
             step.lock = self.lock_name(n, &path.key("lock"));
         }
+        if let Some(n) = f.get("cache") {
+            let at = path.key("cache");
+            for dir in self.spanned_texts(n, &at) {
+                let path_ok = !dir.value.is_empty()
+                    && !dir.value.split('/').any(|part| part == "..")
+                    && !dir.value.trim_matches('/').is_empty();
+                if !path_ok {
+                    self.error(
+                        dir.pos,
+                        &at,
+                        format!("`{}` is not a directory to cache", dir.value),
+                        Some("write absolute paths or paths in the workspace, e.g. `cache: [/go/pkg/mod, node_modules]`"),
+                    );
+                    continue;
+                }
+                step.caches.push(dir);
+            }
+            if step.detach {
+                self.error(
+                    n.pos,
+                    &at,
+                    "a service or detached step cannot keep a cache",
+                    Some("give `cache:` to the steps that fill and read it"),
+                );
+                step.caches.clear();
+            }
+        }
         if let Some(n) = f.get("retry") {
             step.retry = self.retry(n, &path.key("retry"));
             if step.detach && step.retry.is_some() {
@@ -1613,6 +1641,7 @@ impl<'a> Decoder<'a> {
             "group",
             "retry",
             "lock",
+            "cache",
             "dns",
             "dns_search",
             "extra_hosts",
@@ -1691,6 +1720,7 @@ impl<'a> Decoder<'a> {
         Pipeline {
             name,
             file: self.file.to_owned(),
+            dialect: self.dialect,
             pos,
             kind: PipelineType::Docker,
             platform: Platform::default(),

@@ -129,6 +129,7 @@ pub struct Pipeline {
     pub name: Spanned<String>,
     /// The file it was read from.
     pub file: String,
+    pub dialect: Dialect,
     pub pos: Pos,
     pub kind: PipelineType,
     pub platform: Platform,
@@ -246,6 +247,10 @@ pub enum VolumeSource {
     Host { path: String },
     /// A volume that lives as long as the stage; `memory` asks for tmpfs.
     Temp { memory: bool },
+    /// A cache that persists across builds of the repository, on the runner's engine, scoped
+    /// by the stage's [`CacheSpec`](crate::plan::CacheSpec): a step's `cache:` paths, and the
+    /// named volumes Woodpecker and Drone 0.8 steps mount.
+    Cache,
 }
 
 /// A volume declared at the pipeline level (`volumes:` with `host` or `temp`).
@@ -440,6 +445,8 @@ pub struct Step {
     /// `lock: NAME`: held by the step's stage while the stage runs.
     pub lock: Option<Spanned<String>>,
     pub options: ContainerOptions,
+    /// `cache: [paths]`: directories kept between builds (see [`VolumeSource::Cache`]).
+    pub caches: Vec<Spanned<String>>,
     /// The trusted-only options the step sets, with where.
     pub trusted_only: Vec<(TrustedOption, Pos)>,
 }

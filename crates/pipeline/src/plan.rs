@@ -58,6 +58,21 @@ pub struct Stage {
     /// At most this many stages of this pipeline run at once in the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Where the stage's caches live, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// The scope of a stage's caches: a cache belongs to a repository and a scope (a branch, a
+/// pull request or a tag), and a scope that has none yet starts from its `fallback` (the
+/// default branch's). Pull requests never write to a branch's cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheSpec {
+    pub repo: String,
+    pub scope: String,
+    pub fallback: Option<String>,
+    pub max_bytes: u64,
+    pub max_age_secs: u64,
 }
 
 /// How the workspace is filled before the first step.

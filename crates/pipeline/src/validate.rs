@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use crate::Scope;
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
 use crate::graph::topological_order;
-use crate::model::{DeviceSource, Mount, Pipeline, PipelineType, Spanned, Step, VolumeSource};
+use crate::model::{
+    DeviceSource, Dialect, Mount, Pipeline, PipelineType, Spanned, Step, VolumeSource,
+};
 
 struct Report<'a> {
     diags: &'a mut Diagnostics,
@@ -294,7 +296,10 @@ fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
                 );
                 continue;
             }
+            // Woodpecker and Drone 0.8 steps name volumes without declaring them: they are
+            // the repository's caches (see `compile`).
             if let Mount::Named { name: volume, .. } = &mount.mount
+                && pipeline.dialect == Dialect::Gantry
                 && !pipeline.volumes.iter().any(|v| &v.name == volume)
             {
                 let known: Vec<&str> = pipeline.volumes.iter().map(|v| v.name.as_str()).collect();

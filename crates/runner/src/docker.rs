@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, JobSpec, Output, StepExit, StepSpec};
 
+mod cache;
+
 const LABEL_RUNNER: &str = "gantry.runner";
 const LABEL_JOB: &str = "gantry.job";
 /// Marks a network created ahead of time, not yet given to a job.
@@ -501,6 +503,25 @@ impl DockerBackend {
         }
     }
 
+    /// An image the stage runs: any will do for the containers that only hold its volumes.
+    fn any_image(job: &JobSpec) -> Option<String> {
+        job.stage
+            .steps
+            .iter()
+            .chain(&job.stage.services)
+            .find(|s| s.run && s.image.is_some())
+            .and_then(|s| s.image.clone())
+    }
+
+    fn cache_names(job: &JobSpec) -> Vec<&str> {
+        job.stage
+            .volumes
+            .iter()
+            .filter(|v| v.source == VolumeSource::Cache)
+            .map(|v| v.name.as_str())
+            .collect()
+    }
+
     fn binds(job: &JobSpec, mounts: &[Mount]) -> Vec<String> {
         let mut binds = vec![format!(
             "{}:{}",
@@ -515,9 +536,12 @@ impl DockerBackend {
                         .volumes
                         .iter()
                         .find(|v| &v.name == name)
-                        .and_then(|v| match &v.source {
-                            VolumeSource::Host { path } => Some(path.clone()),
-                            VolumeSource::Temp { .. } => None,
+                        .and_then(|v| match (&v.source, &job.stage.cache) {
+                            (VolumeSource::Host { path }, _) => Some(path.clone()),
+                            (VolumeSource::Cache, Some(spec)) => {
+                                Some(cache::volume_name(spec, &spec.scope, name))
+                            }
+                            (VolumeSource::Cache | VolumeSource::Temp { .. }, _) => None,
                         });
                     let source = host.unwrap_or_else(|| Self::stage_volume(job, name));
                     binds.push(format!("{source}:{path}"));
@@ -578,6 +602,14 @@ impl Backend for DockerBackend {
             if let VolumeSource::Temp { memory } = volume.source {
                 volumes.push((Self::stage_volume(job, &volume.name), memory));
             }
+        }
+        if let Some(spec) = &job.stage.cache {
+            let names = Self::cache_names(job);
+            let image = Self::any_image(job);
+            if let Some(image) = &image {
+                ensure_image(&self.docker, &self.present, image, Pull::IfNotExists).await?;
+            }
+            cache::prepare(&self.docker, spec, &names, image.as_deref()).await?;
         }
         for (name, memory) in volumes {
             let driver_opts = memory.then(|| {
@@ -740,6 +772,13 @@ impl Backend for DockerBackend {
         let _ = tokio::time::timeout(Duration::from_secs(30), waits).await;
         self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
             .await?;
+        if let (Some(spec), Some(image)) = (&job.stage.cache, Self::any_image(job)) {
+            for name in
+                cache::enforce_cap(&self.docker, spec, &Self::cache_names(job), &image).await?
+            {
+                tracing::warn!(cache = %name, cap = spec.max_bytes, repo = %spec.repo, "a cache grew past the size cap: removed, the next build starts it afresh");
+            }
+        }
         // A spare network carries no job label: removed by name, once its containers are.
         let spare = self
             .networks

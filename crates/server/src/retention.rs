@@ -33,6 +33,10 @@ pub struct Retention {
     pub message_days: u32,
     /// How often the job runs.
     pub every: Duration,
+    /// Caches on runners' engines: started afresh after this many days...
+    pub cache_days: u32,
+    /// ...and removed after a stage that grew one past this many MiB.
+    pub cache_max_mib: u64,
 }
 
 impl Default for Retention {
@@ -44,11 +48,21 @@ impl Default for Retention {
             delivery_days: 30,
             message_days: 30,
             every: Duration::from_secs(3600),
+            cache_days: 7,
+            cache_max_mib: 1024,
         }
     }
 }
 
 impl Retention {
+    /// What the stages of a build are told of their caches.
+    pub fn cache_policy(&self) -> gantry_pipeline::context::CachePolicy {
+        gantry_pipeline::context::CachePolicy {
+            max_bytes: self.cache_max_mib.saturating_mul(1 << 20),
+            max_age_secs: u64::from(self.cache_days).saturating_mul(24 * 3600),
+        }
+    }
+
     /// The cutoffs as of `now` (milliseconds).
     pub fn policy(&self, now: i64) -> RetentionPolicy {
         let before = |days: u32| (days > 0).then(|| now - i64::from(days) * DAY_MS);

@@ -98,6 +98,7 @@ pub async fn create_build(
     let started = std::time::Instant::now();
     ctx.repo = repo_info(repo);
     ctx.trusted = repo.trusted;
+    ctx.cache_policy = state.config.retention.cache_policy();
     let fetched = fetch_config(state, repo, &mut ctx, origin.changes.as_ref()).await;
     let fetched_in = started.elapsed();
     let number = state.store.take_build_number(repo.id).await?;

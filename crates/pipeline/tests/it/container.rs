@@ -365,3 +365,62 @@ fn a_windows_version_is_said_to_be_unmatched() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("`platform.version` is not matched"));
 }
+
+/// Caches belong to the repository and the build's branch, pull request or tag, start from
+/// the default branch's, and carry the server's limits.
+#[test]
+fn caches_are_scoped_by_repository_and_branch_pull_request_or_tag() {
+    let yaml = pipeline(
+        "  - name: s\n    image: alpine\n    commands: [true]\n    cache: [/go/pkg/mod, node_modules]\n",
+    );
+    let mut ctx = push();
+    ctx.repo.default_branch = "main".into();
+    ctx.cache_policy.max_bytes = 5 << 20;
+    let scope = |ctx: &Context| {
+        let plan = plan(&yaml, ctx);
+        let stage = &plan.stages[0];
+        let step = stage.step("s").expect("s");
+        assert_eq!(
+            step.mounts,
+            vec![
+                gantry_pipeline::model::Mount::Named {
+                    name: "cache:/go/pkg/mod".into(),
+                    path: "/go/pkg/mod".into()
+                },
+                gantry_pipeline::model::Mount::Named {
+                    name: "cache:/drone/src/node_modules".into(),
+                    path: "/drone/src/node_modules".into()
+                },
+            ]
+        );
+        let cache = stage.cache.clone().expect("a cache scope");
+        assert_eq!(cache.repo, "acme/app");
+        assert_eq!(cache.max_bytes, 5 << 20);
+        (cache.scope, cache.fallback)
+    };
+    assert_eq!(scope(&ctx), ("branch/main".into(), None));
+    let mut feature = ctx.clone();
+    feature.branch = "feature".into();
+    assert_eq!(
+        scope(&feature),
+        ("branch/feature".into(), Some("branch/main".into()))
+    );
+    let mut pull = feature.clone();
+    pull.event = gantry_pipeline::Event::PullRequest;
+    pull.pull_request = Some(9);
+    assert_eq!(scope(&pull), ("pull/9".into(), Some("branch/main".into())));
+    let mut tag = ctx.clone();
+    tag.event = gantry_pipeline::Event::Tag;
+    tag.tag = Some("v1".into());
+    assert_eq!(scope(&tag), ("tag/v1".into(), Some("branch/main".into())));
+
+    let none = plan(
+        &pipeline("  - name: s\n    image: alpine\n    commands: [true]\n"),
+        &ctx,
+    );
+    assert!(none.stages[0].cache.is_none());
+    let bad = errors(&pipeline(
+        "  - name: s\n    image: alpine\n    commands: [true]\n    cache: [../up]\n",
+    ));
+    assert!(bad[0].contains("is not a directory to cache"), "{bad:?}");
+}

@@ -262,3 +262,165 @@ async fn container_options_are_applied_by_the_engine() {
     );
     nothing_left(backend).await;
 }
+
+/// Compiles `steps` as one docker stage for `ctx` (no clone).
+fn stage_for(ctx: &gantry_pipeline::Context, steps: &str) -> gantry_pipeline::Stage {
+    let yaml = format!(
+        "kind: pipeline\nname: test\nclone:\n  disable: true\nsteps:\n{}",
+        steps.replace("IMAGE", IMAGE)
+    );
+    let config = gantry_pipeline::parse(".gantry.yml", &yaml)
+        .config
+        .expect("valid");
+    let plan = gantry_pipeline::compile(&config, ctx).unwrap_or_else(|e| panic!("{e}"));
+    plan.stages.into_iter().next().expect("one stage")
+}
+
+/// Removes the cache volumes of `repo` from the engine.
+async fn remove_caches(repo: &str) {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let filters = std::collections::HashMap::from([("label", vec!["gantry.cache".to_owned()])]);
+    let volumes = docker
+        .list_volumes(Some(
+            bollard::query_parameters::ListVolumesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("volumes");
+    for volume in volumes.volumes.unwrap_or_default() {
+        if volume
+            .labels
+            .get("gantry.cache")
+            .is_some_and(|l| l.starts_with(&format!("{repo} ")))
+        {
+            let _ = docker
+                .remove_volume(
+                    &volume.name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await;
+        }
+    }
+}
+
+/// A step's `cache:` and a Woodpecker-style named volume keep their files between builds
+/// of a repository and branch; a new branch starts from the default branch's; a pull request
+/// and another repository never see or touch them; a cache over the size cap is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_persist_between_builds_of_a_repository_only() {
+    let backend = docker().await;
+    let repo = format!("cache-{}/app", std::process::id());
+    let other = format!("cache-{}/other", std::process::id());
+    remove_caches(&repo).await;
+    remove_caches(&other).await;
+    let steps = "
+  - name: use
+    image: IMAGE
+    cache: [/cache, deps]
+    commands:
+      - cat /cache/note 2>/dev/null || echo none
+      - cat /drone/src/deps/note 2>/dev/null || echo no-deps
+      - echo \"$WRITE\" > /cache/note
+      - echo \"$WRITE\" > /drone/src/deps/note
+";
+    let push = |repo: &str, branch: &str| {
+        let mut ctx = gantry_pipeline::Context::push(repo, branch);
+        ctx.repo.default_branch = "main".into();
+        ctx
+    };
+    let build = |ctx: gantry_pipeline::Context, write: &str| {
+        let mut ctx = ctx;
+        ctx.params.insert("WRITE".into(), write.into());
+        let backend = backend.clone();
+        async move {
+            let ran = run(backend, stage_for(&ctx, steps), &[], None).await;
+            assert_eq!(statuses(&ran.result), expect(&[("use", "success")]));
+            ran.recorder.lines("use")
+        }
+    };
+    let seen = |lines: Vec<String>| -> (String, String) {
+        let outputs: Vec<String> = lines.into_iter().filter(|l| !l.starts_with("+ ")).collect();
+        (outputs[0].clone(), outputs[1].clone())
+    };
+
+    assert_eq!(
+        seen(build(push(&repo, "main"), "first").await),
+        ("none".into(), "no-deps".into())
+    );
+    assert_eq!(
+        seen(build(push(&repo, "main"), "second").await),
+        ("first".into(), "first".into())
+    );
+    // Another repository has caches of its own.
+    assert_eq!(
+        seen(build(push(&other, "main"), "x").await),
+        ("none".into(), "no-deps".into())
+    );
+    // A new branch starts from main's, and what it writes stays its own.
+    assert_eq!(
+        seen(build(push(&repo, "feature"), "feature").await),
+        ("second".into(), "second".into())
+    );
+    assert_eq!(
+        seen(build(push(&repo, "feature"), "feature-2").await),
+        ("feature".into(), "feature".into())
+    );
+    // A pull request reads a copy of main's and never writes to it.
+    let mut pull = push(&repo, "feature");
+    pull.event = gantry_pipeline::Event::PullRequest;
+    pull.pull_request = Some(7);
+    assert_eq!(
+        seen(build(pull, "from-a-fork").await),
+        ("second".into(), "second".into())
+    );
+    assert_eq!(
+        seen(build(push(&repo, "main"), "third").await),
+        ("second".into(), "second".into())
+    );
+
+    // Past the size cap, a cache is removed after the stage: the next build starts afresh.
+    let mut small = push(&repo, "main");
+    small.cache_policy.max_bytes = 64 * 1024;
+    small.params.insert("WRITE".into(), "big".into());
+    let big = stage_for(
+        &small,
+        "\n  - name: fill\n    image: IMAGE\n    cache: [/cache]\n    commands: [dd if=/dev/zero of=/cache/blob bs=1024 count=256]\n",
+    );
+    let filled = run(backend.clone(), big, &[], None).await;
+    assert_eq!(statuses(&filled.result), expect(&[("fill", "success")]));
+    assert_eq!(seen(build(push(&repo, "main"), "after").await).0, "none");
+
+    // A Woodpecker step's named volume is such a cache too.
+    let woodpecker = format!(
+        "steps:\n  - name: w\n    image: {IMAGE}\n    volumes: [\"go:/go\"]\n    commands: [\"cat /go/x 2>/dev/null || echo none\", \"echo kept > /go/x\"]\n"
+    );
+    let config = gantry_pipeline::parse(".woodpecker.yml", &woodpecker)
+        .config
+        .expect("valid");
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let mut ctx = push(&repo, "main");
+        ctx.trusted = true;
+        let plan = gantry_pipeline::compile(&config, &ctx).expect("plans");
+        let run = run(
+            backend.clone(),
+            plan.stages.into_iter().next().expect("stage"),
+            &[],
+            None,
+        )
+        .await;
+        outputs.push(
+            run.recorder
+                .lines("w")
+                .into_iter()
+                .filter(|l| !l.starts_with("+ "))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(outputs, [vec!["none".to_owned()], vec!["kept".to_owned()]]);
+
+    remove_caches(&repo).await;
+    remove_caches(&other).await;
+    nothing_left(backend).await;
+}
