@@ -301,6 +301,17 @@ pub struct ScheduledBuild {
     pub status: Status,
 }
 
+/// A pipeline file's signature (`gantry sign`): the `kind: signature` document to end the
+/// file with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Signed {
+    /// HMAC-SHA256 (hex) of the file without its signature documents, under the
+    /// repository's signing key.
+    pub hmac: String,
+    /// The document itself, to append after a `---` line.
+    pub document: String,
+}
+
 /// What the server keeps (days; 0 keeps for ever), and its last retention run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Retention {

@@ -41,6 +41,9 @@ enum Command {
     Build(client_cmd::BuildArgs),
     /// Schedules of a repository: cron builds (add, ls, rm, run).
     Cron(client_cmd::CronArgs),
+    /// Signs a pipeline file for a repository (a `kind: signature` document), as `drone
+    /// sign`; the first signature makes the repository build only signed files.
+    Sign(client_cmd::SignArgs),
     /// Chat notification targets on a server.
     Notify(client_cmd::NotifyArgs),
     /// Secrets of a repository or an owner on a server (values are never shown).
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Repo(args) => client_cmd::repo(&args),
         Command::Build(args) => client_cmd::build(&args),
         Command::Cron(args) => client_cmd::cron(&args),
+        Command::Sign(args) => client_cmd::sign(&args),
         Command::Notify(args) => client_cmd::notify(&args),
         Command::Secret(args) => client_cmd::secret(&args),
         Command::Token(args) => client_cmd::token(&args),

@@ -23,6 +23,7 @@ pub mod glob;
 mod graph;
 pub mod model;
 pub mod plan;
+pub mod signature;
 mod validate;
 pub mod yaml;
 

@@ -33,6 +33,7 @@ mod retention;
 mod rpc;
 mod schedules;
 pub mod secrets;
+mod signing;
 mod trigger;
 mod views;
 mod waiting;

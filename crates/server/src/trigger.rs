@@ -110,7 +110,10 @@ pub async fn create_build(
     ctx.instance = instance_of(&state.config.server_url);
     ctx.created = chrono::Utc::now().timestamp();
     let numbered_in = started.elapsed();
-    let plan = fetched.and_then(|files| compile(&files, &ctx, repo.timeout_secs));
+    let plan = fetched.and_then(|files| {
+        crate::signing::check(state, repo, &files)?;
+        compile(&files, &ctx, repo.timeout_secs)
+    });
     let compiled_in = started.elapsed();
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");

@@ -72,6 +72,9 @@ pub struct Repo {
     /// The SSH deploy key (sealed) for `ssh://` and `git@host:` clone URLs; empty: none.
     /// Never serialised.
     pub ssh_key: String,
+    /// The key (sealed) of the HMAC its pipeline files must carry (`kind: signature`);
+    /// empty: files are not checked. Never serialised.
+    pub signing_key: String,
 }
 
 impl Repo {
@@ -141,7 +144,7 @@ pub struct RepoUpdate {
 
 const COLUMNS: &str = "id, owner, name, clone_url, link, webhook_secret, config_path, \
      default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
-     github_token, fork_policy, ssh_key";
+     github_token, fork_policy, ssh_key, signing_key";
 
 impl Store {
     pub async fn create_repo(&self, new: &NewRepo) -> Result<Repo> {
@@ -234,6 +237,21 @@ impl Store {
         .bind(update.ssh_key.as_ref().unwrap_or(&current.ssh_key))
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
+        self.repo(id).await
+    }
+
+    /// Sets the sealed key of the HMAC the repository's pipeline files must carry; empty
+    /// stops checking them.
+    pub async fn set_signing_key(&self, id: i64, sealed: &str) -> Result<Repo> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE repos SET signing_key = $2, updated_at = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sealed)
+        .bind(now_ms())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
         self.repo(id).await
     }
 

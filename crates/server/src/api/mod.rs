@@ -55,6 +55,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(promote_build),
         )
         .route(
+            "/api/repos/{owner}/{name}/sign",
+            post(sign_file).delete(stop_signing),
+        )
+        .route(
             "/api/repos/{owner}/{name}/cron",
             get(list_schedules).post(add_schedule),
         )
@@ -277,6 +281,37 @@ async fn promote_build(
         StatusCode::CREATED,
         Json(views::build_detail(&state, &repo, build).await?),
     ))
+}
+
+/// The body of `POST .../sign`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    /// The pipeline file's text.
+    data: String,
+}
+
+async fn sign_file(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<Json<gantry_api::Signed>> {
+    let who = caller.require_identity()?;
+    let request: SignRequest = parse_body(&body)?;
+    Ok(Json(
+        ops::repos::sign(&state, who, &owner, &name, &request.data).await?,
+    ))
+}
+
+async fn stop_signing(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<StatusCode> {
+    let who = caller.require_identity()?;
+    ops::repos::unsign(&state, who, &owner, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_schedules(

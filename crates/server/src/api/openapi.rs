@@ -98,6 +98,18 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
             One("BuildDetail"),
         ),
         (
+            Post,
+            "/api/repos/{owner}/{name}/sign",
+            "Signs a pipeline file (data) as `drone sign` does; the first signature makes the repository require signed files",
+            One("Signed"),
+        ),
+        (
+            Delete,
+            "/api/repos/{owner}/{name}/sign",
+            "Stops requiring signed pipeline files (removes the signing key)",
+            Nothing,
+        ),
+        (
             Get,
             "/api/repos/{owner}/{name}/cron",
             "The repository's schedules, with their next run and last build",
@@ -337,6 +349,7 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::RetentionRun>()
         .schema_from::<gantry_api::ScheduledBuild>()
         .schema_from::<gantry_api::Queued>()
+        .schema_from::<gantry_api::Signed>()
         .schema(
             "Error",
             ObjectBuilder::new()

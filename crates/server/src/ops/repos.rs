@@ -6,7 +6,7 @@ use gantry_store::{NewRepo, Repo, RepoRole, RepoUpdate, Role, SecretInfo, Secret
 use crate::AppState;
 use crate::access::{self, Identity, Need};
 use crate::error::{OpError, OpResult};
-use crate::secrets::seal_field;
+use crate::secrets::{open_field, seal_field};
 
 /// The longest build timeout a repository may set: a day.
 pub const MAX_TIMEOUT_SECS: i64 = 24 * 3600;
@@ -99,6 +99,62 @@ pub async fn update(
         }
     }
     Ok(state.store.update_repo(repo.id, &changes).await?)
+}
+
+/// Signs a pipeline file's text for the repository (`gantry sign`, as `drone sign`): the
+/// HMAC its `kind: signature` document must hold. The first signature makes the repository's
+/// key, and from then on its builds run only signed files. Needs the admin role.
+pub async fn sign(
+    state: &AppState,
+    who: &Identity,
+    owner: &str,
+    name: &str,
+    text: &str,
+) -> OpResult<gantry_api::Signed> {
+    let (mut repo, _) = access::authorize(state, Some(who), owner, name, Need::Admin).await?;
+    let parsed = gantry_pipeline::parse("the file", text);
+    if parsed.dialects.first().and_then(|(_, d)| *d) != Some(gantry_pipeline::Dialect::Gantry) {
+        return Err(OpError::invalid_field(
+            "data",
+            "only files of `kind: pipeline` documents (Drone 1.x, gantry) can be signed: a Woodpecker or Drone 0.8 file holds one document, with no room for a signature",
+        ));
+    }
+    let key = &state.config.secret_key;
+    if repo.signing_key.is_empty() {
+        let sealed = seal_field(
+            key,
+            &repo.owner,
+            &repo.name,
+            crate::signing::FIELD,
+            &crate::auth::random_secret(),
+        );
+        repo = state.store.set_signing_key(repo.id, &sealed).await?;
+    }
+    let signing_key = open_field(
+        key,
+        &repo.owner,
+        &repo.name,
+        crate::signing::FIELD,
+        &repo.signing_key,
+    )
+    .map_err(|e| {
+        OpError::Internal(format!(
+            "the repository's signing key cannot be opened: {e}"
+        ))
+    })?;
+    let hmac = crate::signing::sign(&signing_key, text);
+    Ok(gantry_api::Signed {
+        document: format!("kind: signature\nhmac: {hmac}\n"),
+        hmac,
+    })
+}
+
+/// Stops requiring signed pipeline files: removes the repository's signing key (a later
+/// `gantry sign` makes a new one). Needs the admin role.
+pub async fn unsign(state: &AppState, who: &Identity, owner: &str, name: &str) -> OpResult<()> {
+    let (repo, _) = access::authorize(state, Some(who), owner, name, Need::Admin).await?;
+    state.store.set_signing_key(repo.id, "").await?;
+    Ok(())
 }
 
 /// Removes a repository with its builds and logs; needs the admin role.

