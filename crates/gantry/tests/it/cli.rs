@@ -514,3 +514,31 @@ fn exec_stops_and_cleans_up_on_sigterm_and_sweeps_what_a_killed_run_left() {
     );
     assert_eq!(exec_leftovers(pid), 0);
 }
+
+/// One workflow of a `.woodpecker/` folder is linted alone: a dependency on a workflow of
+/// another file is a warning there; linting the folder checks it (an unknown one is an error).
+#[test]
+fn lint_of_one_woodpecker_workflow_checks_that_file_alone() {
+    let dir = TempDir::new("lint-woodpecker");
+    let deploy = "depends_on: [build, test]\nsteps:\n  deploy:\n    image: alpine\n    commands: [./deploy]\n";
+    dir.write(".woodpecker/deploy.yml", deploy);
+    dir.write(
+        ".woodpecker/build.yml",
+        "steps:\n  build:\n    image: alpine\n    commands: [make]\n",
+    );
+    let alone = gantry(&["lint", ".woodpecker/deploy.yml"], dir.path());
+    let stdout = text(&alone.stdout);
+    assert_eq!(alone.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning: depends_on names `build`, which is not in this file"),
+        "{stdout}"
+    );
+    let folder = gantry(&["lint", ".woodpecker"], dir.path());
+    let stdout = text(&folder.stdout);
+    assert_eq!(folder.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error: depends_on names an unknown pipeline `test`")
+            && !stdout.contains("unknown pipeline `build`"),
+        "{stdout}"
+    );
+}

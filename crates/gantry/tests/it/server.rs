@@ -214,6 +214,30 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     ));
     let listed = ok(cli(&server.url, &token, &["cron", "ls", "acme/app"]));
     assert!(listed.contains("no schedules"), "{listed}");
+
+    // `gantry sign --save` writes a signature the server accepts; `--disable` stops the check.
+    let dir = TempDir::new("sign");
+    let file = dir.path().join(".drone.yml");
+    let pipeline = "kind: pipeline\nname: ci\nsteps:\n  - name: t\n    image: busybox\n";
+    std::fs::write(&file, pipeline).expect("write");
+    let file_arg = file.to_string_lossy().into_owned();
+    let printed = ok(cli(&server.url, &token, &["sign", "acme/app", &file_arg]));
+    assert_eq!(printed.trim().len(), 64, "{printed}");
+    let saved = ok(cli(
+        &server.url,
+        &token,
+        &["sign", "acme/app", &file_arg, "--save"],
+    ));
+    assert!(
+        saved.contains("now builds only signed pipeline files"),
+        "{saved}"
+    );
+    let written = std::fs::read_to_string(&file).expect("read");
+    assert_eq!(
+        written,
+        format!("{pipeline}---\nkind: signature\nhmac: {}\n", printed.trim())
+    );
+    ok(cli(&server.url, &token, &["sign", "acme/app", "--disable"]));
     let refused = cli(
         &server.url,
         "gantry_wrong",
