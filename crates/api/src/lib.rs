@@ -322,6 +322,10 @@ pub struct Retention {
     pub message_days: u32,
     /// How often it runs, in seconds.
     pub every_secs: u64,
+    /// Caches on runners are started afresh after this many days...
+    pub cache_days: u32,
+    /// ...and removed after a stage that grew one past this many MiB.
+    pub cache_max_mib: u64,
     pub last_run: Option<RetentionRun>,
 }
 

@@ -425,6 +425,12 @@ fn build_stage(
         .iter()
         .map(|l| l.value.clone())
         .chain(
+            pipeline
+                .group
+                .iter()
+                .map(|g| format!("{}:{}", ctx.repo.full_name(), g.value)),
+        )
+        .chain(
             steps
                 .iter()
                 .filter(|planned| planned.run)

@@ -449,6 +449,25 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// The `limit` of a `concurrency:` mapping (Drone's and Woodpecker's).
+    fn concurrency_limit(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<u32>> {
+        let limit = node.get("limit")?;
+        let limit_path = path.key("limit");
+        let text = self.text(limit, &limit_path)?;
+        match text.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Some(Spanned::new(n, limit.pos)),
+            _ => {
+                self.error(
+                    limit.pos,
+                    &limit_path,
+                    format!("`{text}` is not a limit: write a number of at least 1"),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
     /// Drone's `concurrency: {limit: N}`.
     fn concurrency(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<u32>> {
         let mut f = self.fields(node, path)?;
@@ -482,6 +501,10 @@ impl<'a> Decoder<'a> {
     /// `lock: NAME`.
     fn lock_name(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<String>> {
         let name = self.spanned_text(node, path)?;
+        self.valid_lock(name, path)
+    }
+
+    fn valid_lock(&mut self, name: Spanned<String>, path: &At<'_>) -> Option<Spanned<String>> {
         let valid = !name.value.is_empty()
             && name.value.len() <= 100
             && name
@@ -490,7 +513,7 @@ impl<'a> Decoder<'a> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':'));
         if !valid {
             self.error(
-                node.pos,
+                name.pos,
                 path,
                 format!("`{}` is not a lock name", name.value),
                 Some("use letters, digits and `_-./:`, e.g. `lock: production-db`"),
@@ -1173,6 +1196,90 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Woodpecker 3's `depends_on: [{workflow: NAME, step: STEP}]`: a step waiting on a step
+    /// of another workflow. gantry orders stages, not steps across them, so it is refused
+    /// with the way to write it; `true` when refused.
+    fn refuse_workflow_references(&mut self, node: &Node, path: &At<'_>, in_step: bool) -> bool {
+        let Value::Seq(items) = &node.value else {
+            return false;
+        };
+        let mut refused = false;
+        for (i, item) in items.iter().enumerate() {
+            if item.as_map().is_none() {
+                continue;
+            }
+            refused = true;
+            let workflow = item
+                .get("workflow")
+                .and_then(Node::as_str)
+                .unwrap_or("NAME");
+            let (message, hint) = if in_step {
+                (
+                    "gantry does not start a step after a step of another workflow",
+                    format!(
+                        "make the whole workflow wait for it instead: `depends_on: [{workflow}]` at the top of this file"
+                    ),
+                )
+            } else {
+                (
+                    "a workflow's `depends_on` names workflows",
+                    format!("write `depends_on: [{workflow}]`"),
+                )
+            };
+            self.error(item.pos, &path.index(i), message, Some(&hint));
+        }
+        refused
+    }
+
+    /// Woodpecker's `concurrency: N` or `{limit: N, group: NAME}`: at most N of the group's
+    /// (by default this workflow's) builds run at once.
+    fn woodpecker_concurrency(&mut self, node: &Node, path: &At<'_>, pipeline: &mut Pipeline) {
+        if let Value::Scalar(_) = node.value {
+            let text = self.text(node, path).unwrap_or_default();
+            match text.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => pipeline.concurrency = Some(Spanned::new(n, node.pos)),
+                _ => self.error(
+                    node.pos,
+                    path,
+                    format!("`{text}` is not a limit: write a number of at least 1"),
+                    None,
+                ),
+            }
+            return;
+        }
+        let Some(mut f) = self.fields(node, path) else {
+            return;
+        };
+        let group = f
+            .get("group")
+            .and_then(|n| self.spanned_text(n, &path.key("group")));
+        let has_limit = f.get("limit").is_some();
+        self.finish(&f, path, &["limit", "group"], &[]);
+        if !has_limit {
+            self.error(
+                node.pos,
+                path,
+                "`concurrency` needs a `limit`",
+                Some("write `concurrency: {limit: 1, group: NAME}`, or `concurrency: 1`"),
+            );
+            return;
+        }
+        pipeline.concurrency = self.concurrency_limit(node, path);
+        if let (Some(group), Some(limit)) = (group, &pipeline.concurrency) {
+            if limit.value == 1 {
+                // One at a time across the group: a lock of the repository's.
+                pipeline.group = self.valid_lock(group, &path.key("group"));
+            } else {
+                self.error(
+                    group.pos,
+                    &path.key("group"),
+                    "a concurrency `group` with a limit above 1 is not supported: gantry counts a limit per workflow",
+                    Some("use `limit: 1` for a group (one at a time), or drop `group` to limit this workflow"),
+                );
+            }
+        }
+    }
+
     // ---- container options ------------------------------------------------------------------
 
     /// Reads the Docker container keys of a step (`dns`, `devices`, `ports`, `shm_size`...)
@@ -1531,7 +1638,13 @@ impl<'a> Decoder<'a> {
         if f.has("depends_on") {
             step.depends_on = Some(
                 f.get("depends_on")
-                    .map(|n| self.spanned_texts(n, &path.key("depends_on")))
+                    .map(|n| {
+                        let at = path.key("depends_on");
+                        if self.refuse_workflow_references(n, &at, true) {
+                            return Vec::new();
+                        }
+                        self.spanned_texts(n, &at)
+                    })
                     .unwrap_or_default(),
             );
         }
@@ -1613,6 +1726,34 @@ impl<'a> Decoder<'a> {
                     Some("remove `retry`, or make it a plain step"),
                 );
                 step.retry = None;
+            }
+        }
+        if self.dialect == Dialect::Woodpecker && !step.settings.is_empty() {
+            // Woodpecker's linter: a plugin is configured by its settings alone.
+            let at = path.key("settings");
+            if !step.commands.is_empty() {
+                self.error(
+                    step.pos,
+                    &at,
+                    "a step cannot have both `commands` and `settings`",
+                    Some("a plugin runs its own entrypoint with its settings: remove `commands`, or move the settings into `environment` of a commands step"),
+                );
+            }
+            if !step.entrypoint.is_empty() {
+                self.error(
+                    step.pos,
+                    &at,
+                    "a step cannot have both `entrypoint` and `settings`",
+                    Some("a plugin runs its own entrypoint: remove `entrypoint`"),
+                );
+            }
+            if f.has("environment") {
+                self.warn(
+                    step.pos,
+                    &at,
+                    "a plugin should not have both `environment` and `settings`",
+                    Some("give the plugin what it needs as settings (Woodpecker 3 refuses `environment` on plugins)"),
+                );
             }
         }
         const STEP_KEYS: &[&str] = &[
@@ -1740,6 +1881,7 @@ impl<'a> Decoder<'a> {
             notify: Vec::new(),
             concurrency: None,
             lock: None,
+            group: None,
         }
     }
 
@@ -2394,7 +2536,10 @@ impl<'a> Decoder<'a> {
             pipeline.trigger = self.conditions(n, &At::ROOT.key("when"));
         }
         if let Some(n) = f.get("depends_on") {
-            pipeline.depends_on = self.spanned_texts(n, &At::ROOT.key("depends_on"));
+            let at = At::ROOT.key("depends_on");
+            if !self.refuse_workflow_references(n, &at, false) {
+                pipeline.depends_on = self.spanned_texts(n, &at);
+            }
         }
         if let Some(n) = f.get("runs_on") {
             let runs_on = self.constraint(n, &At::ROOT.key("runs_on"));
@@ -2432,6 +2577,17 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("workspace") {
             pipeline.workspace = self.workspace(n, &At::ROOT.key("workspace"));
         }
+        if let Some(n) = f.get("concurrency") {
+            self.woodpecker_concurrency(n, &At::ROOT.key("concurrency"), &mut pipeline);
+        }
+        if let Some(n) = f.get("compile") {
+            self.error(
+                n.pos,
+                &At::ROOT.key("compile"),
+                "`compile` steps generate the workflow at build time, and gantry does not run them",
+                Some("commit the generated workflow files into `.woodpecker/` instead"),
+            );
+        }
         f.get("variables");
         f.get("version");
         const KEYS: &[&str] = &[
@@ -2446,6 +2602,8 @@ impl<'a> Decoder<'a> {
             "clone",
             "skip_clone",
             "workspace",
+            "concurrency",
+            "compile",
             "variables",
             "version",
         ];

@@ -157,6 +157,9 @@ pub struct Pipeline {
     pub concurrency: Option<Spanned<u32>>,
     /// `lock: NAME`: no two stages holding NAME run at once, across builds and repositories.
     pub lock: Option<Spanned<String>>,
+    /// Woodpecker's `concurrency: {limit: 1, group: NAME}`: one stage of the group at a time
+    /// in the repository (a lock named after the repository and the group).
+    pub group: Option<Spanned<String>>,
 }
 
 /// The chat services a `notify:` entry may name.

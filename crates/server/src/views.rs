@@ -74,6 +74,8 @@ pub fn retention(
         delivery_days: retention.delivery_days,
         message_days: retention.message_days,
         every_secs: retention.every.as_secs(),
+        cache_days: retention.cache_days,
+        cache_max_mib: retention.cache_max_mib,
         last_run: last.map(|(at, r)| gantry_api::RetentionRun {
             at,
             builds: r.builds,

@@ -424,3 +424,29 @@ fn caches_are_scoped_by_repository_and_branch_pull_request_or_tag() {
     ));
     assert!(bad[0].contains("is not a directory to cache"), "{bad:?}");
 }
+
+/// A named volume a Woodpecker or Drone 0.8 step mounts without declaring it persists, as
+/// there (a cache of the repository); in a gantry file it lives as long as the stage.
+#[test]
+fn undeclared_named_volumes_are_caches_in_woodpecker_and_drone_0_8() {
+    use gantry_pipeline::model::VolumeSource;
+    let woodpecker = "steps:\n  build:\n    image: golang\n    commands: [go build]\n    volumes: [\"gocache:/root/.cache\"]\n";
+    let stage = plan(woodpecker, &push()).stages.remove(0);
+    assert_eq!(stage.volumes[0].name, "gocache");
+    assert_eq!(stage.volumes[0].source, VolumeSource::Cache);
+    assert!(stage.cache.is_some());
+    let legacy = "pipeline:\n  build:\n    image: golang\n    commands: [go build]\n    volumes: [\"gocache:/root/.cache\"]\n";
+    assert_eq!(
+        plan(legacy, &push()).stages[0].volumes[0].source,
+        VolumeSource::Cache
+    );
+    let gantry = pipeline(
+        "  - name: s\n    image: alpine\n    commands: [true]\n    volumes:\n      - name: scratch\n        path: /scratch\n",
+    );
+    let stage = plan(&gantry, &push()).stages.remove(0);
+    assert_eq!(
+        stage.volumes[0].source,
+        VolumeSource::Temp { memory: false }
+    );
+    assert!(stage.cache.is_none());
+}

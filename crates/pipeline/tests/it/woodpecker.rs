@@ -185,3 +185,51 @@ fn one_workflow_linted_alone_warns_of_dependencies_in_other_files() {
             .any(|e| e.message.contains("unknown pipeline `build`"))
     );
 }
+
+/// Woodpecker's own schema test files, as its linter judges them and as gantry does now.
+#[test]
+fn woodpecker_schema_files_get_woodpeckers_verdicts() {
+    let lint_errors = |yaml: &str| -> Vec<String> {
+        parse(".woodpecker.yml", yaml)
+            .diagnostics
+            .errors()
+            .map(|e| e.message.clone())
+            .collect()
+    };
+    // Valid in Woodpecker: `concurrency` with a group, and its shorthand.
+    let grouped = "steps:\n  deploy:\n    image: alpine\n    commands: [echo deploying]\nconcurrency:\n  limit: 1\n  group: deploy-production\n";
+    let parsed = parse(".woodpecker.yml", grouped);
+    assert!(parsed.diagnostics.is_empty(), "{}", parsed.diagnostics);
+    let stage = &plan(grouped, &push()).stages[0];
+    assert_eq!(stage.concurrency, Some(1));
+    assert_eq!(stage.locks, ["acme/app:deploy-production"]);
+    let shorthand =
+        "steps:\n  deploy:\n    image: alpine\n    commands: [echo deploying]\nconcurrency: 2\n";
+    assert_eq!(plan(shorthand, &push()).stages[0].concurrency, Some(2));
+    // Invalid in Woodpecker: a group without a limit, and a plugin with commands.
+    assert!(
+        lint_errors(
+            "steps:\n  d:\n    image: alpine\n    commands: [x]\nconcurrency:\n  group: g\n"
+        )
+        .iter()
+        .any(|e| e == "`concurrency` needs a `limit`")
+    );
+    assert_eq!(
+        lint_errors(
+            "steps:\n  publish:\n    image: plugins/docker\n    settings:\n      repo: foo/bar\n    commands:\n      - env\n"
+        ),
+        ["a step cannot have both `commands` and `settings`"]
+    );
+    // Valid in Woodpecker 3, refused by gantry with the way to write it.
+    let cross = "steps:\n  build:\n    image: test\n    depends_on:\n      - workflow: auxiliaries\n        step: resolve-pins\n";
+    assert_eq!(
+        lint_errors(cross),
+        ["gantry does not start a step after a step of another workflow"]
+    );
+    assert_eq!(
+        lint_errors(
+            "compile:\n  generate:\n    image: alpine\nsteps:\n  test:\n    image: golang\n    commands: [go test]\n"
+        ),
+        ["`compile` steps generate the workflow at build time, and gantry does not run them"]
+    );
+}
