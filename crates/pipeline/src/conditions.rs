@@ -139,6 +139,7 @@ impl Conditions {
             "target",
         )?;
         check(&self.cron, ctx.cron.as_deref().unwrap_or(""), "cron")?;
+        check(&self.tag, ctx.tag.as_deref().unwrap_or(""), "tag")?;
         check(&self.instance, &ctx.instance, "instance")?;
         if !self.action.is_empty() {
             let action = normalize_action(ctx.action.as_deref().unwrap_or(""));

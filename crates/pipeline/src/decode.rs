@@ -54,6 +54,7 @@ const CONDITION_KEYS: &[&str] = &[
     "repo",
     "target",
     "cron",
+    "tag",
     "action",
     "instance",
     "paths",
@@ -732,6 +733,9 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("cron") {
             c.cron = self.constraint(n, &path.key("cron"));
+        }
+        if let Some(n) = f.get("tag") {
+            c.tag = self.constraint(n, &path.key("tag"));
         }
         if let Some(n) = f.get("action") {
             c.action = self.constraint(n, &path.key("action"));
@@ -2117,11 +2121,13 @@ impl<'a> Decoder<'a> {
     /// Drone 0.8 / Woodpecker `clone:`: custom clone steps, as a map (Drone 0.8 and
     /// Woodpecker before 2) or a list (Woodpecker 2 and 3). A step of a git clone plugin is
     /// done by gantry's own clone, keeping its `depth`, `tags` and `skip_verify`; a step of
-    /// any other image runs as written, first, instead of the built-in clone (like
-    /// Woodpecker, it gets no clone credentials).
+    /// any other image, or one cloning another `remote`, runs as written before the other
+    /// steps (like Woodpecker, without clone credentials), and when no step is left to the
+    /// built-in clone it replaces it.
     fn custom_clone(&mut self, node: &Node, path: &At<'_>) -> (CloneConfig, Vec<Step>) {
         let mut out = CloneConfig::default();
         let mut steps = Vec::new();
+        let mut built_in = false;
         let entries: Vec<(Option<Spanned<String>>, &Node, At<'_>)> = match &node.value {
             Value::Map(entries) => entries
                 .iter()
@@ -2146,7 +2152,10 @@ impl<'a> Decoder<'a> {
         };
         for (name, v, step_path) in entries {
             let image = v.get("image").and_then(Node::as_str).unwrap_or_default();
-            if !image.is_empty() && !is_git_plugin(image) {
+            let settings = v.get("settings").unwrap_or(v);
+            // A git plugin given another `remote` clones another repository: a step of its own.
+            let other_repository = settings.get("remote").is_some();
+            if !image.is_empty() && (!is_git_plugin(image) || other_repository) {
                 let name = name.or_else(|| {
                     v.get("name")
                         .and_then(Node::as_str)
@@ -2155,7 +2164,7 @@ impl<'a> Decoder<'a> {
                 steps.extend(self.step(v, &step_path, name, false));
                 continue;
             }
-            let settings = v.get("settings").unwrap_or(v);
+            built_in = true;
             let mut unused = Vec::new();
             for (key, value) in settings.as_map().unwrap_or_default() {
                 match key.as_str().unwrap_or_default() {
@@ -2192,9 +2201,8 @@ impl<'a> Decoder<'a> {
                 Some("`depth`, `tags` and `skip_verify` are kept; remove the step, or use `clone: {depth: N}`"),
             );
         }
-        if !steps.is_empty() {
-            out.disable = true;
-        }
+        // Only clone steps of other images: they replace the built-in clone.
+        out.disable = !built_in && !steps.is_empty();
         (out, steps)
     }
 

@@ -291,37 +291,26 @@ impl Evaluator<'_> {
 
     /// `a + b`, `a - b`: numbers, or (`+`) text joined.
     fn additive(&mut self) -> Result<Value, ExprError> {
-        let mut left = self.multiplicative()?;
-        loop {
-            let offset = self.offset();
-            let op = if self.eat_op("+") {
-                "+"
-            } else if self.eat_op("-") {
-                "-"
-            } else {
-                return Ok(left);
-            };
-            let right = self.multiplicative()?;
-            if self.live {
-                left = arithmetic(op, left, right, offset)?;
-            }
-        }
+        self.arithmetic_level(&["+", "-"], Self::multiplicative)
     }
 
     fn multiplicative(&mut self) -> Result<Value, ExprError> {
-        let mut left = self.unary()?;
+        self.arithmetic_level(&["*", "/", "%"], Self::unary)
+    }
+
+    /// One level of left-associative arithmetic: operands from `operand`, joined by `ops`.
+    fn arithmetic_level(
+        &mut self,
+        ops: &[&'static str],
+        operand: fn(&mut Self) -> Result<Value, ExprError>,
+    ) -> Result<Value, ExprError> {
+        let mut left = operand(self)?;
         loop {
             let offset = self.offset();
-            let op = if self.eat_op("*") {
-                "*"
-            } else if self.eat_op("/") {
-                "/"
-            } else if self.eat_op("%") {
-                "%"
-            } else {
+            let Some(op) = ops.iter().copied().find(|op| self.eat_op(op)) else {
                 return Ok(left);
             };
-            let right = self.unary()?;
+            let right = operand(self)?;
             if self.live {
                 left = arithmetic(op, left, right, offset)?;
             }

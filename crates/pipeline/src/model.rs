@@ -540,6 +540,9 @@ pub struct Conditions {
     pub repo: Constraint,
     pub target: Constraint,
     pub cron: Constraint,
+    /// Woodpecker's `tag:`: the tag's name (a build without a tag never matches).
+    #[serde(default)]
+    pub tag: Constraint,
     pub action: Constraint,
     pub instance: Constraint,
     pub platform: Constraint,

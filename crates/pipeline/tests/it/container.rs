@@ -27,10 +27,7 @@ fn refusals(yaml: &str) -> Vec<String> {
 
 /// Errors `gantry lint` reports for `yaml`, one line each.
 fn errors(yaml: &str) -> Vec<String> {
-    lint(".gantry.yml", yaml)
-        .errors()
-        .map(ToString::to_string)
-        .collect()
+    crate::support::errors(".gantry.yml", yaml)
 }
 
 const EVERY_OPTION: &str = "
@@ -360,8 +357,7 @@ fn a_woodpecker_platform_label_routes_by_platform() {
 #[test]
 fn a_windows_version_is_said_to_be_unmatched() {
     let yaml = "kind: pipeline\nname: w\nplatform:\n  os: windows\n  arch: amd64\n  version: 1809\nsteps:\n  - name: s\n    image: alpine\n    commands: [true]\n";
-    let diagnostics = lint(".gantry.yml", yaml);
-    let warnings: Vec<String> = diagnostics.warnings().map(ToString::to_string).collect();
+    let warnings = crate::support::warnings(".gantry.yml", yaml);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("`platform.version` is not matched"));
 }

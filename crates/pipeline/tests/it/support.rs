@@ -15,6 +15,24 @@ pub fn plan(yaml: &str, ctx: &Context) -> Plan {
     compile(&config, ctx).unwrap_or_else(|e| panic!("{e}\n---\n{yaml}"))
 }
 
+/// The warnings `file` gets, one line each.
+pub fn warnings(file: &str, yaml: &str) -> Vec<String> {
+    parse(file, yaml)
+        .diagnostics
+        .warnings()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// The errors `file` gets, one line each.
+pub fn errors(file: &str, yaml: &str) -> Vec<String> {
+    parse(file, yaml)
+        .diagnostics
+        .errors()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// A push to `main` of `acme/app`.
 pub fn push() -> Context {
     let mut ctx = Context::push("acme/app", "main");

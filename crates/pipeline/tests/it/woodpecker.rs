@@ -3,7 +3,7 @@
 
 use gantry_pipeline::{Limits, Source, StepKind, parse, parse_files, parse_workflow_alone};
 
-use crate::support::{edges, plan, push};
+use crate::support::{edges, errors, plan, push, warnings};
 
 #[test]
 fn a_git_plugin_clone_step_is_done_by_the_built_in_clone_keeping_its_settings() {
@@ -20,12 +20,7 @@ steps:
     image: alpine
     commands: [make]
 ";
-    let parsed = parse(".woodpecker.yml", yaml);
-    let warnings: Vec<String> = parsed
-        .diagnostics
-        .warnings()
-        .map(ToString::to_string)
-        .collect();
+    let warnings = warnings(".woodpecker.yml", yaml);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains("is done by gantry's built-in clone, which does not use `lfs`"),
@@ -134,13 +129,8 @@ steps:
         resources:
           limits: {memory: 1Gi}
 ";
-    let parsed = parse(".woodpecker.yml", yaml);
-    assert!(parsed.config.is_some(), "{}", parsed.diagnostics);
-    let warnings: Vec<String> = parsed
-        .diagnostics
-        .warnings()
-        .map(ToString::to_string)
-        .collect();
+    assert_eq!(errors(".woodpecker.yml", yaml), Vec::<String>::new());
+    let warnings = warnings(".woodpecker.yml", yaml);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains(
@@ -232,4 +222,25 @@ fn woodpecker_schema_files_get_woodpeckers_verdicts() {
         ),
         ["`compile` steps generate the workflow at build time, and gantry does not run them"]
     );
+}
+
+/// Woodpecker's `tag:` condition picks tags by name; a git plugin cloning another `remote`
+/// is a step of its own (it brings a second repository), not the built-in clone.
+#[test]
+fn tag_conditions_and_clone_steps_of_other_repositories() {
+    let yaml = "when:\n  - tag: 'v**'\n    event: tag\nclone:\n  - name: git\n    image: woodpeckerci/plugin-git\n  - name: testdata\n    image: woodpeckerci/plugin-git\n    settings:\n      remote: https://gitserver/owner/testdata.git\n      path: testdata\nsteps:\n  - name: build\n    image: golang\n    commands: [go build]\n";
+    let tag = |name: &str| {
+        let mut ctx = push();
+        ctx.event = gantry_pipeline::Event::Tag;
+        ctx.tag = Some(name.into());
+        ctx.reference = format!("refs/tags/{name}");
+        ctx.branch = String::new();
+        ctx
+    };
+    assert!(plan(yaml, &tag("v1.2.0")).stages[0].run);
+    assert!(!plan(yaml, &tag("nightly")).stages[0].run);
+    let stage = plan(yaml, &tag("v1.2.0")).stages.remove(0);
+    let names: Vec<&str> = stage.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["clone", "testdata", "build"]);
+    assert_eq!(stage.steps[1].kind, StepKind::Plugin);
 }
