@@ -609,7 +609,7 @@ impl Backend for DockerBackend {
             if let Some(image) = &image {
                 ensure_image(&self.docker, &self.present, image, Pull::IfNotExists).await?;
             }
-            cache::prepare(&self.docker, spec, &names, image.as_deref()).await?;
+            cache::prepare(&self.docker, spec, &names, image.as_deref(), &labels).await?;
         }
         for (name, memory) in volumes {
             let driver_opts = memory.then(|| {
@@ -773,8 +773,13 @@ impl Backend for DockerBackend {
         self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
             .await?;
         if let (Some(spec), Some(image)) = (&job.stage.cache, Self::any_image(job)) {
-            for name in
-                cache::enforce_cap(&self.docker, spec, &Self::cache_names(job), &image).await?
+            for name in cache::enforce_cap(
+                &self.docker,
+                spec,
+                &Self::cache_names(job),
+                (&image, &self.labels(job)),
+            )
+            .await?
             {
                 tracing::warn!(cache = %name, cap = spec.max_bytes, repo = %spec.repo, "a cache grew past the size cap: removed, the next build starts it afresh");
             }

@@ -9,14 +9,17 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use gantry_pipeline::plan::CacheSpec;
 use sha2::{Digest, Sha256};
 
 use super::{engine, is_not_found};
+
+/// The labels of the job the containers that read and fill caches work for.
+pub type Labels = HashMap<String, String>;
 use crate::backend::BackendError;
 
 /// Marks a cache volume; its value is `REPO SCOPE NAME`, for people reading `docker volume ls`.
@@ -42,6 +45,7 @@ pub async fn prepare(
     spec: &CacheSpec,
     names: &[&str],
     image: Option<&str>,
+    labels: &Labels,
 ) -> Result<(), BackendError> {
     expire(docker, spec.max_age_secs).await?;
     for name in names {
@@ -51,7 +55,7 @@ pub async fn prepare(
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(engine("reading a cache volume", e)),
         }
-        let labels = HashMap::from([
+        let volume_labels = HashMap::from([
             (
                 LABEL_CACHE.to_owned(),
                 format!("{} {} {name}", spec.repo, spec.scope),
@@ -61,7 +65,7 @@ pub async fn prepare(
         docker
             .create_volume(VolumeCreateRequest {
                 name: Some(volume.clone()),
-                labels: Some(labels),
+                labels: Some(volume_labels),
                 ..Default::default()
             })
             .await
@@ -71,7 +75,7 @@ pub async fn prepare(
         };
         let from = volume_name(spec, fallback, name);
         match docker.inspect_volume(&from).await {
-            Ok(_) => copy(docker, image, &from, &volume, spec.max_bytes).await?,
+            Ok(_) => copy(docker, (image, labels), &from, &volume, spec.max_bytes).await?,
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(engine("reading a cache volume", e)),
         }
@@ -119,59 +123,22 @@ async fn remove(docker: &Docker, volume: &str) {
 /// A fallback bigger than `max_bytes` is not copied (the cache starts empty).
 async fn copy(
     docker: &Docker,
-    image: &str,
+    (image, labels): (&str, &Labels),
     from: &str,
     to: &str,
     max_bytes: u64,
 ) -> Result<(), BackendError> {
-    let container = |volume: &str| mounted(image, volume);
-    let source = docker
-        .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&format!("{to}-from"))
-                    .build(),
-            ),
-            container(from),
-        )
-        .await
-        .map_err(|e| engine("creating the container that reads a cache", e))?;
-    let mut archive = Vec::new();
-    let mut too_big = false;
-    {
-        let options = DownloadFromContainerOptionsBuilder::default()
-            .path(&format!("{AT}/."))
-            .build();
-        let mut stream = docker.download_from_container(&source.id, Some(options));
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    archive.extend_from_slice(&bytes);
-                    if archive.len() as u64 > max_bytes {
-                        too_big = true;
-                        break;
-                    }
-                }
-                Err(e) => {
-                    drop_container(docker, &source.id).await;
-                    return Err(engine("reading a cache", e));
-                }
-            }
+    let archive = match read_archive(docker, (image, labels), from, max_bytes, true).await? {
+        Archive::Within(bytes) => bytes,
+        Archive::Over => {
+            tracing::info!(%from, "the default branch's cache is over the size cap: not copied");
+            return Ok(());
         }
-    }
-    drop_container(docker, &source.id).await;
-    if too_big {
-        tracing::info!(%from, "the default branch's cache is over the size cap: not copied");
-        return Ok(());
-    }
+    };
     let target = docker
         .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&format!("{to}-into"))
-                    .build(),
-            ),
-            container(to),
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            mounted(image, to, labels),
         )
         .await
         .map_err(|e| engine("creating the container that fills a cache", e))?;
@@ -191,10 +158,12 @@ async fn copy(
 /// Where the containers that read and fill caches mount them.
 const AT: &str = "/gantry-cache";
 
-/// A container (created, never started) with `volume` mounted at [`AT`].
-fn mounted(image: &str, volume: &str) -> ContainerCreateBody {
+/// A container (created, never started) with `volume` mounted at [`AT`], carrying the job's
+/// labels so that a sweep removes it if the runner dies before it does.
+fn mounted(image: &str, volume: &str, labels: &Labels) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(image.to_owned()),
+        labels: Some(labels.clone()),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{volume}:{AT}")]),
             ..Default::default()
@@ -218,12 +187,14 @@ pub async fn enforce_cap(
     docker: &Docker,
     spec: &CacheSpec,
     names: &[&str],
-    image: &str,
+    (image, labels): (&str, &Labels),
 ) -> Result<Vec<String>, BackendError> {
     let mut removed = Vec::new();
     for name in names {
         let volume = volume_name(spec, &spec.scope, name);
-        if archive_size_over(docker, image, &volume, spec.max_bytes).await? {
+        if let Archive::Over =
+            read_archive(docker, (image, labels), &volume, spec.max_bytes, false).await?
+        {
             remove(docker, &volume).await;
             removed.push((*name).to_owned());
         }
@@ -231,46 +202,55 @@ pub async fn enforce_cap(
     Ok(removed)
 }
 
-/// Whether the archive of `volume` is bigger than `limit` bytes (read no further than that).
-async fn archive_size_over(
+/// A volume's archive, read no further than a limit.
+enum Archive {
+    /// The whole archive (empty when it was only measured).
+    Within(Vec<u8>),
+    Over,
+}
+
+/// Reads the archive of `volume` through a container that is created and never started,
+/// keeping its bytes when `keep`; stops past `limit` bytes.
+async fn read_archive(
     docker: &Docker,
-    image: &str,
+    (image, labels): (&str, &Labels),
     volume: &str,
     limit: u64,
-) -> Result<bool, BackendError> {
+    keep: bool,
+) -> Result<Archive, BackendError> {
     let reader = docker
         .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&format!("{volume}-measure"))
-                    .build(),
-            ),
-            mounted(image, volume),
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            mounted(image, volume, labels),
         )
         .await
-        .map_err(|e| engine("creating the container that measures a cache", e))?;
+        .map_err(|e| engine("creating the container that reads a cache", e))?;
     let options = DownloadFromContainerOptionsBuilder::default()
         .path(&format!("{AT}/."))
         .build();
     let mut stream = docker.download_from_container(&reader.id, Some(options));
     let mut size: u64 = 0;
-    let mut result = Ok(false);
+    let mut bytes = Vec::new();
+    let mut result = None;
     while let Some(chunk) = stream.next().await {
         match chunk {
-            Ok(bytes) => {
-                size = size.saturating_add(bytes.len() as u64);
+            Ok(chunk) => {
+                size = size.saturating_add(chunk.len() as u64);
                 if size > limit {
-                    result = Ok(true);
+                    result = Some(Ok(Archive::Over));
                     break;
+                }
+                if keep {
+                    bytes.extend_from_slice(&chunk);
                 }
             }
             Err(e) => {
-                result = Err(engine("measuring a cache", e));
+                result = Some(Err(engine("reading a cache", e)));
                 break;
             }
         }
     }
     drop(stream);
     drop_container(docker, &reader.id).await;
-    result
+    result.unwrap_or(Ok(Archive::Within(bytes)))
 }
