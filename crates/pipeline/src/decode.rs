@@ -1044,6 +1044,24 @@ impl<'a> Decoder<'a> {
         out
     }
 
+    /// A `{name, path}` mapping (a mount, a device); `need` is the error and hint when one of
+    /// them is missing.
+    fn name_and_path(
+        &mut self,
+        item: &Node,
+        at: &At<'_>,
+        need: (&str, Option<&str>),
+    ) -> Option<(String, String)> {
+        let mut f = self.fields(item, at)?;
+        let name = f.get("name").and_then(|n| self.text(n, &at.key("name")));
+        let path = f.get("path").and_then(|n| self.text(n, &at.key("path")));
+        self.finish(&f, at, &["name", "path"], &[]);
+        if name.is_none() || path.is_none() {
+            self.error(item.pos, at, need.0, need.1);
+        }
+        name.zip(path)
+    }
+
     /// Step mounts: `{name, path}` (Drone) or `"src:dst[:ro]"` (Woodpecker, Drone 0.8).
     fn mounts(&mut self, node: &Node, path: &At<'_>) -> Vec<StepMount> {
         let Value::Seq(items) = &node.value else {
@@ -1090,27 +1108,12 @@ impl<'a> Decoder<'a> {
                     });
                 }
                 Value::Map(_) => {
-                    let Some(mut f) = self.fields(item, &item_path) else {
-                        continue;
-                    };
-                    let name = f
-                        .get("name")
-                        .and_then(|n| self.text(n, &item_path.key("name")));
-                    let mount_path = f
-                        .get("path")
-                        .and_then(|n| self.text(n, &item_path.key("path")));
-                    self.finish(&f, &item_path, &["name", "path"], &[]);
-                    match (name, mount_path) {
-                        (Some(name), Some(path)) => out.push(StepMount {
+                    let need = ("a volume mount needs `name` and `path`", None);
+                    if let Some((name, path)) = self.name_and_path(item, &item_path, need) {
+                        out.push(StepMount {
                             mount: Mount::Named { name, path },
                             pos: item.pos,
-                        }),
-                        _ => self.error(
-                            item.pos,
-                            &item_path,
-                            "a volume mount needs `name` and `path`",
-                            None,
-                        ),
+                        });
                     }
                 }
                 Value::Seq(_) => self.expected(item, &item_path, "a volume mount"),
@@ -1448,24 +1451,16 @@ impl<'a> Decoder<'a> {
             let at = path.index(i);
             match &item.value {
                 Value::Map(_) => {
-                    let Some(mut g) = self.fields(item, &at) else {
-                        continue;
-                    };
-                    let name = g.get("name").and_then(|n| self.text(n, &at.key("name")));
-                    let dest = g.get("path").and_then(|n| self.text(n, &at.key("path")));
-                    self.finish(&g, &at, &["name", "path"], &[]);
-                    match (name, dest) {
-                        (Some(name), Some(dest)) => out.push(Device {
+                    let need = (
+                        "a device needs `name` (a host volume of the pipeline) and `path`",
+                        Some("or write `/dev/fuse:/dev/fuse`"),
+                    );
+                    if let Some((name, dest)) = self.name_and_path(item, &at, need) {
+                        out.push(Device {
                             source: DeviceSource::Volume(name),
                             path: dest,
                             permissions: "rwm".to_owned(),
-                        }),
-                        _ => self.error(
-                            item.pos,
-                            &at,
-                            "a device needs `name` (a host volume of the pipeline) and `path`",
-                            Some("or write `/dev/fuse:/dev/fuse`"),
-                        ),
+                        });
                     }
                 }
                 _ => {
