@@ -38,6 +38,8 @@ pub struct Repo {
     pub has_webhook_secret: bool,
     pub has_github_token: bool,
     pub has_ssh_key: bool,
+    /// Builds only signed pipeline files (`gantry sign`).
+    pub signed_files: bool,
     /// Where GitHub sends this repository's webhooks.
     pub webhook_url: String,
 }

@@ -14,6 +14,7 @@ pub fn repo(state: &AppState, repo: store::Repo) -> gantry_api::Repo {
         has_webhook_secret: !repo.webhook_secret.is_empty(),
         has_github_token: !repo.github_token.is_empty(),
         has_ssh_key: !repo.ssh_key.is_empty(),
+        signed_files: !repo.signing_key.is_empty(),
         webhook_url: format!("{}/hook/github", state.config.server_url),
         owner: repo.owner,
         name: repo.name,

@@ -523,6 +523,8 @@ mod cases {
             .await
             .expect("a signature");
         assert_eq!(signed.hmac.len(), 64);
+        let repo = server.get_json("/repos/acme/app").await;
+        assert_eq!(repo["signed_files"], true, "{repo}");
         assert_eq!(
             signed.document,
             format!("kind: signature\nhmac: {}\n", signed.hmac)
