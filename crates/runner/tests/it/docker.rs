@@ -190,6 +190,8 @@ async fn container_options_are_applied_by_the_engine() {
     shm_size: 96m
     mem_limit: 64m
     cpu_set: "0"
+    cpu_quota: 50000
+    cpu_period: 100000
     tmpfs: ["/gantry-tmp:size=8m"]
     working_dir: /tmp
     commands:
@@ -201,6 +203,7 @@ async fn container_options_are_applied_by_the_engine() {
       - df -k /dev/shm | tail -1 | awk '{{exit !($2 == 98304)}}'
       - mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes); echo "memory $mem"; test "$mem" = 67108864
       - cpus=$(cat /sys/fs/cgroup/cpuset.cpus.effective 2>/dev/null || cat /sys/fs/cgroup/cpuset/cpuset.cpus); test "$cpus" = 0
+      - quota=$(cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo "$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"); echo "cpu $quota"; test "$quota" = "50000 100000"
       - df -k /gantry-tmp | tail -1 | awk '{{exit !($1 == "tmpfs" && $2 == 8192)}}'
       - test "$(pwd)" = /tmp
   # On the stage's own network the engine's resolver (127.0.0.11) forwards to the `dns`
