@@ -2538,6 +2538,21 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("when") {
             pipeline.trigger = self.conditions(n, &At::ROOT.key("when"));
         }
+        if let Some(n) = f.get("branches") {
+            // Woodpecker before 2: a top-level branch filter, ANDed with `when`.
+            let branch = self.constraint(n, &At::ROOT.key("branches"));
+            if pipeline.trigger.is_empty() {
+                pipeline.trigger.push(Conditions {
+                    pos: n.pos,
+                    ..Conditions::default()
+                });
+            }
+            for alternative in &mut pipeline.trigger {
+                if alternative.branch.is_empty() {
+                    alternative.branch = branch.clone();
+                }
+            }
+        }
         if let Some(n) = f.get("depends_on") {
             let at = At::ROOT.key("depends_on");
             if !self.refuse_workflow_references(n, &at, false) {
@@ -2607,6 +2622,7 @@ impl<'a> Decoder<'a> {
             "workspace",
             "concurrency",
             "compile",
+            "branches",
             "variables",
             "version",
         ];

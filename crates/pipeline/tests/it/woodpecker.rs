@@ -244,3 +244,23 @@ fn tag_conditions_and_clone_steps_of_other_repositories() {
     assert_eq!(names, ["clone", "testdata", "build"]);
     assert_eq!(stage.steps[1].kind, StepKind::Plugin);
 }
+
+/// Woodpecker before 2 filtered a workflow's branches at the top (`branches:`), as Drone 0.8
+/// did; it was read as an unknown key and ignored, so the workflow ran on every branch.
+#[test]
+fn a_top_level_branches_filter_picks_the_branches() {
+    let on = |yaml: &str, branch: &str| {
+        let mut ctx = push();
+        ctx.branch = branch.into();
+        ctx.reference = format!("refs/heads/{branch}");
+        plan(yaml, &ctx).stages[0].run
+    };
+    let plain = "branches: main\nsteps:\n  build:\n    image: golang\n    commands: [go test]\n";
+    assert!(on(plain, "main"));
+    assert!(!on(plain, "develop"));
+    let include = "branches:\n  include: [main, 'release/*']\n  exclude: [release/old]\nwhen:\n  event: push\nsteps:\n  build:\n    image: golang\n    commands: [go test]\n";
+    assert!(on(include, "release/1"));
+    assert!(!on(include, "release/old"));
+    assert!(!on(include, "feature"));
+    assert_eq!(warnings(".woodpecker.yml", plain), Vec::<String>::new());
+}
