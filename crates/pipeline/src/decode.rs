@@ -450,17 +450,15 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// The `limit` of a `concurrency:` mapping (Drone's and Woodpecker's).
-    fn concurrency_limit(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<u32>> {
-        let limit = node.get("limit")?;
-        let limit_path = path.key("limit");
-        let text = self.text(limit, &limit_path)?;
+    /// A concurrency limit: a whole number of at least 1.
+    fn limit_value(&mut self, node: &Node, path: &At<'_>) -> Option<Spanned<u32>> {
+        let text = self.text(node, path)?;
         match text.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => Some(Spanned::new(n, limit.pos)),
+            Ok(n) if n >= 1 => Some(Spanned::new(n, node.pos)),
             _ => {
                 self.error(
-                    limit.pos,
-                    &limit_path,
+                    node.pos,
+                    path,
                     format!("`{text}` is not a limit: write a number of at least 1"),
                     None,
                 );
@@ -474,7 +472,6 @@ impl<'a> Decoder<'a> {
         let mut f = self.fields(node, path)?;
         let limit = f.get("limit");
         self.finish(&f, path, &["limit"], &[]);
-        let limit_path = path.key("limit");
         let Some(limit) = limit else {
             self.error(
                 node.pos,
@@ -484,19 +481,7 @@ impl<'a> Decoder<'a> {
             );
             return None;
         };
-        let text = self.text(limit, &limit_path)?;
-        match text.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => Some(Spanned::new(n, limit.pos)),
-            _ => {
-                self.error(
-                    limit.pos,
-                    &limit_path,
-                    format!("`{text}` is not a limit: write a number of at least 1"),
-                    None,
-                );
-                None
-            }
-        }
+        self.limit_value(limit, &path.key("limit"))
     }
 
     /// `lock: NAME`.
@@ -1242,16 +1227,7 @@ impl<'a> Decoder<'a> {
     /// (by default this workflow's) builds run at once.
     fn woodpecker_concurrency(&mut self, node: &Node, path: &At<'_>, pipeline: &mut Pipeline) {
         if let Value::Scalar(_) = node.value {
-            let text = self.text(node, path).unwrap_or_default();
-            match text.trim().parse::<u32>() {
-                Ok(n) if n >= 1 => pipeline.concurrency = Some(Spanned::new(n, node.pos)),
-                _ => self.error(
-                    node.pos,
-                    path,
-                    format!("`{text}` is not a limit: write a number of at least 1"),
-                    None,
-                ),
-            }
+            pipeline.concurrency = self.limit_value(node, path);
             return;
         }
         let Some(mut f) = self.fields(node, path) else {
@@ -1260,9 +1236,9 @@ impl<'a> Decoder<'a> {
         let group = f
             .get("group")
             .and_then(|n| self.spanned_text(n, &path.key("group")));
-        let has_limit = f.get("limit").is_some();
+        let limit = f.get("limit");
         self.finish(&f, path, &["limit", "group"], &[]);
-        if !has_limit {
+        let Some(limit) = limit else {
             self.error(
                 node.pos,
                 path,
@@ -1270,8 +1246,8 @@ impl<'a> Decoder<'a> {
                 Some("write `concurrency: {limit: 1, group: NAME}`, or `concurrency: 1`"),
             );
             return;
-        }
-        pipeline.concurrency = self.concurrency_limit(node, path);
+        };
+        pipeline.concurrency = self.limit_value(limit, &path.key("limit"));
         if let (Some(group), Some(limit)) = (group, &pipeline.concurrency) {
             if limit.value == 1 {
                 // One at a time across the group: a lock of the repository's.
