@@ -3,7 +3,7 @@
 //! resolves environments and scripts, and refuses what the repository is not trusted to do.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::conditions::{Scope, Skip, StageFacts, evaluate};
 use crate::context::{Context, Event};
@@ -178,13 +178,17 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     }
 
     let mut refused = Diagnostics::default();
+    // The matrix combinations of a pipeline share its file and position: checked once.
+    let mut trust_checked: HashSet<(&str, Pos)> = HashSet::new();
     let mut stages = Vec::with_capacity(candidates.len());
     for (i, candidate) in candidates.iter().enumerate() {
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let mut stage = build_stage(candidate, number, ctx, &mut invalid);
         // As Drone's linter: every pipeline of the file, whether this build runs it or not,
         // and every step of it, whatever its `when`.
-        if !ctx.trusted {
+        if !ctx.trusted
+            && trust_checked.insert((candidate.pipeline.file.as_str(), candidate.pipeline.pos))
+        {
             check_trust(&candidate.pipeline, &mut refused);
         }
         match &verdicts[i] {
@@ -221,14 +225,6 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         )));
     }
     if refused.has_errors() {
-        // Each matrix combination of a pipeline is checked; say each refusal once.
-        let mut once: Vec<Diagnostic> = Vec::with_capacity(refused.len());
-        for diagnostic in refused.0 {
-            if !once.contains(&diagnostic) {
-                once.push(diagnostic);
-            }
-        }
-        let mut refused = Diagnostics(once);
         refused.sort();
         return Err(CompileError::Untrusted(refused));
     }
@@ -269,12 +265,7 @@ fn concretize<'c>(
 fn workspace_path(pipeline: &Pipeline) -> String {
     let base = pipeline.workspace.base.as_deref().unwrap_or("/drone");
     match pipeline.workspace.path.as_deref() {
-        Some(path) if path.starts_with('/') => path.to_owned(),
-        Some(path) => format!(
-            "{}/{}",
-            base.trim_end_matches('/'),
-            path.trim_start_matches("./")
-        ),
+        Some(path) => in_workspace(path, base),
         None if pipeline.workspace.base.is_some() => base.to_owned(),
         None => "/drone/src".to_owned(),
     }
@@ -474,18 +465,21 @@ fn build_stage(
 
 /// The volume of a `cache:` path: named by where it is mounted.
 fn cache_volume_name(dir: &str, workspace: &str) -> String {
-    format!("cache:{}", in_workspace(dir, workspace))
+    format!(
+        "cache:{}",
+        in_workspace(dir, workspace).trim_end_matches('/')
+    )
 }
 
 /// `dir` as an absolute path: relative ones are in the workspace.
 fn in_workspace(dir: &str, workspace: &str) -> String {
     if dir.starts_with('/') {
-        dir.trim_end_matches('/').to_owned()
+        dir.to_owned()
     } else {
         format!(
             "{}/{}",
             workspace.trim_end_matches('/'),
-            dir.trim_start_matches("./").trim_end_matches('/')
+            dir.trim_start_matches("./")
         )
     }
 }
@@ -597,15 +591,10 @@ fn plan_step(
     } else {
         StepKind::Commands
     };
-    let working_dir = match step.working_dir.as_deref() {
-        Some(dir) if dir.starts_with('/') => dir.to_owned(),
-        Some(dir) => format!(
-            "{}/{}",
-            workspace.trim_end_matches('/'),
-            dir.trim_start_matches("./")
-        ),
-        None => workspace.to_owned(),
-    };
+    let working_dir = step
+        .working_dir
+        .as_deref()
+        .map_or_else(|| workspace.to_owned(), |dir| in_workspace(dir, workspace));
     let (run, reason, run_on) = match verdict {
         Ok(filter) => (true, None, filter),
         Err(reason) => (false, Some(reason), StatusFilter::NEVER),

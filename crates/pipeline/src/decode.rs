@@ -1343,7 +1343,14 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("mem_limit") {
             let at = path.key("mem_limit");
-            if let Some(bytes) = self.byte_size(n, &at) {
+            if step.resources.limits.memory_bytes.is_some() {
+                self.error(
+                    n.pos,
+                    &at,
+                    "the memory limit is set twice: `mem_limit` and `resources.limits.memory`",
+                    Some("keep one of them"),
+                );
+            } else if let Some(bytes) = self.byte_size(n, &at) {
                 step.resources.limits.memory_bytes = Some(bytes);
             }
         }
@@ -1581,7 +1588,6 @@ impl<'a> Decoder<'a> {
             caches: Vec::new(),
             trusted_only: Vec::new(),
         };
-        self.container_options(&mut f, path, &mut step);
         if let Some(n) = f.get("image") {
             step.image = self.spanned_text(n, &path.key("image"));
         }
@@ -1703,6 +1709,7 @@ impl<'a> Decoder<'a> {
                 step.retry = None;
             }
         }
+        self.container_options(&mut f, path, &mut step);
         if self.dialect == Dialect::Woodpecker && !step.settings.is_empty() {
             // Woodpecker's linter: a plugin is configured by its settings alone.
             let at = path.key("settings");

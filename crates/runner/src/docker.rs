@@ -25,6 +25,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use gantry_pipeline::model::{ContainerOptions, DeviceSource, Mount, Port, Pull, VolumeSource};
+use gantry_pipeline::plan::PlanStep;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -503,14 +504,15 @@ impl DockerBackend {
         }
     }
 
-    /// An image the stage runs: any will do for the containers that only hold its volumes.
-    fn any_image(job: &JobSpec) -> Option<String> {
+    /// A step that runs an image: any of the stage's images will do for the containers that
+    /// only hold its volumes (created, never started), since it is needed anyway.
+    fn image_step(job: &JobSpec) -> Option<(&PlanStep, &str)> {
         job.stage
             .steps
             .iter()
             .chain(&job.stage.services)
-            .find(|s| s.run && s.image.is_some())
-            .and_then(|s| s.image.clone())
+            .filter(|s| s.run)
+            .find_map(|s| Some((s, s.image.as_deref()?)))
     }
 
     fn cache_names(job: &JobSpec) -> Vec<&str> {
@@ -604,12 +606,12 @@ impl Backend for DockerBackend {
             }
         }
         if let Some(spec) = &job.stage.cache {
-            let names = Self::cache_names(job);
-            let image = Self::any_image(job);
-            if let Some(image) = &image {
-                ensure_image(&self.docker, &self.present, image, Pull::IfNotExists).await?;
+            let image = Self::image_step(job);
+            if let Some((step, image)) = image {
+                ensure_image(&self.docker, &self.present, image, step.pull).await?;
             }
-            cache::prepare(&self.docker, spec, &names, image.as_deref(), &labels).await?;
+            let image = image.map(|(_, image)| image);
+            cache::prepare(&self.docker, spec, &Self::cache_names(job), image, &labels).await?;
         }
         for (name, memory) in volumes {
             let driver_opts = memory.then(|| {
@@ -632,18 +634,11 @@ impl Backend for DockerBackend {
     }
 
     async fn import_workspace(&self, job: &JobSpec, dir: &Path) -> Result<(), BackendError> {
-        // A container that is created but never started is enough to write into its volumes;
-        // any image the stage uses will do, since it is needed anyway.
-        let Some(step) = job
-            .stage
-            .steps
-            .iter()
-            .chain(&job.stage.services)
-            .find(|s| s.run && s.image.is_some())
-        else {
+        // A container that is created but never started is enough to write into its volumes.
+        let Some((step, image)) = Self::image_step(job) else {
             return Ok(());
         };
-        let image = step.image.clone().unwrap_or_default();
+        let image = image.to_owned();
         ensure_image(&self.docker, &self.present, &image, step.pull).await?;
         let from = dir.to_owned();
         let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
@@ -772,12 +767,12 @@ impl Backend for DockerBackend {
         let _ = tokio::time::timeout(Duration::from_secs(30), waits).await;
         self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
             .await?;
-        if let (Some(spec), Some(image)) = (&job.stage.cache, Self::any_image(job)) {
+        if let (Some(spec), Some((_, image))) = (&job.stage.cache, Self::image_step(job)) {
             for name in cache::enforce_cap(
                 &self.docker,
                 spec,
                 &Self::cache_names(job),
-                (&image, &self.labels(job)),
+                (image, &self.labels(job)),
             )
             .await?
             {

@@ -275,6 +275,10 @@ fn bad_option_values_are_errors_with_the_fix() {
         ("cpu_set: \"0-a\"", "is not a set of CPUs"),
         ("tmpfs: [run]", "is not an absolute path"),
         (
+            "mem_limit: 1g\n    resources: {limits: {memory: 2g}}",
+            "the memory limit is set twice",
+        ),
+        (
             "devices: [{name: nope, path: /dev/x}]",
             "device `nope` of step `s` is not a host volume",
         ),

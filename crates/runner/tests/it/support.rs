@@ -40,15 +40,15 @@ impl Recorder {
         }
     }
 
-    /// The text of every line a step logged, in order.
-    pub fn lines(&self, step: &str) -> Vec<String> {
+    /// Every line a step logged, in order.
+    fn step_lines(&self, step: &str) -> Vec<LogLine> {
         self.0
             .lock()
             .map(|events| {
                 events
                     .iter()
                     .filter_map(|e| match e {
-                        Event::Line(s, line) if s == step => Some(line.text.clone()),
+                        Event::Line(s, line) if s == step => Some(line.clone()),
                         _ => None,
                     })
                     .collect()
@@ -56,20 +56,17 @@ impl Recorder {
             .unwrap_or_default()
     }
 
+    /// The text of every line a step logged, in order.
+    pub fn lines(&self, step: &str) -> Vec<String> {
+        self.step_lines(step).into_iter().map(|l| l.text).collect()
+    }
+
     /// The numbers of a step's lines, in the order they were logged.
     pub fn numbers(&self, step: &str) -> Vec<u64> {
-        self.0
-            .lock()
-            .map(|events| {
-                events
-                    .iter()
-                    .filter_map(|e| match e {
-                        Event::Line(s, line) if s == step => Some(line.number),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.step_lines(step)
+            .into_iter()
+            .map(|l| l.number)
+            .collect()
     }
 
     /// Everything logged by every step, joined.
