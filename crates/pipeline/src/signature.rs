@@ -29,9 +29,14 @@ pub fn signature_hmac(text: &str) -> Option<String> {
         })
 }
 
+/// The `kind: signature` document that holds `hmac`.
+pub fn document(hmac: &str) -> String {
+    format!("kind: signature\nhmac: {hmac}\n")
+}
+
 /// The file with `hmac` as its only signature document, last.
 pub fn with_signature(text: &str, hmac: &str) -> String {
-    format!("{}---\nkind: signature\nhmac: {hmac}\n", signed_text(text))
+    format!("{}---\n{}", signed_text(text), document(hmac))
 }
 
 /// The file cut before each document marker (`---` at the start of a line), markers kept

@@ -15,6 +15,16 @@ use crate::AppState;
 use crate::access::Identity;
 use crate::error::OpError;
 
+/// The HMAC-SHA256 of `data` under `key` (webhook signatures, signed pipeline files); check
+/// one with `verify_slice`, which compares in constant time.
+pub(crate) fn hmac_sha256(key: &str, data: &[u8]) -> hmac::Hmac<Sha256> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(data);
+    mac
+}
+
 /// A fresh random secret: 32 bytes as hex.
 pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];

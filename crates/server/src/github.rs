@@ -2,9 +2,8 @@
 //! delivery, typed, or a [`PayloadError`] naming the missing or wrong field. The signature
 //! check (`verify_signature`) runs on the raw body before anything here is trusted.
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use gantry_pipeline::Event;
 
@@ -60,18 +59,14 @@ pub fn verify_signature(
     if expected.len() != 32 {
         return Err(SignatureError::Malformed);
     }
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(body);
-    mac.verify_slice(&expected)
+    crate::auth::hmac_sha256(secret, body)
+        .verify_slice(&expected)
         .map_err(|_| SignatureError::Mismatch)
 }
 
 /// `sha256=<hex>` for a body, as GitHub computes it (for tests and the CLI).
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(body);
+    let mac = crate::auth::hmac_sha256(secret, body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 

@@ -6,31 +6,43 @@
 
 use gantry_pipeline::signature::{signature_hmac, signed_text};
 use gantry_store::Repo;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 
 use crate::AppState;
-use crate::secrets::open_field;
+use crate::auth::hmac_sha256;
+use crate::secrets::{SecretError, open_field};
 
 /// The credential field the key is sealed as.
 pub const FIELD: &str = "signing_key";
 
-fn mac(key: &str, text: &str) -> Hmac<Sha256> {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(signed_text(text).as_bytes());
-    mac
+/// The repository's signing key, opened.
+pub fn key_of(state: &AppState, repo: &Repo) -> Result<String, SecretError> {
+    open_field(
+        &state.config.secret_key,
+        &repo.owner,
+        &repo.name,
+        FIELD,
+        &repo.signing_key,
+    )
 }
 
 /// The signature of a file's text under `key`.
 pub fn sign(key: &str, text: &str) -> String {
-    hex::encode(mac(key, text).finalize().into_bytes())
+    hex::encode(
+        hmac_sha256(key, signed_text(text).as_bytes())
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Whether `text` carries a signature that is its own under `key` (compared in constant
 /// time).
 fn verify(key: &str, text: &str, hmac: &str) -> bool {
-    hex::decode(hmac).is_ok_and(|expected| mac(key, text).verify_slice(&expected).is_ok())
+    hex::decode(hmac).is_ok_and(|expected| {
+        hmac_sha256(key, signed_text(text).as_bytes())
+            .verify_slice(&expected)
+            .is_ok()
+    })
 }
 
 /// For a repository with a signing key, that every pipeline file is signed with it; `Err`
@@ -40,14 +52,8 @@ pub fn check(state: &AppState, repo: &Repo, files: &[(String, String)]) -> Resul
         return Ok(());
     }
     let full_name = repo.full_name();
-    let key = open_field(
-        &state.config.secret_key,
-        &repo.owner,
-        &repo.name,
-        FIELD,
-        &repo.signing_key,
-    )
-    .map_err(|e| format!("the repository's signing key cannot be opened: {e}"))?;
+    let key = key_of(state, repo)
+        .map_err(|e| format!("the repository's signing key cannot be opened: {e}"))?;
     let how = |file: &str| {
         format!(
             "sign it with `gantry sign {full_name} {file} --save` and commit it (a repository admin can stop requiring signed files with `gantry sign {full_name} --disable`)"

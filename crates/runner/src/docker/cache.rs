@@ -17,10 +17,10 @@ use gantry_pipeline::plan::CacheSpec;
 use sha2::{Digest, Sha256};
 
 use super::{engine, is_not_found};
+use crate::backend::BackendError;
 
 /// The labels of the job the containers that read and fill caches work for.
 pub type Labels = HashMap<String, String>;
-use crate::backend::BackendError;
 
 /// Marks a cache volume; its value is `REPO SCOPE NAME`, for people reading `docker volume ls`.
 pub const LABEL_CACHE: &str = "gantry.cache";

@@ -6,7 +6,7 @@ use gantry_store::{NewRepo, Repo, RepoRole, RepoUpdate, Role, SecretInfo, Secret
 use crate::AppState;
 use crate::access::{self, Identity, Need};
 use crate::error::{OpError, OpResult};
-use crate::secrets::{open_field, seal_field};
+use crate::secrets::seal_field;
 
 /// The longest build timeout a repository may set: a day.
 pub const MAX_TIMEOUT_SECS: i64 = 24 * 3600;
@@ -130,21 +130,14 @@ pub async fn sign(
         );
         repo = state.store.set_signing_key(repo.id, &sealed).await?;
     }
-    let signing_key = open_field(
-        key,
-        &repo.owner,
-        &repo.name,
-        crate::signing::FIELD,
-        &repo.signing_key,
-    )
-    .map_err(|e| {
+    let signing_key = crate::signing::key_of(state, &repo).map_err(|e| {
         OpError::Internal(format!(
             "the repository's signing key cannot be opened: {e}"
         ))
     })?;
     let hmac = crate::signing::sign(&signing_key, text);
     Ok(gantry_api::Signed {
-        document: format!("kind: signature\nhmac: {hmac}\n"),
+        document: gantry_pipeline::signature::document(&hmac),
         hmac,
     })
 }
