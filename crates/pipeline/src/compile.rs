@@ -3,7 +3,7 @@
 //! resolves environments and scripts, and refuses what the repository is not trusted to do.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::conditions::{Scope, Skip, StageFacts, evaluate};
 use crate::context::{Context, Event};
@@ -16,9 +16,10 @@ use crate::envsubst::Lookup;
 use crate::graph::topological_order;
 use crate::model::{
     ContainerOptions, DeviceSource, Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType,
-    SettingValue, StatusFilter, Step, Volume, VolumeSource,
+    SettingValue, StatusFilter, Step, TrustedOption, Volume, VolumeSource,
 };
 use crate::plan::{CacheSpec, CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
+use crate::trust::{self, Rule, Subject, Violation};
 use crate::validate::CLONE_STEP;
 use crate::{Config, PipelineFile};
 
@@ -178,18 +179,17 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     }
 
     let mut refused = Diagnostics::default();
-    // The matrix combinations of a pipeline share its file and position: checked once.
-    let mut trust_checked: HashSet<(&str, Pos)> = HashSet::new();
     let mut stages = Vec::with_capacity(candidates.len());
     for (i, candidate) in candidates.iter().enumerate() {
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let mut stage = build_stage(candidate, number, ctx, &mut invalid);
-        // As Drone's linter: every pipeline of the file, whether this build runs it or not,
-        // and every step of it, whatever its `when`.
-        if !ctx.trusted
-            && trust_checked.insert((candidate.pipeline.file.as_str(), candidate.pipeline.pos))
-        {
-            check_trust(&candidate.pipeline, &mut refused);
+        // On the stage as it will run, after the matrix and every substitution; as Drone's
+        // linter: every pipeline of the file, whether this build runs it or not, and every
+        // step of it, whatever its `when` (skipping is decided below).
+        if !ctx.trusted {
+            for violation in trust::check_stage(&stage) {
+                refused.push(refusal(&candidate.pipeline, &violation));
+            }
         }
         match &verdicts[i] {
             Ok(filter) => {
@@ -225,7 +225,11 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         )));
     }
     if refused.has_errors() {
-        refused.sort();
+        // Matrix combinations of one pipeline break a rule at the same place alike.
+        refused
+            .0
+            .sort_by(|a, b| (&a.file, a.pos, &a.message).cmp(&(&b.file, b.pos, &b.message)));
+        refused.0.dedup();
         return Err(CompileError::Untrusted(refused));
     }
     Ok(Plan { stages })
@@ -662,96 +666,74 @@ fn resolve_devices(options: &ContainerOptions, volumes: &[Volume]) -> ContainerO
     options
 }
 
-/// Privileged containers, host directories and devices, the host network, its DNS and
-/// ports, extra capabilities, memory file systems and host processes are for trusted
-/// repositories only (Drone's linter rules): a pipeline of the file that asks for one refuses
-/// the plan, even where this build would not run it.
-fn check_trust(pipeline: &Pipeline, refused: &mut Diagnostics) {
-    let mut refuse = |pos: Pos, path: String, message: String| {
-        refused.push(Diagnostic {
-            severity: Severity::Error,
-            file: pipeline.file.clone(),
-            pos,
-            path,
-            message,
-            // Who can trust a repository depends on where the plan is made (a server admin,
-            // or `gantry exec --trusted`): the caller says it.
-            hint: None,
-        });
-    };
+/// A rule the stage breaks, pointed at where its pipeline says it.
+fn refusal(pipeline: &Pipeline, violation: &Violation) -> Diagnostic {
     let pipeline_name = &pipeline.name.value;
     let root = format!("pipeline[{pipeline_name}]");
-    if pipeline.kind == PipelineType::Local {
-        refuse(
-            pipeline.pos,
-            format!("{root}.type"),
-            format!(
-                "pipeline `{pipeline_name}` runs commands on the runner's host (`type: exec`), which only trusted repositories may do"
-            ),
-        );
-    }
-    for volume in &pipeline.volumes {
-        let what = match &volume.source {
-            VolumeSource::Host { path } => format!("the host directory `{path}`"),
-            VolumeSource::Temp { memory: true } => {
-                "an in-memory volume (`medium: memory`)".to_owned()
-            }
-            VolumeSource::Temp { memory: false } | VolumeSource::Cache => continue,
-        };
-        refuse(
-            volume.pos,
+    let (pos, path) = match &violation.subject {
+        Subject::Stage => (pipeline.pos, format!("{root}.{}", violation.rule.key())),
+        Subject::Volume(name) => (
+            pipeline
+                .volumes
+                .iter()
+                .find(|v| &v.name == name)
+                .map_or(pipeline.pos, |v| v.pos),
             format!("{root}.volumes"),
-            format!(
-                "pipeline `{pipeline_name}` declares volume `{}` on {what}, which only trusted repositories may do (even when no step mounts it)",
-                volume.name
-            ),
-        );
+        ),
+        Subject::Step(name) => {
+            let step = pipeline
+                .steps
+                .iter()
+                .chain(&pipeline.services)
+                .find(|s| &s.name.value == name);
+            let pos = step.map_or(pipeline.pos, |step| setting_pos(step, violation));
+            (
+                pos,
+                format!("{root}.steps[{name}].{}", violation.rule.key()),
+            )
+        }
+    };
+    Diagnostic {
+        severity: Severity::Error,
+        file: pipeline.file.clone(),
+        pos,
+        path,
+        message: violation.message(pipeline_name),
+        // Who can trust a repository depends on where the plan is made (a server admin,
+        // or `gantry exec --trusted`): the caller says it.
+        hint: None,
     }
-    for step in pipeline.steps.iter().chain(&pipeline.services) {
-        let name = &step.name.value;
-        let path = format!("{root}.steps[{name}]");
-        if step.privileged.value {
-            refuse(
-                step.privileged.pos,
-                format!("{path}.privileged"),
-                format!("step `{name}` is privileged, which only trusted repositories may be"),
-            );
+}
+
+/// Where the step sets what breaks the rule (its name when the file does not say).
+fn setting_pos(step: &Step, violation: &Violation) -> Pos {
+    let option = match violation.rule {
+        Rule::Privileged => return step.privileged.pos,
+        Rule::NetworkMode => return step.network_mode.as_ref().map_or(step.pos, |m| m.pos),
+        Rule::HostVolume | Rule::DockerSocket | Rule::RunDrone | Rule::MemoryVolume => {
+            let value = violation.value.as_deref();
+            return step
+                .mounts
+                .iter()
+                .find(|m| match &m.mount {
+                    Mount::Host { host, path, .. } => {
+                        value == Some(host.as_str()) || value == Some(path.as_str())
+                    }
+                    Mount::Named { path, .. } => value == Some(path.as_str()),
+                })
+                .map_or(step.pos, |m| m.pos);
         }
-        if let Some(mode) = &step.network_mode {
-            refuse(
-                mode.pos,
-                format!("{path}.network_mode"),
-                format!(
-                    "step `{name}` sets network_mode `{}`, which only trusted repositories may do",
-                    mode.value
-                ),
-            );
-        }
-        for (option, pos) in &step.trusted_only {
-            refuse(
-                *pos,
-                format!("{path}.{}", option.key()),
-                format!(
-                    "step `{name}` {}, which only trusted repositories may do",
-                    option.describe()
-                ),
-            );
-        }
-        for mount in &step.mounts {
-            if let Mount::Host { host, .. } = &mount.mount {
-                let why = if host.trim_end_matches('/') == "/var/run/docker.sock" {
-                    " (the Docker socket gives the step root on the runner's host)"
-                } else {
-                    ""
-                };
-                refuse(
-                    mount.pos,
-                    format!("{path}.volumes"),
-                    format!(
-                        "step `{name}` mounts the host path `{host}`{why}, which only trusted repositories may do"
-                    ),
-                );
-            }
-        }
-    }
+        Rule::HostPipeline => return step.pos,
+        Rule::Devices => TrustedOption::Devices,
+        Rule::Dns => TrustedOption::Dns,
+        Rule::DnsSearch => TrustedOption::DnsSearch,
+        Rule::ExtraHosts => TrustedOption::ExtraHosts,
+        Rule::HostPorts => TrustedOption::HostPorts,
+        Rule::CapAdd => TrustedOption::CapAdd,
+        Rule::Tmpfs => TrustedOption::Tmpfs,
+    };
+    step.trusted_only
+        .iter()
+        .find(|(o, _)| *o == option)
+        .map_or(step.pos, |(_, pos)| *pos)
 }

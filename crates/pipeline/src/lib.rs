@@ -24,6 +24,7 @@ mod graph;
 pub mod model;
 pub mod plan;
 pub mod signature;
+pub mod trust;
 mod validate;
 pub mod yaml;
 
@@ -199,16 +200,6 @@ fn parse_file(
             return None;
         }
     };
-    for warning in &documents.warnings {
-        diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            file: source.name.to_owned(),
-            pos: warning.pos,
-            path: String::new(),
-            message: warning.message.clone(),
-            hint: None,
-        });
-    }
     let docs = documents.documents;
     let dialect = match detect(&docs) {
         Ok(dialect) => dialect,

@@ -202,13 +202,31 @@ fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
             );
         } else {
             if let Some(other) = other_kind.get(name) {
-                report.warn(
-                    file,
-                    step.name.pos,
-                    format!("{root}.services[{name}]"),
-                    format!("a step and a service are both named `{name}` (the other at line {}); on the stage's network the name reaches the service", other.name.pos.line),
-                    Some("rename one of them if a step must be reachable by name".into()),
+                let message = format!(
+                    "a step and a service are both named `{name}` (the other at line {})",
+                    other.name.pos.line
                 );
+                if pipeline.dialect == Dialect::Woodpecker {
+                    // Woodpecker allows it (its own test pipeline does it): the name reaches
+                    // the service.
+                    report.warn(
+                        file,
+                        step.name.pos,
+                        format!("{root}.services[{name}]"),
+                        format!("{message}; on the stage's network the name reaches the service"),
+                        Some("rename one of them if a step must be reachable by name".into()),
+                    );
+                } else {
+                    // Drone's linter counts services among the steps: names are unique
+                    // across both.
+                    report.error(
+                        file,
+                        step.name.pos,
+                        format!("{root}.services[{name}]"),
+                        format!("{message}, which Drone's files do not allow"),
+                        Some("rename one of them".into()),
+                    );
+                }
             }
             same_kind.insert(name, step);
         }

@@ -112,18 +112,10 @@ impl YamlError {
     }
 }
 
-/// A problem that does not stop reading, such as a key given twice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct YamlWarning {
-    pub pos: Pos,
-    pub message: String,
-}
-
 /// The documents of a file, in order. Empty documents are left out.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Documents {
     pub documents: Vec<Node>,
-    pub warnings: Vec<YamlWarning>,
 }
 
 /// Reads every document of `text`, within `limits`.
@@ -448,7 +440,7 @@ impl<'l> Builder<'l> {
         if !entries.iter().any(|(k, _)| is_merge(k)) {
             return Ok(Node {
                 pos,
-                value: Value::Map(self.dedup(entries)),
+                value: Value::Map(Self::no_duplicates(entries)?),
             });
         }
         if in_seq
@@ -513,51 +505,43 @@ impl<'l> Builder<'l> {
         })
     }
 
-    /// A key given twice keeps its first value, as most YAML readers do, with a warning.
-    fn dedup(&mut self, mut entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+    /// A key given twice is an error, as YAML says and Drone's reader does: keeping either
+    /// value would let an appended key change what a reviewed (or signed) file means.
+    fn no_duplicates(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlError> {
         // Pipeline mappings are small: comparing pairs beats hashing until they are not.
-        let duplicate_of = |entries: &[(Node, Node)], i: usize| -> Option<usize> {
-            let name = entries[i].0.as_str();
-            entries[..i].iter().position(|(k, _)| k.as_str() == name)
-        };
-        let duplicates: Vec<(usize, usize)> = if entries.len() <= 32 {
-            (1..entries.len())
-                .filter_map(|i| duplicate_of(&entries, i).map(|first| (i, first)))
-                .collect()
+        let duplicate = if entries.len() <= 32 {
+            (1..entries.len()).find_map(|i| {
+                let name = entries[i].0.as_str();
+                entries[..i]
+                    .iter()
+                    .position(|(k, _)| k.as_str() == name)
+                    .map(|first| (i, first))
+            })
         } else {
             let mut seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-            let mut found = Vec::new();
-            for (i, (k, _)) in entries.iter().enumerate() {
+            entries.iter().enumerate().find_map(|(i, (k, _))| {
                 let name = k.as_str().unwrap_or_default();
                 match seen.get(name) {
-                    Some(&first) => found.push((i, first)),
+                    Some(&first) => Some((i, first)),
                     None => {
                         seen.insert(name, i);
+                        None
                     }
                 }
-            }
-            found
+            })
         };
-        if duplicates.is_empty() {
-            return entries;
-        }
-        for &(i, first) in &duplicates {
-            let name = entries[i].0.as_str().unwrap_or_default();
-            self.out.warnings.push(YamlWarning {
-                pos: entries[i].0.pos,
-                message: format!(
-                    "key `{name}` is given twice in this mapping (first at line {}); this one is ignored",
+        match duplicate {
+            None => Ok(entries),
+            Some((i, first)) => Err(YamlError::new(
+                entries[i].0.pos,
+                format!(
+                    "key `{}` is given twice in this mapping (first at line {}); YAML does not allow duplicate keys",
+                    entries[i].0.as_str().unwrap_or_default(),
                     entries[first].0.pos.line
                 ),
-            });
+                Some("remove one of the two, or merge their values"),
+            )),
         }
-        let mut index = 0;
-        entries.retain(|_| {
-            let keep = !duplicates.iter().any(|(i, _)| *i == index);
-            index += 1;
-            keep
-        });
-        entries
     }
 }
 
@@ -675,11 +659,15 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_warn_and_keep_the_first() {
-        let docs = read("a: 1\na: 2\n", &Limits::default()).expect("valid");
-        assert_eq!(docs.documents[0].get("a").and_then(Node::as_str), Some("1"));
-        assert_eq!(docs.warnings.len(), 1);
-        assert_eq!(docs.warnings[0].pos, Pos::new(2, 1));
+    fn duplicate_keys_are_an_error_at_the_second() {
+        let err = read("a: 1\na: 2\n", &Limits::default()).expect_err("invalid");
+        assert_eq!(err.pos, Pos::new(2, 1));
+        assert!(err.message.contains("key `a` is given twice"), "{err:?}");
+        // In a long mapping too (the hashed path), and in a later document.
+        let mut long: String = (0..40).map(|i| format!("k{i}: v\n")).collect();
+        long.push_str("k7: again\n");
+        let err = read(&format!("a: 1\n---\n{long}"), &Limits::default()).expect_err("invalid");
+        assert_eq!(err.pos, Pos::new(43, 1));
     }
 
     #[test]

@@ -167,13 +167,13 @@ fn unknown_format_and_empty_files() {
 }
 
 #[test]
-fn duplicate_keys_are_warnings_with_their_line() {
+fn duplicate_keys_are_errors_with_their_line() {
     let all =
         messages("kind: pipeline\nname: ci\nname: again\nsteps: [{name: a, image: alpine}]\n");
     assert_eq!(
         all,
         vec![
-            ".gantry.yml:3:1: warning: key `name` is given twice in this mapping (first at line 2); this one is ignored"
+            ".gantry.yml:3:1: error: key `name` is given twice in this mapping (first at line 2); YAML does not allow duplicate keys; remove one of the two, or merge their values"
         ]
     );
 }

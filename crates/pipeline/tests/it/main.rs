@@ -10,4 +10,5 @@ mod limits;
 mod notify;
 mod snapshots;
 mod support;
+mod trust;
 mod woodpecker;

@@ -1,0 +1,372 @@
+//! What a stage of an untrusted repository may not do, decided on the resolved [`Stage`]:
+//! after matrix expansion and every `${VAR}` substitution, so no value can smuggle a host
+//! path, a privilege or a host network past it. `compile` refuses such a plan; the runner
+//! checks every untrusted stage it is given again before it creates anything.
+//!
+//! The rules are Drone's and Woodpecker's linter rules for untrusted repositories, plus
+//! `cap_add` and `tmpfs`. Every field of a stage, a step and its container options is named
+//! in an exhaustive destructuring below: a field added later does not compile until it is
+//! decided here whether it needs trust.
+
+use crate::model::{ContainerOptions, Mount, PipelineType, Port, VolumeSource};
+use crate::plan::{PlanStep, Stage};
+
+/// One rule an untrusted stage must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// `type: exec`: steps as processes of the runner's host.
+    HostPipeline,
+    Privileged,
+    /// A directory or file of the runner's host, declared or mounted.
+    HostVolume,
+    /// The Docker socket of the runner's host: root on that host.
+    DockerSocket,
+    /// A declared `temp: {medium: memory}` volume.
+    MemoryVolume,
+    /// A mount under `/run/drone`, where Drone's runners keep their own files.
+    RunDrone,
+    NetworkMode,
+    Devices,
+    Dns,
+    DnsSearch,
+    ExtraHosts,
+    HostPorts,
+    CapAdd,
+    Tmpfs,
+}
+
+impl Rule {
+    /// The rule's name, as refusals show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::HostPipeline => "host-pipeline",
+            Rule::Privileged => "privileged",
+            Rule::HostVolume => "host-volume",
+            Rule::DockerSocket => "docker-socket",
+            Rule::MemoryVolume => "memory-volume",
+            Rule::RunDrone => "run-drone-mount",
+            Rule::NetworkMode => "network-mode",
+            Rule::Devices => "devices",
+            Rule::Dns => "dns",
+            Rule::DnsSearch => "dns-search",
+            Rule::ExtraHosts => "extra-hosts",
+            Rule::HostPorts => "host-ports",
+            Rule::CapAdd => "cap-add",
+            Rule::Tmpfs => "tmpfs",
+        }
+    }
+
+    /// The key of the file that sets it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Rule::HostPipeline => "type",
+            Rule::Privileged => "privileged",
+            Rule::HostVolume | Rule::DockerSocket | Rule::MemoryVolume | Rule::RunDrone => {
+                "volumes"
+            }
+            Rule::NetworkMode => "network_mode",
+            Rule::Devices => "devices",
+            Rule::Dns => "dns",
+            Rule::DnsSearch => "dns_search",
+            Rule::ExtraHosts => "extra_hosts",
+            Rule::HostPorts => "ports",
+            Rule::CapAdd => "cap_add",
+            Rule::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// What in the stage breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// The stage itself (its pipeline's `type`).
+    Stage,
+    /// A volume the pipeline declares.
+    Volume(String),
+    /// A step or a service, by name.
+    Step(String),
+}
+
+/// A rule broken, with what breaks it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Violation {
+    pub rule: Rule,
+    pub subject: Subject,
+    /// The value at fault, where one tells more than the rule (a host path, a mode).
+    pub value: Option<String>,
+}
+
+impl Violation {
+    /// A sentence naming `pipeline` (the file's name of the stage's pipeline).
+    pub fn message(&self, pipeline: &str) -> String {
+        let value = self.value.as_deref().unwrap_or_default();
+        let who = match &self.subject {
+            Subject::Stage => format!("pipeline `{pipeline}`"),
+            Subject::Volume(name) => format!("pipeline `{pipeline}` declares volume `{name}`"),
+            Subject::Step(name) => format!("step `{name}`"),
+        };
+        let does = match self.rule {
+            Rule::HostPipeline => {
+                "runs commands on the runner's host (`type: exec`), which only trusted repositories may do".to_owned()
+            }
+            Rule::Privileged => "is privileged, which only trusted repositories may be".to_owned(),
+            Rule::HostVolume | Rule::DockerSocket | Rule::MemoryVolume
+                if matches!(self.subject, Subject::Volume(_)) =>
+            {
+                let on = if self.rule == Rule::MemoryVolume {
+                    "an in-memory volume (`medium: memory`)".to_owned()
+                } else {
+                    format!("the host directory `{value}`")
+                };
+                format!(
+                    "on {on}, which only trusted repositories may do (even when no step mounts it)"
+                )
+            }
+            Rule::HostVolume | Rule::MemoryVolume => format!(
+                "mounts the host path `{value}`, which only trusted repositories may do"
+            ),
+            Rule::DockerSocket => format!(
+                "mounts the host path `{value}` (the Docker socket gives the step root on the runner's host), which only trusted repositories may do"
+            ),
+            Rule::RunDrone => format!(
+                "mounts a volume at `{value}`, under /run/drone (the runner's own files), which only trusted repositories may do"
+            ),
+            Rule::NetworkMode => format!(
+                "sets network_mode `{value}`, which only trusted repositories may do"
+            ),
+            Rule::Devices => {
+                "mounts devices of the runner's host (`devices`), which only trusted repositories may do".to_owned()
+            }
+            Rule::Dns => {
+                "sets its own DNS servers (`dns`), which only trusted repositories may do".to_owned()
+            }
+            Rule::DnsSearch => "sets its own DNS search domains (`dns_search`), which only trusted repositories may do".to_owned(),
+            Rule::ExtraHosts => "adds names to its hosts file (`extra_hosts`), which only trusted repositories may do".to_owned(),
+            Rule::HostPorts => "publishes a port on the runner's host (`ports` with `host`), which only trusted repositories may do".to_owned(),
+            Rule::CapAdd => {
+                "adds Linux capabilities (`cap_add`), which only trusted repositories may do".to_owned()
+            }
+            Rule::Tmpfs => {
+                "mounts in-memory file systems (`tmpfs`), which only trusted repositories may do".to_owned()
+            }
+        };
+        format!("{who} {does}")
+    }
+}
+
+/// Every rule the stage breaks, were its repository untrusted: each step and service,
+/// whether it runs or not, and every declared volume. Sorted, without repeats.
+pub fn check_stage(stage: &Stage) -> Vec<Violation> {
+    let Stage {
+        name: _,
+        number: _,
+        run: _,
+        reason: _,
+        depends_on: _,
+        runs_on: _,
+        file: _,
+        backend,
+        platform: _,
+        labels: _,
+        matrix: _,
+        // A Docker volume, whatever its path: never the host's.
+        workspace: _,
+        // The clone's URL and credential are the server's to choose, not the file's.
+        clone: _,
+        environment: _,
+        secrets: _,
+        volumes,
+        services,
+        steps,
+        timeout_secs: _,
+        notify: _,
+        locks: _,
+        concurrency: _,
+        // Scoped by the server to the repository and its branch or pull request.
+        cache: _,
+    } = stage;
+    let mut found = Vec::new();
+    match backend {
+        PipelineType::Local => found.push(Violation {
+            rule: Rule::HostPipeline,
+            subject: Subject::Stage,
+            value: None,
+        }),
+        // Containers; the others are never placed on any runner (`gantry_proto::place`).
+        PipelineType::Docker
+        | PipelineType::Kubernetes
+        | PipelineType::Vm
+        | PipelineType::Ssh
+        | PipelineType::DigitalOcean
+        | PipelineType::MacStadium => {}
+    }
+    for volume in volumes {
+        let subject = Subject::Volume(volume.name.clone());
+        match &volume.source {
+            VolumeSource::Host { path } => found.push(Violation {
+                rule: if is_docker_socket(path) {
+                    Rule::DockerSocket
+                } else {
+                    Rule::HostVolume
+                },
+                subject,
+                value: Some(path.clone()),
+            }),
+            VolumeSource::Temp { memory: true } => found.push(Violation {
+                rule: Rule::MemoryVolume,
+                subject,
+                value: None,
+            }),
+            VolumeSource::Temp { memory: false } | VolumeSource::Cache => {}
+        }
+    }
+    for step in steps.iter().chain(services) {
+        check_step(step, &mut found);
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn check_step(step: &PlanStep, found: &mut Vec<Violation>) {
+    let PlanStep {
+        name,
+        number: _,
+        kind: _,
+        run: _,
+        reason: _,
+        depends_on: _,
+        run_on: _,
+        image: _,
+        pull: _,
+        environment: _,
+        secrets: _,
+        commands: _,
+        script: _,
+        shell: _,
+        entrypoint: _,
+        command: _,
+        failure: _,
+        detach: _,
+        privileged,
+        mounts,
+        network_mode,
+        // Inside the container: its own users and folders.
+        user: _,
+        working_dir: _,
+        resources: _,
+        timeout_secs: _,
+        retry: _,
+        options,
+    } = step;
+    let mut refuse = |rule: Rule, value: Option<String>| {
+        found.push(Violation {
+            rule,
+            subject: Subject::Step(name.clone()),
+            value,
+        });
+    };
+    if *privileged {
+        refuse(Rule::Privileged, None);
+    }
+    if let Some(mode) = network_mode {
+        refuse(Rule::NetworkMode, Some(mode.clone()));
+    }
+    for mount in mounts {
+        let path = match mount {
+            Mount::Host { host, path, .. } => {
+                let rule = if is_docker_socket(host) {
+                    Rule::DockerSocket
+                } else {
+                    Rule::HostVolume
+                };
+                refuse(rule, Some(host.clone()));
+                path
+            }
+            // A declared host volume is refused where it is declared.
+            Mount::Named { path, .. } => path,
+        };
+        if is_under_run_drone(path) {
+            refuse(Rule::RunDrone, Some(path.clone()));
+        }
+    }
+    let ContainerOptions {
+        dns,
+        dns_search,
+        extra_hosts,
+        devices,
+        ports,
+        cap_add,
+        // Dropping capabilities and limiting resources only takes rights away (Drone
+        // allows them).
+        cap_drop: _,
+        shm_size: _,
+        memswap_limit: _,
+        cpu_shares: _,
+        cpu_quota: _,
+        cpu_period: _,
+        cpu_set: _,
+        tmpfs,
+    } = options;
+    for (rule, set) in [
+        (Rule::Dns, !dns.is_empty()),
+        (Rule::DnsSearch, !dns_search.is_empty()),
+        (Rule::ExtraHosts, !extra_hosts.is_empty()),
+        (Rule::Devices, !devices.is_empty()),
+        (
+            Rule::HostPorts,
+            ports.iter().any(|Port { host, .. }| host.is_some()),
+        ),
+        (Rule::CapAdd, !cap_add.is_empty()),
+        (Rule::Tmpfs, !tmpfs.is_empty()),
+    ] {
+        if set {
+            refuse(rule, None);
+        }
+    }
+}
+
+/// `path` with `.`, `..` and repeated slashes resolved, as the kernel would find it.
+fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn is_docker_socket(host: &str) -> bool {
+    let path = clean(host);
+    // The socket itself, or a folder that holds it.
+    path.ends_with("/docker.sock") || matches!(path.as_str(), "/" | "/var" | "/var/run" | "/run")
+}
+
+fn is_under_run_drone(path: &str) -> bool {
+    let path = clean(path);
+    path == "/run/drone" || path.starts_with("/run/drone/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned_before_they_are_judged() {
+        assert!(is_docker_socket("/var/run/docker.sock"));
+        assert!(is_docker_socket("//var/run/./docker.sock/"));
+        assert!(is_docker_socket("/var/lib/../run/docker.sock"));
+        assert!(is_docker_socket("/run"));
+        assert!(!is_docker_socket("/srv/data"));
+        assert!(is_under_run_drone("/run/drone"));
+        assert!(is_under_run_drone("/run//drone/env"));
+        assert!(is_under_run_drone("/tmp/../run/drone/x"));
+        assert!(!is_under_run_drone("/run/droned"));
+        assert_eq!(clean("../../etc"), "/etc");
+    }
+}
