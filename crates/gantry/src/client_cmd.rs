@@ -1184,7 +1184,8 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<ExitCode> {
             .json(reqwest::Method::POST, &path, Some(json!({ "data": text })))
             .await?;
         if args.save {
-            let with = gantry_pipeline::signature::with_signature(&text, &signed.hmac);
+            let with = gantry_pipeline::signature::with_signature(&text, &signed.hmac)
+                .with_context(|| format!("while signing {}", file.display()))?;
             std::fs::write(file, with)
                 .with_context(|| format!("while writing {}", file.display()))?;
             println!(

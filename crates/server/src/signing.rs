@@ -4,7 +4,7 @@
 //! from a fork, say) errors instead of running. The key is sealed like the repository's
 //! other credentials; `gantry sign` makes it the first time it signs a file.
 
-use gantry_pipeline::signature::{signature_hmac, signed_text};
+use gantry_pipeline::signature::{Signature, SignatureError, read, signed_text};
 use gantry_store::Repo;
 use hmac::Mac;
 
@@ -26,20 +26,19 @@ pub fn key_of(state: &AppState, repo: &Repo) -> Result<String, SecretError> {
     )
 }
 
-/// The signature of a file's text under `key`.
-pub fn sign(key: &str, text: &str) -> String {
-    hex::encode(
-        hmac_sha256(key, signed_text(text).as_bytes())
+/// The signature of a file's text under `key` (of the file without its own signature).
+pub fn sign(key: &str, text: &str) -> Result<String, SignatureError> {
+    Ok(hex::encode(
+        hmac_sha256(key, signed_text(text)?.as_bytes())
             .finalize()
             .into_bytes(),
-    )
+    ))
 }
 
-/// Whether `text` carries a signature that is its own under `key` (compared in constant
-/// time).
-fn verify(key: &str, text: &str, hmac: &str) -> bool {
+/// Whether `hmac` is the signature of `covered` under `key` (compared in constant time).
+fn verify(key: &str, covered: &str, hmac: &str) -> bool {
     hex::decode(hmac).is_ok_and(|expected| {
-        hmac_sha256(key, signed_text(text).as_bytes())
+        hmac_sha256(key, covered.as_bytes())
             .verify_slice(&expected)
             .is_ok()
     })
@@ -60,20 +59,21 @@ pub fn check(state: &AppState, repo: &Repo, files: &[(String, String)]) -> Resul
         )
     };
     for (file, text) in files {
-        match signature_hmac(text) {
-            None => {
+        match read(text) {
+            Err(e) => return Err(format!("the signature of {file} cannot be checked: {e}")),
+            Ok(Signature::Unsigned) => {
                 return Err(format!(
                     "{file} is not signed, and {full_name} builds only signed pipeline files: {}",
                     how(file)
                 ));
             }
-            Some(hmac) if !verify(&key, text, &hmac) => {
+            Ok(Signature::Signed { covered, hmac }) if !verify(&key, covered, &hmac) => {
                 return Err(format!(
                     "the signature of {file} does not match it: the file changed after it was signed, or it was signed for another repository; if the change is yours, {}",
                     how(file)
                 ));
             }
-            Some(_) => {}
+            Ok(Signature::Signed { .. }) => {}
         }
     }
     Ok(())
@@ -87,11 +87,15 @@ mod tests {
     #[test]
     fn a_signature_verifies_under_its_key_only() {
         let file = "kind: pipeline\nname: ci\nsteps: []\n";
-        let signed = with_signature(file, &sign("k1", file));
-        let hmac = signature_hmac(&signed).expect("signed");
-        assert!(verify("k1", &signed, &hmac));
-        assert!(!verify("k2", &signed, &hmac));
-        assert!(!verify("k1", &signed.replace("ci", "cd"), &hmac));
-        assert!(!verify("k1", &signed, "not hex"));
+        let signed = with_signature(file, &sign("k1", file).expect("signs")).expect("signs");
+        let Ok(Signature::Signed { covered, hmac }) = read(&signed) else {
+            panic!("signed: {signed}")
+        };
+        assert!(verify("k1", covered, &hmac));
+        assert!(!verify("k2", covered, &hmac));
+        assert!(!verify("k1", &covered.replace("ci", "cd"), &hmac));
+        assert!(!verify("k1", covered, "not hex"));
+        // Signing a signed file signs what it covers.
+        assert_eq!(sign("k1", &signed), sign("k1", file));
     }
 }

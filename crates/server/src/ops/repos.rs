@@ -135,7 +135,8 @@ pub async fn sign(
             "the repository's signing key cannot be opened: {e}"
         ))
     })?;
-    let hmac = crate::signing::sign(&signing_key, text);
+    let hmac = crate::signing::sign(&signing_key, text)
+        .map_err(|e| OpError::invalid_field("data", e.to_string()))?;
     Ok(gantry_api::Signed {
         document: gantry_pipeline::signature::document(&hmac),
         hmac,

@@ -541,7 +541,8 @@ mod cases {
             "{error}"
         );
 
-        let with = gantry_pipeline::signature::with_signature(pipeline, &signed.hmac);
+        let with = gantry_pipeline::signature::with_signature(pipeline, &signed.hmac)
+            .expect("a signable file");
         let good = git.commit(&[(".gantry.yml", with.as_str())], "signed");
         assert_eq!(push(3, &good).await["status"], "pending");
 
