@@ -260,6 +260,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
     let request = WorkRequest {
         runner: "bench".into(),
         instance: "bench-1".into(),
+        previous_instance: None,
         labels: Default::default(),
         platform: "linux/amd64".into(),
         capacity: 1,
@@ -662,9 +663,12 @@ async fn log_latency() {
 async fn memory(builds: usize) {
     let dir = TempDir::new("bench-memory");
     let (server_process, url, token) = server(dir.path(), None, &["--runner-capacity", "0"]);
+    let runner_data = dir.path().join("runner");
     let runner = Process::spawn(
         &[
             "runner",
+            "--data-dir",
+            &runner_data.to_string_lossy(),
             "--server",
             &url,
             "--backend",

@@ -60,8 +60,9 @@ pub struct ServerArgs {
     /// sets the platform it reports (by default this machine's).
     #[arg(long = "runner-label", value_parser = parse_param)]
     pub runner_labels: Vec<(String, String)>,
-    /// The embedded runner's name: stable across restarts and unique among the runners of
-    /// this Docker engine (what it left is removed by name when it starts again).
+    /// The embedded runner's name: stable across restarts and unique among the server's
+    /// runners and those of its Docker engine (what it left is removed by name when it starts
+    /// again); by default one generated once into the data directory.
     #[arg(long, env = "GANTRY_RUNNER_NAME")]
     pub runner_name: Option<String>,
     /// GitHub's API, for commit statuses (GitHub Enterprise: https://HOST/api/v3).
@@ -135,10 +136,19 @@ pub struct RunnerArgs {
     /// `platform=os/arch[/variant]` sets the platform it reports (by default this machine's).
     #[arg(long = "labels", value_parser = parse_param, value_delimiter = ',')]
     pub labels: Vec<(String, String)>,
-    /// Stable across restarts (what it held before a restart is ended at once); by default
-    /// the host name.
+    /// Stable across restarts (what it held before a restart is ended at once) and unique:
+    /// the server refuses a second live runner of one name; by default one generated once
+    /// into the data directory (the host name and a random suffix).
     #[arg(long, env = "GANTRY_RUNNER_NAME")]
     pub name: Option<String>,
+    /// Keeps the runner's generated name and its last instance, so that a restart is known
+    /// as one.
+    #[arg(
+        long,
+        env = "GANTRY_RUNNER_DATA_DIR",
+        default_value = "gantry-runner-data"
+    )]
+    pub data_dir: PathBuf,
     #[arg(long, env = "GANTRY_RUNNER_BACKEND", value_enum, default_value_t = RunnerBackend::Auto)]
     pub backend: RunnerBackend,
     /// Also run pipelines as processes on this machine (`type: exec`, and every pipeline
@@ -218,6 +228,107 @@ fn runner_secret(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String>
     Ok(secret)
 }
 
+/// Who a runner is: its name (given, or generated once into its data folder) and the
+/// instance its folder last ran as. Holds a lock on the folder for that name while the runner
+/// lives, so two processes of one folder never act as one runner.
+struct RunnerIdentity {
+    name: String,
+    previous_instance: Option<String>,
+    instance_file: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl RunnerIdentity {
+    fn claim(data_dir: &Path, given: Option<&str>, prefix: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir).with_context(|| {
+            format!(
+                "while creating the runner's data folder {}",
+                data_dir.display()
+            )
+        })?;
+        let name = match given.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(name) => name.to_owned(),
+            None => {
+                let path = data_dir.join("runner-name");
+                match std::fs::read_to_string(&path) {
+                    Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
+                    _ => {
+                        let suffix: String =
+                            gantry_server::random_secret().chars().take(8).collect();
+                        let name = format!("{prefix}{}-{suffix}", host_name());
+                        std::fs::write(&path, format!("{name}\n"))
+                            .with_context(|| format!("while writing {}", path.display()))?;
+                        name
+                    }
+                }
+            }
+        };
+        let file_name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let lock_path = data_dir.join(format!("runner-{file_name}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("while opening {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            bail!(
+                "another gantry process runs a runner named `{name}` from {}: give each runner its own data folder (--data-dir) or name (--name)",
+                data_dir.display()
+            );
+        }
+        let instance_file = data_dir.join(format!("runner-{file_name}.instance"));
+        let previous_instance = std::fs::read_to_string(&instance_file)
+            .ok()
+            .map(|i| i.trim().to_owned())
+            .filter(|i| !i.is_empty());
+        Ok(Self {
+            name,
+            previous_instance,
+            instance_file,
+            _lock: lock,
+        })
+    }
+
+    /// Keeps `instance` as the one the next start names as its earlier life.
+    fn remember(&self, instance: &str) {
+        if let Err(e) = std::fs::write(&self.instance_file, instance) {
+            tracing::warn!(file = %self.instance_file.display(), error = %e, "cannot keep the runner's instance: its next start will wait until this one is known to be gone");
+        }
+    }
+}
+
+/// Presents the runner, then (its name now its own) removes what its earlier life left and
+/// runs it until `stop`; the reason when the server refused it.
+async fn run_runner(
+    identity: RunnerIdentity,
+    backends: Backends,
+    runner: RemoteRunner,
+    capacity: u32,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> Result<(), gantry_runner::RemoteError> {
+    let outcome = async {
+        runner.introduce(&stop).await?;
+        identity.remember(runner.instance());
+        backends.prepare(capacity).await;
+        runner.run(stop, abort).await
+    }
+    .await;
+    backends.shut_down().await;
+    drop(identity);
+    outcome
+}
+
 /// The runner's backends: Docker (when chosen and reachable) and host processes (when
 /// declared with --host-pipelines).
 struct Backends {
@@ -234,6 +345,16 @@ impl Backends {
         RemoteRunner::new(config, docker, self.host.clone())
     }
 
+    /// Removes what this runner left when it was last killed, and makes its spare networks.
+    async fn prepare(&self, capacity: u32) {
+        if let Some(docker) = &self.docker {
+            if let Err(e) = docker.sweep().await {
+                tracing::warn!(error = %e, "removing what an earlier run left failed");
+            }
+            docker.keep_spare_networks(capacity as usize);
+        }
+    }
+
     async fn shut_down(&self) {
         if let Some(docker) = &self.docker {
             docker.remove_spares().await;
@@ -246,7 +367,6 @@ async fn backends(
     host_pipelines: bool,
     name: &str,
     work_dir: PathBuf,
-    capacity: u32,
 ) -> anyhow::Result<Backends> {
     if choice == RunnerBackend::Local && !host_pipelines {
         bail!(
@@ -257,14 +377,9 @@ async fn backends(
     let docker = match choice {
         RunnerBackend::Local => None,
         RunnerBackend::Docker | RunnerBackend::Auto => match DockerBackend::connect(name).await {
-            Ok(docker) => {
-                // What this runner left when it was last killed.
-                if let Err(e) = docker.sweep().await {
-                    tracing::warn!(error = %e, "removing what an earlier run left failed");
-                }
-                docker.keep_spare_networks(capacity as usize);
-                Some(Arc::new(docker))
-            }
+            // What it left when it was last killed is removed once the server has agreed
+            // that the name is this runner's (`Backends::prepare`).
+            Ok(docker) => Some(Arc::new(docker)),
             Err(e) if choice == RunnerBackend::Auto && host.is_some() => {
                 tracing::warn!(error = %e, "no Docker engine: this runner takes only host pipelines of trusted repositories");
                 None
@@ -407,16 +522,13 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let abort = CancellationToken::new();
     on_signals(stop.clone(), abort.clone());
     let runner = if args.runner_capacity > 0 {
-        let name = args
-            .runner_name
-            .clone()
-            .unwrap_or_else(|| format!("embedded@{}", host_name()));
+        let identity =
+            RunnerIdentity::claim(&args.data_dir, args.runner_name.as_deref(), "embedded@")?;
         let backends = backends(
             args.runner_backend,
             args.runner_host_pipelines,
-            &name,
+            &identity.name,
             args.data_dir.join("workspaces"),
-            args.runner_capacity,
         )
         .await?;
         // The embedded runner reaches the server where it listens (loopback when it listens
@@ -433,16 +545,18 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         let config = RemoteConfig {
             server: format!("http://{reach}"),
             secret,
-            name,
+            name: identity.name.clone(),
             labels,
             capacity: args.runner_capacity,
             platform,
             executor: ExecutorConfig::default(),
+            previous_instance: identity.previous_instance.clone(),
         };
         let runner = backends.runner(config);
         // On shutdown, running stages are stopped and reported as killed before the server
         // stops listening, so none is left running.
         let (stop, abort) = (stop.clone(), abort.clone());
+        let capacity = args.runner_capacity;
         Some(tokio::spawn(async move {
             let stopping = stop.clone();
             let abort_on_stop = abort.clone();
@@ -450,8 +564,12 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
                 stopping.cancelled().await;
                 abort_on_stop.cancel();
             });
-            runner.run(stop, abort).await;
-            backends.shut_down().await;
+            let ran = run_runner(identity, backends, runner, capacity, stop.clone(), abort).await;
+            if ran.is_err() {
+                // A server whose embedded runner is refused stops, as a runner would.
+                stop.cancel();
+            }
+            ran
         }))
     } else {
         None
@@ -467,27 +585,33 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     });
     stop.cancelled().await;
     tracing::info!("shutting down");
-    if let Some(runner) = runner {
-        let _ = runner.await;
-    }
+    let refused = match runner {
+        Some(runner) => runner
+            .await
+            .context("the embedded runner's task failed")?
+            .err(),
+        None => None,
+    };
     server_stop.cancel();
     serving.await.context("the server task failed")??;
-    Ok(ExitCode::SUCCESS)
+    match refused {
+        Some(e) => Err(anyhow::anyhow!(e).context("the embedded runner was refused")),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
     runtime()?.block_on(async {
-        let name = args.name.clone().unwrap_or_else(host_name);
+        let identity = RunnerIdentity::claim(&args.data_dir, args.name.as_deref(), "")?;
+        let name = identity.name.clone();
         let mut labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
         let platform = RemoteConfig::platform_from_labels(&mut labels);
-        let work_dir = std::env::temp_dir().join(format!("gantry-runner-{name}"));
         let backends = backends(
             args.backend,
             args.host_pipelines,
             &name,
-            work_dir,
-            args.capacity,
+            args.data_dir.join("workspaces"),
         )
         .await?;
         let config = RemoteConfig {
@@ -498,6 +622,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             capacity: args.capacity,
             platform,
             executor: ExecutorConfig::default(),
+            previous_instance: identity.previous_instance.clone(),
         };
         tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = backends.docker.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");
         let stop = CancellationToken::new();
@@ -505,8 +630,10 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
         on_signals(stop.clone(), abort.clone());
         // The first signal stops taking work and lets running stages finish; the second
         // cancels them.
-        backends.runner(config).run(stop, abort).await;
-        backends.shut_down().await;
+        let runner = backends.runner(config);
+        run_runner(identity, backends, runner, args.capacity, stop, abort)
+            .await
+            .context("the server refused the runner")?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -700,8 +700,9 @@ fn refusal(pipeline: &Pipeline, violation: &Violation) -> Diagnostic {
         path,
         message: violation.message(pipeline_name),
         // Who can trust a repository depends on where the plan is made (a server admin,
-        // or `gantry exec --trusted`): the caller says it.
-        hint: None,
+        // or `gantry exec --trusted`): the caller says it. The rule's name is what the
+        // runner's own check would say.
+        hint: Some(format!("trust rule `{}`", violation.rule.name())),
     }
 }
 

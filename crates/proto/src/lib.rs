@@ -23,6 +23,9 @@ pub const AUTHORIZATION: &str = "authorization";
 /// Paths, relative to the server's base URL.
 pub mod path {
     pub const REQUEST: &str = "/rpc/v1/request";
+    /// A runner presents itself before it starts (and before it removes what an earlier
+    /// life left): `409 Conflict` when another live runner has its name.
+    pub const HELLO: &str = "/rpc/v1/hello";
     pub fn step(stage: i64) -> String {
         format!("/rpc/v1/stages/{stage}/step")
     }
@@ -49,6 +52,11 @@ pub struct WorkRequest {
     pub runner: String,
     /// Random per process.
     pub instance: String,
+    /// The instance this runner's data folder last ran as: a runner that restarts names its
+    /// earlier life, so that the server takes it for a restart, not for a second runner of
+    /// the same name (which it refuses with `409 Conflict` while the other is alive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_instance: Option<String>,
     /// What the runner offers; a stage's `labels` must all be among them.
     pub labels: BTreeMap<String, String>,
     /// `os/arch`, e.g. `linux/amd64`.

@@ -43,6 +43,9 @@ pub struct RemoteConfig {
     /// `os/arch`.
     pub platform: String,
     pub executor: ExecutorConfig,
+    /// The instance this runner last ran as (kept in its data folder): a restart, not a
+    /// second runner of the same name.
+    pub previous_instance: Option<String>,
 }
 
 impl RemoteConfig {
@@ -79,6 +82,9 @@ pub enum RemoteError {
     Refused(String),
     #[error("the lease was taken back by the server")]
     LeaseLost,
+    /// Another live runner has this runner's name.
+    #[error("{0}")]
+    NameTaken(String),
     #[error("the server answered {status}: {body}")]
     Server { status: StatusCode, body: String },
 }
@@ -150,6 +156,23 @@ impl RemoteRunner {
     /// runner checks again, so that no server mistake runs an untrusted stage on this host.
     fn backend_for(&self, assignment: &Assignment) -> Result<Arc<dyn Backend>, String> {
         let stage = &assignment.stage;
+        // The second line of defence: the compiler refused these already; a plan that breaks
+        // one anyway (a server's mistake, or a forged assignment) creates nothing here.
+        if !assignment.trusted {
+            let broken = gantry_pipeline::trust::check_stage(stage);
+            if !broken.is_empty() {
+                let rules: Vec<String> = broken
+                    .iter()
+                    .map(|v| format!("rule {}: {}", v.rule.name(), v.message(&stage.name)))
+                    .collect();
+                return Err(format!(
+                    "runner {} refused stage `{}` of an untrusted repository before creating anything: {}",
+                    self.config.name,
+                    stage.name,
+                    rules.join("; ")
+                ));
+            }
+        }
         let placed = gantry_proto::place(self.offer(), stage.backend, assignment.trusted);
         match (placed, &self.docker, &self.host) {
             (Ok(Placement::Docker), Some(docker), _) => Ok(Arc::clone(docker)),
@@ -162,36 +185,30 @@ impl RemoteRunner {
         }
     }
 
-    /// Runs `capacity` workers until `shutdown` fires; stages already running finish
-    /// (cancel them with `abort`).
-    pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) {
-        let this = Arc::new(self);
-        let tasks = TaskTracker::new();
-        for slot in 0..this.config.capacity.max(1) {
-            let (this, shutdown, abort) = (Arc::clone(&this), shutdown.clone(), abort.clone());
-            tasks.spawn(async move { this.work(slot, shutdown, abort).await });
-        }
-        tasks.close();
-        tasks.wait().await;
+    /// This process's instance id, random per start (keep it as the next start's
+    /// `previous_instance`).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
-    async fn work(&self, slot: u32, shutdown: CancellationToken, abort: CancellationToken) {
+    /// Presents the runner to the server before it touches anything: refused (`Err`) while
+    /// another live runner has its name. Retried while the server cannot be reached, until
+    /// `stop` fires.
+    pub async fn introduce(&self, stop: &CancellationToken) -> Result<(), RemoteError> {
         let mut backoff = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            let polled = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                polled = self.poll() => polled,
+        loop {
+            let hello = self.work_request(Duration::ZERO);
+            let sent = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                sent = self.handle.post(gantry_proto::path::HELLO, &hello, Duration::from_secs(30)) => sent,
             };
-            match polled {
-                Ok(Some(assignment)) => {
-                    backoff = Duration::from_millis(200);
-                    self.run_assignment(assignment, abort.child_token()).await;
-                }
-                Ok(None) => backoff = Duration::from_millis(200),
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(e @ (RemoteError::NameTaken(_) | RemoteError::Refused(_))) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(slot, error = %e, "asking the server for work failed; retrying");
+                    tracing::warn!(error = %e, "presenting the runner to the server failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = stop.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -200,17 +217,89 @@ impl RemoteRunner {
         }
     }
 
-    async fn poll(&self) -> Result<Option<Assignment>, RemoteError> {
-        let wait = Duration::from_secs(25);
-        let request = WorkRequest {
+    /// Runs `capacity` workers until `shutdown` fires; stages already running finish
+    /// (cancel them with `abort`). Ends early, with the reason, when the server says another
+    /// live runner has this one's name.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+    ) -> Result<(), RemoteError> {
+        let this = Arc::new(self);
+        let tasks = TaskTracker::new();
+        let stopping = shutdown.child_token();
+        let refused = Arc::new(std::sync::Mutex::new(None));
+        for slot in 0..this.config.capacity.max(1) {
+            let (this, stopping, abort, refused) = (
+                Arc::clone(&this),
+                stopping.clone(),
+                abort.clone(),
+                Arc::clone(&refused),
+            );
+            tasks.spawn(async move {
+                if let Err(e) = this.work(slot, stopping.clone(), abort).await {
+                    tracing::error!(error = %e, "the server refused this runner: it stops");
+                    if let Ok(mut refused) = refused.lock() {
+                        refused.get_or_insert(e);
+                    }
+                    stopping.cancel();
+                }
+            });
+        }
+        tasks.close();
+        tasks.wait().await;
+        let refused = refused.lock().ok().and_then(|mut r| r.take());
+        refused.map_or(Ok(()), Err)
+    }
+
+    async fn work(
+        &self,
+        slot: u32,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+    ) -> Result<(), RemoteError> {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            let polled = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                polled = self.poll() => polled,
+            };
+            match polled {
+                Ok(Some(assignment)) => {
+                    backoff = Duration::from_millis(200);
+                    self.run_assignment(assignment, abort.child_token()).await;
+                }
+                Ok(None) => backoff = Duration::from_millis(200),
+                Err(e @ RemoteError::NameTaken(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(slot, error = %e, "asking the server for work failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn work_request(&self, wait: Duration) -> WorkRequest {
+        WorkRequest {
             runner: self.config.name.clone(),
             instance: self.instance.clone(),
+            previous_instance: self.config.previous_instance.clone(),
             labels: self.config.labels.clone(),
             platform: self.config.platform.clone(),
             capacity: self.config.capacity,
             offer: self.offer(),
             wait_ms: wait.as_millis() as u64,
-        };
+        }
+    }
+
+    async fn poll(&self) -> Result<Option<Assignment>, RemoteError> {
+        let wait = Duration::from_secs(25);
+        let request = self.work_request(wait);
         let response = self
             .handle
             .post(
@@ -300,7 +389,10 @@ impl RemoteRunner {
             None => WorkspaceSource::Empty,
         };
         let job = Job {
-            id: assignment.job_id,
+            // The server's job id is unique in its database only: two installations (or two
+            // runners) on one Docker engine must never share a name, nor remove by a label,
+            // what the other made.
+            id: format!("{}-{}", self.config.name, assignment.job_id),
             stage: assignment.stage,
             secrets: assignment.secrets,
             withheld: assignment.withheld_secrets,
@@ -391,6 +483,13 @@ impl Handle {
             .map_err(|source| RemoteError::Unreachable { url, source })?;
         match response.status() {
             s if s.is_success() => Ok(response),
+            StatusCode::CONFLICT
+                if path == gantry_proto::path::REQUEST || path == gantry_proto::path::HELLO =>
+            {
+                Err(RemoteError::NameTaken(
+                    response.text().await.unwrap_or_default(),
+                ))
+            }
             StatusCode::CONFLICT => Err(RemoteError::LeaseLost),
             StatusCode::UNAUTHORIZED => Err(RemoteError::Refused(
                 response.text().await.unwrap_or_default(),

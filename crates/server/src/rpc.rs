@@ -23,6 +23,7 @@ use crate::error::{OpError, OpResult};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route(gantry_proto::path::HELLO, post(hello))
         .route(gantry_proto::path::REQUEST, post(request))
         .route("/rpc/v1/stages/{stage}/step", post(step))
         .route("/rpc/v1/stages/{stage}/logs", post(logs))
@@ -57,11 +58,24 @@ fn lease_until(state: &AppState) -> i64 {
     now_ms() + state.config.lease.as_millis() as i64
 }
 
-async fn request(
-    _: RunnerAuth,
-    State(state): State<Arc<AppState>>,
-    Json(req): Json<WorkRequest>,
-) -> OpResult<Response> {
+/// Records the runner as seen, after making sure no other live runner has its name (a
+/// restart names its earlier instance and takes its place); ends what its earlier life held.
+async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
+    // A live runner asks for work at least once per long poll, or holds a lease.
+    let alive_since = now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 5_000;
+    if let Some((other, last_seen)) = state
+        .store
+        .other_live_instance(&req.runner, &req.instance, alive_since)
+        .await?
+        && req.previous_instance.as_deref() != Some(other.as_str())
+    {
+        tracing::warn!(runner = %req.runner, instance = %req.instance, live = %other, "refused a runner whose name a live runner has");
+        return Err(OpError::Conflict(format!(
+            "a runner named `{}` is already connected (instance {other}, heard from {} s ago): two runners of one name would remove each other's containers; give this one its own name (--name, GANTRY_RUNNER_NAME) or its own data folder",
+            req.runner,
+            (now_ms() - last_seen).max(0) / 1000
+        )));
+    }
     state
         .store
         .runner_seen(
@@ -81,6 +95,24 @@ async fn request(
     for stage in &reaped {
         state.live.stage_ended(stage.stage_id);
     }
+    Ok(())
+}
+
+async fn hello(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<WorkRequest>,
+) -> OpResult<StatusCode> {
+    present(&state, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn request(
+    _: RunnerAuth,
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<WorkRequest>,
+) -> OpResult<Response> {
+    present(&state, &req).await?;
     let wait = std::time::Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -129,7 +161,7 @@ async fn request(
                 clone,
                 clone_credential: credential,
                 netrc,
-                trusted: repo.trusted,
+                trusted: repo.trusted && !build.fork,
                 secrets,
                 withheld_secrets,
                 heartbeat_ms: state.config.heartbeat.as_millis() as u64,

@@ -97,7 +97,9 @@ pub async fn create_build(
 ) -> Result<Build, StoreError> {
     let started = std::time::Instant::now();
     ctx.repo = repo_info(repo);
-    ctx.trusted = repo.trusted;
+    // A fork's pull request runs code its repository's people have not reviewed: never trusted,
+    // whatever the repository's flag.
+    ctx.trusted = repo.trusted && !origin.fork;
     ctx.cache_policy = state.config.retention.cache_policy();
     let fetched = fetch_config(state, repo, &mut ctx, origin.changes.as_ref()).await;
     let fetched_in = started.elapsed();
@@ -112,7 +114,12 @@ pub async fn create_build(
     let numbered_in = started.elapsed();
     let plan = fetched.and_then(|files| {
         crate::signing::check(state, repo, &files)?;
-        compile(&files, &ctx, repo.timeout_secs)
+        compile(
+            &files,
+            &ctx,
+            repo.timeout_secs,
+            &untrusted_because(repo, origin.fork),
+        )
     });
     let compiled_in = started.elapsed();
     if let Err(message) = &plan {
@@ -245,11 +252,27 @@ fn explain(error: &GitError, used: &str, repo: &Repo) -> String {
     }
 }
 
+/// Why a build is not trusted, and what would change it.
+fn untrusted_because(repo: &Repo, fork: bool) -> String {
+    if fork {
+        format!(
+            "this pull request comes from a fork, and a fork's code is never trusted, whatever {}'s own setting: only its own branches may use these options",
+            repo.full_name()
+        )
+    } else {
+        format!(
+            "the repository is not trusted: a server admin can trust it with `gantry repo update {} --trusted true` or on its settings page",
+            repo.full_name()
+        )
+    }
+}
+
 /// Parses and compiles the files; `Err` holds every problem, one per line.
 fn compile(
     files: &[(String, String)],
     ctx: &Context,
     timeout_secs: i64,
+    untrusted_because: &str,
 ) -> Result<gantry_pipeline::Plan, String> {
     let sources: Vec<Source<'_>> = files
         .iter()
@@ -268,11 +291,7 @@ fn compile(
     };
     let mut plan = gantry_pipeline::compile(&config, ctx).map_err(|e| match &e {
         CompileError::Invalid(d) => errors(d),
-        CompileError::Untrusted(d) => format!(
-            "{}\n(the repository is not trusted: a server admin can trust it with `gantry repo update {} --trusted true` or on its settings page)",
-            errors(d),
-            ctx.repo.full_name()
-        ),
+        CompileError::Untrusted(d) => format!("{}\n({untrusted_because})", errors(d)),
     })?;
     // A type no gantry runner can run is refused now, not left waiting for ever.
     let unsupported: Vec<String> = plan
@@ -596,7 +615,8 @@ mod tests {
             ".gantry.yml".to_owned(),
             "kind: pipeline\nname: a\nsteps:\n  - name: x\n    imag: busybox\n".to_owned(),
         )];
-        let err = compile(&files, &Context::push("a/b", "main"), 60).expect_err("invalid");
+        let err =
+            compile(&files, &Context::push("a/b", "main"), 60, "untrusted").expect_err("invalid");
         assert!(
             err.starts_with(".gantry.yml:4:5: error: step `x` has no image"),
             "{err}"
@@ -609,7 +629,7 @@ mod tests {
             ".gantry.yml".to_owned(),
             "kind: pipeline\nname: a\nclone: {disable: true}\nsteps:\n  - name: x\n    image: busybox\n    commands: [true]\n".to_owned(),
         )];
-        let plan = compile(&files, &Context::push("a/b", "main"), 600).expect("valid");
+        let plan = compile(&files, &Context::push("a/b", "main"), 600, "untrusted").expect("valid");
         assert_eq!(plan.stages[0].timeout_secs, Some(600));
     }
 }

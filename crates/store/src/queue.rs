@@ -338,7 +338,7 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 claim_first!(
                     tx,
-                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted, s.name, \
+                    "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
                      b.repo_id, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
                      WHERE s.status = 'pending' ORDER BY s.id LIMIT 100 \
@@ -351,7 +351,7 @@ impl Store {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 claim_first!(
                     tx,
-                    "SELECT s.id, s.labels, s.platform, s.backend, r.trusted, s.name, \
+                    "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
                      b.repo_id, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
                      WHERE s.status = 'pending' ORDER BY s.id LIMIT 100",

@@ -48,6 +48,30 @@ impl Store {
         Ok(())
     }
 
+    /// Another live process of runner `name`: the instance the server last heard from, when
+    /// it is not `instance` and was heard from since `since`, or still holds a stage under an
+    /// unexpired lease (a runner busy with long stages asks for no work).
+    pub async fn other_live_instance(
+        &self,
+        name: &str,
+        instance: &str,
+        since: i64,
+    ) -> Result<Option<(String, i64)>> {
+        let row: Option<(String, i64)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT r.instance, r.last_seen_at FROM runners r WHERE r.name = $1 \
+             AND r.instance <> $2 AND (r.last_seen_at >= $3 OR EXISTS (SELECT 1 FROM stages s \
+             WHERE s.status = 'running' AND s.runner = r.name AND s.runner_instance = r.instance \
+             AND s.lease_expires_at >= $4))",
+        )
+        .bind(name)
+        .bind(instance)
+        .bind(since)
+        .bind(now_ms())
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row)
+    }
+
     pub async fn runners(&self) -> Result<Vec<Runner>> {
         type Row = (String, String, String, String, i64, i64, bool, bool);
         let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(

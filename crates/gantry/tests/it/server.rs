@@ -431,9 +431,12 @@ fn a_killed_runner_errors_its_stage_and_the_build_ends() {
     let (mut server, token) = start_server(dir.path(), None, &["--runner-capacity", "0"]);
     let token = token.expect("the first start prints the admin token");
     let runner_log = dir.path().join("runner.log");
+    let runner_data = dir.path().join("runner");
     let mut runner = Process::spawn(
         &[
             "runner",
+            "--data-dir",
+            &runner_data.to_string_lossy(),
             "--server",
             &server.url,
             "--backend",
@@ -873,9 +876,12 @@ fn a_private_repository_builds_with_its_token() {
         ],
     );
     let token = token.expect("the first start prints the admin token");
+    let remote_data = dir.path().join("remote");
     let mut remote = Process::spawn(
         &[
             "runner",
+            "--data-dir",
+            &remote_data.to_string_lossy(),
             "--server",
             &server.url,
             "--backend",

@@ -171,9 +171,13 @@ impl Cluster {
     fn start_runner(&mut self, slot: usize) {
         self.starts += 1;
         let log = self.dir.join(format!("runner-{slot}-{}.log", self.starts));
+        let data_dir = self.dir.join(format!("runner-{slot}"));
+        let data_dir = data_dir.to_string_lossy();
         let mut runner = Process::spawn(
             &[
                 "runner",
+                "--data-dir",
+                &data_dir,
                 "--server",
                 &self.balancer.url,
                 "--backend",

@@ -232,8 +232,8 @@ steps:
     assert_eq!(
         refusals(yaml),
         vec![
-            ".gantry.yml:4:5: error: pipeline `ci` declares volume `sock` on the host directory `/var/run/docker.sock`, which only trusted repositories may do (even when no step mounts it) (at pipeline[ci].volumes)",
-            ".gantry.yml:7:5: error: pipeline `ci` declares volume `ram` on an in-memory volume (`medium: memory`), which only trusted repositories may do (even when no step mounts it) (at pipeline[ci].volumes)",
+            ".gantry.yml:4:5: error: pipeline `ci` declares volume `sock` on the host directory `/var/run/docker.sock`, which only trusted repositories may do (even when no step mounts it) (at pipeline[ci].volumes); trust rule `docker-socket`",
+            ".gantry.yml:7:5: error: pipeline `ci` declares volume `ram` on an in-memory volume (`medium: memory`), which only trusted repositories may do (even when no step mounts it) (at pipeline[ci].volumes); trust rule `memory-volume`",
         ]
     );
 }

@@ -38,7 +38,7 @@ fn a_matrix_value_cannot_smuggle_the_docker_socket() {
     assert_eq!(
         refused,
         vec![
-            ".woodpecker.yml:7:15: error: step `build` mounts the host path `/var/run/docker.sock` (the Docker socket gives the step root on the runner's host), which only trusted repositories may do (at pipeline[woodpecker].steps[build].volumes)"
+            ".woodpecker.yml:7:15: error: step `build` mounts the host path `/var/run/docker.sock` (the Docker socket gives the step root on the runner's host), which only trusted repositories may do (at pipeline[woodpecker].steps[build].volumes); trust rule `docker-socket`"
         ]
     );
 }

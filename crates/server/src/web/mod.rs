@@ -339,6 +339,8 @@ pub struct BuildRow {
     pub error: Option<String>,
     pub finished: bool,
     pub parent: Option<i64>,
+    /// A pull request from a fork: never trusted, whatever the repository's setting.
+    pub fork: bool,
 }
 
 fn build_row(build: &Build) -> BuildRow {
@@ -379,6 +381,7 @@ fn build_row(build: &Build) -> BuildRow {
         error: build.error.clone(),
         finished: build.finished_at.is_some(),
         parent: build.parent,
+        fork: build.fork,
     }
 }
 

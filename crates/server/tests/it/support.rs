@@ -308,6 +308,7 @@ impl FakeRunner {
         let request = WorkRequest {
             runner: self.name.clone(),
             instance: self.instance.clone(),
+            previous_instance: None,
             labels: self.labels.clone(),
             platform: self.platform.clone(),
             capacity: 1,

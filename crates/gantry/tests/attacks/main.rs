@@ -1,0 +1,413 @@
+//! Attacks on gantry, replayed as they were found, against real `gantry server` and `gantry
+//! runner` processes and the Docker engine: each asserts from the host's side (no container
+//! made, nothing mounted, no marker file) and from the API (the build says which rule refused
+//! it), and each has a control that shows the same file does what it says where it is
+//! allowed, so a test that passes cannot be one that could not fail.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gantry_test_support::{GitRepo, TempDir, webhook};
+use serde_json::Value;
+
+use common::*;
+
+/// Containers Docker holds for `runner`, with their privileged flag and mounts.
+fn containers_of(runner: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=gantry.runner={runner}"),
+            "--format",
+            "{{.Names}} {{.Mounts}}",
+        ])
+        .output()
+        .expect("runs docker");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Sends a pull request of `sha` from the fork `evil/app` (or from the repository itself).
+fn pull_request(server: &str, repo: &str, number: u64, sha: &str, fork: bool, delivery: &str) {
+    let mut payload =
+        webhook::pull_request(&format!("acme/{repo}"), number, "feature", "main", sha);
+    if fork {
+        payload["pull_request"]["head"]["repo"]["full_name"] = Value::from("evil/app");
+    }
+    let body = serde_json::to_vec(&payload).expect("json");
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{server}/hook/github"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", webhook::signature(SECRET, &body))
+        .body(body)
+        .send()
+        .expect("the server answers");
+    assert_eq!(response.status(), 202, "{:?}", response.text());
+}
+
+fn error_of(build: &Value) -> String {
+    build["error"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A step's log of build `number`, every stage and step joined.
+fn all_logs(server: &str, token: &str, repo: &str, build: &Value) -> String {
+    let number = build["number"].as_u64().unwrap_or_default();
+    let mut text = String::new();
+    for stage in build["stages"].as_array().into_iter().flatten() {
+        let stage_number = stage["number"].as_u64().unwrap_or_default();
+        for step in stage["steps"].as_array().into_iter().flatten() {
+            let step_number = step["number"].as_u64().unwrap_or_default();
+            text.push_str(&log(server, token, repo, number, stage_number, step_number));
+        }
+    }
+    text
+}
+
+fn server_with_runner(dir: &Path, runner: &str) -> (ServerProcess, String) {
+    require_docker();
+    let (server, token) = start_server(
+        dir,
+        None,
+        &["--runner-backend", "docker", "--runner-name", runner],
+    );
+    (
+        server,
+        token.expect("the first start prints the admin token"),
+    )
+}
+
+/// Attack 1 (critical), as found: a matrix value gave a fork's pull request the runner's
+/// Docker socket. The second combination mounted it; only the first was checked.
+#[test]
+fn a_matrix_value_cannot_mount_the_docker_socket() {
+    let dir = TempDir::new("attack-matrix");
+    let runner = format!("attack-matrix-{}", std::process::id());
+    let (mut server, token) = server_with_runner(dir.path(), &runner);
+    let pipeline = format!(
+        "matrix:\n  SRC: [cache1, /var/run/docker.sock]\nsteps:\n  - name: escape\n    image: {IMAGE}\n    commands:\n      - test -S /var/run/docker.sock && echo SOCKET-MOUNTED || echo no-socket\n    volumes: ['${{SRC}}:/var/run/docker.sock']\n"
+    );
+    let git = GitRepo::new();
+    let sha = git.commit(&[(".woodpecker.yml", &pipeline)], "matrix");
+    git.set_ref("refs/pull/7/head", &sha);
+    add_repo(&server.url, &token, "app", &git, false);
+    pull_request(&server.url, "app", 7, &sha, true, "fork-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "error", "{build:#}");
+    let error = error_of(&build);
+    assert!(
+        error.contains("mounts the host path `/var/run/docker.sock`")
+            && error.contains("trust rule `docker-socket`"),
+        "{error}"
+    );
+    assert_eq!(containers_of(&runner), "", "no container was created");
+
+    // The control: the same file in a trusted repository does mount the socket.
+    let trusted = GitRepo::new();
+    let sha = trusted.commit(&[(".woodpecker.yml", &pipeline)], "matrix");
+    add_repo(&server.url, &token, "ops", &trusted, true);
+    push(&server.url, "ops", &sha, "push-1");
+    let build = wait_build(&server.url, &token, "ops", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let text = all_logs(&server.url, &token, "ops", &build);
+    assert!(text.contains("SOCKET-MOUNTED"), "{text}");
+    server.process.stop();
+}
+
+/// Attack 3: a fork's pull request to a trusted repository was trusted. The step writes a
+/// marker into a host folder; a push of the same commit (the control) does.
+#[test]
+fn a_fork_pull_request_to_a_trusted_repository_is_untrusted() {
+    let dir = TempDir::new("attack-fork");
+    let runner = format!("attack-fork-{}", std::process::id());
+    let (mut server, token) = server_with_runner(dir.path(), &runner);
+    let host = dir.path().join("host-folder");
+    std::fs::create_dir_all(&host).expect("a host folder");
+    let marker = host.join("marker");
+    let pipeline = format!(
+        "kind: pipeline\nname: ci\nsteps:\n  - name: write\n    image: {IMAGE}\n    commands: [touch /host/marker]\n    volumes:\n      - name: host\n        path: /host\nvolumes:\n  - name: host\n    host:\n      path: {}\n",
+        host.display()
+    );
+    let git = GitRepo::new();
+    let sha = git.commit(&[(".gantry.yml", &pipeline)], "host volume");
+    git.set_ref("refs/pull/3/head", &sha);
+    add_repo(&server.url, &token, "app", &git, true);
+
+    pull_request(&server.url, "app", 3, &sha, true, "fork-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "error", "{build:#}");
+    let error = error_of(&build);
+    assert!(
+        error.contains("trust rule `host-volume`") && error.contains("comes from a fork"),
+        "{error}"
+    );
+    assert!(!marker.exists(), "the fork wrote to the runner's host");
+    assert_eq!(containers_of(&runner), "", "no container was created");
+    let page = reqwest::blocking::Client::new()
+        .get(format!("{}/acme/app/1", server.url))
+        .bearer_auth(&token)
+        .send()
+        .and_then(|r| r.text())
+        .expect("the build page");
+    assert!(page.contains("from a fork: untrusted"), "{page}");
+
+    // The same pull request from a branch of the repository itself, and then a push: trusted.
+    pull_request(&server.url, "app", 3, &sha, false, "own-1");
+    let build = wait_build(&server.url, &token, "app", 2, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    assert!(marker.exists(), "the control wrote its marker");
+    server.process.stop();
+}
+
+/// Attack 2: a document appended to a signed file ran unsigned (a duplicate `kind` key
+/// made the reader take it for a signature).
+#[test]
+fn a_signed_file_cannot_be_extended() {
+    let dir = TempDir::new("attack-signature");
+    let (mut server, token) = start_server(dir.path(), None, &["--runner-capacity", "0"]);
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    add_repo(&server.url, &token, "app", &git, false);
+    let file = dir.write(
+        "pipeline.yml",
+        &format!("kind: pipeline\nname: ci\nsteps:\n  - name: t\n    image: {IMAGE}\n    commands: [true]\n"),
+    );
+    ok(cli(
+        &server.url,
+        &token,
+        &["sign", "acme/app", &file.to_string_lossy(), "--save"],
+    ));
+    let signed = std::fs::read_to_string(&file).expect("the signed file");
+    let sha = git.commit(&[(".gantry.yml", &signed)], "signed");
+    push(&server.url, "app", &sha, "d-1");
+    let build = wait_build(&server.url, &token, "app", 1, "created", |_| true);
+    assert_eq!(
+        build["status"], "pending",
+        "the signed file builds: {build:#}"
+    );
+
+    let extensions = [
+        (
+            "---\nkind: pipeline\nkind: signature\nname: evil\nsteps:\n  - name: x\n    image: busybox\n    commands: [id]\n",
+            "not valid YAML",
+        ),
+        (
+            "---\nkind: pipeline\nname: evil\nsteps:\n  - name: x\n    image: busybox\n    commands: [id]\n",
+            "must be the file's last document",
+        ),
+    ];
+    for (n, (extra, says)) in extensions.iter().enumerate() {
+        let sha = git.commit(&[(".gantry.yml", &format!("{signed}{extra}"))], "extended");
+        let number = n as u64 + 2;
+        push(&server.url, "app", &sha, &format!("d-{number}"));
+        let build = wait_build(&server.url, &token, "app", number, "finished", finished);
+        assert_eq!(build["status"], "error", "{build:#}");
+        let error = error_of(&build);
+        assert!(
+            error.contains("the signature of .gantry.yml cannot be checked")
+                && error.contains(says),
+            "{error}"
+        );
+    }
+    server.process.stop();
+}
+
+/// The runner's own check: a stage planned while the repository was trusted reaches a runner
+/// after trust was taken away. The server hands it over as untrusted; the runner refuses it,
+/// naming the rule, before it creates anything.
+#[test]
+fn the_runner_refuses_an_untrusted_stage_that_breaks_a_rule() {
+    require_docker();
+    let dir = TempDir::new("attack-runner-check");
+    let (mut server, token) = start_server(dir.path(), None, &["--runner-capacity", "0"]);
+    let token = token.expect("the first start prints the admin token");
+    let host = dir.path().join("host-folder");
+    std::fs::create_dir_all(&host).expect("a host folder");
+    let pipeline = format!(
+        "matrix:\n  X: [a]\nsteps:\n  - name: write\n    image: {IMAGE}\n    commands: [touch /host/marker]\n    volumes: ['{}:/host']\n",
+        host.display()
+    );
+    let git = GitRepo::new();
+    let sha = git.commit(&[(".woodpecker.yml", &pipeline)], "host path");
+    add_repo(&server.url, &token, "app", &git, true);
+    push(&server.url, "app", &sha, "d-1");
+    let build = wait_build(&server.url, &token, "app", 1, "created", |_| true);
+    assert_eq!(build["status"], "pending", "{build:#}");
+    ok(cli(
+        &server.url,
+        &token,
+        &["repo", "update", "acme/app", "--trusted", "false"],
+    ));
+
+    let name = format!("attack-check-{}", std::process::id());
+    let data = dir.path().join("runner");
+    let mut runner = Process::spawn(
+        &[
+            "runner",
+            "--server",
+            &server.url,
+            "--backend",
+            "docker",
+            "--name",
+            &name,
+            "--data-dir",
+            &data.to_string_lossy(),
+        ],
+        &[("GANTRY_RUNNER_SECRET", RUNNER_SECRET)],
+        dir.path().join("runner.log"),
+    );
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "error", "{build:#}");
+    let stage_error = build["stages"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        stage_error.contains("refused stage")
+            && stage_error.contains("rule host-volume")
+            && stage_error.contains("before creating anything"),
+        "{build:#}"
+    );
+    assert!(
+        !host.join("marker").exists(),
+        "the step ran on the host's folder"
+    );
+    assert_eq!(
+        docker_leftovers(&name),
+        "",
+        "nothing was created for the job"
+    );
+    assert_eq!(containers_of(&name), "", "no container was created");
+    runner.stop();
+    server.process.stop();
+}
+
+/// Attack 4 (reliability): two servers with their own data folders on one Docker engine used
+/// one runner name, and the second's start removed the first's running build's network.
+/// Now each embedded runner has a name of its own (generated into its data folder): both
+/// builds run side by side, the first one started before the second server.
+#[test]
+fn two_servers_on_one_engine_run_builds_side_by_side() {
+    require_docker();
+    let dirs = [TempDir::new("attack-two-a"), TempDir::new("attack-two-b")];
+    let pipeline = format!(
+        "kind: pipeline\nname: ci\nservices:\n  - name: web\n    image: {IMAGE}\n    commands: [httpd -f -p 8080]\nsteps:\n  - name: wait\n    image: {IMAGE}\n    commands:\n      - sleep 6\n      - wget -q -O /dev/null http://web:8080/ || true\n      - echo done\n"
+    );
+    let start = |dir: &TempDir| {
+        let (server, token) = start_server(dir.path(), None, &["--runner-backend", "docker"]);
+        (
+            server,
+            token.expect("the first start prints the admin token"),
+        )
+    };
+    let (mut first, first_token) = start(&dirs[0]);
+    let git = GitRepo::new();
+    let sha = git.commit(&[(".gantry.yml", &pipeline)], "slow");
+    add_repo(&first.url, &first_token, "app", &git, false);
+    push(&first.url, "app", &sha, "d-1");
+    wait_build(&first.url, &first_token, "app", 1, "running", |b| {
+        b["status"] == "running"
+    });
+
+    let (mut second, second_token) = start(&dirs[1]);
+    add_repo(&second.url, &second_token, "app", &git, false);
+    push(&second.url, "app", &sha, "d-1");
+    for (server, token) in [(&first, &first_token), (&second, &second_token)] {
+        let build = wait_build(&server.url, token, "app", 1, "finished", finished);
+        assert_eq!(build["status"], "success", "{build:#}");
+    }
+    let names: Vec<String> = dirs
+        .iter()
+        .map(|d| std::fs::read_to_string(d.path().join("runner-name")).expect("a generated name"))
+        .collect();
+    assert_ne!(names[0], names[1], "each server's runner has its own name");
+    first.process.stop();
+    second.process.stop();
+}
+
+/// A second runner of a live runner's name is refused before it touches anything; one that
+/// shares another's data folder is refused at once; a restarted runner (same folder) is not.
+#[test]
+fn a_second_runner_of_one_name_is_refused_and_a_restart_is_not() {
+    let dir = TempDir::new("attack-names");
+    let (mut server, token) = start_server(dir.path(), None, &["--runner-capacity", "0"]);
+    let token = token.expect("the first start prints the admin token");
+    let name = format!("attack-dup-{}", std::process::id());
+    let spawn = |data: &str, log: &str| {
+        Process::spawn(
+            &[
+                "runner",
+                "--server",
+                &server.url,
+                "--backend",
+                "local",
+                "--host-pipelines",
+                "--name",
+                &name,
+                "--data-dir",
+                &dir.path().join(data).to_string_lossy(),
+            ],
+            &[("GANTRY_RUNNER_SECRET", RUNNER_SECRET)],
+            dir.path().join(log),
+        )
+    };
+    let connected = |runners: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list: Value = get(&server.url, &token, "/runners").json().expect("json");
+            if list.to_string().contains(runners) {
+                return list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{runners} never connected: {list}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut first = spawn("one", "first.log");
+    first.wait_for("gantry runner started");
+    connected(&name);
+
+    for (data, log, says) in [
+        ("two", "second.log", "is already connected"),
+        (
+            "one",
+            "third.log",
+            "another gantry process runs a runner named",
+        ),
+    ] {
+        let mut second = spawn(data, log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(status)) = second.child.try_wait() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{}", second.output());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "{}", second.output());
+        assert!(second.output().contains(says), "{}", second.output());
+    }
+
+    // A restart from the same folder names its earlier life: taken at once.
+    first.kill_hard();
+    let mut restarted = spawn("one", "restarted.log");
+    restarted.wait_for("gantry runner started");
+    let git = GitRepo::new();
+    let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: t\n    commands: [echo restarted-runner-works]\n";
+    let sha = git.commit(&[(".gantry.yml", pipeline)], "exec");
+    add_repo(&server.url, &token, "app", &git, true);
+    push(&server.url, "app", &sha, "d-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    assert!(
+        restarted.child.try_wait().is_ok_and(|s| s.is_none()),
+        "{}",
+        restarted.output()
+    );
+    restarted.stop();
+    server.process.stop();
+}
