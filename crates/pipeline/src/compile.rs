@@ -16,7 +16,7 @@ use crate::envsubst::Lookup;
 use crate::graph::topological_order;
 use crate::model::{
     ContainerOptions, DeviceSource, Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType,
-    SettingValue, StatusFilter, Step, TrustedOption, Volume, VolumeSource,
+    SettingValue, StatusFilter, Step, Volume, VolumeSource,
 };
 use crate::plan::{CacheSpec, CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
 use crate::trust::{self, Rule, Subject, Violation};
@@ -708,13 +708,12 @@ fn refusal(pipeline: &Pipeline, violation: &Violation) -> Diagnostic {
 
 /// Where the step sets what breaks the rule (its name when the file does not say).
 fn setting_pos(step: &Step, violation: &Violation) -> Pos {
-    let option = match violation.rule {
-        Rule::Privileged => return step.privileged.pos,
-        Rule::NetworkMode => return step.network_mode.as_ref().map_or(step.pos, |m| m.pos),
+    match violation.rule {
+        Rule::Privileged => step.privileged.pos,
+        Rule::NetworkMode => step.network_mode.as_ref().map_or(step.pos, |m| m.pos),
         Rule::HostVolume | Rule::DockerSocket | Rule::RunDrone | Rule::MemoryVolume => {
             let value = violation.value.as_deref();
-            return step
-                .mounts
+            step.mounts
                 .iter()
                 .find(|m| match &m.mount {
                     Mount::Host { host, path, .. } => {
@@ -722,19 +721,19 @@ fn setting_pos(step: &Step, violation: &Violation) -> Pos {
                     }
                     Mount::Named { path, .. } => value == Some(path.as_str()),
                 })
-                .map_or(step.pos, |m| m.pos);
+                .map_or(step.pos, |m| m.pos)
         }
-        Rule::HostPipeline => return step.pos,
-        Rule::Devices => TrustedOption::Devices,
-        Rule::Dns => TrustedOption::Dns,
-        Rule::DnsSearch => TrustedOption::DnsSearch,
-        Rule::ExtraHosts => TrustedOption::ExtraHosts,
-        Rule::HostPorts => TrustedOption::HostPorts,
-        Rule::CapAdd => TrustedOption::CapAdd,
-        Rule::Tmpfs => TrustedOption::Tmpfs,
-    };
-    step.trusted_only
-        .iter()
-        .find(|(o, _)| *o == option)
-        .map_or(step.pos, |(_, pos)| *pos)
+        Rule::HostPipeline => step.pos,
+        Rule::Devices
+        | Rule::Dns
+        | Rule::DnsSearch
+        | Rule::ExtraHosts
+        | Rule::HostPorts
+        | Rule::CapAdd
+        | Rule::Tmpfs => step
+            .trusted_only
+            .iter()
+            .find(|(rule, _)| *rule == violation.rule)
+            .map_or(step.pos, |(_, pos)| *pos),
+    }
 }

@@ -12,6 +12,7 @@ use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
 use crate::envsubst::{self, Lookup};
 use crate::glob::{Glob, Mode};
 use crate::model::*;
+use crate::trust::Rule;
 use crate::yaml::{Node, Value};
 
 /// Pipelines and secrets of one file.
@@ -1283,11 +1284,11 @@ impl<'a> Decoder<'a> {
                 }
                 options.dns.push(server.value);
             }
-            step.trusted_only.push((TrustedOption::Dns, n.pos));
+            step.trusted_only.push((Rule::Dns, n.pos));
         }
         if let Some(n) = f.get("dns_search") {
             options.dns_search = self.texts(n, &path.key("dns_search"));
-            step.trusted_only.push((TrustedOption::DnsSearch, n.pos));
+            step.trusted_only.push((Rule::DnsSearch, n.pos));
         }
         if let Some(n) = f.get("extra_hosts") {
             let at = path.key("extra_hosts");
@@ -1302,16 +1303,16 @@ impl<'a> Decoder<'a> {
                     ),
                 }
             }
-            step.trusted_only.push((TrustedOption::ExtraHosts, n.pos));
+            step.trusted_only.push((Rule::ExtraHosts, n.pos));
         }
         if let Some(n) = f.get("devices") {
             options.devices = self.devices(n, &path.key("devices"));
-            step.trusted_only.push((TrustedOption::Devices, n.pos));
+            step.trusted_only.push((Rule::Devices, n.pos));
         }
         if let Some(n) = f.get("ports") {
             options.ports = self.ports(n, &path.key("ports"));
             if options.ports.iter().any(|p| p.host.is_some()) {
-                step.trusted_only.push((TrustedOption::HostPorts, n.pos));
+                step.trusted_only.push((Rule::HostPorts, n.pos));
             }
         }
         for (key, list) in [
@@ -1335,7 +1336,7 @@ impl<'a> Decoder<'a> {
                 list.push(name);
             }
             if key == "cap_add" {
-                step.trusted_only.push((TrustedOption::CapAdd, n.pos));
+                step.trusted_only.push((Rule::CapAdd, n.pos));
             }
         }
         if let Some(n) = f.get("shm_size") {
@@ -1404,7 +1405,7 @@ impl<'a> Decoder<'a> {
                 }
                 options.tmpfs.push((mount.to_owned(), opts.to_owned()));
             }
-            step.trusted_only.push((TrustedOption::Tmpfs, n.pos));
+            step.trusted_only.push((Rule::Tmpfs, n.pos));
         }
     }
 

@@ -372,49 +372,6 @@ impl ContainerOptions {
     }
 }
 
-/// A container option only trusted repositories may use (as Drone's linter rules), with
-/// where the file sets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrustedOption {
-    Devices,
-    Dns,
-    DnsSearch,
-    ExtraHosts,
-    HostPorts,
-    CapAdd,
-    Tmpfs,
-}
-
-impl TrustedOption {
-    /// The key in the file.
-    pub fn key(self) -> &'static str {
-        match self {
-            TrustedOption::Devices => "devices",
-            TrustedOption::Dns => "dns",
-            TrustedOption::DnsSearch => "dns_search",
-            TrustedOption::ExtraHosts => "extra_hosts",
-            TrustedOption::HostPorts => "ports",
-            TrustedOption::CapAdd => "cap_add",
-            TrustedOption::Tmpfs => "tmpfs",
-        }
-    }
-
-    /// What the step does with it, for the refusal.
-    pub fn describe(self) -> &'static str {
-        match self {
-            TrustedOption::Devices => "mounts devices of the runner's host (`devices`)",
-            TrustedOption::Dns => "sets its own DNS servers (`dns`)",
-            TrustedOption::DnsSearch => "sets its own DNS search domains (`dns_search`)",
-            TrustedOption::ExtraHosts => "adds names to its hosts file (`extra_hosts`)",
-            TrustedOption::HostPorts => {
-                "publishes a port on the runner's host (`ports` with `host`)"
-            }
-            TrustedOption::CapAdd => "adds Linux capabilities (`cap_add`)",
-            TrustedOption::Tmpfs => "mounts in-memory file systems (`tmpfs`)",
-        }
-    }
-}
-
 /// A step or a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -450,8 +407,9 @@ pub struct Step {
     pub options: ContainerOptions,
     /// `cache: [paths]`: directories kept between builds (see [`VolumeSource::Cache`]).
     pub caches: Vec<Spanned<String>>,
-    /// The trusted-only options the step sets, with where.
-    pub trusted_only: Vec<(TrustedOption, Pos)>,
+    /// The container options only trusted repositories may set, by their rule, with where
+    /// the step sets them (for refusals that point at the line).
+    pub trusted_only: Vec<(crate::trust::Rule, Pos)>,
 }
 
 /// How often a failed step runs again, and after how long.

@@ -39,16 +39,7 @@ fn pull_request(server: &str, repo: &str, number: u64, sha: &str, fork: bool, de
     if fork {
         payload["pull_request"]["head"]["repo"]["full_name"] = Value::from("evil/app");
     }
-    let body = serde_json::to_vec(&payload).expect("json");
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{server}/hook/github"))
-        .header("x-github-event", "pull_request")
-        .header("x-github-delivery", delivery)
-        .header("x-hub-signature-256", webhook::signature(SECRET, &body))
-        .body(body)
-        .send()
-        .expect("the server answers");
-    assert_eq!(response.status(), 202, "{:?}", response.text());
+    send_hook(server, "pull_request", delivery, &payload);
 }
 
 fn error_of(build: &Value) -> String {
@@ -245,21 +236,12 @@ fn the_runner_refuses_an_untrusted_stage_that_breaks_a_rule() {
     ));
 
     let name = format!("attack-check-{}", std::process::id());
-    let data = dir.path().join("runner");
-    let mut runner = Process::spawn(
-        &[
-            "runner",
-            "--server",
-            &server.url,
-            "--backend",
-            "docker",
-            "--name",
-            &name,
-            "--data-dir",
-            &data.to_string_lossy(),
-        ],
-        &[("GANTRY_RUNNER_SECRET", RUNNER_SECRET)],
-        dir.path().join("runner.log"),
+    let mut runner = spawn_runner(
+        &server.url,
+        &name,
+        &dir.path().join("runner"),
+        &dir.path().join("runner.log"),
+        &["--backend", "docker"],
     );
     let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
     assert_eq!(build["status"], "error", "{build:#}");
@@ -336,21 +318,12 @@ fn a_second_runner_of_one_name_is_refused_and_a_restart_is_not() {
     let token = token.expect("the first start prints the admin token");
     let name = format!("attack-dup-{}", std::process::id());
     let spawn = |data: &str, log: &str| {
-        Process::spawn(
-            &[
-                "runner",
-                "--server",
-                &server.url,
-                "--backend",
-                "local",
-                "--host-pipelines",
-                "--name",
-                &name,
-                "--data-dir",
-                &dir.path().join(data).to_string_lossy(),
-            ],
-            &[("GANTRY_RUNNER_SECRET", RUNNER_SECRET)],
-            dir.path().join(log),
+        spawn_runner(
+            &server.url,
+            &name,
+            &dir.path().join(data),
+            &dir.path().join(log),
+            &["--backend", "local", "--host-pipelines"],
         )
     };
     let connected = |runners: &str| {

@@ -188,17 +188,49 @@ pub fn add_repo_from(server: &str, token: &str, name: &str, clone_url: &str, ext
 }
 
 pub fn push(server: &str, repo: &str, sha: &str, delivery: &str) {
-    let body = serde_json::to_vec(&webhook::push(&format!("acme/{repo}"), "main", sha, "e2e"))
-        .expect("json");
+    let payload = webhook::push(&format!("acme/{repo}"), "main", sha, "e2e");
+    send_hook(server, "push", delivery, &payload);
+}
+
+/// Delivers a signed GitHub webhook; the server must accept it.
+pub fn send_hook(server: &str, event: &str, delivery: &str, payload: &Value) {
+    let body = serde_json::to_vec(payload).expect("json");
     let response = reqwest::blocking::Client::new()
         .post(format!("{server}/hook/github"))
-        .header("x-github-event", "push")
+        .header("x-github-event", event)
         .header("x-github-delivery", delivery)
         .header("x-hub-signature-256", webhook::signature(SECRET, &body))
         .body(body)
         .send()
         .expect("the server answers");
     assert_eq!(response.status(), 202, "{:?}", response.text());
+}
+
+/// A `gantry runner` of `server` named `name`, its data folder and log in `dir`, with
+/// `extra` flags (e.g. the backend).
+pub fn spawn_runner(
+    server: &str,
+    name: &str,
+    data_dir: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Process {
+    let data_dir = data_dir.to_string_lossy();
+    let mut args = vec![
+        "runner",
+        "--server",
+        server,
+        "--name",
+        name,
+        "--data-dir",
+        &data_dir,
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(
+        &args,
+        &[("GANTRY_RUNNER_SECRET", RUNNER_SECRET)],
+        log.to_owned(),
+    )
 }
 
 pub fn get(server: &str, token: &str, path: &str) -> reqwest::blocking::Response {

@@ -430,25 +430,12 @@ fn a_killed_runner_errors_its_stage_and_the_build_ends() {
     let dir = TempDir::new("e2e-kill-runner");
     let (mut server, token) = start_server(dir.path(), None, &["--runner-capacity", "0"]);
     let token = token.expect("the first start prints the admin token");
-    let runner_log = dir.path().join("runner.log");
-    let runner_data = dir.path().join("runner");
-    let mut runner = Process::spawn(
-        &[
-            "runner",
-            "--data-dir",
-            &runner_data.to_string_lossy(),
-            "--server",
-            &server.url,
-            "--backend",
-            "local",
-            "--host-pipelines",
-            "--name",
-            "e2e-remote",
-            "--capacity",
-            "2",
-        ],
-        &[("GANTRY_RUNNER_SECRET", "e2e-runner-secret-0123456789")],
-        runner_log,
+    let mut runner = spawn_runner(
+        &server.url,
+        "e2e-remote",
+        &dir.path().join("runner"),
+        &dir.path().join("runner.log"),
+        &["--backend", "local", "--host-pipelines", "--capacity", "2"],
     );
     runner.wait_for("gantry runner started");
     let git = GitRepo::new();
@@ -876,23 +863,12 @@ fn a_private_repository_builds_with_its_token() {
         ],
     );
     let token = token.expect("the first start prints the admin token");
-    let remote_data = dir.path().join("remote");
-    let mut remote = Process::spawn(
-        &[
-            "runner",
-            "--data-dir",
-            &remote_data.to_string_lossy(),
-            "--server",
-            &server.url,
-            "--backend",
-            "docker",
-            "--name",
-            &format!("{runner}-remote"),
-            "--labels",
-            "where=remote",
-        ],
-        &[("GANTRY_RUNNER_SECRET", "e2e-runner-secret-0123456789")],
-        dir.path().join("runner.log"),
+    let mut remote = spawn_runner(
+        &server.url,
+        &format!("{runner}-remote"),
+        &dir.path().join("remote"),
+        &dir.path().join("runner.log"),
+        &["--backend", "docker", "--labels", "where=remote"],
     );
     remote.wait_for("gantry runner started");
 
