@@ -260,7 +260,6 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
     let request = WorkRequest {
         runner: "bench".into(),
         instance: "bench-1".into(),
-        previous_instance: None,
         labels: Default::default(),
         platform: "linux/amd64".into(),
         capacity: 1,

@@ -229,13 +229,39 @@ fn runner_secret(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String>
 }
 
 /// Who a runner is: its name (given, or generated once into its data folder) and the
-/// instance its folder last ran as. Holds a lock on the folder for that name while the runner
-/// lives, so two processes of one folder never act as one runner.
+/// lineage of its instances (a token kept in the folder, so that a restart is known as one).
+/// Holds a lock on the folder for that name while the runner lives, so two processes of one
+/// folder never act as one runner.
 struct RunnerIdentity {
     name: String,
-    previous_instance: Option<String>,
-    instance_file: PathBuf,
+    lineage: String,
     _lock: std::fs::File,
+}
+
+/// `text` as a file name: letters, digits, `-`, `_` and `.`.
+fn file_name_of(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The trimmed text of `path`, or `make()` written there when it has none.
+fn kept(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && !text.trim().is_empty()
+    {
+        return Ok(text.trim().to_owned());
+    }
+    let text = make();
+    std::fs::write(path, format!("{text}\n"))
+        .with_context(|| format!("while writing {}", path.display()))?;
+    Ok(text)
 }
 
 impl RunnerIdentity {
@@ -246,33 +272,14 @@ impl RunnerIdentity {
                 data_dir.display()
             )
         })?;
+        let random = || -> String { gantry_server::random_secret().chars().take(8).collect() };
         let name = match given.map(str::trim).filter(|n| !n.is_empty()) {
             Some(name) => name.to_owned(),
-            None => {
-                let path = data_dir.join("runner-name");
-                match std::fs::read_to_string(&path) {
-                    Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
-                    _ => {
-                        let suffix: String =
-                            gantry_server::random_secret().chars().take(8).collect();
-                        let name = format!("{prefix}{}-{suffix}", host_name());
-                        std::fs::write(&path, format!("{name}\n"))
-                            .with_context(|| format!("while writing {}", path.display()))?;
-                        name
-                    }
-                }
-            }
+            None => kept(&data_dir.join("runner-name"), || {
+                format!("{prefix}{}-{}", host_name(), random())
+            })?,
         };
-        let file_name: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let file_name = file_name_of(&name);
         let lock_path = data_dir.join(format!("runner-{file_name}.lock"));
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -286,24 +293,15 @@ impl RunnerIdentity {
                 data_dir.display()
             );
         }
-        let instance_file = data_dir.join(format!("runner-{file_name}.instance"));
-        let previous_instance = std::fs::read_to_string(&instance_file)
-            .ok()
-            .map(|i| i.trim().to_owned())
-            .filter(|i| !i.is_empty());
+        let lineage = kept(
+            &data_dir.join(format!("runner-{file_name}.lineage")),
+            random,
+        )?;
         Ok(Self {
             name,
-            previous_instance,
-            instance_file,
+            lineage,
             _lock: lock,
         })
-    }
-
-    /// Keeps `instance` as the one the next start names as its earlier life.
-    fn remember(&self, instance: &str) {
-        if let Err(e) = std::fs::write(&self.instance_file, instance) {
-            tracing::warn!(file = %self.instance_file.display(), error = %e, "cannot keep the runner's instance: its next start will wait until this one is known to be gone");
-        }
     }
 }
 
@@ -319,7 +317,6 @@ async fn run_runner(
 ) -> Result<(), gantry_runner::RemoteError> {
     let outcome = async {
         runner.introduce(&stop).await?;
-        identity.remember(runner.instance());
         backends.prepare(capacity).await;
         runner.run(stop, abort).await
     }
@@ -550,7 +547,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             capacity: args.runner_capacity,
             platform,
             executor: ExecutorConfig::default(),
-            previous_instance: identity.previous_instance.clone(),
+            lineage: Some(identity.lineage.clone()),
         };
         let runner = backends.runner(config);
         // On shutdown, running stages are stopped and reported as killed before the server
@@ -622,7 +619,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             capacity: args.capacity,
             platform,
             executor: ExecutorConfig::default(),
-            previous_instance: identity.previous_instance.clone(),
+            lineage: Some(identity.lineage.clone()),
         };
         tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = backends.docker.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");
         let stop = CancellationToken::new();

@@ -50,13 +50,9 @@ pub struct WorkRequest {
     /// Stable across restarts: stages leased to a runner of this name but another
     /// `instance` are known to be lost and are ended at once.
     pub runner: String,
-    /// Random per process.
+    /// Random per process, after the lineage of its data folder (`LINEAGE.RANDOM`, see
+    /// [`same_lineage`]).
     pub instance: String,
-    /// The instance this runner's data folder last ran as: a runner that restarts names its
-    /// earlier life, so that the server takes it for a restart, not for a second runner of
-    /// the same name (which it refuses with `409 Conflict` while the other is alive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_instance: Option<String>,
     /// What the runner offers; a stage's `labels` must all be among them.
     pub labels: BTreeMap<String, String>,
     /// `os/arch`, e.g. `linux/amd64`.
@@ -67,6 +63,17 @@ pub struct WorkRequest {
     pub offer: Offer,
     /// How long the server may hold the request open, at most 60 s.
     pub wait_ms: u64,
+}
+
+/// Whether two instances of a runner come from one data folder: a restart, which takes the
+/// other's place, not a second runner of the same name, which the server refuses with `409
+/// Conflict` while the other is alive. An instance is `LINEAGE.RANDOM`, the lineage a token
+/// kept in the folder; one without a lineage is of none.
+pub fn same_lineage(a: &str, b: &str) -> bool {
+    match (a.split_once('.'), b.split_once('.')) {
+        (Some((a, _)), Some((b, _))) => !a.is_empty() && a == b,
+        _ => false,
+    }
 }
 
 /// Where a runner can run steps. A runner that offers nothing takes no work.
@@ -488,6 +495,15 @@ pub struct ErrorBody {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn instances_of_one_folder_are_of_one_lineage() {
+        assert!(same_lineage("ab12.0001", "ab12.ffff"));
+        assert!(!same_lineage("ab12.0001", "cd34.0001"));
+        // Without a lineage (older runners, tests), never.
+        assert!(!same_lineage("0001", "0001"));
+        assert!(!same_lineage(".0001", ".0002"));
+    }
+
     use super::*;
 
     #[test]

@@ -43,9 +43,9 @@ pub struct RemoteConfig {
     /// `os/arch`.
     pub platform: String,
     pub executor: ExecutorConfig,
-    /// The instance this runner last ran as (kept in its data folder): a restart, not a
-    /// second runner of the same name.
-    pub previous_instance: Option<String>,
+    /// A token kept in the runner's data folder: its instances are `LINEAGE.RANDOM`, so that
+    /// a restart from the folder is known as one (`gantry_proto::same_lineage`).
+    pub lineage: Option<String>,
 }
 
 impl RemoteConfig {
@@ -132,6 +132,10 @@ impl RemoteRunner {
         }
         let client = builder.build().expect("a client with default TLS builds");
         let server = config.server.trim_end_matches('/').to_owned();
+        let instance = match &config.lineage {
+            Some(lineage) => format!("{lineage}.{}", instance_id()),
+            None => instance_id(),
+        };
         Self {
             handle: Handle {
                 server: server.clone(),
@@ -139,7 +143,7 @@ impl RemoteRunner {
                 client,
             },
             config: RemoteConfig { server, ..config },
-            instance: instance_id(),
+            instance,
             docker,
             host,
         }
@@ -183,12 +187,6 @@ impl RemoteRunner {
                 self.config.name, stage.name
             )),
         }
-    }
-
-    /// This process's instance id, random per start (keep it as the next start's
-    /// `previous_instance`).
-    pub fn instance(&self) -> &str {
-        &self.instance
     }
 
     /// Presents the runner to the server before it touches anything: refused (`Err`) while
@@ -288,7 +286,6 @@ impl RemoteRunner {
         WorkRequest {
             runner: self.config.name.clone(),
             instance: self.instance.clone(),
-            previous_instance: self.config.previous_instance.clone(),
             labels: self.config.labels.clone(),
             platform: self.config.platform.clone(),
             capacity: self.config.capacity,

@@ -57,7 +57,6 @@ impl Bench {
         let request = WorkRequest {
             runner: "bench".into(),
             instance: "bench-1".into(),
-            previous_instance: None,
             labels: Default::default(),
             platform: "linux/amd64".into(),
             capacity: 1,

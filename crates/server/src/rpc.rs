@@ -59,7 +59,7 @@ fn lease_until(state: &AppState) -> i64 {
 }
 
 /// Records the runner as seen, after making sure no other live runner has its name (a
-/// restart names its earlier instance and takes its place); ends what its earlier life held.
+/// restart, from the same data folder, is of the same lineage and takes its place).
 async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
     // A live runner asks for work at least once per long poll, or holds a lease.
     let alive_since = now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 5_000;
@@ -67,7 +67,7 @@ async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
         .store
         .other_live_instance(&req.runner, &req.instance, alive_since)
         .await?
-        && req.previous_instance.as_deref() != Some(other.as_str())
+        && !gantry_proto::same_lineage(&other, &req.instance)
     {
         tracing::warn!(runner = %req.runner, instance = %req.instance, live = %other, "refused a runner whose name a live runner has");
         return Err(OpError::Conflict(format!(
@@ -87,17 +87,11 @@ async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
             req.offer,
         )
         .await?;
-    // What this runner held in an earlier life can never be finished.
-    let reaped = state
-        .store
-        .reap_previous_instance(&req.runner, &req.instance)
-        .await?;
-    for stage in &reaped {
-        state.live.stage_ended(stage.stage_id);
-    }
     Ok(())
 }
 
+/// A runner presents itself before it removes what its earlier life left, then asks for work:
+/// what that life held is ended at its first request, after the clean-up.
 async fn hello(
     _: RunnerAuth,
     State(state): State<Arc<AppState>>,
@@ -113,6 +107,14 @@ async fn request(
     Json(req): Json<WorkRequest>,
 ) -> OpResult<Response> {
     present(&state, &req).await?;
+    // What this runner held in an earlier life can never be finished.
+    let reaped = state
+        .store
+        .reap_previous_instance(&req.runner, &req.instance)
+        .await?;
+    for stage in &reaped {
+        state.live.stage_ended(stage.stage_id);
+    }
     let wait = std::time::Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
     loop {

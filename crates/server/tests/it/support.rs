@@ -308,7 +308,6 @@ impl FakeRunner {
         let request = WorkRequest {
             runner: self.name.clone(),
             instance: self.instance.clone(),
-            previous_instance: None,
             labels: self.labels.clone(),
             platform: self.platform.clone(),
             capacity: 1,
