@@ -383,7 +383,9 @@ impl DockerEvents {
     }
 
     /// Steps whose container started more than once (a stage run by two runners, or twice
-    /// by one): names are `gantry-<job>-<step number>-<step>`, a job `gantry-STAGE-EPOCH`.
+    /// by one): names are `gantry-<job>-<step number>-<step>`, a job
+    /// `<runner>-gantry-STAGE-EPOCH` (the runner's name first, so that no two runners on one
+    /// engine share a name).
     fn double_runs(mut self) -> Vec<String> {
         // Events written just now reach the file within a moment.
         std::thread::sleep(Duration::from_secs(2));
@@ -398,7 +400,17 @@ impl DockerEvents {
             if !self.runners.iter().any(|r| r == runner) {
                 continue;
             }
-            let Some(rest) = name.strip_prefix("gantry-gantry-") else {
+            let runner_in_name: String = runner
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let Some(rest) = name.strip_prefix(&format!("gantry-{runner_in_name}-gantry-")) else {
                 continue;
             };
             if let [stage, epoch, step, _name] = rest.splitn(4, '-').collect::<Vec<_>>()[..] {
