@@ -39,7 +39,9 @@ pub fn generated_pipeline(steps: usize) -> String {
                 "    when:\n      branch: [main, \"release/*\"]\n      event:\n        exclude: [tag]\n"
             );
         }
-        if i % 11 == 10 {
+        // One `when` a step: a second would be a duplicate key (an error; it used to be
+        // ignored, so the plans measured are the same).
+        if i % 11 == 10 && i % 3 != 0 {
             let _ = write!(out, "    when:\n      status: [failure]\n");
         }
         if i > 0 {
