@@ -163,7 +163,7 @@ async fn request(
                 clone,
                 clone_credential: credential,
                 netrc,
-                trusted: repo.trusted && !build.fork,
+                trusted: repo.trusts(build.fork),
                 secrets,
                 withheld_secrets,
                 heartbeat_ms: state.config.heartbeat.as_millis() as u64,

@@ -97,9 +97,7 @@ pub async fn create_build(
 ) -> Result<Build, StoreError> {
     let started = std::time::Instant::now();
     ctx.repo = repo_info(repo);
-    // A fork's pull request runs code its repository's people have not reviewed: never trusted,
-    // whatever the repository's flag.
-    ctx.trusted = repo.trusted && !origin.fork;
+    ctx.trusted = repo.trusts(origin.fork);
     ctx.cache_policy = state.config.retention.cache_policy();
     let fetched = fetch_config(state, repo, &mut ctx, origin.changes.as_ref()).await;
     let fetched_in = started.elapsed();

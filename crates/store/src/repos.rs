@@ -81,6 +81,13 @@ impl Repo {
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.owner, self.name)
     }
+
+    /// Whether a build of this repository is trusted: the repository is, and the build is not
+    /// a pull request from a fork (a fork's code is never trusted, whatever the flag). The
+    /// claim's SQL says the same (`queue`).
+    pub fn trusts(&self, fork: bool) -> bool {
+        self.trusted && !fork
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
