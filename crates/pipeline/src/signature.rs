@@ -58,15 +58,9 @@ pub fn read(text: &str) -> Result<Signature<'_>, SignatureError> {
             "the `kind: signature` document must be the file's last document: {sign_again}"
         )));
     }
-    let hmac = match last.as_map() {
-        Some(entries)
-            if entries.len() == 2 && last.get("hmac").and_then(Node::as_str).is_some() =>
-        {
-            last.get("hmac")
-                .and_then(Node::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        }
+    let only_kind_and_hmac = last.as_map().is_some_and(|entries| entries.len() == 2);
+    let hmac = match last.get("hmac").and_then(Node::as_str) {
+        Some(hmac) if only_kind_and_hmac => hmac.to_owned(),
         _ => {
             return Err(SignatureError(format!(
                 "a `kind: signature` document holds `kind` and `hmac` and nothing else: {sign_again}"

@@ -105,52 +105,40 @@ impl Violation {
             Subject::Volume(name) => format!("pipeline `{pipeline}` declares volume `{name}`"),
             Subject::Step(name) => format!("step `{name}`"),
         };
+        let declared = matches!(self.subject, Subject::Volume(_));
         let does = match self.rule {
-            Rule::HostPipeline => {
-                "runs commands on the runner's host (`type: exec`), which only trusted repositories may do".to_owned()
+            Rule::HostPipeline => "runs commands on the runner's host (`type: exec`)".to_owned(),
+            Rule::Privileged => "is privileged".to_owned(),
+            Rule::MemoryVolume if declared => {
+                "on an in-memory volume (`medium: memory`)".to_owned()
             }
-            Rule::Privileged => "is privileged, which only trusted repositories may be".to_owned(),
-            Rule::HostVolume | Rule::DockerSocket | Rule::MemoryVolume
-                if matches!(self.subject, Subject::Volume(_)) =>
-            {
-                let on = if self.rule == Rule::MemoryVolume {
-                    "an in-memory volume (`medium: memory`)".to_owned()
-                } else {
-                    format!("the host directory `{value}`")
-                };
-                format!(
-                    "on {on}, which only trusted repositories may do (even when no step mounts it)"
-                )
+            Rule::HostVolume | Rule::DockerSocket if declared => {
+                format!("on the host directory `{value}`")
             }
-            Rule::HostVolume | Rule::MemoryVolume => format!(
-                "mounts the host path `{value}`, which only trusted repositories may do"
-            ),
+            Rule::HostVolume | Rule::MemoryVolume => format!("mounts the host path `{value}`"),
             Rule::DockerSocket => format!(
-                "mounts the host path `{value}` (the Docker socket gives the step root on the runner's host), which only trusted repositories may do"
+                "mounts the host path `{value}` (the Docker socket gives the step root on the runner's host)"
             ),
-            Rule::RunDrone => format!(
-                "mounts a volume at `{value}`, under /run/drone (the runner's own files), which only trusted repositories may do"
-            ),
-            Rule::NetworkMode => format!(
-                "sets network_mode `{value}`, which only trusted repositories may do"
-            ),
-            Rule::Devices => {
-                "mounts devices of the runner's host (`devices`), which only trusted repositories may do".to_owned()
+            Rule::RunDrone => {
+                format!("mounts a volume at `{value}`, under /run/drone (the runner's own files)")
             }
-            Rule::Dns => {
-                "sets its own DNS servers (`dns`), which only trusted repositories may do".to_owned()
+            Rule::NetworkMode => format!("sets network_mode `{value}`"),
+            Rule::Devices => "mounts devices of the runner's host (`devices`)".to_owned(),
+            Rule::Dns => "sets its own DNS servers (`dns`)".to_owned(),
+            Rule::DnsSearch => "sets its own DNS search domains (`dns_search`)".to_owned(),
+            Rule::ExtraHosts => "adds names to its hosts file (`extra_hosts`)".to_owned(),
+            Rule::HostPorts => {
+                "publishes a port on the runner's host (`ports` with `host`)".to_owned()
             }
-            Rule::DnsSearch => "sets its own DNS search domains (`dns_search`), which only trusted repositories may do".to_owned(),
-            Rule::ExtraHosts => "adds names to its hosts file (`extra_hosts`), which only trusted repositories may do".to_owned(),
-            Rule::HostPorts => "publishes a port on the runner's host (`ports` with `host`), which only trusted repositories may do".to_owned(),
-            Rule::CapAdd => {
-                "adds Linux capabilities (`cap_add`), which only trusted repositories may do".to_owned()
-            }
-            Rule::Tmpfs => {
-                "mounts in-memory file systems (`tmpfs`), which only trusted repositories may do".to_owned()
-            }
+            Rule::CapAdd => "adds Linux capabilities (`cap_add`)".to_owned(),
+            Rule::Tmpfs => "mounts in-memory file systems (`tmpfs`)".to_owned(),
         };
-        format!("{who} {does}")
+        let (verb, unmounted) = match (self.rule, declared) {
+            (Rule::Privileged, _) => ("be", ""),
+            (_, true) => ("do", " (even when no step mounts it)"),
+            (_, false) => ("do", ""),
+        };
+        format!("{who} {does}, which only trusted repositories may {verb}{unmounted}")
     }
 }
 

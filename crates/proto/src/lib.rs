@@ -495,6 +495,8 @@ pub struct ErrorBody {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn instances_of_one_folder_are_of_one_lineage() {
         assert!(same_lineage("ab12.0001", "ab12.ffff"));
@@ -503,8 +505,6 @@ mod tests {
         assert!(!same_lineage("0001", "0001"));
         assert!(!same_lineage(".0001", ".0002"));
     }
-
-    use super::*;
 
     #[test]
     fn statuses_round_trip_through_their_names() {
