@@ -76,6 +76,14 @@ pub fn same_lineage(a: &str, b: &str) -> bool {
     }
 }
 
+/// What of an instance id may be shown: its random part. The lineage lets a runner that holds
+/// the runner secret take the place of a live runner of that name, so it is shown to no one.
+pub fn shown_instance(instance: &str) -> &str {
+    instance
+        .split_once('.')
+        .map_or(instance, |(_, random)| random)
+}
+
 /// Where a runner can run steps. A runner that offers nothing takes no work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
@@ -504,6 +512,8 @@ mod tests {
         // Without a lineage (older runners, tests), never.
         assert!(!same_lineage("0001", "0001"));
         assert!(!same_lineage(".0001", ".0002"));
+        assert_eq!(shown_instance("ab12.0001"), "0001");
+        assert_eq!(shown_instance("0001"), "0001");
     }
 
     #[test]

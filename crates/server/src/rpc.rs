@@ -69,10 +69,11 @@ async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
         .await?
         && !gantry_proto::same_lineage(&other, &req.instance)
     {
-        tracing::warn!(runner = %req.runner, instance = %req.instance, live = %other, "refused a runner whose name a live runner has");
+        tracing::warn!(runner = %req.runner, instance = %gantry_proto::shown_instance(&req.instance), live = %gantry_proto::shown_instance(&other), "refused a runner whose name a live runner has");
         return Err(OpError::Conflict(format!(
-            "a runner named `{}` is already connected (instance {other}, heard from {} s ago): two runners of one name would remove each other's containers; give this one its own name (--name, GANTRY_RUNNER_NAME) or its own data folder",
+            "a runner named `{}` is already connected (instance {}, heard from {} s ago): two runners of one name would remove each other's containers; give this one its own name (--name, GANTRY_RUNNER_NAME) or its own data folder",
             req.runner,
+            gantry_proto::shown_instance(&other),
             (now_ms() - last_seen).max(0) / 1000
         )));
     }

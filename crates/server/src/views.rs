@@ -249,7 +249,7 @@ pub fn secret(secret: store::SecretInfo) -> gantry_api::Secret {
 pub fn runner(runner: store::Runner) -> gantry_api::Runner {
     gantry_api::Runner {
         name: runner.name,
-        instance: runner.instance,
+        instance: gantry_proto::shown_instance(&runner.instance).to_owned(),
         labels: runner.labels,
         platform: runner.platform,
         capacity: runner.capacity,

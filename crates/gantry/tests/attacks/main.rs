@@ -364,6 +364,20 @@ fn a_second_runner_of_one_name_is_refused_and_a_restart_is_not() {
         assert!(!status.success(), "{}", second.output());
         assert!(second.output().contains(says), "{}", second.output());
     }
+    // The lineage lets a runner take a live one's place: neither the refusal nor the API
+    // shows it.
+    let lineage = std::fs::read_dir(dir.path().join("one"))
+        .expect("the runner's data folder")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".lineage"))
+        .and_then(|e| std::fs::read_to_string(e.path()).ok())
+        .expect("a lineage kept in the data folder");
+    let lineage = lineage.trim();
+    assert!(!lineage.is_empty());
+    let listed = connected(&name).to_string();
+    assert!(!listed.contains(lineage), "{listed}");
+    let refused = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+    assert!(!refused.contains(lineage), "{refused}");
 
     // A restart from the same folder names its earlier life: taken at once.
     first.kill_hard();
