@@ -11,7 +11,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/gantry /usr/local/bin/gantry
 ENV GANTRY_ADDR=0.0.0.0:8000 \
-    GANTRY_DATA_DIR=/data
+    GANTRY_DATA_DIR=/data \
+    GANTRY_RUNNER_DATA_DIR=/data/runner
 VOLUME /data
 EXPOSE 8000
 ENTRYPOINT ["gantry"]

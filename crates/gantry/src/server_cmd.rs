@@ -141,8 +141,8 @@ pub struct RunnerArgs {
     /// into the data directory (the host name and a random suffix).
     #[arg(long, env = "GANTRY_RUNNER_NAME")]
     pub name: Option<String>,
-    /// Keeps the runner's generated name and its last instance, so that a restart is known
-    /// as one.
+    /// Keeps the runner's generated name and its lineage (a token its instances carry), so
+    /// that a restart is known as one, and its workspaces for host pipelines.
     #[arg(
         long,
         env = "GANTRY_RUNNER_DATA_DIR",
