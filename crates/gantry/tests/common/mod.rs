@@ -96,9 +96,12 @@ impl Process {
 }
 
 impl Drop for Process {
+    /// A process a failed test leaves is stopped as an operator would (SIGTERM, SIGKILL after
+    /// 30 s): a runner then removes its spare networks, which would otherwise pile up on the
+    /// engine across failed runs until Docker has no address pool left for a new network.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            self.kill_hard();
+            self.terminate();
         }
     }
 }
