@@ -50,6 +50,20 @@ impl Value {
         }
     }
 
+    /// What making or walking the value costs, in budget steps.
+    fn size(&self) -> u64 {
+        match self {
+            Value::Nil | Value::Bool(_) | Value::Number(_) | Value::Env => 1,
+            Value::Text(text) => 1 + text.len() as u64,
+            Value::List(items) => items
+                .iter()
+                .fold(1, |total, item| total.saturating_add(item.size())),
+            Value::Map(entries) => entries.iter().fold(1, |total, (key, value)| {
+                total.saturating_add(key.len() as u64 + value.size())
+            }),
+        }
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             Value::Nil => "nil",
@@ -169,6 +183,12 @@ fn tokenize(source: &str) -> Result<Vec<(Token, usize)>, ExprError> {
 /// recursion.
 const MAX_DEPTH: usize = 32;
 
+/// The work one expression may do, in steps: a token evaluated is one step, and a value made
+/// or copied costs its size (a byte of text, an item of a list). Real conditions take a few
+/// hundred; predicates over predicates (`filter(fromJSON(...), {filter(...)})`) grow as a
+/// power of their nesting, and stop here with an error instead of holding the server.
+pub const STEP_BUDGET: u64 = 250_000;
+
 struct Evaluator<'a> {
     tokens: Vec<(Token, usize)>,
     at: usize,
@@ -179,6 +199,8 @@ struct Evaluator<'a> {
     depth: usize,
     /// When false, parse without evaluating (the untaken side of `&&`/`||`, and lint).
     live: bool,
+    /// Steps left of [`STEP_BUDGET`].
+    budget: u64,
 }
 
 impl Evaluator<'_> {
@@ -211,6 +233,25 @@ impl Evaluator<'_> {
             Ok(())
         } else {
             error(self.offset(), format!("expected `{op}`"))
+        }
+    }
+
+    /// Spends `steps` of the budget for work at `offset`; an error once it is spent.
+    fn charge(&mut self, steps: u64, offset: usize) -> Result<(), ExprError> {
+        match self.budget.checked_sub(steps) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => {
+                self.budget = 0;
+                error(
+                    offset,
+                    format!(
+                        "the expression needs more than {STEP_BUDGET} steps to evaluate (gantry's limit for one expression); nested predicates multiply their work: simplify it"
+                    ),
+                )
+            }
         }
     }
 
@@ -286,6 +327,14 @@ impl Evaluator<'_> {
         if !self.live {
             return Ok(Value::Nil);
         }
+        // Comparing walks both sides; a regular expression is matched in time of its
+        // length times the text's.
+        let cost = if op == "matches" {
+            left.size().saturating_mul(right.size())
+        } else {
+            left.size().saturating_add(right.size())
+        };
+        self.charge(cost, offset)?;
         self.compare(&op, left, right, offset)
     }
 
@@ -313,6 +362,7 @@ impl Evaluator<'_> {
             let right = operand(self)?;
             if self.live {
                 left = arithmetic(op, left, right, offset)?;
+                self.charge(left.size(), offset)?;
             }
         }
     }
@@ -453,6 +503,7 @@ impl Evaluator<'_> {
             };
             if self.live {
                 value = self.member(value, key, offset)?;
+                self.charge(value.size(), offset)?;
             }
         }
     }
@@ -491,6 +542,7 @@ impl Evaluator<'_> {
             return error(offset, "the expression ends too early");
         };
         self.at += 1;
+        self.charge(1, offset)?;
         match token {
             Token::Text(s) => Ok(Value::Text(s)),
             Token::Number(n) => Ok(Value::Number(n)),
@@ -513,7 +565,11 @@ impl Evaluator<'_> {
                 Ok(Value::List(items))
             }
             Token::Op("$env") => Ok(Value::Env),
-            Token::Op("#") => Ok(self.elements.last().cloned().unwrap_or(Value::Nil)),
+            Token::Op("#") => {
+                let element = self.elements.last().cloned().unwrap_or(Value::Nil);
+                self.charge(element.size(), offset)?;
+                Ok(element)
+            }
             Token::Ident(word) => match word.as_str() {
                 "true" => Ok(Value::Bool(true)),
                 "false" => Ok(Value::Bool(false)),
@@ -522,10 +578,14 @@ impl Evaluator<'_> {
                     self.at += 1;
                     self.call(&word, offset)
                 }
-                _ => Ok(self
-                    .vars
-                    .get(&word)
-                    .map_or(Value::Nil, |v| Value::Text(v.clone()))),
+                _ => {
+                    let value = self
+                        .vars
+                        .get(&word)
+                        .map_or(Value::Nil, |v| Value::Text(v.clone()));
+                    self.charge(value.size(), offset)?;
+                    Ok(value)
+                }
             },
             Token::Op(op) => error(offset, format!("unexpected `{op}`")),
         }
@@ -538,7 +598,10 @@ impl Evaluator<'_> {
             self.expect_op("{")?;
             let body = self.at;
             let items = match (&list, self.live) {
-                (Value::List(items), true) => items.clone(),
+                (Value::List(items), true) => {
+                    self.charge(list.size(), offset)?;
+                    items.clone()
+                }
                 (Value::Nil, _) | (_, false) => Vec::new(),
                 (other, true) => {
                     return error(
@@ -582,6 +645,8 @@ impl Evaluator<'_> {
         if !self.live {
             return Ok(Value::Nil);
         }
+        // fromJSON makes a value as big as its text, and the text functions copy theirs.
+        self.charge(argument.size(), offset)?;
         match (name, argument) {
             ("len", Value::Text(s)) => Ok(Value::Number(s.chars().count() as f64)),
             ("len", Value::List(items)) => Ok(Value::Number(items.len() as f64)),
@@ -663,6 +728,7 @@ fn run(source: &str, vars: &BTreeMap<String, String>, live: bool) -> Result<bool
         elements: Vec::new(),
         depth: 0,
         live,
+        budget: STEP_BUDGET,
     };
     let value = evaluator.or()?;
     if evaluator.at < evaluator.tokens.len() {

@@ -8,25 +8,7 @@ use std::time::{Duration, Instant};
 use gantry_pipeline::{Context, Event, Limits, Source, compile, parse_files};
 use gantry_test_support::pipeline_fixtures;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use crate::support::Rng;
 
 const TOKENS: &[&str] = &[
     ":",

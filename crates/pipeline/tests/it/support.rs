@@ -89,3 +89,24 @@ pub fn parse_fixture(file: &str, text: &str) -> Parsed {
     let name = fixture_upstream_path(file);
     parse_files(&[Source { name: &name, text }], &Limits::default())
 }
+
+/// A small deterministic generator (xorshift64*): seeded, so a failure replays.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
