@@ -242,7 +242,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
             config_path: String::new(),
             default_branch: "main".into(),
             trusted: false,
-            visibility: Visibility::Public,
+            visibility: Some(Visibility::Public),
             timeout_secs: 60,
             github_token: String::new(),
             fork_policy: "run".into(),

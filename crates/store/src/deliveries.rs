@@ -65,6 +65,8 @@ pub struct Delivery {
     pub received_at: i64,
     /// Which claim on it is current (see [`Store::claim_delivery`]).
     pub claim_epoch: i64,
+    /// How many times it was taken up, this claim included.
+    pub attempts: i64,
 }
 
 /// What recording a delivery did.
@@ -77,7 +79,7 @@ pub enum Recorded {
 }
 
 const COLUMNS: &str = "id, delivery_id, event, repo_id, state, outcome, payload, build_id, \
-     received_at, claim_epoch";
+     received_at, claim_epoch, attempts";
 
 impl Store {
     /// Stores a delivery unless its id was accepted before. A delivery that was rejected
@@ -138,8 +140,10 @@ impl Store {
     }
 
     /// Takes the oldest pending delivery that nobody holds (or whose holder's lease ran
-    /// out before `now`) until `lease_until`. Servers sharing the database each take a
-    /// different one; the returned `claim_epoch` names this claim.
+    /// out before `now`) until `lease_until`, and that no earlier pending delivery of its
+    /// repository waits before: one repository's deliveries are processed in the order they
+    /// came, while other repositories' go on. Servers sharing the database each take a
+    /// different one; the returned `claim_epoch` names this claim, and `attempts` counts it.
     pub async fn claim_delivery(&self, now: i64, lease_until: i64) -> Result<Option<Delivery>> {
         let lock = match self.pool {
             crate::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
@@ -147,9 +151,12 @@ impl Store {
             crate::Pool::Sqlite(_) => "",
         };
         let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE deliveries SET next_attempt_at = $2, claim_epoch = claim_epoch + 1 \
-             WHERE id = (SELECT id FROM deliveries WHERE state = 'pending' \
-             AND next_attempt_at <= $1 ORDER BY id LIMIT 1{lock}) \
+            "UPDATE deliveries SET next_attempt_at = $2, claim_epoch = claim_epoch + 1, \
+             attempts = attempts + 1 \
+             WHERE id = (SELECT d.id FROM deliveries d WHERE d.state = 'pending' \
+             AND d.next_attempt_at <= $1 AND NOT EXISTS (SELECT 1 FROM deliveries e \
+             WHERE e.repo_id = d.repo_id AND e.state = 'pending' AND e.id < d.id) \
+             ORDER BY d.id LIMIT 1{lock}) \
              AND state = 'pending' AND next_attempt_at <= $1 RETURNING {COLUMNS}"
         ));
         Ok(with_pool!(self, pool => sqlx::query_as::<_, Delivery>(sql)

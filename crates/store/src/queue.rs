@@ -182,7 +182,7 @@ macro_rules! reap_stage {
         // nothing to take. Bumping the epoch shuts the runner's later writes out.
         let expired_before: Option<i64> = $expired_before;
         let build_id: Option<i64> = sqlx::query_scalar(
-            "UPDATE stages SET lease_epoch = lease_epoch + 1 WHERE id = $1 AND lease_epoch = $2 \
+            "UPDATE stages SET lease_epoch = $4 WHERE id = $1 AND lease_epoch = $2 \
              AND status = 'running' \
              AND (CAST($3 AS BIGINT) IS NULL OR lease_expires_at < CAST($3 AS BIGINT)) \
              RETURNING build_id",
@@ -190,6 +190,7 @@ macro_rules! reap_stage {
         .bind(stage_id)
         .bind($epoch)
         .bind(expired_before)
+        .bind($crate::queue::fresh_epoch())
         .fetch_optional(&mut *$tx)
         .await?;
         match build_id {
@@ -257,6 +258,15 @@ macro_rules! reap_stage {
     }};
 }
 
+/// A lease's epoch: random, so only the runner that was given it can name it (a sequential
+/// one let any runner report for another's stage by counting).
+pub(crate) fn fresh_epoch() -> i64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    // Positive, and never 0 (the epoch of a stage never leased).
+    (u64::from_le_bytes(bytes) >> 1).max(1) as i64
+}
+
 /// Takes the lease on stage `$id` inside `$tx`, if it is still pending. Evaluates to
 /// `Option<(stage id, epoch, build id, plan)>`.
 macro_rules! claim_update {
@@ -264,7 +274,7 @@ macro_rules! claim_update {
         let request: &ClaimRequest = $request;
         let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
             "UPDATE stages SET status = 'running', runner = $2, runner_instance = $3, \
-             lease_epoch = lease_epoch + 1, lease_expires_at = $4, started_at = $5 \
+             lease_epoch = $6, lease_expires_at = $4, started_at = $5 \
              WHERE id = $1 AND status = 'pending' RETURNING id, lease_epoch, build_id, plan",
         )
         .bind($id)
@@ -272,6 +282,7 @@ macro_rules! claim_update {
         .bind(&request.instance)
         .bind(request.lease_until)
         .bind($now)
+        .bind($crate::queue::fresh_epoch())
         .fetch_optional(&mut *$tx)
         .await?;
         if let Some((_, _, build_id, _)) = &row {
@@ -393,6 +404,48 @@ impl Store {
             return Err(LeaseError::Lost { stage, epoch });
         }
         self.lease_cancelled(stage, epoch).await
+    }
+
+    /// Keeps the (sealed) token minted for the lease `epoch` of `stage`, to be revoked when
+    /// it ends.
+    pub async fn set_stage_token(
+        &self,
+        stage: i64,
+        epoch: i64,
+        sealed: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE stages SET scoped_token = $3 WHERE id = $1 AND lease_epoch = $2",
+        )
+        .bind(stage)
+        .bind(epoch)
+        .bind(sealed)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Takes the sealed token kept for `stage`, once: whoever gets it revokes it.
+    pub async fn take_stage_token(&self, stage: i64) -> Result<Option<String>, StoreError> {
+        let sealed: Option<String> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT scoped_token FROM stages WHERE id = $1 AND scoped_token <> ''",
+        )
+        .bind(stage)
+        .fetch_optional(pool)
+        .await)?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let taken = with_pool!(self, pool => sqlx::query(
+            "UPDATE stages SET scoped_token = '' WHERE id = $1 AND scoped_token = $2",
+        )
+        .bind(stage)
+        .bind(&sealed)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok((taken == 1).then_some(sealed))
     }
 
     /// Whether the build of a leased stage was cancelled.

@@ -105,8 +105,9 @@ pub struct NewRepo {
     pub default_branch: String,
     #[serde(default)]
     pub trusted: bool,
-    #[serde(default = "default_visibility")]
-    pub visibility: Visibility,
+    /// `None`: the server decides (what GitHub says, else private).
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: i64,
     #[serde(default)]
@@ -123,9 +124,6 @@ fn default_fork_policy() -> String {
 
 fn default_branch() -> String {
     "main".to_owned()
-}
-fn default_visibility() -> Visibility {
-    Visibility::Public
 }
 fn default_timeout() -> i64 {
     3600
@@ -171,7 +169,7 @@ impl Store {
         .bind(&new.config_path)
         .bind(&new.default_branch)
         .bind(new.trusted)
-        .bind(new.visibility.as_str())
+        .bind(new.visibility.unwrap_or(Visibility::Private).as_str())
         .bind(new.timeout_secs)
         .bind(now)
         .bind(&new.github_token)

@@ -35,10 +35,14 @@ async fn each_pair(name: &str, case: impl AsyncFn(&'static str, Store, Store)) {
 }
 
 async fn pending_delivery(store: &Store, id: &str) -> i64 {
+    pending_delivery_of(store, id, None).await
+}
+
+async fn pending_delivery_of(store: &Store, id: &str, repo_id: Option<i64>) -> i64 {
     let new = NewDelivery {
         delivery_id: id,
         event: "push",
-        repo_id: None,
+        repo_id,
         state: DeliveryState::Pending,
         outcome: "",
         payload: Some(b"{}"),
@@ -133,6 +137,38 @@ async fn each_delivery_is_claimed_by_one_server() {
             (stored.state, stored.outcome.as_str()),
             (DeliveryState::Processed, "done")
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repositorys_deliveries_wait_for_its_earlier_ones_but_not_for_others() {
+    each_pair("claims-delivery-order", async |label, a, _b| {
+        let (slow, other) = (repo(&a, "slow").await, repo(&a, "other").await);
+        let first = pending_delivery_of(&a, "slow-1", Some(slow.id)).await;
+        let second = pending_delivery_of(&a, "slow-2", Some(slow.id)).await;
+        let elsewhere = pending_delivery_of(&a, "other-1", Some(other.id)).await;
+        let claim = || async {
+            a.claim_delivery(now_ms(), now_ms() + 60_000)
+                .await
+                .expect("claims")
+        };
+        let held = claim().await.expect("the oldest is due");
+        assert_eq!((held.id, held.attempts), (first, 1), "{label}");
+        // While the first of `slow` is held, its second waits; `other` does not.
+        let next = claim().await.expect("another repository's is due");
+        assert_eq!(next.id, elsewhere, "{label}");
+        assert!(claim().await.is_none(), "{label}: slow-2 waits for slow-1");
+        // A released claim is taken again, counted.
+        a.release_delivery(first, held.claim_epoch, now_ms() - 1)
+            .await
+            .expect("releases");
+        let again = claim().await.expect("due again");
+        assert_eq!((again.id, again.attempts), (first, 2), "{label}");
+        a.finish_delivery(first, again.claim_epoch, "done")
+            .await
+            .expect("finishes");
+        assert_eq!(claim().await.map(|d| d.id), Some(second), "{label}");
     })
     .await;
 }

@@ -87,7 +87,7 @@ pub(crate) async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
             config_path: String::new(),
             default_branch: "main".into(),
             trusted: false,
-            visibility: Visibility::Public,
+            visibility: Some(Visibility::Public),
             timeout_secs: 600,
             github_token: String::new(),
             fork_policy: "run".into(),
@@ -212,7 +212,7 @@ mod cases {
                 config_path: String::new(),
                 default_branch: "main".into(),
                 trusted: false,
-                visibility: Visibility::Public,
+                visibility: Some(Visibility::Public),
                 timeout_secs: 60,
                 github_token: String::new(),
                 fork_policy: "run".into(),
@@ -460,7 +460,7 @@ mod cases {
             .expect("claims")
             .expect("queued again");
         assert_eq!(second.stage_id, first.stage_id);
-        assert!(second.epoch > first.epoch);
+        assert_ne!(second.epoch, first.epoch);
         store
             .update_step(
                 second.stage_id,

@@ -1,0 +1,12 @@
+-- The server under attack (PostgreSQL twin of ../sqlite/0014_hardening.sql).
+
+-- How often a delivery was taken up; one that keeps failing (or keeps killing the server
+-- that processes it) is given up with its reason instead of being retried for ever.
+ALTER TABLE deliveries ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+-- A delivery waits for the earlier pending ones of its repository (builds keep the order
+-- of pushes); other repositories' go on meanwhile.
+CREATE INDEX deliveries_repo_pending ON deliveries (repo_id, state, id);
+
+-- The GitHub App installation token minted for a stage's lease, sealed: revoked when the
+-- stage ends (or its lease is reaped), whichever server sees that.
+ALTER TABLE stages ADD COLUMN scoped_token TEXT NOT NULL DEFAULT '';
