@@ -50,9 +50,10 @@ pub enum RepoCommand {
         config_path: Option<String>,
         #[arg(long, default_value = "main")]
         default_branch: String,
-        /// public, internal or private.
-        #[arg(long, default_value = "public")]
-        visibility: String,
+        /// public, internal or private; by default what GitHub says (private when the server
+        /// cannot ask it).
+        #[arg(long)]
+        visibility: Option<String>,
         /// Allows privileged steps and host volumes.
         #[arg(long)]
         trusted: bool,

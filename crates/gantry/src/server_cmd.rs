@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
@@ -72,14 +73,23 @@ pub struct ServerArgs {
         default_value = "https://api.github.com"
     )]
     pub github_api_url: String,
-    /// A token for commit statuses of repositories without one of their own.
+    /// A token for commit statuses of repositories without one of their own, and for
+    /// fetches from --github-url (never from another host; never given to steps).
     #[arg(long, env = "GANTRY_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
+    /// A GitHub App's id: each stage's clone and steps get an installation token of the App
+    /// restricted to their repository (`contents: read`), revoked when the stage ends.
+    #[arg(long, env = "GANTRY_GITHUB_APP_ID", requires = "github_app_key_file")]
+    pub github_app_id: Option<u64>,
+    /// The GitHub App's private key (the .pem file from the App's settings page).
+    #[arg(long, env = "GANTRY_GITHUB_APP_KEY_FILE", requires = "github_app_id")]
+    pub github_app_key_file: Option<PathBuf>,
     /// The key secrets are sealed with (64 hex digits); by default one generated into the
     /// data directory (`secret-key`, mode 0600).
     #[arg(long, env = "GANTRY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
-    /// GitHub's web address, for sign-in (GitHub Enterprise: https://HOST).
+    /// GitHub's web address, for sign-in and the one host the server's token is sent to by
+    /// git (GitHub Enterprise: https://HOST).
     #[arg(long, env = "GANTRY_GITHUB_URL", default_value = "https://github.com")]
     pub github_url: String,
     /// The GitHub OAuth app's client id; sign-in with GitHub is offered when set.
@@ -87,6 +97,11 @@ pub struct ServerArgs {
     pub github_client_id: Option<String>,
     #[arg(long, env = "GANTRY_GITHUB_CLIENT_SECRET", hide_env_values = true)]
     pub github_client_secret: Option<String>,
+    /// Address ranges chat and webhook targets may reach although they are loopback, private
+    /// or link-local (comma-separated CIDRs, e.g. 10.20.0.0/16 for an internal chat server);
+    /// by default only public addresses are reached.
+    #[arg(long, env = "GANTRY_NOTIFY_ALLOW_NET", value_delimiter = ',')]
+    pub notify_allow_net: Vec<ipnet::IpNet>,
     /// GitHub logins that are server admins (comma-separated).
     #[arg(long, env = "GANTRY_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -430,7 +445,12 @@ async fn secret_key(
 
 pub fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
-    runtime()?.block_on(serve(args))
+    let runtime = runtime()?;
+    let served = runtime.block_on(serve(args));
+    // A git fetch or a compile still running on a blocking thread holds no claim that
+    // outlives its lease; waiting for it could hold shutdown for as long as it runs.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    served
 }
 
 async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
@@ -470,6 +490,15 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone());
     config.github_api = args.github_api_url.clone();
     config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
+    config.github_url = args.github_url.trim_end_matches('/').to_owned();
+    if let (Some(id), Some(path)) = (args.github_app_id, &args.github_app_key_file) {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("while reading the GitHub App key {}", path.display()))?;
+        let app = gantry_server::github_app::GitHubApp::from_pem(id, &pem)
+            .with_context(|| format!("in {}", path.display()))?;
+        config.github_app = Some(Arc::new(app));
+    }
+    config.outbound.allowed = args.notify_allow_net.clone();
     config.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
     config.retention = gantry_server::Retention {
         build_days: args.keep_builds_days,

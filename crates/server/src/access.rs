@@ -252,7 +252,7 @@ struct GitHubRepo {
 }
 
 /// The user's GitHub token, opened; `None` when they never signed in with GitHub.
-async fn github_token(state: &AppState, user: &User) -> Result<Option<String>, String> {
+pub(crate) async fn github_token(state: &AppState, user: &User) -> Result<Option<String>, String> {
     let sealed = state
         .store
         .user_github_token(user.id)

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use gantry_store::{DeliveryState, NewDelivery, Recorded};
+use gantry_store::{DeliveryState, NewDelivery, Recorded, Visibility};
 use serde_json::json;
 
 use crate::AppState;
@@ -52,8 +52,7 @@ async fn receive(
             .extensions()
             .get::<Outcome>()
             .map_or("answered", |o| o.0),
-        Err(OpError::Unauthorized(_)) => "bad_signature",
-        Err(OpError::NotFound(_)) => "unknown_repository",
+        Err(OpError::Unauthorized(_)) => "refused",
         Err(OpError::Invalid { .. }) => "bad_request",
         Err(_) => "error",
     };
@@ -100,6 +99,22 @@ async fn answer(
             }
         };
 
+    // What the request itself lacks is said before the repository is looked at (the same
+    // for every repository); checking against a key of no repository also makes an unknown
+    // repository cost what a known one does.
+    let signature = header(&headers, "x-hub-signature-256");
+    if let Err(
+        refused @ (github::SignatureError::Missing
+        | github::SignatureError::OnlySha1
+        | github::SignatureError::Malformed),
+    ) = github::verify_signature(
+        UNKNOWN_REPOSITORY_KEY,
+        &body,
+        signature,
+        headers.contains_key("x-hub-signature"),
+    ) {
+        return Err(OpError::Unauthorized(refused.to_string()));
+    }
     let full_name =
         github::repository_of(event, &body).map_err(|e| OpError::invalid(e.to_string()))?;
     let (owner, name) = full_name.split_once('/').ok_or_else(|| {
@@ -108,9 +123,14 @@ async fn answer(
         ))
     })?;
     let Some(repo) = state.store.repo_by_name(owner, name).await? else {
-        return Err(OpError::NotFound(format!(
-            "repository {full_name} is not registered in gantry: add it with `gantry repo add {full_name} --clone-url URL --secret SECRET`"
-        )));
+        // The same answer as a bad signature: the webhook is no oracle for which (private)
+        // repositories gantry builds.
+        refused_delivery(
+            &state,
+            &full_name,
+            "the repository is not registered in gantry",
+        );
+        return Err(refusal());
     };
 
     let secret = crate::secrets::open_field(
@@ -125,20 +145,24 @@ async fn answer(
             "the webhook secret of {full_name} cannot be opened: {e}"
         ))
     })?;
-    if let Err(refused) = github::verify_signature(
-        &secret,
-        &body,
-        header(&headers, "x-hub-signature-256"),
-        headers.contains_key("x-hub-signature"),
-    ) {
-        record(
-            Some(repo.id),
-            DeliveryState::Rejected,
-            refused.to_string(),
-            None,
-        )
-        .await?;
-        return Err(OpError::Unauthorized(refused.to_string()));
+    if let Err(refused) = github::verify_signature(&secret, &body, signature, false) {
+        // Nothing is written for a request that is not GitHub's: a log line, at most one a
+        // second, says why (no secret, or another one).
+        refused_delivery(&state, &full_name, &refused.to_string());
+        return Err(refusal());
+    }
+    if github::says_private(&body) == Some(true) && repo.visibility != Visibility::Private {
+        tracing::warn!(repo = %full_name, was = repo.visibility.as_str(), "GitHub says the repository is private: it is private in gantry from now on");
+        state
+            .store
+            .update_repo(
+                repo.id,
+                &gantry_store::RepoUpdate {
+                    visibility: Some(Visibility::Private),
+                    ..Default::default()
+                },
+            )
+            .await?;
     }
 
     let hook = match github::parse_hook(event, &body) {
@@ -212,6 +236,39 @@ async fn answer(
                 )),
             }
         }
+    }
+}
+
+/// Any key: an unknown repository's request is checked against it so that it costs what a
+/// known one's does.
+const UNKNOWN_REPOSITORY_KEY: &str = "gantry: no such repository";
+
+/// What both an unknown repository and a bad signature get.
+fn refusal() -> OpError {
+    OpError::Unauthorized(
+        "X-Hub-Signature-256 does not match: the repository is not registered in gantry, or its webhook secret differs from the one in the webhook's settings on GitHub (`gantry repo add`, `gantry repo update --secret`; the server's log says which)".to_owned(),
+    )
+}
+
+/// Logs a refused delivery, at most once a second (a flood of bad requests writes nothing
+/// and fills no log).
+fn refused_delivery(state: &AppState, full_name: &str, reason: &str) {
+    let now = gantry_store::now_ms();
+    let last = state
+        .last_refusal_log
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if now - last >= 1_000
+        && state
+            .last_refusal_log
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(repo = %full_name, %reason, "a webhook was refused (further refusals within a second are not logged)");
     }
 }
 

@@ -22,6 +22,7 @@ mod credentials;
 mod error;
 pub mod git;
 pub mod github;
+pub mod github_app;
 mod hooks;
 pub mod human;
 mod live;
@@ -29,6 +30,7 @@ mod metrics;
 mod notify;
 pub mod oauth;
 mod ops;
+pub mod outbound;
 mod retention;
 mod rpc;
 mod schedules;
@@ -61,8 +63,16 @@ pub struct ServerConfig {
     pub max_poll: Duration,
     /// GitHub's API (GitHub Enterprise: `https://HOST/api/v3`).
     pub github_api: String,
-    /// For commit statuses of repositories without a token of their own.
+    /// GitHub's web address (`--github-url`): the only host the server's own token is ever
+    /// sent to by git.
+    pub github_url: String,
+    /// For commit statuses of repositories without a token of their own, and for fetches
+    /// from `github_url`; never given to steps.
     pub github_token: Option<String>,
+    /// Mints the tokens steps get, each restricted to its repository.
+    pub github_app: Option<Arc<github_app::GitHubApp>>,
+    /// Which addresses chat and webhook targets may reach.
+    pub outbound: outbound::OutboundPolicy,
     /// The first retry of a failed notification; each next one waits twice as long.
     pub notify_retry: Duration,
     /// Seals and opens secrets at rest.
@@ -83,6 +93,8 @@ pub struct ServerConfig {
     /// How often schedules are looked at when none is due sooner (a test with a manual
     /// clock sets it short).
     pub schedule_poll: Duration,
+    /// The longest a pipeline's compilation may take before its build errors.
+    pub compile_limit: Duration,
 }
 
 impl ServerConfig {
@@ -96,7 +108,10 @@ impl ServerConfig {
             reap_every: Duration::from_secs(2),
             max_poll: Duration::from_secs(30),
             github_api: "https://api.github.com".to_owned(),
+            github_url: "https://github.com".to_owned(),
             github_token: None,
+            github_app: None,
+            outbound: outbound::OutboundPolicy::default(),
             notify_retry: Duration::from_secs(2),
             // The binary sets the configured key; a fresh one suits a server that starts
             // on a database without secrets.
@@ -108,6 +123,7 @@ impl ServerConfig {
             clock: clock::Clock::system(),
             retention: retention::Retention::default(),
             schedule_poll: Duration::from_secs(15),
+            compile_limit: Duration::from_secs(30),
         }
     }
 }
@@ -166,8 +182,12 @@ struct AppState {
     /// Woken when a schedule is added: the scheduler looks again.
     schedules: Notify,
     http: reqwest::Client,
+    /// For addresses someone else chose: [`outbound::OutboundPolicy::client`].
+    outbound_http: reqwest::Client,
     metrics: metrics::Metrics,
     shutdown: CancellationToken,
+    /// When a refused webhook was last logged (they are logged at most once a second).
+    last_refusal_log: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +198,7 @@ pub struct Server {
 impl Server {
     pub fn new(store: Store, config: ServerConfig) -> Self {
         let git = git::GitCache::new(config.data_dir.join("git"));
+        let outbound_http = config.outbound.client();
         Self {
             state: Arc::new(AppState {
                 store,
@@ -188,8 +209,10 @@ impl Server {
                 notifications: Notify::new(),
                 schedules: Notify::new(),
                 http: reqwest::Client::new(),
+                outbound_http,
                 metrics: metrics::Metrics::default(),
                 shutdown: CancellationToken::new(),
+                last_refusal_log: std::sync::atomic::AtomicI64::new(0),
             }),
         }
     }
@@ -217,6 +240,7 @@ impl Server {
             .merge(rpc::routes())
             .merge(api::routes())
             .merge(web::routes())
+            .layer(axum::middleware::map_response(web::security_headers))
             .with_state(Arc::clone(&self.state))
     }
 
@@ -264,6 +288,7 @@ async fn reap(state: Arc<AppState>) {
                     );
                     state.metrics.lease_expired();
                     state.live.stage_ended(stage.stage_id);
+                    credentials::revoke_stage_token(&state, stage.stage_id).await;
                 }
             }
             Err(e) => tracing::error!(error = %e, "reaping expired leases failed"),

@@ -175,8 +175,14 @@ async fn messages_for(
     }
     if build.status.is_final() {
         let mut targets = state.store.targets_for(repo.id).await?;
-        // The pipelines' own `notify:` targets, once each.
-        for plan in state.store.stage_plans(build.id).await? {
+        // The pipelines' own `notify:` targets, once each; never a fork's, whose author
+        // would choose where the server sends requests from.
+        let own_targets = if build.fork {
+            Vec::new()
+        } else {
+            state.store.stage_plans(build.id).await?
+        };
+        for plan in own_targets {
             for spec in plan.notify {
                 let url = match (spec.url, spec.url_secret) {
                     (Some(url), _) => url,
@@ -606,8 +612,31 @@ async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, 
             .map_err(|e| (e, None))?,
         None => message.url.clone(),
     };
-    let mut request = state
-        .http
+    // Commit statuses go to the configured GitHub API; every other target was chosen by a
+    // repository's admin or a pipeline file, and goes through the guarded client.
+    let client = if message.kind == "github_status" {
+        &state.http
+    } else {
+        let parsed = reqwest::Url::parse(&url).map_err(|_| {
+            (
+                format!("{} is not a valid URL", host_of(&message.url)),
+                None,
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err((
+                format!("{} is not an http(s) URL", host_of(&message.url)),
+                None,
+            ));
+        }
+        state
+            .config
+            .outbound
+            .check_url(&parsed)
+            .map_err(|refusal| (refusal, None))?;
+        &state.outbound_http
+    };
+    let mut request = client
         .post(&url)
         .header("content-type", "application/json")
         .header("user-agent", "gantry")
@@ -631,9 +660,15 @@ async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, 
     }
     let retry = backoff(state.config.notify_retry, message.attempts);
     let response = request.send().await.map_err(|e| {
+        // The reason, never the URL (a webhook's path is its secret); a refused address
+        // is not tried again.
+        let refused = refusal_in(&e);
+        let e = e.without_url();
+        tracing::info!(target = %host_of(&message.url), error = %e, "a notification was not delivered");
+        let reason = refused.clone().unwrap_or_else(|| e.to_string());
         (
-            format!("{} did not answer: {e}", host_of(&message.url)),
-            Some(retry),
+            format!("{} did not answer: {reason}", host_of(&message.url)),
+            refused.is_none().then_some(retry),
         )
     })?;
     let status = response.status();
@@ -652,6 +687,8 @@ async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok())
         .map(|at| Duration::from_secs((at - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64));
+    // Readers see the status and the host; the answer's body (which may hold what an
+    // internal service says) goes only to the server's log, for its admins.
     let text: String = response
         .text()
         .await
@@ -659,7 +696,8 @@ async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, 
         .chars()
         .take(300)
         .collect();
-    let error = format!("{} answered {status}: {text}", host_of(&message.url));
+    tracing::info!(target = %host_of(&message.url), %status, answer = %text, "a notification was refused");
+    let error = format!("{} answered {status}", host_of(&message.url));
     if rate_limited {
         Err((error, Some(reset.unwrap_or(retry))))
     } else if status.is_server_error() {
@@ -706,13 +744,28 @@ async fn github_token(state: &AppState, build_id: i64) -> Option<String> {
     crate::credentials::github_token(state, &repo).0
 }
 
-/// `https://hooks.slack.com/…`: where a message went, without the secret part of its URL.
+/// The guard's refusal inside a failed request's chain of causes, if that is why it failed.
+fn refusal_in(error: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if text.starts_with("refused to send to ") {
+            return Some(text);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// `https://hooks.slack.com/…`: where a message went, without the secret part of its URL
+/// (no path, query or credentials).
 pub fn host_of(url: &str) -> String {
     if let Some(secret) = url.strip_prefix(SECRET_URL) {
         return format!("(the URL in secret {secret})");
     }
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.split('/').next().unwrap_or("");
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
     let scheme = url.split_once("://").map_or("https", |(s, _)| s);
     format!("{scheme}://{host}/…")
 }
@@ -740,6 +793,10 @@ mod tests {
         assert_eq!(
             host_of("https://hooks.slack.com/services/T/B/secret"),
             "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            host_of("https://user:pass@chat.example?token=x"),
+            "https://chat.example/…"
         );
     }
 }

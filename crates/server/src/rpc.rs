@@ -146,14 +146,21 @@ async fn request(
                 &claim.plan,
             )
             .await?;
-            let credential = crate::credentials::for_repo(&state, &repo).credential;
-            // Steps of a fork's pull request get the token only as they get secrets: not
-            // at all (the clone itself still uses it, outside every step).
-            let netrc = if build.fork {
-                None
-            } else {
-                crate::credentials::netrc(&repo.clone_url, credential.as_ref())
-            };
+            let (credential, netrc) =
+                crate::credentials::for_stage(&state, &repo, build.fork).await;
+            if credential.source == crate::credentials::CredentialSource::App
+                && let Some(gantry_proto::GitCredential::Basic { password, .. }) =
+                    &credential.credential
+            {
+                crate::credentials::keep_for_revocation(
+                    &state,
+                    claim.stage_id,
+                    claim.epoch,
+                    password,
+                )
+                .await?;
+            }
+            let credential = credential.credential;
             return Ok(Json(Assignment {
                 lease: Lease {
                     stage: claim.stage_id,
@@ -286,6 +293,7 @@ async fn done(
         .await?;
     state.live.stage_ended(stage);
     state.notifications.notify_one();
+    crate::credentials::revoke_stage_token(&state, stage).await;
     tracing::info!(stage.id = stage, build.id = build_id, %status, build_finished = finished, "stage ended");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -101,6 +101,48 @@ pub async fn create_build(
     ctx.cache_policy = state.config.retention.cache_policy();
     let fetched = fetch_config(state, repo, &mut ctx, origin.changes.as_ref()).await;
     let fetched_in = started.elapsed();
+    let number = number_build(state, repo, &mut ctx).await?;
+    let numbered_in = started.elapsed();
+    let plan = match fetched {
+        Ok(files) => match crate::signing::check(state, repo, &files) {
+            Ok(()) => compile_bounded(state, repo, files, &ctx, origin.fork).await,
+            Err(refused) => Err(refused),
+        },
+        Err(e) => Err(e),
+    };
+    let compiled_in = started.elapsed();
+    let build = store_build(state, repo, ctx, origin, number, plan).await?;
+    tracing::debug!(
+        build = number,
+        fetched_ms = fetched_in.as_secs_f64() * 1e3,
+        numbered_ms = numbered_in.as_secs_f64() * 1e3,
+        compiled_ms = compiled_in.as_secs_f64() * 1e3,
+        stored_ms = started.elapsed().as_secs_f64() * 1e3,
+        "build stored"
+    );
+    Ok(build)
+}
+
+/// An errored build that says why gantry could not make the real one (a delivery given up).
+async fn errored_build(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    mut ctx: Context,
+    origin: Origin,
+    reason: String,
+) -> Result<Build, StoreError> {
+    ctx.repo = repo_info(repo);
+    ctx.trusted = repo.trusts(origin.fork);
+    let number = number_build(state, repo, &mut ctx).await?;
+    store_build(state, repo, ctx, origin, number, Err(reason)).await
+}
+
+/// Takes the build's number and fills what the context derives from it.
+async fn number_build(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    ctx: &mut Context,
+) -> Result<i64, StoreError> {
     let number = state.store.take_build_number(repo.id).await?;
     ctx.build_number = number as u64;
     ctx.link = format!(
@@ -109,17 +151,46 @@ pub async fn create_build(
     );
     ctx.instance = instance_of(&state.config.server_url);
     ctx.created = chrono::Utc::now().timestamp();
-    let numbered_in = started.elapsed();
-    let plan = fetched.and_then(|files| {
-        crate::signing::check(state, repo, &files)?;
-        compile(
-            &files,
-            &ctx,
-            repo.timeout_secs,
-            &untrusted_because(repo, origin.fork),
-        )
-    });
-    let compiled_in = started.elapsed();
+    Ok(number)
+}
+
+/// Compiles on a blocking thread, never on the async workers that answer requests, and
+/// gives up after [`crate::ServerConfig::compile_limit`] (the thread finishes on its own: the
+/// expression budget and the reader's limits bound it).
+async fn compile_bounded(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    files: Vec<(String, String)>,
+    ctx: &Context,
+    fork: bool,
+) -> Result<gantry_pipeline::Plan, String> {
+    let limit = state.config.compile_limit;
+    let (ctx, timeout_secs) = (ctx.clone(), repo.timeout_secs);
+    let because = untrusted_because(repo, fork);
+    let compiling =
+        tokio::task::spawn_blocking(move || compile(&files, &ctx, timeout_secs, &because));
+    match tokio::time::timeout(limit, compiling).await {
+        Ok(Ok(plan)) => plan,
+        Ok(Err(e)) => Err(format!("compiling the pipeline failed: {e}")),
+        Err(_) => {
+            tracing::warn!(repo = %repo.full_name(), "compiling a pipeline took longer than its limit");
+            Err(format!(
+                "compiling the pipeline took longer than gantry's limit of {} s: make the file smaller (fewer matrix combinations, simpler `evaluate:` expressions)",
+                limit.as_secs()
+            ))
+        }
+    }
+}
+
+/// Stores a build with its plan (or the reason it has none), and the statuses it starts.
+async fn store_build(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    ctx: Context,
+    origin: Origin,
+    number: i64,
+    plan: Result<gantry_pipeline::Plan, String>,
+) -> Result<Build, StoreError> {
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
     }
@@ -147,14 +218,6 @@ pub async fn create_build(
         })
         .await?;
     state.notifications.notify_one();
-    tracing::debug!(
-        build = number,
-        fetched_ms = fetched_in.as_secs_f64() * 1e3,
-        numbered_ms = numbered_in.as_secs_f64() * 1e3,
-        compiled_ms = compiled_in.as_secs_f64() * 1e3,
-        stored_ms = started.elapsed().as_secs_f64() * 1e3,
-        "build stored"
-    );
     Ok(build)
 }
 
@@ -452,48 +515,152 @@ pub async fn promote(
 /// (a fetch of a big repository can take longer), so only a dead server's claim runs out.
 const DELIVERY_LEASE: Duration = Duration::from_secs(20);
 
+/// Deliveries one server processes at once: a slow repository (a big fetch, a heavy file)
+/// holds one of them, never the others' builds.
+const DELIVERY_WORKERS: usize = 4;
+
+/// Tries before a delivery is given up (each failure, time-out or server death counts).
+pub const MAX_DELIVERY_ATTEMPTS: i64 = 5;
+
+/// The longest one try at a delivery may take (fetch, compile and store).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Processes stored deliveries until shutdown: at start (what a crash left), and whenever
-/// the receiver stores one. Each is claimed first, so servers sharing the database process
-/// each delivery once (and [`gantry_store::Store::create_build`] makes one build of it
-/// even if two claims overlap).
+/// the receiver stores one, [`DELIVERY_WORKERS`] at a time, one repository's in order. Each
+/// is claimed first, so servers sharing the database process each delivery once (and
+/// [`gantry_store::Store::create_build`] makes one build of it even if two claims overlap).
+/// Shutdown drops the ones in flight: their claims run out and they are processed again.
 pub async fn work(state: Arc<AppState>) {
     let lease = DELIVERY_LEASE.as_millis() as i64;
+    let mut running = tokio::task::JoinSet::new();
     loop {
         let notified = state.deliveries.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let now = gantry_store::now_ms();
-        let wait = match state.store.claim_delivery(now, now + lease).await {
-            Ok(Some(delivery)) => {
-                match holding(&state, &delivery, process(&state, &delivery)).await {
-                    Ok(()) => continue,
-                    Err(e) => {
-                        tracing::error!(delivery = %delivery.delivery_id, error = %e, "processing a delivery failed; will retry");
-                        let retry_at = gantry_store::now_ms() + 2_000;
-                        if let Err(e) = state
-                            .store
-                            .release_delivery(delivery.id, delivery.claim_epoch, retry_at)
-                            .await
-                        {
-                            tracing::warn!(error = %e, "letting go of a delivery failed; its claim runs out");
-                        }
-                        Duration::from_secs(2)
-                    }
+        while running.try_join_next().is_some() {}
+        // Nothing due: a new delivery or a finished one wakes this loop; one another server
+        // gave up (its claim ran out) or stored is found by the next look.
+        let wait = Duration::from_secs(2);
+        if running.len() < DELIVERY_WORKERS {
+            let now = gantry_store::now_ms();
+            match state.store.claim_delivery(now, now + lease).await {
+                Ok(Some(delivery)) => {
+                    let state = Arc::clone(&state);
+                    running.spawn(async move { take_up(&state, delivery).await });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming a delivery failed; will retry");
                 }
             }
-            // Nothing due: a new delivery wakes this server; one another server gave up
-            // (its claim ran out) or stored is found by the next look.
-            Ok(None) => Duration::from_secs(5),
-            Err(e) => {
-                tracing::error!(error = %e, "claiming a delivery failed; will retry");
-                Duration::from_secs(2)
-            }
-        };
+        }
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.shutdown.cancelled() => {
+                running.abort_all();
+                return;
+            }
             _ = &mut notified => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// One try at a claimed delivery: processed, released to be tried again later, or given up
+/// once it has failed [`MAX_DELIVERY_ATTEMPTS`] times.
+async fn take_up(state: &Arc<AppState>, delivery: Delivery) {
+    if delivery.attempts > MAX_DELIVERY_ATTEMPTS {
+        let reason = format!(
+            "gantry gave up on this webhook delivery ({}) after {MAX_DELIVERY_ATTEMPTS} tries that never finished: the server processing it stopped each time (see the server log)",
+            delivery.delivery_id
+        );
+        return give_up(state, &delivery, reason).await;
+    }
+    let tried = holding(
+        state,
+        &delivery,
+        tokio::time::timeout(DELIVERY_TIMEOUT, process(state, &delivery)),
+    )
+    .await;
+    let failure = match tried {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "processing took longer than {} s",
+            DELIVERY_TIMEOUT.as_secs()
+        ),
+    };
+    if delivery.attempts >= MAX_DELIVERY_ATTEMPTS {
+        let reason = format!(
+            "gantry gave up on this webhook delivery ({}) after {MAX_DELIVERY_ATTEMPTS} tries; the last one failed: {failure}",
+            delivery.delivery_id
+        );
+        return give_up(state, &delivery, reason).await;
+    }
+    let backoff = 2_000 * (1_i64 << (delivery.attempts - 1).clamp(0, 6));
+    tracing::error!(delivery = %delivery.delivery_id, attempt = delivery.attempts, error = %failure, "processing a delivery failed; will retry");
+    if let Err(e) = state
+        .store
+        .release_delivery(
+            delivery.id,
+            delivery.claim_epoch,
+            gantry_store::now_ms() + backoff,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "letting go of a delivery failed; its claim runs out");
+    }
+}
+
+/// Ends a delivery that keeps failing: an errored build saying why, where its readers look
+/// (the repository's builds), or, when even that cannot be stored, the delivery's outcome.
+async fn give_up(state: &Arc<AppState>, delivery: &Delivery, reason: String) {
+    tracing::error!(delivery = %delivery.delivery_id, %reason, "delivery given up");
+    let built = match (delivery_trigger(delivery), delivery.repo_id) {
+        (Ok(trigger), Some(repo_id)) => match state.store.repo(repo_id).await {
+            Ok(repo) => {
+                let origin = origin_of(delivery, &trigger);
+                errored_build(
+                    state,
+                    &repo,
+                    context_of(&repo, &trigger),
+                    origin,
+                    reason.clone(),
+                )
+                .await
+                .map(|_| ())
+            }
+            Err(e) => Err(e),
+        },
+        _ => Err(StoreError::NotFound("the delivery's repository".to_owned())),
+    };
+    if built.is_err()
+        && let Err(e) = state
+            .store
+            .finish_delivery(delivery.id, delivery.claim_epoch, &reason)
+            .await
+    {
+        tracing::error!(delivery = %delivery.delivery_id, error = %e, "recording a given-up delivery failed");
+    }
+}
+
+fn delivery_trigger(delivery: &Delivery) -> Result<Trigger, String> {
+    match delivery.payload.as_deref() {
+        Some(payload) => {
+            serde_json::from_slice(payload).map_err(|e| format!("unreadable stored payload: {e}"))
+        }
+        None => Err("no payload was stored".to_owned()),
+    }
+}
+
+fn origin_of(delivery: &Delivery, trigger: &Trigger) -> Origin {
+    Origin {
+        sender: trigger.sender.clone(),
+        delivery: Some(delivery.id),
+        fork: trigger.fork,
+        changes: change_span(trigger),
+        schedule: None,
     }
 }
 
@@ -523,27 +690,12 @@ async fn holding<T>(state: &AppState, delivery: &Delivery, work: impl Future<Out
 }
 
 async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), StoreError> {
-    let trigger: Trigger = match delivery
-        .payload
-        .as_deref()
-        .map(serde_json::from_slice)
-        .transpose()
-    {
-        Ok(Some(trigger)) => trigger,
-        Ok(None) => {
+    let trigger = match delivery_trigger(delivery) {
+        Ok(trigger) => trigger,
+        Err(reason) => {
             return state
                 .store
-                .finish_delivery(delivery.id, delivery.claim_epoch, "no payload was stored")
-                .await;
-        }
-        Err(e) => {
-            return state
-                .store
-                .finish_delivery(
-                    delivery.id,
-                    delivery.claim_epoch,
-                    &format!("unreadable stored payload: {e}"),
-                )
+                .finish_delivery(delivery.id, delivery.claim_epoch, &reason)
                 .await;
         }
     };
@@ -570,13 +722,7 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
         }
     };
     let ctx = context_of(&repo, &trigger);
-    let origin = Origin {
-        sender: trigger.sender.clone(),
-        delivery: Some(delivery.id),
-        fork: trigger.fork,
-        changes: change_span(&trigger),
-        schedule: None,
-    };
+    let origin = origin_of(delivery, &trigger);
     let build = match create_build(state, &repo, ctx, origin).await {
         Ok(build) => build,
         // Another server (or an earlier try) built it: one delivery, one build.

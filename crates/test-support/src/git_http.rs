@@ -9,8 +9,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::Engine as _;
-
 use crate::GitRepo;
 
 /// Serves one [`GitRepo`] at `{url}` to callers with the right basic auth.
@@ -35,10 +33,7 @@ impl PrivateGitServer {
             "http://{}/{name}.git",
             listener.local_addr().expect("bound")
         );
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-        );
+        let expected = crate::webhook::basic_auth(username, password);
         let root = PathBuf::from(repo.url());
         let served = Arc::new(Counts::default());
         let counts = Arc::clone(&served);

@@ -330,6 +330,15 @@ pub mod webhook {
     }
 
     /// `X-Hub-Signature-256` for `body`.
+    /// The `Authorization` value of HTTP basic auth.
+    pub fn basic_auth(username: &str, password: &str) -> String {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        )
+    }
+
     pub fn signature(secret: &str, body: &[u8]) -> String {
         let mut mac =
             Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
@@ -480,7 +489,9 @@ pub mod browser {
 }
 
 /// A plain HTTP sink on 127.0.0.1 that answers 200 to every request and keeps the bodies:
-/// a chat service's incoming webhook, for tests that run gantry as a process.
+/// a chat service's incoming webhook, for tests that run gantry as a process. It can also
+/// answer something else (a 401 challenge, a 500 with a body, a redirect) and keeps each
+/// request's head (request line and headers), to see what a caller sent.
 pub mod sink {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
@@ -491,18 +502,36 @@ pub mod sink {
     pub struct HttpSink {
         pub url: String,
         bodies: Arc<Mutex<Vec<String>>>,
+        heads: Arc<Mutex<Vec<String>>>,
     }
 
     impl HttpSink {
         pub fn start() -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("binds a loopback port");
+            Self::start_on("127.0.0.1")
+        }
+
+        /// A sink answering 200 on another loopback address (`127.0.0.2`).
+        pub fn start_on(ip: &str) -> Self {
+            Self::answering(ip, "200 OK", "", "ok")
+        }
+
+        /// A sink on `ip` answering `status` (e.g. `401 Unauthorized`) with `headers` (each
+        /// ending in `\r\n`) and `body`.
+        pub fn answering(ip: &str, status: &str, headers: &str, body: &str) -> Self {
+            let listener = TcpListener::bind((ip, 0)).expect("binds a loopback port");
             let url = format!("http://{}", listener.local_addr().expect("bound"));
             let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
-            let kept = Arc::clone(&bodies);
+            let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+            let (kept, kept_heads) = (Arc::clone(&bodies), Arc::clone(&heads));
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+                body.len()
+            );
             std::thread::spawn(move || {
                 for stream in listener.incoming().flatten() {
                     let mut reader = BufReader::new(stream);
                     let mut length = 0usize;
+                    let mut head = String::new();
                     let mut line = String::new();
                     while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                         if line == "\r\n" {
@@ -513,20 +542,25 @@ pub mod sink {
                         {
                             length = value.trim().parse().unwrap_or(0);
                         }
+                        head.push_str(&line);
                         line.clear();
                     }
+                    kept_heads.lock().expect("the heads").push(head);
                     let mut body = vec![0; length];
                     if reader.read_exact(&mut body).is_ok() {
                         kept.lock()
                             .expect("the bodies")
                             .push(String::from_utf8_lossy(&body).into_owned());
                     }
-                    let _ = reader.get_mut().write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    );
+                    let _ = reader.get_mut().write_all(answer.as_bytes());
                 }
             });
-            Self { url, bodies }
+            Self { url, bodies, heads }
+        }
+
+        /// The head of every request received so far.
+        pub fn heads(&self) -> Vec<String> {
+            self.heads.lock().expect("the heads").clone()
         }
 
         /// Every body received so far.

@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod server;
 
 use std::path::Path;
 use std::process::Command;

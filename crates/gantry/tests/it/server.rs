@@ -542,6 +542,9 @@ fn secrets_are_masked_and_the_key_guards_them() {
         "--runner-host-pipelines",
         "--runner-name",
         "e2e-secrets",
+        // The chat service of this test listens on loopback.
+        "--notify-allow-net",
+        "127.0.0.1/32",
     ];
     let (mut server, token) = start_server(dir.path(), None, &args);
     let token = token.expect("the first start prints the admin token");

@@ -161,6 +161,9 @@ impl Cluster {
             &github,
             "--github-token",
             "soak-github-token",
+            // The sink (chat and GitHub's status API) listens on loopback.
+            "--notify-allow-net",
+            "127.0.0.1/32",
         ];
         let (server, token) = start_server(&data, self.database.as_deref(), &args);
         self.balancer.set(slot, Some(&server.url));

@@ -64,7 +64,10 @@ fn big_texts_joined_inside_nested_predicates_stop_at_the_budget() {
     let error = outcome.expect_err("over budget");
     assert!(error.message.contains("steps"), "{error}");
     // One join is an ordinary condition.
-    assert_eq!(evaluate("len(TEXT + TEXT) == 20000", &variables()), Ok(true));
+    assert_eq!(
+        evaluate("len(TEXT + TEXT) == 20000", &variables()),
+        Ok(true)
+    );
 }
 
 /// Builds a random expression of at most `depth` levels from the operations that multiply

@@ -1,7 +1,9 @@
 //! Repositories: register, change (settings and credentials alike), remove. The checks of a
 //! change live here once, so the API's PATCH and the settings page give the same verdict.
 
-use gantry_store::{NewRepo, Repo, RepoRole, RepoUpdate, Role, SecretInfo, SecretScope};
+use gantry_store::{
+    NewRepo, Repo, RepoRole, RepoUpdate, Role, SecretInfo, SecretScope, Visibility,
+};
 
 use crate::AppState;
 use crate::access::{self, Identity, Need};
@@ -53,6 +55,9 @@ pub async fn add(state: &AppState, who: &Identity, mut new: NewRepo) -> OpResult
                 new.owner, new.name
             ),
         ));
+    }
+    if new.visibility.is_none() {
+        new.visibility = Some(visibility_from_github(state, who, &new).await);
     }
     let key = &state.config.secret_key;
     for (field, value) in [
@@ -170,7 +175,8 @@ fn check_new(who: &Identity, new: &NewRepo) -> OpResult<()> {
     if new.trusted && !who.is_admin() {
         return Err(only_admins_trust());
     }
-    check_clone_url(&new.clone_url)?;
+    check_clone_url(who, &new.clone_url)?;
+    check_link(&new.link)?;
     check_default_branch(&new.default_branch)?;
     check_timeout(new.timeout_secs)?;
     check_fork_policy(&new.fork_policy)?;
@@ -182,7 +188,10 @@ fn check_changes(who: &Identity, repo: &Repo, changes: &RepoUpdate) -> OpResult<
         return Err(only_admins_trust());
     }
     if let Some(url) = &changes.clone_url {
-        check_clone_url(url)?;
+        check_clone_url(who, url)?;
+    }
+    if let Some(link) = &changes.link {
+        check_link(link)?;
     }
     if let Some(branch) = &changes.default_branch {
         check_default_branch(branch)?;
@@ -210,14 +219,48 @@ fn valid_name_part(part: &str) -> bool {
         && part != ".."
 }
 
-fn check_clone_url(url: &str) -> OpResult<()> {
-    if url.trim().is_empty() {
+/// A clone URL is fetched by the server itself: anything but a network URL (`https://`,
+/// `http://`, SSH) reads the server's own disk, so only a server admin may set one (mirrors,
+/// tests).
+fn check_clone_url(who: &Identity, url: &str) -> OpResult<()> {
+    let url = url.trim();
+    if url.is_empty() {
         return Err(OpError::invalid_field(
             "clone_url",
             "clone_url is empty: give the URL gantry fetches the repository from",
         ));
     }
+    let lower = url.to_ascii_lowercase();
+    let network = ["https://", "http://", "ssh://"]
+        .iter()
+        .any(|scheme| lower.starts_with(scheme))
+        || gantry_proto::ssh::is_ssh_url(url);
+    if !network && !who.is_admin() {
+        return Err(OpError::forbidden(format!(
+            "clone_url `{url}` is a local path or a file:// URL, which reads the server's own disk: only a server admin can set one; use the repository's https:// or SSH URL"
+        )));
+    }
     Ok(())
+}
+
+/// The repository's web page is a link on every build page: only an http(s) URL.
+fn check_link(link: &str) -> OpResult<()> {
+    if link.is_empty() || web_link(link).is_some() {
+        return Ok(());
+    }
+    Err(OpError::invalid_field(
+        "link",
+        format!(
+            "link `{link}` is not an http:// or https:// URL: give the repository's web page, like https://github.com/OWNER/NAME"
+        ),
+    ))
+}
+
+/// `link` when it is an http(s) URL, else nothing: the one test of what may become an `href`
+/// (a `javascript:` or `data:` link would run in gantry's origin).
+pub fn web_link(link: &str) -> Option<&str> {
+    let parsed = reqwest::Url::parse(link.trim()).ok()?;
+    (matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some()).then_some(link)
 }
 
 fn check_default_branch(branch: &str) -> OpResult<()> {
@@ -266,6 +309,39 @@ fn check_ssh_key(key: &str) -> OpResult<()> {
         "ssh_key",
         format!("ssh_key: {hint}"),
     ))
+}
+
+/// A repository is private unless GitHub says it is public: asked with the repository's own
+/// token, the caller's GitHub token, or the server's, in that order.
+async fn visibility_from_github(state: &AppState, who: &Identity, new: &NewRepo) -> Visibility {
+    let user_token = match &who.user {
+        Some(user) => access::github_token(state, user).await.ok().flatten(),
+        None => None,
+    };
+    let token = [
+        Some(new.github_token.clone()).filter(|t| !t.is_empty()),
+        user_token,
+        state.config.github_token.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    let answer = crate::github::repository_private(
+        &state.http,
+        &state.config.github_api,
+        token.as_deref(),
+        &new.owner,
+        &new.name,
+    )
+    .await;
+    match answer {
+        Ok(false) => Visibility::Public,
+        Ok(true) => Visibility::Private,
+        Err(reason) => {
+            tracing::info!(repo = %format!("{}/{}", new.owner, new.name), %reason, "GitHub could not say whether the repository is public; it starts private");
+            Visibility::Private
+        }
+    }
 }
 
 /// Whether GitHub says the caller administers the repository about to be added.

@@ -19,19 +19,43 @@ pub(super) struct LoginTemplate {
     next: String,
     /// Sign-in with GitHub is configured.
     github: bool,
+    /// Also in the `gantry_login` cookie: a form posted from another site has neither.
+    csrf: String,
+}
+
+/// The cookie that pairs a sign-in form with the browser it was shown to.
+const LOGIN_COOKIE: &str = "gantry_login";
+
+/// The sign-in form, with a fresh token in its form and in a cookie (login CSRF: another site
+/// cannot sign a visitor in with the attacker's token).
+fn login_form(state: &AppState, message: String, next: String, status: Option<StatusCode>) -> Page {
+    let csrf = crate::auth::random_secret();
+    let mut page = Page::render(LoginTemplate {
+        page: page_info(&Session::default()),
+        message,
+        next,
+        github: state.config.oauth.is_some(),
+        csrf: csrf.clone(),
+    })
+    .with_status(status);
+    let secure = if state.config.server_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    if let Ok(cookie) = header::HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    )) {
+        page.0.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    page
 }
 
 pub(super) async fn login_page(
     State(state): State<Arc<AppState>>,
-    session: Session,
     Query(query): Query<LoginQuery>,
 ) -> Page {
-    Page::render(LoginTemplate {
-        page: page_info(&session),
-        message: String::new(),
-        next: query.next,
-        github: state.config.oauth.is_some(),
-    })
+    login_form(&state, String::new(), query.next, None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,21 +63,52 @@ pub(super) struct LoginForm {
     token: String,
     #[serde(default)]
     next: String,
+    #[serde(default)]
+    csrf: String,
 }
 
-/// Only paths of this server: never an open redirect.
-pub(super) fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next
-    } else {
-        "/"
+/// Only paths of this server: never an open redirect. The path is resolved as a browser
+/// resolves it (tabs and newlines dropped, `\` read as `/`, dots folded) before it is
+/// judged, and what is kept is that resolved path.
+pub(super) fn safe_next(next: &str) -> String {
+    let Ok(here) = reqwest::Url::parse("http://gantry.invalid/") else {
+        return "/".to_owned();
+    };
+    match here.join(next) {
+        Ok(url)
+            if url.origin() == here.origin()
+                && url.username().is_empty()
+                && url.password().is_none() =>
+        {
+            let path = &url[url::Position::BeforePath..];
+            // `//host` would leave as a scheme-relative URL.
+            if path.starts_with("//") {
+                "/".to_owned()
+            } else {
+                path.to_owned()
+            }
+        }
+        _ => "/".to_owned(),
     }
 }
 
 pub(super) async fn login(
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, Page> {
+    let paired = crate::auth::cookie(&headers, LOGIN_COOKIE).is_some_and(|cookie| {
+        !form.csrf.is_empty() && bool::from(cookie.as_bytes().ct_eq(form.csrf.as_bytes()))
+    });
+    if !paired {
+        return Err(login_form(
+            &state,
+            "This sign-in form expired or was sent from another site: sign in again here."
+                .to_owned(),
+            form.next,
+            Some(StatusCode::FORBIDDEN),
+        ));
+    }
     let token = form.token.trim();
     let valid = !token.is_empty()
         && token.bytes().all(|b| b.is_ascii_graphic())
@@ -63,15 +118,14 @@ pub(super) async fn login(
             .await?
             .is_some();
     if !valid {
-        let page = Page::render(LoginTemplate {
-            page: page_info(&Session::default()),
-            message: "That token is not valid.".to_owned(),
-            next: form.next,
-            github: state.config.oauth.is_some(),
-        });
-        return Err(page.with_status(Some(StatusCode::UNAUTHORIZED)));
+        return Err(login_form(
+            &state,
+            "That token is not valid.".to_owned(),
+            form.next,
+            Some(StatusCode::UNAUTHORIZED),
+        ));
     }
-    let mut response = Redirect::to(safe_next(&form.next)).into_response();
+    let mut response = Redirect::to(&safe_next(&form.next)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&state, token, SESSION_LIFETIME.as_secs()),

@@ -189,14 +189,16 @@ pub(super) async fn build_view(
             steps,
         });
     }
-    let commit_link = if repo.link.is_empty() || build.commit.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "{}/commit/{}",
-            repo.link.trim_end_matches('/'),
-            build.commit
-        )
+    let commit_link = match crate::ops::repos::web_link(&repo.link) {
+        // A link stored before links were checked (or written by another tool) is left out.
+        Some(link) if !build.commit.is_empty() => {
+            format!(
+                "{}/commit/{}",
+                link.trim().trim_end_matches('/'),
+                build.commit
+            )
+        }
+        _ => String::new(),
     };
     let failed_reports = state
         .store

@@ -718,7 +718,7 @@ mod cases {
                 Some(&again),
                 Method::POST,
                 "/repos",
-                Some(json!({"owner": "acme", "name": name, "clone_url": "/x", "visibility": "private"})),
+                Some(json!({"owner": "acme", "name": name, "clone_url": format!("https://github.com/acme/{name}.git"), "visibility": "private"})),
             )
         };
         assert_eq!(add("new").await.status(), 201);

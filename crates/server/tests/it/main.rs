@@ -7,6 +7,7 @@ mod api;
 mod browser;
 mod credentials;
 mod gates;
+mod github_app;
 mod metrics;
 mod notify;
 mod oauth;

@@ -110,7 +110,7 @@ mod cases {
         );
         assert_eq!(done.get("gantry_stage_queue_depth"), Some(&0.0));
         assert_eq!(done.get("gantry_stages_running"), Some(&0.0));
-        for (outcome, count) in [("queued", 1.0), ("duplicate", 1.0), ("bad_signature", 1.0)] {
+        for (outcome, count) in [("queued", 1.0), ("duplicate", 1.0), ("refused", 1.0)] {
             assert_eq!(
                 done.get(&format!(
                     "gantry_webhook_deliveries_total{{outcome=\"{outcome}\"}}"

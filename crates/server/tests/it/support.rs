@@ -60,6 +60,8 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let mut config =
             ServerConfig::new(dir.path().to_owned(), url.clone(), RUNNER_SECRET.to_owned());
+        // The chat services and GitHub of these tests listen on loopback.
+        config.outbound.allowed = vec!["127.0.0.0/8".parse().expect("a range")];
         tweak(&mut config);
         let server = Server::new(store.clone(), config);
         let token = server
@@ -109,7 +111,7 @@ impl TestServer {
                 config_path: String::new(),
                 default_branch: "main".into(),
                 trusted: false,
-                visibility,
+                visibility: Some(visibility),
                 timeout_secs: 600,
                 github_token: String::new(),
                 fork_policy: "run".into(),
