@@ -102,6 +102,10 @@ pub struct ServerArgs {
     /// by default only public addresses are reached.
     #[arg(long, env = "GANTRY_NOTIFY_ALLOW_NET", value_delimiter = ',')]
     pub notify_allow_net: Vec<ipnet::IpNet>,
+    /// Lock names (`lock:` of a pipeline) shared by every owner's repositories
+    /// (comma-separated); any other lock is its owner's alone.
+    #[arg(long, env = "GANTRY_GLOBAL_LOCKS", value_delimiter = ',')]
+    pub global_locks: Vec<String>,
     /// GitHub logins that are server admins (comma-separated).
     #[arg(long, env = "GANTRY_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -499,6 +503,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         config.github_app = Some(Arc::new(app));
     }
     config.outbound.allowed = args.notify_allow_net.clone();
+    config.global_locks = args.global_locks.clone();
     config.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
     config.retention = gantry_server::Retention {
         build_days: args.keep_builds_days,

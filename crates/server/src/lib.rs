@@ -93,6 +93,9 @@ pub struct ServerConfig {
     /// How often schedules are looked at when none is due sooner (a test with a manual
     /// clock sets it short).
     pub schedule_poll: Duration,
+    /// Lock names shared by every owner's repositories (`--global-locks`); any other lock
+    /// is its owner's alone.
+    pub global_locks: Vec<String>,
     /// The longest a pipeline's compilation may take before its build errors.
     pub compile_limit: Duration,
 }
@@ -123,6 +126,7 @@ impl ServerConfig {
             clock: clock::Clock::system(),
             retention: retention::Retention::default(),
             schedule_poll: Duration::from_secs(15),
+            global_locks: Vec::new(),
             compile_limit: Duration::from_secs(30),
         }
     }

@@ -182,6 +182,23 @@ async fn compile_bounded(
     }
 }
 
+/// A lock's name as it is held: the repository's owner's (`acme:production-db`), so a pull
+/// request of another owner's repository cannot hold or wait on it, or server-wide
+/// (`*:NAME`) when a server admin declared it global (`--global-locks`). Owner names never
+/// hold `:` or `*`, so no lock of one owner can be spelled as another's.
+pub fn scoped_lock(global_locks: &[String], owner: &str, lock: &str) -> String {
+    if global_locks.iter().any(|global| global == lock) {
+        format!("*:{lock}")
+    } else {
+        format!("{owner}:{lock}")
+    }
+}
+
+/// A held lock's name as its pipeline wrote it.
+pub fn shown_lock(held: &str) -> &str {
+    held.split_once(':').map_or(held, |(_, lock)| lock)
+}
+
 /// Stores a build with its plan (or the reason it has none), and the statuses it starts.
 async fn store_build(
     state: &Arc<AppState>,
@@ -189,8 +206,15 @@ async fn store_build(
     ctx: Context,
     origin: Origin,
     number: i64,
-    plan: Result<gantry_pipeline::Plan, String>,
+    mut plan: Result<gantry_pipeline::Plan, String>,
 ) -> Result<Build, StoreError> {
+    if let Ok(plan) = &mut plan {
+        for stage in &mut plan.stages {
+            for lock in &mut stage.locks {
+                *lock = scoped_lock(&state.config.global_locks, &repo.owner, lock);
+            }
+        }
+    }
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
     }
@@ -745,6 +769,27 @@ async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Result<(), Store
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locks_belong_to_their_owner_unless_declared_global() {
+        let global = ["deploy".to_owned()];
+        assert_eq!(
+            scoped_lock(&global, "acme", "production-db"),
+            "acme:production-db"
+        );
+        assert_eq!(
+            scoped_lock(&global, "evil", "production-db"),
+            "evil:production-db"
+        );
+        assert_eq!(scoped_lock(&global, "acme", "deploy"), "*:deploy");
+        // A lock named like another owner's stays this owner's.
+        assert_eq!(
+            scoped_lock(&global, "evil", "acme:production-db"),
+            "evil:acme:production-db"
+        );
+        assert_eq!(shown_lock("evil:acme:production-db"), "acme:production-db");
+        assert_eq!(shown_lock("*:deploy"), "deploy");
+    }
 
     #[test]
     fn the_instance_is_the_server_host() {

@@ -65,13 +65,17 @@ pub(crate) async fn reason(
     if stage.status == Status::Pending {
         let holders = state.store.lock_holders(&stage.locks).await?;
         if !holders.is_empty() {
+            // Another repository's build is never named: whoever reads this one may not
+            // see that one (a global lock, or a private repository of the same owner).
             let held: Vec<String> = holders
                 .iter()
                 .map(|h| {
-                    format!(
-                        "`{}`, held by {} #{} (stage {})",
-                        h.lock, h.repo, h.build, h.stage
-                    )
+                    let lock = crate::trigger::shown_lock(&h.lock);
+                    if h.repo == repo.full_name() {
+                        format!("`{lock}`, held by #{} (stage {})", h.build, h.stage)
+                    } else {
+                        format!("`{lock}`, held by a build of another repository")
+                    }
                 })
                 .collect();
             return Ok(Some(format!("waiting for lock {}", held.join("; "))));

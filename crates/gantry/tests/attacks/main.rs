@@ -142,7 +142,8 @@ fn a_fork_pull_request_to_a_trusted_repository_is_untrusted() {
     assert_eq!(containers_of(&runner), "", "no container was created");
     let page = reqwest::blocking::Client::new()
         .get(format!("{}/acme/app/1", server.url))
-        .bearer_auth(&token)
+        // The repository is private (no GitHub said otherwise): a signed-in page.
+        .header("cookie", format!("gantry_session={token}"))
         .send()
         .and_then(|r| r.text())
         .expect("the build page");

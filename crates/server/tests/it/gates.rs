@@ -88,7 +88,8 @@ mod cases {
         let api_build = server.wait_build("api", 1).await;
         assert_eq!(
             waiting_of(&api_build, "migrate"),
-            "waiting for lock `production-db`, held by acme/app #1 (stage migrate)"
+            "waiting for lock `production-db`, held by a build of another repository",
+            "a lock held by another repository does not name it"
         );
         let app_second = server.wait_build("app", 2).await;
         assert_eq!(
@@ -104,6 +105,45 @@ mod cases {
         assert_eq!(next.stage.name, "migrate");
         let api_build = server.wait_build("api", 1).await;
         assert_eq!(waiting_of(&api_build, "migrate"), "");
+
+        // Locks are their owner's: another owner's `production-db` is free while acme's is
+        // held.
+        let evil = GitRepo::new();
+        evil.commit(&[(".gantry.yml", PIPELINES)], "first");
+        server
+            .store
+            .create_repo(&gantry_store::NewRepo {
+                owner: "evil".into(),
+                name: "evil-app".into(),
+                clone_url: evil.url(),
+                link: String::new(),
+                webhook_secret: "s".into(),
+                config_path: String::new(),
+                default_branch: "main".into(),
+                trusted: false,
+                visibility: Some(gantry_store::Visibility::Public),
+                timeout_secs: 600,
+                github_token: String::new(),
+                fork_policy: "run".into(),
+                ssh_key: String::new(),
+            })
+            .await
+            .expect("adds another owner's repository");
+        let created = server
+            .api(
+                Method::POST,
+                "/repos/evil/evil-app/builds",
+                Some(json!({"branch": "main"})),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let mut claimed = Vec::new();
+        for runner in ["r5", "r6"] {
+            let (_, assignment) = server.claim(runner).await;
+            claimed.push(assignment.stage.name.clone());
+        }
+        claimed.sort();
+        assert_eq!(claimed, ["deploy", "migrate"], "evil's lock is not acme's");
         server.stop().await;
     }
 }
