@@ -10,3 +10,8 @@ CREATE INDEX deliveries_repo_pending ON deliveries (repo_id, state, id);
 -- The GitHub App installation token minted for a stage's lease, sealed: revoked when the
 -- stage ends (or its lease is reaped), whichever server sees that.
 ALTER TABLE stages ADD COLUMN scoped_token TEXT NOT NULL DEFAULT '';
+
+-- A user is the GitHub account, not the login: a login can be renamed and then taken by
+-- someone else, who must not inherit the first one's tokens, roles or admin flag.
+ALTER TABLE users ADD COLUMN github_id BIGINT;
+CREATE UNIQUE INDEX users_github_id ON users (github_id) WHERE github_id IS NOT NULL;

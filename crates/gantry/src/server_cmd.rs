@@ -537,6 +537,13 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    if !args.admins.is_empty() {
+        // The list is the truth at each start: whoever left it is no longer an admin.
+        store
+            .set_admins(&args.admins)
+            .await
+            .context("while applying --admins")?;
+    }
     let server = Server::new(store, config);
     server
         .verify_secret_key()

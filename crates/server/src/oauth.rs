@@ -78,6 +78,8 @@ struct TokenAnswer {
 #[derive(Debug, Deserialize)]
 struct GitHubUser {
     login: String,
+    /// The account: logins can be renamed and taken by someone else.
+    id: i64,
 }
 
 /// `GET /login/github/callback`: checks `state`, trades the code, starts a session.
@@ -152,10 +154,10 @@ pub(crate) async fn callback(
         .header("user-agent", "gantry")
         .send()
         .await;
-    let login = match user {
+    let (login, github_id) = match user {
         Ok(response) if response.status().is_success() => {
             match response.json::<GitHubUser>().await {
-                Ok(user) => user.login,
+                Ok(user) => (user.login, user.id),
                 Err(e) => return refused(&format!("GitHub's user answer was unreadable: {e}")),
             }
         }
@@ -174,7 +176,9 @@ pub(crate) async fn callback(
                 .into_response();
         }
     };
-    let admin = oauth.admins.iter().any(|a| a.eq_ignore_ascii_case(&login));
+    // With an admin list, it decides; without one, admins are whom an admin made so.
+    let admin = (!oauth.admins.is_empty())
+        .then(|| oauth.admins.iter().any(|a| a.eq_ignore_ascii_case(&login)));
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "starting a session failed");
         (
@@ -187,7 +191,11 @@ pub(crate) async fn callback(
         &crate::access::github_token_binding(&login),
         token.as_bytes(),
     );
-    let user = match state.store.signed_in(&login, admin, &sealed).await {
+    let user = match state
+        .store
+        .signed_in(github_id, &login, admin, &sealed)
+        .await
+    {
         Ok(user) => user,
         Err(e) => return unavailable(&e),
     };

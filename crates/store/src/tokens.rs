@@ -38,6 +38,7 @@ struct TokenRow {
     user_admin: Option<bool>,
     user_created_at: Option<i64>,
     user_last_login_at: Option<i64>,
+    user_github_id: Option<i64>,
 }
 
 impl Store {
@@ -70,7 +71,7 @@ impl Store {
         let row = with_pool!(self, pool => sqlx::query_as::<_, TokenRow>(
             "SELECT t.id, t.name, t.admin, t.user_id, t.session, t.created_at, t.last_used_at, \
              u.login, u.admin AS user_admin, u.created_at AS user_created_at, \
-             u.last_login_at AS user_last_login_at \
+             u.last_login_at AS user_last_login_at, u.github_id AS user_github_id \
              FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
         )
         .bind(hash)
@@ -84,6 +85,7 @@ impl Store {
                     admin: row.user_admin.unwrap_or(false),
                     created_at: row.user_created_at.unwrap_or(0),
                     last_login_at: row.user_last_login_at,
+                    github_id: row.user_github_id,
                 }),
                 _ => None,
             };

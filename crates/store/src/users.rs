@@ -15,6 +15,8 @@ pub struct User {
     pub admin: bool,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
+    /// The GitHub account, once they signed in with it.
+    pub github_id: Option<i64>,
 }
 
 /// What a user may do on a repository; each role includes the ones before it.
@@ -111,7 +113,7 @@ pub struct RepoRole {
     pub fetched_at: i64,
 }
 
-const USER_COLUMNS: &str = "id, login, admin, created_at, last_login_at";
+const USER_COLUMNS: &str = "id, login, admin, created_at, last_login_at, github_id";
 
 impl Store {
     /// Adds a user; a login that exists (in any case) is a conflict.
@@ -129,26 +131,100 @@ impl Store {
         created.ok_or_else(|| StoreError::Conflict(format!("user {login} already exists")))
     }
 
-    /// Records a sign-in with GitHub: the user is created if new, their sealed GitHub token
-    /// replaced, and `admin` (from the server's configuration) raises, never lowers, their
-    /// admin flag.
-    pub async fn signed_in(&self, login: &str, admin: bool, sealed_token: &[u8]) -> Result<User> {
+    /// Records a sign-in with GitHub by the account `github_id`, now called `login`: the
+    /// user of that account, renamed if GitHub renamed it; else the user of that login whom
+    /// no account holds yet (added by an admin, or from before accounts were recorded); else
+    /// a new user. A user of the same login held by another account (the login was renamed
+    /// and taken) keeps its tokens and roles under `LOGIN~ID`, until its own account signs
+    /// in again. The sealed GitHub token is replaced; `admin`, when given (the server has an
+    /// admin list), sets the admin flag, else it is left as an admin set it.
+    pub async fn signed_in(
+        &self,
+        github_id: i64,
+        login: &str,
+        admin: Option<bool>,
+        sealed_token: &[u8],
+    ) -> Result<User> {
         let now = now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO users (login, admin, github_token, created_at, last_login_at) \
-             VALUES ($1, $2, $3, $4, $4) \
-             ON CONFLICT (lower(login)) DO UPDATE SET login = excluded.login, \
-             admin = users.admin OR excluded.admin, github_token = excluded.github_token, \
-             last_login_at = excluded.last_login_at \
-             RETURNING {USER_COLUMNS}"
+            "UPDATE users SET github_id = $1, login = $2, admin = COALESCE($3, admin), \
+             github_token = $4, last_login_at = $5 WHERE id = $6 RETURNING {USER_COLUMNS}"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, User>(sql)
+        let insert = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO users (github_id, login, admin, github_token, created_at, last_login_at) \
+             VALUES ($1, $2, COALESCE($3, FALSE), $4, $5, $5) RETURNING {USER_COLUMNS}"
+        ));
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let by_account: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM users WHERE github_id = $1")
+                    .bind(github_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let by_login: Option<(i64, Option<i64>)> = sqlx::query_as(
+                "SELECT id, github_id FROM users WHERE lower(login) = lower($1)",
+            )
             .bind(login)
-            .bind(admin)
-            .bind(sealed_token)
-            .bind(now)
-            .fetch_one(pool)
-            .await)?)
+            .fetch_optional(&mut *tx)
+            .await?;
+            // Another account's user holding this login steps aside.
+            if let Some((other, held_by)) = by_login
+                && Some(other) != by_account
+                && held_by.is_some()
+            {
+                sqlx::query("UPDATE users SET login = login || '~' || CAST(github_id AS TEXT) WHERE id = $1")
+                    .bind(other)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let unclaimed = by_login.filter(|(_, held_by)| held_by.is_none()).map(|(id, _)| id);
+            let user = match by_account.or(unclaimed) {
+                Some(id) => {
+                    sqlx::query_as::<_, User>(sql)
+                        .bind(github_id)
+                        .bind(login)
+                        .bind(admin)
+                        .bind(sealed_token)
+                        .bind(now)
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+                None => {
+                    sqlx::query_as::<_, User>(insert)
+                        .bind(github_id)
+                        .bind(login)
+                        .bind(admin)
+                        .bind(sealed_token)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+            };
+            tx.commit().await?;
+            Ok(user)
+        })
+    }
+
+    /// Makes `logins` (compared without case) the server admins and no one else: the
+    /// server's `--admins`, the truth at each start.
+    pub async fn set_admins(&self, logins: &[String]) -> Result<()> {
+        let lowered: Vec<String> = logins.iter().map(|l| l.to_lowercase()).collect();
+        with_pool!(self, pool => {
+            let users: Vec<(i64, String, bool)> =
+                sqlx::query_as("SELECT id, login, admin FROM users").fetch_all(pool).await?;
+            for (id, login, admin) in users {
+                let should = lowered.contains(&login.to_lowercase());
+                if should != admin {
+                    sqlx::query("UPDATE users SET admin = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(should)
+                        .execute(pool)
+                        .await?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
     }
 
     pub async fn user(&self, id: i64) -> Result<User> {

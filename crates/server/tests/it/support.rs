@@ -617,6 +617,17 @@ struct GitHubState {
     repo_reads: usize,
 }
 
+/// The account id the fake GitHub gives `login` (stable, and different for each login).
+pub fn github_id_of(login: &str) -> i64 {
+    login
+        .to_lowercase()
+        .bytes()
+        .fold(1_469_598_103_i64, |h, b| {
+            h.wrapping_mul(31).wrapping_add(i64::from(b))
+        })
+        .abs()
+}
+
 /// The token the fake GitHub grants `login`.
 pub fn github_token_of(login: &str) -> String {
     format!("gho_{login}")
@@ -668,7 +679,7 @@ impl FakeGitHub {
                 "/user",
                 get(move |headers: axum::http::HeaderMap| async move {
                     match login_of(&headers) {
-                        Some(login) => axum::Json(serde_json::json!({"login": login, "id": 1})).into_response(),
+                        Some(login) => axum::Json(serde_json::json!({"login": login, "id": github_id_of(&login)})).into_response(),
                         None => axum::http::StatusCode::UNAUTHORIZED.into_response(),
                     }
                 }),

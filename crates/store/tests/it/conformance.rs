@@ -833,23 +833,33 @@ mod cases {
             None
         );
 
-        // A sign-in keeps the user, stores the sealed token, and only raises admin.
+        // A sign-in claims the login an admin added, stores the sealed token, and the admin
+        // list (when there is one) sets the flag.
         let signed = store
-            .signed_in("alice", true, b"sealed-1")
+            .signed_in(1, "alice", Some(true), b"sealed-1")
             .await
             .expect("signs in");
         assert_eq!(signed.id, alice.id);
+        assert_eq!(signed.github_id, Some(1));
         assert!(signed.admin && signed.last_login_at.is_some());
         let again = store
-            .signed_in("alice", false, b"sealed-2")
+            .signed_in(1, "alice", None, b"sealed-2")
             .await
             .expect("signs in");
-        assert!(again.admin, "configuration never lowers an admin flag");
+        assert!(again.admin, "without an admin list the flag is left");
         assert_eq!(
             store.user_github_token(alice.id).await.expect("reads"),
             Some(b"sealed-2".to_vec())
         );
-        let bob = store.signed_in("bob", false, b"s").await.expect("new user");
+        let lowered = store
+            .signed_in(1, "alice", Some(false), b"sealed-2")
+            .await
+            .expect("signs in");
+        assert!(!lowered.admin, "the admin list is the truth");
+        let bob = store
+            .signed_in(2, "bob", None, b"s")
+            .await
+            .expect("new user");
         assert!(!bob.admin);
         assert_eq!(
             store
@@ -861,6 +871,37 @@ mod cases {
                 .collect::<Vec<_>>(),
             ["alice", "bob"]
         );
+
+        // GitHub renamed alice's account: the same user, renamed.
+        let renamed = store
+            .signed_in(1, "alice-2", None, b"sealed-3")
+            .await
+            .expect("signs in");
+        assert_eq!((renamed.id, renamed.login.as_str()), (alice.id, "alice-2"));
+        // Someone else's account took the login `alice-2` before alice signed in again: a new
+        // user, who inherits nothing; alice's user steps aside.
+        let taker = store
+            .signed_in(9, "alice-2", None, b"sealed-9")
+            .await
+            .expect("signs in");
+        assert_ne!(taker.id, alice.id);
+        assert!(!taker.admin);
+        assert_eq!(
+            store.user(alice.id).await.expect("reads").login,
+            "alice-2~1",
+            "the first account's user keeps its roles under another name"
+        );
+        let back = store
+            .signed_in(1, "alice", None, b"sealed-4")
+            .await
+            .expect("signs in");
+        assert_eq!((back.id, back.login.as_str()), (alice.id, "alice"));
+
+        // The server's admin list is the truth at each start.
+        store.set_user_admin(alice.id, true).await.expect("sets");
+        store.set_admins(&["BOB".to_owned()]).await.expect("sets");
+        assert!(store.user(bob.id).await.expect("reads").admin);
+        assert!(!store.user(alice.id).await.expect("reads").admin);
         let demoted = store.set_user_admin(alice.id, false).await.expect("sets");
         assert!(!demoted.admin);
 
