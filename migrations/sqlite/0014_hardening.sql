@@ -15,3 +15,14 @@ ALTER TABLE stages ADD COLUMN scoped_token TEXT NOT NULL DEFAULT '';
 -- someone else, who must not inherit the first one's tokens, roles or admin flag.
 ALTER TABLE users ADD COLUMN github_id BIGINT;
 CREATE UNIQUE INDEX users_github_id ON users (github_id) WHERE github_id IS NOT NULL;
+
+-- A token per runner (`gantry runner register`): stored as its SHA-256, shown once, revoked
+-- by removing it. `owners` (JSON array, empty: any) restricts what the runner may claim.
+CREATE TABLE runner_tokens (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT   NOT NULL UNIQUE,
+    hash       TEXT   NOT NULL UNIQUE,
+    owners     TEXT   NOT NULL DEFAULT '[]',
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT
+);

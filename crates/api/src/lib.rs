@@ -259,6 +259,25 @@ pub struct Runner {
     pub last_seen_at: i64,
 }
 
+/// A runner's own token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunnerToken {
+    pub id: i64,
+    /// The runner it is for: a runner presenting it must use this name.
+    pub name: String,
+    /// The owners whose repositories' stages it may claim; empty: any.
+    pub owners: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A runner's token just made: the only time it is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedRunnerToken {
+    pub name: String,
+    pub owners: Vec<String>,
+    pub token: String,
+}
+
 /// A chat target: its webhook shown as its host only (the path is a credential).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Target {

@@ -141,13 +141,21 @@ pub struct ServerArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RunnerArgs {
+    /// Manages runners' tokens instead of running a runner.
+    #[command(subcommand)]
+    pub command: Option<crate::client_cmd::RunnerCommand>,
     /// The server's URL.
-    #[arg(long, env = "GANTRY_SERVER")]
-    pub server: String,
-    /// The server's runner secret.
+    #[arg(long, env = "GANTRY_SERVER", required = true)]
+    pub server: Option<String>,
+    /// This runner's own token, from `gantry runner register NAME` (run it with --name NAME).
+    #[arg(long, env = "GANTRY_RUNNER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Deprecated: the server's shared runner secret, which lets a runner act as any other;
+    /// give each runner its own --token instead.
     #[arg(long, env = "GANTRY_RUNNER_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: Option<String>,
     /// Stages run at once.
     #[arg(long, env = "GANTRY_RUNNER_CAPACITY", default_value_t = 2)]
     pub capacity: u32,
@@ -639,7 +647,26 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(command) = &args.command {
+        return crate::client_cmd::runner_tokens(command);
+    }
     init_tracing();
+    let server = args
+        .server
+        .clone()
+        .context("--server (GANTRY_SERVER) is required to run a runner")?;
+    let credential = match (&args.token, &args.secret) {
+        (Some(token), _) => token.clone(),
+        (None, Some(secret)) => {
+            tracing::warn!(
+                "the shared runner secret (--secret) is deprecated: it lets a runner act as any other; give this runner its own token with `gantry runner register NAME` and --token"
+            );
+            secret.clone()
+        }
+        (None, None) => bail!(
+            "the runner needs its token: make one with `gantry runner register NAME` (a server admin) and pass it with --token (GANTRY_RUNNER_TOKEN)"
+        ),
+    };
     runtime()?.block_on(async {
         let identity = RunnerIdentity::claim(&args.data_dir, args.name.as_deref(), "")?;
         let name = identity.name.clone();
@@ -653,8 +680,8 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
         let config = RemoteConfig {
-            server: args.server.clone(),
-            secret: args.secret.clone(),
+            server: server.clone(),
+            secret: credential,
             name: name.clone(),
             labels,
             capacity: args.capacity,
@@ -662,7 +689,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             executor: ExecutorConfig::default(),
             lineage: Some(identity.lineage.clone()),
         };
-        tracing::info!(%name, server = %args.server, capacity = args.capacity, docker = backends.docker.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");
+        tracing::info!(%name, %server, capacity = args.capacity, docker = backends.docker.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         on_signals(stop.clone(), abort.clone());

@@ -100,7 +100,7 @@ pub async fn ensure_admin_token(store: &Store) -> Result<Option<String>, StoreEr
     Ok(Some(token))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()

@@ -1,7 +1,10 @@
 //! The runner protocol's server side (`/rpc/v1`, see `gantry_proto`). Every call carries
-//! the runner secret. A request for work is held open until a stage the runner can take is
-//! queued (woken by a `Notify`, no polling interval), so dispatch takes one claim's time.
-//! Every later call names its lease's epoch; a stale one gets `409 Conflict`.
+//! the runner's own token (`gantry runner register`: it names the runner, and may restrict it
+//! to some owners' repositories) or, deprecated, the shared runner secret. A request for
+//! work is held open until a stage the runner can take is queued (woken by a `Notify`, no
+//! polling interval), so dispatch takes one claim's time. Every later call names its lease's
+//! epoch (random: only its holder knows it), and a runner with its own token reports only
+//! for stages it holds; a stale one gets `409 Conflict`.
 
 use std::sync::Arc;
 
@@ -32,9 +35,13 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/rpc/v1/stages/{stage}/done", post(done))
 }
 
-/// Proof that the request carries the runner secret; every handler here takes one.
+/// Proof that the request carries a runner's token or the shared runner secret; every
+/// handler here takes one.
 #[derive(Debug)]
-struct RunnerAuth;
+struct RunnerAuth {
+    /// The runner's own token; `None`: the shared secret, which may act as any runner.
+    token: Option<gantry_store::RunnerToken>,
+}
 
 impl FromRequestParts<Arc<AppState>> for RunnerAuth {
     type Rejection = OpError;
@@ -44,12 +51,53 @@ impl FromRequestParts<Arc<AppState>> for RunnerAuth {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         if carries_secret(&parts.headers, &state.config.runner_secret) {
-            Ok(RunnerAuth)
+            return Ok(RunnerAuth { token: None });
+        }
+        if let Some(given) = crate::auth::bearer(&parts.headers) {
+            let hash = crate::auth::hash_token(given);
+            if let Some(token) = state.store.runner_token_by_hash(&hash).await? {
+                return Ok(RunnerAuth { token: Some(token) });
+            }
+        }
+        Err(OpError::Unauthorized(
+            "the runner's token is missing, wrong or revoked: make one with `gantry runner register NAME` and start the runner with --token (GANTRY_RUNNER_TOKEN); the shared --secret (GANTRY_RUNNER_SECRET) still works but is deprecated"
+                .to_owned(),
+        ))
+    }
+}
+
+impl RunnerAuth {
+    /// A runner with its own token acts under its name only.
+    fn as_runner(&self, name: &str) -> OpResult<()> {
+        match &self.token {
+            Some(token) if token.name != name => Err(OpError::forbidden(format!(
+                "this token is runner `{}`'s: start the runner with --name {}, or register `{name}` its own",
+                token.name, token.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the runner may claim: its token's owners (empty: any).
+    fn owners(&self) -> Vec<String> {
+        self.token
+            .as_ref()
+            .map(|token| token.owners.clone())
+            .unwrap_or_default()
+    }
+
+    /// A runner with its own token reports only for a stage it holds.
+    async fn holds(&self, state: &AppState, stage: i64) -> OpResult<()> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        if state.store.stage_holder(stage).await?.as_deref() == Some(token.name.as_str()) {
+            Ok(())
         } else {
-            Err(OpError::Unauthorized(
-                "the runner secret is missing or wrong: start the runner with --secret (GANTRY_RUNNER_SECRET) set to the server's"
-                    .to_owned(),
-            ))
+            Err(OpError::Conflict(format!(
+                "runner `{}` does not hold stage {stage}",
+                token.name
+            )))
         }
     }
 }
@@ -94,19 +142,21 @@ async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
 /// A runner presents itself before it removes what its earlier life left, then asks for work:
 /// what that life held is ended at its first request, after the clean-up.
 async fn hello(
-    _: RunnerAuth,
+    auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Json(req): Json<WorkRequest>,
 ) -> OpResult<StatusCode> {
+    auth.as_runner(&req.runner)?;
     present(&state, &req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn request(
-    _: RunnerAuth,
+    auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Json(req): Json<WorkRequest>,
 ) -> OpResult<Response> {
+    auth.as_runner(&req.runner)?;
     present(&state, &req).await?;
     // What this runner held in an earlier life can never be finished.
     let reaped = state
@@ -131,6 +181,7 @@ async fn request(
                 platform: req.platform.clone(),
                 offer: req.offer,
                 lease_until: lease_until(&state),
+                owners: auth.owners(),
             })
             .await?;
         if let Some(claim) = claim {
@@ -187,11 +238,12 @@ async fn request(
 }
 
 async fn step(
-    _: RunnerAuth,
+    auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(update): Json<StepUpdate>,
 ) -> OpResult<StatusCode> {
+    auth.holds(&state, stage).await?;
     state.store.update_step(stage, &update).await?;
     if let (Some(started), Some(finished)) = (update.started_at, update.finished_at)
         && update.state != StepState::Running
@@ -207,11 +259,12 @@ async fn step(
 }
 
 async fn logs(
-    _: RunnerAuth,
+    auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(batch): Json<LogBatch>,
 ) -> OpResult<StatusCode> {
+    auth.holds(&state, stage).await?;
     if batch.lines.is_empty() {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -224,11 +277,12 @@ async fn logs(
 }
 
 async fn heartbeat(
-    _: RunnerAuth,
+    auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(beat): Json<Heartbeat>,
 ) -> OpResult<Json<LeaseStatus>> {
+    auth.holds(&state, stage).await?;
     let cancelled = state
         .store
         .heartbeat(stage, beat.epoch, lease_until(&state))
@@ -238,11 +292,12 @@ async fn heartbeat(
 
 /// Held open until the stage's build is cancelled, or for at most the poll time.
 async fn watch(
-    _: RunnerAuth,
+    auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(beat): Json<Heartbeat>,
 ) -> OpResult<Json<LeaseStatus>> {
+    auth.holds(&state, stage).await?;
     let deadline = tokio::time::Instant::now() + state.config.max_poll;
     loop {
         let notified = state.store.signals().cancelled.notified();
@@ -260,11 +315,12 @@ async fn watch(
 }
 
 async fn done(
-    _: RunnerAuth,
+    auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
     Path(stage): Path<i64>,
     Json(done): Json<StageDone>,
 ) -> OpResult<StatusCode> {
+    auth.holds(&state, stage).await?;
     let status = match done.state {
         StepState::Success | StepState::Failure | StepState::Killed | StepState::Error => {
             Status::from(done.state)

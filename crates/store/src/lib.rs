@@ -36,7 +36,7 @@ pub use notify::{NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, LockHolder, Reaped, StageEnd};
 pub use repos::{NewRepo, Repo, RepoUpdate, Visibility};
 pub use retention::{RetentionPolicy, RetentionReport};
-pub use runners::Runner;
+pub use runners::{Runner, RunnerToken};
 pub use schedules::{NewSchedule, Schedule, ScheduleRun};
 pub use secrets::{SealedSecret, SecretInfo, SecretScope};
 pub use tokens::{NewToken, Token};

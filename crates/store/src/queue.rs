@@ -24,6 +24,8 @@ pub struct ClaimRequest {
     pub offer: Offer,
     /// The lease lasts until this time unless heartbeated.
     pub lease_until: i64,
+    /// Only stages of these owners' repositories (compared without case); empty: any.
+    pub owners: Vec<String>,
 }
 
 /// A claimed stage.
@@ -84,6 +86,7 @@ struct Candidate {
     trusted: bool,
     name: String,
     repo_id: i64,
+    owner: String,
     locks: String,
     concurrency: Option<i64>,
 }
@@ -133,7 +136,14 @@ fn runner_can_take(request: &ClaimRequest, candidate: &Candidate) -> bool {
     let placeable = crate::builds::backend_from_column(&candidate.backend).is_some_and(|backend| {
         gantry_proto::place(request.offer, backend, candidate.trusted).is_ok()
     });
-    placeable && labels_and_platform_match(request, &candidate.labels, &candidate.platform)
+    let owner_allowed = request.owners.is_empty()
+        || request
+            .owners
+            .iter()
+            .any(|owner| owner.eq_ignore_ascii_case(&candidate.owner));
+    owner_allowed
+        && placeable
+        && labels_and_platform_match(request, &candidate.labels, &candidate.platform)
 }
 
 /// Whether a stage's labels and platform are among what a runner offers.
@@ -350,7 +360,7 @@ impl Store {
                 claim_first!(
                     tx,
                     "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
-                     b.repo_id, s.locks, s.concurrency FROM stages s \
+                     b.repo_id, r.owner, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
                      WHERE s.status = 'pending' ORDER BY s.id LIMIT 100 \
                      FOR UPDATE OF s SKIP LOCKED",
@@ -363,7 +373,7 @@ impl Store {
                 claim_first!(
                     tx,
                     "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
-                     b.repo_id, s.locks, s.concurrency FROM stages s \
+                     b.repo_id, r.owner, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
                      WHERE s.status = 'pending' ORDER BY s.id LIMIT 100",
                     None::<&str>
@@ -707,6 +717,7 @@ mod tests {
                 host: false,
             },
             lease_until: 0,
+            owners: Vec::new(),
         }
     }
 
@@ -719,9 +730,24 @@ mod tests {
             trusted,
             name: "ci".into(),
             repo_id: 1,
+            owner: "acme".into(),
             locks: "[]".into(),
             concurrency: None,
         }
+    }
+
+    #[test]
+    fn a_runner_of_some_owners_takes_their_stages_only() {
+        let mut runner = request(&[], "linux/amd64");
+        let stage = candidate("{}", "", "docker", false);
+        assert!(runner_can_take(&runner, &stage), "no restriction");
+        runner.owners = vec!["ACME".into()];
+        assert!(
+            runner_can_take(&runner, &stage),
+            "owners compare without case"
+        );
+        runner.owners = vec!["evil".into()];
+        assert!(!runner_can_take(&runner, &stage));
     }
 
     #[test]

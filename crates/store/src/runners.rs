@@ -98,3 +98,93 @@ impl Store {
             .collect()
     }
 }
+
+/// A runner's own token (`gantry runner register`); the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerToken {
+    pub id: i64,
+    /// The runner it is for: a runner presenting it must use this name.
+    pub name: String,
+    /// What it may claim: stages of these owners' repositories; empty, any.
+    pub owners: Vec<String>,
+    pub created_at: i64,
+}
+
+type RunnerTokenRow = (i64, String, String, i64);
+
+fn runner_token(row: RunnerTokenRow) -> RunnerToken {
+    let (id, name, owners, created_at) = row;
+    RunnerToken {
+        id,
+        name,
+        owners: serde_json::from_str(&owners).unwrap_or_default(),
+        created_at,
+    }
+}
+
+impl Store {
+    /// Records a runner's token by its hash; a name that has one already is a `Conflict`.
+    pub async fn create_runner_token(
+        &self,
+        name: &str,
+        hash: &str,
+        owners: &[String],
+    ) -> Result<RunnerToken> {
+        let owners = serde_json::to_string(owners).expect("strings serialise");
+        let row: Option<RunnerTokenRow> = with_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO runner_tokens (name, hash, owners, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO NOTHING RETURNING id, name, owners, created_at",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(owners)
+        .bind(now_ms())
+        .fetch_optional(pool)
+        .await)?;
+        row.map(runner_token).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "runner `{name}` has a token already: revoke it first (`gantry runner revoke`)"
+            ))
+        })
+    }
+
+    pub async fn runner_token_by_hash(&self, hash: &str) -> Result<Option<RunnerToken>> {
+        let row: Option<RunnerTokenRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, name, owners, created_at FROM runner_tokens WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(runner_token))
+    }
+
+    pub async fn runner_tokens(&self) -> Result<Vec<RunnerToken>> {
+        let rows: Vec<RunnerTokenRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, name, owners, created_at FROM runner_tokens ORDER BY name",
+        )
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows.into_iter().map(runner_token).collect())
+    }
+
+    /// Revokes runner `name`'s token; `false` when it has none.
+    pub async fn delete_runner_token(&self, name: &str) -> Result<bool> {
+        let removed = with_pool!(self, pool => sqlx::query("DELETE FROM runner_tokens WHERE name = $1")
+            .bind(name)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(removed == 1)
+    }
+
+    /// The runner holding `stage`'s lease now, if it is running.
+    pub async fn stage_holder(&self, stage: i64) -> Result<Option<String>> {
+        let holder: Option<Option<String>> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT runner FROM stages WHERE id = $1 AND status = 'running'",
+        )
+        .bind(stage)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(holder.flatten())
+    }
+}

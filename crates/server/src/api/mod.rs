@@ -87,6 +87,14 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(log_lines),
         )
         .route("/api/runners", get(list_runners))
+        .route(
+            "/api/runners/tokens",
+            get(list_runner_tokens).post(register_runner),
+        )
+        .route(
+            "/api/runners/tokens/{name}",
+            axum::routing::delete(revoke_runner_token),
+        )
         .route("/api/retention", get(retention_status))
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
@@ -382,6 +390,64 @@ async fn retention_status(
 ) -> OpResult<Json<gantry_api::Retention>> {
     let (retention, last) = ops::retention::status(&state, caller.require_identity()?).await?;
     Ok(Json(views::retention(retention, last)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunnerRegistration {
+    name: String,
+    #[serde(default)]
+    owners: Vec<String>,
+}
+
+async fn register_runner(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<gantry_api::CreatedRunnerToken>)> {
+    let asked: RunnerRegistration = parse_body(&body)?;
+    let (stored, token) = ops::runners::register(
+        &state,
+        caller.require_identity()?,
+        &asked.name,
+        &asked.owners,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(gantry_api::CreatedRunnerToken {
+            name: stored.name,
+            owners: stored.owners,
+            token,
+        }),
+    ))
+}
+
+async fn list_runner_tokens(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> OpResult<Json<Vec<gantry_api::RunnerToken>>> {
+    let tokens = ops::runners::tokens(&state, caller.require_identity()?).await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .map(|t| gantry_api::RunnerToken {
+                id: t.id,
+                name: t.name,
+                owners: t.owners,
+                created_at: t.created_at,
+            })
+            .collect(),
+    ))
+}
+
+async fn revoke_runner_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> OpResult<StatusCode> {
+    ops::runners::revoke(&state, caller.require_identity()?, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_runners(

@@ -165,6 +165,24 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
         ),
         (
             Get,
+            "/api/runners/tokens",
+            "Runners' own tokens (names and owners; server admins)",
+            Many("RunnerToken"),
+        ),
+        (
+            Post,
+            "/api/runners/tokens",
+            "Makes a runner's own token, shown this once (name, owners; server admins)",
+            One("CreatedRunnerToken"),
+        ),
+        (
+            Delete,
+            "/api/runners/tokens/{name}",
+            "Revokes a runner's token (server admins)",
+            Nothing,
+        ),
+        (
+            Get,
             "/api/retention",
             "What the server keeps, and what its last retention run removed",
             One("Retention"),
@@ -343,6 +361,8 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::Secret>()
         .schema_from::<gantry_api::SecretSaved>()
         .schema_from::<gantry_api::Runner>()
+        .schema_from::<gantry_api::RunnerToken>()
+        .schema_from::<gantry_api::CreatedRunnerToken>()
         .schema_from::<gantry_api::Target>()
         .schema_from::<gantry_api::Schedule>()
         .schema_from::<gantry_api::Retention>()

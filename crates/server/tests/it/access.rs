@@ -446,6 +446,27 @@ mod cases {
             ),
             endpoint(
                 Method::GET,
+                "/api/runners/tokens",
+                "/api/runners/tokens",
+                None,
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/runners/tokens",
+                "/api/runners/tokens",
+                Some(json!({"name": "builder-1", "owners": ["acme"]})),
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::DELETE,
+                "/api/runners/tokens/{name}",
+                "/api/runners/tokens/builder-1",
+                None,
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::GET,
                 "/api/users",
                 "/api/users",
                 None,

@@ -12,6 +12,7 @@ use crate::on_both;
 use crate::support::{PIPELINE, TestServer};
 
 on_both!(
+    runners_with_their_own_tokens_take_and_report_only_what_is_theirs,
     a_waiting_runner_gets_the_stage_and_its_reports_make_the_build,
     the_runner_secret_is_required,
     a_cancel_reaches_a_watching_runner,
@@ -24,6 +25,78 @@ on_both!(
 
 mod cases {
     use super::*;
+
+    /// Registers runner `name` (restricted to `owners`) and returns its token.
+    async fn register(server: &TestServer, name: &str, owners: &[&str]) -> String {
+        let created = server
+            .api(
+                reqwest::Method::POST,
+                "/runners/tokens",
+                Some(serde_json::json!({"name": name, "owners": owners})),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let created: serde_json::Value = created.json().await.expect("json");
+        created["token"].as_str().expect("the token").to_owned()
+    }
+
+    /// Finding 8, as found: one runner secret let any runner claim any stage, and sequential
+    /// epochs let a runner report for a stage it did not hold.
+    pub async fn runners_with_their_own_tokens_take_and_report_only_what_is_theirs(db: &str) {
+        let server = TestServer::start(db).await;
+        let (_git, _sha) = server.push_app().await;
+        let mut other = server.runner("builder-other");
+        other.credential = register(&server, "builder-other", &["other"]).await;
+        let mut acme = server.runner("builder-acme");
+        acme.credential = register(&server, "builder-acme", &["acme"]).await;
+        let listed = server.get_json("/runners/tokens").await;
+        assert!(!listed.to_string().contains(&acme.credential), "{listed}");
+
+        // Another owner's runner never gets acme's stage (nor, with it, acme's secrets).
+        assert!(other.request(Duration::from_millis(300)).await.is_none());
+        let assignment = acme
+            .request(Duration::from_secs(10))
+            .await
+            .expect("acme's runner takes acme's stage");
+
+        // Knowing the lease is not holding it.
+        assert_eq!(
+            other
+                .step(&assignment, "clone", StepState::Running, None)
+                .await,
+            409,
+            "a runner reports only for stages it holds"
+        );
+        assert_eq!(other.done(&assignment, StepState::Failure).await, 409);
+        assert_eq!(
+            acme.step(&assignment, "clone", StepState::Running, None)
+                .await,
+            204
+        );
+
+        // A token acts under its own name only.
+        let mut impostor = server.runner("builder-other");
+        impostor.credential = acme.credential.clone();
+        let refused = impostor
+            .post(gantry_proto::path::REQUEST, &serde_json::json!({
+                "runner": "builder-other", "instance": "x", "labels": {}, "platform": "linux/amd64",
+                "capacity": 1, "offer": {"docker": true, "host": false}, "wait_ms": 0
+            }))
+            .await;
+        assert_eq!(refused.status(), 403);
+
+        // Revoked: refused at once.
+        let revoked = server
+            .api(
+                reqwest::Method::DELETE,
+                "/runners/tokens/builder-acme",
+                None,
+            )
+            .await;
+        assert_eq!(revoked.status(), 204);
+        assert_eq!(acme.done(&assignment, StepState::Success).await, 401);
+        server.stop().await;
+    }
 
     pub async fn a_waiting_runner_gets_the_stage_and_its_reports_make_the_build(db: &str) {
         let server = TestServer::start(db).await;

@@ -278,6 +278,7 @@ impl TestServer {
             labels: Default::default(),
             platform: "linux/amd64".into(),
             http: reqwest::Client::new(),
+            credential: RUNNER_SECRET.to_owned(),
         }
     }
 }
@@ -292,13 +293,15 @@ pub struct FakeRunner {
     /// `os/arch[/variant]`, as a runner reports it.
     pub platform: String,
     http: reqwest::Client,
+    /// What it presents: the shared secret, or a runner's own token.
+    pub credential: String,
 }
 
 impl FakeRunner {
     pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.url))
-            .bearer_auth(RUNNER_SECRET)
+            .bearer_auth(&self.credential)
             .json(body)
             .send()
             .await

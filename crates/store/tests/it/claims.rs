@@ -690,6 +690,7 @@ async fn locks_and_concurrency_limits_hold_stages_back() {
         let after = a
             .claim_next(&ClaimRequest {
                 lease_until: now_ms() + 60_000,
+                owners: Vec::new(),
                 ..runner("r1")
             })
             .await
@@ -711,6 +712,7 @@ async fn locks_and_concurrency_limits_hold_stages_back() {
         while let Some(claim) = a
             .claim_next(&ClaimRequest {
                 lease_until: now_ms() + 600_000,
+                owners: Vec::new(),
                 ..runner("r3")
             })
             .await

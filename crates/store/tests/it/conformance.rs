@@ -161,6 +161,7 @@ pub(crate) fn runner(name: &str) -> ClaimRequest {
             host: false,
         },
         lease_until: now_ms() + 60_000,
+        owners: Vec::new(),
     }
 }
 
