@@ -490,6 +490,7 @@ mod cases {
         // The first server stored the delivery and died before processing it.
         let first = TestServer::start(db).await;
         let repo = first.add_repo("app", &git).await;
+        let other = first.add_repo("other", &git).await.id;
         first.stop().await;
         let trigger = serde_json::json!({
             "event": "push", "action": null, "reference": "refs/heads/main", "branch": "main",
@@ -511,9 +512,61 @@ mod cases {
             })
             .await
             .expect("records");
+        // Another one (of another repository) killed the server every time it was taken up:
+        // the next try gives it up and says so in an errored build, instead of dying again.
+        store
+            .record_delivery(&NewDelivery {
+                delivery_id: "kills-servers",
+                event: "push",
+                repo_id: Some(other),
+                state: DeliveryState::Pending,
+                outcome: "",
+                payload: Some(&payload),
+            })
+            .await
+            .expect("records");
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let taken = store
+                .claim_delivery(gantry_store::now_ms(), gantry_store::now_ms() + 60_000)
+                .await
+                .expect("claims")
+                .expect("one is due");
+            held.push(taken);
+            // A dead server's claim runs out.
+            let taken = held.last().expect("just taken");
+            if taken.delivery_id == "kills-servers" {
+                store
+                    .release_delivery(taken.id, taken.claim_epoch, 0)
+                    .await
+                    .expect("lets go");
+            }
+        }
+        assert_eq!(
+            held.iter()
+                .filter(|d| d.delivery_id == "kills-servers")
+                .map(|d| d.attempts)
+                .max(),
+            Some(5)
+        );
+        for taken in held.iter().filter(|d| d.delivery_id == "before-crash") {
+            store
+                .release_delivery(taken.id, taken.claim_epoch, 0)
+                .await
+                .expect("lets go");
+        }
         let second = TestServer::start(db).await;
         let build = second.wait_build("app", 1).await;
         assert_eq!(build["commit"], sha.as_str());
+        let given_up = second.wait_finished("other", 1).await;
+        assert_eq!(given_up["status"], "error", "{given_up:#}");
+        assert!(
+            given_up["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("gave up on this webhook delivery (kills-servers) after 5 tries"),
+            "{given_up:#}"
+        );
         let delivery = second
             .store
             .delivery("before-crash")
