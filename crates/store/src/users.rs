@@ -154,56 +154,69 @@ impl Store {
             "INSERT INTO users (github_id, login, admin, github_token, created_at, last_login_at) \
              VALUES ($1, $2, COALESCE($3, FALSE), $4, $5, $5) RETURNING {USER_COLUMNS}"
         ));
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let by_account: Option<i64> =
-                sqlx::query_scalar("SELECT id FROM users WHERE github_id = $1")
-                    .bind(github_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let by_login: Option<(i64, Option<i64>)> = sqlx::query_as(
-                "SELECT id, github_id FROM users WHERE lower(login) = lower($1)",
-            )
-            .bind(login)
-            .fetch_optional(&mut *tx)
-            .await?;
-            // Another account's user holding this login steps aside.
-            if let Some((other, held_by)) = by_login
-                && Some(other) != by_account
-                && held_by.is_some()
-            {
-                sqlx::query("UPDATE users SET login = login || '~' || CAST(github_id AS TEXT) WHERE id = $1")
-                    .bind(other)
-                    .execute(&mut *tx)
-                    .await?;
+        // The reads decide the writes: SQLite takes its write lock first (a deferred
+        // transaction could not upgrade while another writer commits).
+        macro_rules! sign_in {
+            ($tx:ident) => {{
+                let by_account: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM users WHERE github_id = $1")
+                        .bind(github_id)
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                let by_login: Option<(i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT id, github_id FROM users WHERE lower(login) = lower($1)",
+                )
+                .bind(login)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                // Another account's user holding this login steps aside.
+                if let Some((other, held_by)) = by_login
+                    && Some(other) != by_account
+                    && held_by.is_some()
+                {
+                    sqlx::query("UPDATE users SET login = login || '~' || CAST(github_id AS TEXT) WHERE id = $1")
+                        .bind(other)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                let unclaimed = by_login.filter(|(_, held_by)| held_by.is_none()).map(|(id, _)| id);
+                let user = match by_account.or(unclaimed) {
+                    Some(id) => {
+                        sqlx::query_as::<_, User>(sql)
+                            .bind(github_id)
+                            .bind(login)
+                            .bind(admin)
+                            .bind(sealed_token)
+                            .bind(now)
+                            .bind(id)
+                            .fetch_one(&mut *$tx)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query_as::<_, User>(insert)
+                            .bind(github_id)
+                            .bind(login)
+                            .bind(admin)
+                            .bind(sealed_token)
+                            .bind(now)
+                            .fetch_one(&mut *$tx)
+                            .await?
+                    }
+                };
+                $tx.commit().await?;
+                Ok(user)
+            }};
+        }
+        match &self.pool {
+            crate::Pool::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                sign_in!(tx)
             }
-            let unclaimed = by_login.filter(|(_, held_by)| held_by.is_none()).map(|(id, _)| id);
-            let user = match by_account.or(unclaimed) {
-                Some(id) => {
-                    sqlx::query_as::<_, User>(sql)
-                        .bind(github_id)
-                        .bind(login)
-                        .bind(admin)
-                        .bind(sealed_token)
-                        .bind(now)
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-                None => {
-                    sqlx::query_as::<_, User>(insert)
-                        .bind(github_id)
-                        .bind(login)
-                        .bind(admin)
-                        .bind(sealed_token)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-            };
-            tx.commit().await?;
-            Ok(user)
-        })
+            crate::Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sign_in!(tx)
+            }
+        }
     }
 
     /// Makes `logins` (compared without case) the server admins and no one else: the
