@@ -293,7 +293,11 @@ fn notifications_reach_no_internal_address_and_readers_see_status_and_host_only(
     let all_tried = |number: u64| {
         wait_build(&url, &token, "app", number, "notified", |b| {
             let messages = b["notifications"].as_array().cloned().unwrap_or_default();
-            messages.len() >= targets.len() && messages.iter().all(|m| m["state"] != "pending")
+            // Each tried at least once (a refusal is final; a failure may be retried).
+            messages.len() >= targets.len()
+                && messages
+                    .iter()
+                    .all(|m| m["state"] != "pending" || m["attempts"].as_i64() > Some(0))
         })
     };
     let build = all_tried(1);
