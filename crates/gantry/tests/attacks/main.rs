@@ -61,13 +61,13 @@ fn all_logs(server: &str, token: &str, repo: &str, build: &Value) -> String {
     text
 }
 
-fn server_with_runner(dir: &Path, runner: &str) -> (ServerProcess, String) {
+/// A server whose embedded runner is a Docker one named `runner`, with `extra` flags; and its
+/// admin token.
+fn server_with_runner(dir: &Path, runner: &str, extra: &[&str]) -> (ServerProcess, String) {
     require_docker();
-    let (server, token) = start_server(
-        dir,
-        None,
-        &["--runner-backend", "docker", "--runner-name", runner],
-    );
+    let mut args = vec!["--runner-backend", "docker", "--runner-name", runner];
+    args.extend_from_slice(extra);
+    let (server, token) = start_server(dir, None, &args);
     (
         server,
         token.expect("the first start prints the admin token"),
@@ -80,7 +80,7 @@ fn server_with_runner(dir: &Path, runner: &str) -> (ServerProcess, String) {
 fn a_matrix_value_cannot_mount_the_docker_socket() {
     let dir = TempDir::new("attack-matrix");
     let runner = format!("attack-matrix-{}", std::process::id());
-    let (mut server, token) = server_with_runner(dir.path(), &runner);
+    let (mut server, token) = server_with_runner(dir.path(), &runner, &[]);
     let pipeline = format!(
         "matrix:\n  SRC: [cache1, /var/run/docker.sock]\nsteps:\n  - name: escape\n    image: {IMAGE}\n    commands:\n      - test -S /var/run/docker.sock && echo SOCKET-MOUNTED || echo no-socket\n    volumes: ['${{SRC}}:/var/run/docker.sock']\n"
     );
@@ -117,7 +117,7 @@ fn a_matrix_value_cannot_mount_the_docker_socket() {
 fn a_fork_pull_request_to_a_trusted_repository_is_untrusted() {
     let dir = TempDir::new("attack-fork");
     let runner = format!("attack-fork-{}", std::process::id());
-    let (mut server, token) = server_with_runner(dir.path(), &runner);
+    let (mut server, token) = server_with_runner(dir.path(), &runner, &[]);
     let host = dir.path().join("host-folder");
     std::fs::create_dir_all(&host).expect("a host folder");
     let marker = host.join("marker");

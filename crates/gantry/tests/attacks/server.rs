@@ -125,7 +125,6 @@ fn the_servers_token_goes_to_no_clone_url_a_repository_admin_chooses() {
 /// `DRONE_NETRC_PASSWORD`. Now the clone uses it (on GitHub's own host) and steps get none.
 #[test]
 fn steps_never_get_the_servers_token() {
-    require_docker();
     let dir = TempDir::new("attack-token-netrc");
     let runner = format!("attack-netrc-{}", std::process::id());
     let git = GitRepo::new();
@@ -136,21 +135,11 @@ fn steps_never_get_the_servers_token() {
     // This "GitHub" serves the repository to the server's token only.
     let github = PrivateGitServer::start(&git, "acme/app", "x-access-token", SERVER_TOKEN);
     let origin = github.url.trim_end_matches("/acme/app.git").to_owned();
-    let (mut server, token) = start_server(
+    let (mut server, token) = crate::server_with_runner(
         dir.path(),
-        None,
-        &[
-            "--runner-backend",
-            "docker",
-            "--runner-name",
-            &runner,
-            "--github-token",
-            SERVER_TOKEN,
-            "--github-url",
-            &origin,
-        ],
+        &runner,
+        &["--github-token", SERVER_TOKEN, "--github-url", &origin],
     );
-    let token = token.expect("the first start prints the admin token");
     add_repo_from(&server.url, &token, "app", &github.url, &[]);
     push(&server.url, "app", &sha, "d-netrc-1");
     let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
@@ -223,7 +212,6 @@ fn one_crafted_expression_holds_no_other_repositorys_builds() {
 /// answer, and whole webhook URLs, were shown to anyone who could read the build.
 #[test]
 fn notifications_reach_no_internal_address_and_readers_see_status_and_host_only() {
-    require_docker();
     let dir = TempDir::new("attack-outbound");
     let runner = format!("attack-outbound-{}", std::process::id());
     // What must never be reached: a service on loopback.
@@ -244,19 +232,8 @@ fn notifications_reach_no_internal_address_and_readers_see_status_and_host_only(
         "",
         "internal: the database password is hunter2",
     );
-    let (mut server, token) = start_server(
-        dir.path(),
-        None,
-        &[
-            "--runner-backend",
-            "docker",
-            "--runner-name",
-            &runner,
-            "--notify-allow-net",
-            "127.0.0.2/32",
-        ],
-    );
-    let token = token.expect("the first start prints the admin token");
+    let (mut server, token) =
+        crate::server_with_runner(dir.path(), &runner, &["--notify-allow-net", "127.0.0.2/32"]);
     let url = server.url.clone();
     let git = GitRepo::new();
     let pipeline = format!(

@@ -174,6 +174,17 @@ pub fn add_repo(server: &str, token: &str, name: &str, git: &GitRepo, trusted: b
     add_repo_from(server, token, name, &git.url(), trust);
 }
 
+/// A trusted public `acme/NAME` (anyone may read it, signed in or not).
+pub fn add_public_repo(server: &str, token: &str, name: &str, git: &GitRepo) {
+    add_repo_from(
+        server,
+        token,
+        name,
+        &git.url(),
+        &["--trusted", "--visibility", "public"],
+    );
+}
+
 /// `gantry repo add acme/NAME` cloned from `clone_url`, with `extra` flags.
 pub fn add_repo_from(server: &str, token: &str, name: &str, clone_url: &str, extra: &[&str]) {
     let full_name = format!("acme/{name}");

@@ -88,13 +88,7 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     let pipeline = "kind: pipeline\ntype: exec\nname: ci\nsteps:\n  - name: greet\n    commands:\n      - echo target=$TARGET\n      - if [ \"$SLOW\" = yes ]; then echo sleeping; sleep 60; fi\n";
     let sha = git.commit(&[(".gantry.yml", pipeline)], "first");
     // Public: a user without a role reads it, and is refused writing with 403.
-    add_repo_from(
-        &server.url,
-        &token,
-        "app",
-        &git.url(),
-        &["--trusted", "--visibility", "public"],
-    );
+    add_public_repo(&server.url, &token, "app", &git);
     let repos = ok(cli(&server.url, &token, &["repo", "ls"]));
     assert!(repos.contains("acme/app"), "{repos}");
     let info = ok(cli(&server.url, &token, &["repo", "info", "acme/app"]));
@@ -496,13 +490,7 @@ fn a_slow_step_s_log_arrives_live_in_the_browser() {
     let pipeline = "kind: pipeline\ntype: exec\nname: ci\nclone: {disable: true}\nsteps:\n  - name: slow\n    commands:\n      - for i in $(seq 1 12); do echo \"tick $i\"; sleep 0.5; done\n";
     let sha = git.commit(&[(".gantry.yml", pipeline)], "slow");
     // Public: the browser reads it without signing in.
-    add_repo_from(
-        &server.url,
-        &token,
-        "app",
-        &git.url(),
-        &["--trusted", "--visibility", "public"],
-    );
+    add_public_repo(&server.url, &token, "app", &git);
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         // The browser first: it takes a moment to start.
