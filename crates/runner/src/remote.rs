@@ -268,7 +268,7 @@ impl RemoteRunner {
                     self.run_assignment(assignment, abort.child_token()).await;
                 }
                 Ok(None) => backoff = Duration::from_millis(200),
-                Err(e @ RemoteError::NameTaken(_)) => return Err(e),
+                Err(e @ (RemoteError::NameTaken(_) | RemoteError::Refused(_))) => return Err(e),
                 Err(e) => {
                     tracing::warn!(slot, error = %e, "asking the server for work failed; retrying");
                     tokio::select! {
@@ -488,7 +488,9 @@ impl Handle {
                 ))
             }
             StatusCode::CONFLICT => Err(RemoteError::LeaseLost),
-            StatusCode::UNAUTHORIZED => Err(RemoteError::Refused(
+            // A missing, wrong or revoked token, or one of another runner's name: trying
+            // again changes nothing.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RemoteError::Refused(
                 response.text().await.unwrap_or_default(),
             )),
             status => Err(RemoteError::Server {

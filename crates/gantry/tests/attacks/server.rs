@@ -496,3 +496,206 @@ fn repositories_start_private_and_the_webhook_is_no_oracle() {
     assert_eq!(unknown.0, 401);
     server.process.stop();
 }
+
+/// Build `number` of `owner/repo` as the API shows it, once `done` says so.
+fn wait_build_of(
+    server: &str,
+    token: &str,
+    full_name: &str,
+    number: u64,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let response = get(
+            server,
+            token,
+            &format!("/repos/{full_name}/builds/{number}"),
+        );
+        if response.status().is_success() {
+            let build: Value = response.json().expect("json");
+            if done(&build) {
+                return build;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{full_name} #{number}: {build:#}"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{full_name} #{number} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Finding 7 (low-medium), read in the code: another owner's build could hold `lock:
+/// production-db` of every repository, and acme's waiting stage named the holder's build.
+#[test]
+fn another_owners_build_holds_no_lock_of_acme() {
+    let dir = TempDir::new("attack-locks");
+    let runner = format!("attack-locks-{}", std::process::id());
+    let (mut server, token) = crate::server_with_runner(dir.path(), &runner, &[]);
+    let url = server.url.clone();
+    let holding = format!(
+        "kind: pipeline\nname: migrate\nlock: production-db\nsteps:\n  - name: hold\n    image: {IMAGE}\n    commands: [\"sleep 60\"]\n"
+    );
+    let quick = format!(
+        "kind: pipeline\nname: migrate\nlock: production-db\nsteps:\n  - name: up\n    image: {IMAGE}\n    commands: [\"true\"]\n"
+    );
+    let evil = GitRepo::new();
+    let evil_sha = evil.commit(&[(".gantry.yml", &holding)], "hold the lock");
+    ok(cli(
+        &url,
+        &token,
+        &[
+            "repo",
+            "add",
+            "evil/app",
+            "--clone-url",
+            &evil.url(),
+            "--secret",
+            SECRET,
+        ],
+    ));
+    let payload = webhook::push("evil/app", "main", &evil_sha, "hold");
+    send_hook(&url, "push", "d-lock-evil", &payload);
+    let running = |b: &Value| b["status"] == "running";
+    wait_build_of(&url, &token, "evil/app", 1, running);
+
+    // acme's stage of the same lock name runs meanwhile: the lock is evil's own.
+    let acme = GitRepo::new();
+    let acme_sha = acme.commit(&[(".gantry.yml", &quick)], "migrate");
+    add_repo(&url, &token, "app", &acme, false);
+    push(&url, "app", &acme_sha, "d-lock-acme");
+    let build = wait_build(&url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let evil_build = wait_build_of(&url, &token, "evil/app", 1, |_| true);
+    assert_eq!(evil_build["status"], "running", "evil still held its lock");
+    ok(cli(&url, &token, &["build", "cancel", "evil/app", "1"]));
+
+    // Control: within acme the lock holds, and the waiting stage does not name the holder.
+    let holder = GitRepo::new();
+    let holder_sha = holder.commit(&[(".gantry.yml", &holding)], "hold the lock");
+    add_repo(&url, &token, "ops", &holder, false);
+    push(&url, "ops", &holder_sha, "d-lock-ops");
+    wait_build(&url, &token, "ops", 1, "running", running);
+    push(&url, "app", &acme_sha, "d-lock-acme-2");
+    let waiting = wait_build(&url, &token, "app", 2, "waiting", |b| {
+        b["stages"][0]["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("production-db"))
+    });
+    let reason = waiting["stages"][0]["waiting"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("held by a build of another repository") && !reason.contains("ops"),
+        "{reason}"
+    );
+    ok(cli(&url, &token, &["build", "cancel", "acme/ops", "1"]));
+    let build = wait_build(&url, &token, "app", 2, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    server.process.stop();
+    assert_eq!(docker_leftovers(&runner), "");
+}
+
+/// Finding 8 (low), read in the code: one runner secret let any runner claim any stage as
+/// any name. A runner's own token names it, and may keep it to some owners' repositories.
+#[test]
+fn a_runner_token_names_its_runner_and_keeps_it_to_its_owners() {
+    require_docker();
+    let dir = TempDir::new("attack-runner-token");
+    let (mut server, token) = admin_server(&dir, &[]);
+    let url = server.url.clone();
+    let name = format!("attack-token-{}", std::process::id());
+    let registered = ok(cli(
+        &url,
+        &token,
+        &["runner", "register", &name, "--owners", "other"],
+    ));
+    let runner_token = registered
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("gantry_runner_"))
+        .expect("the token, shown once")
+        .to_owned();
+    let listed = ok(cli(&url, &token, &["runner", "tokens"]));
+    assert!(
+        listed.contains(&name) && !listed.contains(&runner_token),
+        "{listed}"
+    );
+
+    // Under another name, the token is refused.
+    let impostor_name = format!("{name}-impostor");
+    let mut impostor = spawn_runner(
+        &url,
+        &impostor_name,
+        &dir.path().join("impostor"),
+        &dir.path().join("impostor.log"),
+        &["--backend", "docker", "--token", &runner_token],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while impostor.child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "{}", impostor.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        impostor
+            .output()
+            .contains(&format!("this token is runner `{name}`'s")),
+        "{}",
+        impostor.output()
+    );
+
+    // Under its own name it runs, and takes no stage of acme's.
+    let mut own = spawn_runner(
+        &url,
+        &name,
+        &dir.path().join("own"),
+        &dir.path().join("own.log"),
+        &["--backend", "docker", "--token", &runner_token],
+    );
+    own.wait_for("gantry runner started");
+    let git = GitRepo::new();
+    let sha = git.commit(
+        &[(
+            ".gantry.yml",
+            &format!(
+                "kind: pipeline\nname: ci\nsteps:\n  - name: t\n    image: {IMAGE}\n    commands: [\"true\"]\n"
+            ),
+        )],
+        "ci",
+    );
+    add_repo(&url, &token, "app", &git, false);
+    push(&url, "app", &sha, "d-runner-token");
+    std::thread::sleep(Duration::from_secs(3));
+    let build = wait_build(&url, &token, "app", 1, "created", |_| true);
+    assert_eq!(build["status"], "pending", "{build:#}");
+
+    // Control: registered for acme, the same runner takes it.
+    own.stop();
+    ok(cli(&url, &token, &["runner", "revoke", &name]));
+    let again = ok(cli(
+        &url,
+        &token,
+        &["runner", "register", &name, "--owners", "acme"],
+    ));
+    let acme_token = again
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("gantry_runner_"))
+        .expect("the token")
+        .to_owned();
+    let mut acme_runner = spawn_runner(
+        &url,
+        &name,
+        &dir.path().join("own"),
+        &dir.path().join("own-2.log"),
+        &["--backend", "docker", "--token", &acme_token],
+    );
+    let build = wait_build(&url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    acme_runner.stop();
+    server.process.stop();
+    assert_eq!(docker_leftovers(&name), "");
+}
