@@ -309,9 +309,12 @@ macro_rules! claim_update {
     }};
 }
 
+/// Pending stages a claim reads at once, in queue order, until it finds one to take.
+const CLAIM_PAGE: i64 = 100;
+
 /// PostgreSQL: a transaction-wide advisory lock taken before a claim looks at locks and
-/// limits. The candidates' row locks already keep two claims from both seeing a lock free
-/// while both stages are among the first 100 pending; past those they would not. (SQLite's
+/// limits. The candidates' row locks alone would not keep two claims from both seeing a lock
+/// free when the two stages are on different pages. (SQLite's
 /// `BEGIN IMMEDIATE` serialises every claim.)
 const SERIALISE_GATED_CLAIMS: &str = "SELECT pg_advisory_xact_lock(7254713498125541)";
 
@@ -319,36 +322,50 @@ impl Store {
     /// Claims the oldest pending stage this runner can take, or `None`.
     pub async fn claim_next(&self, request: &ClaimRequest) -> Result<Option<Claim>> {
         let now = crate::now_ms();
-        // The pending stages in queue order, locked for this transaction; the first one the
-        // runner can take is claimed.
+        // The pending stages in queue order, a page at a time, locked for this transaction;
+        // the first one the runner can take is claimed, however many it cannot take wait
+        // ahead of it.
         macro_rules! claim_first {
             ($tx:ident, $candidates:expr, $serialise_gates:expr) => {{
-                let candidates: Vec<Candidate> =
-                    sqlx::query_as($candidates).fetch_all(&mut *$tx).await?;
                 let mut claimed = None;
                 let mut gates: Option<Gates> = None;
-                for candidate in candidates.iter().filter(|c| runner_can_take(request, c)) {
-                    if candidate.gated() {
-                        if gates.is_none() {
-                            if let Some(serialise) = $serialise_gates {
-                                // One gated claim at a time: two claims of stages wanting one
-                                // lock must not both see it free.
-                                sqlx::query(serialise).execute(&mut *$tx).await?;
+                let mut after = 0_i64;
+                'pages: loop {
+                    let candidates: Vec<Candidate> = sqlx::query_as($candidates)
+                        .bind(after)
+                        .bind(CLAIM_PAGE)
+                        .fetch_all(&mut *$tx)
+                        .await?;
+                    let Some(last) = candidates.last() else {
+                        break;
+                    };
+                    after = last.id;
+                    for candidate in candidates.iter().filter(|c| runner_can_take(request, c)) {
+                        if candidate.gated() {
+                            if gates.is_none() {
+                                if let Some(serialise) = $serialise_gates {
+                                    // One gated claim at a time: two claims of stages wanting
+                                    // one lock must not both see it free.
+                                    sqlx::query(serialise).execute(&mut *$tx).await?;
+                                }
+                                let running: Vec<(i64, String, String)> = sqlx::query_as(
+                                    "SELECT b.repo_id, s.name, s.locks FROM stages s \
+                                     JOIN builds b ON b.id = s.build_id WHERE s.status = 'running'",
+                                )
+                                .fetch_all(&mut *$tx)
+                                .await?;
+                                gates = Some(Gates::from_running(running));
                             }
-                            let running: Vec<(i64, String, String)> = sqlx::query_as(
-                                "SELECT b.repo_id, s.name, s.locks FROM stages s \
-                                 JOIN builds b ON b.id = s.build_id WHERE s.status = 'running'",
-                            )
-                            .fetch_all(&mut *$tx)
-                            .await?;
-                            gates = Some(Gates::from_running(running));
+                            if !gates.as_ref().is_some_and(|g| g.open(candidate)) {
+                                continue;
+                            }
                         }
-                        if !gates.as_ref().is_some_and(|g| g.open(candidate)) {
-                            continue;
-                        }
+                        claimed = claim_update!($tx, candidate.id, request, now);
+                        break 'pages;
                     }
-                    claimed = claim_update!($tx, candidate.id, request, now);
-                    break;
+                    if (candidates.len() as i64) < CLAIM_PAGE {
+                        break;
+                    }
                 }
                 $tx.commit().await?;
                 claimed
@@ -362,7 +379,7 @@ impl Store {
                     "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
                      b.repo_id, r.owner, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
-                     WHERE s.status = 'pending' ORDER BY s.id LIMIT 100 \
+                     WHERE s.status = 'pending' AND s.id > $1 ORDER BY s.id LIMIT $2 \
                      FOR UPDATE OF s SKIP LOCKED",
                     Some(SERIALISE_GATED_CLAIMS)
                 )
@@ -375,7 +392,7 @@ impl Store {
                     "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
                      b.repo_id, r.owner, s.locks, s.concurrency FROM stages s \
                      JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
-                     WHERE s.status = 'pending' ORDER BY s.id LIMIT 100",
+                     WHERE s.status = 'pending' AND s.id > $1 ORDER BY s.id LIMIT $2",
                     None::<&str>
                 )
             }

@@ -36,6 +36,7 @@ on_both!(
     a_build_runs_through_the_queue_to_its_final_state,
     a_stage_is_claimed_by_exactly_one_runner,
     runners_take_only_stages_whose_labels_they_offer,
+    a_runner_finds_its_stage_behind_any_number_it_cannot_take,
     an_expired_lease_is_reaped_and_its_late_updates_refused,
     a_restarted_runner_loses_what_its_earlier_life_held,
     deliveries_are_recorded_once_and_rejected_ones_may_come_again,
@@ -438,6 +439,44 @@ mod cases {
         let mut gpu = runner("gpu");
         gpu.labels.insert("gpu".into(), "yes".into());
         assert!(store.claim_next(&gpu).await.expect("claims").is_some());
+    }
+
+    /// 500 pending stages only a GPU runner can take, then one any runner can: a plain
+    /// runner takes that one at once (the claim once read the 100 oldest only).
+    pub async fn a_runner_finds_its_stage_behind_any_number_it_cannot_take(store: Store) {
+        let repo = repo(&store, "app").await;
+        let gpu_only: Vec<String> = (0..500)
+            .map(|n| {
+                format!(
+                    "kind: pipeline\nname: gpu-{n}\nclone: {{disable: true}}\nnode: {{gpu: 'yes'}}\nsteps:\n  - name: a\n    image: x\n    commands: [a]\n"
+                )
+            })
+            .collect();
+        new_build(&store, repo.id, "main", &gpu_only.join("---\n")).await;
+        let anyone = "kind: pipeline\nname: plain\nclone: {disable: true}\nsteps:\n  - name: a\n    image: x\n    commands: [a]\n";
+        new_build(&store, repo.id, "main", anyone).await;
+        let claimed = store
+            .claim_next(&runner("plain"))
+            .await
+            .expect("claims")
+            .expect("the one stage it can take");
+        assert_eq!(claimed.plan.name, "plain");
+        assert!(
+            store
+                .claim_next(&runner("plain-2"))
+                .await
+                .expect("claims")
+                .is_none(),
+            "nothing else is for it"
+        );
+        let mut gpu = runner("gpu");
+        gpu.labels.insert("gpu".into(), "yes".into());
+        let first = store
+            .claim_next(&gpu)
+            .await
+            .expect("claims")
+            .expect("queued");
+        assert_eq!(first.plan.name, "gpu-0", "queue order holds");
     }
 
     pub async fn an_expired_lease_is_reaped_and_its_late_updates_refused(store: Store) {
