@@ -6,7 +6,7 @@
 //! values after parsing (not the raw text, as Drone does) means a branch name can never inject
 //! YAML structure into the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
 use crate::envsubst::{self, Lookup};
@@ -1189,39 +1189,74 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// Woodpecker 3's `depends_on: [{workflow: NAME, step: STEP}]`: a step waiting on a step
-    /// of another workflow. gantry orders stages, not steps across them, so it is refused
-    /// with the way to write it; `true` when refused.
-    fn refuse_workflow_references(&mut self, node: &Node, path: &At<'_>, in_step: bool) -> bool {
+    /// `depends_on`: names, and Woodpecker 3's objects. `{name: X, optional: true}` is a name
+    /// that is dropped when the build has no such workflow (or the workflow no such step);
+    /// `{workflow: NAME, step: STEP}`, a step waiting on a step of another workflow, is
+    /// refused with the way to write it (gantry orders stages, not steps across them).
+    fn dependencies(
+        &mut self,
+        node: &Node,
+        path: &At<'_>,
+        in_step: bool,
+    ) -> (Vec<Spanned<String>>, BTreeSet<String>) {
         let Value::Seq(items) = &node.value else {
-            return false;
+            return (self.spanned_texts(node, path), BTreeSet::new());
         };
-        let mut refused = false;
+        let (mut names, mut optional) = (Vec::new(), BTreeSet::new());
         for (i, item) in items.iter().enumerate() {
+            let item_path = path.index(i);
             if item.as_map().is_none() {
+                names.extend(self.spanned_texts(item, &item_path));
                 continue;
             }
-            refused = true;
-            let workflow = item
-                .get("workflow")
-                .and_then(Node::as_str)
-                .unwrap_or("NAME");
-            let (message, hint) = if in_step {
-                (
-                    "gantry does not start a step after a step of another workflow",
-                    format!(
-                        "make the whole workflow wait for it instead: `depends_on: [{workflow}]` at the top of this file"
-                    ),
-                )
-            } else {
-                (
-                    "a workflow's `depends_on` names workflows",
-                    format!("write `depends_on: [{workflow}]`"),
-                )
+            if item.get("workflow").is_some() {
+                let workflow = item
+                    .get("workflow")
+                    .and_then(Node::as_str)
+                    .unwrap_or("NAME");
+                let (message, hint) = if in_step {
+                    (
+                        "gantry does not start a step after a step of another workflow",
+                        format!(
+                            "make the whole workflow wait for it instead: `depends_on: [{workflow}]` at the top of this file"
+                        ),
+                    )
+                } else {
+                    (
+                        "a workflow's `depends_on` names workflows",
+                        format!("write `depends_on: [{workflow}]`"),
+                    )
+                };
+                self.error(item.pos, &item_path, message, Some(&hint));
+                continue;
+            }
+            let Some(mut f) = self.fields(item, &item_path) else {
+                continue;
             };
-            self.error(item.pos, &path.index(i), message, Some(&hint));
+            let name = f
+                .get("name")
+                .and_then(|n| self.spanned_text(n, &item_path.key("name")));
+            let is_optional = f
+                .get("optional")
+                .and_then(|n| self.boolean(n, &item_path.key("optional")))
+                .unwrap_or(false);
+            self.finish(&f, &item_path, &["name", "optional"], &[]);
+            match name {
+                Some(name) => {
+                    if is_optional {
+                        optional.insert(name.value.clone());
+                    }
+                    names.push(name);
+                }
+                None => self.error(
+                    item.pos,
+                    &item_path,
+                    "a `depends_on` entry written as a map needs `name`",
+                    Some("write `- name: build` (and `optional: true` to drop it when the build has no such one)"),
+                ),
+            }
         }
-        refused
+        (names, optional)
     }
 
     /// Woodpecker's `concurrency: N` or `{limit: N, group: NAME}`: at most N of the group's
@@ -1572,6 +1607,7 @@ impl<'a> Decoder<'a> {
             settings: Vec::new(),
             when: Vec::new(),
             depends_on: None,
+            optional_depends_on: BTreeSet::new(),
             failure: Failure::Fail,
             detach: service,
             privileged: Spanned::new(false, node.pos),
@@ -1618,17 +1654,12 @@ impl<'a> Decoder<'a> {
             step.when = self.conditions(n, &path.key("when"));
         }
         if f.has("depends_on") {
-            step.depends_on = Some(
-                f.get("depends_on")
-                    .map(|n| {
-                        let at = path.key("depends_on");
-                        if self.refuse_workflow_references(n, &at, true) {
-                            return Vec::new();
-                        }
-                        self.spanned_texts(n, &at)
-                    })
-                    .unwrap_or_default(),
-            );
+            let (names, optional) = f
+                .get("depends_on")
+                .map(|n| self.dependencies(n, &path.key("depends_on"), true))
+                .unwrap_or_default();
+            step.depends_on = Some(names);
+            step.optional_depends_on = optional;
         }
         if let Some(n) = f.get("failure") {
             step.failure = self.failure(n, &path.key("failure"));
@@ -1854,6 +1885,7 @@ impl<'a> Decoder<'a> {
             volumes: Vec::new(),
             trigger: Vec::new(),
             depends_on: Vec::new(),
+            optional_depends_on: BTreeSet::new(),
             runs_on: StatusFilter::SUCCESS,
             clone: CloneConfig::default(),
             workspace: WorkspaceConfig::default(),
@@ -2539,9 +2571,7 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.get("depends_on") {
             let at = At::ROOT.key("depends_on");
-            if !self.refuse_workflow_references(n, &at, false) {
-                pipeline.depends_on = self.spanned_texts(n, &at);
-            }
+            (pipeline.depends_on, pipeline.optional_depends_on) = self.dependencies(n, &at, false);
         }
         if let Some(n) = f.get("runs_on") {
             let runs_on = self.constraint(n, &At::ROOT.key("runs_on"));

@@ -2,7 +2,7 @@
 //! positions, before it is applied to a build. `decode` makes it, `validate` checks it,
 //! `compile` turns it into a [`Plan`](crate::plan::Plan).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +141,9 @@ pub struct Pipeline {
     /// Alternatives, any of which lets the pipeline run; empty means always.
     pub trigger: Vec<Conditions>,
     pub depends_on: Vec<Spanned<String>>,
+    /// Entries of `depends_on` written `{name: X, optional: true}` (Woodpecker 3): a name the
+    /// build does not have is dropped, not refused.
+    pub optional_depends_on: BTreeSet<String>,
     /// Statuses of the pipelines it depends on under which it runs.
     pub runs_on: StatusFilter,
     pub clone: CloneConfig,
@@ -388,6 +391,9 @@ pub struct Step {
     pub when: Vec<Conditions>,
     /// `None` when the key is absent: in a graph such a step starts at once.
     pub depends_on: Option<Vec<Spanned<String>>>,
+    /// Entries of `depends_on` written `{name: X, optional: true}`: dropped when the pipeline
+    /// has no such step.
+    pub optional_depends_on: BTreeSet<String>,
     pub failure: Failure,
     pub detach: bool,
     pub privileged: Spanned<bool>,

@@ -77,6 +77,7 @@ pub fn validate(pipelines: &[&Pipeline], scope: Scope, diags: &mut Diagnostics) 
         for dep in &pipeline.depends_on {
             match by_name.get(dep.value.as_str()) {
                 Some(&j) => parents[i].push(j),
+                None if pipeline.optional_depends_on.contains(&dep.value) => {}
                 None if scope == Scope::Alone => report.warn(
                     &pipeline.file,
                     dep.pos,
@@ -347,6 +348,7 @@ fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
             match index.get(dep.value.as_str()) {
                 Some(&j) => parents[i].push(j),
                 None if dep.value == CLONE_STEP && !pipeline.clone.disable => {}
+                None if step.optional_depends_on.contains(&dep.value) => {}
                 None => unknown_reference(
                     report,
                     pipeline,

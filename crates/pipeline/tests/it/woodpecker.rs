@@ -90,6 +90,15 @@ steps:
     assert_eq!(names, ["fetch", "build"]);
 }
 
+/// The error messages `.woodpecker.yml` with `yaml` gets.
+fn lint_errors(yaml: &str) -> Vec<String> {
+    parse(".woodpecker.yml", yaml)
+        .diagnostics
+        .errors()
+        .map(|e| e.message.clone())
+        .collect()
+}
+
 fn plan_of(yaml: &str) -> gantry_pipeline::Plan {
     plan(yaml, &push())
 }
@@ -179,13 +188,6 @@ fn one_workflow_linted_alone_warns_of_dependencies_in_other_files() {
 /// Woodpecker's own schema test files, as its linter judges them and as gantry does now.
 #[test]
 fn woodpecker_schema_files_get_woodpeckers_verdicts() {
-    let lint_errors = |yaml: &str| -> Vec<String> {
-        parse(".woodpecker.yml", yaml)
-            .diagnostics
-            .errors()
-            .map(|e| e.message.clone())
-            .collect()
-    };
     // Valid in Woodpecker: `concurrency` with a group, and its shorthand.
     let grouped = "steps:\n  deploy:\n    image: alpine\n    commands: [echo deploying]\nconcurrency:\n  limit: 1\n  group: deploy-production\n";
     let parsed = parse(".woodpecker.yml", grouped);
@@ -263,4 +265,69 @@ fn a_top_level_branches_filter_picks_the_branches() {
     assert!(!on(include, "release/old"));
     assert!(!on(include, "feature"));
     assert_eq!(warnings(".woodpecker.yml", plain), Vec::<String>::new());
+}
+
+/// Woodpecker 3's `depends_on` objects: `{name: X}` is `X`, and with `optional: true` a
+/// workflow or step the build does not have is dropped instead of refused.
+#[test]
+fn depends_on_objects_name_workflows_and_steps_and_may_be_optional() {
+    let compile_folder = |files: &[(&str, &str)]| {
+        let sources: Vec<Source<'_>> = files
+            .iter()
+            .map(|(name, text)| Source { name, text })
+            .collect();
+        let parsed = parse_files(&sources, &Limits::default());
+        let config = parsed
+            .config
+            .unwrap_or_else(|| panic!("invalid:\n{}", parsed.diagnostics));
+        assert!(parsed.diagnostics.is_empty(), "{}", parsed.diagnostics);
+        gantry_pipeline::compile(&config, &push()).expect("compiles")
+    };
+    let build = "steps:\n  make:\n    image: alpine\n    commands: [make]\n";
+    let deploy = "depends_on:\n  - name: build\n  - name: docs\n    optional: true\nsteps:\n  ship:\n    image: alpine\n    commands: [./ship]\n";
+    let plan = compile_folder(&[
+        (".woodpecker/build.yml", build),
+        (".woodpecker/deploy.yml", deploy),
+    ]);
+    let deploy_stage = plan
+        .stages
+        .iter()
+        .find(|s| s.name == "deploy")
+        .expect("deploy");
+    assert_eq!(
+        deploy_stage.depends_on,
+        ["build"],
+        "docs is not in this build"
+    );
+
+    // Not optional, a workflow the build does not have is still an error.
+    let strict =
+        "depends_on:\n  - name: docs\nsteps:\n  ship:\n    image: alpine\n    commands: [./ship]\n";
+    let parsed = parse_files(
+        &[Source {
+            name: ".woodpecker/deploy.yml",
+            text: strict,
+        }],
+        &Limits::default(),
+    );
+    assert!(
+        parsed
+            .diagnostics
+            .errors()
+            .any(|e| e.message.contains("unknown pipeline `docs`")),
+        "{}",
+        parsed.diagnostics
+    );
+
+    // Steps: the same forms.
+    let steps = "steps:\n  lint:\n    image: alpine\n    commands: [lint]\n  test:\n    image: alpine\n    commands: [test]\n    depends_on:\n      - name: lint\n      - name: generate\n        optional: true\n";
+    let stage = &plan_of(steps).stages[0];
+    let test = stage.steps.iter().find(|s| s.name == "test").expect("test");
+    assert_eq!(test.depends_on, ["lint"]);
+    assert_eq!(
+        lint_errors(
+            "steps:\n  test:\n    image: alpine\n    commands: [test]\n    depends_on:\n      - optional: true\n"
+        ),
+        ["a `depends_on` entry written as a map needs `name`"]
+    );
 }
