@@ -633,7 +633,7 @@ async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, 
             .config
             .outbound
             .check_url(&parsed)
-            .map_err(|refusal| (refusal, None))?;
+            .map_err(|refusal| (refusal.to_string(), None))?;
         &state.outbound_http
     };
     let mut request = client
@@ -662,7 +662,7 @@ async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), (String, 
     let response = request.send().await.map_err(|e| {
         // The reason, never the URL (a webhook's path is its secret); a refused address
         // is not tried again.
-        let refused = refusal_in(&e);
+        let refused = crate::outbound::Refused::cause_of(&e).map(ToString::to_string);
         let e = e.without_url();
         tracing::info!(target = %host_of(&message.url), error = %e, "a notification was not delivered");
         let reason = refused.clone().unwrap_or_else(|| e.to_string());
@@ -742,19 +742,6 @@ async fn github_token(state: &AppState, build_id: i64) -> Option<String> {
     let build = state.store.build_by_id(build_id).await.ok()?;
     let repo = state.store.repo(build.repo_id).await.ok()?;
     crate::credentials::github_token(state, &repo).0
-}
-
-/// The guard's refusal inside a failed request's chain of causes, if that is why it failed.
-fn refusal_in(error: &reqwest::Error) -> Option<String> {
-    let mut cause: Option<&dyn std::error::Error> = Some(error);
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if text.starts_with("refused to send to ") {
-            return Some(text);
-        }
-        cause = e.source();
-    }
-    None
 }
 
 /// `https://hooks.slack.com/…`: where a message went, without the secret part of its URL

@@ -13,6 +13,27 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// Why a request was not sent: its address is one the policy refuses. Carried inside the
+/// client's errors (from the resolver and the redirect check), so a caller can tell a
+/// refusal, which trying again will not change, from a failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+impl Refused {
+    /// The refusal among `error`'s causes, if that is why it failed.
+    pub fn cause_of<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e Refused> {
+        let mut cause: Option<&'e (dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = cause {
+            if let Some(refused) = e.downcast_ref::<Refused>() {
+                return Some(refused);
+            }
+            cause = e.source();
+        }
+        None
+    }
+}
+
 /// Which addresses requests may reach.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
@@ -38,12 +59,12 @@ impl OutboundPolicy {
     }
 
     /// Checks a URL's host when it is an address (names are checked as they resolve).
-    pub fn check_url(&self, url: &reqwest::Url) -> Result<(), String> {
+    pub fn check_url(&self, url: &reqwest::Url) -> Result<(), Refused> {
         let ip = match url.host() {
             Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
             Some(url::Host::Domain(_)) => return Ok(()),
-            None => return Err("the URL has no host".to_owned()),
+            None => return Err(Refused("the URL has no host".to_owned())),
         };
         match self.refusal(ip) {
             Some(kind) => Err(refused(&ip.to_string(), ip, kind)),
@@ -75,10 +96,10 @@ impl OutboundPolicy {
     }
 }
 
-fn refused(host: &str, ip: IpAddr, kind: &str) -> String {
-    format!(
+fn refused(host: &str, ip: IpAddr, kind: &str) -> Refused {
+    Refused(format!(
         "refused to send to {host}: it is {ip}, a {kind} address; a server admin can allow the range with --notify-allow-net"
-    )
+    ))
 }
 
 fn v4_refusal(ip: Ipv4Addr) -> Option<&'static str> {
@@ -161,8 +182,10 @@ impl Resolve for GuardedResolver {
                 })
                 .collect();
             if allowed.is_empty() {
-                let reason = refusal.unwrap_or_else(|| format!("{host} has no address"));
-                return Err(reason.into());
+                return Err(match refusal {
+                    Some(refusal) => Box::new(refusal) as Box<dyn std::error::Error + Send + Sync>,
+                    None => format!("{host} has no address").into(),
+                });
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -231,6 +254,50 @@ mod tests {
         let Err(e) = resolver.resolve(name).await else {
             panic!("localhost resolved to an allowed address");
         };
-        assert!(e.to_string().contains("loopback"), "{e}");
+        let refused = Refused::cause_of(e.as_ref()).expect("a refusal, not a failure");
+        assert!(refused.0.contains("loopback"), "{refused}");
+    }
+
+    /// The client's error says it was a refusal, for a name and for a redirect alike, so
+    /// the notifier does not try again.
+    #[tokio::test]
+    async fn the_clients_errors_carry_the_refusal() {
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let port = internal.local_addr().expect("bound").port();
+        let client = OutboundPolicy::default().client();
+        let by_name = client
+            .post(format!("http://localhost:{port}/"))
+            .send()
+            .await
+            .expect_err("refused");
+        assert!(Refused::cause_of(&by_name).is_some(), "{by_name:?}");
+
+        let redirector = tokio::net::TcpListener::bind("127.0.0.2:0")
+            .await
+            .expect("binds");
+        let redirector_addr = redirector.local_addr().expect("bound");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            if let Ok((mut stream, _)) = redirector.accept().await {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{port}/admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let allowing = OutboundPolicy {
+            allowed: vec!["127.0.0.2/32".parse().expect("a range")],
+        };
+        let redirected = allowing
+            .client()
+            .post(format!("http://{redirector_addr}/"))
+            .send()
+            .await
+            .expect_err("the redirect is refused");
+        assert!(Refused::cause_of(&redirected).is_some(), "{redirected:?}");
     }
 }

@@ -29,12 +29,7 @@ fn repository_admin(server: &str, admin_token: &str, repo: &str, login: &str) ->
         admin_token,
         &["token", "create", "laptop", "--user", login],
     ));
-    created
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("gantry_"))
-        .expect("the token is printed once")
-        .to_owned()
+    printed_token(&created, "gantry_")
 }
 
 /// Whether any request head carries `token`, as itself or in basic auth.
@@ -497,39 +492,6 @@ fn repositories_start_private_and_the_webhook_is_no_oracle() {
     server.process.stop();
 }
 
-/// Build `number` of `owner/repo` as the API shows it, once `done` says so.
-fn wait_build_of(
-    server: &str,
-    token: &str,
-    full_name: &str,
-    number: u64,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let response = get(
-            server,
-            token,
-            &format!("/repos/{full_name}/builds/{number}"),
-        );
-        if response.status().is_success() {
-            let build: Value = response.json().expect("json");
-            if done(&build) {
-                return build;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{full_name} #{number}: {build:#}"
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{full_name} #{number} never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Finding 7 (low-medium), read in the code: another owner's build could hold `lock:
 /// production-db` of every repository, and acme's waiting stage named the holder's build.
 #[test]
@@ -562,7 +524,7 @@ fn another_owners_build_holds_no_lock_of_acme() {
     let payload = webhook::push("evil/app", "main", &evil_sha, "hold");
     send_hook(&url, "push", "d-lock-evil", &payload);
     let running = |b: &Value| b["status"] == "running";
-    wait_build_of(&url, &token, "evil/app", 1, running);
+    wait_build_of(&url, &token, "evil/app", 1, "running", running);
 
     // acme's stage of the same lock name runs meanwhile: the lock is evil's own.
     let acme = GitRepo::new();
@@ -571,7 +533,7 @@ fn another_owners_build_holds_no_lock_of_acme() {
     push(&url, "app", &acme_sha, "d-lock-acme");
     let build = wait_build(&url, &token, "app", 1, "finished", finished);
     assert_eq!(build["status"], "success", "{build:#}");
-    let evil_build = wait_build_of(&url, &token, "evil/app", 1, |_| true);
+    let evil_build = wait_build_of(&url, &token, "evil/app", 1, "shown", |_| true);
     assert_eq!(evil_build["status"], "running", "evil still held its lock");
     ok(cli(&url, &token, &["build", "cancel", "evil/app", "1"]));
 
@@ -599,6 +561,16 @@ fn another_owners_build_holds_no_lock_of_acme() {
     assert_eq!(docker_leftovers(&runner), "");
 }
 
+/// `gantry runner register NAME --owners OWNERS`: the token it prints once.
+fn register_runner(server: &str, token: &str, name: &str, owners: &str) -> String {
+    let registered = ok(cli(
+        server,
+        token,
+        &["runner", "register", name, "--owners", owners],
+    ));
+    printed_token(&registered, "gantry_runner_")
+}
+
 /// Finding 8 (low), read in the code: one runner secret let any runner claim any stage as
 /// any name. A runner's own token names it, and may keep it to some owners' repositories.
 #[test]
@@ -608,17 +580,7 @@ fn a_runner_token_names_its_runner_and_keeps_it_to_its_owners() {
     let (mut server, token) = admin_server(&dir, &[]);
     let url = server.url.clone();
     let name = format!("attack-token-{}", std::process::id());
-    let registered = ok(cli(
-        &url,
-        &token,
-        &["runner", "register", &name, "--owners", "other"],
-    ));
-    let runner_token = registered
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("gantry_runner_"))
-        .expect("the token, shown once")
-        .to_owned();
+    let runner_token = register_runner(&url, &token, &name, "other");
     let listed = ok(cli(&url, &token, &["runner", "tokens"]));
     assert!(
         listed.contains(&name) && !listed.contains(&runner_token),
@@ -675,17 +637,7 @@ fn a_runner_token_names_its_runner_and_keeps_it_to_its_owners() {
     // Control: registered for acme, the same runner takes it.
     own.stop();
     ok(cli(&url, &token, &["runner", "revoke", &name]));
-    let again = ok(cli(
-        &url,
-        &token,
-        &["runner", "register", &name, "--owners", "acme"],
-    ));
-    let acme_token = again
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("gantry_runner_"))
-        .expect("the token")
-        .to_owned();
+    let acme_token = register_runner(&url, &token, &name, "acme");
     let mut acme_runner = spawn_runner(
         &url,
         &name,

@@ -138,9 +138,8 @@ pub fn start_server(
         .to_owned();
     let token = out
         .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("gantry_"))
-        .map(str::to_owned);
+        .any(|l| l.trim().starts_with("gantry_"))
+        .then(|| printed_token(&out, "gantry_"));
     (
         ServerProcess {
             process,
@@ -255,11 +254,23 @@ pub fn get(server: &str, token: &str, path: &str) -> reqwest::blocking::Response
         .expect("the server answers")
 }
 
-/// Polls build `number` until `done` says so; returns it.
+/// Polls build `number` of `acme/REPO` until `done` says so; returns it.
 pub fn wait_build(
     server: &str,
     token: &str,
     repo: &str,
+    number: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_build_of(server, token, &format!("acme/{repo}"), number, what, done)
+}
+
+/// Polls build `number` of `OWNER/NAME` until `done` says so; returns it.
+pub fn wait_build_of(
+    server: &str,
+    token: &str,
+    full_name: &str,
     number: u64,
     what: &str,
     done: impl Fn(&Value) -> bool,
@@ -269,7 +280,7 @@ pub fn wait_build(
         let response = get(
             server,
             token,
-            &format!("/repos/acme/{repo}/builds/{number}"),
+            &format!("/repos/{full_name}/builds/{number}"),
         );
         if response.status().is_success() {
             let build: Value = response.json().expect("json");
@@ -278,12 +289,25 @@ pub fn wait_build(
             }
             assert!(
                 Instant::now() < deadline,
-                "build #{number} never {what}: {build:#}"
+                "{full_name} #{number} never {what}: {build:#}"
             );
         }
-        assert!(Instant::now() < deadline, "build #{number} never appeared");
+        assert!(
+            Instant::now() < deadline,
+            "{full_name} #{number} never appeared"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The token a command printed once, on a line of its own starting with `prefix`.
+pub fn printed_token(output: &str, prefix: &str) -> String {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}...` token in: {output}"))
+        .to_owned()
 }
 
 pub fn finished(build: &Value) -> bool {

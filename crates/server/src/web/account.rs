@@ -28,10 +28,16 @@ const LOGIN_COOKIE: &str = "gantry_login";
 
 /// The sign-in form, with a fresh token in its form and in a cookie (login CSRF: another site
 /// cannot sign a visitor in with the attacker's token).
-fn login_form(state: &AppState, message: String, next: String, status: Option<StatusCode>) -> Page {
+fn login_form(
+    state: &AppState,
+    session: &Session,
+    message: String,
+    next: String,
+    status: Option<StatusCode>,
+) -> Page {
     let csrf = crate::auth::random_secret();
     let mut page = Page::render(LoginTemplate {
-        page: page_info(&Session::default()),
+        page: page_info(session),
         message,
         next,
         github: state.config.oauth.is_some(),
@@ -53,9 +59,10 @@ fn login_form(state: &AppState, message: String, next: String, status: Option<St
 
 pub(super) async fn login_page(
     State(state): State<Arc<AppState>>,
+    session: Session,
     Query(query): Query<LoginQuery>,
 ) -> Page {
-    login_form(&state, String::new(), query.next, None)
+    login_form(&state, &session, String::new(), query.next, None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +110,7 @@ pub(super) async fn login(
     if !paired {
         return Err(login_form(
             &state,
+            &Session::default(),
             "This sign-in form expired or was sent from another site: sign in again here."
                 .to_owned(),
             form.next,
@@ -120,6 +128,7 @@ pub(super) async fn login(
     if !valid {
         return Err(login_form(
             &state,
+            &Session::default(),
             "That token is not valid.".to_owned(),
             form.next,
             Some(StatusCode::UNAUTHORIZED),
