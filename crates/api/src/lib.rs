@@ -2,6 +2,13 @@
 //! that no row, and no credential a row holds, is ever serialised) and by the CLI (which
 //! reads them typed). What a field means is said here once; the server's `views` module
 //! fills them, the CLI prints them.
+//!
+//! # Code map
+//!
+//! The API's answers (`Repo`, `Build`, `BuildDetail`, `Stage`, `Step`, `Token`, `User`, ...):
+//! what a caller sees of each resource, said once. The server's `views` fills them from store
+//! rows; the CLI decodes them. **Invariant:** store rows are not `Serialize`: nothing reaches a
+//! caller but through a view, and a view has no field for a credential.
 
 use std::collections::BTreeMap;
 

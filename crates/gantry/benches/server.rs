@@ -306,7 +306,6 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
                 delivery: None,
                 fork: false,
                 hold: false,
-                messages: Vec::new(),
                 schedule: None,
             })
             .await

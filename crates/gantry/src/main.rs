@@ -1,6 +1,19 @@
 //! The `gantry` binary: one command line for everything gantry does: the server and the
 //! runner, the client commands against a server's API, and the commands that need no server
 //! (`lint`, `plan`, `exec`).
+//!
+//! # Code map
+//!
+//! `main.rs` parses the command line (clap); `server_cmd.rs` runs `server` (the server plus an
+//! embedded `RemoteRunner` against it on loopback) and `runner`, owns signals, the generated
+//! runner secret and a runner's identity (`RunnerIdentity`: its name and lineage kept in its data
+//! folder, locked while it runs; it presents itself before it sweeps what an earlier life left); `client_cmd.rs` implements `repo`, `build` (with `promote`), `cron`, `notify`, `secret`, `token`,
+//! `user`, `role` and `runner register|tokens|revoke` against the API;
+//! `pipeline_cmd.rs` implements `lint` and `plan`:
+//! reads files or a folder, prints diagnostics, builds a `Context` from flags (`BuildArgs`, shared
+//! with `exec`). `exec_cmd.rs` runs the plan's stages in dependency order on the executor with a
+//! terminal `Reporter`, turns Ctrl-C/SIGTERM into cancellation, and sweeps what killed exec runs
+//! left. Exit codes: 0 valid or passed, 1 invalid, refused or failed, 2 a usage or I/O error.
 
 mod client_cmd;
 mod exec_cmd;

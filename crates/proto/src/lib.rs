@@ -6,6 +6,21 @@
 //! the stage was handed to another runner) is refused with `409 Conflict`.
 //!
 //! Pure types; the HTTP lives in `gantry-server` (server side) and `gantry-runner` (client).
+//!
+//! # Code map
+//!
+//! The JSON bodies of the runner protocol (`WorkRequest`, `Assignment`, `Lease`, `StepUpdate`,
+//! `LogBatch`, `Heartbeat`, `LeaseStatus`, `StageDone`, `GitCredential` (a token as basic auth,
+//! or an SSH deploy key with the known hosts), `Netrc`) and its paths, `ssh` (SSH clone URLs,
+//! `check_host_key` against OpenSSH `known_hosts` lines, GitHub's keys built in),
+//! and `place(Offer, PipelineType, trusted) -> Result<Placement, Refusal>`: the one rule of what
+//! runs where, used by the claim (store), the build page (why a stage waits) and the runner;
+//! `labels_mismatch` is the same for labels and platform.
+//! **Invariant:** only Docker isolates: an untrusted repository's stage is placed only in
+//! containers; host execution needs a trusted repository and a runner offering host pipelines; a
+//! type without a gantry backend (`kubernetes`, `vm`, `ssh`, ...) is never placed, and the server
+//! errors such a build at creation. The match is exhaustive, so a new type cannot fall through.
+//! **Boundary:** types and pure rules only.
 
 pub mod ssh;
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backend::{Backend, BackendError, JobSpec, StepExit, StepSpec};
 use crate::clone::{CloneError, CloneSource, clone_into};
@@ -417,12 +418,15 @@ impl Executor {
                         continue;
                     }
                     let token = cancel.child_token();
-                    let handle = tasks.spawn(run_one(
-                        Arc::clone(shared),
-                        ServiceOrStep::Step(i),
-                        environment,
-                        token.clone(),
-                    ));
+                    let handle = tasks.spawn(
+                        run_one(
+                            Arc::clone(shared),
+                            ServiceOrStep::Step(i),
+                            environment,
+                            token.clone(),
+                        )
+                        .in_current_span(),
+                    );
                     running.insert(handle.id(), (i, token));
                     is_running[i] = true;
                 }
@@ -749,12 +753,15 @@ fn spawn_background(
     environment: BTreeMap<String, String>,
     stage_end: &CancellationToken,
 ) {
-    let handle = set.spawn(run_one(
-        Arc::clone(shared),
-        which,
-        environment,
-        stage_end.child_token(),
-    ));
+    let handle = set.spawn(
+        run_one(
+            Arc::clone(shared),
+            which,
+            environment,
+            stage_end.child_token(),
+        )
+        .in_current_span(),
+    );
     ids.insert(handle.id(), which);
 }
 
@@ -763,6 +770,22 @@ fn spawn_background(
 /// runs again in a fresh container; every try's lines stay in its log, numbered on, with a
 /// line between tries saying why.
 async fn run_one(
+    shared: Arc<Shared>,
+    which: ServiceOrStep,
+    environment: BTreeMap<String, String>,
+    token: CancellationToken,
+) -> StepResult {
+    let step = match which {
+        ServiceOrStep::Service(i) => &shared.spec.stage.services[i],
+        ServiceOrStep::Step(i) => &shared.spec.stage.steps[i],
+    };
+    let span = tracing::info_span!("step", step.name = %step.name, step.detach = step.detach);
+    run_one_in(Arc::clone(&shared), which, environment, token)
+        .instrument(span)
+        .await
+}
+
+async fn run_one_in(
     shared: Arc<Shared>,
     which: ServiceOrStep,
     environment: BTreeMap<String, String>,

@@ -21,6 +21,7 @@ use reqwest::StatusCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::backend::Backend;
 use crate::clone::CloneSource;
@@ -265,7 +266,15 @@ impl RemoteRunner {
             match polled {
                 Ok(Some(assignment)) => {
                     backoff = Duration::from_millis(200);
-                    self.run_assignment(assignment, abort.child_token()).await;
+                    // Every line logged about this stage, here and in the executor, names it.
+                    let span = tracing::info_span!(
+                        "stage",
+                        stage.id = assignment.lease.stage,
+                        stage.name = %assignment.stage.name
+                    );
+                    self.run_assignment(assignment, abort.child_token())
+                        .instrument(span)
+                        .await;
                 }
                 Ok(None) => backoff = Duration::from_millis(200),
                 Err(e @ (RemoteError::NameTaken(_) | RemoteError::Refused(_))) => return Err(e),

@@ -49,7 +49,6 @@ impl Bench {
                 delivery: None,
                 fork: false,
                 hold: false,
-                messages: Vec::new(),
                 schedule: None,
             })
             .await

@@ -85,7 +85,7 @@ pub(crate) async fn role(
     }
     let cached = stored.iter().find(|r| r.source == RoleSource::GitHub);
     let fresh = cached.is_some_and(|r| {
-        gantry_store::now_ms() - r.fetched_at < state.config.role_ttl.as_millis() as i64
+        state.config.clock.now_ms() - r.fetched_at < state.config.role_ttl.as_millis() as i64
     });
     if fresh {
         return Ok(cached.map_or(Role::None, |r| r.role));

@@ -130,7 +130,7 @@ pub(crate) const SESSION_LIFETIME: std::time::Duration =
 /// The identity a token gives, if the token is valid: known, and for a session, not older
 /// than `SESSION_LIFETIME` (the cookie's expiry is the browser's to honour; this is ours).
 pub(crate) async fn identity(store: &Store, token: &str) -> Result<Option<Identity>, StoreError> {
-    let now = gantry_store::now_ms();
+    let now = store.clock().now_ms();
     Ok(store
         .token_by_hash(&hash_token(token))
         .await?

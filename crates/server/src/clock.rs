@@ -1,46 +1,4 @@
-//! The time background work goes by: the system's, or one a test sets (`Clock::manual`), so
-//! schedules and retention can be tested across days in milliseconds.
+//! The clock the server goes by is the store's: one clock for every time gantry records
+//! or compares (see [`gantry_store::Clock`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
-
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    manual: Option<Arc<AtomicI64>>,
-}
-
-impl Clock {
-    pub fn system() -> Self {
-        Clock::default()
-    }
-
-    /// A clock that stands at `now_ms` (milliseconds since the epoch) until it is set or
-    /// moved; clones share it.
-    pub fn manual(now_ms: i64) -> Self {
-        Clock {
-            manual: Some(Arc::new(AtomicI64::new(now_ms))),
-        }
-    }
-
-    pub fn now_ms(&self) -> i64 {
-        match &self.manual {
-            Some(at) => at.load(Ordering::SeqCst),
-            None => gantry_store::now_ms(),
-        }
-    }
-
-    /// Moves a manual clock on (a system clock ignores it).
-    pub fn advance(&self, by: Duration) {
-        if let Some(at) = &self.manual {
-            at.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
-        }
-    }
-
-    /// Sets a manual clock (a system clock ignores it).
-    pub fn set(&self, now_ms: i64) {
-        if let Some(at) = &self.manual {
-            at.store(now_ms, Ordering::SeqCst);
-        }
-    }
-}
+pub use gantry_store::Clock;

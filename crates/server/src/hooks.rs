@@ -216,16 +216,13 @@ async fn answer(
             )
             .await?
             {
-                Recorded::New(_) => {
-                    state.deliveries.notify_one();
-                    Ok(tagged(
-                        "queued",
-                        (
-                            StatusCode::ACCEPTED,
-                            Json(json!({ "status": "queued", "delivery": delivery_id })),
-                        ),
-                    ))
-                }
+                Recorded::New(_) => Ok(tagged(
+                    "queued",
+                    (
+                        StatusCode::ACCEPTED,
+                        Json(json!({ "status": "queued", "delivery": delivery_id })),
+                    ),
+                )),
                 Recorded::Duplicate(earlier) => Ok(tagged(
                     "duplicate",
                     Json(json!({
@@ -253,7 +250,7 @@ fn refusal() -> OpError {
 /// Logs a refused delivery, at most once a second (a flood of bad requests writes nothing
 /// and fills no log).
 fn refused_delivery(state: &AppState, full_name: &str, reason: &str) {
-    let now = gantry_store::now_ms();
+    let now = state.config.clock.now_ms();
     let last = state
         .last_refusal_log
         .load(std::sync::atomic::Ordering::Relaxed);

@@ -2,6 +2,171 @@
 //! to a stored build with queued stages (`trigger`, `git`), the runner protocol (`rpc`), the
 //! JSON API (`api`), live logs (`live`), who may do what (`access`) and the lease reaper. One entry point:
 //! [`Server::run`] with a listener and a shutdown future; signals belong to the binary.
+//!
+//! # Code map
+//!
+//! `Server::new(store, ServerConfig)`, `Server::run(listener, shutdown)` with the trigger worker
+//! and the reaper as tasks.
+//!
+//! ```text
+//! api (JSON) ─┐                                   ┌─► access::authorize
+//!             ├─► ops::{repos, builds, ...} ──────┼─► checks of the request (OpError naming the field)
+//! web (pages) ┘   (caller's Identity + a typed    └─► store / trigger / git
+//!                  request → what was made)
+//! ```
+//!
+//! - `ops` — the operations layer: one module per resource (`repos`, `builds`, `secrets`,
+//!   `notify`, `users` with roles, `tokens`, `runners`). Each
+//!   operation authorises, validates, acts and returns what it made, once for the API and the
+//!   pages. **Invariant:** a check of a request lives in its operation, never in an adapter; an
+//!   adapter only turns its input format into the typed request (a form's `KEY=VALUE` lines, a
+//!   JSON body) and renders the answer.
+//! - `views` — store rows made into `gantry_api` answers, the one place that decides what of a
+//!   row a caller sees.
+//! - `error` — `OpError`, the one error of operations: a kind (`invalid` with the field,
+//!   `unauthorized`, `forbidden` with the role needed, `not_found`, `conflict`, `too_large`,
+//!   `upstream` for git and GitHub, `unavailable`, `internal`) and its HTTP status, decided here
+//!   only. The API answers `{"error": kind, "message", "field"?, "needed"?}`; the pages show the
+//!   message beside the refused form (the settings page, the account page, a build page's manual
+//!   build form: the page again, with the refusal's status); internal causes are logged and
+//!   shown opaquely.
+//!
+//! - `signing` — signed pipeline files: a repository with a sealed `signing_key` builds only
+//!   files whose `kind: signature` HMAC matches (constant-time), checked in `trigger` before
+//!   the file is compiled; `ops::repos::sign` makes the key on first use.
+//! - `github` — `verify_signature` (HMAC-SHA256, constant time, before anything else is read
+//!   but `repository.full_name`, which picks the secret), `parse_hook` into `Hook` / `Trigger`
+//!   with `PayloadError` naming the field; `says_private` and `repository_private` (visibility
+//!   from GitHub).
+//! - `github_app` — `GitHubApp`: an RS256 JWT signed with the App's key (aws-lc-rs), and
+//!   `repository_token` (the repository's installation, then a token for it alone with
+//!   `contents: read`); `revoke`.
+//! - `hooks` — `POST /hook/github`: body cap 25 MB; a missing or malformed signature header is
+//!   401 before the repository is looked up; an unknown repository and a bad signature get the
+//!   same 401 after the same work, and nothing is stored for either (a log line, at most one a
+//!   second); 400 for payloads, 204 with a `gantry-reason` header for ignored events, 202 once
+//!   the delivery is stored; a payload saying `private` makes a public repository private.
+//!   **Invariant:** the clone URL is the registered one, never the payload's.
+//! - `trigger` — delivery → `Context` → git → `parse_files` + `compile` → `create_build`;
+//!   also manual builds and restarts (same context, new number, `parent`). A pipeline problem is
+//!   an errored build, not an error. `work` processes 4 deliveries at once (a `JoinSet`, dropped at
+//!   shutdown: their claims run out); compilation runs on a blocking thread under
+//!   `ServerConfig::compile_limit`; a delivery failing 5 times (or whose tries never finished) is
+//!   given up as an errored build saying why. Locks are scoped here (`scoped_lock`: `OWNER:NAME`,
+//!   or `*:NAME` for `--global-locks`). **Invariant:** no delivery, file or expression can hold
+//!   the worker or shutdown.
+//! - `git` — a bare cache per repository; fetch by sha, else by ref, with the repository's
+//!   credential; pipeline files at a commit; `changed_files` over a `ChangeSpan` (a push's
+//!   `before..after`, a new branch's whole tree, a pull request's merge base to head) for
+//!   `paths` conditions; `fetch_hint` turns a failed fetch into the credential used
+//!   (described, never its value) and the fix. **Invariant:** changed files that cannot be
+//!   computed are `Context::changed_files_error`, which errors a build that filters on paths;
+//!   they are never guessed empty.
+//! - `credentials` — the repository's git credential, by its clone URL: for HTTP(S) its own
+//!   sealed GitHub token, else the server's `--github-token` only when the clone URL has the
+//!   origin of `--github-url` (`same_origin`), as basic auth `x-access-token`; for SSH its sealed
+//!   deploy key with the server's known hosts. `for_stage`: a GitHub App token minted for the
+//!   stage when there is an App (kept sealed on the stage and revoked when it ends or is reaped),
+//!   and the steps' `netrc` from the App's or the repository's own token only (HTTP only, never
+//!   for a fork's pull request). **Invariant:** a credential's value reaches only the fetch, the
+//!   stage's assignment and the masker; messages use `CredentialSource::describe`; the server's
+//!   personal token never reaches a step or another host.
+//! - `outbound` — `OutboundPolicy`: the client for addresses someone else chose (chat and
+//!   webhook targets): names resolved and filtered here (loopback, private, link-local,
+//!   shared, reserved refused unless `--notify-allow-net`), address literals and every redirect
+//!   checked, no environment proxy. **Invariant:** the address connected to is one that was
+//!   checked.
+//! - `rpc` — the runner protocol: `RunnerAuth` (a runner's own token, looked up by its hash,
+//!   binding its name and owners; or the deprecated shared secret compared on hashes), long-poll
+//!   `request`, `step`, `logs`, `heartbeat`, `watch` (held until a cancel), `done`; with a token,
+//!   a report is accepted only for a stage that runner holds.
+//! - `auth` — who is calling: `Caller` (hashed bearer tokens, or the session cookie for
+//!   reading only; every token is made by `auth::issue_token`, stored as its hash), the session
+//!   cookie (`session_token`, `session_cookie`: one place for its flags), `random_secret`.
+//! - `metrics` — `GET /metrics` (prometheus-client; counters of this server's deliveries by
+//!   outcome, lease expiries and step durations, plus `Store::gauges` counted by the database at
+//!   each scrape; behind `--metrics-token` when set) and `GET /readyz` (the database answers).
+//! - `schedules` — the scheduler: `Cadence` (croner + chrono-tz: an expression in its time
+//!   zone, the next tick strictly after a moment) and `work`, which claims due schedules and
+//!   builds the branch's head with event `cron` through `trigger::head_build`. Time comes from
+//!   `ServerConfig::clock` (`clock::Clock`: the system's, or a manual one in tests).
+//! - `retention` — `Retention` (the operator's limits) and `work`: claims the `retention`
+//!   maintenance job when due, prunes, reports (log, `/metrics`, `/api/retention`);
+//!   `log_removed` is what a step's page and raw log say once its logs are gone.
+//! - `waiting` — why a stage has not started, in words (approval; a lock and who holds it,
+//!   named only when it is the same repository; its
+//!   pipeline's concurrency limit; each runner seen lately and
+//!   what it lacks, by `gantry_proto::place` and `gantry_proto::labels_mismatch`, the claim's
+//!   own rules; every able runner busy), for the build page, the API's `Stage::waiting` and the
+//!   CLI.
+//! - `human` — how durations read on the pages, in chat and in the CLI (`took`).
+//! - `api` — JSON API, a thin adapter over `ops` (`api/mod.rs` the routes, repositories and
+//!   builds; `api/logs.rs` a step's log as text, pages and SSE; `api/admin.rs` targets,
+//!   secrets, tokens, users and roles; `api/openapi.rs` the OpenAPI document at
+//!   `/api/openapi.json`, its schemas derived from `gantry_api` with utoipa, its route table
+//!   checked against `api/mod.rs` by a test). A handler takes the `Caller` (from `auth`: a reader
+//!   may come with the session cookie, anything more needs the bearer token), parses its body
+//!   (`parse_body` names the wrong field), calls its operation and renders; live logs follow
+//!   `live`.
+//! - `live` — per-step broadcast of log batches; readers subscribe before reading the store;
+//!   `follow_store` turns the store's events into `LiveEvent`s (another server's lines come
+//!   as `LiveEvent::Stored`: read the store) and ends.
+//! - `worker` — the one loop every background job runs in (`Job`: a pass, then a wait for the
+//!   store's news it cares about, its time, or shutdown; backoff on failure).
+//! - `notify` — the notifier, the only producer of messages: it finds builds whose
+//!   `notified_status` differs from their status (the first news of a build is its `pending`
+//!   statuses, first even when it already ended), turns the change
+//!   into messages (GitHub statuses; `chat_body` in each chat service's format, per target and
+//!   rule, with the first failing step's link and last lines) and sends due messages from the
+//!   outbox with backoff. **Invariant:** a status change is queued with its `notified_status`
+//!   in one transaction, so it is reported once whichever path made it (runner, reaper,
+//!   cancel); reporting never changes a build.
+//! - `access` — who may do what, for the API and the pages alike. `Identity` (a token and its
+//!   user), `Need` (read, write, admin), `authorize(who, owner, name, need)`: the visibility
+//!   decides reading (public: anyone; internal: any identity; private: the read role); more
+//!   needs the role. `role` is a server admin's `Role::Admin`, else the role an admin set, else
+//!   the GitHub one cached in the store, read again with the user's own GitHub token
+//!   (`github_role`) once older than `ServerConfig::role_ttl`; a GitHub error keeps the cached
+//!   one. `sync_github_roles` reads all of a user's repositories at sign-in. **Invariant:** a
+//!   caller who may not read a repository gets the same 404 as for one that does not exist;
+//!   listings (`readable`) decide from the caller's stored roles in one query, never a
+//!   GitHub call per repository.
+//! - `oauth` — sign-in with GitHub: `start` redirects with a random `state` kept in a
+//!   `SameSite=Lax` cookie; `callback` accepts only that state (constant-time), trades the code,
+//!   reads `/user`, records the `User` (admin when the login is in `OAuthConfig::admins`; the
+//!   GitHub token sealed, bound to `user:{login}/github_token`), syncs their roles and starts a
+//!   session as a fresh hashed token (`session: true`); sign-out revokes it.
+//! - `secrets` — `SecretKey` seals values (XChaCha20-Poly1305, random 24-byte nonce, bound to
+//!   `repo:{id}/secret:{name}` or `owner:{owner}/secret:{name}`); `verify_key` checks the key
+//!   against a sealed check value at start; `for_stage` opens, at claim time, only the secrets a
+//!   stage references, and withholds from fork pull requests those that do not allow them (the
+//!   runner's executor refuses a step needing one, with the reason). `seal_field` /
+//!   `open_field` seal a repository's webhook secret and GitHub token into its row (bound to
+//!   `repo:{owner}/{name}/{column}`; a value written in the clear by another tool is read as
+//!   it is). **Invariant:** no API response, log or message carries a secret value; the store
+//!   only ever sees sealed bytes of what the API wrote.
+//! - `web` — the pages, a thin adapter over `ops` (`web/mod.rs` the router, `Page`, `Session`
+//!   and assets; `web/pages.rs` what shows; `web/account.rs` sign-in, the build buttons and the
+//!   account page; `web/settings.rs` a repository's settings): askama templates from
+//!   `web/templates` compiled in, `web/static/app.css`
+//!   and `app.js` served as `/static/app.<hash>.{css,js}` (cached for ever). `Session` reads the
+//!   `gantry_session` cookie (an API token; `SameSite=Strict`, `HttpOnly`); every form that
+//!   changes state carries a CSRF token derived from it, and the sign-in form one paired with a
+//!   `gantry_login` cookie; `safe_next` resolves a redirect as a browser would before allowing
+//!   it; `security_headers` gives every answer its CSP (no inline or foreign script,
+//!   `frame-ancestors 'none'`), `nosniff`, `X-Frame-Options` and `Referrer-Policy`; a
+//!   repository's link becomes an `href` only through `ops::repos::web_link` (http(s)). The API reads the cookie for reading
+//!   only (`Caller::require_token` wants the bearer header). `app.js` is the log viewer: it
+//!   fetches pages of lines (`.../lines?from=&limit=`) around the view, keeps at most ~40 pages,
+//!   renders only visible rows, carries ANSI state from line to line, and follows
+//!   `.../stream?after=N` (SSE; `Last-Event-ID` on reconnects). Buttons show by role, and every
+//!   handler checks it again with `access::authorize`. `/{owner}/{repo}/settings` (admin role)
+//!   edits the repository, its credentials (GitHub token, SSH deploy key: set or removed,
+//!   never shown), its secrets (names only) and, for server admins, roles; `/account`
+//!   lists a user's tokens and makes API tokens. **Invariant:** templates auto-escape; log text
+//!   reaches the DOM only through `escapeHtml`; no stored value becomes a link unless http(s).
+//!
+//! **Boundary:** never runs steps; the embedded runner talks to it over HTTP like any other.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,7 +175,6 @@ use std::time::Duration;
 
 use axum::Router;
 use gantry_store::{Store, StoreError};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +204,7 @@ mod trigger;
 mod views;
 mod waiting;
 mod web;
+mod worker;
 
 pub use auth::random_secret;
 pub use error::OpError;
@@ -152,15 +317,11 @@ impl BuildAction {
 
     /// Applies it; false when the build was not in a state it applies to.
     pub(crate) async fn apply(self, state: &AppState, build_id: i64) -> Result<bool, StoreError> {
-        let done = match self {
-            BuildAction::Cancel => state.store.cancel_build(build_id).await?,
-            BuildAction::Approve => state.store.approve_build(build_id).await?,
-            BuildAction::Decline => state.store.decline_build(build_id).await?,
-        };
-        if done {
-            state.notifications.notify_one();
+        match self {
+            BuildAction::Cancel => state.store.cancel_build(build_id).await,
+            BuildAction::Approve => state.store.approve_build(build_id).await,
+            BuildAction::Decline => state.store.decline_build(build_id).await,
         }
-        Ok(done)
     }
 
     /// Why it did not apply.
@@ -178,13 +339,7 @@ struct AppState {
     store: Store,
     config: ServerConfig,
     git: git::GitCache,
-    /// Woken when a delivery is stored: the trigger worker processes it.
-    deliveries: Notify,
     live: live::LiveLogs,
-    /// Woken when builds change: the notifier looks for what to report.
-    notifications: Notify,
-    /// Woken when a schedule is added: the scheduler looks again.
-    schedules: Notify,
     http: reqwest::Client,
     /// For addresses someone else chose: [`outbound::OutboundPolicy::client`].
     outbound_http: reqwest::Client,
@@ -201,6 +356,8 @@ pub struct Server {
 
 impl Server {
     pub fn new(store: Store, config: ServerConfig) -> Self {
+        // One clock: the store stamps and compares by the one the server goes by.
+        let store = store.with_clock(config.clock.clone());
         let git = git::GitCache::new(config.data_dir.join("git"));
         let outbound_http = config.outbound.client();
         Self {
@@ -208,10 +365,7 @@ impl Server {
                 store,
                 config,
                 git,
-                deliveries: Notify::new(),
                 live: live::LiveLogs::default(),
-                notifications: Notify::new(),
-                schedules: Notify::new(),
                 http: reqwest::Client::new(),
                 outbound_http,
                 metrics: metrics::Metrics::default(),
@@ -257,12 +411,16 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let tasks = TaskTracker::new();
-        tasks.spawn(trigger::work(Arc::clone(&self.state)));
-        tasks.spawn(reap(Arc::clone(&self.state)));
-        tasks.spawn(notify::work(Arc::clone(&self.state)));
-        tasks.spawn(schedules::work(Arc::clone(&self.state)));
-        tasks.spawn(retention::work(Arc::clone(&self.state)));
-        tasks.spawn(live::follow_others(Arc::clone(&self.state)));
+        let state = &self.state;
+        tasks.spawn(live::follow_store(Arc::clone(state)));
+        tasks.spawn(worker::run(
+            Arc::clone(state),
+            trigger::Deliveries::default(),
+        ));
+        tasks.spawn(worker::run(Arc::clone(state), Reaper));
+        tasks.spawn(worker::run(Arc::clone(state), notify::Notifier));
+        tasks.spawn(worker::run(Arc::clone(state), schedules::Scheduler));
+        tasks.spawn(worker::run(Arc::clone(state), retention::Pruner));
         let token = self.state.shutdown.clone();
         let router = self.router();
         let served = axum::serve(listener, router)
@@ -279,27 +437,30 @@ impl Server {
 }
 
 /// Ends or re-queues stages whose runner stopped heartbeating.
-async fn reap(state: Arc<AppState>) {
-    loop {
-        match state.store.reap_expired(gantry_store::now_ms()).await {
-            Ok(reaped) => {
-                for stage in &reaped {
-                    tracing::warn!(
-                        stage.id = stage.stage_id,
-                        build.id = stage.build_id,
-                        requeued = stage.requeued,
-                        "a runner's lease expired"
-                    );
-                    state.metrics.lease_expired();
-                    state.live.stage_ended(stage.stage_id);
-                    credentials::revoke_stage_token(&state, stage.stage_id).await;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "reaping expired leases failed"),
+struct Reaper;
+
+impl worker::Job for Reaper {
+    const NAME: &'static str = "reaper";
+
+    fn wakes_on(_: &gantry_store::Event) -> bool {
+        false
+    }
+
+    async fn pass(&mut self, state: &Arc<AppState>) -> Result<worker::Next, StoreError> {
+        for stage in state
+            .store
+            .reap_expired(state.config.clock.now_ms())
+            .await?
+        {
+            tracing::warn!(
+                stage.id = stage.stage_id,
+                build.id = stage.build_id,
+                requeued = stage.requeued,
+                "a runner's lease expired"
+            );
+            state.metrics.lease_expired();
+            credentials::revoke_stage_token(state, stage.stage_id).await;
         }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(state.config.reap_every) => {}
-        }
+        Ok(worker::Next::After(state.config.reap_every))
     }
 }

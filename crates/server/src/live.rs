@@ -1,20 +1,22 @@
-//! Live logs: log lines fan out from the runner's batch to every reader of that step as
-//! they arrive, beside being stored. A reader subscribes first and then reads what is
-//! stored, so nothing falls between the two; line numbers drop the overlap.
+//! Live logs: the store's news of a step's log ([`gantry_store::Event`]: lines stored, the
+//! step or its stage ended) fans out to every reader of that step. A reader subscribes first
+//! and then reads what is stored, so nothing falls between the two; line numbers drop the
+//! overlap.
 //!
-//! A runner may report to another server sharing the database: that server's news
-//! (`gantry_store::LogNews`, by PostgreSQL `NOTIFY`) arrives through [`follow_others`] as
+//! Lines stored through this server come with the news; a runner may report to another
+//! server sharing the database, whose news (by PostgreSQL `NOTIFY`) arrives without them as
 //! [`LiveEvent::Stored`], and readers fetch the lines from the store, the one truth.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use gantry_proto::LogLine;
+use gantry_store::Event;
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
-    Lines(Arc<Vec<LogLine>>),
+    Lines(Arc<[LogLine]>),
     /// Another server stored lines: read them from the store.
     Stored,
     /// The step (or its whole stage) ended: no more lines.
@@ -37,10 +39,10 @@ impl LiveLogs {
             .subscribe()
     }
 
-    pub fn publish(&self, stage: i64, step: &str, lines: Vec<LogLine>) {
+    pub fn publish(&self, stage: i64, step: &str, lines: Arc<[LogLine]>) {
         let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = channels.get(&(stage, step.to_owned())) {
-            let _ = sender.send(LiveEvent::Lines(Arc::new(lines)));
+            let _ = sender.send(LiveEvent::Lines(lines));
         }
     }
 
@@ -48,6 +50,14 @@ impl LiveLogs {
     pub fn stored(&self, stage: i64, step: &str) {
         let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = channels.get(&(stage, step.to_owned())) {
+            let _ = sender.send(LiveEvent::Stored);
+        }
+    }
+
+    /// News was missed: every reader looks at the store.
+    pub fn everything_stored(&self) {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        for sender in channels.values() {
             let _ = sender.send(LiveEvent::Stored);
         }
     }
@@ -73,10 +83,9 @@ impl LiveLogs {
     }
 }
 
-/// Passes other servers' log news to this server's readers until `shutdown`. News lost
-/// to a broken `LISTEN` connection is made up for by the readers' own polling.
-pub async fn follow_others(state: Arc<crate::AppState>) {
-    let mut news = state.store.signals().logs.subscribe();
+/// Passes the store's news of logs to this server's readers until shutdown.
+pub async fn follow_store(state: Arc<crate::AppState>) {
+    let mut news = state.store.subscribe();
     let live = &state.live;
     loop {
         let received = tokio::select! {
@@ -84,25 +93,25 @@ pub async fn follow_others(state: Arc<crate::AppState>) {
             received = news.recv() => received,
         };
         match received {
-            Ok(gantry_store::LogNews {
+            Ok(Event::LinesStored {
                 stage,
-                step: Some(step),
-                ended,
-            }) => {
-                if ended {
-                    live.step_ended(stage, &step);
-                } else {
-                    live.stored(stage, &step);
-                }
-            }
-            Ok(gantry_store::LogNews {
-                stage, step: None, ..
-            }) => live.stage_ended(stage),
+                step,
+                lines: Some(lines),
+            }) => live.publish(stage, &step, lines),
+            Ok(Event::LinesStored {
+                stage,
+                step,
+                lines: None,
+            }) => live.stored(stage, &step),
+            Ok(Event::StepEnded { stage, step }) => live.step_ended(stage, &step),
+            Ok(Event::StageEnded { stage }) => live.stage_ended(stage),
+            Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,
-                    "log news from other servers came too fast; readers poll the store"
+                    "log news came too fast; live readers read the store"
                 );
+                live.everything_stored();
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -120,13 +129,13 @@ mod tests {
         live.publish(
             1,
             "test",
-            vec![LogLine {
+            Arc::from(vec![LogLine {
                 number: 1,
                 elapsed_ms: 0,
                 text: "hi".into(),
-            }],
+            }]),
         );
-        live.publish(2, "test", vec![]);
+        live.publish(2, "test", Arc::from(Vec::new()));
         live.stage_ended(1);
         match reader.recv().await.expect("lines") {
             LiveEvent::Lines(lines) => assert_eq!(lines[0].text, "hi"),

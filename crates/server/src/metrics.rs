@@ -103,7 +103,7 @@ fn family(registry: &mut Registry, name: &str, help: &str, label: &str, values: 
 async fn render(state: &AppState) -> Result<String, OpError> {
     let gauges = state.store.gauges().await?;
     let runners = state.store.runners().await?;
-    let now = gantry_store::now_ms();
+    let now = state.config.clock.now_ms();
     let mut registry = Registry::default();
     family(
         &mut registry,

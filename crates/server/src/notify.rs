@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use gantry_store::{Build, NewMessage, NotifyTarget, OutboxMessage, Repo, Stage, Status, Step};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::AppState;
 
@@ -18,85 +19,68 @@ const SECRET_URL: &str = "secret:";
 /// Attempts before a message is given up (about 17 minutes with the default backoff).
 const MAX_ATTEMPTS: i64 = 10;
 
-/// Runs until shutdown: a pass every second, or sooner when woken.
-pub async fn work(state: Arc<AppState>) {
-    loop {
-        if let Err(e) = queue_due_builds(&state).await {
-            tracing::error!(error = %e, "making notifications failed; will retry");
-        }
-        if let Err(e) = send_due(&state).await {
-            tracing::error!(error = %e, "sending notifications failed; will retry");
-        }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = state.notifications.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-}
+/// The longest the notifier goes without looking at the store (news from another server
+/// can be lost with its `LISTEN` connection).
+const NOTIFY_POLL: Duration = Duration::from_secs(2);
 
-/// The `pending` commit statuses of a build about to be created (build and pipelines),
-/// stored with it in one transaction: posted even when the build ends at once, and never
-/// after a later state.
-pub fn pending_statuses(
-    state: &AppState,
-    repo: &Repo,
-    number: i64,
-    commit: &str,
-    plan: &gantry_pipeline::Plan,
-) -> Vec<NewMessage> {
-    if commit.is_empty() || plan.stages.iter().all(|s| !s.run) {
-        return Vec::new();
+/// The shortest wait between passes: a message due now may still wait behind an earlier
+/// one of its build that another server is sending.
+const NOTIFY_MIN_WAIT: Duration = Duration::from_millis(200);
+
+/// Makes the messages of builds that changed, and sends what is due.
+pub(crate) struct Notifier;
+
+impl crate::worker::Job for Notifier {
+    const NAME: &'static str = "notifier";
+
+    fn wakes_on(event: &gantry_store::Event) -> bool {
+        matches!(
+            event,
+            gantry_store::Event::BuildChanged { .. } | gantry_store::Event::MessageQueued
+        )
     }
-    let url = format!(
-        "{}/repos/{}/{}/statuses/{commit}",
-        state.config.github_api.trim_end_matches('/'),
-        repo.owner,
-        repo.name,
-    );
-    let link = format!(
-        "{}/{}/{}/{number}",
-        state.config.server_url, repo.owner, repo.name
-    );
-    let status = |context: String, description: String| NewMessage {
-        kind: "github_status".to_owned(),
-        url: url.clone(),
-        body: json!({
-            "state": "pending",
-            "target_url": link,
-            "description": description,
-            "context": context,
-        })
-        .to_string(),
-        auth: None,
-    };
-    let mut out = vec![status(
-        "gantry".to_owned(),
-        format!("Build #{number} waiting to run"),
-    )];
-    for stage in plan.stages.iter().filter(|s| s.run) {
-        out.push(status(
-            format!("gantry/{}", stage.name),
-            format!("{} waiting to run", stage.name),
-        ));
+
+    async fn pass(
+        &mut self,
+        state: &Arc<AppState>,
+    ) -> Result<crate::worker::Next, gantry_store::StoreError> {
+        queue_due_builds(state).await?;
+        send_due(state).await?;
+        let now = state.config.clock.now_ms();
+        let wait = match state.store.next_message_due().await? {
+            Some(due) => {
+                Duration::from_millis((due - now).max(0) as u64).clamp(NOTIFY_MIN_WAIT, NOTIFY_POLL)
+            }
+            None => NOTIFY_POLL,
+        };
+        Ok(crate::worker::Next::After(wait))
     }
-    out
 }
 
 async fn queue_due_builds(state: &AppState) -> Result<(), gantry_store::StoreError> {
     for build in state.store.builds_to_notify(50).await? {
-        let repo = state.store.repo(build.repo_id).await?;
-        let messages = messages_for(state, &repo, &build).await?;
-        // Another server may have queued this change already: then this one queues nothing.
-        state
-            .store
-            .queue_notifications(
-                build.id,
-                build.notified_status.as_deref(),
-                build.status,
-                &messages,
-            )
-            .await?;
+        let span = tracing::info_span!("build", build.id = build.id, status = %build.status);
+        queue_for(state, build).instrument(span).await?;
+    }
+    Ok(())
+}
+
+/// Queues the messages of one build's change.
+async fn queue_for(state: &AppState, build: Build) -> Result<(), gantry_store::StoreError> {
+    let repo = state.store.repo(build.repo_id).await?;
+    let messages = messages_for(state, &repo, &build).await?;
+    // Another server may have queued this change already: then this one queues nothing.
+    let queued = state
+        .store
+        .queue_notifications(
+            build.id,
+            build.notified_status.as_deref(),
+            build.status,
+            &messages,
+        )
+        .await?;
+    if queued {
+        tracing::debug!(messages = messages.len(), "notifications queued");
     }
     Ok(())
 }
@@ -167,10 +151,21 @@ async fn messages_for(
     let mut messages = Vec::new();
     let before = build_notified_before(build);
     let stages = stages_of(state, build).await?;
-    if let Some(status) = github_state(build.status) {
-        // Pending once (at creation); the final states once.
+    if github_state(build.status).is_some() {
+        // Pending once (the first news of a build, even one that ended before the
+        // notifier saw it: then pending comes first), the final states once.
+        let any_ran = stages.iter().any(|(s, _)| s.status != Status::Skipped);
+        if !before && build.status.is_final() && any_ran {
+            messages.extend(github_statuses(
+                state,
+                repo,
+                build,
+                &stages,
+                Some(Status::Pending),
+            ));
+        }
         if build.status.is_final() || !before {
-            messages.extend(github_statuses(state, repo, build, &stages, status));
+            messages.extend(github_statuses(state, repo, build, &stages, None));
         }
     }
     if build.status.is_final() {
@@ -235,16 +230,19 @@ fn github_state(status: Status) -> Option<&'static str> {
     }
 }
 
+/// The commit statuses of the build and of each stage that runs, as they are now or, with
+/// `as_if`, as if all of them were in that state.
 fn github_statuses(
     state: &AppState,
     repo: &Repo,
     build: &Build,
     stages: &[(Stage, Vec<Step>)],
-    status: &str,
+    as_if: Option<Status>,
 ) -> Vec<NewMessage> {
-    if build.commit.is_empty() {
+    let build_status = as_if.unwrap_or(build.status);
+    let Some(status) = github_state(build_status).filter(|_| !build.commit.is_empty()) else {
         return Vec::new();
-    }
+    };
     let url = format!(
         "{}/repos/{}/{}/statuses/{}",
         state.config.github_api.trim_end_matches('/'),
@@ -267,19 +265,25 @@ fn github_statuses(
         body: json!({
             "state": status,
             "target_url": link,
-            "description": format!("Build #{} {}", build.number, describe(build.status)),
+            "description": format!("Build #{} {}", build.number, describe(build_status)),
             "context": "gantry",
         })
         .to_string(),
         auth: None,
     }];
     for (stage, steps) in stages {
-        let Some(stage_state) = github_state(stage.status) else {
+        let stage_status = match as_if {
+            Some(_) if stage.status == Status::Skipped => continue,
+            Some(status) => status,
+            None => stage.status,
+        };
+        let Some(stage_state) = github_state(stage_status) else {
             continue;
         };
         let target = steps
             .iter()
             .find(|s| matches!(s.status, Status::Failure | Status::Error))
+            .filter(|_| as_if.is_none())
             .map_or(link.clone(), |step| {
                 format!("{link}/{}/{}", stage.number, step.number)
             });
@@ -289,7 +293,7 @@ fn github_statuses(
             body: json!({
                 "state": stage_state,
                 "target_url": target,
-                "description": format!("{} {}", stage.name, describe(stage.status)),
+                "description": format!("{} {}", stage.name, describe(stage_status)),
                 "context": format!("gantry/{}", stage.name),
             })
             .to_string(),
@@ -568,7 +572,7 @@ const MESSAGE_LEASE: Duration = Duration::from_secs(30);
 /// Sends due messages one claim at a time, until none is due.
 async fn send_due(state: &Arc<AppState>) -> Result<(), gantry_store::StoreError> {
     loop {
-        let now = gantry_store::now_ms();
+        let now = state.config.clock.now_ms();
         let lease_until = now + MESSAGE_LEASE.as_millis() as i64;
         let Some(message) = state.store.claim_message(now, lease_until).await? else {
             return Ok(());
@@ -587,7 +591,7 @@ async fn send_due(state: &Arc<AppState>) -> Result<(), gantry_store::StoreError>
                 let attempts = message.attempts + 1;
                 let retry_at = retry
                     .filter(|_| attempts < MAX_ATTEMPTS)
-                    .map(|after| gantry_store::now_ms() + after.as_millis() as i64);
+                    .map(|after| state.config.clock.now_ms() + after.as_millis() as i64);
                 tracing::warn!(message.id = message.id, kind = %message.kind, attempts, %error, will_retry = retry_at.is_some(), "a notification failed");
                 state
                     .store

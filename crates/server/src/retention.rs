@@ -77,23 +77,29 @@ impl Retention {
     }
 }
 
-/// Runs retention when due, until shutdown.
-pub async fn work(state: Arc<AppState>) {
-    loop {
+/// Runs retention when due, once across servers.
+pub(crate) struct Pruner;
+
+impl crate::worker::Job for Pruner {
+    const NAME: &'static str = "retention";
+
+    fn wakes_on(_: &gantry_store::Event) -> bool {
+        false
+    }
+
+    async fn pass(
+        &mut self,
+        state: &Arc<AppState>,
+    ) -> Result<crate::worker::Next, gantry_store::StoreError> {
         let now = state.config.clock.now_ms();
-        match state
+        if let Some(epoch) = state
             .store
             .claim_maintenance(JOB, now, now + CLAIM.as_millis() as i64)
-            .await
+            .await?
         {
-            Ok(Some(epoch)) => run(&state, epoch, now).await,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "claiming the retention run failed; will retry"),
+            run(state, epoch, now).await;
         }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(state.config.schedule_poll) => {}
-        }
+        Ok(crate::worker::Next::After(state.config.schedule_poll))
     }
 }
 

@@ -18,11 +18,12 @@ use gantry_proto::{
     Assignment, Heartbeat, Lease, LeaseStatus, LogBatch, StageDone, StepState, StepUpdate,
     WorkRequest,
 };
-use gantry_store::{ClaimRequest, StageEnd, Status, now_ms};
+use gantry_store::{ClaimRequest, Event, StageEnd, Status};
 
 use crate::AppState;
 use crate::auth::carries_secret;
 use crate::error::{OpError, OpResult};
+use crate::worker::{News, Woken};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -103,14 +104,15 @@ impl RunnerAuth {
 }
 
 fn lease_until(state: &AppState) -> i64 {
-    now_ms() + state.config.lease.as_millis() as i64
+    state.config.clock.now_ms() + state.config.lease.as_millis() as i64
 }
 
 /// Records the runner as seen, after making sure no other live runner has its name (a
 /// restart, from the same data folder, is of the same lineage and takes its place).
 async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
     // A live runner asks for work at least once per long poll, or holds a lease.
-    let alive_since = now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 5_000;
+    let alive_since =
+        state.config.clock.now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 5_000;
     if let Some((other, last_seen)) = state
         .store
         .other_live_instance(&req.runner, &req.instance, alive_since)
@@ -122,7 +124,7 @@ async fn present(state: &AppState, req: &WorkRequest) -> OpResult<()> {
             "a runner named `{}` is already connected (instance {}, heard from {} s ago): two runners of one name would remove each other's containers; give this one its own name (--name, GANTRY_RUNNER_NAME) or its own data folder",
             req.runner,
             gantry_proto::shown_instance(&other),
-            (now_ms() - last_seen).max(0) / 1000
+            (state.config.clock.now_ms() - last_seen).max(0) / 1000
         )));
     }
     state
@@ -159,19 +161,15 @@ async fn request(
     auth.as_runner(&req.runner)?;
     present(&state, &req).await?;
     // What this runner held in an earlier life can never be finished.
-    let reaped = state
+    state
         .store
         .reap_previous_instance(&req.runner, &req.instance)
         .await?;
-    for stage in &reaped {
-        state.live.stage_ended(stage.stage_id);
-    }
     let wait = std::time::Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
+    // Subscribed before the first claim: a stage queued in between wakes the next.
+    let mut queued = News::new(&state.store, |event| matches!(event, Event::Queued));
     loop {
-        let notified = state.store.signals().queued.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let claim = state
             .store
             .claim_next(&ClaimRequest {
@@ -185,7 +183,7 @@ async fn request(
             })
             .await?;
         if let Some(claim) = claim {
-            tracing::info!(stage.id = claim.stage_id, epoch = claim.epoch, runner = %req.runner, "stage claimed");
+            tracing::info!(stage.id = claim.stage_id, build.id = claim.build_id, epoch = claim.epoch, runner = %req.runner, "stage claimed");
             let clone = claim.plan.clone.clone();
             let build = state.store.build_by_id(claim.build_id).await?;
             let repo = state.store.repo(build.repo_id).await?;
@@ -229,14 +227,13 @@ async fn request(
             })
             .into_response());
         }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
-            _ = state.shutdown.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
+        if queued.wait_until(deadline, &state.shutdown).await != Woken::News {
+            return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
 }
 
+#[tracing::instrument(name = "stage", skip_all, fields(stage.id = stage))]
 async fn step(
     auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
@@ -252,12 +249,10 @@ async fn step(
             .metrics
             .step_took((finished - started).as_seconds_f64());
     }
-    if update.state != StepState::Running {
-        state.live.step_ended(stage, &update.step);
-    }
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[tracing::instrument(name = "stage", skip_all, fields(stage.id = stage))]
 async fn logs(
     auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
@@ -272,7 +267,6 @@ async fn logs(
         .store
         .append_logs(stage, batch.epoch, &batch.step, &batch.lines)
         .await?;
-    state.live.publish(stage, &batch.step, batch.lines);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -299,21 +293,20 @@ async fn watch(
 ) -> OpResult<Json<LeaseStatus>> {
     auth.holds(&state, stage).await?;
     let deadline = tokio::time::Instant::now() + state.config.max_poll;
+    let mut cancels = News::new(&state.store, |event| {
+        matches!(event, Event::Cancelled { .. })
+    });
     loop {
-        let notified = state.store.signals().cancelled.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         if state.store.lease_cancelled(stage, beat.epoch).await? {
             return Ok(Json(LeaseStatus { cancelled: true }));
         }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok(Json(LeaseStatus { cancelled: false })),
-            _ = state.shutdown.cancelled() => return Ok(Json(LeaseStatus { cancelled: false })),
+        if cancels.wait_until(deadline, &state.shutdown).await != Woken::News {
+            return Ok(Json(LeaseStatus { cancelled: false }));
         }
     }
 }
 
+#[tracing::instrument(name = "stage", skip_all, fields(stage.id = stage))]
 async fn done(
     auth: RunnerAuth,
     State(state): State<Arc<AppState>>,
@@ -347,8 +340,6 @@ async fn done(
             },
         )
         .await?;
-    state.live.stage_ended(stage);
-    state.notifications.notify_one();
     crate::credentials::revoke_stage_token(&state, stage).await;
     tracing::info!(stage.id = stage, build.id = build_id, %status, build_finished = finished, "stage ended");
     Ok(StatusCode::NO_CONTENT)

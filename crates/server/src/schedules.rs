@@ -11,11 +11,12 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use gantry_store::{Schedule, ScheduleRun};
+use gantry_store::{Schedule, ScheduleRun, StoreError};
 
 use crate::AppState;
 use crate::error::OpError;
 use crate::trigger::{self, HeadBuild};
+use crate::worker::Next;
 
 /// How long a claim on a due schedule lasts: reading the branch's head and storing the
 /// build must fit in it (a git fetch of a big repository is the slow part).
@@ -68,42 +69,32 @@ impl Cadence {
     }
 }
 
-/// Runs due schedules until shutdown.
-pub async fn work(state: Arc<AppState>) {
-    loop {
-        let changed = state.schedules.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
+/// Makes each due schedule's build, once across servers.
+pub(crate) struct Scheduler;
+
+impl crate::worker::Job for Scheduler {
+    const NAME: &'static str = "schedules";
+
+    fn wakes_on(event: &gantry_store::Event) -> bool {
+        matches!(event, gantry_store::Event::ScheduleChanged)
+    }
+
+    async fn pass(&mut self, state: &Arc<AppState>) -> Result<Next, StoreError> {
         let now = state.config.clock.now_ms();
-        let claimed = state
+        if let Some(schedule) = state
             .store
             .claim_schedule(now, now + CLAIM.as_millis() as i64)
-            .await;
-        let wait = match claimed {
-            Ok(Some(schedule)) => {
-                run_tick(&state, schedule, now).await;
-                continue;
-            }
-            Ok(None) => match state.store.next_schedule_due().await {
-                Ok(Some(due)) => Duration::from_millis((due - now).max(0) as u64),
-                Ok(None) => state.config.schedule_poll,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading when the next schedule is due failed");
-                    state.config.schedule_poll
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "claiming a due schedule failed; will retry");
-                Duration::from_secs(2)
-            }
+            .await?
+        {
+            run_tick(state, schedule, now).await;
+            return Ok(Next::Again);
         }
+        let wait = match state.store.next_schedule_due().await? {
+            Some(due) => Duration::from_millis((due - now).max(0) as u64),
+            None => state.config.schedule_poll,
+        };
         // Another server may add a schedule due sooner, and a test's clock moves by itself.
-        .min(state.config.schedule_poll);
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = &mut changed => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
+        Ok(Next::After(wait.min(state.config.schedule_poll)))
     }
 }
 

@@ -13,10 +13,13 @@ use std::time::Duration;
 use gantry_pipeline::{CompileError, Context, Event, Limits, RepoInfo, Source};
 use gantry_store::{Build, Delivery, NewBuild, Repo, ScheduleRun, StoreError, Visibility};
 
+use tracing::Instrument;
+
 use crate::AppState;
 use crate::error::OpError;
 use crate::git::{ChangeSpan, GitError};
 use crate::github::Trigger;
+use crate::worker::Next;
 
 /// Who or what asks for a build, beyond its context.
 #[derive(Debug, Clone)]
@@ -150,7 +153,7 @@ async fn number_build(
         state.config.server_url, repo.owner, repo.name
     );
     ctx.instance = instance_of(&state.config.server_url);
-    ctx.created = chrono::Utc::now().timestamp();
+    ctx.created = state.config.clock.now_ms() / 1000;
     Ok(number)
 }
 
@@ -218,12 +221,6 @@ async fn store_build(
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
     }
-    let messages = match (&plan, origin.fork && repo.fork_policy == "approve") {
-        (Ok(plan), false) => {
-            crate::notify::pending_statuses(state, repo, number, &ctx.commit, plan)
-        }
-        _ => Vec::new(),
-    };
     let (build, _queued) = state
         .store
         .create_build(&NewBuild {
@@ -237,11 +234,10 @@ async fn store_build(
             // A pull request from a fork waits for a user with write access, if the
             // repository says so.
             hold: origin.fork && repo.fork_policy == "approve",
-            messages,
             schedule: origin.schedule,
         })
         .await?;
-    state.notifications.notify_one();
+    tracing::info!(build.id = build.id, build.number = build.number, repo = %repo.full_name(), status = %build.status, "build created");
     Ok(build)
 }
 
@@ -549,45 +545,58 @@ pub const MAX_DELIVERY_ATTEMPTS: i64 = 5;
 /// The longest one try at a delivery may take (fetch, compile and store).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Processes stored deliveries until shutdown: at start (what a crash left), and whenever
-/// the receiver stores one, [`DELIVERY_WORKERS`] at a time, one repository's in order. Each
-/// is claimed first, so servers sharing the database process each delivery once (and
+/// How often stored deliveries are looked at without news (one let go to be tried later
+/// is due, another server's claim ran out).
+const DELIVERY_POLL: Duration = Duration::from_secs(2);
+
+/// Processes stored deliveries: at start (what a crash left), and whenever the receiver
+/// stores one, [`DELIVERY_WORKERS`] at a time, one repository's in order. Each is claimed
+/// first, so servers sharing the database process each delivery once (and
 /// [`gantry_store::Store::create_build`] makes one build of it even if two claims overlap).
 /// Shutdown drops the ones in flight: their claims run out and they are processed again.
-pub async fn work(state: Arc<AppState>) {
-    let lease = DELIVERY_LEASE.as_millis() as i64;
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        let notified = state.deliveries.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        while running.try_join_next().is_some() {}
-        // Nothing due: a new delivery or a finished one wakes this loop; one another server
-        // gave up (its claim ran out) or stored is found by the next look.
-        let wait = Duration::from_secs(2);
-        if running.len() < DELIVERY_WORKERS {
-            let now = gantry_store::now_ms();
-            match state.store.claim_delivery(now, now + lease).await {
-                Ok(Some(delivery)) => {
-                    let state = Arc::clone(&state);
-                    running.spawn(async move { take_up(&state, delivery).await });
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming a delivery failed; will retry");
-                }
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    running: tokio::task::JoinSet<()>,
+}
+
+impl crate::worker::Job for Deliveries {
+    const NAME: &'static str = "deliveries";
+
+    fn wakes_on(event: &gantry_store::Event) -> bool {
+        matches!(
+            event,
+            gantry_store::Event::DeliveryQueued | gantry_store::Event::DeliveryDone
+        )
+    }
+
+    async fn pass(&mut self, state: &Arc<AppState>) -> Result<Next, StoreError> {
+        while self.running.try_join_next().is_some() {}
+        if self.running.len() >= DELIVERY_WORKERS {
+            // A worker frees when one of its deliveries ends.
+            tokio::select! {
+                _ = self.running.join_next() => return Ok(Next::Again),
+                _ = state.shutdown.cancelled() => return Ok(Next::After(Duration::ZERO)),
             }
         }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => {
-                running.abort_all();
-                return;
-            }
-            _ = &mut notified => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
+        let now = state.config.clock.now_ms();
+        let lease = DELIVERY_LEASE.as_millis() as i64;
+        let Some(delivery) = state.store.claim_delivery(now, now + lease).await? else {
+            return Ok(Next::After(DELIVERY_POLL));
+        };
+        let state = Arc::clone(state);
+        // Everything logged while it is processed names the delivery.
+        let span = tracing::info_span!(
+            "delivery",
+            delivery.id = %delivery.delivery_id,
+            repo.id = delivery.repo_id
+        );
+        self.running
+            .spawn(async move { take_up(&state, delivery).await }.instrument(span));
+        Ok(Next::Again)
+    }
+
+    fn stop(&mut self) {
+        self.running.abort_all();
     }
 }
 
@@ -629,7 +638,7 @@ async fn take_up(state: &Arc<AppState>, delivery: Delivery) {
         .release_delivery(
             delivery.id,
             delivery.claim_epoch,
-            gantry_store::now_ms() + backoff,
+            state.config.clock.now_ms() + backoff,
         )
         .await
     {
@@ -693,7 +702,7 @@ async fn holding<T>(state: &AppState, delivery: &Delivery, work: impl Future<Out
     let renew = async {
         loop {
             tokio::time::sleep(DELIVERY_LEASE / 4).await;
-            let until = gantry_store::now_ms() + DELIVERY_LEASE.as_millis() as i64;
+            let until = state.config.clock.now_ms() + DELIVERY_LEASE.as_millis() as i64;
             match state
                 .store
                 .renew_delivery(delivery.id, delivery.claim_epoch, until)

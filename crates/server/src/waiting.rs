@@ -4,7 +4,7 @@
 //! for labels and platform), or for one of those to have room. Said from the runners seen
 //! lately, so it changes as runners come and go.
 
-use gantry_store::{Runner, Stage, Status, StoreError, now_ms};
+use gantry_store::{Runner, Stage, Status, StoreError};
 
 use crate::AppState;
 
@@ -17,7 +17,8 @@ pub(crate) struct Seen {
 
 /// The runners that asked for work lately (two long polls and a margin), each with its use.
 pub(crate) async fn runners_seen(state: &AppState) -> Result<Vec<Seen>, StoreError> {
-    let recent = now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 30_000;
+    let recent =
+        state.config.clock.now_ms() - 2 * state.config.max_poll.as_millis() as i64 - 30_000;
     let running = state.store.running_stages_by_runner().await?;
     Ok(state
         .store

@@ -10,7 +10,7 @@ use gantry_pipeline::model::StatusFilter;
 use gantry_pipeline::{Context, Plan};
 use serde::Serialize;
 
-use crate::{Result, Status, Store, StoreError, now_ms, with_pool};
+use crate::{Event, Result, Status, Store, StoreError, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
@@ -237,9 +237,6 @@ pub struct NewBuild {
     pub fork: bool,
     /// Held as `blocked` until approved (`approve_build`) or declined.
     pub hold: bool,
-    /// Notifications of its creation (commit statuses), queued in the same transaction;
-    /// when there are some, the build counts as notified for its first status.
-    pub messages: Vec<crate::NewMessage>,
     /// The schedule this build is a run of: moved on in the same transaction.
     pub schedule: Option<crate::ScheduleRun>,
 }
@@ -521,7 +518,7 @@ impl Store {
     /// stage was queued.
     pub async fn create_build(&self, new: &NewBuild) -> Result<(Build, bool)> {
         let ctx = &new.context;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (status, error) = match &new.plan {
             Ok(_) if new.hold => (Status::Blocked, None),
             Ok(_) => (Status::Pending, None),
@@ -529,7 +526,7 @@ impl Store {
         };
         let params = json(&ctx.params);
         let context = json(ctx);
-        let queued = with_pool!(self, pool => {
+        let (build_id, queued) = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             // A delivery makes one build: the first transaction to take it wins; another
             // (a second server, a retry) finds it processed and makes none.
@@ -643,14 +640,6 @@ impl Store {
                     queued |= advance.queued_any();
                 }
             }
-            if !new.messages.is_empty() {
-                crate::notify::insert_messages!(tx, build_id, &new.messages, now);
-                sqlx::query("UPDATE builds SET notified_status = $2 WHERE id = $1 AND notified_status IS NULL")
-                    .bind(build_id)
-                    .bind(status.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
             if let Some(delivery) = new.delivery {
                 sqlx::query(
                     "UPDATE deliveries SET build_id = $2, outcome = $3, processed_at = $4, \
@@ -664,10 +653,14 @@ impl Store {
                 .await?;
             }
             tx.commit().await?;
-            queued
+            (build_id, queued)
         });
+        self.publish(Event::BuildChanged { build: build_id }).await;
         if queued {
-            self.signal_queued().await;
+            self.publish(Event::Queued).await;
+        }
+        if new.delivery.is_some() {
+            self.publish(Event::DeliveryDone).await;
         }
         let build = self
             .build(new.repo_id, new.number)
@@ -805,7 +798,7 @@ impl Store {
     /// Lets a blocked build run: its stages are queued (or wait for their dependencies).
     /// Returns false when it was not blocked.
     pub async fn approve_build(&self, build_id: i64) -> Result<bool> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let approved = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
@@ -829,15 +822,16 @@ impl Store {
             Ok::<_, StoreError>(changed > 0)
         })?;
         if approved {
-            self.signal_queued().await;
+            self.publish(Event::BuildChanged { build: build_id }).await;
+            self.publish(Event::Queued).await;
         }
         Ok(approved)
     }
 
     /// Ends a blocked build as `declined`; none of it runs.
     pub async fn decline_build(&self, build_id: i64) -> Result<bool> {
-        let now = now_ms();
-        with_pool!(self, pool => {
+        let now = self.clock.now_ms();
+        let declined = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
                 "UPDATE builds SET status = 'declined', finished_at = $2 \
@@ -866,15 +860,19 @@ impl Store {
                 .await?;
             }
             tx.commit().await?;
-            Ok(changed > 0)
-        })
+            Ok::<_, StoreError>(changed > 0)
+        })?;
+        if declined {
+            self.publish(Event::BuildChanged { build: build_id }).await;
+        }
+        Ok(declined)
     }
 
     /// Asks the build to stop: stages not started are killed at once; running ones are told
     /// through their lease and end when their runner reports (or the reaper ends them).
     /// Returns false when the build had already ended.
     pub async fn cancel_build(&self, build_id: i64) -> Result<bool> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let cancelled = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
@@ -891,7 +889,8 @@ impl Store {
             Ok::<_, StoreError>(changed > 0)
         })?;
         if cancelled {
-            self.signal_cancelled().await;
+            self.publish(Event::Cancelled { build: build_id }).await;
+            self.publish(Event::BuildChanged { build: build_id }).await;
         }
         Ok(cancelled)
     }

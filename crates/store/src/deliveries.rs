@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::{Result, Store, StoreError, now_ms, with_pool};
+use crate::{Event, Result, Store, StoreError, with_pool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,7 +85,7 @@ impl Store {
     /// Stores a delivery unless its id was accepted before. A delivery that was rejected
     /// may come again (GitHub's "redeliver" after a secret was fixed) and is then replaced.
     pub async fn record_delivery(&self, new: &NewDelivery<'_>) -> Result<Recorded> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let inserted: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
             "INSERT INTO deliveries (delivery_id, event, repo_id, state, outcome, payload, \
              received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -103,7 +103,12 @@ impl Store {
         .fetch_optional(pool)
         .await)?;
         match inserted {
-            Some(id) => Ok(Recorded::New(id)),
+            Some(id) => {
+                if new.state == DeliveryState::Pending {
+                    self.publish(Event::DeliveryQueued).await;
+                }
+                Ok(Recorded::New(id))
+            }
             None => {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT {COLUMNS} FROM deliveries WHERE delivery_id = $1"
@@ -186,6 +191,7 @@ impl Store {
     /// that may pass, like the database).
     pub async fn release_delivery(&self, id: i64, epoch: i64, retry_at: i64) -> Result<()> {
         self.renew_delivery(id, epoch, retry_at).await?;
+        self.publish(Event::DeliveryDone).await;
         Ok(())
     }
 
@@ -198,10 +204,11 @@ impl Store {
         )
         .bind(id)
         .bind(outcome)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(epoch)
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
+        self.publish(Event::DeliveryDone).await;
         Ok(())
     }
 }

@@ -4,6 +4,66 @@
 //! `logs`, `deliveries`, `runners`, `tokens`, `users` (users and their repository roles).
 //!
 //! Times are milliseconds since the Unix epoch (UTC) in the database and in these types.
+//!
+//! # Code map
+//!
+//! One cloneable `Store` over `Pool::Sqlite` or `Pool::Postgres`; `with_pool!` runs the same SQL
+//! text on either (SQLite accepts `$1`). Migrations are twins in `migrations/sqlite` and
+//! `migrations/postgres`; times are `BIGINT` milliseconds.
+//!
+//! - `repos`, `deliveries`, `runners`, `tokens` — plain rows. A delivery id is recorded once;
+//!   a rejected one may come again; a pending one is processed under a claim
+//!   (`claim_delivery`, `renew_delivery`, `finish_delivery` with its epoch), only when no earlier
+//!   delivery of its repository is pending (one repository's in order, others meanwhile), and
+//!   each claim counts an attempt. `runners` also keeps runners' own tokens (`RunnerToken`: the
+//!   hash, the name it binds, the owners it may claim for) and `stage_holder`. A `Token` acts for a user (`user_id`) or is a service token;
+//!   `session` marks a browser session from a sign-in.
+//! - `users` — `User` (the GitHub account `github_id`, its login compared without case and
+//!   followed through renames, admin flag, the sealed GitHub token; `signed_in` never gives a
+//!   login's earlier holder's user to a new account; `set_admins` makes `--admins` the truth) and
+//!   `RepoRole`s: at most one per `RoleSource` (`github`, with the time it was read; `admin`,
+//!   set by a server admin) for each user and repository. Deleting a user deletes their tokens
+//!   and roles.
+//! - `builds` — `create_build` writes build, stages, steps (and marks the delivery processed) in
+//!   one transaction, taking the delivery first (`state = 'pending'`): a delivery already
+//!   processed (by another server) is a `Conflict` and no build; `advance` (pure, unit-tested) decides which waiting stages are queued or
+//!   skipped and the build's final status. **Invariant:** a build exists whole or not at all.
+//! - `queue` — `claim_next` (PostgreSQL `FOR UPDATE SKIP LOCKED`; SQLite `BEGIN IMMEDIATE`)
+//!   takes the oldest pending stage whose labels, platform and `backend` (with the repository's
+//!   current `trusted`, never for a fork's build) the runner's offer may run (`gantry_proto::place`), none of whose
+//!   `locks` a running stage holds and whose pipeline runs fewer than its `concurrency` limit in
+//!   its repository (a lock lives only in running stages: it is released when the stage stops
+//!   running, by its end or by the reaper), of an owner the runner's token allows, and sets a
+//!   fresh random `lease_epoch` (a runner cannot guess another's); `update_step`, `append_logs`, `heartbeat`, `finish_stage`
+//!   act only while `(stage, epoch)` is running, else `LeaseError::Lost`; `reap_expired` and
+//!   `reap_previous_instance` re-queue (never confirmed by the runner, no step started) or error
+//!   what a lost runner held, each by compare-and-set on the epoch it saw.
+//!   **Invariant:** no stage is claimed twice; no write from a stale lease lands.
+//! - `secrets` — sealed secret bytes per repository or owner, and `settings` (the key check).
+//! - `approve_build` / `decline_build` (in `builds`) — a build created with `hold` (a fork's
+//!   pull request, when the repository's `fork_policy` is `approve`) waits as `blocked`, its
+//!   stages unclaimable, until one of them.
+//! - `schedules` — `Schedule` rows (expression, time zone, branch, params, `next_run_at`);
+//!   `claim_schedule` takes a due one under a lease and epoch; the build of a tick carries a
+//!   `ScheduleRun` and `create_build` moves the schedule on in its own transaction, only while
+//!   that epoch is current (else `Conflict`, no build). The store never reads cron expressions.
+//! - `retention` — `prune(RetentionPolicy)`: one batch at a time (each its own transaction),
+//!   builds first (finished, reported, nothing pending in the outbox, not among the newest K
+//!   of their branch), then logs (`logs_removed_at` marks the build), deliveries, sent
+//!   messages; `reclaim_space` (SQLite incremental vacuum); `claim_maintenance` /
+//!   `maintenance_done` run a job once across servers.
+//! - `gauges` — `Gauges`: builds by status, the stage queue, running stages per runner and the
+//!   outbox, counted in a few queries for `/metrics`.
+//! - `notify` — notification targets and the `outbox` (pending / sent / failed, attempts,
+//!   next attempt, claim epoch); `builds_to_notify` and `queue_notifications` (a compare-and-set
+//!   on `notified_status`); `claim_message` (in order per build and address).
+//! - `logs` — one `log_chunks` row per batch (consecutive lines joined by `\n` plus their times);
+//!   paging reads the chunks that hold the range.
+//! - `events` — the `Event` every write publishes after its commit (`Store::subscribe`); on
+//!   PostgreSQL also `NOTIFY` on `gantry_events`, forwarded by a `LISTEN` task, so servers
+//!   sharing a database hear each other (a store ignores its own news from there).
+//!
+//! **Boundary:** no HTTP, no Docker; the server owns what a delivery means.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +75,9 @@ use sqlx::sqlite::{
 };
 
 mod builds;
+mod clock;
 mod deliveries;
+mod events;
 mod gauges;
 mod logs;
 mod notify;
@@ -29,7 +91,9 @@ mod tokens;
 mod users;
 
 pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
+pub use clock::Clock;
 pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
+pub use events::Event;
 pub use gauges::Gauges;
 pub use logs::StoredLine;
 pub use notify::{NewMessage, NewTarget, NotifyTarget, OutboxMessage};
@@ -100,98 +164,17 @@ pub(crate) enum Pool {
     Postgres(PgPool),
 }
 
-/// The database. Cheap to clone; every clone shares the pool and the [`Signals`].
+/// The database. Cheap to clone; every clone shares the pool and the [`Event`] subscribers.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
-    signals: Arc<Signals>,
+    events: Arc<events::Events>,
+    /// What every row is stamped with and every lease compared against.
+    clock: Clock,
     /// Tells this store's own `NOTIFY`s from other servers'.
     instance: Arc<str>,
     listener: Option<Arc<ListenerTask>>,
 }
-
-/// Wake-ups for those waiting on the queue: fired after a commit that queued stages or
-/// cancelled a build. On PostgreSQL they also travel by `NOTIFY`, so runners waiting on
-/// another server sharing the database wake too. Register (`Notify::notified` + `enable`)
-/// before querying, so nothing committed in between is missed.
-#[derive(Debug)]
-pub struct Signals {
-    pub queued: tokio::sync::Notify,
-    pub cancelled: tokio::sync::Notify,
-    /// What other servers sharing the database stored of step logs (PostgreSQL only; a
-    /// server hears its own writes from its own code, not from here). A wake-up only: the
-    /// store holds the lines.
-    pub logs: tokio::sync::broadcast::Sender<LogNews>,
-}
-
-impl Default for Signals {
-    fn default() -> Self {
-        Self {
-            queued: tokio::sync::Notify::new(),
-            cancelled: tokio::sync::Notify::new(),
-            logs: tokio::sync::broadcast::channel(1024).0,
-        }
-    }
-}
-
-/// News of a step's log, from another server: lines were stored, or the step (or with no
-/// step, the whole stage) ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogNews {
-    pub stage: i64,
-    pub step: Option<String>,
-    pub ended: bool,
-}
-
-impl LogNews {
-    pub fn lines(stage: i64, step: &str) -> Self {
-        Self {
-            stage,
-            step: Some(step.to_owned()),
-            ended: false,
-        }
-    }
-
-    pub fn step_ended(stage: i64, step: &str) -> Self {
-        Self {
-            stage,
-            step: Some(step.to_owned()),
-            ended: true,
-        }
-    }
-
-    pub fn stage_ended(stage: i64) -> Self {
-        Self {
-            stage,
-            step: None,
-            ended: true,
-        }
-    }
-
-    /// `INSTANCE STAGE ENDED STEP`: the step name last, as it may hold spaces.
-    fn to_payload(&self, instance: &str) -> String {
-        format!(
-            "{instance} {} {} {}",
-            self.stage,
-            u8::from(self.ended),
-            self.step.as_deref().unwrap_or("")
-        )
-    }
-
-    /// The news and the instance that sent it.
-    fn from_payload(payload: &str) -> Option<(&str, Self)> {
-        let mut parts = payload.splitn(4, ' ');
-        let instance = parts.next()?;
-        let stage = parts.next()?.parse().ok()?;
-        let ended = parts.next()? == "1";
-        let step = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
-        Some((instance, Self { stage, step, ended }))
-    }
-}
-
-const QUEUE_CHANNEL: &str = "gantry_queue";
-const CANCEL_CHANNEL: &str = "gantry_cancel";
-const LOGS_CHANNEL: &str = "gantry_logs";
 
 /// Stops the `LISTEN` task when the last clone of the store goes.
 #[derive(Debug)]
@@ -223,7 +206,8 @@ impl Store {
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
-            signals: Arc::default(),
+            events: Arc::default(),
+            clock: Clock::system(),
             instance: new_instance(),
             listener: None,
         })
@@ -239,33 +223,23 @@ impl Store {
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
-        let signals: Arc<Signals> = Arc::default();
+        let events: Arc<events::Events> = Arc::default();
         let instance = new_instance();
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-        listener
-            .listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL, LOGS_CHANNEL])
-            .await?;
-        let forward = Arc::clone(&signals);
+        listener.listen(events::EVENTS_CHANNEL).await?;
+        let forward = Arc::clone(&events);
         let own = Arc::clone(&instance);
         let task = tokio::spawn(async move {
             loop {
                 // `recv` reconnects by itself when the connection drops; what was sent in
-                // between is lost, so readers of logs also poll the store.
+                // between is lost, so every subscriber also looks at the store now and then.
                 match listener.recv().await {
-                    Ok(note) if note.channel() == CANCEL_CHANNEL => {
-                        forward.cancelled.notify_waiters()
-                    }
-                    Ok(note) if note.channel() == LOGS_CHANNEL => {
-                        match LogNews::from_payload(note.payload()) {
-                            Some((from, news)) if from != &*own => {
-                                let _ = forward.logs.send(news);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Ok(_) => forward.queued.notify_waiters(),
+                    Ok(note) => match Event::from_payload(note.payload()) {
+                        Some((from, event)) if from != &*own => forward.forward(event),
+                        _ => {}
+                    },
                     Err(e) => {
-                        tracing::warn!(error = %e, "listening for queue notifications failed; retrying");
+                        tracing::warn!(error = %e, "listening for other servers' news failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -273,7 +247,8 @@ impl Store {
         });
         Ok(Self {
             pool: Pool::Postgres(pool),
-            signals,
+            events,
+            clock: Clock::system(),
             instance,
             listener: Some(Arc::new(ListenerTask(task))),
         })
@@ -292,42 +267,15 @@ impl Store {
         }
     }
 
-    pub fn signals(&self) -> &Signals {
-        &self.signals
+    /// The store going by `clock` (a test's manual one) from now on, in every clone made
+    /// from the result.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
-    /// Wakes runners waiting for work, here and on other servers.
-    pub(crate) async fn signal_queued(&self) {
-        self.signals.queued.notify_waiters();
-        self.notify_others(QUEUE_CHANNEL).await;
-    }
-
-    pub(crate) async fn signal_cancelled(&self) {
-        self.signals.cancelled.notify_waiters();
-        self.notify_others(CANCEL_CHANNEL).await;
-    }
-
-    /// Tells other servers sharing the database about a step's log (their live readers
-    /// then read the store).
-    pub(crate) async fn announce_logs(&self, news: LogNews) {
-        self.notify_others_with(LOGS_CHANNEL, &news.to_payload(&self.instance))
-            .await;
-    }
-
-    async fn notify_others(&self, channel: &str) {
-        self.notify_others_with(channel, "").await;
-    }
-
-    async fn notify_others_with(&self, channel: &str, payload: &str) {
-        if let Pool::Postgres(pool) = &self.pool
-            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(channel)
-                .bind(payload)
-                .execute(pool)
-                .await
-        {
-            tracing::warn!(error = %e, channel, "NOTIFY failed; other servers wake at their next poll");
-        }
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// `sqlite` or `postgres`.
@@ -362,7 +310,8 @@ fn new_instance() -> Arc<str> {
     format!("{:x}-{nanos:x}", std::process::id()).into()
 }
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now, by the system's clock (a [`Store`] goes by its
+/// [`Clock`]).
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -372,20 +321,6 @@ pub use gantry_proto::Status;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_news_travels_as_text_and_back() {
-        for news in [
-            LogNews::lines(7, "unit tests"),
-            LogNews::step_ended(7, "build"),
-            LogNews::stage_ended(9),
-        ] {
-            let payload = news.to_payload("abc-1");
-            assert_eq!(LogNews::from_payload(&payload), Some(("abc-1", news)));
-        }
-        assert_eq!(LogNews::from_payload("abc 12"), None);
-        assert_eq!(LogNews::from_payload("abc x 0 step"), None);
-    }
 
     #[test]
     fn only_ended_states_are_final() {

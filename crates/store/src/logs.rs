@@ -2,6 +2,8 @@
 //! never one row per line: appending is one insert, reading a page touches the few chunks
 //! that hold it, and deleting a step's log deletes a handful of rows.
 
+use std::sync::Arc;
+
 use gantry_proto::LogLine;
 use serde::Serialize;
 
@@ -58,7 +60,12 @@ impl Store {
             });
         };
         self.insert_chunks(step_id, lines).await?;
-        self.announce_logs(crate::LogNews::lines(stage, step)).await;
+        self.publish(crate::Event::LinesStored {
+            stage,
+            step: step.to_owned(),
+            lines: Some(Arc::from(lines)),
+        })
+        .await;
         Ok(())
     }
 

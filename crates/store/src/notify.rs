@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::builds::{BUILD_COLUMNS, BuildRow};
-use crate::{Build, Result, Status, Store, StoreError, now_ms, with_pool};
+use crate::{Build, Event, Result, Status, Store, StoreError, with_pool};
 
 /// Where chat messages go, and which builds they are about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,6 @@ macro_rules! insert_messages {
         }
     };
 }
-pub(crate) use insert_messages;
 
 impl Store {
     pub async fn add_target(&self, repo_id: Option<i64>, new: &NewTarget) -> Result<NotifyTarget> {
@@ -148,7 +147,7 @@ impl Store {
         .bind(json(&new.rules))
         .bind(json(&new.branches))
         .bind(json(&new.events))
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .fetch_one(pool)
         .await)?;
         self.target(id).await
@@ -225,8 +224,8 @@ impl Store {
         status: Status,
         messages: &[NewMessage],
     ) -> Result<bool> {
-        let now = now_ms();
-        Ok(with_pool!(self, pool => {
+        let now = self.clock.now_ms();
+        let taken = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             // The compare-and-set comes first: it takes the build's row lock, so a second
             // server waits here and then finds nothing to do.
@@ -245,14 +244,18 @@ impl Store {
                 insert_messages!(tx, build_id, messages, now);
                 tx.commit().await?;
             }
-            taken
-        }))
+            Ok::<_, StoreError>(taken)
+        })?;
+        if taken && !messages.is_empty() {
+            self.publish(Event::MessageQueued).await;
+        }
+        Ok(taken)
     }
 
     /// Queues one message that belongs to no build (a test message).
     pub async fn queue_message(&self, message: &NewMessage) -> Result<i64> {
-        let now = now_ms();
-        Ok(with_pool!(self, pool => sqlx::query_scalar(
+        let now = self.clock.now_ms();
+        let id = with_pool!(self, pool => sqlx::query_scalar(
             "INSERT INTO outbox (kind, url, body, auth, next_attempt_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
         )
@@ -262,7 +265,9 @@ impl Store {
         .bind(message.auth.as_deref())
         .bind(now)
         .fetch_one(pool)
-        .await)?)
+        .await)?;
+        self.publish(Event::MessageQueued).await;
+        Ok(id)
     }
 
     /// Takes the oldest pending message whose time has come until `lease_until`, bumping
@@ -308,7 +313,7 @@ impl Store {
              last_error = NULL WHERE id = $1 AND claim_epoch = $3 AND state = 'pending'",
         )
         .bind(id)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(epoch)
         .execute(pool)
         .await

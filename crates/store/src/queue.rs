@@ -10,7 +10,7 @@ use gantry_pipeline::Stage as PlanStage;
 use gantry_proto::{Offer, StepState, StepUpdate};
 
 use crate::builds::advance_build;
-use crate::{LogNews, Pool, Result, Status, Store, StoreError, with_pool};
+use crate::{Event, Pool, Result, Status, Store, StoreError, with_pool};
 
 /// What a runner asks for.
 #[derive(Debug, Clone)]
@@ -321,7 +321,7 @@ const SERIALISE_GATED_CLAIMS: &str = "SELECT pg_advisory_xact_lock(7254713498125
 impl Store {
     /// Claims the oldest pending stage this runner can take, or `None`.
     pub async fn claim_next(&self, request: &ClaimRequest) -> Result<Option<Claim>> {
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         // The pending stages in queue order, a page at a time, locked for this transaction;
         // the first one the runner can take is claimed, however many it cannot take wait
         // ahead of it.
@@ -400,6 +400,8 @@ impl Store {
         let Some((stage_id, epoch, build_id, plan)) = claimed else {
             return Ok(None);
         };
+        // The build may have started with this stage.
+        self.publish(Event::BuildChanged { build: build_id }).await;
         let plan = serde_json::from_str(&plan).map_err(|e| StoreError::corrupt("stage plan", e))?;
         Ok(Some(Claim {
             stage_id,
@@ -423,7 +425,7 @@ impl Store {
         .bind(stage)
         .bind(epoch)
         .bind(lease_until)
-        .bind(crate::now_ms())
+        .bind(self.clock.now_ms())
         .execute(pool)
         .await?
         .rows_affected());
@@ -502,8 +504,11 @@ impl Store {
             });
         }
         if update.state != StepState::Running {
-            self.announce_logs(LogNews::step_ended(stage, &update.step))
-                .await;
+            self.publish(Event::StepEnded {
+                stage,
+                step: update.step.clone(),
+            })
+            .await;
         }
         Ok(())
     }
@@ -516,7 +521,7 @@ impl Store {
         epoch: i64,
         end: &StageEnd,
     ) -> Result<(i64, bool, bool), LeaseError> {
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let build_id: Option<i64> = sqlx::query_scalar(
@@ -566,9 +571,10 @@ impl Store {
             tx.commit().await?;
             Ok::<_, LeaseError>((build_id, advance.queued_any(), advance.build.is_some()))
         })?;
-        self.announce_logs(LogNews::stage_ended(stage)).await;
+        self.publish(Event::StageEnded { stage }).await;
+        self.publish(Event::BuildChanged { build: outcome.0 }).await;
         if outcome.1 {
-            self.signal_queued().await;
+            self.publish(Event::Queued).await;
         }
         Ok(outcome)
     }
@@ -608,7 +614,7 @@ impl Store {
         runner: &str,
         instance: &str,
     ) -> Result<Vec<Reaped>> {
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let stages: Vec<(i64, i64)> = with_pool!(self, pool => sqlx::query_as(
             "SELECT id, lease_epoch FROM stages WHERE status = 'running' AND runner = $1 \
              AND runner_instance <> $2 ORDER BY id",
@@ -646,11 +652,15 @@ impl Store {
             tx.commit().await?;
             Ok::<_, StoreError>(reaped)
         })?;
-        if reaped.is_some() {
-            self.announce_logs(LogNews::stage_ended(stage)).await;
-        }
-        if reaped.as_ref().is_some_and(|r| r.queued) {
-            self.signal_queued().await;
+        if let Some(reaped) = &reaped {
+            self.publish(Event::StageEnded { stage }).await;
+            self.publish(Event::BuildChanged {
+                build: reaped.build_id,
+            })
+            .await;
+            if reaped.queued {
+                self.publish(Event::Queued).await;
+            }
         }
         Ok(reaped)
     }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store, StoreError, now_ms, with_pool};
+use crate::{Result, Store, StoreError, with_pool};
 
 /// Who may read a repository's builds and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +153,7 @@ const COLUMNS: &str = "id, owner, name, clone_url, link, webhook_secret, config_
 
 impl Store {
     pub async fn create_repo(&self, new: &NewRepo) -> Result<Repo> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let inserted = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
             "INSERT INTO repos (owner, name, clone_url, link, webhook_secret, config_path, \
              default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
@@ -236,7 +236,7 @@ impl Store {
         .bind(update.visibility.unwrap_or(current.visibility).as_str())
         .bind(update.timeout_secs.unwrap_or(current.timeout_secs))
         .bind(update.active.unwrap_or(current.active))
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(update.github_token.as_ref().unwrap_or(&current.github_token))
         .bind(update.fork_policy.as_ref().unwrap_or(&current.fork_policy))
         .bind(update.ssh_key.as_ref().unwrap_or(&current.ssh_key))
@@ -253,7 +253,7 @@ impl Store {
         )
         .bind(id)
         .bind(sealed)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;

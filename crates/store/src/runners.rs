@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use gantry_proto::Offer;
 
-use crate::{Result, Store, StoreError, now_ms, with_pool};
+use crate::{Result, Store, StoreError, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runner {
@@ -40,7 +40,7 @@ impl Store {
         .bind(labels)
         .bind(platform)
         .bind(i64::from(capacity))
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(offer.docker)
         .bind(offer.host)
         .execute(pool)
@@ -66,7 +66,7 @@ impl Store {
         .bind(name)
         .bind(instance)
         .bind(since)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .fetch_optional(pool)
         .await)?;
         Ok(row)
@@ -138,7 +138,7 @@ impl Store {
         .bind(name)
         .bind(hash)
         .bind(owners)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .fetch_optional(pool)
         .await)?;
         row.map(runner_token).ok_or_else(|| {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Result, Store, StoreError, now_ms, with_pool};
+use crate::{Event, Result, Store, StoreError, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
@@ -115,11 +115,14 @@ impl Store {
             .bind(&params)
             .bind(new.next_run_at)
             .bind(&new.created_by)
-            .bind(now_ms())
+            .bind(self.clock.now_ms())
             .fetch_one(pool)
             .await);
         match row {
-            Ok(row) => row.try_into(),
+            Ok(row) => {
+                self.publish(Event::ScheduleChanged).await;
+                row.try_into()
+            }
             // Two adds of one name at once: the unique index decides.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
                 format!("a schedule named `{}` exists", new.name),
@@ -162,6 +165,9 @@ impl Store {
         .execute(pool)
         .await?
         .rows_affected());
+        if deleted > 0 {
+            self.publish(Event::ScheduleChanged).await;
+        }
         Ok(deleted > 0)
     }
 

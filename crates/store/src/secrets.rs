@@ -2,7 +2,7 @@
 //! store never sees a value), per repository or per owner, with whether pull requests from
 //! forks may have them. Also server settings, among them the key check.
 
-use crate::{Result, Store, StoreError, now_ms, with_pool};
+use crate::{Result, Store, StoreError, with_pool};
 
 /// Whose secret it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl Store {
         allow_pull_requests: bool,
     ) -> Result<()> {
         let (repo_id, owner) = scope.columns();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(

@@ -2,7 +2,7 @@
 //! token): a leaked database gives no usable token. A token acts for a user (with the
 //! user's roles), or is a service token whose only power is its `admin` flag.
 
-use crate::{Result, Store, User, now_ms, with_pool};
+use crate::{Result, Store, User, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Token {
@@ -61,7 +61,7 @@ impl Store {
         .bind(new.admin)
         .bind(new.user_id)
         .bind(new.session)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .fetch_one(pool)
         .await)?)
     }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store, StoreError, now_ms, with_pool};
+use crate::{Result, Store, StoreError, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
@@ -125,7 +125,7 @@ impl Store {
         let created = with_pool!(self, pool => sqlx::query_as::<_, User>(sql)
             .bind(login)
             .bind(admin)
-            .bind(now_ms())
+            .bind(self.clock.now_ms())
             .fetch_optional(pool)
             .await)?;
         created.ok_or_else(|| StoreError::Conflict(format!("user {login} already exists")))
@@ -145,7 +145,7 @@ impl Store {
         admin: Option<bool>,
         sealed_token: &[u8],
     ) -> Result<User> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE users SET github_id = $1, login = $2, admin = COALESCE($3, admin), \
              github_token = $4, last_login_at = $5 WHERE id = $6 RETURNING {USER_COLUMNS}"
@@ -353,7 +353,7 @@ impl Store {
         .bind(user_id)
         .bind(source.as_str())
         .bind(role.as_str())
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;

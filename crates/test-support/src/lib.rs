@@ -1,5 +1,18 @@
 //! Helpers shared by gantry's tests: where the shared fixtures are and how to load them.
 //! A dev-dependency only; never a normal dependency of a product crate.
+//!
+//! # Code map
+//!
+//! `pipeline_fixtures()` (the shared real-world files), `fixture_upstream_path`, `repo_root`,
+//! `TempDir`, `GitRepo`, `postgres_database()` / `test_databases()` (a fresh database per test),
+//! `webhook` (real GitHub payloads re-pointed at a test repository, and their signatures),
+//! `browser` (headless Chromium over chromedriver), `sink::HttpSink` (a chat webhook for
+//! tests that run gantry as a process), `git_http::PrivateGitServer` (Git's `http-backend`
+//! behind a front that answers 401 without the right basic auth: a private repository) and
+//! `git_ssh::SshGitServer` (OpenSSH's `sshd` on a loopback port with a deploy key and a host key
+//! made for the test), `balancer::Balancer` (one address, TCP round robin over servers that
+//! come and go). The server's own tests add a `FakeGitHub` (OAuth,
+//! `/user`, repository permissions) and a `Receiver` (GitHub's status API, chat services).
 
 use std::path::{Path, PathBuf};
 

@@ -57,7 +57,7 @@ pub async fn test(state: &AppState, who: &Identity, of: Of<'_>, id: i64) -> OpRe
     let (repo_id, label) = scope(state, who, of).await?;
     let target = owned(state, repo_id, id).await?;
     let report = crate::notify::Report::test(state, &label);
-    let queued = state
+    Ok(state
         .store
         .queue_message(&gantry_store::NewMessage {
             kind: target.kind.clone(),
@@ -65,9 +65,7 @@ pub async fn test(state: &AppState, who: &Identity, of: Of<'_>, id: i64) -> OpRe
             body: crate::notify::chat_body(&target.kind, &report).to_string(),
             auth: None,
         })
-        .await?;
-    state.notifications.notify_one();
-    Ok(queued)
+        .await?)
 }
 
 /// Target `id`, if it belongs where the caller asked.

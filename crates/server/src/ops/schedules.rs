@@ -104,7 +104,6 @@ pub async fn add(
             created_by: who.name().to_owned(),
         })
         .await?;
-    state.schedules.notify_one();
     Ok(schedule)
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gantry_proto::{LogLine, StepState, StepUpdate};
 use gantry_store::{
-    ClaimRequest, DeliveryState, LogNews, NewDelivery, NewMessage, Recorded, StageEnd, Status,
-    Store, now_ms,
+    ClaimRequest, DeliveryState, Event, NewDelivery, NewMessage, Recorded, StageEnd, Status, Store,
+    now_ms,
 };
 use gantry_test_support::{TempDir, test_databases};
 
@@ -336,13 +336,13 @@ async fn each_expired_lease_is_reaped_by_one_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_hears_of_logs_another_stored() {
+async fn a_server_hears_what_another_committed_once() {
     each_pair("claims-log-news", async |label, a, b| {
         if label != "postgres" {
             return; // one SQLite file serves one server
         }
-        let mut news = b.signals().logs.subscribe();
-        let own = a.signals().logs.subscribe();
+        let mut news = b.subscribe();
+        let mut own = a.subscribe();
         let repo = repo(&a, "app").await;
         new_build(&a, repo.id, "main", TWO_STAGES).await;
         let claim = a
@@ -373,22 +373,48 @@ async fn a_server_hears_of_logs_another_stored() {
         a.update_step(claim.stage_id, &update(StepState::Success))
             .await
             .expect("ends");
+        let stage = claim.stage_id;
+        let step_ended = Event::StepEnded {
+            stage,
+            step: "compile".into(),
+        };
         let mut heard = Vec::new();
-        while heard.len() < 2 {
+        while heard.last() != Some(&step_ended) {
             let next = tokio::time::timeout(Duration::from_secs(10), news.recv())
                 .await
                 .expect("the news arrives")
                 .expect("the channel is open");
             heard.push(next);
         }
+        let build = claim.build_id;
         assert_eq!(
             heard,
             [
-                LogNews::lines(claim.stage_id, "compile"),
-                LogNews::step_ended(claim.stage_id, "compile")
-            ]
+                Event::BuildChanged { build },
+                Event::Queued,
+                Event::BuildChanged { build },
+                Event::LinesStored {
+                    stage,
+                    step: "compile".into(),
+                    lines: None
+                },
+                step_ended.clone(),
+            ],
+            "the other server hears each commit, lines without their text"
         );
-        assert!(own.is_empty(), "a server does not hear its own news");
+        let mut mine = Vec::new();
+        while let Ok(event) = own.try_recv() {
+            mine.push(event);
+        }
+        assert_eq!(
+            mine.len(),
+            5,
+            "a server hears its own news once, not again from the database: {mine:?}"
+        );
+        assert!(
+            matches!(&mine[3], Event::LinesStored { lines: Some(lines), .. } if lines[0].text == "hello"),
+            "its own lines come with their text: {mine:?}"
+        );
     })
     .await;
 }

@@ -48,7 +48,7 @@ on_both!(
     users_hold_tokens_and_roles_from_two_sources,
 );
 
-fn plan_of(yaml: &str, ctx: &Context) -> Plan {
+pub(crate) fn plan_of(yaml: &str, ctx: &Context) -> Plan {
     let config = parse(".gantry.yml", yaml)
         .config
         .unwrap_or_else(|| panic!("the test pipeline is valid:\n{yaml}"));
@@ -145,7 +145,6 @@ pub(crate) async fn try_build_for(
             delivery,
             fork: false,
             hold: false,
-            messages: Vec::new(),
             schedule,
         })
         .await
@@ -166,7 +165,7 @@ pub(crate) fn runner(name: &str) -> ClaimRequest {
     }
 }
 
-fn step(epoch: i64, name: &str, state: StepState, exit: Option<i32>) -> StepUpdate {
+pub(crate) fn step(epoch: i64, name: &str, state: StepState, exit: Option<i32>) -> StepUpdate {
     StepUpdate {
         epoch,
         step: name.into(),
@@ -659,7 +658,6 @@ mod cases {
                 delivery: None,
                 fork: false,
                 hold: false,
-                messages: Vec::new(),
                 schedule: None,
             })
             .await

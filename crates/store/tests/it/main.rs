@@ -3,4 +3,5 @@
 
 mod claims;
 mod conformance;
+mod events;
 mod retention;
