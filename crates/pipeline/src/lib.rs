@@ -10,6 +10,58 @@
 //! let plan = compile(&config, &Context::push("acme/app", "main")).expect("plans");
 //! assert_eq!(plan.running_steps(), vec![("ci", vec!["clone", "test"])]);
 //! ```
+//!
+//! # Code map
+//!
+//! Text in, values out: `parse(name, text) -> Parsed { config, diagnostics }`, `lint`,
+//! `parse_files` (several files of one build), `compile(&Config, &Context) -> Result<Plan,
+//! CompileError>`.
+//!
+//! - `yaml` — `read` builds a tree of `Node`s with positions from granit-parser's events;
+//!   expands aliases, applies merge keys and `- <<: *list` splices; a duplicate key is an error
+//!   (YAML forbids them, and a reader keeping either value would let an appended key change a
+//!   reviewed or signed file).
+//!   **Invariant:** reading is bounded by `Limits` (bytes, depth including what aliases bring,
+//!   nodes after expansion); no recursion over untrusted depth before the depth check.
+//! - `decode` — `Decoder` turns nodes into the `model` for each `Dialect`, collecting every
+//!   problem as a `Diagnostic` instead of stopping. `${VAR}` substitution happens here, on scalar
+//!   values (never on raw text: a branch name cannot inject YAML). Field paths (`At`) are
+//!   rendered only when a problem is reported.
+//! - `model` — `Pipeline`, `Step`, `Conditions`, `Constraint`, `NotifySpec` (a pipeline's
+//!   `notify:` targets, carried into `Stage::notify`) ...: what the file says, with positions,
+//!   the same for every dialect.
+//! - `validate` — checks across a whole build: unique names, `depends_on` targets, cycles
+//!   (named), images, volumes.
+//! - `conditions` — Drone's `when`/`trigger` semantics against a `Context`; `status` becomes a
+//!   `StatusFilter` for run time. `delete` and closed pull requests run only pipelines whose
+//!   trigger names them.
+//! - `compile` — matrix expansion, re-decoding with the build's variables where the file has a
+//!   `$`, trigger and `when` evaluation, step order (`graph::topological_order`), environment
+//!   (`env`), scripts, trust checks, cache scopes (`CacheSpec`: repository, branch / pull
+//!   request / tag, the default branch as fallback, limits from `Context::cache_policy`).
+//!   **Invariant:** trust is decided on each stage as it will run (after the matrix and every
+//!   substitution), by `trust::check_stage`, for every pipeline and step of the file, run or not
+//!   (Drone's linter rules).
+//! - `trust` — the rules an untrusted stage must keep (`Rule`: privileged, host and memory
+//!   volumes, the Docker socket, mounts under `/run/drone`, `network_mode`, devices, DNS, extra
+//!   hosts, host ports, `cap_add`, `tmpfs`, `type: exec`), written as exhaustive destructurings
+//!   of `Stage`, `PlanStep` and `ContainerOptions`, so a new field does not compile until it is
+//!   decided whether it needs trust. The compiler and the runner call the same function.
+//! - `plan` — `Plan`, `Stage`, `PlanStep` (serde): the contract with the runner. Docker's
+//!   container options travel as `ContainerOptions`, left out of the JSON when empty.
+//!   `PlanStep::runs_when(StageStatus)` is the one gating rule the executor applies.
+//! - `expr` — Woodpecker's `evaluate:` expressions (a subset of the expr language), checked at
+//!   lint, evaluated against the stage's variables. An evaluation error is `Skip::Invalid`: the
+//!   build errors; it never silently skips.
+//! - `signature` — the text side of Drone's signed files, read from the parsed file: exactly one
+//!   `kind: signature` document, the last, holding `kind` and `hmac`; it covers every byte before
+//!   its `---` line, whose documents must be exactly the file's others (the key and the MAC are
+//!   the server's).
+//! - `envsubst`, `glob`, `graph`, `diag` — Drone's substitution, glob matching in linear time,
+//!   topological order with cycle detection, diagnostics with "did you mean".
+//!
+//! **Boundary:** no I/O, no async, no clock: files come in as strings, and `Context` carries
+//! everything about the build. Folder reading lives in the binary.
 
 pub mod compile;
 pub mod conditions;
@@ -23,6 +75,7 @@ pub mod glob;
 mod graph;
 pub mod model;
 pub mod plan;
+mod rule;
 pub mod signature;
 pub mod trust;
 mod validate;

@@ -415,7 +415,7 @@ pub struct Step {
     pub caches: Vec<Spanned<String>>,
     /// The container options only trusted repositories may set, by their rule, with where
     /// the step sets them (for refusals that point at the line).
-    pub trusted_only: Vec<(crate::trust::Rule, Pos)>,
+    pub trusted_only: Vec<(crate::rule::Rule, Pos)>,
 }
 
 /// How often a failed step runs again, and after how long.

@@ -284,12 +284,18 @@ fn statements_of(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The modules of `crates/server/src` that `file` names through `crate::` paths (including
-/// `use crate::{a, b::c}` groups), but for itself.
-fn server_modules_used(file: &str, itself: &str, modules: &[String]) -> Vec<String> {
+/// The top-level modules of a crate that `file` names through `crate::` paths (including
+/// `use crate::{a, b::c}` groups), but for itself. Comments are left out: a doc link is no
+/// import.
+fn modules_used(file: &str, itself: &str, modules: &[String]) -> Vec<String> {
+    let code: String = file
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut used = std::collections::BTreeSet::new();
-    for (at, _) in file.match_indices("crate::") {
-        let rest = &file[at + "crate::".len()..];
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
         let names: Vec<&str> = match rest.strip_prefix('{') {
             Some(group) => group
                 .split('}')
@@ -313,16 +319,15 @@ fn server_modules_used(file: &str, itself: &str, modules: &[String]) -> Vec<Stri
     used.into_iter().collect()
 }
 
-/// Module circles make a crate hard to change one piece at a time: in the server, a module
-/// may use another only if that one does not (through any path) use it back.
-#[test]
-fn server_modules_form_no_circles() {
-    let src = repo_root().join("crates/server/src");
+type Edges = std::collections::BTreeMap<String, Vec<String>>;
+
+/// Which top-level module of `src` uses which. A module is a file of `src/` or a folder of
+/// it (its files count as one module).
+fn module_edges(src: &Path) -> Edges {
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    // A module is a file of src/ or a folder of it (its files count as one module).
+    rust_files(src, &mut files);
     let module_of = |path: &Path| {
-        let relative = path.strip_prefix(&src).expect("under src");
+        let relative = path.strip_prefix(src).expect("under src");
         let first = relative
             .components()
             .next()
@@ -335,26 +340,24 @@ fn server_modules_form_no_circles() {
     let mut modules: Vec<String> = files.iter().map(|f| module_of(f)).collect();
     modules.sort();
     modules.dedup();
-    let mut edges: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut edges = Edges::new();
     for file in &files {
         let module = module_of(file);
         let text = std::fs::read_to_string(file).expect("readable");
-        let used = server_modules_used(&text, &module, &modules);
+        let used = modules_used(&text, &module, &modules);
         let entry = edges.entry(module).or_default();
         entry.extend(used);
         entry.sort();
         entry.dedup();
     }
-    assert!(
-        edges
-            .get("web")
-            .is_some_and(|used| used.contains(&"access".to_owned())),
-        "the scan sees web's use of access: {edges:?}"
-    );
-    // Depth-first, reporting each circle by the path that closes it.
+    edges
+}
+
+/// Each circle of `edges`, by the path that closes it (depth-first).
+fn circles(edges: &Edges) -> Vec<String> {
     fn visit(
         module: &str,
-        edges: &std::collections::BTreeMap<String, Vec<String>>,
+        edges: &Edges,
         path: &mut Vec<String>,
         done: &mut std::collections::BTreeSet<String>,
         circles: &mut Vec<String>,
@@ -374,14 +377,56 @@ fn server_modules_form_no_circles() {
         }
         path.pop();
     }
-    let mut circles = Vec::new();
+    let mut found = Vec::new();
     let mut done = std::collections::BTreeSet::new();
     for module in edges.keys() {
-        visit(module, &edges, &mut Vec::new(), &mut done, &mut circles);
+        visit(module, edges, &mut Vec::new(), &mut done, &mut found);
     }
+    found
+}
+
+/// Module circles make a crate hard to change one piece at a time: in every crate, a module
+/// may use another only if that one does not (through any path) use it back.
+#[test]
+fn no_crate_has_module_circles() {
+    let server = module_edges(&repo_root().join("crates/server/src"));
     assert!(
-        circles.is_empty(),
-        "module circles in crates/server/src:\n{}",
-        circles.join("\n")
+        server
+            .get("web")
+            .is_some_and(|used| used.contains(&"access".to_owned())),
+        "the scan sees web's use of access: {server:?}"
     );
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("crates"))
+        .expect("crates/")
+        .filter_map(Result::ok)
+    {
+        let src = entry.path().join("src");
+        if src.is_dir() {
+            for circle in circles(&module_edges(&src)) {
+                found.push(format!("{}: {circle}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "module circles:\n{}", found.join("\n"));
+}
+
+#[test]
+fn a_circle_is_found_and_named() {
+    let edges: Edges = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec!["a"]),
+    ]
+    .into_iter()
+    .map(|(m, used)| (m.to_owned(), used.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(circles(&edges), ["a → b → c → a"]);
+    let used = modules_used(
+        "use crate::{b, c::X};\n/// [`Y`](crate::d::Y)\nfn f() { crate::a::g() }",
+        "a",
+        &["a", "b", "c", "d"].map(str::to_owned),
+    );
+    assert_eq!(used, ["b", "c"], "itself and doc links are no imports");
 }
