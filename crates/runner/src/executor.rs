@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use gantry_pipeline::model::Failure;
-use gantry_pipeline::{PlanStep, Stage, StageStatus, StepKind};
+use gantry_pipeline::{PlanStep, Stage, StepKind};
 use gantry_proto::{Netrc, StepState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -26,9 +25,9 @@ use tracing::Instrument;
 use crate::backend::{Backend, BackendError, JobSpec, StepExit, StepSpec};
 use crate::clone::{CloneError, CloneSource, clone_into};
 use crate::logs::{LineSplitter, LogCap, LogLine, Masker};
+use crate::schedule::{Due, Reaction, Scheduler, Stop};
 
-/// Exit code with which a step ends its stage early, as passed (Drone's convention).
-pub const EXIT_EARLY: i32 = 78;
+pub use crate::schedule::EXIT_EARLY;
 
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
@@ -168,13 +167,6 @@ struct Shared {
     config: ExecutorConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Cancelled,
-    TimedOut,
-    ExitedEarly,
-}
-
 impl Executor {
     pub fn new(backend: Arc<dyn Backend>, config: ExecutorConfig) -> Self {
         Self { backend, config }
@@ -265,68 +257,22 @@ impl Executor {
     ) -> (StepState, Option<String>, Vec<StepResult>) {
         let stage = &shared.spec.stage;
         let steps = &stage.steps;
-        let index: HashMap<&str, usize> = steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
-        let parents: Vec<Vec<usize>> = steps
-            .iter()
-            .map(|s| {
-                s.depends_on
-                    .iter()
-                    .filter_map(|d| index.get(d.as_str()).copied())
-                    .collect()
-            })
-            .collect();
         let mut results: Vec<Option<StepResult>> = vec![None; steps.len()];
-        let mut done = vec![false; steps.len()];
-        let mut prepared = vec![false; steps.len()];
-        let mut is_running = vec![false; steps.len()];
-        let mut running: HashMap<tokio::task::Id, (usize, CancellationToken)> = HashMap::new();
-        let mut tasks: JoinSet<StepResult> = JoinSet::new();
         // Services and detached steps: cancelled when the stage ends.
         let background_cancel = cancel.child_token();
         let mut background: JoinSet<StepResult> = JoinSet::new();
         let mut background_ids: HashMap<tokio::task::Id, ServiceOrStep> = HashMap::new();
-
-        let mut service_results: Vec<Option<StepResult>> = vec![None; stage.services.len()];
-        let mut errored = false;
-        for (i, service) in stage.services.iter().enumerate() {
-            if !service.run {
-                continue;
-            }
-            match self.resolve(job, service) {
-                Ok(environment) => {
-                    spawn_background(
-                        &mut background,
-                        &mut background_ids,
-                        shared,
-                        ServiceOrStep::Service(i),
-                        environment,
-                        &background_cancel,
-                    );
-                }
-                Err(message) => {
-                    let result = StepResult {
-                        error: Some(message),
-                        status: StepState::Error,
-                        ..StepResult::skipped(&service.name, "")
-                    };
-                    shared.reporter.step_finished(&result);
-                    service_results[i] = Some(result);
-                    errored = true;
-                }
-            }
-        }
-
-        let mut gate = if errored {
-            StageStatus::Failing
-        } else {
-            StageStatus::Passing
-        };
-        let mut failed = false;
-        let mut stop: Option<Stop> = None;
+        let (service_results, services_errored) = self.start_services(
+            job,
+            shared,
+            &mut background,
+            &mut background_ids,
+            &background_cancel,
+        );
+        let mut service_results = service_results;
+        let mut scheduler = Scheduler::new(steps, services_errored);
+        let mut tasks: JoinSet<StepResult> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, (usize, CancellationToken)> = HashMap::new();
         let deadline = stage
             .timeout_secs
             .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
@@ -337,134 +283,68 @@ impl Executor {
             }
         };
         tokio::pin!(timer);
+        let cancel_running = |running: &HashMap<tokio::task::Id, (usize, CancellationToken)>| {
+            running.values().for_each(|(_, t)| t.cancel());
+        };
 
         loop {
-            // Start or skip every step that is due, until nothing changes.
-            let mut changed = true;
-            while changed {
-                changed = false;
-                for i in 0..steps.len() {
-                    if done[i] || results[i].is_some() || is_running[i] {
-                        continue;
-                    }
-                    if !parents[i].iter().all(|&p| done[p]) {
-                        continue;
-                    }
-                    changed = true;
-                    let step = &steps[i];
-                    let skip = match stop {
-                        Some(Stop::Cancelled) => Some("the build was cancelled".to_owned()),
-                        Some(Stop::TimedOut) => Some("the stage timed out".to_owned()),
-                        Some(Stop::ExitedEarly) => {
-                            Some("a step ended the stage early (exit code 78)".to_owned())
-                        }
-                        None if !step.run => Some(
-                            step.reason
-                                .clone()
-                                .unwrap_or_else(|| "its conditions do not hold".into()),
-                        ),
-                        None if !step.runs_when(gate) => Some(match gate {
-                            StageStatus::Passing => "it runs only after a failure".to_owned(),
-                            StageStatus::Failing => "an earlier step failed".to_owned(),
-                        }),
-                        None => None,
-                    };
-                    if let Some(reason) = skip {
-                        let result = StepResult::skipped(&step.name, reason);
+            while let Some(due) = scheduler.next_due() {
+                let i = match due {
+                    Due::Skip(i, reason) => {
+                        let result = StepResult::skipped(&steps[i].name, reason);
                         shared.reporter.step_finished(&result);
                         results[i] = Some(result);
-                        done[i] = true;
                         continue;
                     }
-                    if step.kind == StepKind::Clone {
-                        let result = self.clone_step(job, shared, step, cancel).await;
-                        if result.status != StepState::Success
-                            && result.status != StepState::Skipped
+                    Due::Start(i) => i,
+                };
+                let step = &steps[i];
+                let environment = match self.begin(job, shared, step, cancel).await {
+                    Begun::Ended(result) => {
+                        if scheduler.finished(i, result.status, result.exit_code)
+                            == Reaction::CancelRunning
                         {
-                            gate = StageStatus::Failing;
-                            errored |= result.status == StepState::Error;
-                            failed |= result.status == StepState::Failure;
+                            cancel_running(&running);
                         }
                         results[i] = Some(result);
-                        done[i] = true;
                         continue;
                     }
-                    let environment = match self.resolve(job, step) {
-                        Ok(environment) => environment,
-                        Err(message) => {
-                            let result = StepResult {
-                                error: Some(message),
-                                status: StepState::Error,
-                                ..StepResult::skipped(&step.name, "")
-                            };
-                            shared.reporter.step_finished(&result);
-                            results[i] = Some(result);
-                            done[i] = true;
-                            gate = StageStatus::Failing;
-                            errored = true;
-                            continue;
-                        }
-                    };
-                    if step.detach {
-                        spawn_background(
-                            &mut background,
-                            &mut background_ids,
-                            shared,
-                            ServiceOrStep::Step(i),
-                            environment,
-                            &background_cancel,
-                        );
-                        done[i] = true;
+                    Begun::Refused(result) => {
+                        results[i] = Some(result);
+                        scheduler.could_not_start(i);
                         continue;
                     }
-                    let token = cancel.child_token();
-                    let handle = tasks.spawn(
-                        run_one(
-                            Arc::clone(shared),
-                            ServiceOrStep::Step(i),
-                            environment,
-                            token.clone(),
-                        )
-                        .in_current_span(),
+                    Begun::Ready(environment) => environment,
+                };
+                if step.detach {
+                    spawn_background(
+                        &mut background,
+                        &mut background_ids,
+                        shared,
+                        ServiceOrStep::Step(i),
+                        environment,
+                        &background_cancel,
                     );
-                    running.insert(handle.id(), (i, token));
-                    is_running[i] = true;
+                    scheduler.detached(i);
+                    continue;
                 }
+                let token = cancel.child_token();
+                let handle = tasks.spawn(
+                    run_one(
+                        Arc::clone(shared),
+                        ServiceOrStep::Step(i),
+                        environment,
+                        token.clone(),
+                    )
+                    .in_current_span(),
+                );
+                running.insert(handle.id(), (i, token));
             }
-            // Get the next steps ready while these run: their containers are created now, so
-            // they start as soon as they are due.
-            if stop.is_none() {
-                for i in 0..steps.len() {
-                    let step = &steps[i];
-                    let busy = |j: usize| is_running[j];
-                    if prepared[i]
-                        || done[i]
-                        || results[i].is_some()
-                        || busy(i)
-                        || !step.run
-                        || step.kind == StepKind::Clone
-                    {
-                        continue;
-                    }
-                    if !parents[i].iter().all(|&p| done[p] || busy(p)) {
-                        continue;
-                    }
-                    prepared[i] = true;
-                    if let Ok(environment) = self.resolve(job, step) {
-                        shared.backend.prepare_step(
-                            &shared.spec,
-                            &StepSpec {
-                                step,
-                                environment,
-                                attempt: 1,
-                            },
-                        );
-                    }
-                }
-            }
+            self.prepare_ahead(job, shared, &mut scheduler);
             if tasks.is_empty() {
                 break;
             }
+            let stopping = scheduler.stopped().is_some();
             tokio::select! {
                 joined = tasks.join_next_with_id() => {
                     let Some(joined) = joined else { break };
@@ -479,105 +359,130 @@ impl Executor {
                         }
                     };
                     let Some((i, _)) = running.remove(&id) else { continue };
-                    is_running[i] = false;
-                    let step = &steps[i];
-                    match result.status {
-                        StepState::Success if result.exit_code == Some(EXIT_EARLY) => {
-                            stop.get_or_insert(Stop::ExitedEarly);
-                            running.values().for_each(|(_, t)| t.cancel());
-                        }
-                        StepState::Failure if step.failure == Failure::Ignore => {}
-                        StepState::Failure | StepState::Error | StepState::Killed => {
-                            gate = StageStatus::Failing;
-                            failed |= result.status == StepState::Failure;
-                            errored |= result.status == StepState::Error;
-                            if step.failure == Failure::Fast {
-                                running.values().for_each(|(_, t)| t.cancel());
-                            }
-                        }
-                        _ => {}
+                    if scheduler.finished(i, result.status, result.exit_code) == Reaction::CancelRunning {
+                        cancel_running(&running);
                     }
                     results[i] = Some(result);
-                    done[i] = true;
                 }
-                () = cancel.cancelled(), if stop.is_none() => {
-                    stop = Some(Stop::Cancelled);
+                () = cancel.cancelled(), if !stopping => {
+                    scheduler.stop(Stop::Cancelled);
                 }
-                () = &mut timer, if stop.is_none() => {
-                    stop = Some(Stop::TimedOut);
-                    running.values().for_each(|(_, t)| t.cancel());
+                () = &mut timer, if !stopping => {
+                    if scheduler.stop(Stop::TimedOut) == Reaction::CancelRunning {
+                        cancel_running(&running);
+                    }
                 }
             }
         }
 
         // A cancelled step's result can be taken before the cancellation itself (both are
         // ready at once); the stage was cancelled all the same.
-        if stop.is_none() && cancel.is_cancelled() {
-            stop = Some(Stop::Cancelled);
+        if cancel.is_cancelled() {
+            scheduler.stop(Stop::Cancelled);
         }
 
         // The stage is over: stop services and detached steps, and collect their results.
         background_cancel.cancel();
-        while let Some(joined) = background.join_next_with_id().await {
-            let (id, mut result) = match joined {
-                Ok((id, result)) => (id, result),
-                Err(e) => (
-                    e.id(),
-                    StepResult {
-                        status: StepState::Error,
-                        error: Some(format!("the runner's task failed: {e}")),
-                        ..StepResult::skipped("", "")
-                    },
-                ),
-            };
-            match background_ids.get(&id) {
-                Some(ServiceOrStep::Service(i)) => {
-                    result.name.clone_from(&stage.services[*i].name);
-                    service_results[*i] = Some(result);
-                }
-                Some(ServiceOrStep::Step(i)) => {
-                    result.name.clone_from(&steps[*i].name);
-                    results[*i] = Some(result);
-                }
-                None => {}
-            }
-        }
-
-        let status = match stop {
-            Some(Stop::Cancelled | Stop::TimedOut) => StepState::Killed,
-            _ if errored => StepState::Error,
-            _ if failed => StepState::Failure,
-            _ => StepState::Success,
-        };
-        let error = match stop {
-            Some(Stop::Cancelled) => Some("cancelled".to_owned()),
-            Some(Stop::TimedOut) => Some(format!(
+        collect_background(
+            &mut background,
+            &background_ids,
+            stage,
+            &mut results,
+            &mut service_results,
+        )
+        .await;
+        let (status, error) = scheduler.outcome(|| {
+            format!(
                 "the stage timed out after {}",
                 describe_secs(stage.timeout_secs.unwrap_or(0))
-            )),
-            _ => None,
-        };
-        let mut all: Vec<StepResult> = results
-            .into_iter()
-            .zip(steps)
-            .map(|(r, s)| r.unwrap_or_else(|| StepResult::skipped(&s.name, "not reached")))
-            .collect();
-        all.extend(
-            service_results
-                .into_iter()
-                .zip(&stage.services)
-                .map(|(r, s)| {
-                    r.unwrap_or_else(|| {
-                        StepResult::skipped(
-                            &s.name,
-                            s.reason
-                                .clone()
-                                .unwrap_or_else(|| "its conditions do not hold".into()),
-                        )
-                    })
-                }),
-        );
-        (status, error, all)
+            )
+        });
+        (status, error, all_results(stage, results, service_results))
+    }
+
+    /// What a due step needs before it can run: the clone step runs here (it ends); any
+    /// other gets its environment, or errors (reported) when it cannot.
+    async fn begin(
+        &self,
+        job: &Job,
+        shared: &Arc<Shared>,
+        step: &PlanStep,
+        cancel: &CancellationToken,
+    ) -> Begun {
+        if step.kind == StepKind::Clone {
+            return Begun::Ended(self.clone_step(job, shared, step, cancel).await);
+        }
+        match self.resolve(job, step) {
+            Ok(environment) => Begun::Ready(environment),
+            Err(message) => {
+                let result = StepResult {
+                    error: Some(message),
+                    status: StepState::Error,
+                    ..StepResult::skipped(&step.name, "")
+                };
+                shared.reporter.step_finished(&result);
+                Begun::Refused(result)
+            }
+        }
+    }
+
+    /// Gets the next steps ready while these run: their containers are created now, so
+    /// they start as soon as they are due.
+    fn prepare_ahead(&self, job: &Job, shared: &Arc<Shared>, scheduler: &mut Scheduler<'_>) {
+        for i in scheduler.ready_ahead() {
+            let step = &shared.spec.stage.steps[i];
+            if let Ok(environment) = self.resolve(job, step) {
+                shared.backend.prepare_step(
+                    &shared.spec,
+                    &StepSpec {
+                        step,
+                        environment,
+                        attempt: 1,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Starts the stage's services in the background. Returns what is known of them so far
+    /// (the ones that could not start) and whether any could not.
+    fn start_services(
+        &self,
+        job: &Job,
+        shared: &Arc<Shared>,
+        background: &mut JoinSet<StepResult>,
+        background_ids: &mut HashMap<tokio::task::Id, ServiceOrStep>,
+        background_cancel: &CancellationToken,
+    ) -> (Vec<Option<StepResult>>, bool) {
+        let services = &shared.spec.stage.services;
+        let mut results: Vec<Option<StepResult>> = vec![None; services.len()];
+        let mut errored = false;
+        for (i, service) in services.iter().enumerate() {
+            if !service.run {
+                continue;
+            }
+            match self.resolve(job, service) {
+                Ok(environment) => spawn_background(
+                    background,
+                    background_ids,
+                    shared,
+                    ServiceOrStep::Service(i),
+                    environment,
+                    background_cancel,
+                ),
+                Err(message) => {
+                    let result = StepResult {
+                        error: Some(message),
+                        status: StepState::Error,
+                        ..StepResult::skipped(&service.name, "")
+                    };
+                    shared.reporter.step_finished(&result);
+                    results[i] = Some(result);
+                    errored = true;
+                }
+            }
+        }
+        (results, errored)
     }
 
     /// The clone step: fills the workspace from the job's source.
@@ -763,6 +668,79 @@ fn spawn_background(
         .in_current_span(),
     );
     ids.insert(handle.id(), which);
+}
+
+/// What [`Executor::begin`] made of a due step.
+enum Begun {
+    /// It ran to its end (the clone step).
+    Ended(StepResult),
+    /// It could not start; its error is reported.
+    Refused(StepResult),
+    /// Its environment: start it.
+    Ready(BTreeMap<String, String>),
+}
+
+/// Waits for the (cancelled) services and detached steps and files their results.
+async fn collect_background(
+    background: &mut JoinSet<StepResult>,
+    background_ids: &HashMap<tokio::task::Id, ServiceOrStep>,
+    stage: &Stage,
+    results: &mut [Option<StepResult>],
+    service_results: &mut [Option<StepResult>],
+) {
+    while let Some(joined) = background.join_next_with_id().await {
+        let (id, mut result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(e) => (
+                e.id(),
+                StepResult {
+                    status: StepState::Error,
+                    error: Some(format!("the runner's task failed: {e}")),
+                    ..StepResult::skipped("", "")
+                },
+            ),
+        };
+        match background_ids.get(&id) {
+            Some(ServiceOrStep::Service(i)) => {
+                result.name.clone_from(&stage.services[*i].name);
+                service_results[*i] = Some(result);
+            }
+            Some(ServiceOrStep::Step(i)) => {
+                result.name.clone_from(&stage.steps[*i].name);
+                results[*i] = Some(result);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Every step's and service's result, in order: what never ran is skipped, with why.
+fn all_results(
+    stage: &Stage,
+    results: Vec<Option<StepResult>>,
+    service_results: Vec<Option<StepResult>>,
+) -> Vec<StepResult> {
+    let mut all: Vec<StepResult> = results
+        .into_iter()
+        .zip(&stage.steps)
+        .map(|(r, s)| r.unwrap_or_else(|| StepResult::skipped(&s.name, "not reached")))
+        .collect();
+    all.extend(
+        service_results
+            .into_iter()
+            .zip(&stage.services)
+            .map(|(r, s)| {
+                r.unwrap_or_else(|| {
+                    StepResult::skipped(
+                        &s.name,
+                        s.reason
+                            .clone()
+                            .unwrap_or_else(|| "its conditions do not hold".into()),
+                    )
+                })
+            }),
+    );
+    all
 }
 
 /// Runs one step or service on the backend: streams its output through masking and the cap

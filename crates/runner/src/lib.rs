@@ -70,6 +70,7 @@ pub mod executor;
 pub mod local;
 pub mod logs;
 pub mod remote;
+mod schedule;
 
 pub use backend::{Backend, BackendError, Output, StepExit, StepSpec};
 pub use clone::{CloneError, CloneSource};
