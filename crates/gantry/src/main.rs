@@ -7,7 +7,7 @@
 //! `main.rs` parses the command line (clap); `server_cmd.rs` runs `server` (the server plus an
 //! embedded `RemoteRunner` against it on loopback) and `runner`, owns signals, the generated
 //! runner secret and a runner's identity (`RunnerIdentity`: its name and lineage kept in its data
-//! folder, locked while it runs; it presents itself before it sweeps what an earlier life left); `client_cmd.rs` implements `repo`, `build` (with `promote`), `cron`, `notify`, `secret`, `token`,
+//! folder, locked while it runs; it presents itself before it sweeps what an earlier life left); `client/` implements `repo`, `build` (with `promote`), `cron`, `notify`, `secret`, `token`,
 //! `user`, `role` and `runner register|tokens|revoke` against the API;
 //! `pipeline_cmd.rs` implements `lint` and `plan`:
 //! reads files or a folder, prints diagnostics, builds a `Context` from flags (`BuildArgs`, shared
@@ -15,7 +15,7 @@
 //! terminal `Reporter`, turns Ctrl-C/SIGTERM into cancellation, and sweeps what killed exec runs
 //! left. Exit codes: 0 valid or passed, 1 invalid, refused or failed, 2 a usage or I/O error.
 
-mod client_cmd;
+mod client;
 mod exec_cmd;
 mod pipeline_cmd;
 mod server_cmd;
@@ -49,24 +49,24 @@ enum Command {
     /// Runs a runner that takes stages from a server.
     Runner(Box<server_cmd::RunnerArgs>),
     /// Manages repositories on a server.
-    Repo(client_cmd::RepoArgs),
+    Repo(client::RepoArgs),
     /// Lists, inspects, restarts, cancels and creates builds on a server.
-    Build(client_cmd::BuildArgs),
+    Build(client::BuildArgs),
     /// Schedules of a repository: cron builds (add, ls, rm, run).
-    Cron(client_cmd::CronArgs),
+    Cron(client::CronArgs),
     /// Signs a pipeline file for a repository (a `kind: signature` document), as `drone
     /// sign`; the first signature makes the repository build only signed files.
-    Sign(client_cmd::SignArgs),
+    Sign(client::SignArgs),
     /// Chat notification targets on a server.
-    Notify(client_cmd::NotifyArgs),
+    Notify(client::NotifyArgs),
     /// Secrets of a repository or an owner on a server (values are never shown).
-    Secret(client_cmd::SecretArgs),
+    Secret(client::SecretArgs),
     /// API tokens on a server.
-    Token(client_cmd::TokenArgs),
+    Token(client::TokenArgs),
     /// Users on a server (server admins only).
-    User(client_cmd::UserArgs),
+    User(client::UserArgs),
     /// Users' roles on a repository: read, write, admin.
-    Role(client_cmd::RoleArgs),
+    Role(client::RoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,15 +77,15 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec_cmd::exec(&args),
         Command::Server(args) => server_cmd::server(&args),
         Command::Runner(args) => server_cmd::runner(&args),
-        Command::Repo(args) => client_cmd::repo(&args),
-        Command::Build(args) => client_cmd::build(&args),
-        Command::Cron(args) => client_cmd::cron(&args),
-        Command::Sign(args) => client_cmd::sign(&args),
-        Command::Notify(args) => client_cmd::notify(&args),
-        Command::Secret(args) => client_cmd::secret(&args),
-        Command::Token(args) => client_cmd::token(&args),
-        Command::User(args) => client_cmd::user(&args),
-        Command::Role(args) => client_cmd::role(&args),
+        Command::Repo(args) => client::repo(&args),
+        Command::Build(args) => client::build(&args),
+        Command::Cron(args) => client::cron(&args),
+        Command::Sign(args) => client::sign(&args),
+        Command::Notify(args) => client::notify(&args),
+        Command::Secret(args) => client::secret(&args),
+        Command::Token(args) => client::token(&args),
+        Command::User(args) => client::user(&args),
+        Command::Role(args) => client::role(&args),
     };
     match result {
         Ok(code) => code,

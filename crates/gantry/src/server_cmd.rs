@@ -145,7 +145,7 @@ pub struct ServerArgs {
 pub struct RunnerArgs {
     /// Manages runners' tokens instead of running a runner.
     #[command(subcommand)]
-    pub command: Option<crate::client_cmd::RunnerCommand>,
+    pub command: Option<crate::client::RunnerCommand>,
     /// The server's URL.
     #[arg(long, env = "GANTRY_SERVER", required = true)]
     pub server: Option<String>,
@@ -648,7 +648,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
 
 pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
     if let Some(command) = &args.command {
-        return crate::client_cmd::runner_tokens(command);
+        return crate::client::runner_tokens(command);
     }
     init_tracing();
     let server = args
