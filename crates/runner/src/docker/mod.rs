@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
@@ -24,7 +21,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::StreamExt;
-use gantry_pipeline::model::{ContainerOptions, DeviceSource, Mount, Port, Pull, VolumeSource};
+use gantry_pipeline::model::{Pull, VolumeSource};
 use gantry_pipeline::plan::PlanStep;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, BackendError, JobSpec, Output, StepExit, StepSpec};
 
 mod cache;
+mod spec;
+
+use spec::{ContainerSpec, docker_name};
 
 const LABEL_RUNNER: &str = "gantry.runner";
 const LABEL_JOB: &str = "gantry.job";
@@ -80,19 +80,6 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
-}
-
-/// Docker names: letters, digits, `_`, `.`, `-`.
-fn docker_name(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }
 
 /// `registry/name:tag` or `name@sha256:...` into what the pull API wants.
@@ -212,31 +199,7 @@ impl DockerBackend {
             .lock()
             .ok()
             .and_then(|n| n.get(&job.id).cloned())
-            .unwrap_or_else(|| Self::network(job))
-    }
-
-    fn labels(&self, job: &JobSpec) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_RUNNER.to_owned(), self.runner.clone()),
-            (LABEL_JOB.to_owned(), job.id.clone()),
-            ("gantry.stage".to_owned(), job.stage.name.clone()),
-        ])
-    }
-
-    fn network(job: &JobSpec) -> String {
-        format!("gantry-{}", docker_name(&job.id))
-    }
-
-    fn workspace_volume(job: &JobSpec) -> String {
-        format!("gantry-{}-workspace", docker_name(&job.id))
-    }
-
-    fn stage_volume(job: &JobSpec, name: &str) -> String {
-        format!(
-            "gantry-{}-volume-{}",
-            docker_name(&job.id),
-            docker_name(name)
-        )
+            .unwrap_or_else(|| spec::network(job))
     }
 
     /// The containers, networks and volumes that match a label filter (`key` or `key=value`).
@@ -370,140 +333,6 @@ impl DockerBackend {
         ))
     }
 
-    /// The container a step runs in.
-    fn container_spec(
-        &self,
-        job: &JobSpec,
-        step: &StepSpec<'_>,
-    ) -> Result<ContainerSpec, BackendError> {
-        let plan_step = step.step;
-        let Some(image) = plan_step.image.clone() else {
-            return Err(BackendError::Unsupported(format!(
-                "step `{}` has no image",
-                plan_step.name
-            )));
-        };
-        let network = self.job_network(job);
-        let own_network = plan_step.network_mode.is_none();
-        let (entrypoint, cmd) = match &plan_step.script {
-            Some(script) => (
-                Some(vec![plan_step.shell.clone(), "-c".to_owned()]),
-                Some(vec![script.clone()]),
-            ),
-            None => (
-                (!plan_step.entrypoint.is_empty()).then(|| plan_step.entrypoint.clone()),
-                (!plan_step.command.is_empty()).then(|| plan_step.command.clone()),
-            ),
-        };
-        let limits = &plan_step.resources.limits;
-        let body = ContainerCreateBody {
-            image: Some(image.clone()),
-            env: Some(
-                step.environment
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect(),
-            ),
-            labels: Some(self.labels(job)),
-            working_dir: Some(plan_step.working_dir.clone()),
-            entrypoint,
-            cmd,
-            user: plan_step.user.clone(),
-            host_config: Some(HostConfig {
-                binds: Some(Self::binds(job, &plan_step.mounts)),
-                network_mode: Some(
-                    plan_step
-                        .network_mode
-                        .clone()
-                        .unwrap_or_else(|| network.clone()),
-                ),
-                privileged: Some(plan_step.privileged),
-                memory: limits.memory_bytes.and_then(|m| i64::try_from(m).ok()),
-                nano_cpus: limits
-                    .cpu_millis
-                    .and_then(|c| i64::try_from(c.saturating_mul(1_000_000)).ok()),
-                ..Self::option_config(&plan_step.options)
-            }),
-            exposed_ports: (!plan_step.options.ports.is_empty())
-                .then(|| plan_step.options.ports.iter().map(port_key).collect()),
-            networking_config: own_network.then(|| NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    network.clone(),
-                    EndpointSettings {
-                        aliases: Some(vec![plan_step.name.clone()]),
-                        ..Default::default()
-                    },
-                )])),
-            }),
-            ..Default::default()
-        };
-        let mut name = format!(
-            "gantry-{}-{}-{}",
-            docker_name(&job.id),
-            plan_step.number,
-            docker_name(&plan_step.name)
-        );
-        if step.attempt > 1 {
-            // A retry runs in a fresh container; the earlier try's stays until `destroy`.
-            name.push_str(&format!("-try{}", step.attempt));
-        }
-        Ok(ContainerSpec {
-            name,
-            step: plan_step.name.clone(),
-            image,
-            pull: plan_step.pull,
-            body,
-        })
-    }
-
-    /// The host settings of a step's [`ContainerOptions`], each as Docker names it.
-    fn option_config(options: &ContainerOptions) -> HostConfig {
-        let some = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
-        let published: Vec<&Port> = options.ports.iter().filter(|p| p.host.is_some()).collect();
-        HostConfig {
-            dns: some(&options.dns),
-            dns_search: some(&options.dns_search),
-            extra_hosts: some(&options.extra_hosts),
-            devices: (!options.devices.is_empty()).then(|| {
-                options
-                    .devices
-                    .iter()
-                    .filter_map(|d| match &d.source {
-                        DeviceSource::Host(host) => Some(DeviceMapping {
-                            path_on_host: Some(host.clone()),
-                            path_in_container: Some(d.path.clone()),
-                            cgroup_permissions: Some(d.permissions.clone()),
-                        }),
-                        // `compile` resolves every volume to its host path.
-                        DeviceSource::Volume(_) => None,
-                    })
-                    .collect()
-            }),
-            port_bindings: (!published.is_empty()).then(|| {
-                published
-                    .iter()
-                    .map(|p| {
-                        let binding = PortBinding {
-                            host_ip: None,
-                            host_port: p.host.map(|h| h.to_string()),
-                        };
-                        (port_key(p), Some(vec![binding]))
-                    })
-                    .collect()
-            }),
-            cap_add: some(&options.cap_add),
-            cap_drop: some(&options.cap_drop),
-            shm_size: options.shm_size.and_then(|s| i64::try_from(s).ok()),
-            memory_swap: options.memswap_limit,
-            cpu_shares: options.cpu_shares.and_then(|c| i64::try_from(c).ok()),
-            cpu_quota: options.cpu_quota.and_then(|c| i64::try_from(c).ok()),
-            cpu_period: options.cpu_period.and_then(|c| i64::try_from(c).ok()),
-            cpuset_cpus: options.cpu_set.clone(),
-            tmpfs: (!options.tmpfs.is_empty()).then(|| options.tmpfs.iter().cloned().collect()),
-            ..Default::default()
-        }
-    }
-
     /// A step that runs an image: any of the stage's images will do for the containers that
     /// only hold its volumes (created, never started), since it is needed anyway.
     fn image_step(job: &JobSpec) -> Option<(&PlanStep, &str)> {
@@ -523,54 +352,6 @@ impl DockerBackend {
             .map(|v| v.name.as_str())
             .collect()
     }
-
-    fn binds(job: &JobSpec, mounts: &[Mount]) -> Vec<String> {
-        let mut binds = vec![format!(
-            "{}:{}",
-            Self::workspace_volume(job),
-            job.stage.workspace
-        )];
-        for mount in mounts {
-            match mount {
-                Mount::Named { name, path } => {
-                    let host = job
-                        .stage
-                        .volumes
-                        .iter()
-                        .find(|v| &v.name == name)
-                        .and_then(|v| match (&v.source, &job.stage.cache) {
-                            (VolumeSource::Host { path }, _) => Some(path.clone()),
-                            (VolumeSource::Cache, Some(spec)) => {
-                                Some(cache::volume_name(spec, &spec.scope, name))
-                            }
-                            (VolumeSource::Cache | VolumeSource::Temp { .. }, _) => None,
-                        });
-                    let source = host.unwrap_or_else(|| Self::stage_volume(job, name));
-                    binds.push(format!("{source}:{path}"));
-                }
-                Mount::Host {
-                    host,
-                    path,
-                    read_only,
-                } => {
-                    binds.push(format!(
-                        "{host}:{path}{}",
-                        if *read_only { ":ro" } else { "" }
-                    ));
-                }
-            }
-        }
-        binds
-    }
-}
-
-/// Docker's name of a container port: `80/tcp`.
-fn port_key(port: &Port) -> String {
-    format!(
-        "{}/{}",
-        port.container,
-        if port.udp { "udp" } else { "tcp" }
-    )
 }
 
 #[async_trait]
@@ -580,7 +361,7 @@ impl Backend for DockerBackend {
     }
 
     async fn setup(&self, job: &JobSpec) -> Result<(), BackendError> {
-        let labels = self.labels(job);
+        let labels = spec::labels(&self.runner, job);
         match self.take_spare() {
             Some(spare) => {
                 if let Ok(mut networks) = self.networks.lock() {
@@ -590,7 +371,7 @@ impl Backend for DockerBackend {
             None => {
                 self.docker
                     .create_network(NetworkCreateRequest {
-                        name: Self::network(job),
+                        name: spec::network(job),
                         driver: Some("bridge".to_owned()),
                         labels: Some(labels.clone()),
                         ..Default::default()
@@ -599,10 +380,10 @@ impl Backend for DockerBackend {
                     .map_err(|e| engine("creating the stage's network", e))?;
             }
         }
-        let mut volumes = vec![(Self::workspace_volume(job), false)];
+        let mut volumes = vec![(spec::workspace_volume(job), false)];
         for volume in &job.stage.volumes {
             if let VolumeSource::Temp { memory } = volume.source {
-                volumes.push((Self::stage_volume(job, &volume.name), memory));
+                volumes.push((spec::stage_volume(job, &volume.name), memory));
             }
         }
         if let Some(spec) = &job.stage.cache {
@@ -653,9 +434,9 @@ impl Backend for DockerBackend {
         let name = format!("gantry-{}-import", docker_name(&job.id));
         let body = ContainerCreateBody {
             image: Some(image),
-            labels: Some(self.labels(job)),
+            labels: Some(spec::labels(&self.runner, job)),
             host_config: Some(HostConfig {
-                binds: Some(Self::binds(job, &[])),
+                binds: Some(spec::binds(job, &[])),
                 ..Default::default()
             }),
             ..Default::default()
@@ -692,7 +473,12 @@ impl Backend for DockerBackend {
     }
 
     fn prepare_step(&self, job: &JobSpec, step: &StepSpec<'_>) {
-        let Ok(spec) = self.container_spec(job, step) else {
+        let Ok(spec) = spec::container_spec(
+            job,
+            step,
+            &self.job_network(job),
+            spec::labels(&self.runner, job),
+        ) else {
             return;
         };
         let Ok(mut prepared) = self.prepared.lock() else {
@@ -717,7 +503,12 @@ impl Backend for DockerBackend {
         output: Output,
         cancel: CancellationToken,
     ) -> Result<StepExit, BackendError> {
-        let spec = self.container_spec(job, step)?;
+        let spec = spec::container_spec(
+            job,
+            step,
+            &self.job_network(job),
+            spec::labels(&self.runner, job),
+        )?;
         let step_name = spec.step.clone();
         let name = spec.name.clone();
         let ready = self.prepared.lock().ok().and_then(|mut p| p.remove(&name));
@@ -772,7 +563,7 @@ impl Backend for DockerBackend {
                 &self.docker,
                 spec,
                 &Self::cache_names(job),
-                (image, &self.labels(job)),
+                (image, &spec::labels(&self.runner, job)),
             )
             .await?
             {
@@ -955,15 +746,6 @@ struct Labelled {
     containers: Vec<bollard::models::ContainerSummary>,
     networks: Vec<bollard::models::Network>,
     volumes: Vec<bollard::models::Volume>,
-}
-
-/// Everything to create a step's container.
-struct ContainerSpec {
-    name: String,
-    step: String,
-    image: String,
-    pull: Pull,
-    body: ContainerCreateBody,
 }
 
 #[cfg(test)]
