@@ -1,187 +1,12 @@
-//! Woodpecker's `evaluate:` conditions: the subset of the expr language that real pipeline
-//! files use, evaluated against the build's variables.
-//!
-//! Literals (`"text"`, `'text'`, numbers, `true`, `false`, `nil`, `[a, b]`), variables by name
-//! (undefined ones are `nil`), `$env` (the map of all variables), `not`/`!`, `&&`/`and`,
-//! `||`/`or`, `==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, `contains`, `startsWith`,
-//! `endsWith`, `matches` (a regular expression, matched in linear time), and the functions
-//! `len`, `fromJSON`, `lower`, `upper`, `trim`, `int`, `float`, `string`, and
-//! `any`/`all`/`none`/`filter` with a predicate `{ # startsWith "cmd/" }` where `#` is the
-//! element; arithmetic (`+ - * / %`, `+` also joins text) and member access (`$env.NAME`,
-//! `$env["NAME"]`, `fromJSON(X).key`, `list[0]`, `list[-1]`). Anything else is an error that
-//! names what and where, never a guess.
+//! The evaluator: a recursive descent over the tokens that evaluates as it parses (or only
+//! parses, for lint and the untaken side of `&&`/`||`), within a depth and a step budget.
 
-use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message} (at character {offset} of the expression)")]
-pub struct ExprError {
-    pub message: String,
-    pub offset: usize,
-}
-
-fn error<T>(offset: usize, message: impl Into<String>) -> Result<T, ExprError> {
-    Err(ExprError {
-        message: message.into(),
-        offset,
-    })
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Nil,
-    Bool(bool),
-    Number(f64),
-    Text(String),
-    List(Vec<Value>),
-    Map(BTreeMap<String, Value>),
-    Env,
-}
-
-impl Value {
-    fn truthy(&self, offset: usize) -> Result<bool, ExprError> {
-        match self {
-            Value::Bool(b) => Ok(*b),
-            Value::Nil => Ok(false),
-            other => error(
-                offset,
-                format!("expected true or false, found {}", other.describe()),
-            ),
-        }
-    }
-
-    /// What making or walking the value costs, in budget steps.
-    fn size(&self) -> u64 {
-        match self {
-            Value::Nil | Value::Bool(_) | Value::Number(_) | Value::Env => 1,
-            Value::Text(text) => 1 + text.len() as u64,
-            Value::List(items) => items
-                .iter()
-                .fold(1, |total, item| total.saturating_add(item.size())),
-            Value::Map(entries) => entries.iter().fold(1, |total, (key, value)| {
-                total.saturating_add(key.len() as u64 + value.size())
-            }),
-        }
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            Value::Nil => "nil",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::Text(_) => "text",
-            Value::List(_) => "a list",
-            Value::Map(_) => "a map",
-            Value::Env => "$env",
-        }
-    }
-
-    fn from_json(json: serde_json::Value) -> Value {
-        match json {
-            serde_json::Value::Null => Value::Nil,
-            serde_json::Value::Bool(b) => Value::Bool(b),
-            serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-            serde_json::Value::String(s) => Value::Text(s),
-            serde_json::Value::Array(items) => {
-                Value::List(items.into_iter().map(Value::from_json).collect())
-            }
-            serde_json::Value::Object(entries) => Value::Map(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::from_json(v)))
-                    .collect(),
-            ),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Text(String),
-    Number(f64),
-    Ident(String),
-    Op(&'static str),
-}
-
-const OPERATORS: &[&str] = &[
-    "==", "!=", "<=", ">=", "&&", "||", "<", ">", "!", "(", ")", "[", "]", "{", "}", ",", "#",
-    "$env", "+", "-", "*", "/", "%", ".",
-];
-
-fn tokenize(source: &str) -> Result<Vec<(Token, usize)>, ExprError> {
-    let chars: Vec<(usize, char)> = source.char_indices().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    'outer: while i < chars.len() {
-        let (offset, c) = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-            continue;
-        }
-        if c == '"' || c == '\'' {
-            let mut text = String::new();
-            i += 1;
-            while i < chars.len() {
-                let (_, d) = chars[i];
-                if d == c {
-                    tokens.push((Token::Text(text), offset));
-                    i += 1;
-                    continue 'outer;
-                }
-                if d == '\\' && i + 1 < chars.len() {
-                    i += 1;
-                    let e = chars[i].1;
-                    text.push(match e {
-                        'n' => '\n',
-                        't' => '\t',
-                        other => other,
-                    });
-                } else {
-                    text.push(d);
-                }
-                i += 1;
-            }
-            return error(offset, "unclosed string");
-        }
-        if c.is_ascii_digit() {
-            let start = i;
-            while i < chars.len() && (chars[i].1.is_ascii_digit() || chars[i].1 == '.') {
-                i += 1;
-            }
-            let text: String = chars[start..i].iter().map(|(_, c)| c).collect();
-            let Ok(n) = text.parse::<f64>() else {
-                return error(offset, format!("`{text}` is not a number"));
-            };
-            tokens.push((Token::Number(n), offset));
-            continue;
-        }
-        if c.is_alphabetic() || c == '_' {
-            let start = i;
-            while i < chars.len() && (chars[i].1.is_alphanumeric() || chars[i].1 == '_') {
-                i += 1;
-            }
-            tokens.push((
-                Token::Ident(chars[start..i].iter().map(|(_, c)| c).collect()),
-                offset,
-            ));
-            continue;
-        }
-        let rest = &source[offset..];
-        for op in OPERATORS {
-            if rest.starts_with(op) {
-                tokens.push((Token::Op(op), offset));
-                i += op.chars().count();
-                continue 'outer;
-            }
-        }
-        return error(offset, format!("unexpected `{c}`"));
-    }
-    Ok(tokens)
-}
+use super::lex::Token;
+use super::*;
 
 /// Nesting of parentheses, lists and predicates allowed; deeper is an error, not a deep
 /// recursion.
-const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 
 /// The work one expression may do, in steps: a token evaluated is one step, and a value made
 /// or copied costs its size (a byte of text, an item of a list). Real conditions take a few
@@ -189,30 +14,30 @@ const MAX_DEPTH: usize = 32;
 /// power of their nesting, and stop here with an error instead of holding the server.
 pub const STEP_BUDGET: u64 = 250_000;
 
-struct Evaluator<'a> {
-    tokens: Vec<(Token, usize)>,
-    at: usize,
-    vars: &'a BTreeMap<String, String>,
-    end: usize,
+pub(super) struct Evaluator<'a> {
+    pub(super) tokens: Vec<(Token, usize)>,
+    pub(super) at: usize,
+    pub(super) vars: &'a BTreeMap<String, String>,
+    pub(super) end: usize,
     /// `#` inside a predicate, innermost last.
-    elements: Vec<Value>,
-    depth: usize,
+    pub(super) elements: Vec<Value>,
+    pub(super) depth: usize,
     /// When false, parse without evaluating (the untaken side of `&&`/`||`, and lint).
-    live: bool,
+    pub(super) live: bool,
     /// Steps left of [`STEP_BUDGET`].
-    budget: u64,
+    pub(super) budget: u64,
 }
 
 impl Evaluator<'_> {
-    fn peek(&self) -> Option<&Token> {
+    pub(super) fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.at).map(|(t, _)| t)
     }
 
-    fn offset(&self) -> usize {
+    pub(super) fn offset(&self) -> usize {
         self.tokens.get(self.at).map_or(self.end, |(_, o)| *o)
     }
 
-    fn eat_op(&mut self, op: &str) -> bool {
+    pub(super) fn eat_op(&mut self, op: &str) -> bool {
         if matches!(self.peek(), Some(Token::Op(o)) if *o == op) {
             self.at += 1;
             return true;
@@ -220,7 +45,7 @@ impl Evaluator<'_> {
         false
     }
 
-    fn eat_word(&mut self, word: &str) -> bool {
+    pub(super) fn eat_word(&mut self, word: &str) -> bool {
         if matches!(self.peek(), Some(Token::Ident(w)) if w == word) {
             self.at += 1;
             return true;
@@ -228,7 +53,7 @@ impl Evaluator<'_> {
         false
     }
 
-    fn expect_op(&mut self, op: &str) -> Result<(), ExprError> {
+    pub(super) fn expect_op(&mut self, op: &str) -> Result<(), ExprError> {
         if self.eat_op(op) {
             Ok(())
         } else {
@@ -237,7 +62,7 @@ impl Evaluator<'_> {
     }
 
     /// Spends `steps` of the budget for work at `offset`; an error once it is spent.
-    fn charge(&mut self, steps: u64, offset: usize) -> Result<(), ExprError> {
+    pub(super) fn charge(&mut self, steps: u64, offset: usize) -> Result<(), ExprError> {
         match self.budget.checked_sub(steps) {
             Some(left) => {
                 self.budget = left;
@@ -255,7 +80,7 @@ impl Evaluator<'_> {
         }
     }
 
-    fn nested<T>(
+    pub(super) fn nested<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, ExprError>,
     ) -> Result<T, ExprError> {
@@ -268,7 +93,7 @@ impl Evaluator<'_> {
         result
     }
 
-    fn or(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn or(&mut self) -> Result<Value, ExprError> {
         let offset = self.offset();
         let mut left = self.and()?;
         while self.eat_op("||") || self.eat_word("or") {
@@ -284,7 +109,7 @@ impl Evaluator<'_> {
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn and(&mut self) -> Result<Value, ExprError> {
         let offset = self.offset();
         let mut left = self.comparison()?;
         while self.eat_op("&&") || self.eat_word("and") {
@@ -300,7 +125,7 @@ impl Evaluator<'_> {
         Ok(left)
     }
 
-    fn comparison(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn comparison(&mut self) -> Result<Value, ExprError> {
         let left = self.additive()?;
         let offset = self.offset();
         let op = match self.peek() {
@@ -339,16 +164,16 @@ impl Evaluator<'_> {
     }
 
     /// `a + b`, `a - b`: numbers, or (`+`) text joined.
-    fn additive(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn additive(&mut self) -> Result<Value, ExprError> {
         self.arithmetic_level(&["+", "-"], Self::multiplicative)
     }
 
-    fn multiplicative(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn multiplicative(&mut self) -> Result<Value, ExprError> {
         self.arithmetic_level(&["*", "/", "%"], Self::unary)
     }
 
     /// One level of left-associative arithmetic: operands from `operand`, joined by `ops`.
-    fn arithmetic_level(
+    pub(super) fn arithmetic_level(
         &mut self,
         ops: &[&'static str],
         operand: fn(&mut Self) -> Result<Value, ExprError>,
@@ -367,7 +192,7 @@ impl Evaluator<'_> {
         }
     }
 
-    fn compare(
+    pub(super) fn compare(
         &self,
         op: &str,
         left: Value,
@@ -460,7 +285,7 @@ impl Evaluator<'_> {
         }))
     }
 
-    fn unary(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn unary(&mut self) -> Result<Value, ExprError> {
         let offset = self.offset();
         if self.eat_op("!") || self.eat_word("not") {
             let value = self.nested(Self::unary)?;
@@ -482,7 +307,7 @@ impl Evaluator<'_> {
     }
 
     /// A primary followed by member accesses: `.name` and `[index]`.
-    fn postfix(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn postfix(&mut self) -> Result<Value, ExprError> {
         let mut value = self.primary()?;
         loop {
             let offset = self.offset();
@@ -508,7 +333,12 @@ impl Evaluator<'_> {
         }
     }
 
-    fn member(&self, value: Value, key: Value, offset: usize) -> Result<Value, ExprError> {
+    pub(super) fn member(
+        &self,
+        value: Value,
+        key: Value,
+        offset: usize,
+    ) -> Result<Value, ExprError> {
         match (value, key) {
             (Value::Env, Value::Text(name)) => Ok(self
                 .vars
@@ -536,7 +366,7 @@ impl Evaluator<'_> {
         }
     }
 
-    fn primary(&mut self) -> Result<Value, ExprError> {
+    pub(super) fn primary(&mut self) -> Result<Value, ExprError> {
         let offset = self.offset();
         let Some((token, _)) = self.tokens.get(self.at).cloned() else {
             return error(offset, "the expression ends too early");
@@ -591,7 +421,7 @@ impl Evaluator<'_> {
         }
     }
 
-    fn call(&mut self, name: &str, offset: usize) -> Result<Value, ExprError> {
+    pub(super) fn call(&mut self, name: &str, offset: usize) -> Result<Value, ExprError> {
         if matches!(name, "any" | "all" | "none" | "filter") {
             let list = self.nested(Self::or)?;
             self.expect_op(",")?;
@@ -681,7 +511,12 @@ impl Evaluator<'_> {
 }
 
 /// `+ - * / %` on numbers; `+` also joins two texts.
-fn arithmetic(op: &str, left: Value, right: Value, offset: usize) -> Result<Value, ExprError> {
+pub(super) fn arithmetic(
+    op: &str,
+    left: Value,
+    right: Value,
+    offset: usize,
+) -> Result<Value, ExprError> {
     match (op, left, right) {
         ("+", Value::Text(a), Value::Text(b)) => Ok(Value::Text(a + &b)),
         ("/" | "%", Value::Number(_), Value::Number(0.0)) => {
@@ -707,198 +542,10 @@ fn arithmetic(op: &str, left: Value, right: Value, offset: usize) -> Result<Valu
 }
 
 /// A number as expr prints it: `3`, not `3.0`.
-fn number_text(n: f64) -> String {
+pub(super) fn number_text(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 1e15 {
         format!("{}", n as i64)
     } else {
         n.to_string()
-    }
-}
-
-fn run(source: &str, vars: &BTreeMap<String, String>, live: bool) -> Result<bool, ExprError> {
-    let tokens = tokenize(source)?;
-    if tokens.is_empty() {
-        return error(0, "the expression is empty");
-    }
-    let mut evaluator = Evaluator {
-        tokens,
-        at: 0,
-        vars,
-        end: source.len(),
-        elements: Vec::new(),
-        depth: 0,
-        live,
-        budget: STEP_BUDGET,
-    };
-    let value = evaluator.or()?;
-    if evaluator.at < evaluator.tokens.len() {
-        return error(evaluator.offset(), "unexpected text after the expression");
-    }
-    if live { value.truthy(0) } else { Ok(true) }
-}
-
-/// Evaluates `source` as a condition against `vars`.
-pub fn evaluate(source: &str, vars: &BTreeMap<String, String>) -> Result<bool, ExprError> {
-    run(source, vars, true)
-}
-
-/// Checks the syntax of `source` without values; for `lint`.
-pub fn check(source: &str) -> Result<(), ExprError> {
-    run(source, &BTreeMap::new(), false).map(|_| ())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn eval(source: &str, vars: &[(&str, &str)]) -> Result<bool, ExprError> {
-        let vars: BTreeMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        evaluate(source, &vars)
-    }
-
-    #[test]
-    fn what_real_files_write() {
-        let semver = r#""1.2.3" matches '^([0-9]+)\.([0-9]+)\.([0-9]+)(-beta\.[0-9]+)?$'"#;
-        assert_eq!(eval(semver, &[]), Ok(true));
-        let pre = r#""1.2.3-alpha.1" matches '^([0-9]+)\.([0-9]+)\.([0-9]+)(-beta\.[0-9]+)?$'"#;
-        assert_eq!(eval(pre, &[]), Ok(false));
-        let labels = r#"CI_COMMIT_PULL_REQUEST_LABELS contains "build_pr_images""#;
-        assert_eq!(
-            eval(
-                labels,
-                &[("CI_COMMIT_PULL_REQUEST_LABELS", "bug,build_pr_images")]
-            ),
-            Ok(true)
-        );
-        assert_eq!(eval(labels, &[]), Ok(false));
-        assert_eq!(eval(&format!("not ({labels})"), &[]), Ok(true));
-        let files = r#"(not ("CI_PIPELINE_FILES" in $env)) ||
-          CI_PIPELINE_FILES == "[]" ||
-          any(fromJSON(CI_PIPELINE_FILES), { # startsWith "internal/" || # startsWith "cmd/" }) ||
-          len(fromJSON(CI_PIPELINE_FILES)) == 0"#;
-        assert_eq!(eval(files, &[]), Ok(true));
-        assert_eq!(
-            eval(files, &[("CI_PIPELINE_FILES", r#"["cmd/x.go"]"#)]),
-            Ok(true)
-        );
-        assert_eq!(
-            eval(files, &[("CI_PIPELINE_FILES", r#"["docs/a.md"]"#)]),
-            Ok(false)
-        );
-    }
-
-    #[test]
-    fn operators_and_functions() {
-        let v = [("CI_COMMIT_BRANCH", "main"), ("N", "3")];
-        assert_eq!(
-            eval(
-                r#"CI_COMMIT_BRANCH == "main" && !(CI_COMMIT_BRANCH != "main")"#,
-                &v
-            ),
-            Ok(true)
-        );
-        assert_eq!(
-            eval(r#"CI_COMMIT_BRANCH in ["dev", "main"] and true"#, &v),
-            Ok(true)
-        );
-        assert_eq!(eval(r#"CI_COMMIT_BRANCH not in ["dev"]"#, &v), Ok(true));
-        assert_eq!(
-            eval(
-                r#"CI_COMMIT_BRANCH startsWith "ma" && CI_COMMIT_BRANCH endsWith "in""#,
-                &v
-            ),
-            Ok(true)
-        );
-        assert_eq!(
-            eval(r#"len(CI_COMMIT_BRANCH) >= 4 && len([1, 2]) < 3"#, &v),
-            Ok(true)
-        );
-        assert_eq!(
-            eval(r#"upper(CI_COMMIT_BRANCH) == "MAIN" or false"#, &v),
-            Ok(true)
-        );
-        assert_eq!(
-            eval(
-                r#"all(["a", "ab"], { # startsWith "a" }) && none(["b"], { # == "a" })"#,
-                &v
-            ),
-            Ok(true)
-        );
-        assert_eq!(
-            eval(
-                r#"len(filter(["a", "b", "ab"], { # contains "a" })) == 2"#,
-                &v
-            ),
-            Ok(true)
-        );
-        assert_eq!(eval("UNDEFINED == nil", &v), Ok(true));
-    }
-
-    /// Woodpecker 2/3 files use expr's member access and arithmetic.
-    #[test]
-    fn member_access_and_arithmetic() {
-        let v = [
-            ("CI_COMMIT_BRANCH", "main"),
-            ("CI_PIPELINE_NUMBER", "42"),
-            (
-                "META",
-                r#"{"deploy": {"env": "prod"}, "targets": ["a", "b"]}"#,
-            ),
-        ];
-        assert_eq!(eval(r#"$env.CI_COMMIT_BRANCH == "main""#, &v), Ok(true));
-        assert_eq!(eval(r#"$env["CI_COMMIT_BRANCH"] == "main""#, &v), Ok(true));
-        assert_eq!(eval("$env.UNDEFINED == nil", &v), Ok(true));
-        assert_eq!(eval(r#"fromJSON(META).deploy.env == "prod""#, &v), Ok(true));
-        assert_eq!(eval(r#"fromJSON(META).targets[-1] == "b""#, &v), Ok(true));
-        assert_eq!(eval(r#"fromJSON(META)["targets"][0] == "a""#, &v), Ok(true));
-        assert_eq!(eval("fromJSON(META).missing.deeper == nil", &v), Ok(true));
-        assert_eq!(eval("len(fromJSON(META)) == 2", &v), Ok(true));
-        assert_eq!(eval("int(CI_PIPELINE_NUMBER) % 2 == 0", &v), Ok(true));
-        assert_eq!(eval("int(CI_PIPELINE_NUMBER) + 1 * 2 == 44", &v), Ok(true));
-        assert_eq!(eval("(1 + 1) * 3 - -1 == 7 && 7 / 2 == 3.5", &v), Ok(true));
-        assert_eq!(
-            eval(
-                r#"CI_COMMIT_BRANCH + "-" + string(int(CI_PIPELINE_NUMBER)) == "main-42""#,
-                &v
-            ),
-            Ok(true)
-        );
-        assert!(
-            eval("CI_PIPELINE_NUMBER % 2 == 0", &v)
-                .is_err_and(|e| e.message.contains("write `int(NAME)`"))
-        );
-        assert!(eval("1 / 0 == 1", &v).is_err_and(|e| e.message == "`/` by zero"));
-        assert!(
-            eval("fromJSON(META).targets[5] == nil", &v)
-                .is_err_and(|e| e.message.contains("outside a list of 2 items"))
-        );
-        assert!(check("$env.").is_err());
-        assert!(check("a.b[c + 1] * 2 > -3").is_ok());
-    }
-
-    #[test]
-    fn short_circuit_skips_errors_on_the_untaken_side() {
-        assert_eq!(eval(r#"true || fromJSON("not json")"#, &[]), Ok(true));
-        assert_eq!(eval(r#"false && fromJSON("not json")"#, &[]), Ok(false));
-    }
-
-    #[test]
-    fn errors_say_what_and_where() {
-        assert_eq!(eval(r#""a" == "#, &[]).map_err(|e| e.offset), Err(7));
-        assert!(eval("unknown(1)", &[]).is_err_and(|e| e.message == "unknown function `unknown`"));
-        assert!(
-            eval(r#""a" matches "(""#, &[])
-                .is_err_and(|e| e.message.starts_with("invalid regular expression"))
-        );
-        assert!(eval("1 ==", &[]).is_err());
-        assert!(eval("'open", &[]).is_err_and(|e| e.message == "unclosed string"));
-        assert!(eval("\"x\"", &[]).is_err_and(|e| e.message.starts_with("expected true or false")));
-        assert!(check("a == b && (c || d").is_err());
-        assert!(check(r#"any(fromJSON(X), { # startsWith "a" })"#).is_ok());
-        let deep = "(".repeat(100) + "true" + &")".repeat(100);
-        assert!(eval(&deep, &[]).is_err_and(|e| e.message.contains("nests too deeply")));
     }
 }
