@@ -1,0 +1,232 @@
+//! Sending the outbox: each due message claimed, posted (through the guarded client when
+//! someone else chose its address) and marked, or retried with backoff.
+
+use super::*;
+
+/// How long a claim on a message lasts: longer than one attempt (its 15 s timeout), so a
+/// live server never loses a message to another; a dead one's claims are due again after.
+pub(super) const MESSAGE_LEASE: Duration = Duration::from_secs(30);
+
+/// Sends due messages one claim at a time, until none is due.
+pub(super) async fn send_due(state: &Arc<AppState>) -> Result<(), gantry_store::StoreError> {
+    loop {
+        let now = state.config.clock.now_ms();
+        let lease_until = now + MESSAGE_LEASE.as_millis() as i64;
+        let Some(message) = state.store.claim_message(now, lease_until).await? else {
+            return Ok(());
+        };
+        let outcome = send(state, &message).await;
+        // Sent but not yet marked is the one window in which a message may go twice: a
+        // server that dies here leaves the claim to run out, and another sends it again.
+        match outcome {
+            Ok(()) => {
+                state
+                    .store
+                    .message_sent(message.id, message.claim_epoch)
+                    .await?
+            }
+            Err((error, retry)) => {
+                let attempts = message.attempts + 1;
+                let retry_at = retry
+                    .filter(|_| attempts < MAX_ATTEMPTS)
+                    .map(|after| state.config.clock.now_ms() + after.as_millis() as i64);
+                tracing::warn!(message.id = message.id, kind = %message.kind, attempts, %error, will_retry = retry_at.is_some(), "a notification failed");
+                state
+                    .store
+                    .message_failed(message.id, message.claim_epoch, &error, retry_at)
+                    .await?;
+            }
+        }
+    }
+}
+
+/// The backoff before attempt `attempts + 1`.
+pub(super) fn backoff(base: Duration, attempts: i64) -> Duration {
+    let factor = 1u32 << attempts.clamp(0, 10);
+    (base * factor).min(Duration::from_secs(600))
+}
+
+/// Posts one message. `Err` carries the reason and, when worth trying again, after how long.
+pub(super) async fn send(
+    state: &AppState,
+    message: &OutboxMessage,
+) -> Result<(), (String, Option<Duration>)> {
+    let url = match message.url.strip_prefix(SECRET_URL) {
+        Some(secret) => secret_url(state, message.build_id, secret)
+            .await
+            .map_err(|e| (e, None))?,
+        None => message.url.clone(),
+    };
+    // Commit statuses go to the configured GitHub API; every other target was chosen by a
+    // repository's admin or a pipeline file, and goes through the guarded client.
+    let client = if message.kind == "github_status" {
+        &state.http
+    } else {
+        let parsed = reqwest::Url::parse(&url).map_err(|_| {
+            (
+                format!("{} is not a valid URL", host_of(&message.url)),
+                None,
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err((
+                format!("{} is not an http(s) URL", host_of(&message.url)),
+                None,
+            ));
+        }
+        state
+            .config
+            .outbound
+            .check_url(&parsed)
+            .map_err(|refusal| (refusal.to_string(), None))?;
+        &state.outbound_http
+    };
+    let mut request = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("user-agent", "gantry")
+        .timeout(Duration::from_secs(15))
+        .body(message.body.clone());
+    if message.kind == "github_status" {
+        let token = match message.build_id {
+            Some(build) => github_token(state, build).await,
+            None => None,
+        };
+        let Some(token) = token else {
+            return Err((
+                "no GitHub token: set the repository's github_token or GANTRY_GITHUB_TOKEN"
+                    .to_owned(),
+                None,
+            ));
+        };
+        request = request
+            .bearer_auth(token)
+            .header("accept", "application/vnd.github+json");
+    }
+    let retry = backoff(state.config.notify_retry, message.attempts);
+    let response = request.send().await.map_err(|e| {
+        // The reason, never the URL (a webhook's path is its secret); a refused address
+        // is not tried again.
+        let refused = crate::outbound::Refused::cause_of(&e).map(ToString::to_string);
+        let e = e.without_url();
+        tracing::info!(target = %host_of(&message.url), error = %e, "a notification was not delivered");
+        let reason = refused.clone().unwrap_or_else(|| e.to_string());
+        (
+            format!("{} did not answer: {reason}", host_of(&message.url)),
+            refused.is_none().then_some(retry),
+        )
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let rate_limited = status.as_u16() == 429
+        || (status.as_u16() == 403
+            && response
+                .headers()
+                .get("x-ratelimit-remaining")
+                .is_some_and(|v| v == "0"));
+    let reset = response
+        .headers()
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|at| Duration::from_secs((at - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64));
+    // Readers see the status and the host; the answer's body (which may hold what an
+    // internal service says) goes only to the server's log, for its admins.
+    let text: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    tracing::info!(target = %host_of(&message.url), %status, answer = %text, "a notification was refused");
+    let error = format!("{} answered {status}", host_of(&message.url));
+    if rate_limited {
+        Err((error, Some(reset.unwrap_or(retry))))
+    } else if status.is_server_error() {
+        Err((error, Some(retry)))
+    } else {
+        Err((error, None))
+    }
+}
+
+/// The webhook URL a pipeline's `notify:` keeps in a secret of its repository.
+pub(super) async fn secret_url(
+    state: &AppState,
+    build_id: Option<i64>,
+    name: &str,
+) -> Result<String, String> {
+    let lookup = async {
+        let build = state.store.build_by_id(build_id?).await.ok()?;
+        let repo = state.store.repo(build.repo_id).await.ok()?;
+        let sealed = state
+            .store
+            .sealed_secrets(repo.id, &repo.owner)
+            .await
+            .ok()?
+            .into_iter()
+            .rev()
+            .find(|s| s.name == name)?;
+        Some((build.fork && !sealed.allow_pull_requests, sealed))
+    };
+    match lookup.await {
+        Some((true, _)) => Err(format!(
+            "secret `{name}` is withheld from pull requests from forks"
+        )),
+        Some((false, sealed)) => state
+            .config
+            .secret_key
+            .open(&sealed.scope().associated_data(name), &sealed.sealed)
+            .map(|v| String::from_utf8_lossy(&v).trim().to_owned())
+            .map_err(|e| format!("secret `{name}` could not be opened: {e}")),
+        None => Err(format!(
+            "the webhook URL is in the secret `{name}`, which the repository does not have: add it with `gantry secret add`"
+        )),
+    }
+}
+
+pub(super) async fn github_token(state: &AppState, build_id: i64) -> Option<String> {
+    let build = state.store.build_by_id(build_id).await.ok()?;
+    let repo = state.store.repo(build.repo_id).await.ok()?;
+    crate::credentials::github_token(state, &repo).0
+}
+
+/// `https://hooks.slack.com/…`: where a message went, without the secret part of its URL
+/// (no path, query or credentials).
+pub fn host_of(url: &str) -> String {
+    if let Some(secret) = url.strip_prefix(SECRET_URL) {
+        return format!("(the URL in secret {secret})");
+    }
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let scheme = url.split_once("://").map_or("https", |(s, _)| s);
+    format!("{scheme}://{host}/…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_ten_minutes() {
+        let base = Duration::from_secs(1);
+        assert_eq!(backoff(base, 0), Duration::from_secs(1));
+        assert_eq!(backoff(base, 3), Duration::from_secs(8));
+        assert_eq!(backoff(base, 20), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn webhook_urls_are_shown_without_their_secret_path() {
+        assert_eq!(
+            host_of("https://hooks.slack.com/services/T/B/secret"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            host_of("https://user:pass@chat.example?token=x"),
+            "https://chat.example/…"
+        );
+    }
+}
