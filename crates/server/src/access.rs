@@ -271,14 +271,8 @@ pub(crate) async fn github_token(state: &AppState, user: &User) -> Result<Option
 
 fn github_get(state: &AppState, path: &str, token: &str) -> reqwest::RequestBuilder {
     state
-        .http
-        .get(format!(
-            "{}{path}",
-            state.config.github_api.trim_end_matches('/')
-        ))
-        .bearer_auth(token)
-        .header("accept", "application/vnd.github+json")
-        .header("user-agent", "gantry")
+        .github
+        .request(reqwest::Method::GET, path, Some(token))
         .timeout(std::time::Duration::from_secs(5))
 }
 

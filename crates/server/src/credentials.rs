@@ -120,12 +120,7 @@ pub async fn for_stage(
         && same_origin(&state.config.github_url, &repo.clone_url)
     {
         match app
-            .repository_token(
-                &state.http,
-                &state.config.github_api,
-                &repo.owner,
-                &repo.name,
-            )
+            .repository_token(&state.github, &repo.owner, &repo.name)
             .await
         {
             Ok(minted) => credential = basic(Some(minted.token), CredentialSource::App),
@@ -195,7 +190,7 @@ pub async fn revoke_stage_token(state: &AppState, stage: i64) {
         );
         return;
     };
-    if let Err(e) = crate::github_app::revoke(&state.http, &state.config.github_api, &token).await {
+    if let Err(e) = crate::github_app::revoke(&state.github, &token).await {
         tracing::warn!(stage.id = stage, error = %e, "revoking a stage's GitHub App token failed; it ends within the hour");
     }
 }

@@ -129,44 +129,6 @@ pub fn says_private(body: &[u8]) -> Option<bool> {
         .private
 }
 
-/// Whether GitHub's API says `owner/name` is private (`GET /repos/{owner}/{name}`), asked with
-/// `token` when there is one. `Err` when it cannot tell (not found, refused, unreachable).
-pub async fn repository_private(
-    http: &reqwest::Client,
-    api: &str,
-    token: Option<&str>,
-    owner: &str,
-    name: &str,
-) -> Result<bool, String> {
-    #[derive(Deserialize)]
-    struct Answer {
-        private: bool,
-    }
-    let mut request = http
-        .get(format!(
-            "{}/repos/{owner}/{name}",
-            api.trim_end_matches('/')
-        ))
-        .header("accept", "application/vnd.github+json")
-        .header("user-agent", "gantry")
-        .timeout(std::time::Duration::from_secs(10));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("GitHub answered {}", response.status()));
-    }
-    let answer: Answer = response
-        .json()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    Ok(answer.private)
-}
-
 #[derive(Debug, Deserialize)]
 struct User {
     login: String,

@@ -11,7 +11,10 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use reqwest::Method;
 use serde::Deserialize;
+
+use crate::github_api::{GitHubClient, GitHubError};
 
 /// A GitHub App the server acts as (`--github-app-id`, `--github-app-key-file`).
 pub struct GitHubApp {
@@ -33,14 +36,8 @@ pub enum AppError {
         "the GitHub App key is not a PEM RSA private key ({0}): download it from the App's settings page on GitHub (\"Generate a private key\") and pass the .pem file"
     )]
     Key(String),
-    #[error("GitHub refused the App's request to {what}: HTTP {status}{hint}")]
-    Refused {
-        what: String,
-        status: u16,
-        hint: &'static str,
-    },
-    #[error("asking GitHub for {what} failed: {message}")]
-    Request { what: String, message: String },
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
 }
 
 /// An installation token and when GitHub ends it.
@@ -96,8 +93,7 @@ impl GitHubApp {
     /// A token for `owner/name` alone, reading its contents only.
     pub async fn repository_token(
         &self,
-        http: &reqwest::Client,
-        api: &str,
+        github: &GitHubClient,
         owner: &str,
         name: &str,
     ) -> Result<ScopedToken, AppError> {
@@ -111,31 +107,35 @@ impl GitHubApp {
             #[serde(default)]
             expires_at: String,
         }
+        // GitHub checks the JWT's times against its own clock: the system's, never a test's.
         let jwt = self.jwt(chrono::Utc::now().timestamp())?;
-        let api = api.trim_end_matches('/');
-        let what = format!("the installation of the App on {owner}/{name}");
-        let installation: Installation = send(
-            http.get(format!("{api}/repos/{owner}/{name}/installation"))
-                .bearer_auth(&jwt),
-            &what,
-            " (install the App on the repository, or give the repository its own token)",
-        )
-        .await?;
-        let what = format!("a token for {owner}/{name}");
-        let issued: Issued = send(
-            http.post(format!(
-                "{api}/app/installations/{}/access_tokens",
-                installation.id
-            ))
-            .bearer_auth(&jwt)
-            .json(&serde_json::json!({
-                "repositories": [name],
-                "permissions": { "contents": "read" },
-            })),
-            &what,
-            " (the App needs read access to the repository's contents)",
-        )
-        .await?;
+        let installation: Installation = github
+            .json(
+                github.request(
+                    Method::GET,
+                    &format!("/repos/{owner}/{name}/installation"),
+                    Some(&jwt),
+                ),
+                &format!("the installation of the App on {owner}/{name}"),
+                " (install the App on the repository, or give the repository its own token)",
+            )
+            .await?;
+        let issued: Issued = github
+            .json(
+                github
+                    .request(
+                        Method::POST,
+                        &format!("/app/installations/{}/access_tokens", installation.id),
+                        Some(&jwt),
+                    )
+                    .json(&serde_json::json!({
+                        "repositories": [name],
+                        "permissions": { "contents": "read" },
+                    })),
+                &format!("a token for {owner}/{name}"),
+                " (the App needs read access to the repository's contents)",
+            )
+            .await?;
         Ok(ScopedToken {
             token: issued.token,
             expires_at: issued.expires_at,
@@ -144,54 +144,24 @@ impl GitHubApp {
 }
 
 /// Ends an installation token before its hour is up (its stage is over).
-pub async fn revoke(http: &reqwest::Client, api: &str, token: &str) -> Result<(), AppError> {
-    let what = "revoking an installation token".to_owned();
-    let response = http
-        .delete(format!("{}/installation/token", api.trim_end_matches('/')))
-        .bearer_auth(token)
-        .header("accept", "application/vnd.github+json")
-        .header("user-agent", "gantry")
-        .send()
-        .await
-        .map_err(|e| AppError::Request {
-            what: what.clone(),
-            message: e.without_url().to_string(),
-        })?;
-    match response.status().as_u16() {
+pub async fn revoke(github: &GitHubClient, token: &str) -> Result<(), AppError> {
+    let what = "revoking an installation token";
+    let status = github
+        .status(
+            github.request(Method::DELETE, "/installation/token", Some(token)),
+            what,
+        )
+        .await?;
+    match status {
         // 401: already ended.
         204 | 401 => Ok(()),
-        status => Err(AppError::Refused {
-            what,
+        status => Err(GitHubError::Refused {
+            what: what.to_owned(),
             status,
             hint: "",
-        }),
+        }
+        .into()),
     }
-}
-
-async fn send<T: serde::de::DeserializeOwned>(
-    request: reqwest::RequestBuilder,
-    what: &str,
-    hint: &'static str,
-) -> Result<T, AppError> {
-    let failed = |e: reqwest::Error| AppError::Request {
-        what: what.to_owned(),
-        message: e.without_url().to_string(),
-    };
-    let response = request
-        .header("accept", "application/vnd.github+json")
-        .header("user-agent", "gantry")
-        .send()
-        .await
-        .map_err(failed)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(AppError::Refused {
-            what: what.to_owned(),
-            status: status.as_u16(),
-            hint,
-        });
-    }
-    response.json().await.map_err(failed)
 }
 
 /// The label and bytes of the first PEM block of `text`.

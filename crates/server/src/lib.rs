@@ -36,8 +36,10 @@
 //!   the file is compiled; `ops::repos::sign` makes the key on first use.
 //! - `github` — `verify_signature` (HMAC-SHA256, constant time, before anything else is read
 //!   but `repository.full_name`, which picks the secret), `parse_hook` into `Hook` / `Trigger`
-//!   with `PayloadError` naming the field; `says_private` and `repository_private` (visibility
-//!   from GitHub).
+//!   with `PayloadError` naming the field; `says_private` (visibility from a payload).
+//! - `github_api` — `GitHubClient`, the one client of GitHub's REST API (visibility, the
+//!   signed-in user, permissions, App tokens, commit status addresses), its errors naming
+//!   what was asked, never the URL.
 //! - `github_app` — `GitHubApp`: an RS256 JWT signed with the App's key (aws-lc-rs), and
 //!   `repository_token` (the repository's installation, then a token for it alone with
 //!   `contents: read`); `revoke`.
@@ -186,6 +188,7 @@ mod credentials;
 mod error;
 pub mod git;
 pub mod github;
+pub mod github_api;
 pub mod github_app;
 mod hooks;
 pub mod human;
@@ -341,6 +344,8 @@ struct AppState {
     git: git::GitCache,
     live: live::LiveLogs,
     http: reqwest::Client,
+    /// Every call to GitHub's REST API.
+    github: github_api::GitHubClient,
     /// For addresses someone else chose: [`outbound::OutboundPolicy::client`].
     outbound_http: reqwest::Client,
     metrics: metrics::Metrics,
@@ -360,13 +365,16 @@ impl Server {
         let store = store.with_clock(config.clock.clone());
         let git = git::GitCache::new(config.data_dir.join("git"));
         let outbound_http = config.outbound.client();
+        let http = reqwest::Client::new();
+        let github = github_api::GitHubClient::new(http.clone(), &config.github_api);
         Self {
             state: Arc::new(AppState {
                 store,
                 config,
                 git,
                 live: live::LiveLogs::default(),
-                http: reqwest::Client::new(),
+                github,
+                http,
                 outbound_http,
                 metrics: metrics::Metrics::default(),
                 shutdown: CancellationToken::new(),

@@ -75,13 +75,6 @@ struct TokenAnswer {
     error_description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct GitHubUser {
-    login: String,
-    /// The account: logins can be renamed and taken by someone else.
-    id: i64,
-}
-
 /// `GET /login/github/callback`: checks `state`, trades the code, starts a session.
 pub(crate) async fn callback(
     State(state): State<Arc<AppState>>,
@@ -143,29 +136,10 @@ pub(crate) async fn callback(
                 .into_response();
         }
     };
-    let user = state
-        .http
-        .get(format!(
-            "{}/user",
-            state.config.github_api.trim_end_matches('/')
-        ))
-        .bearer_auth(&token)
-        .header("accept", "application/vnd.github+json")
-        .header("user-agent", "gantry")
-        .send()
-        .await;
-    let (login, github_id) = match user {
-        Ok(response) if response.status().is_success() => {
-            match response.json::<GitHubUser>().await {
-                Ok(user) => (user.login, user.id),
-                Err(e) => return refused(&format!("GitHub's user answer was unreadable: {e}")),
-            }
-        }
-        Ok(response) => {
-            return refused(&format!(
-                "GitHub answered {} for the user",
-                response.status()
-            ));
+    let (login, github_id) = match state.github.user(&token).await {
+        Ok(user) => user,
+        Err(refusal @ crate::github_api::GitHubError::Refused { .. }) => {
+            return refused(&refusal.to_string());
         }
         Err(e) => {
             tracing::error!(error = %e, "GitHub's API did not answer");

@@ -26,13 +26,9 @@ pub(super) fn github_statuses(
     let Some(status) = github_state(build_status).filter(|_| !build.commit.is_empty()) else {
         return Vec::new();
     };
-    let url = format!(
-        "{}/repos/{}/{}/statuses/{}",
-        state.config.github_api.trim_end_matches('/'),
-        repo.owner,
-        repo.name,
-        build.commit
-    );
+    let url = state
+        .github
+        .status_url(&repo.owner, &repo.name, &build.commit);
     let link = build_link(state, repo, build);
     let describe = |status: Status| match status {
         Status::Pending | Status::Waiting | Status::Blocked => "waiting to run".to_owned(),

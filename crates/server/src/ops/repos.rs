@@ -326,14 +326,10 @@ async fn visibility_from_github(state: &AppState, who: &Identity, new: &NewRepo)
     .into_iter()
     .flatten()
     .next();
-    let answer = crate::github::repository_private(
-        &state.http,
-        &state.config.github_api,
-        token.as_deref(),
-        &new.owner,
-        &new.name,
-    )
-    .await;
+    let answer = state
+        .github
+        .repository_private(&new.owner, &new.name, token.as_deref())
+        .await;
     match answer {
         Ok(false) => Visibility::Public,
         Ok(true) => Visibility::Private,
