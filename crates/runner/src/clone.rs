@@ -8,12 +8,12 @@
 //! one the server's known hosts trust.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use gantry_pipeline::plan::CloneSpec;
 use gantry_proto::GitCredential;
-use git2::{AutotagOption, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{AutotagOption, FetchOptions, Oid, Repository};
 
 /// What to clone: the plan's clone, and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub fn clone_into(
     let mut last_error = String::new();
     let mut fetched = false;
     // libgit2 replaces the host key check's message with its own; the check keeps it here.
-    let host_key_refusal: Arc<Mutex<Option<String>>> = Arc::default();
+    let host_key_refusal = gantry_git::HostKeyRefusal::default();
     for (refspec, depth) in &attempts {
         if cancelled.load(Ordering::Relaxed) {
             return Err(CloneError::Cancelled);
@@ -96,8 +96,6 @@ pub fn clone_into(
             }
             Err(e) => {
                 last_error = host_key_refusal
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
                     .take()
                     .unwrap_or_else(|| e.message().to_owned());
                 log(format!("could not fetch {refspec}: {last_error}"));
@@ -140,77 +138,18 @@ pub fn clone_into(
 fn fetch_options<'a>(
     clone: &'a CloneSource,
     cancelled: &'a Arc<AtomicBool>,
-    host_key_refusal: &Arc<Mutex<Option<String>>>,
+    host_key_refusal: &gantry_git::HostKeyRefusal,
 ) -> FetchOptions<'a> {
-    let source = &clone.spec;
-    let mut callbacks = RemoteCallbacks::new();
-    if let Some(credential) = &clone.credential {
-        callbacks.credentials(credentials(credential));
-    }
-    let known_hosts = match &clone.credential {
-        Some(GitCredential::SshKey { known_hosts, .. }) => Some(known_hosts.as_str()),
-        _ => None,
-    };
-    let skip_verify = source.skip_verify;
-    let refusal = Arc::clone(host_key_refusal);
-    callbacks.certificate_check(move |cert, host| {
-        // An SSH host key is checked against the server's known hosts whatever the plan
-        // says (`skip_verify` is about TLS); TLS follows `skip_verify`.
-        match (cert.as_hostkey().and_then(|k| k.hostkey()), known_hosts) {
-            (Some(key), Some(known)) => gantry_proto::ssh::check_host_key(known, host, key)
-                .map(|()| git2::CertificateCheckStatus::CertificateOk)
-                .map_err(|e| {
-                    let message = e.to_string();
-                    *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
-                    git2::Error::from_str(&message)
-                }),
-            (None, _) if skip_verify => Ok(git2::CertificateCheckStatus::CertificateOk),
-            _ => Ok(git2::CertificateCheckStatus::CertificatePassthrough),
-        }
-    });
+    // An SSH host key is checked against the server's known hosts whatever the plan says
+    // (`skip_verify` is about TLS); TLS follows `skip_verify`.
+    let mut callbacks = gantry_git::remote_callbacks(
+        clone.credential.as_ref(),
+        clone.spec.skip_verify,
+        host_key_refusal,
+    );
     let cancelled = Arc::clone(cancelled);
     callbacks.transfer_progress(move |_| !cancelled.load(Ordering::Relaxed));
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
     options
-}
-
-/// git's credential callback for `credential`. It answers once: a server that refuses the
-/// credential and asks again gets an error, not the same credential in a loop.
-fn credentials(
-    credential: &GitCredential,
-) -> impl FnMut(&str, Option<&str>, git2::CredentialType) -> Result<Cred, git2::Error> + '_ {
-    let mut asked = false;
-    move |_url, _user, allowed| {
-        // Naming the SSH user is not an attempt: the key comes next.
-        if let GitCredential::SshKey { username, .. } = credential
-            && allowed == git2::CredentialType::USERNAME
-        {
-            return Cred::username(username);
-        }
-        if std::mem::replace(&mut asked, true) {
-            return Err(git2::Error::from_str(&format!(
-                "the server refused {}",
-                credential.describe()
-            )));
-        }
-        match credential {
-            GitCredential::Basic { username, password }
-                if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
-            {
-                Cred::userpass_plaintext(username, password)
-            }
-            GitCredential::SshKey {
-                username,
-                private_key,
-                ..
-            } if allowed.contains(git2::CredentialType::SSH_KEY) => {
-                Cred::ssh_key_from_memory(username, None, private_key, None)
-            }
-            other => Err(git2::Error::from_str(&format!(
-                "the server asks for credentials of another kind than {}",
-                other.describe()
-            ))),
-        }
-    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use gantry_proto::GitCredential;
-use git2::{Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{FetchOptions, Oid, Repository};
 
 /// Where gantry looks for a pipeline when the repository names none, in order.
 pub const DEFAULT_CONFIG_PATHS: [&str; 5] = [
@@ -425,77 +425,18 @@ fn fetch(
     let mut options = FetchOptions::new();
     options.download_tags(git2::AutotagOption::None);
     // libgit2 replaces the host key check's message with its own; the check keeps it here.
-    let host_key_refusal: Arc<Mutex<Option<String>>> = Arc::default();
-    if let Some(credential) = credential {
-        options.remote_callbacks(callbacks(credential, &host_key_refusal));
-    }
+    let host_key_refusal = gantry_git::HostKeyRefusal::default();
+    options.remote_callbacks(gantry_git::remote_callbacks(
+        credential,
+        false,
+        &host_key_refusal,
+    ));
     remote
         .fetch(&[refspec], Some(&mut options), None)
-        .map_err(|e| {
-            match host_key_refusal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-            {
-                Some(message) => git2::Error::from_str(&message),
-                None => e,
-            }
+        .map_err(|e| match host_key_refusal.take() {
+            Some(message) => git2::Error::from_str(&message),
+            None => e,
         })
-}
-
-/// The credential callback (it answers once: a refused credential is an error, not a loop of
-/// the same answer) and, for an SSH key, the host key check against the known hosts.
-fn callbacks<'a>(
-    credential: &'a GitCredential,
-    host_key_refusal: &Arc<Mutex<Option<String>>>,
-) -> RemoteCallbacks<'a> {
-    let mut callbacks = RemoteCallbacks::new();
-    let mut asked = false;
-    callbacks.credentials(move |_url, _user, allowed| {
-        if let GitCredential::SshKey { username, .. } = credential
-            && allowed == git2::CredentialType::USERNAME
-        {
-            return Cred::username(username);
-        }
-        if std::mem::replace(&mut asked, true) {
-            return Err(git2::Error::from_str(
-                "authentication failed: the server refused the credential",
-            ));
-        }
-        match credential {
-            GitCredential::Basic { username, password }
-                if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
-            {
-                Cred::userpass_plaintext(username, password)
-            }
-            GitCredential::SshKey {
-                username,
-                private_key,
-                ..
-            } if allowed.contains(git2::CredentialType::SSH_KEY) => {
-                Cred::ssh_key_from_memory(username, None, private_key, None)
-            }
-            _ => Err(git2::Error::from_str(
-                "authentication failed: the server asks for another kind of credential",
-            )),
-        }
-    });
-    if let GitCredential::SshKey { known_hosts, .. } = credential {
-        let refusal = Arc::clone(host_key_refusal);
-        callbacks.certificate_check(move |cert, host| {
-            match cert.as_hostkey().and_then(|k| k.hostkey()) {
-                Some(key) => gantry_proto::ssh::check_host_key(known_hosts, host, key)
-                    .map(|()| git2::CertificateCheckStatus::CertificateOk)
-                    .map_err(|e| {
-                        let message = e.to_string();
-                        *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
-                        git2::Error::from_str(&message)
-                    }),
-                None => Ok(git2::CertificateCheckStatus::CertificatePassthrough),
-            }
-        });
-    }
-    callbacks
 }
 
 /// What to do about a failed fetch, from git's message: the credential that was used

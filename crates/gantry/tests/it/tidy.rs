@@ -28,6 +28,18 @@ const NEVER: &[(&str, &[&str])] = &[
     ("gantry-proto", PURE),
     ("gantry-api", PURE),
     (
+        "gantry-git",
+        &[
+            "tokio",
+            "sqlx",
+            "axum",
+            "bollard",
+            "gantry-store",
+            "gantry-runner",
+            "gantry-server",
+        ],
+    ),
+    (
         "gantry-store",
         &["axum", "bollard", "gantry-runner", "gantry-server"],
     ),
