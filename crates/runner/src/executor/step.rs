@@ -10,6 +10,15 @@ pub(super) enum ServiceOrStep {
     Step(usize),
 }
 
+impl ServiceOrStep {
+    pub(super) fn of(self, stage: &Stage) -> &PlanStep {
+        match self {
+            ServiceOrStep::Service(i) => &stage.services[i],
+            ServiceOrStep::Step(i) => &stage.steps[i],
+        }
+    }
+}
+
 /// Starts a service or detached step; it runs until the stage ends.
 pub(super) fn spawn_background(
     set: &mut JoinSet<StepResult>,
@@ -41,10 +50,7 @@ pub(super) async fn run_one(
     environment: BTreeMap<String, String>,
     token: CancellationToken,
 ) -> StepResult {
-    let step = match which {
-        ServiceOrStep::Service(i) => &shared.spec.stage.services[i],
-        ServiceOrStep::Step(i) => &shared.spec.stage.steps[i],
-    };
+    let step = which.of(&shared.spec.stage);
     let span = tracing::info_span!("step", step.name = %step.name, step.detach = step.detach);
     run_one_in(Arc::clone(&shared), which, environment, token)
         .instrument(span)
@@ -57,10 +63,7 @@ pub(super) async fn run_one_in(
     environment: BTreeMap<String, String>,
     token: CancellationToken,
 ) -> StepResult {
-    let step = match which {
-        ServiceOrStep::Service(i) => &shared.spec.stage.services[i],
-        ServiceOrStep::Step(i) => &shared.spec.stage.steps[i],
-    };
+    let step = which.of(&shared.spec.stage);
     shared.reporter.step_started(step);
     let started_at = Utc::now();
     let started = Instant::now();

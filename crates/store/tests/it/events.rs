@@ -47,6 +47,23 @@ async fn build(store: &Store, repo_id: i64, hold: bool) -> i64 {
     build.id
 }
 
+/// What reaping a stage tells: it ended, its build changed, and when it went back to the
+/// queue (no step had started), that stages are queued.
+fn reaped_news(reaped: &gantry_store::Reaped) -> Vec<Event> {
+    let mut news = vec![
+        Event::StageEnded {
+            stage: reaped.stage_id,
+        },
+        Event::BuildChanged {
+            build: reaped.build_id,
+        },
+    ];
+    if reaped.queued {
+        news.push(Event::Queued);
+    }
+    news
+}
+
 fn message() -> NewMessage {
     NewMessage {
         kind: "slack".into(),
@@ -147,23 +164,14 @@ async fn every_write_that_changes_a_build_publishes_its_news() {
         published(&mut news);
         let reaped = store.reap_expired(now_ms()).await.expect("reaps");
         assert_eq!(reaped.len(), 1, "{label}");
-        let requeued = if reaped[0].queued {
-            vec![Event::Queued]
-        } else {
-            vec![]
-        };
+        assert_eq!(
+            (reaped[0].stage_id, reaped[0].build_id),
+            (second.stage_id, b),
+            "{label}"
+        );
         assert_eq!(
             published(&mut news),
-            [
-                vec![
-                    Event::StageEnded {
-                        stage: second.stage_id
-                    },
-                    Event::BuildChanged { build: b }
-                ],
-                requeued
-            ]
-            .concat(),
+            reaped_news(&reaped[0]),
             "{label}: reap_expired"
         );
         assert_eq!(store.reap_expired(now_ms()).await.expect("reaps").len(), 0);
@@ -181,25 +189,10 @@ async fn every_write_that_changes_a_build_publishes_its_news() {
             .await
             .expect("reaps");
         assert_eq!(lost.len(), 1, "{label}");
-        let requeued = if lost[0].queued {
-            vec![Event::Queued]
-        } else {
-            vec![]
-        };
+        assert_eq!(lost[0].stage_id, held.stage_id, "{label}");
         assert_eq!(
             published(&mut news),
-            [
-                vec![
-                    Event::StageEnded {
-                        stage: held.stage_id
-                    },
-                    Event::BuildChanged {
-                        build: held.build_id
-                    }
-                ],
-                requeued
-            ]
-            .concat(),
+            reaped_news(&lost[0]),
             "{label}: reap_previous_instance"
         );
 
