@@ -28,7 +28,7 @@ pub fn repo(state: &AppState, repo: store::Repo) -> gantry_api::Repo {
         active: repo.active,
         created_at: repo.created_at,
         updated_at: repo.updated_at,
-        fork_policy: repo.fork_policy,
+        fork_policy: repo.fork_policy.as_str().to_owned(),
     }
 }
 
@@ -38,7 +38,7 @@ pub fn build(build: store::Build) -> gantry_api::Build {
         repo_id: build.repo_id,
         number: build.number,
         parent: build.parent,
-        event: build.event,
+        event: build.event.as_str().to_owned(),
         action: build.action,
         reference: build.reference,
         branch: build.branch,
@@ -195,7 +195,7 @@ pub fn notification(message: store::OutboxMessage) -> gantry_api::Notification {
         id: message.id,
         build_id: message.build_id,
         kind: message.kind,
-        state: message.state,
+        state: message.state.as_str().to_owned(),
         attempts: message.attempts,
         next_attempt_at: message.next_attempt_at,
         last_error: message.last_error,

@@ -91,6 +91,40 @@ pub struct NewMessage {
     pub auth: Option<String>,
 }
 
+/// Where a message of the outbox is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    Sent,
+    /// Given up.
+    Failed,
+}
+
+impl MessageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Pending => "pending",
+            MessageState::Sent => "sent",
+            MessageState::Failed => "failed",
+        }
+    }
+}
+
+impl TryFrom<String> for MessageState {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "pending" => Ok(MessageState::Pending),
+            "sent" => Ok(MessageState::Sent),
+            "failed" => Ok(MessageState::Failed),
+            other => Err(format!(
+                "unknown message state `{other}`: expected pending, sent or failed"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxMessage {
     pub id: i64,
@@ -99,8 +133,8 @@ pub struct OutboxMessage {
     pub url: String,
     pub body: String,
     pub auth: Option<String>,
-    /// pending, sent or failed.
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: MessageState,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -220,7 +254,7 @@ impl Store {
     pub async fn queue_notifications(
         &self,
         build_id: i64,
-        notified: Option<&str>,
+        notified: Option<Status>,
         status: Status,
         messages: &[NewMessage],
     ) -> Result<bool> {
@@ -235,7 +269,7 @@ impl Store {
             )
             .bind(build_id)
             .bind(status.as_str())
-            .bind(notified)
+            .bind(notified.map(Status::as_str))
             .execute(&mut *tx)
             .await?
             .rows_affected()

@@ -45,6 +45,43 @@ impl TryFrom<String> for Visibility {
     }
 }
 
+/// What a pull request from a fork does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForkPolicy {
+    /// It runs (untrusted, without secrets).
+    Run,
+    /// It waits as `blocked` until a user with write access approves it.
+    Approve,
+}
+
+impl ForkPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForkPolicy::Run => "run",
+            ForkPolicy::Approve => "approve",
+        }
+    }
+}
+
+impl std::str::FromStr for ForkPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "run" => Ok(ForkPolicy::Run),
+            "approve" => Ok(ForkPolicy::Approve),
+            other => Err(format!("fork_policy `{other}` is not `run` or `approve`")),
+        }
+    }
+}
+
+impl TryFrom<String> for ForkPolicy {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Repo {
     pub id: i64,
@@ -67,8 +104,8 @@ pub struct Repo {
     pub updated_at: i64,
     /// For commit statuses; empty: the server's. Never serialised.
     pub github_token: String,
-    /// Pull requests from forks: `run`, or `approve` (held as blocked until approved).
-    pub fork_policy: String,
+    #[sqlx(try_from = "String")]
+    pub fork_policy: ForkPolicy,
     /// The SSH deploy key (sealed) for `ssh://` and `git@host:` clone URLs; empty: none.
     /// Never serialised.
     pub ssh_key: String,
@@ -238,7 +275,12 @@ impl Store {
         .bind(update.active.unwrap_or(current.active))
         .bind(self.clock.now_ms())
         .bind(update.github_token.as_ref().unwrap_or(&current.github_token))
-        .bind(update.fork_policy.as_ref().unwrap_or(&current.fork_policy))
+        .bind(
+            update
+                .fork_policy
+                .as_deref()
+                .unwrap_or(current.fork_policy.as_str()),
+        )
         .bind(update.ssh_key.as_ref().unwrap_or(&current.ssh_key))
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;

@@ -84,12 +84,7 @@ async fn queue_for(state: &AppState, build: Build) -> Result<(), gantry_store::S
     // Another server may have queued this change already: then this one queues nothing.
     let queued = state
         .store
-        .queue_notifications(
-            build.id,
-            build.notified_status.as_deref(),
-            build.status,
-            &messages,
-        )
+        .queue_notifications(build.id, build.notified_status, build.status, &messages)
         .await?;
     if queued {
         tracing::debug!(messages = messages.len(), "notifications queued");
@@ -227,7 +222,8 @@ async fn recovered(state: &AppState, build: &Build) -> Result<bool, gantry_store
 fn wants(target: &NotifyTarget, build: &Build, recovered: bool) -> bool {
     let branch_ok =
         target.branches.is_empty() || target.branches.iter().any(|b| b == &build.branch);
-    let event_ok = target.events.is_empty() || target.events.iter().any(|e| e == &build.event);
+    let event_ok =
+        target.events.is_empty() || target.events.iter().any(|e| e == build.event.as_str());
     let failed = matches!(build.status, Status::Failure | Status::Error);
     let rule_ok = target.rules.iter().any(|rule| match rule.as_str() {
         "always" => build.status != Status::Skipped,

@@ -284,13 +284,10 @@ fn check_timeout(secs: i64) -> OpResult<()> {
 }
 
 fn check_fork_policy(policy: &str) -> OpResult<()> {
-    if !matches!(policy, "run" | "approve") {
-        return Err(OpError::invalid_field(
-            "fork_policy",
-            format!("fork_policy `{policy}` is not `run` or `approve`"),
-        ));
-    }
-    Ok(())
+    policy
+        .parse::<gantry_store::ForkPolicy>()
+        .map(|_| ())
+        .map_err(|refusal| OpError::invalid_field("fork_policy", refusal))
 }
 
 /// A deploy key must be a private key in PEM or OpenSSH form (empty removes it): a public

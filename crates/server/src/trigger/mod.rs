@@ -237,7 +237,7 @@ async fn store_build(
             fork: origin.fork,
             // A pull request from a fork waits for a user with write access, if the
             // repository says so.
-            hold: origin.fork && repo.fork_policy == "approve",
+            hold: origin.fork && repo.fork_policy == gantry_store::ForkPolicy::Approve,
             schedule: origin.schedule,
         })
         .await?;

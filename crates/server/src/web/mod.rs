@@ -388,7 +388,7 @@ fn build_row(build: &Build) -> BuildRow {
     BuildRow {
         number: build.number,
         status: build.status.as_str(),
-        event: build.event.clone(),
+        event: build.event.as_str().to_owned(),
         target,
         message: build.message.lines().next().unwrap_or("").to_owned(),
         message_line: build.message.lines().next().unwrap_or("").to_owned(),

@@ -2,6 +2,7 @@
 //! the status badge.
 
 use super::*;
+use gantry_store::MessageState;
 
 // ----- pages ---------------------------------------------------------------------------
 
@@ -205,7 +206,9 @@ pub(super) async fn build_view(
         .build_messages(build.id)
         .await?
         .into_iter()
-        .filter(|m| m.state == "failed" || (m.attempts > 0 && m.state == "pending"))
+        .filter(|m| {
+            m.state == MessageState::Failed || (m.attempts > 0 && m.state == MessageState::Pending)
+        })
         .map(|m| {
             format!(
                 "{} to {}: {} ({})",
@@ -216,7 +219,7 @@ pub(super) async fn build_view(
                 },
                 crate::notify::host_of(&m.url),
                 m.last_error.unwrap_or_default(),
-                if m.state == "failed" {
+                if m.state == MessageState::Failed {
                     "given up"
                 } else {
                     "retrying"

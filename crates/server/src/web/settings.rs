@@ -122,7 +122,7 @@ async fn settings_view(
         webhook_url: format!("{}/hook/github", state.config.server_url),
         has_webhook_secret: !repo.webhook_secret.is_empty(),
         visibility: repo.visibility.as_str(),
-        fork_policy: repo.fork_policy.clone(),
+        fork_policy: repo.fork_policy.as_str().to_owned(),
         config_path: repo.config_path.clone(),
         default_branch: repo.default_branch.clone(),
         timeout_minutes: repo.timeout_secs / 60,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use gantry_pipeline::{Context, Plan};
+use gantry_pipeline::{Context, Event as BuildEvent, Plan};
 use serde::Serialize;
 
 use crate::{Event, Result, Status, Store, StoreError, with_pool};
@@ -22,7 +22,7 @@ pub struct Build {
     pub number: i64,
     /// The build this one restarts.
     pub parent: Option<i64>,
-    pub event: String,
+    pub event: BuildEvent,
     pub action: Option<String>,
     pub reference: String,
     pub branch: String,
@@ -44,7 +44,7 @@ pub struct Build {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// The status its notifications were last made for.
-    pub notified_status: Option<String>,
+    pub notified_status: Option<Status>,
     /// A pull request from a fork: it gets only secrets that allow pull requests.
     pub fork: bool,
     /// When retention removed its step logs (the build stays).
@@ -97,7 +97,10 @@ impl TryFrom<BuildRow> for Build {
             repo_id: row.repo_id,
             number: row.number,
             parent: row.parent,
-            event: row.event,
+            event: row
+                .event
+                .parse()
+                .map_err(|e| StoreError::corrupt("build event", e))?,
             action: row.action,
             reference: row.reference,
             branch: row.branch,
@@ -118,7 +121,11 @@ impl TryFrom<BuildRow> for Build {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
-            notified_status: row.notified_status,
+            notified_status: row
+                .notified_status
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| StoreError::corrupt("build's notified status", e))?,
             fork: row.fork,
             logs_removed_at: row.logs_removed_at,
         })

@@ -295,12 +295,7 @@ async fn every_write_that_changes_a_build_publishes_its_news() {
         let first = due.iter().find(|d| d.id == held).expect("due");
         assert!(
             store
-                .queue_notifications(
-                    first.id,
-                    first.notified_status.as_deref(),
-                    first.status,
-                    &[message()]
-                )
+                .queue_notifications(first.id, first.notified_status, first.status, &[message()])
                 .await
                 .expect("queues")
         );
