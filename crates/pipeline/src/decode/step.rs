@@ -240,61 +240,8 @@ impl Decoder<'_> {
         service: bool,
     ) -> Option<Step> {
         let mut f = self.fields(node, path)?;
-        let name_node = f.get("name");
-        let name = match (
-            name_node.and_then(|n| self.spanned_text(n, &path.key("name"))),
-            fallback_name,
-        ) {
-            (Some(name), _) => name,
-            (None, Some(fallback)) => fallback,
-            (None, None) => {
-                let what = if service { "a service" } else { "a step" };
-                self.error(
-                    node.pos,
-                    path,
-                    format!("{what} needs a `name`"),
-                    Some("add `name: build` (names must be unique in the pipeline)"),
-                );
-                Spanned::new(
-                    format!(
-                        "{}{}",
-                        if service { "service-" } else { "step-" },
-                        node.pos.line
-                    ),
-                    node.pos,
-                )
-            }
-        };
-        let mut step = Step {
-            name,
-            pos: node.pos,
-            image: None,
-            pull: Pull::IfNotExists,
-            commands: Vec::new(),
-            entrypoint: Vec::new(),
-            command: Vec::new(),
-            environment: Vec::new(),
-            settings: Vec::new(),
-            when: Vec::new(),
-            depends_on: None,
-            optional_depends_on: BTreeSet::new(),
-            failure: Failure::Fail,
-            detach: service,
-            privileged: Spanned::new(false, node.pos),
-            mounts: Vec::new(),
-            network_mode: None,
-            user: None,
-            shell: None,
-            working_dir: None,
-            resources: Resources::default(),
-            timeout: None,
-            group: None,
-            retry: None,
-            lock: None,
-            options: ContainerOptions::default(),
-            caches: Vec::new(),
-            trusted_only: Vec::new(),
-        };
+        let name = self.step_name(f.get("name"), node, path, fallback_name, service);
+        let mut step = blank_step(name, node.pos, service);
         if let Some(n) = f.get("image") {
             step.image = self.spanned_text(n, &path.key("image"));
         }
@@ -373,31 +320,7 @@ impl Decoder<'_> {
             step.lock = self.lock_name(n, &path.key("lock"));
         }
         if let Some(n) = f.get("cache") {
-            let at = path.key("cache");
-            for dir in self.spanned_texts(n, &at) {
-                let path_ok = !dir.value.is_empty()
-                    && !dir.value.split('/').any(|part| part == "..")
-                    && !dir.value.trim_matches('/').is_empty();
-                if !path_ok {
-                    self.error(
-                        dir.pos,
-                        &at,
-                        format!("`{}` is not a directory to cache", dir.value),
-                        Some("write absolute paths or paths in the workspace, e.g. `cache: [/go/pkg/mod, node_modules]`"),
-                    );
-                    continue;
-                }
-                step.caches.push(dir);
-            }
-            if step.detach {
-                self.error(
-                    n.pos,
-                    &at,
-                    "a service or detached step cannot keep a cache",
-                    Some("give `cache:` to the steps that fill and read it"),
-                );
-                step.caches.clear();
-            }
+            self.step_caches(n, &path.key("cache"), &mut step);
         }
         if let Some(n) = f.get("retry") {
             step.retry = self.retry(n, &path.key("retry"));
@@ -413,107 +336,138 @@ impl Decoder<'_> {
         }
         self.container_options(&mut f, path, &mut step);
         if self.dialect == Dialect::Woodpecker && !step.settings.is_empty() {
-            // Woodpecker's linter: a plugin is configured by its settings alone.
-            let at = path.key("settings");
-            if !step.commands.is_empty() {
-                self.error(
-                    step.pos,
-                    &at,
-                    "a step cannot have both `commands` and `settings`",
-                    Some("a plugin runs its own entrypoint with its settings: remove `commands`, or move the settings into `environment` of a commands step"),
-                );
-            }
-            if !step.entrypoint.is_empty() {
-                self.error(
-                    step.pos,
-                    &at,
-                    "a step cannot have both `entrypoint` and `settings`",
-                    Some("a plugin runs its own entrypoint: remove `entrypoint`"),
-                );
-            }
-            if f.has("environment") {
-                self.warn(
-                    step.pos,
-                    &at,
-                    "a plugin should not have both `environment` and `settings`",
-                    Some("give the plugin what it needs as settings (Woodpecker 3 refuses `environment` on plugins)"),
-                );
-            }
+            self.plugin_rules(&step, f.has("environment"), path);
         }
-        const STEP_KEYS: &[&str] = &[
-            "name",
-            "image",
-            "pull",
-            "commands",
-            "entrypoint",
-            "command",
-            "environment",
-            "secrets",
-            "settings",
-            "when",
-            "depends_on",
-            "failure",
-            "detach",
-            "privileged",
-            "volumes",
-            "network_mode",
-            "user",
-            "shell",
-            "working_dir",
-            "directory",
-            "resources",
-            "timeout",
-            "group",
-            "retry",
-            "lock",
-            "cache",
-            "dns",
-            "dns_search",
-            "extra_hosts",
-            "devices",
-            "ports",
-            "cap_add",
-            "cap_drop",
-            "shm_size",
-            "mem_limit",
-            "memswap_limit",
-            "cpu_shares",
-            "cpu_quota",
-            "cpu_period",
-            "cpu_set",
-            "tmpfs",
-        ];
         if self.dialect == Dialect::DroneLegacy {
-            // Drone 0.8 plugins took their parameters as keys of the step itself.
-            let rest: Vec<&(Node, Node)> = f.unused().collect();
-            for (k, v) in rest {
-                let key = k.as_str().unwrap_or_default();
-                if UNSUPPORTED_STEP_KEYS.iter().any(|(u, _)| *u == key) {
-                    continue;
-                }
-                if let Some(near) = did_you_mean(key, STEP_KEYS.iter().copied()) {
-                    self.warn(
-                        k.pos,
-                        path,
-                        format!(
-                            "`{key}` is passed to the plugin as PLUGIN_{}",
-                            key.to_uppercase()
-                        ),
-                        Some(&format!("did you mean `{near}`?")),
-                    );
-                }
-                let setting = self.setting(key, v, &path.key(key));
-                step.settings.push(setting);
-            }
-            f.used.iter_mut().zip(f.entries).for_each(|(u, (k, _))| {
-                *u = *u
-                    || !UNSUPPORTED_STEP_KEYS
-                        .iter()
-                        .any(|(x, _)| Some(*x) == k.as_str());
-            });
+            self.legacy_plugin_keys(&mut f, path, &mut step);
         }
         self.finish(&f, path, STEP_KEYS, UNSUPPORTED_STEP_KEYS);
         Some(step)
+    }
+
+    /// A step's name: its own, the key it is under, or (an error) one made from its line.
+    fn step_name(
+        &mut self,
+        name_node: Option<&Node>,
+        node: &Node,
+        path: &At<'_>,
+        fallback_name: Option<Spanned<String>>,
+        service: bool,
+    ) -> Spanned<String> {
+        match (
+            name_node.and_then(|n| self.spanned_text(n, &path.key("name"))),
+            fallback_name,
+        ) {
+            (Some(name), _) => name,
+            (None, Some(fallback)) => fallback,
+            (None, None) => {
+                let what = if service { "a service" } else { "a step" };
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{what} needs a `name`"),
+                    Some("add `name: build` (names must be unique in the pipeline)"),
+                );
+                Spanned::new(
+                    format!(
+                        "{}{}",
+                        if service { "service-" } else { "step-" },
+                        node.pos.line
+                    ),
+                    node.pos,
+                )
+            }
+        }
+    }
+
+    /// `cache:` directories: in the workspace or absolute, never up and out; none for a
+    /// service.
+    fn step_caches(&mut self, n: &Node, at: &At<'_>, step: &mut Step) {
+        for dir in self.spanned_texts(n, at) {
+            let path_ok = !dir.value.is_empty()
+                && !dir.value.split('/').any(|part| part == "..")
+                && !dir.value.trim_matches('/').is_empty();
+            if !path_ok {
+                self.error(
+                    dir.pos,
+                    at,
+                    format!("`{}` is not a directory to cache", dir.value),
+                    Some("write absolute paths or paths in the workspace, e.g. `cache: [/go/pkg/mod, node_modules]`"),
+                );
+                continue;
+            }
+            step.caches.push(dir);
+        }
+        if step.detach {
+            self.error(
+                n.pos,
+                at,
+                "a service or detached step cannot keep a cache",
+                Some("give `cache:` to the steps that fill and read it"),
+            );
+            step.caches.clear();
+        }
+    }
+
+    /// Woodpecker's linter: a plugin is configured by its settings alone.
+    fn plugin_rules(&mut self, step: &Step, has_environment: bool, path: &At<'_>) {
+        // Woodpecker's linter: a plugin is configured by its settings alone.
+        let at = path.key("settings");
+        if !step.commands.is_empty() {
+            self.error(
+                step.pos,
+                &at,
+                "a step cannot have both `commands` and `settings`",
+                Some("a plugin runs its own entrypoint with its settings: remove `commands`, or move the settings into `environment` of a commands step"),
+            );
+        }
+        if !step.entrypoint.is_empty() {
+            self.error(
+                step.pos,
+                &at,
+                "a step cannot have both `entrypoint` and `settings`",
+                Some("a plugin runs its own entrypoint: remove `entrypoint`"),
+            );
+        }
+        if has_environment {
+            self.warn(
+                step.pos,
+                &at,
+                "a plugin should not have both `environment` and `settings`",
+                Some("give the plugin what it needs as settings (Woodpecker 3 refuses `environment` on plugins)"),
+            );
+        }
+    }
+
+    /// Drone 0.8 plugins took their parameters as keys of the step itself.
+    fn legacy_plugin_keys(&mut self, f: &mut Fields<'_>, path: &At<'_>, step: &mut Step) {
+        // Drone 0.8 plugins took their parameters as keys of the step itself.
+        let rest: Vec<&(Node, Node)> = f.unused().collect();
+        for (k, v) in rest {
+            let key = k.as_str().unwrap_or_default();
+            if UNSUPPORTED_STEP_KEYS.iter().any(|(u, _)| *u == key) {
+                continue;
+            }
+            if let Some(near) = did_you_mean(key, STEP_KEYS.iter().copied()) {
+                self.warn(
+                    k.pos,
+                    path,
+                    format!(
+                        "`{key}` is passed to the plugin as PLUGIN_{}",
+                        key.to_uppercase()
+                    ),
+                    Some(&format!("did you mean `{near}`?")),
+                );
+            }
+            let setting = self.setting(key, v, &path.key(key));
+            step.settings.push(setting);
+        }
+        f.used.iter_mut().zip(f.entries).for_each(|(u, (k, _))| {
+            *u = *u
+                || !UNSUPPORTED_STEP_KEYS
+                    .iter()
+                    .any(|(x, _)| Some(*x) == k.as_str());
+        });
     }
 
     /// Steps given as a list (each with `name`) or as a map from name to step.
@@ -602,3 +556,82 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     }
     (any && number.is_empty()).then_some(total)
 }
+
+/// A step with nothing set but its name.
+fn blank_step(name: Spanned<String>, pos: Pos, service: bool) -> Step {
+    Step {
+        name,
+        pos,
+        image: None,
+        pull: Pull::IfNotExists,
+        commands: Vec::new(),
+        entrypoint: Vec::new(),
+        command: Vec::new(),
+        environment: Vec::new(),
+        settings: Vec::new(),
+        when: Vec::new(),
+        depends_on: None,
+        optional_depends_on: BTreeSet::new(),
+        failure: Failure::Fail,
+        detach: service,
+        privileged: Spanned::new(false, pos),
+        mounts: Vec::new(),
+        network_mode: None,
+        user: None,
+        shell: None,
+        working_dir: None,
+        resources: Resources::default(),
+        timeout: None,
+        group: None,
+        retry: None,
+        lock: None,
+        options: ContainerOptions::default(),
+        caches: Vec::new(),
+        trusted_only: Vec::new(),
+    }
+}
+
+/// The keys a step may have (others are warned about, or refused when another dialect's).
+const STEP_KEYS: &[&str] = &[
+    "name",
+    "image",
+    "pull",
+    "commands",
+    "entrypoint",
+    "command",
+    "environment",
+    "secrets",
+    "settings",
+    "when",
+    "depends_on",
+    "failure",
+    "detach",
+    "privileged",
+    "volumes",
+    "network_mode",
+    "user",
+    "shell",
+    "working_dir",
+    "directory",
+    "resources",
+    "timeout",
+    "group",
+    "retry",
+    "lock",
+    "cache",
+    "dns",
+    "dns_search",
+    "extra_hosts",
+    "devices",
+    "ports",
+    "cap_add",
+    "cap_drop",
+    "shm_size",
+    "mem_limit",
+    "memswap_limit",
+    "cpu_shares",
+    "cpu_quota",
+    "cpu_period",
+    "cpu_set",
+    "tmpfs",
+];
