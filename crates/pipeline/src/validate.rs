@@ -175,6 +175,16 @@ fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
             );
         }
     }
+    check_names(report, pipeline, &root);
+    for step in pipeline.steps.iter().chain(&pipeline.services) {
+        check_step(report, pipeline, &root, step);
+    }
+    check_step_graph(report, pipeline, &root);
+}
+
+/// Step and service names: unique among their kind, and across both where the dialect says so.
+fn check_names(report: &mut Report<'_>, pipeline: &Pipeline, root: &str) {
+    let file = pipeline.file.as_str();
     let mut seen_steps: HashMap<&str, &Step> = HashMap::new();
     let mut seen_services: HashMap<&str, &Step> = HashMap::new();
     for (is_service, step) in pipeline
@@ -231,111 +241,125 @@ fn validate_pipeline(report: &mut Report<'_>, pipeline: &Pipeline) {
             }
             same_kind.insert(name, step);
         }
-        if name == CLONE_STEP && !pipeline.clone.disable {
-            report.error(
-                file,
-                step.name.pos,
-                format!("{root}.steps[{name}]"),
-                "`clone` is the name of the built-in clone step".into(),
-                Some("rename the step, or set `clone: {disable: true}` to replace the built-in clone".into()),
-            );
-        }
-        if name.is_empty() || name.contains(['/', '\n']) {
-            report.error(
-                file,
-                step.name.pos,
-                format!("{root}.steps[{name}]"),
-                format!("`{name}` is not a valid step name"),
-                Some("use letters, digits, `-`, `_`, `.` and spaces".into()),
-            );
-        }
-        let needs_image = pipeline.kind != PipelineType::Local;
-        if needs_image
-            && step
-                .image
-                .as_ref()
-                .is_none_or(|i| i.value.trim().is_empty())
-        {
-            report.error(
-                file,
-                step.pos,
-                format!("{root}.steps[{name}].image"),
-                format!("step `{name}` has no image"),
-                Some(
-                    "add `image:`, e.g. `image: alpine:3`, or use `type: exec` for host commands"
-                        .into(),
-                ),
-            );
-        }
-        if !needs_image && step.commands.is_empty() {
-            report.error(
-                file,
-                step.pos,
-                format!("{root}.steps[{name}].commands"),
-                format!("step `{name}` has no commands to run on the host"),
-                Some("add `commands:`; plugins need a docker pipeline".into()),
-            );
-        }
-        if !needs_image && !step.options.is_empty() {
-            report.error(
-                file,
-                step.pos,
-                format!("{root}.steps[{name}]"),
-                format!("step `{name}` sets Docker container options, which a `type: exec` pipeline runs without a container to apply them to"),
-                Some("remove them, or make it a `type: docker` pipeline".into()),
-            );
-        }
-        for device in &step.options.devices {
-            if let DeviceSource::Volume(volume) = &device.source {
-                let host = pipeline
-                    .volumes
-                    .iter()
-                    .any(|v| &v.name == volume && matches!(v.source, VolumeSource::Host { .. }));
-                if !host {
-                    report.error(
-                        file,
-                        step.pos,
-                        format!("{root}.steps[{name}].devices"),
-                        format!("device `{volume}` of step `{name}` is not a host volume of the pipeline"),
-                        Some(format!("declare `volumes: [{{name: {volume}, host: {{path: /dev/...}}}}]`, or write the device as `/dev/...:/dev/...`")),
-                    );
-                }
-            }
-        }
-        for mount in &step.mounts {
-            if let Mount::Named { name: volume, .. } = &mount.mount
-                && RESERVED_VOLUMES.contains(&volume.as_str())
-            {
+    }
+}
+
+/// What one step or service must be: a valid name, an image (or commands on the host), its
+/// devices and volumes declared.
+fn check_step(report: &mut Report<'_>, pipeline: &Pipeline, root: &str, step: &Step) {
+    let file = pipeline.file.as_str();
+    let name = step.name.value.as_str();
+    if name == CLONE_STEP && !pipeline.clone.disable {
+        report.error(
+            file,
+            step.name.pos,
+            format!("{root}.steps[{name}]"),
+            "`clone` is the name of the built-in clone step".into(),
+            Some(
+                "rename the step, or set `clone: {disable: true}` to replace the built-in clone"
+                    .into(),
+            ),
+        );
+    }
+    if name.is_empty() || name.contains(['/', '\n']) {
+        report.error(
+            file,
+            step.name.pos,
+            format!("{root}.steps[{name}]"),
+            format!("`{name}` is not a valid step name"),
+            Some("use letters, digits, `-`, `_`, `.` and spaces".into()),
+        );
+    }
+    let needs_image = pipeline.kind != PipelineType::Local;
+    if needs_image
+        && step
+            .image
+            .as_ref()
+            .is_none_or(|i| i.value.trim().is_empty())
+    {
+        report.error(
+            file,
+            step.pos,
+            format!("{root}.steps[{name}].image"),
+            format!("step `{name}` has no image"),
+            Some(
+                "add `image:`, e.g. `image: alpine:3`, or use `type: exec` for host commands"
+                    .into(),
+            ),
+        );
+    }
+    if !needs_image && step.commands.is_empty() {
+        report.error(
+            file,
+            step.pos,
+            format!("{root}.steps[{name}].commands"),
+            format!("step `{name}` has no commands to run on the host"),
+            Some("add `commands:`; plugins need a docker pipeline".into()),
+        );
+    }
+    if !needs_image && !step.options.is_empty() {
+        report.error(
+            file,
+            step.pos,
+            format!("{root}.steps[{name}]"),
+            format!("step `{name}` sets Docker container options, which a `type: exec` pipeline runs without a container to apply them to"),
+            Some("remove them, or make it a `type: docker` pipeline".into()),
+        );
+    }
+    for device in &step.options.devices {
+        if let DeviceSource::Volume(volume) = &device.source {
+            let host = pipeline
+                .volumes
+                .iter()
+                .any(|v| &v.name == volume && matches!(v.source, VolumeSource::Host { .. }));
+            if !host {
                 report.error(
                     file,
-                    mount.pos,
-                    format!("{root}.steps[{name}].volumes"),
-                    format!("`{volume}` is a reserved volume name"),
-                    Some("the workspace is mounted in every step already; mount the Docker socket as a host volume (trusted repositories only)".into()),
-                );
-                continue;
-            }
-            // Woodpecker and Drone 0.8 steps name volumes without declaring them: they are
-            // the repository's caches (see `compile`).
-            if let Mount::Named { name: volume, .. } = &mount.mount
-                && pipeline.dialect == Dialect::Gantry
-                && !pipeline.volumes.iter().any(|v| &v.name == volume)
-            {
-                let known: Vec<&str> = pipeline.volumes.iter().map(|v| v.name.as_str()).collect();
-                let hint = did_you_mean(volume, known.iter().copied())
-                    .map(|n| format!("did you mean `{n}`?"))
-                    .unwrap_or_else(|| format!("declare it in the pipeline's `volumes:` with `name: {volume}` and `temp: {{}}` or `host: {{path: ...}}`"));
-                report.warn(
-                    file,
-                    mount.pos,
-                    format!("{root}.steps[{name}].volumes"),
-                    format!("step `{name}` mounts an undeclared volume `{volume}`: it gets an empty volume that lives as long as the stage"),
-                    Some(hint),
+                    step.pos,
+                    format!("{root}.steps[{name}].devices"),
+                    format!("device `{volume}` of step `{name}` is not a host volume of the pipeline"),
+                    Some(format!("declare `volumes: [{{name: {volume}, host: {{path: /dev/...}}}}]`, or write the device as `/dev/...:/dev/...`")),
                 );
             }
         }
     }
-    // Step graph.
+    for mount in &step.mounts {
+        if let Mount::Named { name: volume, .. } = &mount.mount
+            && RESERVED_VOLUMES.contains(&volume.as_str())
+        {
+            report.error(
+                file,
+                mount.pos,
+                format!("{root}.steps[{name}].volumes"),
+                format!("`{volume}` is a reserved volume name"),
+                Some("the workspace is mounted in every step already; mount the Docker socket as a host volume (trusted repositories only)".into()),
+            );
+            continue;
+        }
+        // Woodpecker and Drone 0.8 steps name volumes without declaring them: they are
+        // the repository's caches (see `compile`).
+        if let Mount::Named { name: volume, .. } = &mount.mount
+            && pipeline.dialect == Dialect::Gantry
+            && !pipeline.volumes.iter().any(|v| &v.name == volume)
+        {
+            let known: Vec<&str> = pipeline.volumes.iter().map(|v| v.name.as_str()).collect();
+            let hint = did_you_mean(volume, known.iter().copied())
+                .map(|n| format!("did you mean `{n}`?"))
+                .unwrap_or_else(|| format!("declare it in the pipeline's `volumes:` with `name: {volume}` and `temp: {{}}` or `host: {{path: ...}}`"));
+            report.warn(
+                file,
+                mount.pos,
+                format!("{root}.steps[{name}].volumes"),
+                format!("step `{name}` mounts an undeclared volume `{volume}`: it gets an empty volume that lives as long as the stage"),
+                Some(hint),
+            );
+        }
+    }
+}
+
+/// The steps' `depends_on`: every name known (or optional), and no cycle.
+fn check_step_graph(report: &mut Report<'_>, pipeline: &Pipeline, root: &str) {
+    let file = pipeline.file.as_str();
     let names: Vec<&str> = pipeline
         .steps
         .iter()
