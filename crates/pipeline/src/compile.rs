@@ -284,10 +284,89 @@ fn build_stage(
     let pipeline = &*candidate.pipeline;
     let workspace = workspace_path(pipeline);
     let facts = candidate.facts();
+    let volumes = stage_volumes(candidate, &workspace);
+    let cache = volumes
+        .iter()
+        .any(|v| v.source == VolumeSource::Cache)
+        .then(|| cache_spec(ctx));
+
+    let clone = (!pipeline.clone.disable).then(|| CloneSpec {
+        url: ctx.repo.clone_url.clone(),
+        reference: ctx.reference.clone(),
+        commit: ctx.commit.clone(),
+        depth: pipeline.clone.depth,
+        tags: pipeline.clone.tags || ctx.tag.is_some(),
+        skip_verify: pipeline.clone.skip_verify,
+    });
+
+    let mut number_next = 1u32;
+    let steps = plan_steps(
+        candidate,
+        ctx,
+        clone.is_some(),
+        &workspace,
+        invalid,
+        &mut number_next,
+    );
+    let services = pipeline
+        .services
+        .iter()
+        .map(|service| {
+            let verdict = decide(
+                evaluate(&service.when, ctx, facts, Scope::Step),
+                &pipeline.file,
+                invalid,
+            )
+            .map(|_| StatusFilter::ALWAYS);
+            let s = plan_step(
+                service,
+                number_next,
+                Vec::new(),
+                verdict,
+                &workspace,
+                pipeline,
+                true,
+            );
+            number_next += 1;
+            s
+        })
+        .collect();
+
+    let locks = stage_locks(pipeline, ctx, &steps);
+    Stage {
+        name: candidate.name.clone(),
+        number,
+        run: true,
+        reason: None,
+        depends_on: Vec::new(),
+        runs_on: pipeline.runs_on,
+        file: pipeline.file.clone(),
+        backend: pipeline.kind,
+        platform: pipeline.platform.clone(),
+        labels: pipeline.labels.clone(),
+        matrix: candidate.matrix.clone(),
+        workspace,
+        clone,
+        environment: candidate.environment.clone(),
+        secrets: candidate.secrets.clone(),
+        volumes,
+        services,
+        steps,
+        timeout_secs: pipeline.timeout.as_ref().map(|t| t.value),
+        notify: pipeline.notify.clone(),
+        locks,
+        concurrency: pipeline.concurrency.as_ref().map(|c| c.value),
+        cache,
+    }
+}
+
+/// The stage's volumes: the pipeline's own, then those its steps name without declaring
+/// (Woodpecker and Drone 0.8 steps name volumes in the step only: like theirs, they persist
+/// between builds as the repository's caches; an undeclared volume of a gantry file lives as
+/// long as the stage), then one per `cache:` path.
+fn stage_volumes(candidate: &Candidate<'_>, workspace: &str) -> Vec<Volume> {
+    let pipeline = &*candidate.pipeline;
     let mut volumes = pipeline.volumes.clone();
-    // Woodpecker and Drone 0.8 name volumes in the step only: like theirs, they persist
-    // between builds (as the repository's caches). An undeclared volume of a gantry file
-    // lives as long as the stage.
     let undeclared = if candidate.dialect == Dialect::Gantry {
         VolumeSource::Temp { memory: false }
     } else {
@@ -306,7 +385,7 @@ fn build_stage(
             }
         }
         for dir in &step.caches {
-            let name = cache_volume_name(&dir.value, &workspace);
+            let name = cache_volume_name(&dir.value, workspace);
             if !volumes.iter().any(|v| v.name == name) {
                 volumes.push(Volume {
                     name,
@@ -316,25 +395,25 @@ fn build_stage(
             }
         }
     }
-    let cache = volumes
-        .iter()
-        .any(|v| v.source == VolumeSource::Cache)
-        .then(|| cache_spec(ctx));
+    volumes
+}
 
-    let clone = (!pipeline.clone.disable).then(|| CloneSpec {
-        url: ctx.repo.clone_url.clone(),
-        reference: ctx.reference.clone(),
-        commit: ctx.commit.clone(),
-        depth: pipeline.clone.depth,
-        tags: pipeline.clone.tags || ctx.tag.is_some(),
-        skip_verify: pipeline.clone.skip_verify,
-    });
-
+/// The stage's steps in the order they may run, the clone step first, each numbered from
+/// `number_next` on and depending on its parents (or, without a graph, on the step before).
+fn plan_steps(
+    candidate: &Candidate<'_>,
+    ctx: &Context,
+    cloned: bool,
+    workspace: &str,
+    invalid: &mut Diagnostics,
+    number_next: &mut u32,
+) -> Vec<PlanStep> {
+    let pipeline = &*candidate.pipeline;
+    let facts = candidate.facts();
     let mut steps: Vec<PlanStep> = Vec::with_capacity(pipeline.steps.len() + 1);
-    let mut number_next = 1u32;
-    if clone.is_some() {
-        steps.push(clone_step(&workspace));
-        number_next += 1;
+    if cloned {
+        steps.push(clone_step(workspace));
+        *number_next += 1;
     }
     let names: HashMap<&str, usize> = pipeline
         .steps
@@ -372,7 +451,7 @@ fn build_stage(
             .iter()
             .flatten()
             .any(|d| d.value == CLONE_STEP);
-        if clone.is_some() && (explicit_clone || depends_on.is_empty()) {
+        if cloned && (explicit_clone || depends_on.is_empty()) {
             depends_on.insert(0, CLONE_STEP.to_owned());
         }
         let verdict = decide(
@@ -382,39 +461,21 @@ fn build_stage(
         );
         steps.push(plan_step(
             step,
-            number_next,
+            *number_next,
             depends_on,
             verdict,
-            &workspace,
+            workspace,
             pipeline,
             false,
         ));
-        number_next += 1;
+        *number_next += 1;
     }
-    let services = pipeline
-        .services
-        .iter()
-        .map(|service| {
-            let verdict = decide(
-                evaluate(&service.when, ctx, facts, Scope::Step),
-                &pipeline.file,
-                invalid,
-            )
-            .map(|_| StatusFilter::ALWAYS);
-            let s = plan_step(
-                service,
-                number_next,
-                Vec::new(),
-                verdict,
-                &workspace,
-                pipeline,
-                true,
-            );
-            number_next += 1;
-            s
-        })
-        .collect();
+    steps
+}
 
+/// The locks a stage holds while it runs: the pipeline's, its group's, and those of its
+/// steps that run.
+fn stage_locks(pipeline: &Pipeline, ctx: &Context, steps: &[PlanStep]) -> Vec<String> {
     let mut locks: Vec<String> = pipeline
         .lock
         .iter()
@@ -440,31 +501,7 @@ fn build_stage(
         .collect();
     locks.sort();
     locks.dedup();
-    Stage {
-        name: candidate.name.clone(),
-        number,
-        run: true,
-        reason: None,
-        depends_on: Vec::new(),
-        runs_on: pipeline.runs_on,
-        file: pipeline.file.clone(),
-        backend: pipeline.kind,
-        platform: pipeline.platform.clone(),
-        labels: pipeline.labels.clone(),
-        matrix: candidate.matrix.clone(),
-        workspace,
-        clone,
-        environment: candidate.environment.clone(),
-        secrets: candidate.secrets.clone(),
-        volumes,
-        services,
-        steps,
-        timeout_secs: pipeline.timeout.as_ref().map(|t| t.value),
-        notify: pipeline.notify.clone(),
-        locks,
-        concurrency: pipeline.concurrency.as_ref().map(|c| c.value),
-        cache,
-    }
+    locks
 }
 
 /// The volume of a `cache:` path: named by where it is mounted.
