@@ -499,7 +499,68 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("http://localhost:{}", local.port()));
     let secret = runner_secret(args.runner_secret.as_deref(), &args.data_dir)?;
-    let mut config = ServerConfig::new(args.data_dir.clone(), server_url.clone(), secret.clone());
+    let config = server_config(args, &store, server_url.clone(), secret.clone()).await?;
+    if !args.admins.is_empty() {
+        // The list is the truth at each start: whoever left it is no longer an admin.
+        store
+            .set_admins(&args.admins)
+            .await
+            .context("while applying --admins")?;
+    }
+    let server = Server::new(store, config);
+    server
+        .verify_secret_key()
+        .await
+        .context("while checking the secret key")?;
+    if let Some(token) = server.ensure_admin_token().await? {
+        eprintln!(
+            "gantry: created the admin API token (shown once; only its hash is stored):\n\n    {token}\n"
+        );
+    }
+    tracing::info!(addr = %local, url = %server_url, database = server.store().dialect(), "gantry server listening");
+
+    let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+    on_signals(stop.clone(), abort.clone());
+    let runner = if args.runner_capacity > 0 {
+        Some(embedded_runner(args, local, secret, stop.clone(), abort.clone()).await?)
+    } else {
+        None
+    };
+    let server_stop = CancellationToken::new();
+    let serving = tokio::spawn({
+        let server_stop = server_stop.clone();
+        async move {
+            server
+                .run(listener, async move { server_stop.cancelled().await })
+                .await
+        }
+    });
+    stop.cancelled().await;
+    tracing::info!("shutting down");
+    let refused = match runner {
+        Some(runner) => runner
+            .await
+            .context("the embedded runner's task failed")?
+            .err(),
+        None => None,
+    };
+    server_stop.cancel();
+    serving.await.context("the server task failed")??;
+    match refused {
+        Some(e) => Err(anyhow::anyhow!(e).context("the embedded runner was refused")),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The server's configuration from its flags (and the secret key, checked against `store`).
+async fn server_config(
+    args: &ServerArgs,
+    store: &Store,
+    server_url: String,
+    secret: String,
+) -> anyhow::Result<ServerConfig> {
+    let mut config = ServerConfig::new(args.data_dir.clone(), server_url, secret);
     config.github_api = args.github_api_url.clone();
     config.github_token = args.github_token.clone().filter(|t| !t.is_empty());
     config.github_url = args.github_url.trim_end_matches('/').to_owned();
@@ -528,7 +589,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("while reading the SSH known hosts {}", path.display()))?;
         config.ssh_known_hosts.push_str(&lines);
     }
-    config.secret_key = secret_key(args.secret_key.as_deref(), &args.data_dir, &store).await?;
+    config.secret_key = secret_key(args.secret_key.as_deref(), &args.data_dir, store).await?;
     config.oauth = match (&args.github_client_id, &args.github_client_secret) {
         (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
             Some(gantry_server::oauth::OAuthConfig {
@@ -545,105 +606,65 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    if !args.admins.is_empty() {
-        // The list is the truth at each start: whoever left it is no longer an admin.
-        store
-            .set_admins(&args.admins)
-            .await
-            .context("while applying --admins")?;
-    }
-    let server = Server::new(store, config);
-    server
-        .verify_secret_key()
-        .await
-        .context("while checking the secret key")?;
-    if let Some(token) = server.ensure_admin_token().await? {
-        eprintln!(
-            "gantry: created the admin API token (shown once; only its hash is stored):\n\n    {token}\n"
-        );
-    }
-    tracing::info!(addr = %local, url = %server_url, database = server.store().dialect(), "gantry server listening");
+    Ok(config)
+}
 
-    let stop = CancellationToken::new();
-    let abort = CancellationToken::new();
-    on_signals(stop.clone(), abort.clone());
-    let runner = if args.runner_capacity > 0 {
-        let identity =
-            RunnerIdentity::claim(&args.data_dir, args.runner_name.as_deref(), "embedded@")?;
-        let backends = backends(
-            args.runner_backend,
-            args.runner_host_pipelines,
-            &identity.name,
-            args.data_dir.join("workspaces"),
-        )
-        .await?;
-        // The embedded runner reaches the server where it listens (loopback when it listens
-        // on every interface).
-        let reach = match local.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-                format!("127.0.0.1:{}", local.port())
-            }
-            std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", local.port()),
-            _ => local.to_string(),
-        };
-        let mut labels: BTreeMap<String, String> = args.runner_labels.iter().cloned().collect();
-        let platform = RemoteConfig::platform_from_labels(&mut labels);
-        let config = RemoteConfig {
-            server: format!("http://{reach}"),
-            secret,
-            name: identity.name.clone(),
-            labels,
-            capacity: args.runner_capacity,
-            platform,
-            executor: ExecutorConfig::default(),
-            lineage: Some(identity.lineage.clone()),
-        };
-        let runner = backends.runner(config);
-        // On shutdown, running stages are stopped and reported as killed before the server
-        // stops listening, so none is left running.
-        let (stop, abort) = (stop.clone(), abort.clone());
-        let capacity = args.runner_capacity;
-        Some(tokio::spawn(async move {
-            let stopping = stop.clone();
-            let abort_on_stop = abort.clone();
-            tokio::spawn(async move {
-                stopping.cancelled().await;
-                abort_on_stop.cancel();
-            });
-            let ran = run_runner(identity, backends, runner, capacity, stop.clone(), abort).await;
-            if ran.is_err() {
-                // A server whose embedded runner is refused stops, as a runner would.
-                stop.cancel();
-            }
-            ran
-        }))
-    } else {
-        None
-    };
-    let server_stop = CancellationToken::new();
-    let serving = tokio::spawn({
-        let server_stop = server_stop.clone();
-        async move {
-            server
-                .run(listener, async move { server_stop.cancelled().await })
-                .await
+/// Starts the embedded runner: it reaches the server where it listens, and on shutdown stops
+/// its stages and reports them as killed before the server stops listening.
+async fn embedded_runner(
+    args: &ServerArgs,
+    local: std::net::SocketAddr,
+    secret: String,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), gantry_runner::RemoteError>>> {
+    let identity = RunnerIdentity::claim(&args.data_dir, args.runner_name.as_deref(), "embedded@")?;
+    let backends = backends(
+        args.runner_backend,
+        args.runner_host_pipelines,
+        &identity.name,
+        args.data_dir.join("workspaces"),
+    )
+    .await?;
+    // The embedded runner reaches the server where it listens (loopback when it listens
+    // on every interface).
+    let reach = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            format!("127.0.0.1:{}", local.port())
         }
-    });
-    stop.cancelled().await;
-    tracing::info!("shutting down");
-    let refused = match runner {
-        Some(runner) => runner
-            .await
-            .context("the embedded runner's task failed")?
-            .err(),
-        None => None,
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", local.port()),
+        _ => local.to_string(),
     };
-    server_stop.cancel();
-    serving.await.context("the server task failed")??;
-    match refused {
-        Some(e) => Err(anyhow::anyhow!(e).context("the embedded runner was refused")),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    let mut labels: BTreeMap<String, String> = args.runner_labels.iter().cloned().collect();
+    let platform = RemoteConfig::platform_from_labels(&mut labels);
+    let config = RemoteConfig {
+        server: format!("http://{reach}"),
+        secret,
+        name: identity.name.clone(),
+        labels,
+        capacity: args.runner_capacity,
+        platform,
+        executor: ExecutorConfig::default(),
+        lineage: Some(identity.lineage.clone()),
+    };
+    let runner = backends.runner(config);
+    // On shutdown, running stages are stopped and reported as killed before the server
+    // stops listening, so none is left running.
+    let capacity = args.runner_capacity;
+    Ok(tokio::spawn(async move {
+        let stopping = stop.clone();
+        let abort_on_stop = abort.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            abort_on_stop.cancel();
+        });
+        let ran = run_runner(identity, backends, runner, capacity, stop.clone(), abort).await;
+        if ran.is_err() {
+            // A server whose embedded runner is refused stops, as a runner would.
+            stop.cancel();
+        }
+        ran
+    }))
 }
 
 pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
