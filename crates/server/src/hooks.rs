@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use gantry_store::{DeliveryState, NewDelivery, Recorded, Visibility};
+use gantry_store::{DeliveryState, NewDelivery, Recorded, Repo, Visibility};
 use serde_json::json;
 
 use crate::AppState;
@@ -65,12 +65,34 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> OpResult<Response> {
-    let event = header(&headers, "x-github-event").ok_or_else(|| {
+    let (event, delivery_id) = delivery_headers(&headers)?;
+    let repo = verified_repository(&state, &headers, event, &body).await?;
+    let record = Recorder {
+        state: &state,
+        event,
+        delivery_id,
+        repo_id: repo.id,
+    };
+    let hook = match github::parse_hook(event, &body) {
+        Ok(hook) => hook,
+        Err(e) => {
+            record
+                .record(DeliveryState::Rejected, e.to_string(), None)
+                .await?;
+            return Err(OpError::invalid(e.to_string()));
+        }
+    };
+    respond(&record, &repo, hook).await
+}
+
+/// The event and the delivery id GitHub names a webhook by.
+fn delivery_headers(headers: &HeaderMap) -> OpResult<(&str, &str)> {
+    let event = header(headers, "x-github-event").ok_or_else(|| {
         OpError::invalid(
             "the X-GitHub-Event header is missing: is this a GitHub webhook?".to_owned(),
         )
     })?;
-    let delivery_id = header(&headers, "x-github-delivery").ok_or_else(|| {
+    let delivery_id = header(headers, "x-github-delivery").ok_or_else(|| {
         OpError::invalid(
             "the X-GitHub-Delivery header is missing: is this a GitHub webhook?".to_owned(),
         )
@@ -80,43 +102,36 @@ async fn answer(
             "X-GitHub-Delivery must be 1 to 200 characters".to_owned(),
         ));
     }
-    let record =
-        |repo_id: Option<i64>, state_: DeliveryState, outcome: String, payload: Option<Vec<u8>>| {
-            let state = Arc::clone(&state);
-            let (event, delivery_id) = (event.to_owned(), delivery_id.to_owned());
-            async move {
-                state
-                    .store
-                    .record_delivery(&NewDelivery {
-                        delivery_id: &delivery_id,
-                        event: &event,
-                        repo_id,
-                        state: state_,
-                        outcome: &outcome,
-                        payload: payload.as_deref(),
-                    })
-                    .await
-            }
-        };
+    Ok((event, delivery_id))
+}
 
+/// The registered repository the payload names, once its signature is checked with that
+/// repository's secret. An unknown repository and a bad signature get the same refusal, and
+/// nothing is stored for either.
+async fn verified_repository(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    event: &str,
+    body: &[u8],
+) -> OpResult<Repo> {
     // What the request itself lacks is said before the repository is looked at (the same
     // for every repository); checking against a key of no repository also makes an unknown
     // repository cost what a known one does.
-    let signature = header(&headers, "x-hub-signature-256");
+    let signature = header(headers, "x-hub-signature-256");
     if let Err(
         refused @ (github::SignatureError::Missing
         | github::SignatureError::OnlySha1
         | github::SignatureError::Malformed),
     ) = github::verify_signature(
         UNKNOWN_REPOSITORY_KEY,
-        &body,
+        body,
         signature,
         headers.contains_key("x-hub-signature"),
     ) {
         return Err(OpError::Unauthorized(refused.to_string()));
     }
     let full_name =
-        github::repository_of(event, &body).map_err(|e| OpError::invalid(e.to_string()))?;
+        github::repository_of(event, body).map_err(|e| OpError::invalid(e.to_string()))?;
     let (owner, name) = full_name.split_once('/').ok_or_else(|| {
         OpError::invalid(format!(
             "repository.full_name `{full_name}` is not OWNER/NAME"
@@ -126,13 +141,12 @@ async fn answer(
         // The same answer as a bad signature: the webhook is no oracle for which (private)
         // repositories gantry builds.
         refused_delivery(
-            &state,
+            state,
             &full_name,
             "the repository is not registered in gantry",
         );
         return Err(refusal());
     };
-
     let secret = crate::secrets::open_field(
         &state.config.secret_key,
         &repo.owner,
@@ -145,13 +159,13 @@ async fn answer(
             "the webhook secret of {full_name} cannot be opened: {e}"
         ))
     })?;
-    if let Err(refused) = github::verify_signature(&secret, &body, signature, false) {
+    if let Err(refused) = github::verify_signature(&secret, body, signature, false) {
         // Nothing is written for a request that is not GitHub's: a log line, at most one a
         // second, says why (no secret, or another one).
-        refused_delivery(&state, &full_name, &refused.to_string());
+        refused_delivery(state, &full_name, &refused.to_string());
         return Err(refusal());
     }
-    if github::says_private(&body) == Some(true) && repo.visibility != Visibility::Private {
+    if github::says_private(body) == Some(true) && repo.visibility != Visibility::Private {
         tracing::warn!(repo = %full_name, was = repo.visibility.as_str(), "GitHub says the repository is private: it is private in gantry from now on");
         state
             .store
@@ -164,25 +178,57 @@ async fn answer(
             )
             .await?;
     }
+    Ok(repo)
+}
 
-    let hook = match github::parse_hook(event, &body) {
-        Ok(hook) => hook,
-        Err(e) => {
-            record(Some(repo.id), DeliveryState::Rejected, e.to_string(), None).await?;
-            return Err(OpError::invalid(e.to_string()));
-        }
-    };
-    let done = |outcome: String| record(Some(repo.id), DeliveryState::Processed, outcome, None);
+/// Records what became of one delivery of a verified repository.
+struct Recorder<'a> {
+    state: &'a AppState,
+    event: &'a str,
+    delivery_id: &'a str,
+    repo_id: i64,
+}
+
+impl Recorder<'_> {
+    async fn record(
+        &self,
+        state: DeliveryState,
+        outcome: String,
+        payload: Option<Vec<u8>>,
+    ) -> Result<Recorded, gantry_store::StoreError> {
+        self.state
+            .store
+            .record_delivery(&NewDelivery {
+                delivery_id: self.delivery_id,
+                event: self.event,
+                repo_id: Some(self.repo_id),
+                state,
+                outcome: &outcome,
+                payload: payload.as_deref(),
+            })
+            .await
+    }
+
+    async fn done(&self, outcome: String) -> Result<Recorded, gantry_store::StoreError> {
+        self.record(DeliveryState::Processed, outcome, None).await
+    }
+}
+
+/// The answer to a verified hook: a ping is answered, an ignored or skipped event is
+/// recorded as processed, and a trigger is stored for the trigger worker (a redelivery of
+/// one already stored is a duplicate).
+async fn respond(record: &Recorder<'_>, repo: &Repo, hook: Hook) -> OpResult<Response> {
+    let full_name = repo.full_name();
     match hook {
         Hook::Ping => {
-            done("pong".to_owned()).await?;
+            record.done("pong".to_owned()).await?;
             Ok(tagged(
                 "pong",
                 Json(json!({ "status": "pong", "repository": full_name })),
             ))
         }
         Hook::Ignored(reason) => {
-            done(reason.clone()).await?;
+            record.done(reason.clone()).await?;
             Ok(tagged(
                 "ignored",
                 (
@@ -193,7 +239,7 @@ async fn answer(
         }
         Hook::Trigger(_) if !repo.active => {
             let reason = format!("repository {full_name} is not active in gantry: no build");
-            done(reason.clone()).await?;
+            record.done(reason.clone()).await?;
             Ok(tagged(
                 "ignored",
                 Json(json!({ "status": "ignored", "reason": reason })),
@@ -201,20 +247,17 @@ async fn answer(
         }
         Hook::Trigger(trigger) => {
             if let Some(reason) = trigger.skip_reason() {
-                done(reason.clone()).await?;
+                record.done(reason.clone()).await?;
                 return Ok(tagged(
                     "skipped",
                     Json(json!({ "status": "skipped", "reason": reason })),
                 ));
             }
             let payload = serde_json::to_vec(&trigger).expect("plain data serialises");
-            match record(
-                Some(repo.id),
-                DeliveryState::Pending,
-                String::new(),
-                Some(payload),
-            )
-            .await?
+            let delivery_id = record.delivery_id;
+            match record
+                .record(DeliveryState::Pending, String::new(), Some(payload))
+                .await?
             {
                 Recorded::New(_) => Ok(tagged(
                     "queued",
