@@ -266,17 +266,15 @@ impl Executor {
         let background_cancel = cancel.child_token();
         let mut background: JoinSet<StepResult> = JoinSet::new();
         let mut background_ids: HashMap<tokio::task::Id, ServiceOrStep> = HashMap::new();
-        let (service_results, services_errored) = self.start_services(
+        let (mut service_results, services_errored) = self.start_services(
             job,
             shared,
             &mut background,
             &mut background_ids,
             &background_cancel,
         );
-        let mut service_results = service_results;
         let mut scheduler = Scheduler::new(steps, services_errored);
-        let mut tasks: JoinSet<StepResult> = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, (usize, CancellationToken)> = HashMap::new();
+        let mut running = Running::default();
         let deadline = stage
             .timeout_secs
             .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
@@ -287,9 +285,6 @@ impl Executor {
             }
         };
         tokio::pin!(timer);
-        let cancel_running = |running: &HashMap<tokio::task::Id, (usize, CancellationToken)>| {
-            running.values().for_each(|(_, t)| t.cancel());
-        };
 
         loop {
             while let Some(due) = scheduler.next_due() {
@@ -308,7 +303,7 @@ impl Executor {
                         if scheduler.finished(i, result.status, result.exit_code)
                             == Reaction::CancelRunning
                         {
-                            cancel_running(&running);
+                            running.cancel_all();
                         }
                         results[i] = Some(result);
                         continue;
@@ -332,39 +327,18 @@ impl Executor {
                     scheduler.detached(i);
                     continue;
                 }
-                let token = cancel.child_token();
-                let handle = tasks.spawn(
-                    run_one(
-                        Arc::clone(shared),
-                        ServiceOrStep::Step(i),
-                        environment,
-                        token.clone(),
-                    )
-                    .in_current_span(),
-                );
-                running.insert(handle.id(), (i, token));
+                running.spawn(shared, i, environment, cancel.child_token());
             }
             self.prepare_ahead(job, shared, &mut scheduler);
-            if tasks.is_empty() {
+            if running.is_empty() {
                 break;
             }
             let stopping = scheduler.stopped().is_some();
             tokio::select! {
-                joined = tasks.join_next_with_id() => {
-                    let Some(joined) = joined else { break };
-                    let (id, result) = match joined {
-                        Ok((id, result)) => (id, result),
-                        Err(e) => {
-                            let id = e.id();
-                            let name = running.get(&id).map(|(i, _)| steps[*i].name.clone()).unwrap_or_default();
-                            let result = StepResult { status: StepState::Error, error: Some(format!("the runner's task for this step failed: {e}")), ..StepResult::skipped(&name, "") };
-                            shared.reporter.step_finished(&result);
-                            (id, result)
-                        }
-                    };
-                    let Some((i, _)) = running.remove(&id) else { continue };
+                ended = running.next(shared) => {
+                    let Some((i, result)) = ended else { break };
                     if scheduler.finished(i, result.status, result.exit_code) == Reaction::CancelRunning {
-                        cancel_running(&running);
+                        running.cancel_all();
                     }
                     results[i] = Some(result);
                 }
@@ -373,7 +347,7 @@ impl Executor {
                 }
                 () = &mut timer, if !stopping => {
                     if scheduler.stop(Stop::TimedOut) == Reaction::CancelRunning {
-                        cancel_running(&running);
+                        running.cancel_all();
                     }
                 }
             }
@@ -644,6 +618,69 @@ fn describe_secs(secs: u64) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+/// The stage's steps running now, each with the token that cancels it.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<StepResult>,
+    steps: HashMap<tokio::task::Id, (usize, CancellationToken)>,
+}
+
+impl Running {
+    fn spawn(
+        &mut self,
+        shared: &Arc<Shared>,
+        i: usize,
+        environment: BTreeMap<String, String>,
+        token: CancellationToken,
+    ) {
+        let handle = self.tasks.spawn(
+            run_one(
+                Arc::clone(shared),
+                ServiceOrStep::Step(i),
+                environment,
+                token.clone(),
+            )
+            .in_current_span(),
+        );
+        self.steps.insert(handle.id(), (i, token));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn cancel_all(&self) {
+        self.steps.values().for_each(|(_, token)| token.cancel());
+    }
+
+    /// The next step to end, and how (a task that failed is the step's error, reported).
+    /// `None` when none runs.
+    async fn next(&mut self, shared: &Shared) -> Option<(usize, StepResult)> {
+        loop {
+            let (id, result) = match self.tasks.join_next_with_id().await? {
+                Ok(ended) => ended,
+                Err(e) => {
+                    let name = self
+                        .steps
+                        .get(&e.id())
+                        .map(|(i, _)| shared.spec.stage.steps[*i].name.clone())
+                        .unwrap_or_default();
+                    let result = StepResult {
+                        status: StepState::Error,
+                        error: Some(format!("the runner's task for this step failed: {e}")),
+                        ..StepResult::skipped(&name, "")
+                    };
+                    shared.reporter.step_finished(&result);
+                    (e.id(), result)
+                }
+            };
+            if let Some((i, _)) = self.steps.remove(&id) {
+                return Some((i, result));
+            }
+        }
     }
 }
 
