@@ -10,41 +10,89 @@ pub const MAX_PIPELINE_FILES: usize = 500;
 
 /// Variables of the whole build; also what `${VAR}` in the file is substituted from.
 pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
+    let facts = Facts::of(ctx);
     let mut v = BTreeMap::new();
     let mut set = |k: &str, val: &str| {
         v.insert(k.to_owned(), val.to_owned());
     };
-    let repo = ctx.repo.full_name();
-    let tag = ctx.tag.as_deref().unwrap_or("");
-    let pr = ctx.pull_request.map(|n| n.to_string()).unwrap_or_default();
-    let target_branch = match ctx.event {
-        Event::PullRequest => ctx.target_branch.as_deref().unwrap_or(&ctx.branch),
-        _ => &ctx.branch,
-    };
-    let source_branch = &ctx.branch;
-    let deploy = ctx.deploy_target.as_deref().unwrap_or("");
-    let cron = ctx.cron.as_deref().unwrap_or("");
-    let number = ctx.build_number.to_string();
-    let parent = ctx.parent.map(|n| n.to_string()).unwrap_or_default();
-    let commit_link = if ctx.repo.link.is_empty() || ctx.commit.is_empty() {
-        String::new()
-    } else {
-        format!("{}/commit/{}", ctx.repo.link, ctx.commit)
-    };
-    let created = ctx.created.to_string();
-    let action = ctx.action.as_deref().unwrap_or("");
-    let before = ctx.before.as_deref().unwrap_or("");
-    let visibility = if ctx.repo.private {
-        "private"
-    } else {
-        "public"
-    };
-
     set("CI", "true");
     set("GANTRY", "true");
     set("DRONE", "true");
+    ci_variables(ctx, &facts, &mut set);
+    drone_variables(ctx, &facts, &mut set);
+    for (k, val) in &ctx.params {
+        set(k, val);
+    }
+    v
+}
 
-    set("CI_REPO", &repo);
+/// What several variables say, worked out once from the context.
+struct Facts<'c> {
+    repo: String,
+    tag: &'c str,
+    pr: String,
+    target_branch: &'c str,
+    source_branch: &'c str,
+    deploy: &'c str,
+    cron: &'c str,
+    number: String,
+    parent: String,
+    commit_link: String,
+    created: String,
+    action: &'c str,
+    before: &'c str,
+    visibility: &'c str,
+}
+
+impl<'c> Facts<'c> {
+    fn of(ctx: &'c Context) -> Self {
+        let repo = ctx.repo.full_name();
+        let tag = ctx.tag.as_deref().unwrap_or("");
+        let pr = ctx.pull_request.map(|n| n.to_string()).unwrap_or_default();
+        let target_branch = match ctx.event {
+            Event::PullRequest => ctx.target_branch.as_deref().unwrap_or(&ctx.branch),
+            _ => &ctx.branch,
+        };
+        let source_branch = &ctx.branch;
+        let deploy = ctx.deploy_target.as_deref().unwrap_or("");
+        let cron = ctx.cron.as_deref().unwrap_or("");
+        let number = ctx.build_number.to_string();
+        let parent = ctx.parent.map(|n| n.to_string()).unwrap_or_default();
+        let commit_link = if ctx.repo.link.is_empty() || ctx.commit.is_empty() {
+            String::new()
+        } else {
+            format!("{}/commit/{}", ctx.repo.link, ctx.commit)
+        };
+        let created = ctx.created.to_string();
+        let action = ctx.action.as_deref().unwrap_or("");
+        let before = ctx.before.as_deref().unwrap_or("");
+        let visibility = if ctx.repo.private {
+            "private"
+        } else {
+            "public"
+        };
+        Facts {
+            repo,
+            tag,
+            pr,
+            target_branch,
+            source_branch,
+            deploy,
+            cron,
+            number,
+            parent,
+            commit_link,
+            created,
+            action,
+            before,
+            visibility,
+        }
+    }
+}
+
+/// Woodpecker's `CI_*` variables.
+fn ci_variables(ctx: &Context, f: &Facts<'_>, set: &mut impl FnMut(&str, &str)) {
+    set("CI_REPO", &f.repo);
     set("CI_REPO_OWNER", &ctx.repo.owner);
     set("CI_REPO_NAME", &ctx.repo.name);
     set("CI_REPO_URL", &ctx.repo.link);
@@ -61,11 +109,11 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("CI_COMMIT_SHA", &ctx.commit);
     set("CI_COMMIT_REF", &ctx.reference);
     set("CI_COMMIT_REFSPEC", &ctx.reference);
-    set("CI_COMMIT_BRANCH", target_branch);
-    set("CI_COMMIT_SOURCE_BRANCH", source_branch);
-    set("CI_COMMIT_TARGET_BRANCH", target_branch);
-    set("CI_COMMIT_TAG", tag);
-    set("CI_COMMIT_PULL_REQUEST", &pr);
+    set("CI_COMMIT_BRANCH", f.target_branch);
+    set("CI_COMMIT_SOURCE_BRANCH", f.source_branch);
+    set("CI_COMMIT_TARGET_BRANCH", f.target_branch);
+    set("CI_COMMIT_TAG", f.tag);
+    set("CI_COMMIT_PULL_REQUEST", &f.pr);
     set(
         "CI_COMMIT_PULL_REQUEST_LABELS",
         &ctx.pull_request_labels.join(","),
@@ -73,18 +121,18 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
     set("CI_COMMIT_MESSAGE", &ctx.message);
     set("CI_COMMIT_AUTHOR", &ctx.author);
     set("CI_COMMIT_AUTHOR_EMAIL", &ctx.author_email);
-    set("CI_COMMIT_URL", &commit_link);
-    set("CI_PREV_COMMIT_SHA", before);
-    set("CI_PIPELINE_NUMBER", &number);
-    set("CI_PIPELINE_PARENT", &parent);
+    set("CI_COMMIT_URL", &f.commit_link);
+    set("CI_PREV_COMMIT_SHA", f.before);
+    set("CI_PIPELINE_NUMBER", &f.number);
+    set("CI_PIPELINE_PARENT", &f.parent);
     set("CI_PIPELINE_EVENT", ctx.event.woodpecker_name());
     set("CI_PIPELINE_URL", &ctx.link);
-    set("CI_PIPELINE_DEPLOY_TARGET", deploy);
-    set("CI_PIPELINE_CRON", cron);
-    set("CI_PIPELINE_CREATED", &created);
-    set("CI_BUILD_NUMBER", &number);
+    set("CI_PIPELINE_DEPLOY_TARGET", f.deploy);
+    set("CI_PIPELINE_CRON", f.cron);
+    set("CI_PIPELINE_CREATED", &f.created);
+    set("CI_BUILD_NUMBER", &f.number);
     set("CI_BUILD_EVENT", ctx.event.as_str());
-    set("CI_BUILD_ACTION", action);
+    set("CI_BUILD_ACTION", f.action);
     // Woodpecker leaves it unset past 500 files: a whole tree would not fit in an
     // environment variable (Linux caps one at 128 KiB).
     if !ctx.changed_files.is_empty() && ctx.changed_files.len() <= MAX_PIPELINE_FILES {
@@ -92,8 +140,11 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
         set("CI_PIPELINE_FILES", &files);
     }
     set("CI_SYSTEM_HOST", &ctx.instance);
+}
 
-    set("DRONE_REPO", &repo);
+/// Drone's `DRONE_*` variables.
+fn drone_variables(ctx: &Context, f: &Facts<'_>, set: &mut impl FnMut(&str, &str)) {
+    set("DRONE_REPO", &f.repo);
     set("DRONE_REPO_OWNER", &ctx.repo.owner);
     set("DRONE_REPO_NAMESPACE", &ctx.repo.owner);
     set("DRONE_REPO_NAME", &ctx.repo.name);
@@ -103,39 +154,39 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
         "DRONE_REPO_PRIVATE",
         if ctx.repo.private { "true" } else { "false" },
     );
-    set("DRONE_REPO_VISIBILITY", visibility);
+    set("DRONE_REPO_VISIBILITY", f.visibility);
     set("DRONE_REMOTE_URL", &ctx.repo.clone_url);
     set("DRONE_GIT_HTTP_URL", &ctx.repo.clone_url);
-    set("DRONE_BRANCH", target_branch);
-    set("DRONE_SOURCE_BRANCH", source_branch);
-    set("DRONE_TARGET_BRANCH", target_branch);
+    set("DRONE_BRANCH", f.target_branch);
+    set("DRONE_SOURCE_BRANCH", f.source_branch);
+    set("DRONE_TARGET_BRANCH", f.target_branch);
     set("DRONE_COMMIT", &ctx.commit);
     set("DRONE_COMMIT_SHA", &ctx.commit);
-    set("DRONE_COMMIT_BEFORE", before);
+    set("DRONE_COMMIT_BEFORE", f.before);
     set("DRONE_COMMIT_AFTER", &ctx.commit);
     set("DRONE_COMMIT_REF", &ctx.reference);
-    set("DRONE_COMMIT_BRANCH", target_branch);
+    set("DRONE_COMMIT_BRANCH", f.target_branch);
     set("DRONE_COMMIT_MESSAGE", &ctx.message);
     set("DRONE_COMMIT_AUTHOR", &ctx.author);
     set("DRONE_COMMIT_AUTHOR_NAME", &ctx.author);
     set("DRONE_COMMIT_AUTHOR_EMAIL", &ctx.author_email);
-    set("DRONE_COMMIT_LINK", &commit_link);
-    set("DRONE_TAG", tag);
-    set("DRONE_PULL_REQUEST", &pr);
+    set("DRONE_COMMIT_LINK", &f.commit_link);
+    set("DRONE_TAG", f.tag);
+    set("DRONE_PULL_REQUEST", &f.pr);
     set(
         "DRONE_PULL_REQUEST_TITLE",
         ctx.pull_request_title.as_deref().unwrap_or(""),
     );
-    set("DRONE_DEPLOY_TO", deploy);
-    set("DRONE_CRON", cron);
-    set("DRONE_BUILD_NUMBER", &number);
-    set("DRONE_BUILD_PARENT", &parent);
+    set("DRONE_DEPLOY_TO", f.deploy);
+    set("DRONE_CRON", f.cron);
+    set("DRONE_BUILD_NUMBER", &f.number);
+    set("DRONE_BUILD_PARENT", &f.parent);
     set("DRONE_BUILD_EVENT", ctx.event.as_str());
-    set("DRONE_BUILD_ACTION", action);
+    set("DRONE_BUILD_ACTION", f.action);
     set("DRONE_BUILD_LINK", &ctx.link);
-    set("DRONE_BUILD_CREATED", &created);
+    set("DRONE_BUILD_CREATED", &f.created);
     set("DRONE_SYSTEM_HOST", &ctx.instance);
-    if let Some(version) = Semver::parse(tag) {
+    if let Some(version) = Semver::parse(f.tag) {
         set("DRONE_SEMVER", &version.full);
         set(
             "DRONE_SEMVER_SHORT",
@@ -147,10 +198,6 @@ pub fn build_variables(ctx: &Context) -> BTreeMap<String, String> {
         set("DRONE_SEMVER_PRERELEASE", &version.prerelease);
         set("DRONE_SEMVER_BUILD", &version.build);
     }
-    for (k, val) in &ctx.params {
-        set(k, val);
-    }
-    v
 }
 
 /// A tag read as a semantic version (`v1.2.3-rc.1+build.5`), for the `DRONE_SEMVER*`
