@@ -212,6 +212,14 @@ impl Decoder<'_> {
     /// Reads the Docker container keys of a step (`dns`, `devices`, `ports`, `shm_size`...)
     /// into its [`ContainerOptions`], noting where trusted-only ones are set.
     pub(super) fn container_options(&mut self, f: &mut Fields<'_>, path: &At<'_>, step: &mut Step) {
+        self.network_options(f, path, step);
+        self.capabilities(f, path, step);
+        self.resource_options(f, path, step);
+        self.tmpfs(f, path, step);
+    }
+
+    /// `dns`, `dns_search`, `extra_hosts`, `devices` and `ports`.
+    fn network_options(&mut self, f: &mut Fields<'_>, path: &At<'_>, step: &mut Step) {
         let options = &mut step.options;
         if let Some(n) = f.get("dns") {
             let at = path.key("dns");
@@ -258,6 +266,11 @@ impl Decoder<'_> {
                 step.trusted_only.push((Rule::HostPorts, n.pos));
             }
         }
+    }
+
+    /// `cap_add` and `cap_drop`: Linux capability names, `CAP_` or not.
+    fn capabilities(&mut self, f: &mut Fields<'_>, path: &At<'_>, step: &mut Step) {
+        let options = &mut step.options;
         for (key, list) in [
             ("cap_add", &mut options.cap_add),
             ("cap_drop", &mut options.cap_drop),
@@ -282,6 +295,11 @@ impl Decoder<'_> {
                 step.trusted_only.push((Rule::CapAdd, n.pos));
             }
         }
+    }
+
+    /// `shm_size`, `mem_limit`, `memswap_limit` and the `cpu_*` settings.
+    fn resource_options(&mut self, f: &mut Fields<'_>, path: &At<'_>, step: &mut Step) {
+        let options = &mut step.options;
         if let Some(n) = f.get("shm_size") {
             options.shm_size = self.byte_size(n, &path.key("shm_size"));
         }
@@ -333,6 +351,11 @@ impl Decoder<'_> {
                 options.cpu_set = Some(set);
             }
         }
+    }
+
+    /// `tmpfs` mounts: absolute paths with their options.
+    fn tmpfs(&mut self, f: &mut Fields<'_>, path: &At<'_>, step: &mut Step) {
+        let options = &mut step.options;
         if let Some(n) = f.get("tmpfs") {
             let at = path.key("tmpfs");
             for entry in self.spanned_texts(n, &at) {
