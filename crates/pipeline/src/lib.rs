@@ -23,7 +23,9 @@
 //!   reviewed or signed file).
 //!   **Invariant:** reading is bounded by `Limits` (bytes, depth including what aliases bring,
 //!   nodes after expansion); no recursion over untrusted depth before the depth check.
-//! - `decode` — `Decoder` turns nodes into the `model` for each `Dialect`, collecting every
+//! - `decode` — `Decoder` (one folder: the core, then conditions, env, container options,
+//!   steps, what pipelines share, Drone's and Woodpecker's documents) turns nodes into the
+//!   `model` for each `Dialect`, collecting every
 //!   problem as a `Diagnostic` instead of stopping. `${VAR}` substitution happens here, on scalar
 //!   values (never on raw text: a branch name cannot inject YAML). Field paths (`At`) are
 //!   rendered only when a problem is reported.

@@ -13,8 +13,11 @@
 //!   output to a channel, stops within 2 s when its token fires), `destroy`. **Invariant:**
 //!   `destroy` is idempotent, safe after a half-done setup, and always called — after the run,
 //!   or by `TeardownGuard` when the executor's future is dropped.
-//! - `executor` — services first, then steps as their graph allows, each gated with
-//!   `PlanStep::runs_when` at the moment it is due; a failed step with `retry` runs again
+//! - `schedule` — the stage's scheduler, pure state tested table by table: which step is
+//!   due, skipped (and why) or readied ahead, what a step's end means for the rest, how the
+//!   stage ends. The executor asks it and tells it; it decides alone.
+//! - `executor` — services first, then steps as the scheduler hands them out, each gated with
+//!   `PlanStep::runs_when` at the moment it is due (`executor::step` runs one); a failed step with `retry` runs again
 //!   (`StepSpec::attempt`, a fresh container per try) with its lines numbered on; `failure: fast` cancels running steps, exit
 //!   78 ends the stage as passed, step and stage timeouts, cancellation, missing secrets as
 //!   errors before the step starts. Step failure is `StepState::Failure`; a backend error is
@@ -28,7 +31,7 @@
 //!   shallow where the server allows, the token only through the credential callback; the
 //!   folder is then imported like any other source (`WorkspaceSource`).
 //! - `docker` — bollard: a network and a workspace volume per job, containers aliased by step
-//!   name, the pull policy, the workspace filled through the archive API (never a host path).
+//!   name (the container itself is `docker::spec`, a pure function of the job and the step), the pull policy, the workspace filled through the archive API (never a host path).
 //!   Output is attached before start (never `/logs`, which loses lines when the engine rotates
 //!   its log files). The next steps' containers are created while earlier steps run
 //!   (`Backend::prepare_step`). A runner keeps spare bridge networks made ahead of time
