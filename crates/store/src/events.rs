@@ -134,16 +134,32 @@ impl Store {
 
     /// Tells this server's subscribers, then the other servers'. Called after the commit.
     pub(crate) async fn publish(&self, event: Event) {
-        if let Pool::Postgres(pool) = &self.pool
-            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+        self.publish_all(vec![event]).await;
+    }
+
+    /// Several events of one commit, in order: to other servers in one `NOTIFY`, a line each
+    /// (no event's text holds a line break: step names cannot).
+    pub(crate) async fn publish_all(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Pool::Postgres(pool) = &self.pool {
+            let payload: Vec<String> = events
+                .iter()
+                .map(|event| event.to_payload(&self.instance))
+                .collect();
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(EVENTS_CHANNEL)
-                .bind(event.to_payload(&self.instance))
+                .bind(payload.join("\n"))
                 .execute(pool)
                 .await
-        {
-            tracing::warn!(error = %e, "NOTIFY failed; other servers catch up at their next look at the store");
+            {
+                tracing::warn!(error = %e, "NOTIFY failed; other servers catch up at their next look at the store");
+            }
         }
-        let _ = self.events.sender.send(event);
+        for event in events {
+            let _ = self.events.sender.send(event);
+        }
     }
 }
 

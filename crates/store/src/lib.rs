@@ -234,10 +234,14 @@ impl Store {
                 // `recv` reconnects by itself when the connection drops; what was sent in
                 // between is lost, so every subscriber also looks at the store now and then.
                 match listener.recv().await {
-                    Ok(note) => match Event::from_payload(note.payload()) {
-                        Some((from, event)) if from != &*own => forward.forward(event),
-                        _ => {}
-                    },
+                    Ok(note) => {
+                        for line in note.payload().lines() {
+                            match Event::from_payload(line) {
+                                Some((from, event)) if from != &*own => forward.forward(event),
+                                _ => {}
+                            }
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "listening for other servers' news failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -436,13 +436,14 @@ impl Store {
             tx.commit().await?;
             (build_id, queued)
         });
-        self.publish(Event::BuildChanged { build: build_id }).await;
+        let mut news = vec![Event::BuildChanged { build: build_id }];
         if queued {
-            self.publish(Event::Queued).await;
+            news.push(Event::Queued);
         }
         if new.delivery.is_some() {
-            self.publish(Event::DeliveryDone).await;
+            news.push(Event::DeliveryDone);
         }
+        self.publish_all(news).await;
         let build = self
             .build(new.repo_id, new.number)
             .await?
@@ -603,8 +604,8 @@ impl Store {
             Ok::<_, StoreError>(changed > 0)
         })?;
         if approved {
-            self.publish(Event::BuildChanged { build: build_id }).await;
-            self.publish(Event::Queued).await;
+            self.publish_all(vec![Event::BuildChanged { build: build_id }, Event::Queued])
+                .await;
         }
         Ok(approved)
     }
@@ -670,8 +671,11 @@ impl Store {
             Ok::<_, StoreError>(changed > 0)
         })?;
         if cancelled {
-            self.publish(Event::Cancelled { build: build_id }).await;
-            self.publish(Event::BuildChanged { build: build_id }).await;
+            self.publish_all(vec![
+                Event::Cancelled { build: build_id },
+                Event::BuildChanged { build: build_id },
+            ])
+            .await;
         }
         Ok(cancelled)
     }

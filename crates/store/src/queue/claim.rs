@@ -85,7 +85,7 @@ fn labels_and_platform_match(request: &ClaimRequest, labels: &str, platform: &st
 }
 
 /// Takes the lease on stage `$id` inside `$tx`, if it is still pending. Evaluates to
-/// `Option<(stage id, epoch, build id, plan)>`.
+/// `Option<(stage id, epoch, build id, plan, whether the build started with it)>`.
 macro_rules! claim_update {
     ($tx:ident, $id:expr, $request:expr, $now:expr) => {{
         let request: &ClaimRequest = $request;
@@ -102,17 +102,22 @@ macro_rules! claim_update {
         .bind($crate::queue::fresh_epoch())
         .fetch_optional(&mut *$tx)
         .await?;
-        if let Some((_, _, build_id, _)) = &row {
-            sqlx::query(
-                "UPDATE builds SET status = 'running', started_at = COALESCE(started_at, $2) \
-                 WHERE id = $1 AND status = 'pending'",
-            )
-            .bind(*build_id)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
+        match row {
+            Some((stage, epoch, build_id, plan)) => {
+                let started = sqlx::query(
+                    "UPDATE builds SET status = 'running', started_at = COALESCE(started_at, $2) \
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(build_id)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                Some((stage, epoch, build_id, plan, started))
+            }
+            None => None,
         }
-        row
     }};
 }
 
@@ -178,7 +183,7 @@ impl Store {
                 claimed
             }};
         }
-        let claimed: Option<(i64, i64, i64, String)> = match &self.pool {
+        let claimed: Option<(i64, i64, i64, String, bool)> = match &self.pool {
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 claim_first!(
@@ -204,11 +209,12 @@ impl Store {
                 )
             }
         };
-        let Some((stage_id, epoch, build_id, plan)) = claimed else {
+        let Some((stage_id, epoch, build_id, plan, build_started)) = claimed else {
             return Ok(None);
         };
-        // The build may have started with this stage.
-        self.publish(Event::BuildChanged { build: build_id }).await;
+        if build_started {
+            self.publish(Event::BuildChanged { build: build_id }).await;
+        }
         let plan = serde_json::from_str(&plan).map_err(|e| StoreError::corrupt("stage plan", e))?;
         Ok(Some(Claim {
             stage_id,

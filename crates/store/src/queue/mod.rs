@@ -362,11 +362,14 @@ impl Store {
             tx.commit().await?;
             Ok::<_, LeaseError>((build_id, advance.queued_any(), advance.build.is_some()))
         })?;
-        self.publish(Event::StageEnded { stage }).await;
-        self.publish(Event::BuildChanged { build: outcome.0 }).await;
+        let mut news = vec![
+            Event::StageEnded { stage },
+            Event::BuildChanged { build: outcome.0 },
+        ];
         if outcome.1 {
-            self.publish(Event::Queued).await;
+            news.push(Event::Queued);
         }
+        self.publish_all(news).await;
         Ok(outcome)
     }
 
@@ -444,14 +447,16 @@ impl Store {
             Ok::<_, StoreError>(reaped)
         })?;
         if let Some(reaped) = &reaped {
-            self.publish(Event::StageEnded { stage }).await;
-            self.publish(Event::BuildChanged {
-                build: reaped.build_id,
-            })
-            .await;
+            let mut news = vec![
+                Event::StageEnded { stage },
+                Event::BuildChanged {
+                    build: reaped.build_id,
+                },
+            ];
             if reaped.queued {
-                self.publish(Event::Queued).await;
+                news.push(Event::Queued);
             }
+            self.publish_all(news).await;
         }
         Ok(reaped)
     }
