@@ -97,44 +97,9 @@ pub(crate) async fn callback(
     let Some(code) = query.code else {
         return refused("GitHub sent no code: start again from /login/github");
     };
-    let answer = state
-        .http
-        .post(format!(
-            "{}/login/oauth/access_token",
-            oauth.github_url.trim_end_matches('/')
-        ))
-        .header("accept", "application/json")
-        .json(&serde_json::json!({
-            "client_id": oauth.client_id,
-            "client_secret": oauth.client_secret,
-            "code": code,
-        }))
-        .send()
-        .await;
-    let token = match answer {
-        Ok(response) => match response.json::<TokenAnswer>().await {
-            Ok(TokenAnswer {
-                access_token: Some(token),
-                ..
-            }) => token,
-            Ok(TokenAnswer {
-                error_description, ..
-            }) => {
-                return refused(&format!(
-                    "GitHub did not grant a token: {}",
-                    error_description.unwrap_or_default()
-                ));
-            }
-            Err(e) => return refused(&format!("GitHub's token answer was unreadable: {e}")),
-        },
-        Err(e) => {
-            tracing::error!(error = %e, "GitHub's token endpoint did not answer");
-            return (
-                StatusCode::BAD_GATEWAY,
-                "GitHub did not answer; try again\n",
-            )
-                .into_response();
-        }
+    let token = match trade_code(&state, &oauth, &code).await {
+        Ok(token) => token,
+        Err(refusal) => return refusal,
     };
     let (login, github_id) = match state.github.user(&token).await {
         Ok(user) => user,
@@ -143,11 +108,7 @@ pub(crate) async fn callback(
         }
         Err(e) => {
             tracing::error!(error = %e, "GitHub's API did not answer");
-            return (
-                StatusCode::BAD_GATEWAY,
-                "GitHub did not answer; try again\n",
-            )
-                .into_response();
+            return github_unreachable();
         }
     };
     // With an admin list, it decides; without one, admins are whom an admin made so.
@@ -201,6 +162,54 @@ pub(crate) async fn callback(
         response.headers_mut().append(header::SET_COOKIE, clear);
     }
     response
+}
+
+/// Trades the sign-in's code for the user's token; a refusal is the page to answer with.
+async fn trade_code(state: &AppState, oauth: &OAuthConfig, code: &str) -> Result<String, Response> {
+    let answer = state
+        .http
+        .post(format!(
+            "{}/login/oauth/access_token",
+            oauth.github_url.trim_end_matches('/')
+        ))
+        .header("accept", "application/json")
+        .json(&serde_json::json!({
+            "client_id": oauth.client_id,
+            "client_secret": oauth.client_secret,
+            "code": code,
+        }))
+        .send()
+        .await;
+    match answer {
+        Ok(response) => match response.json::<TokenAnswer>().await {
+            Ok(TokenAnswer {
+                access_token: Some(token),
+                ..
+            }) => Ok(token),
+            Ok(TokenAnswer {
+                error_description, ..
+            }) => Err(refused(&format!(
+                "GitHub did not grant a token: {}",
+                error_description.unwrap_or_default()
+            ))),
+            Err(e) => Err(refused(&format!(
+                "GitHub's token answer was unreadable: {e}"
+            ))),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "GitHub's token endpoint did not answer");
+            Err(github_unreachable())
+        }
+    }
+}
+
+/// The answer when GitHub could not be reached.
+fn github_unreachable() -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        "GitHub did not answer; try again\n",
+    )
+        .into_response()
 }
 
 /// Percent-encodes a query value.
