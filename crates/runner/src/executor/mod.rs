@@ -275,15 +275,7 @@ impl Executor {
         );
         let mut scheduler = Scheduler::new(steps, services_errored);
         let mut running = Running::default();
-        let deadline = stage
-            .timeout_secs
-            .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-        let timer = async move {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timer = stage_timer(stage);
         tokio::pin!(timer);
 
         loop {
@@ -618,6 +610,19 @@ fn describe_secs(secs: u64) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+/// Ends when the stage's `timeout` is up (never without one).
+fn stage_timer(stage: &Stage) -> impl Future<Output = ()> + use<> {
+    let deadline = stage
+        .timeout_secs
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    async move {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
     }
 }
 
