@@ -103,81 +103,12 @@ fn decide(
 pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     let vars = build_variables(ctx);
     let mut invalid = Diagnostics::default();
-    let mut candidates: Vec<Candidate<'_>> = Vec::new();
-    for file in &config.files {
-        for (index, pipeline) in file.pipelines.iter().enumerate() {
-            let combinations = match &pipeline.matrix {
-                Some(matrix) => matrix.combinations.clone(),
-                None => vec![BTreeMap::new()],
-            };
-            for matrix in combinations {
-                let concrete = concretize(file, index, pipeline, &matrix, &vars, &mut invalid);
-                let name = if matrix.is_empty() {
-                    pipeline.name.value.clone()
-                } else {
-                    let axes: Vec<String> =
-                        matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    format!("{} ({})", pipeline.name.value, axes.join(", "))
-                };
-                let number = u32::try_from(candidates.len() + 1).unwrap_or(u32::MAX);
-                let workspace = workspace_path(&concrete);
-                let mut environment = vars.clone();
-                environment.extend(stage_variables(&name, number, &workspace, &matrix));
-                let mut secrets = Vec::new();
-                apply_env(&concrete.environment, &mut environment, &mut secrets);
-                candidates.push(Candidate {
-                    pipeline: concrete,
-                    dialect: file.dialect,
-                    matrix,
-                    name,
-                    environment,
-                    secrets,
-                });
-            }
-        }
-    }
-
-    // Which stages run, and on what they depend (through skipped ones).
-    let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, c) in candidates.iter().enumerate() {
-        by_base
-            .entry(c.pipeline.name.value.as_str())
-            .or_default()
-            .push(i);
-    }
-    let parents: Vec<Vec<usize>> = candidates
-        .iter()
-        .map(|c| {
-            c.pipeline
-                .depends_on
-                .iter()
-                .flat_map(|d| by_base.get(d.value.as_str()).cloned().unwrap_or_default())
-                .collect()
-        })
-        .collect();
-    let verdicts: Vec<Result<StatusFilter, String>> = candidates
-        .iter()
-        .map(|c| {
-            let verdict = evaluate(&c.pipeline.trigger, ctx, c.facts(), Scope::Pipeline);
-            decide(verdict, &c.pipeline.file, &mut invalid)
-        })
-        .collect();
-    let order = topological_order(&parents).unwrap_or_else(|_| (0..candidates.len()).collect());
-    let mut effective: Vec<Vec<usize>> = vec![Vec::new(); candidates.len()];
-    for &i in &order {
-        let mut deps = Vec::new();
-        for &p in &parents[i] {
-            if verdicts[p].is_ok() {
-                deps.push(p);
-            } else {
-                deps.extend(effective[p].iter().copied());
-            }
-        }
-        deps.sort_unstable();
-        deps.dedup();
-        effective[i] = deps;
-    }
-
+    let candidates = candidates(config, &vars, &mut invalid);
+    let StageGraph {
+        parents,
+        verdicts,
+        effective,
+    } = stage_graph(&candidates, ctx, &mut invalid);
     let mut refused = Diagnostics::default();
     let mut stages = Vec::with_capacity(candidates.len());
     for (i, candidate) in candidates.iter().enumerate() {
@@ -233,6 +164,112 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         return Err(CompileError::Untrusted(refused));
     }
     Ok(Plan { stages })
+}
+
+/// Every pipeline of the file, once per matrix combination, with this build's `${VAR}`s
+/// substituted and its stage's variables.
+fn candidates<'c>(
+    config: &'c Config,
+    vars: &BTreeMap<String, String>,
+    invalid: &mut Diagnostics,
+) -> Vec<Candidate<'c>> {
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    for file in &config.files {
+        for (index, pipeline) in file.pipelines.iter().enumerate() {
+            let combinations = match &pipeline.matrix {
+                Some(matrix) => matrix.combinations.clone(),
+                None => vec![BTreeMap::new()],
+            };
+            for matrix in combinations {
+                let concrete = concretize(file, index, pipeline, &matrix, vars, invalid);
+                let name = if matrix.is_empty() {
+                    pipeline.name.value.clone()
+                } else {
+                    let axes: Vec<String> =
+                        matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{} ({})", pipeline.name.value, axes.join(", "))
+                };
+                let number = u32::try_from(candidates.len() + 1).unwrap_or(u32::MAX);
+                let workspace = workspace_path(&concrete);
+                let mut environment = vars.clone();
+                environment.extend(stage_variables(&name, number, &workspace, &matrix));
+                let mut secrets = Vec::new();
+                apply_env(&concrete.environment, &mut environment, &mut secrets);
+                candidates.push(Candidate {
+                    pipeline: concrete,
+                    dialect: file.dialect,
+                    matrix,
+                    name,
+                    environment,
+                    secrets,
+                });
+            }
+        }
+    }
+
+    candidates
+}
+
+/// Which stages run, and on what they depend (through skipped ones), by candidate index.
+struct StageGraph {
+    /// What each depends on as written.
+    parents: Vec<Vec<usize>>,
+    /// Whether each runs (with the statuses it runs on), or why not.
+    verdicts: Vec<Result<StatusFilter, String>>,
+    /// What each depends on once skipped stages are looked through.
+    effective: Vec<Vec<usize>>,
+}
+
+fn stage_graph(
+    candidates: &[Candidate<'_>],
+    ctx: &Context,
+    invalid: &mut Diagnostics,
+) -> StageGraph {
+    let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        by_base
+            .entry(c.pipeline.name.value.as_str())
+            .or_default()
+            .push(i);
+    }
+    let parents: Vec<Vec<usize>> = candidates
+        .iter()
+        .map(|c| {
+            c.pipeline
+                .depends_on
+                .iter()
+                .flat_map(|d| by_base.get(d.value.as_str()).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let verdicts: Vec<Result<StatusFilter, String>> = candidates
+        .iter()
+        .map(|c| {
+            let verdict = evaluate(&c.pipeline.trigger, ctx, c.facts(), Scope::Pipeline);
+            decide(verdict, &c.pipeline.file, invalid)
+        })
+        .collect();
+    let order = topological_order(&parents).unwrap_or_else(|_| (0..candidates.len()).collect());
+    let mut effective: Vec<Vec<usize>> = vec![Vec::new(); candidates.len()];
+    for &i in &order {
+        let mut deps = Vec::new();
+        for &p in &parents[i] {
+            if verdicts[p].is_ok() {
+                deps.push(p);
+            } else {
+                deps.extend(effective[p].iter().copied());
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        effective[i] = deps;
+    }
+
+    StageGraph {
+        parents,
+        verdicts,
+        effective,
+    }
 }
 
 /// The pipeline with this build's `${VAR}`s substituted, decoded again from its YAML only when
