@@ -188,26 +188,7 @@ async fn run_stages(
     workspace: &Path,
     config: ExecutorConfig,
 ) -> anyhow::Result<ExitCode> {
-    let cancel = CancellationToken::new();
-    {
-        let cancel = cancel.clone();
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("while listening for SIGTERM")?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            eprintln!(
-                "\ncancelling: stopping steps and cleaning up (Ctrl-C again to leave at once)"
-            );
-            cancel.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        });
-    }
+    let cancel = cancel_on_signals()?;
     let colour = std::io::stdout().is_terminal();
     let reporter = Arc::new(TerminalReporter {
         colour,
@@ -257,19 +238,7 @@ async fn run_stages(
             Placement::Docker => match &docker {
                 Some(d) => Arc::clone(d),
                 None => {
-                    let backend =
-                        DockerBackend::connect(&format!("{EXEC_RUNNER}{}", std::process::id()))
-                            .await?;
-                    // What earlier `gantry exec` runs left when they were killed outright.
-                    if let Ok(swept) = backend.sweep_gone(exec_run_is_gone).await
-                        && !swept.is_empty()
-                    {
-                        reporter.note(&format!(
-                            "removed what {} earlier killed run(s) left behind",
-                            swept.len()
-                        ));
-                    }
-                    let connected: Arc<dyn Backend> = Arc::new(backend);
+                    let connected = connect_docker(&reporter).await?;
                     docker = Some(Arc::clone(&connected));
                     connected
                 }
@@ -310,6 +279,42 @@ async fn run_stages(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Cancelled by Ctrl-C or SIGTERM: steps stop and everything is cleaned up; a second
+/// Ctrl-C leaves at once.
+fn cancel_on_signals() -> anyhow::Result<CancellationToken> {
+    let cancel = CancellationToken::new();
+    let cancelled = cancel.clone();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("while listening for SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("\ncancelling: stopping steps and cleaning up (Ctrl-C again to leave at once)");
+        cancelled.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    Ok(cancel)
+}
+
+/// The Docker backend of this run, once it has removed what earlier `gantry exec` runs left
+/// when they were killed outright.
+async fn connect_docker(reporter: &TerminalReporter) -> anyhow::Result<Arc<dyn Backend>> {
+    let backend = DockerBackend::connect(&format!("{EXEC_RUNNER}{}", std::process::id())).await?;
+    if let Ok(swept) = backend.sweep_gone(exec_run_is_gone).await
+        && !swept.is_empty()
+    {
+        reporter.note(&format!(
+            "removed what {} earlier killed run(s) left behind",
+            swept.len()
+        ));
+    }
+    Ok(Arc::new(backend))
 }
 
 struct TerminalReporter {
