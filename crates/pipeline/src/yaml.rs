@@ -225,45 +225,10 @@ impl<'l> Builder<'l> {
                     self.anchors.clear();
                 }
                 Event::Scalar(text, style, anchor, _tag) => {
-                    let node = Node {
-                        pos,
-                        value: Value::Scalar(Scalar {
-                            text: text.into_owned(),
-                            plain: style == ScalarStyle::Plain,
-                        }),
-                    };
-                    self.count(1, pos)?;
-                    if anchor != 0 {
-                        self.anchors.insert(
-                            anchor,
-                            Anchored {
-                                node: node.clone(),
-                                nodes: 1,
-                                height: 0,
-                            },
-                        );
-                    }
-                    self.complete(node, 1, 0, &mut root)?;
+                    let plain = style == ScalarStyle::Plain;
+                    self.scalar(text.into_owned(), plain, anchor, pos, &mut root)?;
                 }
-                Event::Alias(id) => {
-                    let Some((nodes, height)) = self.anchors.get(&id).map(|a| (a.nodes, a.height))
-                    else {
-                        return Err(YamlError::new(
-                            pos,
-                            "alias to an unknown anchor",
-                            Some("define the anchor with `&name` before using `*name`"),
-                        ));
-                    };
-                    if self.stack.len() + height > self.limits.max_depth {
-                        return Err(self.too_deep(pos));
-                    }
-                    self.count(nodes, pos)?;
-                    let Some(mut node) = self.anchors.get(&id).map(|a| a.node.clone()) else {
-                        return Err(YamlError::new(pos, "alias to an unknown anchor", None));
-                    };
-                    node.pos = pos;
-                    self.complete(node, nodes, height, &mut root)?;
-                }
+                Event::Alias(id) => self.alias(id, pos, &mut root)?,
                 Event::SequenceStart(_, anchor, _) => {
                     self.open(Frame::Seq {
                         pos,
@@ -283,55 +248,7 @@ impl<'l> Builder<'l> {
                         nodes: 1,
                     })?;
                 }
-                Event::SequenceEnd | Event::MappingEnd => {
-                    let Some(frame) = self.stack.pop() else {
-                        return Err(YamlError::new(pos, "unbalanced YAML structure", None));
-                    };
-                    let (node, anchor, nodes, height) = match frame {
-                        Frame::Seq {
-                            pos,
-                            anchor,
-                            items,
-                            height,
-                            nodes,
-                        } => (
-                            Node {
-                                pos,
-                                value: Value::Seq(items),
-                            },
-                            anchor,
-                            nodes,
-                            height + 1,
-                        ),
-                        Frame::Map {
-                            pos,
-                            anchor,
-                            entries,
-                            height,
-                            nodes,
-                            ..
-                        } => {
-                            let in_seq = matches!(self.stack.last(), Some(Frame::Seq { .. }));
-                            (
-                                self.finish_map(pos, entries, in_seq)?,
-                                anchor,
-                                nodes,
-                                height + 1,
-                            )
-                        }
-                    };
-                    if anchor != 0 {
-                        self.anchors.insert(
-                            anchor,
-                            Anchored {
-                                node: node.clone(),
-                                nodes,
-                                height,
-                            },
-                        );
-                    }
-                    self.complete(node, nodes, height, &mut root)?;
-                }
+                Event::SequenceEnd | Event::MappingEnd => self.close(pos, &mut root)?,
                 _ => {}
             }
         }
@@ -339,6 +256,107 @@ impl<'l> Builder<'l> {
             self.out.documents.iter_mut().for_each(splice);
         }
         Ok(self.out)
+    }
+
+    /// A scalar: counted, kept under its anchor if it has one, and placed.
+    fn scalar(
+        &mut self,
+        text: String,
+        plain: bool,
+        anchor: usize,
+        pos: Pos,
+        root: &mut Option<Node>,
+    ) -> Result<(), YamlError> {
+        let node = Node {
+            pos,
+            value: Value::Scalar(Scalar { text, plain }),
+        };
+        self.count(1, pos)?;
+        if anchor != 0 {
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    nodes: 1,
+                    height: 0,
+                },
+            );
+        }
+        self.complete(node, 1, 0, root)?;
+        Ok(())
+    }
+
+    /// An alias: the anchored node again, counted (with all it holds) against the limits.
+    fn alias(&mut self, id: usize, pos: Pos, root: &mut Option<Node>) -> Result<(), YamlError> {
+        let Some((nodes, height)) = self.anchors.get(&id).map(|a| (a.nodes, a.height)) else {
+            return Err(YamlError::new(
+                pos,
+                "alias to an unknown anchor",
+                Some("define the anchor with `&name` before using `*name`"),
+            ));
+        };
+        if self.stack.len() + height > self.limits.max_depth {
+            return Err(self.too_deep(pos));
+        }
+        self.count(nodes, pos)?;
+        let Some(mut node) = self.anchors.get(&id).map(|a| a.node.clone()) else {
+            return Err(YamlError::new(pos, "alias to an unknown anchor", None));
+        };
+        node.pos = pos;
+        self.complete(node, nodes, height, root)?;
+        Ok(())
+    }
+
+    /// The end of a sequence or a mapping: its node, kept under its anchor, and placed.
+    fn close(&mut self, pos: Pos, root: &mut Option<Node>) -> Result<(), YamlError> {
+        let Some(frame) = self.stack.pop() else {
+            return Err(YamlError::new(pos, "unbalanced YAML structure", None));
+        };
+        let (node, anchor, nodes, height) = match frame {
+            Frame::Seq {
+                pos,
+                anchor,
+                items,
+                height,
+                nodes,
+            } => (
+                Node {
+                    pos,
+                    value: Value::Seq(items),
+                },
+                anchor,
+                nodes,
+                height + 1,
+            ),
+            Frame::Map {
+                pos,
+                anchor,
+                entries,
+                height,
+                nodes,
+                ..
+            } => {
+                let in_seq = matches!(self.stack.last(), Some(Frame::Seq { .. }));
+                (
+                    self.finish_map(pos, entries, in_seq)?,
+                    anchor,
+                    nodes,
+                    height + 1,
+                )
+            }
+        };
+        if anchor != 0 {
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    nodes,
+                    height,
+                },
+            );
+        }
+        self.complete(node, nodes, height, root)?;
+        Ok(())
     }
 
     fn too_deep(&self, pos: Pos) -> YamlError {
