@@ -13,32 +13,13 @@ use std::time::{Duration, Instant};
 
 use gantry_pipeline::{Context, compile, parse};
 use gantry_proto::{LogLine, StepState, StepUpdate};
-use gantry_store::{
-    BuildFilter, ClaimRequest, NewBuild, NewRepo, StageEnd, Status, Store, Visibility, now_ms,
-};
+use gantry_store::{BuildFilter, NewBuild, StageEnd, Status, Store, now_ms};
 use gantry_test_support::{TempDir, test_databases};
 
-const PIPELINE: &str = "\
-kind: pipeline
-name: build
-clone: {disable: true}
-steps:
-  - name: compile
-    image: busybox
-    commands: [make]
-  - name: test
-    image: busybox
-    commands: [make test]
----
-kind: pipeline
-name: deploy
-clone: {disable: true}
-depends_on: [build]
-steps:
-  - name: ship
-    image: busybox
-    commands: [ship]
-";
+#[path = "../tests/it/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{TWO_STAGES, repo, runner};
 
 /// Each query's durations, by name, in the order first timed.
 #[derive(Default)]
@@ -67,21 +48,6 @@ impl Timings {
     }
 }
 
-fn runner() -> ClaimRequest {
-    ClaimRequest {
-        runner: "bench".into(),
-        instance: "bench-1".into(),
-        labels: BTreeMap::new(),
-        platform: "linux/amd64".into(),
-        offer: gantry_proto::Offer {
-            docker: true,
-            host: false,
-        },
-        lease_until: now_ms() + 60_000,
-        owners: Vec::new(),
-    }
-}
-
 fn step(epoch: i64, name: &str, state: StepState) -> StepUpdate {
     StepUpdate {
         epoch,
@@ -95,25 +61,8 @@ fn step(epoch: i64, name: &str, state: StepState) -> StepUpdate {
 }
 
 async fn one_database(label: &str, store: &Store, rounds: usize) {
-    let repo = store
-        .create_repo(&NewRepo {
-            owner: "acme".into(),
-            name: "bench".into(),
-            clone_url: "https://git.example/acme/bench.git".into(),
-            link: String::new(),
-            webhook_secret: "s3cret".into(),
-            config_path: String::new(),
-            default_branch: "main".into(),
-            trusted: false,
-            visibility: Some(Visibility::Public),
-            timeout_secs: 600,
-            github_token: String::new(),
-            fork_policy: "run".into(),
-            ssh_key: String::new(),
-        })
-        .await
-        .expect("a repository");
-    let config = parse(".gantry.yml", PIPELINE)
+    let repo = repo(store, "bench").await;
+    let config = parse(".gantry.yml", TWO_STAGES)
         .config
         .expect("the bench pipeline is valid");
     let lines: Vec<LogLine> = (1..=50)
@@ -145,7 +94,7 @@ async fn one_database(label: &str, store: &Store, rounds: usize) {
             .await
             .expect("creates");
         let claim = timings
-            .time("claim_next", store.claim_next(&runner()))
+            .time("claim_next", store.claim_next(&runner("bench")))
             .await
             .expect("claims")
             .expect("a stage is queued");
@@ -200,7 +149,7 @@ async fn one_database(label: &str, store: &Store, rounds: usize) {
             .expect("lists");
         // The deploy stage: claimed and ended, so the queue stays short.
         let deploy = store
-            .claim_next(&runner())
+            .claim_next(&runner("bench"))
             .await
             .expect("claims")
             .expect("deploy is queued");

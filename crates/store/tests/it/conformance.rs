@@ -1,16 +1,16 @@
 //! One storage API, two databases: each case below runs on both (see `on_both!`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gantry_pipeline::{Context, Plan, compile, parse};
 use gantry_proto::{LogLine, StepState, StepUpdate};
 use gantry_store::{
-    BuildFilter, ClaimRequest, DeliveryState, LeaseError, NewBuild, NewDelivery, NewRepo, NewToken,
-    Recorded, RepoUpdate, Role, RoleSource, StageEnd, Status, Store, StoreError, Visibility,
-    now_ms,
+    BuildFilter, DeliveryState, LeaseError, NewBuild, NewDelivery, NewRepo, NewToken, Recorded,
+    RepoUpdate, Role, RoleSource, StageEnd, Status, Store, StoreError, Visibility, now_ms,
 };
 use gantry_test_support::{TempDir, test_databases};
+
+pub(crate) use crate::fixtures::{TWO_STAGES, repo, runner};
 
 /// Runs an async case once per database, each on a fresh one.
 macro_rules! on_both {
@@ -53,49 +53,6 @@ pub(crate) fn plan_of(yaml: &str, ctx: &Context) -> Plan {
         .config
         .unwrap_or_else(|| panic!("the test pipeline is valid:\n{yaml}"));
     compile(&config, ctx).expect("the test pipeline compiles")
-}
-
-pub(crate) const TWO_STAGES: &str = "\
-kind: pipeline
-name: build
-clone: {disable: true}
-steps:
-  - name: compile
-    image: busybox
-    commands: [make]
-  - name: test
-    image: busybox
-    commands: [make test]
----
-kind: pipeline
-name: deploy
-clone: {disable: true}
-depends_on: [build]
-steps:
-  - name: ship
-    image: busybox
-    commands: [ship]
-";
-
-pub(crate) async fn repo(store: &Store, name: &str) -> gantry_store::Repo {
-    store
-        .create_repo(&NewRepo {
-            owner: "acme".into(),
-            name: name.into(),
-            clone_url: format!("https://git.example/acme/{name}.git"),
-            link: String::new(),
-            webhook_secret: "s3cret".into(),
-            config_path: String::new(),
-            default_branch: "main".into(),
-            trusted: false,
-            visibility: Some(Visibility::Public),
-            timeout_secs: 600,
-            github_token: String::new(),
-            fork_policy: "run".into(),
-            ssh_key: String::new(),
-        })
-        .await
-        .expect("creates the repository")
 }
 
 pub(crate) async fn new_build(
@@ -148,21 +105,6 @@ pub(crate) async fn try_build_for(
             schedule,
         })
         .await
-}
-
-pub(crate) fn runner(name: &str) -> ClaimRequest {
-    ClaimRequest {
-        runner: name.into(),
-        instance: format!("{name}-1"),
-        labels: BTreeMap::new(),
-        platform: "linux/amd64".into(),
-        offer: gantry_proto::Offer {
-            docker: true,
-            host: false,
-        },
-        lease_until: now_ms() + 60_000,
-        owners: Vec::new(),
-    }
 }
 
 pub(crate) fn step(epoch: i64, name: &str, state: StepState, exit: Option<i32>) -> StepUpdate {

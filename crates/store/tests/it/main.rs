@@ -4,4 +4,5 @@
 mod claims;
 mod conformance;
 mod events;
+mod fixtures;
 mod retention;
