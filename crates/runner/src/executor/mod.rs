@@ -31,7 +31,7 @@ pub use crate::schedule::EXIT_EARLY;
 
 mod step;
 
-use step::{ServiceOrStep, elapsed_ms, run_one, spawn_background};
+use step::{Running, ServiceOrStep, elapsed_ms, spawn_background};
 
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
@@ -622,69 +622,6 @@ fn stage_timer(stage: &Stage) -> impl Future<Output = ()> + use<> {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
-        }
-    }
-}
-
-/// The stage's steps running now, each with the token that cancels it.
-#[derive(Default)]
-struct Running {
-    tasks: JoinSet<StepResult>,
-    steps: HashMap<tokio::task::Id, (usize, CancellationToken)>,
-}
-
-impl Running {
-    fn spawn(
-        &mut self,
-        shared: &Arc<Shared>,
-        i: usize,
-        environment: BTreeMap<String, String>,
-        token: CancellationToken,
-    ) {
-        let handle = self.tasks.spawn(
-            run_one(
-                Arc::clone(shared),
-                ServiceOrStep::Step(i),
-                environment,
-                token.clone(),
-            )
-            .in_current_span(),
-        );
-        self.steps.insert(handle.id(), (i, token));
-    }
-
-    fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
-    fn cancel_all(&self) {
-        self.steps.values().for_each(|(_, token)| token.cancel());
-    }
-
-    /// The next step to end, and how (a task that failed is the step's error, reported).
-    /// `None` when none runs.
-    async fn next(&mut self, shared: &Shared) -> Option<(usize, StepResult)> {
-        loop {
-            let (id, result) = match self.tasks.join_next_with_id().await? {
-                Ok(ended) => ended,
-                Err(e) => {
-                    let name = self
-                        .steps
-                        .get(&e.id())
-                        .map(|(i, _)| shared.spec.stage.steps[*i].name.clone())
-                        .unwrap_or_default();
-                    let result = StepResult {
-                        status: StepState::Error,
-                        error: Some(format!("the runner's task for this step failed: {e}")),
-                        ..StepResult::skipped(&name, "")
-                    };
-                    shared.reporter.step_finished(&result);
-                    (e.id(), result)
-                }
-            };
-            if let Some((i, _)) = self.steps.remove(&id) {
-                return Some((i, result));
-            }
         }
     }
 }

@@ -232,3 +232,66 @@ pub(super) async fn run_try(
 pub(super) fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+/// The stage's steps running now, each with the token that cancels it.
+#[derive(Default)]
+pub(super) struct Running {
+    tasks: JoinSet<StepResult>,
+    steps: HashMap<tokio::task::Id, (usize, CancellationToken)>,
+}
+
+impl Running {
+    pub(super) fn spawn(
+        &mut self,
+        shared: &Arc<Shared>,
+        i: usize,
+        environment: BTreeMap<String, String>,
+        token: CancellationToken,
+    ) {
+        let handle = self.tasks.spawn(
+            run_one(
+                Arc::clone(shared),
+                ServiceOrStep::Step(i),
+                environment,
+                token.clone(),
+            )
+            .in_current_span(),
+        );
+        self.steps.insert(handle.id(), (i, token));
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    pub(super) fn cancel_all(&self) {
+        self.steps.values().for_each(|(_, token)| token.cancel());
+    }
+
+    /// The next step to end, and how (a task that failed is the step's error, reported).
+    /// `None` when none runs.
+    pub(super) async fn next(&mut self, shared: &Shared) -> Option<(usize, StepResult)> {
+        loop {
+            let (id, result) = match self.tasks.join_next_with_id().await? {
+                Ok(ended) => ended,
+                Err(e) => {
+                    let name = self
+                        .steps
+                        .get(&e.id())
+                        .map(|(i, _)| shared.spec.stage.steps[*i].name.clone())
+                        .unwrap_or_default();
+                    let result = StepResult {
+                        status: StepState::Error,
+                        error: Some(format!("the runner's task for this step failed: {e}")),
+                        ..StepResult::skipped(&name, "")
+                    };
+                    shared.reporter.step_finished(&result);
+                    (e.id(), result)
+                }
+            };
+            if let Some((i, _)) = self.steps.remove(&id) {
+                return Some((i, result));
+            }
+        }
+    }
+}

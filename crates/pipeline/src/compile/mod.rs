@@ -1,0 +1,380 @@
+//! `compile(config, context) -> Plan`: applies a parsed pipeline configuration to one build.
+//! Substitutes `${VAR}`, expands matrices, evaluates `trigger` and `when`, orders steps,
+//! resolves environments and scripts, and refuses what the repository is not trusted to do.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::conditions::{Scope, Skip, StageFacts, evaluate};
+use crate::context::{Context, Event};
+use crate::decode::Decoder;
+use crate::diag::{Diagnostic, Diagnostics, Pos, Severity};
+use crate::env::{
+    build_variables, encode_setting, plugin_variable, script, stage_variables, step_variables,
+};
+use crate::envsubst::Lookup;
+use crate::graph::topological_order;
+use crate::model::{
+    ContainerOptions, DeviceSource, Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType,
+    SettingValue, StatusFilter, Step, Volume, VolumeSource,
+};
+use crate::plan::{CacheSpec, CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
+use crate::trust::{self, Rule, Subject, Violation};
+use crate::validate::CLONE_STEP;
+use crate::{Config, PipelineFile};
+
+mod stage;
+
+use stage::{apply_env, build_stage, workspace_path};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// The file is invalid for this build (e.g. a bad `${...}` substitution).
+    #[error("the pipeline configuration is invalid:\n{0}")]
+    Invalid(Diagnostics),
+    /// The build would do what the repository is not trusted to do.
+    #[error("the plan is refused because the repository is not trusted:\n{0}")]
+    Untrusted(Diagnostics),
+}
+
+impl CompileError {
+    pub fn diagnostics(&self) -> &Diagnostics {
+        match self {
+            CompileError::Invalid(d) | CompileError::Untrusted(d) => d,
+        }
+    }
+}
+
+/// Matrix axes over the build's variables.
+struct Layered<'a> {
+    top: &'a BTreeMap<String, String>,
+    base: &'a BTreeMap<String, String>,
+}
+
+impl Lookup for Layered<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.top
+            .get(name)
+            .or_else(|| self.base.get(name))
+            .map(String::as_str)
+    }
+}
+
+/// A pipeline made concrete for this build, before it becomes a [`Stage`].
+struct Candidate<'c> {
+    pipeline: Cow<'c, Pipeline>,
+    dialect: Dialect,
+    matrix: BTreeMap<String, String>,
+    name: String,
+    /// Every variable of the stage: the build's, the stage's, the pipeline's `environment`
+    /// and the matrix axes.
+    environment: BTreeMap<String, String>,
+    secrets: Vec<SecretEnv>,
+}
+
+impl Candidate<'_> {
+    fn facts(&self) -> StageFacts<'_> {
+        StageFacts {
+            platform: &self.pipeline.platform,
+            matrix: &self.matrix,
+            variables: &self.environment,
+        }
+    }
+}
+
+/// Turns a condition verdict into run/skip, collecting conditions that cannot be decided.
+fn decide(
+    verdict: Result<StatusFilter, Skip>,
+    file: &str,
+    invalid: &mut Diagnostics,
+) -> Result<StatusFilter, String> {
+    verdict.map_err(|skip| match skip {
+        Skip::Because(reason) => reason,
+        Skip::Invalid { pos, message } => {
+            invalid.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.to_owned(),
+                pos,
+                path: String::new(),
+                message: message.clone(),
+                hint: None,
+            });
+            message
+        }
+    })
+}
+
+pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
+    let vars = build_variables(ctx);
+    let mut invalid = Diagnostics::default();
+    let candidates = candidates(config, &vars, &mut invalid);
+    let StageGraph {
+        parents,
+        verdicts,
+        effective,
+    } = stage_graph(&candidates, ctx, &mut invalid);
+    let mut refused = Diagnostics::default();
+    let mut stages = Vec::with_capacity(candidates.len());
+    for (i, candidate) in candidates.iter().enumerate() {
+        let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let mut stage = build_stage(candidate, number, ctx, &mut invalid);
+        // On the stage as it will run, after the matrix and every substitution; as Drone's
+        // linter: every pipeline of the file, whether this build runs it or not, and every
+        // step of it, whatever its `when` (skipping is decided below).
+        if !ctx.trusted {
+            for violation in trust::check_stage(&stage) {
+                refused.push(refusal(&candidate.pipeline, &violation));
+            }
+        }
+        match &verdicts[i] {
+            Ok(filter) => {
+                stage.runs_on = if candidate.dialect == Dialect::Woodpecker {
+                    candidate.pipeline.runs_on
+                } else {
+                    *filter
+                };
+                stage.depends_on = effective[i]
+                    .iter()
+                    .map(|&d| candidates[d].name.clone())
+                    .collect();
+            }
+            Err(reason) => {
+                stage.run = false;
+                stage.reason = Some(reason.clone());
+                stage.depends_on = parents[i]
+                    .iter()
+                    .map(|&d| candidates[d].name.clone())
+                    .collect();
+                for step in stage.steps.iter_mut().chain(stage.services.iter_mut()) {
+                    step.run = false;
+                    step.reason
+                        .get_or_insert_with(|| "the stage does not run".to_owned());
+                }
+            }
+        }
+        stages.push(stage);
+    }
+    if invalid.has_errors() {
+        return Err(CompileError::Invalid(Diagnostics(
+            invalid.errors().cloned().collect(),
+        )));
+    }
+    if refused.has_errors() {
+        // Matrix combinations of one pipeline break a rule at the same place alike.
+        refused
+            .0
+            .sort_by(|a, b| (&a.file, a.pos, &a.message).cmp(&(&b.file, b.pos, &b.message)));
+        refused.0.dedup();
+        return Err(CompileError::Untrusted(refused));
+    }
+    Ok(Plan { stages })
+}
+
+/// Every pipeline of the file, once per matrix combination, with this build's `${VAR}`s
+/// substituted and its stage's variables.
+fn candidates<'c>(
+    config: &'c Config,
+    vars: &BTreeMap<String, String>,
+    invalid: &mut Diagnostics,
+) -> Vec<Candidate<'c>> {
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    for file in &config.files {
+        for (index, pipeline) in file.pipelines.iter().enumerate() {
+            let combinations = match &pipeline.matrix {
+                Some(matrix) => matrix.combinations.clone(),
+                None => vec![BTreeMap::new()],
+            };
+            for matrix in combinations {
+                let concrete = concretize(file, index, pipeline, &matrix, vars, invalid);
+                let name = if matrix.is_empty() {
+                    pipeline.name.value.clone()
+                } else {
+                    let axes: Vec<String> =
+                        matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{} ({})", pipeline.name.value, axes.join(", "))
+                };
+                let number = u32::try_from(candidates.len() + 1).unwrap_or(u32::MAX);
+                let workspace = workspace_path(&concrete);
+                let mut environment = vars.clone();
+                environment.extend(stage_variables(&name, number, &workspace, &matrix));
+                let mut secrets = Vec::new();
+                apply_env(&concrete.environment, &mut environment, &mut secrets);
+                candidates.push(Candidate {
+                    pipeline: concrete,
+                    dialect: file.dialect,
+                    matrix,
+                    name,
+                    environment,
+                    secrets,
+                });
+            }
+        }
+    }
+
+    candidates
+}
+
+/// Which stages run, and on what they depend (through skipped ones), by candidate index.
+struct StageGraph {
+    /// What each depends on as written.
+    parents: Vec<Vec<usize>>,
+    /// Whether each runs (with the statuses it runs on), or why not.
+    verdicts: Vec<Result<StatusFilter, String>>,
+    /// What each depends on once skipped stages are looked through.
+    effective: Vec<Vec<usize>>,
+}
+
+fn stage_graph(
+    candidates: &[Candidate<'_>],
+    ctx: &Context,
+    invalid: &mut Diagnostics,
+) -> StageGraph {
+    let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        by_base
+            .entry(c.pipeline.name.value.as_str())
+            .or_default()
+            .push(i);
+    }
+    let parents: Vec<Vec<usize>> = candidates
+        .iter()
+        .map(|c| {
+            c.pipeline
+                .depends_on
+                .iter()
+                .flat_map(|d| by_base.get(d.value.as_str()).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let verdicts: Vec<Result<StatusFilter, String>> = candidates
+        .iter()
+        .map(|c| {
+            let verdict = evaluate(&c.pipeline.trigger, ctx, c.facts(), Scope::Pipeline);
+            decide(verdict, &c.pipeline.file, invalid)
+        })
+        .collect();
+    let order = topological_order(&parents).unwrap_or_else(|_| (0..candidates.len()).collect());
+    let mut effective: Vec<Vec<usize>> = vec![Vec::new(); candidates.len()];
+    for &i in &order {
+        let mut deps = Vec::new();
+        for &p in &parents[i] {
+            if verdicts[p].is_ok() {
+                deps.push(p);
+            } else {
+                deps.extend(effective[p].iter().copied());
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        effective[i] = deps;
+    }
+
+    StageGraph {
+        parents,
+        verdicts,
+        effective,
+    }
+}
+
+/// The pipeline with this build's `${VAR}`s substituted, decoded again from its YAML only when
+/// it contains a `$` at all.
+fn concretize<'c>(
+    file: &'c PipelineFile,
+    index: usize,
+    pipeline: &'c Pipeline,
+    matrix: &BTreeMap<String, String>,
+    vars: &BTreeMap<String, String>,
+    invalid: &mut Diagnostics,
+) -> Cow<'c, Pipeline> {
+    let Some(node) = file.substitutable_node(index) else {
+        return Cow::Borrowed(pipeline);
+    };
+    let lookup = Layered {
+        top: matrix,
+        base: vars,
+    };
+    let mut decoder = Decoder::new(&file.name, file.dialect, Some(&lookup));
+    let decoded = decoder.pipeline(node, index, &pipeline.name.value);
+    invalid.extend(Diagnostics(decoder.diags.errors().cloned().collect()));
+    match decoded {
+        Some(mut p) => {
+            // The matrix and dependencies were validated on the file as written.
+            p.name = pipeline.name.clone();
+            p.depends_on = pipeline.depends_on.clone();
+            Cow::Owned(p)
+        }
+        None => Cow::Borrowed(pipeline),
+    }
+}
+
+/// A rule the stage breaks, pointed at where its pipeline says it.
+fn refusal(pipeline: &Pipeline, violation: &Violation) -> Diagnostic {
+    let pipeline_name = &pipeline.name.value;
+    let root = format!("pipeline[{pipeline_name}]");
+    let (pos, path) = match &violation.subject {
+        Subject::Stage => (pipeline.pos, format!("{root}.{}", violation.rule.key())),
+        Subject::Volume(name) => (
+            pipeline
+                .volumes
+                .iter()
+                .find(|v| &v.name == name)
+                .map_or(pipeline.pos, |v| v.pos),
+            format!("{root}.volumes"),
+        ),
+        Subject::Step(name) => {
+            let step = pipeline
+                .steps
+                .iter()
+                .chain(&pipeline.services)
+                .find(|s| &s.name.value == name);
+            let pos = step.map_or(pipeline.pos, |step| setting_pos(step, violation));
+            (
+                pos,
+                format!("{root}.steps[{name}].{}", violation.rule.key()),
+            )
+        }
+    };
+    Diagnostic {
+        severity: Severity::Error,
+        file: pipeline.file.clone(),
+        pos,
+        path,
+        message: violation.message(pipeline_name),
+        // Who can trust a repository depends on where the plan is made (a server admin,
+        // or `gantry exec --trusted`): the caller says it. The rule's name is what the
+        // runner's own check would say.
+        hint: Some(format!("trust rule `{}`", violation.rule.name())),
+    }
+}
+
+/// Where the step sets what breaks the rule (its name when the file does not say).
+fn setting_pos(step: &Step, violation: &Violation) -> Pos {
+    match violation.rule {
+        Rule::Privileged => step.privileged.pos,
+        Rule::NetworkMode => step.network_mode.as_ref().map_or(step.pos, |m| m.pos),
+        Rule::HostVolume | Rule::DockerSocket | Rule::RunDrone | Rule::MemoryVolume => {
+            let value = violation.value.as_deref();
+            step.mounts
+                .iter()
+                .find(|m| match &m.mount {
+                    Mount::Host { host, path, .. } => {
+                        value == Some(host.as_str()) || value == Some(path.as_str())
+                    }
+                    Mount::Named { path, .. } => value == Some(path.as_str()),
+                })
+                .map_or(step.pos, |m| m.pos)
+        }
+        Rule::HostPipeline => step.pos,
+        Rule::Devices
+        | Rule::Dns
+        | Rule::DnsSearch
+        | Rule::ExtraHosts
+        | Rule::HostPorts
+        | Rule::CapAdd
+        | Rule::Tmpfs => step
+            .trusted_only
+            .iter()
+            .find(|(rule, _)| *rule == violation.rule)
+            .map_or(step.pos, |(_, pos)| *pos),
+    }
+}
