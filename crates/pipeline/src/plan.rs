@@ -99,6 +99,41 @@ pub enum StepKind {
     Service,
 }
 
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Clone => "clone",
+            StepKind::Commands => "commands",
+            StepKind::Plugin => "plugin",
+            StepKind::Service => "service",
+        }
+    }
+}
+
+impl std::str::FromStr for StepKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            StepKind::Clone,
+            StepKind::Commands,
+            StepKind::Plugin,
+            StepKind::Service,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown step kind `{s}`: expected clone, commands, plugin or service")
+        })
+    }
+}
+
+impl TryFrom<String> for StepKind {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
 /// An environment variable whose value is a secret, filled in by the runner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretEnv {
@@ -269,5 +304,26 @@ impl fmt::Display for Plan {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_kind_is_stored_as_its_serde_name_and_read_back() {
+        for kind in [
+            StepKind::Clone,
+            StepKind::Commands,
+            StepKind::Plugin,
+            StepKind::Service,
+        ] {
+            // Rows written before `as_str` existed hold the serde name.
+            let serde_name = serde_json::to_string(&kind).expect("serialises");
+            assert_eq!(serde_name, format!("\"{}\"", kind.as_str()));
+            assert_eq!(kind.as_str().parse::<StepKind>(), Ok(kind));
+        }
+        assert!("container".parse::<StepKind>().is_err());
     }
 }

@@ -181,7 +181,7 @@ pub fn step(step: store::Step) -> gantry_api::Step {
         stage_id: step.stage_id,
         number: step.number,
         name: step.name,
-        kind: step.kind,
+        kind: step.kind.as_str().to_owned(),
         status: step.status,
         exit_code: step.exit_code,
         error: step.error,

@@ -217,8 +217,8 @@ pub struct Step {
     pub stage_id: i64,
     pub number: i64,
     pub name: String,
-    /// `clone`, `commands`, `plugin` or `service`.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: gantry_pipeline::StepKind,
     #[sqlx(try_from = "String")]
     pub status: Status,
     pub exit_code: Option<i64>,
@@ -409,7 +409,7 @@ impl Store {
                         .bind(stage_id)
                         .bind(i64::from(step.number))
                         .bind(&step.name)
-                        .bind(json(&step.kind).trim_matches('"').to_owned())
+                        .bind(step.kind.as_str())
                         .bind(step_status.as_str())
                         .bind(step.reason.as_deref())
                         .execute(&mut *tx)
