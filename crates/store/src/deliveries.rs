@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::{Event, Result, Store, StoreError, with_pool};
+use crate::{Event, Result, Store, StoreError, db};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,7 +86,7 @@ impl Store {
     /// may come again (GitHub's "redeliver" after a secret was fixed) and is then replaced.
     pub async fn record_delivery(&self, new: &NewDelivery<'_>) -> Result<Recorded> {
         let now = self.clock.now_ms();
-        let inserted: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+        let inserted: Option<i64> = db::query_scalar(
             "INSERT INTO deliveries (delivery_id, event, repo_id, state, outcome, payload, \
              received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (delivery_id) DO UPDATE SET event = $2, repo_id = $3, state = $4, \
@@ -100,8 +100,8 @@ impl Store {
         .bind(new.outcome)
         .bind(new.payload)
         .bind(now)
-        .fetch_optional(pool)
-        .await)?;
+        .fetch_optional(&self.pool)
+        .await?;
         match inserted {
             Some(id) => {
                 if new.state == DeliveryState::Pending {
@@ -113,11 +113,11 @@ impl Store {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT {COLUMNS} FROM deliveries WHERE delivery_id = $1"
                 ));
-                let existing = with_pool!(self, pool => sqlx::query_as::<_, Delivery>(sql)
+                let existing = db::query_as::<Delivery>(sql)
                     .bind(new.delivery_id)
-                    .fetch_optional(pool)
-                    .await)?
-                .ok_or_else(|| StoreError::NotFound(format!("delivery {}", new.delivery_id)))?;
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("delivery {}", new.delivery_id)))?;
                 Ok(Recorded::Duplicate(existing))
             }
         }
@@ -127,10 +127,10 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM deliveries WHERE delivery_id = $1"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Delivery>(sql)
+        db::query_as::<Delivery>(sql)
             .bind(delivery_id)
-            .fetch_optional(pool)
-            .await)?)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Deliveries accepted but not processed yet, oldest first.
@@ -138,10 +138,10 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM deliveries WHERE state = 'pending' ORDER BY id LIMIT $1"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Delivery>(sql)
+        db::query_as::<Delivery>(sql)
             .bind(limit)
-            .fetch_all(pool)
-            .await)?)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Takes the oldest pending delivery that nobody holds (or whose holder's lease ran
@@ -150,11 +150,7 @@ impl Store {
     /// came, while other repositories' go on. Servers sharing the database each take a
     /// different one; the returned `claim_epoch` names this claim, and `attempts` counts it.
     pub async fn claim_delivery(&self, now: i64, lease_until: i64) -> Result<Option<Delivery>> {
-        let lock = match self.pool {
-            crate::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            // SQLite runs one writer at a time: the statement is the claim.
-            crate::Pool::Sqlite(_) => "",
-        };
+        let lock = self.skip_locked();
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE deliveries SET next_attempt_at = $2, claim_epoch = claim_epoch + 1, \
              attempts = attempts + 1 \
@@ -164,26 +160,26 @@ impl Store {
              ORDER BY d.id LIMIT 1{lock}) \
              AND state = 'pending' AND next_attempt_at <= $1 RETURNING {COLUMNS}"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Delivery>(sql)
+        db::query_as::<Delivery>(sql)
             .bind(now)
             .bind(lease_until)
-            .fetch_optional(pool)
-            .await)?)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Extends a claim still held; `false` when another server took the delivery over (or
     /// it was processed).
     pub async fn renew_delivery(&self, id: i64, epoch: i64, lease_until: i64) -> Result<bool> {
-        let renewed = with_pool!(self, pool => sqlx::query(
+        let renewed = db::query(
             "UPDATE deliveries SET next_attempt_at = $3 WHERE id = $1 AND claim_epoch = $2 \
              AND state = 'pending'",
         )
         .bind(id)
         .bind(epoch)
         .bind(lease_until)
-        .execute(pool)
+        .execute(&self.pool)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())?;
         Ok(renewed == 1)
     }
 
@@ -198,7 +194,7 @@ impl Store {
     /// Marks a claimed delivery processed without a build (ignored, skipped, or failed for
     /// good); nothing changes if the claim is no longer the current one.
     pub async fn finish_delivery(&self, id: i64, epoch: i64, outcome: &str) -> Result<()> {
-        with_pool!(self, pool => sqlx::query(
+        db::query(
             "UPDATE deliveries SET state = 'processed', outcome = $2, processed_at = $3, \
              payload = NULL WHERE id = $1 AND claim_epoch = $4 AND state = 'pending'",
         )
@@ -206,8 +202,9 @@ impl Store {
         .bind(outcome)
         .bind(self.clock.now_ms())
         .bind(epoch)
-        .execute(pool)
-        .await.map(|r| r.rows_affected()))?;
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())?;
         self.publish(Event::DeliveryDone).await;
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use gantry_proto::LogLine;
 use tokio::sync::broadcast;
 
+use crate::db;
 use crate::{Pool, Store};
 
 /// Something the store committed.
@@ -148,7 +149,7 @@ impl Store {
                 .iter()
                 .map(|event| event.to_payload(&self.instance))
                 .collect();
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            if let Err(e) = db::query("SELECT pg_notify($1, $2)")
                 .bind(EVENTS_CHANNEL)
                 .bind(payload.join("\n"))
                 .execute(pool)

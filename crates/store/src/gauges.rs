@@ -2,7 +2,7 @@
 //! queue, running stages per runner, and the outbox. Counted by the database, so every server
 //! sharing it reports the same numbers.
 
-use crate::{Result, Store, with_pool};
+use crate::{Result, Store, db};
 
 /// A count of the store's contents at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,31 +22,28 @@ pub struct Gauges {
 impl Store {
     /// (runner, stages it holds), for runners holding any.
     pub async fn running_stages_by_runner(&self) -> Result<Vec<(String, i64)>> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
+        db::query_as(
             "SELECT COALESCE(runner, ''), COUNT(*) FROM stages WHERE status = 'running' \
-             GROUP BY runner ORDER BY 1"
+             GROUP BY runner ORDER BY 1",
         )
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn gauges(&self) -> Result<Gauges> {
-        let builds: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT status, COUNT(*) FROM builds GROUP BY status ORDER BY status"
-        )
-        .fetch_all(pool)
-        .await)?;
-        let (queued_stages, oldest_queued_at): (i64, Option<i64>) = with_pool!(self, pool => sqlx::query_as(
-            "SELECT COUNT(*), MIN(created_at) FROM stages WHERE status = 'pending'"
-        )
-        .fetch_one(pool)
-        .await)?;
+        let builds: Vec<(String, i64)> =
+            db::query_as("SELECT status, COUNT(*) FROM builds GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        let (queued_stages, oldest_queued_at): (i64, Option<i64>) =
+            db::query_as("SELECT COUNT(*), MIN(created_at) FROM stages WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
         let running_stages = self.running_stages_by_runner().await?;
-        let outbox: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state"
-        )
-        .fetch_all(pool)
-        .await)?;
+        let outbox: Vec<(String, i64)> =
+            db::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(Gauges {
             builds,
             queued_stages,

@@ -7,9 +7,11 @@
 //!
 //! # Code map
 //!
-//! One cloneable `Store` over `Pool::Sqlite` or `Pool::Postgres`; `with_pool!` runs the same SQL
-//! text on either (SQLite accepts `$1`). Migrations are twins in `migrations/sqlite` and
-//! `migrations/postgres`; times are `BIGINT` milliseconds.
+//! One cloneable `Store` over `Pool::Sqlite` or `Pool::Postgres`. Every statement is written
+//! once with `db::query` / `query_as` / `query_scalar` (SQLite accepts `$1`), which bind their
+//! arguments and pick the driver only when they run, on the pool or in a `db::Tx`
+//! (`Store::begin`, or `begin_writing` where the reads decide the writes). Migrations are
+//! twins in `migrations/sqlite` and `migrations/postgres`; times are `BIGINT` milliseconds.
 //!
 //! - `repos`, `deliveries`, `runners`, `tokens` — plain rows. A delivery id is recorded once;
 //!   a rejected one may come again; a pending one is processed under a claim
@@ -76,6 +78,7 @@ use sqlx::sqlite::{
 
 mod builds;
 mod clock;
+mod db;
 mod deliveries;
 mod events;
 mod gauges;
@@ -105,18 +108,6 @@ pub use schedules::{NewSchedule, Schedule, ScheduleRun};
 pub use secrets::{SealedSecret, SecretInfo, SecretScope};
 pub use tokens::{NewToken, Token};
 pub use users::{RepoRole, Role, RoleSource, User};
-
-/// Runs `$body` with `$pool` bound to whichever pool the store holds: the SQL is shared text,
-/// the code is compiled once per database.
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.pool {
-            $crate::Pool::Sqlite($pool) => $body,
-            $crate::Pool::Postgres($pool) => $body,
-        }
-    };
-}
-pub(crate) use with_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -292,7 +283,7 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        db::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -302,7 +293,10 @@ impl Store {
         if let Some(listener) = &self.listener {
             listener.0.abort();
         }
-        with_pool!(self, pool => pool.close().await)
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use gantry_proto::LogLine;
 use serde::Serialize;
 
 use crate::queue::LeaseError;
-use crate::{Result, Store, StoreError, with_pool};
+use crate::{Result, Store, StoreError, db};
 
 /// A stored line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,15 +43,15 @@ impl Store {
         step: &str,
         lines: &[LogLine],
     ) -> Result<(), LeaseError> {
-        let step_id: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+        let step_id: Option<i64> = db::query_scalar(
             "SELECT st.id FROM steps st JOIN stages s ON s.id = st.stage_id \
              WHERE s.id = $1 AND s.lease_epoch = $2 AND s.status = 'running' AND st.name = $3",
         )
         .bind(stage)
         .bind(epoch)
         .bind(step)
-        .fetch_optional(pool)
-        .await)?;
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(step_id) = step_id else {
             self.lease_cancelled(stage, epoch).await?;
             return Err(LeaseError::NoSuchStep {
@@ -79,7 +79,7 @@ impl Store {
             let times =
                 serde_json::to_string(&run.iter().map(|l| l.elapsed_ms).collect::<Vec<_>>())
                     .expect("numbers serialise");
-            with_pool!(self, pool => sqlx::query(
+            db::query(
                 "INSERT INTO log_chunks (step_id, first_line, line_count, text, times) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (step_id, first_line) DO NOTHING",
             )
@@ -88,8 +88,9 @@ impl Store {
             .bind(run.len() as i64)
             .bind(text)
             .bind(times)
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())?;
         }
         Ok(())
     }
@@ -99,14 +100,14 @@ impl Store {
         let mut out = Vec::new();
         let mut next = from.max(1);
         while out.len() < limit {
-            let chunks: Vec<(i64, i64, String, String)> = with_pool!(self, pool => sqlx::query_as(
+            let chunks: Vec<(i64, i64, String, String)> = db::query_as(
                 "SELECT first_line, line_count, text, times FROM log_chunks \
                  WHERE step_id = $1 AND first_line + line_count > $2 ORDER BY first_line LIMIT 64",
             )
             .bind(step_id)
             .bind(next as i64)
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
             if chunks.is_empty() {
                 break;
             }
@@ -133,23 +134,23 @@ impl Store {
     /// The number of the step's last stored line (0 for none). A capped log skips numbers,
     /// so this may exceed the count.
     pub async fn log_last_line(&self, step_id: i64) -> Result<u64> {
-        let last: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+        let last: Option<i64> = db::query_scalar(
             "SELECT CAST(MAX(first_line + line_count - 1) AS BIGINT) FROM log_chunks WHERE step_id = $1"
         )
         .bind(step_id)
-        .fetch_one(pool)
-        .await)?;
+        .fetch_one(&self.pool)
+        .await?;
         Ok(last.unwrap_or(0).max(0) as u64)
     }
 
     /// How many lines the step's log holds.
     pub async fn log_line_count(&self, step_id: i64) -> Result<u64> {
-        let count: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id = $1"
+        let count: Option<i64> = db::query_scalar(
+            "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id = $1",
         )
         .bind(step_id)
-        .fetch_one(pool)
-        .await)?;
+        .fetch_one(&self.pool)
+        .await?;
         Ok(count.unwrap_or(0).max(0) as u64)
     }
 }

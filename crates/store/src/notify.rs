@@ -7,7 +7,8 @@
 use serde::Deserialize;
 
 use crate::builds::{BUILD_COLUMNS, BuildRow};
-use crate::{Build, Event, Result, Status, Store, StoreError, with_pool};
+use crate::db::{self, Tx};
+use crate::{Build, Event, Result, Status, Store, StoreError};
 
 /// Where chat messages go, and which builds they are about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,31 +148,34 @@ pub struct OutboxMessage {
 const MESSAGE_COLUMNS: &str = "id, build_id, kind, url, body, auth, state, attempts, \
      next_attempt_at, last_error, created_at, sent_at, claim_epoch";
 
-/// Inserts a build's messages into the outbox inside the transaction `$tx` (a macro because
-/// the transaction's type differs per database).
-macro_rules! insert_messages {
-    ($tx:ident, $build_id:expr, $messages:expr, $now:expr) => {
-        for message in $messages {
-            sqlx::query(
-                "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            )
-            .bind($build_id)
-            .bind(&message.kind)
-            .bind(&message.url)
-            .bind(&message.body)
-            .bind(message.auth.as_deref())
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
-        }
-    };
+/// Inserts a build's messages into the outbox inside the transaction `tx`.
+async fn insert_messages(
+    tx: &mut Tx,
+    build_id: i64,
+    messages: &[NewMessage],
+    now: i64,
+) -> Result<()> {
+    for message in messages {
+        db::query(
+            "INSERT INTO outbox (build_id, kind, url, body, auth, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(build_id)
+        .bind(&message.kind)
+        .bind(&message.url)
+        .bind(&message.body)
+        .bind(message.auth.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 impl Store {
     pub async fn add_target(&self, repo_id: Option<i64>, new: &NewTarget) -> Result<NotifyTarget> {
         let json = |v: &Vec<String>| serde_json::to_string(v).expect("strings serialise");
-        let id: i64 = with_pool!(self, pool => sqlx::query_scalar(
+        let id: i64 = db::query_scalar(
             "INSERT INTO notify_targets (repo_id, kind, url, rules, branches, events, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
@@ -182,8 +186,8 @@ impl Store {
         .bind(json(&new.branches))
         .bind(json(&new.events))
         .bind(self.clock.now_ms())
-        .fetch_one(pool)
-        .await)?;
+        .fetch_one(&self.pool)
+        .await?;
         self.target(id).await
     }
 
@@ -191,13 +195,13 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {TARGET_COLUMNS} FROM notify_targets WHERE id = $1"
         ));
-        with_pool!(self, pool => sqlx::query_as::<_, TargetRow>(sql)
+        db::query_as::<TargetRow>(sql)
             .bind(id)
-            .fetch_optional(pool)
-            .await)?
-        .map(NotifyTarget::try_from)
-        .transpose()?
-        .ok_or_else(|| StoreError::NotFound(format!("notification target #{id}")))
+            .fetch_optional(&self.pool)
+            .await?
+            .map(NotifyTarget::try_from)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("notification target #{id}")))
     }
 
     /// A repository's own targets (`Some`), or the server-wide ones (`None`).
@@ -206,10 +210,10 @@ impl Store {
             "SELECT {TARGET_COLUMNS} FROM notify_targets WHERE repo_id = $1 \
              OR ($1 IS NULL AND repo_id IS NULL) ORDER BY id"
         ));
-        let rows = with_pool!(self, pool => sqlx::query_as::<_, TargetRow>(sql)
+        let rows = db::query_as::<TargetRow>(sql)
             .bind(repo_id)
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(NotifyTarget::try_from).collect()
     }
 
@@ -224,11 +228,11 @@ impl Store {
     }
 
     pub async fn remove_target(&self, id: i64) -> Result<()> {
-        let done = with_pool!(self, pool => sqlx::query("DELETE FROM notify_targets WHERE id = $1")
+        let done = db::query("DELETE FROM notify_targets WHERE id = $1")
             .bind(id)
-            .execute(pool)
+            .execute(&self.pool)
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected())?;
         if done == 0 {
             return Err(StoreError::NotFound(format!("notification target #{id}")));
         }
@@ -241,10 +245,10 @@ impl Store {
             "SELECT {BUILD_COLUMNS} FROM builds WHERE notified_status IS NULL \
              OR notified_status <> status ORDER BY id LIMIT $1"
         ));
-        let rows = with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql)
+        let rows = db::query_as::<BuildRow>(sql)
             .bind(limit)
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(Build::try_from).collect()
     }
 
@@ -259,27 +263,24 @@ impl Store {
         messages: &[NewMessage],
     ) -> Result<bool> {
         let now = self.clock.now_ms();
-        let taken = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            // The compare-and-set comes first: it takes the build's row lock, so a second
-            // server waits here and then finds nothing to do.
-            let taken = sqlx::query(
-                "UPDATE builds SET notified_status = $2 WHERE id = $1 \
-                 AND COALESCE(notified_status, '') = COALESCE($3, '')",
-            )
-            .bind(build_id)
-            .bind(status.as_str())
-            .bind(notified.map(Status::as_str))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if taken {
-                insert_messages!(tx, build_id, messages, now);
-                tx.commit().await?;
-            }
-            Ok::<_, StoreError>(taken)
-        })?;
+        let mut tx = self.begin().await?;
+        // The compare-and-set comes first: it takes the build's row lock, so a second
+        // server waits here and then finds nothing to do.
+        let taken = db::query(
+            "UPDATE builds SET notified_status = $2 WHERE id = $1 \
+             AND COALESCE(notified_status, '') = COALESCE($3, '')",
+        )
+        .bind(build_id)
+        .bind(status.as_str())
+        .bind(notified.map(Status::as_str))
+        .execute(&mut tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if taken {
+            insert_messages(&mut tx, build_id, messages, now).await?;
+            tx.commit().await?;
+        }
         if taken && !messages.is_empty() {
             self.publish(Event::MessageQueued).await;
         }
@@ -289,7 +290,7 @@ impl Store {
     /// Queues one message that belongs to no build (a test message).
     pub async fn queue_message(&self, message: &NewMessage) -> Result<i64> {
         let now = self.clock.now_ms();
-        let id = with_pool!(self, pool => sqlx::query_scalar(
+        let id = db::query_scalar(
             "INSERT INTO outbox (kind, url, body, auth, next_attempt_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
         )
@@ -298,8 +299,8 @@ impl Store {
         .bind(&message.body)
         .bind(message.auth.as_deref())
         .bind(now)
-        .fetch_one(pool)
-        .await)?;
+        .fetch_one(&self.pool)
+        .await?;
         self.publish(Event::MessageQueued).await;
         Ok(id)
     }
@@ -309,11 +310,7 @@ impl Store {
     /// message waits while an earlier one of its build to the same address is pending, so
     /// a commit's statuses land in the order they were made.
     pub async fn claim_message(&self, now: i64, lease_until: i64) -> Result<Option<OutboxMessage>> {
-        let lock = match self.pool {
-            crate::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            // SQLite runs one writer at a time: the statement is the claim.
-            crate::Pool::Sqlite(_) => "",
-        };
+        let lock = self.skip_locked();
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE outbox SET next_attempt_at = $2, claim_epoch = claim_epoch + 1 \
              WHERE id = (SELECT o.id FROM outbox o WHERE o.state = 'pending' \
@@ -322,36 +319,32 @@ impl Store {
              AND e.state = 'pending') ORDER BY o.id LIMIT 1{lock}) \
              AND state = 'pending' AND next_attempt_at <= $1 RETURNING {MESSAGE_COLUMNS}"
         ));
-        Ok(
-            with_pool!(self, pool => sqlx::query_as::<_, OutboxMessage>(sql)
+        db::query_as::<OutboxMessage>(sql)
             .bind(now)
             .bind(lease_until)
-            .fetch_optional(pool)
-            .await)?,
-        )
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// When the next pending message is due, if any.
     pub async fn next_message_due(&self) -> Result<Option<i64>> {
-        Ok(with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'"
-        )
-        .fetch_one(pool)
-        .await)?)
+        db::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Marks a claimed message sent (nothing changes if the claim is no longer current).
     pub async fn message_sent(&self, id: i64, epoch: i64) -> Result<()> {
-        with_pool!(self, pool => sqlx::query(
+        db::query(
             "UPDATE outbox SET state = 'sent', sent_at = $2, attempts = attempts + 1, \
              last_error = NULL WHERE id = $1 AND claim_epoch = $3 AND state = 'pending'",
         )
         .bind(id)
         .bind(self.clock.now_ms())
         .bind(epoch)
-        .execute(pool)
+        .execute(&self.pool)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())?;
         Ok(())
     }
 
@@ -363,7 +356,7 @@ impl Store {
         error: &str,
         retry_at: Option<i64>,
     ) -> Result<()> {
-        with_pool!(self, pool => sqlx::query(
+        db::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
              state = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END, \
              next_attempt_at = COALESCE(CAST($3 AS BIGINT), next_attempt_at) \
@@ -373,9 +366,9 @@ impl Store {
         .bind(error)
         .bind(retry_at)
         .bind(epoch)
-        .execute(pool)
+        .execute(&self.pool)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())?;
         Ok(())
     }
 
@@ -384,12 +377,10 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE build_id = $1 ORDER BY id"
         ));
-        Ok(
-            with_pool!(self, pool => sqlx::query_as::<_, OutboxMessage>(sql)
+        db::query_as::<OutboxMessage>(sql)
             .bind(build_id)
-            .fetch_all(pool)
-            .await)?,
-        )
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// The last finished build of `branch` before `number` (for "recovered").
@@ -404,13 +395,13 @@ impl Store {
              AND number < $3 AND finished_at IS NOT NULL AND status <> 'skipped' \
              ORDER BY number DESC LIMIT 1"
         ));
-        with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql)
+        db::query_as::<BuildRow>(sql)
             .bind(repo_id)
             .bind(branch)
             .bind(number)
-            .fetch_optional(pool)
-            .await)?
-        .map(Build::try_from)
-        .transpose()
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Build::try_from)
+            .transpose()
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store, StoreError, with_pool};
+use crate::{Result, Store, StoreError, db};
 
 /// Who may read a repository's builds and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,7 +191,7 @@ const COLUMNS: &str = "id, owner, name, clone_url, link, webhook_secret, config_
 impl Store {
     pub async fn create_repo(&self, new: &NewRepo) -> Result<Repo> {
         let now = self.clock.now_ms();
-        let inserted = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+        let inserted = db::query_scalar::<i64>(
             "INSERT INTO repos (owner, name, clone_url, link, webhook_secret, config_path, \
              default_branch, trusted, visibility, timeout_secs, active, created_at, updated_at, \
              github_token, fork_policy, ssh_key) \
@@ -212,8 +212,8 @@ impl Store {
         .bind(&new.github_token)
         .bind(&new.fork_policy)
         .bind(&new.ssh_key)
-        .fetch_optional(pool)
-        .await)?;
+        .fetch_optional(&self.pool)
+        .await?;
         match inserted {
             Some(id) => self.repo(id).await,
             None => Err(StoreError::Conflict(format!(
@@ -225,7 +225,10 @@ impl Store {
 
     pub async fn repo(&self, id: i64) -> Result<Repo> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM repos WHERE id = $1"));
-        with_pool!(self, pool => sqlx::query_as::<_, Repo>(sql).bind(id).fetch_optional(pool).await)?
+        db::query_as::<Repo>(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
             .ok_or_else(|| StoreError::NotFound(format!("repository #{id}")))
     }
 
@@ -233,16 +236,16 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM repos WHERE owner = $1 AND name = $2"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Repo>(sql)
+        db::query_as::<Repo>(sql)
             .bind(owner)
             .bind(name)
-            .fetch_optional(pool)
-            .await)?)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     pub async fn list_repos(&self) -> Result<Vec<Repo>> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM repos ORDER BY owner, name"));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Repo>(sql).fetch_all(pool).await)?)
+        db::query_as::<Repo>(sql).fetch_all(&self.pool).await
     }
 
     pub async fn update_repo(&self, id: i64, update: &RepoUpdate) -> Result<Repo> {
@@ -258,7 +261,7 @@ impl Store {
             .default_branch
             .as_ref()
             .unwrap_or(&current.default_branch);
-        with_pool!(self, pool => sqlx::query(
+        db::query(
             "UPDATE repos SET clone_url = $2, link = $3, webhook_secret = $4, config_path = $5, \
              default_branch = $6, trusted = $7, visibility = $8, timeout_secs = $9, active = $10, \
              updated_at = $11, github_token = $12, fork_policy = $13, ssh_key = $14 WHERE id = $1",
@@ -274,7 +277,12 @@ impl Store {
         .bind(update.timeout_secs.unwrap_or(current.timeout_secs))
         .bind(update.active.unwrap_or(current.active))
         .bind(self.clock.now_ms())
-        .bind(update.github_token.as_ref().unwrap_or(&current.github_token))
+        .bind(
+            update
+                .github_token
+                .as_ref()
+                .unwrap_or(&current.github_token),
+        )
         .bind(
             update
                 .fork_policy
@@ -282,33 +290,32 @@ impl Store {
                 .unwrap_or(current.fork_policy.as_str()),
         )
         .bind(update.ssh_key.as_ref().unwrap_or(&current.ssh_key))
-        .execute(pool)
-        .await.map(|r| r.rows_affected()))?;
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())?;
         self.repo(id).await
     }
 
     /// Sets the sealed key of the HMAC the repository's pipeline files must carry; empty
     /// stops checking them.
     pub async fn set_signing_key(&self, id: i64, sealed: &str) -> Result<Repo> {
-        with_pool!(self, pool => sqlx::query(
-            "UPDATE repos SET signing_key = $2, updated_at = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(sealed)
-        .bind(self.clock.now_ms())
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+        db::query("UPDATE repos SET signing_key = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(sealed)
+            .bind(self.clock.now_ms())
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())?;
         self.repo(id).await
     }
 
     /// Removes the repository with its builds, stages, steps and logs.
     pub async fn delete_repo(&self, id: i64) -> Result<()> {
-        let done = with_pool!(self, pool => sqlx::query("DELETE FROM repos WHERE id = $1")
+        let done = db::query("DELETE FROM repos WHERE id = $1")
             .bind(id)
-            .execute(pool)
+            .execute(&self.pool)
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected())?;
         if done == 0 {
             return Err(StoreError::NotFound(format!("repository #{id}")));
         }
@@ -318,13 +325,13 @@ impl Store {
     /// Takes the repository's next build number. Numbers are never reused; one taken by a
     /// build that was then not created leaves a gap.
     pub async fn take_build_number(&self, repo_id: i64) -> Result<i64> {
-        with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+        db::query_scalar::<i64>(
             "UPDATE repos SET next_build_number = next_build_number + 1 WHERE id = $1 \
              RETURNING next_build_number - 1",
         )
         .bind(repo_id)
-        .fetch_optional(pool)
-        .await)?
+        .fetch_optional(&self.pool)
+        .await?
         .ok_or_else(|| StoreError::NotFound(format!("repository #{repo_id}")))
     }
 }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Pool, Result, Store, with_pool};
+use crate::{Pool, Result, Store, db};
 
 /// What to remove; a `None` cutoff keeps that kind for ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl Store {
         if let Some(before) = policy.builds_before {
             // Ranked among all builds of their branch, newest first; only finished ones that
             // are reported and have nothing left to send may go.
-            let ids: Vec<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            let ids: Vec<i64> = db::query_scalar(
                 "SELECT id FROM (SELECT id, finished_at, status, notified_status, \
                  ROW_NUMBER() OVER (PARTITION BY repo_id, branch ORDER BY number DESC) AS newer \
                  FROM builds) ranked \
@@ -86,8 +86,8 @@ impl Store {
             .bind(policy.keep_per_branch)
             .bind(before)
             .bind(policy.batch)
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
             if !ids.is_empty() {
                 let list = id_list(&ids);
                 let lines = self
@@ -100,14 +100,14 @@ impl Store {
             }
         }
         if let Some(before) = policy.logs_before {
-            let ids: Vec<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            let ids: Vec<i64> = db::query_scalar(
                 "SELECT id FROM builds WHERE finished_at IS NOT NULL AND finished_at < $1 \
                  AND logs_removed_at IS NULL ORDER BY id LIMIT $2",
             )
             .bind(before)
             .bind(policy.batch)
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
             if !ids.is_empty() {
                 let list = id_list(&ids);
                 let lines = self
@@ -121,26 +121,26 @@ impl Store {
             }
         }
         if let Some(before) = policy.deliveries_before {
-            report.deliveries = with_pool!(self, pool => sqlx::query(
+            report.deliveries = db::query(
                 "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
                  WHERE state <> 'pending' AND received_at < $1 ORDER BY id LIMIT $2)",
             )
             .bind(before)
             .bind(policy.batch * 10)
-            .execute(pool)
+            .execute(&self.pool)
             .await?
-            .rows_affected()) as i64;
+            .rows_affected() as i64;
         }
         if let Some(before) = policy.messages_before {
-            report.messages = with_pool!(self, pool => sqlx::query(
+            report.messages = db::query(
                 "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
                  WHERE state <> 'pending' AND created_at < $1 ORDER BY id LIMIT $2)",
             )
             .bind(before)
             .bind(policy.batch * 10)
-            .execute(pool)
+            .execute(&self.pool)
             .await?
-            .rows_affected()) as i64;
+            .rows_affected() as i64;
         }
         Ok(report)
     }
@@ -154,22 +154,24 @@ impl Store {
             "SELECT steps.id FROM steps JOIN stages ON steps.stage_id = stages.id \
              WHERE stages.build_id IN ({list})"
         );
-        Ok(with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let lines: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        Ok({
+            let mut tx = self.begin().await?;
+            let lines: Option<i64> = db::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id IN ({steps})"
             )))
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            db::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM log_chunks WHERE step_id IN ({steps})"
             )))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(sqlx::AssertSqlSafe(then)).execute(&mut *tx).await?;
+            db::query(sqlx::AssertSqlSafe(then))
+                .execute(&mut tx)
+                .await?;
             tx.commit().await?;
             lines.unwrap_or(0)
-        }))
+        })
     }
 
     /// Removes everything the policy names, batch by batch, then gives SQLite's free pages
@@ -198,27 +200,23 @@ impl Store {
             return Ok(0);
         };
         let size = async || -> Result<i64> {
-            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            let pages: i64 = db::query_scalar("PRAGMA page_count")
                 .fetch_one(pool)
                 .await?;
-            let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-                .fetch_one(pool)
-                .await?;
+            let page_size: i64 = db::query_scalar("PRAGMA page_size").fetch_one(pool).await?;
             Ok(pages * page_size)
         };
         let before = size().await?;
-        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        let mode: i64 = db::query_scalar("PRAGMA auto_vacuum")
             .fetch_one(pool)
             .await?;
         if mode != 2 {
-            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            db::query("PRAGMA auto_vacuum = INCREMENTAL")
                 .execute(pool)
                 .await?;
-            sqlx::query("VACUUM").execute(pool).await?;
+            db::query("VACUUM").execute(pool).await?;
         } else {
-            sqlx::query("PRAGMA incremental_vacuum")
-                .execute(pool)
-                .await?;
+            db::query("PRAGMA incremental_vacuum").execute(pool).await?;
         }
         Ok((before - size().await?).max(0))
     }
@@ -232,15 +230,15 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<i64>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query(
+        Ok({
+            db::query(
                 "INSERT INTO maintenance (name, next_run_at) VALUES ($1, 0) \
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(name)
-            .execute(pool)
+            .execute(&self.pool)
             .await?;
-            sqlx::query_scalar(
+            db::query_scalar(
                 "UPDATE maintenance SET claimed_until = $3, claim_epoch = claim_epoch + 1 \
                  WHERE name = $1 AND next_run_at <= $2 AND claimed_until <= $2 \
                  RETURNING claim_epoch",
@@ -248,9 +246,9 @@ impl Store {
             .bind(name)
             .bind(now)
             .bind(lease_until)
-            .fetch_optional(pool)
+            .fetch_optional(&self.pool)
             .await?
-        }))
+        })
     }
 
     /// Records a finished run under its claim and when the next is due; `false` when the
@@ -265,7 +263,7 @@ impl Store {
     ) -> Result<bool> {
         let report = serde_json::to_string(report)
             .map_err(|e| crate::StoreError::corrupt("maintenance report", e))?;
-        Ok(with_pool!(self, pool => sqlx::query(
+        Ok(db::query(
             "UPDATE maintenance SET next_run_at = $3, claimed_until = 0, last_run_at = $4, \
              last_report = $5 WHERE name = $1 AND claim_epoch = $2",
         )
@@ -274,20 +272,19 @@ impl Store {
         .bind(next_run_at)
         .bind(now)
         .bind(report)
-        .execute(pool)
+        .execute(&self.pool)
         .await?
-        .rows_affected())
+        .rows_affected()
             > 0)
     }
 
     /// When job `name` last ran and what it did, if it ever did.
     pub async fn last_maintenance(&self, name: &str) -> Result<Option<(i64, RetentionReport)>> {
-        let row: Option<(Option<i64>, Option<String>)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT last_run_at, last_report FROM maintenance WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(pool)
-        .await)?;
+        let row: Option<(Option<i64>, Option<String>)> =
+            db::query_as("SELECT last_run_at, last_report FROM maintenance WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
         match row {
             Some((Some(at), Some(report))) => {
                 let report = serde_json::from_str(&report)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use gantry_proto::Offer;
 
-use crate::{Result, Store, StoreError, with_pool};
+use crate::{Result, Store, StoreError, db};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runner {
@@ -29,7 +29,7 @@ impl Store {
         offer: Offer,
     ) -> Result<()> {
         let labels = serde_json::to_string(labels).expect("strings serialise");
-        with_pool!(self, pool => sqlx::query(
+        db::query(
             "INSERT INTO runners (name, instance, labels, platform, capacity, last_seen_at, \
              offer_docker, offer_host) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (name) DO UPDATE SET instance = $2, labels = $3, platform = $4, \
@@ -43,8 +43,9 @@ impl Store {
         .bind(self.clock.now_ms())
         .bind(offer.docker)
         .bind(offer.host)
-        .execute(pool)
-        .await.map(|r| r.rows_affected()))?;
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())?;
         Ok(())
     }
 
@@ -57,7 +58,7 @@ impl Store {
         instance: &str,
         since: i64,
     ) -> Result<Option<(String, i64)>> {
-        let row: Option<(String, i64)> = with_pool!(self, pool => sqlx::query_as(
+        let row: Option<(String, i64)> = db::query_as(
             "SELECT r.instance, r.last_seen_at FROM runners r WHERE r.name = $1 \
              AND r.instance <> $2 AND (r.last_seen_at >= $3 OR EXISTS (SELECT 1 FROM stages s \
              WHERE s.status = 'running' AND s.runner = r.name AND s.runner_instance = r.instance \
@@ -67,19 +68,19 @@ impl Store {
         .bind(instance)
         .bind(since)
         .bind(self.clock.now_ms())
-        .fetch_optional(pool)
-        .await)?;
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row)
     }
 
     pub async fn runners(&self) -> Result<Vec<Runner>> {
         type Row = (String, String, String, String, i64, i64, bool, bool);
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<Row> = db::query_as(
             "SELECT name, instance, labels, platform, capacity, last_seen_at, offer_docker, \
-             offer_host FROM runners ORDER BY name"
+             offer_host FROM runners ORDER BY name",
         )
-        .fetch_all(pool)
-        .await)?;
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter()
             .map(
                 |(name, instance, labels, platform, capacity, last_seen_at, docker, host)| {
@@ -131,7 +132,7 @@ impl Store {
         owners: &[String],
     ) -> Result<RunnerToken> {
         let owners = serde_json::to_string(owners).expect("strings serialise");
-        let row: Option<RunnerTokenRow> = with_pool!(self, pool => sqlx::query_as(
+        let row: Option<RunnerTokenRow> = db::query_as(
             "INSERT INTO runner_tokens (name, hash, owners, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO NOTHING RETURNING id, name, owners, created_at",
         )
@@ -139,8 +140,8 @@ impl Store {
         .bind(hash)
         .bind(owners)
         .bind(self.clock.now_ms())
-        .fetch_optional(pool)
-        .await)?;
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(runner_token).ok_or_else(|| {
             StoreError::Conflict(format!(
                 "runner `{name}` has a token already: revoke it first (`gantry runner revoke`)"
@@ -149,42 +150,39 @@ impl Store {
     }
 
     pub async fn runner_token_by_hash(&self, hash: &str) -> Result<Option<RunnerToken>> {
-        let row: Option<RunnerTokenRow> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, name, owners, created_at FROM runner_tokens WHERE hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(pool)
-        .await)?;
+        let row: Option<RunnerTokenRow> =
+            db::query_as("SELECT id, name, owners, created_at FROM runner_tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(runner_token))
     }
 
     pub async fn runner_tokens(&self) -> Result<Vec<RunnerToken>> {
-        let rows: Vec<RunnerTokenRow> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, name, owners, created_at FROM runner_tokens ORDER BY name",
-        )
-        .fetch_all(pool)
-        .await)?;
+        let rows: Vec<RunnerTokenRow> =
+            db::query_as("SELECT id, name, owners, created_at FROM runner_tokens ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(runner_token).collect())
     }
 
     /// Revokes runner `name`'s token; `false` when it has none.
     pub async fn delete_runner_token(&self, name: &str) -> Result<bool> {
-        let removed = with_pool!(self, pool => sqlx::query("DELETE FROM runner_tokens WHERE name = $1")
+        let removed = db::query("DELETE FROM runner_tokens WHERE name = $1")
             .bind(name)
-            .execute(pool)
+            .execute(&self.pool)
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected())?;
         Ok(removed == 1)
     }
 
     /// The runner holding `stage`'s lease now, if it is running.
     pub async fn stage_holder(&self, stage: i64) -> Result<Option<String>> {
-        let holder: Option<Option<String>> = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT runner FROM stages WHERE id = $1 AND status = 'running'",
-        )
-        .bind(stage)
-        .fetch_optional(pool)
-        .await)?;
+        let holder: Option<Option<String>> =
+            db::query_scalar("SELECT runner FROM stages WHERE id = $1 AND status = 'running'")
+                .bind(stage)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(holder.flatten())
     }
 }

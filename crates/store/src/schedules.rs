@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Event, Result, Store, StoreError, with_pool};
+use crate::db::{self, Tx};
+use crate::{Event, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
@@ -106,7 +107,7 @@ impl Store {
              next_run_at, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              RETURNING {COLUMNS}"
         ));
-        let row = with_pool!(self, pool => sqlx::query_as::<_, ScheduleRow>(sql)
+        let row = db::query_as::<ScheduleRow>(sql)
             .bind(new.repo_id)
             .bind(&new.name)
             .bind(&new.expression)
@@ -116,18 +117,18 @@ impl Store {
             .bind(new.next_run_at)
             .bind(&new.created_by)
             .bind(self.clock.now_ms())
-            .fetch_one(pool)
-            .await);
+            .fetch_one(&self.pool)
+            .await;
         match row {
             Ok(row) => {
                 self.publish(Event::ScheduleChanged).await;
                 row.try_into()
             }
             // Two adds of one name at once: the unique index decides.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                format!("a schedule named `{}` exists", new.name),
-            )),
-            Err(e) => Err(e.into()),
+            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => Err(
+                StoreError::Conflict(format!("a schedule named `{}` exists", new.name)),
+            ),
+            Err(e) => Err(e),
         }
     }
 
@@ -136,10 +137,10 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM schedules WHERE repo_id = $1 ORDER BY name"
         ));
-        let rows = with_pool!(self, pool => sqlx::query_as::<_, ScheduleRow>(sql)
+        let rows = db::query_as::<ScheduleRow>(sql)
             .bind(repo_id)
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(Schedule::try_from).collect()
     }
 
@@ -147,24 +148,22 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM schedules WHERE repo_id = $1 AND name = $2"
         ));
-        let row = with_pool!(self, pool => sqlx::query_as::<_, ScheduleRow>(sql)
+        let row = db::query_as::<ScheduleRow>(sql)
             .bind(repo_id)
             .bind(name)
-            .fetch_optional(pool)
-            .await)?;
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(Schedule::try_from).transpose()
     }
 
     /// Removes a schedule; `false` when there was none of that name.
     pub async fn delete_schedule(&self, repo_id: i64, name: &str) -> Result<bool> {
-        let deleted = with_pool!(self, pool => sqlx::query(
-            "DELETE FROM schedules WHERE repo_id = $1 AND name = $2",
-        )
-        .bind(repo_id)
-        .bind(name)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let deleted = db::query("DELETE FROM schedules WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         if deleted > 0 {
             self.publish(Event::ScheduleChanged).await;
         }
@@ -175,21 +174,18 @@ impl Store {
     /// `lease_until`, bumping its epoch. The build for it must be stored with that epoch
     /// ([`ScheduleRun::tick`]) before the lease runs out, or another server takes it.
     pub async fn claim_schedule(&self, now: i64, lease_until: i64) -> Result<Option<Schedule>> {
-        let lock = match self.pool {
-            crate::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            crate::Pool::Sqlite(_) => "",
-        };
+        let lock = self.skip_locked();
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE schedules SET claimed_until = $2, claim_epoch = claim_epoch + 1 \
              WHERE id = (SELECT id FROM schedules WHERE next_run_at <= $1 \
              AND claimed_until <= $1 ORDER BY next_run_at, id LIMIT 1{lock}) \
              AND next_run_at <= $1 AND claimed_until <= $1 RETURNING {COLUMNS}"
         ));
-        let row = with_pool!(self, pool => sqlx::query_as::<_, ScheduleRow>(sql)
+        let row = db::query_as::<ScheduleRow>(sql)
             .bind(now)
             .bind(lease_until)
-            .fetch_optional(pool)
-            .await)?;
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(Schedule::try_from).transpose()
     }
 
@@ -203,7 +199,7 @@ impl Store {
         next_run_at: i64,
         error: &str,
     ) -> Result<bool> {
-        let updated = with_pool!(self, pool => sqlx::query(
+        let updated = db::query(
             "UPDATE schedules SET next_run_at = $3, claimed_until = 0, last_run_at = $4, \
              last_error = $5 WHERE id = $1 AND claim_epoch = $2",
         )
@@ -212,58 +208,60 @@ impl Store {
         .bind(next_run_at)
         .bind(now)
         .bind(error)
-        .execute(pool)
+        .execute(&self.pool)
         .await?
-        .rows_affected());
+        .rows_affected();
         Ok(updated > 0)
     }
 
     /// When the next schedule is due (milliseconds), if there is any.
     pub async fn next_schedule_due(&self) -> Result<Option<i64>> {
-        Ok(with_pool!(self, pool => sqlx::query_scalar(
+        db::query_scalar(
             "SELECT MIN(CASE WHEN claimed_until > next_run_at THEN claimed_until \
              ELSE next_run_at END) FROM schedules",
         )
-        .fetch_one(pool)
-        .await)?)
+        .fetch_one(&self.pool)
+        .await
     }
 }
 
 /// Records `run` in a build's transaction; a claim that is no longer current is a
 /// `Conflict` (another server made this tick's build).
-macro_rules! record_schedule_run {
-    ($tx:expr, $run:expr, $build_id:expr, $now:expr) => {{
-        let run: &$crate::ScheduleRun = $run;
-        let updated = match run.tick {
-            Some((epoch, next_run_at)) => sqlx::query(
-                "UPDATE schedules SET next_run_at = $3, claimed_until = 0, last_build_id = $4, \
-                 last_run_at = $5, last_error = NULL WHERE id = $1 AND claim_epoch = $2",
-            )
-            .bind(run.schedule_id)
-            .bind(epoch)
-            .bind(next_run_at)
-            .bind($build_id)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected(),
-            None => sqlx::query(
-                "UPDATE schedules SET last_build_id = $2, last_run_at = $3, last_error = NULL \
-                 WHERE id = $1",
-            )
-            .bind(run.schedule_id)
-            .bind($build_id)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected(),
-        };
-        if updated == 0 {
-            return Err($crate::StoreError::Conflict(format!(
-                "schedule #{} was run by another server, or removed",
-                run.schedule_id
-            )));
-        }
-    }};
+pub(crate) async fn record_schedule_run(
+    tx: &mut Tx,
+    run: &ScheduleRun,
+    build_id: i64,
+    now: i64,
+) -> Result<()> {
+    let updated = match run.tick {
+        Some((epoch, next_run_at)) => db::query(
+            "UPDATE schedules SET next_run_at = $3, claimed_until = 0, last_build_id = $4, \
+             last_run_at = $5, last_error = NULL WHERE id = $1 AND claim_epoch = $2",
+        )
+        .bind(run.schedule_id)
+        .bind(epoch)
+        .bind(next_run_at)
+        .bind(build_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected(),
+        None => db::query(
+            "UPDATE schedules SET last_build_id = $2, last_run_at = $3, last_error = NULL \
+             WHERE id = $1",
+        )
+        .bind(run.schedule_id)
+        .bind(build_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected(),
+    };
+    if updated == 0 {
+        return Err(StoreError::Conflict(format!(
+            "schedule #{} was run by another server, or removed",
+            run.schedule_id
+        )));
+    }
+    Ok(())
 }
-pub(crate) use record_schedule_run;

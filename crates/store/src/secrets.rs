@@ -2,7 +2,7 @@
 //! store never sees a value), per repository or per owner, with whether pull requests from
 //! forks may have them. Also server settings, among them the key check.
 
-use crate::{Result, Store, StoreError, with_pool};
+use crate::{Result, Store, StoreError, db};
 
 /// Whose secret it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,17 +68,15 @@ impl Store {
     ) -> Result<()> {
         let (repo_id, owner) = scope.columns();
         let now = self.clock.now_ms();
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "DELETE FROM secrets WHERE name = $1 AND ((repo_id = $2) OR (owner = $3))",
-            )
-            .bind(name)
-            .bind(repo_id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
+        {
+            let mut tx = self.begin().await?;
+            db::query("DELETE FROM secrets WHERE name = $1 AND ((repo_id = $2) OR (owner = $3))")
+                .bind(name)
+                .bind(repo_id)
+                .bind(owner)
+                .execute(&mut tx)
+                .await?;
+            db::query(
                 "INSERT INTO secrets (repo_id, owner, name, sealed, allow_pull_requests, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $6)",
             )
@@ -88,36 +86,35 @@ impl Store {
             .bind(sealed)
             .bind(allow_pull_requests)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             tx.commit().await?;
-        });
+        };
         Ok(())
     }
 
     pub async fn secrets(&self, scope: &SecretScope) -> Result<Vec<SecretInfo>> {
         let (repo_id, owner) = scope.columns();
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, SecretInfo>(
+        db::query_as::<SecretInfo>(
             "SELECT name, allow_pull_requests, created_at, updated_at FROM secrets \
              WHERE (repo_id = $1) OR (owner = $2) ORDER BY name",
         )
         .bind(repo_id)
         .bind(owner)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn delete_secret(&self, scope: &SecretScope, name: &str) -> Result<()> {
         let (repo_id, owner) = scope.columns();
-        let done = with_pool!(self, pool => sqlx::query(
-            "DELETE FROM secrets WHERE name = $1 AND ((repo_id = $2) OR (owner = $3))",
-        )
-        .bind(name)
-        .bind(repo_id)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done =
+            db::query("DELETE FROM secrets WHERE name = $1 AND ((repo_id = $2) OR (owner = $3))")
+                .bind(name)
+                .bind(repo_id)
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected())?;
         if done == 0 {
             return Err(StoreError::NotFound(format!("secret `{name}`")));
         }
@@ -127,43 +124,39 @@ impl Store {
     /// The sealed secrets a build of the repository may use: the owner's, then the
     /// repository's (which win on a name both have).
     pub async fn sealed_secrets(&self, repo_id: i64, owner: &str) -> Result<Vec<SealedSecret>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, SealedSecret>(
+        db::query_as::<SealedSecret>(
             "SELECT repo_id, owner, name, sealed, allow_pull_requests FROM secrets \
              WHERE repo_id = $1 OR owner = $2 ORDER BY repo_id IS NOT NULL, name",
         )
         .bind(repo_id)
         .bind(owner)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn secret_count(&self) -> Result<i64> {
-        Ok(
-            with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM secrets")
-            .fetch_one(pool)
-            .await)?,
-        )
+        db::query_scalar("SELECT COUNT(*) FROM secrets")
+            .fetch_one(&self.pool)
+            .await
     }
 
     pub async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(
-            with_pool!(self, pool => sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+        db::query_scalar("SELECT value FROM settings WHERE name = $1")
             .bind(name)
-            .fetch_optional(pool)
-            .await)?,
-        )
+            .fetch_optional(&self.pool)
+            .await
     }
 
     pub async fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
-        with_pool!(self, pool => sqlx::query(
+        db::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET value = $2",
         )
         .bind(name)
         .bind(value)
-        .execute(pool)
+        .execute(&self.pool)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())?;
         Ok(())
     }
 }

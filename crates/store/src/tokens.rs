@@ -2,7 +2,7 @@
 //! token): a leaked database gives no usable token. A token acts for a user (with the
 //! user's roles), or is a service token whose only power is its `admin` flag.
 
-use crate::{Result, Store, User, with_pool};
+use crate::{Result, Store, User, db};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Token {
@@ -43,11 +43,9 @@ struct TokenRow {
 
 impl Store {
     pub async fn token_count(&self) -> Result<i64> {
-        Ok(
-            with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
-            .fetch_one(pool)
-            .await)?,
-        )
+        db::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await
     }
 
     pub async fn create_token(&self, new: NewToken<'_>) -> Result<Token> {
@@ -55,28 +53,28 @@ impl Store {
             "INSERT INTO api_tokens (name, hash, admin, user_id, session, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(sql)
-        .bind(new.name)
-        .bind(new.hash)
-        .bind(new.admin)
-        .bind(new.user_id)
-        .bind(new.session)
-        .bind(self.clock.now_ms())
-        .fetch_one(pool)
-        .await)?)
+        db::query_as::<Token>(sql)
+            .bind(new.name)
+            .bind(new.hash)
+            .bind(new.admin)
+            .bind(new.user_id)
+            .bind(new.session)
+            .bind(self.clock.now_ms())
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// The token with this hash, and the user it acts for.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<(Token, Option<User>)>> {
-        let row = with_pool!(self, pool => sqlx::query_as::<_, TokenRow>(
+        let row = db::query_as::<TokenRow>(
             "SELECT t.id, t.name, t.admin, t.user_id, t.session, t.created_at, t.last_used_at, \
              u.login, u.admin AS user_admin, u.created_at AS user_created_at, \
              u.last_login_at AS user_last_login_at, u.github_id AS user_github_id \
              FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
         )
         .bind(hash)
-        .fetch_optional(pool)
-        .await)?;
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|row| {
             let user = match (row.token.user_id, row.login) {
                 (Some(id), Some(login)) => Some(User {
@@ -96,9 +94,7 @@ impl Store {
     /// Every token (never a hash), oldest first.
     pub async fn tokens(&self) -> Result<Vec<Token>> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens ORDER BY id"));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(sql)
-        .fetch_all(pool)
-        .await)?)
+        db::query_as::<Token>(sql).fetch_all(&self.pool).await
     }
 
     /// A user's tokens and sessions, oldest first.
@@ -106,25 +102,28 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM api_tokens WHERE user_id = $1 ORDER BY id"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Token>(sql)
-        .bind(user_id)
-        .fetch_all(pool)
-        .await)?)
+        db::query_as::<Token>(sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
     }
 
     pub async fn token(&self, id: i64) -> Result<Token> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens WHERE id = $1"));
-        with_pool!(self, pool => sqlx::query_as::<_, Token>(sql).bind(id).fetch_optional(pool).await)?
+        db::query_as::<Token>(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
             .ok_or_else(|| crate::StoreError::NotFound(format!("token #{id}")))
     }
 
     /// Revokes a token; it stops working at once.
     pub async fn revoke_token(&self, id: i64) -> Result<()> {
-        let done = with_pool!(self, pool => sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+        let done = db::query("DELETE FROM api_tokens WHERE id = $1")
             .bind(id)
-            .execute(pool)
+            .execute(&self.pool)
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected())?;
         if done == 0 {
             return Err(crate::StoreError::NotFound(format!("token #{id}")));
         }

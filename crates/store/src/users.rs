@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store, StoreError, with_pool};
+use crate::{Result, Store, StoreError, db};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
@@ -122,12 +122,12 @@ impl Store {
             "INSERT INTO users (login, admin, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (lower(login)) DO NOTHING RETURNING {USER_COLUMNS}"
         ));
-        let created = with_pool!(self, pool => sqlx::query_as::<_, User>(sql)
+        let created = db::query_as::<User>(sql)
             .bind(login)
             .bind(admin)
             .bind(self.clock.now_ms())
-            .fetch_optional(pool)
-            .await)?;
+            .fetch_optional(&self.pool)
+            .await?;
         created.ok_or_else(|| StoreError::Conflict(format!("user {login} already exists")))
     }
 
@@ -156,93 +156,84 @@ impl Store {
         ));
         // The reads decide the writes: SQLite takes its write lock first (a deferred
         // transaction could not upgrade while another writer commits).
-        macro_rules! sign_in {
-            ($tx:ident) => {{
-                let by_account: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM users WHERE github_id = $1")
-                        .bind(github_id)
-                        .fetch_optional(&mut *$tx)
-                        .await?;
-                let by_login: Option<(i64, Option<i64>)> = sqlx::query_as(
-                    "SELECT id, github_id FROM users WHERE lower(login) = lower($1)",
-                )
+        let mut tx = self.begin_writing().await?;
+        let by_account: Option<i64> = db::query_scalar("SELECT id FROM users WHERE github_id = $1")
+            .bind(github_id)
+            .fetch_optional(&mut tx)
+            .await?;
+        let by_login: Option<(i64, Option<i64>)> =
+            db::query_as("SELECT id, github_id FROM users WHERE lower(login) = lower($1)")
                 .bind(login)
-                .fetch_optional(&mut *$tx)
+                .fetch_optional(&mut tx)
                 .await?;
-                // Another account's user holding this login steps aside.
-                if let Some((other, held_by)) = by_login
-                    && Some(other) != by_account
-                    && held_by.is_some()
-                {
-                    sqlx::query("UPDATE users SET login = login || '~' || CAST(github_id AS TEXT) WHERE id = $1")
-                        .bind(other)
-                        .execute(&mut *$tx)
-                        .await?;
-                }
-                let unclaimed = by_login.filter(|(_, held_by)| held_by.is_none()).map(|(id, _)| id);
-                let user = match by_account.or(unclaimed) {
-                    Some(id) => {
-                        sqlx::query_as::<_, User>(sql)
-                            .bind(github_id)
-                            .bind(login)
-                            .bind(admin)
-                            .bind(sealed_token)
-                            .bind(now)
-                            .bind(id)
-                            .fetch_one(&mut *$tx)
-                            .await?
-                    }
-                    None => {
-                        sqlx::query_as::<_, User>(insert)
-                            .bind(github_id)
-                            .bind(login)
-                            .bind(admin)
-                            .bind(sealed_token)
-                            .bind(now)
-                            .fetch_one(&mut *$tx)
-                            .await?
-                    }
-                };
-                $tx.commit().await?;
-                Ok(user)
-            }};
+        // Another account's user holding this login steps aside.
+        if let Some((other, held_by)) = by_login
+            && Some(other) != by_account
+            && held_by.is_some()
+        {
+            db::query(
+                "UPDATE users SET login = login || '~' || CAST(github_id AS TEXT) WHERE id = $1",
+            )
+            .bind(other)
+            .execute(&mut tx)
+            .await?;
         }
-        match &self.pool {
-            crate::Pool::Sqlite(pool) => {
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                sign_in!(tx)
+        let unclaimed = by_login
+            .filter(|(_, held_by)| held_by.is_none())
+            .map(|(id, _)| id);
+        let user = match by_account.or(unclaimed) {
+            Some(id) => {
+                db::query_as::<User>(sql)
+                    .bind(github_id)
+                    .bind(login)
+                    .bind(admin)
+                    .bind(sealed_token)
+                    .bind(now)
+                    .bind(id)
+                    .fetch_one(&mut tx)
+                    .await?
             }
-            crate::Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sign_in!(tx)
+            None => {
+                db::query_as::<User>(insert)
+                    .bind(github_id)
+                    .bind(login)
+                    .bind(admin)
+                    .bind(sealed_token)
+                    .bind(now)
+                    .fetch_one(&mut tx)
+                    .await?
             }
-        }
+        };
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// Makes `logins` (compared without case) the server admins and no one else: the
     /// server's `--admins`, the truth at each start.
     pub async fn set_admins(&self, logins: &[String]) -> Result<()> {
         let lowered: Vec<String> = logins.iter().map(|l| l.to_lowercase()).collect();
-        with_pool!(self, pool => {
-            let users: Vec<(i64, String, bool)> =
-                sqlx::query_as("SELECT id, login, admin FROM users").fetch_all(pool).await?;
-            for (id, login, admin) in users {
-                let should = lowered.contains(&login.to_lowercase());
-                if should != admin {
-                    sqlx::query("UPDATE users SET admin = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(should)
-                        .execute(pool)
-                        .await?;
-                }
+        let users: Vec<(i64, String, bool)> = db::query_as("SELECT id, login, admin FROM users")
+            .fetch_all(&self.pool)
+            .await?;
+        for (id, login, admin) in users {
+            let should = lowered.contains(&login.to_lowercase());
+            if should != admin {
+                db::query("UPDATE users SET admin = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(should)
+                    .execute(&self.pool)
+                    .await?;
             }
-            Ok::<_, StoreError>(())
-        })
+        }
+        Ok(())
     }
 
     pub async fn user(&self, id: i64) -> Result<User> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
-        with_pool!(self, pool => sqlx::query_as::<_, User>(sql).bind(id).fetch_optional(pool).await)?
+        db::query_as::<User>(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
             .ok_or_else(|| StoreError::NotFound(format!("user #{id}")))
     }
 
@@ -250,36 +241,36 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users WHERE lower(login) = lower($1)"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, User>(sql)
+        db::query_as::<User>(sql)
             .bind(login)
-            .fetch_optional(pool)
-            .await)?)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users ORDER BY lower(login)"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, User>(sql).fetch_all(pool).await)?)
+        db::query_as::<User>(sql).fetch_all(&self.pool).await
     }
 
     pub async fn set_user_admin(&self, id: i64, admin: bool) -> Result<User> {
-        with_pool!(self, pool => sqlx::query("UPDATE users SET admin = $2 WHERE id = $1")
+        db::query("UPDATE users SET admin = $2 WHERE id = $1")
             .bind(id)
             .bind(admin)
-            .execute(pool)
+            .execute(&self.pool)
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected())?;
         self.user(id).await
     }
 
     /// Removes the user with their tokens, sessions and roles.
     pub async fn delete_user(&self, id: i64) -> Result<()> {
-        let done = with_pool!(self, pool => sqlx::query("DELETE FROM users WHERE id = $1")
+        let done = db::query("DELETE FROM users WHERE id = $1")
             .bind(id)
-            .execute(pool)
+            .execute(&self.pool)
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected())?;
         if done == 0 {
             return Err(StoreError::NotFound(format!("user #{id}")));
         }
@@ -289,50 +280,48 @@ impl Store {
     /// The user's sealed GitHub token, if they signed in with GitHub.
     pub async fn user_github_token(&self, id: i64) -> Result<Option<Vec<u8>>> {
         Ok(
-            with_pool!(self, pool => sqlx::query_scalar::<_, Option<Vec<u8>>>(
-            "SELECT github_token FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await)?
-            .flatten(),
+            db::query_scalar::<Option<Vec<u8>>>("SELECT github_token FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
         )
     }
 
     /// The user's stored roles on a repository (at most one per source).
     pub async fn roles_on(&self, repo_id: i64, user_id: i64) -> Result<Vec<RepoRole>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, RepoRole>(
+        db::query_as::<RepoRole>(
             "SELECT r.repo_id, r.user_id, u.login, r.source, r.role, r.fetched_at \
              FROM repo_roles r JOIN users u ON u.id = r.user_id \
              WHERE r.repo_id = $1 AND r.user_id = $2",
         )
         .bind(repo_id)
         .bind(user_id)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Every stored role of a user, for listing what they may read.
     pub async fn roles_of_user(&self, user_id: i64) -> Result<Vec<RepoRole>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, RepoRole>(
+        db::query_as::<RepoRole>(
             "SELECT r.repo_id, r.user_id, u.login, r.source, r.role, r.fetched_at \
              FROM repo_roles r JOIN users u ON u.id = r.user_id WHERE r.user_id = $1",
         )
         .bind(user_id)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Every stored role on a repository, by login.
     pub async fn roles_of_repo(&self, repo_id: i64) -> Result<Vec<RepoRole>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, RepoRole>(
+        db::query_as::<RepoRole>(
             "SELECT r.repo_id, r.user_id, u.login, r.source, r.role, r.fetched_at \
              FROM repo_roles r JOIN users u ON u.id = r.user_id \
              WHERE r.repo_id = $1 ORDER BY lower(u.login), r.source",
         )
         .bind(repo_id)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Stores a role, replacing the one from the same source.
@@ -343,7 +332,7 @@ impl Store {
         source: RoleSource,
         role: Role,
     ) -> Result<()> {
-        with_pool!(self, pool => sqlx::query(
+        db::query(
             "INSERT INTO repo_roles (repo_id, user_id, source, role, fetched_at) \
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (repo_id, user_id, source) DO UPDATE SET role = excluded.role, \
@@ -354,9 +343,9 @@ impl Store {
         .bind(source.as_str())
         .bind(role.as_str())
         .bind(self.clock.now_ms())
-        .execute(pool)
+        .execute(&self.pool)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())?;
         Ok(())
     }
 
@@ -367,15 +356,14 @@ impl Store {
         user_id: i64,
         source: RoleSource,
     ) -> Result<bool> {
-        let done = with_pool!(self, pool => sqlx::query(
-            "DELETE FROM repo_roles WHERE repo_id = $1 AND user_id = $2 AND source = $3",
-        )
-        .bind(repo_id)
-        .bind(user_id)
-        .bind(source.as_str())
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done =
+            db::query("DELETE FROM repo_roles WHERE repo_id = $1 AND user_id = $2 AND source = $3")
+                .bind(repo_id)
+                .bind(user_id)
+                .bind(source.as_str())
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected())?;
         Ok(done > 0)
     }
 }

@@ -1,13 +1,14 @@
 //! How a build moves on when a stage ends: [`advance`] (pure, unit-tested) queues the
 //! waiting stages whose dependencies have ended, skips those whose `depends_on` outcome
 //! does not let them run, kills what has not started when the build is cancelled, and gives
-//! the build's status once every stage has one; `advance_build!` applies it inside a
+//! the build's status once every stage has one; `advance_build` applies it inside a
 //! transaction, under the build's row lock.
 
 use std::collections::HashMap;
 
 use gantry_pipeline::model::StatusFilter;
 
+use crate::db::{self, Tx};
 use crate::{Result, Status, StoreError};
 
 /// The part of a stage [`advance`] needs.
@@ -170,74 +171,68 @@ pub(super) fn build_status(stages: &[Status], cancelled: bool) -> Status {
     }
 }
 
-/// Loads the build's stages inside the transaction `$tx`, applies [`advance`] and returns
-/// its [`Advance`]. A macro because the transaction's type differs per database.
-macro_rules! advance_build {
-    ($tx:ident, $build_id:expr, $now:expr) => {{
-        let build_id: i64 = $build_id;
-        let now: i64 = $now;
-        // One advance of a build at a time: two stages ending at once on two servers would
-        // each read the other as still running, and neither would end the build. The row
-        // lock makes the second wait for the first to commit, then read what it wrote (each
-        // statement reads afresh under READ COMMITTED; SQLite has one writer anyway).
-        sqlx::query("UPDATE builds SET id = id WHERE id = $1")
-            .bind(build_id)
-            .execute(&mut *$tx)
-            .await?;
-        let rows = sqlx::query_as::<_, $crate::builds::advance::StageStateRow>(
-            "SELECT id, name, status, depends_on, runs_on FROM stages WHERE build_id = $1 \
-             ORDER BY number",
-        )
+/// Loads the build's stages inside the transaction `tx`, applies [`advance`] and returns
+/// its [`Advance`].
+pub(crate) async fn advance_build(tx: &mut Tx, build_id: i64, now: i64) -> Result<Advance> {
+    // One advance of a build at a time: two stages ending at once on two servers would
+    // each read the other as still running, and neither would end the build. The row
+    // lock makes the second wait for the first to commit, then read what it wrote (each
+    // statement reads afresh under READ COMMITTED; SQLite has one writer anyway).
+    db::query("UPDATE builds SET id = id WHERE id = $1")
         .bind(build_id)
-        .fetch_all(&mut *$tx)
+        .execute(&mut *tx)
         .await?;
-        let cancelled: bool =
-            sqlx::query_scalar("SELECT cancel_requested FROM builds WHERE id = $1")
-                .bind(build_id)
-                .fetch_one(&mut *$tx)
-                .await?;
-        let states = rows
-            .into_iter()
-            .map($crate::builds::advance::StageState::try_from)
-            .collect::<$crate::Result<Vec<_>>>()?;
-        let advance = $crate::builds::advance::advance(&states, cancelled);
-        for (id, status, reason) in &advance.stages {
-            let ended = status.is_final();
-            sqlx::query(
-                "UPDATE stages SET status = $2, error = COALESCE($3, error), \
-                 finished_at = CASE WHEN $4 THEN $5 ELSE finished_at END WHERE id = $1",
+    let rows = db::query_as::<StageStateRow>(
+        "SELECT id, name, status, depends_on, runs_on FROM stages WHERE build_id = $1 \
+         ORDER BY number",
+    )
+    .bind(build_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let cancelled: bool = db::query_scalar("SELECT cancel_requested FROM builds WHERE id = $1")
+        .bind(build_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let states = rows
+        .into_iter()
+        .map(StageState::try_from)
+        .collect::<Result<Vec<_>>>()?;
+    let advance = advance(&states, cancelled);
+    for (id, status, reason) in &advance.stages {
+        let ended = status.is_final();
+        db::query(
+            "UPDATE stages SET status = $2, error = COALESCE($3, error), \
+             finished_at = CASE WHEN $4 THEN $5 ELSE finished_at END WHERE id = $1",
+        )
+        .bind(*id)
+        .bind(status.as_str())
+        .bind(reason.as_deref())
+        .bind(ended)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if ended {
+            db::query(
+                "UPDATE steps SET status = 'skipped' WHERE stage_id = $1 AND status = 'pending'",
             )
             .bind(*id)
-            .bind(status.as_str())
-            .bind(reason.as_deref())
-            .bind(ended)
-            .bind(now)
-            .execute(&mut *$tx)
-            .await?;
-            if ended {
-                sqlx::query(
-                    "UPDATE steps SET status = 'skipped' WHERE stage_id = $1 AND status = 'pending'",
-                )
-                .bind(*id)
-                .execute(&mut *$tx)
-                .await?;
-            }
-        }
-        if let Some(status) = advance.build {
-            sqlx::query(
-                "UPDATE builds SET status = $2, finished_at = $3, \
-                 started_at = COALESCE(started_at, $3) WHERE id = $1 AND finished_at IS NULL",
-            )
-            .bind(build_id)
-            .bind(status.as_str())
-            .bind(now)
-            .execute(&mut *$tx)
+            .execute(&mut *tx)
             .await?;
         }
-        advance
-    }};
+    }
+    if let Some(status) = advance.build {
+        db::query(
+            "UPDATE builds SET status = $2, finished_at = $3, \
+             started_at = COALESCE(started_at, $3) WHERE id = $1 AND finished_at IS NULL",
+        )
+        .bind(build_id)
+        .bind(status.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(advance)
 }
-pub(crate) use advance_build;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use gantry_pipeline::{Context, Event as BuildEvent, Plan};
 use serde::Serialize;
 
-use crate::{Event, Result, Status, Store, StoreError, with_pool};
+use crate::{Event, Result, Status, Store, StoreError, db};
 
 pub(crate) mod advance;
 
@@ -307,16 +307,16 @@ impl Store {
         };
         let params = json(&ctx.params);
         let context = json(ctx);
-        let (build_id, queued) = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+        let (build_id, queued) = {
+            let mut tx = self.begin().await?;
             // A delivery makes one build: the first transaction to take it wins; another
             // (a second server, a retry) finds it processed and makes none.
             if let Some(delivery) = new.delivery {
-                let taken = sqlx::query(
+                let taken = db::query(
                     "UPDATE deliveries SET state = 'processed' WHERE id = $1 AND state = 'pending'",
                 )
                 .bind(delivery)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?
                 .rows_affected();
                 if taken == 0 {
@@ -325,7 +325,7 @@ impl Store {
                     )));
                 }
             }
-            let build_id: i64 = sqlx::query_scalar(
+            let build_id: i64 = db::query_scalar(
                 "INSERT INTO builds (repo_id, number, parent, event, action, ref, branch, tag, \
                  commit_sha, message, author, sender, pull_request, source_branch, target_branch, \
                  deploy_to, params, context, status, error, created_at, finished_at, fork) \
@@ -355,10 +355,10 @@ impl Store {
             .bind(now)
             .bind(error.map(|_| now))
             .bind(new.fork)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
             if let Some(run) = &new.schedule {
-                crate::schedules::record_schedule_run!(tx, run, build_id, now);
+                crate::schedules::record_schedule_run(&mut tx, run, build_id, now).await?;
             }
             let mut queued = false;
             if let Ok(plan) = &new.plan {
@@ -373,7 +373,7 @@ impl Store {
                     } else {
                         Status::Waiting
                     };
-                    let stage_id: i64 = sqlx::query_scalar(
+                    let stage_id: i64 = db::query_scalar(
                         "INSERT INTO stages (build_id, number, name, status, error, depends_on, \
                          runs_on, labels, platform, plan, created_at, finished_at, backend, \
                          locks, concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
@@ -394,7 +394,7 @@ impl Store {
                     .bind(backend_column(stage.backend))
                     .bind(json(&stage.locks))
                     .bind(stage.concurrency.map(i64::from))
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut tx)
                     .await?;
                     for step in stage.steps.iter().chain(&stage.services) {
                         let step_status = if stage.run && step.run {
@@ -402,7 +402,7 @@ impl Store {
                         } else {
                             Status::Skipped
                         };
-                        sqlx::query(
+                        db::query(
                             "INSERT INTO steps (stage_id, number, name, kind, status, error) \
                              VALUES ($1, $2, $3, $4, $5, $6)",
                         )
@@ -412,17 +412,17 @@ impl Store {
                         .bind(step.kind.as_str())
                         .bind(step_status.as_str())
                         .bind(step.reason.as_deref())
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await?;
                     }
                 }
                 if !new.hold {
-                    let advance = advance_build!(tx, build_id, now);
+                    let advance = advance_build(&mut tx, build_id, now).await?;
                     queued |= advance.queued_any();
                 }
             }
             if let Some(delivery) = new.delivery {
-                sqlx::query(
+                db::query(
                     "UPDATE deliveries SET build_id = $2, outcome = $3, processed_at = $4, \
                      payload = NULL WHERE id = $1",
                 )
@@ -430,12 +430,12 @@ impl Store {
                 .bind(build_id)
                 .bind(format!("build #{}", new.number))
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             tx.commit().await?;
             (build_id, queued)
-        });
+        };
         let mut news = vec![Event::BuildChanged { build: build_id }];
         if queued {
             news.push(Event::Queued);
@@ -455,35 +455,33 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE repo_id = $1 AND number = $2"
         ));
-        with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql)
+        db::query_as::<BuildRow>(sql)
             .bind(repo_id)
             .bind(number)
-            .fetch_optional(pool)
-            .await)?
-        .map(Build::try_from)
-        .transpose()
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Build::try_from)
+            .transpose()
     }
 
     pub async fn build_by_id(&self, id: i64) -> Result<Build> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"));
-        with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql)
+        db::query_as::<BuildRow>(sql)
             .bind(id)
-            .fetch_optional(pool)
-            .await)?
-        .map(Build::try_from)
-        .transpose()?
-        .ok_or_else(|| StoreError::NotFound(format!("build id {id}")))
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Build::try_from)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("build id {id}")))
     }
 
     /// The context the build's plan was compiled with (a restart compiles with it again).
     pub async fn build_context(&self, id: i64) -> Result<Context> {
-        let text: String = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT context FROM builds WHERE id = $1"
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await)?
-        .ok_or_else(|| StoreError::NotFound(format!("build id {id}")))?;
+        let text: String = db::query_scalar("SELECT context FROM builds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("build id {id}")))?;
         serde_json::from_str(&text).map_err(|e| StoreError::corrupt("build context", e))
     }
 
@@ -494,14 +492,14 @@ impl Store {
              AND ($2 IS NULL OR branch = $2) AND ($3 IS NULL OR status = $3) \
              AND ($4 IS NULL OR number < $4) ORDER BY number DESC LIMIT $5"
         ));
-        let rows = with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql)
+        let rows = db::query_as::<BuildRow>(sql)
             .bind(repo_id)
             .bind(filter.branch.as_deref())
             .bind(filter.status.map(Status::as_str))
             .bind(filter.before)
             .bind(filter.limit.clamp(1, 500))
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(Build::try_from).collect()
     }
 
@@ -510,8 +508,7 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE finished_at IS NULL ORDER BY id"
         ));
-        let rows =
-            with_pool!(self, pool => sqlx::query_as::<_, BuildRow>(sql).fetch_all(pool).await)?;
+        let rows = db::query_as::<BuildRow>(sql).fetch_all(&self.pool).await?;
         rows.into_iter().map(Build::try_from).collect()
     }
 
@@ -519,32 +516,31 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {STAGE_COLUMNS} FROM stages WHERE build_id = $1 ORDER BY number"
         ));
-        let rows = with_pool!(self, pool => sqlx::query_as::<_, StageRow>(sql)
+        let rows = db::query_as::<StageRow>(sql)
             .bind(build_id)
-            .fetch_all(pool)
-            .await)?;
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(Stage::try_from).collect()
     }
 
     pub async fn stage(&self, stage_id: i64) -> Result<Stage> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {STAGE_COLUMNS} FROM stages WHERE id = $1"));
-        with_pool!(self, pool => sqlx::query_as::<_, StageRow>(sql)
+        db::query_as::<StageRow>(sql)
             .bind(stage_id)
-            .fetch_optional(pool)
-            .await)?
-        .map(Stage::try_from)
-        .transpose()?
-        .ok_or_else(|| StoreError::NotFound(format!("stage id {stage_id}")))
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Stage::try_from)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("stage id {stage_id}")))
     }
 
     /// The plans of a build's stages, in order.
     pub async fn stage_plans(&self, build_id: i64) -> Result<Vec<gantry_pipeline::Stage>> {
-        let plans: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT plan FROM stages WHERE build_id = $1 ORDER BY number"
-        )
-        .bind(build_id)
-        .fetch_all(pool)
-        .await)?;
+        let plans: Vec<String> =
+            db::query_scalar("SELECT plan FROM stages WHERE build_id = $1 ORDER BY number")
+                .bind(build_id)
+                .fetch_all(&self.pool)
+                .await?;
         plans
             .iter()
             .map(|p| serde_json::from_str(p).map_err(|e| StoreError::corrupt("stage plan", e)))
@@ -556,10 +552,10 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE stage_id = $1 ORDER BY number"
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Step>(sql)
+        db::query_as::<Step>(sql)
             .bind(stage_id)
-            .fetch_all(pool)
-            .await)?)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// A step by its build, its stage's number and its own number (as in the step's URL).
@@ -569,40 +565,37 @@ impl Store {
              (SELECT id FROM stages WHERE build_id = $1 AND number = $2) AND number = $3",
             STEP_COLUMNS
         ));
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, Step>(sql)
+        db::query_as::<Step>(sql)
             .bind(build_id)
             .bind(stage)
             .bind(step)
-            .fetch_optional(pool)
-            .await)?)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Lets a blocked build run: its stages are queued (or wait for their dependencies).
     /// Returns false when it was not blocked.
     pub async fn approve_build(&self, build_id: i64) -> Result<bool> {
         let now = self.clock.now_ms();
-        let approved = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(
-                "UPDATE builds SET status = 'pending' WHERE id = $1 AND status = 'blocked'",
+        let mut tx = self.begin().await?;
+        let changed =
+            db::query("UPDATE builds SET status = 'pending' WHERE id = $1 AND status = 'blocked'")
+                .bind(build_id)
+                .execute(&mut tx)
+                .await?
+                .rows_affected();
+        if changed > 0 {
+            db::query(
+                "UPDATE stages SET status = CASE WHEN depends_on = '[]' THEN 'pending' \
+                 ELSE 'waiting' END WHERE build_id = $1 AND status = 'blocked'",
             )
             .bind(build_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed > 0 {
-                sqlx::query(
-                    "UPDATE stages SET status = CASE WHEN depends_on = '[]' THEN 'pending' \
-                     ELSE 'waiting' END WHERE build_id = $1 AND status = 'blocked'",
-                )
-                .bind(build_id)
-                .execute(&mut *tx)
-                .await?;
-                advance_build!(tx, build_id, now);
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(changed > 0)
-        })?;
+            .execute(&mut tx)
+            .await?;
+            advance_build(&mut tx, build_id, now).await?;
+        }
+        tx.commit().await?;
+        let approved = changed > 0;
         if approved {
             self.publish_all(vec![Event::BuildChanged { build: build_id }, Event::Queued])
                 .await;
@@ -613,37 +606,35 @@ impl Store {
     /// Ends a blocked build as `declined`; none of it runs.
     pub async fn decline_build(&self, build_id: i64) -> Result<bool> {
         let now = self.clock.now_ms();
-        let declined = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(
-                "UPDATE builds SET status = 'declined', finished_at = $2 \
-                 WHERE id = $1 AND status = 'blocked'",
+        let mut tx = self.begin().await?;
+        let changed = db::query(
+            "UPDATE builds SET status = 'declined', finished_at = $2 \
+             WHERE id = $1 AND status = 'blocked'",
+        )
+        .bind(build_id)
+        .bind(now)
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            db::query(
+                "UPDATE stages SET status = 'skipped', error = 'the build was declined', \
+                 finished_at = $2 WHERE build_id = $1 AND status = 'blocked'",
             )
             .bind(build_id)
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed > 0 {
-                sqlx::query(
-                    "UPDATE stages SET status = 'skipped', error = 'the build was declined', \
-                     finished_at = $2 WHERE build_id = $1 AND status = 'blocked'",
-                )
-                .bind(build_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE steps SET status = 'skipped' WHERE status = 'pending' \
-                     AND stage_id IN (SELECT id FROM stages WHERE build_id = $1)",
-                )
-                .bind(build_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(changed > 0)
-        })?;
+            .execute(&mut tx)
+            .await?;
+            db::query(
+                "UPDATE steps SET status = 'skipped' WHERE status = 'pending' \
+                 AND stage_id IN (SELECT id FROM stages WHERE build_id = $1)",
+            )
+            .bind(build_id)
+            .execute(&mut tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let declined = changed > 0;
         if declined {
             self.publish(Event::BuildChanged { build: build_id }).await;
         }
@@ -655,21 +646,19 @@ impl Store {
     /// Returns false when the build had already ended.
     pub async fn cancel_build(&self, build_id: i64) -> Result<bool> {
         let now = self.clock.now_ms();
-        let cancelled = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(
-                "UPDATE builds SET cancel_requested = TRUE WHERE id = $1 AND finished_at IS NULL",
-            )
-            .bind(build_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed > 0 {
-                advance_build!(tx, build_id, now);
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(changed > 0)
-        })?;
+        let mut tx = self.begin().await?;
+        let changed = db::query(
+            "UPDATE builds SET cancel_requested = TRUE WHERE id = $1 AND finished_at IS NULL",
+        )
+        .bind(build_id)
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            advance_build(&mut tx, build_id, now).await?;
+        }
+        tx.commit().await?;
+        let cancelled = changed > 0;
         if cancelled {
             self.publish_all(vec![
                 Event::Cancelled { build: build_id },

@@ -84,41 +84,38 @@ fn labels_and_platform_match(request: &ClaimRequest, labels: &str, platform: &st
     })
 }
 
-/// Takes the lease on stage `$id` inside `$tx`, if it is still pending. Evaluates to
-/// `Option<(stage id, epoch, build id, plan, whether the build started with it)>`.
-macro_rules! claim_update {
-    ($tx:ident, $id:expr, $request:expr, $now:expr) => {{
-        let request: &ClaimRequest = $request;
-        let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
-            "UPDATE stages SET status = 'running', runner = $2, runner_instance = $3, \
-             lease_epoch = $6, lease_expires_at = $4, started_at = $5 \
-             WHERE id = $1 AND status = 'pending' RETURNING id, lease_epoch, build_id, plan",
-        )
-        .bind($id)
-        .bind(&request.runner)
-        .bind(&request.instance)
-        .bind(request.lease_until)
-        .bind($now)
-        .bind($crate::queue::fresh_epoch())
-        .fetch_optional(&mut *$tx)
-        .await?;
-        match row {
-            Some((stage, epoch, build_id, plan)) => {
-                let started = sqlx::query(
-                    "UPDATE builds SET status = 'running', started_at = COALESCE(started_at, $2) \
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .bind(build_id)
-                .bind($now)
-                .execute(&mut *$tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                Some((stage, epoch, build_id, plan, started))
-            }
-            None => None,
-        }
-    }};
+/// A claimed stage: its id, epoch, build, plan, and whether the build started with it.
+type Taken = (i64, i64, i64, String, bool);
+
+/// Takes the lease on stage `id` inside `tx`, if it is still pending.
+async fn take(tx: &mut Tx, id: i64, request: &ClaimRequest, now: i64) -> Result<Option<Taken>> {
+    let row: Option<(i64, i64, i64, String)> = db::query_as(
+        "UPDATE stages SET status = 'running', runner = $2, runner_instance = $3, \
+         lease_epoch = $6, lease_expires_at = $4, started_at = $5 \
+         WHERE id = $1 AND status = 'pending' RETURNING id, lease_epoch, build_id, plan",
+    )
+    .bind(id)
+    .bind(&request.runner)
+    .bind(&request.instance)
+    .bind(request.lease_until)
+    .bind(now)
+    .bind(super::fresh_epoch())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((stage, epoch, build_id, plan)) = row else {
+        return Ok(None);
+    };
+    let started = db::query(
+        "UPDATE builds SET status = 'running', started_at = COALESCE(started_at, $2) \
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(build_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    Ok(Some((stage, epoch, build_id, plan, started)))
 }
 
 /// Pending stages a claim reads at once, in queue order, until it finds one to take.
@@ -130,85 +127,72 @@ const CLAIM_PAGE: i64 = 100;
 /// `BEGIN IMMEDIATE` serialises every claim.)
 const SERIALISE_GATED_CLAIMS: &str = "SELECT pg_advisory_xact_lock(7254713498125541)";
 
+/// The pending stages in queue order, a page at a time; the first one the runner can take
+/// is taken, however many it cannot take wait ahead of it.
+async fn claim_first(tx: &mut Tx, request: &ClaimRequest, now: i64) -> Result<Option<Taken>> {
+    let postgres = tx.is_postgres();
+    // PostgreSQL locks the page for this transaction and passes over what another claim
+    // holds; SQLite's `BEGIN IMMEDIATE` already let no one else in.
+    let lock = if postgres {
+        " FOR UPDATE OF s SKIP LOCKED"
+    } else {
+        ""
+    };
+    let candidates_sql = format!(
+        "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, \
+         s.name, b.repo_id, r.owner, s.locks, s.concurrency FROM stages s \
+         JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
+         WHERE s.status = 'pending' AND s.id > $1 ORDER BY s.id LIMIT $2{lock}"
+    );
+    let mut gates: Option<Gates> = None;
+    let mut after = 0_i64;
+    loop {
+        let candidates: Vec<Candidate> = db::query_as(sqlx::AssertSqlSafe(candidates_sql.as_str()))
+            .bind(after)
+            .bind(CLAIM_PAGE)
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some(last) = candidates.last() else {
+            return Ok(None);
+        };
+        after = last.id;
+        for candidate in candidates.iter().filter(|c| runner_can_take(request, c)) {
+            if candidate.gated() {
+                if gates.is_none() {
+                    if postgres {
+                        // One gated claim at a time: two claims of stages wanting one lock
+                        // must not both see it free.
+                        db::query(SERIALISE_GATED_CLAIMS).execute(&mut *tx).await?;
+                    }
+                    let running: Vec<(i64, String, String)> = db::query_as(
+                        "SELECT b.repo_id, s.name, s.locks FROM stages s \
+                         JOIN builds b ON b.id = s.build_id WHERE s.status = 'running'",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    gates = Some(Gates::from_running(running));
+                }
+                if !gates.as_ref().is_some_and(|g| g.open(candidate)) {
+                    continue;
+                }
+            }
+            return take(tx, candidate.id, request, now).await;
+        }
+        if (candidates.len() as i64) < CLAIM_PAGE {
+            return Ok(None);
+        }
+    }
+}
+
 impl Store {
     /// Claims the oldest pending stage this runner can take, or `None`.
     pub async fn claim_next(&self, request: &ClaimRequest) -> Result<Option<Claim>> {
         let now = self.clock.now_ms();
-        // The pending stages in queue order, a page at a time, locked for this transaction;
-        // the first one the runner can take is claimed, however many it cannot take wait
-        // ahead of it.
-        macro_rules! claim_first {
-            ($tx:ident, $candidates:expr, $serialise_gates:expr) => {{
-                let mut claimed = None;
-                let mut gates: Option<Gates> = None;
-                let mut after = 0_i64;
-                'pages: loop {
-                    let candidates: Vec<Candidate> = sqlx::query_as($candidates)
-                        .bind(after)
-                        .bind(CLAIM_PAGE)
-                        .fetch_all(&mut *$tx)
-                        .await?;
-                    let Some(last) = candidates.last() else {
-                        break;
-                    };
-                    after = last.id;
-                    for candidate in candidates.iter().filter(|c| runner_can_take(request, c)) {
-                        if candidate.gated() {
-                            if gates.is_none() {
-                                if let Some(serialise) = $serialise_gates {
-                                    // One gated claim at a time: two claims of stages wanting
-                                    // one lock must not both see it free.
-                                    sqlx::query(serialise).execute(&mut *$tx).await?;
-                                }
-                                let running: Vec<(i64, String, String)> = sqlx::query_as(
-                                    "SELECT b.repo_id, s.name, s.locks FROM stages s \
-                                     JOIN builds b ON b.id = s.build_id WHERE s.status = 'running'",
-                                )
-                                .fetch_all(&mut *$tx)
-                                .await?;
-                                gates = Some(Gates::from_running(running));
-                            }
-                            if !gates.as_ref().is_some_and(|g| g.open(candidate)) {
-                                continue;
-                            }
-                        }
-                        claimed = claim_update!($tx, candidate.id, request, now);
-                        break 'pages;
-                    }
-                    if (candidates.len() as i64) < CLAIM_PAGE {
-                        break;
-                    }
-                }
-                $tx.commit().await?;
-                claimed
-            }};
-        }
-        let claimed: Option<(i64, i64, i64, String, bool)> = match &self.pool {
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                claim_first!(
-                    tx,
-                    "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
-                     b.repo_id, r.owner, s.locks, s.concurrency FROM stages s \
-                     JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
-                     WHERE s.status = 'pending' AND s.id > $1 ORDER BY s.id LIMIT $2 \
-                     FOR UPDATE OF s SKIP LOCKED",
-                    Some(SERIALISE_GATED_CLAIMS)
-                )
-            }
-            Pool::Sqlite(pool) => {
-                // IMMEDIATE takes the write lock first: the read and the update see one state.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                claim_first!(
-                    tx,
-                    "SELECT s.id, s.labels, s.platform, s.backend, (r.trusted AND NOT b.fork) AS trusted, s.name, \
-                     b.repo_id, r.owner, s.locks, s.concurrency FROM stages s \
-                     JOIN builds b ON b.id = s.build_id JOIN repos r ON r.id = b.repo_id \
-                     WHERE s.status = 'pending' AND s.id > $1 ORDER BY s.id LIMIT $2",
-                    None::<&str>
-                )
-            }
-        };
+        // SQLite: IMMEDIATE takes the write lock first, so the read and the update see one
+        // state.
+        let mut tx = self.begin_writing().await?;
+        let claimed = claim_first(&mut tx, request, now).await?;
+        tx.commit().await?;
         let Some((stage_id, epoch, build_id, plan, build_started)) = claimed else {
             return Ok(None);
         };
