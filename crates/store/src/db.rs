@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{Database, Encode, FromRow, Postgres, SqlSafeStr, SqlStr, Sqlite, Type};
+use sqlx::{Database, Decode, Encode, FromRow, Postgres, SqlSafeStr, SqlStr, Sqlite, Type};
 
 use crate::{Pool, Result, Store};
 
@@ -51,6 +51,86 @@ value_from! {
     Vec<u8> => |v| Value::Bytes(Some(Cow::Owned(v)));
     Option<&'q [u8]> => |v| Value::Bytes(v.map(Cow::Borrowed));
 }
+
+/// What a TEXT column can be parsed into: enums by their names, maps by their JSON.
+pub(crate) trait FromText: Sized {
+    fn from_text(text: &str) -> std::result::Result<Self, String>;
+}
+
+/// A TEXT column read as `T` (`#[sqlx(try_from = "Text<T>")]`, with `text_columns!(T)`), so
+/// rows hold the types they mean and a bad value is a decode error naming its column. The
+/// parse happens while decoding: sqlx's derive cannot print a `TryFrom` error of its own.
+#[derive(Debug)]
+pub(crate) struct Text<T>(pub(crate) T);
+
+impl<T: FromText> FromText for Option<T> {
+    fn from_text(text: &str) -> std::result::Result<Self, String> {
+        T::from_text(text).map(Some)
+    }
+}
+
+impl<DB: Database, T> Type<DB> for Text<T>
+where
+    String: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: Database, T: FromText + MaybeNull> Decode<'r, DB> for Text<T>
+where
+    &'r str: Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        if sqlx::ValueRef::is_null(&value) {
+            return T::when_null()
+                .map(Text)
+                .ok_or_else(|| "NULL where a value is required".into());
+        }
+        let text = <&'r str as Decode<'r, DB>>::decode(value)?;
+        Ok(Text(T::from_text(text)?))
+    }
+}
+
+/// What a NULL column reads as: `None` for an `Option`, an error for anything else.
+pub(crate) trait MaybeNull: Sized {
+    fn when_null() -> Option<Self> {
+        None
+    }
+}
+
+impl<T> MaybeNull for Option<T> {
+    fn when_null() -> Option<Self> {
+        Some(None)
+    }
+}
+
+/// Lets each type be a row's field read through [`Text`].
+macro_rules! text_columns {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            impl $crate::db::MaybeNull for $ty {}
+
+            impl From<$crate::db::Text<$ty>> for $ty {
+                fn from(text: $crate::db::Text<$ty>) -> Self {
+                    text.0
+                }
+            }
+
+            impl From<$crate::db::Text<Option<$ty>>> for Option<$ty> {
+                fn from(text: $crate::db::Text<Option<$ty>>) -> Self {
+                    text.0
+                }
+            }
+        )*
+    };
+}
+pub(crate) use text_columns;
 
 /// A row type both drivers can decode (what `#[derive(sqlx::FromRow)]` and tuples give).
 pub(crate) trait Record:
@@ -327,5 +407,79 @@ where
 
     pub(crate) async fn fetch_one<'c>(self, on: impl Into<Target<'c>>) -> Result<T> {
         Ok(self.rows.fetch_one(on).await?.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_test_support::{TempDir, test_databases};
+
+    use super::*;
+    use crate::{Status, StoreError};
+
+    #[derive(Debug, sqlx::FromRow)]
+    struct Probe {
+        #[sqlx(try_from = "Text<Status>")]
+        status: Status,
+        #[sqlx(try_from = "Text<Option<Status>>")]
+        notified: Option<Status>,
+        count: i64,
+        flag: bool,
+    }
+
+    /// One statement, every kind of argument, on both databases: what is bound is what is
+    /// read back, a NULL is `None`, and a value the row cannot parse is `Corrupt` naming
+    /// its column (never a panic, never a plain database error).
+    #[tokio::test]
+    async fn arguments_and_rows_mean_the_same_on_both_databases() {
+        let dir = TempDir::new("gantry-db");
+        for (name, url) in test_databases(dir.path()).await {
+            let store = Store::open(&url).await.expect("opens");
+            let probe: Probe =
+                query_as("SELECT $1 AS status, $2 AS notified, $3 + 1 AS count, $4 AS flag")
+                    .bind("success")
+                    .bind(None::<&str>)
+                    .bind(41_i64)
+                    .bind(true)
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(probe.status, Status::Success, "{name}");
+            assert_eq!(probe.notified, None, "{name}");
+            assert_eq!(probe.count, 42, "{name}");
+            assert!(probe.flag, "{name}");
+
+            let text: Option<String> = query_scalar("SELECT $1")
+                .bind(Some("ünïcode".to_owned()))
+                .fetch_one(&store.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(text.as_deref(), Some("ünïcode"), "{name}");
+
+            let bad = query_as::<Probe>(
+                "SELECT 'no such status' AS status, 'failure' AS notified, 1 AS count, \
+                 TRUE AS flag",
+            )
+            .fetch_one(&store.pool)
+            .await
+            .expect_err("an unknown status is refused");
+            match bad {
+                StoreError::Corrupt { what, detail } => {
+                    assert!(what.contains("status"), "{name}: {what}");
+                    assert!(detail.contains("no such status"), "{name}: {detail}");
+                }
+                other => panic!("{name}: expected Corrupt, got {other:?}"),
+            }
+
+            let mut tx = store.begin().await.expect("begins");
+            let inside: i64 = query_scalar("SELECT CAST($1 AS BIGINT)")
+                .bind(7_i64)
+                .fetch_one(&mut tx)
+                .await
+                .expect("reads in a transaction");
+            assert_eq!(inside, 7, "{name}");
+            tx.commit().await.expect("commits");
+            store.close().await;
+        }
     }
 }

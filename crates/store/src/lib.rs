@@ -112,7 +112,7 @@ pub use users::{RepoRole, Role, RoleSource, User};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("could not apply the database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} not found")]
@@ -121,11 +121,25 @@ pub enum StoreError {
     Conflict(String),
     /// A value in the database that this version cannot read.
     #[error("unreadable {what} in the database: {detail}")]
-    Corrupt { what: &'static str, detail: String },
+    Corrupt { what: String, detail: String },
     #[error(
         "unsupported database URL `{0}`: use postgres://user:password@host/database, or leave it unset for SQLite in the data directory"
     )]
     UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A column a row could not be read from is a value this version cannot read, named by
+    /// its column; anything else is the database's own error.
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { index, source } => StoreError::Corrupt {
+                what: format!("column `{index}`"),
+                detail: source.to_string(),
+            },
+            other => StoreError::Database(other),
+        }
+    }
 }
 
 impl StoreError {
@@ -141,7 +155,7 @@ impl StoreError {
 
     pub(crate) fn corrupt(what: &'static str, detail: impl ToString) -> Self {
         StoreError::Corrupt {
-            what,
+            what: what.to_owned(),
             detail: detail.to_string(),
         }
     }

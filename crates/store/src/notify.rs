@@ -6,7 +6,6 @@
 
 use serde::Deserialize;
 
-use crate::builds::{BUILD_COLUMNS, BuildRow};
 use crate::db::{self, Tx};
 use crate::{Build, Event, Result, Status, Store, StoreError};
 
@@ -241,15 +240,13 @@ impl Store {
 
     /// Builds whose status changed since their notifications were last made, oldest first.
     pub async fn builds_to_notify(&self, limit: i64) -> Result<Vec<Build>> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE notified_status IS NULL \
-             OR notified_status <> status ORDER BY id LIMIT $1"
-        ));
-        let rows = db::query_as::<BuildRow>(sql)
+        let sql = "SELECT * FROM builds WHERE notified_status IS NULL \
+             OR notified_status <> status ORDER BY id LIMIT $1";
+        let rows = db::query_as::<Build>(sql)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(Build::try_from).collect()
+        Ok(rows)
     }
 
     /// Queues the messages for the build's change from `notified` (what it was last
@@ -390,18 +387,14 @@ impl Store {
         branch: &str,
         number: i64,
     ) -> Result<Option<Build>> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE repo_id = $1 AND branch = $2 \
+        let sql = "SELECT * FROM builds WHERE repo_id = $1 AND branch = $2 \
              AND number < $3 AND finished_at IS NOT NULL AND status <> 'skipped' \
-             ORDER BY number DESC LIMIT 1"
-        ));
-        db::query_as::<BuildRow>(sql)
+             ORDER BY number DESC LIMIT 1";
+        db::query_as::<Build>(sql)
             .bind(repo_id)
             .bind(branch)
             .bind(number)
             .fetch_optional(&self.pool)
-            .await?
-            .map(Build::try_from)
-            .transpose()
+            .await
     }
 }

@@ -9,24 +9,30 @@ use std::collections::BTreeMap;
 use gantry_pipeline::{Context, Event as BuildEvent, Plan};
 use serde::Serialize;
 
-use crate::{Event, Result, Status, Store, StoreError, db};
+use crate::db::{self, FromText, Text, Tx, text_columns};
+use crate::{Event, Result, Status, Store, StoreError};
 
 pub(crate) mod advance;
 
 pub(crate) use advance::advance_build;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A build as its row holds it (`SELECT * FROM builds`): a new column is added in the
+/// migrations, here and in the API's view, nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Build {
     pub id: i64,
     pub repo_id: i64,
     pub number: i64,
     /// The build this one restarts.
     pub parent: Option<i64>,
+    #[sqlx(try_from = "Text<BuildEvent>")]
     pub event: BuildEvent,
     pub action: Option<String>,
+    #[sqlx(rename = "ref")]
     pub reference: String,
     pub branch: String,
     pub tag: Option<String>,
+    #[sqlx(rename = "commit_sha")]
     pub commit: String,
     pub message: String,
     pub author: String,
@@ -35,7 +41,9 @@ pub struct Build {
     pub source_branch: Option<String>,
     pub target_branch: Option<String>,
     pub deploy_to: Option<String>,
+    #[sqlx(try_from = "Text<BTreeMap<String, String>>")]
     pub params: BTreeMap<String, String>,
+    #[sqlx(try_from = "Text<Status>")]
     pub status: Status,
     /// Why the build errored: for an invalid pipeline file, its `FILE:LINE:COLUMN` errors.
     pub error: Option<String>,
@@ -44,6 +52,7 @@ pub struct Build {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// The status its notifications were last made for.
+    #[sqlx(try_from = "Text<Option<Status>>")]
     pub notified_status: Option<Status>,
     /// A pull request from a fork: it gets only secrets that allow pull requests.
     pub fork: bool,
@@ -51,86 +60,25 @@ pub struct Build {
     pub logs_removed_at: Option<i64>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct BuildRow {
-    id: i64,
-    repo_id: i64,
-    number: i64,
-    parent: Option<i64>,
-    event: String,
-    action: Option<String>,
-    #[sqlx(rename = "ref")]
-    reference: String,
-    branch: String,
-    tag: Option<String>,
-    commit_sha: String,
-    message: String,
-    author: String,
-    sender: String,
-    pull_request: Option<i64>,
-    source_branch: Option<String>,
-    target_branch: Option<String>,
-    deploy_to: Option<String>,
-    params: String,
-    #[sqlx(try_from = "String")]
-    status: Status,
-    error: Option<String>,
-    cancel_requested: bool,
-    created_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    notified_status: Option<String>,
-    fork: bool,
-    logs_removed_at: Option<i64>,
-}
-
-pub(crate) const BUILD_COLUMNS: &str = "id, repo_id, number, parent, event, action, ref, branch, tag, \
-     commit_sha, message, author, sender, pull_request, source_branch, target_branch, deploy_to, \
-     params, status, error, cancel_requested, created_at, started_at, finished_at, \
-     notified_status, fork, logs_removed_at";
-
-impl TryFrom<BuildRow> for Build {
-    type Error = StoreError;
-    fn try_from(row: BuildRow) -> Result<Self> {
-        Ok(Build {
-            id: row.id,
-            repo_id: row.repo_id,
-            number: row.number,
-            parent: row.parent,
-            event: row
-                .event
-                .parse()
-                .map_err(|e| StoreError::corrupt("build event", e))?,
-            action: row.action,
-            reference: row.reference,
-            branch: row.branch,
-            tag: row.tag,
-            commit: row.commit_sha,
-            message: row.message,
-            author: row.author,
-            sender: row.sender,
-            pull_request: row.pull_request,
-            source_branch: row.source_branch,
-            target_branch: row.target_branch,
-            deploy_to: row.deploy_to,
-            params: serde_json::from_str(&row.params)
-                .map_err(|e| StoreError::corrupt("build parameters", e))?,
-            status: row.status,
-            error: row.error,
-            cancel_requested: row.cancel_requested,
-            created_at: row.created_at,
-            started_at: row.started_at,
-            finished_at: row.finished_at,
-            notified_status: row
-                .notified_status
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(|e| StoreError::corrupt("build's notified status", e))?,
-            fork: row.fork,
-            logs_removed_at: row.logs_removed_at,
-        })
+impl FromText for BuildEvent {
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse().map_err(|e| format!("{e}"))
     }
 }
+
+impl FromText for Status {
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl FromText for BTreeMap<String, String> {
+    fn from_text(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+text_columns!(BuildEvent, Status, BTreeMap<String, String>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
@@ -293,149 +241,171 @@ fn json(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
 
+/// A delivery makes one build: the first transaction to take it wins; another (a second
+/// server, a retry) finds it processed and makes none.
+async fn take_delivery(tx: &mut Tx, delivery: i64) -> Result<()> {
+    let taken =
+        db::query("UPDATE deliveries SET state = 'processed' WHERE id = $1 AND state = 'pending'")
+            .bind(delivery)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    if taken == 0 {
+        return Err(StoreError::Conflict(format!(
+            "delivery #{delivery} was already processed"
+        )));
+    }
+    Ok(())
+}
+
+/// The build's row and its compile context; its id.
+async fn insert_build(tx: &mut Tx, new: &NewBuild, now: i64) -> Result<i64> {
+    let ctx = &new.context;
+    let (status, error) = match &new.plan {
+        Ok(_) if new.hold => (Status::Blocked, None),
+        Ok(_) => (Status::Pending, None),
+        Err(message) => (Status::Error, Some(message.as_str())),
+    };
+    let build_id: i64 = db::query_scalar(
+        "INSERT INTO builds (repo_id, number, parent, event, action, ref, branch, tag, \
+         commit_sha, message, author, sender, pull_request, source_branch, target_branch, \
+         deploy_to, params, status, error, created_at, finished_at, fork) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+         $17, $18, $19, $20, $21, $22) RETURNING id",
+    )
+    .bind(new.repo_id)
+    .bind(new.number)
+    .bind(ctx.parent.map(|p| p as i64))
+    .bind(ctx.event.as_str())
+    .bind(ctx.action.as_deref())
+    .bind(&ctx.reference)
+    .bind(&ctx.branch)
+    .bind(ctx.tag.as_deref())
+    .bind(&ctx.commit)
+    .bind(&ctx.message)
+    .bind(&ctx.author)
+    .bind(&new.sender)
+    .bind(ctx.pull_request.map(|p| p as i64))
+    .bind(ctx.pull_request.map(|_| ctx.branch.as_str()))
+    .bind(ctx.target_branch.as_deref())
+    .bind(ctx.deploy_target.as_deref())
+    .bind(json(&ctx.params))
+    .bind(status.as_str())
+    .bind(error)
+    .bind(now)
+    .bind(error.map(|_| now))
+    .bind(new.fork)
+    .fetch_one(&mut *tx)
+    .await?;
+    db::query("INSERT INTO build_contexts (build_id, context) VALUES ($1, $2)")
+        .bind(build_id)
+        .bind(json(ctx))
+        .execute(&mut *tx)
+        .await?;
+    Ok(build_id)
+}
+
+/// Every stage and step of the plan, the stages without dependencies queued (unless the
+/// build is held); whether any was.
+async fn insert_stages(
+    tx: &mut Tx,
+    build_id: i64,
+    plan: &Plan,
+    hold: bool,
+    now: i64,
+) -> Result<bool> {
+    let mut queued = false;
+    for stage in &plan.stages {
+        let stage_status = if !stage.run {
+            Status::Skipped
+        } else if hold {
+            Status::Blocked
+        } else if stage.depends_on.is_empty() {
+            queued = true;
+            Status::Pending
+        } else {
+            Status::Waiting
+        };
+        let stage_id: i64 = db::query_scalar(
+            "INSERT INTO stages (build_id, number, name, status, error, depends_on, \
+             runs_on, labels, platform, plan, created_at, finished_at, backend, \
+             locks, concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15) RETURNING id",
+        )
+        .bind(build_id)
+        .bind(i64::from(stage.number))
+        .bind(&stage.name)
+        .bind(stage_status.as_str())
+        .bind(stage.reason.as_deref())
+        .bind(json(&stage.depends_on))
+        .bind(json(&stage.runs_on))
+        .bind(json(&stage.labels))
+        .bind(platform_label(&stage.platform))
+        .bind(json(stage))
+        .bind(now)
+        .bind(stage_status.is_final().then_some(now))
+        .bind(backend_column(stage.backend))
+        .bind(json(&stage.locks))
+        .bind(stage.concurrency.map(i64::from))
+        .fetch_one(&mut *tx)
+        .await?;
+        for step in stage.steps.iter().chain(&stage.services) {
+            let step_status = if stage.run && step.run {
+                Status::Pending
+            } else {
+                Status::Skipped
+            };
+            db::query(
+                "INSERT INTO steps (stage_id, number, name, kind, status, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(stage_id)
+            .bind(i64::from(step.number))
+            .bind(&step.name)
+            .bind(step.kind.as_str())
+            .bind(step_status.as_str())
+            .bind(step.reason.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(queued)
+}
+
 impl Store {
     /// Creates the build with its stages and steps, queues the stages that can start, and
     /// marks its delivery processed, in one transaction. Returns the build and whether any
     /// stage was queued.
     pub async fn create_build(&self, new: &NewBuild) -> Result<(Build, bool)> {
-        let ctx = &new.context;
         let now = self.clock.now_ms();
-        let (status, error) = match &new.plan {
-            Ok(_) if new.hold => (Status::Blocked, None),
-            Ok(_) => (Status::Pending, None),
-            Err(message) => (Status::Error, Some(message.as_str())),
-        };
-        let params = json(&ctx.params);
-        let context = json(ctx);
-        let (build_id, queued) = {
-            let mut tx = self.begin().await?;
-            // A delivery makes one build: the first transaction to take it wins; another
-            // (a second server, a retry) finds it processed and makes none.
-            if let Some(delivery) = new.delivery {
-                let taken = db::query(
-                    "UPDATE deliveries SET state = 'processed' WHERE id = $1 AND state = 'pending'",
-                )
-                .bind(delivery)
-                .execute(&mut tx)
-                .await?
-                .rows_affected();
-                if taken == 0 {
-                    return Err(StoreError::Conflict(format!(
-                        "delivery #{delivery} was already processed"
-                    )));
-                }
+        let mut tx = self.begin().await?;
+        if let Some(delivery) = new.delivery {
+            take_delivery(&mut tx, delivery).await?;
+        }
+        let build_id = insert_build(&mut tx, new, now).await?;
+        if let Some(run) = &new.schedule {
+            crate::schedules::record_schedule_run(&mut tx, run, build_id, now).await?;
+        }
+        let mut queued = false;
+        if let Ok(plan) = &new.plan {
+            queued = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
+            if !new.hold {
+                queued |= advance_build(&mut tx, build_id, now).await?.queued_any();
             }
-            let build_id: i64 = db::query_scalar(
-                "INSERT INTO builds (repo_id, number, parent, event, action, ref, branch, tag, \
-                 commit_sha, message, author, sender, pull_request, source_branch, target_branch, \
-                 deploy_to, params, context, status, error, created_at, finished_at, fork) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19, $20, $21, $22, $23) RETURNING id",
+        }
+        if let Some(delivery) = new.delivery {
+            db::query(
+                "UPDATE deliveries SET build_id = $2, outcome = $3, processed_at = $4, \
+                 payload = NULL WHERE id = $1",
             )
-            .bind(new.repo_id)
-            .bind(new.number)
-            .bind(ctx.parent.map(|p| p as i64))
-            .bind(ctx.event.as_str())
-            .bind(ctx.action.as_deref())
-            .bind(&ctx.reference)
-            .bind(&ctx.branch)
-            .bind(ctx.tag.as_deref())
-            .bind(&ctx.commit)
-            .bind(&ctx.message)
-            .bind(&ctx.author)
-            .bind(&new.sender)
-            .bind(ctx.pull_request.map(|p| p as i64))
-            .bind(ctx.pull_request.map(|_| ctx.branch.as_str()))
-            .bind(ctx.target_branch.as_deref())
-            .bind(ctx.deploy_target.as_deref())
-            .bind(&params)
-            .bind(&context)
-            .bind(status.as_str())
-            .bind(error)
+            .bind(delivery)
+            .bind(build_id)
+            .bind(format!("build #{}", new.number))
             .bind(now)
-            .bind(error.map(|_| now))
-            .bind(new.fork)
-            .fetch_one(&mut tx)
+            .execute(&mut tx)
             .await?;
-            if let Some(run) = &new.schedule {
-                crate::schedules::record_schedule_run(&mut tx, run, build_id, now).await?;
-            }
-            let mut queued = false;
-            if let Ok(plan) = &new.plan {
-                for stage in &plan.stages {
-                    let stage_status = if !stage.run {
-                        Status::Skipped
-                    } else if new.hold {
-                        Status::Blocked
-                    } else if stage.depends_on.is_empty() {
-                        queued = true;
-                        Status::Pending
-                    } else {
-                        Status::Waiting
-                    };
-                    let stage_id: i64 = db::query_scalar(
-                        "INSERT INTO stages (build_id, number, name, status, error, depends_on, \
-                         runs_on, labels, platform, plan, created_at, finished_at, backend, \
-                         locks, concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                         $11, $12, $13, $14, $15) RETURNING id",
-                    )
-                    .bind(build_id)
-                    .bind(i64::from(stage.number))
-                    .bind(&stage.name)
-                    .bind(stage_status.as_str())
-                    .bind(stage.reason.as_deref())
-                    .bind(json(&stage.depends_on))
-                    .bind(json(&stage.runs_on))
-                    .bind(json(&stage.labels))
-                    .bind(platform_label(&stage.platform))
-                    .bind(json(stage))
-                    .bind(now)
-                    .bind(stage_status.is_final().then_some(now))
-                    .bind(backend_column(stage.backend))
-                    .bind(json(&stage.locks))
-                    .bind(stage.concurrency.map(i64::from))
-                    .fetch_one(&mut tx)
-                    .await?;
-                    for step in stage.steps.iter().chain(&stage.services) {
-                        let step_status = if stage.run && step.run {
-                            Status::Pending
-                        } else {
-                            Status::Skipped
-                        };
-                        db::query(
-                            "INSERT INTO steps (stage_id, number, name, kind, status, error) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(stage_id)
-                        .bind(i64::from(step.number))
-                        .bind(&step.name)
-                        .bind(step.kind.as_str())
-                        .bind(step_status.as_str())
-                        .bind(step.reason.as_deref())
-                        .execute(&mut tx)
-                        .await?;
-                    }
-                }
-                if !new.hold {
-                    let advance = advance_build(&mut tx, build_id, now).await?;
-                    queued |= advance.queued_any();
-                }
-            }
-            if let Some(delivery) = new.delivery {
-                db::query(
-                    "UPDATE deliveries SET build_id = $2, outcome = $3, processed_at = $4, \
-                     payload = NULL WHERE id = $1",
-                )
-                .bind(delivery)
-                .bind(build_id)
-                .bind(format!("build #{}", new.number))
-                .bind(now)
-                .execute(&mut tx)
-                .await?;
-            }
-            tx.commit().await?;
-            (build_id, queued)
-        };
+        }
+        tx.commit().await?;
         let mut news = vec![Event::BuildChanged { build: build_id }];
         if queued {
             news.push(Event::Queued);
@@ -452,47 +422,40 @@ impl Store {
     }
 
     pub async fn build(&self, repo_id: i64, number: i64) -> Result<Option<Build>> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE repo_id = $1 AND number = $2"
-        ));
-        db::query_as::<BuildRow>(sql)
+        let sql = "SELECT * FROM builds WHERE repo_id = $1 AND number = $2";
+        db::query_as::<Build>(sql)
             .bind(repo_id)
             .bind(number)
             .fetch_optional(&self.pool)
-            .await?
-            .map(Build::try_from)
-            .transpose()
+            .await
     }
 
     pub async fn build_by_id(&self, id: i64) -> Result<Build> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"));
-        db::query_as::<BuildRow>(sql)
+        let sql = "SELECT * FROM builds WHERE id = $1";
+        db::query_as::<Build>(sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(Build::try_from)
-            .transpose()?
             .ok_or_else(|| StoreError::NotFound(format!("build id {id}")))
     }
 
     /// The context the build's plan was compiled with (a restart compiles with it again).
     pub async fn build_context(&self, id: i64) -> Result<Context> {
-        let text: String = db::query_scalar("SELECT context FROM builds WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("build id {id}")))?;
+        let text: String =
+            db::query_scalar("SELECT context FROM build_contexts WHERE build_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("build id {id}")))?;
         serde_json::from_str(&text).map_err(|e| StoreError::corrupt("build context", e))
     }
 
     /// Newest first.
     pub async fn list_builds(&self, repo_id: i64, filter: &BuildFilter) -> Result<Vec<Build>> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE repo_id = $1 \
+        let sql = "SELECT * FROM builds WHERE repo_id = $1 \
              AND ($2 IS NULL OR branch = $2) AND ($3 IS NULL OR status = $3) \
-             AND ($4 IS NULL OR number < $4) ORDER BY number DESC LIMIT $5"
-        ));
-        let rows = db::query_as::<BuildRow>(sql)
+             AND ($4 IS NULL OR number < $4) ORDER BY number DESC LIMIT $5";
+        let rows = db::query_as::<Build>(sql)
             .bind(repo_id)
             .bind(filter.branch.as_deref())
             .bind(filter.status.map(Status::as_str))
@@ -500,16 +463,14 @@ impl Store {
             .bind(filter.limit.clamp(1, 500))
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(Build::try_from).collect()
+        Ok(rows)
     }
 
     /// Builds not yet ended, oldest first.
     pub async fn unfinished_builds(&self) -> Result<Vec<Build>> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE finished_at IS NULL ORDER BY id"
-        ));
-        let rows = db::query_as::<BuildRow>(sql).fetch_all(&self.pool).await?;
-        rows.into_iter().map(Build::try_from).collect()
+        let sql = "SELECT * FROM builds WHERE finished_at IS NULL ORDER BY id";
+        let rows = db::query_as::<Build>(sql).fetch_all(&self.pool).await?;
+        Ok(rows)
     }
 
     pub async fn stages(&self, build_id: i64) -> Result<Vec<Stage>> {
