@@ -13,8 +13,9 @@ use crate::AppState;
 /// The name of the job in the store's `maintenance` table.
 pub const JOB: &str = "retention";
 
-/// How long a run may take before another server may start one (a dead server's run).
-const CLAIM: Duration = Duration::from_secs(3600);
+/// How long a claim on a retention run lasts without renewal: it is renewed while the run
+/// goes on, so another server starts one only after a dead server's claim ran out.
+const CLAIM: Duration = Duration::from_secs(60);
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -97,7 +98,14 @@ impl crate::worker::Job for Pruner {
             .claim_maintenance(JOB, now, now + CLAIM.as_millis() as i64)
             .await?
         {
-            run(state, epoch, now).await;
+            crate::worker::holding(
+                &state.store,
+                gantry_store::Claimed::Maintenance(JOB),
+                epoch,
+                CLAIM,
+                run(state, epoch, now),
+            )
+            .await;
         }
         Ok(crate::worker::Next::After(state.config.schedule_poll))
     }

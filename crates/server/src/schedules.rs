@@ -18,9 +18,9 @@ use crate::error::OpError;
 use crate::trigger::{self, HeadBuild};
 use crate::worker::Next;
 
-/// How long a claim on a due schedule lasts: reading the branch's head and storing the
-/// build must fit in it (a git fetch of a big repository is the slow part).
-const CLAIM: Duration = Duration::from_secs(120);
+/// How long a claim on a due schedule lasts without renewal: it is renewed while the build is
+/// made (a git fetch of a big repository is the slow part), so only a dead server's runs out.
+const CLAIM: Duration = Duration::from_secs(30);
 
 /// A cron expression read in a time zone.
 #[derive(Debug, Clone)]
@@ -86,7 +86,15 @@ impl crate::worker::Job for Scheduler {
             .claim_schedule(now, now + CLAIM.as_millis() as i64)
             .await?
         {
-            run_tick(state, schedule, now).await;
+            let (id, epoch) = (schedule.id, schedule.claim_epoch);
+            crate::worker::holding(
+                &state.store,
+                gantry_store::Claimed::Schedule(id),
+                epoch,
+                CLAIM,
+                run_tick(state, schedule, now),
+            )
+            .await;
             return Ok(Next::Again);
         }
         let wait = match state.store.next_schedule_due().await? {

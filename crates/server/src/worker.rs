@@ -1,15 +1,16 @@
 //! One way to run background work. Every loop the server keeps (deliveries, the notifier,
 //! the reaper, schedules, retention) is a [`Job`]: a pass claims what is due from the store
-//! (each claim is a lease another server cannot take while it lasts), processes it, and
-//! says when to look again. [`run`] drives every job the same way: a pass, then a wait for
-//! the store's news the job cares about, for the time it asked, or for shutdown; a failed
-//! pass backs off, doubling up to [`MAX_BACKOFF`].
+//! (each claim is a lease and an epoch another server cannot take while it lasts), processes
+//! it [`holding`] the claim (renewed every quarter of its lease), finishes it under the same
+//! epoch, and says when to look again. [`run`] drives every job the same way: a pass, then a
+//! wait for the store's news the job cares about, for the time it asked, or for shutdown; a
+//! failed pass backs off, doubling up to [`MAX_BACKOFF`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gantry_store::{Event, Store, StoreError};
+use gantry_store::{Claimed, Event, Store, StoreError};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
@@ -80,6 +81,39 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     (Duration::from_secs(1) * factor).min(MAX_BACKOFF)
 }
 
+/// Runs `work` while renewing the claim `(what, epoch)` every quarter of `lease`, so only a
+/// dead or stalled server's claim runs out. A claim lost meanwhile (another server took the
+/// work over) lets the work go on: the store refuses its writes under the old epoch, and the
+/// first build stored wins.
+pub(crate) async fn holding<T>(
+    store: &Store,
+    what: Claimed<'_>,
+    epoch: i64,
+    lease: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let renew = async {
+        let mut lost = false;
+        loop {
+            tokio::time::sleep(lease / 4).await;
+            let until = store.clock().now_ms() + lease.as_millis() as i64;
+            match store.renew_claim(what, epoch, until).await {
+                Ok(true) => {}
+                Ok(false) if !lost => {
+                    lost = true;
+                    tracing::warn!(claim = ?what, "another server took this work over; its writes under this claim will be refused");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(claim = ?what, error = %e, "renewing a claim failed"),
+            }
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        never = renew => never,
+    }
+}
+
 /// Why a [`News::wait`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Woken {
@@ -138,6 +172,59 @@ impl News {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Work that outlasts its lease keeps its claim while [`holding`] renews it, and loses
+    /// it to another server once it no longer does.
+    #[tokio::test]
+    async fn a_claim_is_held_while_its_work_runs() {
+        let dir = gantry_test_support::TempDir::new("gantry-holding");
+        let store = Store::open_sqlite(&dir.path().join("gantry.db"))
+            .await
+            .expect("opens");
+        let delivery = gantry_store::NewDelivery {
+            delivery_id: "d-1",
+            event: "push",
+            repo_id: None,
+            state: gantry_store::DeliveryState::Pending,
+            outcome: "",
+            payload: Some(b"{}"),
+        };
+        store.record_delivery(&delivery).await.expect("records");
+        let lease = Duration::from_millis(400);
+        let now = store.clock().now_ms();
+        let held = store
+            .claim_delivery(now, now + lease.as_millis() as i64)
+            .await
+            .expect("claims")
+            .expect("due");
+        let taken_while_held = holding(
+            &store,
+            Claimed::Delivery(held.id),
+            held.claim_epoch,
+            lease,
+            async {
+                tokio::time::sleep(lease * 3).await;
+                let now = store.clock().now_ms();
+                store
+                    .claim_delivery(now, now + 60_000)
+                    .await
+                    .expect("claims")
+            },
+        )
+        .await;
+        assert!(
+            taken_while_held.is_none(),
+            "a renewed claim is not due to anyone else"
+        );
+        tokio::time::sleep(lease + Duration::from_millis(100)).await;
+        let now = store.clock().now_ms();
+        let taken = store
+            .claim_delivery(now, now + 60_000)
+            .await
+            .expect("claims")
+            .expect("once no longer renewed, the claim runs out");
+        assert!(taken.claim_epoch > held.claim_epoch);
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_limit() {

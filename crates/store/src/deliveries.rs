@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::claims::Claimed;
 use crate::{Event, Result, Store, StoreError, db};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,26 +168,11 @@ impl Store {
             .await
     }
 
-    /// Extends a claim still held; `false` when another server took the delivery over (or
-    /// it was processed).
-    pub async fn renew_delivery(&self, id: i64, epoch: i64, lease_until: i64) -> Result<bool> {
-        let renewed = db::query(
-            "UPDATE deliveries SET next_attempt_at = $3 WHERE id = $1 AND claim_epoch = $2 \
-             AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(epoch)
-        .bind(lease_until)
-        .execute(&self.pool)
-        .await
-        .map(|r| r.rows_affected())?;
-        Ok(renewed == 1)
-    }
-
     /// Lets go of a claim, to be taken again from `retry_at` (the work failed for a reason
     /// that may pass, like the database).
     pub async fn release_delivery(&self, id: i64, epoch: i64, retry_at: i64) -> Result<()> {
-        self.renew_delivery(id, epoch, retry_at).await?;
+        self.renew_claim(Claimed::Delivery(id), epoch, retry_at)
+            .await?;
         self.publish(Event::DeliveryDone).await;
         Ok(())
     }

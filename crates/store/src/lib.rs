@@ -15,7 +15,7 @@
 //!
 //! - `repos`, `deliveries`, `runners`, `tokens` — plain rows. A delivery id is recorded once;
 //!   a rejected one may come again; a pending one is processed under a claim
-//!   (`claim_delivery`, `renew_delivery`, `finish_delivery` with its epoch), only when no earlier
+//!   (`claim_delivery`, `renew_claim`, `finish_delivery` with its epoch), only when no earlier
 //!   delivery of its repository is pending (one repository's in order, others meanwhile), and
 //!   each claim counts an attempt. `runners` also keeps runners' own tokens (`RunnerToken`: the
 //!   hash, the name it binds, the owners it may claim for) and `stage_holder`. A `Token` acts for a user (`user_id`) or is a service token;
@@ -77,6 +77,7 @@ use sqlx::sqlite::{
 };
 
 mod builds;
+mod claims;
 mod clock;
 mod db;
 mod deliveries;
@@ -94,6 +95,7 @@ mod tokens;
 mod users;
 
 pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
+pub use claims::Claimed;
 pub use clock::Clock;
 pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
 pub use events::Event;

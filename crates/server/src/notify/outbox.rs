@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// How long a claim on a message lasts: longer than one attempt (its 15 s timeout), so a
-/// live server never loses a message to another; a dead one's claims are due again after.
+/// How long a claim on a message lasts without renewal (it is renewed while the message is
+/// posted): a dead server's claims are due again after.
 pub(super) const MESSAGE_LEASE: Duration = Duration::from_secs(30);
 
 /// Sends due messages one claim at a time, until none is due.
@@ -15,7 +15,14 @@ pub(super) async fn send_due(state: &Arc<AppState>) -> Result<(), gantry_store::
         let Some(message) = state.store.claim_message(now, lease_until).await? else {
             return Ok(());
         };
-        let outcome = send(state, &message).await;
+        let outcome = crate::worker::holding(
+            &state.store,
+            gantry_store::Claimed::Message(message.id),
+            message.claim_epoch,
+            MESSAGE_LEASE,
+            send(state, &message),
+        )
+        .await;
         // Sent but not yet marked is the one window in which a message may go twice: a
         // server that dies here leaves the claim to run out, and another sends it again.
         match outcome {

@@ -2,6 +2,8 @@
 //! once, one repository's in order), holds its claim while it is processed, tries again with
 //! backoff, and gives up after `MAX_DELIVERY_ATTEMPTS` with an errored build that says why.
 
+use gantry_store::Claimed;
+
 use super::*;
 
 /// How long a claim on a delivery lasts without renewal; renewed while it is processed
@@ -83,9 +85,11 @@ pub(super) async fn take_up(state: &Arc<AppState>, delivery: Delivery) {
         );
         return give_up(state, &delivery, reason).await;
     }
-    let tried = holding(
-        state,
-        &delivery,
+    let tried = crate::worker::holding(
+        &state.store,
+        Claimed::Delivery(delivery.id),
+        delivery.claim_epoch,
+        DELIVERY_LEASE,
         tokio::time::timeout(DELIVERY_TIMEOUT, process(state, &delivery)),
     )
     .await;
@@ -167,35 +171,6 @@ pub(super) fn origin_of(delivery: &Delivery, trigger: &Trigger) -> Origin {
         fork: trigger.fork,
         changes: change_span(trigger),
         schedule: None,
-    }
-}
-
-/// Runs `work` while renewing the claim on `delivery`.
-pub(super) async fn holding<T>(
-    state: &AppState,
-    delivery: &Delivery,
-    work: impl Future<Output = T>,
-) -> T {
-    let renew = async {
-        loop {
-            tokio::time::sleep(DELIVERY_LEASE / 4).await;
-            let until = state.config.clock.now_ms() + DELIVERY_LEASE.as_millis() as i64;
-            match state
-                .store
-                .renew_delivery(delivery.id, delivery.claim_epoch, until)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(delivery = %delivery.delivery_id, "another server took this delivery over; the first build stored wins");
-                }
-                Err(e) => tracing::warn!(error = %e, "renewing a delivery's claim failed"),
-            }
-        }
-    };
-    tokio::select! {
-        out = work => out,
-        never = renew => never,
     }
 }
 

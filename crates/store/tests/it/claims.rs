@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gantry_proto::{LogLine, StepState, StepUpdate};
 use gantry_store::{
-    ClaimRequest, DeliveryState, Event, NewDelivery, NewMessage, Recorded, StageEnd, Status, Store,
-    now_ms,
+    ClaimRequest, Claimed, DeliveryState, Event, NewDelivery, NewMessage, Recorded, StageEnd,
+    Status, Store, now_ms,
 };
 use gantry_test_support::{TempDir, test_databases};
 
@@ -105,7 +105,7 @@ async fn each_delivery_is_claimed_by_one_server() {
             "{label}: a held claim is not taken"
         );
         assert!(
-            a.renew_delivery(id, held.claim_epoch, now_ms() - 1)
+            a.renew_claim(Claimed::Delivery(id), held.claim_epoch, now_ms() - 1)
                 .await
                 .expect("renews")
         );
@@ -116,7 +116,7 @@ async fn each_delivery_is_claimed_by_one_server() {
             .expect("the lapsed claim is due again");
         assert!(taken.claim_epoch > held.claim_epoch);
         assert!(
-            !a.renew_delivery(id, held.claim_epoch, now_ms() + 60_000)
+            !a.renew_claim(Claimed::Delivery(id), held.claim_epoch, now_ms() + 60_000)
                 .await
                 .expect("renews")
         );
@@ -809,6 +809,136 @@ async fn two_servers_never_both_take_a_lock() {
                 .expect("ends");
                 next = a.claim_next(&runner("r1")).await.expect("claims");
             }
+        }
+    })
+    .await;
+}
+
+/// Every kind of background claim is renewed the same way: while renewed it is not taken,
+/// once it lapses another server takes it under a higher epoch, and the first one's renewal
+/// then says it lost it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_claim_is_held_while_renewed() {
+    each_pair("claims-renewal", async |label, a, b| {
+        let repo_id = repo(&a, "renew").await.id;
+
+        let delivery = pending_delivery(&a, "d-renew").await;
+        let build = new_build(&a, repo_id, "main", TWO_STAGES).await;
+        a.queue_notifications(
+            build.id,
+            None,
+            Status::Pending,
+            &[message("http://c/", "hi")],
+        )
+        .await
+        .expect("queues");
+        a.create_schedule(&gantry_store::NewSchedule {
+            repo_id,
+            name: "renewed".into(),
+            expression: "@daily".into(),
+            timezone: "UTC".into(),
+            branch: "main".into(),
+            params: Default::default(),
+            next_run_at: 1,
+            created_by: "octocat".into(),
+        })
+        .await
+        .expect("adds");
+        // Everything above is due from here on.
+        let now = now_ms();
+        let soon = now + 1_000;
+        let later = now + 60_000;
+
+        // What each kind's claim looks like from the second server, at a given time.
+        async fn take(kind: &str, store: &Store, at: i64) -> Option<(i64, i64)> {
+            let until = at + 60_000;
+            match kind {
+                "delivery" => store
+                    .claim_delivery(at, until)
+                    .await
+                    .expect("claims")
+                    .map(|d| (d.id, d.claim_epoch)),
+                "message" => store
+                    .claim_message(at, until)
+                    .await
+                    .expect("claims")
+                    .map(|m| (m.id, m.claim_epoch)),
+                "schedule" => store
+                    .claim_schedule(at, until)
+                    .await
+                    .expect("claims")
+                    .map(|s| (s.id, s.claim_epoch)),
+                _ => store
+                    .claim_maintenance("retention", at, until)
+                    .await
+                    .expect("claims")
+                    .map(|e| (0, e)),
+            }
+        }
+        for kind in ["delivery", "message", "schedule", "maintenance"] {
+            let (id, epoch) = match kind {
+                "delivery" => a
+                    .claim_delivery(now, soon)
+                    .await
+                    .expect("claims")
+                    .map(|d| (d.id, d.claim_epoch)),
+                "message" => a
+                    .claim_message(now, soon)
+                    .await
+                    .expect("claims")
+                    .map(|m| (m.id, m.claim_epoch)),
+                "schedule" => a
+                    .claim_schedule(now, soon)
+                    .await
+                    .expect("claims")
+                    .map(|s| (s.id, s.claim_epoch)),
+                _ => a
+                    .claim_maintenance("retention", now, soon)
+                    .await
+                    .expect("claims")
+                    .map(|e| (0, e)),
+            }
+            .unwrap_or_else(|| panic!("{label}: a {kind} is due"));
+            if kind == "delivery" {
+                assert_eq!(id, delivery);
+            }
+            let claimed = match kind {
+                "delivery" => Claimed::Delivery(id),
+                "message" => Claimed::Message(id),
+                "schedule" => Claimed::Schedule(id),
+                _ => Claimed::Maintenance("retention"),
+            };
+            assert!(
+                take(kind, &b, now).await.is_none(),
+                "{label}: a held {kind} claim is not taken"
+            );
+            // Renewed past `soon`: still held after it.
+            assert!(
+                a.renew_claim(claimed, epoch, later).await.expect("renews"),
+                "{label}: {kind}"
+            );
+            assert!(
+                take(kind, &b, soon + 1).await.is_none(),
+                "{label}: a renewed {kind} claim is not taken"
+            );
+            // Not renewed again: after it lapses the other server takes it, and the first
+            // one's renewal says it is lost.
+            let (_, taken) = take(kind, &b, later + 1)
+                .await
+                .unwrap_or_else(|| panic!("{label}: a lapsed {kind} claim is taken"));
+            assert!(taken > epoch, "{label}: {kind}");
+            assert!(
+                !a.renew_claim(claimed, epoch, later + 120_000)
+                    .await
+                    .expect("renews"),
+                "{label}: a lost {kind} claim is not renewed"
+            );
+            assert!(
+                b.renew_claim(claimed, taken, later + 120_000)
+                    .await
+                    .expect("renews"),
+                "{label}: {kind}"
+            );
         }
     })
     .await;
