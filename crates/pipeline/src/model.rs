@@ -165,33 +165,122 @@ pub struct Pipeline {
     pub group: Option<Spanned<String>>,
 }
 
-/// The chat services a `notify:` entry may name.
-pub const NOTIFY_KINDS: [&str; 6] = [
-    "slack",
-    "mattermost",
-    "rocketchat",
-    "discord",
-    "teams",
-    "googlechat",
-];
+/// A chat service a `notify:` entry (or a repository's chat target) posts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum ChatKind {
+    Slack,
+    Mattermost,
+    RocketChat,
+    Discord,
+    Teams,
+    GoogleChat,
+}
+
+impl ChatKind {
+    pub const ALL: [ChatKind; 6] = [
+        ChatKind::Slack,
+        ChatKind::Mattermost,
+        ChatKind::RocketChat,
+        ChatKind::Discord,
+        ChatKind::Teams,
+        ChatKind::GoogleChat,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatKind::Slack => "slack",
+            ChatKind::Mattermost => "mattermost",
+            ChatKind::RocketChat => "rocketchat",
+            ChatKind::Discord => "discord",
+            ChatKind::Teams => "teams",
+            ChatKind::GoogleChat => "googlechat",
+        }
+    }
+}
 
 /// When a `notify:` entry (or a repository's chat target) posts.
-pub const NOTIFY_RULES: [&str; 4] = ["failure", "recovery", "success", "always"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum NotifyRule {
+    /// A build that failed or errored.
+    Failure,
+    /// The first success on a branch after a failure.
+    Recovery,
+    Success,
+    /// Every build that ran.
+    Always,
+}
 
-/// The rules of a target that names none: a failure, and the first success after one.
-pub const DEFAULT_NOTIFY_RULES: [&str; 2] = ["failure", "recovery"];
+impl NotifyRule {
+    pub const ALL: [NotifyRule; 4] = [
+        NotifyRule::Failure,
+        NotifyRule::Recovery,
+        NotifyRule::Success,
+        NotifyRule::Always,
+    ];
+
+    /// The rules of a target that names none: a failure, and the first success after one.
+    pub const DEFAULT: [NotifyRule; 2] = [NotifyRule::Failure, NotifyRule::Recovery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyRule::Failure => "failure",
+            NotifyRule::Recovery => "recovery",
+            NotifyRule::Success => "success",
+            NotifyRule::Always => "always",
+        }
+    }
+}
+
+/// Names from a closed list: parsed with an error that lists them, shown as written.
+macro_rules! named {
+    ($($ty:ident: $what:literal),* $(,)?) => {
+        $(
+            impl std::str::FromStr for $ty {
+                type Err = String;
+                fn from_str(s: &str) -> Result<Self, String> {
+                    $ty::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
+                        let names: Vec<&str> = $ty::ALL.iter().map(|v| v.as_str()).collect();
+                        format!(concat!("unknown ", $what, " `{}`: use one of {}"), s, names.join(", "))
+                    })
+                }
+            }
+
+            impl TryFrom<String> for $ty {
+                type Error = String;
+                fn try_from(s: String) -> Result<Self, String> {
+                    s.parse()
+                }
+            }
+
+            impl std::fmt::Display for $ty {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str(self.as_str())
+                }
+            }
+
+            impl PartialEq<&str> for $ty {
+                fn eq(&self, other: &&str) -> bool {
+                    self.as_str() == *other
+                }
+            }
+        )*
+    };
+}
+
+named!(ChatKind: "chat service", NotifyRule: "rule");
 
 /// One entry of a pipeline's `notify:` block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotifySpec {
-    /// One of [`NOTIFY_KINDS`].
-    pub kind: String,
+    pub kind: ChatKind,
     /// The incoming webhook's URL, given in the file.
     pub url: Option<String>,
     /// Or the name of the secret that holds it (`url: {from_secret: NAME}`).
     pub url_secret: Option<String>,
-    /// [`NOTIFY_RULES`]; by default failure and recovery.
-    pub on: Vec<String>,
+    /// By default [`NotifyRule::DEFAULT`].
+    pub on: Vec<NotifyRule>,
     pub branches: Vec<String>,
     pub events: Vec<String>,
 }
@@ -532,4 +621,42 @@ pub struct SecretDocument {
     pub path: Option<String>,
     pub key: Option<String>,
     pub pos: Pos,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored plans and targets hold these names: what is written (serde, `as_str`) reads
+    /// back as the same value, and a name that is none of them is refused with the list.
+    #[test]
+    fn chat_kinds_and_rules_read_back_as_written() {
+        for kind in ChatKind::ALL {
+            let json = serde_json::to_string(&kind).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<ChatKind>(&json).ok(), Some(kind));
+            assert_eq!(kind.as_str().parse::<ChatKind>(), Ok(kind));
+        }
+        for rule in NotifyRule::ALL {
+            let json = serde_json::to_string(&rule).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", rule.as_str()));
+            assert_eq!(serde_json::from_str::<NotifyRule>(&json).ok(), Some(rule));
+        }
+        let refused = serde_json::from_str::<ChatKind>("\"irc\"")
+            .expect_err("irc is no chat service gantry speaks")
+            .to_string();
+        assert!(
+            refused.contains(
+                "unknown chat service `irc`: use one of slack, mattermost, rocketchat, discord, teams, googlechat"
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            "sometimes".parse::<NotifyRule>(),
+            Err(
+                "unknown rule `sometimes`: use one of failure, recovery, success, always"
+                    .to_owned()
+            )
+        );
+    }
 }

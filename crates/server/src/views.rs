@@ -194,7 +194,7 @@ pub fn notification(message: store::OutboxMessage) -> gantry_api::Notification {
     gantry_api::Notification {
         id: message.id,
         build_id: message.build_id,
-        kind: message.kind,
+        kind: message.kind.as_str().to_owned(),
         state: message.state.as_str().to_owned(),
         attempts: message.attempts,
         next_attempt_at: message.next_attempt_at,
@@ -262,9 +262,13 @@ pub fn target(target: store::NotifyTarget) -> gantry_api::Target {
     gantry_api::Target {
         id: target.id,
         repo_id: target.repo_id,
-        kind: target.kind,
+        kind: target.kind.as_str().to_owned(),
         url: crate::notify::host_of(&target.url),
-        rules: target.rules,
+        rules: target
+            .rules
+            .iter()
+            .map(|rule| rule.as_str().to_owned())
+            .collect(),
         branches: target.branches,
         events: target.events,
         created_at: target.created_at,

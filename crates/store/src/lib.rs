@@ -101,7 +101,7 @@ pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
 pub use events::Event;
 pub use gauges::Gauges;
 pub use logs::StoredLine;
-pub use notify::{MessageState, NewMessage, NewTarget, NotifyTarget, OutboxMessage};
+pub use notify::{MessageKind, MessageState, NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, LockHolder, Reaped, StageEnd};
 pub use repos::{ForkPolicy, NewRepo, Repo, RepoUpdate, Visibility};
 pub use retention::{RetentionPolicy, RetentionReport};

@@ -4,6 +4,7 @@
 //! transaction, so a change is notified once, whichever path made it, and a message
 //! waiting in the outbox survives a restart.
 
+use gantry_pipeline::model::{ChatKind, NotifyRule};
 use serde::Deserialize;
 
 use crate::db::{self, Tx};
@@ -15,12 +16,10 @@ pub struct NotifyTarget {
     pub id: i64,
     /// `None`: a server-wide default.
     pub repo_id: Option<i64>,
-    /// slack, mattermost, rocketchat, discord, teams or googlechat.
-    pub kind: String,
+    pub kind: ChatKind,
     /// The webhook URL: it is a credential, so the API shows it shortened.
     pub url: String,
-    /// failure, recovery, success or always.
-    pub rules: Vec<String>,
+    pub rules: Vec<NotifyRule>,
     /// Only builds of these branches (empty: all).
     pub branches: Vec<String>,
     /// Only builds of these events (empty: all).
@@ -30,27 +29,26 @@ pub struct NotifyTarget {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct NewTarget {
-    pub kind: String,
+    pub kind: ChatKind,
     pub url: String,
     #[serde(default = "default_rules")]
-    pub rules: Vec<String>,
+    pub rules: Vec<NotifyRule>,
     #[serde(default)]
     pub branches: Vec<String>,
     #[serde(default)]
     pub events: Vec<String>,
 }
 
-fn default_rules() -> Vec<String> {
-    gantry_pipeline::model::DEFAULT_NOTIFY_RULES
-        .map(str::to_owned)
-        .to_vec()
+fn default_rules() -> Vec<NotifyRule> {
+    NotifyRule::DEFAULT.to_vec()
 }
 
 #[derive(Debug, sqlx::FromRow)]
 struct TargetRow {
     id: i64,
     repo_id: Option<i64>,
-    kind: String,
+    #[sqlx(try_from = "String")]
+    kind: ChatKind,
     url: String,
     rules: String,
     branches: String,
@@ -61,10 +59,9 @@ struct TargetRow {
 impl TryFrom<TargetRow> for NotifyTarget {
     type Error = StoreError;
     fn try_from(row: TargetRow) -> Result<Self> {
-        let list = |text: &str| {
-            serde_json::from_str::<Vec<String>>(text)
-                .map_err(|e| StoreError::corrupt("notification target", e))
-        };
+        fn list<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<T>> {
+            serde_json::from_str(text).map_err(|e| StoreError::corrupt("notification target", e))
+        }
         Ok(NotifyTarget {
             id: row.id,
             repo_id: row.repo_id,
@@ -80,11 +77,46 @@ impl TryFrom<TargetRow> for NotifyTarget {
 
 const TARGET_COLUMNS: &str = "id, repo_id, kind, url, rules, branches, events, created_at";
 
+/// What a message of the outbox is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A commit status, posted to the GitHub API gantry is configured with.
+    GithubStatus,
+    /// A chat message, posted to an address a repository or server admin chose.
+    Chat(ChatKind),
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::GithubStatus => "github_status",
+            MessageKind::Chat(kind) => kind.as_str(),
+        }
+    }
+}
+
+impl TryFrom<String> for MessageKind {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value == MessageKind::GithubStatus.as_str() {
+            return Ok(MessageKind::GithubStatus);
+        }
+        value.parse().map(MessageKind::Chat).map_err(|_| {
+            format!("unknown message kind `{value}`: expected github_status or a chat service")
+        })
+    }
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A message to send: a JSON body to POST to a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
-    /// `github_status` or a chat kind.
-    pub kind: String,
+    pub kind: MessageKind,
     pub url: String,
     pub body: String,
     /// An `Authorization` header value.
@@ -129,7 +161,8 @@ impl TryFrom<String> for MessageState {
 pub struct OutboxMessage {
     pub id: i64,
     pub build_id: Option<i64>,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: MessageKind,
     pub url: String,
     pub body: String,
     pub auth: Option<String>,
@@ -160,7 +193,7 @@ async fn insert_messages(
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
         )
         .bind(build_id)
-        .bind(&message.kind)
+        .bind(message.kind.as_str())
         .bind(&message.url)
         .bind(&message.body)
         .bind(message.auth.as_deref())
@@ -173,13 +206,15 @@ async fn insert_messages(
 
 impl Store {
     pub async fn add_target(&self, repo_id: Option<i64>, new: &NewTarget) -> Result<NotifyTarget> {
-        let json = |v: &Vec<String>| serde_json::to_string(v).expect("strings serialise");
+        fn json<T: serde::Serialize>(v: &[T]) -> String {
+            serde_json::to_string(v).expect("names serialise")
+        }
         let id: i64 = db::query_scalar(
             "INSERT INTO notify_targets (repo_id, kind, url, rules, branches, events, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(repo_id)
-        .bind(&new.kind)
+        .bind(new.kind.as_str())
         .bind(&new.url)
         .bind(json(&new.rules))
         .bind(json(&new.branches))
@@ -291,7 +326,7 @@ impl Store {
             "INSERT INTO outbox (kind, url, body, auth, next_attempt_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
         )
-        .bind(&message.kind)
+        .bind(message.kind.as_str())
         .bind(&message.url)
         .bind(&message.body)
         .bind(message.auth.as_deref())

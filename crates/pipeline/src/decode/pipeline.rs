@@ -183,17 +183,21 @@ impl Decoder<'_> {
             };
             let kind = f.get("kind").and_then(|n| {
                 let kind = self.text(n, &at.key("kind"))?;
-                if NOTIFY_KINDS.contains(&kind.as_str()) {
-                    Some(kind)
-                } else {
-                    let hint = format!("use one of {}", NOTIFY_KINDS.join(", "));
-                    self.error(
-                        n.pos,
-                        &at.key("kind"),
-                        format!("unknown chat service `{kind}`"),
-                        Some(&hint),
-                    );
-                    None
+                match kind.parse::<ChatKind>() {
+                    Ok(kind) => Some(kind),
+                    Err(_) => {
+                        let hint = format!(
+                            "use one of {}",
+                            ChatKind::ALL.map(ChatKind::as_str).join(", ")
+                        );
+                        self.error(
+                            n.pos,
+                            &at.key("kind"),
+                            format!("unknown chat service `{kind}`"),
+                            Some(&hint),
+                        );
+                        None
+                    }
                 }
             });
             let (mut url, mut url_secret) = (None, None);
@@ -230,24 +234,28 @@ impl Decoder<'_> {
                     None,
                 );
             }
-            let mut on = f
+            let named_rules = f
                 .get("on")
                 .map(|n| self.texts(n, &at.key("on")))
-                .unwrap_or_else(|| {
-                    crate::model::DEFAULT_NOTIFY_RULES
-                        .map(str::to_owned)
-                        .to_vec()
-                });
-            if let Some(bad) = on.iter().find(|r| !NOTIFY_RULES.contains(&r.as_str())) {
-                let hint = format!("use {}", NOTIFY_RULES.join(", "));
-                self.error(
-                    item.pos,
-                    &at.key("on"),
-                    format!("unknown rule `{bad}`"),
-                    Some(&hint),
-                );
-                on.clear();
-            }
+                .unwrap_or_else(|| NotifyRule::DEFAULT.map(|r| r.as_str().to_owned()).to_vec());
+            let on = match named_rules
+                .iter()
+                .map(|r| r.parse::<NotifyRule>().map_err(|_| r))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(on) => on,
+                Err(bad) => {
+                    let hint =
+                        format!("use {}", NotifyRule::ALL.map(NotifyRule::as_str).join(", "));
+                    self.error(
+                        item.pos,
+                        &at.key("on"),
+                        format!("unknown rule `{bad}`"),
+                        Some(&hint),
+                    );
+                    Vec::new()
+                }
+            };
             let branches = f
                 .get("branch")
                 .map(|n| self.texts(n, &at.key("branch")))

@@ -1,6 +1,8 @@
 //! Chat messages: what a build's end says ([`Report`]), in each service's own format
 //! (Slack, Discord, Teams, Google Chat, Mattermost, a plain webhook).
 
+use gantry_pipeline::model::ChatKind;
+
 use super::*;
 
 /// What a chat message says about a build.
@@ -124,13 +126,13 @@ impl Report {
 }
 
 /// The message in the format of `kind`.
-pub fn chat_body(kind: &str, report: &Report) -> Value {
+pub fn chat_body(kind: ChatKind, report: &Report) -> Value {
     let failing_text = report
         .failing
         .as_ref()
         .map(|(url, name)| (url.clone(), format!("Failing step: {name}")));
     match kind {
-        "discord" => {
+        ChatKind::Discord => {
             let mut fields = vec![
                 json!({"name": "Commit", "value": format!("{} {}", report.commit, report.message), "inline": false}),
                 json!({"name": "Author", "value": report.author, "inline": true}),
@@ -155,7 +157,7 @@ pub fn chat_body(kind: &str, report: &Report) -> Value {
                 }]
             })
         }
-        "teams" => {
+        ChatKind::Teams => {
             let mut body = vec![
                 json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": report.headline, "wrap": true}),
                 json!({"type": "FactSet", "facts": [
@@ -191,7 +193,7 @@ pub fn chat_body(kind: &str, report: &Report) -> Value {
                 }]
             })
         }
-        "googlechat" => {
+        ChatKind::GoogleChat => {
             let mut text = format!(
                 "*{}*\n{}\n<{}|Build #{}>",
                 report.headline,
@@ -209,7 +211,7 @@ pub fn chat_body(kind: &str, report: &Report) -> Value {
             json!({ "text": text })
         }
         // Slack, and the Slack-compatible incoming webhooks of Mattermost and Rocket.Chat.
-        _ => {
+        ChatKind::Slack | ChatKind::Mattermost | ChatKind::RocketChat => {
             let mut text = format!(
                 "<{}|Build #{}> · {}",
                 report.link,

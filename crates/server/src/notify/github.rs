@@ -39,7 +39,7 @@ pub(super) fn github_statuses(
         other => other.as_str().to_owned(),
     };
     let mut out = vec![NewMessage {
-        kind: "github_status".to_owned(),
+        kind: MessageKind::GithubStatus,
         url: url.clone(),
         body: json!({
             "state": status,
@@ -67,7 +67,7 @@ pub(super) fn github_statuses(
                 format!("{link}/{}/{}", stage.number, step.number)
             });
         out.push(NewMessage {
-            kind: "github_status".to_owned(),
+            kind: MessageKind::GithubStatus,
             url: url.clone(),
             body: json!({
                 "state": stage_state,

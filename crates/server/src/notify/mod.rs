@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gantry_store::{Build, NewMessage, NotifyTarget, OutboxMessage, Repo, Stage, Status, Step};
+use gantry_pipeline::model::NotifyRule;
+use gantry_store::{
+    Build, MessageKind, NewMessage, NotifyTarget, OutboxMessage, Repo, Stage, Status, Step,
+};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -190,9 +193,9 @@ async fn messages_for(
             let report = Report::new(state, repo, build, &stages).await?;
             for target in targets.iter().filter(|t| wants(t, build, recovered)) {
                 messages.push(NewMessage {
-                    kind: target.kind.clone(),
+                    kind: MessageKind::Chat(target.kind),
                     url: target.url.clone(),
-                    body: chat_body(&target.kind, &report).to_string(),
+                    body: chat_body(target.kind, &report).to_string(),
                     auth: None,
                 });
             }
@@ -225,12 +228,11 @@ fn wants(target: &NotifyTarget, build: &Build, recovered: bool) -> bool {
     let event_ok =
         target.events.is_empty() || target.events.iter().any(|e| e == build.event.as_str());
     let failed = matches!(build.status, Status::Failure | Status::Error);
-    let rule_ok = target.rules.iter().any(|rule| match rule.as_str() {
-        "always" => build.status != Status::Skipped,
-        "failure" => failed,
-        "recovery" => recovered,
-        "success" => build.status == Status::Success,
-        _ => false,
+    let rule_ok = target.rules.iter().any(|rule| match rule {
+        NotifyRule::Always => build.status != Status::Skipped,
+        NotifyRule::Failure => failed,
+        NotifyRule::Recovery => recovered,
+        NotifyRule::Success => build.status == Status::Success,
     });
     branch_ok && event_ok && rule_ok
 }

@@ -66,7 +66,7 @@ pub(super) async fn send(
     };
     // Commit statuses go to the configured GitHub API; every other target was chosen by a
     // repository's admin or a pipeline file, and goes through the guarded client.
-    let client = if message.kind == "github_status" {
+    let client = if message.kind == MessageKind::GithubStatus {
         &state.http
     } else {
         let parsed = reqwest::Url::parse(&url).map_err(|_| {
@@ -94,7 +94,7 @@ pub(super) async fn send(
         .header("user-agent", "gantry")
         .timeout(Duration::from_secs(15))
         .body(message.body.clone());
-    if message.kind == "github_status" {
+    if message.kind == MessageKind::GithubStatus {
         let token = match message.build_id {
             Some(build) => github_token(state, build).await,
             None => None,

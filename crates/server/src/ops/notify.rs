@@ -1,7 +1,7 @@
 //! Chat targets: a repository's (its admins) or the server-wide defaults for repositories
 //! without their own (server admins). Added, listed, removed, and sent a test message.
 
-use gantry_pipeline::model::{NOTIFY_KINDS, NOTIFY_RULES};
+use gantry_pipeline::model::NotifyRule;
 use gantry_store::{NewTarget, NotifyTarget};
 
 use crate::AppState;
@@ -60,9 +60,9 @@ pub async fn test(state: &AppState, who: &Identity, of: Of<'_>, id: i64) -> OpRe
     Ok(state
         .store
         .queue_message(&gantry_store::NewMessage {
-            kind: target.kind.clone(),
+            kind: gantry_store::MessageKind::Chat(target.kind),
             url: target.url.clone(),
-            body: crate::notify::chat_body(&target.kind, &report).to_string(),
+            body: crate::notify::chat_body(target.kind, &report).to_string(),
             auth: None,
         })
         .await?)
@@ -80,16 +80,6 @@ async fn owned(state: &AppState, repo_id: Option<i64>, id: i64) -> OpResult<Noti
 }
 
 fn check(new: &NewTarget) -> OpResult<()> {
-    if !NOTIFY_KINDS.contains(&new.kind.as_str()) {
-        return Err(OpError::invalid_field(
-            "kind",
-            format!(
-                "kind `{}` is not one gantry speaks: use one of {}",
-                new.kind,
-                NOTIFY_KINDS.join(", ")
-            ),
-        ));
-    }
     if !(new.url.starts_with("https://") || new.url.starts_with("http://")) {
         return Err(OpError::invalid_field(
             "url",
@@ -101,18 +91,8 @@ fn check(new: &NewTarget) -> OpResult<()> {
             "rules",
             format!(
                 "rules is empty: give one or more of {}",
-                NOTIFY_RULES.join(", ")
+                NotifyRule::ALL.map(NotifyRule::as_str).join(", ")
             ),
-        ));
-    }
-    if let Some(rule) = new
-        .rules
-        .iter()
-        .find(|r| !NOTIFY_RULES.contains(&r.as_str()))
-    {
-        return Err(OpError::invalid_field(
-            "rules",
-            format!("rule `{rule}` is unknown: use {}", NOTIFY_RULES.join(", ")),
         ));
     }
     Ok(())

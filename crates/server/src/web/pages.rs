@@ -212,7 +212,7 @@ pub(super) async fn build_view(
         .map(|m| {
             format!(
                 "{} to {}: {} ({})",
-                if m.kind == "github_status" {
+                if m.kind == gantry_store::MessageKind::GithubStatus {
                     "Commit status"
                 } else {
                     "Message"
@@ -335,13 +335,14 @@ pub(super) async fn badge(
             },
         )
         .await?;
-    let status = last.first().map_or("none", |b| b.status.as_str());
-    let colour = match status {
-        "success" => "#2e9e44",
-        "failure" => "#d73a49",
-        "error" | "killed" | "declined" => "#8a3ab9",
-        "running" | "pending" | "blocked" => "#dbab09",
-        _ => "#9f9f9f",
+    let latest = last.first().map(|b| b.status);
+    let status = latest.map_or("none", Status::as_str);
+    let colour = match latest {
+        Some(Status::Success) => "#2e9e44",
+        Some(Status::Failure) => "#d73a49",
+        Some(Status::Error | Status::Killed | Status::Declined) => "#8a3ab9",
+        Some(Status::Running | Status::Pending | Status::Blocked) => "#dbab09",
+        Some(Status::Waiting | Status::Skipped) | None => "#9f9f9f",
     };
     let right = 8 + 7 * status.len() as u32;
     let width = 44 + right;

@@ -175,7 +175,7 @@ async fn a_repositorys_deliveries_wait_for_its_earlier_ones_but_not_for_others()
 
 fn message(url: &str, body: &str) -> NewMessage {
     NewMessage {
-        kind: "slack".into(),
+        kind: gantry_store::MessageKind::Chat(gantry_pipeline::model::ChatKind::Slack),
         url: url.into(),
         body: body.into(),
         auth: None,

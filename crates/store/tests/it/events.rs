@@ -66,7 +66,7 @@ fn reaped_news(reaped: &gantry_store::Reaped) -> Vec<Event> {
 
 fn message() -> NewMessage {
     NewMessage {
-        kind: "slack".into(),
+        kind: gantry_store::MessageKind::Chat(gantry_pipeline::model::ChatKind::Slack),
         url: "https://chat.example/hook".into(),
         body: "{}".into(),
         auth: None,

@@ -50,7 +50,7 @@ async fn finished_build(store: &Store, repo_id: i64, branch: &str, log_lines: u6
         .await
         .expect("finishes");
     let message = NewMessage {
-        kind: "slack".into(),
+        kind: gantry_store::MessageKind::Chat(gantry_pipeline::model::ChatKind::Slack),
         url: "http://127.0.0.1:9/hook".into(),
         body: "{}".into(),
         auth: None,
