@@ -849,9 +849,8 @@ async fn every_kind_of_claim_is_held_while_renewed() {
         let soon = now + 1_000;
         let later = now + 60_000;
 
-        // What each kind's claim looks like from the second server, at a given time.
-        async fn take(kind: &str, store: &Store, at: i64) -> Option<(i64, i64)> {
-            let until = at + 60_000;
+        // A claim of each kind from `store`, at `at` until `until`: its id and epoch.
+        async fn take_until(kind: &str, store: &Store, at: i64, until: i64) -> Option<(i64, i64)> {
             match kind {
                 "delivery" => store
                     .claim_delivery(at, until)
@@ -875,30 +874,11 @@ async fn every_kind_of_claim_is_held_while_renewed() {
                     .map(|e| (0, e)),
             }
         }
+        let take = async |kind, store, at| take_until(kind, store, at, at + 60_000).await;
         for kind in ["delivery", "message", "schedule", "maintenance"] {
-            let (id, epoch) = match kind {
-                "delivery" => a
-                    .claim_delivery(now, soon)
-                    .await
-                    .expect("claims")
-                    .map(|d| (d.id, d.claim_epoch)),
-                "message" => a
-                    .claim_message(now, soon)
-                    .await
-                    .expect("claims")
-                    .map(|m| (m.id, m.claim_epoch)),
-                "schedule" => a
-                    .claim_schedule(now, soon)
-                    .await
-                    .expect("claims")
-                    .map(|s| (s.id, s.claim_epoch)),
-                _ => a
-                    .claim_maintenance("retention", now, soon)
-                    .await
-                    .expect("claims")
-                    .map(|e| (0, e)),
-            }
-            .unwrap_or_else(|| panic!("{label}: a {kind} is due"));
+            let (id, epoch) = take_until(kind, &a, now, soon)
+                .await
+                .unwrap_or_else(|| panic!("{label}: a {kind} is due"));
             if kind == "delivery" {
                 assert_eq!(id, delivery);
             }
