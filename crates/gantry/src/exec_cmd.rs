@@ -257,6 +257,7 @@ async fn run_stages(
             withheld: Default::default(),
             workspace: WorkspaceSource::Directory(workspace.to_owned()),
             netrc: None,
+            registries: Vec::new(),
         };
         let executor = Executor::new(backend, config.clone());
         let result = executor

@@ -155,6 +155,9 @@ pub struct Pipeline {
     pub graph: bool,
     /// Chat targets the pipeline's builds post to, beside the repository's.
     pub notify: Vec<NotifySpec>,
+    /// Drone's `image_pull_secrets`: secrets holding a Docker `config.json` whose logins pull
+    /// the stage's images.
+    pub pull_secrets: Vec<String>,
     /// Drone's `concurrency: {limit: N}`: at most N stages of this pipeline (by name) run at
     /// once across the repository's builds.
     pub concurrency: Option<Spanned<u32>>,

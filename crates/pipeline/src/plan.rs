@@ -52,6 +52,10 @@ pub struct Stage {
     /// The pipeline's own chat targets (`notify:`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<crate::model::NotifySpec>,
+    /// Secrets (by name) holding Docker `config.json` logins for the stage's images
+    /// (`image_pull_secrets`); the server reads them into registry credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<String>,
     /// Locks the stage holds while it runs: the pipeline's `lock` and its running steps'.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<String>,

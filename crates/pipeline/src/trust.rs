@@ -105,6 +105,7 @@ pub fn check_stage(stage: &Stage) -> Vec<Violation> {
         steps,
         timeout_secs: _,
         notify: _,
+        pull_secrets: _,
         locks: _,
         concurrency: _,
         // Scoped by the server to the repository and its branch or pull request.

@@ -22,6 +22,7 @@
 //! errors such a build at creation. The match is exhaustive, so a new type cannot fall through.
 //! **Boundary:** types and pure rules only.
 
+pub mod registry;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -222,6 +223,10 @@ pub struct Assignment {
     /// one fails, saying it).
     #[serde(default)]
     pub withheld_secrets: BTreeMap<String, String>,
+    /// Logins for private registries the stage's images come from (its `image_pull_secrets`
+    /// and the repository's, owner's and server's registry entries); masked in every log.
+    #[serde(default)]
+    pub registries: Vec<registry::RegistryCredential>,
     /// Heartbeat at least this often, or lose the lease.
     pub heartbeat_ms: u64,
 }

@@ -71,6 +71,7 @@ async fn gantry(backend: Arc<dyn Backend>, stage: Stage, round: usize) -> (Durat
         withheld: Default::default(),
         workspace: WorkspaceSource::Empty,
         netrc: None,
+        registries: Vec::new(),
     };
     let started = Instant::now();
     // Every line must reach the reporter: no cap.

@@ -26,6 +26,8 @@ pub struct JobSpec {
     /// Unique among all jobs ever run by this runner: names and labels derive from it.
     pub id: String,
     pub stage: Stage,
+    /// Logins for private registries, chosen per image by its registry's host.
+    pub registries: Vec<gantry_proto::registry::RegistryCredential>,
 }
 
 /// One step, ready to run.

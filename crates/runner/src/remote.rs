@@ -404,6 +404,7 @@ impl RemoteRunner {
             withheld: assignment.withheld_secrets,
             workspace,
             netrc: assignment.netrc,
+            registries: assignment.registries,
         };
         let reporter = Arc::new(RemoteReporter { reports });
         let result = Executor::new(backend, self.config.executor.clone())

@@ -187,7 +187,7 @@ async fn request(
             let clone = claim.plan.clone.clone();
             let build = state.store.build_by_id(claim.build_id).await?;
             let repo = state.store.repo(build.repo_id).await?;
-            let (secrets, withheld_secrets) = crate::secrets::for_stage(
+            let (secrets, mut withheld_secrets) = crate::secrets::for_stage(
                 &state.store,
                 &state.config.secret_key,
                 &repo,
@@ -195,6 +195,8 @@ async fn request(
                 &claim.plan,
             )
             .await?;
+            let registries =
+                crate::secrets::pull_logins(&claim.plan, &secrets, &mut withheld_secrets);
             let (credential, netrc) =
                 crate::credentials::for_stage(&state, &repo, build.fork).await;
             if credential.source == crate::credentials::CredentialSource::App
@@ -223,6 +225,7 @@ async fn request(
                 trusted: repo.trusts(build.fork),
                 secrets,
                 withheld_secrets,
+                registries,
                 heartbeat_ms: state.config.heartbeat.as_millis() as u64,
             })
             .into_response());

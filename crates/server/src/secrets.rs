@@ -167,10 +167,36 @@ fn referenced(stage: &Stage) -> Vec<&str> {
                 .flat_map(|s| &s.secrets),
         )
         .map(|s| s.secret.as_str())
+        .chain(stage.pull_secrets.iter().map(String::as_str))
         .collect();
     names.sort_unstable();
     names.dedup();
     names
+}
+
+/// The registry logins of the stage's `image_pull_secrets`, from the values it was given
+/// (`for_stage`: a fork's build gets only secrets that allow pull requests). A secret that is
+/// not a Docker `config.json` gives none: its reason is kept as the secret's, so a step that
+/// names it fails saying why, and the image's pull says it has no login.
+pub fn pull_logins(
+    stage: &Stage,
+    values: &BTreeMap<String, String>,
+    withheld: &mut BTreeMap<String, String>,
+) -> Vec<gantry_proto::registry::RegistryCredential> {
+    let mut logins = Vec::new();
+    for name in &stage.pull_secrets {
+        let Some(value) = values.get(name) else {
+            continue;
+        };
+        match gantry_proto::registry::parse_docker_config(value, &format!("secret `{name}`")) {
+            Ok(found) => logins.extend(found),
+            Err(reason) => {
+                tracing::warn!(secret = %name, %reason, "an image pull secret is unusable");
+                withheld.insert(name.clone(), reason);
+            }
+        }
+    }
+    logins
 }
 
 /// The values a stage gets, and the reasons for those it does not.

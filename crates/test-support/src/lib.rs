@@ -91,6 +91,42 @@ pub fn fixture_upstream_path(file_name: &str) -> String {
     }
 }
 
+/// The private registry `scripts/test-registry` runs for the tests: its address, the one
+/// login it accepts, and the test image it holds.
+pub mod registry {
+    pub const HOST: &str = "127.0.0.1:5055";
+    pub const USERNAME: &str = "gantry-test";
+    pub const PASSWORD: &str = "gantry-test-password";
+    /// The test image, as the registry holds it (behind the login).
+    pub const IMAGE: &str = "127.0.0.1:5055/gantry/busybox:latest";
+
+    /// Starts the registry (and pushes the test image) once per test binary, and removes
+    /// this machine's copy of [`IMAGE`], so that using it means pulling it.
+    pub fn ready() {
+        static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        STARTED.get_or_init(|| {
+            let script = super::repo_root().join("scripts/test-registry");
+            let status = std::process::Command::new(&script).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "{} failed: these tests need Debian's docker-registry and a Docker engine",
+                script.display()
+            );
+        });
+        let _ = std::process::Command::new("docker")
+            .args(["image", "rm", "--force", IMAGE])
+            .output();
+    }
+
+    /// A Docker `config.json` holding `password` for the registry's login.
+    pub fn docker_config(password: &str) -> String {
+        use base64::Engine;
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{password}"));
+        format!(r#"{{"auths": {{"{HOST}": {{"auth": "{auth}"}}}}}}"#)
+    }
+}
+
 /// A directory that is removed when dropped, under the target directory's `tmp`.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

@@ -92,6 +92,7 @@ pub(super) fn build_stage(
         steps,
         timeout_secs: pipeline.timeout.as_ref().map(|t| t.value),
         notify: pipeline.notify.clone(),
+        pull_secrets: pipeline.pull_secrets.clone(),
         locks,
         concurrency: pipeline.concurrency.as_ref().map(|c| c.value),
         cache,

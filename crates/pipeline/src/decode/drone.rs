@@ -70,6 +70,9 @@ impl Decoder<'_> {
         if let Some(n) = f.get("concurrency") {
             pipeline.concurrency = self.concurrency(n, &root.key("concurrency"));
         }
+        if let Some(n) = f.get("image_pull_secrets") {
+            pipeline.pull_secrets = self.texts(n, &root.key("image_pull_secrets"));
+        }
         if let Some(n) = f.get("lock") {
             pipeline.lock = self.lock_name(n, &root.key("lock"));
         }
@@ -91,6 +94,7 @@ impl Decoder<'_> {
             "notify",
             "concurrency",
             "lock",
+            "image_pull_secrets",
         ];
         self.finish(&f, &root, KEYS, UNSUPPORTED_PIPELINE_KEYS);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());

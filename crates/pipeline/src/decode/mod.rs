@@ -81,10 +81,6 @@ const CONDITION_KEYS: &[&str] = &[
 /// Keys gantry reads but does not act on; each gets a warning that says so.
 const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[
     (
-        "image_pull_secrets",
-        "gantry does not read registry credentials from secrets yet",
-    ),
-    (
         "node_selector",
         "Kubernetes scheduling options are not used yet",
     ),

@@ -72,6 +72,7 @@ impl Decoder<'_> {
             timeout: None,
             graph: false,
             notify: Vec::new(),
+            pull_secrets: Vec::new(),
             concurrency: None,
             lock: None,
             group: None,

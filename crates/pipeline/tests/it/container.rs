@@ -450,3 +450,22 @@ fn undeclared_named_volumes_are_caches_in_woodpecker_and_drone_0_8() {
     );
     assert!(stage.cache.is_none());
 }
+
+/// Drone's `image_pull_secrets` reaches the stage (the server reads the secrets into registry
+/// logins), and is no longer warned about as ignored.
+#[test]
+fn image_pull_secrets_reach_the_stage() {
+    let yaml = "kind: pipeline\nname: ci\nimage_pull_secrets: [dockerconfig, ghcr_login]\nsteps:\n  - name: t\n    image: registry.example.com/acme/ci:1\n    commands: [true]\n";
+    let parsed = parse(".drone.yml", yaml);
+    assert!(
+        parsed.diagnostics.is_empty(),
+        "no warning: {}",
+        parsed.diagnostics
+    );
+    let plan = compile(&parsed.config.expect("valid"), &push()).expect("plans");
+    assert_eq!(plan.stages[0].pull_secrets, ["dockerconfig", "ghcr_login"]);
+    let none = plan_trusted(
+        "kind: pipeline\nname: ci\nsteps:\n  - name: t\n    image: alpine\n    commands: [true]\n",
+    );
+    assert!(none.stages[0].pull_secrets.is_empty());
+}

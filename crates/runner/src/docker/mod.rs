@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
@@ -23,6 +24,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use gantry_pipeline::model::{Pull, VolumeSource};
 use gantry_pipeline::plan::PlanStep;
+use gantry_proto::registry::RegistryCredential;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -389,7 +391,8 @@ impl Backend for DockerBackend {
         if let Some(spec) = &job.stage.cache {
             let image = Self::image_step(job);
             if let Some((step, image)) = image {
-                ensure_image(&self.docker, &self.present, image, step.pull).await?;
+                let login = RegistryCredential::for_image(&job.registries, image);
+                ensure_image(&self.docker, &self.present, image, step.pull, login).await?;
             }
             let image = image.map(|(_, image)| image);
             cache::prepare(&self.docker, spec, &Self::cache_names(job), image, &labels).await?;
@@ -420,7 +423,8 @@ impl Backend for DockerBackend {
             return Ok(());
         };
         let image = image.to_owned();
-        ensure_image(&self.docker, &self.present, &image, step.pull).await?;
+        let login = RegistryCredential::for_image(&job.registries, &image);
+        ensure_image(&self.docker, &self.present, &image, step.pull, login).await?;
         let from = dir.to_owned();
         let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut builder = tar::Builder::new(Vec::new());
@@ -655,18 +659,20 @@ impl DockerBackend {
     }
 }
 
-/// Makes sure `image` is present, pulling it as `pull` says.
+/// Makes sure `image` is present, pulling it as `pull` says, with `login` when its registry
+/// needs one.
 async fn ensure_image(
     docker: &Docker,
     present_images: &Mutex<HashSet<String>>,
     image: &str,
     pull: Pull,
+    login: Option<&RegistryCredential>,
 ) -> Result<(), BackendError> {
     let known = present_images.lock().is_ok_and(|p| p.contains(image));
     if known && pull != Pull::Always {
         return Ok(());
     }
-    let result = fetch_image(docker, image, pull).await;
+    let result = fetch_image(docker, image, pull, login).await;
     if result.is_ok()
         && let Ok(mut present) = present_images.lock()
     {
@@ -675,7 +681,12 @@ async fn ensure_image(
     result
 }
 
-async fn fetch_image(docker: &Docker, image: &str, pull: Pull) -> Result<(), BackendError> {
+async fn fetch_image(
+    docker: &Docker,
+    image: &str,
+    pull: Pull,
+    login: Option<&RegistryCredential>,
+) -> Result<(), BackendError> {
     let present = docker.inspect_image(image).await.is_ok();
     match pull {
         Pull::IfNotExists if present => return Ok(()),
@@ -693,7 +704,13 @@ async fn fetch_image(docker: &Docker, image: &str, pull: Pull) -> Result<(), Bac
         .from_image(from_image)
         .tag(tag)
         .build();
-    let mut progress = docker.create_image(Some(options), None, None);
+    let credentials = login.map(|login| DockerCredentials {
+        username: Some(login.username.clone()),
+        password: Some(login.password.clone()),
+        serveraddress: Some(login.host.clone()),
+        ..Default::default()
+    });
+    let mut progress = docker.create_image(Some(options), None, credentials);
     let mut failure = None;
     while let Some(event) = progress.next().await {
         match event {
@@ -713,10 +730,57 @@ async fn fetch_image(docker: &Docker, image: &str, pull: Pull) -> Result<(), Bac
         Some(_) if present => Ok(()),
         Some(reason) => Err(BackendError::ImagePull {
             image: image.to_owned(),
-            reason,
+            reason: pull_failure(image, login, &reason),
         }),
         None => Ok(()),
     }
+}
+
+/// What a failed pull means for the user, from the engine's words: a login refused (naming
+/// the host and where the login came from, never its password), a login missing (how to add
+/// one), an image that does not exist, a registry that cannot be reached.
+fn pull_failure(image: &str, login: Option<&RegistryCredential>, engine: &str) -> String {
+    let host = gantry_proto::registry::image_registry(image);
+    let said = engine.to_ascii_lowercase();
+    let refused = [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+    ]
+    .iter()
+    .any(|word| said.contains(word));
+    if refused {
+        return match login {
+            Some(login) => format!(
+                "registry {host} refused the login of `{}` from {}: check that credential ({engine})",
+                login.username, login.source
+            ),
+            None => format!(
+                "registry {host} needs a login and gantry has none for it: add one with `gantry registry add OWNER/REPO {host} --username USER --password-stdin`, or name a secret holding a Docker config.json in the pipeline's `image_pull_secrets` ({engine})"
+            ),
+        };
+    }
+    if ["manifest unknown", "not found", "does not exist"]
+        .iter()
+        .any(|word| said.contains(word))
+    {
+        return format!("the image does not exist in registry {host} ({engine})");
+    }
+    if [
+        "connection refused",
+        "no such host",
+        "dial tcp",
+        "i/o timeout",
+        "timeout",
+        "network is unreachable",
+    ]
+    .iter()
+    .any(|word| said.contains(word))
+    {
+        return format!("registry {host} cannot be reached ({engine})");
+    }
+    engine.to_owned()
 }
 
 /// Creates a container once its image is there; returns its id.
@@ -725,7 +789,14 @@ async fn create_container(
     present: Arc<Mutex<HashSet<String>>>,
     spec: ContainerSpec,
 ) -> Result<String, BackendError> {
-    ensure_image(&docker, &present, &spec.image, spec.pull).await?;
+    ensure_image(
+        &docker,
+        &present,
+        &spec.image,
+        spec.pull,
+        spec.login.as_ref(),
+    )
+    .await?;
     let options = CreateContainerOptionsBuilder::default()
         .name(&spec.name)
         .build();
@@ -765,6 +836,56 @@ mod tests {
             ("registry:5000/team/app", "latest")
         );
         assert_eq!(split_image("app@sha256:abc"), ("app@sha256:abc", ""));
+    }
+
+    /// The engine's words for a failed pull become what the user can do about it, naming the
+    /// registry and the login's source, never its password.
+    #[test]
+    fn a_failed_pull_says_what_to_do() {
+        let login = RegistryCredential {
+            host: "127.0.0.1:5055".into(),
+            username: "ci".into(),
+            password: "hunter2".into(),
+            source: "registry entry of acme/app".into(),
+        };
+        let image = "127.0.0.1:5055/gantry/busybox:latest";
+        let refused = pull_failure(
+            image,
+            Some(&login),
+            "Head \"http://127.0.0.1:5055/v2/gantry/busybox/manifests/latest\": unauthorized: authentication required",
+        );
+        assert!(
+            refused.starts_with(
+                "registry 127.0.0.1:5055 refused the login of `ci` from registry entry of acme/app"
+            ),
+            "{refused}"
+        );
+        assert!(!refused.contains("hunter2"));
+        let missing = pull_failure(
+            image,
+            None,
+            "Head \"http://127.0.0.1:5055/v2/gantry/busybox/manifests/latest\": no basic auth credentials",
+        );
+        assert!(missing.contains("needs a login and gantry has none for it: add one with `gantry registry add OWNER/REPO 127.0.0.1:5055"), "{missing}");
+        assert!(missing.contains("image_pull_secrets"), "{missing}");
+        let absent = pull_failure(
+            image,
+            Some(&login),
+            "manifest for 127.0.0.1:5055/gantry/nope:latest not found: manifest unknown",
+        );
+        assert!(
+            absent.starts_with("the image does not exist in registry 127.0.0.1:5055"),
+            "{absent}"
+        );
+        let down = pull_failure(
+            "ghcr.io/a/b",
+            None,
+            "Get \"https://ghcr.io/v2/\": dial tcp: lookup ghcr.io: no such host",
+        );
+        assert!(
+            down.starts_with("registry ghcr.io cannot be reached"),
+            "{down}"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use bollard::models::{
 };
 use gantry_pipeline::model::{ContainerOptions, DeviceSource, Mount, Port, Pull, VolumeSource};
 
+use gantry_proto::registry::RegistryCredential;
+
 use super::{LABEL_JOB, LABEL_RUNNER, cache};
 use crate::backend::{BackendError, JobSpec, StepSpec};
 
@@ -94,6 +96,7 @@ pub(super) fn container_spec(
     Ok(ContainerSpec {
         name,
         step: plan_step.name.clone(),
+        login: RegistryCredential::for_image(&job.registries, &image).cloned(),
         image,
         pull: plan_step.pull,
         body,
@@ -236,6 +239,8 @@ pub(super) struct ContainerSpec {
     pub step: String,
     pub image: String,
     pub pull: Pull,
+    /// The login for the image's registry, when the stage has one.
+    pub login: Option<RegistryCredential>,
     pub body: ContainerCreateBody,
 }
 
@@ -261,6 +266,7 @@ mod tests {
         JobSpec {
             id: "7/1 x".into(),
             stage,
+            registries: Vec::new(),
         }
     }
 
@@ -318,6 +324,32 @@ mod tests {
             "gantry-7-1-x-1-unit-tests-try2",
             "a retry runs in a fresh container"
         );
+    }
+
+    /// Each container pulls with the login of its own image's registry, and with none when
+    /// the stage has no login for it.
+    #[test]
+    fn a_step_pulls_with_the_login_of_its_images_registry() {
+        let mut job = job(
+            "",
+            "  - name: private\n    image: 127.0.0.1:5055/gantry/busybox\n    commands: [true]\n  - name: hub\n    image: busybox\n    commands: [true]\n  - name: elsewhere\n    image: ghcr.io/acme/tool\n    commands: [true]\n",
+        );
+        let login = |host: &str, user: &str| RegistryCredential {
+            host: host.into(),
+            username: user.into(),
+            password: "pw".into(),
+            source: "secret `docker`".into(),
+        };
+        job.registries = vec![login("docker.io", "hub-bot"), login("127.0.0.1:5055", "ci")];
+        let user = |step| {
+            spec_of(&job, step, 1)
+                .expect("a spec")
+                .login
+                .map(|l| l.username)
+        };
+        assert_eq!(user(0).as_deref(), Some("ci"));
+        assert_eq!(user(1).as_deref(), Some("hub-bot"));
+        assert_eq!(user(2), None);
     }
 
     #[test]

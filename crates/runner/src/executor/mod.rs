@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use gantry_pipeline::{PlanStep, Stage, StepKind};
+use gantry_proto::registry::RegistryCredential;
 use gantry_proto::{Netrc, StepState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -77,6 +78,8 @@ pub struct Job {
     pub workspace: WorkspaceSource,
     /// Git credentials every step gets as `DRONE_NETRC_*` / `CI_NETRC_*` (masked).
     pub netrc: Option<Netrc>,
+    /// Logins for the registries the stage's images come from (masked).
+    pub registries: Vec<RegistryCredential>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +191,7 @@ impl Executor {
         let spec = Arc::new(JobSpec {
             id: job.id.clone(),
             stage: job.stage.clone(),
+            registries: job.registries.clone(),
         });
         let mut guard = TeardownGuard {
             backend: Arc::clone(&self.backend),
@@ -203,7 +207,8 @@ impl Executor {
                     .values()
                     .map(String::as_str)
                     .chain(clone_secret(&job.workspace))
-                    .chain(job.netrc.as_ref().map(|n| n.password.as_str())),
+                    .chain(job.netrc.as_ref().map(|n| n.password.as_str()))
+                    .chain(job.registries.iter().map(|r| r.password.as_str())),
             ),
             config: self.config.clone(),
         });
@@ -723,6 +728,7 @@ mod tests {
                 .collect(),
             workspace: WorkspaceSource::Empty,
             netrc: None,
+            registries: Vec::new(),
         }
     }
 

@@ -6,7 +6,10 @@ use std::sync::{Arc, OnceLock};
 
 use gantry_runner::{DockerBackend, StepState};
 
-use crate::support::{Flavour, expect, job_id, run, stage, statuses};
+use gantry_proto::registry::RegistryCredential;
+use gantry_test_support::registry;
+
+use crate::support::{Flavour, expect, job_id, run, run_job, stage, statuses};
 
 const IMAGE: &str = "gantry-test/busybox:latest";
 pub const DOCKER: Flavour = Flavour {
@@ -117,6 +120,76 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
         ),
         "{error}"
     );
+    nothing_left(backend).await;
+}
+
+/// An image of a private registry (`scripts/test-registry`, password auth) pulls with the
+/// stage's login for that registry; without one, or with a wrong one, the step is an error
+/// that names the registry, where the login came from and what to do, never its password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_pulls_with_the_stages_login() {
+    let backend = docker().await;
+    registry::ready();
+    let stage = stage(
+        DOCKER,
+        "",
+        &format!(
+            "\n  - name: private\n    image: {}\n    commands: [echo pulled-and-ran]\n",
+            registry::IMAGE
+        ),
+    );
+    let login = |password: &str| RegistryCredential {
+        host: registry::HOST.into(),
+        username: registry::USERNAME.into(),
+        password: password.into(),
+        source: "secret `docker`".into(),
+    };
+    let mut outcomes = Vec::new();
+    for registries in [
+        vec![],
+        vec![login("not-the-password")],
+        vec![login(registry::PASSWORD)],
+    ] {
+        let job = gantry_runner::Job {
+            id: job_id("registry"),
+            stage: stage.clone(),
+            secrets: Default::default(),
+            withheld: Default::default(),
+            workspace: gantry_runner::WorkspaceSource::Empty,
+            netrc: None,
+            registries,
+        };
+        let run = run_job(backend.clone(), job, None).await;
+        let step = run.result.step("private").expect("the step");
+        outcomes.push((
+            step.status,
+            step.error.clone().unwrap_or_default(),
+            run.recorder.lines("private"),
+        ));
+    }
+    let (status, error, _) = &outcomes[0];
+    assert_eq!(*status, StepState::Error);
+    assert!(
+        error.contains(&format!(
+            "registry {} needs a login and gantry has none for it: add one with `gantry registry add",
+            registry::HOST
+        )),
+        "{error}"
+    );
+    let (status, error, _) = &outcomes[1];
+    assert_eq!(*status, StepState::Error);
+    assert!(
+        error.contains(&format!(
+            "registry {} refused the login of `{}` from secret `docker`",
+            registry::HOST,
+            registry::USERNAME
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("not-the-password"), "{error}");
+    let (status, error, lines) = &outcomes[2];
+    assert_eq!(*status, StepState::Success, "{error}");
+    assert!(lines.contains(&"pulled-and-ran".to_owned()), "{lines:?}");
     nothing_left(backend).await;
 }
 

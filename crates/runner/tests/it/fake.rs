@@ -82,6 +82,7 @@ fn job() -> Job {
         withheld: Default::default(),
         workspace: WorkspaceSource::Empty,
         netrc: None,
+        registries: Vec::new(),
     }
 }
 

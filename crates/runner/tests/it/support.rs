@@ -160,8 +160,6 @@ pub async fn run_in(
     cancel_after: Option<Duration>,
     workspace: WorkspaceSource,
 ) -> Run {
-    let recorder = Arc::new(Recorder::default());
-    let executor = Executor::new(backend, ExecutorConfig::default());
     let job = Job {
         id: job_id("test"),
         stage,
@@ -172,7 +170,15 @@ pub async fn run_in(
         withheld: BTreeMap::new(),
         workspace,
         netrc: None,
+        registries: Vec::new(),
     };
+    run_job(backend, job, cancel_after).await
+}
+
+/// Runs `job` as it is; `cancel_after` cancels it that long after it started.
+pub async fn run_job(backend: Arc<dyn Backend>, job: Job, cancel_after: Option<Duration>) -> Run {
+    let recorder = Arc::new(Recorder::default());
+    let executor = Executor::new(backend, ExecutorConfig::default());
     let cancel = CancellationToken::new();
     if let Some(after) = cancel_after {
         let token = cancel.clone();

@@ -14,7 +14,19 @@ on_both!(
     fork_pull_requests_wait_for_approval_when_the_repository_asks,
     secrets_reach_only_the_stages_that_use_them_and_never_the_api,
     pull_requests_from_forks_get_only_the_secrets_that_allow_them,
+    image_pull_secrets_become_registry_logins_but_not_for_forks,
 );
+
+const PULLS_PRIVATE_IMAGES: &str = "\
+kind: pipeline
+name: ci
+clone: {disable: true}
+image_pull_secrets: [docker_login, not_a_config]
+steps:
+  - name: test
+    image: 127.0.0.1:5055/gantry/busybox:latest
+    commands: [true]
+";
 
 const USES_SECRETS: &str = "\
 kind: pipeline
@@ -285,6 +297,97 @@ mod cases {
             "{reason}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+        server.stop().await;
+    }
+
+    pub async fn image_pull_secrets_become_registry_logins_but_not_for_forks(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PULLS_PRIVATE_IMAGES)], "private images");
+        server.add_repo("app", &git).await;
+        let config = gantry_test_support::registry::docker_config("s3cret-registry-pass");
+        add(
+            &server,
+            "/repos/acme/app/secrets",
+            "docker_login",
+            &config,
+            false,
+        )
+        .await;
+        add(
+            &server,
+            "/repos/acme/app/secrets",
+            "not_a_config",
+            "hunter2",
+            false,
+        )
+        .await;
+
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "push"),
+            )
+            .await;
+        let (_runner, assignment) = server.claim("r1").await;
+        let logins: Vec<(String, String, String, String)> = assignment
+            .registries
+            .iter()
+            .map(|r| {
+                (
+                    r.host.clone(),
+                    r.username.clone(),
+                    r.password.clone(),
+                    r.source.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            logins,
+            [(
+                "127.0.0.1:5055".to_owned(),
+                "gantry-test".to_owned(),
+                "s3cret-registry-pass".to_owned(),
+                "secret `docker_login`".to_owned()
+            )]
+        );
+        let unusable = assignment
+            .withheld_secrets
+            .get("not_a_config")
+            .expect("the unusable one says why");
+        assert!(
+            unusable.contains("is not a Docker config.json"),
+            "{unusable}"
+        );
+        assert!(!unusable.contains("hunter2"), "{unusable}");
+        let build = server.get_json("/repos/acme/app/builds/1").await;
+        assert!(!build.to_string().contains("s3cret-registry-pass"));
+
+        // A fork's pull request gets no login from a secret that does not allow it.
+        let sha = git.commit(&[("fork-change.txt", "x")], "from a fork");
+        git.set_ref("refs/pull/9/head", &sha);
+        let mut pr = webhook::pull_request("acme/app", 9, "patch-1", "main", &sha);
+        pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
+        assert_eq!(
+            server.deliver("pull_request", "pr-9", &pr).await.status(),
+            202
+        );
+        server.wait_build("app", 2).await;
+        let (_runner, assignment) = server.claim("r2").await;
+        assert!(
+            assignment.registries.is_empty(),
+            "{:?}",
+            assignment.registries
+        );
+        let reason = assignment
+            .withheld_secrets
+            .get("docker_login")
+            .expect("a reason");
+        assert!(
+            reason.contains("withheld from pull requests from forks"),
+            "{reason}"
+        );
         server.stop().await;
     }
 }
