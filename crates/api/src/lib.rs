@@ -252,6 +252,18 @@ pub struct SecretSaved {
     pub allow_pull_requests: bool,
 }
 
+/// A registry login (never its password).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Registry {
+    /// The registry's host and port (`docker.io` for Docker Hub).
+    pub host: String,
+    pub username: String,
+    /// Builds of pull requests from forks may pull with it too.
+    pub allow_pull_requests: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// A runner as last seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Runner {

@@ -195,8 +195,18 @@ async fn request(
                 &claim.plan,
             )
             .await?;
-            let registries =
+            // The pipeline's own `image_pull_secrets` first: the first login for a host wins.
+            let mut registries =
                 crate::secrets::pull_logins(&claim.plan, &secrets, &mut withheld_secrets);
+            registries.extend(
+                crate::secrets::registry_logins(
+                    &state.store,
+                    &state.config.secret_key,
+                    &repo,
+                    &build,
+                )
+                .await?,
+            );
             let (credential, netrc) =
                 crate::credentials::for_stage(&state, &repo, build.fork).await;
             if credential.source == crate::credentials::CredentialSource::App

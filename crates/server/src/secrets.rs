@@ -270,6 +270,43 @@ pub async fn put(
         .await
 }
 
+/// The registry entries a build of `repo` may pull with: the repository's, its owner's and
+/// the server's, the most particular first (the first for a host is used); a fork's build
+/// gets only those that allow pull requests.
+pub async fn registry_logins(
+    store: &Store,
+    key: &SecretKey,
+    repo: &Repo,
+    build: &Build,
+) -> Result<Vec<gantry_proto::registry::RegistryCredential>, StoreError> {
+    let mut logins = Vec::new();
+    for entry in store.sealed_registries(repo.id, &repo.owner).await? {
+        if build.fork && !entry.allow_pull_requests {
+            continue;
+        }
+        let scope = entry.scope();
+        let source = match &scope {
+            gantry_store::RegistryScope::Repo(_) => {
+                format!("the registry entry of {}", repo.full_name())
+            }
+            gantry_store::RegistryScope::Owner(owner) => format!("the registry entry of {owner}"),
+            gantry_store::RegistryScope::Server => "the server's registry entry".to_owned(),
+        };
+        match key.open(&scope.associated_data(&entry.host), &entry.sealed) {
+            Ok(password) => logins.push(gantry_proto::registry::RegistryCredential {
+                host: entry.host,
+                username: entry.username,
+                password: String::from_utf8_lossy(&password).into_owned(),
+                source,
+            }),
+            Err(e) => {
+                tracing::error!(host = %entry.host, %source, error = %e, "a registry login could not be opened");
+            }
+        }
+    }
+    Ok(logins)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,6 +246,16 @@ pub fn secret(secret: store::SecretInfo) -> gantry_api::Secret {
     }
 }
 
+pub fn registry(registry: store::RegistryInfo) -> gantry_api::Registry {
+    gantry_api::Registry {
+        host: registry.host,
+        username: registry.username,
+        allow_pull_requests: registry.allow_pull_requests,
+        created_at: registry.created_at,
+        updated_at: registry.updated_at,
+    }
+}
+
 pub fn runner(runner: store::Runner) -> gantry_api::Runner {
     gantry_api::Runner {
         name: runner.name,

@@ -41,7 +41,8 @@
 //!   `reap_previous_instance` re-queue (never confirmed by the runner, no step started) or error
 //!   what a lost runner held, each by compare-and-set on the epoch it saw.
 //!   **Invariant:** no stage is claimed twice; no write from a stale lease lands.
-//! - `secrets` — sealed secret bytes per repository or owner, and `settings` (the key check).
+//! - `secrets` — sealed secret bytes per repository or owner, and `settings` (the key check);
+//!   `registries` — registry logins (host, user, sealed password) per repository, owner or server.
 //! - `approve_build` / `decline_build` (in `builds`) — a build created with `hold` (a fork's
 //!   pull request, when the repository's `fork_policy` is `approve`) waits as `blocked`, its
 //!   stages unclaimable, until one of them.
@@ -86,6 +87,7 @@ mod gauges;
 mod logs;
 mod notify;
 mod queue;
+mod registries;
 mod repos;
 mod retention;
 mod runners;
@@ -103,6 +105,7 @@ pub use gauges::Gauges;
 pub use logs::StoredLine;
 pub use notify::{MessageKind, MessageState, NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, LockHolder, Reaped, StageEnd};
+pub use registries::{RegistryInfo, RegistryScope, SealedRegistry};
 pub use repos::{ForkPolicy, NewRepo, Repo, RepoUpdate, Visibility};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use runners::{Runner, RunnerToken};

@@ -205,6 +205,131 @@ pub(super) async fn remove_owner_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
+// ----- registry logins --------------------------------------------------------------------
+
+async fn list_registries(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::registries::Of<'_>,
+) -> OpResult<Json<Vec<gantry_api::Registry>>> {
+    let who = caller.require_identity()?;
+    let logins = ops::registries::list(state, who, of).await?;
+    Ok(Json(logins.into_iter().map(views::registry).collect()))
+}
+
+async fn put_registry(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::registries::Of<'_>,
+    body: &[u8],
+) -> OpResult<(StatusCode, Json<gantry_api::Registry>)> {
+    let who = caller.require_identity()?;
+    let new: ops::registries::NewRegistry = parse_body(body)?;
+    let host = ops::registries::put(state, who, of, new).await?;
+    let saved = ops::registries::list(state, who, of)
+        .await?
+        .into_iter()
+        .find(|r| r.host == host)
+        .ok_or_else(|| crate::error::OpError::NotFound(format!("registry login for {host}")))?;
+    Ok((StatusCode::CREATED, Json(views::registry(saved))))
+}
+
+async fn remove_registry(
+    state: &AppState,
+    caller: &Caller,
+    of: ops::registries::Of<'_>,
+    host: &str,
+) -> OpResult<StatusCode> {
+    let who = caller.require_identity()?;
+    ops::registries::remove(state, who, of, host).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn list_repo_registries(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<Json<Vec<gantry_api::Registry>>> {
+    let of = ops::registries::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    list_registries(&state, &caller, of).await
+}
+
+pub(super) async fn add_repo_registry(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<gantry_api::Registry>)> {
+    let of = ops::registries::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    put_registry(&state, &caller, of, &body).await
+}
+
+pub(super) async fn remove_repo_registry(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, host)): Path<(String, String, String)>,
+) -> OpResult<StatusCode> {
+    let of = ops::registries::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    remove_registry(&state, &caller, of, &host).await
+}
+
+pub(super) async fn list_owner_registries(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+) -> OpResult<Json<Vec<gantry_api::Registry>>> {
+    list_registries(&state, &caller, ops::registries::Of::Owner(&owner)).await
+}
+
+pub(super) async fn add_owner_registry(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<gantry_api::Registry>)> {
+    put_registry(&state, &caller, ops::registries::Of::Owner(&owner), &body).await
+}
+
+pub(super) async fn remove_owner_registry(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, host)): Path<(String, String)>,
+) -> OpResult<StatusCode> {
+    remove_registry(&state, &caller, ops::registries::Of::Owner(&owner), &host).await
+}
+
+pub(super) async fn list_server_registries(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> OpResult<Json<Vec<gantry_api::Registry>>> {
+    list_registries(&state, &caller, ops::registries::Of::Server).await
+}
+
+pub(super) async fn add_server_registry(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<gantry_api::Registry>)> {
+    put_registry(&state, &caller, ops::registries::Of::Server, &body).await
+}
+
+pub(super) async fn remove_server_registry(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(host): Path<String>,
+) -> OpResult<StatusCode> {
+    remove_registry(&state, &caller, ops::registries::Of::Server, &host).await
+}
+
 // ----- API tokens -------------------------------------------------------------------------
 
 /// A server admin sees every token; anyone else their own.

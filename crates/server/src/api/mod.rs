@@ -135,6 +135,30 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/orgs/{owner}/secrets/{secret}",
             axum::routing::delete(remove_owner_secret),
         )
+        .route(
+            "/api/repos/{owner}/{name}/registries",
+            get(list_repo_registries).post(add_repo_registry),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/registries/{host}",
+            axum::routing::delete(remove_repo_registry),
+        )
+        .route(
+            "/api/orgs/{owner}/registries",
+            get(list_owner_registries).post(add_owner_registry),
+        )
+        .route(
+            "/api/orgs/{owner}/registries/{host}",
+            axum::routing::delete(remove_owner_registry),
+        )
+        .route(
+            "/api/registries",
+            get(list_server_registries).post(add_server_registry),
+        )
+        .route(
+            "/api/registries/{host}",
+            axum::routing::delete(remove_server_registry),
+        )
         .route("/api/user", get(who_am_i))
         .route("/api/users", get(list_users).post(add_user))
         .route(

@@ -284,6 +284,60 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
             "Removes an owner's secret",
             Nothing,
         ),
+        (
+            Get,
+            "/api/repos/{owner}/{name}/registries",
+            "A repository's registry logins, by host (never passwords)",
+            Many("Registry"),
+        ),
+        (
+            Post,
+            "/api/repos/{owner}/{name}/registries",
+            "Adds or replaces a registry login (host, username, password, allow_pull_requests)",
+            One("Registry"),
+        ),
+        (
+            Delete,
+            "/api/repos/{owner}/{name}/registries/{host}",
+            "Removes a registry login",
+            Nothing,
+        ),
+        (
+            Get,
+            "/api/orgs/{owner}/registries",
+            "An owner's registry logins",
+            Many("Registry"),
+        ),
+        (
+            Post,
+            "/api/orgs/{owner}/registries",
+            "Adds or replaces an owner's registry login",
+            One("Registry"),
+        ),
+        (
+            Delete,
+            "/api/orgs/{owner}/registries/{host}",
+            "Removes an owner's registry login",
+            Nothing,
+        ),
+        (
+            Get,
+            "/api/registries",
+            "The server's registry logins, for every repository",
+            Many("Registry"),
+        ),
+        (
+            Post,
+            "/api/registries",
+            "Adds or replaces a server-wide registry login",
+            One("Registry"),
+        ),
+        (
+            Delete,
+            "/api/registries/{host}",
+            "Removes a server-wide registry login",
+            Nothing,
+        ),
         (Get, "/api/user", "The caller", One("Whoami")),
         (Get, "/api/users", "The users", Many("User")),
         (
@@ -360,6 +414,7 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::RoleSet>()
         .schema_from::<gantry_api::Secret>()
         .schema_from::<gantry_api::SecretSaved>()
+        .schema_from::<gantry_api::Registry>()
         .schema_from::<gantry_api::Runner>()
         .schema_from::<gantry_api::RunnerToken>()
         .schema_from::<gantry_api::CreatedRunnerToken>()

@@ -7,6 +7,7 @@
 
 pub mod builds;
 pub mod notify;
+pub mod registries;
 pub mod repos;
 pub mod retention;
 pub mod runners;

@@ -181,6 +181,20 @@ mod cases {
                 .await;
             assert_eq!(made.status(), 201);
         }
+        for path in [
+            "/repos/acme/app/registries",
+            "/orgs/acme/registries",
+            "/registries",
+        ] {
+            let made = server
+                .api(
+                    Method::POST,
+                    path,
+                    Some(json!({"host": "old.example.com", "username": "u", "password": "p"})),
+                )
+                .await;
+            assert_eq!(made.status(), 201);
+        }
         let spare = server
             .api(
                 Method::POST,
@@ -446,6 +460,48 @@ mod cases {
             ),
             endpoint(
                 Method::GET,
+                "/api/repos/{owner}/{name}/registries",
+                "/api/repos/acme/app/registries",
+                None,
+                Need::RepoAdmin,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/registries",
+                "/api/repos/acme/app/registries",
+                Some(json!({"host": "ghcr.io", "username": "bot", "password": "p"})),
+                Need::RepoAdmin,
+            ),
+            endpoint(
+                Method::GET,
+                "/api/orgs/{owner}/registries",
+                "/api/orgs/acme/registries",
+                None,
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/orgs/{owner}/registries",
+                "/api/orgs/acme/registries",
+                Some(json!({"host": "ghcr.io", "username": "bot", "password": "p"})),
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::GET,
+                "/api/registries",
+                "/api/registries",
+                None,
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/registries",
+                "/api/registries",
+                Some(json!({"host": "ghcr.io", "username": "bot", "password": "p"})),
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::GET,
                 "/api/runners/tokens",
                 "/api/runners/tokens",
                 None,
@@ -533,6 +589,27 @@ mod cases {
                 Method::DELETE,
                 "/api/orgs/{owner}/secrets/{secret}",
                 "/api/orgs/acme/secrets/old",
+                None,
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::DELETE,
+                "/api/repos/{owner}/{name}/registries/{host}",
+                "/api/repos/acme/app/registries/old.example.com",
+                None,
+                Need::RepoAdmin,
+            ),
+            endpoint(
+                Method::DELETE,
+                "/api/orgs/{owner}/registries/{host}",
+                "/api/orgs/acme/registries/old.example.com",
+                None,
+                Need::ServerAdmin,
+            ),
+            endpoint(
+                Method::DELETE,
+                "/api/registries/{host}",
+                "/api/registries/old.example.com",
                 None,
                 Need::ServerAdmin,
             ),

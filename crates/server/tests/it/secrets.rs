@@ -15,6 +15,7 @@ on_both!(
     secrets_reach_only_the_stages_that_use_them_and_never_the_api,
     pull_requests_from_forks_get_only_the_secrets_that_allow_them,
     image_pull_secrets_become_registry_logins_but_not_for_forks,
+    registry_entries_reach_builds_of_their_scope_most_particular_first,
 );
 
 const PULLS_PRIVATE_IMAGES: &str = "\
@@ -388,6 +389,139 @@ mod cases {
             reason.contains("withheld from pull requests from forks"),
             "{reason}"
         );
+        server.stop().await;
+    }
+
+    pub async fn registry_entries_reach_builds_of_their_scope_most_particular_first(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PULLS_PRIVATE_IMAGES)], "private images");
+        server.add_repo("app", &git).await;
+        for (path, host, user, password, forks) in [
+            (
+                "/registries",
+                "https://index.docker.io/v1/",
+                "hub-bot",
+                "hub-pass",
+                false,
+            ),
+            (
+                "/registries",
+                "127.0.0.1:5055",
+                "server-bot",
+                "server-pass",
+                false,
+            ),
+            (
+                "/orgs/acme/registries",
+                "127.0.0.1:5055",
+                "acme-bot",
+                "acme-pass",
+                false,
+            ),
+            (
+                "/repos/acme/app/registries",
+                "ghcr.io",
+                "app-bot",
+                "app-pass",
+                true,
+            ),
+        ] {
+            let response = server
+                .api(
+                    reqwest::Method::POST,
+                    path,
+                    Some(json!({"host": host, "username": user, "password": password, "allow_pull_requests": forks})),
+                )
+                .await;
+            assert_eq!(response.status(), 201);
+            let body = response.text().await.expect("body");
+            assert!(
+                !body.contains(password),
+                "the password is never echoed: {body}"
+            );
+        }
+        let listed = server.get_json("/registries").await;
+        assert_eq!(listed[0]["host"], "127.0.0.1:5055");
+        assert_eq!(
+            listed[1]["host"], "docker.io",
+            "Docker Hub's aliases are one host"
+        );
+        assert!(!listed.to_string().contains("pass"), "{listed}");
+        let bad = server
+            .api(
+                reqwest::Method::POST,
+                "/registries",
+                Some(json!({"host": "not a host!", "username": "u", "password": "p"})),
+            )
+            .await;
+        assert_eq!(bad.status(), 400);
+
+        server
+            .deliver(
+                "push",
+                "d-1",
+                &webhook::push("acme/app", "main", &sha, "push"),
+            )
+            .await;
+        let (_runner, assignment) = server.claim("r1").await;
+        let logins: Vec<(String, String, String)> = assignment
+            .registries
+            .iter()
+            .map(|r| (r.host.clone(), r.username.clone(), r.source.clone()))
+            .collect();
+        assert_eq!(
+            logins,
+            [
+                (
+                    "ghcr.io".to_owned(),
+                    "app-bot".to_owned(),
+                    "the registry entry of acme/app".to_owned()
+                ),
+                (
+                    "127.0.0.1:5055".to_owned(),
+                    "acme-bot".to_owned(),
+                    "the registry entry of acme".to_owned()
+                ),
+                (
+                    "127.0.0.1:5055".to_owned(),
+                    "server-bot".to_owned(),
+                    "the server's registry entry".to_owned()
+                ),
+                (
+                    "docker.io".to_owned(),
+                    "hub-bot".to_owned(),
+                    "the server's registry entry".to_owned()
+                ),
+            ],
+            "the repository's, the owner's, then the server's: the first for a host is used"
+        );
+        assert_eq!(
+            gantry_proto::registry::RegistryCredential::for_image(
+                &assignment.registries,
+                "127.0.0.1:5055/gantry/busybox"
+            )
+            .map(|r| r.password.as_str()),
+            Some("acme-pass")
+        );
+
+        // A fork's pull request gets only the entries that allow pull requests.
+        let sha = git.commit(&[("fork-change.txt", "x")], "from a fork");
+        git.set_ref("refs/pull/9/head", &sha);
+        let mut pr = webhook::pull_request("acme/app", 9, "patch-1", "main", &sha);
+        pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
+        assert_eq!(
+            server.deliver("pull_request", "pr-9", &pr).await.status(),
+            202
+        );
+        server.wait_build("app", 2).await;
+        let (_runner, assignment) = server.claim("r2").await;
+        let hosts: Vec<&str> = assignment
+            .registries
+            .iter()
+            .map(|r| r.host.as_str())
+            .collect();
+        assert_eq!(hosts, ["ghcr.io"]);
         server.stop().await;
     }
 }

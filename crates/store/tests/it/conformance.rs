@@ -6,7 +6,8 @@ use gantry_pipeline::{Context, Plan, compile, parse};
 use gantry_proto::{LogLine, StepState, StepUpdate};
 use gantry_store::{
     BuildFilter, DeliveryState, LeaseError, NewBuild, NewDelivery, NewRepo, NewToken, Recorded,
-    RepoUpdate, Role, RoleSource, StageEnd, Status, Store, StoreError, Visibility, now_ms,
+    RegistryScope, RepoUpdate, Role, RoleSource, StageEnd, Status, Store, StoreError, Visibility,
+    now_ms,
 };
 use gantry_test_support::{TempDir, test_databases};
 
@@ -46,6 +47,7 @@ on_both!(
     log_chunks_page_and_a_resent_batch_is_harmless,
     tokens_are_found_by_hash,
     users_hold_tokens_and_roles_from_two_sources,
+    registry_logins_are_kept_per_scope_and_read_most_particular_first,
 );
 
 pub(crate) fn plan_of(yaml: &str, ctx: &Context) -> Plan {
@@ -952,5 +954,109 @@ mod cases {
             store.delete_user(alice.id).await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    pub async fn registry_logins_are_kept_per_scope_and_read_most_particular_first(store: Store) {
+        let app = repo(&store, "app").await;
+        let other = repo(&store, "other").await;
+        let acme = RegistryScope::Owner("acme".into());
+        for (scope, host, user) in [
+            (RegistryScope::Server, "ghcr.io", "server-bot"),
+            (RegistryScope::Server, "docker.io", "hub-bot"),
+            (acme.clone(), "ghcr.io", "acme-bot"),
+            (RegistryScope::Repo(app.id), "ghcr.io", "app-bot"),
+            (RegistryScope::Repo(other.id), "quay.io", "other-bot"),
+        ] {
+            store
+                .put_registry(&scope, host, user, user.as_bytes(), false)
+                .await
+                .expect("saves");
+        }
+        // Saving a host again replaces that scope's login only.
+        store
+            .put_registry(
+                &RegistryScope::Repo(app.id),
+                "ghcr.io",
+                "app-bot-2",
+                b"x",
+                true,
+            )
+            .await
+            .expect("replaces");
+        let listed = |infos: Vec<gantry_store::RegistryInfo>| -> Vec<(String, String, bool)> {
+            infos
+                .into_iter()
+                .map(|i| (i.host, i.username, i.allow_pull_requests))
+                .collect()
+        };
+        assert_eq!(
+            listed(
+                store
+                    .registries(&RegistryScope::Repo(app.id))
+                    .await
+                    .expect("lists")
+            ),
+            [("ghcr.io".to_owned(), "app-bot-2".to_owned(), true)]
+        );
+        assert_eq!(
+            listed(
+                store
+                    .registries(&RegistryScope::Server)
+                    .await
+                    .expect("lists")
+            ),
+            [
+                ("docker.io".to_owned(), "hub-bot".to_owned(), false),
+                ("ghcr.io".to_owned(), "server-bot".to_owned(), false)
+            ]
+        );
+        assert_eq!(
+            listed(store.registries(&acme).await.expect("lists")),
+            [("ghcr.io".to_owned(), "acme-bot".to_owned(), false)]
+        );
+        let usable: Vec<(RegistryScope, String)> = store
+            .sealed_registries(app.id, "acme")
+            .await
+            .expect("reads")
+            .into_iter()
+            .map(|r| (r.scope(), r.username))
+            .collect();
+        assert_eq!(
+            usable,
+            [
+                (RegistryScope::Repo(app.id), "app-bot-2".to_owned()),
+                (acme.clone(), "acme-bot".to_owned()),
+                (RegistryScope::Server, "hub-bot".to_owned()),
+                (RegistryScope::Server, "server-bot".to_owned()),
+            ],
+            "the repository's, its owner's, the server's; never another repository's"
+        );
+        store
+            .delete_registry(&RegistryScope::Server, "ghcr.io")
+            .await
+            .expect("removes");
+        assert!(matches!(
+            store
+                .delete_registry(&RegistryScope::Server, "ghcr.io")
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            store.registries(&acme).await.expect("lists").len(),
+            1,
+            "removing the server's login leaves the owner's"
+        );
+        store
+            .delete_repo(app.id)
+            .await
+            .expect("removes the repository");
+        assert!(
+            store
+                .registries(&RegistryScope::Repo(app.id))
+                .await
+                .expect("lists")
+                .is_empty(),
+            "a repository's logins go with it"
+        );
     }
 }
