@@ -61,6 +61,8 @@ enum Command {
     Notify(client::NotifyArgs),
     /// Secrets of a repository or an owner on a server (values are never shown).
     Secret(client::SecretArgs),
+    /// Logins for private container registries, of a repository, an owner or the server.
+    Registry(client::RegistryArgs),
     /// API tokens on a server.
     Token(client::TokenArgs),
     /// Users on a server (server admins only).
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => client::sign(&args),
         Command::Notify(args) => client::notify(&args),
         Command::Secret(args) => client::secret(&args),
+        Command::Registry(args) => client::registry(&args),
         Command::Token(args) => client::token(&args),
         Command::User(args) => client::user(&args),
         Command::Role(args) => client::role(&args),

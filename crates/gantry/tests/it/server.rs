@@ -968,3 +968,72 @@ fn a_private_repository_builds_with_its_token() {
     remote.stop();
     server.process.stop();
 }
+
+/// Images of a private registry (`scripts/test-registry`, password auth) for a step, a
+/// service and a plugin: without a login the build errors saying what to add; after
+/// `gantry registry add` it pulls them and passes, and the password is never shown.
+#[test]
+fn a_registry_login_added_with_the_cli_pulls_private_images() {
+    require_docker();
+    gantry_test_support::registry::ready();
+    let image = gantry_test_support::registry::IMAGE;
+    let dir = TempDir::new("e2e-registry");
+    let runner = format!("e2e-registry-{}", std::process::id());
+    let (mut server, token) = start_server(
+        dir.path(),
+        None,
+        &["--runner-backend", "docker", "--runner-name", &runner],
+    );
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    let pipeline = format!(
+        "kind: pipeline\nname: ci\nclone: {{disable: true}}\nservices:\n  - name: web\n    image: {image}\n    commands: [mkdir -p /www, echo private-web > /www/index.html, httpd -f -p 80 -h /www]\nsteps:\n  - name: build\n    image: {image}\n    commands:\n      - for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://web/ && exit 0; sleep 0.5; done; exit 1\n  - name: plugin\n    image: {image}\n    settings:\n      greeting: hi\n"
+    );
+    let sha = git.commit(&[(".gantry.yml", &pipeline)], "private images");
+    add_repo(&server.url, &token, "app", &git, false);
+
+    push(&server.url, "app", &sha, "d-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "error", "{build:#}");
+    let refused = build.to_string();
+    assert!(
+        refused.contains(
+            "needs a login and gantry has none for it: add one with `gantry registry add"
+        ),
+        "{build:#}"
+    );
+
+    let password = dir.write("password", gantry_test_support::registry::PASSWORD);
+    ok(cli(
+        &server.url,
+        &token,
+        &[
+            "registry",
+            "add",
+            "acme/app",
+            gantry_test_support::registry::HOST,
+            "--username",
+            gantry_test_support::registry::USERNAME,
+            "--password-file",
+            password.to_str().expect("a UTF-8 path"),
+        ],
+    ));
+    let listed = ok(cli(&server.url, &token, &["registry", "ls", "acme/app"]));
+    assert!(
+        listed.contains(gantry_test_support::registry::HOST)
+            && listed.contains(gantry_test_support::registry::USERNAME)
+            && !listed.contains(gantry_test_support::registry::PASSWORD),
+        "{listed}"
+    );
+    push(&server.url, "app", &sha, "d-2");
+    let build = wait_build(&server.url, &token, "app", 2, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let text = log(&server.url, &token, "app", 2, 1, 1);
+    assert!(text.contains("private-web"), "{text}");
+    assert_eq!(
+        docker_leftovers(&runner),
+        "",
+        "every container, network and volume is removed"
+    );
+    server.process.stop();
+}
