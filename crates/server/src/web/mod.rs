@@ -61,6 +61,11 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/{owner}/{name}/settings/secrets/{secret}/delete",
             post(delete_secret),
         )
+        .route("/{owner}/{name}/settings/registries", post(add_registry))
+        .route(
+            "/{owner}/{name}/settings/registries/{host}/delete",
+            post(delete_registry),
+        )
         .route("/{owner}/{name}/settings/cron", post(add_schedule))
         .route(
             "/{owner}/{name}/settings/cron/{cron}/delete",

@@ -11,6 +11,13 @@ pub(super) struct SecretRow {
     updated: String,
 }
 
+pub(super) struct RegistryRow {
+    host: String,
+    username: String,
+    allow_pull_requests: bool,
+    updated: String,
+}
+
 pub(super) struct ScheduleRow {
     name: String,
     expression: String,
@@ -49,9 +56,10 @@ pub(super) struct SettingsTemplate {
     has_github_token: bool,
     has_ssh_key: bool,
     secrets: Vec<SecretRow>,
+    registries: Vec<RegistryRow>,
     schedules: Vec<ScheduleRow>,
     roles: Vec<RoleRow>,
-    /// The section (`repository`, `credentials`, `secrets`, `roles`) whose form was just
+    /// The section (`repository`, `credentials`, `secrets`, `registries`, `roles`) whose form was just
     /// refused, and why; empty when none was.
     refused_section: &'static str,
     refused: String,
@@ -88,6 +96,19 @@ async fn settings_view(
             updated: age(s.updated_at),
         })
         .collect();
+    let registries = match session.identity.as_ref() {
+        Some(who) => ops::registries::list(state, who, ops::registries::Of::Repo { owner, name })
+            .await?
+            .into_iter()
+            .map(|r| RegistryRow {
+                host: r.host,
+                username: r.username,
+                allow_pull_requests: r.allow_pull_requests,
+                updated: age(r.updated_at),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let (_, schedules) =
         ops::schedules::list(state, session.identity.as_ref(), owner, name).await?;
     let schedules = schedules
@@ -133,6 +154,7 @@ async fn settings_view(
         has_github_token: !repo.github_token.is_empty(),
         has_ssh_key: !repo.ssh_key.is_empty(),
         secrets,
+        registries,
         schedules,
         roles,
         refused_section: refusal.as_ref().map_or("", |r| r.section),
@@ -299,6 +321,52 @@ pub(super) async fn delete_secret(
     };
     let result = ops::secrets::remove(&state, who, of, &secret).await;
     settled(&state, &session, (&owner, &name), "secrets", result).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RegistryForm {
+    #[serde(default)]
+    csrf: String,
+    host: String,
+    username: String,
+    password: String,
+    allow_pull_requests: Option<String>,
+}
+
+pub(super) async fn add_registry(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+    Form(form): Form<RegistryForm>,
+) -> Result<Response, Page> {
+    let who = session.actor(&form.csrf)?;
+    let new = ops::registries::NewRegistry {
+        host: form.host,
+        username: form.username,
+        password: form.password,
+        allow_pull_requests: form.allow_pull_requests.is_some(),
+    };
+    let of = ops::registries::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    let result = ops::registries::put(&state, who, of, new).await.map(drop);
+    settled(&state, &session, (&owner, &name), "registries", result).await
+}
+
+pub(super) async fn delete_registry(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, host)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Page> {
+    let who = session.actor(&form.csrf)?;
+    let of = ops::registries::Of::Repo {
+        owner: &owner,
+        name: &name,
+    };
+    let result = ops::registries::remove(&state, who, of, &host).await;
+    settled(&state, &session, (&owner, &name), "registries", result).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -332,6 +332,47 @@ async fn an_admin_keeps_secrets_and_settings_on_the_settings_page_and_makes_a_to
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].name, "kubeconfig");
 
+    // A registry login through the form: listed by host and user, its password nowhere on the
+    // page; then removed.
+    browser
+        .fill("#add-registry input[name=host]", "https://GHCR.io/")
+        .await;
+    browser
+        .fill("#add-registry input[name=username]", "ci-bot")
+        .await;
+    browser
+        .fill("#add-registry input[name=password]", "very-secret-token")
+        .await;
+    browser.click("#add-registry button").await;
+    browser
+        .until(
+            "the login in the list",
+            "document.querySelector('tr[data-registry=\"ghcr.io\"]') !== null",
+        )
+        .await;
+    let shown = browser.value("document.body.innerHTML").await;
+    assert!(
+        shown.to_string().contains("ci-bot") && !shown.to_string().contains("very-secret-token"),
+        "the user shown, the password never"
+    );
+    browser
+        .click("tr[data-registry=\"ghcr.io\"] button.danger")
+        .await;
+    browser
+        .until(
+            "the login removed",
+            "document.querySelector('#add-registry') !== null && document.querySelector('tr[data-registry]') === null",
+        )
+        .await;
+    assert!(
+        server
+            .store
+            .registries(&gantry_store::RegistryScope::Repo(repo.id))
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+
     // Settings: private, held pull requests from forks.
     browser
         .value("(() => { document.getElementById('visibility').value = 'private'; document.querySelector('select[name=fork_policy]').value = 'approve'; window.unsaved = true; return true; })()")
