@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gantry_runner::DEFAULT_PULL_TIMEOUT;
+
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use gantry_runner::{
@@ -57,6 +59,9 @@ pub struct ServerArgs {
     /// and every pipeline with --runner-backend local), for trusted repositories only.
     #[arg(long, env = "GANTRY_RUNNER_HOST_PIPELINES")]
     pub runner_host_pipelines: bool,
+    /// Seconds an image pull of the embedded runner may take before its step errors.
+    #[arg(long, env = "GANTRY_RUNNER_PULL_TIMEOUT", default_value_t = DEFAULT_PULL_TIMEOUT.as_secs())]
+    pub runner_pull_timeout: u64,
     /// Labels the embedded runner offers (KEY=VALUE, repeatable); `platform=os/arch[/variant]`
     /// sets the platform it reports (by default this machine's).
     #[arg(long = "runner-label", value_parser = parse_param)]
@@ -182,6 +187,9 @@ pub struct RunnerArgs {
     /// with --backend local), for trusted repositories only.
     #[arg(long, env = "GANTRY_RUNNER_HOST_PIPELINES")]
     pub host_pipelines: bool,
+    /// Seconds an image pull may take before its step errors.
+    #[arg(long, env = "GANTRY_RUNNER_PULL_TIMEOUT", default_value_t = DEFAULT_PULL_TIMEOUT.as_secs())]
+    pub pull_timeout: u64,
 }
 
 fn init_tracing() {
@@ -391,6 +399,7 @@ async fn backends(
     host_pipelines: bool,
     name: &str,
     work_dir: PathBuf,
+    pull_timeout: Duration,
 ) -> anyhow::Result<Backends> {
     if choice == RunnerBackend::Local && !host_pipelines {
         bail!(
@@ -400,7 +409,10 @@ async fn backends(
     let host = host_pipelines.then(|| Arc::new(LocalBackend::new(work_dir)) as Arc<dyn Backend>);
     let docker = match choice {
         RunnerBackend::Local => None,
-        RunnerBackend::Docker | RunnerBackend::Auto => match DockerBackend::connect(name).await {
+        RunnerBackend::Docker | RunnerBackend::Auto => match DockerBackend::connect(name)
+            .await
+            .map(|docker| docker.with_pull_timeout(pull_timeout))
+        {
             // What it left when it was last killed is removed once the server has agreed
             // that the name is this runner's (`Backends::prepare`).
             Ok(docker) => Some(Arc::new(docker)),
@@ -624,6 +636,7 @@ async fn embedded_runner(
         args.runner_host_pipelines,
         &identity.name,
         args.data_dir.join("workspaces"),
+        Duration::from_secs(args.runner_pull_timeout),
     )
     .await?;
     // The embedded runner reaches the server where it listens (loopback when it listens
@@ -698,6 +711,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             args.host_pipelines,
             &name,
             args.data_dir.join("workspaces"),
+            Duration::from_secs(args.pull_timeout),
         )
         .await?;
         let config = RemoteConfig {

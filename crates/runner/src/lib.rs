@@ -77,7 +77,7 @@ mod schedule;
 
 pub use backend::{Backend, BackendError, Output, StepExit, StepSpec};
 pub use clone::{CloneError, CloneSource};
-pub use docker::DockerBackend;
+pub use docker::{DEFAULT_PULL_TIMEOUT, DockerBackend};
 pub use executor::{
     Executor, ExecutorConfig, Job, Reporter, StageResult, StepResult, WorkspaceSource,
 };

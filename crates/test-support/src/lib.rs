@@ -118,6 +118,15 @@ pub mod registry {
             .output();
     }
 
+    /// [`ready`], held until the guard goes: tests of one binary that pull [`IMAGE`] take
+    /// turns, so that one's pull never makes the image present for another.
+    pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+        static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let turn = TURN.lock().await;
+        ready();
+        turn
+    }
+
     /// A Docker `config.json` holding `password` for the registry's login.
     pub fn docker_config(password: &str) -> String {
         use base64::Engine;

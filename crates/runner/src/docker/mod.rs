@@ -13,16 +13,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder, WaitContainerOptions,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    WaitContainerOptions,
 };
 use futures_util::StreamExt;
-use gantry_pipeline::model::{Pull, VolumeSource};
+use gantry_pipeline::model::VolumeSource;
 use gantry_pipeline::plan::PlanStep;
 use gantry_proto::registry::RegistryCredential;
 use tokio::task::JoinHandle;
@@ -31,7 +30,11 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, BackendError, JobSpec, Output, StepExit, StepSpec};
 
 mod cache;
+mod pull;
 mod spec;
+
+pub use pull::DEFAULT_PULL_TIMEOUT;
+use pull::Pulls;
 
 use spec::{ContainerSpec, docker_name};
 
@@ -53,10 +56,10 @@ struct Spares {
 pub struct DockerBackend {
     docker: Docker,
     runner: String,
-    /// Images known to be present, so that `if-not-exists` asks the engine once.
-    present: Arc<Mutex<HashSet<String>>>,
+    /// The images of this engine: present, being pulled.
+    pulls: Arc<Pulls>,
     /// Containers being created ahead of their step, by container name.
-    prepared: Mutex<HashMap<String, JoinHandle<Result<String, BackendError>>>>,
+    prepared: Mutex<HashMap<String, JoinHandle<Result<Created, BackendError>>>>,
     spares: Arc<Mutex<Spares>>,
     /// The network of each job that took a spare one (the others are named after the job).
     networks: Mutex<HashMap<String, String>>,
@@ -97,6 +100,12 @@ fn split_image(image: &str) -> (&str, &str) {
 }
 
 impl DockerBackend {
+    /// The backend with image pulls given up after `timeout` (the step errors, saying so).
+    pub fn with_pull_timeout(mut self, timeout: Duration) -> Self {
+        self.pulls = Arc::new(Pulls::new(timeout));
+        self
+    }
+
     /// Connects to the engine (`DOCKER_HOST`, or the local socket) and agrees on an API version.
     /// `runner` names this runner in labels; it must be stable across restarts for `sweep`.
     pub async fn connect(runner: &str) -> Result<Self, BackendError> {
@@ -111,7 +120,7 @@ impl DockerBackend {
         Ok(Self {
             docker,
             runner: runner.to_owned(),
-            present: Arc::new(Mutex::new(HashSet::new())),
+            pulls: Arc::new(Pulls::new(DEFAULT_PULL_TIMEOUT)),
             prepared: Mutex::new(HashMap::new()),
             spares: Arc::default(),
             networks: Mutex::new(HashMap::new()),
@@ -392,7 +401,9 @@ impl Backend for DockerBackend {
             let image = Self::image_step(job);
             if let Some((step, image)) = image {
                 let login = RegistryCredential::for_image(&job.registries, image);
-                ensure_image(&self.docker, &self.present, image, step.pull, login).await?;
+                self.pulls
+                    .ensure(&self.docker, image, step.pull, login)
+                    .await?;
             }
             let image = image.map(|(_, image)| image);
             cache::prepare(&self.docker, spec, &Self::cache_names(job), image, &labels).await?;
@@ -424,7 +435,9 @@ impl Backend for DockerBackend {
         };
         let image = image.to_owned();
         let login = RegistryCredential::for_image(&job.registries, &image);
-        ensure_image(&self.docker, &self.present, &image, step.pull, login).await?;
+        self.pulls
+            .ensure(&self.docker, &image, step.pull, login)
+            .await?;
         let from = dir.to_owned();
         let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut builder = tar::Builder::new(Vec::new());
@@ -494,7 +507,7 @@ impl Backend for DockerBackend {
         let name = spec.name.clone();
         let task = tokio::spawn(create_container(
             self.docker.clone(),
-            Arc::clone(&self.present),
+            Arc::clone(&self.pulls),
             spec,
         ));
         prepared.insert(name, task);
@@ -520,11 +533,11 @@ impl Backend for DockerBackend {
             Some(task) => task,
             None => tokio::spawn(create_container(
                 self.docker.clone(),
-                Arc::clone(&self.present),
+                Arc::clone(&self.pulls),
                 spec,
             )),
         };
-        let id = tokio::select! {
+        let created = tokio::select! {
             joined = &mut task => joined.map_err(|e| BackendError::Engine(format!("creating the container failed: {e}")))??,
             () = cancel.cancelled() => {
                 // The engine may still finish creating it: leave that for `destroy` to wait for
@@ -535,15 +548,21 @@ impl Backend for DockerBackend {
                 return Ok(StepExit::Killed);
             }
         };
+        // What the pull did comes first in the step's log.
+        if !created.pull_log.is_empty() {
+            let mut told = created.pull_log.join("\n");
+            told.push('\n');
+            let _ = output.send(told.into_bytes()).await;
+        }
         // The container stays until `destroy`, which removes all of the job's at once.
-        self.attend(&id, &step_name, output, &cancel).await
+        self.attend(&created.id, &step_name, output, &cancel).await
     }
 
     async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError> {
         // A container still being created ahead of its step would appear after the listing
         // below: wait for those first (a request already sent completes even if abandoned).
         let prefix = format!("gantry-{}-", docker_name(&job.id));
-        let pending: Vec<JoinHandle<Result<String, BackendError>>> = match self.prepared.lock() {
+        let pending: Vec<JoinHandle<Result<Created, BackendError>>> = match self.prepared.lock() {
             Ok(mut prepared) => {
                 let names: Vec<String> = prepared
                     .keys()
@@ -659,151 +678,29 @@ impl DockerBackend {
     }
 }
 
-/// Makes sure `image` is present, pulling it as `pull` says, with `login` when its registry
-/// needs one.
-async fn ensure_image(
-    docker: &Docker,
-    present_images: &Mutex<HashSet<String>>,
-    image: &str,
-    pull: Pull,
-    login: Option<&RegistryCredential>,
-) -> Result<(), BackendError> {
-    let known = present_images.lock().is_ok_and(|p| p.contains(image));
-    if known && pull != Pull::Always {
-        return Ok(());
-    }
-    let result = fetch_image(docker, image, pull, login).await;
-    if result.is_ok()
-        && let Ok(mut present) = present_images.lock()
-    {
-        present.insert(image.to_owned());
-    }
-    result
+/// A step's container, created, and what its image's pull said.
+#[derive(Debug)]
+struct Created {
+    id: String,
+    pull_log: Vec<String>,
 }
 
-async fn fetch_image(
-    docker: &Docker,
-    image: &str,
-    pull: Pull,
-    login: Option<&RegistryCredential>,
-) -> Result<(), BackendError> {
-    let present = docker.inspect_image(image).await.is_ok();
-    match pull {
-        Pull::IfNotExists if present => return Ok(()),
-        Pull::Never if present => return Ok(()),
-        Pull::Never => {
-            return Err(BackendError::ImagePull {
-                image: image.to_owned(),
-                reason: "it is not on this machine and the step says `pull: never`".to_owned(),
-            });
-        }
-        _ => {}
-    }
-    let (from_image, tag) = split_image(image);
-    let options = CreateImageOptionsBuilder::default()
-        .from_image(from_image)
-        .tag(tag)
-        .build();
-    let credentials = login.map(|login| DockerCredentials {
-        username: Some(login.username.clone()),
-        password: Some(login.password.clone()),
-        serveraddress: Some(login.host.clone()),
-        ..Default::default()
-    });
-    let mut progress = docker.create_image(Some(options), None, credentials);
-    let mut failure = None;
-    while let Some(event) = progress.next().await {
-        match event {
-            Ok(info) => {
-                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                    failure = Some(detail);
-                }
-            }
-            Err(e) => {
-                failure = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    match failure {
-        // `pull: always` still runs a present image when the registry cannot be reached.
-        Some(_) if present => Ok(()),
-        Some(reason) => Err(BackendError::ImagePull {
-            image: image.to_owned(),
-            reason: pull_failure(image, login, &reason),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// What a failed pull means for the user, from the engine's words: a login refused (naming
-/// the host and where the login came from, never its password), a login missing (how to add
-/// one), an image that does not exist, a registry that cannot be reached.
-fn pull_failure(image: &str, login: Option<&RegistryCredential>, engine: &str) -> String {
-    let host = gantry_proto::registry::image_registry(image);
-    let said = engine.to_ascii_lowercase();
-    let refused = [
-        "unauthorized",
-        "authentication required",
-        "no basic auth credentials",
-        "denied",
-    ]
-    .iter()
-    .any(|word| said.contains(word));
-    if refused {
-        return match login {
-            Some(login) => format!(
-                "registry {host} refused the login of `{}` from {}: check that credential ({engine})",
-                login.username, login.source
-            ),
-            None => format!(
-                "registry {host} needs a login and gantry has none for it: add one with `gantry registry add OWNER/REPO {host} --username USER --password-stdin`, or name a secret holding a Docker config.json in the pipeline's `image_pull_secrets` ({engine})"
-            ),
-        };
-    }
-    if ["manifest unknown", "not found", "does not exist"]
-        .iter()
-        .any(|word| said.contains(word))
-    {
-        return format!("the image does not exist in registry {host} ({engine})");
-    }
-    if [
-        "connection refused",
-        "no such host",
-        "dial tcp",
-        "i/o timeout",
-        "timeout",
-        "network is unreachable",
-    ]
-    .iter()
-    .any(|word| said.contains(word))
-    {
-        return format!("registry {host} cannot be reached ({engine})");
-    }
-    engine.to_owned()
-}
-
-/// Creates a container once its image is there; returns its id.
+/// Creates a container once its image is there.
 async fn create_container(
     docker: Docker,
-    present: Arc<Mutex<HashSet<String>>>,
+    pulls: Arc<Pulls>,
     spec: ContainerSpec,
-) -> Result<String, BackendError> {
-    ensure_image(
-        &docker,
-        &present,
-        &spec.image,
-        spec.pull,
-        spec.login.as_ref(),
-    )
-    .await?;
+) -> Result<Created, BackendError> {
+    let pull_log = pulls
+        .ensure(&docker, &spec.image, spec.pull, spec.login.as_ref())
+        .await?;
     let options = CreateContainerOptionsBuilder::default()
         .name(&spec.name)
         .build();
     docker
         .create_container(Some(options), spec.body)
         .await
-        .map(|c| c.id)
+        .map(|c| Created { id: c.id, pull_log })
         .map_err(|e| {
             engine(
                 &format!("creating the container of step `{}`", spec.step),
@@ -836,56 +733,6 @@ mod tests {
             ("registry:5000/team/app", "latest")
         );
         assert_eq!(split_image("app@sha256:abc"), ("app@sha256:abc", ""));
-    }
-
-    /// The engine's words for a failed pull become what the user can do about it, naming the
-    /// registry and the login's source, never its password.
-    #[test]
-    fn a_failed_pull_says_what_to_do() {
-        let login = RegistryCredential {
-            host: "127.0.0.1:5055".into(),
-            username: "ci".into(),
-            password: "hunter2".into(),
-            source: "registry entry of acme/app".into(),
-        };
-        let image = "127.0.0.1:5055/gantry/busybox:latest";
-        let refused = pull_failure(
-            image,
-            Some(&login),
-            "Head \"http://127.0.0.1:5055/v2/gantry/busybox/manifests/latest\": unauthorized: authentication required",
-        );
-        assert!(
-            refused.starts_with(
-                "registry 127.0.0.1:5055 refused the login of `ci` from registry entry of acme/app"
-            ),
-            "{refused}"
-        );
-        assert!(!refused.contains("hunter2"));
-        let missing = pull_failure(
-            image,
-            None,
-            "Head \"http://127.0.0.1:5055/v2/gantry/busybox/manifests/latest\": no basic auth credentials",
-        );
-        assert!(missing.contains("needs a login and gantry has none for it: add one with `gantry registry add OWNER/REPO 127.0.0.1:5055"), "{missing}");
-        assert!(missing.contains("image_pull_secrets"), "{missing}");
-        let absent = pull_failure(
-            image,
-            Some(&login),
-            "manifest for 127.0.0.1:5055/gantry/nope:latest not found: manifest unknown",
-        );
-        assert!(
-            absent.starts_with("the image does not exist in registry 127.0.0.1:5055"),
-            "{absent}"
-        );
-        let down = pull_failure(
-            "ghcr.io/a/b",
-            None,
-            "Get \"https://ghcr.io/v2/\": dial tcp: lookup ghcr.io: no such host",
-        );
-        assert!(
-            down.starts_with("registry ghcr.io cannot be reached"),
-            "{down}"
-        );
     }
 
     #[test]

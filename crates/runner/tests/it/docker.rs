@@ -129,7 +129,7 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_image_pulls_with_the_stages_login() {
     let backend = docker().await;
-    registry::ready();
+    let _turn = registry::exclusive().await;
     let stage = stage(
         DOCKER,
         "",
@@ -190,6 +190,71 @@ async fn a_private_image_pulls_with_the_stages_login() {
     let (status, error, lines) = &outcomes[2];
     assert_eq!(*status, StepState::Success, "{error}");
     assert!(lines.contains(&"pulled-and-ran".to_owned()), "{lines:?}");
+    // The pull is told first: from where, with which login, each layer, bytes and time.
+    assert_eq!(
+        lines[0],
+        format!(
+            "pulling {} from {} with the login of `{}` from secret `docker`",
+            registry::IMAGE,
+            registry::HOST,
+            registry::USERNAME
+        ),
+        "{lines:?}"
+    );
+    // Its one layer may be here already (the local test image holds the same bytes): the
+    // engine then downloads none.
+    let done = format!("pulled {}: ", registry::IMAGE);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&done) && l.contains(" new layer") && l.ends_with(" s")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains(registry::PASSWORD)));
+    nothing_left(backend).await;
+}
+
+/// Two stages on one runner that need the same image not yet here wait for one pull: one
+/// step's log tells the pull, the other's nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_needing_one_image_wait_for_one_pull() {
+    let backend = docker().await;
+    let _turn = registry::exclusive().await;
+    let stage = stage(
+        DOCKER,
+        "",
+        &format!(
+            "\n  - name: private\n    image: {}\n    commands: [echo ran]\n",
+            registry::IMAGE
+        ),
+    );
+    let job = || gantry_runner::Job {
+        id: job_id("one-pull"),
+        stage: stage.clone(),
+        secrets: Default::default(),
+        withheld: Default::default(),
+        workspace: gantry_runner::WorkspaceSource::Empty,
+        netrc: None,
+        registries: vec![RegistryCredential {
+            host: registry::HOST.into(),
+            username: registry::USERNAME.into(),
+            password: registry::PASSWORD.into(),
+            source: "secret `docker`".into(),
+        }],
+    };
+    let (first, second) = tokio::join!(
+        run_job(backend.clone(), job(), None),
+        run_job(backend.clone(), job(), None)
+    );
+    let mut pulls = 0;
+    for run in [&first, &second] {
+        let step = run.result.step("private").expect("the step");
+        assert_eq!(step.status, StepState::Success, "{:?}", step.error);
+        let lines = run.recorder.lines("private");
+        assert!(lines.contains(&"ran".to_owned()), "{lines:?}");
+        pulls += lines.iter().filter(|l| l.starts_with("pulling ")).count();
+    }
+    assert_eq!(pulls, 1, "one pull for both stages");
     nothing_left(backend).await;
 }
 
@@ -498,5 +563,36 @@ async fn caches_persist_between_builds_of_a_repository_only() {
 
     remove_caches(&repo).await;
     remove_caches(&other).await;
+    nothing_left(backend).await;
+}
+
+/// A pull that outlasts the runner's pull timeout ends its step as an error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_past_the_timeout_is_an_error_that_says_so() {
+    test_image();
+    let backend = DockerBackend::connect(&job_id("test-runner"))
+        .await
+        .unwrap_or_else(|e| panic!("these tests need a running Docker engine: {e}"))
+        .with_pull_timeout(std::time::Duration::from_millis(1));
+    let backend = Arc::new(backend);
+    let _turn = registry::exclusive().await;
+    let stage = stage(
+        DOCKER,
+        "",
+        &format!(
+            "\n  - name: slow\n    image: {}\n    commands: [true]\n",
+            registry::IMAGE
+        ),
+    );
+    let run = run(backend.clone(), stage, &[], None).await;
+    let step = run.result.step("slow").expect("the step");
+    assert_eq!(step.status, StepState::Error);
+    let error = step.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(
+            "the pull took longer than this runner's pull timeout (1 ms; `--pull-timeout`)"
+        ),
+        "{error}"
+    );
     nothing_left(backend).await;
 }
