@@ -123,6 +123,32 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
     nothing_left(backend).await;
 }
 
+/// The test registry's login with `password`, as from a pull secret named `docker`.
+fn login(password: &str) -> RegistryCredential {
+    RegistryCredential {
+        host: registry::HOST.into(),
+        username: registry::USERNAME.into(),
+        password: password.into(),
+        source: "secret `docker`".into(),
+    }
+}
+
+/// A job of `stage` with `registries` as its logins.
+fn job_pulling_with(
+    stage: &gantry_pipeline::Stage,
+    registries: Vec<RegistryCredential>,
+) -> gantry_runner::Job {
+    gantry_runner::Job {
+        id: job_id("registry"),
+        stage: stage.clone(),
+        secrets: Default::default(),
+        withheld: Default::default(),
+        workspace: gantry_runner::WorkspaceSource::Empty,
+        netrc: None,
+        registries,
+    }
+}
+
 /// An image of a private registry (`scripts/test-registry`, password auth) pulls with the
 /// stage's login for that registry; without one, or with a wrong one, the step is an error
 /// that names the registry, where the login came from and what to do, never its password.
@@ -138,28 +164,13 @@ async fn a_private_image_pulls_with_the_stages_login() {
             registry::IMAGE
         ),
     );
-    let login = |password: &str| RegistryCredential {
-        host: registry::HOST.into(),
-        username: registry::USERNAME.into(),
-        password: password.into(),
-        source: "secret `docker`".into(),
-    };
     let mut outcomes = Vec::new();
     for registries in [
         vec![],
         vec![login("not-the-password")],
         vec![login(registry::PASSWORD)],
     ] {
-        let job = gantry_runner::Job {
-            id: job_id("registry"),
-            stage: stage.clone(),
-            secrets: Default::default(),
-            withheld: Default::default(),
-            workspace: gantry_runner::WorkspaceSource::Empty,
-            netrc: None,
-            registries,
-        };
-        let run = run_job(backend.clone(), job, None).await;
+        let run = run_job(backend.clone(), job_pulling_with(&stage, registries), None).await;
         let step = run.result.step("private").expect("the step");
         outcomes.push((
             step.status,
@@ -228,20 +239,7 @@ async fn stages_needing_one_image_wait_for_one_pull() {
             registry::IMAGE
         ),
     );
-    let job = || gantry_runner::Job {
-        id: job_id("one-pull"),
-        stage: stage.clone(),
-        secrets: Default::default(),
-        withheld: Default::default(),
-        workspace: gantry_runner::WorkspaceSource::Empty,
-        netrc: None,
-        registries: vec![RegistryCredential {
-            host: registry::HOST.into(),
-            username: registry::USERNAME.into(),
-            password: registry::PASSWORD.into(),
-            source: "secret `docker`".into(),
-        }],
-    };
+    let job = || job_pulling_with(&stage, vec![login(registry::PASSWORD)]);
     let (first, second) = tokio::join!(
         run_job(backend.clone(), job(), None),
         run_job(backend.clone(), job(), None)

@@ -96,6 +96,19 @@ async fn setup(db: &str) -> (TestServer, GitRepo, String) {
     (server, git, sha)
 }
 
+/// Pull request #9 of acme/app from a fork (`stranger/app`), delivered; build `number` of it.
+async fn fork_pull_request(server: &TestServer, git: &GitRepo, number: u64) -> serde_json::Value {
+    let sha = git.commit(&[("fork-change.txt", "x")], "from a fork");
+    git.set_ref("refs/pull/9/head", &sha);
+    let mut pr = webhook::pull_request("acme/app", 9, "patch-1", "main", &sha);
+    pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
+    assert_eq!(
+        server.deliver("pull_request", "pr-9", &pr).await.status(),
+        202
+    );
+    server.wait_build("app", number).await
+}
+
 mod cases {
     use super::*;
 
@@ -272,15 +285,7 @@ mod cases {
 
     pub async fn pull_requests_from_forks_get_only_the_secrets_that_allow_them(db: &str) {
         let (server, git, _) = setup(db).await;
-        let sha = git.commit(&[("fork-change.txt", "x")], "from a fork");
-        git.set_ref("refs/pull/9/head", &sha);
-        let mut pr = webhook::pull_request("acme/app", 9, "patch-1", "main", &sha);
-        pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
-        assert_eq!(
-            server.deliver("pull_request", "pr-9", &pr).await.status(),
-            202
-        );
-        let build = server.wait_build("app", 1).await;
+        let build = fork_pull_request(&server, &git, 1).await;
         assert_eq!(build["fork"], true);
         let (_runner, assignment) = server.claim("r1").await;
         assert_eq!(
@@ -366,15 +371,7 @@ mod cases {
         assert!(!build.to_string().contains("s3cret-registry-pass"));
 
         // A fork's pull request gets no login from a secret that does not allow it.
-        let sha = git.commit(&[("fork-change.txt", "x")], "from a fork");
-        git.set_ref("refs/pull/9/head", &sha);
-        let mut pr = webhook::pull_request("acme/app", 9, "patch-1", "main", &sha);
-        pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
-        assert_eq!(
-            server.deliver("pull_request", "pr-9", &pr).await.status(),
-            202
-        );
-        server.wait_build("app", 2).await;
+        fork_pull_request(&server, &git, 2).await;
         let (_runner, assignment) = server.claim("r2").await;
         assert!(
             assignment.registries.is_empty(),
@@ -506,15 +503,7 @@ mod cases {
         );
 
         // A fork's pull request gets only the entries that allow pull requests.
-        let sha = git.commit(&[("fork-change.txt", "x")], "from a fork");
-        git.set_ref("refs/pull/9/head", &sha);
-        let mut pr = webhook::pull_request("acme/app", 9, "patch-1", "main", &sha);
-        pr["pull_request"]["head"]["repo"]["full_name"] = "stranger/app".into();
-        assert_eq!(
-            server.deliver("pull_request", "pr-9", &pr).await.status(),
-            202
-        );
-        server.wait_build("app", 2).await;
+        fork_pull_request(&server, &git, 2).await;
         let (_runner, assignment) = server.claim("r2").await;
         let hosts: Vec<&str> = assignment
             .registries
