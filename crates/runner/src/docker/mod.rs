@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use gantry_pipeline::model::VolumeSource;
 use gantry_pipeline::plan::PlanStep;
 use gantry_proto::registry::RegistryCredential;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +60,7 @@ pub struct DockerBackend {
     /// The images of this engine: present, being pulled.
     pulls: Arc<Pulls>,
     /// Containers being created ahead of their step, by container name.
-    prepared: Mutex<HashMap<String, JoinHandle<Result<Created, BackendError>>>>,
+    prepared: Mutex<HashMap<String, Preparing>>,
     spares: Arc<Mutex<Spares>>,
     /// The network of each job that took a spare one (the others are named after the job).
     networks: Mutex<HashMap<String, String>>,
@@ -402,7 +403,7 @@ impl Backend for DockerBackend {
             if let Some((step, image)) = image {
                 let login = RegistryCredential::for_image(&job.registries, image);
                 self.pulls
-                    .ensure(&self.docker, image, step.pull, login)
+                    .ensure(&self.docker, image, step.pull, login, &untold())
                     .await?;
             }
             let image = image.map(|(_, image)| image);
@@ -436,7 +437,7 @@ impl Backend for DockerBackend {
         let image = image.to_owned();
         let login = RegistryCredential::for_image(&job.registries, &image);
         self.pulls
-            .ensure(&self.docker, &image, step.pull, login)
+            .ensure(&self.docker, &image, step.pull, login, &untold())
             .await?;
         let from = dir.to_owned();
         let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
@@ -505,12 +506,10 @@ impl Backend for DockerBackend {
             return;
         }
         let name = spec.name.clone();
-        let task = tokio::spawn(create_container(
-            self.docker.clone(),
-            Arc::clone(&self.pulls),
-            spec,
-        ));
-        prepared.insert(name, task);
+        prepared.insert(
+            name,
+            Preparing::start(self.docker.clone(), Arc::clone(&self.pulls), spec),
+        );
     }
 
     async fn run_step(
@@ -529,40 +528,43 @@ impl Backend for DockerBackend {
         let step_name = spec.step.clone();
         let name = spec.name.clone();
         let ready = self.prepared.lock().ok().and_then(|mut p| p.remove(&name));
-        let mut task = match ready {
-            Some(task) => task,
-            None => tokio::spawn(create_container(
-                self.docker.clone(),
-                Arc::clone(&self.pulls),
-                spec,
-            )),
+        let Preparing { mut task, mut told } = match ready {
+            Some(preparing) => preparing,
+            None => Preparing::start(self.docker.clone(), Arc::clone(&self.pulls), spec),
         };
-        let created = tokio::select! {
-            joined = &mut task => joined.map_err(|e| BackendError::Engine(format!("creating the container failed: {e}")))??,
-            () = cancel.cancelled() => {
-                // The engine may still finish creating it: leave that for `destroy` to wait for
-                // and remove, rather than abandon a container the listing might miss.
-                if let Ok(mut prepared) = self.prepared.lock() {
-                    prepared.insert(name, task);
+        // What the pull does is told in the step's log as it happens, before its output.
+        let tell = async |line: String| {
+            let _ = output.send(format!("{line}\n").into_bytes()).await;
+        };
+        let id = loop {
+            tokio::select! {
+                Some(line) = told.recv() => tell(line).await,
+                joined = &mut task => {
+                    while let Ok(line) = told.try_recv() {
+                        tell(line).await;
+                    }
+                    break joined.map_err(|e| BackendError::Engine(format!("creating the container failed: {e}")))??;
                 }
-                return Ok(StepExit::Killed);
+                () = cancel.cancelled() => {
+                    // The engine may still finish creating it: leave that for `destroy` to
+                    // wait for and remove, rather than abandon a container the listing might
+                    // miss.
+                    if let Ok(mut prepared) = self.prepared.lock() {
+                        prepared.insert(name, Preparing { task, told });
+                    }
+                    return Ok(StepExit::Killed);
+                }
             }
         };
-        // What the pull did comes first in the step's log.
-        if !created.pull_log.is_empty() {
-            let mut told = created.pull_log.join("\n");
-            told.push('\n');
-            let _ = output.send(told.into_bytes()).await;
-        }
         // The container stays until `destroy`, which removes all of the job's at once.
-        self.attend(&created.id, &step_name, output, &cancel).await
+        self.attend(&id, &step_name, output, &cancel).await
     }
 
     async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError> {
         // A container still being created ahead of its step would appear after the listing
         // below: wait for those first (a request already sent completes even if abandoned).
         let prefix = format!("gantry-{}-", docker_name(&job.id));
-        let pending: Vec<JoinHandle<Result<Created, BackendError>>> = match self.prepared.lock() {
+        let pending: Vec<JoinHandle<Result<String, BackendError>>> = match self.prepared.lock() {
             Ok(mut prepared) => {
                 let names: Vec<String> = prepared
                     .keys()
@@ -572,6 +574,7 @@ impl Backend for DockerBackend {
                 names
                     .into_iter()
                     .filter_map(|n| prepared.remove(&n))
+                    .map(|preparing| preparing.task)
                     .collect()
             }
             Err(_) => Vec::new(),
@@ -678,21 +681,35 @@ impl DockerBackend {
     }
 }
 
-/// A step's container, created, and what its image's pull said.
-#[derive(Debug)]
-struct Created {
-    id: String,
-    pull_log: Vec<String>,
+/// Where a pull outside any step's log tells what it does: nowhere (the stage's setup).
+fn untold() -> mpsc::UnboundedSender<String> {
+    mpsc::unbounded_channel().0
 }
 
-/// Creates a container once its image is there.
+/// A step's container being created (its image pulled first), and the lines its pull tells.
+#[derive(Debug)]
+struct Preparing {
+    task: JoinHandle<Result<String, BackendError>>,
+    told: mpsc::UnboundedReceiver<String>,
+}
+
+impl Preparing {
+    fn start(docker: Docker, pulls: Arc<Pulls>, spec: ContainerSpec) -> Self {
+        let (tell, told) = mpsc::unbounded_channel();
+        let task = tokio::spawn(create_container(docker, pulls, spec, tell));
+        Self { task, told }
+    }
+}
+
+/// Creates a container once its image is there; returns its id.
 async fn create_container(
     docker: Docker,
     pulls: Arc<Pulls>,
     spec: ContainerSpec,
-) -> Result<Created, BackendError> {
-    let pull_log = pulls
-        .ensure(&docker, &spec.image, spec.pull, spec.login.as_ref())
+    tell: mpsc::UnboundedSender<String>,
+) -> Result<String, BackendError> {
+    pulls
+        .ensure(&docker, &spec.image, spec.pull, spec.login.as_ref(), &tell)
         .await?;
     let options = CreateContainerOptionsBuilder::default()
         .name(&spec.name)
@@ -700,7 +717,7 @@ async fn create_container(
     docker
         .create_container(Some(options), spec.body)
         .await
-        .map(|c| Created { id: c.id, pull_log })
+        .map(|c| c.id)
         .map_err(|e| {
             engine(
                 &format!("creating the container of step `{}`", spec.step),

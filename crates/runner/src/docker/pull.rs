@@ -1,7 +1,7 @@
 //! Images on the runner: each pulled once at a time per runner (stages that need the same
 //! image wait for one pull), within the runner's pull timeout, with the login of its
-//! registry, and told in the step's log (which image, from where, each layer once, bytes and
-//! time at the end). An image already here adds nothing to the log: a line there would shift
+//! registry, and told in the step's log as it happens (which image, from where, each layer
+//! once, how far the downloads got every few seconds, bytes and time at the end). An image already here adds nothing to the log: a line there would shift
 //! the numbers of every line a step prints.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,6 +14,7 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 use gantry_pipeline::model::Pull;
 use gantry_proto::registry::RegistryCredential;
+use tokio::sync::mpsc;
 
 use super::split_image;
 use crate::backend::BackendError;
@@ -45,16 +46,17 @@ impl Pulls {
     }
 
     /// Makes sure `image` is present, pulling it as `pull` says with `login` when its
-    /// registry needs one; the lines that tell the step's log what happened.
+    /// registry needs one; what a pull does is told to `tell` as it happens.
     pub(super) async fn ensure(
         &self,
         docker: &Docker,
         image: &str,
         pull: Pull,
         login: Option<&RegistryCredential>,
-    ) -> Result<Vec<String>, BackendError> {
+        tell: &mpsc::UnboundedSender<String>,
+    ) -> Result<(), BackendError> {
         if self.known(image) && pull != Pull::Always {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let gate = self
             .in_flight
@@ -65,9 +67,9 @@ impl Pulls {
         let _one_at_a_time = gate.lock().await;
         // A pull of this image by another stage ended while this one waited: it is fresh.
         if waited && self.known(image) {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let fetched = tokio::time::timeout(self.timeout, fetch(docker, image, pull, login))
+        let fetched = tokio::time::timeout(self.timeout, fetch(docker, image, pull, login, tell))
             .await
             .unwrap_or_else(|_| {
                 Err(BackendError::ImagePull {
@@ -90,21 +92,39 @@ impl Pulls {
     }
 }
 
-/// What a pull's progress events add up to: each layer's size once, told when it is done.
+/// How often a long download says how far it got.
+const DOWNLOADING_EVERY: Duration = Duration::from_secs(5);
+
+/// What a pull's progress events add up to: each layer's size once, told when it is done,
+/// and how far the downloads got.
 #[derive(Default)]
 struct Progress {
     sizes: BTreeMap<String, i64>,
+    downloaded: BTreeMap<String, i64>,
     done: Vec<String>,
     lines: Vec<String>,
+    /// Lines already told.
+    told: usize,
 }
 
 impl Progress {
-    fn event(&mut self, layer: Option<String>, status: Option<&str>, total: Option<i64>) {
+    fn event(
+        &mut self,
+        layer: Option<String>,
+        status: Option<&str>,
+        current: Option<i64>,
+        total: Option<i64>,
+    ) {
         let (Some(layer), Some(status)) = (layer, status) else {
             return;
         };
         if let Some(total) = total.filter(|t| *t > 0) {
             self.sizes.insert(layer.clone(), total);
+        }
+        if status == "Downloading"
+            && let Some(current) = current
+        {
+            self.downloaded.insert(layer.clone(), current);
         }
         let short: String = layer.chars().take(12).collect();
         match status {
@@ -120,6 +140,24 @@ impl Progress {
             }
             _ => {}
         }
+    }
+
+    /// How far the downloads got, when any is under way.
+    fn downloading(&self) -> Option<String> {
+        let got: i64 = self.downloaded.values().sum();
+        let of: i64 = self
+            .downloaded
+            .keys()
+            .filter_map(|layer| self.sizes.get(layer))
+            .sum();
+        (got > 0).then(|| format!("downloading: {} of {}", human_bytes(got), human_bytes(of)))
+    }
+
+    /// The lines not told yet.
+    fn untold(&mut self) -> Vec<String> {
+        let new = self.lines[self.told..].to_vec();
+        self.told = self.lines.len();
+        new
     }
 
     fn bytes(&self) -> i64 {
@@ -143,10 +181,11 @@ async fn fetch(
     image: &str,
     pull: Pull,
     login: Option<&RegistryCredential>,
-) -> Result<Vec<String>, BackendError> {
+    tell: &mpsc::UnboundedSender<String>,
+) -> Result<(), BackendError> {
     let present = docker.inspect_image(image).await.is_ok();
     match pull {
-        Pull::IfNotExists | Pull::Never if present => return Ok(Vec::new()),
+        Pull::IfNotExists | Pull::Never if present => return Ok(()),
         Pull::Never => {
             return Err(BackendError::ImagePull {
                 image: image.to_owned(),
@@ -167,7 +206,14 @@ async fn fetch(
     progress
         .lines
         .push(format!("pulling {image} from {host} {how}"));
+    let tell_new = |progress: &mut Progress| {
+        for line in progress.untold() {
+            let _ = tell.send(line);
+        }
+    };
+    tell_new(&mut progress);
     let started = Instant::now();
+    let mut last_told = Instant::now();
     let (from_image, tag) = split_image(image);
     let options = CreateImageOptionsBuilder::default()
         .from_image(from_image)
@@ -187,11 +233,20 @@ async fn fetch(
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                     failure = Some(detail);
                 }
+                let detail = info.progress_detail.unwrap_or_default();
                 progress.event(
                     info.id,
                     info.status.as_deref(),
-                    info.progress_detail.and_then(|d| d.total),
+                    detail.current,
+                    detail.total,
                 );
+                if last_told.elapsed() >= DOWNLOADING_EVERY
+                    && let Some(line) = progress.downloading()
+                {
+                    progress.lines.push(line);
+                    last_told = Instant::now();
+                }
+                tell_new(&mut progress);
             }
             Err(e) => {
                 failure = Some(e.to_string());
@@ -206,7 +261,8 @@ async fn fetch(
                 "the pull failed ({}); running the copy already on this runner",
                 pull_failure(image, login, &reason)
             ));
-            Ok(progress.lines)
+            tell_new(&mut progress);
+            Ok(())
         }
         Some(reason) => Err(BackendError::ImagePull {
             image: image.to_owned(),
@@ -220,7 +276,8 @@ async fn fetch(
                 if layers == 1 { "" } else { "s" },
                 started.elapsed().as_secs_f64()
             ));
-            Ok(progress.lines)
+            tell_new(&mut progress);
+            Ok(())
         }
     }
 }
@@ -330,18 +387,38 @@ mod tests {
     #[test]
     fn layers_are_told_once_with_their_size() {
         let mut progress = Progress::default();
+        for (layer, status, current, total) in [
+            ("aaaa1111bbbb2222", "Pulling fs layer", None, None),
+            (
+                "aaaa1111bbbb2222",
+                "Downloading",
+                Some(1024 * 1024),
+                Some(3 * 1024 * 1024),
+            ),
+            (
+                "aaaa1111bbbb2222",
+                "Downloading",
+                Some(2 * 1024 * 1024),
+                Some(3 * 1024 * 1024),
+            ),
+            ("cccc", "Already exists", None, None),
+        ] {
+            progress.event(Some(layer.to_owned()), Some(status), current, total);
+        }
+        assert_eq!(
+            progress.downloading().as_deref(),
+            Some("downloading: 2.0 MB of 3.0 MB")
+        );
+        assert_eq!(progress.untold(), ["layer cccc: already on this runner"]);
         for (layer, status, total) in [
-            ("aaaa1111bbbb2222", "Pulling fs layer", None),
-            ("aaaa1111bbbb2222", "Downloading", Some(3 * 1024 * 1024)),
-            ("aaaa1111bbbb2222", "Downloading", Some(3 * 1024 * 1024)),
-            ("cccc", "Already exists", None),
             ("aaaa1111bbbb2222", "Download complete", None),
             ("aaaa1111bbbb2222", "Extracting", Some(3 * 1024 * 1024)),
             ("aaaa1111bbbb2222", "Pull complete", None),
         ] {
-            progress.event(Some(layer.to_owned()), Some(status), total);
+            progress.event(Some(layer.to_owned()), Some(status), None, total);
         }
-        progress.event(None, Some("Digest: sha256:abc"), None);
+        progress.event(None, Some("Digest: sha256:abc"), None, None);
+        assert_eq!(progress.untold(), ["layer aaaa1111bbbb: 3.0 MB"]);
         assert_eq!(
             progress.lines,
             [
