@@ -198,12 +198,15 @@ async fn request(
             // The pipeline's own `image_pull_secrets` first: the first login for a host wins.
             let mut registries =
                 crate::secrets::pull_logins(&claim.plan, &secrets, &mut withheld_secrets);
+            // A runner restricted to some owners is theirs: it gets their logins, never the
+            // server's.
             registries.extend(
                 crate::secrets::registry_logins(
                     &state.store,
                     &state.config.secret_key,
                     &repo,
                     &build,
+                    auth.owners().is_empty(),
                 )
                 .await?,
             );

@@ -270,14 +270,15 @@ pub async fn put(
         .await
 }
 
-/// The registry entries a build of `repo` may pull with: the repository's, its owner's and
-/// the server's, the most particular first (the first for a host is used); a fork's build
-/// gets only those that allow pull requests.
+/// The registry entries a build of `repo` may pull with: the repository's, its owner's and,
+/// when `server_wide`, the server's, the most particular first (the first for a host is
+/// used); a fork's build gets only those that allow pull requests.
 pub async fn registry_logins(
     store: &Store,
     key: &SecretKey,
     repo: &Repo,
     build: &Build,
+    server_wide: bool,
 ) -> Result<Vec<gantry_proto::registry::RegistryCredential>, StoreError> {
     let mut logins = Vec::new();
     for entry in store.sealed_registries(repo.id, &repo.owner).await? {
@@ -285,6 +286,9 @@ pub async fn registry_logins(
             continue;
         }
         let scope = entry.scope();
+        if scope == gantry_store::RegistryScope::Server && !server_wide {
+            continue;
+        }
         let source = match &scope {
             gantry_store::RegistryScope::Repo(_) => {
                 format!("the registry entry of {}", repo.full_name())

@@ -26,29 +26,15 @@ on_both!(
 mod cases {
     use super::*;
 
-    /// Registers runner `name` (restricted to `owners`) and returns its token.
-    async fn register(server: &TestServer, name: &str, owners: &[&str]) -> String {
-        let created = server
-            .api(
-                reqwest::Method::POST,
-                "/runners/tokens",
-                Some(serde_json::json!({"name": name, "owners": owners})),
-            )
-            .await;
-        assert_eq!(created.status(), 201);
-        let created: serde_json::Value = created.json().await.expect("json");
-        created["token"].as_str().expect("the token").to_owned()
-    }
-
     /// Finding 8, as found: one runner secret let any runner claim any stage, and sequential
     /// epochs let a runner report for a stage it did not hold.
     pub async fn runners_with_their_own_tokens_take_and_report_only_what_is_theirs(db: &str) {
         let server = TestServer::start(db).await;
         let (_git, _sha) = server.push_app().await;
         let mut other = server.runner("builder-other");
-        other.credential = register(&server, "builder-other", &["other"]).await;
+        other.credential = server.register_runner("builder-other", &["other"]).await;
         let mut acme = server.runner("builder-acme");
-        acme.credential = register(&server, "builder-acme", &["acme"]).await;
+        acme.credential = server.register_runner("builder-acme", &["acme"]).await;
         let listed = server.get_json("/runners/tokens").await;
         assert!(!listed.to_string().contains(&acme.credential), "{listed}");
 

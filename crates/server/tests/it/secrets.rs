@@ -454,6 +454,31 @@ mod cases {
             .await;
         assert_eq!(bad.status(), 400);
 
+        // A runner restricted to acme is acme's: its logins, never the server's.
+        server
+            .deliver(
+                "push",
+                "d-0",
+                &webhook::push("acme/app", "main", &sha, "push"),
+            )
+            .await;
+        let mut acme_runner = server.runner("builder-acme");
+        acme_runner.credential = server.register_runner("builder-acme", &["acme"]).await;
+        let assignment = acme_runner
+            .request(Duration::from_secs(10))
+            .await
+            .expect("acme's runner takes acme's stage");
+        let hosts: Vec<(&str, &str)> = assignment
+            .registries
+            .iter()
+            .map(|r| (r.host.as_str(), r.username.as_str()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [("ghcr.io", "app-bot"), ("127.0.0.1:5055", "acme-bot")],
+            "no server-wide login on an owner's runner"
+        );
+
         server
             .deliver(
                 "push",
@@ -503,7 +528,7 @@ mod cases {
         );
 
         // A fork's pull request gets only the entries that allow pull requests.
-        fork_pull_request(&server, &git, 2).await;
+        fork_pull_request(&server, &git, 3).await;
         let (_runner, assignment) = server.claim("r2").await;
         let hosts: Vec<&str> = assignment
             .registries

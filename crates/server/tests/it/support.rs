@@ -270,6 +270,20 @@ impl TestServer {
         (runner, assignment)
     }
 
+    /// Registers runner `name` (restricted to `owners`) and returns its token.
+    pub async fn register_runner(&self, name: &str, owners: &[&str]) -> String {
+        let created = self
+            .api(
+                reqwest::Method::POST,
+                "/runners/tokens",
+                Some(serde_json::json!({"name": name, "owners": owners})),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let created: serde_json::Value = created.json().await.expect("json");
+        created["token"].as_str().expect("the token").to_owned()
+    }
+
     pub fn runner(&self, name: &str) -> FakeRunner {
         FakeRunner {
             url: self.url.clone(),
