@@ -154,24 +154,22 @@ impl Store {
             "SELECT steps.id FROM steps JOIN stages ON steps.stage_id = stages.id \
              WHERE stages.build_id IN ({list})"
         );
-        Ok({
-            let mut tx = self.begin().await?;
-            let lines: Option<i64> = db::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id IN ({steps})"
-            )))
-            .fetch_one(&mut tx)
-            .await?;
-            db::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM log_chunks WHERE step_id IN ({steps})"
-            )))
+        let mut tx = self.begin().await?;
+        let lines: Option<i64> = db::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(SUM(line_count) AS BIGINT) FROM log_chunks WHERE step_id IN ({steps})"
+        )))
+        .fetch_one(&mut tx)
+        .await?;
+        db::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM log_chunks WHERE step_id IN ({steps})"
+        )))
+        .execute(&mut tx)
+        .await?;
+        db::query(sqlx::AssertSqlSafe(then))
             .execute(&mut tx)
             .await?;
-            db::query(sqlx::AssertSqlSafe(then))
-                .execute(&mut tx)
-                .await?;
-            tx.commit().await?;
-            lines.unwrap_or(0)
-        })
+        tx.commit().await?;
+        Ok(lines.unwrap_or(0))
     }
 
     /// Removes everything the policy names, batch by batch, then gives SQLite's free pages
@@ -230,25 +228,23 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<i64>> {
-        Ok({
-            db::query(
-                "INSERT INTO maintenance (name, next_run_at) VALUES ($1, 0) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-            db::query_scalar(
-                "UPDATE maintenance SET claimed_until = $3, claim_epoch = claim_epoch + 1 \
-                 WHERE name = $1 AND next_run_at <= $2 AND claimed_until <= $2 \
-                 RETURNING claim_epoch",
-            )
-            .bind(name)
-            .bind(now)
-            .bind(lease_until)
-            .fetch_optional(&self.pool)
-            .await?
-        })
+        db::query(
+            "INSERT INTO maintenance (name, next_run_at) VALUES ($1, 0) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        db::query_scalar(
+            "UPDATE maintenance SET claimed_until = $3, claim_epoch = claim_epoch + 1 \
+             WHERE name = $1 AND next_run_at <= $2 AND claimed_until <= $2 \
+             RETURNING claim_epoch",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Records a finished run under its claim and when the next is due; `false` when the

@@ -68,29 +68,26 @@ impl Store {
     ) -> Result<()> {
         let (repo_id, owner) = scope.columns();
         let now = self.clock.now_ms();
-        {
-            let mut tx = self.begin().await?;
-            db::query("DELETE FROM secrets WHERE name = $1 AND ((repo_id = $2) OR (owner = $3))")
-                .bind(name)
-                .bind(repo_id)
-                .bind(owner)
-                .execute(&mut tx)
-                .await?;
-            db::query(
-                "INSERT INTO secrets (repo_id, owner, name, sealed, allow_pull_requests, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            )
+        let mut tx = self.begin().await?;
+        db::query("DELETE FROM secrets WHERE name = $1 AND ((repo_id = $2) OR (owner = $3))")
+            .bind(name)
             .bind(repo_id)
             .bind(owner)
-            .bind(name)
-            .bind(sealed)
-            .bind(allow_pull_requests)
-            .bind(now)
             .execute(&mut tx)
             .await?;
-            tx.commit().await?;
-        };
-        Ok(())
+        db::query(
+            "INSERT INTO secrets (repo_id, owner, name, sealed, allow_pull_requests, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(repo_id)
+        .bind(owner)
+        .bind(name)
+        .bind(sealed)
+        .bind(allow_pull_requests)
+        .bind(now)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await
     }
 
     pub async fn secrets(&self, scope: &SecretScope) -> Result<Vec<SecretInfo>> {

@@ -63,9 +63,32 @@ impl Pulls {
             .lock()
             .map(|mut pulls| Arc::clone(pulls.entry(image.to_owned()).or_default()))
             .unwrap_or_default();
+        let fetched = self
+            .one_at_a_time(&gate, docker, image, pull, login, tell)
+            .await;
+        // The last stage done with this image lets go of its gate: a runner meets many images
+        // (one tag per commit) and keeps none of their gates.
+        if let Ok(mut pulls) = self.in_flight.lock()
+            && Arc::strong_count(&gate) <= 2
+        {
+            pulls.remove(image);
+        }
+        fetched
+    }
+
+    /// The pull of `image` under its `gate`, unless another stage's pull ended while this one
+    /// waited for it.
+    async fn one_at_a_time(
+        &self,
+        gate: &tokio::sync::Mutex<()>,
+        docker: &Docker,
+        image: &str,
+        pull: Pull,
+        login: Option<&RegistryCredential>,
+        tell: &mpsc::UnboundedSender<String>,
+    ) -> Result<(), BackendError> {
         let waited = gate.try_lock().is_err();
-        let _one_at_a_time = gate.lock().await;
-        // A pull of this image by another stage ended while this one waited: it is fresh.
+        let _held = gate.lock().await;
         if waited && self.known(image) {
             return Ok(());
         }

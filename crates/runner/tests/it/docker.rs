@@ -123,6 +123,18 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
     nothing_left(backend).await;
 }
 
+/// A stage of one step `name` running `command` in the test registry's image.
+fn private_stage(name: &str, command: &str) -> gantry_pipeline::Stage {
+    stage(
+        DOCKER,
+        "",
+        &format!(
+            "\n  - name: {name}\n    image: {}\n    commands: [{command}]\n",
+            registry::IMAGE
+        ),
+    )
+}
+
 /// The test registry's login with `password`, as from a pull secret named `docker`.
 fn login(password: &str) -> RegistryCredential {
     RegistryCredential {
@@ -156,14 +168,7 @@ fn job_pulling_with(
 async fn a_private_image_pulls_with_the_stages_login() {
     let backend = docker().await;
     let _turn = registry::exclusive().await;
-    let stage = stage(
-        DOCKER,
-        "",
-        &format!(
-            "\n  - name: private\n    image: {}\n    commands: [echo pulled-and-ran]\n",
-            registry::IMAGE
-        ),
-    );
+    let stage = private_stage("private", "echo pulled-and-ran");
     let mut outcomes = Vec::new();
     for registries in [
         vec![],
@@ -231,14 +236,7 @@ async fn a_private_image_pulls_with_the_stages_login() {
 async fn stages_needing_one_image_wait_for_one_pull() {
     let backend = docker().await;
     let _turn = registry::exclusive().await;
-    let stage = stage(
-        DOCKER,
-        "",
-        &format!(
-            "\n  - name: private\n    image: {}\n    commands: [echo ran]\n",
-            registry::IMAGE
-        ),
-    );
+    let stage = private_stage("private", "echo ran");
     let job = || job_pulling_with(&stage, vec![login(registry::PASSWORD)]);
     let (first, second) = tokio::join!(
         run_job(backend.clone(), job(), None),
@@ -574,14 +572,7 @@ async fn a_pull_past_the_timeout_is_an_error_that_says_so() {
         .with_pull_timeout(std::time::Duration::from_millis(1));
     let backend = Arc::new(backend);
     let _turn = registry::exclusive().await;
-    let stage = stage(
-        DOCKER,
-        "",
-        &format!(
-            "\n  - name: slow\n    image: {}\n    commands: [true]\n",
-            registry::IMAGE
-        ),
-    );
+    let stage = private_stage("slow", "true");
     let run = run(backend.clone(), stage, &[], None).await;
     let step = run.result.step("slow").expect("the step");
     assert_eq!(step.status, StepState::Error);

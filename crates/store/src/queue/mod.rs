@@ -52,12 +52,6 @@ pub enum LeaseError {
     Store(#[from] StoreError),
 }
 
-impl From<sqlx::Error> for LeaseError {
-    fn from(e: sqlx::Error) -> Self {
-        LeaseError::Store(e.into())
-    }
-}
-
 /// How a runner says a stage ended.
 #[derive(Debug, Clone)]
 pub struct StageEnd {
