@@ -94,6 +94,10 @@ pub trait Backend: Send + Sync {
     /// (start background work, don't wait for it); `run_step` of the same step waits for it.
     fn prepare_step(&self, _job: &JobSpec, _step: &StepSpec<'_>) {}
 
+    /// Lets go of what `prepare_step` got ready for a step that will not run after all (its
+    /// gate did not open). Must return at once, like `prepare_step`.
+    fn discard_step(&self, _job: &JobSpec, _step: &PlanStep) {}
+
     /// Runs one step to its end, sending its output to `output` as it comes. When `cancel`
     /// fires, the step is stopped within two seconds and `Ok(StepExit::Killed)` returned.
     /// Detached steps and services run the same way; the executor decides when to cancel them.

@@ -31,17 +31,19 @@
 //!   shallow where the server allows, the token only through the credential callback; the
 //!   folder is then imported like any other source (`WorkspaceSource`).
 //! - `docker` — bollard: a network and a workspace volume per job, containers aliased by step
-//!   name (the container itself is `docker::spec`, a pure function of the job and the step), the pull policy, the workspace filled through the archive API (never a host path).
-//!   Output is attached before start (never `/logs`, which loses lines when the engine rotates
-//!   its log files). The next steps' containers are created while earlier steps run
-//!   (`Backend::prepare_step`). A runner keeps spare bridge networks made ahead of time
+//!   name (the container itself is `docker::spec`, a pure function of the job and the step), the
+//!   pull policy, the workspace filled through the archive API (never a host path). Output is
+//!   attached before start (never `/logs`, which loses lines when the engine rotates its log
+//!   files). The next steps' containers are created while earlier steps run and attached to
+//!   (`Backend::prepare_step`; `discard_step` removes one whose gate stays shut). Steps join the
+//!   network namespace of the stage's holder container (`docker::holder`), so only `start` and
+//!   `wait` are between two steps. A runner keeps spare bridge networks made ahead of time
 //!   (`keep_spare_networks`, its capacity): creating one is the slowest call before a stage's
 //!   first container starts. **Invariant:** everything created carries `gantry.runner` and
-//!   `gantry.job` labels (a spare carries `gantry.spare` until a job takes it, and is removed
-//!   by name with that job); `destroy` first waits for creations in flight, then removes by
-//!   job label; `sweep` / `sweep_gone` remove by runner label. A step's `ContainerOptions`
-//!   become the container's host config (DNS, hosts, devices, port bindings, capabilities,
-//!   limits, tmpfs).
+//!   `gantry.job` labels (a spare carries `gantry.spare` until a job takes it, and is removed by
+//!   name with that job); `destroy` first waits for creations in flight, then removes by job
+//!   label; `sweep` / `sweep_gone` remove by runner label. A step's `ContainerOptions` become the
+//!   container's host config (DNS, hosts, devices, port bindings, capabilities, limits, tmpfs).
 //! - `docker::cache` — caches between builds: a named volume per repository, scope and name
 //!   (`gantry.cache` label, no runner or job label, so teardown and sweeps leave them), created
 //!   at setup and filled from the fallback scope's through two never-started containers and the

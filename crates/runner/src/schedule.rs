@@ -177,6 +177,11 @@ impl<'a> Scheduler<'a> {
         out
     }
 
+    /// Whether `ready_ahead` named step `i`.
+    pub(crate) fn was_prepared(&self, i: usize) -> bool {
+        self.prepared[i]
+    }
+
     /// A started step ended.
     pub(crate) fn finished(
         &mut self,

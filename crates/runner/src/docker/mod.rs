@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::container::AttachContainerResults;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, BackendError, JobSpec, Output, StepExit, StepSpec};
 
 mod cache;
+mod holder;
 mod pull;
 mod spec;
 
@@ -61,9 +63,37 @@ pub struct DockerBackend {
     pulls: Arc<Pulls>,
     /// Containers being created ahead of their step, by container name.
     prepared: Mutex<HashMap<String, Preparing>>,
+    /// Removals of containers made ahead for steps that did not run, by container name.
+    discarding: Mutex<HashMap<String, JoinHandle<()>>>,
     spares: Arc<Mutex<Spares>>,
-    /// The network of each job that took a spare one (the others are named after the job).
-    networks: Mutex<HashMap<String, String>>,
+    /// The network of each job set up, by job id.
+    networks: Mutex<HashMap<String, StageNetwork>>,
+}
+
+/// A stage's own network, and the holder container whose namespace its steps join.
+#[derive(Debug, Clone)]
+struct StageNetwork {
+    name: String,
+    /// A spare network carries no job label: it is removed by name.
+    spare: bool,
+    holder: Option<Holder>,
+}
+
+#[derive(Debug, Clone)]
+struct Holder {
+    id: String,
+    /// The steps that join it (`holder::members`).
+    members: Arc<HashSet<String>>,
+}
+
+impl StageNetwork {
+    /// The holder `step` joins, if it joins one.
+    fn holder_of(&self, step: &PlanStep) -> Option<&str> {
+        self.holder
+            .as_ref()
+            .filter(|h| h.members.contains(&step.name))
+            .map(|h| h.id.as_str())
+    }
 }
 
 impl std::fmt::Debug for DockerBackend {
@@ -123,6 +153,7 @@ impl DockerBackend {
             runner: runner.to_owned(),
             pulls: Arc::new(Pulls::new(DEFAULT_PULL_TIMEOUT)),
             prepared: Mutex::new(HashMap::new()),
+            discarding: Mutex::new(HashMap::new()),
             spares: Arc::default(),
             networks: Mutex::new(HashMap::new()),
         })
@@ -206,12 +237,35 @@ impl DockerBackend {
     }
 
     /// The job's network: a spare it took, or one named after it.
-    fn job_network(&self, job: &JobSpec) -> String {
+    fn job_network(&self, job: &JobSpec) -> StageNetwork {
         self.networks
             .lock()
             .ok()
             .and_then(|n| n.get(&job.id).cloned())
-            .unwrap_or_else(|| spec::network(job))
+            .unwrap_or_else(|| StageNetwork {
+                name: spec::network(job),
+                spare: false,
+                holder: None,
+            })
+    }
+
+    /// Starts the stage's network holder when two or more of its steps can join it; None
+    /// when fewer can or the engine's architecture has no holder program.
+    async fn start_holder(
+        &self,
+        job: &JobSpec,
+        network: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Option<Holder>, BackendError> {
+        let members = holder::members(&job.stage);
+        if members.len() < 2 || !holder::ensure_image(&self.docker).await? {
+            return Ok(None);
+        }
+        let id = holder::create(&self.docker, job, network, &members, labels).await?;
+        Ok(Some(Holder {
+            id,
+            members: Arc::new(members),
+        }))
     }
 
     /// The containers, networks and volumes that match a label filter (`key` or `key=value`).
@@ -374,16 +428,22 @@ impl Backend for DockerBackend {
 
     async fn setup(&self, job: &JobSpec) -> Result<(), BackendError> {
         let labels = spec::labels(&self.runner, job);
+        let mut network = self.job_network(job);
         match self.take_spare() {
             Some(spare) => {
+                network = StageNetwork {
+                    name: spare,
+                    spare: true,
+                    holder: None,
+                };
                 if let Ok(mut networks) = self.networks.lock() {
-                    networks.insert(job.id.clone(), spare);
+                    networks.insert(job.id.clone(), network.clone());
                 }
             }
             None => {
                 self.docker
                     .create_network(NetworkCreateRequest {
-                        name: spec::network(job),
+                        name: network.name.clone(),
                         driver: Some("bridge".to_owned()),
                         labels: Some(labels.clone()),
                         ..Default::default()
@@ -391,6 +451,16 @@ impl Backend for DockerBackend {
                     .await
                     .map_err(|e| engine("creating the stage's network", e))?;
             }
+        }
+        // Without a holder, each step joins the stage's network on its own: slower, the same.
+        match self.start_holder(job, &network.name, labels.clone()).await {
+            Ok(holder) => network.holder = holder,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "the stage's steps join its network one by one")
+            }
+        }
+        if let Ok(mut networks) = self.networks.lock() {
+            networks.insert(job.id.clone(), network);
         }
         let mut volumes = vec![(spec::workspace_volume(job), false)];
         for volume in &job.stage.volumes {
@@ -491,10 +561,12 @@ impl Backend for DockerBackend {
     }
 
     fn prepare_step(&self, job: &JobSpec, step: &StepSpec<'_>) {
+        let network = self.job_network(job);
         let Ok(spec) = spec::container_spec(
             job,
             step,
-            &self.job_network(job),
+            &network.name,
+            network.holder_of(step.step),
             spec::labels(&self.runner, job),
         ) else {
             return;
@@ -519,10 +591,12 @@ impl Backend for DockerBackend {
         output: Output,
         cancel: CancellationToken,
     ) -> Result<StepExit, BackendError> {
+        let network = self.job_network(job);
         let spec = spec::container_spec(
             job,
             step,
-            &self.job_network(job),
+            &network.name,
+            network.holder_of(step.step),
             spec::labels(&self.runner, job),
         )?;
         let step_name = spec.step.clone();
@@ -536,7 +610,7 @@ impl Backend for DockerBackend {
         let tell = async |line: String| {
             let _ = output.send(format!("{line}\n").into_bytes()).await;
         };
-        let id = loop {
+        let ready = loop {
             tokio::select! {
                 Some(line) = told.recv() => tell(line).await,
                 joined = &mut task => {
@@ -557,30 +631,43 @@ impl Backend for DockerBackend {
             }
         };
         // The container stays until `destroy`, which removes all of the job's at once.
-        self.attend(&id, &step_name, output, &cancel).await
+        self.attend(ready, &step_name, output, &cancel).await
+    }
+
+    fn discard_step(&self, job: &JobSpec, step: &PlanStep) {
+        let name = spec::container_name(job, step, 1);
+        let Some(preparing) = self.prepared.lock().ok().and_then(|mut p| p.remove(&name)) else {
+            return;
+        };
+        let docker = self.docker.clone();
+        let removal = tokio::spawn(async move {
+            if let Ok(Ok(ready)) = preparing.task.await {
+                let options = RemoveContainerOptionsBuilder::default().force(true).build();
+                let _ = docker.remove_container(&ready.id, Some(options)).await;
+            }
+        });
+        if let Ok(mut discarding) = self.discarding.lock() {
+            discarding.retain(|_, removal| !removal.is_finished());
+            discarding.insert(name, removal);
+        }
     }
 
     async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError> {
         // A container still being created ahead of its step would appear after the listing
         // below: wait for those first (a request already sent completes even if abandoned).
         let prefix = format!("gantry-{}-", docker_name(&job.id));
-        let pending: Vec<JoinHandle<Result<String, BackendError>>> = match self.prepared.lock() {
-            Ok(mut prepared) => {
-                let names: Vec<String> = prepared
-                    .keys()
-                    .filter(|n| n.starts_with(&prefix))
-                    .cloned()
-                    .collect();
-                names
-                    .into_iter()
-                    .filter_map(|n| prepared.remove(&n))
-                    .map(|preparing| preparing.task)
-                    .collect()
-            }
-            Err(_) => Vec::new(),
-        };
+        let pending: Vec<JoinHandle<Result<Ready, BackendError>>> =
+            take_named(&self.prepared, &prefix)
+                .into_iter()
+                .map(|preparing| preparing.task)
+                .collect();
+        // A removal of a discarded one must end before the one below asks for it again.
+        let discarding = take_named(&self.discarding, &prefix);
         // A pull can take long; past a bound, give up on it (it creates nothing until done).
-        let waits = futures_util::future::join_all(pending);
+        let waits = futures_util::future::join(
+            futures_util::future::join_all(pending),
+            futures_util::future::join_all(discarding),
+        );
         let _ = tokio::time::timeout(Duration::from_secs(30), waits).await;
         self.remove_labelled(&format!("{LABEL_JOB}={}", job.id))
             .await?;
@@ -597,12 +684,15 @@ impl Backend for DockerBackend {
             }
         }
         // A spare network carries no job label: removed by name, once its containers are.
-        let spare = self
+        let network = self
             .networks
             .lock()
             .ok()
             .and_then(|mut n| n.remove(&job.id));
-        if let Some(name) = spare {
+        if let Some(StageNetwork {
+            name, spare: true, ..
+        }) = network
+        {
             match self.docker.remove_network(&name).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
@@ -615,30 +705,15 @@ impl Backend for DockerBackend {
 
 impl DockerBackend {
     /// Starts the container, streams its output and waits for it; stops it when `cancel` fires.
-    ///
-    /// Output is taken by attaching to the container before it starts, not from `/logs`: the
-    /// engine's log driver may rotate (`max-size`), and a follower of `/logs` then loses what
-    /// rotated away before it read it. Attached output comes straight from the container (the
-    /// engine connects its pipes before it answers the attach). No `logs` replay: it would
-    /// repeat whatever the container wrote while the replay ran.
     async fn attend(
         &self,
-        id: &str,
+        ready: Ready,
         step: &str,
         output: Output,
         cancel: &CancellationToken,
     ) -> Result<StepExit, BackendError> {
-        let options = AttachContainerOptionsBuilder::default()
-            .stream(true)
-            .stdout(true)
-            .stderr(true)
-            .logs(false)
-            .build();
-        let attached = self
-            .docker
-            .attach_container(id, Some(options))
-            .await
-            .map_err(|e| engine(&format!("attaching to the container of step `{step}`"), e))?;
+        let Ready { id, attached } = ready;
+        let id = id.as_str();
         let logs = tokio::spawn(async move {
             let mut stream = attached.output;
             while let Some(Ok(chunk)) = stream.next().await {
@@ -681,6 +756,19 @@ impl DockerBackend {
     }
 }
 
+/// Takes the entries whose container name starts with `prefix` (a job's) out of `map`.
+fn take_named<T>(map: &Mutex<HashMap<String, T>>, prefix: &str) -> Vec<T> {
+    let Ok(mut map) = map.lock() else {
+        return Vec::new();
+    };
+    let names: Vec<String> = map
+        .keys()
+        .filter(|n| n.starts_with(prefix))
+        .cloned()
+        .collect();
+    names.iter().filter_map(|n| map.remove(n)).collect()
+}
+
 /// Where a pull outside any step's log tells what it does: nowhere (the stage's setup).
 fn untold() -> mpsc::UnboundedSender<String> {
     mpsc::unbounded_channel().0
@@ -689,8 +777,20 @@ fn untold() -> mpsc::UnboundedSender<String> {
 /// A step's container being created (its image pulled first), and the lines its pull tells.
 #[derive(Debug)]
 struct Preparing {
-    task: JoinHandle<Result<String, BackendError>>,
+    task: JoinHandle<Result<Ready, BackendError>>,
     told: mpsc::UnboundedReceiver<String>,
+}
+
+/// A step's container, created and attached to: only its start remains.
+struct Ready {
+    id: String,
+    attached: AttachContainerResults,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready").field("id", &self.id).finish()
+    }
 }
 
 impl Preparing {
@@ -701,29 +801,42 @@ impl Preparing {
     }
 }
 
-/// Creates a container once its image is there; returns its id.
+/// Creates a container once its image is there, and attaches to its output.
+///
+/// Output is taken by attaching to the container before it starts, not from `/logs`: the
+/// engine's log driver may rotate (`max-size`), and a follower of `/logs` then loses what
+/// rotated away before it read it. Attached output comes straight from the container (the
+/// engine connects its pipes before it answers the attach). No `logs` replay: it would
+/// repeat whatever the container wrote while the replay ran.
 async fn create_container(
     docker: Docker,
     pulls: Arc<Pulls>,
     spec: ContainerSpec,
     tell: mpsc::UnboundedSender<String>,
-) -> Result<String, BackendError> {
+) -> Result<Ready, BackendError> {
     pulls
         .ensure(&docker, &spec.image, spec.pull, spec.login.as_ref(), &tell)
         .await?;
     let options = CreateContainerOptionsBuilder::default()
         .name(&spec.name)
         .build();
-    docker
+    let step = &spec.step;
+    let id = docker
         .create_container(Some(options), spec.body)
         .await
-        .map(|c| c.id)
-        .map_err(|e| {
-            engine(
-                &format!("creating the container of step `{}`", spec.step),
-                e,
-            )
-        })
+        .map_err(|e| engine(&format!("creating the container of step `{step}`"), e))?
+        .id;
+    let options = AttachContainerOptionsBuilder::default()
+        .stream(true)
+        .stdout(true)
+        .stderr(true)
+        .logs(false)
+        .build();
+    let attached = docker
+        .attach_container(&id, Some(options))
+        .await
+        .map_err(|e| engine(&format!("attaching to the container of step `{step}`"), e))?;
+    Ok(Ready { id, attached })
 }
 
 /// What the engine holds under a label.

@@ -9,17 +9,20 @@ use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
 };
 use gantry_pipeline::model::{ContainerOptions, DeviceSource, Mount, Port, Pull, VolumeSource};
+use gantry_pipeline::plan::PlanStep;
 
 use gantry_proto::registry::RegistryCredential;
 
 use super::{LABEL_JOB, LABEL_RUNNER, cache};
 use crate::backend::{BackendError, JobSpec, StepSpec};
 
-/// The container a step runs in.
+/// The container a step runs in: on the stage's `network`, or in the namespace of the
+/// network `holder` it joins.
 pub(super) fn container_spec(
     job: &JobSpec,
     step: &StepSpec<'_>,
     network: &str,
+    holder: Option<&str>,
     labels: HashMap<String, String>,
 ) -> Result<ContainerSpec, BackendError> {
     let plan_step = step.step;
@@ -29,8 +32,13 @@ pub(super) fn container_spec(
             plan_step.name
         )));
     };
-    let network = network.to_owned();
-    let own_network = plan_step.network_mode.is_none();
+    let network_mode = match (&plan_step.network_mode, holder) {
+        (Some(mode), _) => mode.clone(),
+        (None, Some(holder)) => format!("container:{holder}"),
+        (None, _) => network.to_owned(),
+    };
+    // Joined to the stage's network on its own, reached there by its name.
+    let own_endpoint = network_mode == network;
     let (entrypoint, cmd) = match &plan_step.script {
         Some(script) => (
             Some(vec![plan_step.shell.clone(), "-c".to_owned()]),
@@ -57,12 +65,7 @@ pub(super) fn container_spec(
         user: plan_step.user.clone(),
         host_config: Some(HostConfig {
             binds: Some(binds(job, &plan_step.mounts)),
-            network_mode: Some(
-                plan_step
-                    .network_mode
-                    .clone()
-                    .unwrap_or_else(|| network.clone()),
-            ),
+            network_mode: Some(network_mode),
             privileged: Some(plan_step.privileged),
             memory: limits.memory_bytes.and_then(|m| i64::try_from(m).ok()),
             nano_cpus: limits
@@ -72,9 +75,9 @@ pub(super) fn container_spec(
         }),
         exposed_ports: (!plan_step.options.ports.is_empty())
             .then(|| plan_step.options.ports.iter().map(port_key).collect()),
-        networking_config: own_network.then(|| NetworkingConfig {
+        networking_config: own_endpoint.then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
-                network.clone(),
+                network.to_owned(),
                 EndpointSettings {
                     aliases: Some(vec![plan_step.name.clone()]),
                     ..Default::default()
@@ -83,24 +86,29 @@ pub(super) fn container_spec(
         }),
         ..Default::default()
     };
-    let mut name = format!(
-        "gantry-{}-{}-{}",
-        docker_name(&job.id),
-        plan_step.number,
-        docker_name(&plan_step.name)
-    );
-    if step.attempt > 1 {
-        // A retry runs in a fresh container; the earlier try's stays until `destroy`.
-        name.push_str(&format!("-try{}", step.attempt));
-    }
     Ok(ContainerSpec {
-        name,
+        name: container_name(job, plan_step, step.attempt),
         step: plan_step.name.clone(),
         login: RegistryCredential::for_image(&job.registries, &image).cloned(),
         image,
         pull: plan_step.pull,
         body,
     })
+}
+
+/// The name of the container of a step's `attempt`.
+pub(super) fn container_name(job: &JobSpec, step: &PlanStep, attempt: u32) -> String {
+    let mut name = format!(
+        "gantry-{}-{}-{}",
+        docker_name(&job.id),
+        step.number,
+        docker_name(&step.name)
+    );
+    if attempt > 1 {
+        // A retry runs in a fresh container; the earlier try's stays until `destroy`.
+        name.push_str(&format!("-try{attempt}"));
+    }
+    name
 }
 
 /// The host settings of a step's [`ContainerOptions`], each as Docker names it.
@@ -280,6 +288,7 @@ mod tests {
                 attempt,
             },
             "gantry-net",
+            None,
             labels("runner-1", job),
         )
     }
@@ -324,6 +333,42 @@ mod tests {
             "gantry-7-1-x-1-unit-tests-try2",
             "a retry runs in a fresh container"
         );
+    }
+
+    /// A step given a holder joins its namespace and carries no name of its own there;
+    /// without one it is on the stage's network under its name.
+    #[test]
+    fn a_step_joins_the_network_holder_it_is_given() {
+        let job = job(
+            "",
+            "  - name: unit\n    image: busybox\n    commands: [true]\n",
+        );
+        let spec = |holder| {
+            let step = StepSpec {
+                step: &job.stage.steps[0],
+                environment: BTreeMap::new(),
+                attempt: 1,
+            };
+            container_spec(&job, &step, "gantry-net", holder, labels("runner-1", &job))
+                .expect("a spec")
+                .body
+        };
+        let joined = spec(Some("holder-id"));
+        let mode = joined.host_config.and_then(|h| h.network_mode);
+        assert_eq!(mode.as_deref(), Some("container:holder-id"));
+        assert!(
+            joined.networking_config.is_none(),
+            "the holder carries its name"
+        );
+        let alone = spec(None);
+        let mode = alone.host_config.and_then(|h| h.network_mode);
+        assert_eq!(mode.as_deref(), Some("gantry-net"));
+        let aliases = alone
+            .networking_config
+            .and_then(|n| n.endpoints_config)
+            .and_then(|mut e| e.remove("gantry-net"))
+            .and_then(|e| e.aliases);
+        assert_eq!(aliases, Some(vec!["unit".to_owned()]));
     }
 
     /// Each container pulls with the login of its own image's registry, and with none when

@@ -287,6 +287,9 @@ impl Executor {
             while let Some(due) = scheduler.next_due() {
                 let i = match due {
                     Due::Skip(i, reason) => {
+                        if scheduler.was_prepared(i) {
+                            shared.backend.discard_step(&shared.spec, &steps[i]);
+                        }
                         let result = StepResult::skipped(&steps[i].name, reason);
                         shared.reporter.step_finished(&result);
                         results[i] = Some(result);

@@ -95,6 +95,143 @@ async fn services_are_reached_by_name_and_plugins_get_their_settings() {
     nothing_left(backend).await;
 }
 
+/// The names of the engine's containers whose name holds `part`.
+fn containers_named(part: &str) -> Vec<String> {
+    let listed = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("name={part}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Steps one after another share one network namespace (the stage's network holder), steps
+/// that may run at once do not, and every name resolves from both: a service, a detached step,
+/// a step running beside. A step made ahead whose gate then stays shut leaves no container
+/// behind while the stage goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_reach_services_detached_and_parallel_steps_by_name() {
+    let backend = docker().await;
+    // A plain YAML scalar in a block list: no `: ` in it, quotes only inside.
+    let address = "ip -o -4 addr show eth0 | awk '{print \"address\", $4}'";
+    let stage = stage(
+        DOCKER,
+        "services:\n  - name: db\n    image: IMAGE\n    commands: [mkdir -p /www, echo from-service > /www/index.html, httpd -f -p 80 -h /www]\n",
+        &format!(
+            "
+  - name: server
+    image: IMAGE
+    detach: true
+    depends_on: []
+    commands: [mkdir -p /www, echo from-detached > /www/index.html, httpd -f -p 8080 -h /www]
+  - name: listener
+    image: IMAGE
+    depends_on: []
+    commands: [mkdir -p /w, echo from-beside > /w/index.html, httpd -p 8081 -h /w, sleep 4]
+  - name: fetch
+    image: IMAGE
+    depends_on: []
+    commands:
+      - for url in db server:8080 listener:8081; do for i in $(seq 50); do wget -q -O /dev/null http://$url/ 2>/dev/null && break; sleep 0.2; done; done
+      - wget -q -O - http://db/ && wget -q -O - http://server:8080/ && wget -q -O - http://listener:8081/
+      - {address}
+  - name: own-address
+    image: IMAGE
+    extra_hosts: ['gantry-extra:127.0.0.1']
+    depends_on: [fetch]
+    commands:
+      - wget -q -O - http://db/ && wget -q -O - http://server:8080/ && wget -q -O - http://listener:8081/
+      - {address}
+  - name: first-joined
+    image: IMAGE
+    depends_on: [own-address, listener]
+    commands:
+      - wget -q -O - http://db/ && wget -q -O - http://server:8080/
+      - {address}
+      - sleep 2
+  - name: gated-out-on-success
+    image: IMAGE
+    depends_on: [first-joined]
+    when: {{status: [failure]}}
+    commands: [echo must not run]
+  - name: second-joined
+    image: IMAGE
+    depends_on: [gated-out-on-success]
+    commands:
+      - {address}
+      - sleep 3
+"
+        ),
+    );
+    let running = tokio::spawn(run(backend.clone(), stage, &[], None));
+    // Made ahead while `first-joined` runs (it sleeps to be seen), gone while
+    // `second-joined` runs.
+    let (mut gated_made_ahead, mut gated_gone) = (false, false);
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if running.is_finished() {
+            break;
+        }
+        let gated = !containers_named("-gated-out-on-success").is_empty();
+        gated_made_ahead |= gated;
+        if gated_made_ahead && !gated && !containers_named("-second-joined").is_empty() {
+            gated_gone = true;
+            break;
+        }
+    }
+    let run = running.await.expect("the stage ran");
+    let text = run.recorder.all_text();
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[
+            ("server", "success"),
+            ("listener", "success"),
+            ("fetch", "success"),
+            ("own-address", "success"),
+            ("first-joined", "success"),
+            ("gated-out-on-success", "skipped"),
+            ("second-joined", "success"),
+            ("db", "success"),
+        ]),
+        "{text}"
+    );
+    // What a step printed, without the shell's echo of each command.
+    let lines = |step| {
+        let mut printed = run.recorder.lines(step);
+        printed.retain(|l| !l.starts_with("+ "));
+        printed
+    };
+    let address_of = |step| {
+        lines(step)
+            .into_iter()
+            .find_map(|l| l.strip_prefix("address ").map(str::to_owned))
+            .unwrap_or_else(|| panic!("`{step}` printed no address: {text}"))
+    };
+    let fetched = ["from-service", "from-detached", "from-beside"];
+    assert_eq!(lines("fetch")[..3], fetched, "{text}");
+    assert_eq!(lines("own-address")[..3], fetched, "{text}");
+    assert_eq!(lines("first-joined")[..2], fetched[..2], "{text}");
+    assert_eq!(
+        address_of("first-joined"),
+        address_of("second-joined"),
+        "steps one after another share the holder's address"
+    );
+    assert_ne!(address_of("fetch"), address_of("first-joined"));
+    assert_ne!(address_of("own-address"), address_of("first-joined"));
+    assert!(
+        gated_made_ahead,
+        "no container was made ahead for the step after `first-joined`"
+    );
+    assert!(
+        gated_gone,
+        "the container made ahead for the step whose gate stayed shut was still there while the stage went on"
+    );
+    nothing_left(backend).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
     let backend = docker().await;
