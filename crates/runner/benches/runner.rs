@@ -1,16 +1,19 @@
 //! Runner overheads, as ratios against baselines measured in the same run (the machines are
 //! noisy, so variants are interleaved and each figure is a median):
 //! - docker: a 20-step pipeline of `true` vs `docker run --rm IMAGE true` x20 with the CLI,
-//!   and vs a bare bollard loop (create, start, wait, remove) x20. Targets: <= 0.7x the CLI,
-//!   <= 1.1x the bare loop.
+//!   vs a bare bollard loop (create, start, wait, remove) x20, and vs act running the same 20
+//!   steps as a GitHub Actions job in the same image. Targets: <= 0.8x the CLI, <= 1.1x the
+//!   bare loop, below act.
 //! - local: 20 `true` steps vs `sh -c true` spawned 20 times. Target: <= 2x.
 //! - logs: a step writing 200 MB of lines, until the last line reached the reporter, vs
 //!   `docker run IMAGE ... > /dev/null`. Target: <= 1.3x.
 //!
-//! Needs the Docker engine and the test image (`scripts/test-image`).
+//! Needs the Docker engine and the test image (`scripts/test-image`); installs act with
+//! `scripts/bench-tools`.
 //! `cargo bench -p gantry-runner --bench runner` (`GANTRY_BENCH_ROUNDS`, default 3).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +143,56 @@ async fn bollard_loop(docker: &Docker) -> Duration {
     started.elapsed()
 }
 
+/// A folder holding a git repository whose one workflow runs `true` in 20 steps.
+fn act_workflow() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gantry-bench-act-{}", std::process::id()));
+    let workflows = dir.join(".github/workflows");
+    std::fs::create_dir_all(&workflows).expect("a temp dir");
+    let steps: String = (0..STEPS).map(|_| "      - run: \"true\"\n").collect();
+    std::fs::write(
+        workflows.join("bench.yml"),
+        format!(
+            "on: push\ndefaults:\n  run:\n    shell: sh\njobs:\n  bench:\n    runs-on: ubuntu-latest\n    steps:\n{steps}"
+        ),
+    )
+    .expect("write the workflow");
+    for args in [
+        &["init", "-q"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@localhost",
+            "commit",
+            "-qm",
+            "bench",
+        ],
+    ] {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    }
+    dir
+}
+
+fn act_loop(act: &Path, workflow: &Path) -> Duration {
+    let started = Instant::now();
+    let status = Command::new(act)
+        .args(["push", "--pull=false", "-P"])
+        .arg(format!("ubuntu-latest={IMAGE}"))
+        .current_dir(workflow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("act");
+    assert!(status.success(), "act failed");
+    started.elapsed()
+}
+
 fn sh_loop() -> Duration {
     let started = Instant::now();
     for _ in 0..STEPS {
@@ -197,6 +250,12 @@ fn main() {
         "needs Docker and {}",
         script.display()
     );
+    let tools = Command::new(gantry_test_support::repo_root().join("scripts/bench-tools"))
+        .output()
+        .expect("scripts/bench-tools");
+    assert!(tools.status.success(), "scripts/bench-tools failed");
+    let act = PathBuf::from(String::from_utf8_lossy(&tools.stdout).trim());
+    let workflow = act_workflow();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,6 +284,10 @@ fn main() {
                 .entry("docker bollard")
                 .or_default()
                 .push(bollard_loop(&docker).await);
+            figures
+                .entry("docker act")
+                .or_default()
+                .push(act_loop(&act, &workflow));
             figures.entry("local gantry").or_default().push(
                 gantry(Arc::clone(&local), true_steps("exec"), round + 100)
                     .await
@@ -252,6 +315,7 @@ fn main() {
             "docker gantry",
             "docker cli",
             "docker bollard",
+            "docker act",
             "local gantry",
             "local sh",
             "logs gantry",
@@ -259,14 +323,23 @@ fn main() {
         ] {
             println!("  {key:<15} {:>8.3} s", m(key).as_secs_f64());
         }
+        let _ = std::fs::remove_dir_all(&workflow);
         println!("ratios (target):");
         println!(
-            "  docker: gantry / CLI loop      = {:.2} (<= 0.7)",
+            "  docker: gantry / CLI loop      = {:.2} (<= 0.8)",
             ratio(m("docker gantry"), m("docker cli"))
         );
         println!(
             "  docker: gantry / bollard loop  = {:.2} (<= 1.1)",
             ratio(m("docker gantry"), m("docker bollard"))
+        );
+        println!(
+            "  docker: act / CLI loop         = {:.2}",
+            ratio(m("docker act"), m("docker cli"))
+        );
+        println!(
+            "  docker: gantry / act           = {:.2} (< 1)",
+            ratio(m("docker gantry"), m("docker act"))
         );
         println!(
             "  local:  gantry / sh -c true    = {:.2} (<= 2)",
