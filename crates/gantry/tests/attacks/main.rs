@@ -311,6 +311,90 @@ fn two_servers_on_one_engine_run_builds_side_by_side() {
     second.process.stop();
 }
 
+/// Attack 5 (isolation), tried when steps began to share a namespace for speed: steps that run
+/// one after another join their stage's network holder, a container made once per stage.
+/// Another build on the same runner, told the holder's address, still reaches nothing of it
+/// (each stage is on its own network), while its own service answers by name (the control),
+/// and the page is served where it runs (the first build fetches it itself).
+#[test]
+fn another_build_cannot_reach_the_steps_of_a_stage() {
+    let dir = TempDir::new("attack-holder");
+    let runner = format!("attack-holder-{}", std::process::id());
+    let (mut server, token) = server_with_runner(dir.path(), &runner, &["--runner-capacity", "2"]);
+    let victim = GitRepo::new();
+    let serving = format!(
+        "kind: pipeline\nname: ci\nclone: {{disable: true}}\nsteps:\n  - name: serve\n    image: {IMAGE}\n    commands:\n      - mkdir -p /w && echo victim-page > /w/index.html\n      - httpd -p 8080 -h /w\n      - wget -q -O - http://127.0.0.1:8080/\n      - sleep 20\n  - name: after\n    image: {IMAGE}\n    commands: [echo after]\n"
+    );
+    let sha = victim.commit(&[(".gantry.yml", &serving)], "serve");
+    add_repo(&server.url, &token, "victim", &victim, false);
+    push(&server.url, "victim", &sha, "d-victim");
+    wait_build(&server.url, &token, "victim", 1, "serving", |b| {
+        b["stages"][0]["steps"][0]["status"] == "running"
+    });
+    let holder = Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=gantry.runner={runner}"),
+            "--filter",
+            "name=-network$",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .expect("runs docker");
+    let holder = String::from_utf8_lossy(&holder.stdout).trim().to_owned();
+    assert!(
+        !holder.is_empty() && !holder.contains('\n'),
+        "one network holder: {holder:?} of {}",
+        containers_of(&runner)
+    );
+    let inspected = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &holder,
+        ])
+        .output()
+        .expect("runs docker");
+    let address = String::from_utf8_lossy(&inspected.stdout).trim().to_owned();
+    assert!(
+        address.parse::<std::net::Ipv4Addr>().is_ok(),
+        "the holder's address: {address:?}"
+    );
+
+    let attacker = GitRepo::new();
+    let probing = format!(
+        "kind: pipeline\nname: ci\nclone: {{disable: true}}\nservices:\n  - name: web\n    image: {IMAGE}\n    commands: [mkdir -p /w, echo own-service > /w/index.html, httpd -f -p 8080 -h /w]\nsteps:\n  - name: probe\n    image: {IMAGE}\n    commands:\n      - for i in $(seq 50); do wget -q -O /dev/null http://web:8080/ 2>/dev/null && break; sleep 0.2; done\n      - wget -q -O - http://web:8080/\n      - if wget -q -T 3 -O - http://{address}:8080/; then echo reached-the-victim; else echo victim-unreachable; fi\n  - name: after\n    image: {IMAGE}\n    commands: [echo after]\n"
+    );
+    let sha = attacker.commit(&[(".gantry.yml", &probing)], "probe");
+    add_repo(&server.url, &token, "attacker", &attacker, false);
+    push(&server.url, "attacker", &sha, "d-attacker");
+    let probe = wait_build(&server.url, &token, "attacker", 1, "finished", finished);
+    let probed = all_logs(&server.url, &token, "attacker", &probe);
+    assert_eq!(probe["status"], "success", "{probe:#}\n{probed}");
+    assert!(
+        probed.contains("own-service"),
+        "the control: its own service answers by name:\n{probed}"
+    );
+    assert!(
+        probed.contains("victim-unreachable") && !probed.contains("victim-page"),
+        "another build reached the victim's steps at {address}:\n{probed}"
+    );
+    let victim_build = wait_build(&server.url, &token, "victim", 1, "finished", finished);
+    let served = all_logs(&server.url, &token, "victim", &victim_build);
+    assert_eq!(
+        victim_build["status"], "success",
+        "{victim_build:#}\n{served}"
+    );
+    assert!(
+        served.contains("victim-page"),
+        "the page was served where it runs:\n{served}"
+    );
+    server.process.stop();
+}
+
 /// A second runner of a live runner's name is refused before it touches anything; one that
 /// shares another's data folder is refused at once; a restarted runner (same folder) is not.
 #[test]
