@@ -50,6 +50,24 @@ enum Phase {
     Done,
 }
 
+/// The steps each step waits for (its `depends_on`), by index.
+pub(crate) fn parents(steps: &[PlanStep]) -> Vec<Vec<usize>> {
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    steps
+        .iter()
+        .map(|s| {
+            s.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect()
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 pub(crate) struct Scheduler<'a> {
     steps: &'a [PlanStep],
@@ -68,23 +86,9 @@ pub(crate) struct Scheduler<'a> {
 impl<'a> Scheduler<'a> {
     /// `services_errored`: a service could not start, so the stage is failing from the start.
     pub(crate) fn new(steps: &'a [PlanStep], services_errored: bool) -> Self {
-        let index: HashMap<&str, usize> = steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
-        let parents = steps
-            .iter()
-            .map(|s| {
-                s.depends_on
-                    .iter()
-                    .filter_map(|d| index.get(d.as_str()).copied())
-                    .collect()
-            })
-            .collect();
         Self {
             steps,
-            parents,
+            parents: parents(steps),
             phase: vec![Phase::Waiting; steps.len()],
             prepared: vec![false; steps.len()],
             gate: if services_errored {

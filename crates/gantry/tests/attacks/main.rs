@@ -331,34 +331,33 @@ fn another_build_cannot_reach_the_steps_of_a_stage() {
     wait_build(&server.url, &token, "victim", 1, "serving", |b| {
         b["stages"][0]["steps"][0]["status"] == "running"
     });
-    let holder = Command::new("docker")
-        .args([
-            "ps",
-            "--filter",
-            &format!("label=gantry.runner={runner}"),
-            "--filter",
-            "name=-network$",
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()
-        .expect("runs docker");
-    let holder = String::from_utf8_lossy(&holder.stdout).trim().to_owned();
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("runs docker");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let holder = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=gantry.runner={runner}"),
+        "--filter",
+        "name=-network$",
+        "--format",
+        "{{.Names}}",
+    ]);
     assert!(
         !holder.is_empty() && !holder.contains('\n'),
         "one network holder: {holder:?} of {}",
         containers_of(&runner)
     );
-    let inspected = Command::new("docker")
-        .args([
-            "inspect",
-            "--format",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &holder,
-        ])
-        .output()
-        .expect("runs docker");
-    let address = String::from_utf8_lossy(&inspected.stdout).trim().to_owned();
+    let address = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &holder,
+    ]);
     assert!(
         address.parse::<std::net::Ipv4Addr>().is_ok(),
         "the holder's address: {address:?}"

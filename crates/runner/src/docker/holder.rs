@@ -41,20 +41,7 @@ const PROGRAM: &str = "/holder";
 /// step, so that no two of them ever run at once.
 pub(super) fn members(stage: &Stage) -> HashSet<String> {
     let steps = &stage.steps;
-    let index: HashMap<&str, usize> = steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let parents: Vec<Vec<usize>> = steps
-        .iter()
-        .map(|s| {
-            s.depends_on
-                .iter()
-                .filter_map(|d| index.get(d.as_str()).copied())
-                .collect()
-        })
-        .collect();
+    let parents = crate::schedule::parents(steps);
     // Each step's ancestors: the steps it waits for, directly or through others.
     let ancestors: Vec<HashSet<usize>> = (0..steps.len())
         .map(|i| {
