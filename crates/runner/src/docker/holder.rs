@@ -225,6 +225,22 @@ pub(super) async fn create(
         )
         .await
         .map_err(|e| engine("starting the stage's network holder", e))?;
+    // A program the engine's machine cannot run ends at once; steps could not join it.
+    let running = docker
+        .inspect_container(
+            &id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(|e| engine("inspecting the stage's network holder", e))?
+        .state
+        .and_then(|state| state.running)
+        .unwrap_or(false);
+    if !running {
+        return Err(BackendError::Engine(
+            "the stage's network holder stopped as soon as it started".to_owned(),
+        ));
+    }
     Ok(id)
 }
 
