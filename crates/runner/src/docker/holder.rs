@@ -18,8 +18,8 @@
 //!
 //! The holder runs a program that only waits: a few machine instructions in an ELF file made
 //! here, imported as the local image [`IMAGE`], since no image can be assumed to be pullable
-//! or to hold a `sleep`. Engines of another architecture than x86-64 or arm64 get no holder,
-//! and their steps join the stage's network each on their own, as they always did.
+//! or to hold a `sleep`. Engines other than Linux on x86-64 or arm64 get no holder, and their
+//! steps join the stage's network each on their own, as they always did.
 
 use std::collections::{HashMap, HashSet};
 
@@ -130,8 +130,8 @@ pub(super) fn program(architecture: &str) -> Option<Vec<u8>> {
     Some(elf)
 }
 
-/// Makes the holder's image on the engine unless it is there. Ok(false) when the engine's
-/// architecture has no holder program.
+/// Makes the holder's image on the engine unless it is there. Ok(false) when the engine is
+/// not a Linux one or its architecture has no holder program.
 pub(super) async fn ensure_image(docker: &Docker) -> Result<bool, BackendError> {
     if docker.inspect_image(IMAGE).await.is_ok() {
         return Ok(true);
@@ -140,6 +140,10 @@ pub(super) async fn ensure_image(docker: &Docker) -> Result<bool, BackendError> 
         .info()
         .await
         .map_err(|e| engine("asking the engine for its architecture", e))?;
+    // The program is a Linux one; a Windows engine's steps join the network one by one.
+    if info.os_type.as_deref() != Some("linux") {
+        return Ok(false);
+    }
     let Some(program) = info.architecture.as_deref().and_then(program) else {
         return Ok(false);
     };
