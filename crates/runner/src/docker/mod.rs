@@ -249,6 +249,12 @@ impl DockerBackend {
             })
     }
 
+    fn record_network(&self, job: &JobSpec, network: StageNetwork) {
+        if let Ok(mut networks) = self.networks.lock() {
+            networks.insert(job.id.clone(), network);
+        }
+    }
+
     /// Starts the stage's network holder when two or more of its steps can join it; None
     /// when fewer can or the engine's architecture has no holder program.
     async fn start_holder(
@@ -428,30 +434,33 @@ impl Backend for DockerBackend {
 
     async fn setup(&self, job: &JobSpec) -> Result<(), BackendError> {
         let labels = spec::labels(&self.runner, job);
-        let mut network = self.job_network(job);
-        match self.take_spare() {
-            Some(spare) => {
-                network = StageNetwork {
-                    name: spare,
-                    spare: true,
-                    holder: None,
-                };
-                if let Ok(mut networks) = self.networks.lock() {
-                    networks.insert(job.id.clone(), network.clone());
-                }
-            }
+        let mut network = match self.take_spare() {
+            Some(spare) => StageNetwork {
+                name: spare,
+                spare: true,
+                holder: None,
+            },
             None => {
+                let name = spec::network(job);
                 self.docker
                     .create_network(NetworkCreateRequest {
-                        name: network.name.clone(),
+                        name: name.clone(),
                         driver: Some("bridge".to_owned()),
                         labels: Some(labels.clone()),
                         ..Default::default()
                     })
                     .await
                     .map_err(|e| engine("creating the stage's network", e))?;
+                StageNetwork {
+                    name,
+                    spare: false,
+                    holder: None,
+                }
             }
-        }
+        };
+        // Recorded before the next await: `destroy` removes a spare network by this name even
+        // when setup stops half-way.
+        self.record_network(job, network.clone());
         // Without a holder, each step joins the stage's network on its own: slower, the same.
         match self.start_holder(job, &network.name, labels.clone()).await {
             Ok(holder) => network.holder = holder,
@@ -459,9 +468,7 @@ impl Backend for DockerBackend {
                 tracing::warn!(job = %job.id, error = %e, "the stage's steps join its network one by one")
             }
         }
-        if let Ok(mut networks) = self.networks.lock() {
-            networks.insert(job.id.clone(), network);
-        }
+        self.record_network(job, network);
         let mut volumes = vec![(spec::workspace_volume(job), false)];
         for volume in &job.stage.volumes {
             if let VolumeSource::Temp { memory } = volume.source {
