@@ -1,8 +1,9 @@
 //! Images on the runner: each pulled once at a time per runner (stages that need the same
 //! image wait for one pull), within the runner's pull timeout, with the login of its
 //! registry, and told in the step's log as it happens (which image, from where, each layer
-//! once, how far the downloads got every few seconds, bytes and time at the end). An image already here adds nothing to the log: a line there would shift
-//! the numbers of every line a step prints.
+//! once, how far the downloads got every few seconds, bytes and time at the end), or that
+//! the image was already here. Each line starts with `gantry: `, as every line gantry adds to
+//! a step's log does, so that readers (and the log view) tell them from the step's output.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,7 @@ impl Pulls {
         tell: &mpsc::UnboundedSender<String>,
     ) -> Result<(), BackendError> {
         if self.known(image) && pull != Pull::Always {
+            say(tell, present(image));
             return Ok(());
         }
         let gate = self
@@ -90,6 +92,12 @@ impl Pulls {
         let waited = gate.try_lock().is_err();
         let _held = gate.lock().await;
         if waited && self.known(image) {
+            say(
+                tell,
+                format!(
+                    "{image} was pulled for another stage on this runner while this one waited"
+                ),
+            );
             return Ok(());
         }
         let fetched = tokio::time::timeout(self.timeout, fetch(docker, image, pull, login, tell))
@@ -113,6 +121,15 @@ impl Pulls {
         }
         fetched
     }
+}
+
+/// Tells one line of gantry's in the step's log.
+fn say(tell: &mpsc::UnboundedSender<String>, line: String) {
+    let _ = tell.send(format!("gantry: {line}"));
+}
+
+fn present(image: &str) -> String {
+    format!("image {image} is already on this runner")
 }
 
 /// How often a long download says how far it got.
@@ -208,7 +225,10 @@ async fn fetch(
 ) -> Result<(), BackendError> {
     let present = docker.inspect_image(image).await.is_ok();
     match pull {
-        Pull::IfNotExists | Pull::Never if present => return Ok(()),
+        Pull::IfNotExists | Pull::Never if present => {
+            say(tell, self::present(image));
+            return Ok(());
+        }
         Pull::Never => {
             return Err(BackendError::ImagePull {
                 image: image.to_owned(),
@@ -231,7 +251,7 @@ async fn fetch(
         .push(format!("pulling {image} from {host} {how}"));
     let tell_new = |progress: &mut Progress| {
         for line in progress.untold() {
-            let _ = tell.send(line);
+            say(tell, line);
         }
     };
     tell_new(&mut progress);

@@ -438,14 +438,14 @@ pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Bac
             ("hopeless", "failure")
         ])
     );
-    let slow = run.recorder.lines("slow");
+    let slow = run.recorder.said("slow");
     assert!(
         slow.iter()
             .any(|l| l.starts_with("gantry: try 1 of 2 failed (timed out after 1s)")),
         "a timed-out try is retried: {slow:#?}"
     );
     assert_eq!(slow.last().map(String::as_str), Some("quick"));
-    let lines = run.recorder.lines("flaky");
+    let lines = run.recorder.said("flaky");
     let notes: Vec<&String> = lines
         .iter()
         .filter(|l| l.starts_with("gantry: try"))

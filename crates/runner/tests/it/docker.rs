@@ -317,7 +317,7 @@ async fn a_private_image_pulls_with_the_stages_login() {
         outcomes.push((
             step.status,
             step.error.clone().unwrap_or_default(),
-            run.recorder.lines("private"),
+            run.recorder.said("private"),
         ));
     }
     let (status, error, _) = &outcomes[0];
@@ -347,7 +347,7 @@ async fn a_private_image_pulls_with_the_stages_login() {
     assert_eq!(
         lines[0],
         format!(
-            "pulling {} from {} with the login of `{}` from secret `docker`",
+            "gantry: pulling {} from {} with the login of `{}` from secret `docker`",
             registry::IMAGE,
             registry::HOST,
             registry::USERNAME
@@ -356,7 +356,7 @@ async fn a_private_image_pulls_with_the_stages_login() {
     );
     // Its one layer may be here already (the local test image holds the same bytes): the
     // engine then downloads none.
-    let done = format!("pulled {}: ", registry::IMAGE);
+    let done = format!("gantry: pulled {}: ", registry::IMAGE);
     assert!(
         lines
             .iter()
@@ -368,7 +368,8 @@ async fn a_private_image_pulls_with_the_stages_login() {
 }
 
 /// Two stages on one runner that need the same image not yet here wait for one pull: one
-/// step's log tells the pull, the other's nothing.
+/// step's log tells the pull, the other's that the image came while it waited; a third
+/// stage's that the image is already here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_needing_one_image_wait_for_one_pull() {
     let backend = docker().await;
@@ -379,15 +380,33 @@ async fn stages_needing_one_image_wait_for_one_pull() {
         run_job(backend.clone(), job(), None),
         run_job(backend.clone(), job(), None)
     );
-    let mut pulls = 0;
-    for run in [&first, &second] {
+    let third = run_job(backend.clone(), job(), None).await;
+    let mut firsts = Vec::new();
+    for run in [&first, &second, &third] {
         let step = run.result.step("private").expect("the step");
         assert_eq!(step.status, StepState::Success, "{:?}", step.error);
-        let lines = run.recorder.lines("private");
-        assert!(lines.contains(&"ran".to_owned()), "{lines:?}");
-        pulls += lines.iter().filter(|l| l.starts_with("pulling ")).count();
+        let lines = run.recorder.said("private");
+        assert_eq!(lines.last().map(String::as_str), Some("ran"), "{lines:?}");
+        firsts.push(lines[0].clone());
     }
-    assert_eq!(pulls, 1, "one pull for both stages");
+    let pulling = format!("gantry: pulling {} from ", registry::IMAGE);
+    let waited = format!(
+        "gantry: {} was pulled for another stage on this runner while this one waited",
+        registry::IMAGE
+    );
+    let present = format!(
+        "gantry: image {} is already on this runner",
+        registry::IMAGE
+    );
+    let mut concurrent = firsts[..2].to_vec();
+    concurrent.sort();
+    // The second stage waits for the first's pull, unless it asks after that pull ended.
+    assert!(
+        (concurrent[0] == waited || concurrent[0] == present)
+            && concurrent[1].starts_with(&pulling),
+        "one pull for both stages: {firsts:?}"
+    );
+    assert_eq!(firsts[2], present);
     nothing_left(backend).await;
 }
 

@@ -56,9 +56,19 @@ impl Recorder {
             .unwrap_or_default()
     }
 
-    /// The text of every line a step logged, in order.
-    pub fn lines(&self, step: &str) -> Vec<String> {
+    /// The text of every line a step logged, in order, gantry's own (`gantry: ...`) among
+    /// them.
+    pub fn said(&self, step: &str) -> Vec<String> {
         self.step_lines(step).into_iter().map(|l| l.text).collect()
+    }
+
+    /// What the step itself printed, in order: its log without gantry's lines (pulls,
+    /// retries), which differ between backends.
+    pub fn lines(&self, step: &str) -> Vec<String> {
+        self.said(step)
+            .into_iter()
+            .filter(|l| !l.starts_with("gantry: "))
+            .collect()
     }
 
     /// The numbers of a step's lines, in the order they were logged.
