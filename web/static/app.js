@@ -83,15 +83,16 @@
       (style.length ? ' style="' + style.join(';') + '"' : '') + '>';
   }
 
-  // One line to HTML; `state` is updated for the next line.
-  function ansiToHtml(text, state) {
+  // One line to HTML; `state` is updated for the next line. With `mark` (a global RegExp),
+  // its matches in each run of text are marked.
+  function ansiToHtml(text, state, mark) {
     var cr = text.lastIndexOf('\r');
     if (cr >= 0 && cr < text.length - 1) text = text.slice(cr + 1);
     text = text.replace(/\x1b\][^\x07\x1b]*(\x07|\x1b\\)/g, '');
     var out = '', last = 0, open = openSpan(state), re = /\x1b\[([0-9;?]*)([A-Za-z])/g, m;
     out += open;
     while ((m = re.exec(text)) !== null) {
-      out += escapeHtml(text.slice(last, m.index));
+      out += markHtml(text.slice(last, m.index), mark);
       last = re.lastIndex;
       if (m[2] !== 'm') continue;
       if (open) out += '</span>';
@@ -99,7 +100,7 @@
       open = openSpan(state);
       out += open;
     }
-    out += escapeHtml(text.slice(last).replace(/\x1b/g, ''));
+    out += markHtml(text.slice(last).replace(/\x1b/g, ''), mark);
     if (open) out += '</span>';
     return out;
   }
@@ -107,6 +108,171 @@
   // ----- the step log --------------------------------------------------------------------
 
   var PAGE = 500;
+  // A search keeps at most this many matches (the count then reads "100000+").
+  var MAX_MATCHES = 100000;
+
+  function escapeRegExp(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }
+
+  // Plain text to HTML with each match of `re` (global) marked.
+  function markHtml(text, re) {
+    if (!re || !text) return escapeHtml(text);
+    var out = '', last = 0, m;
+    re.lastIndex = 0;
+    while ((m = re.exec(text)) !== null) {
+      if (m[0] === '') { re.lastIndex++; continue; }
+      out += escapeHtml(text.slice(last, m.index)) + '<mark>' + escapeHtml(m[0]) + '</mark>';
+      last = m.index + m[0].length;
+    }
+    return out + escapeHtml(text.slice(last));
+  }
+
+  // Finds in the whole log: the server searches what it stores, window by window (so the
+  // first matches come at once), and lines that arrive live are searched here.
+  function Finder(view, api, bar) {
+    var input = bar.querySelector('.find-q');
+    var caseBox = bar.querySelector('.find-case');
+    var regexBox = bar.querySelector('.find-regex');
+    var count = bar.querySelector('.find-count');
+    var generation = 0;
+    var timer = null;
+    var s = null;   // the search under way: {re, matches, current, done, searchedTo, more}
+
+    function say(text) { count.textContent = text; }
+
+    function tell() {
+      if (!s) { say(''); return; }
+      if (s.error) { say(s.error); return; }
+      var n = s.matches.length;
+      var of = n + (s.more || !s.done ? '+' : '');
+      if (!n) say(s.done ? 'no match' : 'searching…');
+      else say((s.current + 1) + ' of ' + of);
+    }
+
+    function clear() {
+      generation++;
+      s = null;
+      tell();
+      view.searchChanged(null);
+    }
+
+    function start() {
+      var q = input.value;
+      generation++;
+      if (!q) { clear(); return; }
+      var re;
+      try {
+        re = new RegExp(regexBox.checked ? q : escapeRegExp(q), caseBox.checked ? 'g' : 'gi');
+      } catch (e) {
+        s = { error: 'not a regular expression' };
+        tell();
+        view.searchChanged(null);
+        return;
+      }
+      s = { re: re, matches: [], current: -1, done: false, searchedTo: 0, more: false, gen: generation,
+        q: q, cased: caseBox.checked, regex: regexBox.checked, started: performance.now() };
+      view.searchChanged(s);
+      tell();
+      fetchWindow(1, 20000);
+    }
+
+    function fetchWindow(from, lines) {
+      var mine = s;
+      var url = api + '/search?q=' + encodeURIComponent(mine.q) + '&case=' + mine.cased +
+        '&regex=' + mine.regex + '&from=' + from + '&lines=' + lines;
+      fetch(url, { credentials: 'same-origin' }).then(function (r) {
+        return r.json().then(function (body) { return { ok: r.ok, body: body }; });
+      }).then(function (answer) {
+        if (s !== mine) return;
+        if (!answer.ok) { s.error = answer.body.error || 'the search failed'; s.done = true; tell(); return; }
+        var body = answer.body;
+        body.matches.forEach(function (n) {
+          if (s.matches.length < MAX_MATCHES) s.matches.push(n); else s.more = true;
+        });
+        s.searchedTo = Math.max(s.searchedTo, body.searched_to);
+        if (s.current < 0 && s.matches.length) {
+          if (s.firstAt === undefined) s.firstAt = performance.now() - s.started;
+          s.current = firstFrom(view.topLine());
+          view.reveal(s.matches[s.current]);
+        }
+        if (body.next && !s.more) {
+          fetchWindow(body.next, 250000);
+        } else {
+          s.done = true;
+          // Lines this page received live after the server's last window looked.
+          view.heldAfter(s.searchedTo).forEach(live);
+          if (s.current < 0 && s.matches.length) { s.current = 0; view.reveal(s.matches[0]); }
+        }
+        tell();
+        view.searchChanged(s);
+      }).catch(function () { if (s === mine) { s.error = 'the search failed'; tell(); } });
+    }
+
+    // The first match at or after line `n`, else the first.
+    function firstFrom(n) {
+      for (var i = 0; i < s.matches.length; i++) if (s.matches[i] >= n) return i;
+      return 0;
+    }
+
+    // A line that arrived live: searched here once the server's search is done.
+    function live(line) {
+      if (!s || !s.done || s.error || line.n <= s.searchedTo) return;
+      s.searchedTo = line.n;
+      s.re.lastIndex = 0;
+      if (!s.re.test(line.text)) return;
+      if (s.matches.length >= MAX_MATCHES) { s.more = true; return; }
+      s.matches.push(line.n);
+      if (s.current < 0) { s.current = 0; view.reveal(line.n); }
+      tell();
+      view.searchChanged(s);
+    }
+
+    function step(by) {
+      if (!s || !s.matches.length) return;
+      s.current = (s.current + by + s.matches.length) % s.matches.length;
+      view.reveal(s.matches[s.current]);
+      tell();
+      view.searchChanged(s);
+    }
+
+    function open() {
+      bar.hidden = false;
+      input.focus();
+      input.select();
+    }
+
+    function close() {
+      bar.hidden = true;
+      clear();
+      view.focus();
+    }
+
+    function later() {
+      clearTimeout(timer);
+      timer = setTimeout(start, 150);
+    }
+
+    input.addEventListener('input', later);
+    caseBox.addEventListener('change', start);
+    regexBox.addEventListener('change', start);
+    input.addEventListener('keydown', function (event) {
+      if (event.key === 'Enter') { event.preventDefault(); step(event.shiftKey ? -1 : 1); }
+      else if (event.key === 'Escape') { event.preventDefault(); close(); }
+    });
+    bar.querySelector('.find-next').addEventListener('click', function () { step(1); });
+    bar.querySelector('.find-prev').addEventListener('click', function () { step(-1); });
+    bar.querySelector('.find-close').addEventListener('click', close);
+
+    return {
+      open: open,
+      live: live,
+      current: function () { return s && s.current >= 0 ? s.matches[s.current] : null; },
+      state: function () {
+        return s ? { matches: s.matches.length, current: s.current, done: s.done, firstAt: s.firstAt,
+          error: s.error || null } : null;
+      },
+      stop: function () { generation++; s = null; clearTimeout(timer); }
+    };
+  }
 
   function LogView(el) {
     var api = el.dataset.api;
@@ -123,6 +289,9 @@
     var scheduled = false;
     var liveState = null;    // ansi state after the last live line
     var lastLive = 0;
+    var source = null;
+    var search = null;       // the finder's search, for highlighting
+    var gone = false;
 
     function pageOf(n) { return Math.floor((n - 1) / PAGE); }
 
@@ -140,7 +309,11 @@
 
     function store(line, state) {
       var pg = page(pageOf(line.n));
-      pg.lines[(line.n - 1) % PAGE] = { t: line.t, html: ansiToHtml(line.text, state) };
+      // gantry's own lines (pulls, retries) are told apart from the step's output.
+      var own = line.text.lastIndexOf('gantry: ', 0) === 0;
+      var start = Object.assign({}, state);
+      pg.lines[(line.n - 1) % PAGE] = { t: line.t, own: own, text: line.text, start: start,
+        html: ansiToHtml(line.text, state) };
       if (line.n > total) total = line.n;
     }
 
@@ -152,6 +325,7 @@
       fetch(api + '/lines?from=' + (p * PAGE + 1) + '&limit=' + PAGE, { credentials: 'same-origin' })
         .then(function (r) { return r.json(); })
         .then(function (body) {
+          if (gone) return;
           var before = pages.get(p - 1);
           var state = before && before.end ? Object.assign({}, before.end) : freshState();
           body.lines.forEach(function (line) { store(line, state); });
@@ -167,7 +341,7 @@
     }
 
     function schedule() {
-      if (scheduled) return;
+      if (scheduled || gone) return;
       scheduled = true;
       requestAnimationFrame(function () { scheduled = false; render(); });
     }
@@ -177,20 +351,32 @@
       return String(Math.floor(s / 60)).padStart(2, '0') + ':' + String(s % 60).padStart(2, '0') + '.' + String(ms % 1000).padStart(3, '0');
     }
 
+    // A line's HTML, with the search's matches marked when one is under way.
+    function lineHtml(line) {
+      if (!search || !search.re) return { html: line.html, hit: false };
+      search.re.lastIndex = 0;
+      if (!search.re.test(line.text)) return { html: line.html, hit: false };
+      return { html: ansiToHtml(line.text, Object.assign({}, line.start), search.re), hit: true };
+    }
+
     function render() {
+      if (gone) return;
       spacer.style.height = (total * lh) + 'px';
       if (following) el.scrollTop = el.scrollHeight;
       var first = Math.max(1, Math.floor(el.scrollTop / lh) - 20);
       var last = Math.min(total, Math.ceil((el.scrollTop + el.clientHeight) / lh) + 20);
+      var current = finder ? finder.current() : null;
       var html = [];
       for (var n = first; n <= last; n++) {
         var pg = pages.get(pageOf(n));
         if (!pg) load(pageOf(n));
         var line = pg && pg.lines[(n - 1) % PAGE];
-        var hl = selection && n >= selection[0] && n <= selection[1] ? ' hl' : '';
-        html.push('<div class="line' + hl + '" id="L' + n + '"><a class="num" data-n="' + n + '" href="#L' + n + '">' + n +
+        var shown = line ? lineHtml(line) : { html: '', hit: false };
+        var cls = (selection && n >= selection[0] && n <= selection[1] ? ' hl' : '') +
+          (line && line.own ? ' own' : '') + (shown.hit ? ' match' : '') + (n === current ? ' current' : '');
+        html.push('<div class="line' + cls + '" id="L' + n + '"><a class="num" data-n="' + n + '" href="#L' + n + '">' + n +
           '</a><span class="ts">' + (line ? ts(line.t) : '') + '</span><span class="text">' +
-          (line ? line.html : '') + '</span></div>');
+          shown.html + '</span></div>');
       }
       rows.style.transform = 'translateY(' + ((first - 1) * lh) + 'px)';
       rows.innerHTML = html.join('');
@@ -203,11 +389,15 @@
       return [Math.min(a, b), Math.max(a, b)];
     }
 
+    function reveal(n) {
+      following = false;
+      el.scrollTop = Math.max(0, (n - 1) * lh - el.clientHeight / 3);
+      schedule();
+    }
+
     function goTo(range) {
       selection = range;
-      following = false;
-      el.scrollTop = Math.max(0, (range[0] - 1) * lh - el.clientHeight / 3);
-      schedule();
+      reveal(range[0]);
     }
 
     el.addEventListener('scroll', function () {
@@ -223,17 +413,27 @@
       var range = event.shiftKey && anchor ? [Math.min(anchor, n), Math.max(anchor, n)] : [n, n];
       if (!event.shiftKey) anchor = n;
       selection = range;
-      history.replaceState(null, '', range[0] === range[1] ? '#L' + range[0] : '#L' + range[0] + '-L' + range[1]);
+      history.replaceState(history.state, '', range[0] === range[1] ? '#L' + range[0] : '#L' + range[0] + '-L' + range[1]);
       schedule();
     });
 
-    window.addEventListener('hashchange', function () {
-      var range = parseHash();
-      if (range) goTo(range);
+    el.addEventListener('keydown', function (event) {
+      var find = (event.key === 'f' && (event.ctrlKey || event.metaKey)) ||
+        (event.key === '/' && !event.ctrlKey && !event.metaKey && !event.altKey);
+      if (find && finder) { event.preventDefault(); finder.open(); }
     });
 
+    function onHash() {
+      var range = parseHash();
+      if (range) goTo(range);
+    }
+    window.addEventListener('hashchange', onHash);
+
     var times = document.getElementById('show-times');
-    if (times) times.addEventListener('change', function () { el.classList.toggle('show-times', times.checked); });
+    if (times) {
+      el.classList.toggle('show-times', times.checked);
+      times.addEventListener('change', function () { el.classList.toggle('show-times', times.checked); });
+    }
 
     function refreshStatus() {
       var buildApi = api.replace(/\/logs\/\d+\/\d+$/, '');
@@ -251,7 +451,7 @@
     }
 
     function live() {
-      var source = new EventSource(api + '/stream?after=' + total);
+      source = new EventSource(api + '/stream?after=' + total);
       source.addEventListener('line', function (event) {
         var line = JSON.parse(event.data);
         if (line.n <= lastLive) return;
@@ -262,6 +462,7 @@
         store(line, liveState);
         page(pageOf(line.n)).end = Object.assign({}, liveState);
         lastLive = line.n;
+        if (finder) finder.live(line);
         schedule();
       });
       source.addEventListener('end', function () {
@@ -273,6 +474,27 @@
         schedule();
       });
     }
+
+    var view = {
+      topLine: function () { return Math.max(1, Math.floor(el.scrollTop / lh) + 1); },
+      reveal: reveal,
+      focus: function () { el.focus({ preventScroll: true }); },
+      searchChanged: function (s) { search = s; schedule(); },
+      // Lines held in this page numbered after `n` (received live), in order.
+      heldAfter: function (n) {
+        var out = [];
+        for (var i = n + 1; i <= lastLive; i++) {
+          var pg = pages.get(pageOf(i));
+          var line = pg && pg.lines[(i - 1) % PAGE];
+          if (line) out.push({ n: i, text: line.text });
+        }
+        return out;
+      }
+    };
+    var bar = document.getElementById('find');
+    var finder = bar ? Finder(view, api, bar) : null;
+    var opener = document.getElementById('find-open');
+    if (opener && finder) opener.addEventListener('click', finder.open);
 
     // The page carries the log's last lines: they show before any request.
     var inline = document.getElementById('log-tail');
@@ -297,7 +519,114 @@
     lastLive = total;
     if (!ended) live();
     schedule();
-    el.logView = { total: function () { return total; } };
+    view.focus();
+    var handle = {
+      total: function () { return total; },
+      find: function () { return finder ? finder.state() : null; },
+      // Stops everything this view started (another step's log replaces it).
+      close: function () {
+        gone = true;
+        if (source) source.close();
+        if (finder) finder.stop();
+        window.removeEventListener('hashchange', onHash);
+      }
+    };
+    el.logView = handle;
+    return handle;
+  }
+
+  // ----- the build's steps beside a step's log ----------------------------------------
+
+  function stepHref(base, stage, step) { return base + '/' + stage + '/' + step; }
+
+  function StepPanel(nav) {
+    var api = nav.dataset.build;
+    var base = nav.dataset.base;
+    var view = null;
+
+    function links() { return Array.prototype.slice.call(nav.querySelectorAll('a.panel-step')); }
+
+    function mark() {
+      var here = location.pathname;
+      links().forEach(function (a) {
+        var on = a.getAttribute('href') === here;
+        a.classList.toggle('current', on);
+        if (on) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+      });
+    }
+
+    function draw(build) {
+      var html = [];
+      (build.stages || []).forEach(function (stage) {
+        html.push('<div class="panel-stage" data-stage="' + stage.number + '"><div class="panel-stage-name">' +
+          statusHtml(stage.status) + ' ' + escapeHtml(stage.name) + '</div><ul>');
+        (stage.steps || []).forEach(function (step) {
+          html.push('<li><a class="panel-step" data-status="' + step.status + '" href="' +
+            stepHref(base, stage.number, step.number) + '">' + statusHtml(step.status) +
+            '<span class="panel-name">' + escapeHtml(step.name) + '</span><span class="took">' +
+            took(step.started_at, step.finished_at) + '</span></a></li>');
+        });
+        html.push('</ul></div>');
+      });
+      nav.innerHTML = html.join('');
+      mark();
+    }
+
+    function tick() {
+      fetch(api, { credentials: 'same-origin' }).then(function (r) { return r.json(); }).then(function (build) {
+        draw(build);
+        if (!build.finished_at) setTimeout(tick, 1500);
+      }).catch(function () { setTimeout(tick, 5000); });
+    }
+
+    // Shows another step's log in place: its page is fetched and its log part swapped in.
+    function open(href, push) {
+      return fetch(href, { credentials: 'same-origin' }).then(function (r) {
+        if (!r.ok) throw new Error(String(r.status));
+        return r.text();
+      }).then(function (text) {
+        var doc = new DOMParser().parseFromString(text, 'text/html');
+        var fresh = doc.getElementById('step-main');
+        var here = document.getElementById('step-main');
+        if (!fresh || !here) { location.href = href; return; }
+        if (view) view.close();
+        if (push) history.pushState({ step: href }, '', href);
+        here.replaceWith(document.adoptNode(fresh));
+        document.title = doc.title;
+        mark();
+        var log = document.getElementById('log');
+        view = log ? LogView(log) : null;
+      }).catch(function () { location.href = href; });
+    }
+
+    nav.addEventListener('click', function (event) {
+      var a = event.target.closest && event.target.closest('a.panel-step');
+      if (!a || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      event.preventDefault();
+      if (a.getAttribute('href') !== location.pathname) open(a.getAttribute('href'), true);
+    });
+
+    window.addEventListener('popstate', function () {
+      if (/^\/[^/]+\/[^/]+\/\d+\/\d+\/\d+$/.test(location.pathname)) open(location.pathname, false);
+    });
+
+    // j and k: the next and previous step.
+    document.addEventListener('keydown', function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      if (event.key !== 'j' && event.key !== 'k') return;
+      var t = event.target;
+      if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+      var all = links();
+      var at = all.findIndex(function (a) { return a.getAttribute('href') === location.pathname; });
+      var next = all[at + (event.key === 'j' ? 1 : -1)];
+      if (next) { event.preventDefault(); open(next.getAttribute('href'), true); }
+    });
+
+    history.replaceState({ step: location.pathname }, '', location.href);
+    mark();
+    var log = document.getElementById('log');
+    view = log ? LogView(log) : null;
+    if (nav.dataset.finished !== 'true') setTimeout(tick, 1500);
   }
 
   // ----- live status on build pages and lists -----------------------------------------
@@ -351,8 +680,10 @@
   }
 
   document.addEventListener('DOMContentLoaded', function () {
+    var panel = document.getElementById('step-panel');
     var log = document.getElementById('log');
-    if (log) LogView(log);
+    if (panel) StepPanel(panel);
+    else if (log) LogView(log);
     var build = document.getElementById('build');
     if (build) liveBuild(build);
     var list = document.getElementById('builds');

@@ -391,6 +391,51 @@ pub struct Queued {
     pub queued: i64,
 }
 
+/// One window of a search of a step's log: `GET .../logs/{stage}/{step}/search?q=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StepLogSearch {
+    /// Numbers of the matching lines, in order.
+    pub matches: Vec<u64>,
+    /// Where the next window starts (`from=`) when this one stopped at a bound; null once
+    /// the search reached the end of what is stored.
+    pub next: Option<u64>,
+    /// The last line this window looked at.
+    pub searched_to: u64,
+    /// The log's last stored line when the window ended.
+    pub total: u64,
+    /// Whether the step has ended (no line will be added).
+    pub ended: bool,
+}
+
+/// A line of a build's log that matched a search across builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogHit {
+    pub build: i64,
+    pub branch: String,
+    pub commit: String,
+    /// The build's status.
+    #[schema(value_type = String)]
+    pub status: Status,
+    pub created_at: i64,
+    pub stage: String,
+    pub step: String,
+    pub line: u64,
+    /// The line's text, cut to 500 characters.
+    pub text: String,
+    /// The line in the web UI (`.../{stage}/{step}#L{line}`).
+    pub link: String,
+}
+
+/// What a search across a repository's builds found, newest build first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RepoLogSearch {
+    pub hits: Vec<LogHit>,
+    /// How many builds were searched.
+    pub builds_searched: usize,
+    /// Why the search stopped before the builds asked for, when it did (a bound).
+    pub stopped: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,24 @@ pub struct StoredLine {
     pub text: String,
 }
 
+/// What one window of a log search found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSearch {
+    /// Matching lines, in order: their numbers and text.
+    pub matches: Vec<(u64, String)>,
+    /// Where to go on from when the window ended before the log did (a bound was reached).
+    pub next: Option<u64>,
+    /// The last line the window looked at (0 when it looked at none).
+    pub searched_to: u64,
+}
+
+/// How far one window of a search may go.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchBounds {
+    pub max_matches: usize,
+    pub max_lines: u64,
+}
+
 /// Splits lines into runs of consecutive numbers (a capped log jumps from head to tail).
 fn runs(lines: &[LogLine]) -> Vec<&[LogLine]> {
     let mut runs = Vec::new();
@@ -129,6 +147,51 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Lines from `from` on that `matches`, in order, within `bounds`: a search of a long log
+    /// goes window by window, each reading a bounded part of it.
+    pub async fn search_log(
+        &self,
+        step_id: i64,
+        from: u64,
+        bounds: SearchBounds,
+        matches: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<LogSearch> {
+        let mut found = LogSearch::default();
+        let mut next = from.max(1);
+        let mut looked = 0u64;
+        loop {
+            let chunks: Vec<(i64, String)> = db::query_as(
+                "SELECT first_line, text FROM log_chunks \
+                 WHERE step_id = $1 AND first_line + line_count > $2 ORDER BY first_line LIMIT 64",
+            )
+            .bind(step_id)
+            .bind(next as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            if chunks.is_empty() {
+                return Ok(found);
+            }
+            for (first, text) in chunks {
+                for (i, line) in text.split('\n').enumerate() {
+                    let number = first as u64 + i as u64;
+                    if number < next {
+                        continue;
+                    }
+                    if found.matches.len() >= bounds.max_matches || looked >= bounds.max_lines {
+                        found.next = Some(number);
+                        return Ok(found);
+                    }
+                    if matches(line) {
+                        found.matches.push((number, line.to_owned()));
+                    }
+                    looked += 1;
+                    found.searched_to = number;
+                    next = number + 1;
+                }
+            }
+        }
     }
 
     /// The number of the step's last stored line (0 for none). A capped log skips numbers,

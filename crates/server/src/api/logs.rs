@@ -104,6 +104,69 @@ pub(super) async fn log_lines(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    /// Match case (text searches ignore it by default).
+    #[serde(default)]
+    case: bool,
+    /// `q` is a regular expression.
+    #[serde(default)]
+    regex: bool,
+    from: Option<u64>,
+    /// How many lines one window reads at most.
+    lines: Option<u64>,
+    branch: Option<String>,
+    since: Option<String>,
+    last: Option<i64>,
+}
+
+impl SearchQuery {
+    fn pattern(&self) -> OpResult<ops::logs::Pattern> {
+        ops::logs::Pattern::new(&self.q, self.case, self.regex)
+    }
+}
+
+/// One window of a search of a step's log.
+pub(super) async fn search_step_log(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(path): Path<(String, String, i64, i64, i64)>,
+    Query(query): Query<SearchQuery>,
+) -> OpResult<Json<gantry_api::StepLogSearch>> {
+    let pattern = query.pattern()?;
+    let at = ops::builds::StepAt::from(&path);
+    let window = (
+        query.from.unwrap_or(1),
+        query.lines.unwrap_or(ops::logs::STEP_WINDOW_LINES),
+    );
+    let found = ops::logs::search_step(&state, caller.reader(), at, &pattern, window).await?;
+    Ok(Json(found))
+}
+
+/// A search across a repository's recent builds.
+pub(super) async fn search_repo_logs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<SearchQuery>,
+) -> OpResult<Json<gantry_api::RepoLogSearch>> {
+    let pattern = query.pattern()?;
+    let since = match query.since.as_deref().filter(|s| !s.is_empty()) {
+        Some(since) => Some(ops::logs::parse_since(since, state.config.clock.now_ms())?),
+        None => None,
+    };
+    let search = ops::logs::RepoSearch {
+        branch: query.branch,
+        since,
+        last: query.last,
+    };
+    let found =
+        ops::logs::search_repo(&state, caller.reader(), (&owner, &name), &pattern, search).await?;
+    Ok(Json(found))
+}
+
 /// One line as an SSE event: `id` is its number (so `Last-Event-ID` resumes after it).
 pub(super) fn line_event(number: u64, elapsed_ms: u64, text: &str) -> SseEvent {
     SseEvent::default()

@@ -83,6 +83,14 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(stream_log),
         )
         .route(
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/search",
+            get(search_step_log),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/logs/search",
+            get(search_repo_logs),
+        )
+        .route(
             "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/lines",
             get(log_lines),
         )

@@ -159,6 +159,18 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
         ),
         (
             Get,
+            "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/search",
+            "One window of a search of a step's log (q, case, regex, from): matching line numbers",
+            One("StepLogSearch"),
+        ),
+        (
+            Get,
+            "/api/repos/{owner}/{name}/logs/search",
+            "Which recent builds' steps printed a matching line, newest first (q, case, regex, branch, since, last)",
+            One("RepoLogSearch"),
+        ),
+        (
+            Get,
             "/api/runners",
             "The runners as last seen",
             Many("Runner"),
@@ -424,6 +436,9 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::RetentionRun>()
         .schema_from::<gantry_api::ScheduledBuild>()
         .schema_from::<gantry_api::Queued>()
+        .schema_from::<gantry_api::StepLogSearch>()
+        .schema_from::<gantry_api::LogHit>()
+        .schema_from::<gantry_api::RepoLogSearch>()
         .schema_from::<gantry_api::Signed>()
         .schema(
             "Error",

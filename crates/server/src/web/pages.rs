@@ -124,6 +124,26 @@ pub(super) struct StageItem {
     steps: Vec<StepItem>,
 }
 
+/// A stage's steps as pages show them.
+async fn step_items(
+    state: &AppState,
+    stage_id: i64,
+) -> Result<Vec<StepItem>, gantry_store::StoreError> {
+    Ok(state
+        .store
+        .steps(stage_id)
+        .await?
+        .into_iter()
+        .map(|s| StepItem {
+            number: s.number,
+            name: s.name,
+            status: s.status.as_str(),
+            took: took(s.started_at, s.finished_at),
+            exit_code: s.exit_code,
+        })
+        .collect())
+}
+
 #[derive(Template)]
 #[template(path = "build.html")]
 pub(super) struct BuildTemplate {
@@ -167,19 +187,7 @@ pub(super) async fn build_view(
         Vec::new()
     };
     for stage in build_stages {
-        let steps = state
-            .store
-            .steps(stage.id)
-            .await?
-            .into_iter()
-            .map(|s| StepItem {
-                number: s.number,
-                name: s.name,
-                status: s.status.as_str(),
-                took: took(s.started_at, s.finished_at),
-                exit_code: s.exit_code,
-            })
-            .collect();
+        let steps = step_items(state, stage.id).await?;
         let waiting = crate::waiting::reason(state, &runners, &repo, &stage).await?;
         stages.push(StageItem {
             number: stage.number,
@@ -260,6 +268,9 @@ pub(super) struct StepTemplate {
     tail: String,
     /// Why the log is empty when retention removed it; empty otherwise.
     removed: String,
+    /// The build's stages and steps, beside the log.
+    stages: Vec<StageItem>,
+    build_finished: bool,
 }
 
 pub(super) async fn step_page(
@@ -289,6 +300,17 @@ pub(super) async fn step_page(
     )
     .expect("plain data serialises")
     .replace('<', "\\u003c");
+    let mut stages = Vec::new();
+    for stage in state.store.stages(build.id).await? {
+        stages.push(StageItem {
+            number: stage.number,
+            steps: step_items(&state, stage.id).await?,
+            name: stage.name,
+            status: stage.status.as_str(),
+            error: stage.error,
+            waiting: None,
+        });
+    }
     Ok(Page::render(StepTemplate {
         page: page_info(&session),
         repo: repo.full_name(),
@@ -305,6 +327,8 @@ pub(super) async fn step_page(
         ended: found.status.is_final(),
         tail,
         removed,
+        stages,
+        build_finished: build.finished_at.is_some(),
     }))
 }
 

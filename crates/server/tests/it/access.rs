@@ -361,6 +361,20 @@ mod cases {
             ),
             endpoint(
                 Method::GET,
+                "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}/search",
+                format!("{logs}/search?q=test"),
+                None,
+                Need::Read,
+            ),
+            endpoint(
+                Method::GET,
+                "/api/repos/{owner}/{name}/logs/search",
+                "/api/repos/acme/app/logs/search?q=test",
+                None,
+                Need::Read,
+            ),
+            endpoint(
+                Method::GET,
                 "/api/runners",
                 "/api/runners",
                 None,

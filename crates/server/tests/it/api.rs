@@ -16,6 +16,7 @@ on_both!(
     manual_builds_and_restarts_keep_their_context,
     an_invalid_pipeline_file_errors_the_build_with_positions,
     live_logs_stream_stored_then_new_lines_and_resume_without_gaps,
+    logs_are_searched_in_bounded_windows_and_across_builds,
 );
 
 mod cases {
@@ -477,6 +478,139 @@ mod cases {
             .collect();
         assert_eq!(ids, ["2", "3"], "{resumed}");
         assert!(resumed.contains("event: end"));
+        server.stop().await;
+    }
+
+    pub async fn logs_are_searched_in_bounded_windows_and_across_builds(db: &str) {
+        let server = TestServer::start(db).await;
+        let (git, _) = server.push_app().await;
+        let (runner, first) = server.claim("r1").await;
+        runner.step(&first, "test", StepState::Running, None).await;
+        let texts: Vec<String> = (1..=3_000u64)
+            .map(|n| match n {
+                10 => "test a ... FAILED".to_owned(),
+                1_500 => "NEEDLE in the middle".to_owned(),
+                2_999 => "a needle near the end".to_owned(),
+                n => format!("line {n}"),
+            })
+            .collect();
+        for (i, batch) in texts.chunks(1_000).enumerate() {
+            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+            runner
+                .logs(&first, "test", 1 + 1_000 * i as u64, &batch)
+                .await;
+        }
+        let search = "/repos/acme/app/builds/1/logs/1/2/search";
+
+        // Window by window: each reads at most `lines`, and says where the next starts.
+        let mut windows = Vec::new();
+        let mut from = Some(1);
+        while let Some(at) = from {
+            let window = server
+                .get_json(&format!("{search}?q=needle&from={at}&lines=1000"))
+                .await;
+            from = window["next"].as_u64();
+            windows.push((window["matches"].clone(), window["searched_to"].clone()));
+        }
+        assert_eq!(
+            windows,
+            [
+                (json!([]), json!(1000)),
+                (json!([1500]), json!(2000)),
+                (json!([2999]), json!(3000)),
+            ]
+        );
+        let whole = server.get_json(&format!("{search}?q=needle")).await;
+        assert_eq!(whole["matches"], json!([1500, 2999]));
+        assert_eq!(whole["total"], 3000);
+        assert_eq!(whole["ended"], false);
+        let cased = server.get_json(&format!("{search}?q=needle&case=true")).await;
+        assert_eq!(cased["matches"], json!([2999]));
+        let regex = server
+            .get_json(&format!(
+                "{search}?regex=true&q={}",
+                "%5Etest%20%5Cw%2B%20.*FAILED%24"
+            ))
+            .await;
+        assert_eq!(regex["matches"], json!([10]));
+        for (query, field) in [
+            ("q=", "q"),
+            ("q=(unclosed&regex=true", "q"),
+            (&*format!("q={}", "x".repeat(257)), "q"),
+        ] {
+            let refused = server
+                .api(reqwest::Method::GET, &format!("{search}?{query}"), None)
+                .await;
+            assert_eq!(refused.status(), 400, "{query}");
+            let body: serde_json::Value = refused.json().await.expect("json");
+            assert_eq!(body["field"], field, "{body}");
+        }
+        runner.step(&first, "test", StepState::Failure, Some(1)).await;
+        runner.done(&first, StepState::Failure).await;
+
+        // A second build on another branch that prints the needle too.
+        let sha = git.commit(&[("b.txt", "b")], "second");
+        server
+            .deliver("push", "d-2", &webhook::push("acme/app", "fix", &sha, "second"))
+            .await;
+        let (runner, second) = server.claim("r1").await;
+        runner.step(&second, "test", StepState::Running, None).await;
+        runner.logs(&second, "test", 1, &["ok", "needle again"]).await;
+        runner.step(&second, "test", StepState::Success, Some(0)).await;
+        runner.done(&second, StepState::Success).await;
+        server.wait_finished("app", 2).await;
+
+        let across = server.get_json("/repos/acme/app/logs/search?q=needle").await;
+        let hits: Vec<(i64, String, u64, String)> = across["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| {
+                (
+                    h["build"].as_i64().unwrap_or(0),
+                    h["step"].as_str().unwrap_or("").to_owned(),
+                    h["line"].as_u64().unwrap_or(0),
+                    h["text"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hits,
+            [
+                (2, "test".into(), 2, "needle again".into()),
+                (1, "test".into(), 1500, "NEEDLE in the middle".into()),
+                (1, "test".into(), 2999, "a needle near the end".into()),
+            ],
+            "newest build first"
+        );
+        assert_eq!(across["builds_searched"], 2);
+        assert!(
+            across["hits"][0]["link"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/acme/app/2/1/2#L2"),
+            "{across}"
+        );
+        let main_only = server
+            .get_json("/repos/acme/app/logs/search?q=needle&branch=main&last=5&since=1d")
+            .await;
+        assert_eq!(main_only["hits"].as_array().map(Vec::len), Some(2));
+        let future = server
+            .get_json("/repos/acme/app/logs/search?q=needle&since=2999-01-01")
+            .await;
+        assert_eq!(future["builds_searched"], 0);
+        for (query, field) in [("q=x&last=0", "last"), ("q=x&since=someday", "since")] {
+            let refused = server
+                .api(
+                    reqwest::Method::GET,
+                    &format!("/repos/acme/app/logs/search?{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(refused.status(), 400, "{query}");
+            let body: serde_json::Value = refused.json().await.expect("json");
+            assert_eq!(body["field"], field, "{body}");
+        }
         server.stop().await;
     }
 }

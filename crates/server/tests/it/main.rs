@@ -8,6 +8,7 @@ mod browser;
 mod credentials;
 mod gates;
 mod github_app;
+mod log_view;
 mod metrics;
 mod notify;
 mod oauth;

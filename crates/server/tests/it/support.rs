@@ -246,8 +246,13 @@ impl TestServer {
 
     /// Registers `acme/app` with the test pipeline and pushes it once (delivery `d-1`).
     pub async fn push_app(&self) -> (GitRepo, String) {
+        self.push_app_with(PIPELINE).await
+    }
+
+    /// Registers `acme/app` with `pipeline` as its `.gantry.yml` and pushes it to main.
+    pub async fn push_app_with(&self, pipeline: &str) -> (GitRepo, String) {
         let git = GitRepo::new();
-        let sha = git.commit(&[(".gantry.yml", PIPELINE)], "first");
+        let sha = git.commit(&[(".gantry.yml", pipeline)], "first");
         self.add_repo("app", &git).await;
         let response = self
             .deliver(

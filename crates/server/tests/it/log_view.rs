@@ -1,0 +1,341 @@
+//! Reading a build in the browser (Chromium, as in `browser`): find in a whole log, the
+//! build's steps beside it, and the pipeline as a picture.
+
+use std::path::PathBuf;
+
+use gantry_proto::StepState;
+use gantry_test_support::TempDir;
+use gantry_test_support::browser::Browser;
+use serde_json::json;
+
+use crate::support::TestServer;
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+}
+
+const ENTER: &str = "\u{E007}";
+const SHIFT: &str = "\u{E008}";
+const ESCAPE: &str = "\u{E00C}";
+/// Releases held modifier keys.
+const RELEASE: &str = "\u{E000}";
+
+/// What the find bar says, and the number of the current match's line.
+const FOUND: &str = "[document.getElementById('find-count').textContent, (document.querySelector('#log .line.current') || {id: ''}).id]";
+
+/// Whether line `n` is shown inside the log's box.
+fn in_view(n: u64) -> String {
+    format!(
+        "(function(){{ const e = document.getElementById('L{n}'); if (!e) return false; const r = e.getBoundingClientRect(); const l = document.getElementById('log').getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; }})()"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_searches_the_whole_log_and_lines_that_arrive() {
+    let dir = TempDir::new("browser-find");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server.push_app().await;
+    let (runner, assignment) = server.claim("r1").await;
+    runner
+        .step(&assignment, "test", StepState::Running, None)
+        .await;
+    let texts: Vec<String> = (1..=20_000u64)
+        .map(|n| match n {
+            15_000 => "error: the widget broke".to_owned(),
+            16_000 => "test parse_config ... FAILED".to_owned(),
+            17_500 => "\u{1b}[31mError: again\u{1b}[0m".to_owned(),
+            n => format!("compiling unit {n}"),
+        })
+        .collect();
+    for (i, batch) in texts.chunks(5_000).enumerate() {
+        let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+        runner
+            .logs(&assignment, "test", 1 + 5_000 * i as u64, &batch)
+            .await;
+    }
+
+    let browser = Browser::start().await;
+    browser
+        .open(&format!("{}/acme/app/1/1/2", server.url))
+        .await;
+    browser
+        .until(
+            "the log's end",
+            "document.getElementById('L20000') !== null",
+        )
+        .await;
+    // `/` in the log opens the find bar; the browser's own find sees only the lines in view.
+    browser.fill("#log", "/").await;
+    browser
+        .until(
+            "the find bar, focused",
+            "!document.getElementById('find').hidden && document.activeElement.id === 'find-q'",
+        )
+        .await;
+    browser.fill("#find-q", "error:").await;
+    browser
+        .until(
+            "the first match, 5,000 lines above the view",
+            "document.getElementById('find-count').textContent === '1 of 2' && document.querySelector('#L15000.current') !== null",
+        )
+        .await;
+    assert_eq!(browser.value(&in_view(15_000)).await, json!(true));
+    assert_eq!(
+        browser
+            .value("document.querySelector('#L15000 mark').textContent")
+            .await,
+        json!("error:"),
+        "the match is marked"
+    );
+    browser.screenshot(&shots(), "step-search").await;
+    browser.fill("#find-q", ENTER).await;
+    browser
+        .until(
+            "the second match",
+            "document.querySelector('#L17500.current') !== null",
+        )
+        .await;
+    assert_eq!(browser.value(FOUND).await, json!(["2 of 2", "L17500"]));
+    // The ANSI colour around a match stays, and the match inside it is marked.
+    assert_eq!(
+        browser
+            .value("document.querySelector('#L17500 .text mark').textContent")
+            .await,
+        json!("Error:")
+    );
+    browser
+        .fill("#find-q", &format!("{SHIFT}{ENTER}{RELEASE}"))
+        .await;
+    browser
+        .until(
+            "back to the first",
+            "document.querySelector('#L15000.current') !== null",
+        )
+        .await;
+
+    // Case, then a regular expression.
+    browser.click("#find-case").await;
+    browser
+        .until(
+            "only the lowercase match",
+            "document.getElementById('find-count').textContent === '1 of 1'",
+        )
+        .await;
+    browser.click("#find-case").await;
+    browser.click("#find-regex").await;
+    browser.fill("#find-q", &"\u{E003}".repeat(10)).await;
+    browser.fill("#find-q", r"^test \w+ \.\.\. FAILED$").await;
+    browser
+        .until(
+            "the failed test's line",
+            "document.getElementById('find-count').textContent === '1 of 1' && document.querySelector('#L16000.current') !== null",
+        )
+        .await;
+    assert_eq!(browser.value(&in_view(16_000)).await, json!(true));
+    browser.fill("#find-q", "(unclosed").await;
+    browser
+        .until(
+            "a bad expression said so",
+            "document.getElementById('find-count').textContent === 'not a regular expression'",
+        )
+        .await;
+
+    // While the step runs, new lines are searched as they arrive.
+    browser.click("#find-regex").await;
+    browser.fill("#find-q", &"\u{E003}".repeat(40)).await;
+    browser.fill("#find-q", "widget").await;
+    browser
+        .until(
+            "one widget",
+            "document.getElementById('find-count').textContent === '1 of 1'",
+        )
+        .await;
+    runner
+        .logs(&assignment, "test", 20_001, &["another widget, live"])
+        .await;
+    browser
+        .until(
+            "the live line counted",
+            "document.getElementById('find-count').textContent === '1 of 2'",
+        )
+        .await;
+    browser.fill("#find-q", ENTER).await;
+    browser
+        .until(
+            "the live match",
+            "document.querySelector('#L20001.current') !== null",
+        )
+        .await;
+
+    // Esc closes the bar and clears the marks.
+    browser.fill("#find-q", ESCAPE).await;
+    browser
+        .until(
+            "no mark left",
+            "document.getElementById('find').hidden && document.querySelectorAll('#log mark').length === 0",
+        )
+        .await;
+    runner
+        .step(&assignment, "test", StepState::Success, Some(0))
+        .await;
+    runner.done(&assignment, StepState::Success).await;
+    browser.stop().await;
+    server.stop().await;
+}
+
+/// Three stages: `build`, then `test` and `lint` beside each other, then `publish`.
+pub const STAGES: &str = "\
+kind: pipeline
+name: build
+clone: {disable: true}
+steps:
+  - name: compile
+    image: busybox
+    commands: [echo compile]
+  - name: package
+    image: busybox
+    commands: [echo package]
+---
+kind: pipeline
+name: test
+clone: {disable: true}
+depends_on: [build]
+steps:
+  - name: unit
+    image: busybox
+    commands: [echo unit]
+---
+kind: pipeline
+name: lint
+clone: {disable: true}
+depends_on: [build]
+steps:
+  - name: fmt
+    image: busybox
+    commands: [echo fmt]
+---
+kind: pipeline
+name: publish
+clone: {disable: true}
+depends_on: [test, lint]
+steps:
+  - name: upload
+    image: busybox
+    commands: [echo upload]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_side_panel_switches_steps_in_place_and_follows_the_build() {
+    let dir = TempDir::new("browser-panel");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server.push_app_with(STAGES).await;
+    let (runner, build) = server.claim("r1").await;
+    runner
+        .step(&build, "compile", StepState::Running, None)
+        .await;
+    runner
+        .logs(&build, "compile", 1, &["compiling", "compiled"])
+        .await;
+    runner
+        .step(&build, "compile", StepState::Success, Some(0))
+        .await;
+    runner
+        .step(&build, "package", StepState::Running, None)
+        .await;
+    runner.logs(&build, "package", 1, &["packing"]).await;
+
+    let browser = Browser::start().await;
+    browser
+        .open(&format!("{}/acme/app/1/1/1", server.url))
+        .await;
+    browser
+        .until("compile's log", "document.getElementById('L2') && document.getElementById('L2').textContent.includes('compiled')")
+        .await;
+    let panel = browser
+        .value("Array.from(document.querySelectorAll('.panel-stage')).map(s => [s.querySelector('.panel-stage-name').textContent.trim(), Array.from(s.querySelectorAll('.panel-name')).map(n => n.textContent)])")
+        .await;
+    assert_eq!(panel[0], json!(["running build", ["compile", "package"]]));
+    let names: Vec<_> = (1..4).map(|i| panel[i][1].clone()).collect();
+    assert_eq!(names, [json!(["unit"]), json!(["fmt"]), json!(["upload"])]);
+    assert_eq!(
+        browser
+            .value("document.querySelector('a.panel-step.current .panel-name').textContent")
+            .await,
+        json!("compile")
+    );
+
+    // A click shows the other step's log without loading a page, and the address follows.
+    browser
+        .client
+        .execute("window.__samePage = true;", vec![])
+        .await
+        .expect("marks the page");
+    browser.click("a.panel-step[href='/acme/app/1/1/2']").await;
+    browser
+        .until(
+            "package's log",
+            "location.pathname === '/acme/app/1/1/2' && document.getElementById('L1') && document.getElementById('L1').textContent.includes('packing')",
+        )
+        .await;
+    assert_eq!(
+        browser.value("window.__samePage === true").await,
+        json!(true)
+    );
+    assert_eq!(
+        browser
+            .value("document.querySelector('.step-title').textContent")
+            .await,
+        json!("build / package")
+    );
+    // Its log is live: a line the runner sends now shows.
+    runner.logs(&build, "package", 2, &["packed"]).await;
+    browser
+        .until("package's live line", "document.getElementById('L2') && document.getElementById('L2').textContent.includes('packed')")
+        .await;
+    browser.screenshot(&shots(), "step-panel").await;
+
+    // `k` goes back a step, `j` on; the browser's back button too.
+    browser.fill("#log", "k").await;
+    browser
+        .until("compile again, by k", "location.pathname === '/acme/app/1/1/1' && document.getElementById('L2') && document.getElementById('L2').textContent.includes('compiled')")
+        .await;
+    browser.fill("#log", "j").await;
+    browser
+        .until(
+            "package again, by j",
+            "location.pathname === '/acme/app/1/1/2'",
+        )
+        .await;
+    browser.client.back().await.expect("goes back");
+    browser
+        .until("compile, by the back button", "location.pathname === '/acme/app/1/1/1' && document.querySelector('a.panel-step.current .panel-name').textContent === 'compile'")
+        .await;
+    assert_eq!(
+        browser.value("window.__samePage === true").await,
+        json!(true)
+    );
+
+    // The build goes on: the panel follows.
+    runner
+        .step(&build, "package", StepState::Success, Some(0))
+        .await;
+    runner.done(&build, StepState::Success).await;
+    let (_, next) = server.claim("r1").await;
+    let step = next.stage.steps[0].name.clone();
+    runner.step(&next, &step, StepState::Running, None).await;
+    browser
+        .until(
+            "the first stage passed",
+            "document.querySelector('.panel-stage-name').textContent.trim() === 'success build'",
+        )
+        .await;
+    let link = format!("/acme/app/1/{}/1", if step == "unit" { 2 } else { 3 });
+    browser
+        .until(
+            &format!("{step} running"),
+            &format!("document.querySelector(\"a.panel-step[href='{link}'] .s-running\") !== null"),
+        )
+        .await;
+    browser.stop().await;
+    server.stop().await;
+}
