@@ -644,12 +644,17 @@
           if (!box) return;
           var title = box.querySelector('h2');
           if (title) title.innerHTML = statusHtml(stage.status) + ' ' + escapeHtml(stage.name);
+          // The picture's box and its steps take their new colours.
+          var drawn = section.querySelector('.pic-stage[data-number="' + stage.number + '"]');
+          if (drawn) drawn.setAttribute('class', 'pic-stage s-' + stage.status);
           stage.steps.forEach(function (step) {
             var row = box.querySelector('tr[data-step="' + step.number + '"]');
             if (!row) return;
             row.querySelector('.st').innerHTML = statusHtml(step.status);
             row.querySelector('.took').textContent = took(step.started_at, step.finished_at);
             row.querySelector('.exit').textContent = step.exit_code === null || step.exit_code === undefined ? '' : 'exit ' + step.exit_code;
+            var link = drawn && drawn.querySelector('a.pic-step[href$="/' + stage.number + '/' + step.number + '"]');
+            if (link) link.setAttribute('class', 'pic-step s-' + step.status);
           });
         });
         if (build.finished_at) {

@@ -39,6 +39,27 @@ pub enum BuildCommand {
         stage: u64,
         step: u64,
     },
+    /// Which recent builds' steps printed a line matching PATTERN, newest first, with the
+    /// line and a link to it: "when did this start failing?".
+    Grep {
+        repo: String,
+        pattern: String,
+        /// Only builds of this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// How many of the newest builds to search (at most 200).
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+        /// Only builds since then: a date (2026-11-30), a time (RFC 3339) or an age (36h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// PATTERN is a regular expression.
+        #[arg(long, short = 'E')]
+        regex: bool,
+        /// Match case (ignored by default).
+        #[arg(long)]
+        case: bool,
+    },
     /// Starts a new build of the same commit and context.
     Restart { repo: String, number: u64 },
     /// Cancels a build.
@@ -118,6 +139,48 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
                     )
                     .await?;
                 print!("{}", response.text().await.context("while reading the log")?);
+            }
+            BuildCommand::Grep { repo, pattern, branch, last, since, regex, case } => {
+                let (owner, name) = split_repo(repo)?;
+                let mut path = format!(
+                    "/api/repos/{owner}/{name}/logs/search?q={}&last={last}&regex={regex}&case={case}",
+                    encode(pattern)
+                );
+                if let Some(branch) = branch {
+                    path.push_str(&format!("&branch={}", encode(branch)));
+                }
+                if let Some(since) = since {
+                    path.push_str(&format!("&since={}", encode(since)));
+                }
+                let found: gantry_api::RepoLogSearch =
+                    client.json(reqwest::Method::GET, &path, None).await?;
+                for hit in &found.hits {
+                    println!(
+                        "#{} {} {} {}/{}:{}: {}\n    {}",
+                        hit.build,
+                        hit.status.as_str(),
+                        hit.branch,
+                        hit.stage,
+                        hit.step,
+                        hit.line,
+                        hit.text,
+                        hit.link
+                    );
+                }
+                let builds = found.hits.iter().map(|h| h.build).collect::<std::collections::BTreeSet<_>>();
+                eprintln!(
+                    "{} matching line{} in {} of the {} build{} searched{}",
+                    found.hits.len(),
+                    if found.hits.len() == 1 { "" } else { "s" },
+                    builds.len(),
+                    found.builds_searched,
+                    if found.builds_searched == 1 { "" } else { "s" },
+                    found.stopped.map(|why| format!(" ({why})")).unwrap_or_default()
+                );
+                // As grep: 1 when nothing matched.
+                if found.hits.is_empty() {
+                    return Ok(ExitCode::from(1));
+                }
             }
             BuildCommand::Restart { repo, number } => {
                 let (owner, name) = split_repo(repo)?;

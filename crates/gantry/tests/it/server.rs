@@ -147,6 +147,50 @@ fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     assert_eq!(build["status"], "killed", "{build:#}");
     eprintln!("cancel to final state: {:?}", cancelled_at.elapsed());
 
+    // Which builds printed a line: newest first, with the line and a link to it.
+    let grep = ok(cli(
+        &server.url,
+        &token,
+        &["build", "grep", "acme/app", "TARGET=stag", "--last", "5"],
+    ));
+    let first = grep.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("#2 killed main ci/greet:") && first.ends_with(": target=staging"),
+        "{grep}"
+    );
+    assert!(grep.contains("/acme/app/2/1/2#L"), "{grep}");
+    assert!(!grep.contains("#1 "), "{grep}");
+    let regex = ok(cli(
+        &server.url,
+        &token,
+        &[
+            "build",
+            "grep",
+            "acme/app",
+            "-E",
+            "^target=$",
+            "--branch",
+            "main",
+        ],
+    ));
+    assert!(regex.starts_with("#1 success main ci/greet:"), "{regex}");
+    let none = cli(
+        &server.url,
+        &token,
+        &["build", "grep", "acme/app", "no such line"],
+    );
+    assert_eq!(
+        none.status.code(),
+        Some(1),
+        "as grep, 1 when nothing matched"
+    );
+    assert!(
+        String::from_utf8_lossy(&none.stderr)
+            .contains("0 matching lines in 0 of the 2 builds searched"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+
     // Promote build #1, and a schedule added, listed, run and removed.
     let promoted = ok(cli(
         &server.url,

@@ -140,7 +140,10 @@ async fn messages_for(
     let mut messages = Vec::new();
     let before = build_notified_before(build);
     let stages = stages_of(state, build).await?;
-    if github_state(build.status).is_some() {
+    // Without a GitHub token no status could be sent: none is queued (the settings page
+    // says statuses are off and how to turn them on), rather than one failure per stage.
+    let statuses_on = crate::credentials::github_token(state, repo).0.is_some();
+    if statuses_on && github_state(build.status).is_some() {
         // Pending once (the first news of a build, even one that ended before the
         // notifier saw it: then pending comes first), the final states once.
         let any_ran = stages.iter().any(|(s, _)| s.status != Status::Skipped);

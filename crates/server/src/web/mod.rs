@@ -29,6 +29,7 @@ use crate::ops;
 
 mod account;
 mod pages;
+mod picture;
 mod settings;
 
 use account::*;

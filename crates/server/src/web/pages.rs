@@ -125,23 +125,17 @@ pub(super) struct StageItem {
 }
 
 /// A stage's steps as pages show them.
-async fn step_items(
-    state: &AppState,
-    stage_id: i64,
-) -> Result<Vec<StepItem>, gantry_store::StoreError> {
-    Ok(state
-        .store
-        .steps(stage_id)
-        .await?
-        .into_iter()
+fn step_items(steps: &[gantry_store::Step]) -> Vec<StepItem> {
+    steps
+        .iter()
         .map(|s| StepItem {
             number: s.number,
-            name: s.name,
+            name: s.name.clone(),
             status: s.status.as_str(),
             took: took(s.started_at, s.finished_at),
             exit_code: s.exit_code,
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Template)]
@@ -158,6 +152,8 @@ pub(super) struct BuildTemplate {
     can_admin: bool,
     /// Why the manual build form was just refused; empty when it was not.
     refused: String,
+    picture: super::picture::Picture,
+    timeline: Option<super::picture::Timeline>,
 }
 
 pub(super) async fn build_page(
@@ -186,18 +182,25 @@ pub(super) async fn build_view(
     } else {
         Vec::new()
     };
+    let mut with_steps = Vec::new();
     for stage in build_stages {
-        let steps = step_items(state, stage.id).await?;
-        let waiting = crate::waiting::reason(state, &runners, &repo, &stage).await?;
+        let steps = state.store.steps(stage.id).await?;
+        with_steps.push((stage, steps));
+    }
+    for (stage, steps) in &with_steps {
+        let waiting = crate::waiting::reason(state, &runners, &repo, stage).await?;
         stages.push(StageItem {
             number: stage.number,
-            name: stage.name,
+            name: stage.name.clone(),
             status: stage.status.as_str(),
-            error: stage.error,
+            error: stage.error.clone(),
             waiting,
-            steps,
+            steps: step_items(steps),
         });
     }
+    let base = format!("/{}/{}", repo.full_name(), build.number);
+    let picture = super::picture::picture(&base, &with_steps);
+    let timeline = super::picture::timeline(&base, &with_steps, state.config.clock.now_ms());
     let commit_link = match crate::ops::repos::web_link(&repo.link) {
         // A link stored before links were checked (or written by another tool) is left out.
         Some(link) if !build.commit.is_empty() => {
@@ -209,32 +212,34 @@ pub(super) async fn build_view(
         }
         _ => String::new(),
     };
-    let failed_reports = state
-        .store
-        .build_messages(build.id)
-        .await?
-        .into_iter()
-        .filter(|m| {
-            m.state == MessageState::Failed || (m.attempts > 0 && m.state == MessageState::Pending)
-        })
-        .map(|m| {
-            format!(
-                "{} to {}: {} ({})",
-                if m.kind == gantry_store::MessageKind::GithubStatus {
-                    "Commit status"
-                } else {
-                    "Message"
-                },
-                crate::notify::host_of(&m.url),
-                m.last_error.unwrap_or_default(),
-                if m.state == MessageState::Failed {
-                    "given up"
-                } else {
-                    "retrying"
-                }
-            )
-        })
-        .collect();
+    let failed_reports = once_per_kind(
+        state
+            .store
+            .build_messages(build.id)
+            .await?
+            .into_iter()
+            .filter(|m| {
+                m.state == MessageState::Failed
+                    || (m.attempts > 0 && m.state == MessageState::Pending)
+            })
+            .map(|m| {
+                format!(
+                    "{} to {}: {} ({})",
+                    if m.kind == gantry_store::MessageKind::GithubStatus {
+                        "Commit status"
+                    } else {
+                        "Message"
+                    },
+                    crate::notify::host_of(&m.url),
+                    m.last_error.unwrap_or_default(),
+                    if m.state == MessageState::Failed {
+                        "given up"
+                    } else {
+                        "retrying"
+                    }
+                )
+            }),
+    );
     let status = refused.as_ref().map(OpError::status);
     let page = Page::render(BuildTemplate {
         page: page_info(session),
@@ -246,8 +251,29 @@ pub(super) async fn build_view(
         can_write: role >= Role::Write,
         can_admin: role >= Role::Admin,
         refused: refused.map(|e| e.public_message()).unwrap_or_default(),
+        picture,
+        timeline,
     });
     Ok(page.with_status(status))
+}
+
+/// Each problem once, in the order first seen, with how many times it happened when more
+/// than once (a build's statuses to one host fail alike, one per stage).
+fn once_per_kind(problems: impl Iterator<Item = String>) -> Vec<String> {
+    let mut counted: Vec<(String, usize)> = Vec::new();
+    for problem in problems {
+        match counted.iter_mut().find(|(seen, _)| *seen == problem) {
+            Some((_, count)) => *count += 1,
+            None => counted.push((problem, 1)),
+        }
+    }
+    counted
+        .into_iter()
+        .map(|(problem, count)| match count {
+            1 => problem,
+            n => format!("{problem} × {n}"),
+        })
+        .collect()
 }
 
 #[derive(Template)]
@@ -304,7 +330,7 @@ pub(super) async fn step_page(
     for stage in state.store.stages(build.id).await? {
         stages.push(StageItem {
             number: stage.number,
-            steps: step_items(&state, stage.id).await?,
+            steps: step_items(&state.store.steps(stage.id).await?),
             name: stage.name,
             status: stage.status.as_str(),
             error: stage.error,
@@ -381,4 +407,13 @@ pub(super) async fn badge(
         svg,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_problem_is_shown_once_with_its_count() {
+        let problems = ["a", "b", "a", "a"].map(str::to_owned).into_iter();
+        assert_eq!(super::once_per_kind(problems), ["a × 3", "b"]);
+    }
 }

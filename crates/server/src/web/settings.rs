@@ -54,6 +54,8 @@ pub(super) struct SettingsTemplate {
     clone_url: String,
     clone_over_ssh: bool,
     has_github_token: bool,
+    /// Where commit statuses' token comes from; empty when there is none (statuses are off).
+    statuses_from: &'static str,
     has_ssh_key: bool,
     secrets: Vec<SecretRow>,
     registries: Vec<RegistryRow>,
@@ -152,6 +154,11 @@ async fn settings_view(
         clone_over_ssh: gantry_proto::ssh::is_ssh_url(&repo.clone_url),
         clone_url: repo.clone_url.clone(),
         has_github_token: !repo.github_token.is_empty(),
+        statuses_from: match crate::credentials::github_token(state, &repo).1 {
+            crate::credentials::CredentialSource::Repository => "the repository's GitHub token",
+            crate::credentials::CredentialSource::None => "",
+            _ => "the server's GitHub token",
+        },
         has_ssh_key: !repo.ssh_key.is_empty(),
         secrets,
         registries,

@@ -524,7 +524,9 @@ mod cases {
         assert_eq!(whole["matches"], json!([1500, 2999]));
         assert_eq!(whole["total"], 3000);
         assert_eq!(whole["ended"], false);
-        let cased = server.get_json(&format!("{search}?q=needle&case=true")).await;
+        let cased = server
+            .get_json(&format!("{search}?q=needle&case=true"))
+            .await;
         assert_eq!(cased["matches"], json!([2999]));
         let regex = server
             .get_json(&format!(
@@ -545,22 +547,34 @@ mod cases {
             let body: serde_json::Value = refused.json().await.expect("json");
             assert_eq!(body["field"], field, "{body}");
         }
-        runner.step(&first, "test", StepState::Failure, Some(1)).await;
+        runner
+            .step(&first, "test", StepState::Failure, Some(1))
+            .await;
         runner.done(&first, StepState::Failure).await;
 
         // A second build on another branch that prints the needle too.
         let sha = git.commit(&[("b.txt", "b")], "second");
         server
-            .deliver("push", "d-2", &webhook::push("acme/app", "fix", &sha, "second"))
+            .deliver(
+                "push",
+                "d-2",
+                &webhook::push("acme/app", "fix", &sha, "second"),
+            )
             .await;
         let (runner, second) = server.claim("r1").await;
         runner.step(&second, "test", StepState::Running, None).await;
-        runner.logs(&second, "test", 1, &["ok", "needle again"]).await;
-        runner.step(&second, "test", StepState::Success, Some(0)).await;
+        runner
+            .logs(&second, "test", 1, &["ok", "needle again"])
+            .await;
+        runner
+            .step(&second, "test", StepState::Success, Some(0))
+            .await;
         runner.done(&second, StepState::Success).await;
         server.wait_finished("app", 2).await;
 
-        let across = server.get_json("/repos/acme/app/logs/search?q=needle").await;
+        let across = server
+            .get_json("/repos/acme/app/logs/search?q=needle")
+            .await;
         let hits: Vec<(i64, String, u64, String)> = across["hits"]
             .as_array()
             .expect("hits")

@@ -10,26 +10,7 @@ use gantry_test_support::browser::Browser;
 use gantry_test_support::{GitRepo, TempDir, webhook};
 use serde_json::json;
 
-use crate::support::TestServer;
-
-/// Signs in with the server's admin token through the login form.
-async fn sign_in(browser: &Browser, server: &TestServer) {
-    sign_in_with(browser, server, &server.token).await;
-}
-
-async fn sign_in_with(browser: &Browser, server: &TestServer, token: &str) {
-    browser.open(&format!("{}/login", server.url)).await;
-    browser.fill("input[name=token]", token).await;
-    browser.click("form.login button").await;
-    // The login page of a browser already signed in shows a user too: wait for the page the
-    // form leads to.
-    browser
-        .until(
-            "the signed-in user",
-            "location.pathname !== '/login' && document.querySelector('.who') !== null",
-        )
-        .await;
-}
+use crate::support::{TestServer, sign_in, sign_in_with};
 
 fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")

@@ -339,3 +339,128 @@ async fn the_side_panel_switches_steps_in_place_and_follows_the_build() {
     browser.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_page_draws_the_pipeline_and_its_timeline() {
+    let dir = TempDir::new("browser-picture");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server.push_app_with(STAGES).await;
+    let mut ran = Vec::new();
+    // Each stage as the queue gives it, the test stage failing (so `publish` never runs).
+    let runner = server.runner("r1");
+    while let Some(stage) = runner.request(std::time::Duration::from_secs(2)).await {
+        let failing = stage.stage.name == "test";
+        for step in &stage.stage.steps {
+            runner
+                .step(&stage, &step.name, StepState::Running, None)
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let end = if failing {
+                StepState::Failure
+            } else {
+                StepState::Success
+            };
+            runner
+                .step(&stage, &step.name, end, Some(i32::from(failing)))
+                .await;
+        }
+        runner
+            .done(
+                &stage,
+                if failing {
+                    StepState::Failure
+                } else {
+                    StepState::Success
+                },
+            )
+            .await;
+        ran.push(stage.stage.name.clone());
+    }
+    server.wait_finished("app", 1).await;
+
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/acme/app/1", server.url)).await;
+    browser
+        .until(
+            "the picture",
+            "document.querySelectorAll('#pipeline-svg .pic-stage').length === 4",
+        )
+        .await;
+    // Each arrow joins a stage to one it waits for, and every `depends_on` has its arrow.
+    let arrows = browser
+        .value("Array.from(document.querySelectorAll('#pipeline-svg .pic-edge')).map(e => e.dataset.from + '>' + e.dataset.to).sort()")
+        .await;
+    let wanted = browser
+        .value("Array.from(document.querySelectorAll('#pipeline-svg .pic-stage')).flatMap(g => g.dataset.dependsOn ? g.dataset.dependsOn.split(',').map(d => d + '>' + g.dataset.stage) : []).sort()")
+        .await;
+    assert_eq!(arrows, wanted);
+    assert_eq!(
+        arrows,
+        json!(["build>lint", "build>test", "lint>publish", "test>publish"])
+    );
+    // A stage stands right of those it waits for: each arrow goes left to right, from the
+    // right side of one box to the left side of the next.
+    let rightward = browser
+        .value("Array.from(document.querySelectorAll('#pipeline-svg .pic-edge')).every(e => { const from = document.querySelector(`.pic-stage[data-stage='${e.dataset.from}'] rect`).getBBox(); const to = document.querySelector(`.pic-stage[data-stage='${e.dataset.to}'] rect`).getBBox(); const p = e.getTotalLength(); const a = e.getPointAtLength(0), b = e.getPointAtLength(p); return from.x + from.width <= to.x && Math.abs(a.x - (from.x + from.width)) < 1 && b.x <= to.x && b.x > to.x - 10; })")
+        .await;
+    assert_eq!(rightward, json!(true));
+    let coloured = browser
+        .value("Array.from(document.querySelectorAll('#pipeline-svg .pic-stage')).map(g => g.dataset.stage + ':' + g.getAttribute('class').replace('pic-stage s-', ''))")
+        .await;
+    let coloured: Vec<String> = serde_json::from_value(coloured).expect("names");
+    assert!(
+        coloured.contains(&"build:success".to_owned()),
+        "{coloured:?}"
+    );
+    assert!(
+        coloured.contains(&"test:failure".to_owned()),
+        "{coloured:?}"
+    );
+    // Each step inside is a link to its log.
+    assert_eq!(
+        browser
+            .value("Array.from(document.querySelectorAll(\".pic-stage[data-stage='build'] a.pic-step\")).map(a => a.getAttribute('href'))")
+            .await,
+        json!(["/acme/app/1/1/1", "/acme/app/1/1/2"])
+    );
+    // The timeline: a bar per step that ran, the later ones further right.
+    let bars = browser
+        .value("Array.from(document.querySelectorAll('#timeline .tl-row')).map(r => [r.querySelector('.tl-name').textContent, parseFloat(r.querySelector('.tl-bar').style.left)])")
+        .await;
+    let bars: Vec<(String, f64)> = serde_json::from_value(bars).expect("bars");
+    assert_eq!(bars[0].0, "build / compile");
+    assert_eq!(bars[0].1, 0.0);
+    assert!(bars.windows(2).all(|w| w[0].1 <= w[1].1), "{bars:?}");
+    assert_eq!(
+        bars.len(),
+        ran.iter()
+            .map(|s| if s == "build" { 2 } else { 1 })
+            .sum::<usize>()
+    );
+    browser.screenshot(&shots(), "build-picture").await;
+
+    // A server without a GitHub token queues no commit status: no reporting problem shows,
+    // and the settings page says statuses are off and how to turn them on.
+    assert_eq!(
+        browser
+            .value("document.querySelector('.reports') === null")
+            .await,
+        json!(true)
+    );
+    crate::support::sign_in(&browser, &server).await;
+    browser
+        .open(&format!("{}/acme/app/settings", server.url))
+        .await;
+    let said = browser
+        .value("document.getElementById('statuses').textContent")
+        .await;
+    assert!(
+        said.as_str()
+            .unwrap_or("")
+            .contains("Commit statuses are off")
+            && said.as_str().unwrap_or("").contains("GANTRY_GITHUB_TOKEN"),
+        "{said}"
+    );
+    browser.stop().await;
+    server.stop().await;
+}

@@ -865,3 +865,26 @@ pub fn csrf_of(page: &str) -> String {
         .expect("a form with a CSRF token")
         .to_owned()
 }
+
+/// Signs in with the server's admin token through the login form.
+pub async fn sign_in(browser: &gantry_test_support::browser::Browser, server: &TestServer) {
+    sign_in_with(browser, server, &server.token).await;
+}
+
+pub async fn sign_in_with(
+    browser: &gantry_test_support::browser::Browser,
+    server: &TestServer,
+    token: &str,
+) {
+    browser.open(&format!("{}/login", server.url)).await;
+    browser.fill("input[name=token]", token).await;
+    browser.click("form.login button").await;
+    // The login page of a browser already signed in shows a user too: wait for the page the
+    // form leads to.
+    browser
+        .until(
+            "the signed-in user",
+            "location.pathname !== '/login' && document.querySelector('.who') !== null",
+        )
+        .await;
+}
