@@ -45,6 +45,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/repos/{owner}/{name}/builds",
             get(list_builds).post(create_build),
         )
+        .route("/api/repos/{owner}/{name}/branches", get(list_branches))
         .route("/api/repos/{owner}/{name}/builds/{number}", get(get_build))
         .route(
             "/api/repos/{owner}/{name}/builds/{number}/restart",
@@ -268,6 +269,15 @@ async fn list_builds(
         limit: query.limit,
     };
     let (_, _, builds) = ops::builds::list(&state, caller.reader(), &owner, &name, query).await?;
+    Ok(Json(builds.into_iter().map(views::build).collect()))
+}
+
+async fn list_branches(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<Json<Vec<gantry_api::Build>>> {
+    let (_, _, builds) = ops::builds::branches(&state, caller.reader(), &owner, &name).await?;
     Ok(Json(builds.into_iter().map(views::build).collect()))
 }
 

@@ -74,6 +74,12 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
             Many("Build"),
         ),
         (
+            Get,
+            "/api/repos/{owner}/{name}/branches",
+            "Each branch's latest build (not pull requests or tags), newest first",
+            Many("Build"),
+        ),
+        (
             Post,
             "/api/repos/{owner}/{name}/builds",
             "Starts a manual build (branch, commit, params, deploy_to)",

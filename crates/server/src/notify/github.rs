@@ -43,7 +43,11 @@ pub(super) fn github_statuses(
         url: url.clone(),
         body: json!({
             "state": status,
-            "target_url": link,
+            // A failed build's status opens its first failing step, where the side panel
+            // holds the rest of the build.
+            "target_url": first_failing(stages)
+                .filter(|_| as_if.is_none())
+                .map_or(link.clone(), |(stage, step)| format!("{link}/{}/{}", stage.number, step.number)),
             "description": format!("Build #{} {}", build.number, describe(build_status)),
             "context": "gantry",
         })

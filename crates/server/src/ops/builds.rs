@@ -63,6 +63,18 @@ pub async fn list(
     Ok((repo, role, builds))
 }
 
+/// Each branch's latest build of a repository the caller may read, newest first.
+pub async fn branches(
+    state: &AppState,
+    who: Option<&Identity>,
+    owner: &str,
+    name: &str,
+) -> OpResult<(Repo, Role, Vec<Build>)> {
+    let (repo, role) = access::authorize(state, who, owner, name, Need::Read).await?;
+    let builds = state.store.latest_per_branch(repo.id, MAX_LIST).await?;
+    Ok((repo, role, builds))
+}
+
 /// A build of a repository the caller may read.
 pub async fn get(
     state: &AppState,

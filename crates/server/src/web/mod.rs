@@ -52,6 +52,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/static/{file}", get(asset))
         .route("/{owner}/{name}", get(repo_page))
         .route("/{owner}/{name}/badge.svg", get(badge))
+        .route("/{owner}/{name}/branches", get(branches_page))
         .route("/{owner}/{name}/builds", post(manual_build))
         .route(
             "/{owner}/{name}/settings",

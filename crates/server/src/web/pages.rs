@@ -106,6 +106,31 @@ pub(super) async fn repo_page(
     }))
 }
 
+#[derive(Template)]
+#[template(path = "branches.html")]
+pub(super) struct BranchesTemplate {
+    page: PageInfo,
+    repo: String,
+    builds: Vec<BuildRow>,
+    can_admin: bool,
+}
+
+/// Each branch's latest build, as Drone's branches view had it.
+pub(super) async fn branches_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Page, Page> {
+    let (repo, role, builds) =
+        ops::builds::branches(&state, session.identity.as_ref(), &owner, &name).await?;
+    Ok(Page::render(BranchesTemplate {
+        page: page_info(&session),
+        repo: repo.full_name(),
+        builds: builds.iter().map(build_row).collect(),
+        can_admin: role >= Role::Admin,
+    }))
+}
+
 pub(super) struct StepItem {
     number: i64,
     name: String,

@@ -368,6 +368,13 @@ mod cases {
             ),
             endpoint(
                 Method::GET,
+                "/api/repos/{owner}/{name}/branches",
+                "/api/repos/acme/app/branches",
+                None,
+                Need::Read,
+            ),
+            endpoint(
+                Method::GET,
                 "/api/repos/{owner}/{name}/logs/search",
                 "/api/repos/acme/app/logs/search?q=test",
                 None,

@@ -572,6 +572,33 @@ mod cases {
         runner.done(&second, StepState::Success).await;
         server.wait_finished("app", 2).await;
 
+        // Each branch's latest build, the most recently built first, in the API and the page.
+        let branches = server.get_json("/repos/acme/app/branches").await;
+        let latest: Vec<(String, i64)> = branches
+            .as_array()
+            .expect("builds")
+            .iter()
+            .map(|b| {
+                (
+                    b["branch"].as_str().unwrap_or("").to_owned(),
+                    b["number"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(latest, [("fix".to_owned(), 2), ("main".to_owned(), 1)]);
+        let page = server
+            .http
+            .get(format!("{}/acme/app/branches", server.url))
+            .send()
+            .await
+            .expect("the branches page")
+            .text()
+            .await
+            .expect("html");
+        let fix = page.find("data-branch=\"fix\"").expect("fix's row");
+        let main = page.find("data-branch=\"main\"").expect("main's row");
+        assert!(fix < main, "{page}");
+
         let across = server
             .get_json("/repos/acme/app/logs/search?q=needle")
             .await;

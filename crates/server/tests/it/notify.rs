@@ -313,6 +313,23 @@ mod cases {
             .find(|s| s.body["context"] == "gantry/ci" && s.body["state"] == "failure")
             .expect("the pipeline's failure");
         assert_eq!(stage_failure.body["target_url"], failing.as_str());
+        // So does the build's own: a link to a build whose step failed opens that step.
+        let build_failure = statuses
+            .iter()
+            .find(|s| s.body["context"] == "gantry" && s.body["state"] == "failure")
+            .expect("the build's failure");
+        assert_eq!(build_failure.body["target_url"], failing.as_str());
+        let build_pending = statuses
+            .iter()
+            .find(|s| s.body["context"] == "gantry" && s.body["state"] == "pending")
+            .expect("the build's pending");
+        assert!(
+            build_pending.body["target_url"]
+                .as_str()
+                .is_some_and(|url| url.ends_with("/acme/app/1")),
+            "{}",
+            build_pending.body
+        );
 
         // The link opens the failing step's page, with the failing line in it.
         let page = server

@@ -466,6 +466,21 @@ impl Store {
         Ok(rows)
     }
 
+    /// Each branch's latest build (pushes, schedules and manual builds: not pull requests,
+    /// which build on their target branch, nor tags), the most recently built branch first.
+    pub async fn latest_per_branch(&self, repo_id: i64, limit: i64) -> Result<Vec<Build>> {
+        let sql = "SELECT * FROM builds b WHERE b.repo_id = $1 AND b.pull_request IS NULL \
+             AND b.tag IS NULL AND b.branch <> '' AND b.number = (SELECT MAX(o.number) FROM builds o \
+             WHERE o.repo_id = $1 AND o.branch = b.branch AND o.pull_request IS NULL AND o.tag IS NULL) \
+             ORDER BY b.number DESC LIMIT $2";
+        let rows = db::query_as::<Build>(sql)
+            .bind(repo_id)
+            .bind(limit.clamp(1, 500))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
     /// Builds not yet ended, oldest first.
     pub async fn unfinished_builds(&self) -> Result<Vec<Build>> {
         let sql = "SELECT * FROM builds WHERE finished_at IS NULL ORDER BY id";
