@@ -110,6 +110,11 @@
   var PAGE = 500;
   // A search keeps at most this many matches (the count then reads "100000+").
   var MAX_MATCHES = 100000;
+  // How a log is searched: windows of lines the server reads (at most 250,000 each), the
+  // first short, a few at a time.
+  var FIRST_WINDOW = 20000;
+  var WINDOW = 250000;
+  var PARALLEL = 3;
 
   function escapeRegExp(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }
 
@@ -133,7 +138,6 @@
     var caseBox = bar.querySelector('.find-case');
     var regexBox = bar.querySelector('.find-regex');
     var count = bar.querySelector('.find-count');
-    var generation = 0;
     var timer = null;
     var s = null;   // the search under way: {re, matches, current, done, searchedTo, more}
 
@@ -149,7 +153,6 @@
     }
 
     function clear() {
-      generation++;
       s = null;
       tell();
       view.searchChanged(null);
@@ -157,7 +160,6 @@
 
     function start() {
       var q = input.value;
-      generation++;
       if (!q) { clear(); return; }
       var re;
       try {
@@ -168,15 +170,42 @@
         view.searchChanged(null);
         return;
       }
-      s = { re: re, matches: [], current: -1, done: false, searchedTo: 0, more: false, gen: generation,
-        q: q, cased: caseBox.checked, regex: regexBox.checked, started: performance.now() };
+      s = { re: re, matches: [], current: -1, done: false, searchedTo: 0, more: false,
+        q: q, cased: caseBox.checked, regex: regexBox.checked, started: performance.now(),
+        windows: [], queued: [], running: 0 };
+      // The log in windows, searched from the view on (as a browser's find goes on from
+      // where the reader is) and then from the top: a short window first, alone, so that
+      // matches near the view come at once; then windows of WINDOW lines a few at a time.
+      // The one that reaches the end runs on to the end of what is stored (a running step's
+      // log grows).
+      var total = Math.max(1, view.total());
+      var top = Math.min(view.topLine(), total);
+      var ranges = [[top, top + FIRST_WINDOW - 1]];
+      for (var at = top + FIRST_WINDOW; at <= total; at += WINDOW) ranges.push([at, at + WINDOW - 1]);
+      ranges[ranges.length - 1][1] = Infinity;
+      for (at = 1; at < top; at += WINDOW) ranges.push([at, Math.min(top - 1, at + WINDOW - 1)]);
+      ranges.forEach(function (range, i) {
+        s.windows.push({ from: range[0], to: range[1], matches: [], done: false, searchedTo: 0 });
+        s.queued.push(i);
+      });
       view.searchChanged(s);
       tell();
-      fetchWindow(1, 20000);
+      more(s);
     }
 
-    function fetchWindow(from, lines) {
-      var mine = s;
+    // Starts queued windows while fewer than PARALLEL run (one, until the first is done).
+    function more(mine) {
+      var limit = mine.windows[0].done ? PARALLEL : 1;
+      while (mine.running < limit && mine.queued.length) {
+        var i = mine.queued.shift();
+        mine.running++;
+        fetchWindow(mine, i, mine.windows[i].from);
+      }
+    }
+
+    function fetchWindow(mine, i, from) {
+      var w = mine.windows[i];
+      var lines = w.to === Infinity ? WINDOW : w.to - from + 1;
       var url = api + '/search?q=' + encodeURIComponent(mine.q) + '&case=' + mine.cased +
         '&regex=' + mine.regex + '&from=' + from + '&lines=' + lines;
       fetch(url, { credentials: 'same-origin' }).then(function (r) {
@@ -185,26 +214,44 @@
         if (s !== mine) return;
         if (!answer.ok) { s.error = answer.body.error || 'the search failed'; s.done = true; tell(); return; }
         var body = answer.body;
-        body.matches.forEach(function (n) {
-          if (s.matches.length < MAX_MATCHES) s.matches.push(n); else s.more = true;
-        });
-        s.searchedTo = Math.max(s.searchedTo, body.searched_to);
-        if (s.current < 0 && s.matches.length) {
-          if (s.firstAt === undefined) s.firstAt = performance.now() - s.started;
-          s.current = firstFrom(view.topLine());
-          view.reveal(s.matches[s.current]);
-        }
-        if (body.next && !s.more) {
-          fetchWindow(body.next, 250000);
+        Array.prototype.push.apply(w.matches, body.matches);
+        w.searchedTo = Math.max(w.searchedTo, body.searched_to);
+        // A window cut short by the match bound goes on where it stopped.
+        if (body.next && body.next <= w.to && w.matches.length < MAX_MATCHES) {
+          fetchWindow(mine, i, body.next);
         } else {
-          s.done = true;
-          // Lines this page received live after the server's last window looked.
-          view.heldAfter(s.searchedTo).forEach(live);
-          if (s.current < 0 && s.matches.length) { s.current = 0; view.reveal(s.matches[0]); }
+          w.done = true;
+          s.running--;
+          more(s);
         }
-        tell();
-        view.searchChanged(s);
+        gather();
       }).catch(function () { if (s === mine) { s.error = 'the search failed'; tell(); } });
+    }
+
+    // The windows' matches in order, and the current match kept (or chosen: the first at or
+    // after the view's top, as a browser's find does).
+    function gather() {
+      var keep = s.current >= 0 ? s.matches[s.current] : null;
+      var all = [];
+      s.windows.slice().sort(function (a, b) { return a.from - b.from; })
+        .forEach(function (w) { Array.prototype.push.apply(all, w.matches); });
+      s.more = all.length > MAX_MATCHES;
+      s.matches = s.more ? all.slice(0, MAX_MATCHES) : all;
+      s.done = s.windows.every(function (w) { return w.done; });
+      if (keep !== null) {
+        s.current = s.matches.indexOf(keep);
+      } else if (s.matches.length) {
+        if (s.firstAt === undefined) s.firstAt = performance.now() - s.started;
+        s.current = firstFrom(view.topLine());
+        view.reveal(s.matches[s.current]);
+      }
+      if (s.done) {
+        s.searchedTo = s.windows.filter(function (w) { return w.to === Infinity; })[0].searchedTo;
+        // Lines this page received live after the server's last window looked.
+        view.heldAfter(s.searchedTo).forEach(live);
+      }
+      tell();
+      view.searchChanged(s);
     }
 
     // The first match at or after line `n`, else the first.
@@ -248,7 +295,7 @@
 
     function later() {
       clearTimeout(timer);
-      timer = setTimeout(start, 150);
+      timer = setTimeout(start, 80);
     }
 
     input.addEventListener('input', later);
@@ -270,7 +317,7 @@
         return s ? { matches: s.matches.length, current: s.current, done: s.done, firstAt: s.firstAt,
           error: s.error || null } : null;
       },
-      stop: function () { generation++; s = null; clearTimeout(timer); }
+      stop: function () { s = null; clearTimeout(timer); }
     };
   }
 
@@ -476,6 +523,7 @@
     }
 
     var view = {
+      total: function () { return total; },
       topLine: function () { return Math.max(1, Math.floor(el.scrollTop / lh) + 1); },
       reveal: reveal,
       focus: function () { el.focus({ preventScroll: true }); },

@@ -4,6 +4,8 @@
 //!   tail, the first screen) is shown, the renderer's memory, and how long a jump to an
 //!   arbitrary line takes, plus the longest frame while scrolling through it. Targets: tail
 //!   in <= 1 s, the tab under 300 MB, no freeze.
+//! - find in that log: from a query typed until its first match is shown (target 300 ms),
+//!   and until every match is counted, for a rare line, a frequent one and a regex.
 //! - a live log of 10,000 lines arriving as fast as the runner can send them: the longest
 //!   frame while they arrive, and the time until the last one is shown.
 //!
@@ -176,7 +178,12 @@ async fn time_until(browser: &Browser, condition: &str) -> f64 {
         if let Some(ms) = value.as_f64() {
             return ms;
         }
-        assert!(Instant::now() < deadline, "never: {condition}");
+        if Instant::now() > deadline {
+            let shown = browser
+                .value("document.body.innerText.slice(0, 2000)")
+                .await;
+            panic!("never: {condition}\n{}", shown.as_str().unwrap_or_default());
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -271,6 +278,41 @@ fn main() {
             jumps.push(shown - start);
         }
         jumps.sort_by(|a, b| a.total_cmp(b));
+
+        // Find in the whole log: the time from a query being typed (its 80 ms pause
+        // included) until the first match is marked and scrolled to, and until every match
+        // is counted.
+        let mut searches = Vec::new();
+        for (what, query, regex) in [
+            ("one line in the middle", format!("{:>9} of the big", total / 2 + 1), false),
+            ("every 50th line", "warning".to_owned(), false),
+            ("a regular expression, near the end", format!("^line\\s+{}\\d of", (total - 10) / 10), true),
+        ] {
+            // The last search closed (its marks cleared), as Esc does.
+            browser.client.execute("document.getElementById('find-close').click();", vec![]).await.expect("closes");
+            browser.until("no search", "document.querySelectorAll('#log mark').length === 0").await;
+            browser.fill("#log", "/").await;
+            browser.until("the find bar", "document.activeElement && document.activeElement.id === 'find-q'").await;
+            let typed = browser
+                .client
+                .execute(
+                    "const q = document.getElementById('find-q'); document.getElementById('find-regex').checked = arguments[1]; q.value = arguments[0]; q.dispatchEvent(new Event('input')); return performance.now();",
+                    vec![serde_json::json!(query), serde_json::json!(regex)],
+                )
+                .await
+                .expect("types")
+                .as_f64()
+                .unwrap_or(0.0);
+            let first = time_until(&browser, "document.querySelector('#log .line.current mark') !== null").await;
+            let all = time_until(&browser, "/^\\d+ of \\d+$/.test(document.getElementById('find-count').textContent)").await;
+            let count = browser.value("document.getElementById('find-count').textContent").await;
+            searches.push(format!(
+                "{what}: first match {:.0} ms, all counted {:.0} ms ({count})",
+                first - typed,
+                all - typed
+            ));
+        }
+        println!("find in the big log ({total} lines; target: first matches within 300 ms): {}", searches.join("; "));
 
         // A continuous scroll through the log for two seconds: the longest frame.
         browser.client.execute(FRAMES, vec![]).await.expect("frames");

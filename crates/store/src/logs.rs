@@ -18,6 +18,12 @@ pub struct StoredLine {
     pub text: String,
 }
 
+/// The chunks that hold line `$2` or later: the range starts at the one holding `$2`, found
+/// through the primary key (step, first line), so that a long log's thousands of chunks
+/// before it are not looked at one by one.
+const FROM_CHUNK: &str = "first_line >= COALESCE((SELECT MAX(c.first_line) FROM log_chunks c \
+     WHERE c.step_id = $1 AND c.first_line <= $2), 0) AND first_line + line_count > $2";
+
 /// What one window of a log search found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogSearch {
@@ -34,6 +40,34 @@ pub struct LogSearch {
 pub struct SearchBounds {
     pub max_matches: usize,
     pub max_lines: u64,
+}
+
+/// Finds lines in a run of lines joined by `\n`.
+pub trait LineMatcher: Sync {
+    /// The matching lines of `text`, in order: each line's index in it (from 0) and its text.
+    fn matching_lines<'t>(&self, text: &'t str) -> Vec<(usize, &'t str)>;
+}
+
+/// Where line `index` (from 0) of `text` starts, if it has that many lines.
+fn line_start(text: &str, index: usize) -> Option<usize> {
+    if index == 0 {
+        return Some(0);
+    }
+    text.match_indices('\n')
+        .nth(index - 1)
+        .map(|(at, _)| at + 1)
+}
+
+/// The first `max` lines of `text` (all of them when it has fewer), and how many they are.
+fn first_lines(text: &str, max: u64) -> (&str, u64) {
+    let mut count = 1;
+    for (at, _) in text.match_indices('\n') {
+        if count == max {
+            return (&text[..at], count);
+        }
+        count += 1;
+    }
+    (text, count)
 }
 
 /// Splits lines into runs of consecutive numbers (a capped log jumps from head to tail).
@@ -118,14 +152,16 @@ impl Store {
         let mut out = Vec::new();
         let mut next = from.max(1);
         while out.len() < limit {
-            let chunks: Vec<(i64, i64, String, String)> = db::query_as(
+            // A page needs few chunks: each may hold a thousand lines or more.
+            let sql = sqlx::AssertSqlSafe(format!(
                 "SELECT first_line, line_count, text, times FROM log_chunks \
-                 WHERE step_id = $1 AND first_line + line_count > $2 ORDER BY first_line LIMIT 64",
-            )
-            .bind(step_id)
-            .bind(next as i64)
-            .fetch_all(&self.pool)
-            .await?;
+                 WHERE step_id = $1 AND {FROM_CHUNK} ORDER BY first_line LIMIT 4"
+            ));
+            let chunks: Vec<(i64, i64, String, String)> = db::query_as(sql)
+                .bind(step_id)
+                .bind(next as i64)
+                .fetch_all(&self.pool)
+                .await?;
             if chunks.is_empty() {
                 break;
             }
@@ -149,47 +185,56 @@ impl Store {
         Ok(out)
     }
 
-    /// Lines from `from` on that `matches`, in order, within `bounds`: a search of a long log
-    /// goes window by window, each reading a bounded part of it.
+    /// Lines from `from` on that `matcher` finds, in order, within `bounds`: a search of a
+    /// long log goes window by window, each reading a bounded part of it. The matcher sees a
+    /// chunk's lines at once (joined by `\n`), so a fast search runs over whole chunks.
     pub async fn search_log(
         &self,
         step_id: i64,
         from: u64,
         bounds: SearchBounds,
-        matches: &(dyn Fn(&str) -> bool + Sync),
+        matcher: &dyn LineMatcher,
     ) -> Result<LogSearch> {
         let mut found = LogSearch::default();
         let mut next = from.max(1);
         let mut looked = 0u64;
         loop {
-            let chunks: Vec<(i64, String)> = db::query_as(
+            let sql = sqlx::AssertSqlSafe(format!(
                 "SELECT first_line, text FROM log_chunks \
-                 WHERE step_id = $1 AND first_line + line_count > $2 ORDER BY first_line LIMIT 64",
-            )
-            .bind(step_id)
-            .bind(next as i64)
-            .fetch_all(&self.pool)
-            .await?;
+                 WHERE step_id = $1 AND {FROM_CHUNK} ORDER BY first_line LIMIT 16"
+            ));
+            let chunks: Vec<(i64, String)> = db::query_as(sql)
+                .bind(step_id)
+                .bind(next as i64)
+                .fetch_all(&self.pool)
+                .await?;
             if chunks.is_empty() {
                 return Ok(found);
             }
             for (first, text) in chunks {
-                for (i, line) in text.split('\n').enumerate() {
-                    let number = first as u64 + i as u64;
-                    if number < next {
-                        continue;
-                    }
-                    if found.matches.len() >= bounds.max_matches || looked >= bounds.max_lines {
+                if looked >= bounds.max_lines {
+                    found.next = Some(next);
+                    return Ok(found);
+                }
+                // This chunk's lines from `next` on, as many as the window may still read.
+                let from_line = next.max(first as u64);
+                let skip = (from_line - first as u64) as usize;
+                let Some(start) = line_start(&text, skip) else {
+                    continue;
+                };
+                let (part, count) = first_lines(&text[start..], bounds.max_lines - looked);
+                for (index, line) in matcher.matching_lines(part) {
+                    let number = from_line + index as u64;
+                    if found.matches.len() >= bounds.max_matches {
                         found.next = Some(number);
                         return Ok(found);
                     }
-                    if matches(line) {
-                        found.matches.push((number, line.to_owned()));
-                    }
-                    looked += 1;
+                    found.matches.push((number, line.to_owned()));
                     found.searched_to = number;
-                    next = number + 1;
                 }
+                looked += count;
+                found.searched_to = from_line + count - 1;
+                next = found.searched_to + 1;
             }
         }
     }
@@ -228,6 +273,17 @@ mod tests {
             elapsed_ms: 0,
             text: number.to_string(),
         }
+    }
+
+    #[test]
+    fn a_chunk_is_cut_at_line_boundaries() {
+        let text = "a\nbb\nccc";
+        assert_eq!(line_start(text, 0), Some(0));
+        assert_eq!(line_start(text, 2), Some(5));
+        assert_eq!(line_start(text, 3), None);
+        assert_eq!(first_lines(text, 2), ("a\nbb", 2));
+        assert_eq!(first_lines(text, 9), ("a\nbb\nccc", 3));
+        assert_eq!(first_lines(&text[5..], 1), ("ccc", 1));
     }
 
     #[test]

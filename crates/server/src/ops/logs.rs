@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use gantry_api::{LogHit, RepoLogSearch, StepLogSearch};
-use gantry_store::{BuildFilter, SearchBounds};
+use gantry_store::{BuildFilter, LineMatcher, SearchBounds};
 
 use super::builds::StepAt;
 use crate::AppState;
@@ -32,12 +32,11 @@ const REPO_DEADLINE: Duration = Duration::from_secs(10);
 /// How much of a hit's line is returned.
 const HIT_TEXT: usize = 500;
 
-/// What to look for: text (case-insensitive unless asked) or a regular expression, whose
-/// matching time grows only linearly with the line (`regex-lite`).
-pub enum Pattern {
-    Text { text: String, case: bool },
-    Regex(regex_lite::Regex),
-}
+/// What to look for: text (case-insensitive unless asked) or a regular expression, both as
+/// a `regex` (linear time in the text, size-limited), run over whole chunks of a log at once
+/// so that its literal search finds candidate lines fast; each candidate line is then
+/// checked alone, so that no match spans two lines.
+pub struct Pattern(regex::Regex);
 
 impl Pattern {
     pub fn new(query: &str, case: bool, regex: bool) -> OpResult<Self> {
@@ -50,57 +49,58 @@ impl Pattern {
                 format!("a search is at most {MAX_PATTERN} characters"),
             ));
         }
-        if !regex {
-            return Ok(Pattern::Text {
-                text: if case || !query.is_ascii() {
-                    query.to_owned()
-                } else {
-                    query.to_ascii_lowercase()
-                },
-                case,
-            });
-        }
-        regex_lite::RegexBuilder::new(query)
+        let source = if regex {
+            query.to_owned()
+        } else {
+            regex::escape(query)
+        };
+        regex::RegexBuilder::new(&source)
             .case_insensitive(!case)
+            .multi_line(true)
             .size_limit(1 << 20)
+            .dfa_size_limit(4 << 20)
             .nest_limit(50)
             .build()
-            .map(Pattern::Regex)
+            .map(Pattern)
             .map_err(|e| {
-                OpError::invalid_field("q", format!("`{query}` is not a regular expression: {e}"))
+                let why = match e {
+                    regex::Error::CompiledTooBig(_) => "it is too large".to_owned(),
+                    e => e.to_string(),
+                };
+                OpError::invalid_field("q", format!("`{query}` is not a regular expression: {why}"))
             })
     }
 
     pub fn matches(&self, line: &str) -> bool {
-        match self {
-            Pattern::Regex(re) => re.is_match(line),
-            Pattern::Text { text, case: true } => line.contains(text.as_str()),
-            Pattern::Text { text, case: false } if text.is_ascii() => {
-                contains_ignoring_ascii_case(line.as_bytes(), text.as_bytes())
-            }
-            Pattern::Text { text, case: false } => {
-                line.to_lowercase().contains(&text.to_lowercase())
-            }
-        }
+        self.0.is_match(line)
     }
 }
 
-/// Whether `needle` (lowercase ASCII) is in `hay`, ignoring ASCII case, without a copy of
-/// `hay`: most lines of a long log are searched this way.
-fn contains_ignoring_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    if hay.len() < needle.len() {
-        return false;
+impl LineMatcher for Pattern {
+    fn matching_lines<'t>(&self, text: &'t str) -> Vec<(usize, &'t str)> {
+        let mut found = Vec::new();
+        // `pos` is always a line's start; `counted` is where `index` was last counted to.
+        let (mut pos, mut counted, mut index) = (0, 0, 0);
+        while pos <= text.len() {
+            let Some(hit) = self.0.find_at(text, pos) else {
+                break;
+            };
+            let start = text[pos..hit.start()]
+                .rfind('\n')
+                .map_or(pos, |at| pos + at + 1);
+            let end = text[hit.start()..]
+                .find('\n')
+                .map_or(text.len(), |at| hit.start() + at);
+            index += text[counted..start].matches('\n').count();
+            counted = start;
+            let line = &text[start..end];
+            if self.matches(line) {
+                found.push((index, line));
+            }
+            pos = end + 1;
+        }
+        found
     }
-    (0..=hay.len() - needle.len()).any(|i| {
-        hay[i].to_ascii_lowercase() == first
-            && hay[i + 1..i + needle.len()]
-                .iter()
-                .zip(rest)
-                .all(|(h, n)| h.to_ascii_lowercase() == *n)
-    })
 }
 
 /// One window of a search of a step's log, from line `from` on.
@@ -131,7 +131,7 @@ pub async fn search_step(
                 max_matches: STEP_WINDOW_MATCHES,
                 max_lines: lines.clamp(1, STEP_WINDOW_LINES),
             },
-            &|line| pattern.matches(line),
+            pattern,
         )
         .await?;
     Ok(StepLogSearch {
@@ -211,10 +211,7 @@ pub async fn search_repo(
                     ));
                     break 'builds;
                 }
-                let lines = state
-                    .store
-                    .search_log(step.id, 1, bounds, &|line| pattern.matches(line))
-                    .await?;
+                let lines = state.store.search_log(step.id, 1, bounds, pattern).await?;
                 for (line, text) in lines.matches {
                     found.hits.push(LogHit {
                         build: build.number,
@@ -290,6 +287,28 @@ mod tests {
         assert!(exact.matches("an Error: x"));
         let unicode = Pattern::new("ÉCHEC", false, false).expect("valid");
         assert!(unicode.matches("test échec"));
+        let special = Pattern::new("a.b(c)", false, false).expect("valid");
+        assert!(special.matches("x a.b(c) y") && !special.matches("axb(c)"));
+    }
+
+    /// Lines are found in a chunk at once, each whole, never a match across two.
+    #[test]
+    fn matching_lines_of_a_chunk_are_found_with_their_index() {
+        let text = "first\nan error: one\nmiddle\nerror: two\nend error\n\nlast";
+        let plain = Pattern::new("error", false, false).expect("valid");
+        assert_eq!(
+            plain.matching_lines(text),
+            [(1, "an error: one"), (3, "error: two"), (4, "end error")]
+        );
+        let anchored = Pattern::new("^error", false, true).expect("valid");
+        assert_eq!(anchored.matching_lines(text), [(3, "error: two")]);
+        // `\s` would reach over the line's end: such a match is not a line's.
+        let across = Pattern::new(r"middle\serror", false, true).expect("valid");
+        assert!(across.matching_lines(text).is_empty());
+        let empty_line = Pattern::new("^$", false, true).expect("valid");
+        assert_eq!(empty_line.matching_lines(text), [(5, "")]);
+        let end = Pattern::new("last", true, false).expect("valid");
+        assert_eq!(end.matching_lines(text), [(6, "last")]);
     }
 
     #[test]

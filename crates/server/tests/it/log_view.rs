@@ -41,9 +41,9 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
         .await;
     let texts: Vec<String> = (1..=20_000u64)
         .map(|n| match n {
-            15_000 => "error: the widget broke".to_owned(),
-            16_000 => "test parse_config ... FAILED".to_owned(),
-            17_500 => "\u{1b}[31mError: again\u{1b}[0m".to_owned(),
+            16_000 => "error: the widget broke".to_owned(),
+            18_000 => "test parse_config ... FAILED".to_owned(),
+            19_500 => "\u{1b}[31mError: again\u{1b}[0m".to_owned(),
             n => format!("compiling unit {n}"),
         })
         .collect();
@@ -55,13 +55,14 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
     }
 
     let browser = Browser::start().await;
+    // Opened on its first line: the line to find is 16,000 lines below the view.
     browser
-        .open(&format!("{}/acme/app/1/1/2", server.url))
+        .open(&format!("{}/acme/app/1/1/2#L1", server.url))
         .await;
     browser
         .until(
-            "the log's end",
-            "document.getElementById('L20000') !== null",
+            "the log's top",
+            "document.getElementById('L1') !== null && document.getElementById('L16000') === null",
         )
         .await;
     // `/` in the log opens the find bar; the browser's own find sees only the lines in view.
@@ -75,14 +76,14 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
     browser.fill("#find-q", "error:").await;
     browser
         .until(
-            "the first match, 5,000 lines above the view",
-            "document.getElementById('find-count').textContent === '1 of 2' && document.querySelector('#L15000.current') !== null",
+            "the first match, 16,000 lines below the view",
+            "document.getElementById('find-count').textContent === '1 of 2' && document.querySelector('#L16000.current mark') !== null",
         )
         .await;
-    assert_eq!(browser.value(&in_view(15_000)).await, json!(true));
+    assert_eq!(browser.value(&in_view(16_000)).await, json!(true));
     assert_eq!(
         browser
-            .value("document.querySelector('#L15000 mark').textContent")
+            .value("document.querySelector('#L16000 mark').textContent")
             .await,
         json!("error:"),
         "the match is marked"
@@ -92,14 +93,14 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
     browser
         .until(
             "the second match",
-            "document.querySelector('#L17500.current') !== null",
+            "document.querySelector('#L19500.current mark') !== null",
         )
         .await;
-    assert_eq!(browser.value(FOUND).await, json!(["2 of 2", "L17500"]));
+    assert_eq!(browser.value(FOUND).await, json!(["2 of 2", "L19500"]));
     // The ANSI colour around a match stays, and the match inside it is marked.
     assert_eq!(
         browser
-            .value("document.querySelector('#L17500 .text mark').textContent")
+            .value("document.querySelector('#L19500 .text mark').textContent")
             .await,
         json!("Error:")
     );
@@ -109,7 +110,7 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
     browser
         .until(
             "back to the first",
-            "document.querySelector('#L15000.current') !== null",
+            "document.querySelector('#L16000.current mark') !== null",
         )
         .await;
 
@@ -128,10 +129,10 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
     browser
         .until(
             "the failed test's line",
-            "document.getElementById('find-count').textContent === '1 of 1' && document.querySelector('#L16000.current') !== null",
+            "document.getElementById('find-count').textContent === '1 of 1' && document.querySelector('#L18000.current') !== null",
         )
         .await;
-    assert_eq!(browser.value(&in_view(16_000)).await, json!(true));
+    assert_eq!(browser.value(&in_view(18_000)).await, json!(true));
     browser.fill("#find-q", "(unclosed").await;
     browser
         .until(

@@ -130,6 +130,18 @@ pub(crate) fn end(status: Status, steps: Vec<StepUpdate>) -> StageEnd {
     }
 }
 
+/// Finds the lines that end with a character.
+struct EndsWith(char);
+
+impl gantry_store::LineMatcher for EndsWith {
+    fn matching_lines<'t>(&self, text: &'t str) -> Vec<(usize, &'t str)> {
+        text.split('\n')
+            .enumerate()
+            .filter(|(_, line)| line.ends_with(self.0))
+            .collect()
+    }
+}
+
 pub(crate) fn lines(from: u64, count: u64) -> Vec<LogLine> {
     (from..from + count)
         .map(|n| LogLine {
@@ -774,6 +786,50 @@ mod cases {
                 .expect("reads")
                 .is_empty()
         );
+
+        // A search goes window by window across chunks and over the gap, each window within
+        // its bounds, and says where the next starts.
+        let ending_in_0 = EndsWith('0');
+        let bounds = |max_matches, max_lines| gantry_store::SearchBounds {
+            max_matches,
+            max_lines,
+        };
+        let mut windows = Vec::new();
+        let mut from = Some(1);
+        while let Some(at) = from {
+            let found = store
+                .search_log(step.id, at, bounds(100, 60), &ending_in_0)
+                .await
+                .expect("searches");
+            from = found.next;
+            let numbers: Vec<u64> = found.matches.iter().map(|(n, _)| *n).collect();
+            windows.push((numbers, found.searched_to, found.next));
+        }
+        assert_eq!(
+            windows,
+            [
+                ((10..=60).step_by(10).collect(), 60, Some(61)),
+                ((70..=120).step_by(10).collect(), 120, Some(121)),
+                (vec![130, 140, 150, 500], 501, None),
+            ]
+        );
+        // The match bound stops a window at the first match it does not return.
+        let few = store
+            .search_log(step.id, 95, bounds(2, 1_000), &ending_in_0)
+            .await
+            .expect("searches");
+        assert_eq!(
+            (few.matches, few.next),
+            (
+                vec![(100, "line 100".to_owned()), (110, "line 110".to_owned())],
+                Some(120)
+            )
+        );
+        let past_the_end = store
+            .search_log(step.id, 502, bounds(10, 10), &ending_in_0)
+            .await
+            .expect("searches");
+        assert_eq!(past_the_end, gantry_store::LogSearch::default());
     }
 
     pub async fn tokens_are_found_by_hash(store: Store) {
