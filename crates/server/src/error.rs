@@ -32,6 +32,9 @@ pub enum OpError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The server already does as much of this as it will at once.
+    #[error("{0}")]
+    Busy(String),
     /// A service gantry asked on the caller's behalf (git, GitHub) gave no usable answer.
     #[error("{0}")]
     Upstream(String),
@@ -80,6 +83,7 @@ impl OpError {
             OpError::NotFound(_) => "not_found",
             OpError::Conflict(_) => "conflict",
             OpError::TooLarge(_) => "too_large",
+            OpError::Busy(_) => "busy",
             OpError::Upstream(_) => "upstream",
             OpError::Unavailable(_) => "unavailable",
             OpError::Internal(_) => "internal",
@@ -94,6 +98,7 @@ impl OpError {
             OpError::NotFound(_) => StatusCode::NOT_FOUND,
             OpError::Conflict(_) => StatusCode::CONFLICT,
             OpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            OpError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             OpError::Upstream(_) => StatusCode::BAD_GATEWAY,
             OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -352,6 +352,8 @@ struct AppState {
     shutdown: CancellationToken,
     /// When a refused webhook was last logged (they are logged at most once a second).
     last_refusal_log: std::sync::atomic::AtomicI64,
+    /// Searches across builds' logs running now: each may read for seconds.
+    repo_searches: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +381,7 @@ impl Server {
                 metrics: metrics::Metrics::default(),
                 shutdown: CancellationToken::new(),
                 last_refusal_log: std::sync::atomic::AtomicI64::new(0),
+                repo_searches: tokio::sync::Semaphore::new(ops::logs::REPO_SEARCHES_AT_ONCE),
             }),
         }
     }

@@ -29,6 +29,8 @@ const HITS_PER_STEP: usize = 5;
 const LINES_PER_STEP: u64 = 1_000_000;
 /// How long a search across builds may take.
 const REPO_DEADLINE: Duration = Duration::from_secs(10);
+/// How many searches across builds one server runs at once; more are refused (429).
+pub const REPO_SEARCHES_AT_ONCE: usize = 2;
 /// How much of a hit's line is returned.
 const HIT_TEXT: usize = 500;
 
@@ -162,6 +164,11 @@ pub async fn search_repo(
     query: RepoSearch,
 ) -> OpResult<RepoLogSearch> {
     let (repo, _) = access::authorize(state, who, owner, name, Need::Read).await?;
+    let Ok(_running) = state.repo_searches.try_acquire() else {
+        return Err(OpError::Busy(format!(
+            "this server already runs {REPO_SEARCHES_AT_ONCE} searches across builds; try again in a few seconds"
+        )));
+    };
     let last = query.last.unwrap_or(DEFAULT_BUILDS);
     if !(1..=MAX_BUILDS).contains(&last) {
         return Err(OpError::invalid_field(
