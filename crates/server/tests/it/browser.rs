@@ -2,19 +2,13 @@
 //! (chromedriver). Each test starts the real server, plays the runner, and looks at what a
 //! reader sees. Screenshots of each page go to `$CARGO_TARGET_TMPDIR/screenshots/`.
 
-use std::path::PathBuf;
-
 use fantoccini::Locator;
 use gantry_proto::StepState;
 use gantry_test_support::browser::Browser;
 use gantry_test_support::{GitRepo, TempDir, webhook};
 use serde_json::json;
 
-use crate::support::{TestServer, sign_in, sign_in_with};
-
-fn shots() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
-}
+use crate::support::{TestServer, line_in_view, shots, sign_in, sign_in_with};
 
 /// The line numbers the log view shows, in order.
 const SHOWN: &str = "Array.from(document.querySelectorAll('#log .line')).filter(l => l.querySelector('.text').textContent !== '').map(l => parseInt(l.id.slice(1)))";
@@ -23,11 +17,7 @@ const SHOWN: &str = "Array.from(document.querySelectorAll('#log .line')).filter(
 async fn a_running_step_s_log_arrives_live_and_a_reload_loses_no_line() {
     let dir = TempDir::new("browser-live");
     let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
-    let (_git, _) = server.push_app().await;
-    let (runner, assignment) = server.claim("r1").await;
-    runner
-        .step(&assignment, "test", StepState::Running, None)
-        .await;
+    let (runner, assignment) = server.running_step().await;
     runner
         .logs(
             &assignment,
@@ -80,11 +70,7 @@ async fn a_running_step_s_log_arrives_live_and_a_reload_loses_no_line() {
 async fn a_line_link_opens_on_its_line_highlighted_and_shift_click_selects_a_range() {
     let dir = TempDir::new("browser-anchor");
     let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
-    let (_git, _) = server.push_app().await;
-    let (runner, assignment) = server.claim("r1").await;
-    runner
-        .step(&assignment, "test", StepState::Running, None)
-        .await;
+    let (runner, assignment) = server.running_step().await;
     let texts: Vec<String> = (1..=1200).map(|n| format!("line number {n}")).collect();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     runner.logs(&assignment, "test", 1, &texts).await;
@@ -103,9 +89,7 @@ async fn a_line_link_opens_on_its_line_highlighted_and_shift_click_selects_a_ran
             "document.querySelector('#L700.hl') !== null",
         )
         .await;
-    let visible = browser
-        .value("(function(){ const r = document.getElementById('L700').getBoundingClientRect(); const l = document.getElementById('log').getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; })()")
-        .await;
+    let visible = browser.value(&line_in_view(700)).await;
     assert_eq!(visible, json!(true), "the linked line is in view");
     assert_eq!(
         browser
@@ -145,11 +129,7 @@ async fn a_line_link_opens_on_its_line_highlighted_and_shift_click_selects_a_ran
 async fn cancel_on_the_build_page_stops_the_build_and_the_status_changes() {
     let dir = TempDir::new("browser-cancel");
     let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
-    let (_git, _) = server.push_app().await;
-    let (runner, assignment) = server.claim("r1").await;
-    runner
-        .step(&assignment, "test", StepState::Running, None)
-        .await;
+    let (runner, assignment) = server.running_step().await;
 
     let browser = Browser::start().await;
     sign_in(&browser, &server).await;

@@ -1,18 +1,12 @@
 //! Reading a build in the browser (Chromium, as in `browser`): find in a whole log, the
 //! build's steps beside it, and the pipeline as a picture.
 
-use std::path::PathBuf;
-
 use gantry_proto::StepState;
 use gantry_test_support::TempDir;
 use gantry_test_support::browser::Browser;
 use serde_json::json;
 
-use crate::support::TestServer;
-
-fn shots() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
-}
+use crate::support::{TestServer, line_in_view, shots};
 
 const ENTER: &str = "\u{E007}";
 const SHIFT: &str = "\u{E008}";
@@ -23,22 +17,11 @@ const RELEASE: &str = "\u{E000}";
 /// What the find bar says, and the number of the current match's line.
 const FOUND: &str = "[document.getElementById('find-count').textContent, (document.querySelector('#log .line.current') || {id: ''}).id]";
 
-/// Whether line `n` is shown inside the log's box.
-fn in_view(n: u64) -> String {
-    format!(
-        "(function(){{ const e = document.getElementById('L{n}'); if (!e) return false; const r = e.getBoundingClientRect(); const l = document.getElementById('log').getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; }})()"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn find_searches_the_whole_log_and_lines_that_arrive() {
     let dir = TempDir::new("browser-find");
     let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
-    let (_git, _) = server.push_app().await;
-    let (runner, assignment) = server.claim("r1").await;
-    runner
-        .step(&assignment, "test", StepState::Running, None)
-        .await;
+    let (runner, assignment) = server.running_step().await;
     let texts: Vec<String> = (1..=20_000u64)
         .map(|n| match n {
             16_000 => "error: the widget broke".to_owned(),
@@ -80,7 +63,7 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
             "document.getElementById('find-count').textContent === '1 of 2' && document.querySelector('#L16000.current mark') !== null",
         )
         .await;
-    assert_eq!(browser.value(&in_view(16_000)).await, json!(true));
+    assert_eq!(browser.value(&line_in_view(16_000)).await, json!(true));
     assert_eq!(
         browser
             .value("document.querySelector('#L16000 mark').textContent")
@@ -132,7 +115,7 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
             "document.getElementById('find-count').textContent === '1 of 1' && document.querySelector('#L18000.current') !== null",
         )
         .await;
-    assert_eq!(browser.value(&in_view(18_000)).await, json!(true));
+    assert_eq!(browser.value(&line_in_view(18_000)).await, json!(true));
     browser.fill("#find-q", "(unclosed").await;
     browser
         .until(

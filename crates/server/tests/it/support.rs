@@ -888,3 +888,27 @@ pub async fn sign_in_with(
         )
         .await;
 }
+
+/// Where browser tests save their screenshots: `$CARGO_TARGET_TMPDIR/screenshots/`.
+pub fn shots() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+}
+
+/// A script that is true when log line `n` is shown inside the log's box.
+pub fn line_in_view(n: u64) -> String {
+    format!(
+        "(function(){{ const e = document.getElementById('L{n}'); if (!e) return false; const r = e.getBoundingClientRect(); const l = document.getElementById('log').getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; }})()"
+    )
+}
+
+impl TestServer {
+    /// `acme/app` pushed, its stage claimed by runner `r1`, and its `test` step running.
+    pub async fn running_step(&self) -> (FakeRunner, Assignment) {
+        let (_git, _) = self.push_app().await;
+        let (runner, assignment) = self.claim("r1").await;
+        runner
+            .step(&assignment, "test", StepState::Running, None)
+            .await;
+        (runner, assignment)
+    }
+}
