@@ -295,7 +295,7 @@
 
     function later() {
       clearTimeout(timer);
-      timer = setTimeout(start, 80);
+      timer = setTimeout(start, 50);
     }
 
     input.addEventListener('input', later);

@@ -279,7 +279,7 @@ fn main() {
         }
         jumps.sort_by(|a, b| a.total_cmp(b));
 
-        // Find in the whole log: the time from a query being typed (its 80 ms pause
+        // Find in the whole log: the time from a query being typed (its 50 ms pause
         // included) until the first match is marked and scrolled to, and until every match
         // is counted.
         let mut searches = Vec::new();
