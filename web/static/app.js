@@ -705,6 +705,10 @@
             if (link) link.setAttribute('class', 'pic-step s-' + step.status);
           });
         });
+        ticks++;
+        // The timeline is drawn by the server: redrawn every few ticks and at the end, so
+        // that running steps' bars grow and new steps get theirs.
+        if (build.finished_at || ticks % 3 === 0) redrawTimeline();
         if (build.finished_at) {
           var cancel = document.getElementById('cancel');
           if (cancel) cancel.closest('form').remove();
@@ -712,6 +716,14 @@
           setTimeout(tick, 1500);
         }
       }).catch(function () { setTimeout(tick, 5000); });
+    }
+    var ticks = 0;
+    function redrawTimeline() {
+      fetch(location.pathname, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (text) {
+        var fresh = new DOMParser().parseFromString(text, 'text/html').getElementById('timeline');
+        var here = document.getElementById('timeline');
+        if (fresh && here) here.replaceWith(document.adoptNode(fresh));
+      }).catch(function () {});
     }
     setTimeout(tick, 1500);
   }

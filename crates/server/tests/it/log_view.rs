@@ -320,6 +320,36 @@ async fn the_side_panel_switches_steps_in_place_and_follows_the_build() {
             &format!("document.querySelector(\"a.panel-step[href='{link}'] .s-running\") !== null"),
         )
         .await;
+
+    // The build page's timeline follows too: the running step gets its bar, the others
+    // keep theirs.
+    let (stage, other) = if step == "unit" {
+        ("test", "lint / fmt")
+    } else {
+        ("lint", "test / unit")
+    };
+    browser.open(&format!("{}/acme/app/1", server.url)).await;
+    let rows =
+        "Array.from(document.querySelectorAll('#timeline .tl-name')).map(n => n.textContent)";
+    assert_eq!(
+        browser.value(rows).await,
+        json!([
+            "build / compile",
+            "build / package",
+            format!("{stage} / {step}")
+        ])
+    );
+    let (_, last) = server.claim("r1").await;
+    let last_step = last.stage.steps[0].name.clone();
+    runner
+        .step(&last, &last_step, StepState::Running, None)
+        .await;
+    browser
+        .until(
+            "the other stage's step on the timeline, without a reload",
+            &format!("Array.from(document.querySelectorAll('#timeline .tl-name')).some(n => n.textContent === '{other}')"),
+        )
+        .await;
     browser.stop().await;
     server.stop().await;
 }
