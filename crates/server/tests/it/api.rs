@@ -486,20 +486,14 @@ mod cases {
         let (git, _) = server.push_app().await;
         let (runner, first) = server.claim("r1").await;
         runner.step(&first, "test", StepState::Running, None).await;
-        let texts: Vec<String> = (1..=3_000u64)
-            .map(|n| match n {
+        runner
+            .log_lines(&first, "test", (3_000, 1_000), |n| match n {
                 10 => "test a ... FAILED".to_owned(),
                 1_500 => "NEEDLE in the middle".to_owned(),
                 2_999 => "a needle near the end".to_owned(),
                 n => format!("line {n}"),
             })
-            .collect();
-        for (i, batch) in texts.chunks(1_000).enumerate() {
-            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-            runner
-                .logs(&first, "test", 1 + 1_000 * i as u64, &batch)
-                .await;
-        }
+            .await;
         let search = "/repos/acme/app/builds/1/logs/1/2/search";
 
         // Window by window: each reads at most `lines`, and says where the next starts.

@@ -22,20 +22,14 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
     let dir = TempDir::new("browser-find");
     let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
     let (runner, assignment) = server.running_step().await;
-    let texts: Vec<String> = (1..=20_000u64)
-        .map(|n| match n {
+    runner
+        .log_lines(&assignment, "test", (20_000, 5_000), |n| match n {
             16_000 => "error: the widget broke".to_owned(),
             18_000 => "test parse_config ... FAILED".to_owned(),
             19_500 => "\u{1b}[31mError: again\u{1b}[0m".to_owned(),
             n => format!("compiling unit {n}"),
         })
-        .collect();
-    for (i, batch) in texts.chunks(5_000).enumerate() {
-        let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-        runner
-            .logs(&assignment, "test", 1 + 5_000 * i as u64, &batch)
-            .await;
-    }
+        .await;
 
     let browser = Browser::start().await;
     // Opened on its first line: the line to find is 16,000 lines below the view.

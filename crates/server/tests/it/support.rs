@@ -400,6 +400,23 @@ impl FakeRunner {
             .as_u16()
     }
 
+    /// Sends `count` log lines from line 1, in batches of `batch`: line `n` is `text(n)`.
+    pub async fn log_lines(
+        &self,
+        assignment: &Assignment,
+        step: &str,
+        (count, batch): (u64, u64),
+        text: impl Fn(u64) -> String,
+    ) {
+        let mut from = 1;
+        while from <= count {
+            let texts: Vec<String> = (from..(from + batch).min(count + 1)).map(&text).collect();
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            assert_eq!(self.logs(assignment, step, from, &texts).await, 204);
+            from += batch;
+        }
+    }
+
     pub async fn watch(&self, assignment: &Assignment) -> LeaseStatus {
         let response = self
             .post(
