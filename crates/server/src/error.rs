@@ -137,7 +137,9 @@ impl From<LeaseError> for OpError {
     fn from(e: LeaseError) -> Self {
         match e {
             LeaseError::Lost { .. } => OpError::Conflict(e.to_string()),
-            LeaseError::NoSuchStep { .. } => OpError::invalid(e.to_string()),
+            LeaseError::NoSuchStep { .. } | LeaseError::LineOutOfRange { .. } => {
+                OpError::invalid(e.to_string())
+            }
             LeaseError::Store(inner) => inner.into(),
         }
     }

@@ -102,7 +102,7 @@ pub use clock::Clock;
 pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
 pub use events::Event;
 pub use gauges::Gauges;
-pub use logs::{LineMatcher, LogSearch, SearchBounds, StoredLine};
+pub use logs::{LineMatcher, LogSearch, MAX_LINE_NUMBER, SearchBounds, StoredLine};
 pub use notify::{MessageKind, MessageState, NewMessage, NewTarget, NotifyTarget, OutboxMessage};
 pub use queue::{Claim, ClaimRequest, LeaseError, LockHolder, Reaped, StageEnd};
 pub use registries::{RegistryInfo, RegistryScope, SealedRegistry};

@@ -18,6 +18,12 @@ pub struct StoredLine {
     pub text: String,
 }
 
+/// The highest line number a step's log may have: far beyond any log (a runner caps a step's
+/// output long before), within what the database's `BIGINT` and a browser's numbers hold
+/// exactly. A number read from a request is brought within it before it reaches SQL, where
+/// one cast to a negative `BIGINT` would make a reader loop for ever.
+pub const MAX_LINE_NUMBER: u64 = 1 << 53;
+
 /// The chunks that hold line `$2` or later: the range starts at the one holding `$2`, found
 /// through the primary key (step, first line), so that a long log's thousands of chunks
 /// before it are not looked at one by one.
@@ -111,6 +117,15 @@ impl Store {
                 step: step.to_owned(),
             });
         };
+        if let Some(line) = lines
+            .iter()
+            .find(|l| !(1..=MAX_LINE_NUMBER).contains(&l.number))
+        {
+            return Err(LeaseError::LineOutOfRange {
+                step: step.to_owned(),
+                number: line.number,
+            });
+        }
         self.insert_chunks(step_id, lines).await?;
         self.publish(crate::Event::LinesStored {
             stage,
@@ -150,7 +165,7 @@ impl Store {
     /// Lines numbered `from` and after, at most `limit`, in order.
     pub async fn read_log(&self, step_id: i64, from: u64, limit: usize) -> Result<Vec<StoredLine>> {
         let mut out = Vec::new();
-        let mut next = from.max(1);
+        let mut next = from.clamp(1, MAX_LINE_NUMBER + 1);
         while out.len() < limit {
             // A page needs few chunks: each may hold a thousand lines or more.
             let sql = sqlx::AssertSqlSafe(format!(
@@ -196,7 +211,7 @@ impl Store {
         matcher: &dyn LineMatcher,
     ) -> Result<LogSearch> {
         let mut found = LogSearch::default();
-        let mut next = from.max(1);
+        let mut next = from.clamp(1, MAX_LINE_NUMBER + 1);
         let mut looked = 0u64;
         loop {
             let sql = sqlx::AssertSqlSafe(format!(

@@ -394,6 +394,58 @@ fn another_build_cannot_reach_the_steps_of_a_stage() {
     server.process.stop();
 }
 
+/// Found in review: a reader's `from=` beyond any line (`u64::MAX`, a negative `BIGINT` once
+/// cast) made the page-of-lines and search endpoints loop for ever on the database, one task
+/// per request. Each now answers at once with nothing; the control reads and finds the lines.
+#[test]
+fn a_line_number_beyond_any_log_answers_at_once() {
+    let dir = TempDir::new("attack-from");
+    let runner = format!("attack-from-{}", std::process::id());
+    let (mut server, token) = server_with_runner(dir.path(), &runner, &[]);
+    let git = GitRepo::new();
+    let pipeline = format!(
+        "kind: pipeline\nname: ci\nclone: {{disable: true}}\nsteps:\n  - name: say\n    image: {IMAGE}\n    commands: [echo needle]\n"
+    );
+    let sha = git.commit(&[(".gantry.yml", &pipeline)], "say");
+    add_repo(&server.url, &token, "app", &git, false);
+    push(&server.url, "app", &sha, "d-from");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a client");
+    let ask = |query: &str| -> Value {
+        let path = format!(
+            "{}/api/repos/acme/app/builds/1/logs/1/1/{query}",
+            server.url
+        );
+        let response = client
+            .get(&path)
+            .bearer_auth(&token)
+            .send()
+            .unwrap_or_else(|e| panic!("{query} never answered: {e}"));
+        assert!(
+            response.status().is_success(),
+            "{query}: {}",
+            response.status()
+        );
+        response.json().expect("json")
+    };
+    for from in [u64::MAX, i64::MAX as u64 + 1] {
+        let page = ask(&format!("lines?from={from}&limit=10"));
+        assert_eq!(page["lines"], serde_json::json!([]), "{page}");
+        let found = ask(&format!("search?q=needle&from={from}"));
+        assert_eq!(found["matches"], serde_json::json!([]), "{found}");
+    }
+    // The control: from the start, the line is read and found.
+    let page = ask("lines?from=1&limit=10");
+    assert!(page["lines"].to_string().contains("needle"), "{page}");
+    let found = ask("search?q=needle&from=1");
+    assert_ne!(found["matches"], serde_json::json!([]), "{found}");
+    server.process.stop();
+}
+
 /// A second runner of a live runner's name is refused before it touches anything; one that
 /// shares another's data folder is refused at once; a restarted runner (same folder) is not.
 #[test]

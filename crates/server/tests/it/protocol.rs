@@ -157,6 +157,11 @@ mod cases {
             "an unknown step"
         );
         assert_eq!(
+            runner.logs(&assignment, "test", u64::MAX, &["x"]).await,
+            400,
+            "a line numbered beyond any log"
+        );
+        assert_eq!(
             runner
                 .step(&assignment, "test", StepState::Failure, Some(2))
                 .await,

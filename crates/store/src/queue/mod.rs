@@ -48,6 +48,11 @@ pub enum LeaseError {
     Lost { stage: i64, epoch: i64 },
     #[error("stage {stage} has no step named `{step}`")]
     NoSuchStep { stage: i64, step: String },
+    #[error(
+        "log line {number} of step `{step}` is out of range: lines are numbered from 1 to {}",
+        crate::MAX_LINE_NUMBER
+    )]
+    LineOutOfRange { step: String, number: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

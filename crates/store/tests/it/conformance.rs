@@ -830,6 +830,44 @@ mod cases {
             .await
             .expect("searches");
         assert_eq!(past_the_end, gantry_store::LogSearch::default());
+
+        // A number from a request beyond any line (once cast to a negative BIGINT, it made
+        // readers loop for ever) finds nothing, at once.
+        for from in [
+            u64::MAX,
+            i64::MAX as u64 + 1,
+            gantry_store::MAX_LINE_NUMBER + 1,
+        ] {
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                store.read_log(step.id, from, 10),
+            )
+            .await
+            .expect("answers at once")
+            .expect("reads");
+            assert!(read.is_empty(), "from {from}");
+            let found = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                store.search_log(step.id, from, bounds(10, 10), &ending_in_0),
+            )
+            .await
+            .expect("answers at once")
+            .expect("searches");
+            assert_eq!(found, gantry_store::LogSearch::default(), "from {from}");
+        }
+        // A runner's line numbered out of range is refused, and nothing of its batch kept.
+        for number in [0, gantry_store::MAX_LINE_NUMBER + 1, u64::MAX] {
+            let mut batch = lines(600, 2);
+            batch[1].number = number;
+            let refused = store
+                .append_logs(claim.stage_id, claim.epoch, "compile", &batch)
+                .await;
+            assert!(
+                matches!(refused, Err(LeaseError::LineOutOfRange { number: n, .. }) if n == number),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(store.log_line_count(step.id).await.expect("counts"), 152);
     }
 
     pub async fn tokens_are_found_by_hash(store: Store) {
