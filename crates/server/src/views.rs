@@ -118,17 +118,16 @@ pub async fn build_detail(
     found: store::Build,
 ) -> OpResult<gantry_api::BuildDetail> {
     let mut stages = Vec::new();
-    let rows = state.store.stages(found.id).await?;
+    let rows = state.store.stages_with_steps(found.id).await?;
     let seen = if rows
         .iter()
-        .any(|s| matches!(s.status, store::Status::Pending))
+        .any(|(s, _)| matches!(s.status, store::Status::Pending))
     {
         crate::waiting::runners_seen(state).await?
     } else {
         Vec::new()
     };
-    for row in rows {
-        let steps = state.store.steps(row.id).await?;
+    for (row, steps) in rows {
         let waiting = crate::waiting::reason(state, &seen, repo, &row).await?;
         stages.push(gantry_api::Stage {
             waiting,

@@ -95,19 +95,6 @@ async fn queue_for(state: &AppState, build: Build) -> Result<(), gantry_store::S
     Ok(())
 }
 
-/// A build's stages with their steps.
-async fn stages_of(
-    state: &AppState,
-    build: &Build,
-) -> Result<Vec<(Stage, Vec<Step>)>, gantry_store::StoreError> {
-    let mut out = Vec::new();
-    for stage in state.store.stages(build.id).await? {
-        let steps = state.store.steps(stage.id).await?;
-        out.push((stage, steps));
-    }
-    Ok(out)
-}
-
 fn build_link(state: &AppState, repo: &Repo, build: &Build) -> String {
     format!(
         "{}/{}/{}/{}",
@@ -139,7 +126,7 @@ async fn messages_for(
 ) -> Result<Vec<NewMessage>, gantry_store::StoreError> {
     let mut messages = Vec::new();
     let before = build_notified_before(build);
-    let stages = stages_of(state, build).await?;
+    let stages = state.store.stages_with_steps(build.id).await?;
     // Without a GitHub token no status could be sent: none is queued (the settings page
     // says statuses are off and how to turn them on), rather than one failure per stage.
     let statuses_on = crate::credentials::github_token(state, repo).0.is_some();

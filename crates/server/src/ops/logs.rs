@@ -205,8 +205,8 @@ pub async fn search_repo(
             found.builds_searched += 1;
             continue;
         }
-        for stage in state.store.stages(build.id).await? {
-            for step in state.store.steps(stage.id).await? {
+        for (stage, steps) in state.store.stages_with_steps(build.id).await? {
+            for step in steps {
                 if found.hits.len() >= MAX_HITS {
                     found.stopped = Some(format!("stopped at {MAX_HITS} matching lines"));
                     break 'builds;

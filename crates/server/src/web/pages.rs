@@ -200,18 +200,13 @@ pub(super) async fn build_view(
     let (repo, role, build) =
         ops::builds::get(state, session.identity.as_ref(), owner, name, number).await?;
     let mut stages = Vec::new();
-    let build_stages = state.store.stages(build.id).await?;
+    let with_steps = state.store.stages_with_steps(build.id).await?;
     // Read once, and only when a stage may need to say why it waits.
-    let runners = if build_stages.iter().any(|s| s.status == Status::Pending) {
+    let runners = if with_steps.iter().any(|(s, _)| s.status == Status::Pending) {
         crate::waiting::runners_seen(state).await?
     } else {
         Vec::new()
     };
-    let mut with_steps = Vec::new();
-    for stage in build_stages {
-        let steps = state.store.steps(stage.id).await?;
-        with_steps.push((stage, steps));
-    }
     for (stage, steps) in &with_steps {
         let waiting = crate::waiting::reason(state, &runners, &repo, stage).await?;
         stages.push(StageItem {
@@ -351,17 +346,20 @@ pub(super) async fn step_page(
     )
     .expect("plain data serialises")
     .replace('<', "\\u003c");
-    let mut stages = Vec::new();
-    for stage in state.store.stages(build.id).await? {
-        stages.push(StageItem {
+    let stages = state
+        .store
+        .stages_with_steps(build.id)
+        .await?
+        .into_iter()
+        .map(|(stage, steps)| StageItem {
             number: stage.number,
-            steps: step_items(&state.store.steps(stage.id).await?),
+            steps: step_items(&steps),
             name: stage.name,
             status: stage.status.as_str(),
             error: stage.error,
             waiting: None,
-        });
-    }
+        })
+        .collect();
     Ok(Page::render(StepTemplate {
         page: page_info(&session),
         repo: repo.full_name(),

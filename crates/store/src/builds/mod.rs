@@ -4,7 +4,7 @@
 //! [`advance`] decides, each time one ends, which waiting stages are queued or skipped and
 //! when the build is over.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use gantry_pipeline::{Context, Event as BuildEvent, Plan};
 use serde::Serialize;
@@ -497,6 +497,30 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(Stage::try_from).collect()
+    }
+
+    /// A build's stages, each with its steps: two queries, whatever the number of stages.
+    pub async fn stages_with_steps(&self, build_id: i64) -> Result<Vec<(Stage, Vec<Step>)>> {
+        let stages = self.stages(build_id).await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {STEP_COLUMNS} FROM steps \
+             WHERE stage_id IN (SELECT id FROM stages WHERE build_id = $1) ORDER BY number"
+        ));
+        let mut steps: HashMap<i64, Vec<Step>> = HashMap::new();
+        for step in db::query_as::<Step>(sql)
+            .bind(build_id)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            steps.entry(step.stage_id).or_default().push(step);
+        }
+        Ok(stages
+            .into_iter()
+            .map(|stage| {
+                let its = steps.remove(&stage.id).unwrap_or_default();
+                (stage, its)
+            })
+            .collect())
     }
 
     pub async fn stage(&self, stage_id: i64) -> Result<Stage> {

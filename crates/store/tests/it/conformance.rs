@@ -237,6 +237,16 @@ mod cases {
                 .collect::<Vec<_>>(),
             [("build", Status::Pending), ("deploy", Status::Waiting)]
         );
+        // Read at once, each stage comes with its own steps, in order.
+        let mut one_by_one = Vec::new();
+        for stage in &stages {
+            one_by_one.push((stage.clone(), store.steps(stage.id).await.expect("steps")));
+        }
+        assert!(one_by_one.iter().all(|(_, steps)| !steps.is_empty()));
+        assert_eq!(
+            store.stages_with_steps(build.id).await.expect("reads"),
+            one_by_one
+        );
         let r = runner("r1");
         let claim = store
             .claim_next(&r)
