@@ -57,7 +57,7 @@ impl Pulls {
         tell: &mpsc::UnboundedSender<String>,
     ) -> Result<(), BackendError> {
         if self.known(image) && pull != Pull::Always {
-            say(tell, present(image));
+            say(tell, already_here(image));
             return Ok(());
         }
         let gate = self
@@ -128,7 +128,7 @@ fn say(tell: &mpsc::UnboundedSender<String>, line: String) {
     let _ = tell.send(format!("gantry: {line}"));
 }
 
-fn present(image: &str) -> String {
+fn already_here(image: &str) -> String {
     format!("image {image} is already on this runner")
 }
 
@@ -226,7 +226,7 @@ async fn fetch(
     let present = docker.inspect_image(image).await.is_ok();
     match pull {
         Pull::IfNotExists | Pull::Never if present => {
-            say(tell, self::present(image));
+            say(tell, already_here(image));
             return Ok(());
         }
         Pull::Never => {

@@ -63,12 +63,7 @@ fn fitted(name: &str, chars: usize) -> String {
 }
 
 /// How far right a stage stands: one column past the furthest stage it waits for.
-fn columns(stages: &[(Stage, Vec<Step>)]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = stages
-        .iter()
-        .enumerate()
-        .map(|(i, (stage, _))| (stage.name.as_str(), i))
-        .collect();
+fn columns(stages: &[(Stage, Vec<Step>)], index: &HashMap<&str, usize>) -> Vec<usize> {
     let mut column: Vec<Option<usize>> = vec![None; stages.len()];
     // Dependencies were checked for cycles when the pipeline was compiled; the depth bound
     // keeps a stored plan written otherwise from looping.
@@ -98,12 +93,22 @@ fn columns(stages: &[(Stage, Vec<Step>)]) -> Vec<usize> {
         c
     }
     (0..stages.len())
-        .map(|i| place(i, stages, &index, &mut column, 0))
+        .map(|i| place(i, stages, index, &mut column, 0))
+        .collect()
+}
+
+/// Where each stage is in the build, by name.
+fn by_name(stages: &[(Stage, Vec<Step>)]) -> HashMap<&str, usize> {
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, (stage, _))| (stage.name.as_str(), i))
         .collect()
 }
 
 pub(super) fn picture(base: &str, stages: &[(Stage, Vec<Step>)]) -> Picture {
-    let columns = columns(stages);
+    let index = by_name(stages);
+    let columns = columns(stages, &index);
     let mut next_y: Vec<i64> = vec![MARGIN; columns.iter().max().map_or(0, |c| c + 1)];
     let mut boxes = Vec::new();
     for ((stage, steps), &column) in stages.iter().zip(&columns) {
@@ -134,12 +139,12 @@ pub(super) fn picture(base: &str, stages: &[(Stage, Vec<Step>)]) -> Picture {
         });
     }
     let mut edges = Vec::new();
-    for to in &boxes {
-        for from in stages
+    for ((stage, _), to) in stages.iter().zip(&boxes) {
+        for from in stage
+            .depends_on
             .iter()
-            .zip(&boxes)
-            .filter(|((stage, _), _)| to.depends_on.split(',').any(|d| d == stage.name))
-            .map(|(_, b)| b)
+            .filter_map(|d| index.get(d.as_str()))
+            .map(|&i| &boxes[i])
         {
             let (x1, y1) = (from.x + BOX_WIDTH, from.y + HEAD / 2);
             let (x2, y2) = (to.x, to.y + HEAD / 2);
@@ -265,11 +270,12 @@ mod tests {
         let stages = [
             stage(1, "build", &[]),
             stage(2, "test", &["build"]),
-            stage(3, "lint", &["build"]),
-            stage(4, "publish", &["test", "lint"]),
+            // A name may hold a comma: arrows come from the names, not from a joined list.
+            stage(3, "lint, fast", &["build"]),
+            stage(4, "publish", &["test", "lint, fast"]),
             stage(5, "docs", &[]),
         ];
-        assert_eq!(columns(&stages), [0, 1, 1, 2, 0]);
+        assert_eq!(columns(&stages, &by_name(&stages)), [0, 1, 1, 2, 0]);
         let picture = picture("/acme/app/1", &stages);
         let xs: Vec<i64> = picture.boxes.iter().map(|b| b.x).collect();
         assert!(xs[0] == xs[4] && xs[0] < xs[1] && xs[1] == xs[2] && xs[2] < xs[3]);
@@ -284,9 +290,9 @@ mod tests {
             edges,
             [
                 ("build", "test"),
-                ("build", "lint"),
+                ("build", "lint, fast"),
                 ("test", "publish"),
-                ("lint", "publish")
+                ("lint, fast", "publish")
             ]
         );
         assert_eq!(picture.boxes[3].steps[0].href, "/acme/app/1/4/1");
