@@ -171,8 +171,7 @@
         return;
       }
       s = { re: re, matches: [], current: -1, done: false, searchedTo: 0, more: false,
-        q: q, cased: caseBox.checked, regex: regexBox.checked, started: performance.now(),
-        windows: [], queued: [], running: 0 };
+        q: q, cased: caseBox.checked, regex: regexBox.checked, windows: [], queued: [], running: 0 };
       // The log in windows, searched from the view on (as a browser's find goes on from
       // where the reader is) and then from the top: a short window first, alone, so that
       // matches near the view come at once; then windows of WINDOW lines a few at a time.
@@ -212,7 +211,8 @@
         return r.json().then(function (body) { return { ok: r.ok, body: body }; });
       }).then(function (answer) {
         if (s !== mine) return;
-        if (!answer.ok) { s.error = answer.body.error || 'the search failed'; s.done = true; tell(); return; }
+        // The server's reason (`message`): a pattern this browser takes may be one it refuses.
+        if (!answer.ok) { s.error = answer.body.message || 'the search failed'; s.done = true; tell(); return; }
         var body = answer.body;
         Array.prototype.push.apply(w.matches, body.matches);
         w.searchedTo = Math.max(w.searchedTo, body.searched_to);
@@ -241,7 +241,6 @@
       if (keep !== null) {
         s.current = s.matches.indexOf(keep);
       } else if (s.matches.length) {
-        if (s.firstAt === undefined) s.firstAt = performance.now() - s.started;
         s.current = firstFrom(view.topLine());
         view.reveal(s.matches[s.current]);
       }
@@ -313,10 +312,6 @@
       open: open,
       live: live,
       current: function () { return s && s.current >= 0 ? s.matches[s.current] : null; },
-      state: function () {
-        return s ? { matches: s.matches.length, current: s.current, done: s.done, firstAt: s.firstAt,
-          error: s.error || null } : null;
-      },
       stop: function () { s = null; clearTimeout(timer); }
     };
   }
@@ -570,7 +565,6 @@
     view.focus();
     var handle = {
       total: function () { return total; },
-      find: function () { return finder ? finder.state() : null; },
       // Stops everything this view started (another step's log replaces it).
       close: function () {
         gone = true;

@@ -117,6 +117,15 @@ async fn find_searches_the_whole_log_and_lines_that_arrive() {
             "document.getElementById('find-count').textContent === 'not a regular expression'",
         )
         .await;
+    // A pattern the browser takes but the server does not (a look-ahead): the server's reason.
+    browser.fill("#find-q", &"\u{E003}".repeat(10)).await;
+    browser.fill("#find-q", "a(?=b)").await;
+    browser
+        .until(
+            "the server's refusal",
+            "document.getElementById('find-count').textContent.includes('is not a regular expression: ')",
+        )
+        .await;
 
     // While the step runs, new lines are searched as they arrive.
     browser.click("#find-regex").await;
@@ -447,8 +456,11 @@ async fn the_build_page_draws_the_pipeline_and_its_timeline() {
     );
     browser.screenshot(&shots(), "build-picture").await;
 
-    // A server without a GitHub token queues no commit status: no reporting problem shows,
-    // and the settings page says statuses are off and how to turn them on.
+    // A server without a GitHub token queues no commit status (the build has no message at
+    // all), so no reporting problem shows; the settings page says statuses are off and how to
+    // turn them on.
+    let build = server.get_json("/repos/acme/app/builds/1").await;
+    assert_eq!(build["notifications"], json!([]), "{build:#}");
     assert_eq!(
         browser
             .value("document.querySelector('.reports') === null")
