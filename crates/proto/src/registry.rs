@@ -36,6 +36,20 @@ impl RegistryCredential {
         let host = image_registry(image);
         all.iter().find(|c| c.host == host)
     }
+
+    /// `all` as a Docker `config.json` (what a Kubernetes `kubernetes.io/dockerconfigjson`
+    /// Secret holds): the first login of each host.
+    pub fn docker_config_json(all: &[RegistryCredential]) -> String {
+        let mut auths = serde_json::Map::new();
+        for credential in all {
+            let auth = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", credential.username, credential.password));
+            auths
+                .entry(credential.host.clone())
+                .or_insert_with(|| serde_json::json!({ "auth": auth }));
+        }
+        serde_json::json!({ "auths": auths }).to_string()
+    }
 }
 
 /// The registry an image reference pulls from: its first path component when that names a
@@ -205,6 +219,21 @@ mod tests {
         );
         assert!(RegistryCredential::for_image(&logins, "quay.io/x/y").is_none());
 
+        let written = RegistryCredential::docker_config_json(&[RegistryCredential {
+            host: "registry.example.com:5000".into(),
+            username: "bot".into(),
+            password: "p:ss".into(),
+            source: "test".into(),
+        }]);
+        let read = parse_docker_config(&written, "written").expect("reads what it wrote");
+        assert_eq!(
+            (
+                read[0].host.as_str(),
+                read[0].username.as_str(),
+                read[0].password.as_str()
+            ),
+            ("registry.example.com:5000", "bot", "p:ss")
+        );
         let kubernetes = format!(r#"{{".dockerconfigjson": "{}"}}"#, b64(&auth));
         assert_eq!(
             parse_docker_config(&kubernetes, "secret `docker`").expect("reads"),

@@ -28,6 +28,10 @@ pub struct JobSpec {
     pub stage: Stage,
     /// Logins for private registries, chosen per image by its registry's host.
     pub registries: Vec<gantry_proto::registry::RegistryCredential>,
+    /// Each step's and service's variables, by name, as `run_step` will get them (steps
+    /// whose secrets are missing are left out: they error before they run). For backends
+    /// that fix every container before the first step runs (a Kubernetes pod).
+    pub environments: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// One step, ready to run.
@@ -111,4 +115,52 @@ pub trait Backend: Send + Sync {
 
     /// Removes everything the job created. Idempotent; see the module comment.
     async fn destroy(&self, job: &JobSpec) -> Result<(), BackendError>;
+}
+
+/// `dir` as a tar archive of its contents (symbolic links kept as links), for a backend that
+/// copies the workspace in.
+pub async fn pack_directory(dir: &Path) -> Result<Vec<u8>, BackendError> {
+    let from = dir.to_owned();
+    tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.follow_symlinks(false);
+        builder.append_dir_all(".", &from)?;
+        builder.into_inner()
+    })
+    .await
+    .map_err(|e| BackendError::Engine(format!("packing the workspace failed: {e}")))?
+    .map_err(|e| BackendError::io(format!("packing {}", dir.display()), e))
+}
+
+/// The job of a trusted repository's pipeline whose steps are `steps` (YAML list items after
+/// `head`), every step with the variable `CI=true`.
+#[cfg(test)]
+pub(crate) fn test_job(head: &str, steps: &str) -> JobSpec {
+    let yaml = format!("kind: pipeline\nname: ci\nclone: {{disable: true}}\n{head}steps:\n{steps}");
+    let config = gantry_pipeline::parse(".gantry.yml", &yaml)
+        .config
+        .unwrap_or_else(|| panic!("a valid test pipeline:\n{yaml}"));
+    let mut ctx = gantry_pipeline::Context::push("acme/app", "main");
+    ctx.trusted = true;
+    let stage = gantry_pipeline::compile(&config, &ctx)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .stages
+        .remove(0);
+    let environments = stage
+        .services
+        .iter()
+        .chain(&stage.steps)
+        .map(|s| {
+            (
+                s.name.clone(),
+                BTreeMap::from([("CI".to_owned(), "true".to_owned())]),
+            )
+        })
+        .collect();
+    JobSpec {
+        id: "7/1 x".into(),
+        stage,
+        registries: Vec::new(),
+        environments,
+    }
 }

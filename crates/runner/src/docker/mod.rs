@@ -516,16 +516,7 @@ impl Backend for DockerBackend {
         self.pulls
             .ensure(&self.docker, &image, step.pull, login, &untold())
             .await?;
-        let from = dir.to_owned();
-        let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut builder = tar::Builder::new(Vec::new());
-            builder.follow_symlinks(false);
-            builder.append_dir_all(".", &from)?;
-            builder.into_inner()
-        })
-        .await
-        .map_err(|e| BackendError::Engine(format!("packing the workspace failed: {e}")))?
-        .map_err(|e| BackendError::io(format!("packing {}", dir.display()), e))?;
+        let archive = crate::backend::pack_directory(dir).await?;
         let name = format!("gantry-{}-import", docker_name(&job.id));
         let body = ContainerCreateBody {
             image: Some(image),

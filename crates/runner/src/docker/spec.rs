@@ -258,25 +258,7 @@ mod tests {
 
     use super::*;
 
-    /// The job of a trusted repository's pipeline whose steps are `steps`.
-    fn job(head: &str, steps: &str) -> JobSpec {
-        let yaml =
-            format!("kind: pipeline\nname: ci\nclone: {{disable: true}}\n{head}steps:\n{steps}");
-        let config = gantry_pipeline::parse(".gantry.yml", &yaml)
-            .config
-            .unwrap_or_else(|| panic!("a valid test pipeline:\n{yaml}"));
-        let mut ctx = gantry_pipeline::Context::push("acme/app", "main");
-        ctx.trusted = true;
-        let stage = gantry_pipeline::compile(&config, &ctx)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .stages
-            .remove(0);
-        JobSpec {
-            id: "7/1 x".into(),
-            stage,
-            registries: Vec::new(),
-        }
-    }
+    use crate::backend::test_job as job;
 
     fn spec_of(job: &JobSpec, step: usize, attempt: u32) -> Result<ContainerSpec, BackendError> {
         let environment = BTreeMap::from([("CI".to_owned(), "true".to_owned())]);

@@ -192,6 +192,13 @@ impl Executor {
             id: job.id.clone(),
             stage: job.stage.clone(),
             registries: job.registries.clone(),
+            environments: job
+                .stage
+                .services
+                .iter()
+                .chain(&job.stage.steps)
+                .filter_map(|step| Some((step.name.clone(), self.resolve(&job, step).ok()?)))
+                .collect(),
         });
         let mut guard = TeardownGuard {
             backend: Arc::clone(&self.backend),
