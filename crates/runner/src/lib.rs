@@ -72,6 +72,8 @@ pub mod backend;
 pub mod clone;
 pub mod docker;
 pub mod executor;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod local;
 pub mod logs;
 pub mod remote;

@@ -11,7 +11,8 @@
 //! behind a front that answers 401 without the right basic auth: a private repository) and
 //! `git_ssh::SshGitServer` (OpenSSH's `sshd` on a loopback port with a deploy key and a host key
 //! made for the test), `balancer::Balancer` (one address, TCP round robin over servers that
-//! come and go). The server's own tests add a `FakeGitHub` (OAuth,
+//! come and go), `kubernetes::Cluster` (a real cluster on this machine: etcd, the API server,
+//! controller manager, scheduler and a kubelet running pods in Docker). The server's own tests add a `FakeGitHub` (OAuth,
 //! `/user`, repository permissions) and a `Receiver` (GitHub's status API, chat services).
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub mod balancer;
 pub mod git_http;
 pub mod git_ssh;
+pub mod kubernetes;
 
 /// The repository's root: the nearest folder above the test's package with a workspace
 /// `Cargo.toml`. Found at run time, not compile time, because CI reuses one target folder for

@@ -375,7 +375,9 @@ pub async fn the_workspace_is_filled_from_a_directory(backend: Arc<dyn Backend>,
     .await;
     assert_eq!(
         statuses(&run.result),
-        expect(&[("clone", "success"), ("list", "success")])
+        expect(&[("clone", "success"), ("list", "success")]),
+        "{:?}",
+        run.result
     );
     assert_eq!(
         run.recorder.lines("list"),
@@ -404,13 +406,15 @@ pub async fn a_large_log_arrives_whole(backend: Arc<dyn Backend>, f: Flavour) {
 }
 
 pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Backend>, f: Flavour) {
+    let timeout = 1 + f.start_secs;
     let stage = stage(
         f,
         "",
-        "
+        &format!(
+            "
   - name: flaky
     image: IMAGE
-    retry: {count: 3, delay: 1s}
+    retry: {{count: 3, delay: 1s}}
     commands:
       - echo try
       - test -f tried2 && echo passes && exit 0
@@ -419,7 +423,7 @@ pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Bac
   - name: slow
     image: IMAGE
     retry: 1
-    timeout: 1s
+    timeout: {timeout}s
     commands:
       - test -f slowed && echo quick && exit 0
       - touch slowed && sleep 30
@@ -427,7 +431,8 @@ pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Bac
     image: IMAGE
     retry: 1
     commands: [echo no, exit 5]
-",
+"
+        ),
     );
     let run = run(backend, stage, &[], None).await;
     assert_eq!(
@@ -436,12 +441,16 @@ pub async fn a_failed_step_is_retried_with_every_try_logged(backend: Arc<dyn Bac
             ("flaky", "success"),
             ("slow", "success"),
             ("hopeless", "failure")
-        ])
+        ]),
+        "{:?}\n{}",
+        run.result,
+        run.recorder.all_text()
     );
     let slow = run.recorder.said("slow");
     assert!(
-        slow.iter()
-            .any(|l| l.starts_with("gantry: try 1 of 2 failed (timed out after 1s)")),
+        slow.iter().any(|l| l.starts_with(&format!(
+            "gantry: try 1 of 2 failed (timed out after {timeout}s)"
+        ))),
         "a timed-out try is retried: {slow:#?}"
     );
     assert_eq!(slow.last().map(String::as_str), Some("quick"));

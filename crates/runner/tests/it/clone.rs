@@ -13,6 +13,7 @@ use crate::support::{Flavour, expect, job_id, run_in, stage_from, statuses};
 const LOCAL: Flavour = Flavour {
     pipeline_type: "exec",
     image: "unused",
+    start_secs: 0,
 };
 
 fn local() -> Arc<dyn Backend> {

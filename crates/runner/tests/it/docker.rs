@@ -2,34 +2,21 @@
 //! image (`scripts/test-image`), plus what only containers have: services reached by name,
 //! plugins configured by `PLUGIN_*`, images that cannot be pulled.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use gantry_runner::{DockerBackend, StepState};
 
 use gantry_proto::registry::RegistryCredential;
 use gantry_test_support::registry;
 
-use crate::support::{Flavour, expect, job_id, run, run_job, stage, statuses};
+use crate::support::{Flavour, expect, job_id, run, run_job, stage, statuses, test_image};
 
 const IMAGE: &str = "gantry-test/busybox:latest";
 pub const DOCKER: Flavour = Flavour {
     pipeline_type: "docker",
     image: IMAGE,
+    start_secs: 0,
 };
-
-/// Builds the test image once per test run.
-fn test_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let script = gantry_test_support::repo_root().join("scripts/test-image");
-        let status = std::process::Command::new(&script).status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "{} failed: these tests need a running Docker engine (start it, or set DOCKER_HOST) and Debian's busybox-static",
-            script.display()
-        );
-    });
-}
 
 pub async fn docker() -> Arc<DockerBackend> {
     test_image();

@@ -19,6 +19,7 @@ use crate::support::{Flavour, Recorder, expect, stage, statuses};
 const FAKE: Flavour = Flavour {
     pipeline_type: "docker",
     image: "fake",
+    start_secs: 0,
 };
 
 #[derive(Default)]

@@ -9,6 +9,7 @@ use crate::support::{Flavour, job_id};
 const LOCAL: Flavour = Flavour {
     pipeline_type: "exec",
     image: "unused",
+    start_secs: 0,
 };
 
 fn local() -> Arc<LocalBackend> {

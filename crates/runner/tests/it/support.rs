@@ -102,6 +102,9 @@ impl Recorder {
 pub struct Flavour {
     pub pipeline_type: &'static str,
     pub image: &'static str,
+    /// Seconds a step may take to start, within its timeout (a Kubernetes pod's container
+    /// starts when the kubelet next syncs the pod).
+    pub start_secs: u64,
 }
 
 /// Compiles `steps` (YAML list items, `IMAGE` standing for the flavour's image) as the one
@@ -128,6 +131,20 @@ pub fn stage_from(flavour: Flavour, body: &str) -> Stage {
     ctx.trusted = true;
     let plan = compile(&config, &ctx).unwrap_or_else(|e| panic!("{e}"));
     plan.stages.into_iter().next().expect("one stage")
+}
+
+/// Builds the offline test image once per test run.
+pub fn test_image() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = gantry_test_support::repo_root().join("scripts/test-image");
+        let status = std::process::Command::new(&script).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "{} failed: these tests need a running Docker engine (start it, or set DOCKER_HOST) and Debian's busybox-static",
+            script.display()
+        );
+    });
 }
 
 static NEXT_JOB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
