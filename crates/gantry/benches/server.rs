@@ -265,6 +265,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
         capacity: 1,
         offer: gantry_proto::Offer {
             docker: true,
+            kubernetes: false,
             host: false,
         },
         wait_ms: 30_000,

@@ -96,10 +96,13 @@ enum Placement {
 /// A type gantry has no backend for is refused, never run on another one.
 fn placement(choice: BackendChoice, stage: &Stage) -> anyhow::Result<Placement> {
     Ok(match (choice, stage.backend) {
+        (_, PipelineType::Kubernetes) => bail!(
+            "pipeline `{}` is `type: kubernetes`: it runs in a pod on a cluster, through a runner started with `--backend kubernetes`; `gantry exec` runs Docker and host pipelines only (`type: docker` files run on both)",
+            stage.name
+        ),
         (
             _,
-            unsupported @ (PipelineType::Kubernetes
-            | PipelineType::Vm
+            unsupported @ (PipelineType::Vm
             | PipelineType::Ssh
             | PipelineType::DigitalOcean
             | PipelineType::MacStadium),

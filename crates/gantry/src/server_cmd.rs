@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use gantry_runner::{
     Backend, DockerBackend, ExecutorConfig, LocalBackend, RemoteConfig, RemoteRunner,
+    RunnerBackends, kubernetes::KubernetesBackend,
 };
 use gantry_server::{Server, ServerConfig};
 use gantry_store::Store;
@@ -30,6 +31,40 @@ pub enum RunnerBackend {
     /// Host processes only (no isolation): needs --host-pipelines, and runs trusted
     /// repositories' pipelines only.
     Local,
+    /// Pods of a Kubernetes cluster: `kubernetes` pipelines, and `docker` ones unchanged.
+    Kubernetes,
+}
+
+/// Where a runner with `--backend kubernetes` runs its pods.
+#[derive(Debug, Clone, Args)]
+pub struct KubernetesArgs {
+    /// A kubeconfig file; by default KUBECONFIG, ~/.kube/config, or in a cluster the
+    /// runner's own service account.
+    #[arg(long, env = "GANTRY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace build pods run in; by default the kubeconfig's (in a cluster, the
+    /// runner's own).
+    #[arg(long, env = "GANTRY_KUBE_NAMESPACE")]
+    pub kube_namespace: Option<String>,
+    /// The image that holds each container of a stage's pod until its step's turn.
+    #[arg(long, env = "GANTRY_KUBE_HELPER_IMAGE", default_value = gantry_runner::kubernetes::DEFAULT_HELPER_IMAGE)]
+    pub kube_helper_image: String,
+    /// Seconds a build pod may stay unschedulable before its stage errors with the
+    /// scheduler's reason.
+    #[arg(long, env = "GANTRY_KUBE_SCHEDULE_TIMEOUT", default_value_t = 300)]
+    pub kube_schedule_timeout: u64,
+}
+
+impl KubernetesArgs {
+    fn config(&self) -> gantry_runner::kubernetes::KubernetesConfig {
+        gantry_runner::kubernetes::KubernetesConfig {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.kube_namespace.clone(),
+            helper_image: self.kube_helper_image.clone(),
+            schedule_timeout: Duration::from_secs(self.kube_schedule_timeout),
+            ..gantry_runner::kubernetes::KubernetesConfig::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +97,8 @@ pub struct ServerArgs {
     /// Seconds an image pull of the embedded runner may take before its step errors.
     #[arg(long, env = "GANTRY_RUNNER_PULL_TIMEOUT", default_value_t = DEFAULT_PULL_TIMEOUT.as_secs())]
     pub runner_pull_timeout: u64,
+    #[command(flatten)]
+    pub runner_kubernetes: KubernetesArgs,
     /// Labels the embedded runner offers (KEY=VALUE, repeatable); `platform=os/arch[/variant]`
     /// sets the platform it reports (by default this machine's).
     #[arg(long = "runner-label", value_parser = parse_param)]
@@ -190,6 +227,8 @@ pub struct RunnerArgs {
     /// Seconds an image pull may take before its step errors.
     #[arg(long, env = "GANTRY_RUNNER_PULL_TIMEOUT", default_value_t = DEFAULT_PULL_TIMEOUT.as_secs())]
     pub pull_timeout: u64,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
 }
 
 fn init_tracing() {
@@ -361,20 +400,30 @@ async fn run_runner(
     outcome
 }
 
-/// The runner's backends: Docker (when chosen and reachable) and host processes (when
-/// declared with --host-pipelines).
+/// The runner's backends: Docker (when chosen and reachable) or a Kubernetes cluster (when
+/// chosen), and host processes (when declared with --host-pipelines).
 struct Backends {
     docker: Option<Arc<DockerBackend>>,
+    kubernetes: Option<Arc<KubernetesBackend>>,
     host: Option<Arc<dyn Backend>>,
 }
 
 impl Backends {
     fn runner(&self, config: RemoteConfig) -> RemoteRunner {
-        let docker = self
-            .docker
-            .as_ref()
-            .map(|d| Arc::clone(d) as Arc<dyn Backend>);
-        RemoteRunner::new(config, docker, self.host.clone())
+        RemoteRunner::new(
+            config,
+            RunnerBackends {
+                docker: self
+                    .docker
+                    .as_ref()
+                    .map(|d| Arc::clone(d) as Arc<dyn Backend>),
+                kubernetes: self
+                    .kubernetes
+                    .as_ref()
+                    .map(|k| Arc::clone(k) as Arc<dyn Backend>),
+                host: self.host.clone(),
+            },
+        )
     }
 
     /// Removes what this runner left when it was last killed, and makes its spare networks.
@@ -384,6 +433,11 @@ impl Backends {
                 tracing::warn!(error = %e, "removing what an earlier run left failed");
             }
             docker.keep_spare_networks(capacity as usize);
+        }
+        if let Some(kubernetes) = &self.kubernetes
+            && let Err(e) = kubernetes.sweep().await
+        {
+            tracing::warn!(error = %e, "removing the pods an earlier run left failed");
         }
     }
 
@@ -400,6 +454,7 @@ async fn backends(
     name: &str,
     work_dir: PathBuf,
     pull_timeout: Duration,
+    kubernetes: &KubernetesArgs,
 ) -> anyhow::Result<Backends> {
     if choice == RunnerBackend::Local && !host_pipelines {
         bail!(
@@ -407,8 +462,22 @@ async fn backends(
         );
     }
     let host = host_pipelines.then(|| Arc::new(LocalBackend::new(work_dir)) as Arc<dyn Backend>);
+    if choice == RunnerBackend::Kubernetes {
+        let backend = KubernetesBackend::connect(name, kubernetes.config())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            namespace = backend.namespace(),
+            "build pods run on Kubernetes"
+        );
+        return Ok(Backends {
+            docker: None,
+            kubernetes: Some(Arc::new(backend)),
+            host,
+        });
+    }
     let docker = match choice {
-        RunnerBackend::Local => None,
+        RunnerBackend::Local | RunnerBackend::Kubernetes => None,
         RunnerBackend::Docker | RunnerBackend::Auto => match DockerBackend::connect(name)
             .await
             .map(|docker| docker.with_pull_timeout(pull_timeout))
@@ -427,7 +496,11 @@ async fn backends(
             Err(e) => return Err(anyhow::anyhow!("{e}")),
         },
     };
-    Ok(Backends { docker, host })
+    Ok(Backends {
+        docker,
+        kubernetes: None,
+        host,
+    })
 }
 
 /// The key for secrets at rest: given, or the data directory's `secret-key`, or a new one
@@ -637,6 +710,7 @@ async fn embedded_runner(
         &identity.name,
         args.data_dir.join("workspaces"),
         Duration::from_secs(args.runner_pull_timeout),
+        &args.runner_kubernetes,
     )
     .await?;
     // The embedded runner reaches the server where it listens (loopback when it listens
@@ -712,6 +786,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             &name,
             args.data_dir.join("workspaces"),
             Duration::from_secs(args.pull_timeout),
+            &args.kubernetes,
         )
         .await?;
         let config = RemoteConfig {
@@ -724,7 +799,7 @@ pub fn runner(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
             executor: ExecutorConfig::default(),
             lineage: Some(identity.lineage.clone()),
         };
-        tracing::info!(%name, %server, capacity = args.capacity, docker = backends.docker.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");
+        tracing::info!(%name, %server, capacity = args.capacity, docker = backends.docker.is_some(), kubernetes = backends.kubernetes.is_some(), host_pipelines = backends.host.is_some(), "gantry runner started");
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         on_signals(stop.clone(), abort.clone());

@@ -78,9 +78,8 @@ impl PipelineType {
     /// Whether gantry has a backend for it. The others are read, planned and refused.
     pub fn is_supported(self) -> bool {
         match self {
-            PipelineType::Docker | PipelineType::Local => true,
-            PipelineType::Kubernetes
-            | PipelineType::Vm
+            PipelineType::Docker | PipelineType::Local | PipelineType::Kubernetes => true,
+            PipelineType::Vm
             | PipelineType::Ssh
             | PipelineType::DigitalOcean
             | PipelineType::MacStadium => false,

@@ -105,18 +105,30 @@ pub fn shown_instance(instance: &str) -> &str {
 pub struct Offer {
     /// Containers on a Docker engine: isolated from the runner's host.
     pub docker: bool,
+    /// Pods on a Kubernetes cluster (`--backend kubernetes`): isolated too; runs `docker`
+    /// pipelines as well as `kubernetes` ones.
+    #[serde(default)]
+    pub kubernetes: bool,
     /// Host processes, declared by the runner's operator (`--host-pipelines`): for trusted
     /// repositories only, since their steps act with the runner's rights on its machine.
     pub host: bool,
 }
 
 impl Offer {
-    pub fn describe(self) -> &'static str {
-        match (self.docker, self.host) {
-            (true, true) => "docker and host pipelines",
-            (true, false) => "docker",
-            (false, true) => "host pipelines of trusted repositories",
-            (false, false) => "nothing",
+    pub fn describe(self) -> String {
+        let mut offers = Vec::new();
+        if self.docker {
+            offers.push("docker");
+        }
+        if self.kubernetes {
+            offers.push("kubernetes");
+        }
+        let containers = offers.join(" and ");
+        match (containers.is_empty(), self.host) {
+            (false, true) => format!("{containers} and host pipelines"),
+            (false, false) => containers,
+            (true, true) => "host pipelines of trusted repositories".to_owned(),
+            (true, false) => "nothing".to_owned(),
         }
     }
 }
@@ -126,6 +138,8 @@ impl Offer {
 pub enum Placement {
     /// In containers.
     Docker,
+    /// In a pod of a Kubernetes cluster.
+    Kubernetes,
     /// As processes on the runner's host.
     Host,
 }
@@ -172,11 +186,13 @@ pub fn labels_mismatch(
     (!fits).then(|| format!("it is {platform}, not {wanted_platform}"))
 }
 
-/// The one rule of what runs where: only Docker isolates, so an untrusted repository's
-/// stage runs only in containers; host execution needs a trusted repository and a runner
-/// that declares it. A type is never run on a backend other than the one it names, except
-/// that a trusted repository's `docker` stage may run on a host-only runner (its operator
-/// chose host execution for trusted work).
+/// The one rule of what runs where: only containers isolate (Docker's, or a Kubernetes
+/// pod's), so an untrusted repository's stage runs only in them; host execution needs a
+/// trusted repository and a runner that declares it. A type is never run on a backend other
+/// than the one it names, except that a `docker` stage runs in a pod on a runner that offers
+/// Kubernetes and no Docker (the team's files run on the cluster unchanged), and a trusted
+/// repository's `docker` stage may run on a host-only runner (its operator chose host
+/// execution for trusted work).
 pub fn place(offer: Offer, backend: PipelineType, trusted: bool) -> Result<Placement, Refusal> {
     let not_offered = |needs| Refusal::NotOffered {
         backend,
@@ -185,13 +201,15 @@ pub fn place(offer: Offer, backend: PipelineType, trusted: bool) -> Result<Place
     };
     match backend {
         PipelineType::Docker if offer.docker => Ok(Placement::Docker),
+        PipelineType::Docker if offer.kubernetes => Ok(Placement::Kubernetes),
         PipelineType::Docker if offer.host && trusted => Ok(Placement::Host),
-        PipelineType::Docker if trusted => Err(not_offered("docker or host pipelines")),
-        PipelineType::Docker => Err(not_offered("docker")),
+        PipelineType::Docker if trusted => Err(not_offered("docker, kubernetes or host pipelines")),
+        PipelineType::Docker => Err(not_offered("docker or kubernetes")),
         PipelineType::Local if offer.host && trusted => Ok(Placement::Host),
         PipelineType::Local => Err(not_offered("host pipelines (`--host-pipelines`)")),
-        PipelineType::Kubernetes
-        | PipelineType::Vm
+        PipelineType::Kubernetes if offer.kubernetes => Ok(Placement::Kubernetes),
+        PipelineType::Kubernetes => Err(not_offered("kubernetes (`--backend kubernetes`)")),
+        PipelineType::Vm
         | PipelineType::Ssh
         | PipelineType::DigitalOcean
         | PipelineType::MacStadium => Err(Refusal::NoBackend(backend)),
@@ -562,13 +580,24 @@ mod tests {
     #[test]
     fn an_untrusted_stage_runs_only_in_containers() {
         for docker in [false, true] {
-            for host in [false, true] {
-                let offer = Offer { docker, host };
-                for backend in EVERY_TYPE {
-                    let placed = place(offer, backend, false);
-                    let expected =
-                        (backend == PipelineType::Docker && docker).then_some(Placement::Docker);
-                    assert_eq!(placed.ok(), expected, "{offer:?} {backend:?}");
+            for kubernetes in [false, true] {
+                for host in [false, true] {
+                    let offer = Offer {
+                        docker,
+                        kubernetes,
+                        host,
+                    };
+                    for backend in EVERY_TYPE {
+                        let placed = place(offer, backend, false);
+                        let expected = match backend {
+                            PipelineType::Docker if docker => Some(Placement::Docker),
+                            PipelineType::Docker | PipelineType::Kubernetes if kubernetes => {
+                                Some(Placement::Kubernetes)
+                            }
+                            _ => None,
+                        };
+                        assert_eq!(placed.ok(), expected, "{offer:?} {backend:?}");
+                    }
                 }
             }
         }
@@ -577,16 +606,17 @@ mod tests {
     #[test]
     fn host_execution_needs_trust_and_a_runner_that_declares_it() {
         let host_only = Offer {
-            docker: false,
             host: true,
+            ..Offer::default()
         };
         let both = Offer {
             docker: true,
             host: true,
+            ..Offer::default()
         };
         let docker_only = Offer {
             docker: true,
-            host: false,
+            ..Offer::default()
         };
         assert_eq!(
             place(host_only, PipelineType::Local, true),
@@ -614,6 +644,7 @@ mod tests {
     fn a_type_without_a_backend_is_never_placed() {
         let both = Offer {
             docker: true,
+            kubernetes: true,
             host: true,
         };
         for backend in EVERY_TYPE.into_iter().filter(|b| !b.is_supported()) {

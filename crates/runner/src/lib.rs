@@ -90,7 +90,7 @@ pub use executor::{
 pub use gantry_proto::StepState;
 pub use local::LocalBackend;
 pub use logs::{LogLine, MASK, Masker};
-pub use remote::{RemoteConfig, RemoteError, RemoteRunner};
+pub use remote::{RemoteConfig, RemoteError, RemoteRunner, RunnerBackends};
 
 /// `bytes` random bytes as hex: the one way the runner names what must not collide (its
 /// instance, spare networks).

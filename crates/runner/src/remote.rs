@@ -95,8 +95,26 @@ pub struct RemoteRunner {
     config: RemoteConfig,
     handle: Handle,
     instance: String,
-    docker: Option<Arc<dyn Backend>>,
-    host: Option<Arc<dyn Backend>>,
+    backends: RunnerBackends,
+}
+
+/// Where a runner can run stages: each backend it offers.
+#[derive(Clone, Default)]
+pub struct RunnerBackends {
+    pub docker: Option<Arc<dyn Backend>>,
+    pub kubernetes: Option<Arc<dyn Backend>>,
+    /// Host processes, only when the runner's operator declared them (`--host-pipelines`).
+    pub host: Option<Arc<dyn Backend>>,
+}
+
+impl std::fmt::Debug for RunnerBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerBackends")
+            .field("docker", &self.docker.is_some())
+            .field("kubernetes", &self.kubernetes.is_some())
+            .field("host", &self.host.is_some())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for RemoteRunner {
@@ -115,14 +133,9 @@ fn instance_id() -> String {
 }
 
 impl RemoteRunner {
-    /// A runner that offers containers on `docker` and, only when its operator declared it
-    /// (`--host-pipelines`), host processes on `host`. It asks for, and runs, only what
+    /// A runner that offers what `backends` has. It asks for, and runs, only what
     /// [`gantry_proto::place`] allows with that offer.
-    pub fn new(
-        config: RemoteConfig,
-        docker: Option<Arc<dyn Backend>>,
-        host: Option<Arc<dyn Backend>>,
-    ) -> Self {
+    pub fn new(config: RemoteConfig, backends: RunnerBackends) -> Self {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true);
@@ -145,15 +158,15 @@ impl RemoteRunner {
             },
             config: RemoteConfig { server, ..config },
             instance,
-            docker,
-            host,
+            backends,
         }
     }
 
     pub fn offer(&self) -> Offer {
         Offer {
-            docker: self.docker.is_some(),
-            host: self.host.is_some(),
+            docker: self.backends.docker.is_some(),
+            kubernetes: self.backends.kubernetes.is_some(),
+            host: self.backends.host.is_some(),
         }
     }
 
@@ -179,15 +192,21 @@ impl RemoteRunner {
             }
         }
         let placed = gantry_proto::place(self.offer(), stage.backend, assignment.trusted);
-        match (placed, &self.docker, &self.host) {
-            (Ok(Placement::Docker), Some(docker), _) => Ok(Arc::clone(docker)),
-            (Ok(Placement::Host), _, Some(host)) => Ok(Arc::clone(host)),
-            (Ok(_), _, _) => Err("the runner has no backend for its own offer".to_owned()),
-            (Err(refusal), _, _) => Err(format!(
-                "runner {} refused pipeline `{}`: {refusal}",
-                self.config.name, stage.name
-            )),
-        }
+        let backends = &self.backends;
+        let chosen = match placed {
+            Ok(Placement::Docker) => backends.docker.as_ref(),
+            Ok(Placement::Kubernetes) => backends.kubernetes.as_ref(),
+            Ok(Placement::Host) => backends.host.as_ref(),
+            Err(refusal) => {
+                return Err(format!(
+                    "runner {} refused pipeline `{}`: {refusal}",
+                    self.config.name, stage.name
+                ));
+            }
+        };
+        chosen
+            .map(Arc::clone)
+            .ok_or_else(|| "the runner has no backend for its own offer".to_owned())
     }
 
     /// Presents the runner to the server before it touches anything: refused (`Err`) while

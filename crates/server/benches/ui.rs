@@ -63,6 +63,7 @@ impl Bench {
             capacity: 1,
             offer: gantry_proto::Offer {
                 docker: true,
+                kubernetes: false,
                 host: false,
             },
             wait_ms: 5_000,

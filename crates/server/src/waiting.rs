@@ -174,6 +174,7 @@ mod tests {
             capacity,
             offer: Offer {
                 docker: true,
+                kubernetes: false,
                 host: false,
             },
             last_seen_at: 0,

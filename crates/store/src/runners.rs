@@ -31,9 +31,10 @@ impl Store {
         let labels = serde_json::to_string(labels).expect("strings serialise");
         db::query(
             "INSERT INTO runners (name, instance, labels, platform, capacity, last_seen_at, \
-             offer_docker, offer_host) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             offer_docker, offer_host, offer_kubernetes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (name) DO UPDATE SET instance = $2, labels = $3, platform = $4, \
-             capacity = $5, last_seen_at = $6, offer_docker = $7, offer_host = $8",
+             capacity = $5, last_seen_at = $6, offer_docker = $7, offer_host = $8, \
+             offer_kubernetes = $9",
         )
         .bind(name)
         .bind(instance)
@@ -43,6 +44,7 @@ impl Store {
         .bind(self.clock.now_ms())
         .bind(offer.docker)
         .bind(offer.host)
+        .bind(offer.kubernetes)
         .execute(&self.pool)
         .await
         .map(|r| r.rows_affected())?;
@@ -74,16 +76,26 @@ impl Store {
     }
 
     pub async fn runners(&self) -> Result<Vec<Runner>> {
-        type Row = (String, String, String, String, i64, i64, bool, bool);
+        type Row = (String, String, String, String, i64, i64, bool, bool, bool);
         let rows: Vec<Row> = db::query_as(
             "SELECT name, instance, labels, platform, capacity, last_seen_at, offer_docker, \
-             offer_host FROM runners ORDER BY name",
+             offer_host, offer_kubernetes FROM runners ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(
-                |(name, instance, labels, platform, capacity, last_seen_at, docker, host)| {
+                |(
+                    name,
+                    instance,
+                    labels,
+                    platform,
+                    capacity,
+                    last_seen_at,
+                    docker,
+                    host,
+                    kubernetes,
+                )| {
                     Ok(Runner {
                         name,
                         instance,
@@ -91,7 +103,11 @@ impl Store {
                             .map_err(|e| StoreError::corrupt("runner labels", e))?,
                         platform,
                         capacity,
-                        offer: Offer { docker, host },
+                        offer: Offer {
+                            docker,
+                            kubernetes,
+                            host,
+                        },
                         last_seen_at,
                     })
                 },

@@ -337,6 +337,7 @@ impl FakeRunner {
             capacity: 1,
             offer: gantry_proto::Offer {
                 docker: true,
+                kubernetes: false,
                 host: false,
             },
             wait_ms: wait.as_millis() as u64,

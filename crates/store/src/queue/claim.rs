@@ -224,6 +224,7 @@ mod tests {
             platform: platform.into(),
             offer: Offer {
                 docker: true,
+                kubernetes: false,
                 host: false,
             },
             lease_until: 0,
@@ -302,6 +303,7 @@ mod tests {
         let mut host = request(&[], "linux/amd64");
         host.offer = Offer {
             docker: false,
+            kubernetes: false,
             host: true,
         };
         let takes = |runner: &ClaimRequest, backend, trusted| {
@@ -310,6 +312,17 @@ mod tests {
         assert!(takes(&docker, "docker", false));
         assert!(!takes(&docker, "local", true));
         assert!(!takes(&docker, "kubernetes", true));
+        let mut cluster = request(&[], "linux/amd64");
+        cluster.offer = Offer {
+            kubernetes: true,
+            ..Offer::default()
+        };
+        assert!(takes(&cluster, "kubernetes", false));
+        assert!(
+            takes(&cluster, "docker", false),
+            "docker files run in pods unchanged"
+        );
+        assert!(!takes(&cluster, "local", true));
         assert!(
             !takes(&host, "docker", false),
             "untrusted work never runs on a host"

@@ -56,6 +56,7 @@ pub fn runner(name: &str) -> ClaimRequest {
         platform: "linux/amd64".into(),
         offer: gantry_proto::Offer {
             docker: true,
+            kubernetes: false,
             host: false,
         },
         lease_until: now_ms() + 60_000,
