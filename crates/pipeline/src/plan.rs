@@ -65,6 +65,9 @@ pub struct Stage {
     /// Where the stage's caches live, when it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// Where and how its pod runs when a runner on Kubernetes takes it.
+    #[serde(default, skip_serializing_if = "crate::model::PodOptions::is_empty")]
+    pub pod: crate::model::PodOptions,
 }
 
 /// The scope of a stage's caches: a cache belongs to a repository and a scope (a branch, a

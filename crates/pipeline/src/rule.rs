@@ -23,6 +23,16 @@ pub enum Rule {
     HostPorts,
     CapAdd,
     Tmpfs,
+    /// A Kubernetes service account for the pod: its rights in the cluster.
+    ServiceAccount,
+    /// Tolerated taints: nodes kept for other work.
+    Tolerations,
+    /// Pod annotations, which can loosen a pod's confinement (AppArmor, seccomp, meshes).
+    PodAnnotations,
+    /// The pod's own resolver (`dns_config`).
+    PodDns,
+    /// The pod's own hosts file entries (`host_aliases`).
+    HostAliases,
 }
 
 impl Rule {
@@ -43,6 +53,11 @@ impl Rule {
             Rule::HostPorts => "host-ports",
             Rule::CapAdd => "cap-add",
             Rule::Tmpfs => "tmpfs",
+            Rule::ServiceAccount => "service-account",
+            Rule::Tolerations => "tolerations",
+            Rule::PodAnnotations => "pod-annotations",
+            Rule::PodDns => "dns-config",
+            Rule::HostAliases => "host-aliases",
         }
     }
 
@@ -62,6 +77,11 @@ impl Rule {
             Rule::HostPorts => "ports",
             Rule::CapAdd => "cap_add",
             Rule::Tmpfs => "tmpfs",
+            Rule::ServiceAccount => "service_account_name",
+            Rule::Tolerations => "tolerations",
+            Rule::PodAnnotations => "metadata",
+            Rule::PodDns => "dns_config",
+            Rule::HostAliases => "host_aliases",
         }
     }
 }

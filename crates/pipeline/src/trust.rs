@@ -69,6 +69,18 @@ impl Violation {
             }
             Rule::CapAdd => "adds Linux capabilities (`cap_add`)".to_owned(),
             Rule::Tmpfs => "mounts in-memory file systems (`tmpfs`)".to_owned(),
+            Rule::ServiceAccount => format!(
+                "runs its pod as the Kubernetes service account `{value}` (`service_account_name`), with its rights in the cluster"
+            ),
+            Rule::Tolerations => {
+                "tolerates node taints (`tolerations`), reaching nodes kept for other work"
+                    .to_owned()
+            }
+            Rule::PodAnnotations => format!(
+                "annotates its pod (`metadata.annotations`: `{value}`), which can loosen its confinement"
+            ),
+            Rule::PodDns => "sets its pod's own resolver (`dns_config`)".to_owned(),
+            Rule::HostAliases => "adds names to its pod's hosts file (`host_aliases`)".to_owned(),
         };
         let (verb, unmounted) = match (self.rule, declared) {
             (Rule::Privileged, _) => ("be", ""),
@@ -110,8 +122,10 @@ pub fn check_stage(stage: &Stage) -> Vec<Violation> {
         concurrency: _,
         // Scoped by the server to the repository and its branch or pull request.
         cache: _,
+        pod,
     } = stage;
     let mut found = Vec::new();
+    check_pod(pod, &mut found);
     match backend {
         PipelineType::Local => found.push(Violation {
             rule: Rule::HostPipeline,
@@ -152,6 +166,44 @@ pub fn check_stage(stage: &Stage) -> Vec<Violation> {
     found.sort();
     found.dedup();
     found
+}
+
+/// What of a pod's options needs trust. Its namespace is the runner's to allow, labels
+/// cannot touch gantry's own, and node selectors only choose among nodes open to any pod.
+fn check_pod(pod: &crate::model::PodOptions, found: &mut Vec<Violation>) {
+    let crate::model::PodOptions {
+        namespace: _,
+        labels: _,
+        annotations,
+        service_account,
+        node_selector: _,
+        tolerations,
+        dns,
+        host_aliases,
+    } = pod;
+    let mut refuse = |rule: Rule, value: Option<String>| {
+        found.push(Violation {
+            rule,
+            subject: Subject::Stage,
+            value,
+        });
+    };
+    if let Some(account) = service_account {
+        refuse(Rule::ServiceAccount, Some(account.clone()));
+    }
+    if !tolerations.is_empty() {
+        refuse(Rule::Tolerations, None);
+    }
+    if !annotations.is_empty() {
+        let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
+        refuse(Rule::PodAnnotations, Some(keys.join("`, `")));
+    }
+    if dns.is_some() {
+        refuse(Rule::PodDns, None);
+    }
+    if !host_aliases.is_empty() {
+        refuse(Rule::HostAliases, None);
+    }
 }
 
 fn check_step(step: &PlanStep, found: &mut Vec<Violation>) {

@@ -364,7 +364,13 @@ fn setting_pos(step: &Step, violation: &Violation) -> Pos {
                 })
                 .map_or(step.pos, |m| m.pos)
         }
-        Rule::HostPipeline => step.pos,
+        // Pipeline keys: a step never sets them.
+        Rule::HostPipeline
+        | Rule::ServiceAccount
+        | Rule::Tolerations
+        | Rule::PodAnnotations
+        | Rule::PodDns
+        | Rule::HostAliases => step.pos,
         Rule::Devices
         | Rule::Dns
         | Rule::DnsSearch

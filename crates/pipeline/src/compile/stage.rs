@@ -96,6 +96,7 @@ pub(super) fn build_stage(
         locks,
         concurrency: pipeline.concurrency.as_ref().map(|c| c.value),
         cache,
+        pod: pipeline.pod.clone(),
     }
 }
 

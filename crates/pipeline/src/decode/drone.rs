@@ -76,6 +76,7 @@ impl Decoder<'_> {
         if let Some(n) = f.get("lock") {
             pipeline.lock = self.lock_name(n, &root.key("lock"));
         }
+        self.pod_options(&mut f, &root, pipeline.kind, &mut pipeline.pod);
         const KEYS: &[&str] = &[
             "kind",
             "type",
@@ -96,7 +97,8 @@ impl Decoder<'_> {
             "lock",
             "image_pull_secrets",
         ];
-        self.finish(&f, &root, KEYS, UNSUPPORTED_PIPELINE_KEYS);
+        let keys: Vec<&str> = KEYS.iter().chain(pod::POD_KEYS).copied().collect();
+        self.finish(&f, &root, &keys, UNSUPPORTED_PIPELINE_KEYS);
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
         Some(pipeline)
     }

@@ -20,6 +20,7 @@ mod container;
 mod drone;
 mod env;
 mod pipeline;
+mod pod;
 mod step;
 mod woodpecker;
 
@@ -79,32 +80,15 @@ const CONDITION_KEYS: &[&str] = &[
 ];
 
 /// Keys gantry reads but does not act on; each gets a warning that says so.
-const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[
-    (
-        "node_selector",
-        "Kubernetes scheduling options are not used yet",
-    ),
-    (
-        "tolerations",
-        "Kubernetes scheduling options are not used yet",
-    ),
-    (
-        "service_account_name",
-        "Kubernetes options are not used yet",
-    ),
-    ("metadata", "Kubernetes options are not used yet"),
-    ("host_aliases", "host aliases are not supported yet"),
-    ("dns_config", "DNS options are not supported yet"),
-    (
-        "pool",
-        "VM pools are Drone Cloud's; gantry runs the pipeline on its own runners",
-    ),
-];
+const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[(
+    "pool",
+    "VM pools are Drone Cloud's; gantry runs the pipeline on its own runners",
+)];
 
 const UNSUPPORTED_STEP_KEYS: &[(&str, &str)] = &[
     (
         "backend_options",
-        "gantry's Docker backend has no per-step backend options (Woodpecker reads them for Kubernetes); set the container's options as step keys (`user`, `privileged`, `mem_limit`...)",
+        "gantry reads no per-step backend options (Woodpecker's Kubernetes options are not read yet); set the container's options as step keys (`user`, `privileged`, `resources`...), and a Kubernetes pod's as pipeline keys (`node_selector`, `tolerations`, `service_account_name`...)",
     ),
     ("when_files", "not supported"),
 ];

@@ -76,6 +76,7 @@ impl Decoder<'_> {
             concurrency: None,
             lock: None,
             group: None,
+            pod: PodOptions::default(),
         }
     }
 

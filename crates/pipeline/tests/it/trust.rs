@@ -155,3 +155,55 @@ fn the_runner_check_names_each_broken_rule_of_a_plan() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].rule.name(), "host-pipeline");
 }
+
+/// A pull request's `type: kubernetes` pipeline cannot borrow a service account's rights,
+/// reach tainted nodes, loosen its pod's confinement or point its resolver elsewhere; node
+/// selectors and labels are its own to choose.
+#[test]
+fn a_pods_identity_and_placement_need_trust() {
+    let yaml = "kind: pipeline
+type: kubernetes
+name: ci
+metadata:
+  labels: {team: web}
+  annotations: {container.apparmor.security.beta.kubernetes.io/step-1: unconfined}
+service_account_name: cluster-admin
+node_selector: {disk: ssd}
+tolerations:
+  - {operator: Exists}
+dns_config: {nameservers: [10.0.0.10]}
+host_aliases:
+  - {ip: 10.0.0.5, hostnames: [registry.internal]}
+steps:
+  - name: a
+    image: alpine
+    commands: [id]
+";
+    let refused = refusals(".drone.yml", yaml, &push()).join("\n");
+    for rule in [
+        "service-account",
+        "tolerations",
+        "pod-annotations",
+        "dns-config",
+        "host-aliases",
+    ] {
+        assert!(
+            refused.contains(&format!("trust rule `{rule}`")),
+            "{rule}: {refused}"
+        );
+    }
+    assert!(refused.contains("`cluster-admin`"), "{refused}");
+    assert_eq!(refused.lines().count(), 5, "{refused}");
+    let trusted = plan(yaml, &{
+        let mut ctx = push();
+        ctx.trusted = true;
+        ctx
+    });
+    let pod = &trusted.stages[0].pod;
+    assert_eq!(pod.service_account.as_deref(), Some("cluster-admin"));
+    assert_eq!(
+        pod.node_selector.get("disk").map(String::as_str),
+        Some("ssd")
+    );
+    assert_eq!(pod.host_aliases[0].hostnames, ["registry.internal"]);
+}

@@ -18,8 +18,9 @@ use gantry_proto::registry::RegistryCredential;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostAlias,
-    HostPathVolumeSource, LocalObjectReference, Pod, PodDNSConfig, PodSpec, ResourceRequirements,
-    Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    HostPathVolumeSource, LocalObjectReference, Pod, PodDNSConfig, PodDNSConfigOption, PodSpec,
+    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -163,7 +164,22 @@ pub fn build(
     job: &JobSpec,
     settings: &PodSettings,
 ) -> Result<Manifests, BackendError> {
+    let options = &job.stage.pod;
+    if let Some(namespace) = &options.namespace
+        && namespace != &settings.namespace
+    {
+        return Err(BackendError::Unsupported(format!(
+            "pipeline `{}` asks for namespace `{namespace}` (`metadata.namespace`), but this runner runs build pods in `{}`: remove it, or run the pipeline on a runner of that namespace",
+            job.stage.name, settings.namespace
+        )));
+    }
     let labels = labels(runner, job);
+    if let Some(key) = options.labels.keys().find(|k| labels.contains_key(*k)) {
+        return Err(BackendError::Unsupported(format!(
+            "pipeline `{}` sets the label `{key}`, which gantry keeps for itself to find the pods it made",
+            job.stage.name
+        )));
+    }
     let meta = |name: String| ObjectMeta {
         name: Some(name),
         namespace: Some(settings.namespace.clone()),
@@ -268,17 +284,48 @@ pub fn build(
         hostnames: Some(host_names.into_iter().collect()),
     }];
     aliases.extend(extra_hosts(&job.stage)?);
+    aliases.extend(options.host_aliases.iter().map(|a| HostAlias {
+        ip: a.ip.clone(),
+        hostnames: Some(a.hostnames.clone()),
+    }));
+    let mut pod_meta = meta(pod_name(job));
+    pod_meta.labels = Some(
+        options
+            .labels
+            .clone()
+            .into_iter()
+            .chain(labels.clone())
+            .collect(),
+    );
+    pod_meta.annotations = (!options.annotations.is_empty()).then(|| options.annotations.clone());
     let pod = Pod {
-        metadata: meta(pod_name(job)),
+        metadata: pod_meta,
         spec: Some(PodSpec {
             containers,
             volumes: Some(volumes),
             restart_policy: Some("Never".to_owned()),
             termination_grace_period_seconds: Some(settings.grace_secs),
-            automount_service_account_token: Some(false),
+            // The pod acts with no account's rights unless the pipeline names one.
+            service_account_name: options.service_account.clone(),
+            automount_service_account_token: options.service_account.is_none().then_some(false),
             enable_service_links: Some(false),
             host_aliases: Some(aliases),
             dns_config: dns_config(&job.stage),
+            node_selector: (!options.node_selector.is_empty())
+                .then(|| options.node_selector.clone()),
+            tolerations: (!options.tolerations.is_empty()).then(|| {
+                options
+                    .tolerations
+                    .iter()
+                    .map(|t| Toleration {
+                        key: t.key.clone(),
+                        operator: t.operator.clone(),
+                        value: t.value.clone(),
+                        effect: t.effect.clone(),
+                        toleration_seconds: t.toleration_seconds,
+                    })
+                    .collect()
+            }),
             image_pull_secrets: pull.as_ref().map(|s| {
                 vec![LocalObjectReference {
                     name: s.metadata.name.clone().unwrap_or_default(),
@@ -549,18 +596,28 @@ fn extra_hosts(stage: &gantry_pipeline::Stage) -> Result<Vec<HostAlias>, Backend
         .collect())
 }
 
-/// The steps' `dns` and `dns_search`, on top of the cluster's (a pod has one resolver).
+/// The pipeline's `dns_config` and the steps' `dns` and `dns_search`, on top of the
+/// cluster's (a pod has one resolver).
 fn dns_config(stage: &gantry_pipeline::Stage) -> Option<PodDNSConfig> {
     let mut nameservers = BTreeSet::new();
     let mut searches = BTreeSet::new();
+    let mut options = Vec::new();
+    if let Some(dns) = &stage.pod.dns {
+        nameservers.extend(dns.nameservers.iter().cloned());
+        searches.extend(dns.searches.iter().cloned());
+        options.extend(dns.options.iter().map(|(name, value)| PodDNSConfigOption {
+            name: Some(name.clone()),
+            value: value.clone(),
+        }));
+    }
     for step in stage.services.iter().chain(&stage.steps) {
         nameservers.extend(step.options.dns.iter().cloned());
         searches.extend(step.options.dns_search.iter().cloned());
     }
-    (!nameservers.is_empty() || !searches.is_empty()).then(|| PodDNSConfig {
+    (!nameservers.is_empty() || !searches.is_empty() || !options.is_empty()).then(|| PodDNSConfig {
         nameservers: (!nameservers.is_empty()).then(|| nameservers.into_iter().collect()),
         searches: (!searches.is_empty()).then(|| searches.into_iter().collect()),
-        options: None,
+        options: (!options.is_empty()).then_some(options),
     })
 }
 
@@ -668,6 +725,47 @@ mod tests {
                 "{step}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_kubernetes_pipelines_pod_options_are_the_pods() {
+        let mut job = test_job(
+            "type: kubernetes\nmetadata:\n  namespace: builds\n  labels: {team: web}\n  annotations: {note: hi}\nservice_account_name: deployer\nnode_selector: {disk: ssd}\ntolerations:\n  - {key: dedicated, operator: Equal, value: ci, effect: NoSchedule}\ndns_config:\n  nameservers: [10.0.0.10]\n  options: [{name: ndots, value: \"2\"}]\nhost_aliases:\n  - {ip: 10.0.0.5, hostnames: [db.internal]}\n",
+            "  - name: a\n    image: alpine\n    commands: [true]\n",
+        );
+        let pod = build("r", &job, &settings()).expect("a pod").pod;
+        let labels = pod.metadata.labels.expect("labels");
+        assert_eq!(labels.get("team").map(String::as_str), Some("web"));
+        assert!(labels.contains_key(LABEL_JOB));
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.service_account_name.as_deref(), Some("deployer"));
+        assert_eq!(spec.automount_service_account_token, None);
+        assert_eq!(spec.node_selector.expect("selector")["disk"], "ssd");
+        assert_eq!(
+            spec.tolerations.expect("tolerations")[0].value.as_deref(),
+            Some("ci")
+        );
+        let dns = spec.dns_config.expect("dns");
+        assert_eq!(dns.nameservers, Some(vec!["10.0.0.10".to_owned()]));
+        let aliases = spec.host_aliases.expect("aliases");
+        assert!(aliases.iter().any(|a| a.ip == "10.0.0.5"));
+
+        job.stage.pod.namespace = Some("elsewhere".into());
+        let refused = build("r", &job, &settings()).expect_err("another namespace");
+        assert!(
+            refused.to_string().contains("runs build pods in `builds`"),
+            "{refused}"
+        );
+        job.stage.pod.namespace = None;
+        job.stage
+            .pod
+            .labels
+            .insert(LABEL_RUNNER.into(), "other".into());
+        let refused = build("r", &job, &settings()).expect_err("gantry's label");
+        assert!(
+            refused.to_string().contains("keeps for itself"),
+            "{refused}"
+        );
     }
 
     #[test]
