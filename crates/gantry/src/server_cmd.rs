@@ -56,12 +56,13 @@ pub struct KubernetesArgs {
 }
 
 impl KubernetesArgs {
-    fn config(&self) -> gantry_runner::kubernetes::KubernetesConfig {
+    fn config(&self, pull_timeout: Duration) -> gantry_runner::kubernetes::KubernetesConfig {
         gantry_runner::kubernetes::KubernetesConfig {
             kubeconfig: self.kubeconfig.clone(),
             namespace: self.kube_namespace.clone(),
             helper_image: self.kube_helper_image.clone(),
             schedule_timeout: Duration::from_secs(self.kube_schedule_timeout),
+            pull_timeout,
             ..gantry_runner::kubernetes::KubernetesConfig::default()
         }
     }
@@ -463,7 +464,7 @@ async fn backends(
     }
     let host = host_pipelines.then(|| Arc::new(LocalBackend::new(work_dir)) as Arc<dyn Backend>);
     if choice == RunnerBackend::Kubernetes {
-        let backend = KubernetesBackend::connect(name, kubernetes.config())
+        let backend = KubernetesBackend::connect(name, kubernetes.config(pull_timeout))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(

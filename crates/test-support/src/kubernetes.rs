@@ -20,6 +20,50 @@ pub const PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";
 /// gantry's helper image, built offline by `scripts/kube-helper-image`.
 pub const HELPER_IMAGE: &str = "gantry/kube-helper:test";
 
+/// What a runner's service account may do in its build namespace: exactly what the
+/// Kubernetes backend uses (`NAMESPACE` stands for the namespace).
+pub const RUNNER_ROLE: &str = "
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: gantry-runner
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: gantry-runner
+rules:
+  - apiGroups: ['']
+    resources: [pods]
+    verbs: [create, get, list, watch, patch, delete]
+  - apiGroups: ['']
+    resources: [pods/log]
+    verbs: [get]
+  - apiGroups: ['']
+    resources: [pods/exec]
+    # GET: exec over a WebSocket
+    verbs: [create, get]
+  - apiGroups: ['']
+    resources: [secrets]
+    verbs: [create, get, list, delete]
+  - apiGroups: ['']
+    resources: [events]
+    verbs: [list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: gantry-runner
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: gantry-runner
+subjects:
+  - kind: ServiceAccount
+    name: gantry-runner
+    namespace: NAMESPACE
+";
+
 #[derive(Debug)]
 pub struct Cluster {
     dir: TempDir,
@@ -383,6 +427,15 @@ impl Cluster {
         let namespace = format!("{}-{name}-{n}", self.prefix);
         self.kubectl(&["create", "namespace", &namespace]);
         namespace
+    }
+
+    /// A new build namespace with a runner's service account holding [`RUNNER_ROLE`], and a
+    /// kubeconfig that authenticates as that account.
+    pub fn runner_namespace(&self, name: &str) -> (String, PathBuf) {
+        let namespace = self.namespace(name);
+        self.apply(&namespace, &RUNNER_ROLE.replace("NAMESPACE", &namespace));
+        let kubeconfig = self.service_account_kubeconfig(&namespace, "gantry-runner");
+        (namespace, kubeconfig)
     }
 
     /// A kubeconfig that authenticates as the service account `account` of `namespace`

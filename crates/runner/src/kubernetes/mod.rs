@@ -51,6 +51,9 @@ pub struct KubernetesConfig {
     pub schedule_timeout: Duration,
     /// Seconds a stopped step gets between SIGTERM and SIGKILL.
     pub grace_secs: i64,
+    /// A step whose container has not started this long after its turn errors (its image
+    /// could not be pulled in time).
+    pub pull_timeout: Duration,
 }
 
 /// The image whose waiter holds each container until its turn (`images/kube-helper`).
@@ -64,6 +67,7 @@ impl Default for KubernetesConfig {
             helper_image: DEFAULT_HELPER_IMAGE.to_owned(),
             schedule_timeout: Duration::from_secs(300),
             grace_secs: 1,
+            pull_timeout: crate::DEFAULT_PULL_TIMEOUT,
         }
     }
 }
@@ -73,6 +77,7 @@ pub struct KubernetesBackend {
     runner: String,
     settings: PodSettings,
     schedule_timeout: Duration,
+    pull_timeout: Duration,
     /// The pod of each job set up, by job id.
     pods: Mutex<HashMap<String, Arc<StagePod>>>,
 }
@@ -157,6 +162,7 @@ impl KubernetesBackend {
                 grace_secs: config.grace_secs,
             },
             schedule_timeout: config.schedule_timeout,
+            pull_timeout: config.pull_timeout,
             pods: Mutex::new(HashMap::new()),
         })
     }
@@ -383,6 +389,53 @@ impl KubernetesBackend {
         }
     }
 
+    /// Why the kubelet failed to start `container` since `since`, from its warning events
+    /// (a pull that failed, a container that could not be created), if it said.
+    async fn container_failure(
+        &self,
+        pod: &str,
+        container: &str,
+        image: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Option<BackendError> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let params = ListParams::default().fields(&format!(
+            "involvedObject.name={pod},involvedObject.fieldPath=spec.containers{{{container}}},type=Warning"
+        ));
+        let list = events.list(&params).await.ok()?;
+        let mut failures: Vec<(chrono::DateTime<chrono::Utc>, String)> = list
+            .items
+            .into_iter()
+            .filter_map(|e| {
+                let at = e
+                    .last_timestamp
+                    .map(|t| t.0)
+                    .or(e.event_time.map(|t| t.0))?;
+                let at = chrono::DateTime::<chrono::Utc>::from_timestamp(at.as_second(), 0)?;
+                (at >= since && e.reason.as_deref() == Some("Failed")).then_some((at, e.message?))
+            })
+            .collect();
+        failures.sort();
+        // "Failed to pull image X: why" says more than the "Error: ErrImagePull" beside it.
+        let message = failures
+            .iter()
+            .rev()
+            .map(|(_, m)| m)
+            .find(|m| !m.starts_with("Error: "))
+            .or(failures.last().map(|(_, m)| m))?
+            .clone();
+        Some(
+            if message.contains("pull image") || message.contains("ErrImagePull") {
+                BackendError::ImagePull {
+                    image: image.to_owned(),
+                    reason: message,
+                }
+            } else {
+                BackendError::Engine(format!("container {container} could not start: {message}"))
+            },
+        )
+    }
+
     /// Swaps a container's image, which makes the kubelet replace it.
     async fn set_image(&self, pod: &str, container: &str, image: &str) -> Result<(), BackendError> {
         let patch = serde_json::json!({
@@ -462,6 +515,34 @@ fn scheduled(pod: &Pod) -> Option<Result<(), String>> {
             .clone()
             .unwrap_or_else(|| "no node fits it".to_owned()))),
         _ => None,
+    }
+}
+
+/// How far a step's container is after its image was swapped in.
+enum Progress {
+    Waiting,
+    /// Its own instance runs or ran.
+    Started,
+    /// The placeholder was stopped and nothing replaced it.
+    Stalled,
+}
+
+fn started_progress(status: &ContainerStatus, placeholder: &str) -> Progress {
+    let running = running_id(status).is_some_and(|id| id != placeholder);
+    if running || ended_other_than(status, placeholder).is_some() {
+        return Progress::Started;
+    }
+    let placeholder_stopped = status
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .is_some_and(|t| {
+            t.container_id.as_deref().or(status.container_id.as_deref()) == Some(placeholder)
+        });
+    if placeholder_stopped {
+        Progress::Stalled
+    } else {
+        Progress::Waiting
     }
 }
 
@@ -554,7 +635,7 @@ impl Backend for KubernetesBackend {
                 if since.elapsed() >= self.schedule_timeout {
                     let reason = self.scheduling_reason(&name, why).await;
                     return Err(BackendError::Engine(format!(
-                        "no node can run the stage's pod ({} s and counting): {reason}",
+                        "no node could take the stage's pod for {} s: {reason}",
                         since.elapsed().as_secs()
                     )));
                 }
@@ -665,26 +746,77 @@ impl Backend for KubernetesBackend {
                 if let Some(error) = waiting_error(status, &helper) {
                     return Some(Err(error));
                 }
+                if let Some(ended) = status.state.as_ref().and_then(|s| s.terminated.as_ref()) {
+                    // With `restartPolicy: Never` it will not run again.
+                    return Some(Err(BackendError::Engine(format!(
+                        "container {container} stopped before its step's turn ({}, exit code {}): something outside gantry stopped it",
+                        ended.reason.as_deref().unwrap_or("no reason given"),
+                        ended.exit_code
+                    ))));
+                }
                 running_id(status).map(Ok)
             }) => found??,
         };
         self.set_image(&stage_pod.name, &container, &image).await?;
         // Its own instance appears (running or already ended), or cannot.
-        let started = tokio::select! {
-            _ = cancel.cancelled() => {
-                self.set_image(&stage_pod.name, &container, &helper).await?;
-                return Ok(StepExit::Killed);
-            }
-            found = Self::wait_for(&mut seen, |pod| {
-                let status = container_status(pod, &container)?;
-                if let Some(error) = waiting_error(status, &image) {
-                    return Some(Err(error));
+        let swapped_at = tokio::time::Instant::now();
+        let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+        loop {
+            let progress = {
+                let current = seen.borrow_and_update();
+                match &*current {
+                    Seen::Nothing => Progress::Waiting,
+                    Seen::Gone(why) => return Err(BackendError::Engine(why.clone())),
+                    Seen::Pod(pod) => {
+                        if let Some(why) = pod_failed(pod) {
+                            return Err(BackendError::Engine(why));
+                        }
+                        match container_status(pod, &container) {
+                            None => Progress::Waiting,
+                            Some(status) => {
+                                if let Some(error) = waiting_error(status, &image) {
+                                    return Err(error);
+                                }
+                                started_progress(status, &placeholder)
+                            }
+                        }
+                    }
                 }
-                let running = running_id(status).filter(|id| *id != placeholder).is_some();
-                (running || ended_other_than(status, &placeholder).is_some()).then_some(Ok(()))
-            }) => found,
-        };
-        started??;
+            };
+            match progress {
+                Progress::Started => break,
+                // The kubelet stopped the placeholder and could not start the step (with
+                // `restartPolicy: Never` it will not try again): its events say why.
+                Progress::Stalled => {
+                    if let Some(error) = self
+                        .container_failure(&stage_pod.name, &container, &image, since)
+                        .await
+                    {
+                        return Err(error);
+                    }
+                }
+                Progress::Waiting => {}
+            }
+            if swapped_at.elapsed() > self.pull_timeout {
+                return Err(BackendError::ImagePull {
+                    image,
+                    reason: format!(
+                        "its container had not started {} s after it was asked to (a pull that slow, or a node that does not answer)",
+                        self.pull_timeout.as_secs()
+                    ),
+                });
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.set_image(&stage_pod.name, &container, &helper).await?;
+                    return Ok(StepExit::Killed);
+                }
+                changed = seen.changed() => if changed.is_err() {
+                    return Err(BackendError::Engine("the watch of the stage's pod ended".to_owned()));
+                },
+                _ = tokio::time::sleep(Duration::from_millis(700)) => {}
+            }
+        }
         // Its log to the end (it ends when the container does), while a cancel swaps the
         // placeholder back in, which stops the step with the pod's grace period.
         let log = self.follow_log(&stage_pod.name, &container, output.clone());

@@ -62,3 +62,92 @@ async fn a_log_within_the_nodes_rotation_arrives_whole() {
     assert_eq!(lines.last().map(String::as_str), Some("last"));
     nothing_left(backend).await;
 }
+
+/// What really happens to a missing image on a cluster (`ErrImagePull`, then
+/// `ImagePullBackOff`) ends the step as an error with the kubelet's reason, in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_ends_its_step_as_an_error_with_the_reason() {
+    let backend = kubernetes().await;
+    let stage = stage_from(
+        KUBE,
+        "clone:\n  disable: true\nsteps:\n  - name: ghost\n    image: 127.0.0.1:9/gantry/no-such-image:1\n    commands: [true]\n  - name: after\n    image: IMAGE\n    commands: [echo after]\n",
+    );
+    let started = std::time::Instant::now();
+    let run = run(backend.clone(), stage, &[], None).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("ghost", "error"), ("after", "skipped")]),
+        "{:?}",
+        run.result
+    );
+    let error = run
+        .result
+        .step("ghost")
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default();
+    assert!(
+        error.contains("127.0.0.1:9/gantry/no-such-image:1") && error.contains("cannot be pulled"),
+        "{error}"
+    );
+    nothing_left(backend).await;
+}
+
+/// A pod no node can take errors the stage with the scheduler's reason once the runner's
+/// bound passes (3 s here), instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unschedulable_pod_errors_with_the_schedulers_reason() {
+    let backend = kubernetes().await;
+    let stage = stage_from(
+        KUBE,
+        "clone:\n  disable: true\nnode_selector: {gantry-test/no-such-node: \"yes\"}\nsteps:\n  - name: a\n    image: IMAGE\n    commands: [true]\n",
+    );
+    let started = std::time::Instant::now();
+    let run = run(backend.clone(), stage, &[], None).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.result.status, StepState::Error, "{:?}", run.result);
+    let error = run.result.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("no node could take the stage's pod") && error.contains("didn't match"),
+        "{error}"
+    );
+    nothing_left(backend).await;
+}
+
+/// A runner killed mid-stage leaves its pod running; the same runner, started again, sweeps
+/// it (by its label) before it takes work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runner_sweeps_the_pods_it_left() {
+    use gantry_runner::Backend;
+    let name = crate::support::job_id("kube-killed-runner");
+    let backend = crate::kubernetes_named(&name).await;
+    let stage = stage_from(
+        KUBE,
+        "clone:\n  disable: true\nsteps:\n  - name: long\n    image: IMAGE\n    commands: [sleep 300]\n",
+    );
+    let job = gantry_runner::backend::JobSpec {
+        id: crate::support::job_id("killed"),
+        environments: stage
+            .steps
+            .iter()
+            .map(|s| (s.name.clone(), std::collections::BTreeMap::new()))
+            .collect(),
+        stage,
+        registries: Vec::new(),
+    };
+    // Set up and left as a killed runner leaves it: no destroy.
+    backend.setup(&job).await.expect("the pod is made");
+    drop(backend);
+    let restarted = crate::kubernetes_named(&name).await;
+    assert_eq!(restarted.leftovers().await.expect("listed"), (1, 1));
+    restarted.sweep().await.expect("swept");
+    assert_eq!(restarted.leftovers().await.expect("listed"), (0, 0));
+}

@@ -30,66 +30,23 @@ pub const KUBERNETES: Flavour = Flavour {
     start_secs: 3,
 };
 
-/// What the runner's service account may do in the build namespace: exactly what the backend
-/// uses.
-pub const RUNNER_ROLE: &str = "
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: gantry-runner
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: gantry-runner
-rules:
-  - apiGroups: ['']
-    resources: [pods]
-    verbs: [create, get, list, watch, patch, delete]
-  - apiGroups: ['']
-    resources: [pods/log]
-    verbs: [get]
-  - apiGroups: ['']
-    resources: [pods/exec]
-    # GET: exec over a WebSocket
-    verbs: [create, get]
-  - apiGroups: ['']
-    resources: [secrets]
-    verbs: [create, get, list, delete]
-  - apiGroups: ['']
-    resources: [events]
-    verbs: [list]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: gantry-runner
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: gantry-runner
-subjects:
-  - kind: ServiceAccount
-    name: gantry-runner
-    namespace: NAMESPACE
-";
-
 /// The build namespace of this test binary, with the runner's account, and its kubeconfig.
 pub fn build_namespace() -> &'static (String, std::path::PathBuf) {
     static NAMESPACE: std::sync::OnceLock<(String, std::path::PathBuf)> =
         std::sync::OnceLock::new();
     NAMESPACE.get_or_init(|| {
         test_image();
-        let cluster = Cluster::shared();
-        let namespace = cluster.namespace("builds");
-        cluster.apply(&namespace, &RUNNER_ROLE.replace("NAMESPACE", &namespace));
-        let kubeconfig = cluster.service_account_kubeconfig(&namespace, "gantry-runner");
-        (namespace, kubeconfig)
+        Cluster::shared().runner_namespace("builds")
     })
 }
 
 /// A runner's backend in the build namespace, as its service account.
 pub async fn kubernetes() -> Arc<KubernetesBackend> {
+    kubernetes_named(&job_id("kube-runner")).await
+}
+
+/// The backend of the runner `name` (the same name again: the runner restarted).
+pub async fn kubernetes_named(name: &str) -> Arc<KubernetesBackend> {
     let (_, kubeconfig) = tokio::task::spawn_blocking(build_namespace)
         .await
         .expect("the test cluster starts");
@@ -99,7 +56,7 @@ pub async fn kubernetes() -> Arc<KubernetesBackend> {
         schedule_timeout: Duration::from_secs(3),
         ..KubernetesConfig::default()
     };
-    let backend = KubernetesBackend::connect(&job_id("kube-runner"), config)
+    let backend = KubernetesBackend::connect(name, config)
         .await
         .unwrap_or_else(|e| panic!("the test cluster's API server: {e}"));
     Arc::new(backend)
