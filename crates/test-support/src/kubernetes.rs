@@ -20,50 +20,6 @@ pub const PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";
 /// gantry's helper image, built offline by `scripts/kube-helper-image`.
 pub const HELPER_IMAGE: &str = "gantry/kube-helper:test";
 
-/// What a runner's service account may do in its build namespace: exactly what the
-/// Kubernetes backend uses (`NAMESPACE` stands for the namespace).
-pub const RUNNER_ROLE: &str = "
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: gantry-runner
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: gantry-runner
-rules:
-  - apiGroups: ['']
-    resources: [pods]
-    verbs: [create, get, list, watch, patch, delete]
-  - apiGroups: ['']
-    resources: [pods/log]
-    verbs: [get]
-  - apiGroups: ['']
-    resources: [pods/exec]
-    # GET: exec over a WebSocket
-    verbs: [create, get]
-  - apiGroups: ['']
-    resources: [secrets]
-    verbs: [create, get, list, delete]
-  - apiGroups: ['']
-    resources: [events]
-    verbs: [list]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: gantry-runner
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: gantry-runner
-subjects:
-  - kind: ServiceAccount
-    name: gantry-runner
-    namespace: NAMESPACE
-";
-
 #[derive(Debug)]
 pub struct Cluster {
     dir: TempDir,
@@ -429,13 +385,51 @@ impl Cluster {
         namespace
     }
 
-    /// A new build namespace with a runner's service account holding [`RUNNER_ROLE`], and a
-    /// kubeconfig that authenticates as that account.
+    /// A new build namespace with the runner's service account, Role and RoleBinding as the
+    /// chart (`charts/gantry`) makes them, and a kubeconfig that authenticates as that account.
     pub fn runner_namespace(&self, name: &str) -> (String, PathBuf) {
         let namespace = self.namespace(name);
-        self.apply(&namespace, &RUNNER_ROLE.replace("NAMESPACE", &namespace));
+        let rbac = self.helm(&[
+            "template",
+            "gantry",
+            &chart_dir().display().to_string(),
+            "--namespace",
+            &namespace,
+            "--show-only",
+            "templates/runner-serviceaccount.yaml",
+            "--show-only",
+            "templates/runner-rbac.yaml",
+        ]);
+        self.apply(&namespace, &rbac);
         let kubeconfig = self.service_account_kubeconfig(&namespace, "gantry-runner");
         (namespace, kubeconfig)
+    }
+
+    /// `helm ARGS` as the administrator; panics with its output when it fails.
+    pub fn helm(&self, args: &[&str]) -> String {
+        run(
+            Command::new(self.helm_path())
+                .arg(format!("--kubeconfig={}", self.admin.display()))
+                .args(args),
+            &format!("helm {}", args.join(" ")),
+        )
+    }
+
+    /// `helm ARGS`, its success and everything it printed.
+    pub fn try_helm(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(self.helm_path())
+            .arg(format!("--kubeconfig={}", self.admin.display()))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("helm: {e}"));
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// A kubeconfig that authenticates as the service account `account` of `namespace`
@@ -488,6 +482,11 @@ impl Cluster {
         write_kubeconfig(&path, &self.server, &token, namespace);
         path
     }
+}
+
+/// The chart, `charts/gantry`.
+pub fn chart_dir() -> PathBuf {
+    repo_root().join("charts/gantry")
 }
 
 fn write_kubeconfig(path: &Path, server: &str, token: &str, namespace: &str) {

@@ -6,7 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use gantry_test_support::kubernetes::{Cluster, HELPER_IMAGE};
+use gantry_test_support::kubernetes::{Cluster, HELPER_IMAGE, chart_dir};
 use gantry_test_support::{GitRepo, TempDir};
 
 use common::{add_repo, finished, log, push, spawn_runner, start_server, wait_build};
@@ -99,4 +99,220 @@ steps:
     }
     runner.stop();
     server.process.stop();
+}
+
+/// `helm lint --strict`, and `helm template` over a matrix of values: each set renders what
+/// it should, and what cannot work (SQLite in two pods, or without a volume; a value the
+/// schema refuses) is refused with the reason.
+#[test]
+fn the_chart_lints_and_renders_each_values_set() {
+    let cluster = Cluster::shared();
+    let chart = chart_dir().display().to_string();
+    let (linted, said) = cluster.try_helm(&["lint", "--strict", &chart]);
+    assert!(linted, "{said}");
+    let kinds = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["template", "gantry", chart.as_str(), "--namespace", "ci"];
+        all.extend_from_slice(args);
+        cluster
+            .helm(&all)
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: ").map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        kinds(&[]),
+        [
+            "ServiceAccount",
+            "Secret",
+            "PersistentVolumeClaim",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "StatefulSet"
+        ]
+    );
+    let postgres = kinds(&[
+        "--set",
+        "server.replicas=3",
+        "--set",
+        "server.database.url=postgres://gantry:pw@db/gantry",
+        "--set",
+        "server.persistence.enabled=false",
+        "--set",
+        "runnerSecret.existingSecret=mine",
+        "--set",
+        "runner.buildNamespace=builds",
+    ]);
+    assert_eq!(
+        postgres,
+        [
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "StatefulSet"
+        ]
+    );
+    assert_eq!(
+        kinds(&["--set", "runner.enabled=false"]),
+        ["Secret", "PersistentVolumeClaim", "Service", "Deployment"]
+    );
+    let rendered = cluster.helm(&[
+        "template",
+        "gantry",
+        &chart,
+        "--namespace",
+        "ci",
+        "--set",
+        "runner.buildNamespace=builds",
+    ]);
+    assert!(
+        rendered.contains("namespace: builds"),
+        "the Role is in the build namespace"
+    );
+    assert!(
+        rendered.contains("runAsNonRoot: true")
+            && rendered.contains("readOnlyRootFilesystem: true")
+    );
+    assert!(rendered.contains("path: /healthz") && rendered.contains("path: /readyz"));
+    for (args, says) in [
+        (vec!["--set", "server.replicas=2"], "needs PostgreSQL"),
+        (
+            vec!["--set", "server.persistence.enabled=false"],
+            "SQLite needs server.persistence.enabled",
+        ),
+        (vec!["--set", "runner.capacity=0"], "/runner/capacity"),
+        (
+            vec!["--set", "server.database.url=mysql://x"],
+            "/server/database/url",
+        ),
+        (vec!["--set", "surprise=1"], "surprise"),
+    ] {
+        let mut all = vec!["template", "gantry", chart.as_str()];
+        all.extend_from_slice(&args);
+        let (ok, said) = cluster.try_helm(&all);
+        assert!(!ok && said.contains(says), "{args:?}: {said}");
+    }
+}
+
+/// The chart installs into the cluster; its runner's account may do in the build namespace
+/// exactly what the backend uses, and nothing elsewhere.
+#[test]
+fn the_installed_charts_runner_may_do_only_what_the_backend_needs() {
+    let cluster = Cluster::shared();
+    let release = cluster.namespace("chart");
+    let builds = cluster.namespace("chart-builds");
+    let chart = chart_dir().display().to_string();
+    cluster.helm(&[
+        "install",
+        "gantry",
+        &chart,
+        "--namespace",
+        &release,
+        "--set",
+        &format!("runner.buildNamespace={builds}"),
+    ]);
+    let account = format!("system:serviceaccount:{release}:gantry-runner");
+    // Asked of the API server as a SubjectAccessReview, with the groups a service account's
+    // token carries (`kubectl auth can-i` reads `pods/exec` as the pod named `exec`).
+    let can = |verb: &str, resource: &str, namespace: &str| -> (bool, String) {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let review = format!(
+            "apiVersion: authorization.k8s.io/v1
+kind: SubjectAccessReview
+spec:
+  user: {account}
+  groups: [system:serviceaccounts, 'system:serviceaccounts:{release}', system:authenticated]
+  resourceAttributes: {{namespace: '{namespace}', verb: {verb}, resource: {resource}, subresource: '{subresource}'}}
+"
+        );
+        let mut child = std::process::Command::new(cluster.kubectl_path())
+            .arg(format!(
+                "--kubeconfig={}",
+                cluster.admin_kubeconfig().display()
+            ))
+            .args([
+                "create",
+                "-f",
+                "-",
+                "-o",
+                "jsonpath={.status.allowed} {.status.reason}",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl create");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), review.as_bytes())
+            .expect("the review");
+        let out = child.wait_with_output().expect("kubectl create");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        (said.starts_with("true"), said)
+    };
+    for (verb, resource) in [
+        ("create", "pods"),
+        ("watch", "pods"),
+        ("patch", "pods"),
+        ("delete", "pods"),
+        ("get", "pods/log"),
+        ("create", "pods/exec"),
+        ("get", "pods/exec"),
+        ("create", "secrets"),
+        ("delete", "secrets"),
+        ("list", "events"),
+    ] {
+        let (may, said) = can(verb, resource, &builds);
+        assert!(may, "may {verb} {resource} in {builds}: {said}");
+    }
+    for (verb, resource, namespace) in [
+        ("create", "pods", release.as_str()),
+        ("get", "secrets", release.as_str()),
+        ("create", "deployments", builds.as_str()),
+        ("update", "pods", builds.as_str()),
+        ("create", "pods/attach", builds.as_str()),
+        ("create", "pods/portforward", builds.as_str()),
+        ("create", "pods/eviction", builds.as_str()),
+        ("create", "rolebindings", builds.as_str()),
+        ("list", "nodes", ""),
+    ] {
+        let namespace = if namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
+        let (may, said) = can(verb, resource, namespace);
+        assert!(!may, "may not {verb} {resource} in {namespace}: {said}");
+    }
+    // The runner secret was generated, and is kept by an upgrade.
+    let secret = || {
+        cluster.kubectl(&[
+            "-n",
+            &release,
+            "get",
+            "secret",
+            "gantry-runner-secret",
+            "-o",
+            "jsonpath={.data.runner-secret}",
+        ])
+    };
+    let before = secret();
+    assert!(before.len() > 40, "a generated secret: {before}");
+    cluster.helm(&[
+        "upgrade",
+        "gantry",
+        &chart,
+        "--namespace",
+        &release,
+        "--set",
+        &format!("runner.buildNamespace={builds}"),
+    ]);
+    assert_eq!(secret(), before, "kept across upgrades");
+    cluster.helm(&["uninstall", "gantry", "--namespace", &release]);
 }
