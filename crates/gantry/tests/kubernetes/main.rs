@@ -122,6 +122,8 @@ fn the_chart_lints_and_renders_each_values_set() {
     assert_eq!(
         kinds(&[]),
         [
+            "PodDisruptionBudget",
+            "PodDisruptionBudget",
             "ServiceAccount",
             "Secret",
             "PersistentVolumeClaim",
@@ -147,6 +149,8 @@ fn the_chart_lints_and_renders_each_values_set() {
     assert_eq!(
         postgres,
         [
+            "PodDisruptionBudget",
+            "PodDisruptionBudget",
             "ServiceAccount",
             "Role",
             "RoleBinding",
@@ -157,8 +161,60 @@ fn the_chart_lints_and_renders_each_values_set() {
     );
     assert_eq!(
         kinds(&["--set", "runner.enabled=false"]),
-        ["Secret", "PersistentVolumeClaim", "Service", "Deployment"]
+        [
+            "PodDisruptionBudget",
+            "Secret",
+            "PersistentVolumeClaim",
+            "Service",
+            "Deployment"
+        ]
     );
+    // Every manifest of every set, against the schemas of several Kubernetes versions (the
+    // chart targets current ones; 1.20, the test cluster's, is covered by installing it).
+    let sets: [&[&str]; 4] = [
+        &[],
+        &[
+            "--set",
+            "server.replicas=2",
+            "--set",
+            "server.database.url=postgres://g:pw@db/g",
+        ],
+        &[
+            "--set",
+            "ingress.enabled=true",
+            "--set",
+            "ingress.host=ci.example.com",
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "runner.autoscaling.enabled=true",
+        ],
+        &[
+            "--set",
+            "runner.autoscaling.enabled=true",
+            "--set",
+            "runner.autoscaling.keda=true",
+            "--set",
+            "runner.autoscaling.prometheusUrl=http://prometheus:9090",
+        ],
+    ];
+    let dir = TempDir::new("chart-manifests");
+    for version in ["1.25.0", "1.29.0", "1.33.0", "1.37.0"] {
+        for (i, set) in sets.iter().enumerate() {
+            let mut all = vec![
+                "template",
+                "gantry",
+                chart.as_str(),
+                "--namespace",
+                "ci",
+                "--kube-version",
+                version,
+            ];
+            all.extend_from_slice(set);
+            let file = dir.write(&format!("{version}-{i}.yaml"), &cluster.helm(&all));
+            validate(&file, version);
+        }
+    }
     let rendered = cluster.helm(&[
         "template",
         "gantry",
@@ -194,6 +250,46 @@ fn the_chart_lints_and_renders_each_values_set() {
         all.extend_from_slice(&args);
         let (ok, said) = cluster.try_helm(&all);
         assert!(!ok && said.contains(says), "{args:?}: {said}");
+    }
+}
+
+/// `kubernetes-validate --strict` of `file` for Kubernetes `version`: only kinds it has no
+/// schema for (the Prometheus Operator's and KEDA's) may go unchecked.
+fn validate(file: &std::path::Path, version: &str) {
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", version])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate (PyPI's kubernetes-validate; scripts/test installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| !(l.starts_with("WARN") && l.contains("Couldn't find schema for kind")))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        out.status.success() && problems.is_empty(),
+        "{} for Kubernetes {version}: {said}",
+        file.display()
+    );
+}
+
+/// The pod builder's golden manifest is a valid Pod for current Kubernetes.
+#[test]
+fn the_pod_builders_golden_pod_is_valid() {
+    let snapshot = gantry_test_support::repo_root()
+        .join("crates/runner/src/kubernetes/snapshots/gantry_runner__kubernetes__pod__tests__stage_pod.snap");
+    let text = std::fs::read_to_string(&snapshot).expect("the golden pod");
+    // insta's header, then the JSON.
+    let json = text.splitn(3, "---\n").nth(2).expect("a snapshot body");
+    let dir = TempDir::new("golden-pod");
+    let file = dir.write("pod.json", json);
+    for version in ["1.25.0", "1.37.0"] {
+        validate(&file, version);
     }
 }
 
