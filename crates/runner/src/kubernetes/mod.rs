@@ -546,6 +546,28 @@ fn started_progress(status: &ContainerStatus, placeholder: &str) -> Progress {
     }
 }
 
+/// The id of `container`'s instance once it runs the helper image (the pod's `gantry`
+/// container, or a step's placeholder), or why it never will.
+fn helper_running(
+    pod: &Pod,
+    container: &str,
+    helper_image: &str,
+) -> Option<Result<String, BackendError>> {
+    let status = container_status(pod, container)?;
+    if let Some(error) = waiting_error(status, helper_image) {
+        return Some(Err(error));
+    }
+    if let Some(ended) = status.state.as_ref().and_then(|s| s.terminated.as_ref()) {
+        // With `restartPolicy: Never` it will not run again.
+        return Some(Err(BackendError::Engine(format!(
+            "container {container} stopped before its turn ({}, exit code {}): something outside gantry stopped it",
+            ended.reason.as_deref().unwrap_or("no reason given"),
+            ended.exit_code
+        ))));
+    }
+    running_id(status).map(Ok)
+}
+
 /// The id of the container instance running now, if it runs.
 fn running_id(status: &ContainerStatus) -> Option<String> {
     status.state.as_ref()?.running.as_ref()?;
@@ -654,11 +676,7 @@ impl Backend for KubernetesBackend {
         let archive = crate::backend::pack_directory(dir).await?;
         let mut seen = stage_pod.seen.clone();
         Self::wait_for(&mut seen, |pod| {
-            let status = container_status(pod, pod::HELPER)?;
-            if let Some(error) = waiting_error(status, &self.settings.helper_image) {
-                return Some(Err(error));
-            }
-            running_id(status).map(Ok)
+            helper_running(pod, pod::HELPER, &self.settings.helper_image)
         })
         .await??;
         let busybox = pod::HELPER_BUSYBOX;
@@ -741,21 +759,7 @@ impl Backend for KubernetesBackend {
         // Its placeholder runs: the instance the step's will replace.
         let placeholder = tokio::select! {
             _ = cancel.cancelled() => return Ok(StepExit::Killed),
-            found = Self::wait_for(&mut seen, |pod| {
-                let status = container_status(pod, &container)?;
-                if let Some(error) = waiting_error(status, &helper) {
-                    return Some(Err(error));
-                }
-                if let Some(ended) = status.state.as_ref().and_then(|s| s.terminated.as_ref()) {
-                    // With `restartPolicy: Never` it will not run again.
-                    return Some(Err(BackendError::Engine(format!(
-                        "container {container} stopped before its step's turn ({}, exit code {}): something outside gantry stopped it",
-                        ended.reason.as_deref().unwrap_or("no reason given"),
-                        ended.exit_code
-                    ))));
-                }
-                running_id(status).map(Ok)
-            }) => found??,
+            found = Self::wait_for(&mut seen, |pod| helper_running(pod, &container, &helper)) => found??,
         };
         self.set_image(&stage_pod.name, &container, &image).await?;
         // Its own instance appears (running or already ended), or cannot.
