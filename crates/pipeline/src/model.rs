@@ -190,6 +190,12 @@ pub struct PodOptions {
     pub dns: Option<PodDns>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_aliases: Vec<HostAlias>,
+    /// The RuntimeClass its containers run under (Woodpecker's `runtimeClassName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class: Option<String>,
+    /// The group that owns the pod's volumes (Woodpecker's `securityContext.fsGroup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_group: Option<i64>,
 }
 
 impl PodOptions {
@@ -525,6 +531,29 @@ pub struct ContainerOptions {
     /// In-memory mounts: a path, and Docker's tmpfs options (`size=64m,mode=1777`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<(String, String)>,
+    /// Kubernetes refuses to start the container as root (Woodpecker's
+    /// `securityContext.runAsNonRoot`); only a pod can check it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_as_non_root: Option<bool>,
+    /// The container's seccomp profile on Kubernetes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SecurityProfile>,
+    /// The container's AppArmor profile on Kubernetes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apparmor_profile: Option<SecurityProfile>,
+}
+
+/// A seccomp or AppArmor profile, as Kubernetes names one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "name")]
+pub enum SecurityProfile {
+    /// The container runtime's default confinement.
+    RuntimeDefault,
+    /// A profile loaded on the node, by its name (AppArmor) or its file under the kubelet's
+    /// seccomp folder.
+    Localhost(String),
+    /// No confinement at all.
+    Unconfined,
 }
 
 impl ContainerOptions {
@@ -574,6 +603,9 @@ pub struct Step {
     /// The container options only trusted repositories may set, by their rule, with where
     /// the step sets them (for refusals that point at the line).
     pub trusted_only: Vec<(crate::rule::Rule, Pos)>,
+    /// What the step asks of its stage's pod (Woodpecker's `backend_options.kubernetes`),
+    /// where it asks: merged into the pipeline's [`PodOptions`] when the pipeline is read.
+    pub pod: Option<Spanned<PodOptions>>,
 }
 
 /// How often a failed step runs again, and after how long.

@@ -33,6 +33,11 @@ pub enum Rule {
     PodDns,
     /// The pod's own hosts file entries (`host_aliases`).
     HostAliases,
+    /// The pod's RuntimeClass: another runtime may isolate it less (`runc` where the
+    /// cluster's default is a sandbox).
+    RuntimeClass,
+    /// A container's seccomp or AppArmor profile other than the runtime's default.
+    SecurityProfile,
 }
 
 impl Rule {
@@ -58,6 +63,8 @@ impl Rule {
             Rule::PodAnnotations => "pod-annotations",
             Rule::PodDns => "dns-config",
             Rule::HostAliases => "host-aliases",
+            Rule::RuntimeClass => "runtime-class",
+            Rule::SecurityProfile => "security-profile",
         }
     }
 
@@ -82,6 +89,8 @@ impl Rule {
             Rule::PodAnnotations => "metadata",
             Rule::PodDns => "dns_config",
             Rule::HostAliases => "host_aliases",
+            Rule::RuntimeClass => "backend_options.kubernetes.runtimeClassName",
+            Rule::SecurityProfile => "backend_options.kubernetes.securityContext",
         }
     }
 }

@@ -8,7 +8,7 @@
 //! in an exhaustive destructuring below: a field added later does not compile until it is
 //! decided here whether it needs trust.
 
-use crate::model::{ContainerOptions, Mount, PipelineType, Port, VolumeSource};
+use crate::model::{ContainerOptions, Mount, PipelineType, Port, SecurityProfile, VolumeSource};
 use crate::plan::{PlanStep, Stage};
 
 pub use crate::rule::Rule;
@@ -81,6 +81,12 @@ impl Violation {
             ),
             Rule::PodDns => "sets its pod's own resolver (`dns_config`)".to_owned(),
             Rule::HostAliases => "adds names to its pod's hosts file (`host_aliases`)".to_owned(),
+            Rule::RuntimeClass => format!(
+                "runs its pod under the RuntimeClass `{value}` (`runtimeClassName`), which may isolate it less than the cluster's default"
+            ),
+            Rule::SecurityProfile => format!(
+                "sets its own confinement ({value}), where the runtime's default is kept for untrusted code"
+            ),
         };
         let (verb, unmounted) = match (self.rule, declared) {
             (Rule::Privileged, _) => ("be", ""),
@@ -180,6 +186,9 @@ fn check_pod(pod: &crate::model::PodOptions, found: &mut Vec<Violation>) {
         tolerations,
         dns,
         host_aliases,
+        runtime_class,
+        // The group of the pod's own volumes.
+        fs_group: _,
     } = pod;
     let mut refuse = |rule: Rule, value: Option<String>| {
         found.push(Violation {
@@ -203,6 +212,9 @@ fn check_pod(pod: &crate::model::PodOptions, found: &mut Vec<Violation>) {
     }
     if !host_aliases.is_empty() {
         refuse(Rule::HostAliases, None);
+    }
+    if let Some(class) = runtime_class {
+        refuse(Rule::RuntimeClass, Some(class.clone()));
     }
 }
 
@@ -285,7 +297,23 @@ fn check_step(step: &PlanStep, found: &mut Vec<Violation>) {
         cpu_period: _,
         cpu_set: _,
         tmpfs,
+        // Only forbids running as root.
+        run_as_non_root: _,
+        seccomp_profile,
+        apparmor_profile,
     } = options;
+    for (kind, profile) in [("seccomp", seccomp_profile), ("AppArmor", apparmor_profile)] {
+        match profile {
+            None | Some(SecurityProfile::RuntimeDefault) => {}
+            Some(SecurityProfile::Unconfined) => {
+                refuse(Rule::SecurityProfile, Some(format!("{kind} `Unconfined`")));
+            }
+            Some(SecurityProfile::Localhost(name)) => refuse(
+                Rule::SecurityProfile,
+                Some(format!("the node's {kind} profile `{name}`")),
+            ),
+        }
+    }
     for (rule, set) in [
         (Rule::Dns, !dns.is_empty()),
         (Rule::DnsSearch, !dns_search.is_empty()),

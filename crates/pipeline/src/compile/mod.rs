@@ -364,20 +364,22 @@ fn setting_pos(step: &Step, violation: &Violation) -> Pos {
                 })
                 .map_or(step.pos, |m| m.pos)
         }
-        // Pipeline keys: a step never sets them.
+        // Pod keys: the stage breaks them, wherever the file sets them.
         Rule::HostPipeline
         | Rule::ServiceAccount
         | Rule::Tolerations
         | Rule::PodAnnotations
         | Rule::PodDns
-        | Rule::HostAliases => step.pos,
+        | Rule::HostAliases
+        | Rule::RuntimeClass => step.pos,
         Rule::Devices
         | Rule::Dns
         | Rule::DnsSearch
         | Rule::ExtraHosts
         | Rule::HostPorts
         | Rule::CapAdd
-        | Rule::Tmpfs => step
+        | Rule::Tmpfs
+        | Rule::SecurityProfile => step
             .trusted_only
             .iter()
             .find(|(rule, _)| *rule == violation.rule)

@@ -99,6 +99,7 @@ impl Decoder<'_> {
         ];
         let keys: Vec<&str> = KEYS.iter().chain(pod::POD_KEYS).copied().collect();
         self.finish(&f, &root, &keys, UNSUPPORTED_PIPELINE_KEYS);
+        self.fold_step_pods(&mut pipeline, &root.key("steps"));
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
         Some(pipeline)
     }
@@ -159,6 +160,7 @@ impl Decoder<'_> {
             ],
             &[],
         );
+        self.fold_step_pods(&mut pipeline, &At::ROOT.key("pipeline"));
         self.group_steps(&mut pipeline);
         Self::prepend_clone_steps(&mut pipeline, clone_steps);
         Some(pipeline)

@@ -15,6 +15,7 @@ use crate::model::*;
 use crate::trust::Rule;
 use crate::yaml::{Node, Value};
 
+mod backend_options;
 mod conditions;
 mod container;
 mod drone;
@@ -85,13 +86,7 @@ const UNSUPPORTED_PIPELINE_KEYS: &[(&str, &str)] = &[(
     "VM pools are Drone Cloud's; gantry runs the pipeline on its own runners",
 )];
 
-const UNSUPPORTED_STEP_KEYS: &[(&str, &str)] = &[
-    (
-        "backend_options",
-        "gantry reads no per-step backend options (Woodpecker's Kubernetes options are not read yet); set the container's options as step keys (`user`, `privileged`, `resources`...), and a Kubernetes pod's as pipeline keys (`node_selector`, `tolerations`, `service_account_name`...)",
-    ),
-    ("when_files", "not supported"),
-];
+const UNSUPPORTED_STEP_KEYS: &[(&str, &str)] = &[("when_files", "not supported")];
 
 /// A mapping being read: remembers which keys were taken, to report the rest.
 pub(crate) struct Fields<'n> {

@@ -41,7 +41,9 @@ impl Decoder<'_> {
                 "metadata" => self.pod_metadata(node, &at, pod),
                 "service_account_name" => pod.service_account = self.text(node, &at),
                 "node_selector" => pod.node_selector = self.labels(node, &at),
-                "tolerations" => pod.tolerations = self.tolerations(node, &at),
+                "tolerations" => {
+                    pod.tolerations = self.tolerations(node, &at, "toleration_seconds")
+                }
                 "dns_config" => pod.dns = Some(self.pod_dns(node, &at)),
                 "host_aliases" => pod.host_aliases = self.host_aliases(node, &at),
                 _ => {}
@@ -78,7 +80,14 @@ impl Decoder<'_> {
         );
     }
 
-    fn tolerations(&mut self, node: &Node, path: &At<'_>) -> Vec<Toleration> {
+    /// Tolerations, with `seconds_key` for how long one lasts (each dialect spells it its own
+    /// way).
+    pub(super) fn tolerations(
+        &mut self,
+        node: &Node,
+        path: &At<'_>,
+        seconds_key: &str,
+    ) -> Vec<Toleration> {
         let Value::Seq(items) = &node.value else {
             self.expected(node, path, "a list of tolerations");
             return Vec::new();
@@ -102,15 +111,15 @@ impl Decoder<'_> {
             if let Some(n) = f.get("effect") {
                 toleration.effect = self.one_of(n, &at.key("effect"), TAINT_EFFECTS);
             }
-            if let Some(n) = f.get("toleration_seconds") {
+            if let Some(n) = f.get(seconds_key) {
                 toleration.toleration_seconds = self
-                    .uint(n, &at.key("toleration_seconds"))
+                    .uint(n, &at.key(seconds_key))
                     .and_then(|s| i64::try_from(s).ok());
             }
             self.finish(
                 &f,
                 &at,
-                &["key", "operator", "value", "effect", "toleration_seconds"],
+                &["key", "operator", "value", "effect", seconds_key],
                 &[],
             );
             out.push(toleration);

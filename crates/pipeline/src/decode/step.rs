@@ -335,6 +335,9 @@ impl Decoder<'_> {
             }
         }
         self.container_options(&mut f, path, &mut step);
+        if let Some(n) = f.get("backend_options") {
+            self.backend_options(n, &path.key("backend_options"), &mut step);
+        }
         if self.dialect == Dialect::Woodpecker && !step.settings.is_empty() {
             self.plugin_rules(&step, f.has("environment"), path);
         }
@@ -588,12 +591,14 @@ fn blank_step(name: Spanned<String>, pos: Pos, service: bool) -> Step {
         options: ContainerOptions::default(),
         caches: Vec::new(),
         trusted_only: Vec::new(),
+        pod: None,
     }
 }
 
 /// The keys a step may have (others are warned about, or refused when another dialect's).
 const STEP_KEYS: &[&str] = &[
     "name",
+    "backend_options",
     "image",
     "pull",
     "commands",

@@ -109,6 +109,7 @@ impl Decoder<'_> {
             "version",
         ];
         self.finish(&f, &At::ROOT, KEYS, &[]);
+        self.fold_step_pods(&mut pipeline, &At::ROOT.key("steps"));
         pipeline.graph = pipeline.steps.iter().any(|s| s.depends_on.is_some());
         self.group_steps(&mut pipeline);
         Self::prepend_clone_steps(&mut pipeline, clone_steps);

@@ -207,3 +207,55 @@ steps:
     );
     assert_eq!(pod.host_aliases[0].hostnames, ["registry.internal"]);
 }
+
+/// Woodpecker's per-step pod options need the same trust as Drone's pipeline keys, and a
+/// runtime class or a confinement other than the runtime's default needs trust of its own.
+#[test]
+fn kubernetes_backend_options_need_trust() {
+    let yaml = "steps:
+  - name: build
+    image: alpine
+    commands: [id]
+    backend_options:
+      kubernetes:
+        serviceAccountName: deployer
+        runtimeClassName: runc
+        tolerations: [{operator: Exists}]
+        securityContext:
+          privileged: true
+          runAsUser: 1000
+          runAsNonRoot: true
+          seccompProfile: {type: Unconfined}
+          apparmorProfile: {type: RuntimeDefault}
+";
+    let refused = refusals(".woodpecker.yml", yaml, &push()).join("\n");
+    for rule in [
+        "service-account",
+        "runtime-class",
+        "tolerations",
+        "privileged",
+        "security-profile",
+    ] {
+        assert!(
+            refused.contains(&format!("trust rule `{rule}`")),
+            "{rule}: {refused}"
+        );
+    }
+    assert!(refused.contains("seccomp `Unconfined`"), "{refused}");
+    assert_eq!(refused.lines().count(), 5, "{refused}");
+    let harmless = "steps:
+  - name: build
+    image: alpine
+    commands: [id]
+    backend_options:
+      kubernetes:
+        nodeSelector: {disk: ssd}
+        labels: {team: web}
+        resources: {limits: {memory: 1Gi}}
+        securityContext: {runAsUser: 1000, runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+";
+    assert_eq!(
+        refusals(".woodpecker.yml", harmless, &push()),
+        Vec::<String>::new()
+    );
+}

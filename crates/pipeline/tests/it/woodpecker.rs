@@ -126,26 +126,148 @@ steps:
     assert!(!stage.step("other").expect("step").run);
 }
 
+/// Woodpecker's `backend_options.kubernetes`: a container's settings stay the step's, what
+/// Woodpecker sets on a step's own pod is asked of the stage's one pod, and the workflow runs
+/// only on a runner that offers Kubernetes.
 #[test]
-fn backend_options_are_accepted_with_the_reason_they_do_nothing() {
-    let yaml = "
+fn kubernetes_backend_options_set_the_container_and_the_stages_pod() {
+    let yaml = r#"
+matrix:
+  ARCH: [arm64]
 steps:
   - name: build
-    image: alpine
-    commands: [make]
+    image: golang
+    commands: [go build]
     backend_options:
       kubernetes:
+        serviceAccountName: builder
         resources:
-          limits: {memory: 1Gi}
-";
+          requests: {memory: 128Mi, cpu: 500m}
+          limits: {memory: 256Mi}
+        nodeSelector:
+          kubernetes.io/arch: "${ARCH}"
+        tolerations:
+          - {key: jobs, operator: Equal, value: ci, effect: NoSchedule, tolerationSeconds: 3600}
+        runtimeClassName: gvisor
+        labels: {team: web}
+        annotations: {workflow-group: alpha}
+        securityContext:
+          runAsUser: 1000
+          runAsGroup: 1000
+          fsGroup: 2000
+          runAsNonRoot: true
+          seccompProfile: {type: RuntimeDefault}
+          apparmorProfile: {type: Localhost, localhostProfile: deny-write}
+  - name: test
+    image: golang
+    commands: [go test]
+    backend_options:
+      kubernetes:
+        serviceAccountName: builder
+        nodeSelector: {disk: ssd}
+"#;
     assert_eq!(errors(".woodpecker.yml", yaml), Vec::<String>::new());
-    let warnings = warnings(".woodpecker.yml", yaml);
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0]
-            .contains("`backend_options` is ignored: gantry reads no per-step backend options"),
-        "{warnings:?}"
+    assert_eq!(warnings(".woodpecker.yml", yaml), Vec::<String>::new());
+    let mut ctx = push();
+    ctx.trusted = true;
+    let plan = plan(yaml, &ctx);
+    let stage = &plan.stages[0];
+    assert_eq!(
+        stage.backend,
+        gantry_pipeline::model::PipelineType::Kubernetes
     );
+    let pod = &stage.pod;
+    assert_eq!(pod.service_account.as_deref(), Some("builder"));
+    assert_eq!(pod.runtime_class.as_deref(), Some("gvisor"));
+    assert_eq!(pod.fs_group, Some(2000));
+    let selector: Vec<(&str, &str)> = pod
+        .node_selector
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(selector, [("disk", "ssd"), ("kubernetes.io/arch", "arm64")]);
+    assert_eq!(pod.tolerations.len(), 1);
+    assert_eq!(pod.tolerations[0].toleration_seconds, Some(3600));
+    assert_eq!(pod.labels.get("team").map(String::as_str), Some("web"));
+    assert_eq!(
+        pod.annotations.get("workflow-group").map(String::as_str),
+        Some("alpha")
+    );
+    let build = stage.step("build").expect("build");
+    assert_eq!(build.user.as_deref(), Some("1000:1000"));
+    assert_eq!(build.resources.requests.cpu_millis, Some(500));
+    assert_eq!(build.resources.limits.memory_bytes, Some(256 << 20));
+    assert_eq!(build.options.run_as_non_root, Some(true));
+    assert_eq!(
+        build.options.apparmor_profile,
+        Some(gantry_pipeline::model::SecurityProfile::Localhost(
+            "deny-write".into()
+        ))
+    );
+    let test = stage.step("test").expect("test");
+    assert_eq!(test.user, None);
+    assert!(test.options.is_empty(), "{:?}", test.options);
+}
+
+/// Woodpecker's Docker backend option `user` is the step's user, on every backend.
+#[test]
+fn docker_backend_options_set_the_user() {
+    let yaml = "steps:\n  - name: lint\n    image: golangci/golangci-lint\n    commands: [golangci-lint run]\n    backend_options:\n      docker:\n        user: 1000:1000\n";
+    assert_eq!(errors(".woodpecker.yml", yaml), Vec::<String>::new());
+    assert_eq!(warnings(".woodpecker.yml", yaml), Vec::<String>::new());
+    let plan = plan(yaml, &push());
+    let stage = &plan.stages[0];
+    assert_eq!(stage.backend, gantry_pipeline::model::PipelineType::Docker);
+    assert_eq!(
+        stage.step("lint").and_then(|s| s.user.as_deref()),
+        Some("1000:1000")
+    );
+}
+
+/// What one pod cannot be, or gantry does not do, is an error naming the step and the key.
+#[test]
+fn kubernetes_backend_options_that_cannot_be_honoured_are_errors() {
+    let errors = |options: &str| {
+        let yaml = format!(
+            "steps:\n  - name: a\n    image: alpine\n    commands: [id]\n    backend_options:\n      kubernetes: {{serviceAccountName: one}}\n  - name: b\n    image: alpine\n    commands: [id]\n    backend_options:\n{options}"
+        );
+        errors(".woodpecker.yml", &yaml).join("\n")
+    };
+    let two_accounts = errors("      kubernetes: {serviceAccountName: two}\n");
+    assert!(
+        two_accounts.contains("step `b` asks for the service account `two`")
+            && two_accounts.contains("share one pod"),
+        "{two_accounts}"
+    );
+    let mounted = errors(
+        "      kubernetes:\n        secrets: [{name: aws, key: id, target: {env: AWS_ID}}]\n",
+    );
+    assert!(
+        mounted.contains("does not mount Kubernetes Secrets") && mounted.contains("from_secret"),
+        "{mounted}"
+    );
+    let gpu = errors("      kubernetes:\n        resources: {limits: {nvidia.com/gpu: 1}}\n");
+    assert!(gpu.contains("not `nvidia.com/gpu`"), "{gpu}");
+    let local = errors("      local: {shell: bash}\n");
+    assert!(
+        local.contains("gantry has no `local` backend options"),
+        "{local}"
+    );
+    let two_users = errors(
+        "      docker: {user: \"1000\"}\n      kubernetes:\n        securityContext: {runAsUser: 2000}\n",
+    );
+    assert!(
+        two_users.contains("user is set twice: `1000` and `2000`"),
+        "{two_users}"
+    );
+    let root = errors("      kubernetes:\n        securityContext: {runAsNonRoot: true}\n");
+    assert!(
+        root.contains("`runAsNonRoot` needs the user's id"),
+        "{root}"
+    );
+    let profile =
+        errors("      kubernetes:\n        securityContext: {seccompProfile: {type: Localhost}}\n");
+    assert!(profile.contains("localhostProfile: NAME"), "{profile}");
 }
 
 /// `gantry lint .woodpecker/deploy.yml` checks that file alone: the workflow it depends on

@@ -32,6 +32,17 @@ pub(super) fn container_spec(
             plan_step.name
         )));
     };
+    let options = &plan_step.options;
+    if options.run_as_non_root.is_some()
+        || options.seccomp_profile.is_some()
+        || options.apparmor_profile.is_some()
+    {
+        // Such a stage is placed on Kubernetes only; refused here should one ever arrive.
+        return Err(BackendError::Unsupported(format!(
+            "step `{}` sets a pod's confinement (`backend_options.kubernetes.securityContext`), which only a runner on Kubernetes applies",
+            plan_step.name
+        )));
+    }
     let network_mode = match (&plan_step.network_mode, holder) {
         (Some(mode), _) => mode.clone(),
         (None, Some(holder)) => format!("container:{holder}"),

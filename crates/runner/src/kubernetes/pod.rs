@@ -12,15 +12,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gantry_pipeline::model::{Mount, Pull, VolumeSource};
+use gantry_pipeline::model::{Mount, Pull, SecurityProfile, VolumeSource};
 use gantry_pipeline::plan::PlanStep;
 use gantry_proto::registry::RegistryCredential;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostAlias,
-    HostPathVolumeSource, LocalObjectReference, Pod, PodDNSConfig, PodDNSConfigOption, PodSpec,
-    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HostAlias, HostPathVolumeSource, LocalObjectReference, Pod, PodDNSConfig, PodDNSConfigOption,
+    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -326,6 +326,11 @@ pub fn build(
                     })
                     .collect()
             }),
+            runtime_class_name: options.runtime_class.clone(),
+            security_context: options.fs_group.map(|group| PodSecurityContext {
+                fs_group: Some(group),
+                ..PodSecurityContext::default()
+            }),
             image_pull_secrets: pull.as_ref().map(|s| {
                 vec![LocalObjectReference {
                     name: s.metadata.name.clone().unwrap_or_default(),
@@ -515,6 +520,21 @@ fn security_context(step: &PlanStep) -> Result<Option<SecurityContext>, BackendE
         context.privileged = Some(true);
     }
     let options = &step.options;
+    context.run_as_non_root = options.run_as_non_root;
+    context.seccomp_profile = options.seccomp_profile.as_ref().map(|p| {
+        let (type_, localhost_profile) = profile(p);
+        SeccompProfile {
+            type_,
+            localhost_profile,
+        }
+    });
+    context.app_armor_profile = options.apparmor_profile.as_ref().map(|p| {
+        let (type_, localhost_profile) = profile(p);
+        AppArmorProfile {
+            type_,
+            localhost_profile,
+        }
+    });
     if !options.cap_add.is_empty() || !options.cap_drop.is_empty() {
         context.capabilities = Some(Capabilities {
             add: (!options.cap_add.is_empty()).then(|| options.cap_add.clone()),
@@ -522,6 +542,15 @@ fn security_context(step: &PlanStep) -> Result<Option<SecurityContext>, BackendE
         });
     }
     Ok((context != SecurityContext::default()).then_some(context))
+}
+
+/// Kubernetes' `type` and `localhostProfile` of a seccomp or AppArmor profile.
+fn profile(profile: &SecurityProfile) -> (String, Option<String>) {
+    match profile {
+        SecurityProfile::RuntimeDefault => ("RuntimeDefault".to_owned(), None),
+        SecurityProfile::Unconfined => ("Unconfined".to_owned(), None),
+        SecurityProfile::Localhost(name) => ("Localhost".to_owned(), Some(name.clone())),
+    }
 }
 
 /// Docker options a pod has no place for are refused by name; the others become the pod's
@@ -542,6 +571,9 @@ fn check_container_options(step: &PlanStep) -> Result<(), BackendError> {
         cpu_period,
         cpu_set,
         tmpfs,
+        run_as_non_root: _,
+        seccomp_profile: _,
+        apparmor_profile: _,
     } = &step.options;
     let refused = [
         (!devices.is_empty(), "mounts host devices (`devices`)"),
@@ -765,6 +797,37 @@ mod tests {
         assert!(
             refused.to_string().contains("keeps for itself"),
             "{refused}"
+        );
+    }
+
+    /// Woodpecker's `backend_options.kubernetes`: the pod's settings on the pod, the
+    /// container's on the step's containers.
+    #[test]
+    fn a_steps_backend_options_are_its_containers_and_its_pods() {
+        let manifests = build_of(
+            "",
+            "  - name: a\n    image: alpine\n    commands: [true]\n    backend_options:\n      kubernetes:\n        runtimeClassName: gvisor\n        securityContext:\n          runAsUser: 1000\n          fsGroup: 2000\n          runAsNonRoot: true\n          seccompProfile: {type: Localhost, localhostProfile: profiles/audit.json}\n          apparmorProfile: {type: RuntimeDefault}\n",
+        )
+        .expect("a pod");
+        let spec = manifests.pod.spec.expect("spec");
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(spec.security_context.and_then(|c| c.fs_group), Some(2000));
+        let step = spec
+            .containers
+            .iter()
+            .find(|c| c.name != HELPER)
+            .expect("the step's container");
+        let context = step.security_context.clone().expect("a security context");
+        assert_eq!(context.run_as_user, Some(1000));
+        assert_eq!(context.run_as_non_root, Some(true));
+        let seccomp = context.seccomp_profile.expect("seccomp");
+        assert_eq!(
+            (seccomp.type_.as_str(), seccomp.localhost_profile.as_deref()),
+            ("Localhost", Some("profiles/audit.json"))
+        );
+        assert_eq!(
+            context.app_armor_profile.expect("apparmor").type_,
+            "RuntimeDefault"
         );
     }
 

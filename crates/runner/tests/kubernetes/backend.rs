@@ -48,6 +48,33 @@ async fn a_kubernetes_pipeline_runs_its_steps_in_one_pod_with_services_by_name()
     nothing_left(backend).await;
 }
 
+/// Woodpecker's `backend_options.kubernetes.securityContext` as the cluster applies it: the
+/// step's user and group, and the pod's `fsGroup` owning the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_security_context_is_what_its_process_runs_as() {
+    let backend = kubernetes().await;
+    let stage = stage_from(
+        KUBE,
+        "clone:\n  disable: true\nsteps:\n  - name: who\n    image: IMAGE\n    commands: [id -u, id -g, stat -c %g .]\n    backend_options:\n      kubernetes:\n        securityContext: {runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000, runAsNonRoot: true}\n",
+    );
+    let run = run(backend.clone(), stage, &[], None).await;
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("who", "success")]),
+        "{:?}\n{}",
+        run.result,
+        run.recorder.all_text()
+    );
+    let said: Vec<String> = run
+        .recorder
+        .lines("who")
+        .into_iter()
+        .filter(|l| !l.starts_with("+ "))
+        .collect();
+    assert_eq!(said, ["1000", "3000", "2000"]);
+    nothing_left(backend).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_within_the_nodes_rotation_arrives_whole() {
     let backend = kubernetes().await;
@@ -150,4 +177,76 @@ async fn a_restarted_runner_sweeps_the_pods_it_left() {
     assert_eq!(restarted.leftovers().await.expect("listed"), (1, 1));
     restarted.sweep().await.expect("swept");
     assert_eq!(restarted.leftovers().await.expect("listed"), (0, 0));
+}
+
+/// A pod evicted while its step runs (as `kubectl drain` evicts, through the API's eviction)
+/// errors that step with the reason at once, instead of waiting for the step's 300 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_pod_errors_its_running_step() {
+    let name = crate::support::job_id("kube-evicted");
+    let backend = crate::kubernetes_named(&name).await;
+    let stage = stage_from(
+        KUBE,
+        "clone:\n  disable: true\nsteps:\n  - name: long\n    image: IMAGE\n    commands: [sleep 300]\n  - name: after\n    image: IMAGE\n    commands: [echo after]\n",
+    );
+    let selector = format!(
+        "gantry.runner={}",
+        gantry_runner::kubernetes::pod::label_value(&name)
+    );
+    let evictor = tokio::task::spawn_blocking(move || evict_once_running(&selector));
+    let run = run(backend.clone(), stage, &[], None).await;
+    evictor.await.expect("the eviction");
+    assert_eq!(
+        statuses(&run.result),
+        expect(&[("long", "error"), ("after", "skipped")]),
+        "{:?}",
+        run.result
+    );
+    let error = run
+        .result
+        .step("long")
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default();
+    assert!(error.contains("the stage's pod"), "{error}");
+    nothing_left(backend).await;
+}
+
+/// Waits for the pod of `selector` to run the test image in some container, then evicts it.
+fn evict_once_running(selector: &str) {
+    let cluster = gantry_test_support::kubernetes::Cluster::shared();
+    let namespace = crate::build_namespace().0.as_str();
+    let mut images = String::new();
+    for _ in 0..240 {
+        images = cluster.kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {range .status.containerStatuses[*]}{.image}={.state.running.startedAt} {end}{end}",
+        ]);
+        let mut words = images.split_whitespace();
+        if let Some(pod) = words.next()
+            && words.any(|w| w.contains("busybox") && !w.ends_with('='))
+        {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let eviction = format!(
+                r#"{{"apiVersion":"policy/v1beta1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"{namespace}"}}}}"#
+            );
+            let dir = gantry_test_support::TempDir::new("eviction");
+            let file = dir.write("eviction.json", &eviction);
+            cluster.kubectl(&[
+                "create",
+                "--raw",
+                &format!("/api/v1/namespaces/{namespace}/pods/{pod}/eviction"),
+                "-f",
+                &file.display().to_string(),
+            ]);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("the step never ran in a pod of {selector}: {images}");
 }
