@@ -47,3 +47,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end -}}
+
+{{- define "gantry.postgresqlName" -}}
+{{- printf "%s-postgresql" (include "gantry.fullname" .) -}}
+{{- end -}}

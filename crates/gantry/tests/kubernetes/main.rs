@@ -169,9 +169,77 @@ fn the_chart_lints_and_renders_each_values_set() {
             "Deployment"
         ]
     );
+    // The chart's own PostgreSQL: the server takes its URL from the Secret that keeps the
+    // generated password, so it may run several replicas.
+    let own_database = [
+        "--set",
+        "postgresql.enabled=true",
+        "--set",
+        "server.replicas=2",
+        "--set",
+        "server.persistence.enabled=false",
+    ];
+    assert_eq!(
+        kinds(&own_database),
+        [
+            "PodDisruptionBudget",
+            "PodDisruptionBudget",
+            "ServiceAccount",
+            "Secret",
+            "Secret",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Service",
+            "Deployment",
+            "StatefulSet",
+            "StatefulSet"
+        ]
+    );
+    let mut args = vec!["template", "gantry", chart.as_str(), "--namespace", "ci"];
+    args.extend_from_slice(&own_database);
+    let rendered = cluster.helm(&args);
+    let server = rendered
+        .split("\n---")
+        .find(|m| m.contains("kind: Deployment"))
+        .expect("the server");
+    assert!(
+        server.contains("name: GANTRY_DATABASE_URL")
+            && server.contains("name: gantry-postgresql\n                  key: database-url"),
+        "{server}"
+    );
+    // Docker runners beside their own engine: only the engine is privileged, and the
+    // runner reaches it by a socket in the pod.
+    let mut args = vec!["template", "gantry", chart.as_str(), "--namespace", "ci"];
+    args.extend_from_slice(&[
+        "--set",
+        "dockerRunner.enabled=true",
+        "--set",
+        "runner.enabled=false",
+    ]);
+    let rendered = cluster.helm(&args);
+    let docker_runner = rendered
+        .split("\n---")
+        .find(|m| m.contains("kind: StatefulSet") && m.contains("name: gantry-docker-runner\n"))
+        .expect("the Docker runners");
+    assert!(
+        docker_runner.contains("- docker\n")
+            && docker_runner.contains("unix:///run/dind/docker.sock"),
+        "{docker_runner}"
+    );
+    assert_eq!(
+        rendered.matches("privileged: true").count(),
+        1,
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("name: gantry-docker-runner\n  labels")
+            && rendered.matches("kind: PodDisruptionBudget").count() == 2,
+        "{rendered}"
+    );
     // Every manifest of every set, against the schemas of several Kubernetes versions (the
     // chart targets current ones; 1.20, the test cluster's, is covered by installing it).
-    let sets: [&[&str]; 4] = [
+    let sets: [&[&str]; 5] = [
         &[],
         &[
             "--set",
@@ -196,6 +264,14 @@ fn the_chart_lints_and_renders_each_values_set() {
             "runner.autoscaling.keda=true",
             "--set",
             "runner.autoscaling.prometheusUrl=http://prometheus:9090",
+        ],
+        &[
+            "--set",
+            "postgresql.enabled=true",
+            "--set",
+            "dockerRunner.enabled=true",
+            "--set",
+            "dockerRunner.labels.kind=docker",
         ],
     ];
     let dir = TempDir::new("chart-manifests");
@@ -245,6 +321,19 @@ fn the_chart_lints_and_renders_each_values_set() {
             "/server/database/url",
         ),
         (vec!["--set", "surprise=1"], "surprise"),
+        (
+            vec![
+                "--set",
+                "postgresql.enabled=true",
+                "--set",
+                "server.database.url=postgres://db/g",
+            ],
+            "postgresql.enabled runs a database for gantry",
+        ),
+        (
+            vec!["--set", "dockerRunner.capacity=0"],
+            "/dockerRunner/capacity",
+        ),
     ] {
         let mut all = vec!["template", "gantry", chart.as_str()];
         all.extend_from_slice(&args);
