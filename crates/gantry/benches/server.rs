@@ -733,20 +733,11 @@ async fn memory(builds: usize) {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("server bench: run with `cargo bench -p gantry --bench server`");
+    if !gantry_test_support::bench::requested("server", "cargo bench -p gantry --bench server") {
         return;
     }
-    let scale: usize = std::env::var("GANTRY_BENCH_BUILDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let script = gantry_test_support::repo_root().join("scripts/test-image");
-    assert!(
-        Command::new(&script).status().is_ok_and(|s| s.success()),
-        "needs Docker and {}",
-        script.display()
-    );
+    let scale = gantry_test_support::bench::env_number("GANTRY_BENCH_BUILDS", 50);
+    gantry_test_support::bench::test_image();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ use gantry_runner::{
     Backend, DockerBackend, Executor, ExecutorConfig, Job, LogLine, Reporter, StepResult,
     StepState, WorkspaceSource,
 };
+use gantry_test_support::bench::{self, median};
 use gantry_test_support::kubernetes::{Cluster, HELPER_IMAGE};
 use tokio_util::sync::CancellationToken;
 
@@ -58,29 +59,15 @@ async fn time(backend: &Arc<dyn Backend>, stage: &Stage, n: usize) -> Duration {
     started.elapsed()
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
 fn main() {
-    // `cargo test` runs benches once with `--bench` absent; keep that quick.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("kubernetes bench: run with `cargo bench -p gantry-runner --bench kubernetes`");
+    if !bench::requested(
+        "kubernetes",
+        "cargo bench -p gantry-runner --bench kubernetes",
+    ) {
         return;
     }
-    let rounds: usize = std::env::var("GANTRY_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let script = gantry_test_support::repo_root().join("scripts/test-image");
-    assert!(
-        std::process::Command::new(&script)
-            .status()
-            .is_ok_and(|s| s.success()),
-        "needs Docker and {}",
-        script.display()
-    );
+    let rounds = bench::env_number("GANTRY_BENCH_ROUNDS", 3);
+    bench::test_image();
     let (_, kubeconfig) = Cluster::shared().runner_namespace("bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -30,6 +30,7 @@ use gantry_runner::{
     Backend, DockerBackend, Executor, ExecutorConfig, Job, LocalBackend, LogLine, Reporter,
     StepResult, WorkspaceSource,
 };
+use gantry_test_support::bench::{self, median};
 use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "gantry-test/busybox:latest";
@@ -225,31 +226,16 @@ fn docker_logs_baseline() -> Duration {
     started.elapsed()
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
 
 fn main() {
-    // `cargo test` runs benches once with `--bench` absent; keep that quick.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("runner bench: run with `cargo bench -p gantry-runner --bench runner`");
+    if !bench::requested("runner", "cargo bench -p gantry-runner --bench runner") {
         return;
     }
-    let rounds: usize = std::env::var("GANTRY_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let script = gantry_test_support::repo_root().join("scripts/test-image");
-    assert!(
-        Command::new(&script).status().is_ok_and(|s| s.success()),
-        "needs Docker and {}",
-        script.display()
-    );
+    let rounds = bench::env_number("GANTRY_BENCH_ROUNDS", 3);
+    bench::test_image();
     let tools = Command::new(gantry_test_support::repo_root().join("scripts/bench-tools"))
         .output()
         .expect("scripts/bench-tools");

@@ -193,14 +193,10 @@ async fn time_until(browser: &Browser, condition: &str) -> f64 {
 const FRAMES: &str = "window.__gap = 0; window.__last = performance.now(); (function f(t) { window.__gap = Math.max(window.__gap, t - window.__last); window.__last = t; requestAnimationFrame(f); })(performance.now());";
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("ui bench: run with `cargo bench -p gantry-server --bench ui`");
+    if !gantry_test_support::bench::requested("ui", "cargo bench -p gantry-server --bench ui") {
         return;
     }
-    let total: u64 = std::env::var("GANTRY_BENCH_LINES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let total = gantry_test_support::bench::env_number("GANTRY_BENCH_LINES", 1_000_000) as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod balancer;
+pub mod bench;
 pub mod git_http;
 pub mod git_ssh;
 pub mod kubernetes;
