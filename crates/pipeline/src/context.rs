@@ -162,6 +162,18 @@ pub struct Context {
     /// How big and how old a cache may grow on a runner.
     #[serde(default)]
     pub cache_policy: CachePolicy,
+    /// Set in a build made to stop an environment: only its `on_stop` pipeline runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<StoppingEnvironment>,
+}
+
+/// The environment a build stops, and the pipeline that tears it down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppingEnvironment {
+    pub name: String,
+    pub url: Option<String>,
+    /// The `on_stop` pipeline, by name.
+    pub pipeline: String,
 }
 
 /// Limits of the caches a build's stages keep between builds (set by the server's
@@ -221,6 +233,7 @@ impl Context {
             link: String::new(),
             instance: String::new(),
             cache_policy: CachePolicy::default(),
+            stopping: None,
             params: BTreeMap::new(),
             created: 0,
         }

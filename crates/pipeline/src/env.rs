@@ -108,6 +108,10 @@ fn ci_variables(ctx: &Context, f: &Facts<'_>, set: &mut impl FnMut(&str, &str)) 
     );
     set("CI_COMMIT_SHA", &ctx.commit);
     set("CI_COMMIT_REF", &ctx.reference);
+    set(
+        "CI_COMMIT_REF_SLUG",
+        &crate::deploy::ref_slug(if f.tag.is_empty() { &ctx.branch } else { f.tag }),
+    );
     set("CI_COMMIT_REFSPEC", &ctx.reference);
     set("CI_COMMIT_BRANCH", f.target_branch);
     set("CI_COMMIT_SOURCE_BRANCH", f.source_branch);

@@ -69,6 +69,7 @@ pub mod compile;
 pub mod conditions;
 pub mod context;
 mod decode;
+pub mod deploy;
 pub mod diag;
 pub mod env;
 pub mod envsubst;

@@ -167,6 +167,21 @@ pub struct Pipeline {
     pub group: Option<Spanned<String>>,
     /// Where and how its pod runs on Kubernetes.
     pub pod: PodOptions,
+    /// The environment it deploys to (`deploy:`).
+    pub deploy: Option<DeployConfig>,
+}
+
+/// `deploy: {environment, url, on_stop, auto_stop_in}`: the environment a pipeline deploys
+/// to, as written (`${VAR}`s substituted when compiled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployConfig {
+    pub environment: Spanned<String>,
+    pub url: Option<String>,
+    /// The pipeline of the same file that tears the environment down.
+    pub on_stop: Option<Spanned<String>>,
+    /// Seconds without a new deployment after which the environment stops by itself.
+    pub auto_stop_secs: Option<u64>,
+    pub pos: Pos,
 }
 
 /// How a stage's pod is placed and described on Kubernetes: Drone's keys of `type:

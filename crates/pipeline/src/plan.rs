@@ -68,6 +68,52 @@ pub struct Stage {
     /// Where and how its pod runs when a runner on Kubernetes takes it.
     #[serde(default, skip_serializing_if = "crate::model::PodOptions::is_empty")]
     pub pod: crate::model::PodOptions,
+    /// The environment the stage deploys to, or (`action` stop) tears down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeploySpec>,
+}
+
+/// An environment a stage deploys to or stops, its name and URL substituted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    pub environment: String,
+    /// `CI_ENVIRONMENT_SLUG`.
+    pub slug: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub action: DeployAction,
+    /// The pipeline that stops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stop: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_stop_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployAction {
+    Start,
+    Stop,
+}
+
+impl DeploySpec {
+    /// The variables its steps see: GitLab's names, and Drone's `DRONE_DEPLOY_TO`.
+    pub fn variables(&self) -> [(String, String); 5] {
+        let action = match self.action {
+            DeployAction::Start => "start",
+            DeployAction::Stop => "stop",
+        };
+        [
+            ("CI_ENVIRONMENT_NAME".to_owned(), self.environment.clone()),
+            ("CI_ENVIRONMENT_SLUG".to_owned(), self.slug.clone()),
+            (
+                "CI_ENVIRONMENT_URL".to_owned(),
+                self.url.clone().unwrap_or_default(),
+            ),
+            ("CI_ENVIRONMENT_ACTION".to_owned(), action.to_owned()),
+            ("DRONE_DEPLOY_TO".to_owned(), self.environment.clone()),
+        ]
+    }
 }
 
 /// The scope of a stage's caches: a cache belongs to a repository and a scope (a branch, a

@@ -129,6 +129,8 @@ pub fn check_stage(stage: &Stage) -> Vec<Violation> {
         // Scoped by the server to the repository and its branch or pull request.
         cache: _,
         pod,
+        // Names and URLs; what a deployment may do is its steps'.
+        deploy: _,
     } = stage;
     let mut found = Vec::new();
     check_pod(pod, &mut found);

@@ -117,6 +117,44 @@ pub fn validate(pipelines: &[&Pipeline], scope: Scope, diags: &mut Diagnostics) 
     }
     for pipeline in pipelines {
         validate_pipeline(&mut report, pipeline);
+        validate_on_stop(&mut report, pipeline, pipelines);
+    }
+}
+
+/// `deploy.on_stop` names another pipeline of the same file, which deploys nothing itself.
+fn validate_on_stop(report: &mut Report<'_>, pipeline: &Pipeline, pipelines: &[&Pipeline]) {
+    let Some(on_stop) = pipeline.deploy.as_ref().and_then(|d| d.on_stop.as_ref()) else {
+        return;
+    };
+    let path = format!("pipeline[{}].deploy.on_stop", pipeline.name.value);
+    let target = pipelines
+        .iter()
+        .find(|p| p.file == pipeline.file && p.name.value == on_stop.value);
+    let problem = match target {
+        None => Some(format!(
+            "`on_stop` names `{}`, which is not a pipeline of {}",
+            on_stop.value, pipeline.file
+        )),
+        Some(p) if p.name.value == pipeline.name.value => Some(
+            "`on_stop` names the pipeline itself: it would deploy and tear down at once".to_owned(),
+        ),
+        Some(p) if p.deploy.is_some() => Some(format!(
+            "`on_stop` names `{}`, which deploys an environment of its own",
+            on_stop.value
+        )),
+        Some(_) => None,
+    };
+    if let Some(message) = problem {
+        report.error(
+            &pipeline.file,
+            on_stop.pos,
+            path,
+            message,
+            Some(
+                "name a pipeline of this file that tears the environment down, e.g. `teardown`"
+                    .into(),
+            ),
+        );
     }
 }
 

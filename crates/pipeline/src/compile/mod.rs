@@ -18,7 +18,9 @@ use crate::model::{
     ContainerOptions, DeviceSource, Dialect, EnvValue, EnvVar, Mount, Pipeline, PipelineType,
     SettingValue, StatusFilter, Step, Volume, VolumeSource,
 };
-use crate::plan::{CacheSpec, CloneSpec, Plan, PlanStep, SecretEnv, Stage, StepKind};
+use crate::plan::{
+    CacheSpec, CloneSpec, DeployAction, DeploySpec, Plan, PlanStep, SecretEnv, Stage, StepKind,
+};
 use crate::trust::{self, Rule, Subject, Violation};
 use crate::validate::CLONE_STEP;
 use crate::{Config, PipelineFile};
@@ -70,6 +72,11 @@ struct Candidate<'c> {
     /// and the matrix axes.
     environment: BTreeMap<String, String>,
     secrets: Vec<SecretEnv>,
+    /// The environment it deploys to or stops.
+    deploy: Option<DeploySpec>,
+    /// Why it does not run in this build whatever its trigger: an `on_stop` pipeline runs
+    /// only in a build that stops its environment, and such a build runs nothing else.
+    environment_skip: Option<String>,
 }
 
 impl Candidate<'_> {
@@ -107,7 +114,7 @@ fn decide(
 pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     let vars = build_variables(ctx);
     let mut invalid = Diagnostics::default();
-    let candidates = candidates(config, &vars, &mut invalid);
+    let candidates = candidates(config, ctx, &vars, &mut invalid);
     let StageGraph {
         parents,
         verdicts,
@@ -174,11 +181,40 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
 /// substituted and its stage's variables.
 fn candidates<'c>(
     config: &'c Config,
+    ctx: &Context,
     vars: &BTreeMap<String, String>,
     invalid: &mut Diagnostics,
 ) -> Vec<Candidate<'c>> {
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    if let Some(stopping) = &ctx.stopping
+        && !config
+            .files
+            .iter()
+            .flat_map(|f| &f.pipelines)
+            .any(|p| p.name.value == stopping.pipeline)
+    {
+        invalid.push(Diagnostic {
+            severity: Severity::Error,
+            file: String::new(),
+            pos: Pos::default(),
+            path: String::new(),
+            message: format!(
+                "environment `{}` is stopped by pipeline `{}`, which the file at this commit does not have",
+                stopping.name, stopping.pipeline
+            ),
+            hint: Some("stop it by hand, or deploy it again from a commit that has its `on_stop` pipeline".into()),
+        });
+    }
     for file in &config.files {
+        // `on_stop` pipelines of this file, with the pipeline whose environment each stops.
+        let stoppers: HashMap<&str, &Pipeline> = file
+            .pipelines
+            .iter()
+            .filter_map(|p| {
+                let on_stop = p.deploy.as_ref()?.on_stop.as_ref()?;
+                Some((on_stop.value.as_str(), p))
+            })
+            .collect();
         for (index, pipeline) in file.pipelines.iter().enumerate() {
             let combinations = match &pipeline.matrix {
                 Some(matrix) => matrix.combinations.clone(),
@@ -197,6 +233,11 @@ fn candidates<'c>(
                 let workspace = workspace_path(&concrete);
                 let mut environment = vars.clone();
                 environment.extend(stage_variables(&name, number, &workspace, &matrix));
+                let (deploy, environment_skip) =
+                    environment_role(&concrete, stoppers.get(pipeline.name.value.as_str()), ctx);
+                if let Some(deploy) = &deploy {
+                    environment.extend(deploy.variables());
+                }
                 let mut secrets = Vec::new();
                 apply_env(&concrete.environment, &mut environment, &mut secrets);
                 candidates.push(Candidate {
@@ -206,12 +247,69 @@ fn candidates<'c>(
                     name,
                     environment,
                     secrets,
+                    deploy,
+                    environment_skip,
                 });
             }
         }
     }
 
     candidates
+}
+
+/// What the pipeline does to an environment in this build, and why it does not run when an
+/// environment decides that: a build that stops an environment runs only its `on_stop`
+/// pipeline, and that pipeline runs in no other build. `stopped` is the pipeline whose
+/// environment this one stops, if it is an `on_stop`.
+fn environment_role(
+    pipeline: &Pipeline,
+    stopped: Option<&&Pipeline>,
+    ctx: &Context,
+) -> (Option<DeploySpec>, Option<String>) {
+    let name = pipeline.name.value.as_str();
+    if let Some(stopping) = &ctx.stopping {
+        if name != stopping.pipeline {
+            return (
+                None,
+                Some(format!(
+                    "this build stops environment `{}`: only `{}` runs",
+                    stopping.name, stopping.pipeline
+                )),
+            );
+        }
+        let spec = DeploySpec {
+            environment: stopping.name.clone(),
+            slug: crate::deploy::slug(&stopping.name),
+            url: stopping.url.clone(),
+            action: DeployAction::Stop,
+            on_stop: None,
+            auto_stop_secs: None,
+        };
+        return (Some(spec), None);
+    }
+    if let Some(deployer) = stopped {
+        let environment = deployer
+            .deploy
+            .as_ref()
+            .map(|d| d.environment.value.as_str())
+            .unwrap_or_default();
+        return (
+            None,
+            Some(format!(
+                "runs only when environment `{environment}` of pipeline `{}` stops (its `on_stop`)",
+                deployer.name.value
+            )),
+        );
+    }
+    let spec = pipeline.deploy.as_ref().map(|d| DeploySpec {
+        environment: d.environment.value.clone(),
+        slug: crate::deploy::slug(&d.environment.value),
+        url: d.url.clone(),
+        action: DeployAction::Start,
+        on_stop: d.on_stop.as_ref().map(|s| s.value.clone()),
+        auto_stop_secs: d.auto_stop_secs,
+    });
+    (spec, None)
 }
 
 /// Which stages run, and on what they depend (through skipped ones), by candidate index.
@@ -249,6 +347,9 @@ fn stage_graph(
     let verdicts: Vec<Result<StatusFilter, String>> = candidates
         .iter()
         .map(|c| {
+            if let Some(reason) = &c.environment_skip {
+                return Err(reason.clone());
+            }
             let verdict = evaluate(&c.pipeline.trigger, ctx, c.facts(), Scope::Pipeline);
             decide(verdict, &c.pipeline.file, invalid)
         })

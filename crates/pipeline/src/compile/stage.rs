@@ -97,6 +97,7 @@ pub(super) fn build_stage(
         concurrency: pipeline.concurrency.as_ref().map(|c| c.value),
         cache,
         pod: pipeline.pod.clone(),
+        deploy: candidate.deploy.clone(),
     }
 }
 

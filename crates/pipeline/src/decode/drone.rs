@@ -77,6 +77,9 @@ impl Decoder<'_> {
             pipeline.lock = self.lock_name(n, &root.key("lock"));
         }
         self.pod_options(&mut f, &root, pipeline.kind, &mut pipeline.pod);
+        if let Some(n) = f.get("deploy") {
+            pipeline.deploy = self.deploy(n, &root.key("deploy"));
+        }
         const KEYS: &[&str] = &[
             "kind",
             "type",
@@ -96,6 +99,7 @@ impl Decoder<'_> {
             "concurrency",
             "lock",
             "image_pull_secrets",
+            "deploy",
         ];
         let keys: Vec<&str> = KEYS.iter().chain(pod::POD_KEYS).copied().collect();
         self.finish(&f, &root, &keys, UNSUPPORTED_PIPELINE_KEYS);

@@ -77,6 +77,7 @@ impl Decoder<'_> {
             lock: None,
             group: None,
             pod: PodOptions::default(),
+            deploy: None,
         }
     }
 
@@ -566,5 +567,81 @@ impl Decoder<'_> {
             current.push(step.name.clone());
         }
         pipeline.graph = true;
+    }
+}
+
+impl Decoder<'_> {
+    /// `deploy: {environment, url, on_stop, auto_stop_in}`.
+    pub(super) fn deploy(&mut self, node: &Node, path: &At<'_>) -> Option<DeployConfig> {
+        let mut f = self.fields(node, path)?;
+        let environment = f
+            .get("environment")
+            .and_then(|n| self.spanned_text(n, &path.key("environment")));
+        let url = f.get("url").and_then(|n| self.text(n, &path.key("url")));
+        let on_stop = f
+            .get("on_stop")
+            .and_then(|n| self.spanned_text(n, &path.key("on_stop")));
+        let auto_stop_secs = f.get("auto_stop_in").and_then(|n| {
+            let at = path.key("auto_stop_in");
+            let text = self.text(n, &at)?;
+            let secs = crate::deploy::parse_stop_after(&text);
+            if secs.is_none() {
+                self.error(
+                    n.pos,
+                    &at,
+                    format!("`{text}` is not a duration"),
+                    Some("write e.g. `3d`, `12h`, `1 week` or `2 days 12 hours`"),
+                );
+            }
+            secs
+        });
+        self.finish(
+            &f,
+            path,
+            &["environment", "url", "on_stop", "auto_stop_in"],
+            &[],
+        );
+        let Some(environment) = environment else {
+            self.error(
+                node.pos,
+                path,
+                "`deploy` needs the `environment` it deploys to",
+                Some("e.g. `deploy: {environment: review/${CI_COMMIT_REF_SLUG}}`"),
+            );
+            return None;
+        };
+        if !crate::deploy::is_valid_name(&environment.value) {
+            self.error(
+                environment.pos,
+                &path.key("environment"),
+                format!(
+                    "`{}` is not an environment name: letters, digits, spaces and `- _ / .` only, not starting or ending with `/`, at most {} characters",
+                    environment.value,
+                    crate::deploy::MAX_NAME_LEN
+                ),
+                Some("name it from slugs, e.g. `review/${CI_COMMIT_REF_SLUG}`"),
+            );
+        }
+        if url.as_deref().is_some_and(|u| {
+            !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.contains(char::is_whitespace)
+        }) {
+            self.error(
+                node.pos,
+                &path.key("url"),
+                format!(
+                    "`{}` is not an http(s) URL",
+                    url.as_deref().unwrap_or_default()
+                ),
+                Some("e.g. `url: https://${CI_COMMIT_REF_SLUG}.review.example.com`"),
+            );
+        }
+        Some(DeployConfig {
+            environment,
+            url,
+            on_stop,
+            auto_stop_secs,
+            pos: node.pos,
+        })
     }
 }

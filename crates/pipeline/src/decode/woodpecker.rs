@@ -88,6 +88,9 @@ impl Decoder<'_> {
                 Some("commit the generated workflow files into `.woodpecker/` instead"),
             );
         }
+        if let Some(n) = f.get("deploy") {
+            pipeline.deploy = self.deploy(n, &At::ROOT.key("deploy"));
+        }
         f.get("variables");
         f.get("version");
         const KEYS: &[&str] = &[
@@ -104,6 +107,7 @@ impl Decoder<'_> {
             "workspace",
             "concurrency",
             "compile",
+            "deploy",
             "branches",
             "variables",
             "version",

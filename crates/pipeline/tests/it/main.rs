@@ -4,6 +4,7 @@ mod conditions;
 mod container;
 mod diagnostics;
 mod dialects;
+mod environments;
 mod expr_budget;
 mod fixtures;
 mod fuzz;

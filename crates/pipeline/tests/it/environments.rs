@@ -1,0 +1,184 @@
+//! `deploy:` — the environment a pipeline deploys to, its variables, and its `on_stop`
+//! pipeline, which runs only in a build that stops the environment.
+
+use gantry_pipeline::context::StoppingEnvironment;
+use gantry_pipeline::plan::DeployAction;
+use gantry_pipeline::{Context, compile, parse};
+
+use crate::support::{errors, plan, push};
+
+const REVIEW: &str = "kind: pipeline
+name: review
+deploy:
+  environment: review/${CI_COMMIT_REF_SLUG}
+  url: https://${CI_COMMIT_REF_SLUG}.review.example.com
+  on_stop: teardown
+  auto_stop_in: 3d
+steps:
+  - name: deploy
+    image: alpine/helm
+    commands: [helm upgrade --install \"$CI_ENVIRONMENT_SLUG\" ./chart]
+---
+kind: pipeline
+name: teardown
+steps:
+  - name: uninstall
+    image: alpine/helm
+    commands: [helm uninstall \"$CI_ENVIRONMENT_SLUG\"]
+";
+
+fn push_to(branch: &str) -> Context {
+    let mut ctx = push();
+    ctx.branch = branch.into();
+    ctx.reference = format!("refs/heads/{branch}");
+    ctx
+}
+
+#[test]
+fn a_push_deploys_its_branchs_environment_and_its_steps_see_it() {
+    let plan = plan(REVIEW, &push_to("feature/X"));
+    let review = &plan.stages[0];
+    assert!(review.run);
+    let deploy = review.deploy.as_ref().expect("it deploys");
+    assert_eq!(deploy.environment, "review/feature-x");
+    assert_eq!(
+        deploy.url.as_deref(),
+        Some("https://feature-x.review.example.com")
+    );
+    assert_eq!(deploy.action, DeployAction::Start);
+    assert_eq!(deploy.on_stop.as_deref(), Some("teardown"));
+    assert_eq!(deploy.auto_stop_secs, Some(3 * 86_400));
+    assert!(deploy.slug.starts_with("review-feature-x-") && deploy.slug.len() == 23);
+    assert!(review.step("deploy").is_some());
+    for (name, value) in [
+        ("CI_ENVIRONMENT_NAME", "review/feature-x"),
+        ("CI_ENVIRONMENT_SLUG", deploy.slug.as_str()),
+        ("CI_ENVIRONMENT_URL", "https://feature-x.review.example.com"),
+        ("CI_ENVIRONMENT_ACTION", "start"),
+        ("DRONE_DEPLOY_TO", "review/feature-x"),
+        ("CI_COMMIT_REF_SLUG", "feature-x"),
+    ] {
+        assert_eq!(
+            review.environment.get(name).map(String::as_str),
+            Some(value),
+            "{name}"
+        );
+    }
+    let teardown = &plan.stages[1];
+    assert!(!teardown.run);
+    assert_eq!(
+        teardown.reason.as_deref(),
+        Some(
+            "runs only when environment `review/${CI_COMMIT_REF_SLUG}` of pipeline `review` stops (its `on_stop`)"
+        )
+    );
+}
+
+#[test]
+fn a_stop_build_runs_only_the_on_stop_pipeline_with_the_environment() {
+    let mut ctx = push_to("feature/x");
+    ctx.stopping = Some(StoppingEnvironment {
+        name: "review/feature-x".into(),
+        url: Some("https://feature-x.review.example.com".into()),
+        pipeline: "teardown".into(),
+    });
+    let plan = plan(REVIEW, &ctx);
+    let review = &plan.stages[0];
+    assert!(!review.run);
+    assert_eq!(
+        review.reason.as_deref(),
+        Some("this build stops environment `review/feature-x`: only `teardown` runs")
+    );
+    let teardown = &plan.stages[1];
+    assert!(teardown.run, "{:?}", teardown.reason);
+    let deploy = teardown.deploy.as_ref().expect("it stops one");
+    assert_eq!(deploy.action, DeployAction::Stop);
+    assert_eq!(deploy.environment, "review/feature-x");
+    assert!(teardown.step("uninstall").is_some());
+    assert_eq!(
+        teardown
+            .environment
+            .get("CI_ENVIRONMENT_ACTION")
+            .map(String::as_str),
+        Some("stop")
+    );
+    assert_eq!(
+        teardown
+            .environment
+            .get("CI_ENVIRONMENT_URL")
+            .map(String::as_str),
+        Some("https://feature-x.review.example.com")
+    );
+
+    // The file at the deployed commit lost its `on_stop` pipeline: the build says so.
+    let config = parse(".drone.yml", REVIEW).config.expect("valid");
+    ctx.stopping = Some(StoppingEnvironment {
+        name: "review/feature-x".into(),
+        url: None,
+        pipeline: "gone".into(),
+    });
+    let error = compile(&config, &ctx)
+        .expect_err("no such pipeline")
+        .to_string();
+    assert!(
+        error.contains("stopped by pipeline `gone`, which the file at this commit does not have"),
+        "{error}"
+    );
+}
+
+#[test]
+fn lint_checks_on_stop_durations_and_names() {
+    let with = |deploy: &str| {
+        let yaml = format!(
+            "kind: pipeline\nname: review\ndeploy: {deploy}\nsteps:\n  - name: a\n    image: alpine\n    commands: [true]\n---\nkind: pipeline\nname: teardown\nsteps:\n  - name: a\n    image: alpine\n    commands: [true]\n"
+        );
+        errors(".drone.yml", &yaml).join("\n")
+    };
+    assert_eq!(
+        with("{environment: production, on_stop: teardown, auto_stop_in: 1 week}"),
+        ""
+    );
+    let unknown = with("{environment: production, on_stop: tear-down}");
+    assert!(
+        unknown.contains("`on_stop` names `tear-down`, which is not a pipeline of .drone.yml"),
+        "{unknown}"
+    );
+    let itself = with("{environment: production, on_stop: review}");
+    assert!(itself.contains("names the pipeline itself"), "{itself}");
+    let duration = with("{environment: production, auto_stop_in: soon}");
+    assert!(duration.contains("`soon` is not a duration"), "{duration}");
+    let name = with("{environment: \"prod:eu\"}");
+    assert!(
+        name.contains("`prod:eu` is not an environment name"),
+        "{name}"
+    );
+    let missing = with("{url: https://example.com}");
+    assert!(missing.contains("needs the `environment`"), "{missing}");
+    let url = with("{environment: production, url: \"ftp://x\"}");
+    assert!(url.contains("is not an http(s) URL"), "{url}");
+
+    // A branch whose name makes no environment name fails the build with the reason.
+    let yaml = "kind: pipeline\nname: review\ndeploy: {environment: \"review/${DRONE_BRANCH}\"}\nsteps:\n  - name: a\n    image: alpine\n    commands: [true]\n";
+    let config = parse(".drone.yml", yaml).config.expect("valid");
+    let error = compile(&config, &push_to("fix@home"))
+        .expect_err("no such name")
+        .to_string();
+    assert!(
+        error.contains("`review/fix@home` is not an environment name"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_woodpecker_workflow_deploys_too() {
+    let yaml = "deploy:\n  environment: staging\nsteps:\n  - name: ship\n    image: alpine\n    commands: [./ship]\n";
+    assert_eq!(errors(".woodpecker.yml", yaml), Vec::<String>::new());
+    let plan = plan(yaml, &push());
+    assert_eq!(
+        plan.stages[0]
+            .deploy
+            .as_ref()
+            .map(|d| d.environment.as_str()),
+        Some("staging")
+    );
+}
