@@ -70,7 +70,13 @@ pub(super) fn build_stage(
         })
         .collect();
 
-    let locks = stage_locks(pipeline, ctx, &steps);
+    let mut locks = stage_locks(pipeline, ctx, &steps);
+    // One deployment at a time per environment.
+    if let Some(deploy) = &candidate.deploy {
+        locks.push(environment_lock(&ctx.repo.full_name(), &deploy.environment));
+        locks.sort();
+        locks.dedup();
+    }
     Stage {
         name: candidate.name.clone(),
         number,
@@ -243,6 +249,11 @@ fn stage_locks(pipeline: &Pipeline, ctx: &Context, steps: &[PlanStep]) -> Vec<St
     locks.sort();
     locks.dedup();
     locks
+}
+
+/// The lock a stage holds while it deploys to or stops an environment of a repository.
+fn environment_lock(repo: &str, environment: &str) -> String {
+    format!("environment:{repo}:{environment}")
 }
 
 /// The volume of a `cache:` path: named by where it is mounted.

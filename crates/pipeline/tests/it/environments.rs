@@ -48,6 +48,8 @@ fn a_push_deploys_its_branchs_environment_and_its_steps_see_it() {
     assert_eq!(deploy.action, DeployAction::Start);
     assert_eq!(deploy.on_stop.as_deref(), Some("teardown"));
     assert_eq!(deploy.auto_stop_secs, Some(3 * 86_400));
+    // One deployment at a time per environment: the stage holds its lock.
+    assert_eq!(review.locks, ["environment:acme/app:review/feature-x"]);
     assert!(deploy.slug.starts_with("review-feature-x-") && deploy.slug.len() == 23);
     assert!(review.step("deploy").is_some());
     for (name, value) in [

@@ -389,6 +389,7 @@ impl Store {
         let mut queued = false;
         if let Ok(plan) = &new.plan {
             queued = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
+            crate::environments::record_deployments(&mut tx, new, build_id, plan, now).await?;
             if !new.hold {
                 queued |= advance_build(&mut tx, build_id, now).await?.queued_any();
             }

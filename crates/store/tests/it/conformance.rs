@@ -1164,3 +1164,129 @@ mod cases {
         );
     }
 }
+
+/// Environments on both databases: a build that deploys records its deployment, whose
+/// status is its stage's; a build that stops the environment takes it once, and a second
+/// one is refused with nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_follow_their_deployments_and_stop_once() {
+    use gantry_pipeline::context::StoppingEnvironment;
+    use gantry_store::EnvironmentState;
+    const REVIEW: &str = "kind: pipeline
+name: review
+clone: {disable: true}
+deploy: {environment: \"review/${CI_COMMIT_REF_SLUG}\", on_stop: teardown, auto_stop_in: 1d}
+steps:
+  - name: up
+    image: busybox
+    commands: [true]
+---
+kind: pipeline
+name: teardown
+clone: {disable: true}
+steps:
+  - name: down
+    image: busybox
+    commands: [true]
+";
+    async fn build(
+        store: &Store,
+        repo_id: i64,
+        stopping: Option<StoppingEnvironment>,
+    ) -> Result<gantry_store::Build, StoreError> {
+        let number = store.take_build_number(repo_id).await.expect("a number");
+        let mut ctx = Context::push("acme/app", "feature/x");
+        ctx.build_number = number as u64;
+        ctx.commit = "0123456789abcdef0123456789abcdef01234567".into();
+        ctx.author = "octocat".into();
+        ctx.stopping = stopping;
+        let plan = plan_of(REVIEW, &ctx);
+        store
+            .create_build(&NewBuild {
+                repo_id,
+                number,
+                context: ctx,
+                sender: "octocat".into(),
+                plan: Ok(plan),
+                delivery: None,
+                fork: false,
+                hold: false,
+                schedule: None,
+            })
+            .await
+            .map(|(build, _)| build)
+    }
+    async fn run_next(store: &Store, step: &str, status: Status) {
+        let claim = store
+            .claim_next(&runner("r"))
+            .await
+            .expect("claims")
+            .expect("a queued stage");
+        let state = if status == Status::Success {
+            StepState::Success
+        } else {
+            StepState::Failure
+        };
+        store
+            .finish_stage(
+                claim.stage_id,
+                claim.epoch,
+                &end(status, vec![self::step(claim.epoch, step, state, Some(0))]),
+            )
+            .await
+            .expect("finishes");
+    }
+    let dir = TempDir::new("environments");
+    for (label, url) in test_databases(dir.path()).await {
+        let store = Store::open(&url).await.expect("opens");
+        let repo_id = repo(&store, "app").await.id;
+        let deployed = build(&store, repo_id, None).await.expect("a deploy");
+        let environments = store.environments(repo_id).await.expect("listed");
+        assert_eq!(environments.len(), 1, "{label}");
+        let review = &environments[0];
+        assert_eq!(review.name, "review/feature-x", "{label}");
+        assert_eq!(review.branch, "feature/x");
+        assert_eq!(review.on_stop.as_deref(), Some("teardown"));
+        assert!(review.auto_stop_at.is_some_and(|t| t > now_ms()));
+        assert_eq!(review.state, EnvironmentState::Deploying, "{label}");
+        assert_eq!(review.deployments[0].build_id, deployed.id);
+        assert_eq!(review.deployments[0].author, "octocat");
+        run_next(&store, "up", Status::Success).await;
+        let review = store
+            .environment(repo_id, "review/feature-x")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(review.state, EnvironmentState::Available, "{label}");
+
+        let stopping = StoppingEnvironment {
+            name: review.name.clone(),
+            url: review.url.clone(),
+            pipeline: "teardown".into(),
+        };
+        let stop = build(&store, repo_id, Some(stopping.clone()))
+            .await
+            .expect("a stop");
+        let again = build(&store, repo_id, Some(stopping)).await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("already being stopped")),
+            "{label}: {again:?}"
+        );
+        let review = store
+            .environment(repo_id, "review/feature-x")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(review.stop_build_id, Some(stop.id), "{label}");
+        assert_eq!(review.auto_stop_at, None);
+        assert_eq!(review.state, EnvironmentState::Stopping, "{label}");
+        assert_eq!(review.deployments.len(), 2, "the refused stop left nothing");
+        run_next(&store, "down", Status::Failure).await;
+        let review = store
+            .environment(repo_id, "review/feature-x")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(review.state, EnvironmentState::StopFailed, "{label}");
+    }
+}

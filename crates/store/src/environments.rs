@@ -1,0 +1,400 @@
+//! Environments and their deployments. A build's stages that deploy (`deploy:` in the plan)
+//! are recorded as deployments in the build's own transaction; a deployment's status is its
+//! stage's, read by a join, so it ends however the stage ends. An environment's state is
+//! derived from its deployments ([`EnvironmentState::of`]). A build that stops an
+//! environment takes it in the same transaction (`stop_build_id`), so an environment is
+//! stopped by exactly one build however many servers try at once.
+
+use gantry_pipeline::Plan;
+use gantry_pipeline::plan::DeployAction;
+
+use crate::db::{self, Tx};
+use crate::{NewBuild, Result, Status, Store, StoreError};
+
+/// Where an environment stands, from its deployments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvironmentState {
+    /// Its first deployment has not ended.
+    Deploying,
+    /// A deployment succeeded since it was last stopped.
+    Available,
+    /// Every deployment since it was last stopped failed.
+    Failed,
+    /// Its `on_stop` pipeline runs.
+    Stopping,
+    Stopped,
+    /// Its `on_stop` pipeline did not succeed: it may still be up.
+    StopFailed,
+}
+
+impl EnvironmentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploying => "deploying",
+            Self::Available => "available",
+            Self::Failed => "failed",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::StopFailed => "stop_failed",
+        }
+    }
+
+    /// From the deployments, newest first.
+    pub fn of(deployments: &[Deployment]) -> Self {
+        let mut since_stop = Vec::new();
+        for deployment in deployments {
+            if deployment.action == DeployAction::Stop {
+                if since_stop.is_empty() {
+                    return match deployment.status {
+                        Status::Success => Self::Stopped,
+                        status if status.is_final() => Self::StopFailed,
+                        _ => Self::Stopping,
+                    };
+                }
+                if deployment.status == Status::Success {
+                    break;
+                }
+                continue;
+            }
+            since_stop.push(deployment.status);
+        }
+        if since_stop.contains(&Status::Success) {
+            Self::Available
+        } else if since_stop.iter().any(|s| !s.is_final()) {
+            Self::Deploying
+        } else {
+            Self::Failed
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    pub id: i64,
+    pub repo_id: i64,
+    pub name: String,
+    pub slug: String,
+    pub url: Option<String>,
+    pub on_stop: Option<String>,
+    /// Milliseconds since the epoch.
+    pub auto_stop_at: Option<i64>,
+    pub branch: String,
+    pub pull_request: Option<i64>,
+    pub stop_build_id: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub state: EnvironmentState,
+    /// Its deployments, newest first (at most [`HISTORY`]).
+    pub deployments: Vec<Deployment>,
+}
+
+/// How many deployments an environment is read with.
+pub const HISTORY: i64 = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: i64,
+    pub build_id: i64,
+    pub build_number: i64,
+    pub stage_id: i64,
+    pub action: DeployAction,
+    pub status: Status,
+    pub url: Option<String>,
+    pub commit: String,
+    pub branch: String,
+    pub author: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct EnvironmentRow {
+    id: i64,
+    repo_id: i64,
+    name: String,
+    slug: String,
+    url: Option<String>,
+    on_stop: Option<String>,
+    auto_stop_at: Option<i64>,
+    branch: String,
+    pull_request: Option<i64>,
+    stop_build_id: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const ENVIRONMENT_COLUMNS: &str = "id, repo_id, name, slug, url, on_stop, auto_stop_at, branch, \
+     pull_request, stop_build_id, created_at, updated_at";
+
+#[derive(Debug, sqlx::FromRow)]
+struct DeploymentRow {
+    id: i64,
+    build_id: i64,
+    build_number: i64,
+    stage_id: i64,
+    action: String,
+    #[sqlx(try_from = "String")]
+    status: Status,
+    url: Option<String>,
+    commit_sha: String,
+    branch: String,
+    author: String,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<DeploymentRow> for Deployment {
+    type Error = StoreError;
+    fn try_from(row: DeploymentRow) -> Result<Self> {
+        let action = match row.action.as_str() {
+            "start" => DeployAction::Start,
+            "stop" => DeployAction::Stop,
+            other => {
+                return Err(StoreError::corrupt(
+                    "deployment action",
+                    format!("`{other}` is neither start nor stop"),
+                ));
+            }
+        };
+        Ok(Deployment {
+            id: row.id,
+            build_id: row.build_id,
+            build_number: row.build_number,
+            stage_id: row.stage_id,
+            action,
+            status: row.status,
+            url: row.url,
+            commit: row.commit_sha,
+            branch: row.branch,
+            author: row.author,
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+/// Records the plan's deploying stages of a new build as deployments, creating their
+/// environments; a build that stops an environment takes it, or fails with `Conflict` when
+/// another build already does.
+pub(crate) async fn record_deployments(
+    tx: &mut Tx,
+    new: &NewBuild,
+    build_id: i64,
+    plan: &Plan,
+    now: i64,
+) -> Result<()> {
+    let ctx = &new.context;
+    for stage in plan.stages.iter().filter(|s| s.run) {
+        let Some(deploy) = &stage.deploy else {
+            continue;
+        };
+        let stage_id: i64 =
+            db::query_scalar("SELECT id FROM stages WHERE build_id = $1 AND number = $2")
+                .bind(build_id)
+                .bind(i64::from(stage.number))
+                .fetch_one(&mut *tx)
+                .await?;
+        let environment_id: i64 = match deploy.action {
+            DeployAction::Start => {
+                let auto_stop_at = deploy
+                    .auto_stop_secs
+                    .and_then(|secs| i64::try_from(secs).ok())
+                    .map(|secs| now.saturating_add(secs.saturating_mul(1000)));
+                db::query_scalar(
+                    "INSERT INTO environments (repo_id, name, slug, url, on_stop, auto_stop_at, \
+                     branch, pull_request, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                     ON CONFLICT (repo_id, name) DO UPDATE SET slug = $3, url = $4, \
+                     on_stop = $5, auto_stop_at = $6, branch = $7, pull_request = $8, \
+                     stop_build_id = NULL, updated_at = $9 RETURNING id",
+                )
+                .bind(new.repo_id)
+                .bind(&deploy.environment)
+                .bind(&deploy.slug)
+                .bind(deploy.url.as_deref())
+                .bind(deploy.on_stop.as_deref())
+                .bind(auto_stop_at)
+                .bind(&ctx.branch)
+                .bind(ctx.pull_request.and_then(|p| i64::try_from(p).ok()))
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            DeployAction::Stop => {
+                let taken: Option<i64> = db::query_scalar(
+                    "UPDATE environments SET stop_build_id = $3, auto_stop_at = NULL, \
+                     updated_at = $4 WHERE repo_id = $1 AND name = $2 \
+                     AND stop_build_id IS NULL RETURNING id",
+                )
+                .bind(new.repo_id)
+                .bind(&deploy.environment)
+                .bind(build_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                taken.ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "environment `{}` is already being stopped, or does not exist",
+                        deploy.environment
+                    ))
+                })?
+            }
+        };
+        db::query(
+            "INSERT INTO deployments (environment_id, build_id, stage_id, action, url, \
+             commit_sha, branch, author, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(environment_id)
+        .bind(build_id)
+        .bind(stage_id)
+        .bind(match deploy.action {
+            DeployAction::Start => "start",
+            DeployAction::Stop => "stop",
+        })
+        .bind(deploy.url.as_deref())
+        .bind(&ctx.commit)
+        .bind(&ctx.branch)
+        .bind(&ctx.author)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// A repository's environments, by name, each with its state and latest deployments.
+    pub async fn environments(&self, repo_id: i64) -> Result<Vec<Environment>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ENVIRONMENT_COLUMNS} FROM environments WHERE repo_id = $1 ORDER BY name"
+        ));
+        let rows = db::query_as::<EnvironmentRow>(sql)
+            .bind(repo_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut environments = Vec::with_capacity(rows.len());
+        for row in rows {
+            environments.push(self.with_deployments(row).await?);
+        }
+        Ok(environments)
+    }
+
+    /// One environment of a repository, by name.
+    pub async fn environment(&self, repo_id: i64, name: &str) -> Result<Option<Environment>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ENVIRONMENT_COLUMNS} FROM environments WHERE repo_id = $1 AND name = $2"
+        ));
+        let row = db::query_as::<EnvironmentRow>(sql)
+            .bind(repo_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_deployments(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn with_deployments(&self, row: EnvironmentRow) -> Result<Environment> {
+        let deployments: Vec<Deployment> = db::query_as::<DeploymentRow>(
+            "SELECT d.id, d.build_id, b.number AS build_number, d.stage_id, d.action, \
+             s.status, d.url, d.commit_sha, d.branch, d.author, d.created_at, s.finished_at \
+             FROM deployments d JOIN stages s ON s.id = d.stage_id \
+             JOIN builds b ON b.id = d.build_id \
+             WHERE d.environment_id = $1 ORDER BY d.id DESC LIMIT $2",
+        )
+        .bind(row.id)
+        .bind(HISTORY)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(Deployment::try_from)
+        .collect::<Result<_>>()?;
+        Ok(Environment {
+            state: EnvironmentState::of(&deployments),
+            deployments,
+            id: row.id,
+            repo_id: row.repo_id,
+            name: row.name,
+            slug: row.slug,
+            url: row.url,
+            on_stop: row.on_stop,
+            auto_stop_at: row.auto_stop_at,
+            branch: row.branch,
+            pull_request: row.pull_request,
+            stop_build_id: row.stop_build_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(action: DeployAction, status: Status) -> Deployment {
+        Deployment {
+            id: 0,
+            build_id: 0,
+            build_number: 0,
+            stage_id: 0,
+            action,
+            status,
+            url: None,
+            commit: String::new(),
+            branch: String::new(),
+            author: String::new(),
+            created_at: 0,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn the_state_follows_the_newest_deployments() {
+        use DeployAction::{Start, Stop};
+        use EnvironmentState as S;
+        let state = |history: &[(DeployAction, Status)]| {
+            let deployments: Vec<Deployment> =
+                history.iter().map(|(a, s)| deployment(*a, *s)).collect();
+            EnvironmentState::of(&deployments)
+        };
+        assert_eq!(state(&[(Start, Status::Running)]), S::Deploying);
+        assert_eq!(state(&[(Start, Status::Failure)]), S::Failed);
+        // A failed redeployment leaves the earlier one up.
+        assert_eq!(
+            state(&[(Start, Status::Failure), (Start, Status::Success)]),
+            S::Available
+        );
+        assert_eq!(
+            state(&[(Start, Status::Pending), (Start, Status::Success)]),
+            S::Available
+        );
+        assert_eq!(
+            state(&[(Stop, Status::Running), (Start, Status::Success)]),
+            S::Stopping
+        );
+        assert_eq!(
+            state(&[(Stop, Status::Success), (Start, Status::Success)]),
+            S::Stopped
+        );
+        assert_eq!(
+            state(&[(Stop, Status::Error), (Start, Status::Success)]),
+            S::StopFailed
+        );
+        // Deployed again after a stop: what came before the stop does not count.
+        assert_eq!(
+            state(&[
+                (Start, Status::Failure),
+                (Stop, Status::Success),
+                (Start, Status::Success)
+            ]),
+            S::Failed
+        );
+        assert_eq!(
+            state(&[(Start, Status::Success), (Stop, Status::Success)]),
+            S::Available
+        );
+    }
+}
