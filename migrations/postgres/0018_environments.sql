@@ -18,6 +18,8 @@ CREATE TABLE environments (
     -- The build that stops it: set once, by the transaction that creates that build, so
     -- that it is stopped exactly once; cleared by the next deployment.
     stop_build_id BIGINT REFERENCES builds (id) ON DELETE SET NULL,
+    -- When it was stopped without a pipeline (it has no `on_stop`).
+    stopped_at    BIGINT,
     created_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL
 );

@@ -81,6 +81,8 @@ pub struct Environment {
     pub branch: String,
     pub pull_request: Option<i64>,
     pub stop_build_id: Option<i64>,
+    /// When it was stopped without a pipeline (it has no `on_stop`).
+    pub stopped_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub state: EnvironmentState,
@@ -119,12 +121,13 @@ struct EnvironmentRow {
     branch: String,
     pull_request: Option<i64>,
     stop_build_id: Option<i64>,
+    stopped_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
 
 const ENVIRONMENT_COLUMNS: &str = "id, repo_id, name, slug, url, on_stop, auto_stop_at, branch, \
-     pull_request, stop_build_id, created_at, updated_at";
+     pull_request, stop_build_id, stopped_at, created_at, updated_at";
 
 #[derive(Debug, sqlx::FromRow)]
 struct DeploymentRow {
@@ -206,7 +209,7 @@ pub(crate) async fn record_deployments(
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
                      ON CONFLICT (repo_id, name) DO UPDATE SET slug = $3, url = $4, \
                      on_stop = $5, auto_stop_at = $6, branch = $7, pull_request = $8, \
-                     stop_build_id = NULL, updated_at = $9 RETURNING id",
+                     stop_build_id = NULL, stopped_at = NULL, updated_at = $9 RETURNING id",
                 )
                 .bind(new.repo_id)
                 .bind(&deploy.environment)
@@ -221,23 +224,7 @@ pub(crate) async fn record_deployments(
                 .await?
             }
             DeployAction::Stop => {
-                let taken: Option<i64> = db::query_scalar(
-                    "UPDATE environments SET stop_build_id = $3, auto_stop_at = NULL, \
-                     updated_at = $4 WHERE repo_id = $1 AND name = $2 \
-                     AND stop_build_id IS NULL RETURNING id",
-                )
-                .bind(new.repo_id)
-                .bind(&deploy.environment)
-                .bind(build_id)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                taken.ok_or_else(|| {
-                    StoreError::Conflict(format!(
-                        "environment `{}` is already being stopped, or does not exist",
-                        deploy.environment
-                    ))
-                })?
+                take_for_stop(tx, new.repo_id, &deploy.environment, build_id, now).await?
             }
         };
         db::query(
@@ -263,7 +250,61 @@ pub(crate) async fn record_deployments(
     Ok(())
 }
 
+/// Makes `build_id` the one build that stops the environment: `Conflict` when another
+/// already does (or it was stopped, or does not exist). Its id.
+pub(crate) async fn take_for_stop(
+    tx: &mut Tx,
+    repo_id: i64,
+    name: &str,
+    build_id: i64,
+    now: i64,
+) -> Result<i64> {
+    let taken: Option<i64> = db::query_scalar(
+        "UPDATE environments SET stop_build_id = $3, auto_stop_at = NULL, updated_at = $4 \
+         WHERE repo_id = $1 AND name = $2 AND stop_build_id IS NULL AND stopped_at IS NULL \
+         RETURNING id",
+    )
+    .bind(repo_id)
+    .bind(name)
+    .bind(build_id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    taken.ok_or_else(|| {
+        StoreError::Conflict(format!(
+            "environment `{name}` is already being stopped, or was stopped, or does not exist"
+        ))
+    })
+}
+
 impl Store {
+    /// Stops an environment that has no `on_stop` pipeline: it is marked stopped, once;
+    /// `false` when it already was, or is being stopped.
+    pub async fn mark_environment_stopped(&self, id: i64) -> Result<bool> {
+        let now = self.clock.now_ms();
+        let done = db::query(
+            "UPDATE environments SET stopped_at = $2, auto_stop_at = NULL, updated_at = $2 \
+             WHERE id = $1 AND stop_build_id IS NULL AND stopped_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Environments of every repository whose `auto_stop_in` passed before `now`, not yet
+    /// being stopped.
+    pub async fn environments_due_to_stop(&self, now: i64) -> Result<Vec<(i64, String)>> {
+        db::query_as::<(i64, String)>(
+            "SELECT repo_id, name FROM environments WHERE auto_stop_at <= $1 \
+             AND stop_build_id IS NULL AND stopped_at IS NULL ORDER BY auto_stop_at",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// A repository's environments, by name, each with its state and latest deployments.
     pub async fn environments(&self, repo_id: i64) -> Result<Vec<Environment>> {
         let sql = sqlx::AssertSqlSafe(format!(
@@ -311,8 +352,24 @@ impl Store {
         .into_iter()
         .map(Deployment::try_from)
         .collect::<Result<_>>()?;
+        let newest = deployments.first().map(|d| d.created_at);
+        let state = if row
+            .stopped_at
+            .is_some_and(|at| newest.is_none_or(|n| at >= n))
+        {
+            EnvironmentState::Stopped
+        } else if row.stop_build_id.is_some_and(|stop| {
+            !deployments
+                .iter()
+                .any(|d| d.action == DeployAction::Stop && d.build_id == stop)
+        }) {
+            // Its stop build errored before it could run the `on_stop` pipeline.
+            EnvironmentState::StopFailed
+        } else {
+            EnvironmentState::of(&deployments)
+        };
         Ok(Environment {
-            state: EnvironmentState::of(&deployments),
+            state,
             deployments,
             id: row.id,
             repo_id: row.repo_id,
@@ -324,6 +381,7 @@ impl Store {
             branch: row.branch,
             pull_request: row.pull_request,
             stop_build_id: row.stop_build_id,
+            stopped_at: row.stopped_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

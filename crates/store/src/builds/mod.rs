@@ -387,6 +387,12 @@ impl Store {
             crate::schedules::record_schedule_run(&mut tx, run, build_id, now).await?;
         }
         let mut queued = false;
+        if let (Err(_), Some(stopping)) = (&new.plan, &new.context.stopping) {
+            // A stop build that cannot run still stops its environment once: with the
+            // error, the environment shows that its stop failed.
+            crate::environments::take_for_stop(&mut tx, new.repo_id, &stopping.name, build_id, now)
+                .await?;
+        }
         if let Ok(plan) = &new.plan {
             queued = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
             crate::environments::record_deployments(&mut tx, new, build_id, plan, now).await?;

@@ -1259,6 +1259,20 @@ steps:
             .expect("exists");
         assert_eq!(review.state, EnvironmentState::Available, "{label}");
 
+        let day = 86_400_000;
+        assert_eq!(
+            store
+                .environments_due_to_stop(now_ms() + 2 * day)
+                .await
+                .expect("due"),
+            [(repo_id, "review/feature-x".to_owned())],
+            "{label}"
+        );
+        assert_eq!(
+            store.environments_due_to_stop(now_ms()).await.expect("due"),
+            [],
+            "{label}: not yet"
+        );
         let stopping = StoppingEnvironment {
             name: review.name.clone(),
             url: review.url.clone(),
@@ -1288,5 +1302,64 @@ steps:
             .expect("read")
             .expect("exists");
         assert_eq!(review.state, EnvironmentState::StopFailed, "{label}");
+        assert_eq!(
+            store
+                .environments_due_to_stop(now_ms() + 2 * day)
+                .await
+                .expect("due"),
+            [],
+            "{label}: a stopped one is not due again"
+        );
+        // Without `on_stop`, stopping marks it stopped, once.
+        assert!(
+            store
+                .mark_environment_stopped(review.id)
+                .await
+                .is_ok_and(|taken| !taken)
+        );
+        let number = store.take_build_number(repo_id).await.expect("a number");
+        let mut ctx = Context::push("acme/app", "main");
+        ctx.build_number = number as u64;
+        let plan = plan_of(
+            "kind: pipeline\nname: ship\nclone: {disable: true}\ndeploy: {environment: staging}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n",
+            &ctx,
+        );
+        store
+            .create_build(&NewBuild {
+                repo_id,
+                number,
+                context: ctx,
+                sender: "octocat".into(),
+                plan: Ok(plan),
+                delivery: None,
+                fork: false,
+                hold: false,
+                schedule: None,
+            })
+            .await
+            .expect("a deploy");
+        let staging = store
+            .environment(repo_id, "staging")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert!(
+            store
+                .mark_environment_stopped(staging.id)
+                .await
+                .expect("stops")
+        );
+        assert!(
+            !store
+                .mark_environment_stopped(staging.id)
+                .await
+                .expect("once")
+        );
+        let staging = store
+            .environment(repo_id, "staging")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(staging.state, EnvironmentState::Stopped, "{label}");
     }
 }
