@@ -333,6 +333,42 @@ pub struct Schedule {
     pub created_at: i64,
 }
 
+/// An environment a repository's pipelines deploy to (`deploy:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Environment {
+    pub name: String,
+    /// `CI_ENVIRONMENT_SLUG`.
+    pub slug: String,
+    pub url: Option<String>,
+    /// `deploying`, `available`, `failed`, `stopping`, `stopped` or `stop_failed`.
+    pub state: String,
+    /// The pipeline that stops it.
+    pub on_stop: Option<String>,
+    /// When it stops by itself (milliseconds since the epoch).
+    pub auto_stop_at: Option<i64>,
+    /// The branch (and pull request) its last deployment came from.
+    pub branch: String,
+    pub pull_request: Option<i64>,
+    /// Its deployments and stops, newest first.
+    pub deployments: Vec<Deployment>,
+}
+
+/// One deployment to an environment, or one run of its `on_stop` pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    /// `start` or `stop`.
+    pub action: String,
+    pub build: i64,
+    #[schema(value_type = String)]
+    pub status: Status,
+    pub commit: String,
+    pub branch: String,
+    pub author: String,
+    pub url: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
 /// The build a schedule's last run made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ScheduledBuild {

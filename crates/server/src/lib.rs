@@ -185,6 +185,7 @@ mod api;
 mod auth;
 pub mod clock;
 mod credentials;
+mod environments;
 mod error;
 pub mod git;
 pub mod github;
@@ -432,6 +433,7 @@ impl Server {
         tasks.spawn(worker::run(Arc::clone(state), notify::Notifier));
         tasks.spawn(worker::run(Arc::clone(state), schedules::Scheduler));
         tasks.spawn(worker::run(Arc::clone(state), retention::Pruner));
+        tasks.spawn(worker::run(Arc::clone(state), environments::AutoStopper));
         let token = self.state.shutdown.clone();
         let router = self.router();
         let served = axum::serve(listener, router)

@@ -111,6 +111,38 @@ pub fn schedule(listed: crate::ops::schedules::Listed) -> gantry_api::Schedule {
     }
 }
 
+pub fn environment(environment: store::Environment) -> gantry_api::Environment {
+    gantry_api::Environment {
+        state: environment.state.as_str().to_owned(),
+        deployments: environment
+            .deployments
+            .into_iter()
+            .map(|d| gantry_api::Deployment {
+                action: match d.action {
+                    gantry_pipeline::plan::DeployAction::Start => "start",
+                    gantry_pipeline::plan::DeployAction::Stop => "stop",
+                }
+                .to_owned(),
+                build: d.build_number,
+                status: d.status,
+                commit: d.commit,
+                branch: d.branch,
+                author: d.author,
+                url: d.url,
+                created_at: d.created_at,
+                finished_at: d.finished_at,
+            })
+            .collect(),
+        name: environment.name,
+        slug: environment.slug,
+        url: environment.url,
+        on_stop: environment.on_stop,
+        auto_stop_at: environment.auto_stop_at,
+        branch: environment.branch,
+        pull_request: environment.pull_request,
+    }
+}
+
 /// A build with its stages, steps and notifications, read from the store.
 pub async fn build_detail(
     state: &AppState,

@@ -60,6 +60,14 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(sign_file).delete(stop_signing),
         )
         .route(
+            "/api/repos/{owner}/{name}/environments",
+            get(list_environments),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/environments/stop",
+            post(stop_environment),
+        )
+        .route(
             "/api/repos/{owner}/{name}/cron",
             get(list_schedules).post(add_schedule),
         )
@@ -362,6 +370,37 @@ async fn stop_signing(
     let who = caller.require_identity()?;
     ops::repos::unsign(&state, who, &owner, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_environments(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<Json<Vec<gantry_api::Environment>>> {
+    let (_, listed) = ops::environments::list(&state, caller.reader(), &owner, &name).await?;
+    Ok(Json(listed.into_iter().map(views::environment).collect()))
+}
+
+/// `POST .../environments/stop` with `{"name": ...}`: the stop build (201), or 204 when the
+/// environment has no `on_stop` pipeline and is only marked stopped.
+async fn stop_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let who = caller.require_identity()?;
+    let (repo, build) =
+        ops::environments::stop(&state, who, &owner, &name, parse_body(&body)?).await?;
+    Ok(match build {
+        Some(build) => (
+            StatusCode::CREATED,
+            Json(views::build_detail(&state, &repo, build).await?),
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 async fn list_schedules(

@@ -117,6 +117,18 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
         ),
         (
             Get,
+            "/api/repos/{owner}/{name}/environments",
+            "The environments the repository's pipelines deploy to (`deploy:`), each with its state and deployments",
+            Many("Environment"),
+        ),
+        (
+            Post,
+            "/api/repos/{owner}/{name}/environments/stop",
+            "Stops an environment (name): the build of its `on_stop` pipeline, or 204 when it has none and is marked stopped",
+            One("BuildDetail"),
+        ),
+        (
+            Get,
             "/api/repos/{owner}/{name}/cron",
             "The repository's schedules, with their next run and last build",
             Many("Schedule"),
@@ -438,6 +450,8 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::CreatedRunnerToken>()
         .schema_from::<gantry_api::Target>()
         .schema_from::<gantry_api::Schedule>()
+        .schema_from::<gantry_api::Environment>()
+        .schema_from::<gantry_api::Deployment>()
         .schema_from::<gantry_api::Retention>()
         .schema_from::<gantry_api::RetentionRun>()
         .schema_from::<gantry_api::ScheduledBuild>()

@@ -6,6 +6,7 @@
 //! operation and render.
 
 pub mod builds;
+pub mod environments;
 pub mod logs;
 pub mod notify;
 pub mod registries;

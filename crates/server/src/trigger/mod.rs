@@ -511,6 +511,24 @@ pub async fn restart(
     create_build(state, repo, ctx, origin).await
 }
 
+/// The build that stops an environment `deployed` deployed: its commit and context, running
+/// only the environment's `on_stop` pipeline. `Conflict` when another build stops it.
+pub async fn stop_environment(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    deployed: &Build,
+    stopping: gantry_pipeline::context::StoppingEnvironment,
+    sender: &str,
+) -> Result<Build, StoreError> {
+    let ctx = state.store.build_context(deployed.id).await?;
+    let ctx = crate::environments::stop_context(ctx, deployed, stopping);
+    let origin = Origin {
+        fork: deployed.fork,
+        ..Origin::asked_by(sender)
+    };
+    create_build(state, repo, ctx, origin).await
+}
+
 /// Deploys what `build` built to `target`, as Drone's promote does: a new build of the same
 /// commit and context with event `promote`, `DRONE_DEPLOY_TO` set and `params` added (they
 /// win over the build's own of the same name). The `target` condition picks its pipelines.

@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod browser;
 mod credentials;
+mod environments;
 mod gates;
 mod github_app;
 mod log_view;

@@ -1,0 +1,180 @@
+//! Environments stop by themselves: when their branch is deleted, when their pull request is
+//! closed, when `auto_stop_in` passes without a new deployment, or when a writer presses
+//! *Stop*. A stop runs the environment's `on_stop` pipeline from the commit it was last
+//! deployed from (an environment without one is marked stopped). Each is stopped exactly
+//! once: the stop build takes its environment in the build's own transaction, and a second
+//! attempt (another server, a retried delivery, a second press) finds it taken.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_pipeline::context::StoppingEnvironment;
+use gantry_pipeline::plan::DeployAction;
+use gantry_pipeline::{Context, Event};
+use gantry_store::{Build, Environment, EnvironmentState, Repo, StoreError};
+
+use crate::AppState;
+use crate::github::Trigger;
+use crate::worker::Next;
+
+/// The maintenance claim the auto-stopper holds while it stops what is due.
+const JOB: &str = "environments";
+const CLAIM: Duration = Duration::from_secs(60);
+
+/// Why an environment could not be stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error("environment `{0}` is already stopped or being stopped")]
+    NotRunning(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Stops `environment` of `repo` for `sender`: the build that runs its `on_stop` pipeline,
+/// or `None` when it has none and is only marked stopped.
+pub async fn stop(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    environment: &Environment,
+    sender: &str,
+) -> Result<Option<Build>, StopError> {
+    if matches!(
+        environment.state,
+        EnvironmentState::Stopping | EnvironmentState::Stopped
+    ) {
+        return Err(StopError::NotRunning(environment.name.clone()));
+    }
+    let deployed = environment
+        .deployments
+        .iter()
+        .find(|d| d.action == DeployAction::Start);
+    let (Some(pipeline), Some(deployed)) = (&environment.on_stop, deployed) else {
+        return if state.store.mark_environment_stopped(environment.id).await? {
+            Ok(None)
+        } else {
+            Err(StopError::NotRunning(environment.name.clone()))
+        };
+    };
+    let build = state.store.build_by_id(deployed.build_id).await?;
+    let stopping = StoppingEnvironment {
+        name: environment.name.clone(),
+        url: environment.url.clone(),
+        pipeline: pipeline.clone(),
+    };
+    match crate::trigger::stop_environment(state, repo, &build, stopping, sender).await {
+        Ok(build) => Ok(Some(build)),
+        Err(StoreError::Conflict(_)) => Err(StopError::NotRunning(environment.name.clone())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stops the environments a webhook ends: those of a deleted branch, or of a closed pull
+/// request. Run before the delivery's own build, so that a delivery retried after a crash
+/// stops them (again: a no-op) too.
+pub async fn on_trigger(state: &Arc<AppState>, repo: &Repo, trigger: &Trigger) {
+    let ends = |environment: &Environment| match trigger.event {
+        Event::Delete => trigger.tag.is_none() && environment.branch == trigger.branch,
+        Event::PullRequest => {
+            trigger.action.as_deref() == Some("closed")
+                && trigger.pull_request.and_then(|p| i64::try_from(p).ok())
+                    == environment.pull_request
+                && environment.pull_request.is_some()
+        }
+        _ => false,
+    };
+    let environments = match state.store.environments(repo.id).await {
+        Ok(environments) => environments,
+        Err(e) => {
+            tracing::error!(repo = %repo.full_name(), error = %e, "reading environments failed");
+            return;
+        }
+    };
+    for environment in environments.iter().filter(|e| ends(e)) {
+        stop_logged(state, repo, environment, &trigger.sender).await;
+    }
+}
+
+async fn stop_logged(state: &Arc<AppState>, repo: &Repo, environment: &Environment, sender: &str) {
+    match stop(state, repo, environment, sender).await {
+        Ok(build) => tracing::info!(
+            repo = %repo.full_name(),
+            environment = %environment.name,
+            build = build.map(|b| b.number),
+            "environment stopped"
+        ),
+        Err(StopError::NotRunning(_)) => {}
+        Err(e) => tracing::error!(
+            repo = %repo.full_name(),
+            environment = %environment.name,
+            error = %e,
+            "stopping an environment failed"
+        ),
+    }
+}
+
+/// Stops environments whose `auto_stop_in` passed, one server at a time.
+pub(crate) struct AutoStopper;
+
+impl crate::worker::Job for AutoStopper {
+    const NAME: &'static str = "environments";
+
+    fn wakes_on(_: &gantry_store::Event) -> bool {
+        false
+    }
+
+    async fn pass(&mut self, state: &Arc<AppState>) -> Result<Next, StoreError> {
+        let now = state.config.clock.now_ms();
+        if let Some(epoch) = state
+            .store
+            .claim_maintenance(JOB, now, now + CLAIM.as_millis() as i64)
+            .await?
+        {
+            crate::worker::holding(
+                &state.store,
+                gantry_store::Claimed::Maintenance(JOB),
+                epoch,
+                CLAIM,
+                stop_due(state, now),
+            )
+            .await;
+        }
+        Ok(Next::After(state.config.schedule_poll))
+    }
+}
+
+async fn stop_due(state: &Arc<AppState>, now: i64) {
+    let due = match state.store.environments_due_to_stop(now).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(error = %e, "listing environments due to stop failed");
+            return;
+        }
+    };
+    for (repo_id, name) in due {
+        let found = match state.store.repo(repo_id).await {
+            Ok(repo) => state
+                .store
+                .environment(repo_id, &name)
+                .await
+                .map(|e| e.map(|e| (repo, e))),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(Some((repo, environment))) => {
+                stop_logged(state, &repo, &environment, "gantry").await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, environment = %name, "reading an environment failed")
+            }
+        }
+    }
+}
+
+/// The context of the build that stops an environment deployed by `deployed`: the same
+/// commit and event, with the environment to stop.
+pub fn stop_context(mut ctx: Context, deployed: &Build, stopping: StoppingEnvironment) -> Context {
+    ctx.parent = Some(deployed.number as u64);
+    ctx.stopping = Some(stopping);
+    ctx
+}
