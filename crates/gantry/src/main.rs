@@ -7,7 +7,7 @@
 //! `main.rs` parses the command line (clap); `server_cmd.rs` runs `server` (the server plus an
 //! embedded `RemoteRunner` against it on loopback) and `runner`, owns signals, the generated
 //! runner secret and a runner's identity (`RunnerIdentity`: its name and lineage kept in its data
-//! folder, locked while it runs; it presents itself before it sweeps what an earlier life left); `client/` implements `repo`, `build` (with `promote`), `cron`, `notify`, `secret`, `token`,
+//! folder, locked while it runs; it presents itself before it sweeps what an earlier life left); `client/` implements `repo`, `build` (with `promote`), `cron`, `env`, `notify`, `secret`, `token`,
 //! `user`, `role` and `runner register|tokens|revoke` against the API;
 //! `pipeline_cmd.rs` implements `lint` and `plan`:
 //! reads files or a folder, prints diagnostics, builds a `Context` from flags (`BuildArgs`, shared
@@ -54,6 +54,8 @@ enum Command {
     Build(client::BuildArgs),
     /// Schedules of a repository: cron builds (add, ls, rm, run).
     Cron(client::CronArgs),
+    /// Environments of a repository: review apps, staging, production (ls, stop).
+    Env(client::EnvArgs),
     /// Signs a pipeline file for a repository (a `kind: signature` document), as `drone
     /// sign`; the first signature makes the repository build only signed files.
     Sign(client::SignArgs),
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::Repo(args) => client::repo(&args),
         Command::Build(args) => client::build(&args),
         Command::Cron(args) => client::cron(&args),
+        Command::Env(args) => client::env(&args),
         Command::Sign(args) => client::sign(&args),
         Command::Notify(args) => client::notify(&args),
         Command::Secret(args) => client::secret(&args),

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 mod build;
 mod cron;
+mod env;
 mod notify;
 mod registry;
 mod repo;
@@ -21,6 +22,7 @@ mod user;
 
 pub use build::{BuildArgs, build};
 pub use cron::{CronArgs, cron};
+pub use env::{EnvArgs, env};
 pub use notify::{NotifyArgs, notify};
 pub use registry::{RegistryArgs, registry};
 pub use repo::{RepoArgs, repo};

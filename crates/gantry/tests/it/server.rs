@@ -66,6 +66,75 @@ fn a_push_runs_in_docker_and_leaves_nothing_behind() {
     );
 }
 
+/// A review app as users write one, run by real builds in Docker: a push to `feature/x`
+/// deploys `review/feature-x` (the step sees its name), `gantry env ls` shows it available,
+/// and deleting the branch runs `teardown` once, from the deployed commit.
+#[test]
+fn a_review_app_is_deployed_and_torn_down_by_real_builds() {
+    require_docker();
+    let dir = TempDir::new("e2e-environments");
+    let runner = format!("e2e-env-{}", std::process::id());
+    let (mut server, token) = start_server(
+        dir.path(),
+        None,
+        &["--runner-backend", "docker", "--runner-name", &runner],
+    );
+    let token = token.expect("the first start prints the admin token");
+    let git = GitRepo::new();
+    let pipeline = format!(
+        "kind: pipeline\nname: review\ndeploy:\n  environment: review/${{CI_COMMIT_REF_SLUG}}\n  url: https://${{CI_COMMIT_REF_SLUG}}.review.example.com\n  on_stop: teardown\n  auto_stop_in: 3d\ntrigger:\n  event: [push]\nsteps:\n  - name: deploy\n    image: {IMAGE}\n    commands: [echo deployed $CI_ENVIRONMENT_NAME at $CI_ENVIRONMENT_URL]\n---\nkind: pipeline\nname: teardown\nclone: {{disable: true}}\nsteps:\n  - name: uninstall\n    image: {IMAGE}\n    commands: [echo tore down $CI_ENVIRONMENT_NAME $CI_ENVIRONMENT_ACTION]\n"
+    );
+    let sha = git.commit(&[(".gantry.yml", &pipeline)], "first");
+    add_repo(&server.url, &token, "app", &git, false);
+    let payload = gantry_test_support::webhook::push("acme/app", "feature/x", &sha, "first");
+    send_hook(&server.url, "push", "d-1", &payload);
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let text = log(&server.url, &token, "app", 1, 1, 2);
+    assert!(
+        text.contains("deployed review/feature-x at https://feature-x.review.example.com"),
+        "{text}"
+    );
+    let listed = ok(cli(&server.url, &token, &["env", "ls", "acme/app"]));
+    assert!(
+        listed.contains("review/feature-x")
+            && listed.contains("available")
+            && listed.contains("#1 success")
+            && listed.contains("stops "),
+        "{listed}"
+    );
+
+    let mut deleted = gantry_test_support::webhook::for_repo(
+        gantry_test_support::webhook::fixture("push", "push_branch_delete.json"),
+        "acme/app",
+    );
+    deleted["ref"] = serde_json::Value::from("refs/heads/feature/x");
+    send_hook(&server.url, "push", "d-2", &deleted);
+    let stop = wait_build(&server.url, &token, "app", 2, "finished", finished);
+    assert_eq!(stop["status"], "success", "{stop:#}");
+    assert_eq!(
+        stop["commit"],
+        sha.as_str(),
+        "the teardown runs the deployed commit"
+    );
+    let text = log(&server.url, &token, "app", 2, 2, 1);
+    assert!(text.contains("tore down review/feature-x stop"), "{text}");
+    let listed = ok(cli(&server.url, &token, &["env", "ls", "acme/app"]));
+    assert!(listed.contains("stopped"), "{listed}");
+    let again = cli(
+        &server.url,
+        &token,
+        &["env", "stop", "acme/app", "review/feature-x"],
+    );
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("already stopped"),
+        "{again:?}"
+    );
+    assert_eq!(docker_leftovers(&runner), "");
+    server.process.stop();
+}
+
 #[test]
 fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     let database = tokio::runtime::Runtime::new()
