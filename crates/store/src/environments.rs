@@ -178,15 +178,18 @@ impl TryFrom<DeploymentRow> for Deployment {
 
 /// Records the plan's deploying stages of a new build as deployments, creating their
 /// environments; a build that stops an environment takes it, or fails with `Conflict` when
-/// another build already does.
+/// another build already does. A deployment supersedes the older ones to its environment
+/// that have not started: they end `skipped`, saying by which build. Returns the builds it
+/// superseded stages of.
 pub(crate) async fn record_deployments(
     tx: &mut Tx,
     new: &NewBuild,
     build_id: i64,
     plan: &Plan,
     now: i64,
-) -> Result<()> {
+) -> Result<Vec<i64>> {
     let ctx = &new.context;
+    let mut superseded_builds = Vec::new();
     for stage in plan.stages.iter().filter(|s| s.run) {
         let Some(deploy) = &stage.deploy else {
             continue;
@@ -246,8 +249,57 @@ pub(crate) async fn record_deployments(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if deploy.action == DeployAction::Start {
+            superseded_builds
+                .extend(supersede(tx, environment_id, build_id, new.number, now).await?);
+        }
     }
-    Ok(())
+    superseded_builds.sort_unstable();
+    superseded_builds.dedup();
+    Ok(superseded_builds)
+}
+
+/// Skips the deployments to the environment of builds older than `build_id` that have not
+/// started, and moves their builds on. Returns those builds.
+async fn supersede(
+    tx: &mut Tx,
+    environment_id: i64,
+    build_id: i64,
+    number: i64,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let waiting: Vec<(i64, i64)> = db::query_as::<(i64, i64)>(
+        "SELECT s.id, s.build_id FROM deployments d JOIN stages s ON s.id = d.stage_id \
+         WHERE d.environment_id = $1 AND d.build_id < $2 AND d.action = 'start' \
+         AND s.status IN ('waiting', 'pending', 'blocked')",
+    )
+    .bind(environment_id)
+    .bind(build_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let reason = format!("superseded by build #{number}, a newer deployment to this environment");
+    let mut builds = Vec::new();
+    for (stage_id, older) in waiting {
+        let skipped = db::query(
+            "UPDATE stages SET status = 'skipped', error = $2, finished_at = $3 \
+             WHERE id = $1 AND status IN ('waiting', 'pending', 'blocked')",
+        )
+        .bind(stage_id)
+        .bind(reason.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if skipped.rows_affected() == 0 {
+            continue;
+        }
+        db::query("UPDATE steps SET status = 'skipped' WHERE stage_id = $1 AND status = 'pending'")
+            .bind(stage_id)
+            .execute(&mut *tx)
+            .await?;
+        crate::builds::advance_build(tx, older, now).await?;
+        builds.push(older);
+    }
+    Ok(builds)
 }
 
 /// Makes `build_id` the one build that stops the environment: `Conflict` when another

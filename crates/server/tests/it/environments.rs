@@ -10,7 +10,62 @@ use serde_json::{Value, json};
 use crate::on_both;
 use crate::support::TestServer;
 
-on_both!(a_branchs_review_app_is_deployed_and_torn_down_once);
+on_both!(
+    a_branchs_review_app_is_deployed_and_torn_down_once,
+    a_closed_pull_request_and_auto_stop_in_stop_environments,
+);
+
+const PULL_REQUESTS: &str = "\
+kind: pipeline
+name: review
+deploy:
+  environment: review/pr-${DRONE_PULL_REQUEST}
+  on_stop: teardown
+trigger:
+  event: [pull_request]
+  action:
+    exclude: [closed]
+steps:
+  - name: deploy
+    image: busybox
+    commands: [true]
+---
+kind: pipeline
+name: teardown
+steps:
+  - name: uninstall
+    image: busybox
+    commands: [true]
+---
+kind: pipeline
+name: staging
+deploy: {environment: staging, auto_stop_in: 1h}
+trigger:
+  event: [push]
+steps:
+  - name: ship
+    image: busybox
+    commands: [true]
+";
+
+/// Waits until `name` is in `state`.
+async fn wait_state(server: &TestServer, name: &str, state: &str) -> Value {
+    let mut found = Value::Null;
+    for _ in 0..200 {
+        if let Some(e) = environments(server)
+            .await
+            .into_iter()
+            .find(|e| e["name"] == name)
+        {
+            found = e;
+            if found["state"] == state {
+                return found;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{name} never became {state}: {found}");
+}
 
 const PIPELINES: &str = "\
 kind: pipeline
@@ -197,5 +252,61 @@ mod cases {
             )
             .await;
         assert_eq!(missing.status(), 404);
+    }
+
+    pub async fn a_closed_pull_request_and_auto_stop_in_stop_environments(db: &str) {
+        use gantry_server::clock::Clock;
+        let start = 1_796_371_200_000; // 2026-12-04T00:00:00Z
+        let clock = Clock::manual(start);
+        let server = TestServer::start_with(db, |config| {
+            config.clock = clock.clone();
+            config.schedule_poll = std::time::Duration::from_millis(30);
+        })
+        .await;
+        let git = GitRepo::new();
+        let sha = git.commit(&[(".gantry.yml", PULL_REQUESTS)], "first");
+        server.add_repo("app", &git).await;
+        let opened = webhook::pull_request("acme/app", 7, "feature/y", "main", &sha);
+        assert_eq!(
+            server
+                .deliver("pull_request", "d-1", &opened)
+                .await
+                .status(),
+            202
+        );
+        server.wait_build("app", 1).await;
+        let (runner, assignment) = server.claim("r1").await;
+        assert_eq!(assignment.stage.name, "review");
+        runner.pass(&assignment).await;
+        let review = wait_state(&server, "review/pr-7", "available").await;
+        assert_eq!(review["pull_request"], 7);
+
+        // Closed: its environment is torn down, and the closing itself deploys nothing.
+        let mut closed = opened.clone();
+        closed["action"] = Value::from("closed");
+        assert_eq!(
+            server
+                .deliver("pull_request", "d-2", &closed)
+                .await
+                .status(),
+            202
+        );
+        wait_state(&server, "review/pr-7", "stopping").await;
+        let (runner, assignment) = server.claim("r1").await;
+        assert_eq!(assignment.stage.name, "teardown");
+        runner.pass(&assignment).await;
+        wait_state(&server, "review/pr-7", "stopped").await;
+
+        // staging stops by itself an hour after its deployment, by the server's clock.
+        let pushed = webhook::push("acme/app", "main", &sha, "first");
+        assert_eq!(server.deliver("push", "d-3", &pushed).await.status(), 202);
+        let staging = wait_state(&server, "staging", "deploying").await;
+        assert_eq!(staging["auto_stop_at"], start + 3_600_000, "{staging}");
+        clock.set(start + 3_500_000);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(environment(&server, "staging").await["state"], "deploying");
+        clock.set(start + 3_700_000);
+        let stopped = wait_state(&server, "staging", "stopped").await;
+        assert!(stopped["auto_stop_at"].is_null(), "{stopped}");
     }
 }

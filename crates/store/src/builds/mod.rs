@@ -387,6 +387,7 @@ impl Store {
             crate::schedules::record_schedule_run(&mut tx, run, build_id, now).await?;
         }
         let mut queued = false;
+        let mut superseded = Vec::new();
         if let (Err(_), Some(stopping)) = (&new.plan, &new.context.stopping) {
             // A stop build that cannot run still stops its environment once: with the
             // error, the environment shows that its stop failed.
@@ -395,7 +396,8 @@ impl Store {
         }
         if let Ok(plan) = &new.plan {
             queued = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
-            crate::environments::record_deployments(&mut tx, new, build_id, plan, now).await?;
+            superseded =
+                crate::environments::record_deployments(&mut tx, new, build_id, plan, now).await?;
             if !new.hold {
                 queued |= advance_build(&mut tx, build_id, now).await?.queued_any();
             }
@@ -414,6 +416,11 @@ impl Store {
         }
         tx.commit().await?;
         let mut news = vec![Event::BuildChanged { build: build_id }];
+        news.extend(
+            superseded
+                .into_iter()
+                .map(|build| Event::BuildChanged { build }),
+        );
         if queued {
             news.push(Event::Queued);
         }

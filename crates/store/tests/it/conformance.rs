@@ -1361,5 +1361,47 @@ steps:
             .expect("read")
             .expect("exists");
         assert_eq!(staging.state, EnvironmentState::Stopped, "{label}");
+
+        // A newer deployment supersedes one still waiting: it ends skipped, saying why.
+        let waiting = staging.deployments[0].build_id;
+        let number = store.take_build_number(repo_id).await.expect("a number");
+        let mut ctx = Context::push("acme/app", "main");
+        ctx.build_number = number as u64;
+        let plan = plan_of(
+            "kind: pipeline\nname: ship\nclone: {disable: true}\ndeploy: {environment: staging}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n",
+            &ctx,
+        );
+        store
+            .create_build(&NewBuild {
+                repo_id,
+                number,
+                context: ctx,
+                sender: "octocat".into(),
+                plan: Ok(plan),
+                delivery: None,
+                fork: false,
+                hold: false,
+                schedule: None,
+            })
+            .await
+            .expect("a newer deploy");
+        let older = store.build_by_id(waiting).await.expect("the older build");
+        assert_eq!(older.status, Status::Skipped, "{label}: {older:?}");
+        let stage = &store.stages(waiting).await.expect("stages")[0];
+        assert_eq!(stage.status, Status::Skipped, "{label}");
+        assert_eq!(
+            stage.error.as_deref(),
+            Some(
+                format!("superseded by build #{number}, a newer deployment to this environment")
+                    .as_str()
+            ),
+            "{label}"
+        );
+        let staging = store
+            .environment(repo_id, "staging")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(staging.state, EnvironmentState::Deploying, "{label}");
     }
 }
