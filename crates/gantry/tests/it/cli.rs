@@ -101,7 +101,7 @@ fn the_example_file_lints_clean_and_plans() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(
         text(&out.stdout),
-        "pipelines.example.yml: ok: gantry (Drone 1.x), 6 pipeline(s), 13 step(s), 0 warning(s)\n"
+        "pipelines.example.yml: ok: gantry (Drone 1.x), 7 pipeline(s), 14 step(s), 0 warning(s)\n"
     );
     let out = gantry(&["plan", "pipelines.example.yml", "--trusted"], &root);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
