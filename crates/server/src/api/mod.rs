@@ -377,7 +377,7 @@ async fn list_environments(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> OpResult<Json<Vec<gantry_api::Environment>>> {
-    let (_, listed) = ops::environments::list(&state, caller.reader(), &owner, &name).await?;
+    let (_, _, listed) = ops::environments::list(&state, caller.reader(), &owner, &name).await?;
     Ok(Json(listed.into_iter().map(views::environment).collect()))
 }
 

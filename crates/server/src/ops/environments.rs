@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gantry_store::{Build, Environment, Repo};
+use gantry_store::{Build, Environment, Repo, Role};
 
 use crate::AppState;
 use crate::access::{self, Identity, Need};
@@ -22,10 +22,10 @@ pub async fn list(
     who: Option<&Identity>,
     owner: &str,
     name: &str,
-) -> OpResult<(Repo, Vec<Environment>)> {
-    let (repo, _) = access::authorize(state, who, owner, name, Need::Read).await?;
+) -> OpResult<(Repo, Role, Vec<Environment>)> {
+    let (repo, role) = access::authorize(state, who, owner, name, Need::Read).await?;
     let environments = state.store.environments(repo.id).await?;
-    Ok((repo, environments))
+    Ok((repo, role, environments))
 }
 
 /// Stops an environment: the build of its `on_stop` pipeline, or `None` when it has none.

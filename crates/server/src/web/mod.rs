@@ -28,11 +28,13 @@ use crate::human::took;
 use crate::ops;
 
 mod account;
+mod environments;
 mod pages;
 mod picture;
 mod settings;
 
 use account::*;
+use environments::*;
 use pages::*;
 use settings::*;
 
@@ -53,6 +55,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/{owner}/{name}", get(repo_page))
         .route("/{owner}/{name}/badge.svg", get(badge))
         .route("/{owner}/{name}/branches", get(branches_page))
+        .route("/{owner}/{name}/environments", get(environments_page))
+        .route("/{owner}/{name}/environments/stop", post(stop_environment))
         .route("/{owner}/{name}/builds", post(manual_build))
         .route(
             "/{owner}/{name}/settings",

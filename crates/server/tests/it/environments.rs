@@ -164,6 +164,23 @@ mod cases {
         assert_eq!(review["deployments"][0]["build"], 1);
         assert_eq!(review["deployments"][0]["commit"], sha.as_str());
         assert!(review["auto_stop_at"].as_i64().is_some(), "{review}");
+        // The Environments page shows it, and no Stop button to a reader who may not write.
+        let page = server
+            .http
+            .get(format!("{}/acme/app/environments", server.url))
+            .send()
+            .await
+            .expect("the environments page")
+            .text()
+            .await
+            .expect("html");
+        assert!(
+            page.contains("data-environment=\"review/feature-x\" data-state=\"available\"")
+                && page.contains("https://feature-x.review.example.com")
+                && page.contains("stops by itself <span class=\"env-stops\">in 3 days</span>")
+                && !page.contains("class=\"danger env-stop\""),
+            "{page}"
+        );
 
         // The branch is deleted, and GitHub delivers it twice: one teardown.
         let mut deleted = webhook::fixture("push", "push_branch_delete.json");
