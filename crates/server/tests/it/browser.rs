@@ -523,3 +523,68 @@ async fn schedules_are_kept_on_the_settings_page_and_a_build_is_promoted_from_it
     browser.stop().await;
     server.stop().await;
 }
+
+/// The Environments page in a browser: a deployed environment with its URL and history;
+/// Stop runs its `on_stop` pipeline and opens that build; the page then says it is stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_is_stopped_from_its_page() {
+    let dir = TempDir::new("browser-environments");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let (_git, _) = server
+        .push_app_with(
+            "kind: pipeline\nname: ship\ndeploy: {environment: staging, url: \"https://staging.example.com\", on_stop: teardown}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n---\nkind: pipeline\nname: teardown\nsteps:\n  - name: down\n    image: busybox\n    commands: [true]\n",
+        )
+        .await;
+    let (runner, assignment) = server.claim("r1").await;
+    runner.pass(&assignment).await;
+    server.wait_finished("app", 1).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &server).await;
+    browser
+        .open(&format!("{}/acme/app/environments", server.url))
+        .await;
+    browser
+        .until(
+            "the environment, available",
+            "document.querySelector('section[data-environment=\"staging\"][data-state=\"available\"]') !== null",
+        )
+        .await;
+    let url = browser
+        .value("document.querySelector('section[data-environment=\"staging\"] .env-url').href")
+        .await;
+    assert_eq!(url, "https://staging.example.com/");
+    browser.screenshot(&shots(), "environments").await;
+    browser
+        .click("section[data-environment=\"staging\"] button.env-stop")
+        .await;
+    browser
+        .until(
+            "the stop build's page",
+            "location.pathname === '/acme/app/2'",
+        )
+        .await;
+    let stop = server.wait_build("app", 2).await;
+    let stages: Vec<(&str, &str)> = stop["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(stages, [("ship", "skipped"), ("teardown", "pending")]);
+    browser
+        .open(&format!("{}/acme/app/environments", server.url))
+        .await;
+    browser
+        .until(
+            "the environment, stopping, with no second Stop",
+            "document.querySelector('section[data-environment=\"staging\"][data-state=\"stopping\"]') !== null && document.querySelector('button.env-stop') === null",
+        )
+        .await;
+    browser.stop().await;
+    server.stop().await;
+}
