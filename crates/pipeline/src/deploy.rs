@@ -23,17 +23,7 @@ pub fn is_valid_name(name: &str) -> bool {
 /// hash, so that two names never share a slug by accident. Fit for DNS labels and
 /// Kubernetes names.
 pub fn slug(name: &str) -> String {
-    let mut slug: String = name
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let mut slug = dashed(name);
     if !slug.starts_with(|c: char| c.is_ascii_lowercase()) {
         slug.insert_str(0, "env-");
     }
@@ -70,8 +60,13 @@ fn suffix(name: &str) -> String {
 /// GitLab's `CI_COMMIT_REF_SLUG`: the branch or tag in lower case, `[a-z0-9-]` only, at most
 /// 63 characters, no dash at either end (`feature/X` is `feature-x`).
 pub fn ref_slug(reference: &str) -> String {
-    let slug: String = reference
-        .to_lowercase()
+    let slug: String = dashed(reference).chars().take(63).collect();
+    slug.trim_matches('-').to_owned()
+}
+
+/// `text` in lower case with every character but `[a-z0-9]` a dash.
+fn dashed(text: &str) -> String {
+    text.to_lowercase()
         .chars()
         .map(|c| {
             if c.is_ascii_lowercase() || c.is_ascii_digit() {
@@ -80,9 +75,7 @@ pub fn ref_slug(reference: &str) -> String {
                 '-'
             }
         })
-        .take(63)
-        .collect();
-    slug.trim_matches('-').to_owned()
+        .collect()
 }
 
 /// `auto_stop_in` as seconds: `3d`, `1h30m`, `2 days`, `1 week`, `30 minutes`... (days and

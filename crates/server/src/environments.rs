@@ -123,22 +123,7 @@ impl crate::worker::Job for AutoStopper {
     }
 
     async fn pass(&mut self, state: &Arc<AppState>) -> Result<Next, StoreError> {
-        let now = state.config.clock.now_ms();
-        if let Some(epoch) = state
-            .store
-            .claim_maintenance(JOB, now, now + CLAIM.as_millis() as i64)
-            .await?
-        {
-            crate::worker::holding(
-                &state.store,
-                gantry_store::Claimed::Maintenance(JOB),
-                epoch,
-                CLAIM,
-                stop_due(state, now),
-            )
-            .await;
-        }
-        Ok(Next::After(state.config.schedule_poll))
+        crate::worker::maintenance(state, JOB, CLAIM, |_, now| stop_due(state, now)).await
     }
 }
 

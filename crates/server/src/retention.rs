@@ -92,22 +92,7 @@ impl crate::worker::Job for Pruner {
         &mut self,
         state: &Arc<AppState>,
     ) -> Result<crate::worker::Next, gantry_store::StoreError> {
-        let now = state.config.clock.now_ms();
-        if let Some(epoch) = state
-            .store
-            .claim_maintenance(JOB, now, now + CLAIM.as_millis() as i64)
-            .await?
-        {
-            crate::worker::holding(
-                &state.store,
-                gantry_store::Claimed::Maintenance(JOB),
-                epoch,
-                CLAIM,
-                run(state, epoch, now),
-            )
-            .await;
-        }
-        Ok(crate::worker::Next::After(state.config.schedule_poll))
+        crate::worker::maintenance(state, JOB, CLAIM, |epoch, now| run(state, epoch, now)).await
     }
 }
 

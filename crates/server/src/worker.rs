@@ -85,6 +85,32 @@ pub(crate) fn backoff(failures: u32) -> Duration {
 /// dead or stalled server's claim runs out. A claim lost meanwhile (another server took the
 /// work over) lets the work go on: the store refuses its writes under the old epoch, and the
 /// first build stored wins.
+/// A maintenance job's pass: `work` (given the claim's epoch and the time) runs only on the
+/// server that takes the claim `job`, holding it; the others look again after the poll.
+pub(crate) async fn maintenance<F: Future<Output = ()>>(
+    state: &Arc<AppState>,
+    job: &'static str,
+    lease: Duration,
+    work: impl FnOnce(i64, i64) -> F,
+) -> Result<Next, StoreError> {
+    let now = state.config.clock.now_ms();
+    if let Some(epoch) = state
+        .store
+        .claim_maintenance(job, now, now + lease.as_millis() as i64)
+        .await?
+    {
+        holding(
+            &state.store,
+            Claimed::Maintenance(job),
+            epoch,
+            lease,
+            work(epoch, now),
+        )
+        .await;
+    }
+    Ok(Next::After(state.config.schedule_poll))
+}
+
 pub(crate) async fn holding<T>(
     store: &Store,
     what: Claimed<'_>,

@@ -190,15 +190,7 @@ mod cases {
             let response = server.deliver("push", delivery, &deleted).await;
             assert_eq!(response.status(), 202);
         }
-        let mut stopping = Value::Null;
-        for _ in 0..200 {
-            stopping = environment(&server, "review/feature-x").await;
-            if stopping["state"] == "stopping" {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        assert_eq!(stopping["state"], "stopping", "{stopping}");
+        wait_state(&server, "review/feature-x", "stopping").await;
         let (runner, assignment) = server.claim("r1").await;
         assert_eq!(assignment.stage.name, "teardown");
         assert_eq!(
@@ -210,15 +202,7 @@ mod cases {
             Some("stop")
         );
         runner.pass(&assignment).await;
-        let mut stopped = Value::Null;
-        for _ in 0..200 {
-            stopped = environment(&server, "review/feature-x").await;
-            if stopped["state"] == "stopped" {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        assert_eq!(stopped["state"], "stopped", "{stopped}");
+        let stopped = wait_state(&server, "review/feature-x", "stopped").await;
         let stops = stopped["deployments"]
             .as_array()
             .expect("deployments")
@@ -238,19 +222,7 @@ mod cases {
             )
             .await;
         assert_eq!(main.status(), 202);
-        let mut staging = Value::Null;
-        for _ in 0..200 {
-            if let Some(found) = environments(&server)
-                .await
-                .into_iter()
-                .find(|e| e["name"] == "staging")
-            {
-                staging = found;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        assert_eq!(staging["state"], "deploying", "{staging}");
+        wait_state(&server, "staging", "deploying").await;
         let stop = || {
             server.api(
                 Method::POST,

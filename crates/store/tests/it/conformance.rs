@@ -1189,18 +1189,22 @@ steps:
     image: busybox
     commands: [true]
 ";
-    async fn build(
+    const STAGING: &str = "kind: pipeline\nname: ship\nclone: {disable: true}\ndeploy: {environment: staging}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n";
+    /// A build of `yaml` on `branch`, stopping `stopping` if given.
+    async fn build_of(
         store: &Store,
         repo_id: i64,
+        branch: &str,
+        yaml: &str,
         stopping: Option<StoppingEnvironment>,
     ) -> Result<gantry_store::Build, StoreError> {
         let number = store.take_build_number(repo_id).await.expect("a number");
-        let mut ctx = Context::push("acme/app", "feature/x");
+        let mut ctx = Context::push("acme/app", branch);
         ctx.build_number = number as u64;
         ctx.commit = "0123456789abcdef0123456789abcdef01234567".into();
         ctx.author = "octocat".into();
         ctx.stopping = stopping;
-        let plan = plan_of(REVIEW, &ctx);
+        let plan = plan_of(yaml, &ctx);
         store
             .create_build(&NewBuild {
                 repo_id,
@@ -1240,7 +1244,9 @@ steps:
     for (label, url) in test_databases(dir.path()).await {
         let store = Store::open(&url).await.expect("opens");
         let repo_id = repo(&store, "app").await.id;
-        let deployed = build(&store, repo_id, None).await.expect("a deploy");
+        let deployed = build_of(&store, repo_id, "feature/x", REVIEW, None)
+            .await
+            .expect("a deploy");
         let environments = store.environments(repo_id).await.expect("listed");
         assert_eq!(environments.len(), 1, "{label}");
         let review = &environments[0];
@@ -1278,10 +1284,10 @@ steps:
             url: review.url.clone(),
             pipeline: "teardown".into(),
         };
-        let stop = build(&store, repo_id, Some(stopping.clone()))
+        let stop = build_of(&store, repo_id, "feature/x", REVIEW, Some(stopping.clone()))
             .await
             .expect("a stop");
-        let again = build(&store, repo_id, Some(stopping)).await;
+        let again = build_of(&store, repo_id, "feature/x", REVIEW, Some(stopping)).await;
         assert!(
             matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("already being stopped")),
             "{label}: {again:?}"
@@ -1317,25 +1323,7 @@ steps:
                 .await
                 .is_ok_and(|taken| !taken)
         );
-        let number = store.take_build_number(repo_id).await.expect("a number");
-        let mut ctx = Context::push("acme/app", "main");
-        ctx.build_number = number as u64;
-        let plan = plan_of(
-            "kind: pipeline\nname: ship\nclone: {disable: true}\ndeploy: {environment: staging}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n",
-            &ctx,
-        );
-        store
-            .create_build(&NewBuild {
-                repo_id,
-                number,
-                context: ctx,
-                sender: "octocat".into(),
-                plan: Ok(plan),
-                delivery: None,
-                fork: false,
-                hold: false,
-                schedule: None,
-            })
+        let _first = build_of(&store, repo_id, "main", STAGING, None)
             .await
             .expect("a deploy");
         let staging = store
@@ -1364,25 +1352,7 @@ steps:
 
         // A newer deployment supersedes one still waiting: it ends skipped, saying why.
         let waiting = staging.deployments[0].build_id;
-        let number = store.take_build_number(repo_id).await.expect("a number");
-        let mut ctx = Context::push("acme/app", "main");
-        ctx.build_number = number as u64;
-        let plan = plan_of(
-            "kind: pipeline\nname: ship\nclone: {disable: true}\ndeploy: {environment: staging}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n",
-            &ctx,
-        );
-        store
-            .create_build(&NewBuild {
-                repo_id,
-                number,
-                context: ctx,
-                sender: "octocat".into(),
-                plan: Ok(plan),
-                delivery: None,
-                fork: false,
-                hold: false,
-                schedule: None,
-            })
+        let shipped = build_of(&store, repo_id, "main", STAGING, None)
             .await
             .expect("a newer deploy");
         let older = store.build_by_id(waiting).await.expect("the older build");
@@ -1392,8 +1362,11 @@ steps:
         assert_eq!(
             stage.error.as_deref(),
             Some(
-                format!("superseded by build #{number}, a newer deployment to this environment")
-                    .as_str()
+                format!(
+                    "superseded by build #{}, a newer deployment to this environment",
+                    shipped.number
+                )
+                .as_str()
             ),
             "{label}"
         );
