@@ -185,7 +185,6 @@ mod api;
 mod auth;
 pub mod clock;
 mod credentials;
-mod environments;
 mod error;
 pub mod git;
 pub mod github;
@@ -433,7 +432,10 @@ impl Server {
         tasks.spawn(worker::run(Arc::clone(state), notify::Notifier));
         tasks.spawn(worker::run(Arc::clone(state), schedules::Scheduler));
         tasks.spawn(worker::run(Arc::clone(state), retention::Pruner));
-        tasks.spawn(worker::run(Arc::clone(state), environments::AutoStopper));
+        tasks.spawn(worker::run(
+            Arc::clone(state),
+            trigger::environments::AutoStopper,
+        ));
         let token = self.state.shutdown.clone();
         let router = self.router();
         let served = axum::serve(listener, router)

@@ -7,8 +7,8 @@ use gantry_store::{Build, Environment, Repo, Role};
 
 use crate::AppState;
 use crate::access::{self, Identity, Need};
-use crate::environments::StopError;
 use crate::error::{OpError, OpResult};
+use crate::trigger::environments::StopError;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +48,7 @@ pub async fn stop(
                 request.name
             ))
         })?;
-    match crate::environments::stop(state, &repo, &environment, who.name()).await {
+    match crate::trigger::environments::stop(state, &repo, &environment, who.name()).await {
         Ok(build) => Ok((repo, build)),
         Err(StopError::NotRunning(name)) => Err(OpError::Conflict(format!(
             "environment `{name}` is already stopped or being stopped"

@@ -206,7 +206,7 @@ pub(super) async fn process(state: &Arc<AppState>, delivery: &Delivery) -> Resul
                 .await;
         }
     };
-    crate::environments::on_trigger(state, &repo, &trigger).await;
+    super::environments::on_trigger(state, &repo, &trigger).await;
     let ctx = context_of(&repo, &trigger);
     let origin = origin_of(delivery, &trigger);
     let build = match create_build(state, &repo, ctx, origin).await {

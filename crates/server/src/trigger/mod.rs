@@ -22,6 +22,7 @@ use crate::github::Trigger;
 use crate::worker::Next;
 
 mod deliveries;
+pub(crate) mod environments;
 
 pub(crate) use deliveries::Deliveries;
 
@@ -521,7 +522,7 @@ pub async fn stop_environment(
     sender: &str,
 ) -> Result<Build, StoreError> {
     let ctx = state.store.build_context(deployed.id).await?;
-    let ctx = crate::environments::stop_context(ctx, deployed, stopping);
+    let ctx = environments::stop_context(ctx, deployed, stopping);
     let origin = Origin {
         fork: deployed.fork,
         ..Origin::asked_by(sender)

@@ -13,6 +13,7 @@ use crate::db::{self, FromText, Text, Tx, text_columns};
 use crate::{Event, Result, Status, Store, StoreError};
 
 pub(crate) mod advance;
+pub(crate) mod environments;
 
 pub(crate) use advance::advance_build;
 
@@ -391,13 +392,13 @@ impl Store {
         if let (Err(_), Some(stopping)) = (&new.plan, &new.context.stopping) {
             // A stop build that cannot run still stops its environment once: with the
             // error, the environment shows that its stop failed.
-            crate::environments::take_for_stop(&mut tx, new.repo_id, &stopping.name, build_id, now)
+            environments::take_for_stop(&mut tx, new.repo_id, &stopping.name, build_id, now)
                 .await?;
         }
         if let Ok(plan) = &new.plan {
             queued = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
             superseded =
-                crate::environments::record_deployments(&mut tx, new, build_id, plan, now).await?;
+                environments::record_deployments(&mut tx, new, build_id, plan, now).await?;
             if !new.hold {
                 queued |= advance_build(&mut tx, build_id, now).await?.queued_any();
             }

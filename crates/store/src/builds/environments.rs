@@ -296,7 +296,7 @@ async fn supersede(
             .bind(stage_id)
             .execute(&mut *tx)
             .await?;
-        crate::builds::advance_build(tx, older, now).await?;
+        super::advance_build(tx, older, now).await?;
         builds.push(older);
     }
     Ok(builds)

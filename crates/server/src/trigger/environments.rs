@@ -61,7 +61,7 @@ pub async fn stop(
         url: environment.url.clone(),
         pipeline: pipeline.clone(),
     };
-    match crate::trigger::stop_environment(state, repo, &build, stopping, sender).await {
+    match super::stop_environment(state, repo, &build, stopping, sender).await {
         Ok(build) => Ok(Some(build)),
         Err(StoreError::Conflict(_)) => Err(StopError::NotRunning(environment.name.clone())),
         Err(e) => Err(e.into()),
