@@ -133,7 +133,25 @@ mod cases {
 
     pub async fn every_endpoint_refuses_callers_without_its_role(db: &str) {
         let server = TestServer::start(db).await;
-        let _git = finished_build(&server, "app", Visibility::Private).await;
+        let git = finished_build(&server, "app", Visibility::Private).await;
+        // An environment for the stop to stop: a manual build deploys `staging`.
+        git.commit(
+            &[(
+                ".gantry.yml",
+                &format!(
+                    "{PIPELINE}---\nkind: pipeline\nname: ship\ndeploy: {{environment: staging}}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n"
+                ),
+            )],
+            "deploys",
+        );
+        let deployed = server
+            .api(
+                Method::POST,
+                "/repos/acme/app/builds",
+                Some(json!({"branch": "main"})),
+            )
+            .await;
+        assert_eq!(deployed.status(), 201);
         let mut callers: Vec<(&str, Option<String>)> = vec![("anonymous", None)];
         for (login, role) in [
             ("stranger", None),
@@ -308,6 +326,20 @@ mod cases {
                 "/api/repos/{owner}/{name}/cron",
                 "/api/repos/acme/app/cron",
                 Some(json!({"name": "nightly", "expression": "0 3 * * *"})),
+                Need::Write,
+            ),
+            endpoint(
+                Method::GET,
+                "/api/repos/{owner}/{name}/environments",
+                "/api/repos/acme/app/environments",
+                None,
+                Need::Read,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/environments/stop",
+                "/api/repos/acme/app/environments/stop",
+                Some(json!({"name": "staging"})),
                 Need::Write,
             ),
             endpoint(
