@@ -176,30 +176,25 @@ impl TryFrom<DeploymentRow> for Deployment {
     }
 }
 
-/// Records the plan's deploying stages of a new build as deployments, creating their
-/// environments; a build that stops an environment takes it, or fails with `Conflict` when
-/// another build already does. A deployment supersedes the older ones to its environment
-/// that have not started: they end `skipped`, saying by which build. Returns the builds it
-/// superseded stages of.
+/// Records the plan's deploying stages of a new build (with their ids, in the plan's
+/// order) as deployments, creating their environments; the stop of a build that stops an
+/// environment is recorded against `stopped`, the environment [`take_for_stop`] gave it. A
+/// deployment supersedes the older ones to its environment that have not started: they end
+/// `skipped`, saying by which build. Returns the builds it superseded stages of.
 pub(crate) async fn record_deployments(
     tx: &mut Tx,
     new: &NewBuild,
     build_id: i64,
-    plan: &Plan,
+    (plan, stage_ids): (&Plan, &[i64]),
+    stopped: Option<i64>,
     now: i64,
 ) -> Result<Vec<i64>> {
     let ctx = &new.context;
     let mut superseded_builds = Vec::new();
-    for stage in plan.stages.iter().filter(|s| s.run) {
-        let Some(deploy) = &stage.deploy else {
+    for (stage, &stage_id) in plan.stages.iter().zip(stage_ids) {
+        let Some(deploy) = stage.deploy.as_ref().filter(|_| stage.run) else {
             continue;
         };
-        let stage_id: i64 =
-            db::query_scalar("SELECT id FROM stages WHERE build_id = $1 AND number = $2")
-                .bind(build_id)
-                .bind(i64::from(stage.number))
-                .fetch_one(&mut *tx)
-                .await?;
         let environment_id: i64 = match deploy.action {
             DeployAction::Start => {
                 let auto_stop_at = deploy
@@ -226,9 +221,11 @@ pub(crate) async fn record_deployments(
                 .fetch_one(&mut *tx)
                 .await?
             }
-            DeployAction::Stop => {
-                take_for_stop(tx, new.repo_id, &deploy.environment, build_id, now).await?
-            }
+            DeployAction::Stop => match stopped {
+                Some(id) => id,
+                // Only a build made to stop an environment plans a stop.
+                None => continue,
+            },
         };
         db::query(
             "INSERT INTO deployments (environment_id, build_id, stage_id, action, url, \

@@ -307,15 +307,16 @@ async fn insert_build(tx: &mut Tx, new: &NewBuild, now: i64) -> Result<i64> {
 }
 
 /// Every stage and step of the plan, the stages without dependencies queued (unless the
-/// build is held); whether any was.
+/// build is held); whether any was, and the stages' ids in the plan's order.
 async fn insert_stages(
     tx: &mut Tx,
     build_id: i64,
     plan: &Plan,
     hold: bool,
     now: i64,
-) -> Result<bool> {
+) -> Result<(bool, Vec<i64>)> {
     let mut queued = false;
+    let mut stage_ids = Vec::with_capacity(plan.stages.len());
     for stage in &plan.stages {
         let stage_status = if !stage.run {
             Status::Skipped
@@ -350,6 +351,7 @@ async fn insert_stages(
         .bind(stage.concurrency.map(i64::from))
         .fetch_one(&mut *tx)
         .await?;
+        stage_ids.push(stage_id);
         for step in stage.steps.iter().chain(&stage.services) {
             let step_status = if stage.run && step.run {
                 Status::Pending
@@ -370,7 +372,7 @@ async fn insert_stages(
             .await?;
         }
     }
-    Ok(queued)
+    Ok((queued, stage_ids))
 }
 
 impl Store {
@@ -389,16 +391,28 @@ impl Store {
         }
         let mut queued = false;
         let mut superseded = Vec::new();
-        if let (Err(_), Some(stopping)) = (&new.plan, &new.context.stopping) {
-            // A stop build that cannot run still stops its environment once: with the
-            // error, the environment shows that its stop failed.
-            environments::take_for_stop(&mut tx, new.repo_id, &stopping.name, build_id, now)
-                .await?;
-        }
+        // A stop build takes its environment whatever becomes of it: one that cannot run
+        // (an invalid file, an `on_stop` pipeline its trigger skips) shows the stop failed,
+        // and is not stopped again by itself.
+        let stopped = match &new.context.stopping {
+            Some(stopping) => Some(
+                environments::take_for_stop(&mut tx, new.repo_id, &stopping.name, build_id, now)
+                    .await?,
+            ),
+            None => None,
+        };
         if let Ok(plan) = &new.plan {
-            queued = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
-            superseded =
-                environments::record_deployments(&mut tx, new, build_id, plan, now).await?;
+            let stage_ids;
+            (queued, stage_ids) = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
+            superseded = environments::record_deployments(
+                &mut tx,
+                new,
+                build_id,
+                (plan, &stage_ids),
+                stopped,
+                now,
+            )
+            .await?;
             if !new.hold {
                 queued |= advance_build(&mut tx, build_id, now).await?.queued_any();
             }

@@ -1376,5 +1376,37 @@ steps:
             .expect("read")
             .expect("exists");
         assert_eq!(staging.state, EnvironmentState::Deploying, "{label}");
+
+        // A stop whose `on_stop` pipeline its own trigger skips still takes the environment:
+        // it shows that the stop failed, and is not due to stop again.
+        const SKIPPED: &str = "kind: pipeline\nname: review\nclone: {disable: true}\ndeploy: {environment: gone, on_stop: teardown, auto_stop_in: 1h}\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n---\nkind: pipeline\nname: teardown\nclone: {disable: true}\ntrigger: {event: [delete]}\nsteps:\n  - name: down\n    image: busybox\n    commands: [true]\n";
+        build_of(&store, repo_id, "feature/z", SKIPPED, None)
+            .await
+            .expect("a deploy");
+        let stopping = StoppingEnvironment {
+            name: "gone".into(),
+            url: None,
+            pipeline: "teardown".into(),
+        };
+        let stop = build_of(&store, repo_id, "feature/z", SKIPPED, Some(stopping))
+            .await
+            .expect("a stop that runs nothing");
+        assert_eq!(stop.status, Status::Skipped, "{label}");
+        let gone = store
+            .environment(repo_id, "gone")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(gone.stop_build_id, Some(stop.id), "{label}");
+        assert_eq!(gone.state, EnvironmentState::StopFailed, "{label}");
+        assert!(
+            store
+                .environments_due_to_stop(now_ms() + 2 * day)
+                .await
+                .expect("due")
+                .iter()
+                .all(|(_, name)| name != "gone"),
+            "{label}: not stopped again and again"
+        );
     }
 }
