@@ -50,9 +50,7 @@ pub async fn stop(
         })?;
     match crate::trigger::environments::stop(state, &repo, &environment, who.name()).await {
         Ok(build) => Ok((repo, build)),
-        Err(StopError::NotRunning(name)) => Err(OpError::Conflict(format!(
-            "environment `{name}` is already stopped or being stopped"
-        ))),
+        Err(e @ StopError::NotRunning(_)) => Err(OpError::Conflict(e.to_string())),
         Err(StopError::Store(e)) => Err(e.into()),
     }
 }

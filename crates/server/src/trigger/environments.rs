@@ -11,7 +11,7 @@ use std::time::Duration;
 use gantry_pipeline::context::StoppingEnvironment;
 use gantry_pipeline::plan::DeployAction;
 use gantry_pipeline::{Context, Event};
-use gantry_store::{Build, Environment, EnvironmentState, Repo, StoreError};
+use gantry_store::{Build, Environment, Repo, StoreError};
 
 use crate::AppState;
 use crate::github::Trigger;
@@ -24,7 +24,9 @@ const CLAIM: Duration = Duration::from_secs(60);
 /// Why an environment could not be stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum StopError {
-    #[error("environment `{0}` is already stopped or being stopped")]
+    #[error(
+        "environment `{0}` is already stopped or being stopped (or its stop failed: deploy it again to stop it anew)"
+    )]
     NotRunning(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -38,10 +40,7 @@ pub async fn stop(
     environment: &Environment,
     sender: &str,
 ) -> Result<Option<Build>, StopError> {
-    if matches!(
-        environment.state,
-        EnvironmentState::Stopping | EnvironmentState::Stopped
-    ) {
+    if !environment.state.can_stop() {
         return Err(StopError::NotRunning(environment.name.clone()));
     }
     let deployed = environment
@@ -72,15 +71,20 @@ pub async fn stop(
 /// request. Run before the delivery's own build, so that a delivery retried after a crash
 /// stops them (again: a no-op) too.
 pub async fn on_trigger(state: &Arc<AppState>, repo: &Repo, trigger: &Trigger) {
-    let ends = |environment: &Environment| match trigger.event {
-        Event::Delete => trigger.tag.is_none() && environment.branch == trigger.branch,
-        Event::PullRequest => {
-            trigger.action.as_deref() == Some("closed")
-                && trigger.pull_request.and_then(|p| i64::try_from(p).ok())
-                    == environment.pull_request
-                && environment.pull_request.is_some()
+    let closed_pull_request = match (trigger.event, trigger.action.as_deref()) {
+        (Event::PullRequest, Some("closed")) => {
+            trigger.pull_request.and_then(|p| i64::try_from(p).ok())
         }
-        _ => false,
+        _ => None,
+    };
+    let deleted_branch = trigger.event == Event::Delete && trigger.tag.is_none();
+    // Most deliveries (pushes, opened pull requests) end no environment: read none for them.
+    if closed_pull_request.is_none() && !deleted_branch {
+        return;
+    }
+    let ends = |environment: &Environment| {
+        (deleted_branch && environment.branch == trigger.branch)
+            || (closed_pull_request.is_some() && environment.pull_request == closed_pull_request)
     };
     let environments = match state.store.environments(repo.id).await {
         Ok(environments) => environments,

@@ -46,10 +46,7 @@ pub(super) async fn environments_page(
         .into_iter()
         .map(|e| EnvironmentItem {
             state: e.state.as_str(),
-            can_stop: !matches!(
-                e.state,
-                gantry_store::EnvironmentState::Stopping | gantry_store::EnvironmentState::Stopped
-            ),
+            can_stop: e.state.can_stop(),
             stops: e.auto_stop_at.map(|at| until(at - now)),
             deployments: e
                 .deployments

@@ -39,6 +39,12 @@ impl EnvironmentState {
         }
     }
 
+    /// Whether it may be stopped: a stop that ran (or failed) is not run again until the
+    /// environment is deployed anew.
+    pub fn can_stop(self) -> bool {
+        matches!(self, Self::Deploying | Self::Available | Self::Failed)
+    }
+
     /// From the deployments, newest first.
     pub fn of(deployments: &[Deployment]) -> Self {
         let mut since_stop = Vec::new();
@@ -468,6 +474,18 @@ mod tests {
             EnvironmentState::of(&deployments)
         };
         assert_eq!(state(&[(Start, Status::Running)]), S::Deploying);
+        let stoppable: Vec<S> = [
+            S::Deploying,
+            S::Available,
+            S::Failed,
+            S::Stopping,
+            S::Stopped,
+            S::StopFailed,
+        ]
+        .into_iter()
+        .filter(|s| s.can_stop())
+        .collect();
+        assert_eq!(stoppable, [S::Deploying, S::Available, S::Failed]);
         assert_eq!(state(&[(Start, Status::Failure)]), S::Failed);
         // A failed redeployment leaves the earlier one up.
         assert_eq!(
