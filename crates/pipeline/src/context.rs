@@ -149,6 +149,9 @@ pub struct Context {
     pub repo: RepoInfo,
     /// Whether the repository may use privileged steps and host volumes.
     pub trusted: bool,
+    /// A pull request from a fork: its code is another's, and deploys nowhere.
+    #[serde(default)]
+    pub fork: bool,
     pub build_number: u64,
     pub parent: Option<u64>,
     /// The build's page, used in links.
@@ -228,6 +231,7 @@ impl Context {
                 private: false,
             },
             trusted: false,
+            fork: false,
             build_number: 1,
             parent: None,
             link: String::new(),

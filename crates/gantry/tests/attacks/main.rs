@@ -157,6 +157,70 @@ fn a_fork_pull_request_to_a_trusted_repository_is_untrusted() {
     server.process.stop();
 }
 
+/// A fork's pull request that names an environment under `deploy:` would replace its
+/// deployment, its `on_stop` pipeline and its link (here: production's, pointed at the
+/// attacker's site), and supersede the deployments waiting for it. The control: the same
+/// pull request from the repository's own branch does replace it.
+#[test]
+fn a_fork_pull_request_deploys_to_no_environment() {
+    let dir = TempDir::new("attack-deploy");
+    let runner = format!("attack-deploy-{}", std::process::id());
+    let (mut server, token) = server_with_runner(dir.path(), &runner, &[]);
+    let deploy = |url: &str| {
+        format!(
+            "kind: pipeline\nname: ship\ndeploy: {{environment: production, url: \"{url}\"}}\nsteps:\n  - name: ship\n    image: {IMAGE}\n    commands: [echo shipped]\n"
+        )
+    };
+    let git = GitRepo::new();
+    let legit = git.commit(
+        &[(".gantry.yml", &deploy("https://prod.example.com"))],
+        "ship",
+    );
+    add_repo(&server.url, &token, "app", &git, false);
+    push(&server.url, "app", &legit, "push-1");
+    let build = wait_build(&server.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    let production = || -> Value {
+        let listed: Value = get(&server.url, &token, "/repos/acme/app/environments")
+            .json()
+            .expect("json");
+        listed
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["name"] == "production"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(production()["url"], "https://prod.example.com");
+
+    let evil = git.commit(
+        &[(".gantry.yml", &deploy("https://evil.example.com"))],
+        "mine",
+    );
+    git.set_ref("refs/pull/5/head", &evil);
+    pull_request(&server.url, "app", 5, &evil, true, "fork-1");
+    let build = wait_build(&server.url, &token, "app", 2, "finished", finished);
+    assert_eq!(build["status"], "skipped", "{build:#}");
+    let reason = build["stages"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("a pull request from a fork deploys to no environment (`production`)"),
+        "{build:#}"
+    );
+    let after = production();
+    assert_eq!(after["url"], "https://prod.example.com", "{after:#}");
+    assert_eq!(
+        after["deployments"].as_array().map(Vec::len),
+        Some(1),
+        "{after:#}"
+    );
+
+    // The control: from the repository's own branch, the pull request deploys.
+    pull_request(&server.url, "app", 5, &evil, false, "own-1");
+    let build = wait_build(&server.url, &token, "app", 3, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+    assert_eq!(production()["url"], "https://evil.example.com");
+    server.process.stop();
+}
+
 /// Attack 2: a document appended to a signed file ran unsigned (a duplicate `kind` key
 /// made the reader take it for a signature).
 #[test]

@@ -267,6 +267,19 @@ fn environment_role(
     ctx: &Context,
 ) -> (Option<DeploySpec>, Option<String>) {
     let name = pipeline.name.value.as_str();
+    if ctx.fork
+        && let Some(deploy) = &pipeline.deploy
+    {
+        // Its code would replace the environment's deployment, its `on_stop` pipeline and
+        // its link, and supersede deployments waiting for it.
+        return (
+            None,
+            Some(format!(
+                "a pull request from a fork deploys to no environment (`{}`): push its branch to the repository to deploy it",
+                deploy.environment.value
+            )),
+        );
+    }
     if let Some(stopping) = &ctx.stopping {
         if name != stopping.pipeline {
             return (

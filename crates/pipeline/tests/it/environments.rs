@@ -184,3 +184,22 @@ fn a_woodpecker_workflow_deploys_too() {
         Some("staging")
     );
 }
+
+/// A fork's pull request would otherwise replace an environment's deployment, its `on_stop`
+/// pipeline and its link, and supersede the deployments waiting for it.
+#[test]
+fn a_pull_request_from_a_fork_deploys_nowhere() {
+    let mut ctx = push_to("feature/x");
+    ctx.fork = true;
+    let plan = plan(REVIEW, &ctx);
+    let review = &plan.stages[0];
+    assert!(!review.run);
+    assert_eq!(review.deploy, None);
+    assert_eq!(
+        review.reason.as_deref(),
+        Some(
+            "a pull request from a fork deploys to no environment (`review/feature-x`): push its branch to the repository to deploy it"
+        )
+    );
+    assert!(!review.environment.contains_key("CI_ENVIRONMENT_NAME"));
+}

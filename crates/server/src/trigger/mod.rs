@@ -106,6 +106,7 @@ pub async fn create_build(
     let started = std::time::Instant::now();
     ctx.repo = repo_info(repo);
     ctx.trusted = repo.trusts(origin.fork);
+    ctx.fork = origin.fork;
     ctx.cache_policy = state.config.retention.cache_policy();
     let fetched = fetch_config(state, repo, &mut ctx, origin.changes.as_ref()).await;
     let fetched_in = started.elapsed();
@@ -141,6 +142,7 @@ async fn errored_build(
 ) -> Result<Build, StoreError> {
     ctx.repo = repo_info(repo);
     ctx.trusted = repo.trusts(origin.fork);
+    ctx.fork = origin.fork;
     let number = number_build(state, repo, &mut ctx).await?;
     store_build(state, repo, ctx, origin, number, Err(reason)).await
 }
