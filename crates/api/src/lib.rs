@@ -134,6 +134,48 @@ pub struct Stage {
     /// what each runner lacks), or every such runner busy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// The environment it deploys to, or stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<StageDeploy>,
+    /// Who may approve it, when it deploys to a protected environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<StageApproval>,
+}
+
+/// What a stage does to an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StageDeploy {
+    pub environment: String,
+    pub url: Option<String>,
+    /// `start` (a deployment) or `stop` (its `on_stop` pipeline).
+    pub action: String,
+}
+
+/// The approval a deployment to a protected environment needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StageApproval {
+    pub environment: String,
+    /// Logins who may approve.
+    pub users: Vec<String>,
+    /// Anyone with at least this role may approve.
+    pub role: Option<String>,
+    /// Who approved or declined it, once someone did.
+    pub decided_by: Option<String>,
+}
+
+/// A protected environment rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProtectedEnvironment {
+    /// A glob over environment names: `production`, `review/*`.
+    pub pattern: String,
+    /// Logins who may approve its deployments.
+    pub approvers: Vec<String>,
+    /// `write` or `admin`: anyone with at least this role may approve.
+    pub approver_role: Option<String>,
+    /// Branch globs that may deploy to it; empty: any.
+    pub branches: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -241,6 +283,9 @@ pub struct Secret {
     pub name: String,
     /// Given to pull requests from forks too.
     pub allow_pull_requests: bool,
+    /// Given only to stages that deploy to an environment this glob matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -340,8 +385,12 @@ pub struct Environment {
     /// `CI_ENVIRONMENT_SLUG`.
     pub slug: String,
     pub url: Option<String>,
-    /// `deploying`, `available`, `failed`, `stopping`, `stopped` or `stop_failed`.
+    /// `deploying`, `available`, `failed`, `stopping`, `stopped`, `stop_failed` or
+    /// `not_deployed`.
     pub state: String,
+    /// Its branch no longer exists (it was deleted, or its pull request closed).
+    #[serde(default)]
+    pub branch_gone: bool,
     /// The pipeline that stops it.
     pub on_stop: Option<String>,
     /// When it stops by itself (milliseconds since the epoch).
@@ -529,6 +578,8 @@ mod tests {
                 finished_at: Some(12),
                 steps: vec![],
                 waiting: None,
+                deploy: None,
+                approval: None,
             }],
             notifications: vec![],
         };

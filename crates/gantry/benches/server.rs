@@ -307,6 +307,7 @@ async fn dispatch(label: &str, database: &str, rounds: usize) {
                 delivery: None,
                 fork: false,
                 hold: false,
+                approvals: Default::default(),
                 schedule: None,
             })
             .await

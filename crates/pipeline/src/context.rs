@@ -168,6 +168,10 @@ pub struct Context {
     /// Set in a build made to stop an environment: only its `on_stop` pipeline runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopping: Option<StoppingEnvironment>,
+    /// Set in a build that deploys an earlier build's commit to this environment again
+    /// (a rollback): only the stages deploying there, and those they need, run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeploy: Option<String>,
 }
 
 /// The environment a build stops, and the pipeline that tears it down.
@@ -238,6 +242,7 @@ impl Context {
             instance: String::new(),
             cache_policy: CachePolicy::default(),
             stopping: None,
+            redeploy: None,
             params: BTreeMap::new(),
             created: 0,
         }

@@ -96,13 +96,19 @@ pub enum DeployAction {
     Stop,
 }
 
+impl DeployAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployAction::Start => "start",
+            DeployAction::Stop => "stop",
+        }
+    }
+}
+
 impl DeploySpec {
     /// The variables its steps see: GitLab's names, and Drone's `DRONE_DEPLOY_TO`.
     pub fn variables(&self) -> [(String, String); 5] {
-        let action = match self.action {
-            DeployAction::Start => "start",
-            DeployAction::Stop => "stop",
-        };
+        let action = self.action.as_str();
         [
             ("CI_ENVIRONMENT_NAME".to_owned(), self.environment.clone()),
             ("CI_ENVIRONMENT_SLUG".to_owned(), self.slug.clone()),
@@ -262,6 +268,17 @@ impl Plan {
 impl Stage {
     pub fn step(&self, name: &str) -> Option<&PlanStep> {
         self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Makes it a stage that does not run, for `reason`; its steps say why.
+    pub fn skip(&mut self, reason: String) {
+        self.run = false;
+        self.reason = Some(reason);
+        for step in self.steps.iter_mut().chain(self.services.iter_mut()) {
+            step.run = false;
+            step.reason
+                .get_or_insert_with(|| "the stage does not run".to_owned());
+        }
     }
 }
 

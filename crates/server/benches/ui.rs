@@ -51,6 +51,7 @@ impl Bench {
                 delivery: None,
                 fork: false,
                 hold: false,
+                approvals: Default::default(),
                 schedule: None,
             })
             .await

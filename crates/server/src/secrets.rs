@@ -229,6 +229,26 @@ pub async fn for_stage(
             );
             continue;
         }
+        if let Some(kept_for) = &secret.environment {
+            let deploys_there = stage.deploy.as_ref().is_some_and(|deploy| {
+                gantry_pipeline::glob::glob_match(
+                    kept_for,
+                    &deploy.environment,
+                    gantry_pipeline::glob::Mode::Path,
+                )
+            });
+            if !deploys_there {
+                values.remove(&secret.name);
+                withheld.insert(
+                    secret.name.clone(),
+                    format!(
+                        "secret `{}` is kept for environment `{kept_for}`: only a stage that deploys to it (`deploy: {{environment: ...}}`) gets it",
+                        secret.name
+                    ),
+                );
+                continue;
+            }
+        }
         match key.open(
             &secret.scope().associated_data(&secret.name),
             &secret.sealed,
@@ -262,12 +282,10 @@ pub async fn put(
     scope: &SecretScope,
     name: &str,
     value: &str,
-    allow_pull_requests: bool,
+    grant: &gantry_store::SecretGrant,
 ) -> Result<(), StoreError> {
     let sealed = key.seal(&scope.associated_data(name), value.as_bytes());
-    store
-        .put_secret(scope, name, &sealed, allow_pull_requests)
-        .await
+    store.put_secret(scope, name, &sealed, grant).await
 }
 
 /// The registry entries a build of `repo` may pull with: the repository's, its owner's and,

@@ -118,11 +118,7 @@ pub fn environment(environment: store::Environment) -> gantry_api::Environment {
             .deployments
             .into_iter()
             .map(|d| gantry_api::Deployment {
-                action: match d.action {
-                    gantry_pipeline::plan::DeployAction::Start => "start",
-                    gantry_pipeline::plan::DeployAction::Stop => "stop",
-                }
-                .to_owned(),
+                action: d.action.as_str().to_owned(),
                 build: d.build_number,
                 status: d.status,
                 commit: d.commit,
@@ -140,6 +136,7 @@ pub fn environment(environment: store::Environment) -> gantry_api::Environment {
         auto_stop_at: environment.auto_stop_at,
         branch: environment.branch,
         pull_request: environment.pull_request,
+        branch_gone: environment.branch_gone,
     }
 }
 
@@ -159,10 +156,19 @@ pub async fn build_detail(
     } else {
         Vec::new()
     };
+    let deployments = state.store.build_deployments(found.id).await?;
     for (row, steps) in rows {
         let waiting = crate::waiting::reason(state, &seen, repo, &row).await?;
+        let deploy = deployments.iter().find(|(stage, ..)| *stage == row.id).map(
+            |(_, environment, url, action)| gantry_api::StageDeploy {
+                environment: environment.clone(),
+                url: url.clone(),
+                action: action.as_str().to_owned(),
+            },
+        );
         stages.push(gantry_api::Stage {
             waiting,
+            deploy,
             ..stage(row, steps)
         });
     }
@@ -203,6 +209,24 @@ pub fn stage(stage: store::Stage, steps: Vec<store::Step>) -> gantry_api::Stage 
         finished_at: stage.finished_at,
         steps: steps.into_iter().map(step).collect(),
         waiting: None,
+        deploy: None,
+        approval: stage.approval.map(|approval| gantry_api::StageApproval {
+            environment: approval.environment,
+            users: approval.users,
+            role: approval.role.map(|r| r.as_str().to_owned()),
+            decided_by: stage.decided_by,
+        }),
+    }
+}
+
+pub fn protection(rule: store::ProtectedEnvironment) -> gantry_api::ProtectedEnvironment {
+    gantry_api::ProtectedEnvironment {
+        pattern: rule.pattern,
+        approvers: rule.approvers,
+        approver_role: rule.approver_role.map(|r| r.as_str().to_owned()),
+        branches: rule.branches,
+        created_at: rule.created_at,
+        updated_at: rule.updated_at,
     }
 }
 
@@ -272,6 +296,7 @@ pub fn secret(secret: store::SecretInfo) -> gantry_api::Secret {
     gantry_api::Secret {
         name: secret.name,
         allow_pull_requests: secret.allow_pull_requests,
+        environment: secret.environment,
         created_at: secret.created_at,
         updated_at: secret.updated_at,
     }

@@ -101,6 +101,14 @@ pub(crate) async fn reason(
 /// not (it runs, it ended, or a runner with room is about to take it).
 pub(crate) fn waiting_for(seen: &[Seen], trusted: bool, stage: &Stage) -> Option<String> {
     match stage.status {
+        Status::Blocked if stage.approval.is_some() => {
+            let approval = stage.approval.as_ref()?;
+            return Some(format!(
+                "waiting for approval by {} to deploy to environment `{}` (Approve on the build page, or `gantry env approve`)",
+                approval.approvers(),
+                approval.environment
+            ));
+        }
         Status::Blocked => {
             return Some(
                 "waiting for approval: a pull request from a fork runs once a user with write \
@@ -202,6 +210,8 @@ mod tests {
             finished_at: None,
             locks: Vec::new(),
             concurrency: None,
+            approval: None,
+            decided_by: None,
         }
     }
 

@@ -87,6 +87,7 @@ async fn one_database(label: &str, store: &Store, rounds: usize) {
             delivery: None,
             fork: false,
             hold: false,
+            approvals: Default::default(),
             schedule: None,
         };
         timings

@@ -96,8 +96,12 @@ mod secrets;
 mod tokens;
 mod users;
 
-pub use builds::environments::{Deployment, Environment, EnvironmentState};
-pub use builds::{Build, BuildFilter, NewBuild, Stage, Step};
+pub use builds::environments::{
+    Deployment, Environment, EnvironmentState, HISTORY as ENVIRONMENT_HISTORY,
+};
+pub use builds::{
+    Build, BuildFilter, NewBuild, NewProtection, ProtectedEnvironment, Stage, StageApproval, Step,
+};
 pub use claims::Claimed;
 pub use clock::Clock;
 pub use deliveries::{Delivery, DeliveryState, NewDelivery, Recorded};
@@ -111,7 +115,7 @@ pub use repos::{ForkPolicy, NewRepo, Repo, RepoUpdate, Visibility};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use runners::{Runner, RunnerToken};
 pub use schedules::{NewSchedule, Schedule, ScheduleRun};
-pub use secrets::{SealedSecret, SecretInfo, SecretScope};
+pub use secrets::{SealedSecret, SecretGrant, SecretInfo, SecretScope};
 pub use tokens::{NewToken, Token};
 pub use users::{RepoRole, Role, RoleSource, User};
 

@@ -34,6 +34,8 @@ impl SecretScope {
 pub struct SecretInfo {
     pub name: String,
     pub allow_pull_requests: bool,
+    /// Given only to stages that deploy to an environment this glob matches.
+    pub environment: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -46,6 +48,18 @@ pub struct SealedSecret {
     pub name: String,
     pub sealed: Vec<u8>,
     pub allow_pull_requests: bool,
+    /// Given only to stages that deploy to an environment this glob matches.
+    pub environment: Option<String>,
+}
+
+/// Who a secret is given to, beyond its scope's builds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecretGrant {
+    /// Pull requests from forks too.
+    pub allow_pull_requests: bool,
+    /// Only stages deploying to an environment this glob matches (a protected
+    /// environment's own secret).
+    pub environment: Option<String>,
 }
 
 impl SealedSecret {
@@ -64,7 +78,7 @@ impl Store {
         scope: &SecretScope,
         name: &str,
         sealed: &[u8],
-        allow_pull_requests: bool,
+        grant: &SecretGrant,
     ) -> Result<()> {
         let (repo_id, owner) = scope.columns();
         let now = self.clock.now_ms();
@@ -76,14 +90,15 @@ impl Store {
             .execute(&mut tx)
             .await?;
         db::query(
-            "INSERT INTO secrets (repo_id, owner, name, sealed, allow_pull_requests, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            "INSERT INTO secrets (repo_id, owner, name, sealed, allow_pull_requests, \
+             environment, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
         .bind(repo_id)
         .bind(owner)
         .bind(name)
         .bind(sealed)
-        .bind(allow_pull_requests)
+        .bind(grant.allow_pull_requests)
+        .bind(grant.environment.as_deref())
         .bind(now)
         .execute(&mut tx)
         .await?;
@@ -93,7 +108,7 @@ impl Store {
     pub async fn secrets(&self, scope: &SecretScope) -> Result<Vec<SecretInfo>> {
         let (repo_id, owner) = scope.columns();
         db::query_as::<SecretInfo>(
-            "SELECT name, allow_pull_requests, created_at, updated_at FROM secrets \
+            "SELECT name, allow_pull_requests, environment, created_at, updated_at FROM secrets \
              WHERE (repo_id = $1) OR (owner = $2) ORDER BY name",
         )
         .bind(repo_id)
@@ -122,7 +137,7 @@ impl Store {
     /// repository's (which win on a name both have).
     pub async fn sealed_secrets(&self, repo_id: i64, owner: &str) -> Result<Vec<SealedSecret>> {
         db::query_as::<SealedSecret>(
-            "SELECT repo_id, owner, name, sealed, allow_pull_requests FROM secrets \
+            "SELECT repo_id, owner, name, sealed, allow_pull_requests, environment FROM secrets \
              WHERE repo_id = $1 OR owner = $2 ORDER BY repo_id IS NOT NULL, name",
         )
         .bind(repo_id)

@@ -169,6 +169,30 @@ pub(super) fn print_build(detail: &gantry_api::BuildDetail) {
         if let Some(waiting) = &stage.waiting {
             println!("    {waiting}");
         }
+        if let Some(deploy) = &stage.deploy {
+            let verb = if deploy.action == "stop" {
+                "stops"
+            } else {
+                "deploys to"
+            };
+            let url = deploy
+                .url
+                .as_deref()
+                .map_or(String::new(), |u| format!(" {u}"));
+            println!("    {verb} environment {}{url}", deploy.environment);
+        }
+        if let Some(by) = stage
+            .approval
+            .as_ref()
+            .and_then(|a| a.decided_by.as_deref())
+        {
+            let verb = if stage.status == gantry_api::Status::Declined {
+                "declined"
+            } else {
+                "approved"
+            };
+            println!("    {verb} by {by}");
+        }
         for step in &stage.steps {
             let exit = step.exit_code.map(|c| c.to_string()).unwrap_or_default();
             println!(

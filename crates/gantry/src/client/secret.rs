@@ -30,6 +30,10 @@ pub enum SecretCommand {
         /// Builds of pull requests from forks may have it too.
         #[arg(long)]
         allow_pull_requests: bool,
+        /// Only stages that deploy to an environment this glob matches get it (a protected
+        /// environment's own secret), e.g. `production`.
+        #[arg(long)]
+        environment: Option<String>,
         /// An owner's (organisation's) secret, for all their repositories.
         #[arg(long)]
         org: bool,
@@ -66,7 +70,15 @@ pub fn secret(args: &SecretArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let client = Client::new(&args.connection)?;
         match &args.command {
-            SecretCommand::Add { scope, name, value, file, allow_pull_requests, org } => {
+            SecretCommand::Add {
+                scope,
+                name,
+                value,
+                file,
+                allow_pull_requests,
+                environment,
+                org,
+            } => {
                 let path = secrets_path(scope, *org)?;
                 let value = match (value, file) {
                     (Some(value), _) => value.clone(),
@@ -83,22 +95,37 @@ pub fn secret(args: &SecretArgs) -> anyhow::Result<ExitCode> {
                     .json(
                         reqwest::Method::POST,
                         &path,
-                        Some(json!({ "name": name, "value": value, "allow_pull_requests": allow_pull_requests })),
+                        Some(json!({
+                            "name": name,
+                            "value": value,
+                            "allow_pull_requests": allow_pull_requests,
+                            "environment": environment,
+                        })),
                     )
                     .await?;
                 println!("saved secret {name}");
             }
             SecretCommand::Ls { scope, org } => {
-                let secrets: Vec<gantry_api::Secret> =
-                    client.json(reqwest::Method::GET, &secrets_path(scope, *org)?, None).await?;
+                let secrets: Vec<gantry_api::Secret> = client
+                    .json(reqwest::Method::GET, &secrets_path(scope, *org)?, None)
+                    .await?;
                 for secret in secrets {
-                    let forks = if secret.allow_pull_requests { "pull requests from forks too" } else { "" };
-                    println!("{:<30} {forks}", secret.name);
+                    let forks = if secret.allow_pull_requests {
+                        "pull requests from forks too"
+                    } else {
+                        ""
+                    };
+                    let kept = secret
+                        .environment
+                        .map_or(String::new(), |e| format!("only deployments to {e}  "));
+                    println!("{:<30} {kept}{forks}", secret.name);
                 }
             }
             SecretCommand::Rm { scope, name, org } => {
                 let path = secrets_path(scope, *org)?;
-                client.send(reqwest::Method::DELETE, &format!("{path}/{name}"), None).await?;
+                client
+                    .send(reqwest::Method::DELETE, &format!("{path}/{name}"), None)
+                    .await?;
                 println!("removed secret {name}");
             }
         }

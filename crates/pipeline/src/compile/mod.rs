@@ -3,7 +3,7 @@
 //! resolves environments and scripts, and refuses what the repository is not trusted to do.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::conditions::{Scope, Skip, StageFacts, evaluate};
 use crate::context::{Context, Event};
@@ -146,17 +146,11 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
                     .collect();
             }
             Err(reason) => {
-                stage.run = false;
-                stage.reason = Some(reason.clone());
+                stage.skip(reason.clone());
                 stage.depends_on = parents[i]
                     .iter()
                     .map(|&d| candidates[d].name.clone())
                     .collect();
-                for step in stage.steps.iter_mut().chain(stage.services.iter_mut()) {
-                    step.run = false;
-                    step.reason
-                        .get_or_insert_with(|| "the stage does not run".to_owned());
-                }
             }
         }
         stages.push(stage);
@@ -174,7 +168,60 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         refused.0.dedup();
         return Err(CompileError::Untrusted(refused));
     }
+    if let Some(environment) = &ctx.redeploy {
+        keep_only_redeploy(&mut stages, environment);
+    }
     Ok(Plan { stages })
+}
+
+/// In a build that redeploys `environment`, skips every stage but those deploying there and
+/// the ones they depend on (the build a rollback needs, not the whole pipeline again).
+fn keep_only_redeploy(stages: &mut [Stage], environment: &str) {
+    let deploys_there = |stage: &Stage| {
+        stage.run
+            && stage
+                .deploy
+                .as_ref()
+                .is_some_and(|d| d.action == DeployAction::Start && d.environment == environment)
+    };
+    let mut kept: HashSet<String> = stages
+        .iter()
+        .filter(|s| deploys_there(s))
+        .map(|s| s.name.clone())
+        .collect();
+    let deployers: Vec<String> = kept.iter().cloned().collect();
+    // Until nothing is added: every stage a deployer needs, however deep.
+    loop {
+        let before = kept.len();
+        for stage in stages.iter() {
+            if kept.contains(&stage.name) {
+                kept.extend(stage.depends_on.iter().cloned());
+            }
+        }
+        if kept.len() == before {
+            break;
+        }
+    }
+    let reason = if deployers.is_empty() {
+        format!(
+            "this build redeploys environment `{environment}`, which no pipeline of this commit deploys to"
+        )
+    } else {
+        format!(
+            "this build redeploys environment `{environment}`: only {} and what it needs run",
+            deployers
+                .iter()
+                .map(|d| format!("`{d}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    for stage in stages
+        .iter_mut()
+        .filter(|s| s.run && !kept.contains(&s.name))
+    {
+        stage.skip(reason.clone());
+    }
 }
 
 /// Every pipeline of the file, once per matrix combination, with this build's `${VAR}`s

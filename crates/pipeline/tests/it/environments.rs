@@ -203,3 +203,63 @@ fn a_pull_request_from_a_fork_deploys_nowhere() {
     );
     assert!(!review.environment.contains_key("CI_ENVIRONMENT_NAME"));
 }
+
+#[test]
+fn a_redeploy_runs_only_the_deployment_and_what_it_needs() {
+    let file = "kind: pipeline
+name: build
+steps:
+  - {name: compile, image: busybox, commands: [make]}
+---
+kind: pipeline
+name: lint
+steps:
+  - {name: lint, image: busybox, commands: [make lint]}
+---
+kind: pipeline
+name: staging
+depends_on: [build]
+deploy: {environment: staging}
+steps:
+  - {name: ship, image: busybox, commands: [./ship staging]}
+---
+kind: pipeline
+name: production
+depends_on: [staging]
+deploy: {environment: production}
+steps:
+  - {name: ship, image: busybox, commands: [./ship production]}
+";
+    let mut ctx = push_to("main");
+    ctx.redeploy = Some("staging".into());
+    let redeploy = plan(file, &ctx);
+    let runs: Vec<(&str, bool)> = redeploy
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.run))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("build", true),
+            ("lint", false),
+            ("staging", true),
+            ("production", false)
+        ]
+    );
+    assert_eq!(
+        redeploy.stages[3].reason.as_deref(),
+        Some("this build redeploys environment `staging`: only `staging` and what it needs run")
+    );
+    assert!(redeploy.stages[3].steps.iter().all(|s| !s.run));
+
+    ctx.redeploy = Some("review/gone".into());
+    let nowhere = plan(file, &ctx);
+    assert!(nowhere.stages.iter().all(|s| !s.run));
+    assert_eq!(
+        nowhere.stages[0].reason.as_deref(),
+        Some(
+            "this build redeploys environment `review/gone`, which no pipeline of this commit deploys to"
+        )
+    );
+}

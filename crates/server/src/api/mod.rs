@@ -68,6 +68,22 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(stop_environment),
         )
         .route(
+            "/api/repos/{owner}/{name}/environments/redeploy",
+            post(redeploy_environment),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/environments/protected",
+            get(list_protections).put(protect_environment),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/environments/unprotect",
+            post(unprotect_environment),
+        )
+        .route(
+            "/api/repos/{owner}/{name}/builds/{number}/stages/{stage}/{decision}",
+            post(decide_deployment),
+        )
+        .route(
             "/api/repos/{owner}/{name}/cron",
             get(list_schedules).post(add_schedule),
         )
@@ -379,6 +395,78 @@ async fn list_environments(
 ) -> OpResult<Json<Vec<gantry_api::Environment>>> {
     let (_, _, listed) = ops::environments::list(&state, caller.reader(), &owner, &name).await?;
     Ok(Json(listed.into_iter().map(views::environment).collect()))
+}
+
+/// `POST .../environments/redeploy` with `{"name": ..., "build": N}`: the new build (201).
+async fn redeploy_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<(StatusCode, Json<gantry_api::BuildDetail>)> {
+    let who = caller.require_identity()?;
+    let (repo, build) =
+        ops::environments::redeploy(&state, who, &owner, &name, parse_body(&body)?).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(views::build_detail(&state, &repo, build).await?),
+    ))
+}
+
+async fn list_protections(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> OpResult<Json<Vec<gantry_api::ProtectedEnvironment>>> {
+    let (_, rules) = ops::environments::protections(&state, caller.reader(), &owner, &name).await?;
+    Ok(Json(rules.into_iter().map(views::protection).collect()))
+}
+
+async fn protect_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<Json<gantry_api::ProtectedEnvironment>> {
+    let who = caller.require_identity()?;
+    let rule = ops::environments::protect(&state, who, &owner, &name, parse_body(&body)?).await?;
+    Ok(Json(views::protection(rule)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unprotect {
+    pattern: String,
+}
+
+async fn unprotect_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> OpResult<StatusCode> {
+    let who = caller.require_identity()?;
+    let request: Unprotect = parse_body(&body)?;
+    ops::environments::unprotect(&state, who, &owner, &name, &request.pattern).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST .../builds/{n}/stages/{s}/approve` or `/decline`: a deployment to a protected
+/// environment.
+async fn decide_deployment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((owner, name, number, stage, decision)): Path<(String, String, i64, i64, String)>,
+) -> OpResult<Json<gantry_api::BuildDetail>> {
+    let Some(decision) = ops::environments::Decision::parse(&decision) else {
+        return Err(OpError::NotFound(format!(
+            "there is no stage action `{decision}`: use approve or decline"
+        )));
+    };
+    let who = caller.require_identity()?;
+    let (repo, build) =
+        ops::environments::decide(&state, who, (&owner, &name), (number, stage), decision).await?;
+    Ok(Json(views::build_detail(&state, &repo, build).await?))
 }
 
 /// `POST .../environments/stop` with `{"name": ...}`: the stop build (201), or 204 when the

@@ -128,6 +128,36 @@ const ROUTES: &[(HttpMethod, &str, &str, Answer)] = {
             One("BuildDetail"),
         ),
         (
+            Post,
+            "/api/repos/{owner}/{name}/environments/redeploy",
+            "Deploys an earlier successful deployment (name, build) to its environment again: a build of its commit running only what deploys there",
+            One("BuildDetail"),
+        ),
+        (
+            Get,
+            "/api/repos/{owner}/{name}/environments/protected",
+            "The repository's protected environments: who approves their deployments, which branches may deploy",
+            Many("ProtectedEnvironment"),
+        ),
+        (
+            Put,
+            "/api/repos/{owner}/{name}/environments/protected",
+            "Adds or replaces a protected environment rule (pattern, approvers, approver_role, branches); needs admin",
+            One("ProtectedEnvironment"),
+        ),
+        (
+            Post,
+            "/api/repos/{owner}/{name}/environments/unprotect",
+            "Removes the protected environment rule of a pattern (pattern); needs admin",
+            Nothing,
+        ),
+        (
+            Post,
+            "/api/repos/{owner}/{name}/builds/{number}/stages/{stage}/{decision}",
+            "Approves (`approve`) or declines (`decline`) a stage waiting to deploy to a protected environment; only its rule's approvers may",
+            One("BuildDetail"),
+        ),
+        (
             Get,
             "/api/repos/{owner}/{name}/cron",
             "The repository's schedules, with their next run and last build",
@@ -452,6 +482,9 @@ pub(super) fn document() -> OpenApi {
         .schema_from::<gantry_api::Schedule>()
         .schema_from::<gantry_api::Environment>()
         .schema_from::<gantry_api::Deployment>()
+        .schema_from::<gantry_api::ProtectedEnvironment>()
+        .schema_from::<gantry_api::StageDeploy>()
+        .schema_from::<gantry_api::StageApproval>()
         .schema_from::<gantry_api::Retention>()
         .schema_from::<gantry_api::RetentionRun>()
         .schema_from::<gantry_api::ScheduledBuild>()

@@ -25,6 +25,9 @@ pub struct NewSecret {
     /// Given to pull requests from forks too.
     #[serde(default)]
     pub allow_pull_requests: bool,
+    /// Given only to stages that deploy to an environment this glob matches.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 pub async fn list(state: &AppState, who: &Identity, of: Of<'_>) -> OpResult<Vec<SecretInfo>> {
@@ -37,13 +40,20 @@ pub async fn put(state: &AppState, who: &Identity, of: Of<'_>, new: NewSecret) -
     let scope = scope(state, who, of).await?;
     let name = new.name.trim();
     check(name, &new.value)?;
+    let environment = match new.environment.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(glob) => Some(super::environments::check_pattern("environment", glob)?),
+    };
     crate::secrets::put(
         &state.store,
         &state.config.secret_key,
         &scope,
         name,
         &new.value,
-        new.allow_pull_requests,
+        &gantry_store::SecretGrant {
+            allow_pull_requests: new.allow_pull_requests,
+            environment,
+        },
     )
     .await?;
     Ok(name.to_owned())

@@ -11,7 +11,8 @@ use std::time::Duration;
 use gantry_pipeline::context::StoppingEnvironment;
 use gantry_pipeline::plan::DeployAction;
 use gantry_pipeline::{Context, Event};
-use gantry_store::{Build, Environment, Repo, StoreError};
+use gantry_store::{Build, Environment, Repo, StageApproval, Status, StoreError};
+use std::collections::BTreeMap;
 
 use crate::AppState;
 use crate::github::Trigger;
@@ -32,6 +33,57 @@ pub enum StopError {
     Store(#[from] StoreError),
 }
 
+/// Applies the repository's protected environments to a new build's plan: a deployment from
+/// a branch its rule does not list is skipped with the reason, and one that needs approval
+/// is returned, by stage number, to be held until it is given. The first rule (by pattern)
+/// that protects an environment is its rule. Stops are not held: tearing down is always
+/// allowed to the environment's own `on_stop` pipeline.
+pub(crate) async fn protect(
+    state: &AppState,
+    repo: &Repo,
+    ctx: &Context,
+    plan: &mut gantry_pipeline::Plan,
+) -> Result<BTreeMap<u32, StageApproval>, StoreError> {
+    let mut approvals = BTreeMap::new();
+    let deploys = |stage: &gantry_pipeline::Stage| {
+        stage.run
+            && stage
+                .deploy
+                .as_ref()
+                .is_some_and(|d| d.action == DeployAction::Start)
+    };
+    if !plan.stages.iter().any(deploys) {
+        return Ok(approvals);
+    }
+    let rules = state.store.protected_environments(repo.id).await?;
+    for stage in plan.stages.iter_mut().filter(|s| deploys(s)) {
+        let Some(deploy) = &stage.deploy else {
+            continue;
+        };
+        let Some(rule) = rules.iter().find(|r| r.protects(&deploy.environment)) else {
+            continue;
+        };
+        if !rule.allows_branch(&ctx.branch) {
+            let reason = format!(
+                "environment `{}` is protected: only branches {} deploy to it, not `{}`",
+                deploy.environment,
+                rule.branches
+                    .iter()
+                    .map(|b| format!("`{b}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ctx.branch
+            );
+            stage.skip(reason);
+            continue;
+        }
+        if let Some(approval) = rule.approval(&deploy.environment) {
+            approvals.insert(stage.number, approval);
+        }
+    }
+    Ok(approvals)
+}
+
 /// Stops `environment` of `repo` for `sender`: the build that runs its `on_stop` pipeline,
 /// or `None` when it has none and is only marked stopped.
 pub async fn stop(
@@ -46,7 +98,11 @@ pub async fn stop(
     let deployed = environment
         .deployments
         .iter()
-        .find(|d| d.action == DeployAction::Start);
+        // The last deployment that ran: a declined or superseded one never deployed.
+        .find(|d| {
+            d.action == DeployAction::Start
+                && !matches!(d.status, Status::Skipped | Status::Declined)
+        });
     let (Some(pipeline), Some(deployed)) = (&environment.on_stop, deployed) else {
         return if state.store.mark_environment_stopped(environment.id).await? {
             Ok(None)
@@ -94,6 +150,9 @@ pub async fn on_trigger(state: &Arc<AppState>, repo: &Repo, trigger: &Trigger) {
         }
     };
     for environment in environments.iter().filter(|e| ends(e)) {
+        if let Err(e) = state.store.mark_branch_gone(environment.id).await {
+            tracing::error!(repo = %repo.full_name(), environment = %environment.name, error = %e, "marking an environment's branch gone failed");
+        }
         stop_logged(state, repo, environment, &trigger.sender).await;
     }
 }

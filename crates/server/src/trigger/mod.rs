@@ -228,6 +228,10 @@ async fn store_build(
     if let Err(message) = &plan {
         tracing::info!(repo = %repo.full_name(), build = number, %message, "build errored before it ran");
     }
+    let approvals = match &mut plan {
+        Ok(plan) => environments::protect(state, repo, &ctx, plan).await?,
+        Err(_) => Default::default(),
+    };
     let (build, _queued) = state
         .store
         .create_build(&NewBuild {
@@ -241,6 +245,7 @@ async fn store_build(
             // A pull request from a fork waits for a user with write access, if the
             // repository says so.
             hold: origin.fork && repo.fork_policy == gantry_store::ForkPolicy::Approve,
+            approvals,
             schedule: origin.schedule,
         })
         .await?;
@@ -527,6 +532,27 @@ pub async fn stop_environment(
     let ctx = environments::stop_context(ctx, deployed, stopping);
     let origin = Origin {
         fork: deployed.fork,
+        ..Origin::asked_by(sender)
+    };
+    create_build(state, repo, ctx, origin).await
+}
+
+/// Deploys what `build` deployed to `environment` there again (a rollback): a new build of
+/// its commit and context in which only the stages deploying there, and those they need,
+/// run. The environment's protection applies to it as to any deployment.
+pub async fn redeploy(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    build: &Build,
+    environment: &str,
+    sender: &str,
+) -> Result<Build, StoreError> {
+    let mut ctx = state.store.build_context(build.id).await?;
+    ctx.parent = Some(build.number as u64);
+    ctx.redeploy = Some(environment.to_owned());
+    ctx.stopping = None;
+    let origin = Origin {
+        fork: build.fork,
         ..Origin::asked_by(sender)
     };
     create_build(state, repo, ctx, origin).await

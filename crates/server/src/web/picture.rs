@@ -249,6 +249,8 @@ mod tests {
             finished_at: None,
             locks: vec![],
             concurrency: None,
+            approval: None,
+            decided_by: None,
         };
         let step = Step {
             id: number,

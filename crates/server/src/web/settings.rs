@@ -8,6 +8,8 @@ use crate::error::OpResult;
 pub(super) struct SecretRow {
     name: String,
     allow_pull_requests: bool,
+    /// Kept for the environments this glob matches; empty: every stage.
+    environment: String,
     updated: String,
 }
 
@@ -95,6 +97,7 @@ async fn settings_view(
         .map(|s| SecretRow {
             name: s.name,
             allow_pull_requests: s.allow_pull_requests,
+            environment: s.environment.unwrap_or_default(),
             updated: age(s.updated_at),
         })
         .collect();
@@ -292,6 +295,8 @@ pub(super) struct SecretForm {
     name: String,
     value: String,
     allow_pull_requests: Option<String>,
+    #[serde(default)]
+    environment: String,
 }
 
 pub(super) async fn add_secret(
@@ -306,6 +311,7 @@ pub(super) async fn add_secret(
         // A browser's textarea sends CRLF line ends; a secret holds what was pasted.
         value: form.value.replace("\r\n", "\n"),
         allow_pull_requests: form.allow_pull_requests.is_some(),
+        environment: Some(form.environment).filter(|e| !e.trim().is_empty()),
     };
     let of = ops::secrets::Of::Repo {
         owner: &owner,

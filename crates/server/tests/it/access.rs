@@ -337,10 +337,46 @@ mod cases {
             ),
             endpoint(
                 Method::POST,
+                "/api/repos/{owner}/{name}/environments/redeploy",
+                "/api/repos/acme/app/environments/redeploy",
+                Some(json!({"name": "staging", "build": 2})),
+                Need::Write,
+            ),
+            endpoint(
+                Method::POST,
                 "/api/repos/{owner}/{name}/environments/stop",
                 "/api/repos/acme/app/environments/stop",
                 Some(json!({"name": "staging"})),
                 Need::Write,
+            ),
+            endpoint(
+                Method::GET,
+                "/api/repos/{owner}/{name}/environments/protected",
+                "/api/repos/acme/app/environments/protected",
+                None,
+                Need::Read,
+            ),
+            endpoint(
+                Method::PUT,
+                "/api/repos/{owner}/{name}/environments/protected",
+                "/api/repos/acme/app/environments/protected",
+                Some(json!({"pattern": "production", "approvers": ["owner"]})),
+                Need::RepoAdmin,
+            ),
+            endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/environments/unprotect",
+                "/api/repos/acme/app/environments/unprotect",
+                Some(json!({"pattern": "production"})),
+                Need::RepoAdmin,
+            ),
+            // Reading suffices to ask; the rule decides who may (here: nobody waits).
+            endpoint(
+                Method::POST,
+                "/api/repos/{owner}/{name}/builds/{number}/stages/{stage}/{decision}",
+                "/api/repos/acme/app/builds/2/stages/1/approve",
+                None,
+                Need::Read,
             ),
             endpoint(
                 Method::POST,

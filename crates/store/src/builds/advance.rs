@@ -73,10 +73,20 @@ pub(crate) fn advance(stages: &[StageState], cancelled: bool) -> Advance {
         for stage in stages {
             let current = status[stage.name.as_str()];
             let next = match current {
-                Status::Waiting | Status::Pending if cancelled => Some((
+                Status::Waiting | Status::Pending | Status::Blocked if cancelled => Some((
                     Status::Killed,
                     Some("the build was cancelled before this stage started".to_owned()),
                 )),
+                // Waiting for an approval that no longer matters: what it depends on did
+                // not let it run.
+                Status::Blocked
+                    if stage
+                        .depends_on
+                        .iter()
+                        .all(|d| status.get(d.as_str()).is_none_or(|s| s.is_final())) =>
+                {
+                    not_runnable(stages, &status, stage)
+                }
                 Status::Waiting => {
                     let deps: Vec<Status> = stage
                         .depends_on
@@ -85,19 +95,14 @@ pub(crate) fn advance(stages: &[StageState], cancelled: bool) -> Advance {
                         .collect();
                     if deps.iter().any(|s| !s.is_final()) {
                         None
+                    } else if let Some(skip) = not_runnable(stages, &status, stage) {
+                        Some(skip)
                     } else if stage
                         .depends_on
                         .iter()
-                        .any(|d| failed_upstream(stages, &status, d, 0))
+                        .any(|d| reached_upstream(stages, &status, d, Status::is_failed, 0))
                     {
-                        Some(if stage.runs_on.failure {
-                            (Status::Pending, None)
-                        } else {
-                            (
-                                Status::Skipped,
-                                Some("a stage it depends on did not succeed".to_owned()),
-                            )
-                        })
+                        Some((Status::Pending, None))
                     } else if stage.runs_on.success {
                         Some((Status::Pending, None))
                     } else {
@@ -131,22 +136,51 @@ pub(crate) fn advance(stages: &[StageState], cancelled: bool) -> Advance {
     }
 }
 
-/// Whether stage `name` failed, or was skipped because something it depends on failed
-/// (so a failure reaches past the stages it skipped).
-pub(super) fn failed_upstream(
+/// The skip of a stage that what it depends on does not let run: a failure upstream (unless
+/// it runs on failure), or a declined deployment upstream.
+fn not_runnable(
+    stages: &[StageState],
+    status: &HashMap<&str, Status>,
+    stage: &StageState,
+) -> Option<(Status, Option<String>)> {
+    let upstream = |wanted: fn(Status) -> bool| {
+        stage
+            .depends_on
+            .iter()
+            .any(|d| reached_upstream(stages, status, d, wanted, 0))
+    };
+    if upstream(|s| s == Status::Declined) {
+        Some((
+            Status::Skipped,
+            Some("a deployment it depends on was declined".to_owned()),
+        ))
+    } else if !stage.runs_on.failure && upstream(Status::is_failed) {
+        Some((
+            Status::Skipped,
+            Some("a stage it depends on did not succeed".to_owned()),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether stage `name` ended as `wanted` says, or was skipped because something it depends
+/// on did (so an outcome reaches past the stages it skipped).
+fn reached_upstream(
     stages: &[StageState],
     status: &HashMap<&str, Status>,
     name: &str,
+    wanted: fn(Status) -> bool,
     depth: usize,
 ) -> bool {
     match status.get(name) {
-        Some(s) if s.is_failed() => true,
+        Some(s) if wanted(*s) => true,
         Some(Status::Skipped) if depth < stages.len() => {
             stages.iter().find(|s| s.name == name).is_some_and(|stage| {
                 stage
                     .depends_on
                     .iter()
-                    .any(|d| failed_upstream(stages, status, d, depth + 1))
+                    .any(|d| reached_upstream(stages, status, d, wanted, depth + 1))
             })
         }
         _ => false,
@@ -164,6 +198,8 @@ pub(super) fn build_status(stages: &[Status], cancelled: bool) -> Status {
         Status::Failure
     } else if any(Status::Killed) {
         Status::Killed
+    } else if any(Status::Declined) {
+        Status::Declined
     } else if stages.iter().all(|s| *s == Status::Skipped) {
         Status::Skipped
     } else {
@@ -339,6 +375,77 @@ mod tests {
             vec![(2, Status::Killed), (3, Status::Killed)]
         );
         assert_eq!(advance.build, None, "stage a is still running");
+    }
+
+    #[test]
+    fn a_stage_waiting_for_approval_is_skipped_when_what_it_needs_fails() {
+        let stages = [
+            stage(1, "test", Status::Failure, &[], StatusFilter::SUCCESS),
+            stage(
+                2,
+                "deploy",
+                Status::Blocked,
+                &["test"],
+                StatusFilter::SUCCESS,
+            ),
+        ];
+        let skipped = advance(&stages, false);
+        assert_eq!(skipped.stages[0].0, 2);
+        assert_eq!(skipped.stages[0].1, Status::Skipped);
+        assert_eq!(skipped.build, Some(Status::Failure));
+        // Still waiting for its approval while its dependency succeeded or runs.
+        for upstream in [Status::Success, Status::Running] {
+            let stages = [
+                stage(1, "test", upstream, &[], StatusFilter::SUCCESS),
+                stage(
+                    2,
+                    "deploy",
+                    Status::Blocked,
+                    &["test"],
+                    StatusFilter::SUCCESS,
+                ),
+            ];
+            assert_eq!(advance(&stages, false), Advance::default());
+        }
+    }
+
+    #[test]
+    fn a_declined_deployment_skips_what_follows_and_declines_the_build() {
+        let stages = [
+            stage(1, "test", Status::Success, &[], StatusFilter::SUCCESS),
+            stage(
+                2,
+                "deploy",
+                Status::Declined,
+                &["test"],
+                StatusFilter::SUCCESS,
+            ),
+            stage(
+                3,
+                "smoke",
+                Status::Waiting,
+                &["deploy"],
+                StatusFilter::ALWAYS,
+            ),
+            stage(
+                4,
+                "report",
+                Status::Waiting,
+                &["smoke"],
+                StatusFilter::ALWAYS,
+            ),
+        ];
+        let advance = advance(&stages, false);
+        assert_eq!(
+            advance
+                .stages
+                .iter()
+                .map(|(id, s, _)| (*id, *s))
+                .collect::<Vec<_>>(),
+            vec![(3, Status::Skipped), (4, Status::Skipped)],
+            "even a stage that runs always: nothing was deployed to check"
+        );
+        assert_eq!(advance.build, Some(Status::Declined));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum EnvironmentState {
     Stopped,
     /// Its `on_stop` pipeline did not succeed: it may still be up.
     StopFailed,
+    /// No deployment to it ran: each was declined or superseded before it started.
+    NotDeployed,
 }
 
 impl EnvironmentState {
@@ -36,6 +38,7 @@ impl EnvironmentState {
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
             Self::StopFailed => "stop_failed",
+            Self::NotDeployed => "not_deployed",
         }
     }
 
@@ -62,9 +65,14 @@ impl EnvironmentState {
                 }
                 continue;
             }
-            since_stop.push(deployment.status);
+            // Declined or superseded: it never touched the environment.
+            if !matches!(deployment.status, Status::Skipped | Status::Declined) {
+                since_stop.push(deployment.status);
+            }
         }
-        if since_stop.contains(&Status::Success) {
+        if since_stop.is_empty() {
+            Self::NotDeployed
+        } else if since_stop.contains(&Status::Success) {
             Self::Available
         } else if since_stop.iter().any(|s| !s.is_final()) {
             Self::Deploying
@@ -86,6 +94,8 @@ pub struct Environment {
     pub auto_stop_at: Option<i64>,
     pub branch: String,
     pub pull_request: Option<i64>,
+    /// Its branch was deleted, or its pull request closed, since it was last deployed.
+    pub branch_gone: bool,
     pub stop_build_id: Option<i64>,
     /// When it was stopped without a pipeline (it has no `on_stop`).
     pub stopped_at: Option<i64>,
@@ -126,6 +136,7 @@ struct EnvironmentRow {
     auto_stop_at: Option<i64>,
     branch: String,
     pull_request: Option<i64>,
+    branch_gone: bool,
     stop_build_id: Option<i64>,
     stopped_at: Option<i64>,
     created_at: i64,
@@ -133,7 +144,7 @@ struct EnvironmentRow {
 }
 
 const ENVIRONMENT_COLUMNS: &str = "id, repo_id, name, slug, url, on_stop, auto_stop_at, branch, \
-     pull_request, stop_build_id, stopped_at, created_at, updated_at";
+     pull_request, branch_gone, stop_build_id, stopped_at, created_at, updated_at";
 
 #[derive(Debug, sqlx::FromRow)]
 struct DeploymentRow {
@@ -155,16 +166,7 @@ struct DeploymentRow {
 impl TryFrom<DeploymentRow> for Deployment {
     type Error = StoreError;
     fn try_from(row: DeploymentRow) -> Result<Self> {
-        let action = match row.action.as_str() {
-            "start" => DeployAction::Start,
-            "stop" => DeployAction::Stop,
-            other => {
-                return Err(StoreError::corrupt(
-                    "deployment action",
-                    format!("`{other}` is neither start nor stop"),
-                ));
-            }
-        };
+        let action = parse_action(&row.action)?;
         Ok(Deployment {
             id: row.id,
             build_id: row.build_id,
@@ -179,6 +181,17 @@ impl TryFrom<DeploymentRow> for Deployment {
             created_at: row.created_at,
             finished_at: row.finished_at,
         })
+    }
+}
+
+fn parse_action(action: &str) -> Result<DeployAction> {
+    match action {
+        "start" => Ok(DeployAction::Start),
+        "stop" => Ok(DeployAction::Stop),
+        other => Err(StoreError::corrupt(
+            "deployment action",
+            format!("`{other}` is neither start nor stop"),
+        )),
     }
 }
 
@@ -213,7 +226,8 @@ pub(crate) async fn record_deployments(
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
                      ON CONFLICT (repo_id, name) DO UPDATE SET slug = $3, url = $4, \
                      on_stop = $5, auto_stop_at = $6, branch = $7, pull_request = $8, \
-                     stop_build_id = NULL, stopped_at = NULL, updated_at = $9 RETURNING id",
+                     branch_gone = FALSE, stop_build_id = NULL, stopped_at = NULL, \
+                     updated_at = $9 RETURNING id",
                 )
                 .bind(new.repo_id)
                 .bind(&deploy.environment)
@@ -241,10 +255,7 @@ pub(crate) async fn record_deployments(
         .bind(environment_id)
         .bind(build_id)
         .bind(stage_id)
-        .bind(match deploy.action {
-            DeployAction::Start => "start",
-            DeployAction::Stop => "stop",
-        })
+        .bind(deploy.action.as_str())
         .bind(deploy.url.as_deref())
         .bind(&ctx.commit)
         .bind(&ctx.branch)
@@ -348,6 +359,34 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Marks that the environment's branch was deleted (or its pull request closed); its
+    /// next deployment clears it.
+    pub async fn mark_branch_gone(&self, id: i64) -> Result<()> {
+        db::query("UPDATE environments SET branch_gone = TRUE WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// What each stage of a build does to an environment, by stage id: the environment's
+    /// name, the deployment's URL and its action.
+    pub async fn build_deployments(
+        &self,
+        build_id: i64,
+    ) -> Result<Vec<(i64, String, Option<String>, DeployAction)>> {
+        let rows: Vec<(i64, String, Option<String>, String)> = db::query_as(
+            "SELECT d.stage_id, e.name, d.url, d.action FROM deployments d \
+             JOIN environments e ON e.id = d.environment_id WHERE d.build_id = $1",
+        )
+        .bind(build_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(stage, name, url, action)| Ok((stage, name, url, parse_action(&action)?)))
+            .collect()
+    }
+
     /// Environments of every repository whose `auto_stop_in` passed before `now`, not yet
     /// being stopped.
     pub async fn environments_due_to_stop(&self, now: i64) -> Result<Vec<(i64, String)>> {
@@ -435,6 +474,7 @@ impl Store {
             auto_stop_at: row.auto_stop_at,
             branch: row.branch,
             pull_request: row.pull_request,
+            branch_gone: row.branch_gone,
             stop_build_id: row.stop_build_id,
             stopped_at: row.stopped_at,
             created_at: row.created_at,
@@ -481,12 +521,19 @@ mod tests {
             S::Stopping,
             S::Stopped,
             S::StopFailed,
+            S::NotDeployed,
         ]
         .into_iter()
         .filter(|s| s.can_stop())
         .collect();
         assert_eq!(stoppable, [S::Deploying, S::Available, S::Failed]);
         assert_eq!(state(&[(Start, Status::Failure)]), S::Failed);
+        assert_eq!(state(&[(Start, Status::Declined)]), S::NotDeployed);
+        assert_eq!(
+            state(&[(Start, Status::Declined), (Start, Status::Success)]),
+            S::Available,
+            "a declined deployment leaves the one before it up"
+        );
         // A failed redeployment leaves the earlier one up.
         assert_eq!(
             state(&[(Start, Status::Failure), (Start, Status::Success)]),

@@ -13,7 +13,10 @@ use crate::db::{self, FromText, Text, Tx, text_columns};
 use crate::{Event, Result, Status, Store, StoreError};
 
 pub(crate) mod advance;
+pub(crate) mod approvals;
 pub(crate) mod environments;
+
+pub use approvals::{NewProtection, ProtectedEnvironment, StageApproval};
 
 pub(crate) use advance::advance_build;
 
@@ -102,6 +105,10 @@ pub struct Stage {
     pub locks: Vec<String>,
     /// Its pipeline's `concurrency: {limit}`.
     pub concurrency: Option<i64>,
+    /// Who may let it start, when it deploys to a protected environment.
+    pub approval: Option<StageApproval>,
+    /// Who approved or declined it.
+    pub decided_by: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -123,10 +130,13 @@ struct StageRow {
     finished_at: Option<i64>,
     locks: String,
     concurrency: Option<i64>,
+    approval: Option<String>,
+    decided_by: Option<String>,
 }
 
 const STAGE_COLUMNS: &str = "id, build_id, number, name, status, error, depends_on, labels, \
-     platform, backend, runner, created_at, started_at, finished_at, locks, concurrency";
+     platform, backend, runner, created_at, started_at, finished_at, locks, concurrency, \
+     approval, decided_by";
 
 impl TryFrom<StageRow> for Stage {
     type Error = StoreError;
@@ -156,6 +166,13 @@ impl TryFrom<StageRow> for Stage {
             locks: serde_json::from_str(&row.locks)
                 .map_err(|e| StoreError::corrupt("stage locks", e))?,
             concurrency: row.concurrency,
+            approval: row
+                .approval
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| StoreError::corrupt("stage approval", e))?,
+            decided_by: row.decided_by,
         })
     }
 }
@@ -196,6 +213,9 @@ pub struct NewBuild {
     pub fork: bool,
     /// Held as `blocked` until approved (`approve_build`) or declined.
     pub hold: bool,
+    /// Stages (by number) that deploy to a protected environment: each is held as `blocked`
+    /// until one of those named approves it (`approve_stage`) or declines it.
+    pub approvals: BTreeMap<u32, StageApproval>,
     /// The schedule this build is a run of: moved on in the same transaction.
     pub schedule: Option<crate::ScheduleRun>,
 }
@@ -312,15 +332,16 @@ async fn insert_stages(
     tx: &mut Tx,
     build_id: i64,
     plan: &Plan,
-    hold: bool,
+    (hold, approvals): (bool, &BTreeMap<u32, StageApproval>),
     now: i64,
 ) -> Result<(bool, Vec<i64>)> {
     let mut queued = false;
     let mut stage_ids = Vec::with_capacity(plan.stages.len());
     for stage in &plan.stages {
+        let approval = approvals.get(&stage.number).filter(|_| stage.run);
         let stage_status = if !stage.run {
             Status::Skipped
-        } else if hold {
+        } else if hold || approval.is_some() {
             Status::Blocked
         } else if stage.depends_on.is_empty() {
             queued = true;
@@ -331,8 +352,8 @@ async fn insert_stages(
         let stage_id: i64 = db::query_scalar(
             "INSERT INTO stages (build_id, number, name, status, error, depends_on, \
              runs_on, labels, platform, plan, created_at, finished_at, backend, \
-             locks, concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15) RETURNING id",
+             locks, concurrency, approval) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16) RETURNING id",
         )
         .bind(build_id)
         .bind(i64::from(stage.number))
@@ -349,6 +370,7 @@ async fn insert_stages(
         .bind(backend_column(stage.backend))
         .bind(json(&stage.locks))
         .bind(stage.concurrency.map(i64::from))
+        .bind(approval.map(json))
         .fetch_one(&mut *tx)
         .await?;
         stage_ids.push(stage_id);
@@ -403,7 +425,8 @@ impl Store {
         };
         if let Ok(plan) = &new.plan {
             let stage_ids;
-            (queued, stage_ids) = insert_stages(&mut tx, build_id, plan, new.hold, now).await?;
+            (queued, stage_ids) =
+                insert_stages(&mut tx, build_id, plan, (new.hold, &new.approvals), now).await?;
             superseded = environments::record_deployments(
                 &mut tx,
                 new,
@@ -616,7 +639,8 @@ impl Store {
         if changed > 0 {
             db::query(
                 "UPDATE stages SET status = CASE WHEN depends_on = '[]' THEN 'pending' \
-                 ELSE 'waiting' END WHERE build_id = $1 AND status = 'blocked'",
+                 ELSE 'waiting' END WHERE build_id = $1 AND status = 'blocked' \
+                 AND approval IS NULL",
             )
             .bind(build_id)
             .execute(&mut tx)

@@ -104,6 +104,7 @@ pub(crate) async fn try_build_for(
             delivery,
             fork: false,
             hold: false,
+            approvals: Default::default(),
             schedule,
         })
         .await
@@ -624,6 +625,7 @@ mod cases {
                 delivery: None,
                 fork: false,
                 hold: false,
+                approvals: Default::default(),
                 schedule: None,
             })
             .await
@@ -1215,6 +1217,7 @@ steps:
                 delivery: None,
                 fork: false,
                 hold: false,
+                approvals: Default::default(),
                 schedule: None,
             })
             .await

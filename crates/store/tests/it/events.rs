@@ -40,6 +40,7 @@ async fn build(store: &Store, repo_id: i64, hold: bool) -> i64 {
             delivery: None,
             fork: false,
             hold,
+            approvals: Default::default(),
             schedule: None,
         })
         .await
