@@ -169,7 +169,7 @@ pub struct Context {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopping: Option<StoppingEnvironment>,
     /// Set in a build that deploys an earlier build's commit to this environment again
-    /// (a rollback): only the stages deploying there, and those they need, run.
+    /// (a rollback): only the stages deploying there run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redeploy: Option<String>,
 }

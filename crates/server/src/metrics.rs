@@ -1,8 +1,8 @@
 //! `GET /metrics` in Prometheus' text format, and `GET /readyz`. What happened on this
 //! server (webhook deliveries by outcome, lease expiries its reaper found, step durations its
 //! runners reported) is counted here as it happens; what the store holds (builds by status,
-//! the stage queue, runners and their use, the outbox) is counted by the database at each
-//! scrape, so every replica reports the same numbers for those.
+//! the stage queue, runners and their use, the outbox, environments by state) is counted by
+//! the database at each scrape, so every replica reports the same numbers for those.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -181,6 +181,20 @@ async fn render(state: &AppState) -> Result<String, OpError> {
         "Chat messages and commit statuses in the outbox, by state",
         "state",
         &gauges.outbox,
+    );
+    let environments: Vec<(String, i64)> = state
+        .store
+        .environment_states()
+        .await?
+        .into_iter()
+        .map(|(environment, n)| (environment.as_str().to_owned(), n))
+        .collect();
+    family(
+        &mut registry,
+        "gantry_environments",
+        "Environments of every repository, by state (available, stop_failed, ...)",
+        "state",
+        &environments,
     );
     let metrics = &state.metrics;
     registry.register(

@@ -3,7 +3,7 @@
 //! resolves environments and scripts, and refuses what the repository is not trusted to do.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::conditions::{Scope, Skip, StageFacts, evaluate};
 use crate::context::{Context, Event};
@@ -174,8 +174,9 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
     Ok(Plan { stages })
 }
 
-/// In a build that redeploys `environment`, skips every stage but those deploying there and
-/// the ones they depend on (the build a rollback needs, not the whole pipeline again).
+/// In a build that redeploys `environment`, skips every stage but those deploying there: a
+/// rollback runs the deployment again, as GitLab reruns a deploy job, not the tests and
+/// builds that ran before it in the build it comes from.
 fn keep_only_redeploy(stages: &mut [Stage], environment: &str) {
     let deploys_there = |stage: &Stage| {
         stage.run
@@ -184,43 +185,25 @@ fn keep_only_redeploy(stages: &mut [Stage], environment: &str) {
                 .as_ref()
                 .is_some_and(|d| d.action == DeployAction::Start && d.environment == environment)
     };
-    let mut kept: HashSet<String> = stages
+    let deployers: Vec<String> = stages
         .iter()
         .filter(|s| deploys_there(s))
-        .map(|s| s.name.clone())
+        .map(|s| format!("`{}`", s.name))
         .collect();
-    let deployers: Vec<String> = kept.iter().cloned().collect();
-    // Until nothing is added: every stage a deployer needs, however deep.
-    loop {
-        let before = kept.len();
-        for stage in stages.iter() {
-            if kept.contains(&stage.name) {
-                kept.extend(stage.depends_on.iter().cloned());
-            }
-        }
-        if kept.len() == before {
-            break;
-        }
-    }
     let reason = if deployers.is_empty() {
         format!(
             "this build redeploys environment `{environment}`, which no pipeline of this commit deploys to"
         )
     } else {
         format!(
-            "this build redeploys environment `{environment}`: only {} and what it needs run",
-            deployers
-                .iter()
-                .map(|d| format!("`{d}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "this build redeploys environment `{environment}`: only {} runs again",
+            deployers.join(", ")
         )
     };
-    for stage in stages
-        .iter_mut()
-        .filter(|s| s.run && !kept.contains(&s.name))
-    {
-        stage.skip(reason.clone());
+    for stage in stages.iter_mut().filter(|s| !deploys_there(s)) {
+        if stage.run {
+            stage.skip(reason.clone());
+        }
     }
 }
 

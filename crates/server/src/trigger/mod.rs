@@ -538,8 +538,8 @@ pub async fn stop_environment(
 }
 
 /// Deploys what `build` deployed to `environment` there again (a rollback): a new build of
-/// its commit and context in which only the stages deploying there, and those they need,
-/// run. The environment's protection applies to it as to any deployment.
+/// its commit and context in which only the stages deploying there run. The environment's
+/// protection applies to it as to any deployment.
 pub async fn redeploy(
     state: &Arc<AppState>,
     repo: &Repo,

@@ -201,6 +201,21 @@ pub(super) async fn promote(
     )))
 }
 
+/// The Approve and Decline buttons of a stage waiting to deploy to a protected environment.
+pub(super) async fn decide(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((owner, name, number, stage, decision)): Path<(String, String, i64, i64, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, Page> {
+    let Some(decision) = ops::environments::Decision::parse(&decision) else {
+        return Err(not_found().await);
+    };
+    let who = session.actor(&form.csrf)?;
+    ops::environments::decide(&state, who, (&owner, &name), (number, stage), decision).await?;
+    Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
+}
+
 /// The Cancel, Approve and Decline buttons.
 pub(super) async fn act(
     State(state): State<Arc<AppState>>,

@@ -57,6 +57,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/{owner}/{name}/branches", get(branches_page))
         .route("/{owner}/{name}/environments", get(environments_page))
         .route("/{owner}/{name}/environments/stop", post(stop_environment))
+        .route(
+            "/{owner}/{name}/environments/redeploy",
+            post(redeploy_environment),
+        )
+        .route(
+            "/{owner}/{name}/environments/protect",
+            post(protect_environment),
+        )
+        .route(
+            "/{owner}/{name}/environments/unprotect",
+            post(unprotect_environment),
+        )
         .route("/{owner}/{name}/builds", post(manual_build))
         .route(
             "/{owner}/{name}/settings",
@@ -90,6 +102,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/{owner}/{name}/{number}/restart", post(restart))
         .route("/{owner}/{name}/{number}/promote", post(promote))
         .route("/{owner}/{name}/{number}/{action}", post(act))
+        .route(
+            "/{owner}/{name}/{number}/stages/{stage}/{decision}",
+            post(decide),
+        )
         .route("/{owner}/{name}/{number}/{stage}/{step}", get(step_page))
         .fallback(not_found)
 }

@@ -2,6 +2,7 @@
 //! the status badge.
 
 use super::*;
+use gantry_pipeline::plan::DeployAction;
 use gantry_store::MessageState;
 
 // ----- pages ---------------------------------------------------------------------------
@@ -147,6 +148,12 @@ pub(super) struct StageItem {
     /// Why a pending stage has no runner.
     waiting: Option<String>,
     steps: Vec<StepItem>,
+    /// "Deploys to environment `production`", with its URL.
+    deploy: Option<(String, String)>,
+    /// Whether the viewer may approve or decline it now.
+    can_decide: bool,
+    /// "approved by alice", once decided.
+    decided: Option<String>,
 }
 
 /// A stage's steps as pages show them.
@@ -207,8 +214,42 @@ pub(super) async fn build_view(
     } else {
         Vec::new()
     };
+    let deployments = state.store.build_deployments(build.id).await?;
+    let login = session
+        .identity
+        .as_ref()
+        .and_then(|who| who.user.as_ref())
+        .map(|user| user.login.as_str());
     for (stage, steps) in &with_steps {
         let waiting = crate::waiting::reason(state, &runners, &repo, stage).await?;
+        let deploy = deployments.iter().find(|(id, ..)| *id == stage.id).map(
+            |(_, environment, url, action)| {
+                let verb = match action {
+                    DeployAction::Start => "Deploys to",
+                    DeployAction::Stop => "Stops",
+                };
+                // Only an http(s) link becomes an `href`.
+                let url = url.as_deref().and_then(crate::ops::repos::web_link);
+                (
+                    format!("{verb} environment {environment}"),
+                    url.unwrap_or_default().to_owned(),
+                )
+            },
+        );
+        let decided = stage.decided_by.as_ref().map(|by| {
+            let verb = if stage.status == Status::Declined {
+                "declined"
+            } else {
+                "approved"
+            };
+            format!("{verb} by {by}")
+        });
+        let can_decide = stage.status == Status::Blocked
+            && session.identity.is_some()
+            && stage
+                .approval
+                .as_ref()
+                .is_some_and(|approval| approval.allows(login, role));
         stages.push(StageItem {
             number: stage.number,
             name: stage.name.clone(),
@@ -216,6 +257,9 @@ pub(super) async fn build_view(
             error: stage.error.clone(),
             waiting,
             steps: step_items(steps),
+            deploy,
+            can_decide,
+            decided,
         });
     }
     let base = format!("/{}/{}", repo.full_name(), build.number);
@@ -358,6 +402,9 @@ pub(super) async fn step_page(
             status: stage.status.as_str(),
             error: stage.error,
             waiting: None,
+            deploy: None,
+            can_decide: false,
+            decided: None,
         })
         .collect();
     Ok(Page::render(StepTemplate {

@@ -117,17 +117,6 @@ async fn finished_build(server: &TestServer, repo: &str, visibility: Visibility)
     git
 }
 
-async fn set_role(server: &TestServer, repo: &str, login: &str, role: &str) {
-    let response = server
-        .api(
-            Method::PUT,
-            &format!("/repos/acme/{repo}/roles/{login}"),
-            Some(json!({ "role": role })),
-        )
-        .await;
-    assert_eq!(response.status(), 200, "sets {login}'s role on {repo}");
-}
-
 mod cases {
     use super::*;
 
@@ -161,7 +150,7 @@ mod cases {
         ] {
             let token = server.user_with_token(login).await;
             if let Some(role) = role {
-                set_role(&server, "app", login, role).await;
+                server.set_role("app", login, role).await;
             }
             callers.push((login, Some(token)));
         }
@@ -223,7 +212,7 @@ mod cases {
         let spare = spare.json::<Value>().await.expect("json")["id"]
             .as_i64()
             .expect("an id");
-        set_role(&server, "app", "bystander", "read").await;
+        server.set_role("app", "bystander", "read").await;
         let made = server
             .api(
                 Method::POST,
@@ -861,7 +850,7 @@ mod cases {
         assert_eq!(restart(&mona).await.status(), 403);
 
         // A server admin's role wins over GitHub's, until it is removed.
-        set_role(&server, "app", "mona", "write").await;
+        server.set_role("app", "mona", "write").await;
         assert_eq!(restart(&mona).await.status(), 201);
         let removed = server
             .api(Method::DELETE, "/repos/acme/app/roles/mona", None)
@@ -959,8 +948,8 @@ mod cases {
         let stranger = server.user_with_token("stranger").await;
         let reader = server.user_with_token("reader").await;
         let writer = server.user_with_token("writer").await;
-        set_role(&server, "closed", "reader", "read").await;
-        set_role(&server, "closed", "writer", "write").await;
+        server.set_role("closed", "reader", "read").await;
+        server.set_role("closed", "writer", "write").await;
 
         // The API: listings and reads.
         for (who, token, sees) in [

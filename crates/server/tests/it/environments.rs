@@ -1,7 +1,9 @@
 //! Environments through a server, on both databases: a push to `feature/x` deploys
 //! `review/feature-x` (its stage is given the environment's variables), the branch's
 //! deletion runs `teardown` once from the deployed commit however often it is delivered,
-//! and a writer stops an environment without `on_stop` from the API, once.
+//! and a writer stops an environment without `on_stop` from the API, once. A protected
+//! environment holds its deployments for its approvers, keeps them to its branches, keeps its
+//! secrets from other stages, and an earlier deployment is redeployed from its own commit.
 
 use gantry_test_support::{GitRepo, webhook};
 use reqwest::Method;
@@ -13,7 +15,55 @@ use crate::support::TestServer;
 on_both!(
     a_branchs_review_app_is_deployed_and_torn_down_once,
     a_closed_pull_request_and_auto_stop_in_stop_environments,
+    a_protected_environment_waits_for_its_approvers_and_redeploys,
 );
+
+const PRODUCTION: &str = "\
+kind: pipeline
+name: test
+steps:
+  - name: unit
+    image: busybox
+    environment:
+      KEY: {from_secret: prod_key}
+    commands: [true]
+---
+kind: pipeline
+name: production
+depends_on: [test]
+deploy: {environment: production, url: https://app.example.com}
+steps:
+  - name: ship
+    image: busybox
+    environment:
+      KEY: {from_secret: prod_key}
+    commands: [true]
+";
+
+/// The stage of build `number` named `name`, as the API shows it.
+async fn stage_of(server: &TestServer, number: u64, name: &str) -> Value {
+    let build = server.wait_build("app", number).await;
+    build["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("build #{number} has stage {name}: {build}"))
+}
+
+/// Waits until stage `name` of build `number` is `status`.
+async fn wait_stage(server: &TestServer, number: u64, name: &str, status: &str) -> Value {
+    let mut stage = Value::Null;
+    for _ in 0..200 {
+        stage = stage_of(server, number, name).await;
+        if stage["status"] == status {
+            return stage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("stage {name} of #{number} never became {status}: {stage}");
+}
 
 const PULL_REQUESTS: &str = "\
 kind: pipeline
@@ -115,6 +165,23 @@ async fn environment(server: &TestServer, name: &str) -> Value {
         .into_iter()
         .find(|e| e["name"] == name)
         .unwrap_or_else(|| panic!("environment {name} is listed"))
+}
+
+/// The holder of `token` approves or declines stage `stage` of build `number`.
+async fn decide(
+    server: &TestServer,
+    token: &str,
+    (number, stage): (u64, u64),
+    decision: &str,
+) -> reqwest::Response {
+    server
+        .api_as(
+            Some(token),
+            Method::POST,
+            &format!("/repos/acme/app/builds/{number}/stages/{stage}/{decision}"),
+            None,
+        )
+        .await
 }
 
 mod cases {
@@ -297,5 +364,215 @@ mod cases {
         clock.set(start + 3_700_000);
         let stopped = wait_state(&server, "staging", "stopped").await;
         assert!(stopped["auto_stop_at"].is_null(), "{stopped}");
+    }
+
+    pub async fn a_protected_environment_waits_for_its_approvers_and_redeploys(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let first = git.commit(&[(".gantry.yml", PRODUCTION)], "first");
+        server.add_repo("app", &git).await;
+        let alice = server.user_with_token("alice").await;
+        let bob = server.user_with_token("bob").await;
+        server.set_role("app", "alice", "read").await;
+        server.set_role("app", "bob", "write").await;
+        let rule = server
+            .api(
+                Method::PUT,
+                "/repos/acme/app/environments/protected",
+                Some(
+                    json!({"pattern": "production", "approvers": ["alice"], "branches": ["main"]}),
+                ),
+            )
+            .await;
+        assert_eq!(rule.status(), 200);
+        let secret = server
+            .api(
+                Method::POST,
+                "/repos/acme/app/secrets",
+                Some(json!({"name": "prod_key", "value": "s3cret-prod", "environment": "production"})),
+            )
+            .await;
+        assert_eq!(secret.status(), 201);
+
+        // From another branch: production is not deployed to, and says why.
+        let push = |branch: &str, sha: &str, delivery: &str| {
+            let payload = webhook::push("acme/app", branch, sha, "a change");
+            let delivery = delivery.to_owned();
+            let server = &server;
+            async move { server.deliver("push", &delivery, &payload).await.status() }
+        };
+        assert_eq!(push("feature/x", &first, "d-1").await, 202);
+        let skipped = stage_of(&server, 1, "production").await;
+        assert_eq!(skipped["status"], "skipped");
+        assert_eq!(
+            skipped["error"],
+            "environment `production` is protected: only branches `main` deploy to it, not `feature/x`"
+        );
+        let (runner, test) = server.claim("r1").await;
+        assert_eq!(test.stage.name, "test");
+        runner.pass(&test).await;
+        server.wait_finished("app", 1).await;
+
+        // From main: the deployment waits for alice, after its tests.
+        assert_eq!(push("main", &first, "d-2").await, 202);
+        let (runner, test) = server.claim("r1").await;
+        assert_eq!(test.stage.name, "test");
+        assert!(
+            !test.secrets.contains_key("prod_key"),
+            "only the deployment gets it"
+        );
+        assert!(
+            test.withheld_secrets["prod_key"].contains("kept for environment `production`"),
+            "{:?}",
+            test.withheld_secrets
+        );
+        runner.pass(&test).await;
+        let held = wait_stage(&server, 2, "production", "blocked").await;
+        assert_eq!(
+            held["waiting"],
+            "waiting for approval by alice to deploy to environment `production` (Approve on the build page, or `gantry env approve`)"
+        );
+        assert_eq!(held["deploy"]["environment"], "production");
+        assert_eq!(held["deploy"]["url"], "https://app.example.com");
+        assert_eq!(
+            environment(&server, "production").await["state"],
+            "deploying"
+        );
+        assert!(
+            server
+                .runner("r1")
+                .request(std::time::Duration::from_millis(300))
+                .await
+                .is_none(),
+            "nothing runs before the approval"
+        );
+        // bob may write to the repository, but is not an approver; the stage is numbered 2.
+        let refused = decide(&server, &bob, (2, 2), "approve").await;
+        assert_eq!(refused.status(), 403);
+        let refused = refused.text().await.expect("body");
+        assert!(
+            refused.contains(
+                "only alice may approve or decline deployments to environment `production`"
+            ),
+            "{refused}"
+        );
+        let approved = decide(&server, &alice, (2, 2), "approve").await;
+        assert_eq!(approved.status(), 200);
+        assert_eq!(
+            decide(&server, &alice, (2, 2), "approve").await.status(),
+            409,
+            "approved once"
+        );
+        let (runner, ship) = server.claim("r1").await;
+        assert_eq!(ship.stage.name, "production");
+        assert_eq!(ship.secrets["prod_key"], "s3cret-prod");
+        runner.pass(&ship).await;
+        let done = server.wait_finished("app", 2).await;
+        assert_eq!(done["status"], "success");
+        let shipped = stage_of(&server, 2, "production").await;
+        assert_eq!(shipped["approval"]["decided_by"], "alice");
+        let production = wait_state(&server, "production", "available").await;
+        assert_eq!(production["deployments"][0]["commit"], first.as_str());
+
+        // A second commit is approved and deployed; a third is declined.
+        let second = git.commit(&[("README", "two")], "second");
+        assert_eq!(push("main", &second, "d-3").await, 202);
+        let (runner, test) = server.claim("r1").await;
+        runner.pass(&test).await;
+        wait_stage(&server, 3, "production", "blocked").await;
+        assert_eq!(
+            decide(&server, &alice, (3, 2), "approve").await.status(),
+            200
+        );
+        let (runner, ship) = server.claim("r1").await;
+        runner.pass(&ship).await;
+        server.wait_finished("app", 3).await;
+        let third = git.commit(&[("README", "three")], "third");
+        assert_eq!(push("main", &third, "d-4").await, 202);
+        let (runner, test) = server.claim("r1").await;
+        runner.pass(&test).await;
+        wait_stage(&server, 4, "production", "blocked").await;
+        assert_eq!(
+            decide(&server, &alice, (4, 2), "decline").await.status(),
+            200
+        );
+        let declined = server.wait_finished("app", 4).await;
+        assert_eq!(declined["status"], "declined");
+        let stage = stage_of(&server, 4, "production").await;
+        assert_eq!(stage["status"], "declined");
+        assert_eq!(stage["error"], "declined by alice");
+        let production = environment(&server, "production").await;
+        assert_eq!(production["state"], "available", "{production}");
+        assert_eq!(production["deployments"][0]["status"], "declined");
+        assert_eq!(production["deployments"][1]["commit"], second.as_str());
+
+        // Redeploy the first deployment (a rollback): its commit, only the deployment, and
+        // still for alice to approve.
+        let readers_may_not = server
+            .api_as(
+                Some(&alice),
+                Method::POST,
+                "/repos/acme/app/environments/redeploy",
+                Some(json!({"name": "production", "build": 2})),
+            )
+            .await;
+        assert_eq!(readers_may_not.status(), 403, "redeploying needs write");
+        let declined_one = server
+            .api(
+                Method::POST,
+                "/repos/acme/app/environments/redeploy",
+                Some(json!({"name": "production", "build": 4})),
+            )
+            .await;
+        assert_eq!(
+            declined_one.status(),
+            409,
+            "only a deployment that succeeded"
+        );
+        let redeployed = server
+            .api_as(
+                Some(&bob),
+                Method::POST,
+                "/repos/acme/app/environments/redeploy",
+                Some(json!({"name": "production", "build": 2})),
+            )
+            .await;
+        assert_eq!(redeployed.status(), 201);
+        let redeployed: Value = redeployed.json().await.expect("json");
+        assert_eq!(redeployed["number"], 5);
+        assert_eq!(redeployed["commit"], first.as_str());
+        let test = stage_of(&server, 5, "test").await;
+        assert_eq!(test["status"], "skipped");
+        assert_eq!(
+            test["error"],
+            "this build redeploys environment `production`: only `production` runs again"
+        );
+        // Its tests passed in build 2; the deployment is all that runs again.
+        wait_stage(&server, 5, "production", "blocked").await;
+        assert_eq!(
+            decide(&server, &alice, (5, 2), "approve").await.status(),
+            200
+        );
+        let (runner, ship) = server.claim("r1").await;
+        assert_eq!(ship.stage.name, "production");
+        runner.pass(&ship).await;
+        server.wait_finished("app", 5).await;
+        let production = wait_state(&server, "production", "available").await;
+        assert_eq!(production["deployments"][0]["build"], 5);
+        assert_eq!(production["deployments"][0]["commit"], first.as_str());
+
+        let metrics = server
+            .http
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("gantry_environments{state=\"available\"} 1"),
+            "{metrics}"
+        );
     }
 }

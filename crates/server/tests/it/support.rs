@@ -190,6 +190,18 @@ impl TestServer {
         response.json().await.expect("json")
     }
 
+    /// Gives user `login` `role` on `acme/<repo>` (as a server admin sets it).
+    pub async fn set_role(&self, repo: &str, login: &str, role: &str) {
+        let response = self
+            .api(
+                reqwest::Method::PUT,
+                &format!("/repos/acme/{repo}/roles/{login}"),
+                Some(serde_json::json!({ "role": role })),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "sets {login}'s role on {repo}");
+    }
+
     /// Adds user `login` (through the API, as the admin) with a token of theirs.
     pub async fn user_with_token(&self, login: &str) -> String {
         let added = self

@@ -30,6 +30,16 @@ pub enum EnvironmentState {
 }
 
 impl EnvironmentState {
+    pub const ALL: [EnvironmentState; 7] = [
+        Self::Deploying,
+        Self::Available,
+        Self::Failed,
+        Self::Stopping,
+        Self::Stopped,
+        Self::StopFailed,
+        Self::NotDeployed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deploying => "deploying",
@@ -149,6 +159,7 @@ const ENVIRONMENT_COLUMNS: &str = "id, repo_id, name, slug, url, on_stop, auto_s
 #[derive(Debug, sqlx::FromRow)]
 struct DeploymentRow {
     id: i64,
+    environment_id: i64,
     build_id: i64,
     build_number: i64,
     stage_id: i64,
@@ -399,7 +410,8 @@ impl Store {
         .await
     }
 
-    /// A repository's environments, by name, each with its state and latest deployments.
+    /// A repository's environments, by name, each with its state and latest deployments:
+    /// two queries, however many environments.
     pub async fn environments(&self, repo_id: i64) -> Result<Vec<Environment>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ENVIRONMENT_COLUMNS} FROM environments WHERE repo_id = $1 ORDER BY name"
@@ -408,11 +420,16 @@ impl Store {
             .bind(repo_id)
             .fetch_all(&self.pool)
             .await?;
-        let mut environments = Vec::with_capacity(rows.len());
-        for row in rows {
-            environments.push(self.with_deployments(row).await?);
-        }
-        Ok(environments)
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{DEPLOYMENTS} WHERE e.repo_id = $1) ranked WHERE recency <= $2 \
+             ORDER BY environment_id, id DESC"
+        ));
+        let deployments = db::query_as::<DeploymentRow>(sql)
+            .bind(repo_id)
+            .bind(HISTORY)
+            .fetch_all(&self.pool)
+            .await?;
+        with_deployments(rows, deployments)
     }
 
     /// One environment of a repository, by name.
@@ -420,66 +437,115 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ENVIRONMENT_COLUMNS} FROM environments WHERE repo_id = $1 AND name = $2"
         ));
-        let row = db::query_as::<EnvironmentRow>(sql)
+        let Some(row) = db::query_as::<EnvironmentRow>(sql)
             .bind(repo_id)
             .bind(name)
             .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{DEPLOYMENTS} WHERE e.id = $1) ranked WHERE recency <= $2 ORDER BY id DESC"
+        ));
+        let deployments = db::query_as::<DeploymentRow>(sql)
+            .bind(row.id)
+            .bind(HISTORY)
+            .fetch_all(&self.pool)
             .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_deployments(row).await?)),
-            None => Ok(None),
-        }
+        Ok(with_deployments(vec![row], deployments)?.pop())
     }
 
-    async fn with_deployments(&self, row: EnvironmentRow) -> Result<Environment> {
-        let deployments: Vec<Deployment> = db::query_as::<DeploymentRow>(
-            "SELECT d.id, d.build_id, b.number AS build_number, d.stage_id, d.action, \
-             s.status, d.url, d.commit_sha, d.branch, d.author, d.created_at, s.finished_at \
-             FROM deployments d JOIN stages s ON s.id = d.stage_id \
-             JOIN builds b ON b.id = d.build_id \
-             WHERE d.environment_id = $1 ORDER BY d.id DESC LIMIT $2",
-        )
-        .bind(row.id)
-        .bind(HISTORY)
-        .fetch_all(&self.pool)
-        .await?
+    /// How many environments of every repository are in each state (`/metrics`).
+    pub async fn environment_states(&self) -> Result<Vec<(EnvironmentState, i64)>> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {ENVIRONMENT_COLUMNS} FROM environments"));
+        let rows = db::query_as::<EnvironmentRow>(sql)
+            .fetch_all(&self.pool)
+            .await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{DEPLOYMENTS}) ranked WHERE recency <= $1 ORDER BY environment_id, id DESC"
+        ));
+        let deployments = db::query_as::<DeploymentRow>(sql)
+            .bind(HISTORY)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(EnvironmentState, i64)> =
+            EnvironmentState::ALL.iter().map(|s| (*s, 0)).collect();
+        for environment in with_deployments(rows, deployments)? {
+            if let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == environment.state) {
+                *n += 1;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Each environment's newest deployments (at most [`HISTORY`] each, by recency), to be closed
+/// with `WHERE ...) ranked WHERE recency <= $N`.
+const DEPLOYMENTS: &str = "SELECT * FROM (SELECT d.id, d.environment_id, d.build_id, \
+     b.number AS build_number, d.stage_id, d.action, s.status, d.url, d.commit_sha, d.branch, \
+     d.author, d.created_at, s.finished_at, \
+     ROW_NUMBER() OVER (PARTITION BY d.environment_id ORDER BY d.id DESC) AS recency \
+     FROM deployments d JOIN stages s ON s.id = d.stage_id \
+     JOIN builds b ON b.id = d.build_id JOIN environments e ON e.id = d.environment_id";
+
+/// The environments with their deployments (newest first within each), and their states.
+fn with_deployments(
+    rows: Vec<EnvironmentRow>,
+    deployments: Vec<DeploymentRow>,
+) -> Result<Vec<Environment>> {
+    let mut by_environment: std::collections::HashMap<i64, Vec<Deployment>> =
+        std::collections::HashMap::new();
+    for row in deployments {
+        by_environment
+            .entry(row.environment_id)
+            .or_default()
+            .push(Deployment::try_from(row)?);
+    }
+    Ok(rows
         .into_iter()
-        .map(Deployment::try_from)
-        .collect::<Result<_>>()?;
-        let newest = deployments.first().map(|d| d.created_at);
-        let state = if row
-            .stopped_at
-            .is_some_and(|at| newest.is_none_or(|n| at >= n))
-        {
-            EnvironmentState::Stopped
-        } else if row.stop_build_id.is_some_and(|stop| {
-            !deployments
-                .iter()
-                .any(|d| d.action == DeployAction::Stop && d.build_id == stop)
-        }) {
-            // Its stop build errored before it could run the `on_stop` pipeline.
-            EnvironmentState::StopFailed
-        } else {
-            EnvironmentState::of(&deployments)
-        };
-        Ok(Environment {
-            state,
-            deployments,
-            id: row.id,
-            repo_id: row.repo_id,
-            name: row.name,
-            slug: row.slug,
-            url: row.url,
-            on_stop: row.on_stop,
-            auto_stop_at: row.auto_stop_at,
-            branch: row.branch,
-            pull_request: row.pull_request,
-            branch_gone: row.branch_gone,
-            stop_build_id: row.stop_build_id,
-            stopped_at: row.stopped_at,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+        .map(|row| {
+            let deployments = by_environment.remove(&row.id).unwrap_or_default();
+            let state = state_of(&row, &deployments);
+            Environment {
+                state,
+                deployments,
+                id: row.id,
+                repo_id: row.repo_id,
+                name: row.name,
+                slug: row.slug,
+                url: row.url,
+                on_stop: row.on_stop,
+                auto_stop_at: row.auto_stop_at,
+                branch: row.branch,
+                pull_request: row.pull_request,
+                branch_gone: row.branch_gone,
+                stop_build_id: row.stop_build_id,
+                stopped_at: row.stopped_at,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            }
         })
+        .collect())
+}
+
+/// Where an environment stands: marked stopped without a pipeline, a stop build that errored
+/// before its `on_stop` pipeline could run, or what its deployments say.
+fn state_of(row: &EnvironmentRow, deployments: &[Deployment]) -> EnvironmentState {
+    let newest = deployments.first().map(|d| d.created_at);
+    if row
+        .stopped_at
+        .is_some_and(|at| newest.is_none_or(|n| at >= n))
+    {
+        EnvironmentState::Stopped
+    } else if row.stop_build_id.is_some_and(|stop| {
+        !deployments
+            .iter()
+            .any(|d| d.action == DeployAction::Stop && d.build_id == stop)
+    }) {
+        EnvironmentState::StopFailed
+    } else {
+        EnvironmentState::of(deployments)
     }
 }
 
