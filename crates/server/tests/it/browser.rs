@@ -588,3 +588,93 @@ async fn an_environment_is_stopped_from_its_page() {
     browser.stop().await;
     server.stop().await;
 }
+
+/// A deployment to a protected environment waits on the build page for its approver, who
+/// approves one build's and declines the next one's there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_is_approved_and_declined_from_the_build_page() {
+    let dir = TempDir::new("browser-approvals");
+    let server = TestServer::start(&dir.path().join("gantry.db").to_string_lossy()).await;
+    let git = GitRepo::new();
+    let first = git.commit(
+        &[(
+            ".gantry.yml",
+            "kind: pipeline\nname: production\ndeploy: {environment: production, url: \"https://app.example.com\"}\nsteps:\n  - name: ship\n    image: busybox\n    commands: [true]\n",
+        )],
+        "first",
+    );
+    server.add_repo("app", &git).await;
+    let alice = server.user_with_token("alice").await;
+    server.set_role("app", "alice", "read").await;
+    let rule = server
+        .api(
+            reqwest::Method::PUT,
+            "/repos/acme/app/environments/protected",
+            Some(json!({"pattern": "production", "approvers": ["alice"]})),
+        )
+        .await;
+    assert_eq!(rule.status(), 200);
+    let push = |sha: &str, delivery: &str| {
+        let payload = webhook::push("acme/app", "main", sha, "a change");
+        let delivery = delivery.to_owned();
+        let server = &server;
+        async move { server.deliver("push", &delivery, &payload).await.status() }
+    };
+    assert_eq!(push(&first, "d-1").await, 202);
+    server.wait_build("app", 1).await;
+
+    let browser = Browser::start().await;
+    sign_in_with(&browser, &server, &alice).await;
+    browser.open(&format!("{}/acme/app/1", server.url)).await;
+    browser
+        .until(
+            "the stage, held for alice",
+            "(document.querySelector('.stage[data-stage=\"1\"] .stage-waiting') || {}).textContent === 'waiting for approval by alice to deploy to environment `production` (Approve on the build page, or `gantry env approve`)' && document.querySelector('.stage[data-stage=\"1\"] .stage-deploy a[href=\"https://app.example.com\"]') !== null",
+        )
+        .await;
+    browser.screenshot(&shots(), "approval").await;
+    browser
+        .click(".stage[data-stage=\"1\"] button.approve-deployment")
+        .await;
+    browser
+        .until(
+            "the build page again, approved by alice",
+            "location.pathname === '/acme/app/1' && (document.querySelector('.stage[data-stage=\"1\"] .stage-decided') || {}).textContent === 'approved by alice' && document.querySelector('button.approve-deployment') === null",
+        )
+        .await;
+    let (runner, ship) = server.claim("r1").await;
+    assert_eq!(ship.stage.name, "production");
+    runner.pass(&ship).await;
+    assert_eq!(server.wait_finished("app", 1).await["status"], "success");
+
+    let second = git.commit(&[("README", "two")], "second");
+    assert_eq!(push(&second, "d-2").await, 202);
+    server.wait_build("app", 2).await;
+    browser.open(&format!("{}/acme/app/2", server.url)).await;
+    browser
+        .until(
+            "the second deployment, held",
+            "document.querySelector('.stage[data-stage=\"1\"] button.decline-deployment') !== null",
+        )
+        .await;
+    browser
+        .click(".stage[data-stage=\"1\"] button.decline-deployment")
+        .await;
+    browser
+        .until(
+            "the build, declined by alice",
+            "location.pathname === '/acme/app/2' && (document.querySelector('.stage[data-stage=\"1\"] .stage-decided') || {}).textContent === 'declined by alice'",
+        )
+        .await;
+    assert_eq!(server.wait_finished("app", 2).await["status"], "declined");
+    assert!(
+        server
+            .runner("r1")
+            .request(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the declined deployment never runs"
+    );
+    browser.stop().await;
+    server.stop().await;
+}
