@@ -28,3 +28,6 @@ ALTER TABLE secrets ADD COLUMN environment TEXT;
 
 -- The branch an environment was last deployed from was deleted, or its pull request closed.
 ALTER TABLE environments ADD COLUMN branch_gone BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- The GitHub deployment a deployment was reported as (its id on GitHub), once created.
+ALTER TABLE deployments ADD COLUMN github_id BIGINT;

@@ -134,6 +134,12 @@ impl GitHubClient {
         Ok((user.login, user.id))
     }
 
+    /// Where a repository's deployments are created; their statuses go to
+    /// `{this}/{id}/statuses`.
+    pub fn deployments_url(&self, owner: &str, name: &str) -> String {
+        format!("{}/repos/{owner}/{name}/deployments", self.api)
+    }
+
     /// Where a commit's statuses are posted.
     pub fn status_url(&self, owner: &str, name: &str, commit: &str) -> String {
         format!("{}/repos/{owner}/{name}/statuses/{commit}", self.api)

@@ -159,13 +159,15 @@ pub async fn build_detail(
     let deployments = state.store.build_deployments(found.id).await?;
     for (row, steps) in rows {
         let waiting = crate::waiting::reason(state, &seen, repo, &row).await?;
-        let deploy = deployments.iter().find(|(stage, ..)| *stage == row.id).map(
-            |(_, environment, url, action)| gantry_api::StageDeploy {
-                environment: environment.clone(),
-                url: url.clone(),
-                action: action.as_str().to_owned(),
-            },
-        );
+        let deploy =
+            deployments
+                .iter()
+                .find(|d| d.stage_id == row.id)
+                .map(|d| gantry_api::StageDeploy {
+                    environment: d.environment.clone(),
+                    url: d.url.clone(),
+                    action: d.action.as_str().to_owned(),
+                });
         stages.push(gantry_api::Stage {
             waiting,
             deploy,

@@ -97,7 +97,7 @@ mod tokens;
 mod users;
 
 pub use builds::environments::{
-    Deployment, Environment, EnvironmentState, HISTORY as ENVIRONMENT_HISTORY,
+    BuildDeployment, Deployment, Environment, EnvironmentState, HISTORY as ENVIRONMENT_HISTORY,
 };
 pub use builds::{
     Build, BuildFilter, NewBuild, NewProtection, ProtectedEnvironment, Stage, StageApproval, Step,

@@ -82,6 +82,9 @@ const TARGET_COLUMNS: &str = "id, repo_id, kind, url, rules, branches, events, c
 pub enum MessageKind {
     /// A commit status, posted to the GitHub API gantry is configured with.
     GithubStatus,
+    /// A deployment status on GitHub (the deployment created first when it has none yet),
+    /// posted to the GitHub API gantry is configured with.
+    GithubDeployment,
     /// A chat message, posted to an address a repository or server admin chose.
     Chat(ChatKind),
 }
@@ -90,6 +93,7 @@ impl MessageKind {
     pub fn as_str(self) -> &'static str {
         match self {
             MessageKind::GithubStatus => "github_status",
+            MessageKind::GithubDeployment => "github_deployment",
             MessageKind::Chat(kind) => kind.as_str(),
         }
     }
@@ -101,8 +105,11 @@ impl TryFrom<String> for MessageKind {
         if value == MessageKind::GithubStatus.as_str() {
             return Ok(MessageKind::GithubStatus);
         }
+        if value == MessageKind::GithubDeployment.as_str() {
+            return Ok(MessageKind::GithubDeployment);
+        }
         value.parse().map(MessageKind::Chat).map_err(|_| {
-            format!("unknown message kind `{value}`: expected github_status or a chat service")
+            format!("unknown message kind `{value}`: expected github_status, github_deployment or a chat service")
         })
     }
 }

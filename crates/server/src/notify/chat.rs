@@ -2,6 +2,7 @@
 //! (Slack, Discord, Teams, Google Chat, Mattermost, a plain webhook).
 
 use gantry_pipeline::model::ChatKind;
+use gantry_pipeline::plan::DeployAction;
 
 use super::*;
 
@@ -22,6 +23,8 @@ pub struct Report {
     pub failing: Option<(String, String)>,
     /// Its last lines, masked as every log is.
     pub tail: Vec<String>,
+    /// What it did to environments: "deployed to production (https://...)".
+    pub environments: Vec<String>,
 }
 
 /// Lines of the failing step's log a message carries.
@@ -52,6 +55,28 @@ impl Report {
                 .map(|l| plain(&l.text))
                 .collect();
         }
+        let mut environments = Vec::new();
+        for deployment in state.store.build_deployments(build.id).await? {
+            let Some((stage, _)) = stages.iter().find(|(s, _)| s.id == deployment.stage_id) else {
+                continue;
+            };
+            let env = &deployment.environment;
+            let url = deployment
+                .url
+                .as_ref()
+                .map_or(String::new(), |u| format!(" ({u})"));
+            environments.push(match (deployment.action, stage.status) {
+                (DeployAction::Start, Status::Success) => format!("deployed to {env}{url}"),
+                (DeployAction::Start, Status::Declined) => {
+                    format!("deployment to {env} declined")
+                }
+                (DeployAction::Start, Status::Skipped) => continue,
+                (DeployAction::Start, status) => format!("deployment to {env}: {status}"),
+                (DeployAction::Stop, Status::Success) => format!("stopped {env}"),
+                (DeployAction::Stop, Status::Skipped) => continue,
+                (DeployAction::Stop, status) => format!("stopping {env}: {status}"),
+            });
+        }
         let reference = match (&build.tag, build.pull_request) {
             (Some(tag), _) => format!("tag {tag}"),
             (None, Some(pr)) => format!("pull request #{pr} ({})", build.branch),
@@ -81,6 +106,7 @@ impl Report {
             link,
             failing,
             tail,
+            environments,
         })
     }
 
@@ -98,6 +124,7 @@ impl Report {
             link: state.config.server_url.clone(),
             failing: None,
             tail: Vec::new(),
+            environments: Vec::new(),
         }
     }
 
@@ -110,10 +137,15 @@ impl Report {
     }
 
     pub(super) fn details(&self) -> String {
-        format!(
+        let mut details = format!(
             "{} · {} {} · by {} · {}",
             self.reference, self.commit, self.message, self.author, self.duration
-        )
+        );
+        for environment in &self.environments {
+            details.push_str(" · ");
+            details.push_str(environment);
+        }
+        details
     }
 
     pub(super) fn tail_block(&self) -> String {
@@ -138,6 +170,9 @@ pub fn chat_body(kind: ChatKind, report: &Report) -> Value {
                 json!({"name": "Author", "value": report.author, "inline": true}),
                 json!({"name": "Duration", "value": report.duration, "inline": true}),
             ];
+            if !report.environments.is_empty() {
+                fields.push(json!({"name": "Environments", "value": report.environments.join("\n"), "inline": false}));
+            }
             if let Some((url, name)) = &report.failing {
                 fields.push(json!({"name": "Failing step", "value": format!("[{name}]({url})"), "inline": false}));
             }
@@ -158,14 +193,20 @@ pub fn chat_body(kind: ChatKind, report: &Report) -> Value {
             })
         }
         ChatKind::Teams => {
+            let mut facts = vec![
+                json!({"title": "Ref", "value": report.reference}),
+                json!({"title": "Commit", "value": format!("{} {}", report.commit, report.message)}),
+                json!({"title": "Author", "value": report.author}),
+                json!({"title": "Duration", "value": report.duration}),
+            ];
+            if !report.environments.is_empty() {
+                facts.push(
+                    json!({"title": "Environments", "value": report.environments.join("; ")}),
+                );
+            }
             let mut body = vec![
                 json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": report.headline, "wrap": true}),
-                json!({"type": "FactSet", "facts": [
-                    {"title": "Ref", "value": report.reference},
-                    {"title": "Commit", "value": format!("{} {}", report.commit, report.message)},
-                    {"title": "Author", "value": report.author},
-                    {"title": "Duration", "value": report.duration},
-                ]}),
+                json!({"type": "FactSet", "facts": facts}),
             ];
             if !report.tail.is_empty() {
                 body.push(json!({"type": "TextBlock", "text": report.tail.join("\n"), "fontType": "Monospace", "wrap": true}));

@@ -1,11 +1,12 @@
 //! Notifications, outside every build's critical path: a worker finds builds whose status
 //! changed since they were last notified, writes the messages they call for into the
-//! outbox (commit statuses on GitHub; chat messages for a build's end, per target and rule),
-//! and sends what is due, retrying with backoff. Whatever fails is kept on the build and
-//! never changes its result.
+//! outbox (commit statuses and deployments on GitHub; chat messages for a build's end, per
+//! target and rule), and sends what is due, retrying with backoff. Whatever fails is kept on
+//! the build and never changes its result.
 //!
 //! Here: the worker and what a change calls for (detection, targets and rules); `github`
-//! makes commit statuses, `chat` each service's message, `outbox` sends them.
+//! makes commit statuses and deployment statuses, `chat` each service's message, `outbox`
+//! sends them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ mod github;
 mod outbox;
 
 pub use chat::{Report, chat_body};
-use github::{github_state, github_statuses};
+use github::{github_deployments, github_state, github_statuses};
 pub use outbox::host_of;
 use outbox::send_due;
 
@@ -134,17 +135,40 @@ async fn messages_for(
         // Pending once (the first news of a build, even one that ended before the
         // notifier saw it: then pending comes first), the final states once.
         let any_ran = stages.iter().any(|(s, _)| s.status != Status::Skipped);
+        let deployments = if build.fork {
+            Vec::new()
+        } else {
+            state.store.build_deployments(build.id).await?
+        };
         if !before && build.status.is_final() && any_ran {
-            messages.extend(github_statuses(
+            let pending = Some(Status::Pending);
+            messages.extend(github_statuses(state, repo, build, &stages, pending));
+            let started: Vec<_> = deployments
+                .iter()
+                .filter(|d| {
+                    stages
+                        .iter()
+                        .any(|(s, _)| s.id == d.stage_id && s.status != Status::Skipped)
+                })
+                .cloned()
+                .collect();
+            messages.extend(github_deployments(
                 state,
                 repo,
                 build,
-                &stages,
-                Some(Status::Pending),
+                (&stages, &started),
+                Some(Status::Running),
             ));
         }
         if build.status.is_final() || !before {
             messages.extend(github_statuses(state, repo, build, &stages, None));
+            messages.extend(github_deployments(
+                state,
+                repo,
+                build,
+                (&stages, &deployments),
+                None,
+            ));
         }
     }
     if build.status.is_final() {

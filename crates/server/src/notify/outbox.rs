@@ -53,59 +53,160 @@ pub(super) fn backoff(base: Duration, attempts: i64) -> Duration {
     (base * factor).min(Duration::from_secs(600))
 }
 
-/// Posts one message. `Err` carries the reason and, when worth trying again, after how long.
-pub(super) async fn send(
-    state: &AppState,
-    message: &OutboxMessage,
-) -> Result<(), (String, Option<Duration>)> {
+/// Why a message was not sent and, when worth trying again, after how long.
+type Failed = (String, Option<Duration>);
+
+/// Posts one message.
+pub(super) async fn send(state: &AppState, message: &OutboxMessage) -> Result<(), Failed> {
     let url = match message.url.strip_prefix(SECRET_URL) {
         Some(secret) => secret_url(state, message.build_id, secret)
             .await
             .map_err(|e| (e, None))?,
         None => message.url.clone(),
     };
-    // Commit statuses go to the configured GitHub API; every other target was chosen by a
-    // repository's admin or a pipeline file, and goes through the guarded client.
-    let client = if message.kind == MessageKind::GithubStatus {
-        &state.http
-    } else {
-        let parsed = reqwest::Url::parse(&url).map_err(|_| {
-            (
-                format!("{} is not a valid URL", host_of(&message.url)),
+    match message.kind {
+        // Commit statuses and deployments go to the configured GitHub API with its token.
+        MessageKind::GithubStatus => {
+            let token = github_token_of(state, message).await?;
+            post(
+                state,
+                message,
+                (&state.http, &url),
+                &message.body,
+                Some(&token),
+            )
+            .await?;
+            Ok(())
+        }
+        MessageKind::GithubDeployment => send_deployment(state, message, &url).await,
+        // Every other target was chosen by a repository's admin or a pipeline file, and goes
+        // through the guarded client.
+        MessageKind::Chat(_) => {
+            let parsed = reqwest::Url::parse(&url).map_err(|_| {
+                (
+                    format!("{} is not a valid URL", host_of(&message.url)),
+                    None,
+                )
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err((
+                    format!("{} is not an http(s) URL", host_of(&message.url)),
+                    None,
+                ));
+            }
+            state
+                .config
+                .outbound
+                .check_url(&parsed)
+                .map_err(|refusal| (refusal.to_string(), None))?;
+            post(
+                state,
+                message,
+                (&state.outbound_http, &url),
+                &message.body,
                 None,
             )
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err((
-                format!("{} is not an http(s) URL", host_of(&message.url)),
-                None,
-            ));
+            .await?;
+            Ok(())
         }
-        state
-            .config
-            .outbound
-            .check_url(&parsed)
-            .map_err(|refusal| (refusal.to_string(), None))?;
-        &state.outbound_http
+    }
+}
+
+async fn github_token_of(state: &AppState, message: &OutboxMessage) -> Result<String, Failed> {
+    let token = match message.build_id {
+        Some(build) => github_token(state, build).await,
+        None => None,
     };
+    token.ok_or_else(|| {
+        (
+            "no GitHub token: set the repository's github_token or GANTRY_GITHUB_TOKEN".to_owned(),
+            None,
+        )
+    })
+}
+
+/// A deployment status on GitHub: the deployment is created first when GitHub has none for
+/// it yet (its id kept with the deployment), then the status is posted to it.
+async fn send_deployment(
+    state: &AppState,
+    message: &OutboxMessage,
+    url: &str,
+) -> Result<(), Failed> {
+    let corrupt = |what: &str| (format!("the queued deployment status has no {what}"), None);
+    let body: Value = serde_json::from_str(&message.body).map_err(|_| corrupt("body"))?;
+    let local = body["deployment"]
+        .as_i64()
+        .ok_or_else(|| corrupt("deployment"))?;
+    let token = github_token_of(state, message).await?;
+    let store_failed = |e: gantry_store::StoreError| {
+        (
+            format!("the store failed: {e}"),
+            Some(backoff(state.config.notify_retry, message.attempts)),
+        )
+    };
+    let github_id = match state
+        .store
+        .deployment_github_id(local)
+        .await
+        .map_err(store_failed)?
+    {
+        Some(id) => id,
+        // A stop of a deployment GitHub never heard of: there is nothing to mark inactive.
+        None if body["create"].is_null() => return Ok(()),
+        None => {
+            let created = post(
+                state,
+                message,
+                (&state.http, url),
+                &body["create"].to_string(),
+                Some(&token),
+            )
+            .await?;
+            let id = serde_json::from_str::<Value>(&created)
+                .ok()
+                .and_then(|answer| answer["id"].as_i64())
+                .ok_or_else(|| {
+                    (
+                        format!("{} created a deployment but gave no id", host_of(url)),
+                        None,
+                    )
+                })?;
+            state
+                .store
+                .set_deployment_github_id(local, id)
+                .await
+                .map_err(store_failed)?;
+            id
+        }
+    };
+    let statuses = format!("{url}/{github_id}/statuses");
+    post(
+        state,
+        message,
+        (&state.http, &statuses),
+        &body["status"].to_string(),
+        Some(&token),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Posts `body` to `url` with `client` (and GitHub's `token`); the answer's text, or why it
+/// failed and whether to try again.
+async fn post(
+    state: &AppState,
+    message: &OutboxMessage,
+    (client, url): (&reqwest::Client, &str),
+    body: &str,
+    token: Option<&str>,
+) -> Result<String, Failed> {
     let mut request = client
-        .post(&url)
+        .post(url)
         .header("content-type", "application/json")
         .header("user-agent", "gantry")
         .timeout(Duration::from_secs(15))
-        .body(message.body.clone());
-    if message.kind == MessageKind::GithubStatus {
-        let token = match message.build_id {
-            Some(build) => github_token(state, build).await,
-            None => None,
-        };
-        let Some(token) = token else {
-            return Err((
-                "no GitHub token: set the repository's github_token or GANTRY_GITHUB_TOKEN"
-                    .to_owned(),
-                None,
-            ));
-        };
+        .body(body.to_owned());
+    if let Some(token) = token {
         request = request
             .bearer_auth(token)
             .header("accept", "application/vnd.github+json");
@@ -124,9 +225,6 @@ pub(super) async fn send(
         )
     })?;
     let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
     let rate_limited = status.as_u16() == 429
         || (status.as_u16() == 403
             && response
@@ -139,16 +237,21 @@ pub(super) async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok())
         .map(|at| Duration::from_secs((at - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64));
-    // Readers see the status and the host; the answer's body (which may hold what an
-    // internal service says) goes only to the server's log, for its admins.
+    // At most what a deployment's answer needs: an answer is never read whole.
     let text: String = response
         .text()
         .await
         .unwrap_or_default()
         .chars()
-        .take(300)
+        .take(64 * 1024)
         .collect();
-    tracing::info!(target = %host_of(&message.url), %status, answer = %text, "a notification was refused");
+    if status.is_success() {
+        return Ok(text);
+    }
+    // Readers see the status and the host; the answer's body (which may hold what an
+    // internal service says) goes only to the server's log, for its admins.
+    let answer: String = text.chars().take(300).collect();
+    tracing::info!(target = %host_of(&message.url), %status, %answer, "a notification was refused");
     let error = format!("{} answered {status}", host_of(&message.url));
     if rate_limited {
         Err((error, Some(reset.unwrap_or(retry))))

@@ -222,20 +222,21 @@ pub(super) async fn build_view(
         .map(|user| user.login.as_str());
     for (stage, steps) in &with_steps {
         let waiting = crate::waiting::reason(state, &runners, &repo, stage).await?;
-        let deploy = deployments.iter().find(|(id, ..)| *id == stage.id).map(
-            |(_, environment, url, action)| {
-                let verb = match action {
+        let deploy = deployments
+            .iter()
+            .find(|d| d.stage_id == stage.id)
+            .map(|d| {
+                let verb = match d.action {
                     DeployAction::Start => "Deploys to",
                     DeployAction::Stop => "Stops",
                 };
                 // Only an http(s) link becomes an `href`.
-                let url = url.as_deref().and_then(crate::ops::repos::web_link);
+                let url = d.url.as_deref().and_then(crate::ops::repos::web_link);
                 (
-                    format!("{verb} environment {environment}"),
+                    format!("{verb} environment {}", d.environment),
                     url.unwrap_or_default().to_owned(),
                 )
-            },
-        );
+            });
         let decided = stage.decided_by.as_ref().map(|by| {
             let verb = if stage.status == Status::Declined {
                 "declined"

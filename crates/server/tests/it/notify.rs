@@ -1,6 +1,7 @@
 //! Notifications against receivers of the test's own: commit statuses as GitHub's API takes
 //! them, chat messages in each service's format with a link to the failing step, retries on
-//! a 500, the failure/recovery rules, and messages that outlive a restart.
+//! a 500, the failure/recovery rules, and messages that outlive a restart; deployments on
+//! GitHub with their statuses, and the environment a build deployed to in its chat message.
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ on_both!(
     chat_follows_the_failure_and_recovery_rules,
     a_waiting_message_outlives_a_dead_receiver_and_a_restart,
     a_repository_s_own_credentials_are_sealed_and_used,
+    a_review_app_s_deployment_reaches_github_and_chat_and_its_stop_ends_it,
 );
 
 async fn server_for(db: &str, receiver: &Receiver) -> TestServer {
@@ -538,6 +540,92 @@ mod cases {
                 .all(|s| s.authorization.as_deref() == Some("Bearer ghp_repo_own")),
             "{statuses:?}"
         );
+        server.stop().await;
+        receiver.stop();
+    }
+
+    pub async fn a_review_app_s_deployment_reaches_github_and_chat_and_its_stop_ends_it(db: &str) {
+        let receiver = Receiver::start().await;
+        let server = server_for(db, &receiver).await;
+        let git = GitRepo::new();
+        let sha = git.commit(
+            &[(
+                ".gantry.yml",
+                "kind: pipeline\nname: review\ndeploy:\n  environment: review/${CI_COMMIT_REF_SLUG}\n  url: https://${CI_COMMIT_REF_SLUG}.review.example.com\n  on_stop: teardown\nsteps:\n  - name: up\n    image: busybox\n    commands: [true]\n---\nkind: pipeline\nname: teardown\nsteps:\n  - name: down\n    image: busybox\n    commands: [true]\n",
+            )],
+            "first",
+        );
+        server.add_repo("app", &git).await;
+        add_target(
+            &server,
+            "slack",
+            &format!("{}/slack", receiver.url),
+            Some(&["always"]),
+        )
+        .await;
+        let pushed = webhook::push("acme/app", "feature/x", &sha, "first");
+        assert_eq!(server.deliver("push", "d-1", &pushed).await.status(), 202);
+        let (runner, assignment) = server.claim("r1").await;
+        runner.pass(&assignment).await;
+        server.wait_finished("app", 1).await;
+
+        let created = receiver
+            .wait_for("/github/repos/acme/app/deployments", 1)
+            .await;
+        assert_eq!(created.len(), 1, "one GitHub deployment per deployment");
+        let created = &created[0];
+        assert_eq!(created.authorization.as_deref(), Some("Bearer gh-token"));
+        assert_eq!(created.body["ref"], sha.as_str());
+        assert_eq!(created.body["environment"], "review/feature-x");
+        assert_eq!(created.body["required_contexts"], json!([]));
+        assert_eq!(created.body["production_environment"], false);
+        let statuses_path = "/github/repos/acme/app/deployments/1001/statuses";
+        let statuses = receiver.wait_for(statuses_path, 2).await;
+        let states: Vec<&str> = statuses
+            .iter()
+            .map(|s| s.body["state"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(states, ["in_progress", "success"]);
+        assert_eq!(
+            statuses[1].body["environment_url"],
+            "https://feature-x.review.example.com"
+        );
+        assert!(
+            statuses[1].body["log_url"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("/acme/app/1#stage-1"),
+            "{}",
+            statuses[1].body
+        );
+        let slack = &receiver.wait_for("/slack", 1).await[0].body;
+        let text = slack["attachments"][0]["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("deployed to review/feature-x (https://feature-x.review.example.com)"),
+            "{slack}"
+        );
+
+        // The branch goes: its teardown runs, and GitHub's deployment becomes inactive.
+        let mut deleted = webhook::fixture("push", "push_branch_delete.json");
+        deleted = webhook::for_repo(deleted, "acme/app");
+        deleted["ref"] = serde_json::Value::from("refs/heads/feature/x");
+        assert_eq!(server.deliver("push", "d-2", &deleted).await.status(), 202);
+        let (runner, assignment) = server.claim("r1").await;
+        assert_eq!(assignment.stage.name, "teardown");
+        runner.pass(&assignment).await;
+        server.wait_finished("app", 2).await;
+        let statuses = receiver.wait_for(statuses_path, 3).await;
+        assert_eq!(statuses[2].body["state"], "inactive");
+        assert_eq!(
+            receiver.at("/github/repos/acme/app/deployments").len(),
+            1,
+            "a stop creates no deployment"
+        );
+        let slack = receiver.wait_for("/slack", 2).await;
+        let text = slack[1].body["attachments"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains("stopped review/feature-x"), "{text}");
         server.stop().await;
         receiver.stop();
     }

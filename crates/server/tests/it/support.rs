@@ -598,6 +598,22 @@ impl Receiver {
                             .into_response()
                     } else if failing {
                         axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    } else if uri.path().ends_with("/deployments") {
+                        // GitHub's answer to a new deployment: the deployment, with its id.
+                        let created = log
+                            .lock()
+                            .expect("the log")
+                            .iter()
+                            .filter(|r| r.path == uri.path())
+                            .count();
+                        let mut deployment = gantry_test_support::webhook::fixture(
+                            "deployment",
+                            "payload.json",
+                        )["deployment"]
+                            .clone();
+                        // `created` counts this request too: the first deployment is 1001.
+                        deployment["id"] = Value::from(1000 + created);
+                        (axum::http::StatusCode::CREATED, axum::Json(deployment)).into_response()
                     } else {
                         axum::http::StatusCode::OK.into_response()
                     }

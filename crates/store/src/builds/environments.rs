@@ -135,6 +135,19 @@ pub struct Deployment {
     pub finished_at: Option<i64>,
 }
 
+/// What one stage of a build does to an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildDeployment {
+    /// The deployment's own id.
+    pub id: i64,
+    pub stage_id: i64,
+    pub environment: String,
+    pub url: Option<String>,
+    pub action: DeployAction,
+    /// For a stop: the deployment it ends (the environment's last successful one).
+    pub stopped: Option<i64>,
+}
+
 #[derive(Debug, sqlx::FromRow)]
 struct EnvironmentRow {
     id: i64,
@@ -380,22 +393,51 @@ impl Store {
         Ok(())
     }
 
-    /// What each stage of a build does to an environment, by stage id: the environment's
-    /// name, the deployment's URL and its action.
-    pub async fn build_deployments(
-        &self,
-        build_id: i64,
-    ) -> Result<Vec<(i64, String, Option<String>, DeployAction)>> {
-        let rows: Vec<(i64, String, Option<String>, String)> = db::query_as(
-            "SELECT d.stage_id, e.name, d.url, d.action FROM deployments d \
-             JOIN environments e ON e.id = d.environment_id WHERE d.build_id = $1",
+    /// What each stage of a build does to an environment.
+    pub async fn build_deployments(&self, build_id: i64) -> Result<Vec<BuildDeployment>> {
+        let rows: Vec<(i64, i64, String, Option<String>, String, Option<i64>)> = db::query_as(
+            "SELECT d.id, d.stage_id, e.name, d.url, d.action, \
+             (SELECT MAX(p.id) FROM deployments p JOIN stages ps ON ps.id = p.stage_id \
+              WHERE p.environment_id = d.environment_id AND p.action = 'start' \
+              AND ps.status = 'success' AND p.id < d.id) \
+             FROM deployments d JOIN environments e ON e.id = d.environment_id \
+             WHERE d.build_id = $1 ORDER BY d.id",
         )
         .bind(build_id)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(stage, name, url, action)| Ok((stage, name, url, parse_action(&action)?)))
+            .map(|(id, stage_id, environment, url, action, stopped)| {
+                let action = parse_action(&action)?;
+                Ok(BuildDeployment {
+                    id,
+                    stage_id,
+                    environment,
+                    url,
+                    action,
+                    stopped: stopped.filter(|_| action == DeployAction::Stop),
+                })
+            })
             .collect()
+    }
+
+    /// The id GitHub gave the deployment, once reported there.
+    pub async fn deployment_github_id(&self, id: i64) -> Result<Option<i64>> {
+        let found: Option<Option<i64>> =
+            db::query_scalar("SELECT github_id FROM deployments WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.flatten())
+    }
+
+    pub async fn set_deployment_github_id(&self, id: i64, github_id: i64) -> Result<()> {
+        db::query("UPDATE deployments SET github_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(github_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Environments of every repository whose `auto_stop_in` passed before `now`, not yet
