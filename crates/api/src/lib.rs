@@ -172,7 +172,7 @@ pub struct ProtectedEnvironment {
     pub approvers: Vec<String>,
     /// `write` or `admin`: anyone with at least this role may approve.
     pub approver_role: Option<String>,
-    /// Branch globs that may deploy to it; empty: any.
+    /// Branch globs that may deploy to it (`refs/tags/GLOB` for tags); empty: any.
     pub branches: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,

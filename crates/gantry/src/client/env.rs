@@ -55,7 +55,7 @@ pub enum EnvCommand {
         /// Anyone with at least this role (write or admin) may approve.
         #[arg(long)]
         approver_role: Option<String>,
-        /// A branch glob that may deploy (repeatable); none: any branch.
+        /// A branch glob that may deploy (repeatable; `refs/tags/v*` for tags); none: any.
         #[arg(long = "branch")]
         branches: Vec<String>,
     },

@@ -221,6 +221,114 @@ fn a_fork_pull_request_deploys_to_no_environment() {
     server.process.stop();
 }
 
+/// A protected environment's secret and deployment, tried by a writer without approval: a
+/// stage that does not deploy asks for the secret, and the deployment is pushed from a branch
+/// the rule does not list, and from a branch named like a tag the rule lists. None gets the
+/// secret or deploys. The control: from `main`, once an admin approves with `gantry env
+/// approve`, the deployment runs with it.
+#[test]
+fn a_protected_environment_s_secret_reaches_only_its_approved_deployment() {
+    let dir = TempDir::new("attack-protected");
+    let runner = format!("attack-protected-{}", std::process::id());
+    let (mut server, token) = server_with_runner(dir.path(), &runner, &[]);
+    let probe = "['if [ -n \"$KEY\" ]; then echo has-key; else echo no-key; fi']";
+    let file = format!(
+        "kind: pipeline\nname: peek\nsteps:\n  - name: peek\n    image: {IMAGE}\n    environment: {{KEY: {{from_secret: prod_key}}}}\n    commands: {probe}\n---\nkind: pipeline\nname: ship\ndeploy: {{environment: production}}\nsteps:\n  - name: ship\n    image: {IMAGE}\n    environment: {{KEY: {{from_secret: prod_key}}}}\n    commands: {probe}\n"
+    );
+    let git = GitRepo::new();
+    let sha = git.commit(&[(".gantry.yml", &file)], "ship");
+    add_repo(&server.url, &token, "app", &git, false);
+    ok(cli(
+        &server.url,
+        &token,
+        &[
+            "env",
+            "protect",
+            "acme/app",
+            "production",
+            "--approver-role",
+            "admin",
+            "--branch",
+            "main",
+            "--branch",
+            "refs/tags/v*",
+        ],
+    ));
+    ok(cli(
+        &server.url,
+        &token,
+        &[
+            "secret",
+            "add",
+            "acme/app",
+            "prod_key",
+            "--value",
+            "s3cret-prod",
+            "--environment",
+            "production",
+        ],
+    ));
+    let push_branch = |branch: &str, delivery: &str| {
+        git.set_ref(&format!("refs/heads/{branch}"), &sha);
+        let payload = webhook::push("acme/app", branch, &sha, "attack");
+        send_hook(&server.url, "push", delivery, &payload);
+    };
+    let stage = |build: &Value, name: &str| -> Value {
+        build["stages"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    for (number, branch) in [(1, "feature/x"), (2, "refs/tags/v1")] {
+        push_branch(branch, &format!("attack-{number}"));
+        let build = wait_build(&server.url, &token, "app", number, "finished", finished);
+        let ship = stage(&build, "ship");
+        assert_eq!(ship["status"], "skipped", "{build:#}");
+        assert!(
+            ship["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("environment `production` is protected: only branches `main`, `refs/tags/v*` deploy to it"),
+            "{build:#}"
+        );
+        let peek = stage(&build, "peek");
+        assert_ne!(peek["status"], "success", "{build:#}");
+        let logs = all_logs(&server.url, &token, "app", &build);
+        assert!(!logs.contains("has-key"), "{logs}");
+        let said = peek["steps"]
+            .as_array()
+            .and_then(|steps| steps.iter().find(|s| s["name"] == "peek"))
+            .map(|s| s["error"].to_string())
+            .unwrap_or_default();
+        assert!(
+            said.contains("kept for environment `production`"),
+            "the step says why it has no secret: {build:#}"
+        );
+    }
+
+    // The control: from main, held for an admin, approved from the CLI, deployed with it.
+    push_branch("main", "control-1");
+    wait_build(&server.url, &token, "app", 3, "held", |b| {
+        stage(b, "ship")["status"] == "blocked"
+    });
+    let approved = ok(cli(
+        &server.url,
+        &token,
+        &["env", "approve", "acme/app", "3"],
+    ));
+    assert!(
+        approved.contains("approved stage 2 of build #3"),
+        "{approved}"
+    );
+    let build = wait_build(&server.url, &token, "app", 3, "finished", finished);
+    assert_eq!(stage(&build, "ship")["status"], "success", "{build:#}");
+    let ship_log = log(&server.url, &token, "app", 3, 2, 2);
+    assert!(ship_log.contains("has-key"), "{ship_log}");
+    assert!(!ship_log.contains("s3cret-prod"), "masked: {ship_log}");
+    server.process.stop();
+}
+
 /// Attack 2: a document appended to a signed file ran unsigned (a duplicate `kind` key
 /// made the reader take it for a signature).
 #[test]

@@ -78,7 +78,7 @@ pub struct ProtectRequest {
     /// `write` or `admin`: anyone with at least this role may approve.
     #[serde(default)]
     pub approver_role: Option<String>,
-    /// Branch globs that may deploy to it; none: any branch.
+    /// Branch globs that may deploy to it (`refs/tags/GLOB` for tags); none: any.
     #[serde(default)]
     pub branches: Vec<String>,
 }

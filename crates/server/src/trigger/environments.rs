@@ -63,16 +63,19 @@ pub(crate) async fn protect(
         let Some(rule) = rules.iter().find(|r| r.protects(&deploy.environment)) else {
             continue;
         };
-        if !rule.allows_branch(&ctx.branch) {
+        if !rule.allows_ref(&ctx.branch, ctx.tag.as_deref()) {
+            let built = match &ctx.tag {
+                Some(tag) => format!("tag `{tag}`"),
+                None => format!("`{}`", ctx.branch),
+            };
             let reason = format!(
-                "environment `{}` is protected: only branches {} deploy to it, not `{}`",
+                "environment `{}` is protected: only branches {} deploy to it, not {built}",
                 deploy.environment,
                 rule.branches
                     .iter()
                     .map(|b| format!("`{b}`"))
                     .collect::<Vec<_>>()
                     .join(", "),
-                ctx.branch
             );
             stage.skip(reason);
             continue;

@@ -20,7 +20,7 @@ pub struct ProtectedEnvironment {
     pub approvers: Vec<String>,
     /// Anyone with at least this role on the repository may approve.
     pub approver_role: Option<Role>,
-    /// Branch globs that may deploy; empty: any.
+    /// Branch globs (and `refs/tags/GLOB` for tags) that may deploy; empty: any.
     pub branches: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -31,12 +31,21 @@ impl ProtectedEnvironment {
         glob_match(&self.pattern, environment, Mode::Path)
     }
 
-    pub fn allows_branch(&self, branch: &str) -> bool {
-        self.branches.is_empty()
-            || self
-                .branches
-                .iter()
-                .any(|glob| glob_match(glob, branch, Mode::Path))
+    /// Whether a build of `branch`, or of `tag`, may deploy: its branch name, or
+    /// `refs/tags/TAG`, matches one of the rule's globs. A branch named like a ref
+    /// (`refs/tags/v1` is a valid branch name) never passes a limit.
+    pub fn allows_ref(&self, branch: &str, tag: Option<&str>) -> bool {
+        if self.branches.is_empty() {
+            return true;
+        }
+        let reference = match tag {
+            Some(tag) => format!("refs/tags/{tag}"),
+            None if branch.starts_with("refs/") => return false,
+            None => branch.to_owned(),
+        };
+        self.branches
+            .iter()
+            .any(|glob| glob_match(glob, &reference, Mode::Path))
     }
 
     /// Who must approve a deployment to `environment`, when anyone must.
@@ -263,10 +272,16 @@ mod tests {
         assert!(review.protects("review/feature-x"));
         assert!(!review.protects("review/a/b"), "`*` does not cross `/`");
         assert!(!review.protects("production"));
-        assert!(review.allows_branch("anything"));
-        let production = rule("production", &["main", "release/*"]);
-        assert!(production.allows_branch("release/1.2"));
-        assert!(!production.allows_branch("feature/x"));
+        assert!(review.allows_ref("anything", None));
+        let production = rule("production", &["main", "release/*", "refs/tags/v*"]);
+        assert!(production.allows_ref("release/1.2", None));
+        assert!(!production.allows_ref("feature/x", None));
+        assert!(production.allows_ref("", Some("v1.0")));
+        assert!(!production.allows_ref("", Some("main")), "a tag named main");
+        assert!(
+            !production.allows_ref("refs/tags/v1", None),
+            "a branch named like a tag"
+        );
     }
 
     #[test]
