@@ -135,6 +135,80 @@ fn a_review_app_is_deployed_and_torn_down_by_real_builds() {
     server.process.stop();
 }
 
+/// `auto_stop_in` on two servers sharing one PostgreSQL database, one of them killed with
+/// SIGKILL as the environment falls due (it may hold the environments' claim, or be creating
+/// the stop build): the environment is stopped exactly once, by the survivor once a dead
+/// server's claim runs out, and the killed server, restarted, does not stop it again.
+#[test]
+fn an_environment_due_is_stopped_once_though_a_server_is_killed() {
+    require_docker();
+    let database = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(postgres_database());
+    let key = "5e".repeat(32);
+    let (dir_a, dir_b) = (
+        TempDir::new("e2e-autostop-a"),
+        TempDir::new("e2e-autostop-b"),
+    );
+    let runner = format!("e2e-autostop-{}", std::process::id());
+    let a_args = ["--secret-key", key.as_str(), "--runner-capacity", "0"];
+    let (mut a, token) = start_server(dir_a.path(), Some(&database), &a_args);
+    let token = token.expect("the first start prints the admin token");
+    let (mut b, _) = start_server(
+        dir_b.path(),
+        Some(&database),
+        &[
+            "--secret-key",
+            &key,
+            "--runner-backend",
+            "docker",
+            "--runner-name",
+            &runner,
+        ],
+    );
+    let git = GitRepo::new();
+    let pipeline = format!(
+        "kind: pipeline\nname: staging\nclone: {{disable: true}}\ndeploy: {{environment: staging, on_stop: teardown, auto_stop_in: 20s}}\ntrigger:\n  event: [push]\nsteps:\n  - name: up\n    image: {IMAGE}\n    commands: [echo up]\n---\nkind: pipeline\nname: teardown\nclone: {{disable: true}}\nsteps:\n  - name: down\n    image: {IMAGE}\n    commands: [echo tore down $CI_ENVIRONMENT_NAME]\n"
+    );
+    let sha = git.commit(&[(".gantry.yml", &pipeline)], "first");
+    add_repo(&a.url, &token, "app", &git, false);
+    let deployed_at = Instant::now();
+    push(&a.url, "app", &sha, "d-1");
+    let build = wait_build(&b.url, &token, "app", 1, "finished", finished);
+    assert_eq!(build["status"], "success", "{build:#}");
+
+    // Due 20 s after the deployment was recorded: A dies then.
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(deployed_at.elapsed()));
+    a.process.kill_hard();
+    let stop = wait_build(&b.url, &token, "app", 2, "finished", finished);
+    assert_eq!(stop["status"], "success", "{stop:#}");
+    assert_eq!(stop["stages"][1]["name"], "teardown");
+    assert!(
+        log(&b.url, &token, "app", 2, 2, 1).contains("tore down staging"),
+        "the teardown ran"
+    );
+
+    // A comes back (with its claims long expired): nothing more is stopped.
+    let (mut restarted, _) = start_server(dir_a.path(), Some(&database), &a_args);
+    std::thread::sleep(Duration::from_secs(20));
+    let builds: serde_json::Value = get(&b.url, &token, "/repos/acme/app/builds")
+        .json()
+        .expect("json");
+    assert_eq!(
+        builds.as_array().map(Vec::len),
+        Some(2),
+        "one deployment and one stop: {builds:#}"
+    );
+    let listed = ok(cli(&restarted.url, &token, &["env", "ls", "acme/app"]));
+    assert!(
+        listed.contains("staging") && listed.contains("stopped"),
+        "{listed}"
+    );
+    assert_eq!(docker_leftovers(&runner), "");
+    restarted.process.stop();
+    b.process.stop();
+}
+
 #[test]
 fn the_cli_lists_shows_creates_and_cancels_builds_on_postgres() {
     let database = tokio::runtime::Runtime::new()
