@@ -134,6 +134,7 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
             }
         }
         match &verdicts[i] {
+            Ok(_) if !deploys_to_valid_name(&candidate.pipeline, &mut invalid) => {}
             Ok(filter) => {
                 stage.runs_on = if candidate.dialect == Dialect::Woodpecker {
                     candidate.pipeline.runs_on
@@ -172,6 +173,30 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         keep_only_redeploy(&mut stages, environment);
     }
     Ok(Plan { stages })
+}
+
+/// Whether the environment a running pipeline deploys to has a valid name once this build's
+/// variables are in it; if not, says so in `invalid`.
+fn deploys_to_valid_name(pipeline: &Pipeline, invalid: &mut Diagnostics) -> bool {
+    let Some(deploy) = &pipeline.deploy else {
+        return true;
+    };
+    if crate::deploy::is_valid_name(&deploy.environment.value) {
+        return true;
+    }
+    invalid.push(Diagnostic {
+        severity: Severity::Error,
+        file: pipeline.file.clone(),
+        pos: deploy.environment.pos,
+        path: format!("pipeline[{}].deploy.environment", pipeline.name.value),
+        message: format!(
+            "`{}` is not an environment name in this build: letters, digits, spaces and `- _ / .` only, not starting or ending with `/`, at most {} characters",
+            deploy.environment.value,
+            crate::deploy::MAX_NAME_LEN
+        ),
+        hint: Some("name it from slugs, e.g. `review/${CI_COMMIT_REF_SLUG}`".into()),
+    });
+    false
 }
 
 /// In a build that redeploys `environment`, skips every stage but those deploying there: a

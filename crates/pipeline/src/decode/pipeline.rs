@@ -610,7 +610,9 @@ impl Decoder<'_> {
             );
             return None;
         };
-        if !crate::deploy::is_valid_name(&environment.value) {
+        // For a build, the name is checked only where the pipeline runs (`compile`): a
+        // `${DRONE_DEPLOY_TO}` is empty in the builds whose trigger skips its pipeline.
+        if self.vars.is_none() && !crate::deploy::is_valid_name(&environment.value) {
             self.error(
                 environment.pos,
                 &path.key("environment"),

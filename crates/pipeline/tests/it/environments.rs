@@ -169,6 +169,24 @@ fn lint_checks_on_stop_durations_and_names() {
         error.contains("`review/fix@home` is not an environment name"),
         "{error}"
     );
+
+    // Only where the pipeline runs: a promote pipeline deploys to `${DRONE_DEPLOY_TO}`,
+    // empty in a push build, which skips it and builds.
+    let yaml = "kind: pipeline\nname: deploy\ntrigger: {event: [promote]}\ndeploy: {environment: \"${DRONE_DEPLOY_TO}\"}\nsteps:\n  - name: a\n    image: alpine\n    commands: [true]\n";
+    let config = parse(".drone.yml", yaml).config.expect("valid");
+    let pushed = compile(&config, &push_to("main")).expect("a push skips it");
+    assert!(!pushed.stages[0].run);
+    let mut promoted = push_to("main");
+    promoted.event = gantry_pipeline::Event::Promote;
+    promoted.deploy_target = Some("production".into());
+    let plan = compile(&config, &promoted).expect("deploys");
+    assert_eq!(
+        plan.stages[0]
+            .deploy
+            .as_ref()
+            .map(|d| d.environment.as_str()),
+        Some("production")
+    );
 }
 
 #[test]
