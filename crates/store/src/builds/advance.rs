@@ -97,13 +97,13 @@ pub(crate) fn advance(stages: &[StageState], cancelled: bool) -> Advance {
                         None
                     } else if let Some(skip) = not_runnable(stages, &status, stage) {
                         Some(skip)
-                    } else if stage
-                        .depends_on
-                        .iter()
-                        .any(|d| reached_upstream(stages, &status, d, Status::is_failed, 0))
+                    } else if stage.runs_on.success
+                        // A failure upstream that `not_runnable` let through: it runs on one.
+                        || stage
+                            .depends_on
+                            .iter()
+                            .any(|d| reached_upstream(stages, &status, d, Status::is_failed, 0))
                     {
-                        Some((Status::Pending, None))
-                    } else if stage.runs_on.success {
                         Some((Status::Pending, None))
                     } else {
                         Some((
@@ -364,6 +364,8 @@ mod tests {
             stage(1, "a", Status::Running, &[], StatusFilter::SUCCESS),
             stage(2, "b", Status::Pending, &[], StatusFilter::SUCCESS),
             stage(3, "c", Status::Waiting, &["a"], StatusFilter::ALWAYS),
+            // Waiting for an approval: nobody need give it now.
+            stage(4, "deploy", Status::Blocked, &["a"], StatusFilter::SUCCESS),
         ];
         let advance = advance(&stages, true);
         assert_eq!(
@@ -372,7 +374,11 @@ mod tests {
                 .iter()
                 .map(|(id, s, _)| (*id, *s))
                 .collect::<Vec<_>>(),
-            vec![(2, Status::Killed), (3, Status::Killed)]
+            vec![
+                (2, Status::Killed),
+                (3, Status::Killed),
+                (4, Status::Killed)
+            ]
         );
         assert_eq!(advance.build, None, "stage a is still running");
     }

@@ -395,11 +395,20 @@ impl Store {
 
     /// What each stage of a build does to an environment.
     pub async fn build_deployments(&self, build_id: i64) -> Result<Vec<BuildDeployment>> {
-        let rows: Vec<(i64, i64, String, Option<String>, String, Option<i64>)> = db::query_as(
-            "SELECT d.id, d.stage_id, e.name, d.url, d.action, \
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            stage_id: i64,
+            environment: String,
+            url: Option<String>,
+            action: String,
+            stopped: Option<i64>,
+        }
+        let rows: Vec<Row> = db::query_as(
+            "SELECT d.id, d.stage_id, e.name AS environment, d.url, d.action, \
              (SELECT MAX(p.id) FROM deployments p JOIN stages ps ON ps.id = p.stage_id \
               WHERE p.environment_id = d.environment_id AND p.action = 'start' \
-              AND ps.status = 'success' AND p.id < d.id) \
+              AND ps.status = 'success' AND p.id < d.id) AS stopped \
              FROM deployments d JOIN environments e ON e.id = d.environment_id \
              WHERE d.build_id = $1 ORDER BY d.id",
         )
@@ -407,15 +416,15 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, stage_id, environment, url, action, stopped)| {
-                let action = parse_action(&action)?;
+            .map(|row| {
+                let action = parse_action(&row.action)?;
                 Ok(BuildDeployment {
-                    id,
-                    stage_id,
-                    environment,
-                    url,
+                    id: row.id,
+                    stage_id: row.stage_id,
+                    environment: row.environment,
+                    url: row.url,
                     action,
-                    stopped: stopped.filter(|_| action == DeployAction::Stop),
+                    stopped: row.stopped.filter(|_| action == DeployAction::Stop),
                 })
             })
             .collect()
