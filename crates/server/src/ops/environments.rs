@@ -191,12 +191,20 @@ impl Decision {
 /// environment; only those its rule names may. Returns the build as it now is.
 pub async fn decide(
     state: &Arc<AppState>,
-    who: &Identity,
+    who: Option<&Identity>,
     (owner, name): (&str, &str),
     (number, stage): (i64, i64),
     decision: Decision,
 ) -> OpResult<(Repo, Build)> {
-    let (repo, role) = access::authorize(state, Some(who), owner, name, Need::Read).await?;
+    // Whoever may not read the repository is told it is not there before being asked who
+    // they are.
+    let (repo, role) = access::authorize(state, who, owner, name, Need::Read).await?;
+    let who = who.ok_or_else(|| {
+        OpError::Unauthorized(
+            "approving a deployment needs an API token: pass `Authorization: Bearer <token>` (the CLI reads GANTRY_TOKEN)"
+                .to_owned(),
+        )
+    })?;
     let build = super::builds::find(state, &repo, number).await?;
     let stages = state.store.stages(build.id).await?;
     let found = stages

@@ -212,7 +212,14 @@ pub(super) async fn decide(
         return Err(not_found().await);
     };
     let who = session.actor(&form.csrf)?;
-    ops::environments::decide(&state, who, (&owner, &name), (number, stage), decision).await?;
+    ops::environments::decide(
+        &state,
+        Some(who),
+        (&owner, &name),
+        (number, stage),
+        decision,
+    )
+    .await?;
     Ok(Redirect::to(&format!("/{owner}/{name}/{number}")))
 }
 

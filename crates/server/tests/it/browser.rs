@@ -614,13 +614,7 @@ async fn a_deployment_is_approved_and_declined_from_the_build_page() {
         )
         .await;
     assert_eq!(rule.status(), 200);
-    let push = |sha: &str, delivery: &str| {
-        let payload = webhook::push("acme/app", "main", sha, "a change");
-        let delivery = delivery.to_owned();
-        let server = &server;
-        async move { server.deliver("push", &delivery, &payload).await.status() }
-    };
-    assert_eq!(push(&first, "d-1").await, 202);
+    assert_eq!(server.push_to("main", &first, "d-1").await, 202);
     server.wait_build("app", 1).await;
 
     let browser = Browser::start().await;
@@ -648,7 +642,7 @@ async fn a_deployment_is_approved_and_declined_from_the_build_page() {
     assert_eq!(server.wait_finished("app", 1).await["status"], "success");
 
     let second = git.commit(&[("README", "two")], "second");
-    assert_eq!(push(&second, "d-2").await, 202);
+    assert_eq!(server.push_to("main", &second, "d-2").await, 202);
     server.wait_build("app", 2).await;
     browser.open(&format!("{}/acme/app/2", server.url)).await;
     browser

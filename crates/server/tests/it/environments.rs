@@ -395,13 +395,7 @@ mod cases {
         assert_eq!(secret.status(), 201);
 
         // From another branch: production is not deployed to, and says why.
-        let push = |branch: &str, sha: &str, delivery: &str| {
-            let payload = webhook::push("acme/app", branch, sha, "a change");
-            let delivery = delivery.to_owned();
-            let server = &server;
-            async move { server.deliver("push", &delivery, &payload).await.status() }
-        };
-        assert_eq!(push("feature/x", &first, "d-1").await, 202);
+        assert_eq!(server.push_to("feature/x", &first, "d-1").await, 202);
         let skipped = stage_of(&server, 1, "production").await;
         assert_eq!(skipped["status"], "skipped");
         assert_eq!(
@@ -414,7 +408,7 @@ mod cases {
         server.wait_finished("app", 1).await;
 
         // From main: the deployment waits for alice, after its tests.
-        assert_eq!(push("main", &first, "d-2").await, 202);
+        assert_eq!(server.push_to("main", &first, "d-2").await, 202);
         let (runner, test) = server.claim("r1").await;
         assert_eq!(test.stage.name, "test");
         assert!(
@@ -476,7 +470,7 @@ mod cases {
 
         // A second commit is approved and deployed; a third is declined.
         let second = git.commit(&[("README", "two")], "second");
-        assert_eq!(push("main", &second, "d-3").await, 202);
+        assert_eq!(server.push_to("main", &second, "d-3").await, 202);
         let (runner, test) = server.claim("r1").await;
         runner.pass(&test).await;
         wait_stage(&server, 3, "production", "blocked").await;
@@ -488,7 +482,7 @@ mod cases {
         runner.pass(&ship).await;
         server.wait_finished("app", 3).await;
         let third = git.commit(&[("README", "three")], "third");
-        assert_eq!(push("main", &third, "d-4").await, 202);
+        assert_eq!(server.push_to("main", &third, "d-4").await, 202);
         let (runner, test) = server.claim("r1").await;
         runner.pass(&test).await;
         wait_stage(&server, 4, "production", "blocked").await;

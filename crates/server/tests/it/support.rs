@@ -190,6 +190,15 @@ impl TestServer {
         response.json().await.expect("json")
     }
 
+    /// Delivers GitHub's push of `sha` to `branch` of `acme/app`; the answer's status.
+    pub async fn push_to(&self, branch: &str, sha: &str, delivery: &str) -> u16 {
+        let payload = webhook::push("acme/app", branch, sha, "a change");
+        self.deliver("push", delivery, &payload)
+            .await
+            .status()
+            .as_u16()
+    }
+
     /// Gives user `login` `role` on `acme/<repo>` (as a server admin sets it).
     pub async fn set_role(&self, repo: &str, login: &str, role: &str) {
         let response = self
