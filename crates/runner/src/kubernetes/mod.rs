@@ -355,11 +355,13 @@ impl KubernetesBackend {
                     Seen::Nothing => {}
                     Seen::Gone(why) => return Err(BackendError::Engine(why.clone())),
                     Seen::Pod(pod) => {
-                        if let Some(found) = check(pod) {
-                            return Ok(found);
-                        }
+                        // First: an evicted pod's step is often seen killed (exit 137)
+                        // before the pod is seen gone, and it did not fail on its own.
                         if let Some(why) = pod_failed(pod) {
                             return Err(BackendError::Engine(why));
+                        }
+                        if let Some(found) = check(pod) {
+                            return Ok(found);
                         }
                     }
                 }
