@@ -16,6 +16,7 @@ on_both!(
     a_branchs_review_app_is_deployed_and_torn_down_once,
     a_closed_pull_request_and_auto_stop_in_stop_environments,
     a_protected_environment_waits_for_its_approvers_and_redeploys,
+    a_newer_push_supersedes_a_deployment_still_waiting,
 );
 
 const PRODUCTION: &str = "\
@@ -568,5 +569,38 @@ mod cases {
             metrics.contains("gantry_environments{state=\"available\"} 1"),
             "{metrics}"
         );
+    }
+
+    pub async fn a_newer_push_supersedes_a_deployment_still_waiting(db: &str) {
+        let server = TestServer::start(db).await;
+        let git = GitRepo::new();
+        let first = git.commit(&[(".gantry.yml", PIPELINES)], "first");
+        server.add_repo("app", &git).await;
+        assert_eq!(server.push_to("feature/x", &first, "d-1").await, 202);
+        server.wait_build("app", 1).await;
+        // No runner took it yet: a second push to the branch supersedes it.
+        let second = git.commit(&[("README", "two")], "second");
+        assert_eq!(server.push_to("feature/x", &second, "d-2").await, 202);
+        server.wait_build("app", 2).await;
+        let superseded = wait_stage(&server, 1, "review", "skipped").await;
+        assert_eq!(
+            superseded["error"],
+            "superseded by build #2, a newer deployment to this environment"
+        );
+        assert_eq!(server.wait_finished("app", 1).await["status"], "skipped");
+        let (runner, assignment) = server.claim("r1").await;
+        assert_eq!(assignment.stage.name, "review");
+        assert_eq!(
+            assignment
+                .stage
+                .environment
+                .get("DRONE_COMMIT_SHA")
+                .map(String::as_str),
+            Some(second.as_str())
+        );
+        runner.pass(&assignment).await;
+        let review = wait_state(&server, "review/feature-x", "available").await;
+        assert_eq!(review["deployments"][0]["commit"], second.as_str());
+        assert_eq!(review["deployments"][1]["status"], "skipped");
     }
 }
