@@ -169,7 +169,8 @@ pub fn compile(config: &Config, ctx: &Context) -> Result<Plan, CompileError> {
         refused.0.dedup();
         return Err(CompileError::Untrusted(refused));
     }
-    if let Some(environment) = &ctx.redeploy {
+    // A stop of an environment a redeploy deployed runs its `on_stop` pipeline all the same.
+    if let Some(environment) = ctx.redeploy.as_ref().filter(|_| ctx.stopping.is_none()) {
         keep_only_redeploy(&mut stages, environment);
     }
     Ok(Plan { stages })

@@ -84,7 +84,8 @@ fn a_stop_build_runs_only_the_on_stop_pipeline_with_the_environment() {
         url: Some("https://feature-x.review.example.com".into()),
         pipeline: "teardown".into(),
     });
-    let plan = plan(REVIEW, &ctx);
+    let plan_of = |ctx: &Context| plan(REVIEW, ctx);
+    let plan = plan_of(&ctx);
     let review = &plan.stages[0];
     assert!(!review.run);
     assert_eq!(
@@ -111,6 +112,10 @@ fn a_stop_build_runs_only_the_on_stop_pipeline_with_the_environment() {
             .map(String::as_str),
         Some("https://feature-x.review.example.com")
     );
+    // Last deployed by a redeploy, whose context it inherits: the teardown runs all the same.
+    ctx.redeploy = Some("review/feature-x".into());
+    assert!(plan_of(&ctx).stages[1].run);
+    ctx.redeploy = None;
 
     // The file at the deployed commit lost its `on_stop` pipeline: the build says so.
     let config = parse(".drone.yml", REVIEW).config.expect("valid");

@@ -1,5 +1,6 @@
 //! A repository's environments: listed by anyone who may read it; stopped by its writers,
-//! who may start builds anyway (the stop runs the `on_stop` pipeline).
+//! who may start builds anyway (the stop runs the `on_stop` pipeline), and a protected one
+//! only by its approvers; protected by its admins; deployments decided by their approvers.
 
 use std::sync::Arc;
 
@@ -37,8 +38,27 @@ pub async fn stop(
     name: &str,
     request: StopRequest,
 ) -> OpResult<(Repo, Option<Build>)> {
-    let (repo, _) = access::authorize(state, Some(who), owner, name, Need::Write).await?;
+    let (repo, role) = access::authorize(state, Some(who), owner, name, Need::Write).await?;
     let environment = find(state, &repo, &request.name).await?;
+    // Tearing down a protected environment by hand is for those who may deploy to it.
+    let rules = state.store.protected_environments(repo.id).await?;
+    if let Some(approval) = rules
+        .iter()
+        .find(|rule| rule.protects(&environment.name))
+        .and_then(|rule| rule.approval(&environment.name))
+    {
+        let login = who.user.as_ref().map(|u| u.login.as_str());
+        if !approval.allows(login, role) {
+            return Err(OpError::Forbidden {
+                needed: approval.role,
+                message: format!(
+                    "environment `{}` is protected: only {} may stop it by hand",
+                    environment.name,
+                    approval.approvers()
+                ),
+            });
+        }
+    }
     match crate::trigger::environments::stop(state, &repo, &environment, who.name()).await {
         Ok(build) => Ok((repo, build)),
         Err(e @ StopError::NotRunning(_)) => Err(OpError::Conflict(e.to_string())),

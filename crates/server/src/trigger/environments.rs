@@ -227,5 +227,7 @@ async fn stop_due(state: &Arc<AppState>, now: i64) {
 pub fn stop_context(mut ctx: Context, deployed: &Build, stopping: StoppingEnvironment) -> Context {
     ctx.parent = Some(deployed.number as u64);
     ctx.stopping = Some(stopping);
+    // Deployed by a redeploy: its stop runs the `on_stop` pipeline, not the deployment.
+    ctx.redeploy = None;
     ctx
 }

@@ -574,6 +574,8 @@ pub async fn promote(
     ctx.event = Event::Promote;
     ctx.action = None;
     ctx.deploy_target = Some(target.to_owned());
+    // A promote of a redeploy runs the promote pipelines, not that redeploy again.
+    ctx.redeploy = None;
     ctx.params.extend(params);
     let origin = Origin {
         fork: build.fork,

@@ -556,6 +556,23 @@ mod cases {
         assert_eq!(production["deployments"][0]["build"], 5);
         assert_eq!(production["deployments"][0]["commit"], first.as_str());
 
+        // bob may stop environments, but not this protected one.
+        let stop = server
+            .api_as(
+                Some(&bob),
+                Method::POST,
+                "/repos/acme/app/environments/stop",
+                Some(json!({"name": "production"})),
+            )
+            .await;
+        assert_eq!(stop.status(), 403);
+        let refused = stop.text().await.expect("body");
+        assert!(
+            refused
+                .contains("environment `production` is protected: only alice may stop it by hand"),
+            "{refused}"
+        );
+
         let metrics = server
             .http
             .get(format!("{}/metrics", server.url))
