@@ -662,11 +662,7 @@ async fn a_deployment_is_approved_and_declined_from_the_build_page() {
         .await;
     assert_eq!(server.wait_finished("app", 2).await["status"], "declined");
     assert!(
-        server
-            .runner("r1")
-            .request(std::time::Duration::from_millis(300))
-            .await
-            .is_none(),
+        server.nothing_to_claim("r1").await,
         "the declined deployment never runs"
     );
     browser.stop().await;

@@ -434,11 +434,7 @@ mod cases {
             "deploying"
         );
         assert!(
-            server
-                .runner("r1")
-                .request(std::time::Duration::from_millis(300))
-                .await
-                .is_none(),
+            server.nothing_to_claim("r1").await,
             "nothing runs before the approval"
         );
         // bob may write to the repository, but is not an approver; the stage is numbered 2.

@@ -190,6 +190,14 @@ impl TestServer {
         response.json().await.expect("json")
     }
 
+    /// Whether runner `name` finds no stage to run within 300 ms.
+    pub async fn nothing_to_claim(&self, name: &str) -> bool {
+        self.runner(name)
+            .request(Duration::from_millis(300))
+            .await
+            .is_none()
+    }
+
     /// Delivers GitHub's push of `sha` to `branch` of `acme/app`; the answer's status.
     pub async fn push_to(&self, branch: &str, sha: &str, delivery: &str) -> u16 {
         let payload = webhook::push("acme/app", branch, sha, "a change");
