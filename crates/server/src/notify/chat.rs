@@ -35,7 +35,7 @@ impl Report {
         state: &AppState,
         repo: &Repo,
         build: &Build,
-        stages: &[(Stage, Vec<Step>)],
+        (stages, deployments): (&[(Stage, Vec<Step>)], &[gantry_store::BuildDeployment]),
     ) -> Result<Self, gantry_store::StoreError> {
         let link = build_link(state, repo, build);
         let mut failing = None;
@@ -56,7 +56,7 @@ impl Report {
                 .collect();
         }
         let mut environments = Vec::new();
-        for deployment in state.store.build_deployments(build.id).await? {
+        for deployment in deployments {
             let Some((stage, _)) = stages.iter().find(|(s, _)| s.id == deployment.stage_id) else {
                 continue;
             };

@@ -131,15 +131,16 @@ async fn messages_for(
     // Without a GitHub token no status could be sent: none is queued (the settings page
     // says statuses are off and how to turn them on), rather than one failure per stage.
     let statuses_on = crate::credentials::github_token(state, repo).0.is_some();
+    // What the build does to environments: for GitHub and for chat (a fork's does nothing).
+    let deployments = if build.fork {
+        Vec::new()
+    } else {
+        state.store.build_deployments(build.id).await?
+    };
     if statuses_on && github_state(build.status).is_some() {
         // Pending once (the first news of a build, even one that ended before the
         // notifier saw it: then pending comes first), the final states once.
         let any_ran = stages.iter().any(|(s, _)| s.status != Status::Skipped);
-        let deployments = if build.fork {
-            Vec::new()
-        } else {
-            state.store.build_deployments(build.id).await?
-        };
         if !before && build.status.is_final() && any_ran {
             let pending = Some(Status::Pending);
             messages.extend(github_statuses(state, repo, build, &stages, pending));
@@ -204,7 +205,7 @@ async fn messages_for(
         }
         if !targets.is_empty() {
             let recovered = recovered(state, build).await?;
-            let report = Report::new(state, repo, build, &stages).await?;
+            let report = Report::new(state, repo, build, (&stages, &deployments)).await?;
             for target in targets.iter().filter(|t| wants(t, build, recovered)) {
                 messages.push(NewMessage {
                     kind: MessageKind::Chat(target.kind),

@@ -237,14 +237,7 @@ async fn post(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok())
         .map(|at| Duration::from_secs((at - chrono::Utc::now().timestamp()).clamp(1, 3600) as u64));
-    // At most what a deployment's answer needs: an answer is never read whole.
-    let text: String = response
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(64 * 1024)
-        .collect();
+    let text = answer_text(response).await;
     if status.is_success() {
         return Ok(text);
     }
@@ -260,6 +253,24 @@ async fn post(
     } else {
         Err((error, None))
     }
+}
+
+/// The most of an answer read: a deployment's id is near its start, and a chat service
+/// chosen by a repository's admin could answer without end.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The start of an answer's body (at most [`MAX_ANSWER_BYTES`]), as text; the rest is never
+/// read.
+async fn answer_text(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(MAX_ANSWER_BYTES);
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// The webhook URL a pipeline's `notify:` keeps in a secret of its repository.
@@ -326,6 +337,15 @@ mod tests {
         assert_eq!(backoff(base, 0), Duration::from_secs(1));
         assert_eq!(backoff(base, 3), Duration::from_secs(8));
         assert_eq!(backoff(base, 20), Duration::from_secs(600));
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_only_to_its_bound() {
+        let endless = vec![b'x'; 4 * MAX_ANSWER_BYTES];
+        let response = reqwest::Response::from(axum::http::Response::new(endless));
+        assert_eq!(answer_text(response).await.len(), MAX_ANSWER_BYTES);
+        let short = reqwest::Response::from(axum::http::Response::new("{\"id\": 7}"));
+        assert_eq!(answer_text(short).await, "{\"id\": 7}");
     }
 
     #[test]

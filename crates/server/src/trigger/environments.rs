@@ -222,12 +222,10 @@ async fn stop_due(state: &Arc<AppState>, now: i64) {
     }
 }
 
-/// The context of the build that stops an environment deployed by `deployed`: the same
-/// commit and event, with the environment to stop.
-pub fn stop_context(mut ctx: Context, deployed: &Build, stopping: StoppingEnvironment) -> Context {
-    ctx.parent = Some(deployed.number as u64);
+/// Makes the context of the build that deployed an environment that of the build that
+/// stops it: the same commit and event, with the environment to stop.
+pub fn stop_context(ctx: &mut Context, stopping: StoppingEnvironment) {
     ctx.stopping = Some(stopping);
     // Deployed by a redeploy: its stop runs the `on_stop` pipeline, not the deployment.
     ctx.redeploy = None;
-    ctx
 }

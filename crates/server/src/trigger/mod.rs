@@ -503,6 +503,25 @@ fn git_refusal(error: &GitError, message: String) -> OpError {
     }
 }
 
+/// A new build of `build`'s commit and context, as `shape` changes it, asked for by `sender`
+/// (a fork's build stays one).
+async fn build_again(
+    state: &Arc<AppState>,
+    repo: &Repo,
+    build: &Build,
+    sender: &str,
+    shape: impl FnOnce(&mut Context),
+) -> Result<Build, StoreError> {
+    let mut ctx = state.store.build_context(build.id).await?;
+    ctx.parent = Some(build.number as u64);
+    shape(&mut ctx);
+    let origin = Origin {
+        fork: build.fork,
+        ..Origin::asked_by(sender)
+    };
+    create_build(state, repo, ctx, origin).await
+}
+
 /// A new build of the same commit and context as `build`.
 pub async fn restart(
     state: &Arc<AppState>,
@@ -510,13 +529,7 @@ pub async fn restart(
     build: &Build,
     sender: &str,
 ) -> Result<Build, StoreError> {
-    let mut ctx = state.store.build_context(build.id).await?;
-    ctx.parent = Some(build.number as u64);
-    let origin = Origin {
-        fork: build.fork,
-        ..Origin::asked_by(sender)
-    };
-    create_build(state, repo, ctx, origin).await
+    build_again(state, repo, build, sender, |_| {}).await
 }
 
 /// The build that stops an environment `deployed` deployed: its commit and context, running
@@ -528,13 +541,10 @@ pub async fn stop_environment(
     stopping: gantry_pipeline::context::StoppingEnvironment,
     sender: &str,
 ) -> Result<Build, StoreError> {
-    let ctx = state.store.build_context(deployed.id).await?;
-    let ctx = environments::stop_context(ctx, deployed, stopping);
-    let origin = Origin {
-        fork: deployed.fork,
-        ..Origin::asked_by(sender)
-    };
-    create_build(state, repo, ctx, origin).await
+    build_again(state, repo, deployed, sender, |ctx| {
+        environments::stop_context(ctx, stopping)
+    })
+    .await
 }
 
 /// Deploys what `build` deployed to `environment` there again (a rollback): a new build of
@@ -547,15 +557,11 @@ pub async fn redeploy(
     environment: &str,
     sender: &str,
 ) -> Result<Build, StoreError> {
-    let mut ctx = state.store.build_context(build.id).await?;
-    ctx.parent = Some(build.number as u64);
-    ctx.redeploy = Some(environment.to_owned());
-    ctx.stopping = None;
-    let origin = Origin {
-        fork: build.fork,
-        ..Origin::asked_by(sender)
-    };
-    create_build(state, repo, ctx, origin).await
+    build_again(state, repo, build, sender, |ctx| {
+        ctx.redeploy = Some(environment.to_owned());
+        ctx.stopping = None;
+    })
+    .await
 }
 
 /// Deploys what `build` built to `target`, as Drone's promote does: a new build of the same
@@ -569,19 +575,16 @@ pub async fn promote(
     params: BTreeMap<String, String>,
     sender: &str,
 ) -> Result<Build, StoreError> {
-    let mut ctx = state.store.build_context(build.id).await?;
-    ctx.parent = Some(build.number as u64);
-    ctx.event = Event::Promote;
-    ctx.action = None;
-    ctx.deploy_target = Some(target.to_owned());
-    // A promote of a redeploy runs the promote pipelines, not that redeploy again.
-    ctx.redeploy = None;
-    ctx.params.extend(params);
-    let origin = Origin {
-        fork: build.fork,
-        ..Origin::asked_by(sender)
-    };
-    create_build(state, repo, ctx, origin).await
+    build_again(state, repo, build, sender, |ctx| {
+        ctx.event = Event::Promote;
+        ctx.action = None;
+        ctx.deploy_target = Some(target.to_owned());
+        // A promote deploys: it neither redeploys nor stops what the build did.
+        ctx.redeploy = None;
+        ctx.stopping = None;
+        ctx.params.extend(params);
+    })
+    .await
 }
 
 #[cfg(test)]
