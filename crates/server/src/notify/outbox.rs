@@ -296,6 +296,11 @@ pub(super) async fn secret_url(
         Some((true, _)) => Err(format!(
             "secret `{name}` is withheld from pull requests from forks"
         )),
+        // Only a stage deploying to its environment may have it; a notification is none.
+        Some((false, sealed)) if sealed.environment.is_some() => Err(format!(
+            "secret `{name}` is kept for environment `{}`: a notify URL cannot come from it",
+            sealed.environment.as_deref().unwrap_or_default()
+        )),
         Some((false, sealed)) => state
             .config
             .secret_key

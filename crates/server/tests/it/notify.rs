@@ -144,20 +144,25 @@ mod cases {
         let receiver = Receiver::start().await;
         let server = server_for(db, &receiver).await;
         let git = GitRepo::new();
-        let pipeline =
-            format!("{PIPELINE}notify:\n  - kind: slack\n    url: {{from_secret: slack_hook}}\n");
+        let pipeline = format!(
+            "{PIPELINE}notify:\n  - kind: slack\n    url: {{from_secret: slack_hook}}\n  - kind: discord\n    url: {{from_secret: prod_hook}}\n"
+        );
         let sha = git.commit(&[(".gantry.yml", &pipeline)], "first");
         server.add_repo("app", &git).await;
-        let response = server
-            .api(
-                reqwest::Method::POST,
-                "/repos/acme/app/secrets",
-                Some(
-                    json!({"name": "slack_hook", "value": format!("{}/hidden-hook", receiver.url)}),
-                ),
-            )
-            .await;
-        assert_eq!(response.status(), 201);
+        for secret in [
+            json!({"name": "slack_hook", "value": format!("{}/hidden-hook", receiver.url)}),
+            // Kept for production's deployments: no notification may open it.
+            json!({"name": "prod_hook", "value": format!("{}/prod-hook", receiver.url), "environment": "production"}),
+        ] {
+            let response = server
+                .api(
+                    reqwest::Method::POST,
+                    "/repos/acme/app/secrets",
+                    Some(secret),
+                )
+                .await;
+            assert_eq!(response.status(), 201);
+        }
         server
             .deliver(
                 "push",
@@ -173,8 +178,29 @@ mod cases {
             !build.to_string().contains("hidden-hook"),
             "the URL stays secret"
         );
-        server.stop().await;
-        receiver.stop();
+        for _ in 0..100 {
+            let build = server.get_json("/repos/acme/app/builds/1").await;
+            if let Some(kept) = build["notifications"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["kind"] == "discord" && n["state"] == "failed")
+            {
+                assert!(
+                    kept["last_error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("secret `prod_hook` is kept for environment `production`"),
+                    "{kept}"
+                );
+                assert!(receiver.at("/prod-hook").is_empty());
+                server.stop().await;
+                receiver.stop();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the environment's secret was opened for a notification");
     }
 
     pub async fn a_failed_build_reaches_github_and_every_chat_with_a_link_to_its_failing_step(
